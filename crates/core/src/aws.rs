@@ -1,0 +1,188 @@
+//! The one place that talks to AWS: clients, role assumption, and the
+//! translation of SDK errors into [`PhaseError`] kinds.
+
+use std::fmt::Debug;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_types::region::Region;
+
+use crate::phase::PhaseError;
+
+/// The caller's own AWS configuration (the Lambda's role, or the CLI user).
+#[derive(Clone, Debug)]
+pub struct Aws {
+    base: SdkConfig,
+}
+
+/// Clients for one region, acting as the config's deployment role there.
+#[derive(Clone, Debug)]
+pub struct RegionClients {
+    pub region: String,
+    pub cloudformation: aws_sdk_cloudformation::Client,
+    pub elb: aws_sdk_elasticloadbalancing::Client,
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    pub s3: aws_sdk_s3::Client,
+}
+
+impl Aws {
+    /// Reads the environment as every AWS tool does (`AWS_REGION`,
+    /// `AWS_ENDPOINT_URL`, credentials chain...).
+    pub async fn from_env() -> Aws {
+        Aws::new(aws_config::load_defaults(BehaviorVersion::latest()).await)
+    }
+
+    pub fn new(base: SdkConfig) -> Aws {
+        Aws { base }
+    }
+
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.base
+    }
+
+    /// S3 with the caller's own credentials (the pipeline's artifact bucket).
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        s3_client(&self.base)
+    }
+
+    /// Assumes `role_arn` and returns clients for `region` acting as it.
+    /// porter always worked this way: the invoker's role only needs
+    /// sts:AssumeRole, the deployment role (maybe in another account) holds
+    /// the CloudFormation, EC2 and ELB rights.
+    pub async fn region(
+        &self,
+        region: &str,
+        role_arn: &str,
+        session: &str,
+    ) -> Result<RegionClients, PhaseError> {
+        let sts = aws_sdk_sts::Client::new(&self.base);
+        let session: String = session
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "=,.@-_".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect();
+        let out = sts
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name(if session.len() < 2 {
+                "porter".to_string()
+            } else {
+                session
+            })
+            .send()
+            .await
+            .map_err(|e| classify(&format!("assume role {role_arn} for {region}"), e))?;
+        let c = out.credentials().ok_or_else(|| {
+            PhaseError::Aws(format!(
+                "assume role {role_arn}: STS returned no credentials"
+            ))
+        })?;
+        let creds = Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_string()),
+            std::time::SystemTime::try_from(*c.expiration()).ok(),
+            "porter-deployment-role",
+        );
+        let conf = self
+            .base
+            .to_builder()
+            .region(Region::new(region.to_string()))
+            .credentials_provider(SharedCredentialsProvider::new(creds))
+            .build();
+        Ok(RegionClients {
+            region: region.to_string(),
+            cloudformation: aws_sdk_cloudformation::Client::new(&conf),
+            elb: aws_sdk_elasticloadbalancing::Client::new(&conf),
+            autoscaling: aws_sdk_autoscaling::Client::new(&conf),
+            s3: s3_client(&conf),
+        })
+    }
+}
+
+/// Path-style addressing when an endpoint is overridden (the local stack):
+/// virtual-host names like `bucket.127.0.0.1` do not resolve.
+fn s3_client(conf: &SdkConfig) -> aws_sdk_s3::Client {
+    let mut b = aws_sdk_s3::config::Builder::from(conf);
+    if conf.endpoint_url().is_some() {
+        b = b.force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(b.build())
+}
+
+const RETRYABLE_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "SlowDown",
+    "ServiceUnavailable",
+    "InternalError",
+    "InternalFailure",
+    "RequestTimeout",
+];
+const DENIED_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "AuthorizationError",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "ExpiredTokenException",
+];
+
+/// Sorts an SDK error into the kind that tells the caller what to do next.
+pub fn classify<E>(what: &str, err: SdkError<E, Response>) -> PhaseError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let code = err.code().unwrap_or_default().to_string();
+    let detail = err
+        .message()
+        .map(str::to_string)
+        .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            PhaseError::Retryable(format!(
+                "{what}: AWS did not answer ({detail}); retrying may help"
+            ))
+        }
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            if RETRYABLE_CODES.contains(&code.as_str()) || status >= 500 {
+                PhaseError::Retryable(format!(
+                    "{what}: {code} (HTTP {status}): {detail}; retrying may help"
+                ))
+            } else if DENIED_CODES.contains(&code.as_str()) || status == 403 {
+                PhaseError::AccessDenied(format!(
+                    "{what}: access denied ({code}): {detail}; give the deployment role this permission"
+                ))
+            } else {
+                PhaseError::Aws(format!("{what}: {code}: {detail}"))
+            }
+        }
+        _ => PhaseError::Aws(format!("{what}: {detail}")),
+    }
+}
+
+/// `classify` for use in `map_err`.
+pub fn err<E>(what: impl Into<String>) -> impl FnOnce(SdkError<E, Response>) -> PhaseError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static + Debug,
+{
+    let what = what.into();
+    move |e| classify(&what, e)
+}

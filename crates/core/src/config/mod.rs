@@ -1,0 +1,295 @@
+//! `.porter/config`: the typed model and its loader.
+//!
+//! Loading validates everything at once and returns every finding with its
+//! line, column and key path. A finding is an [`Severity::Error`] (the file
+//! is wrong), a [`Severity::Warning`] (porter has the key, this product does
+//! not act on it), or [`Severity::Incomplete`] (a valid config that cannot be
+//! deployed as it is, such as porter's `TODO` placeholders): `porter validate`
+//! passes on the last two, deploying refuses the last one.
+
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::yaml;
+
+/// The whole service config, resolved: defaults filled in, `${VAR}`s
+/// expanded, `stack_definition_path` files read. This is what pack stores
+/// next to the payload so that later phases never need the source again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub service_name: String,
+    pub porter_version: Option<String>,
+    pub environments: Vec<Environment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub name: String,
+    pub instance_type: String,
+    pub blackout_windows: Vec<BlackoutWindow>,
+    pub regions: Vec<Region>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlackoutWindow {
+    pub start_time: String,
+    pub end_time: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Region {
+    pub name: String,
+    /// The region's own `role_arn`, or else the environment's.
+    pub role_arn: String,
+    pub vpc_id: Option<String>,
+    pub azs: Vec<AvailabilityZone>,
+    pub s3_bucket: String,
+    pub sse_kms_key_id: Option<String>,
+    /// The load balancers promote moves instances into. Empty for
+    /// `elb: none` (or no ELB at all): promote is then a no-op.
+    pub elbs: Vec<Elb>,
+    pub instance_count: u32,
+    pub key_pair_name: Option<String>,
+    pub containers: Vec<Container>,
+    /// The most specific `stack_definition_path` (region over environment),
+    /// read and parsed: merged over the generated template.
+    pub stack_definition: Option<StackDefinition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AvailabilityZone {
+    pub name: String,
+    pub subnet_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Elb {
+    pub name: String,
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    pub name: String,
+    pub topology: Topology,
+    pub inet_port: Option<u16>,
+    pub health_check: HealthCheck,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    Inet,
+    Worker,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub method: String,
+    pub path: String,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            method: "GET".into(),
+            path: "/health".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StackDefinition {
+    /// As written in the config, relative to the repository root.
+    pub path: String,
+    pub template: serde_json::Value,
+}
+
+impl Config {
+    pub fn environment(&self, name: &str) -> Result<&Environment, String> {
+        self.environments
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = self.environments.iter().map(|e| e.name.as_str()).collect();
+                format!(
+                    "the config has no environment `{name}`; it has: {}",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+impl Environment {
+    pub fn region(&self, name: &str) -> Result<&Region, String> {
+        self.regions.iter().find(|r| r.name == name).ok_or_else(|| {
+            let known: Vec<_> = self.regions.iter().map(|r| r.name.as_str()).collect();
+            format!(
+                "environment `{}` has no region `{name}`; it has: {}",
+                self.name,
+                known.join(", ")
+            )
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    /// Valid, but not deployable as written (a placeholder, a missing file).
+    Incomplete,
+    Warning,
+}
+
+/// One finding about the config, positioned in its file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub line: usize,
+    pub col: usize,
+    /// The key path, e.g. `environments[0].regions[1].azs[0].subnet_id`.
+    pub path: String,
+    pub message: String,
+}
+
+/// A diagnostic with the file it belongs to, ready to print.
+pub struct Located<'a> {
+    pub file: &'a Path,
+    pub diagnostic: &'a Diagnostic,
+}
+
+impl fmt::Display for Located<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.diagnostic;
+        let label = match d.severity {
+            Severity::Error => "error",
+            Severity::Incomplete => "not deployable",
+            Severity::Warning => "warning",
+        };
+        let path = if d.path.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", d.path)
+        };
+        write!(
+            f,
+            "{}:{}:{}: {label}: {path}{}",
+            self.file.display(),
+            d.line,
+            d.col,
+            d.message
+        )
+    }
+}
+
+/// The outcome of reading a config file: the config when it has no errors,
+/// and every finding either way.
+#[derive(Debug)]
+pub struct Loaded {
+    pub file: PathBuf,
+    pub config: Option<Config>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+    }
+
+    pub fn located(&self) -> impl Iterator<Item = Located<'_>> {
+        self.diagnostics.iter().map(|d| Located {
+            file: &self.file,
+            diagnostic: d,
+        })
+    }
+
+    /// The config if it can be deployed: no errors and nothing incomplete.
+    /// Otherwise one message listing every blocking finding.
+    pub fn deployable(self) -> Result<Config, String> {
+        let blocking: Vec<String> = self
+            .located()
+            .filter(|l| l.diagnostic.severity != Severity::Warning)
+            .map(|l| l.to_string())
+            .collect();
+        match self.config {
+            Some(config) if blocking.is_empty() => Ok(config),
+            _ => Err(format!(
+                "{} cannot be deployed:\n{}",
+                self.file.display(),
+                blocking.join("\n")
+            )),
+        }
+    }
+}
+
+/// Reads the repository's config. `repo_root` is where `stack_definition_path`s
+/// are resolved from; `lookup` answers `${VAR}`.
+pub fn load_file(
+    file: &Path,
+    repo_root: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> std::io::Result<Loaded> {
+    let text = std::fs::read_to_string(file)?;
+    Ok(load_str(&text, file, repo_root, lookup))
+}
+
+/// Like [`load_file`] with the text already in hand (a zip entry, a test).
+pub fn load_str(
+    text: &str,
+    file: &Path,
+    repo_root: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Loaded {
+    let (config, diagnostics) = match yaml::load(text, lookup) {
+        Err(problems) => (
+            None,
+            problems
+                .into_iter()
+                .map(|p| Diagnostic {
+                    severity: Severity::Error,
+                    line: p.mark.line,
+                    col: p.mark.col,
+                    path: String::new(),
+                    message: p.message,
+                })
+                .collect(),
+        ),
+        Ok(root) => validate::validate(&root, repo_root),
+    };
+    Loaded {
+        file: file.to_path_buf(),
+        config,
+        diagnostics,
+    }
+}
+
+/// The process environment, for `${VAR}` expansion.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Finds the config and the repository root for a path given on the command
+/// line: a config file itself, a `.porter` folder, or a repository folder.
+pub fn locate(path: &Path) -> (PathBuf, PathBuf) {
+    if path.is_dir() {
+        if path.file_name().is_some_and(|n| n == ".porter") {
+            let root = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            return (path.join("config"), root);
+        }
+        return (path.join(".porter").join("config"), path.to_path_buf());
+    }
+    let root = match path.parent() {
+        Some(dir) if dir.file_name().is_some_and(|n| n == ".porter") => {
+            dir.parent().unwrap_or(Path::new(".")).to_path_buf()
+        }
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    (path.to_path_buf(), root)
+}

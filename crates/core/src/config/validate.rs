@@ -1,0 +1,918 @@
+//! The rules of `.porter/config`, applied to a positioned YAML tree.
+//!
+//! Every rule reports and moves on, so one run lists every problem. Rules
+//! follow porter's config reference; where porter's own sample configs carry
+//! placeholders (`vpc-TODO`, `s3_bucket: TODO`) the finding is
+//! [`Severity::Incomplete`] rather than an error, so those files validate.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+use super::*;
+use crate::yaml::{Node, Value};
+
+/// Keys porter has that this product accepts but does not act on (yet).
+/// Each one present gets exactly one warning.
+const NOT_ACTED_ON: &[(&str, &str)] = &[
+    (
+        "hooks",
+        "deployment hooks run in Docker on porter's build box",
+    ),
+    (
+        "slack",
+        "notifications go to the pipeline's SNS topic instead",
+    ),
+    ("haproxy", "instances are served by the ELB directly"),
+    ("hot_swap", "every release gets a new stack (blue/green)"),
+    (
+        "autowire_security_groups",
+        "the generated security group is used as is",
+    ),
+    (
+        "auto_scaling_group",
+        "the generated Auto Scaling group is used as is",
+    ),
+    ("ssl_cert_arn", "no per-stack ELB is provisioned"),
+    ("hosted_zone_name", "no per-stack DNS record is created"),
+    ("dockerfile", "the build stage builds the image"),
+    ("dockerfile_build", "the build stage builds the image"),
+    ("uid", "the payload runs as the service user"),
+    ("read_only", "the payload runs as the service user"),
+    ("src_env_file", "secrets come from the instance role"),
+    ("pids_limit", "not enforced on the host"),
+];
+
+const ROOT_KEYS: &[&str] = &[
+    "service_name",
+    "porter_version",
+    "environments",
+    "hooks",
+    "slack",
+];
+const ENV_KEYS: &[&str] = &[
+    "name",
+    "role_arn",
+    "stack_definition_path",
+    "instance_count",
+    "instance_type",
+    "blackout_windows",
+    "regions",
+    "hot_swap",
+    "haproxy",
+    "autowire_security_groups",
+];
+const REGION_KEYS: &[&str] = &[
+    "name",
+    "vpc_id",
+    "azs",
+    "role_arn",
+    "s3_bucket",
+    "sse_kms_key_id",
+    "elb",
+    "elbs",
+    "ssl_cert_arn",
+    "hosted_zone_name",
+    "instance_count",
+    "key_pair_name",
+    "auto_scaling_group",
+    "stack_definition_path",
+    "containers",
+];
+const CONTAINER_KEYS: &[&str] = &[
+    "name",
+    "topology",
+    "inet_port",
+    "dockerfile",
+    "dockerfile_build",
+    "uid",
+    "read_only",
+    "health_check",
+    "src_env_file",
+    "pids_limit",
+];
+
+fn re(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
+    cell.get_or_init(|| Regex::new(pattern).expect("pattern compiles"))
+}
+
+macro_rules! pattern {
+    ($name:ident, $re:expr) => {
+        fn $name() -> &'static Regex {
+            static CELL: OnceLock<Regex> = OnceLock::new();
+            re(&CELL, $re)
+        }
+    };
+}
+
+pattern!(service_name_re, r"^[a-zA-Z][-a-zA-Z0-9]*$");
+pattern!(porter_version_re, r"^v\d+\.\d+\.\d+$");
+pattern!(env_name_re, r"^[0-9a-zA-Z]+$");
+pattern!(region_re, r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$");
+pattern!(
+    role_arn_re,
+    r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"
+);
+pattern!(vpc_re, r"^vpc-[0-9a-f]{8}([0-9a-f]{9})?$");
+pattern!(subnet_re, r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$");
+pattern!(bucket_re, r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$");
+pattern!(elb_re, r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?$");
+pattern!(instance_type_re, r"^[a-z][a-z0-9-]*\.[a-z0-9]+$");
+
+struct Checker<'a> {
+    repo_root: &'a Path,
+    diagnostics: Vec<Diagnostic>,
+    warned: HashSet<&'static str>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, severity: Severity, node: &Node, path: &str, message: impl Into<String>) {
+        self.diagnostics.push(Diagnostic {
+            severity,
+            line: node.mark.line,
+            col: node.mark.col,
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn error(&mut self, node: &Node, path: &str, message: impl Into<String>) {
+        self.report(Severity::Error, node, path, message);
+    }
+
+    /// The mapping's entries, or an error naming what was found instead.
+    fn mapping<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        what: &str,
+    ) -> Option<&'n [(Node, Node)]> {
+        match &node.value {
+            Value::Map(entries) => Some(entries),
+            _ => {
+                self.error(
+                    node,
+                    path,
+                    format!("expected {what} (a mapping of keys), found {}", node.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    fn list<'n>(&mut self, node: &'n Node, path: &str, what: &str) -> Option<&'n [Node]> {
+        match &node.value {
+            Value::Seq(items) => Some(items),
+            _ => {
+                self.error(
+                    node,
+                    path,
+                    format!(
+                        "expected a list of {what} (lines starting with `- `), found {}",
+                        node.kind()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Checks keys against the known set: porter keys this product does not
+    /// act on get one warning each; unknown keys are errors with the list of
+    /// known ones, since a typo would otherwise be silently ignored.
+    fn keys(
+        &mut self,
+        entries: &[(Node, Node)],
+        path: &str,
+        known: &[&str],
+        allow_underscore: bool,
+    ) {
+        let mut seen = HashSet::new();
+        for (k, _) in entries {
+            let Some(key) = k.as_str() else {
+                self.error(k, path, "keys must be plain names");
+                continue;
+            };
+            let key_path = join(path, key);
+            if !seen.insert(key.to_string()) {
+                self.error(k, &key_path, format!("`{key}` is set twice; keep one"));
+                continue;
+            }
+            if allow_underscore && key.starts_with('_') {
+                continue; // anchor holders such as `_container_base_inet`
+            }
+            if !known.contains(&key) {
+                self.error(
+                    k,
+                    &key_path,
+                    format!("unknown key `{key}`; expected one of: {}", known.join(", ")),
+                );
+                continue;
+            }
+            if let Some((name, why)) = NOT_ACTED_ON.iter().find(|(n, _)| *n == key) {
+                if self.warned.insert(name) {
+                    self.report(
+                        Severity::Warning,
+                        k,
+                        &key_path,
+                        format!("accepted but not acted on: {why}"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn string<'n>(
+        &mut self,
+        parent: &'n Node,
+        key: &str,
+        path: &str,
+        required: bool,
+    ) -> Option<(String, &'n Node)> {
+        let key_path = join(path, key);
+        match parent.get(key) {
+            None => {
+                if required {
+                    self.error(parent, &key_path, format!("`{key}` is required here"));
+                }
+                None
+            }
+            Some(node) if node.is_null() => {
+                if required {
+                    self.error(
+                        node,
+                        &key_path,
+                        format!("`{key}` is empty; give it a value"),
+                    );
+                }
+                None
+            }
+            Some(node) => match node.as_str() {
+                Some(s) => Some((s.to_string(), node)),
+                None => {
+                    self.error(
+                        node,
+                        &key_path,
+                        format!("expected a single value, found {}", node.kind()),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn count(&mut self, parent: &Node, key: &str, path: &str) -> Option<u32> {
+        let (text, node) = self.string(parent, key, path, false)?;
+        match text.parse::<u32>() {
+            Ok(n) if (1..=100).contains(&n) => Some(n),
+            _ => {
+                self.error(
+                    node,
+                    &join(path, key),
+                    format!("expected a whole number from 1 to 100, found `{text}`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn stack_definition(&mut self, parent: &Node, path: &str) -> Option<StackDefinition> {
+        let (rel, node) = self.string(parent, "stack_definition_path", path, false)?;
+        let key_path = join(path, "stack_definition_path");
+        let file = self.repo_root.join(&rel);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                self.report(
+                    Severity::Incomplete,
+                    node,
+                    &key_path,
+                    format!(
+                        "cannot read `{}` ({e}); the path is relative to the repository root",
+                        file.display()
+                    ),
+                );
+                return None;
+            }
+        };
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(template) if template.is_object() => Some(StackDefinition {
+                path: rel,
+                template,
+            }),
+            Ok(_) => {
+                self.error(
+                    node,
+                    &key_path,
+                    format!("`{rel}` must hold a JSON object (a CloudFormation template)"),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(
+                    node,
+                    &key_path,
+                    format!(
+                        "`{rel}` is not valid JSON: line {} column {}: {e}",
+                        e.line(),
+                        e.column()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+pub(super) fn validate(root: &Node, repo_root: &Path) -> (Option<Config>, Vec<Diagnostic>) {
+    let mut c = Checker {
+        repo_root,
+        diagnostics: Vec::new(),
+        warned: HashSet::new(),
+    };
+    let config = check_root(&mut c, root);
+    let mut diagnostics = c.diagnostics;
+    diagnostics.sort_by_key(|d| (d.line, d.col));
+    let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
+    (config.filter(|_| !has_errors), diagnostics)
+}
+
+fn check_root(c: &mut Checker, root: &Node) -> Option<Config> {
+    let entries = c.mapping(root, "", "the config")?;
+    c.keys(entries, "", ROOT_KEYS, true);
+
+    let service_name = c
+        .string(root, "service_name", "", true)
+        .and_then(|(name, node)| {
+            if service_name_re().is_match(&name) {
+                Some(name)
+            } else {
+                c.error(
+                    node,
+                    "service_name",
+                    format!(
+                        "`{name}` must start with a letter and hold only letters, digits and `-`"
+                    ),
+                );
+                None
+            }
+        });
+    let porter_version = c
+        .string(root, "porter_version", "", false)
+        .map(|(v, node)| {
+            if !porter_version_re().is_match(&v) {
+                c.report(
+                    Severity::Warning,
+                    node,
+                    "porter_version",
+                    format!("`{v}` is not a release like v5.3.0; it is recorded but not used"),
+                );
+            }
+            v
+        });
+
+    let mut environments = Vec::new();
+    match root.get("environments") {
+        None => c.error(
+            root,
+            "environments",
+            "`environments` is required: a list with at least one environment",
+        ),
+        Some(node) => {
+            if let Some(items) = c.list(node, "environments", "environments") {
+                if items.is_empty() {
+                    c.error(node, "environments", "needs at least one environment");
+                }
+                let mut names = HashSet::new();
+                for (i, env) in items.iter().enumerate() {
+                    let path = format!("environments[{i}]");
+                    if let Some(e) = check_environment(c, env, &path) {
+                        if !names.insert(e.name.clone()) {
+                            c.error(
+                                env,
+                                &join(&path, "name"),
+                                format!("environment `{}` is defined twice", e.name),
+                            );
+                        }
+                        environments.push(e);
+                    }
+                }
+            }
+        }
+    }
+    Some(Config {
+        service_name: service_name?,
+        porter_version,
+        environments,
+    })
+}
+
+fn check_environment(c: &mut Checker, env: &Node, path: &str) -> Option<Environment> {
+    let entries = c.mapping(env, path, "an environment")?;
+    c.keys(entries, path, ENV_KEYS, false);
+    let name = c.string(env, "name", path, true).and_then(|(name, node)| {
+        if env_name_re().is_match(&name) {
+            Some(name)
+        } else {
+            c.error(
+                node,
+                &join(path, "name"),
+                format!("`{name}` must hold only letters and digits"),
+            );
+            None
+        }
+    });
+    let role_arn = check_role(c, env, path);
+    let stack_definition = c.stack_definition(env, path);
+    let instance_count = c.count(env, "instance_count", path).unwrap_or(1);
+    let instance_type = match c.string(env, "instance_type", path, false) {
+        Some((t, node)) if !instance_type_re().is_match(&t) => {
+            c.error(
+                node,
+                &join(path, "instance_type"),
+                format!("`{t}` is not an EC2 instance type like m5.large"),
+            );
+            None
+        }
+        Some((t, _)) => Some(t),
+        None => Some("m3.medium".to_string()),
+    };
+    let blackout_windows = check_blackouts(c, env, path);
+
+    let mut regions = Vec::new();
+    let regions_path = join(path, "regions");
+    match env.get("regions") {
+        None => c.error(
+            env,
+            &regions_path,
+            "`regions` is required: a list with at least one region",
+        ),
+        Some(node) => {
+            if let Some(items) = c.list(node, &regions_path, "regions") {
+                if items.is_empty() {
+                    c.error(node, &regions_path, "needs at least one region");
+                }
+                let mut names = HashSet::new();
+                for (i, region) in items.iter().enumerate() {
+                    let rpath = format!("{regions_path}[{i}]");
+                    let inherited = Inherited {
+                        role_arn: role_arn.as_deref(),
+                        stack_definition: stack_definition.as_ref(),
+                        instance_count,
+                    };
+                    if let Some(r) = check_region(c, region, &rpath, &inherited) {
+                        if !names.insert(r.name.clone()) {
+                            c.error(
+                                region,
+                                &join(&rpath, "name"),
+                                format!("region `{}` is listed twice in this environment", r.name),
+                            );
+                        }
+                        regions.push(r);
+                    }
+                }
+            }
+        }
+    }
+    Some(Environment {
+        name: name?,
+        instance_type: instance_type?,
+        blackout_windows: blackout_windows?,
+        regions,
+    })
+}
+
+fn check_role(c: &mut Checker, parent: &Node, path: &str) -> Option<String> {
+    let (arn, node) = c.string(parent, "role_arn", path, false)?;
+    if role_arn_re().is_match(&arn) {
+        Some(arn)
+    } else {
+        c.error(
+            node,
+            &join(path, "role_arn"),
+            format!("`{arn}` is not an IAM role ARN like arn:aws:iam::123456789012:role/porter-deployment"),
+        );
+        None
+    }
+}
+
+fn check_blackouts(c: &mut Checker, env: &Node, path: &str) -> Option<Vec<BlackoutWindow>> {
+    let bpath = join(path, "blackout_windows");
+    let Some(node) = env.get("blackout_windows") else {
+        return Some(Vec::new());
+    };
+    let items = c.list(node, &bpath, "windows with start_time and end_time")?;
+    let mut windows = Vec::new();
+    let mut ok = true;
+    for (i, w) in items.iter().enumerate() {
+        let wpath = format!("{bpath}[{i}]");
+        let Some(entries) = c.mapping(w, &wpath, "a window") else {
+            ok = false;
+            continue;
+        };
+        c.keys(entries, &wpath, &["start_time", "end_time"], false);
+        let mut parse = |key: &str| {
+            let (text, node) = c.string(w, key, &wpath, true)?;
+            match chrono::DateTime::parse_from_rfc3339(&text) {
+                Ok(t) => Some((text, t, node)),
+                Err(e) => {
+                    c.error(
+                        node,
+                        &join(&wpath, key),
+                        format!("`{text}` is not an RFC3339 time like 2026-12-24T00:00:00Z ({e})"),
+                    );
+                    None
+                }
+            }
+        };
+        let start = parse("start_time");
+        let end = parse("end_time");
+        match (start, end) {
+            (Some((s, st, _)), Some((e, et, enode))) => {
+                if st > et {
+                    c.error(
+                        enode,
+                        &join(&wpath, "end_time"),
+                        format!("ends ({e}) before it starts ({s})"),
+                    );
+                    ok = false;
+                } else {
+                    windows.push(BlackoutWindow {
+                        start_time: s,
+                        end_time: e,
+                    });
+                }
+            }
+            _ => ok = false,
+        }
+    }
+    ok.then_some(windows)
+}
+
+struct Inherited<'a> {
+    role_arn: Option<&'a str>,
+    stack_definition: Option<&'a StackDefinition>,
+    instance_count: u32,
+}
+
+fn check_region(
+    c: &mut Checker,
+    region: &Node,
+    path: &str,
+    inherited: &Inherited,
+) -> Option<Region> {
+    let entries = c.mapping(region, path, "a region")?;
+    c.keys(entries, path, REGION_KEYS, false);
+
+    let name = c
+        .string(region, "name", path, true)
+        .and_then(|(name, node)| {
+            if region_re().is_match(&name) {
+                Some(name)
+            } else {
+                c.error(
+                    node,
+                    &join(path, "name"),
+                    format!("`{name}` is not an AWS region name like us-west-2"),
+                );
+                None
+            }
+        });
+    let own_role = check_role(c, region, path);
+    let role_arn = match (own_role, inherited.role_arn) {
+        (Some(r), _) => Some(r),
+        (None, Some(r)) => Some(r.to_string()),
+        (None, None) => {
+            if region.get("role_arn").is_none() {
+                c.error(
+                    region,
+                    &join(path, "role_arn"),
+                    "no `role_arn` for this region: set one here or on its environment",
+                );
+            }
+            None
+        }
+    };
+    let vpc_id = c.string(region, "vpc_id", path, false).map(|(v, node)| {
+        if !vpc_re().is_match(&v) {
+            c.report(
+                Severity::Incomplete,
+                node,
+                &join(path, "vpc_id"),
+                format!("`{v}` is not a VPC id like vpc-0a1b2c3d"),
+            );
+        }
+        v
+    });
+    let azs = check_azs(c, region, path, name.as_deref(), vpc_id.is_some());
+    let s3_bucket = c.string(region, "s3_bucket", path, true).map(|(b, node)| {
+        if !bucket_re().is_match(&b) || b.contains("..") {
+            c.report(
+                Severity::Incomplete,
+                node,
+                &join(path, "s3_bucket"),
+                format!("`{b}` is not a valid S3 bucket name (3-63 lowercase letters, digits, `.` and `-`)"),
+            );
+        }
+        b
+    });
+    let sse_kms_key_id = c
+        .string(region, "sse_kms_key_id", path, false)
+        .map(|(k, _)| k);
+    let elbs = check_elbs(c, region, path);
+    let instance_count = c
+        .count(region, "instance_count", path)
+        .unwrap_or(inherited.instance_count);
+    let key_pair_name = c
+        .string(region, "key_pair_name", path, false)
+        .map(|(k, _)| k);
+    let containers = check_containers(c, region, path);
+    let stack_definition = c
+        .stack_definition(region, path)
+        .or_else(|| inherited.stack_definition.cloned());
+
+    Some(Region {
+        name: name?,
+        role_arn: role_arn?,
+        vpc_id,
+        azs: azs?,
+        s3_bucket: s3_bucket?,
+        sse_kms_key_id,
+        elbs: elbs?,
+        instance_count,
+        key_pair_name,
+        containers: containers?,
+        stack_definition,
+    })
+}
+
+fn check_azs(
+    c: &mut Checker,
+    region: &Node,
+    path: &str,
+    region_name: Option<&str>,
+    has_vpc: bool,
+) -> Option<Vec<AvailabilityZone>> {
+    let apath = join(path, "azs");
+    let Some(node) = region.get("azs") else {
+        c.error(
+            region,
+            &apath,
+            "`azs` is required: a list like `- {name: us-west-2a, subnet_id: subnet-0a1b2c3d}`",
+        );
+        return None;
+    };
+    let items = c.list(node, &apath, "availability zones")?;
+    if items.is_empty() {
+        c.error(node, &apath, "needs at least one availability zone");
+        return None;
+    }
+    let mut azs = Vec::new();
+    let mut names = HashSet::new();
+    let mut ok = true;
+    for (i, az) in items.iter().enumerate() {
+        let zpath = format!("{apath}[{i}]");
+        let Some(entries) = c.mapping(az, &zpath, "an availability zone") else {
+            ok = false;
+            continue;
+        };
+        c.keys(entries, &zpath, &["name", "subnet_id"], false);
+        let name = c.string(az, "name", &zpath, true);
+        if let (Some((n, nnode)), Some(r)) = (&name, region_name) {
+            let suffix = n.strip_prefix(r);
+            if !suffix.is_some_and(|s| s.len() == 1 && s.chars().all(|ch| ch.is_ascii_lowercase()))
+            {
+                c.error(
+                    nnode,
+                    &join(&zpath, "name"),
+                    format!("`{n}` is not an availability zone of {r} (like {r}a)"),
+                );
+                ok = false;
+            }
+            if !names.insert(n.clone()) {
+                c.error(
+                    nnode,
+                    &join(&zpath, "name"),
+                    format!("`{n}` is listed twice"),
+                );
+                ok = false;
+            }
+        }
+        let subnet_id = c.string(az, "subnet_id", &zpath, false).map(|(s, node)| {
+            if !subnet_re().is_match(&s) {
+                c.report(
+                    Severity::Incomplete,
+                    node,
+                    &join(&zpath, "subnet_id"),
+                    format!("`{s}` is not a subnet id like subnet-0a1b2c3d"),
+                );
+            }
+            s
+        });
+        if has_vpc && subnet_id.is_none() && az.get("subnet_id").is_none() {
+            c.error(
+                az,
+                &join(&zpath, "subnet_id"),
+                "the region sets `vpc_id`, so every availability zone needs a `subnet_id`",
+            );
+            ok = false;
+        }
+        match name {
+            Some((name, _)) => azs.push(AvailabilityZone { name, subnet_id }),
+            None => ok = false,
+        }
+    }
+    ok.then_some(azs)
+}
+
+fn check_elbs(c: &mut Checker, region: &Node, path: &str) -> Option<Vec<Elb>> {
+    let single = c.string(region, "elb", path, false);
+    let list = region.get("elbs");
+    if let (Some((_, node)), Some(_)) = (&single, list) {
+        c.error(
+            node,
+            &join(path, "elb"),
+            "set either `elb` or `elbs`, not both",
+        );
+        return None;
+    }
+    let check_name = |c: &mut Checker, name: &str, node: &Node, p: &str| -> bool {
+        if elb_re().is_match(name) {
+            true
+        } else {
+            c.error(node, p, format!("`{name}` is not a load balancer name (1-32 letters, digits and `-`, not starting or ending with `-`)"));
+            false
+        }
+    };
+    if let Some((name, node)) = single {
+        if name.eq_ignore_ascii_case("none") {
+            return Some(Vec::new());
+        }
+        return check_name(c, &name, node, &join(path, "elb"))
+            .then(|| vec![Elb { name, tag: None }]);
+    }
+    let Some(node) = list else {
+        c.report(
+            Severity::Warning,
+            region,
+            &join(path, "elb"),
+            "no `elb` set: promote does nothing in this region (write `elb: none` to say so)",
+        );
+        return Some(Vec::new());
+    };
+    let epath = join(path, "elbs");
+    let items = c.list(node, &epath, "load balancers with name and tag")?;
+    let mut elbs = Vec::new();
+    let mut names = HashSet::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let ipath = format!("{epath}[{i}]");
+        let Some(entries) = c.mapping(item, &ipath, "a load balancer") else {
+            ok = false;
+            continue;
+        };
+        c.keys(entries, &ipath, &["name", "tag"], false);
+        let tag = c.string(item, "tag", &ipath, false).map(|(t, _)| t);
+        match c.string(item, "name", &ipath, true) {
+            Some((name, nnode)) => {
+                if !check_name(c, &name, nnode, &join(&ipath, "name")) {
+                    ok = false;
+                } else if !names.insert(name.clone()) {
+                    c.error(
+                        nnode,
+                        &join(&ipath, "name"),
+                        format!("`{name}` is listed twice"),
+                    );
+                    ok = false;
+                } else {
+                    elbs.push(Elb { name, tag });
+                }
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(elbs)
+}
+
+fn check_containers(c: &mut Checker, region: &Node, path: &str) -> Option<Vec<Container>> {
+    let cpath = join(path, "containers");
+    let Some(node) = region.get("containers") else {
+        return Some(vec![Container {
+            name: "primary".into(),
+            topology: Topology::Inet,
+            inet_port: None,
+            health_check: HealthCheck::default(),
+        }]);
+    };
+    let items = c.list(node, &cpath, "containers")?;
+    let mut containers = Vec::new();
+    let mut names = HashSet::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let ipath = format!("{cpath}[{i}]");
+        let Some(entries) = c.mapping(item, &ipath, "a container") else {
+            ok = false;
+            continue;
+        };
+        c.keys(entries, &ipath, CONTAINER_KEYS, false);
+        let name = c.string(item, "name", &ipath, true);
+        if let Some((n, nnode)) = &name {
+            if !names.insert(n.clone()) {
+                c.error(
+                    nnode,
+                    &join(&ipath, "name"),
+                    format!("container `{n}` is defined twice in this region"),
+                );
+                ok = false;
+            }
+        }
+        let topology = match c.string(item, "topology", &ipath, false) {
+            None => Some(Topology::Inet),
+            Some((t, _)) if t == "inet" => Some(Topology::Inet),
+            Some((t, _)) if t == "worker" => Some(Topology::Worker),
+            Some((t, tnode)) => {
+                c.error(
+                    tnode,
+                    &join(&ipath, "topology"),
+                    format!("`{t}` is not a topology; expected `inet` or `worker`"),
+                );
+                None
+            }
+        };
+        let inet_port = match c.string(item, "inet_port", &ipath, false) {
+            None => Some(None),
+            Some((p, pnode)) => match p.parse::<u16>() {
+                Ok(port) if port > 0 => Some(Some(port)),
+                _ => {
+                    c.error(
+                        pnode,
+                        &join(&ipath, "inet_port"),
+                        format!("`{p}` is not a port number from 1 to 65535"),
+                    );
+                    None
+                }
+            },
+        };
+        let health_check = match item.get("health_check") {
+            None => Some(HealthCheck::default()),
+            Some(h) => {
+                let hpath = join(&ipath, "health_check");
+                match c.mapping(h, &hpath, "a health check with method and path") {
+                    None => None,
+                    Some(entries) => {
+                        c.keys(entries, &hpath, &["method", "path"], false);
+                        let method = c.string(h, "method", &hpath, true).and_then(|(m, mnode)| {
+                            if ["GET", "HEAD"].contains(&m.as_str()) {
+                                Some(m)
+                            } else {
+                                c.error(
+                                    mnode,
+                                    &join(&hpath, "method"),
+                                    format!("`{m}` is not supported; use GET or HEAD"),
+                                );
+                                None
+                            }
+                        });
+                        let hc_path = c.string(h, "path", &hpath, true).and_then(|(p, pnode)| {
+                            if p.starts_with('/') {
+                                Some(p)
+                            } else {
+                                c.error(
+                                    pnode,
+                                    &join(&hpath, "path"),
+                                    format!("`{p}` must start with `/`"),
+                                );
+                                None
+                            }
+                        });
+                        Some(HealthCheck {
+                            method: method?,
+                            path: hc_path?,
+                        })
+                    }
+                }
+            }
+        };
+        match (name, topology, inet_port, health_check) {
+            (Some((name, _)), Some(topology), Some(inet_port), Some(health_check)) => containers
+                .push(Container {
+                    name,
+                    topology,
+                    inet_port,
+                    health_check,
+                }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(containers)
+}

@@ -1,0 +1,21 @@
+//! porter's service lifecycle — pack → provision → promote → prune — as a
+//! library that knows nothing of Lambda.
+//!
+//! Each phase is a resumable step ([`phase::Step`]): it either finishes with
+//! an output or hands back a small state and how long to wait before it is
+//! called again. Step Functions, CodePipeline and the CLI all drive the same
+//! steps. AWS calls live in [`aws`]; [`config`], [`plan`] and [`template`]
+//! are pure.
+
+pub mod aws;
+pub mod config;
+pub mod pack;
+pub mod phase;
+pub mod plan;
+pub mod promote;
+pub mod provision;
+pub mod prune;
+pub mod release;
+pub mod target;
+pub mod template;
+pub mod yaml;

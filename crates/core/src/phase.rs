@@ -1,0 +1,131 @@
+//! The phase contract: a resumable step and the errors a step can end in.
+
+use serde::{Deserialize, Serialize};
+
+/// One call of a phase: finished, or a state to resume from after a wait.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Step<S, O> {
+    Done {
+        output: O,
+    },
+    Pending {
+        state: S,
+        wait_seconds: u32,
+        /// One line for a person: what is still going on.
+        progress: String,
+        /// 0-100, for CodePipeline's executionDetails.
+        percent: u8,
+    },
+}
+
+/// Why a phase stopped. The kind decides whether a retry can help, and
+/// names the Lambda `errorType` that the state machine's Retry/Catch match.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PhaseError {
+    /// The input, the config or the artifact is wrong; retrying cannot help.
+    #[error("{0}")]
+    Invalid(String),
+    /// A blackout window of the environment is active.
+    #[error("{0}")]
+    Blackout(String),
+    /// A CloudFormation stack failed to create.
+    #[error("stack {stack} in {region} failed: {reason}")]
+    StackFailed {
+        region: String,
+        stack: String,
+        reason: String,
+    },
+    /// New instances never became healthy in the load balancer.
+    #[error("promote in {region} failed: {reason}")]
+    PromoteFailed { region: String, reason: String },
+    /// A stack could not be deleted.
+    #[error("prune in {region} failed: {reason}")]
+    PruneFailed { region: String, reason: String },
+    /// AWS refused the call for lack of permission.
+    #[error("{0}")]
+    AccessDenied(String),
+    /// Throttling, a 5xx, a timeout or a dropped connection: retry.
+    #[error("{0}")]
+    Retryable(String),
+    /// Any other answer from AWS.
+    #[error("{0}")]
+    Aws(String),
+}
+
+impl PhaseError {
+    /// The stable name the state machine's Retry/Catch match on.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            PhaseError::Invalid(_) => "Invalid",
+            PhaseError::Blackout(_) => "Blackout",
+            PhaseError::StackFailed { .. } => "StackFailed",
+            PhaseError::PromoteFailed { .. } => "PromoteFailed",
+            PhaseError::PruneFailed { .. } => "PruneFailed",
+            PhaseError::AccessDenied(_) => "AccessDenied",
+            PhaseError::Retryable(_) => "Retryable",
+            PhaseError::Aws(_) => "AwsError",
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PhaseError::Retryable(_))
+    }
+
+    /// The same error with the region it happened in, for messages that
+    /// would otherwise not say where.
+    pub fn in_region(self, region: &str) -> PhaseError {
+        let prefix = |m: String| {
+            if m.contains(region) {
+                m
+            } else {
+                format!("{region}: {m}")
+            }
+        };
+        match self {
+            PhaseError::Invalid(m) => PhaseError::Invalid(prefix(m)),
+            PhaseError::AccessDenied(m) => PhaseError::AccessDenied(prefix(m)),
+            PhaseError::Retryable(m) => PhaseError::Retryable(prefix(m)),
+            PhaseError::Aws(m) => PhaseError::Aws(prefix(m)),
+            other => other,
+        }
+    }
+}
+
+pub type PhaseResult<S, O> = Result<Step<S, O>, PhaseError>;
+
+/// Waits grow with each check, from a first check at once: 5, 10, 20, 30,
+/// 30... seconds. Fast stacks finish in few transitions; slow ones do not
+/// cost a state transition every 5 seconds.
+pub fn backoff(checks_so_far: u32) -> u32 {
+    match checks_so_far {
+        0 => 5,
+        1 => 10,
+        2 => 20,
+        _ => 30,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_grow_then_level_off() {
+        let waits: Vec<u32> = (0..6).map(backoff).collect();
+        assert_eq!(waits, vec![5, 10, 20, 30, 30, 30]);
+    }
+
+    #[test]
+    fn pending_serializes_with_status_tag() {
+        let step: Step<u32, ()> = Step::Pending {
+            state: 3,
+            wait_seconds: 5,
+            progress: "x".into(),
+            percent: 10,
+        };
+        let v = serde_json::to_value(&step).unwrap();
+        assert_eq!(v["status"], "pending");
+        assert_eq!(v["wait_seconds"], 5);
+    }
+}

@@ -1,0 +1,390 @@
+//! promote: blue/green cutover at the classic ELB, per region.
+//!
+//! The new stack's instances go into every ELB of the region; once all of
+//! them are InService the rest (the previous release) come out and the ELB
+//! is tagged with the promoted stack. If the new instances never become
+//! healthy, they come out again and the old release keeps serving.
+//! Promoting an older stack is the rollback.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_cloudformation::types::StackStatus;
+use aws_sdk_elasticloadbalancing::types::{Instance, Tag};
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{self, Aws, RegionClients};
+use crate::config::Region;
+use crate::phase::{backoff, PhaseError, PhaseResult, Step};
+use crate::plan;
+use crate::target::{each_region, now_epoch, Deployment, Target};
+
+/// The ELB tag that names the promoted stack, read by prune and by
+/// instances that reboot (as porter's host daemon did).
+pub const PROMOTED_TAG: &str = "porter:promoted-stack";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromoteInput {
+    #[serde(flatten)]
+    pub target: Target,
+    /// Promote this stack instead of the release's own: the rollback.
+    #[serde(default)]
+    pub stack_name: Option<String>,
+    /// How long new instances may take to become InService (default 600).
+    #[serde(default)]
+    pub timeout_seconds: Option<i64>,
+    #[serde(default)]
+    pub state: Option<PromoteState>,
+}
+
+pub type PromoteState = BTreeMap<String, Cutover>;
+
+/// One region's cutover in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cutover {
+    pub stack_id: String,
+    pub stack_name: String,
+    pub instances: Vec<String>,
+    pub started_at: i64,
+    pub checks: u32,
+    #[serde(default)]
+    pub done: Option<RegionPromoted>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionPromoted {
+    pub stack_id: String,
+    pub stack_name: String,
+    pub elbs: Vec<ElbState>,
+    /// Instances taken out: the previous release.
+    pub deregistered: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ElbState {
+    pub name: String,
+    pub dns_name: Option<String>,
+    pub in_service: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Promoted {
+    pub regions: BTreeMap<String, RegionPromoted>,
+}
+
+pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Promoted> {
+    let dep = Deployment::load(aws, &input.target).await?;
+    let regions = dep.regions(&input.target)?;
+    let previous = input.state.clone().unwrap_or_default();
+    if previous.is_empty() {
+        dep.check_blackout()?;
+    }
+    let timeout = input.timeout_seconds.unwrap_or(600);
+    let stack_name = input.stack_name.clone().unwrap_or_else(|| dep.stack_name());
+    let (dep, previous, stack_name) = (&dep, &previous, &stack_name);
+    let results = each_region(regions, |region| async move {
+        if let Some(c) = previous.get(&region.name) {
+            if c.done.is_some() {
+                return Ok(c.clone());
+            }
+        }
+        let clients = dep.clients(aws, region, "promote").await?;
+        let cutover = match previous.get(&region.name) {
+            Some(c) => c.clone(),
+            None => begin(&clients, region, stack_name).await?,
+        };
+        advance(dep, &clients, region, cutover, timeout).await
+    })
+    .await?;
+
+    let total = results.len();
+    let finished = results.values().filter(|c| c.done.is_some()).count();
+    if finished == total {
+        let regions = results
+            .into_iter()
+            .filter_map(|(r, c)| c.done.map(|d| (r, d)))
+            .collect();
+        return Ok(Step::Done {
+            output: Promoted { regions },
+        });
+    }
+    let waiting: Vec<String> = results
+        .iter()
+        .filter(|(_, c)| c.done.is_none())
+        .map(|(r, c)| format!("{r} ({} instances)", c.instances.len()))
+        .collect();
+    let wait = results
+        .values()
+        .filter(|c| c.done.is_none())
+        .map(|c| backoff(c.checks.saturating_sub(1)))
+        .min()
+        .unwrap_or(5);
+    Ok(Step::Pending {
+        progress: format!(
+            "{stack_name}: {finished}/{total} regions cut over; waiting for InService in {}",
+            waiting.join(", ")
+        ),
+        percent: (10 + 80 * finished / total.max(1)) as u8,
+        state: results,
+        wait_seconds: wait,
+    })
+}
+
+/// Finds the stack and its instances, and registers them with every ELB.
+async fn begin(
+    clients: &RegionClients,
+    region: &Region,
+    stack_name: &str,
+) -> Result<Cutover, PhaseError> {
+    let cfn = &clients.cloudformation;
+    let out = cfn.describe_stacks().stack_name(stack_name).send().await.map_err(|e| {
+        match aws::classify(&format!("describe stack {stack_name}"), e) {
+            PhaseError::Aws(m) if m.contains("does not exist") => PhaseError::Invalid(format!(
+                "{m}: there is no stack {stack_name} in {}; provision it first (or name an existing stack to roll back to)",
+                region.name
+            )),
+            other => other,
+        }
+    })?;
+    let stack = out
+        .stacks()
+        .iter()
+        .find(|s| s.stack_status() != Some(&StackStatus::DeleteComplete))
+        .ok_or_else(|| {
+            PhaseError::Invalid(format!(
+                "stack {stack_name} in {} was deleted; it cannot be promoted",
+                region.name
+            ))
+        })?;
+    let status = stack.stack_status().map(|s| s.as_str()).unwrap_or("?");
+    if !matches!(status, "CREATE_COMPLETE" | "UPDATE_COMPLETE") {
+        return Err(PhaseError::Invalid(format!(
+            "stack {stack_name} in {} is {status}; only a complete stack can be promoted",
+            region.name
+        )));
+    }
+    let stack_id = stack.stack_id().unwrap_or(stack_name).to_string();
+    let instances = stack_instances(clients, &stack_id).await?;
+    if instances.is_empty() && !region.elbs.is_empty() {
+        return Err(PhaseError::PromoteFailed {
+            region: region.name.clone(),
+            reason: format!("stack {stack_name} has no running instances to promote"),
+        });
+    }
+    for elb in &region.elbs {
+        let registered = registered(clients, &elb.name).await?;
+        let plan = plan::cutover(&registered, &instances);
+        if !plan.register.is_empty() {
+            clients
+                .elb
+                .register_instances_with_load_balancer()
+                .load_balancer_name(&elb.name)
+                .set_instances(Some(as_instances(&plan.register)))
+                .send()
+                .await
+                .map_err(aws::err(format!("register instances with {}", elb.name)))?;
+        }
+    }
+    Ok(Cutover {
+        stack_id,
+        stack_name: stack_name.to_string(),
+        instances,
+        started_at: now_epoch(),
+        checks: 0,
+        done: None,
+    })
+}
+
+/// Checks health; cuts over when every new instance is InService, backs
+/// out when the time is up.
+async fn advance(
+    dep: &Deployment,
+    clients: &RegionClients,
+    region: &Region,
+    mut c: Cutover,
+    timeout: i64,
+) -> Result<Cutover, PhaseError> {
+    c.checks += 1;
+    let mut unhealthy = Vec::new();
+    for elb in &region.elbs {
+        let out = clients
+            .elb
+            .describe_instance_health()
+            .load_balancer_name(&elb.name)
+            .set_instances(Some(as_instances(&c.instances)))
+            .send()
+            .await
+            .map_err(aws::err(format!("read instance health in {}", elb.name)))?;
+        for s in out.instance_states() {
+            if s.state() != Some("InService") {
+                unhealthy.push(format!(
+                    "{} in {} is {}{}",
+                    s.instance_id().unwrap_or("?"),
+                    elb.name,
+                    s.state().unwrap_or("Unknown"),
+                    s.description()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    if unhealthy.is_empty() {
+        c.done = Some(finish(dep, clients, region, &c).await?);
+        return Ok(c);
+    }
+    if now_epoch() - c.started_at >= timeout {
+        // Back out: the new instances leave, the old ones never left.
+        for elb in &region.elbs {
+            clients
+                .elb
+                .deregister_instances_from_load_balancer()
+                .load_balancer_name(&elb.name)
+                .set_instances(Some(as_instances(&c.instances)))
+                .send()
+                .await
+                .map_err(aws::err(format!(
+                    "take the new instances out of {}",
+                    elb.name
+                )))?;
+        }
+        return Err(PhaseError::PromoteFailed {
+            region: region.name.clone(),
+            reason: format!(
+                "the instances of {} were not InService after {timeout}s: {}; they were taken out again and the previous release keeps serving",
+                c.stack_name,
+                unhealthy.join("; ")
+            ),
+        });
+    }
+    Ok(c)
+}
+
+async fn finish(
+    dep: &Deployment,
+    clients: &RegionClients,
+    region: &Region,
+    c: &Cutover,
+) -> Result<RegionPromoted, PhaseError> {
+    let mut elbs = Vec::new();
+    let mut deregistered = Vec::new();
+    for elb in &region.elbs {
+        let registered = registered(clients, &elb.name).await?;
+        let plan = plan::cutover(&registered, &c.instances);
+        if !plan.deregister.is_empty() {
+            clients
+                .elb
+                .deregister_instances_from_load_balancer()
+                .load_balancer_name(&elb.name)
+                .set_instances(Some(as_instances(&plan.deregister)))
+                .send()
+                .await
+                .map_err(aws::err(format!(
+                    "take the previous instances out of {}",
+                    elb.name
+                )))?;
+            deregistered.extend(plan.deregister);
+        }
+        let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build().expect("key is set");
+        clients
+            .elb
+            .add_tags()
+            .load_balancer_names(&elb.name)
+            .tags(tag(PROMOTED_TAG, &c.stack_id))
+            .tags(tag("porter:promoted-stack-name", &c.stack_name))
+            .tags(tag("porter:service", &dep.release.service))
+            .send()
+            .await
+            .map_err(aws::err(format!(
+                "tag {} with the promoted stack",
+                elb.name
+            )))?;
+        let dns_name = clients
+            .elb
+            .describe_load_balancers()
+            .load_balancer_names(&elb.name)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| {
+                o.load_balancer_descriptions()
+                    .first()
+                    .and_then(|d| d.dns_name().map(str::to_string))
+            });
+        elbs.push(ElbState {
+            name: elb.name.clone(),
+            dns_name,
+            in_service: c.instances.clone(),
+        });
+    }
+    tracing::info!(region = %region.name, stack = %c.stack_name, "promoted");
+    Ok(RegionPromoted {
+        stack_id: c.stack_id.clone(),
+        stack_name: c.stack_name.clone(),
+        elbs,
+        deregistered,
+    })
+}
+
+fn as_instances(ids: &[String]) -> Vec<Instance> {
+    ids.iter()
+        .map(|id| Instance::builder().instance_id(id).build())
+        .collect()
+}
+
+pub async fn registered(clients: &RegionClients, elb: &str) -> Result<Vec<String>, PhaseError> {
+    let out = clients
+        .elb
+        .describe_load_balancers()
+        .load_balancer_names(elb)
+        .send()
+        .await
+        .map_err(aws::err(format!("describe load balancer {elb}")))?;
+    Ok(out
+        .load_balancer_descriptions()
+        .iter()
+        .flat_map(|d| {
+            d.instances()
+                .iter()
+                .filter_map(|i| i.instance_id().map(str::to_string))
+        })
+        .collect())
+}
+
+/// The running instances of every Auto Scaling group in the stack.
+pub async fn stack_instances(
+    clients: &RegionClients,
+    stack_id: &str,
+) -> Result<Vec<String>, PhaseError> {
+    let resources = clients
+        .cloudformation
+        .describe_stack_resources()
+        .stack_name(stack_id)
+        .send()
+        .await
+        .map_err(aws::err(format!("list the resources of {stack_id}")))?;
+    let groups: Vec<String> = resources
+        .stack_resources()
+        .iter()
+        .filter(|r| r.resource_type() == Some("AWS::AutoScaling::AutoScalingGroup"))
+        .filter_map(|r| r.physical_resource_id().map(str::to_string))
+        .collect();
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = clients
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .set_auto_scaling_group_names(Some(groups))
+        .send()
+        .await
+        .map_err(aws::err("describe the stack's Auto Scaling groups"))?;
+    let mut ids: Vec<String> = out
+        .auto_scaling_groups()
+        .iter()
+        .flat_map(|g| g.instances())
+        .filter(|i| !matches!(i.lifecycle_state().map(|s| s.as_str()), Some(s) if s.starts_with("Terminat")))
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}

@@ -1,0 +1,402 @@
+//! provision: one CloudFormation stack per release per region, all regions
+//! at once, with a resumable wait for CREATE_COMPLETE.
+//!
+//! Stack names are derived from the release, so a re-run (a retried Lambda,
+//! a re-delivered job) finds the stack it created and adopts it: moto, like
+//! a careless client, would otherwise answer AlreadyExists.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_cloudformation::types::{Capability, OnFailure, StackStatus, Tag};
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{self, Aws, RegionClients};
+use crate::config::Region;
+use crate::pack;
+use crate::phase::{backoff, PhaseError, PhaseResult, Step};
+use crate::release::S3Object;
+use crate::target::{each_region, Deployment, Target};
+use crate::template::{self, PayloadLocation, RenderContext};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProvisionInput {
+    #[serde(flatten)]
+    pub target: Target,
+    /// Recorded on the stacks (the Step Functions execution, the job).
+    #[serde(default)]
+    pub execution: Option<String>,
+    #[serde(default)]
+    pub state: Option<ProvisionState>,
+}
+
+/// Per region: the stack being waited on and how often it was checked.
+pub type ProvisionState = BTreeMap<String, Waiting>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub stack_id: String,
+    pub checks: u32,
+    #[serde(default)]
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackRef {
+    pub stack_id: String,
+    pub stack_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provisioned {
+    pub stacks: BTreeMap<String, StackRef>,
+}
+
+pub async fn run(aws: &Aws, input: ProvisionInput) -> PhaseResult<ProvisionState, Provisioned> {
+    let dep = Deployment::load(aws, &input.target).await?;
+    let regions = dep.regions(&input.target)?;
+    let previous = input.state.unwrap_or_default();
+    if previous.is_empty() {
+        dep.check_blackout()?;
+    }
+    let execution = input.execution.as_deref().unwrap_or("manual");
+    let dep = &dep;
+    let previous = &previous;
+    let results = each_region(regions, |region| async move {
+        match previous.get(&region.name) {
+            Some(w) if w.done => Ok(w.clone()),
+            Some(w) => {
+                check(
+                    dep,
+                    &dep.clients(aws, region, "provision").await?,
+                    region,
+                    w.clone(),
+                )
+                .await
+            }
+            None => start(aws, dep, region, execution).await,
+        }
+    })
+    .await?;
+
+    let stack_name = dep.stack_name();
+    let total = results.len();
+    let finished = results.values().filter(|w| w.done).count();
+    if finished == total {
+        let stacks = results
+            .into_iter()
+            .map(|(r, w)| {
+                (
+                    r,
+                    StackRef {
+                        stack_id: w.stack_id,
+                        stack_name: stack_name.clone(),
+                    },
+                )
+            })
+            .collect();
+        return Ok(Step::Done {
+            output: Provisioned { stacks },
+        });
+    }
+    let waiting: Vec<&str> = results
+        .iter()
+        .filter(|(_, w)| !w.done)
+        .map(|(r, _)| r.as_str())
+        .collect();
+    let wait = results
+        .values()
+        .filter(|w| !w.done)
+        .map(|w| backoff(w.checks.saturating_sub(1)))
+        .min()
+        .unwrap_or(5);
+    Ok(Step::Pending {
+        progress: format!(
+            "stack {stack_name}: {finished}/{total} regions complete; waiting on {}",
+            waiting.join(", ")
+        ),
+        percent: (10 + 80 * finished / total.max(1)) as u8,
+        state: results,
+        wait_seconds: wait,
+    })
+}
+
+/// First call in a region: ship the payload, create (or adopt) the stack,
+/// and check it at once: a stack that completes fast costs no wait at all.
+async fn start(
+    aws: &Aws,
+    dep: &Deployment,
+    region: &Region,
+    execution: &str,
+) -> Result<Waiting, PhaseError> {
+    let clients = dep.clients(aws, region, "provision").await?;
+    let stack_name = dep.stack_name();
+    let stack_id = match find_stack(&clients, &stack_name).await? {
+        Some(id) => {
+            tracing::info!(region = %region.name, stack = %stack_name, "adopting the stack an earlier run created");
+            id
+        }
+        None => {
+            let payload = ship_payload(dep, &clients, region).await?;
+            let ctx = RenderContext {
+                elb_security_groups: elb_security_groups(&clients, region).await?,
+            };
+            let env = dep.environment()?;
+            let body = template::render(&dep.config, env, region, &dep.release, &payload, &ctx);
+            create_stack(dep, &clients, region, &stack_name, body, execution).await?
+        }
+    };
+    check(
+        dep,
+        &clients,
+        region,
+        Waiting {
+            stack_id,
+            checks: 0,
+            done: false,
+        },
+    )
+    .await
+}
+
+/// The stack of this name that is not deleted, if any.
+async fn find_stack(clients: &RegionClients, name: &str) -> Result<Option<String>, PhaseError> {
+    match clients
+        .cloudformation
+        .describe_stacks()
+        .stack_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out
+            .stacks()
+            .iter()
+            .find(|s| s.stack_status() != Some(&StackStatus::DeleteComplete))
+            .and_then(|s| s.stack_id().map(str::to_string))),
+        Err(e)
+            if e.as_service_error()
+                .and_then(|se| se.meta().message())
+                .is_some_and(|m| m.contains("does not exist")) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(aws::classify(&format!("describe stack {name}"), e)),
+    }
+}
+
+/// Copies the payload into the region's bucket, where the instances read it.
+async fn ship_payload(
+    dep: &Deployment,
+    clients: &RegionClients,
+    region: &Region,
+) -> Result<PayloadLocation, PhaseError> {
+    let src = &dep.release.payload;
+    let dest = S3Object {
+        bucket: region.s3_bucket.clone(),
+        key: src.key.clone(),
+    };
+    if dest != *src && !pack::exists(&clients.s3, &dest).await? {
+        let mut copy = clients
+            .s3
+            .copy_object()
+            .copy_source(format!("{}/{}", src.bucket, src.key))
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms);
+        if let Some(k) = &region.sse_kms_key_id {
+            copy = copy.ssekms_key_id(k);
+        }
+        copy.send()
+            .await
+            .map_err(aws::err(format!("copy the payload to {}", dest.url())))?;
+    }
+    Ok(PayloadLocation {
+        bucket: dest.bucket,
+        key: dest.key,
+        sha256: dep.release.sha256.clone(),
+    })
+}
+
+async fn elb_security_groups(
+    clients: &RegionClients,
+    region: &Region,
+) -> Result<Vec<String>, PhaseError> {
+    if region.elbs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = region.elbs.iter().map(|e| e.name.clone()).collect();
+    let out = clients
+        .elb
+        .describe_load_balancers()
+        .set_load_balancer_names(Some(names.clone()))
+        .send()
+        .await
+        .map_err(|e| match aws::classify("describe the load balancers", e) {
+            PhaseError::Aws(m) if m.contains("LoadBalancerNotFound") => {
+                PhaseError::Invalid(format!(
+                "{m}: create the load balancer(s) {} in {} or fix `elb`/`elbs` in .porter/config",
+                names.join(", "),
+                region.name
+            ))
+            }
+            other => other,
+        })?;
+    let mut groups: Vec<String> = out
+        .load_balancer_descriptions()
+        .iter()
+        .flat_map(|lb| lb.security_groups().iter().cloned())
+        .collect();
+    groups.sort();
+    groups.dedup();
+    Ok(groups)
+}
+
+async fn create_stack(
+    dep: &Deployment,
+    clients: &RegionClients,
+    region: &Region,
+    stack_name: &str,
+    body: serde_json::Value,
+    execution: &str,
+) -> Result<String, PhaseError> {
+    let r = &dep.release;
+    let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+    let body = serde_json::to_string(&body).expect("templates serialize");
+    let mut create = clients
+        .cloudformation
+        .create_stack()
+        .stack_name(stack_name)
+        .capabilities(Capability::CapabilityIam)
+        .on_failure(OnFailure::Delete)
+        .timeout_in_minutes(20)
+        .client_request_token(format!("porter-{}", r.version))
+        .tags(tag("porter:service", &r.service))
+        .tags(tag("porter:environment", &r.environment))
+        .tags(tag("porter:version", &r.version))
+        .tags(tag("porter:revision", &r.revision))
+        .tags(tag("porter:execution", execution));
+    // CloudFormation takes at most 51,200 bytes inline; larger templates
+    // (big stack_definition_path overrides) go through the region's bucket.
+    if body.len() <= 51_200 {
+        create = create.template_body(body);
+    } else {
+        let obj = S3Object {
+            bucket: region.s3_bucket.clone(),
+            key: format!(
+                "{}.{}.template.json",
+                r.payload.key.trim_end_matches(".tar"),
+                region.name
+            ),
+        };
+        pack::Store {
+            s3: &clients.s3,
+            kms: region.sse_kms_key_id.as_deref(),
+        }
+        .put_if_absent(&obj, body.into_bytes(), &r.sha256)
+        .await?;
+        create = create.template_url(format!(
+            "https://{}.s3.amazonaws.com/{}",
+            obj.bucket, obj.key
+        ));
+    }
+    let out = create.send().await.map_err(|e| {
+        match aws::classify(&format!("create stack {stack_name}"), e) {
+            PhaseError::Aws(m) | PhaseError::Invalid(m) => PhaseError::StackFailed {
+                region: region.name.clone(),
+                stack: stack_name.to_string(),
+                reason: m,
+            },
+            other => other,
+        }
+    })?;
+    let id = out.stack_id().unwrap_or(stack_name).to_string();
+    tracing::info!(region = %region.name, stack = %stack_name, "stack created");
+    Ok(id)
+}
+
+/// Reads the stack's status and decides: done, wait, or failed.
+async fn check(
+    dep: &Deployment,
+    clients: &RegionClients,
+    region: &Region,
+    mut w: Waiting,
+) -> Result<Waiting, PhaseError> {
+    let out = clients
+        .cloudformation
+        .describe_stacks()
+        .stack_name(&w.stack_id)
+        .send()
+        .await
+        .map_err(aws::err(format!("describe stack {}", w.stack_id)))?;
+    let stack = out
+        .stacks()
+        .first()
+        .ok_or_else(|| PhaseError::StackFailed {
+            region: region.name.clone(),
+            stack: w.stack_id.clone(),
+            reason: "the stack is gone".into(),
+        })?;
+    let status = stack
+        .stack_status()
+        .cloned()
+        .unwrap_or(StackStatus::CreateInProgress);
+    w.checks += 1;
+    match status {
+        StackStatus::CreateComplete | StackStatus::UpdateComplete => {
+            w.done = true;
+            Ok(w)
+        }
+        StackStatus::CreateInProgress | StackStatus::ReviewInProgress => Ok(w),
+        other => Err(PhaseError::StackFailed {
+            region: region.name.clone(),
+            stack: dep.stack_name(),
+            reason: failure_reason(
+                clients,
+                &w.stack_id,
+                other.as_str(),
+                stack.stack_status_reason(),
+            )
+            .await,
+        }),
+    }
+}
+
+/// The first resource that failed and why; CloudFormation lists events
+/// newest first, so the root cause is the last failure in the list.
+pub async fn failure_reason(
+    clients: &RegionClients,
+    stack_id: &str,
+    status: &str,
+    stack_reason: Option<&str>,
+) -> String {
+    let events = clients
+        .cloudformation
+        .describe_stack_events()
+        .stack_name(stack_id)
+        .send()
+        .await;
+    let first_failure = events.ok().and_then(|out| {
+        out.stack_events()
+            .iter()
+            .rev()
+            .find(|e| {
+                e.resource_status()
+                    .is_some_and(|s| s.as_str().ends_with("_FAILED"))
+                    && e.physical_resource_id() != Some(stack_id)
+                    && e.resource_type() != Some("AWS::CloudFormation::Stack")
+            })
+            .map(|e| {
+                format!(
+                    "{} ({}) {}: {}",
+                    e.logical_resource_id().unwrap_or("?"),
+                    e.resource_type().unwrap_or("?"),
+                    e.resource_status().map(|s| s.as_str()).unwrap_or("?"),
+                    e.resource_status_reason().unwrap_or("no reason given")
+                )
+            })
+    });
+    match (first_failure, stack_reason) {
+        (Some(f), _) => format!("{status}; first failure: {f}"),
+        (None, Some(r)) => format!("{status}: {r}"),
+        (None, None) => format!("{status} (CloudFormation gave no reason)"),
+    }
+}

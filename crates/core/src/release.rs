@@ -1,0 +1,83 @@
+//! A release: what pack made and every later phase deploys.
+
+use serde::{Deserialize, Serialize};
+
+/// An object in S3.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Object {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl S3Object {
+    /// Reads `s3://bucket/key`.
+    pub fn parse_url(url: &str) -> Option<S3Object> {
+        let rest = url.strip_prefix("s3://")?;
+        let (bucket, key) = rest.split_once('/')?;
+        (!bucket.is_empty() && !key.is_empty()).then(|| S3Object {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// Where the source came from, recorded in the manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    #[serde(default)]
+    pub repository: Option<String>,
+    #[serde(default)]
+    pub branch: Option<String>,
+    #[serde(default)]
+    pub commit: Option<String>,
+}
+
+/// The manifest stored beside the payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub service: String,
+    pub environment: String,
+    pub version: String,
+    pub revision: String,
+    pub sha256: String,
+    pub provenance: Provenance,
+    /// RFC3339; the first pack of this content wins, so re-packs change nothing.
+    pub build_time: String,
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+/// Pack's output, and the input of every later phase. Small on purpose: it
+/// travels through Step Functions state and CodePipeline variables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub service: String,
+    pub environment: String,
+    /// The first 12 hex digits of the payload's sha256: stack names use it.
+    pub version: String,
+    /// The commit (short) when known, else the version.
+    pub revision: String,
+    pub sha256: String,
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The tarball.
+    pub payload: S3Object,
+    pub manifest: S3Object,
+    /// The resolved config (JSON), so later phases never need the source.
+    pub config: S3Object,
+    /// This record itself: a CodePipeline action can pass `s3://...` of it.
+    pub record: S3Object,
+    pub regions: Vec<String>,
+}
+
+/// A release given inline or as a pointer to its record in S3.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ReleaseRef {
+    Inline(Box<Release>),
+    Pointer(String),
+}

@@ -1,0 +1,127 @@
+//! What provision, promote and prune share: the release they act on, the
+//! regions they act in, and running one step per region at once.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{Aws, RegionClients};
+use crate::config::{Config, Environment, Region};
+use crate::pack;
+use crate::phase::PhaseError;
+use crate::plan;
+use crate::release::{Release, ReleaseRef, S3Object};
+
+/// The common part of every regional phase's input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    /// Pack's output, inline or as `s3://` of its record.
+    pub release: ReleaseRef,
+    /// One region (a state machine Map item)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// ...or several; neither means every region of the environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+}
+
+/// A release with its resolved config, ready to act on.
+pub struct Deployment {
+    pub release: Release,
+    pub config: Config,
+}
+
+impl Deployment {
+    pub async fn load(aws: &Aws, target: &Target) -> Result<Deployment, PhaseError> {
+        let release = match &target.release {
+            ReleaseRef::Inline(r) => (**r).clone(),
+            ReleaseRef::Pointer(url) => {
+                let obj = S3Object::parse_url(url).ok_or_else(|| {
+                    PhaseError::Invalid(format!(
+                        "`release` must be pack's output or s3://bucket/key of its record, not `{url}`"
+                    ))
+                })?;
+                pack::read_json(&aws.s3(), &obj).await?
+            }
+        };
+        let config: Config = pack::read_json(&aws.s3(), &release.config).await?;
+        Ok(Deployment { release, config })
+    }
+
+    pub fn environment(&self) -> Result<&Environment, PhaseError> {
+        self.config
+            .environment(&self.release.environment)
+            .map_err(PhaseError::Invalid)
+    }
+
+    /// The regions the target names, checked against the environment.
+    pub fn regions(&self, target: &Target) -> Result<Vec<&Region>, PhaseError> {
+        let env = self.environment()?;
+        let names: Vec<&String> = match (&target.region, target.regions.is_empty()) {
+            (Some(r), _) => vec![r],
+            (None, false) => target.regions.iter().collect(),
+            (None, true) => return Ok(env.regions.iter().collect()),
+        };
+        names
+            .into_iter()
+            .map(|n| env.region(n).map_err(PhaseError::Invalid))
+            .collect()
+    }
+
+    /// Refuses to start while a blackout window is active.
+    pub fn check_blackout(&self) -> Result<(), PhaseError> {
+        let env = self.environment()?;
+        match plan::active_blackout(env, chrono::Utc::now()) {
+            Some(w) => Err(pack::blackout(&env.name, w)),
+            None => Ok(()),
+        }
+    }
+
+    pub fn stack_name(&self) -> String {
+        crate::template::stack_name(
+            &self.release.service,
+            &self.release.environment,
+            &self.release.version,
+        )
+    }
+
+    pub async fn clients(
+        &self,
+        aws: &Aws,
+        region: &Region,
+        phase: &str,
+    ) -> Result<RegionClients, PhaseError> {
+        aws.region(
+            &region.name,
+            &region.role_arn,
+            &format!("porter-{phase}-{}", self.release.service),
+        )
+        .await
+        .map_err(|e| e.in_region(&region.name))
+    }
+}
+
+/// Runs `step` for every region at once and collects the results by region.
+/// The first error (by region name) wins; its message names its region.
+pub async fn each_region<'a, T, F, Fut>(
+    regions: Vec<&'a Region>,
+    step: F,
+) -> Result<BTreeMap<String, T>, PhaseError>
+where
+    F: Fn(&'a Region) -> Fut,
+    Fut: Future<Output = Result<T, PhaseError>>,
+{
+    let names: Vec<String> = regions.iter().map(|r| r.name.clone()).collect();
+    let results = futures::future::join_all(regions.into_iter().map(step)).await;
+    let mut out = BTreeMap::new();
+    for (name, result) in names.into_iter().zip(results) {
+        out.insert(name.clone(), result.map_err(|e| e.in_region(&name))?);
+    }
+    Ok(out)
+}
+
+/// The earliest second since the epoch, for timeouts that survive resumes.
+pub fn now_epoch() -> i64 {
+    chrono::Utc::now().timestamp()
+}

@@ -1,0 +1,297 @@
+//! The CloudFormation template of one release in one region.
+//!
+//! One stack per release per region: a security group, a launch template
+//! whose UserData fetches the payload, checks its sha256, starts it and
+//! signals CloudFormation once the service answers its health check, and an
+//! Auto Scaling group that waits for those signals. The config's
+//! `stack_definition_path` template is merged over the result.
+
+use serde_json::{json, Value};
+
+use crate::config::{Config, Environment, Region, Topology};
+use crate::release::Release;
+
+/// The SSM parameter that names the current Amazon Linux 2023 image, so the
+/// template needs no per-region AMI table.
+const IMAGE_PARAMETER: &str =
+    "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
+
+/// What provision learns from the account before rendering.
+#[derive(Debug, Clone, Default)]
+pub struct RenderContext {
+    /// Security groups of the ELBs that will send traffic to the instances.
+    pub elb_security_groups: Vec<String>,
+}
+
+/// Where the payload sits in the region's bucket.
+#[derive(Debug, Clone)]
+pub struct PayloadLocation {
+    pub bucket: String,
+    pub key: String,
+    pub sha256: String,
+}
+
+pub fn render(
+    config: &Config,
+    env: &Environment,
+    region: &Region,
+    release: &Release,
+    payload: &PayloadLocation,
+    ctx: &RenderContext,
+) -> Value {
+    let inet_ports: Vec<u16> = region
+        .containers
+        .iter()
+        .filter(|c| c.topology == Topology::Inet)
+        .map(|c| c.inet_port.unwrap_or(8080))
+        .collect();
+
+    let mut ingress = Vec::new();
+    for port in &inet_ports {
+        for sg in &ctx.elb_security_groups {
+            ingress.push(json!({
+                "IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+                "SourceSecurityGroupId": sg,
+                "Description": "traffic from the service's load balancer"
+            }));
+        }
+    }
+    let mut security_group = json!({
+        "Type": "AWS::EC2::SecurityGroup",
+        "Properties": {
+            "GroupDescription": format!("{} {} {}", config.service_name, env.name, release.version),
+            "SecurityGroupIngress": ingress,
+        }
+    });
+    if let Some(vpc) = &region.vpc_id {
+        security_group["Properties"]["VpcId"] = json!(vpc);
+    }
+
+    let mut launch_data = json!({
+        "ImageId": {"Ref": "ImageId"},
+        "InstanceType": env.instance_type,
+        "SecurityGroupIds": [{"Fn::GetAtt": ["InstanceSecurityGroup", "GroupId"]}],
+        "IamInstanceProfile": {"Arn": {"Fn::GetAtt": ["InstanceProfile", "Arn"]}},
+        "MetadataOptions": {"HttpTokens": "required"},
+        "UserData": {"Fn::Base64": {"Fn::Sub": user_data(region, release, payload)}},
+    });
+    if let Some(key) = &region.key_pair_name {
+        launch_data["KeyName"] = json!(key);
+    }
+
+    let count = region.instance_count.to_string();
+    let mut group_props = json!({
+        "LaunchTemplate": {
+            "LaunchTemplateId": {"Ref": "LaunchTemplate"},
+            "Version": {"Fn::GetAtt": ["LaunchTemplate", "LatestVersionNumber"]}
+        },
+        "MinSize": count, "MaxSize": count, "DesiredCapacity": count,
+        "HealthCheckType": "EC2",
+        "Tags": [
+            {"Key": "Name", "Value": format!("{}-{}-{}", config.service_name, env.name, release.version), "PropagateAtLaunch": true},
+            {"Key": "porter:service", "Value": config.service_name, "PropagateAtLaunch": true},
+            {"Key": "porter:environment", "Value": env.name, "PropagateAtLaunch": true},
+            {"Key": "porter:version", "Value": release.version, "PropagateAtLaunch": true},
+        ]
+    });
+    let subnets: Vec<&String> = region
+        .azs
+        .iter()
+        .filter_map(|az| az.subnet_id.as_ref())
+        .collect();
+    if subnets.is_empty() {
+        group_props["AvailabilityZones"] =
+            json!(region.azs.iter().map(|az| &az.name).collect::<Vec<_>>());
+    } else {
+        group_props["VPCZoneIdentifier"] = json!(subnets);
+    }
+
+    let payload_arn = format!(
+        "arn:${{AWS::Partition}}:s3:::{}/{}",
+        payload.bucket, payload.key
+    );
+    let mut instance_policy = vec![json!({
+        "Effect": "Allow",
+        "Action": "s3:GetObject",
+        "Resource": {"Fn::Sub": payload_arn}
+    })];
+    if let Some(key) = &region.sse_kms_key_id {
+        instance_policy.push(json!({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key}));
+    }
+
+    let template = json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": format!(
+            "porter: {} {} release {} in {}",
+            config.service_name, env.name, release.version, region.name
+        ),
+        "Parameters": {
+            "ImageId": {
+                "Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+                "Default": IMAGE_PARAMETER,
+                "Description": "The image the instances boot"
+            }
+        },
+        "Resources": {
+            "InstanceRole": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "AssumeRolePolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [{
+                            "Effect": "Allow",
+                            "Principal": {"Service": "ec2.amazonaws.com"},
+                            "Action": "sts:AssumeRole"
+                        }]
+                    },
+                    "Policies": [{
+                        "PolicyName": "read-payload",
+                        "PolicyDocument": {"Version": "2012-10-17", "Statement": instance_policy}
+                    }]
+                }
+            },
+            "InstanceProfile": {
+                "Type": "AWS::IAM::InstanceProfile",
+                "Properties": {"Roles": [{"Ref": "InstanceRole"}]}
+            },
+            "InstanceSecurityGroup": security_group,
+            "LaunchTemplate": {
+                "Type": "AWS::EC2::LaunchTemplate",
+                "Properties": {"LaunchTemplateData": launch_data}
+            },
+            "AutoScalingGroup": {
+                "Type": "AWS::AutoScaling::AutoScalingGroup",
+                "CreationPolicy": {
+                    "ResourceSignal": {"Count": region.instance_count, "Timeout": "PT15M"}
+                },
+                "Properties": group_props
+            }
+        },
+        "Outputs": {
+            "AutoScalingGroup": {"Value": {"Ref": "AutoScalingGroup"}},
+            "SecurityGroup": {"Value": {"Fn::GetAtt": ["InstanceSecurityGroup", "GroupId"]}}
+        }
+    });
+    match &region.stack_definition {
+        Some(def) => merge(template, def.template.clone()),
+        None => template,
+    }
+}
+
+/// The boot script, as an `Fn::Sub` string: `${AWS::StackName}` and
+/// `${AWS::Region}` are filled in by CloudFormation; `${!X}` stays `${X}`.
+fn user_data(region: &Region, release: &Release, payload: &PayloadLocation) -> String {
+    let mut checks = String::new();
+    for c in region
+        .containers
+        .iter()
+        .filter(|c| c.topology == Topology::Inet)
+    {
+        let port = c.inet_port.unwrap_or(8080);
+        let curl_method = if c.health_check.method == "HEAD" {
+            "-I"
+        } else {
+            ""
+        };
+        checks.push_str(&format!(
+            "wait_healthy {curl_method:?} http://127.0.0.1:{port}{path}\n",
+            path = c.health_check.path
+        ));
+    }
+    let start = match &release.image {
+        Some(image) => format!(
+            "docker run -d --restart=always --read-only --name {svc} {ports} {image}",
+            svc = release.service,
+            ports = region
+                .containers
+                .iter()
+                .filter_map(|c| c.inet_port.map(|p| format!("-p {p}:{p}")))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        None => format!(
+            "(cd /srv/{svc} && setsid ./start > /var/log/{svc}.log 2>&1 &)",
+            svc = release.service
+        ),
+    };
+    format!(
+        r#"#!/bin/bash
+# porter: fetch release {version}, check it, start it, and tell CloudFormation
+# once it is healthy (3 consecutive good answers, as porter's host daemon did).
+set -euo pipefail
+signal() {{ /opt/aws/bin/cfn-signal -e "$1" --stack ${{AWS::StackName}} --resource AutoScalingGroup --region ${{AWS::Region}}; }}
+trap 'signal 1' ERR
+wait_healthy() {{
+  local ok=0
+  for _ in $(seq 1 180); do
+    if curl -sf $1 -o /dev/null "$2"; then ok=$((ok+1)); else ok=0; fi
+    [ "$ok" -ge 3 ] && return 0
+    sleep 5
+  done
+  return 1
+}}
+dnf install -y -q aws-cfn-bootstrap docker >/dev/null 2>&1 || true
+aws s3 cp "s3://{bucket}/{key}" /tmp/payload.tar --region ${{AWS::Region}}
+echo "{sha}  /tmp/payload.tar" | sha256sum -c -
+mkdir -p /srv/{svc}
+tar -xf /tmp/payload.tar -C /srv/{svc}
+{start}
+{checks}signal 0
+"#,
+        version = release.version,
+        bucket = payload.bucket,
+        key = payload.key,
+        sha = payload.sha256,
+        svc = release.service,
+    )
+}
+
+/// Merges `overlay` over `base`: objects merge key by key, anything else
+/// in the overlay replaces what the base had. This is how a service's
+/// `stack_definition_path` adds resources or changes generated properties.
+pub fn merge(base: Value, overlay: Value) -> Value {
+    match (base, overlay) {
+        (Value::Object(mut b), Value::Object(o)) => {
+            for (k, v) in o {
+                let merged = match b.remove(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => v,
+                };
+                b.insert(k, merged);
+            }
+            Value::Object(b)
+        }
+        (_, overlay) => overlay,
+    }
+}
+
+/// Stack names must be unique per region and stable per release, so a
+/// re-run finds the stack it already created.
+pub fn stack_name(service: &str, environment: &str, version: &str) -> String {
+    let name = format!("{service}-{environment}-{version}");
+    name.chars().take(128).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_adds_and_overrides_without_dropping_siblings() {
+        let base = json!({"Resources": {"A": {"Type": "X", "Properties": {"P": 1, "Q": 2}}}});
+        let overlay = json!({"Resources": {"A": {"Properties": {"Q": 3}}, "B": {"Type": "Y"}}});
+        let merged = merge(base, overlay);
+        assert_eq!(
+            merged["Resources"]["A"]["Properties"],
+            json!({"P": 1, "Q": 3})
+        );
+        assert_eq!(merged["Resources"]["A"]["Type"], "X");
+        assert_eq!(merged["Resources"]["B"]["Type"], "Y");
+    }
+
+    #[test]
+    fn stack_names_are_stable_and_bounded() {
+        assert_eq!(stack_name("hello", "prod", "abc123"), "hello-prod-abc123");
+        assert_eq!(stack_name(&"s".repeat(200), "e", "v").len(), 128);
+    }
+}

@@ -1,0 +1,349 @@
+//! A YAML tree that remembers where every node came from.
+//!
+//! `.porter/config` errors must name the line and column, which serde-based
+//! loaders forget. This loader keeps a [`Mark`] on every node, resolves
+//! anchors and aliases, applies `<<:` merge keys (which porter configs use
+//! for shared container blocks), and expands `${VAR}` in scalars.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// A position in the source: 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mark {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl From<Marker> for Mark {
+    fn from(m: Marker) -> Self {
+        Mark {
+            line: m.line(),
+            col: m.col() + 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A plain or quoted scalar; `quoted` keeps `"null"` apart from `null`.
+    Scalar {
+        text: String,
+        quoted: bool,
+    },
+    Seq(Vec<Node>),
+    /// Key order is kept so that diagnostics come out in file order.
+    Map(Vec<(Node, Node)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub mark: Mark,
+}
+
+impl Node {
+    /// The scalar text, or `None` for a sequence or mapping.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    /// True for `~`, `null`, or an empty plain scalar (a key with no value).
+    pub fn is_null(&self) -> bool {
+        matches!(&self.value, Value::Scalar { text, quoted: false }
+            if text.is_empty() || text == "~" || text == "null" || text == "Null" || text == "NULL")
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match &self.value {
+            Value::Scalar { .. } if self.is_null() => "nothing",
+            Value::Scalar { .. } => "a scalar",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// A problem found while reading the YAML itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadProblem {
+    pub mark: Mark,
+    pub message: String,
+}
+
+/// Parses one YAML document. `lookup` answers `${VAR}`; every unset
+/// variable is reported (not just the first) so a user can fix them in one go.
+pub fn load(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Node, Vec<LoadProblem>> {
+    let mut builder = Builder {
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        root: None,
+        problems: Vec::new(),
+        lookup,
+    };
+    let mut parser = Parser::new_from_str(text);
+    if let Err(e) = parser.load(&mut builder, false) {
+        let m = e.marker();
+        return Err(vec![LoadProblem {
+            mark: Mark {
+                line: m.line(),
+                col: m.col() + 1,
+            },
+            message: format!("this is not valid YAML: {}", e.info()),
+        }]);
+    }
+    if !builder.problems.is_empty() {
+        return Err(builder.problems);
+    }
+    builder.root.ok_or_else(|| {
+        vec![LoadProblem {
+            mark: Mark { line: 1, col: 1 },
+            message: "the file is empty; it needs at least service_name and environments"
+                .to_string(),
+        }]
+    })
+}
+
+enum Open {
+    Seq {
+        anchor: usize,
+        mark: Mark,
+        items: Vec<Node>,
+    },
+    Map {
+        anchor: usize,
+        mark: Mark,
+        entries: Vec<(Node, Node)>,
+        pending_key: Option<Node>,
+    },
+}
+
+struct Builder<'a> {
+    stack: Vec<Open>,
+    anchors: HashMap<usize, Node>,
+    root: Option<Node>,
+    problems: Vec<LoadProblem>,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Builder<'_> {
+    fn finish(&mut self, node: Node, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => {
+                if self.root.is_none() {
+                    self.root = Some(node);
+                }
+            }
+            Some(Open::Seq { items, .. }) => items.push(node),
+            Some(Open::Map {
+                entries,
+                pending_key,
+                ..
+            }) => match pending_key.take() {
+                None => *pending_key = Some(node),
+                Some(key) => entries.push((key, node)),
+            },
+        }
+    }
+
+    fn expand(&mut self, text: String, mark: Mark) -> String {
+        if !text.contains("${") {
+            return text;
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                self.problems.push(LoadProblem {
+                    mark,
+                    message: format!("`{text}` opens `${{` without a closing `}}`"),
+                });
+                return text;
+            };
+            let name = &after[..end];
+            match (self.lookup)(name) {
+                Some(v) => out.push_str(&v),
+                None => self.problems.push(LoadProblem {
+                    mark,
+                    message: format!(
+                        "the environment variable `{name}` is not set; set it (export {name}=...) or write the value into the config"
+                    ),
+                }),
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// Applies `<<:` merge keys: entries of the merged mapping(s) fill in keys
+/// the mapping does not set itself; explicit keys always win.
+fn apply_merge(entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
+    if !entries.iter().any(|(k, _)| k.as_str() == Some("<<")) {
+        return entries;
+    }
+    let mut own = Vec::new();
+    let mut merged_sources = Vec::new();
+    for (k, v) in entries {
+        if k.as_str() == Some("<<") {
+            match v.value {
+                Value::Map(m) => merged_sources.push(m),
+                Value::Seq(items) => {
+                    for item in items {
+                        if let Value::Map(m) = item.value {
+                            merged_sources.push(m);
+                        }
+                    }
+                }
+                Value::Scalar { .. } => {}
+            }
+        } else {
+            own.push((k, v));
+        }
+    }
+    for source in merged_sources {
+        for (k, v) in source {
+            if !own.iter().any(|(ok, _)| ok.as_str() == k.as_str()) {
+                own.push((k, v));
+            }
+        }
+    }
+    own
+}
+
+impl MarkedEventReceiver for Builder<'_> {
+    fn on_event(&mut self, ev: Event, marker: Marker) {
+        let mark = Mark::from(marker);
+        match ev {
+            Event::Scalar(text, style, anchor, _tag) => {
+                let quoted = !matches!(style, TScalarStyle::Plain);
+                let text = self.expand(text, mark);
+                self.finish(
+                    Node {
+                        value: Value::Scalar { text, quoted },
+                        mark,
+                    },
+                    anchor,
+                );
+            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Open::Seq {
+                anchor,
+                mark,
+                items: Vec::new(),
+            }),
+            Event::MappingStart(anchor, _) => self.stack.push(Open::Map {
+                anchor,
+                mark,
+                entries: Vec::new(),
+                pending_key: None,
+            }),
+            Event::SequenceEnd => {
+                if let Some(Open::Seq {
+                    anchor,
+                    mark,
+                    items,
+                }) = self.stack.pop()
+                {
+                    self.finish(
+                        Node {
+                            value: Value::Seq(items),
+                            mark,
+                        },
+                        anchor,
+                    );
+                }
+            }
+            Event::MappingEnd => {
+                if let Some(Open::Map {
+                    anchor,
+                    mark,
+                    entries,
+                    ..
+                }) = self.stack.pop()
+                {
+                    let entries = apply_merge(entries);
+                    self.finish(
+                        Node {
+                            value: Value::Map(entries),
+                            mark,
+                        },
+                        anchor,
+                    );
+                }
+            }
+            Event::Alias(id) => match self.anchors.get(&id).cloned() {
+                Some(node) => self.finish(node, 0),
+                None => self.problems.push(LoadProblem {
+                    mark,
+                    message: "this alias refers to an anchor that is not defined above it"
+                        .to_string(),
+                }),
+            },
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "REGION").then(|| "us-west-2".to_string())
+    }
+
+    #[test]
+    fn merge_keys_fill_in_but_do_not_override() {
+        let doc = "base: &B\n  name: inet\n  port: 3000\nc:\n  <<: *B\n  name: worker\n";
+        let root = load(doc, &env).unwrap();
+        let c = root.get("c").unwrap();
+        assert_eq!(c.get("name").unwrap().as_str(), Some("worker"));
+        assert_eq!(c.get("port").unwrap().as_str(), Some("3000"));
+        assert!(c.get("<<").is_none());
+    }
+
+    #[test]
+    fn marks_are_one_based() {
+        let root = load("a: 1\nb:\n  c: x\n", &env).unwrap();
+        let c = root.get("b").unwrap().get("c").unwrap();
+        assert_eq!(c.mark, Mark { line: 3, col: 6 });
+    }
+
+    #[test]
+    fn variables_expand_and_unset_ones_are_all_named() {
+        let root = load("r: ${REGION}a\n", &env).unwrap();
+        assert_eq!(root.get("r").unwrap().as_str(), Some("us-west-2a"));
+        let problems = load("a: ${NOPE_ONE}\nb: ${NOPE_TWO}\n", &env).unwrap_err();
+        assert_eq!(problems.len(), 2);
+        assert!(problems[0].message.contains("NOPE_ONE"));
+        assert_eq!(problems[1].mark.line, 2);
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_position() {
+        let problems = load("a: [1, 2\nb: 3\n", &env).unwrap_err();
+        assert!(problems[0].message.contains("not valid YAML"));
+        assert!(problems[0].mark.line >= 1);
+    }
+}
