@@ -167,14 +167,16 @@ async fn check(
         };
         match stack.stack_status().map(|s| s.as_str()).unwrap_or("") {
             "DELETE_COMPLETE" => {}
-            "DELETE_FAILED" => return Err(PhaseError::PruneFailed {
-                region: region.name.clone(),
-                reason: format!(
+            "DELETE_FAILED" => {
+                return Err(PhaseError::PruneFailed {
+                    region: region.name.clone(),
+                    reason: format!(
                     "stack {} could not be deleted: {}; delete what holds it, then run prune again",
                     stack.stack_name().unwrap_or(id),
                     stack.stack_status_reason().unwrap_or("no reason given")
                 ),
-            }),
+                })
+            }
             _ => remaining += 1,
         }
     }

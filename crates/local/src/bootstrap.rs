@@ -1,0 +1,163 @@
+//! Creates what a real account would already hold before a first deploy —
+//! a VPC with a subnet per availability zone, the load balancers the config
+//! names, and the buckets — as porter's `bootstrap` commands did.
+//! Idempotent: an existing bootstrap stack or bucket is left as it is.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use porter_core::aws::Aws;
+use porter_core::config::{Environment, Region, Topology};
+use serde_json::json;
+
+/// What bootstrap made in one region.
+#[derive(Debug, Clone)]
+pub struct Bootstrapped {
+    pub vpc_id: String,
+    pub subnets: Vec<String>,
+    pub elbs: Vec<String>,
+}
+
+pub fn stack_name(service: &str, env: &str) -> String {
+    format!("porter-bootstrap-{service}-{env}")
+}
+
+pub async fn environment(
+    aws: &Aws,
+    service: &str,
+    env: &Environment,
+) -> Result<BTreeMap<String, Bootstrapped>> {
+    let mut out = BTreeMap::new();
+    for region in &env.regions {
+        out.insert(
+            region.name.clone(),
+            self::region(aws, service, env, region).await?,
+        );
+    }
+    Ok(out)
+}
+
+pub async fn region(
+    aws: &Aws,
+    service: &str,
+    env: &Environment,
+    region: &Region,
+) -> Result<Bootstrapped> {
+    let clients = aws
+        .region(&region.name, &region.role_arn, "porter-bootstrap")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure_bucket(&clients.s3, &region.s3_bucket, &region.name).await?;
+
+    let name = stack_name(service, &env.name);
+    let cfn = &clients.cloudformation;
+    let exists = cfn
+        .describe_stacks()
+        .stack_name(&name)
+        .send()
+        .await
+        .is_ok_and(|o| {
+            o.stacks().iter().any(|s| {
+                s.stack_status()
+                    .is_some_and(|st| st.as_str() != "DELETE_COMPLETE")
+            })
+        });
+    if !exists {
+        cfn.create_stack()
+            .stack_name(&name)
+            .template_body(template(region).to_string())
+            .send()
+            .await
+            .with_context(|| format!("creating {name} in {}", region.name))?;
+    }
+    let resources = cfn
+        .describe_stack_resources()
+        .stack_name(&name)
+        .send()
+        .await
+        .with_context(|| format!("reading {name} in {}", region.name))?;
+    let of_type = |t: &str| -> Vec<String> {
+        resources
+            .stack_resources()
+            .iter()
+            .filter(|r| r.resource_type() == Some(t))
+            .filter_map(|r| r.physical_resource_id().map(str::to_string))
+            .collect()
+    };
+    Ok(Bootstrapped {
+        vpc_id: of_type("AWS::EC2::VPC")
+            .into_iter()
+            .next()
+            .unwrap_or_default(),
+        subnets: of_type("AWS::EC2::Subnet"),
+        elbs: of_type("AWS::ElasticLoadBalancing::LoadBalancer"),
+    })
+}
+
+async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, region: &str) -> Result<()> {
+    if s3.head_bucket().bucket(bucket).send().await.is_ok() {
+        return Ok(());
+    }
+    let mut create = s3.create_bucket().bucket(bucket);
+    if region != "us-east-1" {
+        create = create.create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
+                .build(),
+        );
+    }
+    create
+        .send()
+        .await
+        .with_context(|| format!("creating bucket {bucket}"))?;
+    Ok(())
+}
+
+fn template(region: &Region) -> serde_json::Value {
+    let mut resources = serde_json::Map::new();
+    resources.insert(
+        "Vpc".into(),
+        json!({"Type": "AWS::EC2::VPC", "Properties": {"CidrBlock": "10.20.0.0/16", "EnableDnsHostnames": true}}),
+    );
+    let mut subnet_refs = Vec::new();
+    for (i, az) in region.azs.iter().enumerate() {
+        let id = format!("Subnet{i}");
+        resources.insert(
+            id.clone(),
+            json!({"Type": "AWS::EC2::Subnet", "Properties": {
+                "VpcId": {"Ref": "Vpc"},
+                "CidrBlock": format!("10.20.{i}.0/24"),
+                "AvailabilityZone": az.name
+            }}),
+        );
+        subnet_refs.push(json!({"Ref": id}));
+    }
+    let inet = region
+        .containers
+        .iter()
+        .find(|c| c.topology == Topology::Inet);
+    let port = inet.and_then(|c| c.inet_port).unwrap_or(8080);
+    let health = inet
+        .map(|c| c.health_check.path.clone())
+        .unwrap_or_else(|| "/health".into());
+    for (i, elb) in region.elbs.iter().enumerate() {
+        resources.insert(
+            format!("LoadBalancer{i}"),
+            json!({"Type": "AWS::ElasticLoadBalancing::LoadBalancer", "Properties": {
+                "LoadBalancerName": elb.name,
+                "Subnets": subnet_refs,
+                "Listeners": [{"LoadBalancerPort": "80", "InstancePort": port.to_string(), "Protocol": "HTTP"}],
+                "HealthCheck": {
+                    "Target": format!("HTTP:{port}{health}"),
+                    "HealthyThreshold": "3", "UnhealthyThreshold": "2",
+                    "Interval": "10", "Timeout": "5"
+                }
+            }}),
+        );
+    }
+    json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": "porter local bootstrap: network and load balancers",
+        "Resources": resources
+    })
+}

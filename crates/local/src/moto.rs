@@ -1,0 +1,144 @@
+//! Supervises moto, the local AWS: a pinned `moto_server` from the
+//! project's virtualenv, on loopback, stopped when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+/// A running moto server.
+pub struct Moto {
+    child: Option<tokio::process::Child>,
+    pub port: u16,
+}
+
+/// Where the project's virtualenv is: `PORTER_VENV`, or `.venv` in the
+/// nearest folder up from here that has one.
+pub fn venv() -> Result<PathBuf> {
+    if let Ok(v) = std::env::var("PORTER_VENV") {
+        return Ok(PathBuf::from(v));
+    }
+    let starts = [
+        std::env::current_dir().ok(),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+    ];
+    for start in starts.into_iter().flatten() {
+        for dir in start.ancestors() {
+            let candidate = dir.join(".venv");
+            if candidate.join("bin").join("moto_server").exists() {
+                return Ok(candidate);
+            }
+        }
+    }
+    bail!("moto is not installed: run `make venv` in the project folder (it creates .venv with the pinned moto), or set PORTER_VENV")
+}
+
+/// A free loopback port, found by binding port 0.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+impl Moto {
+    /// Starts moto on `port` with its Step Functions interpreter on.
+    /// `lambda_port` is where moto sends Lambda Invoke calls (`MOTO_PORT`).
+    pub async fn start(venv: &Path, port: u16, lambda_port: Option<u16>) -> Result<Moto> {
+        if !port_is_free(port) {
+            bail!("port {port} is taken: stop what uses it, or pick another port (--moto-port)");
+        }
+        let bin = venv.join("bin").join("moto_server");
+        if !bin.exists() {
+            bail!("{} is missing: run `make venv`", bin.display());
+        }
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(lp) = lambda_port {
+            cmd.env("MOTO_PORT", lp.to_string());
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let moto = Moto {
+            child: Some(child),
+            port,
+        };
+        moto.wait_ready().await?;
+        moto.configure().await?;
+        Ok(moto)
+    }
+
+    /// Adopts a moto already running (started by `porter local up`).
+    pub fn attach(port: u16) -> Moto {
+        Moto { child: None, port }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let url = format!("{}/moto-api/data.json", self.endpoint());
+        for _ in 0..300 {
+            if reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("moto did not answer on port {} within 15 s", self.port)
+    }
+
+    /// Switches on moto's Step Functions interpreter, so executions run the
+    /// state machine for real instead of staying RUNNING forever.
+    pub async fn configure(&self) -> Result<()> {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/moto-api/config", self.endpoint()))
+            .json(&serde_json::json!({"stepfunctions": {"execute_state_machine": true}}))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("moto refused its config: HTTP {}", resp.status());
+        }
+        Ok(())
+    }
+
+    /// Wipes every resource (between demo runs).
+    pub async fn reset(&self) -> Result<()> {
+        reqwest::Client::new()
+            .post(format!("{}/moto-api/reset", self.endpoint()))
+            .send()
+            .await?
+            .error_for_status()?;
+        self.configure().await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+}
+
+/// An SDK config that talks to the local stack with fixed test credentials.
+pub async fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
+    let creds =
+        aws_credential_types::Credentials::new("testing", "testing", None, None, "porter-local");
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new(region.to_string()))
+        .credentials_provider(creds)
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+        .load()
+        .await
+}

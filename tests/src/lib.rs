@@ -1,0 +1,59 @@
+//! Shared fixtures for the end-to-end tests: a moto per test, a service
+//! folder on disk, and a driver that runs a phase to its end.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use porter_core::aws::Aws;
+use porter_core::phase::{PhaseError, PhaseResult, Step};
+use porter_local::moto::{self, Moto};
+
+/// A fresh moto with clients pointed at it.
+pub struct Stack {
+    pub moto: Moto,
+    pub aws: Aws,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        let venv = moto::venv().expect("the virtualenv: run `make venv`");
+        let port = moto::free_port().unwrap();
+        let moto = Moto::start(&venv, port, None).await.expect("moto starts");
+        let aws = Aws::new(moto::sdk_config(&moto.endpoint(), "us-east-1").await);
+        Stack { moto, aws }
+    }
+}
+
+/// Calls a phase until it is done, feeding each pending state back in, as
+/// the state machine's resume loop does (without the waits: moto completes
+/// stacks at once).
+pub async fn drive<S, O, F, Fut>(mut call: F) -> Result<O, PhaseError>
+where
+    F: FnMut(Option<S>) -> Fut,
+    Fut: Future<Output = PhaseResult<S, O>>,
+{
+    let mut state = None;
+    for _ in 0..50 {
+        match call(state.take()).await? {
+            Step::Done { output } => return Ok(output),
+            Step::Pending { state: s, .. } => state = Some(s),
+        }
+    }
+    panic!("the phase did not finish in 50 calls")
+}
+
+/// Writes a service folder: an executable `start`, a file whose content
+/// makes the release, and `.porter/config`.
+pub fn service(dir: &Path, config: &str, content: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join(".porter")).unwrap();
+    std::fs::write(dir.join(".porter/config"), config).unwrap();
+    std::fs::write(dir.join("index.html"), content).unwrap();
+    let start = dir.join("start");
+    std::fs::write(&start, "#!/bin/sh\nexec python3 -m http.server 8080\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&start, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir.to_path_buf()
+}

@@ -1,0 +1,464 @@
+//! The four phases against moto: two releases to two regions, cutover,
+//! rollback, prune, idempotence, a failing stack, a blackout.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use porter_core::aws::{Aws, RegionClients};
+use porter_core::config;
+use porter_core::pack::{self, PackInput, Source};
+use porter_core::phase::PhaseError;
+use porter_core::promote::{self, PromoteInput, Promoted};
+use porter_core::provision::{self, ProvisionInput, Provisioned};
+use porter_core::prune::{self, PruneInput, Pruned};
+use porter_core::release::{Release, ReleaseRef};
+use porter_core::target::Target;
+use porter_e2e::{drive, service, Stack};
+use porter_local::bootstrap;
+
+const ROLE: &str = "arn:aws:iam::123456789012:role/porter-deployment";
+const REGIONS: [&str; 2] = ["us-west-2", "us-east-1"];
+
+fn short(region: &str) -> &'static str {
+    match region {
+        "us-west-2" => "usw2",
+        _ => "use1",
+    }
+}
+
+/// The service's config; with `net`, each region names its VPC and subnets.
+fn config_text(
+    svc: &str,
+    net: Option<&BTreeMap<String, bootstrap::Bootstrapped>>,
+    extra: &str,
+) -> String {
+    let mut regions = String::new();
+    for r in REGIONS {
+        let azs: Vec<String> = match net.and_then(|n| n.get(r)) {
+            Some(b) => b
+                .subnets
+                .iter()
+                .zip(["a", "b"])
+                .map(|(s, z)| format!("      - {{name: {r}{z}, subnet_id: {s}}}\n"))
+                .collect(),
+            None => ["a", "b"]
+                .iter()
+                .map(|z| format!("      - {{name: {r}{z}}}\n"))
+                .collect(),
+        };
+        let vpc = net
+            .and_then(|n| n.get(r))
+            .map(|b| format!("    vpc_id: {}\n", b.vpc_id))
+            .unwrap_or_default();
+        regions.push_str(&format!(
+            "  - name: {r}\n{vpc}    azs:\n{azs}    s3_bucket: {svc}-{s}-artifacts\n    elb: {svc}-{s}\n    containers:\n    - {{name: web, topology: inet, inet_port: 8080}}\n",
+            azs = azs.concat(),
+            s = short(r),
+        ));
+    }
+    format!(
+        "service_name: {svc}\nporter_version: v5.3.0\nenvironments:\n- name: staging\n  role_arn: {ROLE}\n  instance_count: 2\n  instance_type: t3.micro\n{extra}  regions:\n{regions}"
+    )
+}
+
+struct Service {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    name: String,
+}
+
+/// A service with its account bootstrapped and its config naming the VPCs.
+async fn bootstrapped(aws: &Aws, name: &str, extra: &str) -> Service {
+    let dir = tempfile::tempdir().unwrap();
+    let root = service(dir.path(), &config_text(name, None, ""), "release 1");
+    let cfg = load(&root);
+    let net = bootstrap::environment(aws, name, cfg.environment("staging").unwrap())
+        .await
+        .unwrap();
+    service(
+        dir.path(),
+        &config_text(name, Some(&net), extra),
+        "release 1",
+    );
+    Service {
+        _dir: dir,
+        root,
+        name: name.to_string(),
+    }
+}
+
+fn load(root: &Path) -> config::Config {
+    let (file, repo) = config::locate(root);
+    let loaded = config::load_file(&file, &repo, &|_| None).unwrap();
+    loaded.deployable().unwrap()
+}
+
+async fn pack_release(aws: &Aws, svc: &Service, content: &str) -> pack::Packed {
+    std::fs::write(svc.root.join("index.html"), content).unwrap();
+    let input = PackInput {
+        environment: "staging".into(),
+        source: Source::Path(svc.root.clone()),
+        provenance: Default::default(),
+        image: None,
+        artifact_bucket: None,
+        sse_kms_key_id: None,
+    };
+    pack::run(aws, &input).await.unwrap()
+}
+
+fn target(release: &Release) -> Target {
+    Target {
+        release: ReleaseRef::Inline(Box::new(release.clone())),
+        region: None,
+        regions: vec![],
+    }
+}
+
+async fn provision(aws: &Aws, release: &Release) -> Result<Provisioned, PhaseError> {
+    drive(|state| {
+        provision::run(
+            aws,
+            ProvisionInput {
+                target: target(release),
+                execution: Some("test".into()),
+                state,
+            },
+        )
+    })
+    .await
+}
+
+async fn promote(
+    aws: &Aws,
+    release: &Release,
+    stack_name: Option<String>,
+) -> Result<Promoted, PhaseError> {
+    drive(|state| {
+        promote::run(
+            aws,
+            PromoteInput {
+                target: target(release),
+                stack_name: stack_name.clone(),
+                timeout_seconds: None,
+                state,
+            },
+        )
+    })
+    .await
+}
+
+async fn prune(aws: &Aws, release: &Release, keep: u32) -> Result<Pruned, PhaseError> {
+    drive(|state| {
+        prune::run(
+            aws,
+            PruneInput {
+                target: target(release),
+                keep,
+                state,
+            },
+        )
+    })
+    .await
+}
+
+async fn clients(aws: &Aws, region: &str) -> RegionClients {
+    aws.region(region, ROLE, "test").await.unwrap()
+}
+
+/// Instance ids registered with the ELB, and their health.
+async fn elb_view(
+    aws: &Aws,
+    region: &str,
+    elb: &str,
+) -> (Vec<String>, BTreeMap<String, String>, Option<String>) {
+    let c = clients(aws, region).await;
+    let mut registered = promote::registered(&c, elb).await.unwrap();
+    registered.sort();
+    let health = c
+        .elb
+        .describe_instance_health()
+        .load_balancer_name(elb)
+        .send()
+        .await
+        .unwrap();
+    let states = health
+        .instance_states()
+        .iter()
+        .map(|s| {
+            (
+                s.instance_id().unwrap().to_string(),
+                s.state().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let tag = prune::promoted_stack(&c, elb).await.unwrap();
+    (registered, states, tag)
+}
+
+async fn live_stacks(aws: &Aws, region: &str, svc: &str) -> Vec<String> {
+    let c = clients(aws, region).await;
+    let mut names: Vec<String> = prune::service_stacks(&c, svc, "staging")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.status != "DELETE_COMPLETE")
+        .map(|s| s.stack_name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Asserts that `stacks` serve in every region: exactly their instances,
+/// all InService, and the ELB tag naming them.
+async fn assert_serving(aws: &Aws, svc: &str, stacks: &BTreeMap<String, String>) {
+    for region in REGIONS {
+        let c = clients(aws, region).await;
+        let stack_id = &stacks[region];
+        let expected = promote::stack_instances(&c, stack_id).await.unwrap();
+        assert_eq!(expected.len(), 2, "two instances per region");
+        let (registered, health, tag) =
+            elb_view(aws, region, &format!("{svc}-{}", short(region))).await;
+        assert_eq!(
+            registered, expected,
+            "{region}: only the promoted stack's instances are in the ELB"
+        );
+        for id in &expected {
+            assert_eq!(
+                health.get(id).map(String::as_str),
+                Some("InService"),
+                "{region}: {id}"
+            );
+        }
+        assert_eq!(
+            tag.as_deref(),
+            Some(stack_id.as_str()),
+            "{region}: ELB tag names the promoted stack"
+        );
+    }
+}
+
+fn ids(p: &Provisioned) -> BTreeMap<String, String> {
+    p.stacks
+        .iter()
+        .map(|(r, s)| (r.clone(), s.stack_id.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn two_releases_cut_over_roll_back_and_prune() {
+    let stack = Stack::start().await;
+    let aws = &stack.aws;
+    let svc = bootstrapped(aws, "hello", "").await;
+    // A neighbour in the same account: prune must never touch its stacks.
+    let other = bootstrapped(aws, "neighbour", "").await;
+    let other_release = pack_release(aws, &other, "neighbour 1").await.release;
+    provision(aws, &other_release).await.unwrap();
+
+    let r1 = pack_release(aws, &svc, "release 1").await.release;
+    let p1 = provision(aws, &r1).await.unwrap();
+    assert_eq!(p1.stacks.len(), 2, "a stack in each region");
+    promote(aws, &r1, None).await.unwrap();
+    assert_serving(aws, &svc.name, &ids(&p1)).await;
+
+    let r2 = pack_release(aws, &svc, "release 2").await.release;
+    assert_ne!(r1.version, r2.version, "new content, new release");
+    let p2 = provision(aws, &r2).await.unwrap();
+    let promoted = promote(aws, &r2, None).await.unwrap();
+    assert_serving(aws, &svc.name, &ids(&p2)).await;
+    for region in REGIONS {
+        let old =
+            promote::stack_instances(&clients(aws, region).await, &p1.stacks[region].stack_id)
+                .await
+                .unwrap();
+        let mut out = promoted.regions[region].deregistered.clone();
+        out.sort();
+        assert_eq!(out, old, "{region}: release 1's instances were taken out");
+    }
+
+    // Rollback: promote release 1's stack again.
+    let r1_stack = p1.stacks["us-west-2"].stack_name.clone();
+    promote(aws, &r2, Some(r1_stack)).await.unwrap();
+    assert_serving(aws, &svc.name, &ids(&p1)).await;
+
+    // Forward again, then prune with keep 0: exactly release 1's stacks go.
+    promote(aws, &r2, None).await.unwrap();
+    let pruned = prune(aws, &r2, 0).await.unwrap();
+    for region in REGIONS {
+        assert_eq!(
+            pruned.regions[region].deleted,
+            vec![p1.stacks[region].stack_name.clone()]
+        );
+        assert_eq!(
+            live_stacks(aws, region, "hello").await,
+            vec![p2.stacks[region].stack_name.clone()]
+        );
+        assert_eq!(
+            live_stacks(aws, region, "neighbour").await.len(),
+            1,
+            "the neighbour's stack stays"
+        );
+    }
+    assert_serving(aws, &svc.name, &ids(&p2)).await;
+    stack.moto.stop().await;
+}
+
+#[tokio::test]
+async fn every_phase_run_twice_changes_nothing_the_second_time() {
+    let stack = Stack::start().await;
+    let aws = &stack.aws;
+    let svc = bootstrapped(aws, "twice", "").await;
+
+    let first = pack_release(aws, &svc, "v1").await;
+    assert_eq!(first.uploaded.len(), 4, "payload, manifest, config, record");
+    let again = pack_release(aws, &svc, "v1").await;
+    assert!(
+        again.uploaded.is_empty(),
+        "a re-pack uploads nothing: {:?}",
+        again.uploaded
+    );
+    assert_eq!(first.release, again.release);
+    let r = first.release;
+
+    let p = provision(aws, &r).await.unwrap();
+    let p_again = provision(aws, &r).await.unwrap();
+    assert_eq!(p, p_again, "the second provision adopts the same stacks");
+    for region in REGIONS {
+        assert_eq!(
+            live_stacks(aws, region, "twice").await.len(),
+            1,
+            "{region}: no second stack"
+        );
+    }
+
+    promote(aws, &r, None).await.unwrap();
+    let view: Vec<_> = futures_view(aws, "twice").await;
+    let again = promote(aws, &r, None).await.unwrap();
+    assert!(
+        again.regions.values().all(|p| p.deregistered.is_empty()),
+        "nothing moved the second time"
+    );
+    assert_eq!(view, futures_view(aws, "twice").await);
+
+    let pruned = prune(aws, &r, 0).await.unwrap();
+    assert!(
+        pruned.regions.values().all(|p| p.deleted.is_empty()),
+        "nothing to prune: the only stack is promoted"
+    );
+    let pruned = prune(aws, &r, 0).await.unwrap();
+    assert!(pruned.regions.values().all(|p| p.deleted.is_empty()));
+    assert_serving(aws, "twice", &ids(&p)).await;
+    stack.moto.stop().await;
+}
+
+async fn futures_view(aws: &Aws, svc: &str) -> Vec<(Vec<String>, Option<String>)> {
+    let mut out = Vec::new();
+    for region in REGIONS {
+        let (registered, _, tag) = elb_view(aws, region, &format!("{svc}-{}", short(region))).await;
+        out.push((registered, tag));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_stack_that_fails_to_create_is_reported_and_nothing_is_promoted() {
+    let stack = Stack::start().await;
+    let aws = &stack.aws;
+    let svc = bootstrapped(aws, "failing", "").await;
+    let r1 = pack_release(aws, &svc, "good").await.release;
+    let p1 = provision(aws, &r1).await.unwrap();
+    promote(aws, &r1, None).await.unwrap();
+
+    // Release 2 brings a stack definition whose Auto Scaling group names a
+    // subnet that does not exist: CloudFormation refuses the stack.
+    std::fs::write(
+        svc.root.join(".porter/broken.json"),
+        r#"{"Resources": {"AutoScalingGroup": {"Properties": {"VPCZoneIdentifier": ["subnet-0000000000deadbee"]}}}}"#,
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(svc.root.join(".porter/config")).unwrap();
+    std::fs::write(
+        svc.root.join(".porter/config"),
+        text.replace(
+            "  instance_count: 2\n",
+            "  instance_count: 2\n  stack_definition_path: .porter/broken.json\n",
+        ),
+    )
+    .unwrap();
+    let r2 = pack_release(aws, &svc, "bad").await.release;
+    let err = provision(aws, &r2).await.unwrap_err();
+    match &err {
+        PhaseError::StackFailed { stack, reason, .. } => {
+            assert!(stack.contains(&r2.version), "names the stack: {stack}");
+            assert!(reason.contains("subnet"), "says why: {reason}");
+        }
+        other => panic!("expected StackFailed, got {other:?}"),
+    }
+    assert_eq!(err.error_type(), "StackFailed");
+    // Release 1 still serves everywhere.
+    assert_serving(aws, "failing", &ids(&p1)).await;
+    stack.moto.stop().await;
+}
+
+#[tokio::test]
+async fn a_blackout_window_refuses_every_phase() {
+    let stack = Stack::start().await;
+    let aws = &stack.aws;
+    let svc = bootstrapped(aws, "quiet", "").await;
+    let r = pack_release(aws, &svc, "before").await.release;
+
+    let text = std::fs::read_to_string(svc.root.join(".porter/config")).unwrap();
+    std::fs::write(
+        svc.root.join(".porter/config"),
+        text.replace(
+            "  instance_count: 2\n",
+            "  instance_count: 2\n  blackout_windows:\n  - {start_time: '2000-01-01T00:00:00Z', end_time: '2999-01-01T00:00:00Z'}\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(svc.root.join("index.html"), "during").unwrap();
+    let input = PackInput {
+        environment: "staging".into(),
+        source: Source::Path(svc.root.clone()),
+        provenance: Default::default(),
+        image: None,
+        artifact_bucket: None,
+        sse_kms_key_id: None,
+    };
+    let err = pack::run(aws, &input).await.unwrap_err();
+    assert_eq!(err.error_type(), "Blackout");
+    assert!(
+        err.to_string().contains("2999-01-01T00:00:00Z"),
+        "names the window: {err}"
+    );
+
+    // A release packed before the window: the later phases refuse too, once
+    // the stored config carries the window.
+    let mut cfg: config::Config = pack::read_json(&aws.s3(), &r.config).await.unwrap();
+    cfg.environments[0]
+        .blackout_windows
+        .push(config::BlackoutWindow {
+            start_time: "2000-01-01T00:00:00Z".into(),
+            end_time: "2999-01-01T00:00:00Z".into(),
+        });
+    aws.s3()
+        .put_object()
+        .bucket(&r.config.bucket)
+        .key(&r.config.key)
+        .body(serde_json::to_vec(&cfg).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        provision(aws, &r).await.unwrap_err().error_type(),
+        "Blackout"
+    );
+    assert_eq!(
+        promote(aws, &r, None).await.unwrap_err().error_type(),
+        "Blackout"
+    );
+    assert_eq!(
+        prune(aws, &r, 0).await.unwrap_err().error_type(),
+        "Blackout"
+    );
+    stack.moto.stop().await;
+}

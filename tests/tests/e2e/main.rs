@@ -1,0 +1,3 @@
+//! End-to-end tests against moto, started by the tests themselves.
+
+mod lifecycle;
