@@ -1,1 +1,208 @@
-fn main() {}
+//! `porter`: validate and render a service's config, deploy it through the
+//! state machine on the local stack, and run that stack.
+
+mod local_cmd;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use porter_core::config::{self, Severity};
+use porter_core::release::{Release, S3Object};
+use porter_core::template::{self, PayloadLocation, RenderContext};
+
+#[derive(Parser)]
+#[command(
+    name = "porter",
+    version,
+    about = "Blue/green multi-region deploys without a CD server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a .porter/config: every error with its line, column and key.
+    Validate {
+        /// The config file, its .porter folder, or the service folder.
+        #[arg(default_value = ".porter/config")]
+        path: PathBuf,
+    },
+    /// Print the CloudFormation template provision would create.
+    Render {
+        #[arg(short, long)]
+        environment: String,
+        #[arg(short, long)]
+        region: String,
+        #[arg(default_value = ".porter/config")]
+        path: PathBuf,
+    },
+    /// Deploy a service folder through the deploy state machine.
+    Deploy {
+        #[arg(short, long)]
+        environment: String,
+        /// Run on the local stack (moto); the only mode this command has yet.
+        #[arg(long)]
+        local: bool,
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Unpromoted stacks prune keeps.
+        #[arg(long, default_value_t = 0)]
+        keep: u32,
+    },
+    /// The local stack: moto plus the project's Lambda host.
+    #[command(subcommand)]
+    Local(local_cmd::LocalCommand),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PORTER_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { path } => validate(&path),
+        Command::Render {
+            environment,
+            region,
+            path,
+        } => render(&path, &environment, &region),
+        Command::Deploy {
+            environment,
+            local,
+            path,
+            keep,
+        } => local_cmd::deploy(&path, &environment, local, keep).await,
+        Command::Local(cmd) => local_cmd::run(cmd).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("porter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<config::Loaded> {
+    let (file, root) = config::locate(path);
+    config::load_file(&file, &root, &config::process_env)
+        .with_context(|| format!("cannot read {}", file.display()))
+}
+
+fn validate(path: &Path) -> Result<ExitCode> {
+    let loaded = load(path)?;
+    for d in loaded.located() {
+        eprintln!("{d}");
+    }
+    let errors = loaded.errors().count();
+    let warnings = loaded.diagnostics.len() - errors;
+    match &loaded.config {
+        Some(cfg) if errors == 0 => {
+            println!("{}: valid", loaded.file.display());
+            println!("service {}", cfg.service_name);
+            for env in &cfg.environments {
+                println!("  environment {} ({})", env.name, env.instance_type);
+                for r in &env.regions {
+                    let elbs: Vec<&str> = r.elbs.iter().map(|e| e.name.as_str()).collect();
+                    println!(
+                        "    region {}: {} AZ, {} instance(s), ELB {}",
+                        r.name,
+                        r.azs.len(),
+                        r.instance_count,
+                        if elbs.is_empty() {
+                            "none (promote is a no-op)".to_string()
+                        } else {
+                            elbs.join(", ")
+                        }
+                    );
+                }
+            }
+            let blocking = loaded
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Incomplete)
+                .count();
+            println!(
+                "{warnings} warning(s){}",
+                if blocking > 0 {
+                    format!(", {blocking} of them block a deploy")
+                } else {
+                    String::new()
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            eprintln!(
+                "{}: {errors} error(s), {warnings} warning(s)",
+                loaded.file.display()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn render(path: &Path, environment: &str, region: &str) -> Result<ExitCode> {
+    let loaded = load(path)?;
+    let file = loaded.file.clone();
+    let cfg = match loaded.deployable() {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let env = cfg.environment(environment).map_err(anyhow::Error::msg)?;
+    let reg = env.region(region).map_err(anyhow::Error::msg)?;
+    // A stand-in release: the real one gets its version and sha256 at pack.
+    let sha = "0".repeat(64);
+    let key = format!(
+        "porter-deployment/{}/{}/preview/{sha}.tar",
+        cfg.service_name, env.name
+    );
+    let obj = |suffix: &str| S3Object {
+        bucket: reg.s3_bucket.clone(),
+        key: key.replace(".tar", suffix),
+    };
+    let release = Release {
+        service: cfg.service_name.clone(),
+        environment: env.name.clone(),
+        version: "preview".into(),
+        revision: "preview".into(),
+        sha256: sha.clone(),
+        image: None,
+        payload: obj(".tar"),
+        manifest: obj(".manifest.json"),
+        config: obj(".config.json"),
+        record: obj(".release.json"),
+        regions: vec![reg.name.clone()],
+    };
+    let payload = PayloadLocation {
+        bucket: reg.s3_bucket.clone(),
+        key,
+        sha256: sha,
+    };
+    let t = template::render(
+        &cfg,
+        env,
+        reg,
+        &release,
+        &payload,
+        &RenderContext::default(),
+    );
+    println!("{}", serde_json::to_string_pretty(&t)?);
+    eprintln!(
+        "rendered {} for {environment}/{region} (version and sha256 are placeholders until pack; ELB ingress is added at provision)",
+        file.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

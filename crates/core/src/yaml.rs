@@ -83,6 +83,9 @@ impl Node {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadProblem {
     pub mark: Mark,
+    /// The key path of the node being read, e.g. `environments[0].role_arn`;
+    /// empty when the problem is not inside one (a syntax error).
+    pub path: String,
     pub message: String,
 }
 
@@ -104,6 +107,7 @@ pub fn load(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Node,
                 line: m.line(),
                 col: m.col() + 1,
             },
+            path: String::new(),
             message: format!("this is not valid YAML: {}", e.info()),
         }]);
     }
@@ -113,6 +117,7 @@ pub fn load(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Node,
     builder.root.ok_or_else(|| {
         vec![LoadProblem {
             mark: Mark { line: 1, col: 1 },
+            path: String::new(),
             message: "the file is empty; it needs at least service_name and environments"
                 .to_string(),
         }]
@@ -142,6 +147,29 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// The key path of the node about to be finished: the keys and list
+    /// indexes of every open collection. A mapping key itself is reported
+    /// with its mapping's path.
+    fn path(&self) -> String {
+        let mut path = String::new();
+        for open in &self.stack {
+            match open {
+                Open::Seq { items, .. } => path.push_str(&format!("[{}]", items.len())),
+                Open::Map {
+                    pending_key: Some(key),
+                    ..
+                } => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key.as_str().unwrap_or("?"));
+                }
+                Open::Map { .. } => {}
+            }
+        }
+        path
+    }
+
     fn finish(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
             self.anchors.insert(anchor, node.clone());
@@ -168,6 +196,7 @@ impl Builder<'_> {
         if !text.contains("${") {
             return text;
         }
+        let path = self.path();
         let mut out = String::with_capacity(text.len());
         let mut rest = text.as_str();
         while let Some(start) = rest.find("${") {
@@ -176,6 +205,7 @@ impl Builder<'_> {
             let Some(end) = after.find('}') else {
                 self.problems.push(LoadProblem {
                     mark,
+                    path,
                     message: format!("`{text}` opens `${{` without a closing `}}`"),
                 });
                 return text;
@@ -185,6 +215,7 @@ impl Builder<'_> {
                 Some(v) => out.push_str(&v),
                 None => self.problems.push(LoadProblem {
                     mark,
+                    path: path.clone(),
                     message: format!(
                         "the environment variable `{name}` is not set; set it (export {name}=...) or write the value into the config"
                     ),
@@ -238,6 +269,16 @@ impl MarkedEventReceiver for Builder<'_> {
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
                 let quoted = !matches!(style, TScalarStyle::Plain);
+                // A key with no value (`vpc_id:`) gets an empty scalar that
+                // the parser places at the next token, often the next line;
+                // the key is where the user has to look.
+                let mark = match self.stack.last() {
+                    Some(Open::Map {
+                        pending_key: Some(key),
+                        ..
+                    }) if text.is_empty() && !quoted => key.mark,
+                    _ => mark,
+                };
                 let text = self.expand(text, mark);
                 self.finish(
                     Node {
@@ -277,11 +318,19 @@ impl MarkedEventReceiver for Builder<'_> {
             Event::MappingEnd => {
                 if let Some(Open::Map {
                     anchor,
-                    mark,
+                    mut mark,
                     entries,
                     ..
                 }) = self.stack.pop()
                 {
+                    // A block mapping's start is marked at the first `:`;
+                    // its first key is where it begins. (A flow mapping's
+                    // `{` comes before its first key and is kept.)
+                    if let Some((first, _)) = entries.first() {
+                        if (first.mark.line, first.mark.col) < (mark.line, mark.col) {
+                            mark = first.mark;
+                        }
+                    }
                     let entries = apply_merge(entries);
                     self.finish(
                         Node {
@@ -296,6 +345,7 @@ impl MarkedEventReceiver for Builder<'_> {
                 Some(node) => self.finish(node, 0),
                 None => self.problems.push(LoadProblem {
                     mark,
+                    path: self.path(),
                     message: "this alias refers to an anchor that is not defined above it"
                         .to_string(),
                 }),

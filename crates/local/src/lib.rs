@@ -4,4 +4,7 @@
 //! job API.
 
 pub mod bootstrap;
+pub mod deploy;
+pub mod invoke_host;
 pub mod moto;
+pub mod stack;

@@ -7,6 +7,8 @@
 //! deployed as it is, such as porter's `TODO` placeholders): `porter validate`
 //! passes on the last two, deploying refuses the last one.
 
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::fmt;
@@ -255,7 +257,7 @@ pub fn load_str(
                     severity: Severity::Error,
                     line: p.mark.line,
                     col: p.mark.col,
-                    path: String::new(),
+                    path: p.path,
                     message: p.message,
                 })
                 .collect(),

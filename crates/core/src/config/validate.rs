@@ -204,11 +204,14 @@ impl Checker<'_> {
                 continue; // anchor holders such as `_container_base_inet`
             }
             if !known.contains(&key) {
-                self.error(
-                    k,
-                    &key_path,
-                    format!("unknown key `{key}`; expected one of: {}", known.join(", ")),
-                );
+                let message = match closest(key, known) {
+                    Some(near) => format!(
+                        "unknown key `{key}`; did you mean `{near}`? (expected one of: {})",
+                        known.join(", ")
+                    ),
+                    None => format!("unknown key `{key}`; expected one of: {}", known.join(", ")),
+                };
+                self.error(k, &key_path, message);
                 continue;
             }
             if let Some((name, why)) = NOT_ACTED_ON.iter().find(|(n, _)| *n == key) {
@@ -326,6 +329,62 @@ impl Checker<'_> {
     }
 }
 
+/// The known key a typo most likely meant: at most two edits away (a swap
+/// of neighbours counting as one), and never for very short keys.
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    if key.chars().count() < 3 {
+        return None;
+    }
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions
+/// and transpositions of adjacent characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The `name` of a mapping when it is a plain value, with its node.
+fn given_name(node: &Node) -> Option<(&str, &Node)> {
+    let name = node.get("name")?;
+    match name.as_str() {
+        Some(s) if !name.is_null() => Some((s, name)),
+        _ => None,
+    }
+}
+
+/// Whether the mapping sets `key` to something (an invalid something
+/// included: that gets its own error).
+fn has_value(node: &Node, key: &str) -> bool {
+    node.get(key).is_some_and(|v| !v.is_null())
+}
+
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
@@ -396,14 +455,20 @@ fn check_root(c: &mut Checker, root: &Node) -> Option<Config> {
                 let mut names = HashSet::new();
                 for (i, env) in items.iter().enumerate() {
                     let path = format!("environments[{i}]");
-                    if let Some(e) = check_environment(c, env, &path) {
-                        if !names.insert(e.name.clone()) {
+                    // Checked on the name alone, so that a duplicate is
+                    // found even when that environment has other problems.
+                    if let Some((name, node)) = given_name(env) {
+                        if !names.insert(name) {
                             c.error(
-                                env,
+                                node,
                                 &join(&path, "name"),
-                                format!("environment `{}` is defined twice", e.name),
+                                format!(
+                                    "environment `{name}` is defined twice; environment names must be unique"
+                                ),
                             );
                         }
+                    }
+                    if let Some(e) = check_environment(c, env, &path) {
                         environments.push(e);
                     }
                 }
@@ -465,19 +530,22 @@ fn check_environment(c: &mut Checker, env: &Node, path: &str) -> Option<Environm
                 let mut names = HashSet::new();
                 for (i, region) in items.iter().enumerate() {
                     let rpath = format!("{regions_path}[{i}]");
+                    if let Some((name, node)) = given_name(region) {
+                        if !names.insert(name) {
+                            c.error(
+                                node,
+                                &join(&rpath, "name"),
+                                format!("region `{name}` is listed twice in this environment"),
+                            );
+                        }
+                    }
                     let inherited = Inherited {
                         role_arn: role_arn.as_deref(),
+                        role_arn_given: has_value(env, "role_arn"),
                         stack_definition: stack_definition.as_ref(),
                         instance_count,
                     };
                     if let Some(r) = check_region(c, region, &rpath, &inherited) {
-                        if !names.insert(r.name.clone()) {
-                            c.error(
-                                region,
-                                &join(&rpath, "name"),
-                                format!("region `{}` is listed twice in this environment", r.name),
-                            );
-                        }
                         regions.push(r);
                     }
                 }
@@ -560,7 +628,11 @@ fn check_blackouts(c: &mut Checker, env: &Node, path: &str) -> Option<Vec<Blacko
 }
 
 struct Inherited<'a> {
+    /// The environment's `role_arn` when it is valid.
     role_arn: Option<&'a str>,
+    /// Whether the environment writes one at all (a malformed one is
+    /// reported there, not again on each region).
+    role_arn_given: bool,
     stack_definition: Option<&'a StackDefinition>,
     instance_count: u32,
 }
@@ -593,7 +665,7 @@ fn check_region(
         (Some(r), _) => Some(r),
         (None, Some(r)) => Some(r.to_string()),
         (None, None) => {
-            if region.get("role_arn").is_none() {
+            if !has_value(region, "role_arn") && !inherited.role_arn_given {
                 c.error(
                     region,
                     &join(path, "role_arn"),
@@ -719,7 +791,7 @@ fn check_azs(
             }
             s
         });
-        if has_vpc && subnet_id.is_none() && az.get("subnet_id").is_none() {
+        if has_vpc && !has_value(az, "subnet_id") {
             c.error(
                 az,
                 &join(&zpath, "subnet_id"),

@@ -1,0 +1,232 @@
+//! `porter local ...` and `porter deploy --local`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use porter_local::deploy::{self, Options};
+use porter_local::stack::{self, LocalStack, StackFile};
+
+#[derive(Subcommand)]
+pub enum LocalCommand {
+    /// Start moto and the Lambda host; runs until Ctrl-C or `porter local down`.
+    Up {
+        #[arg(long, default_value_t = 4510)]
+        moto_port: u16,
+        #[arg(long, default_value_t = 4511)]
+        host_port: u16,
+    },
+    /// Stop the stack that `porter local up` started.
+    Down,
+    /// Say whether the local stack is up, and where.
+    Status,
+    /// Invoke one function with an event file, print its answer.
+    Invoke {
+        /// pack, provision, promote or prune.
+        function: String,
+        #[arg(long)]
+        event: PathBuf,
+    },
+}
+
+fn base() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// The stack `porter local up` left running, if it still answers.
+async fn running() -> Option<StackFile> {
+    let f = stack::read_stack_file(&base())?;
+    let url = format!("http://127.0.0.1:{}/moto-api/data.json", f.moto_port);
+    reqwest::get(url)
+        .await
+        .ok()
+        .filter(|r| r.status().is_success())
+        .map(|_| f)
+}
+
+pub async fn run(cmd: LocalCommand) -> Result<ExitCode> {
+    match cmd {
+        LocalCommand::Up {
+            moto_port,
+            host_port,
+        } => up(moto_port, host_port).await,
+        LocalCommand::Down => down().await,
+        LocalCommand::Status => match running().await {
+            Some(f) => {
+                println!("local stack up: moto (AWS) at http://127.0.0.1:{}, Lambda host at http://127.0.0.1:{} (pid {})", f.moto_port, f.host_port, f.pid);
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                println!("local stack down (start it with `porter local up`)");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        LocalCommand::Invoke { function, event } => invoke(&function, &event).await,
+    }
+}
+
+async fn up(moto_port: u16, host_port: u16) -> Result<ExitCode> {
+    if let Some(f) = running().await {
+        bail!(
+            "the local stack is already up (moto on port {}); `porter local down` stops it",
+            f.moto_port
+        );
+    }
+    let local = LocalStack::start(moto_port, host_port).await?;
+    let file = stack::stack_file(&base());
+    std::fs::create_dir_all(file.parent().expect("has a parent"))?;
+    let record = StackFile {
+        moto_port: local.moto.port,
+        host_port: local.host_port,
+        pid: std::process::id(),
+    };
+    std::fs::write(&file, serde_json::to_string(&record)?)?;
+    println!(
+        "local stack up: moto (AWS, Step Functions interpreter on) at {}, Lambda host at http://127.0.0.1:{}",
+        local.moto.endpoint(),
+        local.host_port
+    );
+    println!("export AWS_ENDPOINT_URL={} to point AWS tools at it; Ctrl-C or `porter local down` stops it", local.moto.endpoint());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    local.stop().await;
+    let _ = std::fs::remove_file(&file);
+    println!("local stack down");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn down() -> Result<ExitCode> {
+    let Some(f) = stack::read_stack_file(&base()) else {
+        println!(
+            "no local stack recorded in {}",
+            stack::stack_file(&base()).display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    let _ = std::process::Command::new("kill")
+        .arg(f.pid.to_string())
+        .status();
+    for _ in 0..100 {
+        if porter_local::moto::port_is_free(f.moto_port)
+            && porter_local::moto::port_is_free(f.host_port)
+        {
+            let _ = std::fs::remove_file(stack::stack_file(&base()));
+            println!("local stack down");
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "the local stack (pid {}) did not stop within 10 s; stop it with `kill -9 {}`",
+        f.pid,
+        f.pid
+    )
+}
+
+async fn invoke(function: &str, event: &Path) -> Result<ExitCode> {
+    let body = std::fs::read_to_string(event)
+        .with_context(|| format!("cannot read {}", event.display()))?;
+    serde_json::from_str::<serde_json::Value>(&body)
+        .with_context(|| format!("{} is not JSON", event.display()))?;
+    let Some(f) = running().await else {
+        bail!("the local stack is down: start it with `porter local up` (in another terminal)");
+    };
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/2015-03-31/functions/{function}/invocations",
+            f.host_port
+        ))
+        .body(body)
+        .send()
+        .await?;
+    let failed = resp.headers().contains_key("X-Amz-Function-Error") || !resp.status().is_success();
+    let text = resp.text().await?;
+    let pretty = serde_json::from_str::<serde_json::Value>(&text)
+        .map(|v| serde_json::to_string_pretty(&v).unwrap_or(text.clone()))
+        .unwrap_or(text);
+    println!("{pretty}");
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub async fn deploy(path: &Path, environment: &str, local: bool, keep: u32) -> Result<ExitCode> {
+    if !local {
+        bail!("only `--local` deploys run from the CLI; in AWS, deploys start from the pipeline (see README)");
+    }
+    let opts = Options {
+        path: path.to_path_buf(),
+        environment: environment.to_string(),
+        keep,
+    };
+    // Attach to `porter local up` if it runs; else a stack for this deploy only.
+    let (endpoint, own) = match running().await {
+        Some(f) => (format!("http://127.0.0.1:{}", f.moto_port), None),
+        None => {
+            let s = LocalStack::start(porter_local::moto::free_port()?, 0).await?;
+            (s.moto.endpoint(), Some(s))
+        }
+    };
+    let mut stdout = std::io::stdout();
+    let result = deploy::run(&endpoint, &opts, &mut stdout).await;
+    let code = match result {
+        Err(e) => {
+            eprintln!("porter: deploy could not run: {e:#}");
+            ExitCode::FAILURE
+        }
+        Ok(outcome) if !outcome.succeeded => {
+            let (error, cause) = outcome.error.clone().unwrap_or_default();
+            println!(
+                "\ndeploy FAILED after {:.1}s, {} state transitions",
+                outcome.wall.as_secs_f64(),
+                outcome.transitions
+            );
+            println!("  error: {error}\n  cause: {cause}");
+            ExitCode::FAILURE
+        }
+        Ok(outcome) => {
+            let release = &outcome.output["release"];
+            println!(
+                "\ndeployed {} release {} in {:.1}s using {} state transitions",
+                release["service"].as_str().unwrap_or("?"),
+                release["version"].as_str().unwrap_or("?"),
+                outcome.wall.as_secs_f64(),
+                outcome.transitions
+            );
+            for (region, r) in &outcome.regions {
+                println!(
+                    "  {region:<10} promoted {}  InService: {}",
+                    r.stack,
+                    r.in_service.join(", ")
+                );
+                if !r.deleted.is_empty() {
+                    println!("  {:<10} pruned   {}", "", r.deleted.join(", "));
+                }
+            }
+            let problems = deploy::verify(&endpoint, &opts, &outcome).await?;
+            if problems.is_empty() {
+                println!(
+                    "verified: every region serves this release only, from its promoted stack"
+                );
+                ExitCode::SUCCESS
+            } else {
+                println!("verification FAILED:");
+                for p in problems {
+                    println!("  {p}");
+                }
+                ExitCode::FAILURE
+            }
+        }
+    };
+    if let Some(s) = own {
+        s.stop().await;
+    }
+    Ok(code)
+}

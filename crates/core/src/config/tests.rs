@@ -1,0 +1,1298 @@
+//! The loader against malformed and porter-style configs: every finding must
+//! carry the right severity, line, column, key path and a message that says
+//! what is expected.
+
+use std::path::Path;
+
+use super::*;
+
+/// A small config that is valid and deployable as it is; every malformed case
+/// below is this text with one thing broken. Line numbers are noted because
+/// the cases assert them.
+const BASE: &str = "\
+service_name: svc-api
+environments:
+- name: dev
+  role_arn: arn:aws:iam::123456789012:role/porter-deployment
+  instance_type: m5.large
+  blackout_windows:
+  - start_time: 2026-12-24T00:00:00Z
+    end_time: 2026-12-26T00:00:00Z
+  regions:
+  - name: us-west-2
+    vpc_id: vpc-0a1b2c3d
+    s3_bucket: svc-builds
+    elb: svc-dev
+    instance_count: 2
+    azs:
+    - name: us-west-2a
+      subnet_id: subnet-0a1b2c3d
+    containers:
+    - name: web
+      topology: inet
+      inet_port: 3000
+      health_check:
+        method: GET
+        path: /health
+";
+// Lines of BASE:
+//  1 service_name        9 regions            17 subnet_id
+//  2 environments       10 - name: us-west-2  18 containers
+//  3 - name: dev        11 vpc_id             19 - name: web
+//  4 role_arn           12 s3_bucket          20 topology
+//  5 instance_type      13 elb                21 inet_port
+//  6 blackout_windows   14 instance_count     22 health_check
+//  7 - start_time       15 azs                23 method
+//  8 end_time           16 - name: us-west-2a 24 path
+
+/// BASE with `from` (which must occur exactly once) replaced by `to`.
+fn base_with(from: &str, to: &str) -> String {
+    assert_eq!(
+        BASE.matches(from).count(),
+        1,
+        "`{from}` must occur exactly once in BASE"
+    );
+    BASE.replacen(from, to, 1)
+}
+
+/// Answers `${VAR}` for the few variables the tests set; everything else is unset.
+fn lookup(name: &str) -> Option<String> {
+    match name {
+        "REGION" => Some("us-west-2".into()),
+        "ROLE" => Some("arn:aws:iam::123456789012:role/porter-deployment".into()),
+        _ => None,
+    }
+}
+
+fn load_in(text: &str, repo_root: &Path) -> Loaded {
+    load_str(text, Path::new(".porter/config"), repo_root, &lookup)
+}
+
+fn load(text: &str) -> Loaded {
+    // A repository root that does not exist: no case reads a file unless it
+    // makes its own tempdir.
+    load_in(text, Path::new("/nonexistent-porter-repo"))
+}
+
+fn dump(loaded: &Loaded) -> String {
+    loaded
+        .located()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn count(loaded: &Loaded, severity: Severity) -> usize {
+    loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == severity)
+        .count()
+}
+
+#[test]
+fn base_config_is_clean_and_deployable() {
+    let loaded = load(BASE);
+    assert!(loaded.diagnostics.is_empty(), "{}", dump(&loaded));
+    let config = loaded.deployable().expect("BASE is deployable");
+    assert_eq!(config.service_name, "svc-api");
+    let region = &config.environments[0].regions[0];
+    assert_eq!(region.instance_count, 2);
+    assert_eq!(
+        region.elbs,
+        vec![Elb {
+            name: "svc-dev".into(),
+            tag: None
+        }]
+    );
+    assert_eq!(
+        config.environments[0].blackout_windows,
+        vec![BlackoutWindow {
+            start_time: "2026-12-24T00:00:00Z".into(),
+            end_time: "2026-12-26T00:00:00Z".into(),
+        }]
+    );
+}
+
+struct Case {
+    name: &'static str,
+    text: String,
+    severity: Severity,
+    line: usize,
+    /// `None` where the column is not meaningful (a YAML syntax error).
+    col: Option<usize>,
+    path: &'static str,
+    message: &'static str,
+    /// How many errors the text has in all: a broken thing must not drag
+    /// unrelated follow-on errors along.
+    errors: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn case(
+    name: &'static str,
+    text: impl Into<String>,
+    severity: Severity,
+    line: usize,
+    col: Option<usize>,
+    path: &'static str,
+    message: &'static str,
+    errors: usize,
+) -> Case {
+    Case {
+        name,
+        text: text.into(),
+        severity,
+        line,
+        col,
+        path,
+        message,
+        errors,
+    }
+}
+
+fn malformed_cases() -> Vec<Case> {
+    use Severity::{Error, Incomplete};
+    vec![
+        // --- the file as a whole -------------------------------------------
+        case(
+            "not YAML",
+            base_with("service_name: svc-api", "service_name: svc: api"),
+            Error,
+            1,
+            None,
+            "",
+            "not valid YAML",
+            1,
+        ),
+        case("empty file", "", Error, 1, Some(1), "", "the file is empty", 1),
+        case(
+            "only comments",
+            "# to be written\n",
+            Error,
+            1,
+            Some(1),
+            "",
+            "the file is empty",
+            1,
+        ),
+        case(
+            "root is a list",
+            "- service_name: svc-api\n",
+            Error,
+            1,
+            Some(1),
+            "",
+            "expected the config (a mapping of keys), found a list",
+            1,
+        ),
+        case(
+            "root is a scalar",
+            "svc-api\n",
+            Error,
+            1,
+            Some(1),
+            "",
+            "expected the config (a mapping of keys), found a scalar",
+            1,
+        ),
+        // --- service_name ----------------------------------------------------
+        case(
+            "missing service_name",
+            base_with("service_name: svc-api\n", ""),
+            Error,
+            1,
+            Some(1),
+            "service_name",
+            "`service_name` is required",
+            1,
+        ),
+        case(
+            "empty service_name",
+            base_with("service_name: svc-api\n", "service_name:\n"),
+            Error,
+            1,
+            Some(1),
+            "service_name",
+            "`service_name` is empty",
+            1,
+        ),
+        case(
+            "service_name with an underscore",
+            base_with("service_name: svc-api", "service_name: svc_api"),
+            Error,
+            1,
+            Some(15),
+            "service_name",
+            "`svc_api` must start with a letter and hold only letters, digits and `-`",
+            1,
+        ),
+        case(
+            "service_name starting with a digit",
+            base_with("service_name: svc-api", "service_name: 9svc"),
+            Error,
+            1,
+            Some(15),
+            "service_name",
+            "`9svc` must start with a letter",
+            1,
+        ),
+        // --- environments ----------------------------------------------------
+        case(
+            "missing environments",
+            "service_name: svc-api\n",
+            Error,
+            1,
+            Some(1),
+            "environments",
+            "`environments` is required",
+            1,
+        ),
+        case(
+            "environments is a mapping",
+            "service_name: svc-api\nenvironments:\n  name: dev\n",
+            Error,
+            3,
+            Some(3),
+            "environments",
+            "expected a list of environments (lines starting with `- `), found a mapping",
+            1,
+        ),
+        case(
+            "environments is empty",
+            "service_name: svc-api\nenvironments: []\n",
+            Error,
+            2,
+            Some(15),
+            "environments",
+            "needs at least one environment",
+            1,
+        ),
+        case(
+            "environment name with a dash",
+            base_with("- name: dev", "- name: dev-1"),
+            Error,
+            3,
+            Some(9),
+            "environments[0].name",
+            "`dev-1` must hold only letters and digits",
+            1,
+        ),
+        case(
+            "environment without a name",
+            base_with("- name: dev\n  role_arn", "- role_arn"),
+            Error,
+            3,
+            Some(3),
+            "environments[0].name",
+            "`name` is required",
+            1,
+        ),
+        case(
+            "environment defined twice",
+            format!("{BASE}{}", SECOND_ENV.replace("name: stage", "name: dev")),
+            Error,
+            25,
+            Some(9),
+            "environments[1].name",
+            "environment `dev` is defined twice",
+            1,
+        ),
+        case(
+            // The duplicate must be found even when that environment has
+            // other problems of its own.
+            "environment defined twice, the second one also broken",
+            format!(
+                "{BASE}{}",
+                SECOND_ENV
+                    .replace("name: stage", "name: dev")
+                    .replace("m5.large", "large")
+            ),
+            Error,
+            25,
+            Some(9),
+            "environments[1].name",
+            "environment `dev` is defined twice",
+            2,
+        ),
+        case(
+            "typo in a key",
+            base_with("  regions:", "  regoins:"),
+            Error,
+            9,
+            Some(3),
+            "environments[0].regoins",
+            "unknown key `regoins`; did you mean `regions`?",
+            // and, truthfully, `regions` is missing
+            2,
+        ),
+        case(
+            "unknown key at the root",
+            base_with("service_name: svc-api\n", "service_name: svc-api\nowner: me\n"),
+            Error,
+            2,
+            Some(1),
+            "owner",
+            "unknown key `owner`; expected one of: service_name, porter_version, environments",
+            1,
+        ),
+        case(
+            "key set twice",
+            base_with(
+                "  instance_type: m5.large\n",
+                "  instance_type: m5.large\n  instance_type: m5.xlarge\n",
+            ),
+            Error,
+            6,
+            Some(3),
+            "environments[0].instance_type",
+            "`instance_type` is set twice; keep one",
+            1,
+        ),
+        case(
+            "instance_type not an EC2 type",
+            base_with("instance_type: m5.large", "instance_type: large"),
+            Error,
+            5,
+            Some(18),
+            "environments[0].instance_type",
+            "`large` is not an EC2 instance type like m5.large",
+            1,
+        ),
+        // --- blackout windows ------------------------------------------------
+        case(
+            "blackout start not RFC3339",
+            base_with(
+                "start_time: 2026-12-24T00:00:00Z",
+                "start_time: 2026-12-24 midnight",
+            ),
+            Error,
+            7,
+            Some(17),
+            "environments[0].blackout_windows[0].start_time",
+            "`2026-12-24 midnight` is not an RFC3339 time like 2026-12-24T00:00:00Z",
+            1,
+        ),
+        case(
+            "blackout ends before it starts",
+            base_with(
+                "end_time: 2026-12-26T00:00:00Z",
+                "end_time: 2026-12-20T00:00:00Z",
+            ),
+            Error,
+            8,
+            Some(15),
+            "environments[0].blackout_windows[0].end_time",
+            "ends (2026-12-20T00:00:00Z) before it starts (2026-12-24T00:00:00Z)",
+            1,
+        ),
+        case(
+            "blackout without end_time",
+            base_with("    end_time: 2026-12-26T00:00:00Z\n", ""),
+            Error,
+            7,
+            Some(5),
+            "environments[0].blackout_windows[0].end_time",
+            "`end_time` is required",
+            1,
+        ),
+        // --- regions ---------------------------------------------------------
+        case(
+            "missing regions",
+            BASE.split("  regions:\n").next().unwrap(),
+            Error,
+            3,
+            Some(3),
+            "environments[0].regions",
+            "`regions` is required: a list with at least one region",
+            1,
+        ),
+        case(
+            "regions is empty",
+            format!("{}  regions: []\n", BASE.split("  regions:\n").next().unwrap()),
+            Error,
+            9,
+            Some(12),
+            "environments[0].regions",
+            "needs at least one region",
+            1,
+        ),
+        case(
+            "region name not an AWS region",
+            base_with("  - name: us-west-2\n", "  - name: uswest2\n"),
+            Error,
+            10,
+            Some(11),
+            "environments[0].regions[0].name",
+            "`uswest2` is not an AWS region name like us-west-2",
+            1,
+        ),
+        case(
+            "region listed twice",
+            base_with("    containers:\n", &format!("{SECOND_REGION}    containers:\n"))
+                .replace("us-east-1", "us-west-2"),
+            Error,
+            // spliced in before `containers` (line 18), as a new list item
+            18,
+            Some(11),
+            "environments[0].regions[1].name",
+            "region `us-west-2` is listed twice in this environment",
+            1,
+        ),
+        case(
+            "role_arn nowhere",
+            base_with(
+                "  role_arn: arn:aws:iam::123456789012:role/porter-deployment\n",
+                "",
+            ),
+            Error,
+            9,
+            Some(5),
+            "environments[0].regions[0].role_arn",
+            "no `role_arn` for this region: set one here or on its environment",
+            1,
+        ),
+        case(
+            "region role_arn empty and none on the environment",
+            base_with(
+                "  role_arn: arn:aws:iam::123456789012:role/porter-deployment\n",
+                "",
+            )
+            .replace("    vpc_id:", "    role_arn:\n    vpc_id:"),
+            Error,
+            9,
+            Some(5),
+            "environments[0].regions[0].role_arn",
+            "no `role_arn` for this region: set one here or on its environment",
+            1,
+        ),
+        case(
+            // One error, on the environment: its regions must not each add
+            // "no role_arn" as if none had been written.
+            "environment role_arn malformed",
+            base_with("123456789012:role", "1234:role"),
+            Error,
+            4,
+            Some(13),
+            "environments[0].role_arn",
+            "`arn:aws:iam::1234:role/porter-deployment` is not an IAM role ARN like arn:aws:iam::123456789012:role/porter-deployment",
+            1,
+        ),
+        case(
+            "region role_arn malformed",
+            base_with("    vpc_id:", "    role_arn: porter-deployment\n    vpc_id:"),
+            Error,
+            11,
+            Some(15),
+            "environments[0].regions[0].role_arn",
+            "`porter-deployment` is not an IAM role ARN",
+            1,
+        ),
+        case(
+            "missing azs",
+            base_with(
+                "    azs:\n    - name: us-west-2a\n      subnet_id: subnet-0a1b2c3d\n",
+                "",
+            ),
+            Error,
+            10,
+            Some(5),
+            "environments[0].regions[0].azs",
+            "`azs` is required",
+            1,
+        ),
+        case(
+            "az of another region",
+            base_with("- name: us-west-2a", "- name: us-east-1a"),
+            Error,
+            16,
+            Some(13),
+            "environments[0].regions[0].azs[0].name",
+            "`us-east-1a` is not an availability zone of us-west-2 (like us-west-2a)",
+            1,
+        ),
+        case(
+            "az listed twice",
+            base_with(
+                "      subnet_id: subnet-0a1b2c3d\n",
+                "      subnet_id: subnet-0a1b2c3d\n    - name: us-west-2a\n      subnet_id: subnet-0e1f2a3b\n",
+            ),
+            Error,
+            18,
+            Some(13),
+            "environments[0].regions[0].azs[1].name",
+            "`us-west-2a` is listed twice",
+            1,
+        ),
+        case(
+            "vpc_id set, az without subnet_id",
+            base_with("      subnet_id: subnet-0a1b2c3d\n", ""),
+            Error,
+            16,
+            Some(7),
+            "environments[0].regions[0].azs[0].subnet_id",
+            "the region sets `vpc_id`, so every availability zone needs a `subnet_id`",
+            1,
+        ),
+        case(
+            "vpc_id set, az with an empty subnet_id",
+            base_with("subnet_id: subnet-0a1b2c3d", "subnet_id:"),
+            Error,
+            16,
+            Some(7),
+            "environments[0].regions[0].azs[0].subnet_id",
+            "the region sets `vpc_id`, so every availability zone needs a `subnet_id`",
+            1,
+        ),
+        case(
+            "missing s3_bucket",
+            base_with("    s3_bucket: svc-builds\n", ""),
+            Error,
+            10,
+            Some(5),
+            "environments[0].regions[0].s3_bucket",
+            "`s3_bucket` is required",
+            1,
+        ),
+        case(
+            "empty s3_bucket",
+            base_with("s3_bucket: svc-builds", "s3_bucket:"),
+            Error,
+            12,
+            Some(5),
+            "environments[0].regions[0].s3_bucket",
+            "`s3_bucket` is empty",
+            1,
+        ),
+        case(
+            "s3_bucket placeholder",
+            base_with("s3_bucket: svc-builds", "s3_bucket: TODO"),
+            Incomplete,
+            12,
+            Some(16),
+            "environments[0].regions[0].s3_bucket",
+            "`TODO` is not a valid S3 bucket name",
+            0,
+        ),
+        case(
+            "elb and elbs both",
+            base_with(
+                "    elb: svc-dev\n",
+                "    elb: svc-dev\n    elbs:\n    - name: svc-dev-2\n",
+            ),
+            Error,
+            13,
+            Some(10),
+            "environments[0].regions[0].elb",
+            "set either `elb` or `elbs`, not both",
+            1,
+        ),
+        case(
+            "elb name with an underscore",
+            base_with("elb: svc-dev", "elb: svc_dev"),
+            Error,
+            13,
+            Some(10),
+            "environments[0].regions[0].elb",
+            "`svc_dev` is not a load balancer name (1-32 letters, digits and `-`",
+            1,
+        ),
+        case(
+            "elbs listed twice",
+            base_with(
+                "    elb: svc-dev\n",
+                "    elbs:\n    - name: svc-dev\n      tag: blue\n    - name: svc-dev\n      tag: green\n",
+            ),
+            Error,
+            16,
+            Some(13),
+            "environments[0].regions[0].elbs[1].name",
+            "`svc-dev` is listed twice",
+            1,
+        ),
+        case(
+            "instance_count zero",
+            base_with("instance_count: 2", "instance_count: 0"),
+            Error,
+            14,
+            Some(21),
+            "environments[0].regions[0].instance_count",
+            "expected a whole number from 1 to 100, found `0`",
+            1,
+        ),
+        case(
+            "instance_count lots",
+            base_with("instance_count: 2", "instance_count: lots"),
+            Error,
+            14,
+            Some(21),
+            "environments[0].regions[0].instance_count",
+            "expected a whole number from 1 to 100, found `lots`",
+            1,
+        ),
+        // --- containers ------------------------------------------------------
+        case(
+            "bad topology",
+            base_with("topology: inet", "topology: web"),
+            Error,
+            20,
+            Some(17),
+            "environments[0].regions[0].containers[0].topology",
+            "`web` is not a topology; expected `inet` or `worker`",
+            1,
+        ),
+        case(
+            "inet_port too big",
+            base_with("inet_port: 3000", "inet_port: 70000"),
+            Error,
+            21,
+            Some(18),
+            "environments[0].regions[0].containers[0].inet_port",
+            "`70000` is not a port number from 1 to 65535",
+            1,
+        ),
+        case(
+            "inet_port not a number",
+            base_with("inet_port: 3000", "inet_port: http"),
+            Error,
+            21,
+            Some(18),
+            "environments[0].regions[0].containers[0].inet_port",
+            "`http` is not a port number",
+            1,
+        ),
+        case(
+            "health_check path without slash",
+            base_with("path: /health", "path: health"),
+            Error,
+            24,
+            Some(15),
+            "environments[0].regions[0].containers[0].health_check.path",
+            "`health` must start with `/`",
+            1,
+        ),
+        case(
+            "health_check method",
+            base_with("method: GET", "method: POST"),
+            Error,
+            23,
+            Some(17),
+            "environments[0].regions[0].containers[0].health_check.method",
+            "`POST` is not supported; use GET or HEAD",
+            1,
+        ),
+        case(
+            "container name twice",
+            format!("{BASE}    - name: web\n      topology: worker\n"),
+            Error,
+            25,
+            Some(13),
+            "environments[0].regions[0].containers[1].name",
+            "container `web` is defined twice in this region",
+            1,
+        ),
+        case(
+            "typo in a container key",
+            base_with("inet_port: 3000", "inet_prot: 3000"),
+            Error,
+            21,
+            Some(7),
+            "environments[0].regions[0].containers[0].inet_prot",
+            "unknown key `inet_prot`; did you mean `inet_port`?",
+            1,
+        ),
+        // --- ${VAR} ----------------------------------------------------------
+        case(
+            "unset variable",
+            base_with("s3_bucket: svc-builds", "s3_bucket: ${PORTER_BUCKET}"),
+            Error,
+            12,
+            Some(16),
+            "environments[0].regions[0].s3_bucket",
+            "the environment variable `PORTER_BUCKET` is not set",
+            1,
+        ),
+        case(
+            "unclosed variable",
+            base_with("s3_bucket: svc-builds", "s3_bucket: ${PORTER_BUCKET"),
+            Error,
+            12,
+            Some(16),
+            "environments[0].regions[0].s3_bucket",
+            "opens `${` without a closing `}`",
+            1,
+        ),
+    ]
+}
+
+/// A second environment, appended after BASE (it starts on line 25).
+const SECOND_ENV: &str = "\
+- name: stage
+  role_arn: arn:aws:iam::123456789012:role/porter-deployment
+  instance_type: m5.large
+  regions:
+  - name: us-west-2
+    s3_bucket: svc-builds
+    elb: none
+    azs:
+    - name: us-west-2a
+";
+
+/// A second region, spliced into BASE's region list in place of its
+/// containers (so it starts on line 18).
+const SECOND_REGION: &str = concat!(
+    "  - name: us-east-1\n",
+    "    s3_bucket: svc-builds-east\n",
+    "    elb: none\n",
+    "    azs:\n",
+    "    - name: us-east-1a\n",
+);
+
+#[test]
+fn malformed_configs_are_reported_where_they_are_wrong() {
+    let cases = malformed_cases();
+    assert!(cases.len() >= 24, "only {} cases", cases.len());
+    let mut failures = Vec::new();
+    for c in &cases {
+        let loaded = load(&c.text);
+        let found = loaded.diagnostics.iter().find(|d| {
+            d.severity == c.severity && d.path == c.path && d.message.contains(c.message)
+        });
+        let problem = match found {
+            None => Some("no such diagnostic".to_string()),
+            Some(d) if d.line != c.line => Some(format!("line {} (want {})", d.line, c.line)),
+            Some(d) if c.col.is_some_and(|col| col != d.col) => {
+                Some(format!("column {} (want {:?})", d.col, c.col))
+            }
+            Some(_) if count(&loaded, Severity::Error) != c.errors => Some(format!(
+                "{} errors (want {})",
+                count(&loaded, Severity::Error),
+                c.errors
+            )),
+            Some(_) if c.errors > 0 && loaded.config.is_some() => {
+                Some("a config was returned despite errors".to_string())
+            }
+            Some(_) if c.errors == 0 && loaded.config.is_none() => {
+                Some("no config returned without errors".to_string())
+            }
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            failures.push(format!(
+                "case `{}`: {problem}; want {:?} {}:{:?} `{}` ~ {:?}; got:\n{}",
+                c.name,
+                c.severity,
+                c.line,
+                c.col,
+                c.path,
+                c.message,
+                dump(&loaded)
+            ));
+        }
+        // Nothing that stops a deploy may slip through `deployable`.
+        if c.severity != Severity::Warning && load(&c.text).deployable().is_ok() {
+            failures.push(format!("case `{}`: deployable() accepted it", c.name));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_error_is_reported_in_one_run() {
+    let text = base_with("service_name: svc-api", "service_name: svc_api")
+        .replace("instance_type: m5.large", "instance_type: large")
+        .replace("inet_port: 3000", "inet_port: 0");
+    let loaded = load(&text);
+    let errors: Vec<_> = loaded.errors().collect();
+    assert_eq!(errors.len(), 3, "{}", dump(&loaded));
+    // In file order.
+    assert_eq!(
+        errors
+            .iter()
+            .map(|d| (d.line, d.path.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, "service_name"),
+            (5, "environments[0].instance_type"),
+            (21, "environments[0].regions[0].containers[0].inet_port"),
+        ]
+    );
+    assert!(loaded.config.is_none());
+}
+
+#[test]
+fn every_unset_variable_is_reported_in_one_run() {
+    let text = base_with("s3_bucket: svc-builds", "s3_bucket: ${PORTER_BUCKET}")
+        .replace("vpc_id: vpc-0a1b2c3d", "vpc_id: ${PORTER_VPC}")
+        .replace("- name: us-west-2a", "- name: ${REGION}a");
+    let loaded = load(&text);
+    let errors: Vec<_> = loaded.errors().collect();
+    assert_eq!(errors.len(), 2, "{}", dump(&loaded));
+    assert!(errors[0].message.contains("PORTER_VPC"));
+    assert_eq!(errors[0].path, "environments[0].regions[0].vpc_id");
+    assert!(errors[1].message.contains("PORTER_BUCKET"));
+}
+
+#[test]
+fn set_variables_are_expanded() {
+    let text = base_with("- name: us-west-2a", "- name: ${REGION}a").replace(
+        "role_arn: arn:aws:iam::123456789012:role/porter-deployment",
+        "role_arn: ${ROLE}",
+    );
+    let loaded = load(&text);
+    assert!(loaded.diagnostics.is_empty(), "{}", dump(&loaded));
+    let config = loaded.deployable().unwrap();
+    let region = &config.environments[0].regions[0];
+    assert_eq!(region.azs[0].name, "us-west-2a");
+    assert_eq!(
+        region.role_arn,
+        "arn:aws:iam::123456789012:role/porter-deployment"
+    );
+}
+
+#[test]
+fn located_diagnostics_print_file_line_column_and_path() {
+    let loaded = load(&base_with("inet_port: 3000", "inet_port: 0"));
+    let printed = dump(&loaded);
+    assert_eq!(
+        printed,
+        ".porter/config:21:18: error: environments[0].regions[0].containers[0].inet_port: \
+         `0` is not a port number from 1 to 65535"
+    );
+}
+
+/// A config in the style of porter's own samples: anchors, merge keys,
+/// anchor-holder keys, porter keys this product does not act on, and TODO
+/// placeholders.
+const PORTER_STYLE: &str = r#"service_name: svc-api
+porter_version: vBCOOK
+
+_container_base_inet: &container_base_inet
+  topology: inet
+  inet_port: 3000
+  dockerfile: Dockerfile
+  dockerfile_build: Dockerfile.build
+  uid: 601
+  read_only: true
+  src_env_file:
+    s3_bucket: svc-secrets
+    s3_key: dev.env
+  health_check:
+    method: GET
+    path: /custom_health
+
+_container_base_worker: &container_base_worker
+  <<: *container_base_inet
+  topology: worker
+  inet_port: ~
+  health_check: &health_head
+    method: HEAD
+    path: /ping
+
+_region_base: &region_base
+  s3_bucket: TODO
+  elb: none
+
+hooks:
+  pre_pack:
+  - repo: git@github.com:example/porter-hooks.git
+    ref: v1.0.0
+  post_provision:
+  - dockerfile: .porter/hooks/notify
+
+slack:
+  webhook: https://hooks.slack.com/services/T000/B000/XXXX
+
+environments:
+- name: dev
+  role_arn: arn:aws:iam::123456789012:role/porter-deployment
+  stack_definition_path: .porter/dev-stack.json
+  hot_swap: true
+  haproxy:
+    compression: true
+    request_headers:
+    - X-Request-Id
+  regions:
+  - <<: *region_base
+    name: us-west-2
+    vpc_id: vpc-TODO
+    azs:
+    - name: us-west-2a
+      subnet_id: subnet-TODO
+    - name: us-west-2b
+      subnet_id: subnet-TODO
+    containers:
+    - <<: *container_base_inet
+      name: web
+    - <<: *container_base_worker
+      name: jobs
+
+- name: prod
+  role_arn: arn:aws:iam::123456789012:role/porter-deployment
+  hot_swap: true
+  haproxy:
+    compression: false
+  instance_type: c5.xlarge
+  regions:
+  - <<: [*region_base]
+    name: us-east-1
+    s3_bucket: svc-builds-prod
+    elb: svc-prod
+    instance_count: 4
+    azs:
+    - {name: us-east-1a}
+    - {name: us-east-1b}
+    containers:
+    - <<: *container_base_inet
+      name: web
+      dockerfile: Dockerfile.prod
+"#;
+
+#[test]
+fn porter_style_config_passes_with_warnings_only() {
+    let loaded = load(PORTER_STYLE);
+    assert_eq!(count(&loaded, Severity::Error), 0, "{}", dump(&loaded));
+
+    // Each not-acted-on key is warned about once, however often it appears.
+    let mut warned: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .map(|d| d.path.rsplit('.').next().unwrap().to_string())
+        .collect();
+    warned.sort();
+    assert_eq!(
+        warned,
+        [
+            "dockerfile",
+            "dockerfile_build",
+            "haproxy",
+            "hooks",
+            "hot_swap",
+            "porter_version",
+            "read_only",
+            "slack",
+            "src_env_file",
+            "uid",
+        ],
+        "{}",
+        dump(&loaded)
+    );
+    let version = loaded
+        .diagnostics
+        .iter()
+        .find(|d| d.path == "porter_version")
+        .unwrap();
+    assert_eq!((version.line, version.col), (2, 17));
+    assert!(version
+        .message
+        .contains("`vBCOOK` is not a release like v5.3.0"));
+    let hot_swap = loaded
+        .diagnostics
+        .iter()
+        .find(|d| d.path.ends_with("hot_swap"))
+        .unwrap();
+    assert_eq!(hot_swap.path, "environments[0].hot_swap");
+    assert!(hot_swap.message.contains("accepted but not acted on"));
+
+    // The placeholders and the missing stack definition make it not
+    // deployable, each named where it is.
+    let incomplete: Vec<(usize, &str)> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Incomplete)
+        .map(|d| (d.line, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        incomplete,
+        vec![
+            (27, "environments[0].regions[0].s3_bucket"),
+            (43, "environments[0].stack_definition_path"),
+            (52, "environments[0].regions[0].vpc_id"),
+            (55, "environments[0].regions[0].azs[0].subnet_id"),
+            (57, "environments[0].regions[0].azs[1].subnet_id"),
+        ],
+        "{}",
+        dump(&loaded)
+    );
+    let missing = loaded
+        .diagnostics
+        .iter()
+        .find(|d| d.path == "environments[0].stack_definition_path")
+        .unwrap();
+    assert!(
+        missing.message.contains("dev-stack.json"),
+        "{}",
+        missing.message
+    );
+    assert!(missing.message.contains("relative to the repository root"));
+
+    // The config itself is there (validate passes) ...
+    let config = loaded.config.clone().expect("no errors, so a config");
+    assert_eq!(config.porter_version.as_deref(), Some("vBCOOK"));
+    let dev = config.environment("dev").unwrap();
+    let west = dev.region("us-west-2").unwrap();
+    assert_eq!(west.s3_bucket, "TODO");
+    assert!(west.elbs.is_empty(), "elb: none means no ELB");
+    assert_eq!(west.azs.len(), 2);
+    assert_eq!(
+        west.containers,
+        vec![
+            Container {
+                name: "web".into(),
+                topology: Topology::Inet,
+                inet_port: Some(3000),
+                health_check: HealthCheck {
+                    method: "GET".into(),
+                    path: "/custom_health".into(),
+                },
+            },
+            Container {
+                name: "jobs".into(),
+                topology: Topology::Worker,
+                inet_port: None,
+                health_check: HealthCheck {
+                    method: "HEAD".into(),
+                    path: "/ping".into(),
+                },
+            },
+        ]
+    );
+    let prod = config.environment("prod").unwrap();
+    assert_eq!(prod.instance_type, "c5.xlarge");
+    let east = prod.region("us-east-1").unwrap();
+    // Explicit keys win over the merged ones.
+    assert_eq!(east.s3_bucket, "svc-builds-prod");
+    assert_eq!(
+        east.elbs,
+        vec![Elb {
+            name: "svc-prod".into(),
+            tag: None
+        }]
+    );
+    assert_eq!(east.instance_count, 4);
+    assert_eq!(east.vpc_id, None);
+    assert_eq!(east.azs[1].name, "us-east-1b");
+
+    // ... but deploying refuses it, naming every blocking finding.
+    let err = loaded.deployable().unwrap_err();
+    assert!(err.contains("cannot be deployed"), "{err}");
+    assert!(
+        err.contains(".porter/config:27:14: not deployable: environments[0].regions[0].s3_bucket"),
+        "{err}"
+    );
+    assert!(err.contains("vpc-TODO"), "{err}");
+    assert!(err.contains("subnet-TODO"), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+}
+
+#[test]
+fn warnings_alone_leave_the_config_deployable() {
+    let text = base_with(
+        "service_name: svc-api\n",
+        "service_name: svc-api\nporter_version: vBCOOK\n",
+    )
+    .replace("    elb: svc-dev\n", "")
+    .replace(
+        "  instance_type: m5.large\n",
+        "  instance_type: m5.large\n  hot_swap: true\n",
+    );
+    let loaded = load(&text);
+    assert_eq!(count(&loaded, Severity::Warning), 3, "{}", dump(&loaded));
+    assert!(loaded
+        .diagnostics
+        .iter()
+        .any(|d| d.path == "environments[0].regions[0].elb" && d.message.contains("`elb: none`")));
+    let config = loaded.deployable().expect("warnings do not block a deploy");
+    assert!(config.environments[0].regions[0].elbs.is_empty());
+}
+
+// --- stack_definition_path ---------------------------------------------------
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let file = root.join(rel);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, text).unwrap();
+}
+
+#[test]
+fn stack_definition_resolves_from_repo_root_and_region_wins() {
+    let repo = tempfile::tempdir().unwrap();
+    write(
+        repo.path(),
+        ".porter/env-stack.json",
+        r#"{"Resources": {"Env": {"Type": "AWS::SNS::Topic"}}}"#,
+    );
+    write(
+        repo.path(),
+        ".porter/region-stack.json",
+        r#"{"Resources": {"Region": {"Type": "AWS::SQS::Queue"}}}"#,
+    );
+    let text = format!(
+        "{}{}",
+        base_with(
+            "  instance_type: m5.large\n",
+            "  instance_type: m5.large\n  stack_definition_path: .porter/env-stack.json\n",
+        )
+        .replace(
+            "    vpc_id: vpc-0a1b2c3d\n",
+            "    vpc_id: vpc-0a1b2c3d\n    stack_definition_path: .porter/region-stack.json\n",
+        ),
+        // a second region without its own: the environment's applies
+        SECOND_REGION,
+    );
+    // The config file's own location and the working directory play no part.
+    let loaded = load_in(&text, repo.path());
+    assert!(loaded.diagnostics.is_empty(), "{}", dump(&loaded));
+    let config = loaded.deployable().unwrap();
+    let env = &config.environments[0];
+    let west = env.region("us-west-2").unwrap();
+    let west_def = west.stack_definition.as_ref().unwrap();
+    assert_eq!(west_def.path, ".porter/region-stack.json");
+    assert_eq!(
+        west_def.template["Resources"]["Region"]["Type"],
+        "AWS::SQS::Queue"
+    );
+    let east = env.region("us-east-1").unwrap();
+    let east_def = east.stack_definition.as_ref().unwrap();
+    assert_eq!(east_def.path, ".porter/env-stack.json");
+    assert_eq!(
+        east_def.template["Resources"]["Env"]["Type"],
+        "AWS::SNS::Topic"
+    );
+
+    // Relative to the repository root, not to anything else.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let loaded = load_in(&text, elsewhere.path());
+    assert_eq!(count(&loaded, Severity::Incomplete), 2, "{}", dump(&loaded));
+    assert_eq!(count(&loaded, Severity::Error), 0, "{}", dump(&loaded));
+    assert!(loaded.deployable().is_err());
+}
+
+#[test]
+fn stack_definition_that_is_not_json_is_an_error_naming_the_file() {
+    let repo = tempfile::tempdir().unwrap();
+    write(
+        repo.path(),
+        "stack.json",
+        "{\"Resources\": {\n  \"A\": }\n}\n",
+    );
+    write(repo.path(), "list.json", "[1, 2]");
+    let text = base_with(
+        "  instance_type: m5.large\n",
+        "  instance_type: m5.large\n  stack_definition_path: stack.json\n",
+    )
+    .replace(
+        "    vpc_id: vpc-0a1b2c3d\n",
+        "    vpc_id: vpc-0a1b2c3d\n    stack_definition_path: list.json\n",
+    );
+    let loaded = load_in(&text, repo.path());
+    let errors: Vec<_> = loaded.errors().collect();
+    assert_eq!(errors.len(), 2, "{}", dump(&loaded));
+    assert_eq!(errors[0].path, "environments[0].stack_definition_path");
+    assert_eq!((errors[0].line, errors[0].col), (6, 26));
+    assert!(
+        errors[0]
+            .message
+            .contains("`stack.json` is not valid JSON: line 2"),
+        "{}",
+        errors[0].message
+    );
+    assert_eq!(
+        errors[1].path,
+        "environments[0].regions[0].stack_definition_path"
+    );
+    assert!(
+        errors[1]
+            .message
+            .contains("`list.json` must hold a JSON object"),
+        "{}",
+        errors[1].message
+    );
+    assert!(loaded.config.is_none());
+}
+
+// --- defaults ------------------------------------------------------------------
+
+#[test]
+fn defaults_are_filled_in() {
+    let text = "\
+service_name: svc-api
+environments:
+- name: dev
+  role_arn: arn:aws:iam::123456789012:role/porter-deployment
+  regions:
+  - name: us-west-2
+    s3_bucket: svc-builds
+    elb: none
+    azs:
+    - name: us-west-2a
+";
+    let loaded = load(text);
+    assert!(loaded.diagnostics.is_empty(), "{}", dump(&loaded));
+    let config = loaded.deployable().unwrap();
+    assert_eq!(config.porter_version, None);
+    let env = &config.environments[0];
+    assert_eq!(env.instance_type, "m3.medium");
+    assert!(env.blackout_windows.is_empty());
+    let region = &env.regions[0];
+    assert_eq!(region.instance_count, 1);
+    assert_eq!(
+        region.role_arn, "arn:aws:iam::123456789012:role/porter-deployment",
+        "inherited from the environment"
+    );
+    assert_eq!(region.vpc_id, None);
+    assert_eq!(region.azs[0].subnet_id, None);
+    assert!(region.elbs.is_empty());
+    assert_eq!(region.stack_definition, None);
+    assert_eq!(
+        region.containers,
+        vec![Container {
+            name: "primary".into(),
+            topology: Topology::Inet,
+            inet_port: None,
+            health_check: HealthCheck {
+                method: "GET".into(),
+                path: "/health".into(),
+            },
+        }]
+    );
+}
+
+#[test]
+fn region_settings_override_the_environment() {
+    let text = "\
+service_name: svc-api
+environments:
+- name: dev
+  role_arn: arn:aws:iam::123456789012:role/porter-deployment
+  instance_count: 3
+  regions:
+  - name: us-west-2
+    s3_bucket: svc-builds
+    elb: none
+    azs:
+    - name: us-west-2a
+  - name: eu-west-1
+    role_arn: arn:aws:iam::210987654321:role/porter-eu
+    instance_count: 5
+    s3_bucket: svc-builds-eu
+    elb: none
+    azs:
+    - name: eu-west-1a
+";
+    let loaded = load(text);
+    assert!(loaded.diagnostics.is_empty(), "{}", dump(&loaded));
+    let config = loaded.deployable().unwrap();
+    let env = &config.environments[0];
+    assert_eq!(env.regions[0].instance_count, 3, "the environment's count");
+    assert_eq!(
+        env.regions[0].role_arn,
+        "arn:aws:iam::123456789012:role/porter-deployment"
+    );
+    assert_eq!(env.regions[1].instance_count, 5);
+    assert_eq!(
+        env.regions[1].role_arn,
+        "arn:aws:iam::210987654321:role/porter-eu"
+    );
+}

@@ -1,0 +1,408 @@
+//! `porter deploy --local`: the shipped state machine, run by moto's
+//! interpreter against the real handlers, with progress as it happens.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use porter_core::aws::Aws;
+use porter_core::config;
+use serde_json::{json, Value};
+
+use crate::stack::{function_arn, ACCOUNT, REGION};
+use crate::{bootstrap, moto};
+
+/// The definition that ships, compiled in so the local run cannot drift
+/// from it: only the `${...}` substitutions differ.
+pub const DEFINITION: &str = include_str!("../../../statemachines/deploy.asl.json");
+
+pub const STATE_MACHINE: &str = "porter-deploy";
+
+/// The definition with the function ARNs of `arn` filled in.
+pub fn definition(arn: impl Fn(&str) -> String) -> String {
+    DEFINITION
+        .replace("${PackFunctionArn}", &arn("pack"))
+        .replace("${ProvisionFunctionArn}", &arn("provision"))
+        .replace("${PromoteFunctionArn}", &arn("promote"))
+        .replace("${PruneFunctionArn}", &arn("prune"))
+}
+
+pub struct Options {
+    pub path: PathBuf,
+    pub environment: String,
+    pub keep: u32,
+}
+
+/// What a deploy ended with, per region.
+#[derive(Debug, Clone, Default)]
+pub struct RegionOutcome {
+    pub stack: String,
+    pub in_service: Vec<String>,
+    pub deleted: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub execution_arn: String,
+    pub succeeded: bool,
+    pub output: Value,
+    pub error: Option<(String, String)>,
+    pub regions: BTreeMap<String, RegionOutcome>,
+    pub transitions: usize,
+    pub wall: Duration,
+}
+
+/// Creates (or updates) the deploy state machine in the local stack.
+pub async fn ensure_state_machine(sfn: &aws_sdk_sfn::Client) -> Result<String> {
+    let def = definition(function_arn);
+    let arn = format!("arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{STATE_MACHINE}");
+    if sfn
+        .describe_state_machine()
+        .state_machine_arn(&arn)
+        .send()
+        .await
+        .is_ok()
+    {
+        sfn.update_state_machine()
+            .state_machine_arn(&arn)
+            .definition(def)
+            .send()
+            .await?;
+        return Ok(arn);
+    }
+    let out = sfn
+        .create_state_machine()
+        .name(STATE_MACHINE)
+        .definition(def)
+        .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/porter-deploy-states"))
+        .send()
+        .await
+        .context("creating the deploy state machine")?;
+    Ok(out.state_machine_arn().to_string())
+}
+
+pub async fn run(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<Outcome> {
+    let started = Instant::now();
+    let sdk = moto::sdk_config(endpoint, REGION).await;
+    let aws = Aws::new(sdk.clone());
+    let sfn = aws_sdk_sfn::Client::new(&sdk);
+
+    let root = std::fs::canonicalize(&opts.path)
+        .with_context(|| format!("no such folder {}", opts.path.display()))?;
+    let (file, repo) = config::locate(&root);
+    let loaded = config::load_file(&file, &repo, &config::process_env)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let cfg = loaded.deployable().map_err(|m| anyhow!(m))?;
+    let env = cfg.environment(&opts.environment).map_err(|m| anyhow!(m))?;
+
+    writeln!(
+        out,
+        "bootstrap: the buckets, network and load balancers a real account would already have"
+    )?;
+    bootstrap::environment(&aws, &cfg.service_name, env).await?;
+
+    let machine = ensure_state_machine(&sfn).await?;
+    let name = format!("{}-{}-{}", cfg.service_name, env.name, chrono_millis());
+    let input = json!({
+        "environment": env.name,
+        "source": {"path": repo},
+        "provenance": {"repository": repo, "branch": null, "commit": null},
+        "image": null,
+        "artifact_bucket": null,
+        "sse_kms_key_id": null,
+        "keep": opts.keep,
+    });
+    let exec = sfn
+        .start_execution()
+        .state_machine_arn(&machine)
+        .name(&name)
+        .input(input.to_string())
+        .send()
+        .await
+        .context("starting the execution")?;
+    let exec_arn = exec.execution_arn().to_string();
+    writeln!(
+        out,
+        "execution {name}: {} {} to {}",
+        cfg.service_name,
+        env.name,
+        region_list(env)
+    )?;
+
+    let mut seen = 0usize;
+    let mut transitions = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let described = loop {
+        let events = history(&sfn, &exec_arn).await?;
+        for e in &events[seen..] {
+            if e.r#type().as_str().ends_with("StateEntered") {
+                transitions += 1;
+            }
+            if let Some(line) = progress_line(e) {
+                writeln!(out, "{line}")?;
+            }
+        }
+        seen = events.len();
+        let d = sfn
+            .describe_execution()
+            .execution_arn(&exec_arn)
+            .send()
+            .await?;
+        if d.status().as_str() != "RUNNING" {
+            // One more read: events that landed with the final status.
+            let events = history(&sfn, &exec_arn).await?;
+            for e in &events[seen..] {
+                if e.r#type().as_str().ends_with("StateEntered") {
+                    transitions += 1;
+                }
+                if let Some(line) = progress_line(e) {
+                    writeln!(out, "{line}")?;
+                }
+            }
+            break d;
+        }
+        if Instant::now() > deadline {
+            bail!("the execution is still running after 15 minutes: {exec_arn}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let succeeded = described.status().as_str() == "SUCCEEDED";
+    let output: Value = described
+        .output()
+        .and_then(|o| serde_json::from_str(o).ok())
+        .unwrap_or(Value::Null);
+    let error = (!succeeded).then(|| {
+        (
+            described
+                .error()
+                .unwrap_or(described.status().as_str())
+                .to_string(),
+            described.cause().unwrap_or("no cause given").to_string(),
+        )
+    });
+    Ok(Outcome {
+        execution_arn: exec_arn,
+        succeeded,
+        regions: if succeeded {
+            regions_of(&output)
+        } else {
+            BTreeMap::new()
+        },
+        output,
+        error,
+        transitions,
+        wall: started.elapsed(),
+    })
+}
+
+fn region_list(env: &config::Environment) -> String {
+    env.regions
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn chrono_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+async fn history(
+    sfn: &aws_sdk_sfn::Client,
+    arn: &str,
+) -> Result<Vec<aws_sdk_sfn::types::HistoryEvent>> {
+    let mut events = Vec::new();
+    let mut token = None;
+    loop {
+        let page = sfn
+            .get_execution_history()
+            .execution_arn(arn)
+            .set_next_token(token)
+            .max_results(1000)
+            .send()
+            .await?;
+        events.extend(page.events().iter().cloned());
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(events);
+        }
+    }
+}
+
+/// One line per phase step that finished, for a person watching.
+fn progress_line(e: &aws_sdk_sfn::types::HistoryEvent) -> Option<String> {
+    let exited = e.state_exited_event_details()?;
+    let output: Value = serde_json::from_str(exited.output()?).ok()?;
+    let name = exited.name();
+    if name == "Pack" {
+        let r = &output["packed"]["release"];
+        return Some(format!(
+            "{:<9} packed {} release {} (sha256 {}…)",
+            "pack",
+            r["service"].as_str().unwrap_or("?"),
+            r["version"].as_str().unwrap_or("?"),
+            &r["sha256"].as_str().unwrap_or("?")
+                [..12.min(r["sha256"].as_str().unwrap_or("?").len())]
+        ));
+    }
+    let phase = name.strip_suffix("Step")?.to_lowercase();
+    let region = output["region"].as_str().unwrap_or("?");
+    let result = &output["last"]["result"];
+    let detail = match result["status"].as_str() {
+        Some("pending") => format!(
+            "waiting {}s: {}",
+            result["wait_seconds"],
+            result["progress"].as_str().unwrap_or("")
+        ),
+        Some("done") => {
+            let o = &result["output"];
+            match phase.as_str() {
+                "provision" => format!(
+                    "stack {} CREATE_COMPLETE",
+                    o["stacks"][region]["stack_name"].as_str().unwrap_or("?")
+                ),
+                "promote" => {
+                    let p = &o["regions"][region];
+                    let n: usize = p["elbs"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .map(|e| e["in_service"].as_array().map_or(0, Vec::len))
+                                .sum()
+                        })
+                        .unwrap_or(0);
+                    let out_count = p["deregistered"].as_array().map_or(0, Vec::len);
+                    format!(
+                        "{} promoted: {n} instance(s) InService, {out_count} previous instance(s) taken out",
+                        p["stack_name"].as_str().unwrap_or("?")
+                    )
+                }
+                "prune" => {
+                    let deleted: Vec<&str> = o["regions"][region]["deleted"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    if deleted.is_empty() {
+                        "nothing to delete".to_string()
+                    } else {
+                        format!("deleted {}", deleted.join(", "))
+                    }
+                }
+                _ => "done".to_string(),
+            }
+        }
+        _ => return None,
+    };
+    Some(format!("{phase:<9} {region:<10} {detail}"))
+}
+
+fn regions_of(output: &Value) -> BTreeMap<String, RegionOutcome> {
+    let mut regions: BTreeMap<String, RegionOutcome> = BTreeMap::new();
+    for item in output["promoted"].as_array().into_iter().flatten() {
+        for (region, p) in item["promoted"].as_object().into_iter().flatten() {
+            let r = regions.entry(region.clone()).or_default();
+            r.stack = p["stack_name"].as_str().unwrap_or_default().to_string();
+            r.in_service = p["elbs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| {
+                    e["in_service"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                })
+                .collect();
+        }
+    }
+    for item in output["pruned"].as_array().into_iter().flatten() {
+        for (region, p) in item["pruned"].as_object().into_iter().flatten() {
+            let r = regions.entry(region.clone()).or_default();
+            r.deleted = p["deleted"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect();
+        }
+    }
+    regions
+}
+
+/// Checks the account, not the execution's word for it: in every region
+/// the ELB holds exactly the promoted stack's instances, all InService, its
+/// tag names that stack, and the only live stack of the service is that one
+/// (when prune keeps none).
+pub async fn verify(endpoint: &str, opts: &Options, outcome: &Outcome) -> Result<Vec<String>> {
+    let sdk = moto::sdk_config(endpoint, REGION).await;
+    let aws = Aws::new(sdk);
+    let (file, repo) = config::locate(Path::new(&opts.path));
+    let cfg = config::load_file(&file, &repo, &config::process_env)?
+        .deployable()
+        .map_err(|m| anyhow!(m))?;
+    let env = cfg.environment(&opts.environment).map_err(|m| anyhow!(m))?;
+    let mut problems = Vec::new();
+    for region in &env.regions {
+        let Some(expected) = outcome.regions.get(&region.name) else {
+            problems.push(format!(
+                "{}: the execution reported nothing for this region",
+                region.name
+            ));
+            continue;
+        };
+        let clients = aws
+            .region(&region.name, &region.role_arn, "porter-verify")
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        for elb in &region.elbs {
+            let mut registered = porter_core::promote::registered(&clients, &elb.name)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            registered.sort();
+            let mut want = expected.in_service.clone();
+            want.sort();
+            want.dedup();
+            if registered != want {
+                problems.push(format!(
+                    "{}: {} holds {registered:?}, expected {want:?}",
+                    region.name, elb.name
+                ));
+            }
+            let tag = porter_core::prune::promoted_stack(&clients, &elb.name)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            if !tag.is_some_and(|t| t.contains(&expected.stack)) {
+                problems.push(format!(
+                    "{}: {} is not tagged with {}",
+                    region.name, elb.name, expected.stack
+                ));
+            }
+        }
+        if opts.keep == 0 {
+            let live: Vec<String> =
+                porter_core::prune::service_stacks(&clients, &cfg.service_name, &env.name)
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?
+                    .into_iter()
+                    .filter(|s| s.status != "DELETE_COMPLETE")
+                    .map(|s| s.stack_name)
+                    .collect();
+            if live != vec![expected.stack.clone()] {
+                problems.push(format!(
+                    "{}: live stacks {live:?}, expected only {}",
+                    region.name, expected.stack
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}

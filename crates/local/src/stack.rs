@@ -1,0 +1,75 @@
+//! The local stack as one unit: moto, and the Lambda host it calls.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use porter_core::aws::Aws;
+use serde::{Deserialize, Serialize};
+
+use crate::moto::{self, Moto};
+
+pub const REGION: &str = "us-east-1";
+pub const ACCOUNT: &str = "123456789012";
+
+/// A running local stack. Dropping it stops moto and the host.
+pub struct LocalStack {
+    pub moto: Moto,
+    pub host_port: u16,
+    host: tokio::task::JoinHandle<()>,
+}
+
+/// What `porter local up` records so later commands can find the stack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StackFile {
+    pub moto_port: u16,
+    pub host_port: u16,
+    pub pid: u32,
+}
+
+impl LocalStack {
+    /// Starts the host on `host_port` (0: any free port), then moto on
+    /// `moto_port` pointing its Lambda calls at the host.
+    pub async fn start(moto_port: u16, host_port: u16) -> Result<LocalStack> {
+        let venv = moto::venv()?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", host_port))
+            .await
+            .with_context(|| {
+                format!(
+                    "port {host_port} is taken: stop what uses it, or pick another (--host-port)"
+                )
+            })?;
+        let host_port = listener.local_addr()?.port();
+        let moto = Moto::start(&venv, moto_port, Some(host_port)).await?;
+        let aws = Aws::new(moto::sdk_config(&moto.endpoint(), REGION).await);
+        let host = tokio::spawn(async move {
+            if let Err(e) = crate::invoke_host::serve(aws, listener).await {
+                eprintln!("porter local: the Lambda host stopped: {e}");
+            }
+        });
+        Ok(LocalStack {
+            moto,
+            host_port,
+            host,
+        })
+    }
+
+    pub async fn stop(self) {
+        self.host.abort();
+        self.moto.stop().await;
+    }
+}
+
+/// `.local/stack.json` under the project (or current) folder.
+pub fn stack_file(base: &Path) -> PathBuf {
+    base.join(".local").join("stack.json")
+}
+
+pub fn read_stack_file(base: &Path) -> Option<StackFile> {
+    let text = std::fs::read_to_string(stack_file(base)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Function ARNs as the local state machine names them.
+pub fn function_arn(phase: &str) -> String {
+    format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:porter-{phase}")
+}

@@ -1,0 +1,6 @@
+//! The pack phase as a Lambda: Step Functions states and direct invokes.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    porter_lambda::run(porter_lambda::Phase::Pack).await
+}

@@ -1,0 +1,6 @@
+//! The prune phase as a Lambda: Step Functions states and direct invokes.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    porter_lambda::run(porter_lambda::Phase::Prune).await
+}
