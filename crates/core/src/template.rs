@@ -119,6 +119,15 @@ pub fn render(
         instance_policy.push(json!({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key}));
     }
 
+    // Without subnets the group is placed by the zones the config lists;
+    // naming them is the point (porter's `azs`), so cfn-lint's advice
+    // against hard-coded zones is answered here rather than silenced globally.
+    let group_metadata = if subnets.is_empty() {
+        json!({"cfn-lint": {"config": {"ignore_checks": ["W3010"]}}, "porter": "zones from .porter/config azs"})
+    } else {
+        json!({})
+    };
+
     let template = json!({
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": format!(
@@ -164,6 +173,7 @@ pub fn render(
                 "CreationPolicy": {
                     "ResourceSignal": {"Count": region.instance_count, "Timeout": "PT15M"}
                 },
+                "Metadata": group_metadata,
                 "Properties": group_props
             }
         },

@@ -102,11 +102,32 @@ pub fn load(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Node,
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, false) {
         let m = e.marker();
+        let mark = Mark {
+            line: m.line(),
+            col: m.col() + 1,
+        };
+        // The parser resolves aliases itself; say which one, in the same
+        // words as an alias the builder cannot resolve.
+        if e.info().contains("unknown anchor") {
+            let alias: String = text
+                .lines()
+                .nth(mark.line.saturating_sub(1))
+                .unwrap_or_default()
+                .chars()
+                .skip(m.col())
+                .take_while(|c| !c.is_whitespace() && !",]}".contains(*c))
+                .collect();
+            return Err(vec![LoadProblem {
+                mark,
+                path: builder.path(),
+                message: format!(
+                    "this alias `{alias}` refers to an anchor that is not defined above it; define it first with `&{}`",
+                    alias.trim_start_matches('*')
+                ),
+            }]);
+        }
         return Err(vec![LoadProblem {
-            mark: Mark {
-                line: m.line(),
-                col: m.col() + 1,
-            },
+            mark,
             path: String::new(),
             message: format!("this is not valid YAML: {}", e.info()),
         }]);
@@ -229,25 +250,29 @@ impl Builder<'_> {
 }
 
 /// Applies `<<:` merge keys: entries of the merged mapping(s) fill in keys
-/// the mapping does not set itself; explicit keys always win.
-fn apply_merge(entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
+/// the mapping does not set itself; explicit keys always win. Also returns
+/// the marks of `<<` values that are not mappings (`<<: base` without the
+/// `*`), which would otherwise merge nothing without a word.
+fn apply_merge(entries: Vec<(Node, Node)>) -> (Vec<(Node, Node)>, Vec<Mark>) {
     if !entries.iter().any(|(k, _)| k.as_str() == Some("<<")) {
-        return entries;
+        return (entries, Vec::new());
     }
     let mut own = Vec::new();
     let mut merged_sources = Vec::new();
+    let mut not_mappings = Vec::new();
     for (k, v) in entries {
         if k.as_str() == Some("<<") {
             match v.value {
                 Value::Map(m) => merged_sources.push(m),
                 Value::Seq(items) => {
                     for item in items {
-                        if let Value::Map(m) = item.value {
-                            merged_sources.push(m);
+                        match item.value {
+                            Value::Map(m) => merged_sources.push(m),
+                            _ => not_mappings.push(item.mark),
                         }
                     }
                 }
-                Value::Scalar { .. } => {}
+                Value::Scalar { .. } => not_mappings.push(v.mark),
             }
         } else {
             own.push((k, v));
@@ -260,7 +285,7 @@ fn apply_merge(entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
             }
         }
     }
-    own
+    (own, not_mappings)
 }
 
 impl MarkedEventReceiver for Builder<'_> {
@@ -331,7 +356,19 @@ impl MarkedEventReceiver for Builder<'_> {
                             mark = first.mark;
                         }
                     }
-                    let entries = apply_merge(entries);
+                    let (entries, not_mappings) = apply_merge(entries);
+                    for bad in not_mappings {
+                        let mut path = self.path();
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str("<<");
+                        self.problems.push(LoadProblem {
+                            mark: bad,
+                            path,
+                            message: "a merge key takes an alias to a mapping, like `<<: *base` or `<<: [*a, *b]`".to_string(),
+                        });
+                    }
                     self.finish(
                         Node {
                             value: Value::Map(entries),

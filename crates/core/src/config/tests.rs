@@ -701,6 +701,27 @@ fn malformed_cases() -> Vec<Case> {
             "unknown key `inet_prot`; did you mean `inet_port`?",
             1,
         ),
+        // --- anchors and merge keys -------------------------------------------
+        case(
+            "merge key without the `*`",
+            base_with("    - name: web\n", "    - <<: container_base\n      name: web\n"),
+            Error,
+            19,
+            Some(11),
+            "environments[0].regions[0].containers[0].<<",
+            "a merge key takes an alias to a mapping, like `<<: *base`",
+            1,
+        ),
+        case(
+            "alias to an undefined anchor",
+            base_with("elb: svc-dev", "elb: *dev_elb"),
+            Error,
+            13,
+            Some(10),
+            "environments[0].regions[0].elb",
+            "this alias `*dev_elb` refers to an anchor that is not defined above it; define it first with `&dev_elb`",
+            1,
+        ),
         // --- ${VAR} ----------------------------------------------------------
         case(
             "unset variable",

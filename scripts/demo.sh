@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# make demo: hello-service release 1, then release 2, to two regions through
+# the deploy state machine on the local stack; exits 0 only when release 2
+# serves in both regions and release 1's stacks are gone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+porter=./target/debug/porter
+work=$(mktemp -d)
+trap '$porter local down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+
+$porter local down >/dev/null 2>&1 || true
+$porter local up --moto-port "${MOTO_PORT_DEMO:-4510}" --host-port "${HOST_PORT_DEMO:-4511}" > "$work/local.log" 2>&1 &
+for _ in $(seq 1 100); do $porter local status >/dev/null 2>&1 && break; sleep 0.2; done
+$porter local status
+
+cp -r examples/hello-service "$work/hello-service"
+echo
+echo "== release 1 =="
+$porter validate "$work/hello-service" >/dev/null
+$porter deploy -e staging --local "$work/hello-service" | tee "$work/r1.out"
+
+echo
+echo "== release 2: a change to the service, deployed the same way =="
+sed -i 's/release 1/release 2/' "$work/hello-service/index.html"
+$porter deploy -e staging --local "$work/hello-service" | tee "$work/r2.out"
+
+r1=$(sed -n 's/.*packed hello release \([0-9a-f]*\).*/\1/p' "$work/r1.out")
+r2=$(sed -n 's/.*packed hello release \([0-9a-f]*\).*/\1/p' "$work/r2.out")
+test -n "$r1" && test -n "$r2" && test "$r1" != "$r2"
+for region in us-west-2 us-east-1; do
+  grep -q "promote   $region .*hello-staging-$r2 promoted: 2 instance(s) InService, 2 previous instance(s) taken out" "$work/r2.out"
+  grep -q "prune     $region .*deleted hello-staging-$r1" "$work/r2.out"
+done
+echo
+echo "demo OK: release $r2 serves in us-west-2 and us-east-1; release $r1 was cut over and pruned"
