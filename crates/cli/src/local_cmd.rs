@@ -170,7 +170,7 @@ pub async fn deploy(path: &Path, environment: &str, local: bool, keep: u32) -> R
     let (endpoint, own) = match running().await {
         Some(f) => (format!("http://127.0.0.1:{}", f.moto_port), None),
         None => {
-            let s = LocalStack::start(porter_local::moto::free_port()?, 0).await?;
+            let s = LocalStack::start(0, 0).await?;
             (s.moto.endpoint(), Some(s))
         }
     };

@@ -5,6 +5,9 @@
 //! state machine run against the same code the Lambdas ship. Handler errors
 //! answer 200 with `X-Amz-Function-Error: Unhandled`, as Lambda does.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,54 +25,98 @@ pub fn phase_of(function: &str) -> Option<Phase> {
     Phase::from_name(name)
 }
 
-pub fn router(aws: Aws) -> Router {
-    Router::new()
-        .route("/2015-03-31/functions/{function}/invocations", post(invoke))
-        .with_state(aws)
-}
+/// Failures to inject, to see the state machine's Retry work: the next
+/// `count` calls of a phase answer a `Retryable` error instead of running.
+#[derive(Clone, Default)]
+pub struct Faults(Arc<Mutex<HashMap<&'static str, u32>>>);
 
-async fn invoke(
-    State(aws): State<Aws>,
-    Path(function): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let Some(phase) = phase_of(&function) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({"Type": "User", "message": format!("Function not found: {function}")})),
-        )
-            .into_response();
-    };
-    let event: Value =
-        if body.is_empty() {
-            Value::Null
-        } else {
-            match serde_json::from_slice(&body) {
-                Ok(v) => v,
-                Err(e) => return (
-                    StatusCode::BAD_REQUEST,
-                    Json(
-                        json!({"Type": "User", "message": format!("the payload is not JSON: {e}")}),
-                    ),
-                )
-                    .into_response(),
+impl Faults {
+    pub fn fail_next(&self, phase: Phase, count: u32) {
+        self.0
+            .lock()
+            .expect("faults lock")
+            .insert(phase.name(), count);
+    }
+
+    fn take(&self, phase: Phase) -> bool {
+        let mut map = self.0.lock().expect("faults lock");
+        match map.get_mut(phase.name()) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
             }
-        };
-    match Box::pin(handle(&aws, phase, event)).await {
-        Ok(out) => Json(out).into_response(),
-        Err(e) => {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                "X-Amz-Function-Error",
-                HeaderValue::from_static("Unhandled"),
-            );
-            let body = json!({"errorType": e.error_type(), "errorMessage": e.to_string()});
-            (StatusCode::OK, headers, Json(body)).into_response()
+            _ => false,
         }
     }
 }
 
+#[derive(Clone)]
+struct Host {
+    aws: Aws,
+    faults: Faults,
+}
+
+pub fn router(aws: Aws, faults: Faults) -> Router {
+    Router::new()
+        .route("/2015-03-31/functions/{function}/invocations", post(invoke))
+        .with_state(Host { aws, faults })
+}
+
+fn unhandled(error_type: &str, message: String) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "X-Amz-Function-Error",
+        HeaderValue::from_static("Unhandled"),
+    );
+    let body = json!({"errorType": error_type, "errorMessage": message});
+    (StatusCode::OK, headers, Json(body)).into_response()
+}
+
+fn client_error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({"Type": "User", "message": message}))).into_response()
+}
+
+async fn invoke(
+    State(host): State<Host>,
+    Path(function): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(phase) = phase_of(&function) else {
+        return client_error(
+            StatusCode::NOT_FOUND,
+            format!("Function not found: {function}"),
+        );
+    };
+    let event: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return client_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the payload is not JSON: {e}"),
+                )
+            }
+        }
+    };
+    if host.faults.take(phase) {
+        return unhandled(
+            "Retryable",
+            format!("injected fault: {} throttled", phase.name()),
+        );
+    }
+    match Box::pin(handle(&host.aws, phase, event)).await {
+        Ok(out) => Json(out).into_response(),
+        Err(e) => unhandled(e.error_type(), e.to_string()),
+    }
+}
+
 /// Serves until the task is dropped.
-pub async fn serve(aws: Aws, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, router(aws)).await
+pub async fn serve(
+    aws: Aws,
+    faults: Faults,
+    listener: tokio::net::TcpListener,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(aws, faults)).await
 }

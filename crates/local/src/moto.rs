@@ -47,7 +47,22 @@ pub fn port_is_free(port: u16) -> bool {
 impl Moto {
     /// Starts moto on `port` with its Step Functions interpreter on.
     /// `lambda_port` is where moto sends Lambda Invoke calls (`MOTO_PORT`).
+    /// Port 0 picks a free port (retrying if another process grabs it first).
     pub async fn start(venv: &Path, port: u16, lambda_port: Option<u16>) -> Result<Moto> {
+        if port != 0 {
+            return Self::start_on(venv, port, lambda_port).await;
+        }
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::start_on(venv, free_port()?, lambda_port).await {
+                Ok(m) => return Ok(m),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("tried at least once"))
+    }
+
+    async fn start_on(venv: &Path, port: u16, lambda_port: Option<u16>) -> Result<Moto> {
         if !port_is_free(port) {
             bail!("port {port} is taken: stop what uses it, or pick another port (--moto-port)");
         }

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use porter_core::aws::Aws;
 use serde::{Deserialize, Serialize};
 
+use crate::invoke_host::Faults;
 use crate::moto::{self, Moto};
 
 pub const REGION: &str = "us-east-1";
@@ -30,6 +31,15 @@ impl LocalStack {
     /// Starts the host on `host_port` (0: any free port), then moto on
     /// `moto_port` pointing its Lambda calls at the host.
     pub async fn start(moto_port: u16, host_port: u16) -> Result<LocalStack> {
+        Self::start_with_faults(moto_port, host_port, Faults::default()).await
+    }
+
+    /// As [`LocalStack::start`], with failures to inject into the host.
+    pub async fn start_with_faults(
+        moto_port: u16,
+        host_port: u16,
+        faults: Faults,
+    ) -> Result<LocalStack> {
         let venv = moto::venv()?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", host_port))
             .await
@@ -42,7 +52,7 @@ impl LocalStack {
         let moto = Moto::start(&venv, moto_port, Some(host_port)).await?;
         let aws = Aws::new(moto::sdk_config(&moto.endpoint(), REGION).await);
         let host = tokio::spawn(async move {
-            if let Err(e) = crate::invoke_host::serve(aws, listener).await {
+            if let Err(e) = crate::invoke_host::serve(aws, faults, listener).await {
                 eprintln!("porter local: the Lambda host stopped: {e}");
             }
         });

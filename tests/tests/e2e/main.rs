@@ -1,3 +1,5 @@
 //! End-to-end tests against moto, started by the tests themselves.
 
 mod lifecycle;
+mod runtime;
+mod statemachine;
