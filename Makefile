@@ -37,7 +37,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: venv npm check-asl lint
+test: venv npm check-asl lint build
 	cargo test --workspace
 	$(VENV)/bin/cfn-lint --version >/dev/null
 	scripts/check-render.sh

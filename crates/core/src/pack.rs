@@ -424,6 +424,21 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// pack from its input alone: a folder, or a zip in S3 read with the
+/// caller's own credentials (Step Functions). CodePipeline's front door
+/// reads its zip with the job's credentials and calls [`pack`] instead.
+pub async fn run(aws: &Aws, input: &PackInput) -> Result<Packed, PhaseError> {
+    match &input.source {
+        Source::Path(path) => pack(aws, input, path).await,
+        Source::S3 { bucket, key } => {
+            let dir = tempfile::tempdir()
+                .map_err(|e| PhaseError::Retryable(format!("no scratch space: {e}")))?;
+            fetch_zip(&aws.s3(), bucket, key, dir.path()).await?;
+            pack(aws, input, dir.path()).await
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,20 +478,5 @@ mod tests {
         let err = unzip(b"not a zip", dir.path()).unwrap_err();
         assert!(matches!(err, PhaseError::Invalid(_)));
         assert!(err.to_string().contains("not a readable zip"));
-    }
-}
-
-/// pack from its input alone: a folder, or a zip in S3 read with the
-/// caller's own credentials (Step Functions). CodePipeline's front door
-/// reads its zip with the job's credentials and calls [`pack`] instead.
-pub async fn run(aws: &Aws, input: &PackInput) -> Result<Packed, PhaseError> {
-    match &input.source {
-        Source::Path(path) => pack(aws, input, path).await,
-        Source::S3 { bucket, key } => {
-            let dir = tempfile::tempdir()
-                .map_err(|e| PhaseError::Retryable(format!("no scratch space: {e}")))?;
-            fetch_zip(&aws.s3(), bucket, key, dir.path()).await?;
-            pack(aws, input, dir.path()).await
-        }
     }
 }

@@ -10,7 +10,7 @@ use crate::config::{BlackoutWindow, Environment};
 /// The active blackout window, if any. A window whose times do not parse or
 /// whose start is after its end counts as active, as in porter: a broken
 /// window must stop deploys rather than let them through.
-pub fn active_blackout<'a>(env: &'a Environment, now: DateTime<Utc>) -> Option<&'a BlackoutWindow> {
+pub fn active_blackout(env: &Environment, now: DateTime<Utc>) -> Option<&BlackoutWindow> {
     env.blackout_windows.iter().find(|w| {
         let start = DateTime::parse_from_rfc3339(&w.start_time);
         let end = DateTime::parse_from_rfc3339(&w.end_time);
@@ -80,7 +80,7 @@ pub fn prune(stacks: &[StackSummary], protected: &[String], keep: usize) -> Prun
         }
     }
     // Newest first, so the first `keep` are the ones to keep.
-    candidates.sort_by(|a, b| b.created.cmp(&a.created));
+    candidates.sort_by_key(|s| std::cmp::Reverse(s.created));
     for (i, s) in candidates.into_iter().enumerate() {
         if i < keep {
             plan.keep.push((s, "kept by --keep"));
@@ -88,7 +88,7 @@ pub fn prune(stacks: &[StackSummary], protected: &[String], keep: usize) -> Prun
             plan.delete.push(s);
         }
     }
-    plan.delete.sort_by(|a, b| a.created.cmp(&b.created));
+    plan.delete.sort_by_key(|s| s.created);
     plan
 }
 
