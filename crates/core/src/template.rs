@@ -305,3 +305,117 @@ mod tests {
         assert_eq!(stack_name(&"s".repeat(200), "e", "v").len(), 128);
     }
 }
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+    use crate::config;
+    use crate::release::S3Object;
+
+    const CONFIG: &str = "service_name: web\nenvironments:\n- name: prod\n  role_arn: arn:aws:iam::123456789012:role/d\n  instance_count: 3\n  regions:\n  - name: us-west-2\n    vpc_id: vpc-0a1b2c3d\n    azs:\n    - {name: us-west-2a, subnet_id: subnet-0a1b2c3d}\n    s3_bucket: web-bucket\n    elb: web-prod\n    key_pair_name: ops\n    containers:\n    - {name: api, inet_port: 3000, health_check: {method: GET, path: /ping}}\n  - name: us-east-1\n    azs:\n    - {name: us-east-1a}\n    - {name: us-east-1b}\n    s3_bucket: web-bucket-east\n    elb: none\n";
+
+    fn fixture() -> (Config, Release, PayloadLocation) {
+        let loaded = config::load_str(
+            CONFIG,
+            std::path::Path::new("c"),
+            std::path::Path::new("."),
+            &|_| None,
+        );
+        let cfg = loaded.deployable().unwrap();
+        let obj = |k: &str| S3Object {
+            bucket: "web-bucket".into(),
+            key: k.into(),
+        };
+        let release = Release {
+            service: "web".into(),
+            environment: "prod".into(),
+            version: "abc123def456".into(),
+            revision: "abc1234".into(),
+            sha256: "f".repeat(64),
+            image: None,
+            payload: obj("p.tar"),
+            manifest: obj("m"),
+            config: obj("c"),
+            record: obj("r"),
+            regions: vec![],
+        };
+        let payload = PayloadLocation {
+            bucket: "web-bucket".into(),
+            key: "p.tar".into(),
+            sha256: "f".repeat(64),
+        };
+        (cfg, release, payload)
+    }
+
+    #[test]
+    fn a_vpc_region_uses_its_subnets_and_the_elb_security_group() {
+        let (cfg, release, payload) = fixture();
+        let env = &cfg.environments[0];
+        let ctx = RenderContext {
+            elb_security_groups: vec!["sg-elb".into()],
+        };
+        let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+        let group = &t["Resources"]["AutoScalingGroup"];
+        assert_eq!(
+            group["Properties"]["VPCZoneIdentifier"],
+            json!(["subnet-0a1b2c3d"])
+        );
+        assert_eq!(group["Properties"]["DesiredCapacity"], "3");
+        assert_eq!(group["CreationPolicy"]["ResourceSignal"]["Count"], 3);
+        assert_eq!(
+            t["Resources"]["InstanceSecurityGroup"]["Properties"]["VpcId"],
+            "vpc-0a1b2c3d"
+        );
+        let ingress =
+            &t["Resources"]["InstanceSecurityGroup"]["Properties"]["SecurityGroupIngress"][0];
+        assert_eq!(ingress["SourceSecurityGroupId"], "sg-elb");
+        assert_eq!(ingress["FromPort"], 3000);
+        let data = &t["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"];
+        assert_eq!(data["KeyName"], "ops");
+        let script = data["UserData"]["Fn::Base64"]["Fn::Sub"].as_str().unwrap();
+        assert!(script.contains("s3://web-bucket/p.tar"));
+        assert!(
+            script.contains(&format!("{}  /tmp/payload.tar", "f".repeat(64))),
+            "checks the sha256"
+        );
+        assert!(
+            script.contains("http://127.0.0.1:3000/ping"),
+            "waits for the configured health check"
+        );
+        assert!(script.contains("--resource AutoScalingGroup"));
+    }
+
+    #[test]
+    fn a_region_without_vpc_is_placed_by_zone_and_overrides_merge_in() {
+        let (mut cfg, release, payload) = fixture();
+        cfg.environments[0].regions[1].stack_definition = Some(config::StackDefinition {
+            path: "x.json".into(),
+            template: json!({"Resources": {"AutoScalingGroup": {"Properties": {"MaxSize": "9"}}, "Extra": {"Type": "AWS::SNS::Topic"}}}),
+        });
+        let env = &cfg.environments[0];
+        let t = render(
+            &cfg,
+            env,
+            &env.regions[1],
+            &release,
+            &payload,
+            &RenderContext::default(),
+        );
+        let props = &t["Resources"]["AutoScalingGroup"]["Properties"];
+        assert_eq!(
+            props["AvailabilityZones"],
+            json!(["us-east-1a", "us-east-1b"])
+        );
+        assert!(props.get("VPCZoneIdentifier").is_none());
+        assert_eq!(props["MaxSize"], "9", "the override wins");
+        assert_eq!(props["MinSize"], "3", "siblings stay");
+        assert_eq!(t["Resources"]["Extra"]["Type"], "AWS::SNS::Topic");
+        assert!(t["Resources"]["InstanceSecurityGroup"]["Properties"]
+            .get("VpcId")
+            .is_none());
+        assert_eq!(
+            t["Resources"]["InstanceSecurityGroup"]["Properties"]["SecurityGroupIngress"],
+            json!([])
+        );
+    }
+}
