@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test venv npm build lint check-asl clean
+.PHONY: demo test venv npm build lambda lint check-asl clean
 
 $(VENV)/.installed: tools/requirements.txt
 	python3 -m venv $(VENV)
@@ -25,6 +25,11 @@ npm: node_modules/.installed
 build:
 	cargo build --workspace
 
+# The pack function as it ships (x86_64 here; deploys default to arm64):
+# the runtime test runs this bootstrap behind a Lambda Runtime API.
+lambda: venv
+	cargo lambda build --package pack
+
 demo: venv build
 	scripts/demo.sh
 
@@ -37,7 +42,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: venv npm check-asl lint build
+test: venv npm check-asl lint build lambda
 	cargo test --workspace
 	$(VENV)/bin/cfn-lint --version >/dev/null
 	scripts/check-render.sh

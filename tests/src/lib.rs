@@ -56,3 +56,8 @@ pub fn service(dir: &Path, config: &str, content: &str) -> PathBuf {
     }
     dir.to_path_buf()
 }
+
+/// A plain HTTP client for the local stack's own endpoints.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}

@@ -22,6 +22,19 @@ pub enum LocalCommand {
     Down,
     /// Say whether the local stack is up, and where.
     Status,
+    /// Deploy through the `pipeline` function as CodePipeline drives it:
+    /// job, continuation tokens, job result.
+    Pipeline {
+        #[arg(short, long)]
+        environment: String,
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        keep: u32,
+        /// Seconds between a continuation and the next call.
+        #[arg(long, default_value_t = 1.0)]
+        wait_seconds: f64,
+    },
     /// Invoke one function with an event file, print its answer.
     Invoke {
         /// pack, provision, promote or prune.
@@ -64,6 +77,12 @@ pub async fn run(cmd: LocalCommand) -> Result<ExitCode> {
             }
         },
         LocalCommand::Invoke { function, event } => invoke(&function, &event).await,
+        LocalCommand::Pipeline {
+            environment,
+            path,
+            keep,
+            wait_seconds,
+        } => pipeline(&path, &environment, keep, wait_seconds).await,
     }
 }
 
@@ -175,53 +194,112 @@ pub async fn deploy(path: &Path, environment: &str, local: bool, keep: u32) -> R
         }
     };
     let mut stdout = std::io::stdout();
-    let result = deploy::run(&endpoint, &opts, &mut stdout).await;
-    let code = match result {
+    let code = match deploy::run(&endpoint, &opts, &mut stdout).await {
         Err(e) => {
             eprintln!("porter: deploy could not run: {e:#}");
             ExitCode::FAILURE
         }
-        Ok(outcome) if !outcome.succeeded => {
-            let (error, cause) = outcome.error.clone().unwrap_or_default();
-            println!(
-                "\ndeploy FAILED after {:.1}s, {} state transitions",
-                outcome.wall.as_secs_f64(),
-                outcome.transitions
-            );
-            println!("  error: {error}\n  cause: {cause}");
+        Ok(outcome) => summarize(&endpoint, &opts, &outcome).await?,
+    };
+    if let Some(s) = own {
+        s.stop().await;
+    }
+    Ok(code)
+}
+
+/// Prints how the deploy ended and checks the account; exit 0 only when
+/// the execution succeeded and the account shows it.
+async fn summarize(endpoint: &str, opts: &Options, outcome: &deploy::Outcome) -> Result<ExitCode> {
+    if !outcome.succeeded {
+        let (error, cause) = outcome.error.clone().unwrap_or_default();
+        println!(
+            "\ndeploy FAILED after {:.1}s, {} state transitions",
+            outcome.wall.as_secs_f64(),
+            outcome.transitions
+        );
+        println!("  error: {error}\n  cause: {cause}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let release = &outcome.output["release"];
+    println!(
+        "\ndeployed {} release {} in {:.1}s using {} state transitions",
+        release["service"].as_str().unwrap_or("?"),
+        release["version"].as_str().unwrap_or("?"),
+        outcome.wall.as_secs_f64(),
+        outcome.transitions
+    );
+    for (region, r) in &outcome.regions {
+        println!(
+            "  {region:<10} promoted {}  InService: {}",
+            r.stack,
+            r.in_service.join(", ")
+        );
+        if !r.deleted.is_empty() {
+            println!("  {:<10} pruned   {}", "", r.deleted.join(", "));
+        }
+    }
+    let problems = deploy::verify(endpoint, opts, outcome).await?;
+    if problems.is_empty() {
+        println!("verified: every region serves this release only, from its promoted stack");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("verification FAILED:");
+        for p in problems {
+            println!("  {p}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+async fn pipeline(
+    path: &Path,
+    environment: &str,
+    keep: u32,
+    wait_seconds: f64,
+) -> Result<ExitCode> {
+    let opts = Options {
+        path: path.to_path_buf(),
+        environment: environment.to_string(),
+        keep,
+    };
+    let (endpoint, host, own) = match running().await {
+        Some(f) => (
+            format!("http://127.0.0.1:{}", f.moto_port),
+            format!("http://127.0.0.1:{}", f.host_port),
+            None,
+        ),
+        None => {
+            let s = LocalStack::start(0, 0).await?;
+            (
+                s.moto.endpoint(),
+                format!("http://127.0.0.1:{}", s.host_port),
+                Some(s),
+            )
+        }
+    };
+    let wait = Duration::from_secs_f64(wait_seconds.max(0.0));
+    let mut stdout = std::io::stdout();
+    let code = match deploy::run_pipeline(&endpoint, &host, &opts, wait, &mut stdout).await {
+        Err(e) => {
+            eprintln!("porter: the pipeline action could not run: {e:#}");
             ExitCode::FAILURE
         }
-        Ok(outcome) => {
-            let release = &outcome.output["release"];
+        Ok((end, outcome)) => {
             println!(
-                "\ndeployed {} release {} in {:.1}s using {} state transitions",
-                release["service"].as_str().unwrap_or("?"),
-                release["version"].as_str().unwrap_or("?"),
-                outcome.wall.as_secs_f64(),
-                outcome.transitions
+                "\nCodePipeline action {} after {} call(s)",
+                if end.succeeded { "succeeded" } else { "FAILED" },
+                end.calls
             );
-            for (region, r) in &outcome.regions {
-                println!(
-                    "  {region:<10} promoted {}  InService: {}",
-                    r.stack,
-                    r.in_service.join(", ")
-                );
-                if !r.deleted.is_empty() {
-                    println!("  {:<10} pruned   {}", "", r.deleted.join(", "));
+            match outcome {
+                Some(o) if end.succeeded => summarize(&endpoint, &opts, &o).await?,
+                Some(o) => {
+                    summarize(&endpoint, &opts, &o).await?;
+                    ExitCode::FAILURE
                 }
-            }
-            let problems = deploy::verify(&endpoint, &opts, &outcome).await?;
-            if problems.is_empty() {
-                println!(
-                    "verified: every region serves this release only, from its promoted stack"
-                );
-                ExitCode::SUCCESS
-            } else {
-                println!("verification FAILED:");
-                for p in problems {
-                    println!("  {p}");
+                None => {
+                    println!("  {}", end.message);
+                    ExitCode::FAILURE
                 }
-                ExitCode::FAILURE
             }
         }
     };

@@ -202,6 +202,42 @@ pub fn tarball(root: &Path) -> Result<Vec<u8>, PhaseError> {
     Ok(out)
 }
 
+/// Zips a folder the way a pipeline's source stage would, keeping the
+/// executable bits (the `start` script needs its own).
+pub fn zip_folder(root: &Path) -> Result<Vec<u8>, PhaseError> {
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_entry(|e| {
+            !matches!(
+                e.file_name().to_str(),
+                Some(".git" | "target" | "node_modules")
+            )
+        })
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    files.sort();
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for path in files {
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .to_string();
+        let mode = if is_executable(&path) { 0o755 } else { 0o644 };
+        let opts = zip::write::SimpleFileOptions::default().unix_permissions(mode);
+        let data = std::fs::read(&path).map_err(io("read", &path))?;
+        w.start_file(rel.as_str(), opts)
+            .and_then(|_| w.write_all(&data).map_err(Into::into))
+            .map_err(|e| PhaseError::Invalid(format!("cannot zip {rel}: {e}")))?;
+    }
+    let cursor = w
+        .finish()
+        .map_err(|e| PhaseError::Invalid(format!("cannot finish the zip: {e}")))?;
+    Ok(cursor.into_inner())
+}
+
 /// Runs pack: prepares the source and uploads what is not there yet.
 pub async fn pack(aws: &Aws, input: &PackInput, source_root: &Path) -> Result<Packed, PhaseError> {
     let prepared = prepare(

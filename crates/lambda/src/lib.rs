@@ -1,17 +1,90 @@
-//! The Lambda front door of the phases.
+//! The Lambda front doors.
 //!
-//! Every phase function is `main` + [`run`]: it builds the AWS config once,
-//! then answers each invocation with the same core phase the CLI uses. A
-//! Step Functions state passes the phase input (with the previous `state`
-//! when resuming) and gets the [`porter_core::phase::Step`] back; errors
-//! carry the phase error's kind as the Lambda `errorType`, which the state
-//! machine's Retry/Catch match.
+//! Every function is `main` + [`run`]: it builds its [`Context`] once, then
+//! answers each invocation with the same core phase the CLI uses.
+//!
+//! - A Step Functions state passes the phase input (with the previous
+//!   `state` when resuming) and gets the [`porter_core::phase::Step`] back;
+//!   errors carry the phase error's kind as the Lambda `errorType`, which
+//!   the state machine's Retry/Catch match.
+//! - A `CodePipeline.job` event runs the phase as a pipeline action
+//!   ([`jobs`]); `pipeline` runs the whole state machine as one ([`pipeline`]).
+//! - `trigger` answers EventBridge branch and schedule events ([`trigger`]).
+
+pub mod codepipeline;
+pub mod jobs;
+pub mod pipeline;
+pub mod trigger;
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use porter_core::aws::Aws;
 use porter_core::phase::{PhaseError, Step};
 use porter_core::{pack, promote, provision, prune};
 use serde_json::Value;
+
+/// What a function needs, built once per cold start.
+#[derive(Clone)]
+pub struct Context {
+    pub aws: Aws,
+    pub codepipeline: aws_sdk_codepipeline::Client,
+    pub sfn: aws_sdk_sfn::Client,
+    /// Where pack writes payloads in CodePipeline mode and where large
+    /// continuation state goes (`ARTIFACT_BUCKET`).
+    pub artifact_bucket: Option<String>,
+    /// The deploy state machine the `pipeline` function runs.
+    pub state_machine_arn: Option<String>,
+    pub trigger: trigger::Settings,
+}
+
+impl Context {
+    /// Clients from `aws`; CodePipeline at `codepipeline_endpoint` when
+    /// given (the local job simulator), else wherever `aws` points.
+    pub fn new(aws: Aws, codepipeline_endpoint: Option<&str>) -> Context {
+        let conf = aws.sdk_config();
+        let mut cp = aws_sdk_codepipeline::config::Builder::from(conf);
+        if let Some(e) = codepipeline_endpoint {
+            cp = cp.endpoint_url(e);
+        }
+        Context {
+            codepipeline: aws_sdk_codepipeline::Client::from_conf(cp.build()),
+            sfn: aws_sdk_sfn::Client::new(conf),
+            aws,
+            artifact_bucket: None,
+            state_machine_arn: None,
+            trigger: trigger::Settings::default(),
+        }
+    }
+
+    pub async fn from_env() -> Result<Context, String> {
+        let mut ctx = Context::new(Aws::from_env().await, None);
+        ctx.artifact_bucket = std::env::var("ARTIFACT_BUCKET")
+            .ok()
+            .filter(|s| !s.is_empty());
+        ctx.state_machine_arn = std::env::var("STATE_MACHINE_ARN")
+            .ok()
+            .filter(|s| !s.is_empty());
+        ctx.trigger = trigger::Settings::from_env()?;
+        Ok(ctx)
+    }
+}
+
+/// Every function this project ships.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Phase(Phase),
+    Pipeline,
+    Trigger,
+}
+
+impl Function {
+    pub fn from_name(name: &str) -> Option<Function> {
+        match name {
+            "pipeline" => Some(Function::Pipeline),
+            "trigger" => Some(Function::Trigger),
+            other => Phase::from_name(other).map(Function::Phase),
+        }
+    }
+}
 
 /// The four lifecycle phases, one Lambda each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,15 +112,20 @@ impl Phase {
     }
 }
 
-/// What a phase Lambda answers with when it fails.
+/// What a function answers with when it fails.
 #[derive(Debug, thiserror::Error)]
 pub enum FunctionError {
-    /// The event is not a phase input.
-    #[error("the {phase} function cannot read its input: {detail}. Expected the JSON shape documented in events/{phase}*.json")]
+    /// The event is not one this function takes.
+    #[error(
+        "the {phase} function cannot read its event: {detail}. See events/ for the shapes it takes"
+    )]
     BadEvent { phase: &'static str, detail: String },
     /// The phase itself failed.
     #[error(transparent)]
     Phase(#[from] PhaseError),
+    /// CodePipeline could not be told the job's result: Lambda retries.
+    #[error("could not report the job result to CodePipeline: {0}")]
+    Report(String),
 }
 
 impl FunctionError {
@@ -55,6 +133,7 @@ impl FunctionError {
         match self {
             FunctionError::BadEvent { .. } => "Invalid",
             FunctionError::Phase(e) => e.error_type(),
+            FunctionError::Report(_) => "ReportFailed",
         }
     }
 }
@@ -79,8 +158,24 @@ fn to_value<S: serde::Serialize, O: serde::Serialize>(step: Step<S, O>) -> Value
     serde_json::to_value(step).expect("steps serialize")
 }
 
+/// Answers one invocation of `function`.
+pub async fn handle(
+    ctx: &Context,
+    function: Function,
+    event: Value,
+) -> Result<Value, FunctionError> {
+    match function {
+        Function::Pipeline => Box::pin(pipeline::handle(ctx, event)).await,
+        Function::Trigger => Box::pin(trigger::handle(ctx, event)).await,
+        Function::Phase(phase) if codepipeline::is_job(&event) => {
+            Box::pin(jobs::handle(ctx, phase, event)).await
+        }
+        Function::Phase(phase) => Box::pin(step(&ctx.aws, phase, event)).await,
+    }
+}
+
 /// Runs one phase for a Step Functions state (or any direct invoke).
-pub async fn handle(aws: &Aws, phase: Phase, event: Value) -> Result<Value, FunctionError> {
+pub async fn step(aws: &Aws, phase: Phase, event: Value) -> Result<Value, FunctionError> {
     tracing::info!(
         phase = phase.name(),
         resuming = event.get("state").is_some_and(|s| !s.is_null()),
@@ -101,8 +196,8 @@ pub async fn handle(aws: &Aws, phase: Phase, event: Value) -> Result<Value, Func
     Ok(out)
 }
 
-/// Sets up JSON logs (CloudWatch reads them as fields) without the
-/// runtime's own noise; never logs whole events, which may hold credentials.
+/// Sets up JSON logs (CloudWatch reads them as fields); never logs whole
+/// events, which may hold credentials.
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .json()
@@ -114,15 +209,17 @@ pub fn init_logs() {
         .try_init();
 }
 
-/// The whole `main` of a phase function.
-pub async fn run(phase: Phase) -> Result<(), lambda_runtime::Error> {
+/// The whole `main` of a function.
+pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
     init_logs();
-    let aws = Aws::from_env().await;
-    let aws = &aws;
+    let ctx = Context::from_env()
+        .await
+        .map_err(lambda_runtime::Error::from)?;
+    let ctx = &ctx;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         // Boxed: the phase futures are deep enough to overflow the
         // compiler's layout depth when inlined into the runtime's.
-        Box::pin(handle(aws, phase, event.payload)).await
+        Box::pin(handle(ctx, function, event.payload)).await
     }))
     .await
 }

@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use porter_core::aws::Aws;
 use porter_core::config;
 use serde_json::{json, Value};
+use sha2::Digest;
 
 use crate::stack::{function_arn, ACCOUNT, REGION};
 use crate::{bootstrap, moto};
@@ -54,10 +55,14 @@ pub struct Outcome {
     pub wall: Duration,
 }
 
+pub fn state_machine_arn() -> String {
+    format!("arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{STATE_MACHINE}")
+}
+
 /// Creates (or updates) the deploy state machine in the local stack.
 pub async fn ensure_state_machine(sfn: &aws_sdk_sfn::Client) -> Result<String> {
     let def = definition(function_arn);
-    let arn = format!("arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{STATE_MACHINE}");
+    let arn = state_machine_arn();
     if sfn
         .describe_state_machine()
         .state_machine_arn(&arn)
@@ -83,12 +88,20 @@ pub async fn ensure_state_machine(sfn: &aws_sdk_sfn::Client) -> Result<String> {
     Ok(out.state_machine_arn().to_string())
 }
 
-pub async fn run(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<Outcome> {
-    let started = Instant::now();
+/// The service folder, its config and the account made ready for it: the
+/// bootstrap and the deploy state machine.
+pub struct Prepared {
+    pub repo: PathBuf,
+    pub config: config::Config,
+    pub aws: Aws,
+    pub sfn: aws_sdk_sfn::Client,
+    pub machine: String,
+}
+
+pub async fn prepare(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<Prepared> {
     let sdk = moto::sdk_config(endpoint, REGION).await;
     let aws = Aws::new(sdk.clone());
     let sfn = aws_sdk_sfn::Client::new(&sdk);
-
     let root = std::fs::canonicalize(&opts.path)
         .with_context(|| format!("no such folder {}", opts.path.display()))?;
     let (file, repo) = config::locate(&root);
@@ -96,14 +109,31 @@ pub async fn run(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<
         .with_context(|| format!("cannot read {}", file.display()))?;
     let cfg = loaded.deployable().map_err(|m| anyhow!(m))?;
     let env = cfg.environment(&opts.environment).map_err(|m| anyhow!(m))?;
-
     writeln!(
         out,
         "bootstrap: the buckets, network and load balancers a real account would already have"
     )?;
     bootstrap::environment(&aws, &cfg.service_name, env).await?;
-
     let machine = ensure_state_machine(&sfn).await?;
+    Ok(Prepared {
+        repo,
+        config: cfg,
+        aws,
+        sfn,
+        machine,
+    })
+}
+
+pub async fn run(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<Outcome> {
+    let started = Instant::now();
+    let Prepared {
+        repo,
+        config: cfg,
+        sfn,
+        machine,
+        ..
+    } = prepare(endpoint, opts, out).await?;
+    let env = cfg.environment(&opts.environment).map_err(|m| anyhow!(m))?;
     let name = format!("{}-{}-{}", cfg.service_name, env.name, chrono_millis());
     let input = json!({
         "environment": env.name,
@@ -169,6 +199,34 @@ pub async fn run(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
 
+    outcome_from(&described, &exec_arn, transitions, started.elapsed())
+}
+
+/// Reads a finished execution: its output, error, transitions.
+pub async fn outcome_of(
+    sfn: &aws_sdk_sfn::Client,
+    exec_arn: &str,
+    wall: Duration,
+) -> Result<Outcome> {
+    let described = sfn
+        .describe_execution()
+        .execution_arn(exec_arn)
+        .send()
+        .await?;
+    let transitions = history(sfn, exec_arn)
+        .await?
+        .iter()
+        .filter(|e| e.r#type().as_str().ends_with("StateEntered"))
+        .count();
+    outcome_from(&described, exec_arn, transitions, wall)
+}
+
+fn outcome_from(
+    described: &aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput,
+    exec_arn: &str,
+    transitions: usize,
+    wall: Duration,
+) -> Result<Outcome> {
     let succeeded = described.status().as_str() == "SUCCEEDED";
     let output: Value = described
         .output()
@@ -184,7 +242,7 @@ pub async fn run(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<
         )
     });
     Ok(Outcome {
-        execution_arn: exec_arn,
+        execution_arn: exec_arn.to_string(),
         succeeded,
         regions: if succeeded {
             regions_of(&output)
@@ -194,7 +252,7 @@ pub async fn run(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<
         output,
         error,
         transitions,
-        wall: started.elapsed(),
+        wall,
     })
 }
 
@@ -405,4 +463,78 @@ pub async fn verify(endpoint: &str, opts: &Options, outcome: &Outcome) -> Result
         }
     }
     Ok(problems)
+}
+
+/// `porter local pipeline`: the deploy as CodePipeline runs it. The folder
+/// is zipped into the artifact bucket as a source stage would, then the
+/// `pipeline` function is driven through the job loop until it reports.
+pub async fn run_pipeline(
+    endpoint: &str,
+    host: &str,
+    opts: &Options,
+    wait: Duration,
+    out: &mut dyn Write,
+) -> Result<(crate::job_sim::ActionEnd, Option<Outcome>)> {
+    let started = Instant::now();
+    let prepared = prepare(endpoint, opts, out).await?;
+    let s3 = prepared.aws.s3();
+    if s3
+        .head_bucket()
+        .bucket(crate::stack::ARTIFACT_BUCKET)
+        .send()
+        .await
+        .is_err()
+    {
+        s3.create_bucket()
+            .bucket(crate::stack::ARTIFACT_BUCKET)
+            .send()
+            .await?;
+    }
+    let zip = porter_core::pack::zip_folder(&prepared.repo).map_err(|e| anyhow!("{e}"))?;
+    // A commit-like revision: the zip's digest, as a source stage would
+    // give the commit id.
+    let revision = hex::encode(sha2::Sha256::digest(&zip))[..40].to_string();
+    let key = format!(
+        "{}/source/{}.zip",
+        prepared.config.service_name,
+        &revision[..12]
+    );
+    s3.put_object()
+        .bucket(crate::stack::ARTIFACT_BUCKET)
+        .key(&key)
+        .body(zip.into())
+        .send()
+        .await
+        .context("uploading the source artifact")?;
+    writeln!(
+        out,
+        "source artifact: s3://{}/{key}",
+        crate::stack::ARTIFACT_BUCKET
+    )?;
+    let action = crate::job_sim::Action {
+        function: "porter-pipeline".into(),
+        user_parameters:
+            json!({"environment": opts.environment, "keep": opts.keep, "branch": "main"})
+                .to_string(),
+        input: Some(porter_core::release::S3Object {
+            bucket: crate::stack::ARTIFACT_BUCKET.into(),
+            key,
+        }),
+        revision: Some(revision),
+        wait,
+        max_calls: 500,
+    };
+    writeln!(
+        out,
+        "CodePipeline invoke action `porter-pipeline`, UserParameters {}",
+        action.user_parameters
+    )?;
+    let end = crate::job_sim::run_action(host, &action, out).await?;
+    let outcome = match &end.first_token {
+        Some(arn) if arn.starts_with("arn:aws:states:") => {
+            Some(outcome_of(&prepared.sfn, arn, started.elapsed()).await?)
+        }
+        _ => None,
+    };
+    Ok((end, outcome))
 }

@@ -11,18 +11,19 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use porter_core::aws::Aws;
-use porter_lambda::{handle, Phase};
+use porter_lambda::{handle, Context, Function, Phase};
+
+use crate::job_sim::{self, JobResult, Jobs};
 use serde_json::{json, Value};
 
 /// `arn:aws:lambda:r:acct:function:porter-provision` or `porter-provision`
-/// or `provision` → the phase.
-pub fn phase_of(function: &str) -> Option<Phase> {
-    let name = function.rsplit(':').next().unwrap_or(function);
+/// or `provision` → the function.
+pub fn function_of(name: &str) -> Option<Function> {
+    let name = name.rsplit(':').next().unwrap_or(name);
     let name = name.strip_prefix("porter-").unwrap_or(name);
-    Phase::from_name(name)
+    Function::from_name(name)
 }
 
 /// Failures to inject, to see the state machine's Retry work: the next
@@ -52,14 +53,37 @@ impl Faults {
 
 #[derive(Clone)]
 struct Host {
-    aws: Aws,
+    ctx: Arc<Context>,
     faults: Faults,
+    jobs: Jobs,
+    moto: String,
 }
 
-pub fn router(aws: Aws, faults: Faults) -> Router {
+/// The Lambda Invoke API, CodePipeline's job API (`POST /`, the rest of
+/// CodePipeline forwarded to moto), and the recorded job results.
+pub fn router(ctx: Context, faults: Faults, jobs: Jobs, moto_endpoint: String) -> Router {
     Router::new()
         .route("/2015-03-31/functions/{function}/invocations", post(invoke))
-        .with_state(Host { aws, faults })
+        .route("/", post(codepipeline_api))
+        .route("/porter-local/jobs/{id}", get(job_results))
+        .with_state(Host {
+            ctx: Arc::new(ctx),
+            faults,
+            jobs,
+            moto: moto_endpoint,
+        })
+}
+
+async fn codepipeline_api(
+    State(host): State<Host>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    job_sim::api(&host.jobs, &host.moto, headers, body).await
+}
+
+async fn job_results(State(host): State<Host>, Path(id): Path<String>) -> Json<Vec<JobResult>> {
+    Json(host.jobs.results(&id))
 }
 
 fn unhandled(error_type: &str, message: String) -> Response {
@@ -81,7 +105,7 @@ async fn invoke(
     Path(function): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(phase) = phase_of(&function) else {
+    let Some(target) = function_of(&function) else {
         return client_error(
             StatusCode::NOT_FOUND,
             format!("Function not found: {function}"),
@@ -100,23 +124,21 @@ async fn invoke(
             }
         }
     };
-    if host.faults.take(phase) {
-        return unhandled(
-            "Retryable",
-            format!("injected fault: {} throttled", phase.name()),
-        );
+    if let Function::Phase(phase) = target {
+        if host.faults.take(phase) {
+            return unhandled(
+                "Retryable",
+                format!("injected fault: {} throttled", phase.name()),
+            );
+        }
     }
-    match Box::pin(handle(&host.aws, phase, event)).await {
+    match Box::pin(handle(&host.ctx, target, event)).await {
         Ok(out) => Json(out).into_response(),
         Err(e) => unhandled(e.error_type(), e.to_string()),
     }
 }
 
 /// Serves until the task is dropped.
-pub async fn serve(
-    aws: Aws,
-    faults: Faults,
-    listener: tokio::net::TcpListener,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(aws, faults)).await
+pub async fn serve(app: Router, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, app).await
 }

@@ -6,5 +6,6 @@
 pub mod bootstrap;
 pub mod deploy;
 pub mod invoke_host;
+pub mod job_sim;
 pub mod moto;
 pub mod stack;

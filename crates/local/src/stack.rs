@@ -7,15 +7,19 @@ use porter_core::aws::Aws;
 use serde::{Deserialize, Serialize};
 
 use crate::invoke_host::Faults;
+use crate::job_sim::Jobs;
 use crate::moto::{self, Moto};
 
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";
+/// The pipeline's artifact bucket on the local stack.
+pub const ARTIFACT_BUCKET: &str = "porter-local-artifacts";
 
 /// A running local stack. Dropping it stops moto and the host.
 pub struct LocalStack {
     pub moto: Moto,
     pub host_port: u16,
+    pub jobs: Jobs,
     host: tokio::task::JoinHandle<()>,
 }
 
@@ -51,14 +55,23 @@ impl LocalStack {
         let host_port = listener.local_addr()?.port();
         let moto = Moto::start(&venv, moto_port, Some(host_port)).await?;
         let aws = Aws::new(moto::sdk_config(&moto.endpoint(), REGION).await);
+        // The functions reach CodePipeline through this host (the job API
+        // moto lacks) and run the deploy state machine `deploy` creates.
+        let mut ctx =
+            porter_lambda::Context::new(aws, Some(&format!("http://127.0.0.1:{host_port}")));
+        ctx.state_machine_arn = Some(crate::deploy::state_machine_arn());
+        ctx.artifact_bucket = Some(ARTIFACT_BUCKET.to_string());
+        let jobs = Jobs::default();
+        let app = crate::invoke_host::router(ctx, faults, jobs.clone(), moto.endpoint());
         let host = tokio::spawn(async move {
-            if let Err(e) = crate::invoke_host::serve(aws, faults, listener).await {
+            if let Err(e) = crate::invoke_host::serve(app, listener).await {
                 eprintln!("porter local: the Lambda host stopped: {e}");
             }
         });
         Ok(LocalStack {
             moto,
             host_port,
+            jobs,
             host,
         })
     }

@@ -2,5 +2,8 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    porter_lambda::run(porter_lambda::Phase::Provision).await
+    porter_lambda::run(porter_lambda::Function::Phase(
+        porter_lambda::Phase::Provision,
+    ))
+    .await
 }

@@ -6,7 +6,7 @@ use porter_local::deploy::{self, Options};
 use porter_local::invoke_host::Faults;
 use porter_local::stack::LocalStack;
 
-fn example(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+pub(crate) fn example(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-service");
     let dest = dir.join(name);
     copy_dir(&src, &dest);

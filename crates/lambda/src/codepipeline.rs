@@ -1,0 +1,337 @@
+//! The CodePipeline invoke-action contract, shared by the phase functions
+//! and the `pipeline` function.
+//!
+//! A job must end in PutJobSuccessResult or PutJobFailureResult, or the
+//! action hangs until it times out. So every outcome, the function's own
+//! errors included, is reported; only a failure to report is returned as an
+//! error, which makes Lambda retry the invocation.
+
+use std::collections::HashMap;
+
+use aws_lambda_events::event::codepipeline_job::{CodePipelineJob, CodePipelineJobEvent};
+use aws_sdk_codepipeline::types::{ExecutionDetails, FailureDetails, FailureType};
+use porter_core::aws;
+use porter_core::pack;
+use porter_core::phase::PhaseError;
+use porter_core::release::S3Object;
+use serde_json::{Map, Value};
+
+use crate::{Context, FunctionError};
+
+/// CodePipeline's limit on a continuation token.
+pub const TOKEN_LIMIT: usize = 2048;
+const SUMMARY_LIMIT: usize = 2048;
+const MESSAGE_LIMIT: usize = 5000;
+
+/// One job, read from its event.
+pub struct Job {
+    pub id: String,
+    pub params: Map<String, Value>,
+    pub continuation: Option<String>,
+    pub input: Option<S3Object>,
+    pub revision: Option<String>,
+    /// The job's own credentials for its input artifacts.
+    pub artifact_s3: aws_sdk_s3::Client,
+}
+
+/// How a job ends this time.
+pub enum Outcome {
+    /// More to do: CodePipeline calls again with this token.
+    Continue {
+        token: String,
+        summary: String,
+        percent: u8,
+    },
+    Succeeded {
+        summary: String,
+        variables: HashMap<String, String>,
+    },
+    Failed {
+        message: String,
+    },
+}
+
+pub fn is_job(event: &Value) -> bool {
+    event.get("CodePipeline.job").is_some()
+}
+
+/// Reads the event. Without a job id nothing can be reported, so that is
+/// the one case returned as an error; every later problem becomes a failed
+/// job (see [`Job::params_error`]).
+pub fn parse(ctx: &Context, event: Value) -> Result<(Job, Option<String>), FunctionError> {
+    let id = event
+        .pointer("/CodePipeline.job/id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| FunctionError::BadEvent {
+            phase: "codepipeline",
+            detail: "the CodePipeline.job has no id, so no result can be reported".into(),
+        })?;
+    let typed: Result<CodePipelineJobEvent, _> = serde_json::from_value(event);
+    let job: CodePipelineJob = match typed {
+        Ok(e) => e.code_pipeline_job,
+        Err(e) => {
+            let empty = empty_job(ctx, id);
+            return Ok((empty, Some(format!("the job event is malformed: {e}"))));
+        }
+    };
+    let data = &job.data;
+    let creds = &data.artifact_credentials;
+    let artifact_s3 = match (&creds.access_key_id, &creds.secret_access_key) {
+        (Some(ak), Some(sk)) => {
+            let c = aws_credential_types::Credentials::new(
+                ak,
+                sk,
+                creds.session_token.clone(),
+                None,
+                "codepipeline-artifact-credentials",
+            );
+            let mut b =
+                aws_sdk_s3::config::Builder::from(ctx.aws.sdk_config()).credentials_provider(c);
+            if ctx.aws.sdk_config().endpoint_url().is_some() {
+                b = b.force_path_style(true);
+            }
+            aws_sdk_s3::Client::from_conf(b.build())
+        }
+        _ => ctx.aws.s3(),
+    };
+    let input = data.input_artifacts.first();
+    let mut problem = None;
+    let raw = data
+        .action_configuration
+        .configuration
+        .user_parameters
+        .clone()
+        .unwrap_or_default();
+    let params = if raw.trim().is_empty() {
+        Map::new()
+    } else {
+        match serde_json::from_str::<Value>(&raw) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) | Err(_) => {
+                problem = Some(format!(
+                    "UserParameters must be a JSON object such as {{\"environment\": \"staging\"}}; got `{}`",
+                    raw.chars().take(200).collect::<String>()
+                ));
+                Map::new()
+            }
+        }
+    };
+    Ok((
+        Job {
+            id,
+            params,
+            continuation: data.continuation_token.clone().filter(|t| !t.is_empty()),
+            input: input.and_then(|a| {
+                Some(S3Object {
+                    bucket: a.location.s3_location.bucket_name.clone()?,
+                    key: a.location.s3_location.object_key.clone()?,
+                })
+            }),
+            revision: input.and_then(|a| a.revision.clone()),
+            artifact_s3,
+        },
+        problem,
+    ))
+}
+
+fn empty_job(ctx: &Context, id: String) -> Job {
+    Job {
+        id,
+        params: Map::new(),
+        continuation: None,
+        input: None,
+        revision: None,
+        artifact_s3: ctx.aws.s3(),
+    }
+}
+
+impl Job {
+    /// The `environment` parameter every action must name.
+    pub fn environment(&self) -> Result<String, PhaseError> {
+        match self.params.get("environment") {
+            Some(Value::String(e)) if !e.is_empty() => Ok(e.clone()),
+            _ => Err(PhaseError::Invalid(
+                "UserParameters must name the environment to deploy, e.g. {\"environment\": \"staging\"}".into(),
+            )),
+        }
+    }
+
+    pub fn string_param(&self, name: &str) -> Result<Option<String>, PhaseError> {
+        match self.params.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(PhaseError::Invalid(format!(
+                "UserParameters `{name}` must be a string, not {other}"
+            ))),
+        }
+    }
+
+    pub fn u32_param(&self, name: &str) -> Result<Option<u32>, PhaseError> {
+        match self.params.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    PhaseError::Invalid(format!(
+                        "UserParameters `{name}` must be a whole number, not {v}"
+                    ))
+                }),
+        }
+    }
+}
+
+/// Turns state into a token: inline when it fits, else stored in the
+/// artifact bucket with the token pointing at it.
+pub async fn token_for(ctx: &Context, job: &Job, state: &Value) -> Result<String, PhaseError> {
+    let inline = serde_json::to_string(state).expect("state serializes");
+    if inline.len() <= TOKEN_LIMIT {
+        return Ok(inline);
+    }
+    let bucket = ctx
+        .artifact_bucket
+        .clone()
+        .or_else(|| job.input.as_ref().map(|i| i.bucket.clone()))
+        .ok_or_else(|| PhaseError::Invalid("the state is larger than a continuation token and no ARTIFACT_BUCKET is set to hold it".into()))?;
+    let obj = S3Object {
+        bucket,
+        key: format!("porter-continuations/{}.json", job.id),
+    };
+    ctx.aws
+        .s3()
+        .put_object()
+        .bucket(&obj.bucket)
+        .key(&obj.key)
+        .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+        .body(inline.into_bytes().into())
+        .send()
+        .await
+        .map_err(aws::err(format!(
+            "store the continuation state at {}",
+            obj.url()
+        )))?;
+    Ok(obj.url())
+}
+
+/// Reads a token back into state.
+pub async fn state_from(ctx: &Context, token: &str) -> Result<Value, PhaseError> {
+    if let Some(obj) = S3Object::parse_url(token) {
+        return pack::read_json(&ctx.aws.s3(), &obj).await;
+    }
+    serde_json::from_str(token).map_err(|e| {
+        PhaseError::Invalid(format!(
+            "the continuation token is not one porter wrote: {e}"
+        ))
+    })
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        return s.to_string();
+    }
+    let mut end = n.saturating_sub(1);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Reports the outcome. The only error this returns is a failure to report.
+/// `external` is what CodePipeline shows as the execution id (and fills
+/// into the action's link); the job id when there is nothing better.
+pub async fn report(
+    ctx: &Context,
+    job: &Job,
+    outcome: Outcome,
+    external: Option<&str>,
+) -> Result<Value, FunctionError> {
+    let cp = &ctx.codepipeline;
+    let external = clip(external.unwrap_or(&job.id), 1500);
+    let (kind, sent) = match outcome {
+        Outcome::Continue {
+            token,
+            summary,
+            percent,
+        } => {
+            let details = ExecutionDetails::builder()
+                .summary(clip(&summary, SUMMARY_LIMIT))
+                .external_execution_id(&external)
+                .percent_complete(i32::from(percent.min(100)))
+                .build();
+            let r = cp
+                .put_job_success_result()
+                .job_id(&job.id)
+                .continuation_token(token)
+                .execution_details(details)
+                .send()
+                .await
+                .map(|_| ());
+            (
+                "continue",
+                r.map_err(|e| aws::classify("report progress to CodePipeline", e)),
+            )
+        }
+        Outcome::Succeeded { summary, variables } => {
+            let details = ExecutionDetails::builder()
+                .summary(clip(&summary, SUMMARY_LIMIT))
+                .external_execution_id(&external)
+                .percent_complete(100)
+                .build();
+            let r = cp
+                .put_job_success_result()
+                .job_id(&job.id)
+                .execution_details(details)
+                .set_output_variables(Some(variables))
+                .send()
+                .await
+                .map(|_| ());
+            (
+                "success",
+                r.map_err(|e| aws::classify("report success to CodePipeline", e)),
+            )
+        }
+        Outcome::Failed { message } => {
+            let details = FailureDetails::builder()
+                .r#type(FailureType::JobFailed)
+                .message(clip(&message, MESSAGE_LIMIT))
+                .external_execution_id(&external)
+                .build()
+                .expect("type and message are set");
+            let r = cp
+                .put_job_failure_result()
+                .job_id(&job.id)
+                .failure_details(details)
+                .send()
+                .await
+                .map(|_| ());
+            (
+                "failure",
+                r.map_err(|e| aws::classify("report failure to CodePipeline", e)),
+            )
+        }
+    };
+    match sent {
+        Ok(()) => {
+            tracing::info!(job = %job.id, result = kind, "reported to CodePipeline");
+            Ok(serde_json::json!({"job": job.id, "reported": kind}))
+        }
+        Err(e) => {
+            tracing::error!(job = %job.id, error = %e, "could not report to CodePipeline; failing so Lambda retries");
+            Err(FunctionError::Report(e.to_string()))
+        }
+    }
+}
+
+/// Reports a failure with what to do about it.
+pub fn failure(e: &PhaseError) -> Outcome {
+    let advice = match e {
+        PhaseError::Retryable(_) => " (a transient AWS error: retry the stage)",
+        PhaseError::AccessDenied(_) => " (grant the permission, then retry the stage)",
+        _ => "",
+    };
+    Outcome::Failed {
+        message: format!("{}: {e}{advice}", e.error_type()),
+    }
+}

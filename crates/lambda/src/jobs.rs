@@ -1,0 +1,226 @@
+//! A phase as a CodePipeline action: UserParameters in, continuation
+//! tokens while it works, output variables at the end.
+
+use std::collections::HashMap;
+
+use porter_core::pack::{self, PackInput, Source};
+use porter_core::phase::{PhaseError, Step};
+use porter_core::release::{Provenance, Release, ReleaseRef, S3Object};
+use porter_core::target::Target;
+use porter_core::{promote, provision, prune};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::codepipeline::{self, failure, Job, Outcome};
+use crate::{Context, FunctionError, Phase};
+
+pub async fn handle(ctx: &Context, phase: Phase, event: Value) -> Result<Value, FunctionError> {
+    let (job, problem) = codepipeline::parse(ctx, event)?;
+    tracing::info!(job = %job.id, phase = phase.name(), continuing = job.continuation.is_some(), "CodePipeline job");
+    let outcome = match problem {
+        Some(p) => failure(&PhaseError::Invalid(p)),
+        None => match Box::pin(run(ctx, phase, &job)).await {
+            Ok(o) => o,
+            Err(e) => failure(&e),
+        },
+    };
+    codepipeline::report(ctx, &job, outcome, None).await
+}
+
+async fn run(ctx: &Context, phase: Phase, job: &Job) -> Result<Outcome, PhaseError> {
+    let environment = job.environment()?;
+    if phase == Phase::Pack {
+        return pack_job(ctx, job, environment).await;
+    }
+    let release_url = job.string_param("release")?.ok_or_else(|| {
+        PhaseError::Invalid(
+            "UserParameters needs `release`: the pack action's output variable, e.g. {\"environment\": \"staging\", \"release\": \"#{PackVariables.release}\"}".into(),
+        )
+    })?;
+    let obj = S3Object::parse_url(&release_url)
+        .ok_or_else(|| PhaseError::Invalid(format!("UserParameters `release` must be s3://bucket/key of a release record, not `{release_url}`")))?;
+    let release: Release = pack::read_json(&ctx.aws.s3(), &obj).await?;
+    if release.environment != environment {
+        return Err(PhaseError::Invalid(format!(
+            "the release was packed for environment `{}`, but this action deploys `{environment}`: pack for `{environment}` first",
+            release.environment
+        )));
+    }
+    let regions = match job.params.get("regions") {
+        None | Some(Value::Null) => vec![],
+        Some(v) => serde_json::from_value::<Vec<String>>(v.clone()).map_err(|_| {
+            PhaseError::Invalid(format!(
+                "UserParameters `regions` must be a list of region names, not {v}"
+            ))
+        })?,
+    };
+    let target = Target {
+        release: ReleaseRef::Inline(Box::new(release)),
+        region: None,
+        regions,
+    };
+    let state = match &job.continuation {
+        Some(t) => Some(codepipeline::state_from(ctx, t).await?),
+        None => None,
+    };
+    match phase {
+        Phase::Provision => {
+            let step = provision::run(
+                &ctx.aws,
+                provision::ProvisionInput {
+                    target,
+                    execution: Some(job.id.clone()),
+                    state: typed(state)?,
+                },
+            )
+            .await?;
+            finish(ctx, job, step, |o| {
+                let vars = o
+                    .stacks
+                    .iter()
+                    .map(|(r, s)| (format!("stack_{r}"), s.stack_name.clone()))
+                    .collect();
+                (format!("provisioned {} region(s)", o.stacks.len()), vars)
+            })
+            .await
+        }
+        Phase::Promote => {
+            let step = promote::run(
+                &ctx.aws,
+                promote::PromoteInput {
+                    target,
+                    stack_name: job.string_param("stack_name")?,
+                    timeout_seconds: None,
+                    state: typed(state)?,
+                },
+            )
+            .await?;
+            finish(ctx, job, step, |o| {
+                let mut vars = HashMap::new();
+                for (r, p) in &o.regions {
+                    vars.insert(format!("stack_{r}"), p.stack_name.clone());
+                    if let Some(dns) = p.elbs.iter().find_map(|e| e.dns_name.clone()) {
+                        vars.insert(format!("elb_dns_{r}"), dns);
+                    }
+                }
+                (format!("promoted in {} region(s)", o.regions.len()), vars)
+            })
+            .await
+        }
+        Phase::Prune => {
+            let step = prune::run(
+                &ctx.aws,
+                prune::PruneInput {
+                    target,
+                    keep: job.u32_param("keep")?.unwrap_or(0),
+                    state: typed(state)?,
+                },
+            )
+            .await?;
+            finish(ctx, job, step, |o| {
+                let vars = o
+                    .regions
+                    .iter()
+                    .map(|(r, p)| {
+                        (
+                            format!("deleted_{r}"),
+                            if p.deleted.is_empty() {
+                                "none".into()
+                            } else {
+                                p.deleted.join(",")
+                            },
+                        )
+                    })
+                    .collect();
+                let n: usize = o.regions.values().map(|p| p.deleted.len()).sum();
+                (format!("pruned {n} stack(s)"), vars)
+            })
+            .await
+        }
+        Phase::Pack => unreachable!("handled above"),
+    }
+}
+
+fn typed<S: DeserializeOwned>(state: Option<Value>) -> Result<Option<S>, PhaseError> {
+    state
+        .map(|v| {
+            serde_json::from_value(v).map_err(|e| {
+                PhaseError::Invalid(format!(
+                    "the continuation token does not belong to this phase: {e}"
+                ))
+            })
+        })
+        .transpose()
+}
+
+async fn finish<S: Serialize, O>(
+    ctx: &Context,
+    job: &Job,
+    step: Step<S, O>,
+    done: impl FnOnce(&O) -> (String, HashMap<String, String>),
+) -> Result<Outcome, PhaseError> {
+    match step {
+        Step::Pending {
+            state,
+            progress,
+            percent,
+            ..
+        } => Ok(Outcome::Continue {
+            token: codepipeline::token_for(
+                ctx,
+                job,
+                &serde_json::to_value(&state).expect("state serializes"),
+            )
+            .await?,
+            summary: progress,
+            percent,
+        }),
+        Step::Done { output } => {
+            let (summary, variables) = done(&output);
+            Ok(Outcome::Succeeded { summary, variables })
+        }
+    }
+}
+
+async fn pack_job(ctx: &Context, job: &Job, environment: String) -> Result<Outcome, PhaseError> {
+    let source = job
+        .input
+        .clone()
+        .ok_or_else(|| PhaseError::Invalid("the pack action needs the source artifact as its input artifact; add it in the pipeline's action".into()))?;
+    let dir =
+        tempfile::tempdir().map_err(|e| PhaseError::Retryable(format!("no scratch space: {e}")))?;
+    pack::fetch_zip(&job.artifact_s3, &source.bucket, &source.key, dir.path()).await?;
+    let input = PackInput {
+        environment,
+        source: Source::S3 {
+            bucket: source.bucket.clone(),
+            key: source.key.clone(),
+        },
+        provenance: Provenance {
+            repository: job.string_param("repository")?,
+            branch: job.string_param("branch")?,
+            commit: job.revision.clone(),
+        },
+        image: job.string_param("image")?,
+        artifact_bucket: Some(ctx.artifact_bucket.clone().unwrap_or(source.bucket)),
+        sse_kms_key_id: job.string_param("sse_kms_key_id")?,
+    };
+    let packed = pack::pack(&ctx.aws, &input, dir.path()).await?;
+    let r = &packed.release;
+    let variables = HashMap::from([
+        ("release".to_string(), r.record.url()),
+        ("version".to_string(), r.version.clone()),
+        ("revision".to_string(), r.revision.clone()),
+        ("sha256".to_string(), r.sha256.clone()),
+    ]);
+    Ok(Outcome::Succeeded {
+        summary: format!(
+            "packed {} release {} ({} new object(s))",
+            r.service,
+            r.version,
+            packed.uploaded.len()
+        ),
+        variables,
+    })
+}

@@ -1,0 +1,262 @@
+//! `pipeline`: the whole deploy as one CodePipeline action.
+//!
+//! The first call starts the deploy state machine, named after the job id
+//! so a re-delivered job finds its execution instead of starting another;
+//! the token is the execution ARN. Each later call reads the execution and
+//! reports progress, the outputs, or the failing state's error and cause.
+
+use std::collections::HashMap;
+
+use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent};
+use porter_core::aws;
+use porter_core::phase::PhaseError;
+use serde_json::{json, Value};
+
+use crate::codepipeline::{self, failure, Job, Outcome};
+use crate::{Context, FunctionError};
+
+pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
+    let (job, problem) = codepipeline::parse(ctx, event)?;
+    tracing::info!(job = %job.id, continuing = job.continuation.is_some(), "pipeline job");
+    let (outcome, external) = match problem {
+        Some(p) => (failure(&PhaseError::Invalid(p)), None),
+        None => match run(ctx, &job).await {
+            Ok((o, arn)) => (o, Some(arn)),
+            Err(e) => (failure(&e), job.continuation.clone()),
+        },
+    };
+    codepipeline::report(ctx, &job, outcome, external.as_deref()).await
+}
+
+/// Execution names allow letters, digits, `-` and `_`, at most 80.
+pub fn execution_name(job_id: &str) -> String {
+    job_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(80)
+        .collect()
+}
+
+async fn run(ctx: &Context, job: &Job) -> Result<(Outcome, String), PhaseError> {
+    match &job.continuation {
+        None => start(ctx, job).await,
+        Some(arn) => Ok((check(ctx, arn).await?, arn.clone())),
+    }
+}
+
+async fn start(ctx: &Context, job: &Job) -> Result<(Outcome, String), PhaseError> {
+    let machine = ctx.state_machine_arn.clone().ok_or_else(|| {
+        PhaseError::Invalid("STATE_MACHINE_ARN is not set on the pipeline function; deploy it with infra/template.yaml".into())
+    })?;
+    let environment = job.environment()?;
+    let source = job.input.clone().ok_or_else(|| {
+        PhaseError::Invalid(
+            "the deploy action needs the source artifact as its input artifact".into(),
+        )
+    })?;
+    let input = json!({
+        "environment": environment,
+        "source": {"s3": {"bucket": source.bucket, "key": source.key}},
+        "provenance": {
+            "repository": job.string_param("repository")?,
+            "branch": job.string_param("branch")?,
+            "commit": job.revision,
+        },
+        "image": job.string_param("image")?,
+        "artifact_bucket": ctx.artifact_bucket.clone().unwrap_or(source.bucket.clone()),
+        "sse_kms_key_id": job.string_param("sse_kms_key_id")?,
+        "keep": job.u32_param("keep")?.unwrap_or(0),
+    });
+    let name = execution_name(&job.id);
+    let arn = match ctx
+        .sfn
+        .start_execution()
+        .state_machine_arn(&machine)
+        .name(&name)
+        .input(input.to_string())
+        .send()
+        .await
+    {
+        Ok(out) => out.execution_arn().to_string(),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_execution_already_exists()) =>
+        {
+            // A re-delivered job: the execution it started is the one to follow.
+            tracing::info!(execution = %name, "execution already started for this job");
+            format!(
+                "{}:{name}",
+                machine.replacen(":stateMachine:", ":execution:", 1)
+            )
+        }
+        Err(e) => return Err(aws::classify("start the deploy state machine", e)),
+    };
+    Ok((
+        Outcome::Continue {
+            token: arn.clone(),
+            summary: format!("deploy of {environment} started: execution {name}"),
+            percent: 5,
+        },
+        arn,
+    ))
+}
+
+async fn check(ctx: &Context, arn: &str) -> Result<Outcome, PhaseError> {
+    if !arn.starts_with("arn:") {
+        return Err(PhaseError::Invalid(format!(
+            "the continuation token `{arn}` is not an execution ARN porter wrote"
+        )));
+    }
+    let d = ctx
+        .sfn
+        .describe_execution()
+        .execution_arn(arn)
+        .send()
+        .await
+        .map_err(aws::err(format!("read execution {arn}")))?;
+    match d.status() {
+        ExecutionStatus::Running | ExecutionStatus::PendingRedrive => {
+            let events = history(ctx, arn).await?;
+            let (summary, percent) = progress(&events);
+            Ok(Outcome::Continue {
+                token: arn.to_string(),
+                summary,
+                percent,
+            })
+        }
+        ExecutionStatus::Succeeded => {
+            let output: Value = d
+                .output()
+                .and_then(|o| serde_json::from_str(o).ok())
+                .unwrap_or(Value::Null);
+            let variables = variables(&output);
+            Ok(Outcome::Succeeded {
+                summary: format!(
+                    "deployed release {} to {} region(s)",
+                    output["release"]["version"].as_str().unwrap_or("?"),
+                    output["release"]["regions"].as_array().map_or(0, Vec::len)
+                ),
+                variables,
+            })
+        }
+        other => Ok(Outcome::Failed {
+            message: format!(
+                "the deploy execution {}: {}: {}",
+                other.as_str(),
+                d.error().unwrap_or("no error name"),
+                d.cause().unwrap_or("no cause given")
+            ),
+        }),
+    }
+}
+
+async fn history(ctx: &Context, arn: &str) -> Result<Vec<HistoryEvent>, PhaseError> {
+    let mut events = Vec::new();
+    let mut pages = ctx
+        .sfn
+        .get_execution_history()
+        .execution_arn(arn)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        events.extend(
+            page.map_err(aws::err("read the execution history"))?
+                .events()
+                .iter()
+                .cloned(),
+        );
+    }
+    Ok(events)
+}
+
+/// Which phases and regions are done, from the execution's history.
+pub fn progress(events: &[HistoryEvent]) -> (String, u8) {
+    let mut regions = 0usize;
+    let mut packed = false;
+    let mut done: HashMap<&str, usize> = HashMap::new();
+    for e in events {
+        let Some(x) = e.state_exited_event_details() else {
+            continue;
+        };
+        let output: Value = x
+            .output()
+            .and_then(|o| serde_json::from_str(o).ok())
+            .unwrap_or(Value::Null);
+        match x.name() {
+            "Pack" => {
+                packed = true;
+                regions = output["packed"]["release"]["regions"]
+                    .as_array()
+                    .map_or(0, Vec::len);
+            }
+            step @ ("ProvisionStep" | "PromoteStep" | "PruneStep")
+                if output["last"]["result"]["status"] == "done" =>
+            {
+                *done.entry(step).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    if !packed {
+        return ("packing".into(), 5);
+    }
+    let r = regions.max(1);
+    let phases = [
+        ("provision", "ProvisionStep"),
+        ("promote", "PromoteStep"),
+        ("prune", "PruneStep"),
+    ];
+    let parts: Vec<String> = phases
+        .iter()
+        .map(|(name, step)| format!("{name} {}/{regions}", done.get(step).copied().unwrap_or(0)))
+        .collect();
+    let finished: usize = phases
+        .iter()
+        .map(|(_, s)| done.get(s).copied().unwrap_or(0).min(r))
+        .sum();
+    let percent = 10 + 85 * finished / (3 * r);
+    (
+        format!("pack done; {} regions", parts.join(", ")),
+        percent as u8,
+    )
+}
+
+/// Output variables: the release, and per region the promoted stack and
+/// the load balancer's DNS name.
+pub fn variables(output: &Value) -> HashMap<String, String> {
+    let mut vars = HashMap::new();
+    let release = &output["release"];
+    for key in ["version", "revision", "sha256"] {
+        if let Some(v) = release[key].as_str() {
+            vars.insert(key.to_string(), v.to_string());
+        }
+    }
+    if let (Some(b), Some(k)) = (
+        release["record"]["bucket"].as_str(),
+        release["record"]["key"].as_str(),
+    ) {
+        vars.insert("release".into(), format!("s3://{b}/{k}"));
+    }
+    for item in output["promoted"].as_array().into_iter().flatten() {
+        for (region, p) in item["promoted"].as_object().into_iter().flatten() {
+            if let Some(s) = p["stack_id"].as_str() {
+                vars.insert(format!("stack_{region}"), s.to_string());
+            }
+            if let Some(dns) = p["elbs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|e| e["dns_name"].as_str())
+            {
+                vars.insert(format!("elb_dns_{region}"), dns.to_string());
+            }
+        }
+    }
+    vars
+}

@@ -1,0 +1,261 @@
+//! `trigger`: EventBridge events that start pipelines.
+//!
+//! One pipeline serves one branch. A CodeCommit branch created whose name
+//! matches `BRANCH_PATTERN` gets its own pipeline, copied from the main
+//! pipeline (`PIPELINE_NAME`) with the source branch changed; an update
+//! starts it; a deletion deletes it. A scheduled event starts the pipelines
+//! in `SCHEDULED_PIPELINES` (the weekly build).
+
+use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
+use porter_core::aws;
+use porter_core::phase::PhaseError;
+use regex::Regex;
+use serde_json::{json, Value};
+
+use crate::{Context, FunctionError};
+
+/// The trigger's settings, from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub pipeline_name: Option<String>,
+    pub branch_pattern: Regex,
+    pub scheduled: Vec<String>,
+}
+
+impl Settings {
+    pub fn new(
+        pipeline_name: Option<String>,
+        branch_pattern: &str,
+        scheduled: &str,
+    ) -> Result<Settings, String> {
+        let branch_pattern = Regex::new(branch_pattern)
+            .map_err(|e| format!("BRANCH_PATTERN `{branch_pattern}` is not a regex: {e}"))?;
+        Ok(Settings {
+            pipeline_name: pipeline_name.filter(|p| !p.is_empty()),
+            branch_pattern,
+            scheduled: scheduled
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+
+    pub fn from_env() -> Result<Settings, String> {
+        Settings::new(
+            std::env::var("PIPELINE_NAME").ok(),
+            &std::env::var("BRANCH_PATTERN").unwrap_or_else(|_| "^(feature|release)/.+$".into()),
+            &std::env::var("SCHEDULED_PIPELINES").unwrap_or_default(),
+        )
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::new(None, "^(feature|release)/.+$", "").expect("the default pattern compiles")
+    }
+}
+
+/// The pipeline that serves `branch`: the main pipeline's name with the
+/// branch appended, in the characters pipeline names allow.
+pub fn branch_pipeline(main: &str, branch: &str) -> String {
+    let clean: String = branch
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{main}-{clean}").chars().take(100).collect()
+}
+
+fn bad(detail: impl Into<String>) -> FunctionError {
+    FunctionError::BadEvent {
+        phase: "trigger",
+        detail: detail.into(),
+    }
+}
+
+pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
+    let event: CloudWatchEvent<Value> =
+        serde_json::from_value(event).map_err(|e| bad(format!("not an EventBridge event: {e}")))?;
+    let settings = &ctx.trigger;
+    match event.detail_type.as_deref() {
+        Some("Scheduled Event") => {
+            if settings.scheduled.is_empty() {
+                return Err(FunctionError::Phase(PhaseError::Invalid(
+                    "a scheduled event arrived but SCHEDULED_PIPELINES names no pipeline to start".into(),
+                )));
+            }
+            let mut started = Vec::new();
+            for name in &settings.scheduled {
+                let id = start(ctx, name).await?;
+                started.push(json!({"pipeline": name, "execution": id}));
+            }
+            Ok(json!({"action": "started", "pipelines": started}))
+        }
+        Some("CodeCommit Repository State Change") => {
+            let detail = event.detail.unwrap_or(Value::Null);
+            let what = detail["event"].as_str().ok_or_else(|| bad("detail.event is missing"))?;
+            if detail["referenceType"].as_str() != Some("branch") {
+                return Ok(json!({"action": "ignored", "reason": "not a branch"}));
+            }
+            let branch = detail["referenceName"].as_str().ok_or_else(|| bad("detail.referenceName is missing"))?;
+            if !settings.branch_pattern.is_match(branch) {
+                return Ok(json!({"action": "ignored", "reason": format!("branch `{branch}` does not match BRANCH_PATTERN {}", settings.branch_pattern)}));
+            }
+            let main = settings.pipeline_name.clone().ok_or_else(|| {
+                FunctionError::Phase(PhaseError::Invalid("PIPELINE_NAME (the main branch's pipeline to copy) is not set".into()))
+            })?;
+            let name = branch_pipeline(&main, branch);
+            match what {
+                "referenceCreated" => {
+                    create(ctx, &main, &name, branch).await?;
+                    Ok(json!({"action": "created", "pipeline": name, "branch": branch}))
+                }
+                "referenceUpdated" => {
+                    if !exists(ctx, &name).await? {
+                        create(ctx, &main, &name, branch).await?;
+                    }
+                    let id = start(ctx, &name).await?;
+                    Ok(json!({"action": "started", "pipeline": name, "execution": id}))
+                }
+                "referenceDeleted" => {
+                    let deleted = delete(ctx, &name).await?;
+                    Ok(json!({"action": if deleted {"deleted"} else {"ignored"}, "pipeline": name}))
+                }
+                other => Ok(json!({"action": "ignored", "reason": format!("event `{other}`")})),
+            }
+        }
+        other => Err(bad(format!(
+            "detail-type {other:?} is neither a CodeCommit Repository State Change nor a Scheduled Event"
+        ))),
+    }
+}
+
+async fn start(ctx: &Context, name: &str) -> Result<String, FunctionError> {
+    let out = ctx
+        .codepipeline
+        .start_pipeline_execution()
+        .name(name)
+        .send()
+        .await
+        .map_err(aws::err(format!("start pipeline {name}")))?;
+    tracing::info!(pipeline = name, "started");
+    Ok(out.pipeline_execution_id().unwrap_or_default().to_string())
+}
+
+async fn exists(ctx: &Context, name: &str) -> Result<bool, FunctionError> {
+    match ctx.codepipeline.get_pipeline().name(name).send().await {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_pipeline_not_found_exception()) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(aws::classify(&format!("look up pipeline {name}"), e).into()),
+    }
+}
+
+/// Copies the main pipeline with its CodeCommit source switched to `branch`.
+async fn create(ctx: &Context, main: &str, name: &str, branch: &str) -> Result<(), FunctionError> {
+    let cp = &ctx.codepipeline;
+    let template = cp
+        .get_pipeline()
+        .name(main)
+        .send()
+        .await
+        .map_err(aws::err(format!("read the main pipeline {main}")))?;
+    let declaration = template.pipeline().cloned().ok_or_else(|| {
+        FunctionError::Phase(PhaseError::Aws(format!("pipeline {main} came back empty")))
+    })?;
+    let mut stages = Vec::new();
+    let mut switched = 0;
+    for stage in declaration.stages() {
+        let mut actions = Vec::new();
+        for action in stage.actions() {
+            let mut action = action.clone();
+            if action
+                .action_type_id()
+                .is_some_and(|t| t.provider() == "CodeCommit")
+            {
+                let mut conf = action.configuration().cloned().unwrap_or_default();
+                conf.insert("BranchName".into(), branch.to_string());
+                action.configuration = Some(conf);
+                switched += 1;
+            }
+            actions.push(action);
+        }
+        let mut stage = stage.clone();
+        stage.actions = actions;
+        stages.push(stage);
+    }
+    if switched == 0 {
+        return Err(FunctionError::Phase(PhaseError::Invalid(format!(
+            "pipeline {main} has no CodeCommit source action to point at branch {branch}"
+        ))));
+    }
+    let mut copy = declaration.clone();
+    copy.name = name.to_string();
+    copy.stages = stages;
+    copy.version = None;
+    match cp.create_pipeline().pipeline(copy.clone()).send().await {
+        Ok(_) => {
+            tracing::info!(pipeline = name, branch, "created");
+            Ok(())
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_pipeline_name_in_use_exception()) =>
+        {
+            cp.update_pipeline()
+                .pipeline(copy)
+                .send()
+                .await
+                .map_err(aws::err(format!("update pipeline {name}")))?;
+            Ok(())
+        }
+        Err(e) => Err(aws::classify(&format!("create pipeline {name}"), e).into()),
+    }
+}
+
+async fn delete(ctx: &Context, name: &str) -> Result<bool, FunctionError> {
+    if !exists(ctx, name).await? {
+        return Ok(false);
+    }
+    ctx.codepipeline
+        .delete_pipeline()
+        .name(name)
+        .send()
+        .await
+        .map_err(aws::err(format!("delete pipeline {name}")))?;
+    tracing::info!(pipeline = name, "deleted");
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_pipelines_have_valid_names() {
+        assert_eq!(
+            branch_pipeline("hello", "feature/new-login"),
+            "hello-feature-new-login"
+        );
+        assert!(branch_pipeline("p", &"x".repeat(300)).len() <= 100);
+    }
+
+    #[test]
+    fn settings_name_a_bad_pattern() {
+        let e = Settings::new(None, "([", "").unwrap_err();
+        assert!(e.contains("BRANCH_PATTERN"), "{e}");
+        let s = Settings::new(Some("main".into()), "^f/", " a, b ,").unwrap();
+        assert_eq!(s.scheduled, vec!["a", "b"]);
+    }
+}

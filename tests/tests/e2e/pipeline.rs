@@ -1,0 +1,484 @@
+//! CodePipeline front doors on the local stack: the `pipeline` function in
+//! the job loop, the phases as actions, and the job API's bookkeeping.
+
+use std::time::Duration;
+
+use porter_local::deploy::{self, Options};
+use porter_local::job_sim::{self, Action, JobResult};
+use porter_local::stack::{LocalStack, ARTIFACT_BUCKET};
+use serde_json::{json, Value};
+
+use crate::statemachine::example;
+
+fn opts(path: &std::path::Path) -> Options {
+    Options {
+        path: path.to_path_buf(),
+        environment: "staging".into(),
+        keep: 0,
+    }
+}
+
+fn host(local: &LocalStack) -> String {
+    format!("http://127.0.0.1:{}", local.host_port)
+}
+
+async fn invoke(local: &LocalStack, function: &str, event: &Value) -> (bool, Value) {
+    reqwest_post(
+        &format!(
+            "{}/2015-03-31/functions/{function}/invocations",
+            host(local)
+        ),
+        event,
+    )
+    .await
+}
+
+async fn reqwest_post(url: &str, body: &Value) -> (bool, Value) {
+    let client = porter_e2e::http();
+    let r = client.post(url).json(body).send().await.unwrap();
+    let errored = r.headers().contains_key("x-amz-function-error");
+    (errored, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn two_releases_through_the_pipeline_function() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "cp");
+    let mut log = Vec::new();
+    let (first, outcome) = deploy::run_pipeline(
+        &local.moto.endpoint(),
+        &host(&local),
+        &opts(&svc),
+        Duration::ZERO,
+        &mut log,
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&log).to_string();
+    assert!(first.succeeded, "{text}");
+    assert!(
+        first.calls >= 2,
+        "the first call starts the execution and continues: {text}"
+    );
+    assert!(
+        first
+            .first_token
+            .as_deref()
+            .unwrap()
+            .starts_with("arn:aws:states:"),
+        "the token is the execution ARN"
+    );
+    let outcome = outcome.unwrap();
+    assert!(outcome.succeeded);
+    for region in ["us-west-2", "us-east-1"] {
+        assert!(
+            first.variables[&format!("stack_{region}")].contains("cp-staging-"),
+            "{:?}",
+            first.variables
+        );
+        assert!(
+            first.variables.contains_key(&format!("elb_dns_{region}")),
+            "{:?}",
+            first.variables
+        );
+    }
+    assert_eq!(
+        first.variables["version"],
+        outcome.output["release"]["version"]
+    );
+    assert!(
+        deploy::verify(&local.moto.endpoint(), &opts(&svc), &outcome)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    std::fs::write(svc.join("index.html"), "release 2").unwrap();
+    let (second, outcome2) = deploy::run_pipeline(
+        &local.moto.endpoint(),
+        &host(&local),
+        &opts(&svc),
+        Duration::ZERO,
+        &mut log,
+    )
+    .await
+    .unwrap();
+    assert!(second.succeeded);
+    let outcome2 = outcome2.unwrap();
+    for (region, r) in &outcome2.regions {
+        assert_eq!(r.deleted, vec![outcome.regions[region].stack.clone()]);
+    }
+    assert!(
+        deploy::verify(&local.moto.endpoint(), &opts(&svc), &outcome2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    local.stop().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_first_job_does_not_start_a_second_execution() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "cpdup");
+    let mut log = Vec::new();
+    let prepared = deploy::prepare(&local.moto.endpoint(), &opts(&svc), &mut log)
+        .await
+        .unwrap();
+    let s3 = prepared.aws.s3();
+    s3.create_bucket()
+        .bucket(ARTIFACT_BUCKET)
+        .send()
+        .await
+        .unwrap();
+    let zip = porter_core::pack::zip_folder(&prepared.repo).unwrap();
+    s3.put_object()
+        .bucket(ARTIFACT_BUCKET)
+        .key("src.zip")
+        .body(zip.into())
+        .send()
+        .await
+        .unwrap();
+    let action = Action {
+        function: "porter-pipeline".into(),
+        user_parameters: json!({"environment": "staging"}).to_string(),
+        input: Some(porter_core::release::S3Object {
+            bucket: ARTIFACT_BUCKET.into(),
+            key: "src.zip".into(),
+        }),
+        revision: Some("abcdef1234567".into()),
+        wait: Duration::ZERO,
+        max_calls: 1,
+    };
+    let event = job_sim::job_event("11111111-2222-4333-8444-555555555555", &action, None);
+    invoke(&local, "porter-pipeline", &event).await;
+    invoke(&local, "porter-pipeline", &event).await;
+    let results = local.jobs.results("11111111-2222-4333-8444-555555555555");
+    assert_eq!(results.len(), 2, "both deliveries were answered");
+    let tokens: Vec<_> = results
+        .iter()
+        .map(|r| match r {
+            JobResult::Success {
+                continuation_token, ..
+            } => continuation_token.clone().unwrap(),
+            other => panic!("expected a continuation, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(tokens[0], tokens[1], "the same execution");
+    let executions = prepared
+        .sfn
+        .list_executions()
+        .state_machine_arn(&prepared.machine)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        executions.executions().len(),
+        1,
+        "one execution for one job"
+    );
+    local.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_deploy_fails_the_job_with_the_failing_state_and_cause() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "cpfail");
+    std::fs::write(
+        svc.join(".porter/broken.json"),
+        r#"{"Resources": {"AutoScalingGroup": {"Properties": {"VPCZoneIdentifier": ["subnet-0000000000deadbee"]}}}}"#,
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
+    std::fs::write(
+        svc.join(".porter/config"),
+        cfg.replace(
+            "  instance_type: t3.micro\n",
+            "  instance_type: t3.micro\n  stack_definition_path: .porter/broken.json\n",
+        ),
+    )
+    .unwrap();
+    let mut log = Vec::new();
+    let (end, _) = deploy::run_pipeline(
+        &local.moto.endpoint(),
+        &host(&local),
+        &opts(&svc),
+        Duration::ZERO,
+        &mut log,
+    )
+    .await
+    .unwrap();
+    assert!(!end.succeeded);
+    assert!(
+        end.message.contains("FAILED: StackFailed"),
+        "{}",
+        end.message
+    );
+    assert!(
+        end.message.contains("provision failed in us-"),
+        "{}",
+        end.message
+    );
+    assert!(end.message.contains("subnet"), "{}", end.message);
+    local.stop().await;
+}
+
+/// Runs one phase as a CodePipeline action through the job loop.
+async fn phase_action(
+    local: &LocalStack,
+    function: &str,
+    params: Value,
+    input: Option<porter_core::release::S3Object>,
+) -> job_sim::ActionEnd {
+    let action = Action {
+        function: function.into(),
+        user_parameters: params.to_string(),
+        input,
+        revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        wait: Duration::ZERO,
+        max_calls: 50,
+    };
+    let mut log = Vec::new();
+    job_sim::run_action(&host(local), &action, &mut log)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn each_phase_is_a_codepipeline_action() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "cpph");
+    let mut log = Vec::new();
+    let prepared = deploy::prepare(&local.moto.endpoint(), &opts(&svc), &mut log)
+        .await
+        .unwrap();
+    let s3 = prepared.aws.s3();
+    s3.create_bucket()
+        .bucket(ARTIFACT_BUCKET)
+        .send()
+        .await
+        .unwrap();
+    let zip = porter_core::pack::zip_folder(&prepared.repo).unwrap();
+    s3.put_object()
+        .bucket(ARTIFACT_BUCKET)
+        .key("src.zip")
+        .body(zip.into())
+        .send()
+        .await
+        .unwrap();
+    let source = Some(porter_core::release::S3Object {
+        bucket: ARTIFACT_BUCKET.into(),
+        key: "src.zip".into(),
+    });
+
+    let packed = phase_action(
+        &local,
+        "porter-pack",
+        json!({"environment": "staging"}),
+        source.clone(),
+    )
+    .await;
+    assert!(packed.succeeded, "{}", packed.message);
+    let release = packed.variables["release"].clone();
+    assert!(
+        release.starts_with(&format!(
+            "s3://{ARTIFACT_BUCKET}/porter-deployment/cpph/staging/0123456/"
+        )),
+        "{release}"
+    );
+
+    for phase in ["porter-provision", "porter-promote", "porter-prune"] {
+        let end = phase_action(
+            &local,
+            phase,
+            json!({"environment": "staging", "release": release}),
+            None,
+        )
+        .await;
+        assert!(end.succeeded, "{phase}: {}", end.message);
+        if phase == "porter-promote" {
+            assert!(
+                end.variables["stack_us-west-2"].starts_with("cpph-staging-"),
+                "{:?}",
+                end.variables
+            );
+        }
+        if phase == "porter-prune" {
+            assert_eq!(end.variables["deleted_us-east-1"], "none");
+        }
+    }
+
+    // Wrong environment for the release: a clear failure, not a hang.
+    let end = phase_action(
+        &local,
+        "porter-promote",
+        json!({"environment": "production", "release": release}),
+        None,
+    )
+    .await;
+    assert!(!end.succeeded);
+    assert!(
+        end.message.contains("packed for environment `staging`"),
+        "{}",
+        end.message
+    );
+    local.stop().await;
+}
+
+#[tokio::test]
+async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let cases = [
+        (
+            "porter-pack",
+            "not json",
+            None,
+            "UserParameters must be a JSON object",
+        ),
+        ("porter-pack", "{}", None, "must name the environment"),
+        (
+            "porter-pack",
+            r#"{"environment": "staging"}"#,
+            None,
+            "needs the source artifact",
+        ),
+        (
+            "porter-pack",
+            r#"{"environment": "staging"}"#,
+            Some(porter_core::release::S3Object {
+                bucket: ARTIFACT_BUCKET.into(),
+                key: "nope.zip".into(),
+            }),
+            "s3://porter-local-artifacts/nope.zip",
+        ),
+        (
+            "porter-provision",
+            r#"{"environment": "staging"}"#,
+            None,
+            "needs `release`",
+        ),
+        (
+            "porter-promote",
+            r#"{"environment": "staging", "release": "not-a-url"}"#,
+            None,
+            "must be s3://",
+        ),
+        (
+            "porter-prune",
+            r#"{"environment": "staging", "release": "s3://b/k", "keep": "two"}"#,
+            None,
+            "s3://b/k",
+        ),
+        (
+            "porter-pipeline",
+            r#"{"environment": "staging"}"#,
+            None,
+            "needs the source artifact",
+        ),
+    ];
+    let s3 = porter_core::aws::Aws::new(
+        porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await,
+    )
+    .s3();
+    s3.create_bucket()
+        .bucket(ARTIFACT_BUCKET)
+        .send()
+        .await
+        .unwrap();
+    for (function, params, input, expected) in cases {
+        let action = Action {
+            function: function.into(),
+            user_parameters: params.into(),
+            input,
+            revision: None,
+            wait: Duration::ZERO,
+            max_calls: 3,
+        };
+        let mut log = Vec::new();
+        let end = job_sim::run_action(&host(&local), &action, &mut log)
+            .await
+            .unwrap();
+        assert!(!end.succeeded, "{function} {params}");
+        assert!(
+            end.message.contains(expected),
+            "{function} {params}: {}",
+            end.message
+        );
+    }
+    // A malformed job event is reported as a failed job, never left hanging.
+    let (_, answer) = invoke(
+        &local,
+        "porter-provision",
+        &json!({"CodePipeline.job": {"id": "job-malformed", "data": {}}}),
+    )
+    .await;
+    assert_eq!(answer["reported"], "failure", "{answer}");
+    match local.jobs.results("job-malformed").last() {
+        Some(JobResult::Failure { message, .. }) => {
+            assert!(message.contains("malformed"), "{message}")
+        }
+        other => panic!("expected a failure result, got {other:?}"),
+    }
+    local.stop().await;
+}
+
+#[tokio::test]
+async fn the_job_api_holds_functions_to_codepipeline_rules() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let url = format!("{}/", host(&local));
+    let client = porter_e2e::http();
+    let call = |target: &'static str, body: Value| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            client
+                .post(url)
+                .header("x-amz-target", format!("CodePipeline_20150709.{target}"))
+                .header("content-type", "application/x-amz-json-1.1")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        call(
+            "PutJobSuccessResult",
+            json!({"jobId": "j1", "continuationToken": "x".repeat(2049)})
+        )
+        .await,
+        400
+    );
+    assert_eq!(
+        call(
+            "PutJobSuccessResult",
+            json!({"jobId": "j1", "continuationToken": "t", "outputVariables": {"a": "b"}})
+        )
+        .await,
+        400
+    );
+    assert_eq!(
+        call(
+            "PutJobFailureResult",
+            json!({"jobId": "j1", "failureDetails": {"type": "JobFailed"}})
+        )
+        .await,
+        400
+    );
+    assert_eq!(
+        call(
+            "PutJobSuccessResult",
+            json!({"jobId": "j1", "outputVariables": {"a": "b"}})
+        )
+        .await,
+        200
+    );
+    assert!(local.jobs.results("j1").len() == 1);
+    local.stop().await;
+}
