@@ -204,24 +204,24 @@ async fn create(ctx: &Context, main: &str, name: &str, branch: &str) -> Result<(
     copy.name = name.to_string();
     copy.stages = stages;
     copy.version = None;
-    match cp.create_pipeline().pipeline(copy.clone()).send().await {
-        Ok(_) => {
-            tracing::info!(pipeline = name, branch, "created");
-            Ok(())
-        }
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|se| se.is_pipeline_name_in_use_exception()) =>
-        {
-            cp.update_pipeline()
-                .pipeline(copy)
-                .send()
-                .await
-                .map_err(aws::err(format!("update pipeline {name}")))?;
-            Ok(())
-        }
-        Err(e) => Err(aws::classify(&format!("create pipeline {name}"), e).into()),
+    // Look first: moto (and a re-delivered event racing the first) may
+    // answer a second create with something other than NameInUse.
+    if exists(ctx, name).await? {
+        cp.update_pipeline()
+            .pipeline(copy)
+            .send()
+            .await
+            .map_err(aws::err(format!("update pipeline {name}")))?;
+        tracing::info!(pipeline = name, branch, "updated");
+        return Ok(());
     }
+    cp.create_pipeline()
+        .pipeline(copy)
+        .send()
+        .await
+        .map_err(aws::err(format!("create pipeline {name}")))?;
+    tracing::info!(pipeline = name, branch, "created");
+    Ok(())
 }
 
 async fn delete(ctx: &Context, name: &str) -> Result<bool, FunctionError> {

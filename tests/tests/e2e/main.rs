@@ -4,3 +4,4 @@ mod lifecycle;
 mod pipeline;
 mod runtime;
 mod statemachine;
+mod trigger;

@@ -1,0 +1,197 @@
+//! `trigger` against moto's CodePipeline, with the sample events.
+
+use aws_sdk_codepipeline::types::{
+    ActionCategory, ActionDeclaration, ActionOwner, ActionTypeId, ArtifactStore, ArtifactStoreType,
+    InputArtifact, OutputArtifact, PipelineDeclaration, StageDeclaration,
+};
+use porter_lambda::{handle, trigger, Context, Function};
+use serde_json::{json, Value};
+
+fn event(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The main branch's pipeline, as infra/template.yaml declares it (in short).
+async fn main_pipeline(ctx: &Context, aws: &porter_core::aws::Aws) {
+    let role = json!({"Resources": {"PipelineRole": {"Type": "AWS::IAM::Role", "Properties": {
+        "RoleName": "porter-pipeline",
+        "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+            "Principal": {"Service": "codepipeline.amazonaws.com"}, "Action": "sts:AssumeRole"}]}}}}});
+    aws_sdk_cloudformation::Client::new(aws.sdk_config())
+        .create_stack()
+        .stack_name("pipeline-role")
+        .template_body(role.to_string())
+        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityNamedIam)
+        .send()
+        .await
+        .unwrap();
+    let type_id = |cat: ActionCategory, owner: ActionOwner, provider: &str| {
+        ActionTypeId::builder()
+            .category(cat)
+            .owner(owner)
+            .provider(provider)
+            .version("1")
+            .build()
+            .unwrap()
+    };
+    let source = ActionDeclaration::builder()
+        .name("Source")
+        .action_type_id(type_id(
+            ActionCategory::Source,
+            ActionOwner::Aws,
+            "CodeCommit",
+        ))
+        .configuration("RepositoryName", "hello-service")
+        .configuration("BranchName", "main")
+        .configuration("PollForSourceChanges", "false")
+        .output_artifacts(
+            OutputArtifact::builder()
+                .name("SourceArtifact")
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let deploy = ActionDeclaration::builder()
+        .name("Deploy")
+        .action_type_id(type_id(ActionCategory::Invoke, ActionOwner::Aws, "Lambda"))
+        .configuration("FunctionName", "porter-pipeline")
+        .configuration("UserParameters", r#"{"environment": "staging"}"#)
+        .input_artifacts(
+            InputArtifact::builder()
+                .name("SourceArtifact")
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let decl = PipelineDeclaration::builder()
+        .name("hello")
+        .role_arn("arn:aws:iam::123456789012:role/porter-pipeline")
+        .artifact_store(
+            ArtifactStore::builder()
+                .r#type(ArtifactStoreType::S3)
+                .location("porter-local-artifacts")
+                .build()
+                .unwrap(),
+        )
+        .stages(
+            StageDeclaration::builder()
+                .name("Source")
+                .actions(source)
+                .build()
+                .unwrap(),
+        )
+        .stages(
+            StageDeclaration::builder()
+                .name("Deploy")
+                .actions(deploy)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    ctx.codepipeline
+        .create_pipeline()
+        .pipeline(decl)
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn branch_of(ctx: &Context, name: &str) -> Option<String> {
+    let p = ctx
+        .codepipeline
+        .get_pipeline()
+        .name(name)
+        .send()
+        .await
+        .ok()?;
+    p.pipeline()?
+        .stages()
+        .iter()
+        .flat_map(|s| s.actions())
+        .find_map(|a| a.configuration().and_then(|c| c.get("BranchName").cloned()))
+}
+
+#[tokio::test]
+async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule_starts_builds() {
+    let stack = porter_e2e::Stack::start().await;
+    let mut ctx = Context::new(stack.aws.clone(), None);
+    ctx.trigger = trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello").unwrap();
+    main_pipeline(&ctx, &stack.aws).await;
+
+    let created = handle(&ctx, Function::Trigger, event("codecommit-created.json"))
+        .await
+        .unwrap();
+    assert_eq!(created["action"], "created", "{created}");
+    assert_eq!(created["pipeline"], "hello-feature-new-login");
+    assert_eq!(
+        branch_of(&ctx, "hello-feature-new-login").await.as_deref(),
+        Some("feature/new-login")
+    );
+    assert_eq!(
+        branch_of(&ctx, "hello").await.as_deref(),
+        Some("main"),
+        "the main pipeline is untouched"
+    );
+
+    // Created twice (a re-delivered event): still one pipeline, still right.
+    handle(&ctx, Function::Trigger, event("codecommit-created.json"))
+        .await
+        .unwrap();
+    let names: Vec<String> = ctx
+        .codepipeline
+        .list_pipelines()
+        .send()
+        .await
+        .unwrap()
+        .pipelines()
+        .iter()
+        .filter_map(|p| p.name().map(str::to_string))
+        .collect();
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.as_str() == "hello-feature-new-login")
+            .count(),
+        1
+    );
+
+    let updated = handle(&ctx, Function::Trigger, event("codecommit-updated.json"))
+        .await
+        .unwrap();
+    assert_eq!(updated["action"], "started", "{updated}");
+    assert!(!updated["execution"].as_str().unwrap().is_empty());
+
+    let scheduled = handle(&ctx, Function::Trigger, event("schedule-weekly.json"))
+        .await
+        .unwrap();
+    assert_eq!(
+        scheduled["pipelines"][0]["pipeline"], "hello",
+        "{scheduled}"
+    );
+
+    let deleted = handle(&ctx, Function::Trigger, event("codecommit-deleted.json"))
+        .await
+        .unwrap();
+    assert_eq!(deleted["action"], "deleted", "{deleted}");
+    assert!(branch_of(&ctx, "hello-feature-new-login").await.is_none());
+
+    // A branch outside the pattern is left alone.
+    let mut other = event("codecommit-created.json");
+    other["detail"]["referenceName"] = json!("experiments/x");
+    let ignored = handle(&ctx, Function::Trigger, other).await.unwrap();
+    assert_eq!(ignored["action"], "ignored", "{ignored}");
+
+    // Not an EventBridge event: a clear error naming what was expected.
+    let err = handle(&ctx, Function::Trigger, json!({"hello": 1}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "Invalid");
+    assert!(err.to_string().contains("EventBridge"), "{err}");
+    stack.moto.stop().await;
+}
