@@ -1,0 +1,291 @@
+//! Faults moto cannot produce: throttling, 500s, AccessDenied, and a
+//! CodePipeline that will not take the result. Every path ends in a job
+//! result, or in an error that makes Lambda retry when the result itself
+//! could not be reported.
+
+use std::time::Duration;
+
+use aws_sdk_codepipeline::operation::put_job_failure_result::PutJobFailureResultOutput;
+use aws_sdk_codepipeline::operation::put_job_success_result::PutJobSuccessResultOutput;
+use aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput;
+use aws_sdk_sfn::operation::get_execution_history::GetExecutionHistoryOutput;
+use aws_sdk_sfn::operation::start_execution::StartExecutionOutput;
+use aws_sdk_sfn::types::ExecutionStatus;
+use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use aws_smithy_types::body::SdkBody;
+use porter_core::aws::Aws;
+use porter_lambda::{handle, Context, Function, Phase};
+use serde_json::Value;
+
+const MACHINE: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:porter-deploy";
+
+fn event(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// An AWS that answers every call with `status` and an error `code`.
+fn failing_aws(status: u16, code: &'static str) -> Aws {
+    let client = aws_smithy_http_client::test_util::infallible_client_fn(move |_req| {
+        let body = format!(
+            r#"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>injected {code}</Message></Error></ErrorResponse>"#
+        );
+        http::Response::builder()
+            .status(status)
+            .header("content-type", "text/xml")
+            .body(SdkBody::from(body))
+            .unwrap()
+    });
+    Aws::new(
+        aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(
+                aws_sdk_s3::config::Credentials::for_tests(),
+            ))
+            .http_client(client)
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build(),
+    )
+}
+
+fn context(aws: Aws, sfn: aws_sdk_sfn::Client, cp: aws_sdk_codepipeline::Client) -> Context {
+    let mut ctx = Context::new(aws, None);
+    ctx.sfn = sfn;
+    ctx.codepipeline = cp;
+    ctx.state_machine_arn = Some(MACHINE.into());
+    ctx
+}
+
+fn no_retries(b: aws_sdk_sfn::config::Builder) -> aws_sdk_sfn::config::Builder {
+    b.retry_config(aws_sdk_sfn::config::retry::RetryConfig::disabled())
+}
+
+/// A CodePipeline that accepts one failure whose message holds `needle`.
+fn expect_failure(needle: &'static str) -> Rule {
+    mock!(aws_sdk_codepipeline::Client::put_job_failure_result)
+        .match_requests(move |r| {
+            r.failure_details()
+                .is_some_and(|f| f.message().contains(needle))
+        })
+        .then_output(|| PutJobFailureResultOutput::builder().build())
+}
+
+fn json_error(
+    status: u16,
+    kind: &'static str,
+) -> impl Fn() -> http::Response<SdkBody> + Send + Sync {
+    move || {
+        http::Response::builder()
+            .status(status)
+            .header("content-type", "application/x-amz-json-1.0")
+            .body(SdkBody::from(format!(
+                r#"{{"__type":"{kind}","message":"injected {kind}"}}"#
+            )))
+            .unwrap()
+    }
+}
+
+fn start_fails(status: u16, kind: &'static str) -> Rule {
+    let resp = json_error(status, kind);
+    mock!(aws_sdk_sfn::Client::start_execution).then_http_response(move || {
+        let r = resp();
+        let (parts, body) = r.into_parts();
+        aws_smithy_runtime_api::http::Response::try_from(http::Response::from_parts(parts, body))
+            .unwrap()
+    })
+}
+
+#[tokio::test]
+async fn starting_the_execution_throttled_500_or_denied_fails_the_job_with_what_to_do() {
+    for (status, kind, needle) in [
+        (400, "ThrottlingException", "retry the stage"),
+        (500, "InternalFailure", "retrying may help"),
+        (400, "AccessDeniedException", "grant the permission"),
+    ] {
+        let start = start_fails(status, kind);
+        let failed = expect_failure(needle);
+        let sfn = mock_client!(aws_sdk_sfn, RuleMode::Sequential, [&start], no_retries);
+        let cp = mock_client!(aws_sdk_codepipeline, [&failed]);
+        let ctx = context(failing_aws(500, "Unused"), sfn, cp);
+        let out = handle(
+            &ctx,
+            Function::Pipeline,
+            event("codepipeline-job-first.json"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out["reported"], "failure", "{kind}");
+        assert_eq!(
+            failed.num_calls(),
+            1,
+            "{kind}: one failure result naming {needle:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_500_that_succeeds_on_retry_reports_progress() {
+    let describe = mock!(aws_sdk_sfn::Client::describe_execution)
+        .sequence()
+        .http_status(500, None)
+        .output(|| {
+            DescribeExecutionOutput::builder()
+                .execution_arn("arn:aws:states:us-east-1:123456789012:execution:porter-deploy:x")
+                .state_machine_arn(MACHINE)
+                .status(ExecutionStatus::Running)
+                .start_date(aws_smithy_types::DateTime::from_secs(0))
+                .build()
+                .unwrap()
+        })
+        .build();
+    let history = mock!(aws_sdk_sfn::Client::get_execution_history).then_output(|| {
+        GetExecutionHistoryOutput::builder()
+            .set_events(Some(vec![]))
+            .build()
+            .unwrap()
+    });
+    let progress = mock!(aws_sdk_codepipeline::Client::put_job_success_result)
+        .match_requests(|r| {
+            r.continuation_token()
+                .is_some_and(|t| t.starts_with("arn:aws:states:"))
+        })
+        .then_output(|| PutJobSuccessResultOutput::builder().build());
+    let sfn = mock_client!(
+        aws_sdk_sfn,
+        RuleMode::MatchAny,
+        [&describe, &history],
+        |b: aws_sdk_sfn::config::Builder| b
+            .retry_config(
+                aws_sdk_sfn::config::retry::RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(Duration::from_millis(1))
+            )
+            .sleep_impl(aws_smithy_async::rt::sleep::SharedAsyncSleep::new(
+                aws_smithy_async::rt::sleep::TokioSleep::new()
+            ))
+    );
+    let cp = mock_client!(aws_sdk_codepipeline, [&progress]);
+    let ctx = context(failing_aws(500, "Unused"), sfn, cp);
+    let out = handle(
+        &ctx,
+        Function::Pipeline,
+        event("codepipeline-job-continuation.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["reported"], "continue");
+    assert_eq!(
+        describe.num_calls(),
+        2,
+        "the 500, then the retry that worked"
+    );
+    assert_eq!(progress.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn when_codepipeline_will_not_take_the_result_the_function_errors_so_lambda_retries() {
+    // Success path: the execution starts, reporting it is throttled.
+    let start = mock!(aws_sdk_sfn::Client::start_execution).then_output(|| {
+        StartExecutionOutput::builder()
+            .execution_arn("arn:aws:states:us-east-1:123456789012:execution:porter-deploy:j")
+            .start_date(aws_smithy_types::DateTime::from_secs(0))
+            .build()
+            .unwrap()
+    });
+    let throttled = json_error(400, "ThrottlingException");
+    let report =
+        mock!(aws_sdk_codepipeline::Client::put_job_success_result).then_http_response(move || {
+            let (parts, body) = throttled().into_parts();
+            aws_smithy_runtime_api::http::Response::try_from(http::Response::from_parts(
+                parts, body,
+            ))
+            .unwrap()
+        });
+    let sfn = mock_client!(aws_sdk_sfn, [&start]);
+    let cp = mock_client!(
+        aws_sdk_codepipeline,
+        RuleMode::Sequential,
+        [&report],
+        |b: aws_sdk_codepipeline::config::Builder| b
+            .retry_config(aws_sdk_codepipeline::config::retry::RetryConfig::disabled())
+    );
+    let ctx = context(failing_aws(500, "Unused"), sfn, cp);
+    let err = handle(
+        &ctx,
+        Function::Pipeline,
+        event("codepipeline-job-first.json"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.error_type(), "ReportFailed");
+    assert!(err.to_string().contains("ThrottlingException"), "{err}");
+
+    // Failure path: the job failed, and reporting that failed with a 500.
+    let denied = start_fails(400, "AccessDeniedException");
+    let broken = json_error(500, "InternalFailure");
+    let report =
+        mock!(aws_sdk_codepipeline::Client::put_job_failure_result).then_http_response(move || {
+            let (parts, body) = broken().into_parts();
+            aws_smithy_runtime_api::http::Response::try_from(http::Response::from_parts(
+                parts, body,
+            ))
+            .unwrap()
+        });
+    let sfn = mock_client!(aws_sdk_sfn, RuleMode::Sequential, [&denied], no_retries);
+    let cp = mock_client!(
+        aws_sdk_codepipeline,
+        RuleMode::Sequential,
+        [&report],
+        |b: aws_sdk_codepipeline::config::Builder| b
+            .retry_config(aws_sdk_codepipeline::config::retry::RetryConfig::disabled())
+    );
+    let ctx = context(failing_aws(500, "Unused"), sfn, cp);
+    let err = handle(
+        &ctx,
+        Function::Pipeline,
+        event("codepipeline-job-first.json"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.error_type(), "ReportFailed");
+}
+
+#[tokio::test]
+async fn every_phase_action_reports_an_aws_fault_as_a_job_failure() {
+    // Every AWS call the phases make (STS, S3, CloudFormation, ELB, Auto
+    // Scaling) answers the fault; the job must still get its result.
+    for (status, code, needle) in [
+        (403, "AccessDenied", "access denied"),
+        (503, "ServiceUnavailable", "retrying may help"),
+    ] {
+        for (phase, file) in [
+            (Phase::Pack, "codepipeline-job-first.json"),
+            (Phase::Provision, "codepipeline-job-provision.json"),
+            (Phase::Promote, "codepipeline-job-provision.json"),
+            (Phase::Prune, "codepipeline-job-provision.json"),
+        ] {
+            let failed = expect_failure(needle);
+            let cp = mock_client!(aws_sdk_codepipeline, [&failed]);
+            let sfn = mock_client!(aws_sdk_sfn, [&start_fails(500, "Unused")]);
+            let ctx = context(failing_aws(status, code), sfn, cp);
+            let mut ev = event(file);
+            ev["CodePipeline.job"]["data"]["actionConfiguration"]["configuration"]
+                ["UserParameters"] = match phase {
+                Phase::Pack => Value::String(r#"{"environment": "staging"}"#.into()),
+                _ => ev["CodePipeline.job"]["data"]["actionConfiguration"]["configuration"]
+                    ["UserParameters"]
+                    .clone(),
+            };
+            let out = handle(&ctx, Function::Phase(phase), ev).await.unwrap();
+            assert_eq!(out["reported"], "failure", "{phase:?} {code}");
+            assert_eq!(
+                failed.num_calls(),
+                1,
+                "{phase:?} {code}: a failure naming {needle:?}"
+            );
+        }
+    }
+}
