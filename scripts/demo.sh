@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# make demo: hello-service release 1, then release 2, to two regions through
-# the deploy state machine on the local stack; exits 0 only when release 2
-# serves in both regions and release 1's stacks are gone.
+# make demo: hello-service release 1, then release 2, to two regions on the
+# local stack. Release 1 goes straight through the deploy state machine
+# (`porter deploy --local`); release 2 the way CodePipeline runs it: the
+# `pipeline` function invoked with a job, continuation tokens, job result
+# (`porter local pipeline`). Exits 0 only when release 2 serves in both
+# regions and release 1's stacks are gone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 porter=./target/debug/porter
@@ -20,16 +23,18 @@ $porter validate "$work/hello-service" >/dev/null
 $porter deploy -e staging --local "$work/hello-service" | tee "$work/r1.out"
 
 echo
-echo "== release 2: a change to the service, deployed the same way =="
+echo "== release 2: a change to the service, deployed as a CodePipeline action =="
 sed -i 's/release 1/release 2/' "$work/hello-service/index.html"
-$porter deploy -e staging --local "$work/hello-service" | tee "$work/r2.out"
+$porter local pipeline -e staging "$work/hello-service" | tee "$work/r2.out"
 
 r1=$(sed -n 's/.*packed hello release \([0-9a-f]*\).*/\1/p' "$work/r1.out")
-r2=$(sed -n 's/.*packed hello release \([0-9a-f]*\).*/\1/p' "$work/r2.out")
+r2=$(sed -n 's/^ *version = \([0-9a-f]*\)$/\1/p' "$work/r2.out")
 test -n "$r1" && test -n "$r2" && test "$r1" != "$r2"
 for region in us-west-2 us-east-1; do
-  grep -q "promote   $region .*hello-staging-$r2 promoted: 2 instance(s) InService, 2 previous instance(s) taken out" "$work/r2.out"
-  grep -q "prune     $region .*deleted hello-staging-$r1" "$work/r2.out"
+  grep -q "$region *promoted hello-staging-$r2 " "$work/r2.out"
 done
+test "$(grep -c "pruned   hello-staging-$r1" "$work/r2.out")" = 2
+test "$(grep -c "cut over 2 previous instance(s) out" "$work/r2.out")" = 2
+grep -q "^verified: every region serves this release only" "$work/r2.out"
 echo
 echo "demo OK: release $r2 serves in us-west-2 and us-east-1; release $r1 was cut over and pruned"

@@ -234,6 +234,14 @@ async fn summarize(endpoint: &str, opts: &Options, outcome: &deploy::Outcome) ->
             r.stack,
             r.in_service.join(", ")
         );
+        if !r.taken_out.is_empty() {
+            println!(
+                "  {:<10} cut over {} previous instance(s) out: {}",
+                "",
+                r.taken_out.len(),
+                r.taken_out.join(", ")
+            );
+        }
         if !r.deleted.is_empty() {
             println!("  {:<10} pruned   {}", "", r.deleted.join(", "));
         }

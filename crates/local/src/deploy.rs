@@ -41,6 +41,8 @@ pub struct Options {
 pub struct RegionOutcome {
     pub stack: String,
     pub in_service: Vec<String>,
+    /// The previous release's instances that cutover took out.
+    pub taken_out: Vec<String>,
     pub deleted: Vec<String>,
 }
 
@@ -366,6 +368,13 @@ fn regions_of(output: &Value) -> BTreeMap<String, RegionOutcome> {
         for (region, p) in item["promoted"].as_object().into_iter().flatten() {
             let r = regions.entry(region.clone()).or_default();
             r.stack = p["stack_name"].as_str().unwrap_or_default().to_string();
+            r.taken_out = p["deregistered"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect();
             r.in_service = p["elbs"]
                 .as_array()
                 .into_iter()
