@@ -60,6 +60,13 @@ def main(template_path, code_bucket, code_key, out_path):
         subs = props.pop("DefinitionSubstitutions", None)
         if "Definition" in props:
             props["DefinitionString"] = json.dumps(props.pop("Definition"), indent=2)
+        text = props["DefinitionString"]
+        # The translator writes an inline definition as Fn::Join of its lines;
+        # Fn::Sub takes only a literal string.
+        if isinstance(text, dict) and list(text) == ["Fn::Join"]:
+            sep, parts = text["Fn::Join"]
+            assert all(isinstance(p, str) for p in parts), "the definition holds an intrinsic"
+            props["DefinitionString"] = sep.join(parts)
         if subs:
             props["DefinitionString"] = {"Fn::Sub": [props["DefinitionString"], subs]}
 
