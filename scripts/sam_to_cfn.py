@@ -2,15 +2,10 @@
 create, for the moto check in scripts/check-infra.sh (run with .venv-sam's
 python: aws-sam-translator comes with SAM CLI).
 
-Two stand-ins for what `sam package` does with local paths:
+Two stand-ins for what `sam package` does with local paths, nothing else:
 - every function's code is the S3 object given on the command line (a
   dummy zip the check uploads to moto first);
 - the state machine's DefinitionUri file is inlined as its definition.
-
-One lowering for moto: CloudFormation applies DefinitionSubstitutions to
-the definition itself; moto's CloudFormation ignores that property, so it is
-turned into the equivalent Fn::Sub over the definition string. Nothing else
-is changed.
 
 usage: sam_to_cfn.py TEMPLATE CODE_BUCKET CODE_KEY OUT.json
 """
@@ -52,23 +47,6 @@ def main(template_path, code_bucket, code_key, out_path):
     }
     parameters.update({"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"})
     cfn = transform(template, parameters, NoManagedPolicies())
-
-    for res in cfn["Resources"].values():
-        if res["Type"] != "AWS::StepFunctions::StateMachine":
-            continue
-        props = res["Properties"]
-        subs = props.pop("DefinitionSubstitutions", None)
-        if "Definition" in props:
-            props["DefinitionString"] = json.dumps(props.pop("Definition"), indent=2)
-        text = props["DefinitionString"]
-        # The translator writes an inline definition as Fn::Join of its lines;
-        # Fn::Sub takes only a literal string.
-        if isinstance(text, dict) and list(text) == ["Fn::Join"]:
-            sep, parts = text["Fn::Join"]
-            assert all(isinstance(p, str) for p in parts), "the definition holds an intrinsic"
-            props["DefinitionString"] = sep.join(parts)
-        if subs:
-            props["DefinitionString"] = {"Fn::Sub": [props["DefinitionString"], subs]}
 
     with open(out_path, "w") as f:
         json.dump(cfn, f, indent=1)

@@ -35,6 +35,14 @@ pub enum LocalCommand {
         #[arg(long, default_value_t = 1.0)]
         wait_seconds: f64,
     },
+    /// Create what a real account would already hold for a service: its
+    /// buckets, a VPC with subnets, its load balancers.
+    Bootstrap {
+        #[arg(short, long)]
+        environment: String,
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
     /// Invoke one function with an event file, print its answer.
     Invoke {
         /// pack, provision, promote or prune.
@@ -77,6 +85,7 @@ pub async fn run(cmd: LocalCommand) -> Result<ExitCode> {
             }
         },
         LocalCommand::Invoke { function, event } => invoke(&function, &event).await,
+        LocalCommand::Bootstrap { environment, path } => bootstrap(&path, &environment).await,
         LocalCommand::Pipeline {
             environment,
             path,
@@ -315,4 +324,41 @@ async fn pipeline(
         s.stop().await;
     }
     Ok(code)
+}
+
+async fn bootstrap(path: &Path, environment: &str) -> Result<ExitCode> {
+    let Some(f) = running().await else {
+        bail!("the local stack is down: start it with `porter local up` (in another terminal)");
+    };
+    let opts = Options {
+        path: path.to_path_buf(),
+        environment: environment.to_string(),
+        keep: 0,
+    };
+    let mut stdout = std::io::stdout();
+    let p = deploy::prepare(
+        &format!("http://127.0.0.1:{}", f.moto_port),
+        &opts,
+        &mut stdout,
+    )
+    .await?;
+    let env = p
+        .config
+        .environment(environment)
+        .map_err(anyhow::Error::msg)?;
+    for r in &env.regions {
+        let elbs: Vec<&str> = r.elbs.iter().map(|e| e.name.as_str()).collect();
+        println!(
+            "  {:<10} bucket {}, ELB {}",
+            r.name,
+            r.s3_bucket,
+            if elbs.is_empty() {
+                "none".into()
+            } else {
+                elbs.join(", ")
+            }
+        );
+    }
+    println!("state machine {}", p.machine);
+    Ok(ExitCode::SUCCESS)
 }

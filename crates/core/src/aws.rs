@@ -166,6 +166,10 @@ where
                 PhaseError::Retryable(format!(
                     "{what}: {code} (HTTP {status}): {detail}; retrying may help"
                 ))
+            } else if code == "NoSuchBucket" {
+                PhaseError::Invalid(format!(
+                    "{what}: the bucket does not exist; create it (on the local stack `porter local bootstrap` does), or fix s3_bucket in .porter/config"
+                ))
             } else if DENIED_CODES.contains(&code.as_str()) || status == 403 {
                 PhaseError::AccessDenied(format!(
                     "{what}: access denied ({code}): {detail}; give the deployment role this permission"
