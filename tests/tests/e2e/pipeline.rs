@@ -482,3 +482,48 @@ async fn the_job_api_holds_functions_to_codepipeline_rules() {
     assert!(local.jobs.results("j1").len() == 1);
     local.stop().await;
 }
+
+#[tokio::test]
+async fn state_too_large_for_a_token_travels_through_the_artifact_bucket() {
+    let stack = porter_e2e::Stack::start().await;
+    let s3 = stack.aws.s3();
+    s3.create_bucket()
+        .bucket(ARTIFACT_BUCKET)
+        .send()
+        .await
+        .unwrap();
+    let mut ctx = porter_lambda::Context::new(stack.aws.clone(), None);
+    ctx.artifact_bucket = Some(ARTIFACT_BUCKET.into());
+    let action = Action {
+        function: "porter-provision".into(),
+        user_parameters: "{}".into(),
+        input: None,
+        revision: None,
+        wait: Duration::ZERO,
+        max_calls: 1,
+    };
+    let (job, _) =
+        porter_lambda::codepipeline::parse(&ctx, job_sim::job_event("job-big", &action, None))
+            .unwrap();
+    let small = json!({"us-west-2": {"stack_id": "arn:x", "checks": 1}});
+    let token = porter_lambda::codepipeline::token_for(&ctx, &job, &small)
+        .await
+        .unwrap();
+    assert!(token.starts_with('{'), "small state is inline: {token}");
+    let big = json!({"regions": (0..200).map(|i| format!("arn:aws:cloudformation:us-west-2:123456789012:stack/s-{i}")).collect::<Vec<_>>()});
+    let token = porter_lambda::codepipeline::token_for(&ctx, &job, &big)
+        .await
+        .unwrap();
+    assert!(token.len() <= porter_lambda::codepipeline::TOKEN_LIMIT);
+    assert_eq!(
+        token,
+        format!("s3://{ARTIFACT_BUCKET}/porter-continuations/job-big.json")
+    );
+    assert_eq!(
+        porter_lambda::codepipeline::state_from(&ctx, &token)
+            .await
+            .unwrap(),
+        big
+    );
+    stack.moto.stop().await;
+}

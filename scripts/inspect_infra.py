@@ -1,0 +1,448 @@
+"""Creates infra/template.yaml (as plain CloudFormation, from
+scripts/sam_to_cfn.py) in a moto server and checks what came out: the
+functions, the state machine's definition, every role's rights, the bucket.
+
+moto's CloudFormation creates most of the stack for real. What it cannot
+create is checked in the template CloudFormation would get, and each check
+says which it read ("moto:" or "template:"):
+- AWS::CodePipeline::Pipeline and AWS::CodeBuild::Project have no moto
+  CloudFormation support: they are left out of the copy sent to moto, and
+  references to them are replaced by what CloudFormation returns for them
+  (Ref: the name; CodeBuild Arn: the project ARN), computed from their Name.
+- moto ignores DefinitionSubstitutions; the copy sent to moto applies them
+  to the definition (an Fn::Join of its text and the substituted values),
+  as CloudFormation does.
+- moto's Lambda ignores Architectures, TracingConfig and LoggingConfig, and
+  hands back inline role policies as Python reprs (read with literal_eval).
+- moto names an unnamed ECR repository STACK-LogicalId-SUFFIX, which its
+  own ECR then refuses (upper case); the copy names it in lower case, as
+  CloudFormation's generated names for ECR are.
+- moto skips AWS::S3::BucketPolicy, AWS::SNS::TopicPolicy and
+  AWS::SNS::Subscription, and a bucket's PublicAccessBlockConfiguration and
+  VersioningConfiguration.
+
+usage: inspect_infra.py ENDPOINT TEMPLATE.json CODE_BUCKET CODE_KEY DEFINITION.asl.json
+Exits 1 on the first run of failed checks, listing every one.
+"""
+
+import ast
+import copy
+import fnmatch
+import io
+import json
+import re
+import sys
+import time
+import zipfile
+
+import boto3
+
+STACK = "porter-serverless"
+REGION = "us-east-1"
+REGION_BUCKETS = ["hello-artifacts-us-west-2", "hello-artifacts-us-east-1"]
+PARAMETERS = {
+    "RepositoryName": "hello-service",
+    "RegionBucketNames": ",".join(REGION_BUCKETS),
+}
+PHASES = ["Pack", "Provision", "Promote", "Prune"]
+FUNCTIONS = PHASES + ["Pipeline", "Trigger"]
+
+failed = []
+
+
+def check(ok, what):
+    print(("ok    " if ok else "FAIL  ") + what)
+    if not ok:
+        failed.append(what)
+
+
+# ------------------------------------------------------------ the moto copy
+
+NOT_IN_MOTO = {
+    "AWS::CodePipeline::Pipeline": None,
+    "AWS::CodeBuild::Project": "arn:${AWS::Partition}:codebuild:${AWS::Region}:${AWS::AccountId}:project/",
+}
+
+
+def sub_string(expr):
+    """The Fn::Sub template of a `Name: !Sub "..."` property."""
+    if isinstance(expr, dict) and isinstance(expr.get("Fn::Sub"), str):
+        return expr["Fn::Sub"]
+    raise SystemExit(f"inspect_infra: expected a Name given as Fn::Sub, got {expr!r}")
+
+
+def moto_copy(template):
+    t = copy.deepcopy(template)
+    names = {}
+    for lid, res in list(t["Resources"].items()):
+        if res["Type"] in NOT_IN_MOTO:
+            names[lid] = (sub_string(res["Properties"]["Name"]), NOT_IN_MOTO[res["Type"]])
+            del t["Resources"][lid]
+
+    def walk(node):
+        if isinstance(node, list):
+            return [walk(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        if list(node) == ["Ref"] and node["Ref"] in names:
+            return {"Fn::Sub": names[node["Ref"]][0]}
+        if list(node) == ["Fn::GetAtt"] and node["Fn::GetAtt"][0] in names:
+            name, arn_prefix = names[node["Fn::GetAtt"][0]]
+            assert node["Fn::GetAtt"][1] == "Arn" and arn_prefix, node
+            return {"Fn::Sub": arn_prefix + name}
+        if list(node) == ["Fn::Sub"]:
+            arg = node["Fn::Sub"]
+            text, variables = (arg, None) if isinstance(arg, str) else (arg[0], arg[1])
+            for lid, (name, _) in names.items():
+                text = text.replace("${%s}" % lid, name)
+            return {"Fn::Sub": text if variables is None else [text, walk(variables)]}
+        return {k: walk(v) for k, v in node.items()}
+
+    t = walk(t)
+    for lid, res in t["Resources"].items():
+        if res["Type"] == "AWS::ECR::Repository":
+            res["Properties"].setdefault("RepositoryName", f"{STACK}-{lid}".lower())
+    for res in t["Resources"].values():
+        if res["Type"] != "AWS::StepFunctions::StateMachine":
+            continue
+        props = res["Properties"]
+        text = props["DefinitionString"]
+        if isinstance(text, dict):  # the translator's Fn::Join of the lines
+            sep, parts = text["Fn::Join"]
+            assert all(isinstance(p, str) for p in parts), "the definition holds an intrinsic"
+            text = sep.join(parts)
+        subs = props.pop("DefinitionSubstitutions", None) or {}
+        # Fn::Join, not Fn::Sub: moto's Fn::Sub turns the definition's `$$`
+        # into `$`. An unknown ${...} stays as it is, for the check to catch.
+        pieces = re.split(r"(\$\{[A-Za-z0-9_]+\})", text)
+        props["DefinitionString"] = {
+            "Fn::Join": ["", [subs.get(p[2:-1], p) if p.startswith("${") else p for p in pieces]]
+        }
+    return t
+
+
+# ---------------------------------------------------------------- policies
+
+
+def as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def document(doc):
+    if isinstance(doc, dict):
+        return doc
+    try:
+        return json.loads(doc)
+    except ValueError:
+        return ast.literal_eval(doc)
+
+
+def statements(iam, role_name):
+    """Every statement that applies to the role: inline and attached."""
+    out = []
+    for name in iam.list_role_policies(RoleName=role_name)["PolicyNames"]:
+        doc = iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"]
+        out += as_list(document(doc)["Statement"])
+    for att in iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"]:
+        pol = iam.get_policy(PolicyArn=att["PolicyArn"])["Policy"]
+        ver = iam.get_policy_version(PolicyArn=att["PolicyArn"], VersionId=pol["DefaultVersionId"])
+        out += as_list(document(ver["PolicyVersion"]["Document"])["Statement"])
+    return out
+
+
+def grants(stmts):
+    """(action, resource, condition) for every Allow."""
+    out = []
+    for s in stmts:
+        if s.get("Effect") != "Allow":
+            continue
+        for a in as_list(s["Action"]):
+            for r in as_list(s["Resource"]):
+                out.append((a, r, json.dumps(s.get("Condition", {}), sort_keys=True)))
+    return out
+
+
+def resources_of(g, action):
+    return sorted({r for a, r, _ in g if a == action})
+
+
+def trust(iam, role_name):
+    doc = document(iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"])
+    principals = set()
+    for s in as_list(doc["Statement"]):
+        for kind, v in s["Principal"].items():
+            principals |= {f"{kind}:{p}" for p in as_list(v)}
+    return principals
+
+
+# ------------------------------------------------------------------- checks
+
+
+def main(endpoint, template_path, code_bucket, code_key, definition_path):
+    with open(template_path) as f:
+        template = json.load(f)
+    kw = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3, cfn, iam = boto3.client("s3", **kw), boto3.client("cloudformation", **kw), boto3.client("iam", **kw)
+    lam, sfn, kms = boto3.client("lambda", **kw), boto3.client("stepfunctions", **kw), boto3.client("kms", **kw)
+    events, sns = boto3.client("events", **kw), boto3.client("sns", **kw)
+    account = boto3.client("sts", **kw).get_caller_identity()["Account"]
+    arn = lambda service, rest, region=REGION: f"arn:aws:{service}:{region}:{account}:{rest}"  # noqa: E731
+
+    s3.create_bucket(Bucket=code_bucket)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("bootstrap", "#!/bin/sh\n")
+    s3.put_object(Bucket=code_bucket, Key=code_key, Body=buf.getvalue())
+
+    cfn.create_stack(
+        StackName=STACK,
+        TemplateBody=json.dumps(moto_copy(template)),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in PARAMETERS.items()],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+    )
+    deadline = time.time() + 60
+    while True:
+        stack = cfn.describe_stacks(StackName=STACK)["Stacks"][0]
+        if not stack["StackStatus"].endswith("_IN_PROGRESS") or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    check(stack["StackStatus"] == "CREATE_COMPLETE", f"moto: stack {STACK} is {stack['StackStatus']} {stack.get('StackStatusReason', '')}")
+    if failed:
+        return
+    physical = {
+        r["LogicalResourceId"]: r.get("PhysicalResourceId")
+        for r in cfn.describe_stack_resources(StackName=STACK)["StackResources"]
+        if "LogicalResourceId" in r  # moto lists the resources it skipped without one
+    }
+    res = template["Resources"]
+
+    # --- the functions
+    bucket = physical["ArtifactBucket"]
+    sm_arn = arn("states", f"stateMachine:{STACK}-deploy")
+    pipeline_name = f"{STACK}-pipeline"
+    expected_env = {p: {"ARTIFACT_BUCKET": bucket} for p in PHASES}
+    expected_env["Pipeline"] = {"STATE_MACHINE_ARN": sm_arn, "ARTIFACT_BUCKET": bucket}
+    expected_env["Trigger"] = {
+        "PIPELINE_NAME": pipeline_name,
+        "BRANCH_PATTERN": "^(feature|release)/.+$",
+        "SCHEDULED_PIPELINES": pipeline_name,
+    }
+    fn_arn, role_of = {}, {}
+    for f in FUNCTIONS:
+        lid = f + "Function"
+        conf = lam.get_function(FunctionName=physical[lid])["Configuration"]
+        fn_arn[f] = conf["FunctionArn"]
+        role_of[f] = conf["Role"].rsplit("/", 1)[1]
+        check(conf["FunctionName"] == f"{STACK}-{f.lower()}", f"moto: {lid} is named {conf['FunctionName']}")
+        check(conf["Runtime"] == "provided.al2023" and conf["Handler"] == "bootstrap", f"moto: {lid} runs provided.al2023 bootstrap")
+        props = res[lid]["Properties"]
+        check(props.get("Architectures") == [{"Ref": "Architecture"}], f"template: {lid} architecture is the Architecture parameter")
+        check(props.get("TracingConfig", {}).get("Mode") == "Active", f"template: {lid} tracing is Active")
+        want_timeout = 60 if f in ("Pipeline", "Trigger") else 300
+        check(conf["Timeout"] == want_timeout, f"moto: {lid} timeout {conf['Timeout']} s (want {want_timeout})")
+        env = conf.get("Environment", {}).get("Variables", {})
+        check(env == expected_env[f], f"moto: {lid} environment {env}")
+        check(props.get("LoggingConfig", {}).get("LogFormat") == "JSON", f"template: {lid} logs JSON")
+        check(res[lid]["Metadata"].get("BuildMethod") == "rust-cargolambda"
+              and res[lid]["Metadata"].get("BuildProperties", {}).get("Binary") == f.lower(),
+              f"template: {lid} is built by cargo-lambda from the {f.lower()} crate")
+    arch = template["Parameters"]["Architecture"]
+    check(arch.get("Default") == "arm64" and sorted(arch.get("AllowedValues", [])) == ["arm64", "x86_64"],
+          "template: Architecture defaults to arm64, allows arm64 and x86_64")
+    check(len(set(role_of.values())) == len(FUNCTIONS), f"moto: one role per function {sorted(role_of.values())}")
+
+    # --- the state machine
+    sm = sfn.describe_state_machine(stateMachineArn=sm_arn)
+    definition = sm["definition"]
+    check("${" not in definition, "moto: the deployed definition has no ${...} left")
+    with open(definition_path) as f:
+        shipped = f.read()
+    for p in PHASES:
+        shipped = shipped.replace("${%sFunctionArn}" % p, fn_arn[p])
+    check(json.loads(definition) == json.loads(shipped),
+          "moto: the deployed definition is statemachines/deploy.asl.json with each phase's own function ARN")
+    subs = res["DeployStateMachine"]["Properties"].get("DefinitionSubstitutions", {})
+    check(subs == {f"{p}FunctionArn": {"Fn::GetAtt": [f"{p}Function", "Arn"]} for p in PHASES},
+          "template: DefinitionSubstitutions map exactly the four phase functions")
+    check(res["DeployStateMachine"]["Properties"].get("StateMachineType") == "STANDARD", "template: the state machine is STANDARD")
+    sm_role = sm["roleArn"].rsplit("/", 1)[1]
+    g = grants(statements(iam, sm_role))
+    check(resources_of(g, "lambda:InvokeFunction") == sorted(fn_arn[p] for p in PHASES),
+          "moto: the state machine role invokes exactly the four phase functions")
+    other = {a for a, _, _ in g if a != "lambda:InvokeFunction"}
+    check(all(a.startswith(("logs:", "xray:")) and "Delivery" in a or a.startswith("xray:")
+              or a in ("logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups") for a in other),
+          f"moto: besides invoking, the state machine role only delivers logs and traces {sorted(other)}")
+    check(trust(iam, sm_role) == {"Service:states.amazonaws.com"}, "moto: only Step Functions assumes the state machine role")
+
+    # --- the phase functions' roles
+    key_arn = physical["ArtifactKey"]
+    if not key_arn.startswith("arn:"):
+        key_arn = kms.describe_key(KeyId=key_arn)["KeyMetadata"]["Arn"]
+    bucket_arn = f"arn:aws:s3:::{bucket}"
+    deployment_role_arn = f"arn:aws:iam::{account}:role/porter-deployment"
+    forbidden = ("cloudformation:", "ec2:", "elasticloadbalancing:", "autoscaling:", "iam:", "ssm:", "lambda:", "states:")
+    star_ok = {"codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+    phase_role_arns = set()
+    for p in PHASES:
+        role = role_of[p]
+        phase_role_arns.add(iam.get_role(RoleName=role)["Role"]["Arn"])
+        g = grants(statements(iam, role))
+        actions = {a for a, _, _ in g}
+        check(not any(a.startswith(forbidden) for a in actions), f"moto: {role} has no CloudFormation/EC2/ELB/AutoScaling/IAM rights {sorted(actions)}")
+        check(not any(a == "*" or a.endswith(":*") for a in actions), f"moto: {role} has no wildcard action")
+        check(resources_of(g, "sts:AssumeRole") == [deployment_role_arn], f"moto: {role} assumes only {deployment_role_arn}")
+        s3_res = {r for a, r, _ in g if a.startswith("s3:")}
+        check(s3_res == {bucket_arn, bucket_arn + "/*"}, f"moto: {role} reaches only the artifact bucket {sorted(s3_res)}")
+        check(resources_of(g, "s3:PutObject") == [bucket_arn + "/*"], f"moto: {role} writes the artifact bucket")
+        kms_res = {r for a, r, _ in g if a.startswith("kms:")}
+        check(kms_res == {key_arn}, f"moto: {role} uses only the artifact key")
+        star = {a for a, r, _ in g if r == "*"}
+        check(star <= star_ok, f"moto: {role} has \"*\" only for job results and traces {sorted(star)}")
+        check({"codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"} <= actions, f"moto: {role} reports CodePipeline jobs")
+        log_res = {r for a, r, _ in g if a.startswith("logs:")}
+        check(len(log_res) == 1 and f"/aws/lambda/{STACK}-{p.lower()}" in log_res.pop(), f"moto: {role} writes only its own log group")
+
+    # --- the deployment role
+    check(trust(iam, "porter-deployment") == {f"AWS:{a}" for a in phase_role_arns},
+          "moto: the deployment role trusts exactly the four phase roles")
+    g = grants(statements(iam, "porter-deployment"))
+    actions = {a for a, _, _ in g}
+    check(not any(a == "*" or a.endswith(":*") for a in actions), "moto: the deployment role has no wildcard action")
+    for need in ["cloudformation:CreateStack", "cloudformation:DeleteStack", "cloudformation:DescribeStacks",
+                 "ec2:CreateSecurityGroup", "ec2:CreateLaunchTemplate", "ec2:RunInstances",
+                 "autoscaling:CreateAutoScalingGroup", "autoscaling:DeleteAutoScalingGroup",
+                 "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+                 "elasticloadbalancing:DeregisterInstancesFromLoadBalancer", "elasticloadbalancing:AddTags",
+                 "elasticloadbalancing:DescribeInstanceHealth", "elasticloadbalancing:DescribeTags",
+                 "iam:CreateRole", "iam:PutRolePolicy", "iam:PassRole", "iam:CreateInstanceProfile",
+                 "iam:AddRoleToInstanceProfile", "ssm:GetParameters", "s3:PutObject", "s3:GetObject"]:
+        check(need in actions, f"moto: the deployment role may {need}")
+    check(all('"aws:RequestTag/porter:service"' in c for a, _, c in g if a == "cloudformation:CreateStack"),
+          "moto: the deployment role creates only stacks tagged porter:service")
+    check(all('"aws:ResourceTag/porter:service"' in c for a, _, c in g if a == "cloudformation:DeleteStack"),
+          "moto: the deployment role deletes only stacks tagged porter:service")
+    iam_res = {r for a, r, _ in g if a.startswith("iam:")}
+    check(all(fnmatch.fnmatch(r, f"arn:aws:iam::{account}:role/*-InstanceRole-*")
+              or fnmatch.fnmatch(r, f"arn:aws:iam::{account}:instance-profile/*-InstanceProfile-*")
+              or r.endswith(":role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling") for r in iam_res),
+          f"moto: the deployment role's IAM rights are scoped to instance roles and profiles {sorted(iam_res)}")
+    check(all("ec2.amazonaws.com" in c for a, _, c in g if a == "iam:PassRole"), "moto: the deployment role passes roles to EC2 only")
+    check(resources_of(g, "s3:PutObject") == sorted(f"arn:aws:s3:::{b}/*" for b in REGION_BUCKETS),
+          "moto: the deployment role writes exactly the region buckets")
+    check(resources_of(g, "s3:ListBucket") == sorted(f"arn:aws:s3:::{b}" for b in REGION_BUCKETS),
+          "moto: the deployment role lists exactly the region buckets")
+    check(resources_of(g, "s3:GetObject") == sorted([f"{bucket_arn}/porter-deployment/*"] + [f"arn:aws:s3:::{b}/*" for b in REGION_BUCKETS]),
+          "moto: the deployment role reads payloads and the region buckets, nothing else")
+    star = {a for a, r, _ in g if r == "*"}
+    check(all(a.split(":")[1].startswith("Describe") for a in star), f"moto: the deployment role has \"*\" only for Describe calls {sorted(star)}")
+
+    # --- the pipeline and trigger functions' roles
+    g = grants(statements(iam, role_of["Pipeline"]))
+    check(resources_of(g, "states:StartExecution") == [sm_arn], "moto: the pipeline function starts only the deploy state machine")
+    execs = arn("states", f"execution:{STACK}-deploy:*")
+    check(resources_of(g, "states:DescribeExecution") == [execs] and resources_of(g, "states:GetExecutionHistory") == [execs],
+          "moto: the pipeline function reads only the deploy state machine's executions")
+    actions = {a for a, _, _ in g}
+    check(not any(a.startswith(("sts:", "cloudformation:", "ec2:", "iam:", "lambda:")) for a in actions), f"moto: the pipeline function has nothing else {sorted(actions)}")
+    check({r for a, r, _ in g if a.startswith("s3:")} == {bucket_arn, bucket_arn + "/*"}, "moto: the pipeline function reaches only the artifact bucket")
+    check({"codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"} <= actions, "moto: the pipeline function reports CodePipeline jobs")
+
+    g = grants(statements(iam, role_of["Trigger"]))
+    pipeline_arn = arn("codepipeline", pipeline_name)
+    for a in ["codepipeline:GetPipeline", "codepipeline:CreatePipeline", "codepipeline:UpdatePipeline",
+              "codepipeline:DeletePipeline", "codepipeline:StartPipelineExecution"]:
+        check(resources_of(g, a) == [pipeline_arn, pipeline_arn + "-*"], f"moto: the trigger may {a} on this stack's pipelines only")
+    pipeline_role_arn = iam.get_role(RoleName=physical["PipelineRole"])["Role"]["Arn"]
+    check(resources_of(g, "iam:PassRole") == [pipeline_role_arn], "moto: the trigger passes the pipeline role only")
+    check(all("codepipeline.amazonaws.com" in c for a, _, c in g if a == "iam:PassRole"), "moto: ... and only to CodePipeline")
+    actions = {a for a, _, _ in g}
+    check(actions <= {"codepipeline:GetPipeline", "codepipeline:CreatePipeline", "codepipeline:UpdatePipeline",
+                      "codepipeline:DeletePipeline", "codepipeline:StartPipelineExecution", "iam:PassRole",
+                      "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"},
+          f"moto: the trigger has nothing else {sorted(actions)}")
+
+    g = grants(statements(iam, physical["PipelineRole"]))
+    check(resources_of(g, "lambda:InvokeFunction") == [fn_arn["Pipeline"]], "moto: CodePipeline invokes only the pipeline function")
+    check(trust(iam, physical["PipelineRole"]) == {"Service:codepipeline.amazonaws.com"}, "moto: only CodePipeline assumes the pipeline role")
+
+    # --- the artifact bucket and its key
+    enc = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+    check(enc.get("SSEAlgorithm") == "aws:kms" and enc.get("KMSMasterKeyID") == key_arn,
+          f"moto: the artifact bucket defaults to SSE-KMS with its own key {enc}")
+    check(kms.get_key_rotation_status(KeyId=key_arn)["KeyRotationEnabled"], "moto: the artifact key rotates")
+    bprops = res["ArtifactBucket"]["Properties"]
+    pab = bprops.get("PublicAccessBlockConfiguration", {})
+    check(all(pab.get(k) is True for k in ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"]),
+          "template: the artifact bucket blocks all public access")
+    check(bprops.get("VersioningConfiguration", {}).get("Status") == "Enabled", "template: the artifact bucket is versioned")
+    pol = [s for s in res["ArtifactBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"] if isinstance(s, dict) and "Effect" in s]
+    check(any(s["Effect"] == "Deny" and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+              and as_list(s["Action"]) == ["s3:*"] for s in pol), "template: the bucket policy denies non-TLS access")
+    check(any(s["Effect"] == "Deny" and "s3:PutObject" in as_list(s["Action"])
+              and s.get("Condition", {}).get("StringNotEquals", {}).get("s3:x-amz-server-side-encryption") == "aws:kms" for s in pol),
+          "template: the bucket policy denies uploads without SSE-KMS")
+
+    # --- events and notifications
+    rules = {r["Name"]: r for r in events.list_rules()["Rules"]}
+    targets = {n: events.list_targets_by_rule(Rule=n)["Targets"] for n in rules}
+    by_target = lambda a: [n for n, ts in targets.items() if any(t["Arn"] == a for t in ts)]  # noqa: E731
+    trig = by_target(fn_arn["Trigger"])
+    patterns = [json.loads(rules[n]["EventPattern"]) for n in trig if rules[n].get("EventPattern")]
+    check(any(p.get("detail-type") == ["CodeCommit Repository State Change"]
+              and sorted(p["detail"]["event"]) == ["referenceCreated", "referenceDeleted", "referenceUpdated"] for p in patterns),
+          "moto: CodeCommit branch created/updated/deleted events go to the trigger")
+    check(any(rules[n].get("ScheduleExpression") == "cron(0 6 ? * MON *)" for n in trig), "moto: the weekly schedule goes to the trigger")
+    main_rules = by_target(pipeline_arn)
+    check(len(main_rules) == 1 and json.loads(rules[main_rules[0]]["EventPattern"])["detail"]["referenceName"] == ["main"],
+          "moto: changes to main start the main pipeline")
+    topic = physical["NotificationTopic"]
+    notify = [json.loads(rules[n]["EventPattern"]) for n in by_target(topic)]
+    check(any(set(p["detail-type"]) == {"CodePipeline Pipeline Execution State Change", "CodePipeline Action Execution State Change"}
+              for p in notify), "moto: pipeline and action state changes go to the topic")
+    check(bool(sns.get_topic_attributes(TopicArn=topic)["Attributes"].get("KmsMasterKeyId")), "moto: the topic is encrypted")
+    tpol = res["NotificationTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    check({p for s in tpol for p in as_list(s["Principal"].get("Service", []))} == {"events.amazonaws.com", "codestar-notifications.amazonaws.com"},
+          "template: the topic policy lets EventBridge and CodeStar notifications publish")
+
+    # --- the pipeline (no moto CloudFormation support: the template)
+    pipe = res["Pipeline"]["Properties"]
+    stages = pipe["Stages"]
+    check([s["Name"] for s in stages] == ["Source", "Build", "DeployStaging", "Approve", "DeployProduction"],
+          "template: Source → Build → DeployStaging → Approve → DeployProduction")
+    src = stages[0]["Actions"][0]
+    check(src["ActionTypeId"]["Provider"] == "CodeCommit" and src["Configuration"]["PollForSourceChanges"] in (False, "false"),
+          "template: CodeCommit source without polling")
+    check(stages[1]["Actions"][0]["ActionTypeId"]["Provider"] == "CodeBuild"
+          and "version: 0.2" in res["BuildProject"]["Properties"]["Source"]["BuildSpec"],
+          "template: CodeBuild with an inline buildspec")
+    for stage, env in [(stages[2], "staging"), (stages[4], "production")]:
+        act = stage["Actions"][0]
+        up = act["Configuration"]["UserParameters"]
+        text = up["Fn::Sub"] if isinstance(up, dict) else up
+        text = re.sub(r"\$\{[^}]+\}", "x", text)
+        check(act["ActionTypeId"]["Provider"] == "Lambda" and act["Configuration"]["FunctionName"] == {"Ref": "PipelineFunction"},
+              f"template: {stage['Name']} invokes the pipeline function")
+        check(json.loads(text).get("environment") == "x" and "${%sEnvironment}" % env.capitalize() in (up["Fn::Sub"] if isinstance(up, dict) else ""),
+              f"template: {stage['Name']} UserParameters are JSON naming the {env} environment parameter")
+    appr = stages[3]["Actions"][0]
+    check(appr["ActionTypeId"]["Category"] == "Approval" and appr["Configuration"]["NotificationArn"] == {"Ref": "NotificationTopic"},
+          "template: the manual approval notifies the topic")
+    check(pipe["ArtifactStore"]["Location"] == {"Ref": "ArtifactBucket"}
+          and pipe["ArtifactStore"]["EncryptionKey"]["Id"] == {"Fn::GetAtt": ["ArtifactKey", "Arn"]},
+          "template: the pipeline's artifacts go to the artifact bucket under its key")
+
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    check(outputs.get("StateMachineArn") == sm_arn and outputs.get("ArtifactBucketName") == bucket
+          and outputs.get("NotificationTopicArn") == topic and outputs.get("PipelineName") == pipeline_name,
+          f"moto: outputs {sorted(outputs)}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 6:
+        sys.exit(__doc__)
+    main(*sys.argv[1:])
+    if failed:
+        print(f"inspect_infra: {len(failed)} check(s) failed", file=sys.stderr)
+        sys.exit(1)
+    print("inspect_infra: all checks passed")
