@@ -1,5 +1,6 @@
 //! End-to-end tests against moto, started by the tests themselves.
 
+mod events;
 mod faults;
 mod lifecycle;
 mod pipeline;

@@ -1,0 +1,77 @@
+//! Every sample in events/ is one a function really takes.
+
+use porter_core::{pack, promote, provision, prune};
+use serde_json::Value;
+
+fn load(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn every_sample_event_parses_as_what_its_function_takes() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        if !name.ends_with(".json") {
+            continue;
+        }
+        let v = load(&name);
+        match name.as_str() {
+            n if n.starts_with("pack") => {
+                serde_json::from_value::<pack::PackInput>(v).unwrap();
+            }
+            n if n.starts_with("provision") => {
+                serde_json::from_value::<provision::ProvisionInput>(v).unwrap();
+            }
+            n if n.starts_with("promote") => {
+                serde_json::from_value::<promote::PromoteInput>(v).unwrap();
+            }
+            n if n.starts_with("prune") => {
+                serde_json::from_value::<prune::PruneInput>(v).unwrap();
+            }
+            n if n.starts_with("codepipeline-job") => {
+                let job = serde_json::from_value::<
+                    aws_lambda_events::event::codepipeline_job::CodePipelineJobEvent,
+                >(v)
+                .unwrap();
+                assert!(job.code_pipeline_job.id.is_some(), "{n}");
+            }
+            n if n.starts_with("codecommit") || n.starts_with("schedule") => {
+                assert!(
+                    v["detail-type"].is_string() && v["source"].is_string(),
+                    "{n}"
+                );
+            }
+            "statemachine-input.json" => {
+                // Every path the Pack state reads must be present.
+                for key in [
+                    "environment",
+                    "source",
+                    "provenance",
+                    "image",
+                    "artifact_bucket",
+                    "sse_kms_key_id",
+                    "keep",
+                ] {
+                    assert!(
+                        v.get(key).is_some(),
+                        "statemachine-input.json lacks `{key}`"
+                    );
+                }
+                let pack_part = serde_json::json!({
+                    "environment": v["environment"], "source": v["source"], "provenance": v["provenance"],
+                    "image": v["image"], "artifact_bucket": v["artifact_bucket"], "sse_kms_key_id": v["sse_kms_key_id"]
+                });
+                serde_json::from_value::<pack::PackInput>(pack_part).unwrap();
+            }
+            other => panic!("events/{other} is not used by any test: give it a case here"),
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 13, "every sample has a case");
+}
