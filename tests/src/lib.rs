@@ -61,3 +61,21 @@ pub fn service(dir: &Path, config: &str, content: &str) -> PathBuf {
 pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
+
+/// Gives the service a stack definition whose Auto Scaling group names a
+/// subnet that does not exist, so CloudFormation refuses its stacks. The
+/// override goes in after `after` (a line of the environment).
+pub fn break_provisioning(svc: &Path, after: &str) {
+    std::fs::write(
+        svc.join(".porter/broken.json"),
+        r#"{"Resources": {"AutoScalingGroup": {"Properties": {"VPCZoneIdentifier": ["subnet-0000000000deadbee"]}}}}"#,
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
+    assert!(cfg.contains(after), "the config has no line {after:?}");
+    std::fs::write(
+        svc.join(".porter/config"),
+        cfg.replace(after, &format!("{after}  stack_definition_path: .porter/broken.json\n")),
+    )
+    .unwrap();
+}

@@ -69,21 +69,20 @@ async fn running() -> Option<StackFile> {
 
 pub async fn run(cmd: LocalCommand) -> Result<ExitCode> {
     match cmd {
-        LocalCommand::Up {
-            moto_port,
-            host_port,
-        } => up(moto_port, host_port).await,
+        LocalCommand::Up { moto_port, host_port } => up(moto_port, host_port).await,
         LocalCommand::Down => down().await,
-        LocalCommand::Status => match running().await {
-            Some(f) => {
-                println!("local stack up: moto (AWS) at http://127.0.0.1:{}, Lambda host at http://127.0.0.1:{} (pid {})", f.moto_port, f.host_port, f.pid);
-                Ok(ExitCode::SUCCESS)
+        LocalCommand::Status => {
+            match running().await {
+                Some(f) => {
+                    println!("local stack up: moto (AWS) at http://127.0.0.1:{}, Lambda host at http://127.0.0.1:{} (pid {})", f.moto_port, f.host_port, f.pid);
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    println!("local stack down (start it with `porter local up`)");
+                    Ok(ExitCode::FAILURE)
+                }
             }
-            None => {
-                println!("local stack down (start it with `porter local up`)");
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        }
         LocalCommand::Invoke { function, event } => invoke(&function, &event).await,
         LocalCommand::Bootstrap { environment, path } => bootstrap(&path, &environment).await,
         LocalCommand::Pipeline {
@@ -116,7 +115,10 @@ async fn up(moto_port: u16, host_port: u16) -> Result<ExitCode> {
         local.moto.endpoint(),
         local.host_port
     );
-    println!("export AWS_ENDPOINT_URL={} to point AWS tools at it; Ctrl-C or `porter local down` stops it", local.moto.endpoint());
+    println!(
+        "export AWS_ENDPOINT_URL={} to point AWS tools at it; Ctrl-C or `porter local down` stops it",
+        local.moto.endpoint()
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -130,19 +132,12 @@ async fn up(moto_port: u16, host_port: u16) -> Result<ExitCode> {
 
 async fn down() -> Result<ExitCode> {
     let Some(f) = stack::read_stack_file(&base()) else {
-        println!(
-            "no local stack recorded in {}",
-            stack::stack_file(&base()).display()
-        );
+        println!("no local stack recorded in {}", stack::stack_file(&base()).display());
         return Ok(ExitCode::SUCCESS);
     };
-    let _ = std::process::Command::new("kill")
-        .arg(f.pid.to_string())
-        .status();
+    let _ = std::process::Command::new("kill").arg(f.pid.to_string()).status();
     for _ in 0..100 {
-        if porter_local::moto::port_is_free(f.moto_port)
-            && porter_local::moto::port_is_free(f.host_port)
-        {
+        if porter_local::moto::port_is_free(f.moto_port) && porter_local::moto::port_is_free(f.host_port) {
             let _ = std::fs::remove_file(stack::stack_file(&base()));
             println!("local stack down");
             return Ok(ExitCode::SUCCESS);
@@ -157,10 +152,8 @@ async fn down() -> Result<ExitCode> {
 }
 
 async fn invoke(function: &str, event: &Path) -> Result<ExitCode> {
-    let body = std::fs::read_to_string(event)
-        .with_context(|| format!("cannot read {}", event.display()))?;
-    serde_json::from_str::<serde_json::Value>(&body)
-        .with_context(|| format!("{} is not JSON", event.display()))?;
+    let body = std::fs::read_to_string(event).with_context(|| format!("cannot read {}", event.display()))?;
+    serde_json::from_str::<serde_json::Value>(&body).with_context(|| format!("{} is not JSON", event.display()))?;
     let Some(f) = running().await else {
         bail!("the local stack is down: start it with `porter local up` (in another terminal)");
     };
@@ -178,11 +171,7 @@ async fn invoke(function: &str, event: &Path) -> Result<ExitCode> {
         .map(|v| serde_json::to_string_pretty(&v).unwrap_or(text.clone()))
         .unwrap_or(text);
     println!("{pretty}");
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 pub async fn deploy(path: &Path, environment: &str, local: bool, keep: u32) -> Result<ExitCode> {
@@ -268,12 +257,7 @@ async fn summarize(endpoint: &str, opts: &Options, outcome: &deploy::Outcome) ->
     }
 }
 
-async fn pipeline(
-    path: &Path,
-    environment: &str,
-    keep: u32,
-    wait_seconds: f64,
-) -> Result<ExitCode> {
+async fn pipeline(path: &Path, environment: &str, keep: u32, wait_seconds: f64) -> Result<ExitCode> {
     let opts = Options {
         path: path.to_path_buf(),
         environment: environment.to_string(),
@@ -287,11 +271,7 @@ async fn pipeline(
         ),
         None => {
             let s = LocalStack::start(0, 0).await?;
-            (
-                s.moto.endpoint(),
-                format!("http://127.0.0.1:{}", s.host_port),
-                Some(s),
-            )
+            (s.moto.endpoint(), format!("http://127.0.0.1:{}", s.host_port), Some(s))
         }
     };
     let wait = Duration::from_secs_f64(wait_seconds.max(0.0));
@@ -336,16 +316,8 @@ async fn bootstrap(path: &Path, environment: &str) -> Result<ExitCode> {
         keep: 0,
     };
     let mut stdout = std::io::stdout();
-    let p = deploy::prepare(
-        &format!("http://127.0.0.1:{}", f.moto_port),
-        &opts,
-        &mut stdout,
-    )
-    .await?;
-    let env = p
-        .config
-        .environment(environment)
-        .map_err(anyhow::Error::msg)?;
+    let p = deploy::prepare(&format!("http://127.0.0.1:{}", f.moto_port), &opts, &mut stdout).await?;
+    let env = p.config.environment(environment).map_err(anyhow::Error::msg)?;
     for r in &env.regions {
         let elbs: Vec<&str> = r.elbs.iter().map(|e| e.name.as_str()).collect();
         println!(

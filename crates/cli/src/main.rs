@@ -61,10 +61,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTER_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PORTER_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -94,8 +91,7 @@ async fn main() -> ExitCode {
 
 fn load(path: &Path) -> Result<config::Loaded> {
     let (file, root) = config::locate(path);
-    config::load_file(&file, &root, &config::process_env)
-        .with_context(|| format!("cannot read {}", file.display()))
+    config::load_file(&file, &root, &config::process_env).with_context(|| format!("cannot read {}", file.display()))
 }
 
 fn validate(path: &Path) -> Result<ExitCode> {
@@ -142,10 +138,7 @@ fn validate(path: &Path) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         _ => {
-            eprintln!(
-                "{}: {errors} error(s), {warnings} warning(s)",
-                loaded.file.display()
-            );
+            eprintln!("{}: {errors} error(s), {warnings} warning(s)", loaded.file.display());
             Ok(ExitCode::FAILURE)
         }
     }
@@ -165,10 +158,7 @@ fn render(path: &Path, environment: &str, region: &str) -> Result<ExitCode> {
     let reg = env.region(region).map_err(anyhow::Error::msg)?;
     // A stand-in release: the real one gets its version and sha256 at pack.
     let sha = "0".repeat(64);
-    let key = format!(
-        "porter-deployment/{}/{}/preview/{sha}.tar",
-        cfg.service_name, env.name
-    );
+    let key = format!("porter-deployment/{}/{}/preview/{sha}.tar", cfg.service_name, env.name);
     let obj = |suffix: &str| S3Object {
         bucket: reg.s3_bucket.clone(),
         key: key.replace(".tar", suffix),
@@ -191,14 +181,7 @@ fn render(path: &Path, environment: &str, region: &str) -> Result<ExitCode> {
         key,
         sha256: sha,
     };
-    let t = template::render(
-        &cfg,
-        env,
-        reg,
-        &release,
-        &payload,
-        &RenderContext::default(),
-    );
+    let t = template::render(&cfg, env, reg, &release, &payload, &RenderContext::default());
     println!("{}", serde_json::to_string_pretty(&t)?);
     eprintln!(
         "rendered {} for {environment}/{region} (version and sha256 are placeholders until pack; ELB ingress is added at provision)",

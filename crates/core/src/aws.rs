@@ -54,12 +54,7 @@ impl Aws {
     /// porter always worked this way: the invoker's role only needs
     /// sts:AssumeRole, the deployment role (maybe in another account) holds
     /// the CloudFormation, EC2 and ELB rights.
-    pub async fn region(
-        &self,
-        region: &str,
-        role_arn: &str,
-        session: &str,
-    ) -> Result<RegionClients, PhaseError> {
+    pub async fn region(&self, region: &str, role_arn: &str, session: &str) -> Result<RegionClients, PhaseError> {
         let sts = aws_sdk_sts::Client::new(&self.base);
         let session: String = session
             .chars()
@@ -83,11 +78,9 @@ impl Aws {
             .send()
             .await
             .map_err(|e| classify(&format!("assume role {role_arn} for {region}"), e))?;
-        let c = out.credentials().ok_or_else(|| {
-            PhaseError::Aws(format!(
-                "assume role {role_arn}: STS returned no credentials"
-            ))
-        })?;
+        let c = out
+            .credentials()
+            .ok_or_else(|| PhaseError::Aws(format!("assume role {role_arn}: STS returned no credentials")))?;
         let creds = Credentials::new(
             c.access_key_id(),
             c.secret_access_key(),
@@ -156,16 +149,12 @@ where
         .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
     match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            PhaseError::Retryable(format!(
-                "{what}: AWS did not answer ({detail}); retrying may help"
-            ))
+            PhaseError::Retryable(format!("{what}: AWS did not answer ({detail}); retrying may help"))
         }
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             if RETRYABLE_CODES.contains(&code.as_str()) || status >= 500 {
-                PhaseError::Retryable(format!(
-                    "{what}: {code} (HTTP {status}): {detail}; retrying may help"
-                ))
+                PhaseError::Retryable(format!("{what}: {code} (HTTP {status}): {detail}; retrying may help"))
             } else if code == "NoSuchBucket" {
                 PhaseError::Invalid(format!(
                     "{what}: the bucket does not exist; create it (on the local stack `porter local bootstrap` does), or fix s3_bucket in .porter/config"

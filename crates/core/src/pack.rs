@@ -47,6 +47,18 @@ pub struct PackInput {
     pub sse_kms_key_id: Option<String>,
 }
 
+/// The deploy state machine's input: pack's input, and what the later
+/// phases take. Every field is present (null when unset) because the
+/// state machine reads each by path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployInput {
+    #[serde(flatten)]
+    pub pack: PackInput,
+    /// Unpromoted stacks prune keeps.
+    #[serde(default)]
+    pub keep: u32,
+}
+
 /// What pack did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Packed {
@@ -64,13 +76,12 @@ pub struct Prepared {
 
 /// Reads a zip (as CodePipeline stores source artifacts) into a new folder.
 pub fn unzip(bytes: &[u8], into: &Path) -> Result<(), PhaseError> {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| {
-        PhaseError::Invalid(format!("the source artifact is not a readable zip: {e}"))
-    })?;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| PhaseError::Invalid(format!("the source artifact is not a readable zip: {e}")))?;
     for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).map_err(|e| {
-            PhaseError::Invalid(format!("the source zip is damaged at entry {i}: {e}"))
-        })?;
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| PhaseError::Invalid(format!("the source zip is damaged at entry {i}: {e}")))?;
         let Some(rel) = entry.enclosed_name() else {
             return Err(PhaseError::Invalid(format!(
                 "the source zip holds an unsafe path `{}`; rebuild the artifact",
@@ -86,12 +97,9 @@ pub fn unzip(bytes: &[u8], into: &Path) -> Result<(), PhaseError> {
             std::fs::create_dir_all(parent).map_err(io("create", parent))?;
         }
         let mut data = Vec::new();
-        entry.read_to_end(&mut data).map_err(|e| {
-            PhaseError::Invalid(format!(
-                "the source zip entry `{}` cannot be read: {e}",
-                entry.name()
-            ))
-        })?;
+        entry
+            .read_to_end(&mut data)
+            .map_err(|e| PhaseError::Invalid(format!("the source zip entry `{}` cannot be read: {e}", entry.name())))?;
         std::fs::write(&dest, &data).map_err(io("write", &dest))?;
         #[cfg(unix)]
         if let Some(mode) = entry.unix_mode() {
@@ -121,9 +129,7 @@ pub fn prepare(
         ))
     })?;
     let config = loaded.deployable().map_err(PhaseError::Invalid)?;
-    let env = config
-        .environment(environment)
-        .map_err(PhaseError::Invalid)?;
+    let env = config.environment(environment).map_err(PhaseError::Invalid)?;
     if let Some(w) = plan::active_blackout(env, chrono::Utc::now()) {
         return Err(blackout(environment, w));
     }
@@ -191,9 +197,7 @@ pub fn tarball(root: &Path) -> Result<Vec<u8>, PhaseError> {
         header.set_gid(0);
         builder
             .append_data(&mut header, rel, data.as_slice())
-            .map_err(|e| {
-                PhaseError::Invalid(format!("cannot add {} to the payload: {e}", rel.display()))
-            })?;
+            .map_err(|e| PhaseError::Invalid(format!("cannot add {} to the payload: {e}", rel.display())))?;
     }
     let mut out = builder
         .into_inner()
@@ -207,12 +211,7 @@ pub fn tarball(root: &Path) -> Result<Vec<u8>, PhaseError> {
 pub fn zip_folder(root: &Path) -> Result<Vec<u8>, PhaseError> {
     let mut files: Vec<PathBuf> = walkdir::WalkDir::new(root)
         .into_iter()
-        .filter_entry(|e| {
-            !matches!(
-                e.file_name().to_str(),
-                Some(".git" | "target" | "node_modules")
-            )
-        })
+        .filter_entry(|e| !matches!(e.file_name().to_str(), Some(".git" | "target" | "node_modules")))
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
         .map(|e| e.into_path())
@@ -220,11 +219,7 @@ pub fn zip_folder(root: &Path) -> Result<Vec<u8>, PhaseError> {
     files.sort();
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for path in files {
-        let rel = path
-            .strip_prefix(root)
-            .unwrap_or(&path)
-            .to_string_lossy()
-            .to_string();
+        let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().to_string();
         let mode = if is_executable(&path) { 0o755 } else { 0o644 };
         let opts = zip::write::SimpleFileOptions::default().unix_permissions(mode);
         let data = std::fs::read(&path).map_err(io("read", &path))?;
@@ -251,33 +246,20 @@ pub async fn pack(aws: &Aws, input: &PackInput, source_root: &Path) -> Result<Pa
 
 /// Fetches an S3 source zip with `s3` (in CodePipeline, a client holding the
 /// job's artifact credentials) and unpacks it into `into`.
-pub async fn fetch_zip(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    into: &Path,
-) -> Result<(), PhaseError> {
-    let obj = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| {
-            match aws::classify(&format!("read source artifact s3://{bucket}/{key}"), e) {
-                PhaseError::Aws(m) if m.contains("NoSuchKey") => PhaseError::Invalid(format!(
-                    "{m}: the source artifact is missing; check the pipeline's source stage"
-                )),
-                other => other,
-            }
-        })?;
+pub async fn fetch_zip(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, into: &Path) -> Result<(), PhaseError> {
+    let obj = s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| {
+        match aws::classify(&format!("read source artifact s3://{bucket}/{key}"), e) {
+            PhaseError::Aws(m) if m.contains("NoSuchKey") => PhaseError::Invalid(format!(
+                "{m}: the source artifact is missing; check the pipeline's source stage"
+            )),
+            other => other,
+        }
+    })?;
     let bytes = obj
         .body
         .collect()
         .await
-        .map_err(|e| {
-            PhaseError::Retryable(format!("reading s3://{bucket}/{key} was cut off: {e}"))
-        })?
+        .map_err(|e| PhaseError::Retryable(format!("reading s3://{bucket}/{key} was cut off: {e}")))?
         .into_bytes();
     unzip(&bytes, into)
 }
@@ -288,9 +270,7 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
         tarball,
         sha256,
     } = prepared;
-    let env = config
-        .environment(&input.environment)
-        .map_err(PhaseError::Invalid)?;
+    let env = config.environment(&input.environment).map_err(PhaseError::Invalid)?;
     let first = env
         .regions
         .first()
@@ -305,11 +285,7 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
                     &format!("porter-pack-{}", config.service_name),
                 )
                 .await?;
-            (
-                clients.s3,
-                first.s3_bucket.clone(),
-                first.sse_kms_key_id.clone(),
-            )
+            (clients.s3, first.s3_bucket.clone(), first.sse_kms_key_id.clone())
         }
     };
     let version = sha256[..12].to_string();
@@ -391,12 +367,7 @@ pub struct Store<'a> {
 impl Store<'_> {
     /// Uploads unless the key exists; true when it uploaded. Keys are
     /// content-addressed, so an existing key already holds these bytes.
-    pub async fn put_if_absent(
-        &self,
-        obj: &S3Object,
-        bytes: Vec<u8>,
-        sha256: &str,
-    ) -> Result<bool, PhaseError> {
+    pub async fn put_if_absent(&self, obj: &S3Object, bytes: Vec<u8>, sha256: &str) -> Result<bool, PhaseError> {
         if exists(self.s3, obj).await? {
             return Ok(false);
         }
@@ -411,21 +382,13 @@ impl Store<'_> {
         if let Some(key) = self.kms {
             put = put.ssekms_key_id(key);
         }
-        put.send()
-            .await
-            .map_err(aws::err(format!("upload {}", obj.url())))?;
+        put.send().await.map_err(aws::err(format!("upload {}", obj.url())))?;
         Ok(true)
     }
 }
 
 pub async fn exists(s3: &aws_sdk_s3::Client, obj: &S3Object) -> Result<bool, PhaseError> {
-    match s3
-        .head_object()
-        .bucket(&obj.bucket)
-        .key(&obj.key)
-        .send()
-        .await
-    {
+    match s3.head_object().bucket(&obj.bucket).key(&obj.key).send().await {
         Ok(_) => Ok(true),
         Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => Ok(false),
         Err(e) => Err(aws::classify(&format!("look for {}", obj.url()), e)),
@@ -444,9 +407,9 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         .send()
         .await
         .map_err(|e| match aws::classify(&format!("read {}", obj.url()), e) {
-            PhaseError::Aws(m) if m.contains("NoSuchKey") => PhaseError::Invalid(format!(
-                "{m}: the object is missing; run pack for this release again"
-            )),
+            PhaseError::Aws(m) if m.contains("NoSuchKey") => {
+                PhaseError::Invalid(format!("{m}: the object is missing; run pack for this release again"))
+            }
             other => other,
         })?;
     let bytes = out
@@ -455,9 +418,8 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         .await
         .map_err(|e| PhaseError::Retryable(format!("reading {} was cut off: {e}", obj.url())))?
         .into_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| {
-        PhaseError::Invalid(format!("{} is not a record porter wrote: {e}", obj.url()))
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| PhaseError::Invalid(format!("{} is not a record porter wrote: {e}", obj.url())))
 }
 
 /// pack from its input alone: a folder, or a zip in S3 read with the
@@ -467,8 +429,7 @@ pub async fn run(aws: &Aws, input: &PackInput) -> Result<Packed, PhaseError> {
     match &input.source {
         Source::Path(path) => pack(aws, input, path).await,
         Source::S3 { bucket, key } => {
-            let dir = tempfile::tempdir()
-                .map_err(|e| PhaseError::Retryable(format!("no scratch space: {e}")))?;
+            let dir = tempfile::tempdir().map_err(|e| PhaseError::Retryable(format!("no scratch space: {e}")))?;
             fetch_zip(&aws.s3(), bucket, key, dir.path()).await?;
             pack(aws, input, dir.path()).await
         }

@@ -34,14 +34,8 @@ pub fn cutover(registered: &[String], new: &[String]) -> Cutover {
     let registered: BTreeSet<&String> = registered.iter().collect();
     let new_set: BTreeSet<&String> = new.iter().collect();
     Cutover {
-        register: new_set
-            .difference(&registered)
-            .map(|s| s.to_string())
-            .collect(),
-        deregister: registered
-            .difference(&new_set)
-            .map(|s| s.to_string())
-            .collect(),
+        register: new_set.difference(&registered).map(|s| s.to_string()).collect(),
+        deregister: registered.difference(&new_set).map(|s| s.to_string()).collect(),
     }
 }
 
@@ -127,11 +121,7 @@ mod tests {
     #[test]
     fn broken_or_inverted_windows_count_as_active() {
         assert!(active_blackout(&env(&[("not a time", "2026-12-26T00:00:00Z")]), at(1)).is_some());
-        assert!(active_blackout(
-            &env(&[("2026-12-26T00:00:00Z", "2026-12-24T00:00:00Z")]),
-            at(1)
-        )
-        .is_some());
+        assert!(active_blackout(&env(&[("2026-12-26T00:00:00Z", "2026-12-24T00:00:00Z")]), at(1)).is_some());
     }
 
     fn ids(v: &[&str]) -> Vec<String> {
@@ -140,10 +130,7 @@ mod tests {
 
     #[test]
     fn cutover_registers_new_and_removes_everything_else() {
-        let c = cutover(
-            &ids(&["i-old1", "i-old2", "i-new1"]),
-            &ids(&["i-new1", "i-new2"]),
-        );
+        let c = cutover(&ids(&["i-old1", "i-old2", "i-new1"]), &ids(&["i-new1", "i-new2"]));
         assert_eq!(c.register, ids(&["i-new2"]));
         assert_eq!(c.deregister, ids(&["i-old1", "i-old2"]));
     }

@@ -130,11 +130,7 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
 }
 
 /// Finds the stack and its instances, and registers them with every ELB.
-async fn begin(
-    clients: &RegionClients,
-    region: &Region,
-    stack_name: &str,
-) -> Result<Cutover, PhaseError> {
+async fn begin(clients: &RegionClients, region: &Region, stack_name: &str) -> Result<Cutover, PhaseError> {
     let cfn = &clients.cloudformation;
     let out = cfn.describe_stacks().stack_name(stack_name).send().await.map_err(|e| {
         match aws::classify(&format!("describe stack {stack_name}"), e) {
@@ -221,9 +217,7 @@ async fn advance(
                     s.instance_id().unwrap_or("?"),
                     elb.name,
                     s.state().unwrap_or("Unknown"),
-                    s.description()
-                        .map(|d| format!(" ({d})"))
-                        .unwrap_or_default()
+                    s.description().map(|d| format!(" ({d})")).unwrap_or_default()
                 ));
             }
         }
@@ -242,10 +236,7 @@ async fn advance(
                 .set_instances(Some(as_instances(&c.instances)))
                 .send()
                 .await
-                .map_err(aws::err(format!(
-                    "take the new instances out of {}",
-                    elb.name
-                )))?;
+                .map_err(aws::err(format!("take the new instances out of {}", elb.name)))?;
         }
         return Err(PhaseError::PromoteFailed {
             region: region.name.clone(),
@@ -278,10 +269,7 @@ async fn finish(
                 .set_instances(Some(as_instances(&plan.deregister)))
                 .send()
                 .await
-                .map_err(aws::err(format!(
-                    "take the previous instances out of {}",
-                    elb.name
-                )))?;
+                .map_err(aws::err(format!("take the previous instances out of {}", elb.name)))?;
             deregistered.extend(plan.deregister);
         }
         let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build().expect("key is set");
@@ -294,10 +282,7 @@ async fn finish(
             .tags(tag("porter:service", &dep.release.service))
             .send()
             .await
-            .map_err(aws::err(format!(
-                "tag {} with the promoted stack",
-                elb.name
-            )))?;
+            .map_err(aws::err(format!("tag {} with the promoted stack", elb.name)))?;
         let dns_name = clients
             .elb
             .describe_load_balancers()
@@ -342,19 +327,12 @@ pub async fn registered(clients: &RegionClients, elb: &str) -> Result<Vec<String
     Ok(out
         .load_balancer_descriptions()
         .iter()
-        .flat_map(|d| {
-            d.instances()
-                .iter()
-                .filter_map(|i| i.instance_id().map(str::to_string))
-        })
+        .flat_map(|d| d.instances().iter().filter_map(|i| i.instance_id().map(str::to_string)))
         .collect())
 }
 
 /// The running instances of every Auto Scaling group in the stack.
-pub async fn stack_instances(
-    clients: &RegionClients,
-    stack_id: &str,
-) -> Result<Vec<String>, PhaseError> {
+pub async fn stack_instances(clients: &RegionClients, stack_id: &str) -> Result<Vec<String>, PhaseError> {
     let resources = clients
         .cloudformation
         .describe_stack_resources()

@@ -64,15 +64,7 @@ pub async fn run(aws: &Aws, input: ProvisionInput) -> PhaseResult<ProvisionState
     let results = each_region(regions, |region| async move {
         match previous.get(&region.name) {
             Some(w) if w.done => Ok(w.clone()),
-            Some(w) => {
-                check(
-                    dep,
-                    &dep.clients(aws, region, "provision").await?,
-                    region,
-                    w.clone(),
-                )
-                .await
-            }
+            Some(w) => check(dep, &dep.clients(aws, region, "provision").await?, region, w.clone()).await,
             None => start(aws, dep, region, execution).await,
         }
     })
@@ -122,12 +114,7 @@ pub async fn run(aws: &Aws, input: ProvisionInput) -> PhaseResult<ProvisionState
 
 /// First call in a region: ship the payload, create (or adopt) the stack,
 /// and check it at once: a stack that completes fast costs no wait at all.
-async fn start(
-    aws: &Aws,
-    dep: &Deployment,
-    region: &Region,
-    execution: &str,
-) -> Result<Waiting, PhaseError> {
+async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) -> Result<Waiting, PhaseError> {
     let clients = dep.clients(aws, region, "provision").await?;
     let stack_name = dep.stack_name();
     let stack_id = match find_stack(&clients, &stack_name).await? {
@@ -160,13 +147,7 @@ async fn start(
 
 /// The stack of this name that is not deleted, if any.
 async fn find_stack(clients: &RegionClients, name: &str) -> Result<Option<String>, PhaseError> {
-    match clients
-        .cloudformation
-        .describe_stacks()
-        .stack_name(name)
-        .send()
-        .await
-    {
+    match clients.cloudformation.describe_stacks().stack_name(name).send().await {
         Ok(out) => Ok(out
             .stacks()
             .iter()
@@ -216,10 +197,7 @@ async fn ship_payload(
     })
 }
 
-async fn elb_security_groups(
-    clients: &RegionClients,
-    region: &Region,
-) -> Result<Vec<String>, PhaseError> {
+async fn elb_security_groups(clients: &RegionClients, region: &Region) -> Result<Vec<String>, PhaseError> {
     if region.elbs.is_empty() {
         return Ok(Vec::new());
     }
@@ -231,13 +209,11 @@ async fn elb_security_groups(
         .send()
         .await
         .map_err(|e| match aws::classify("describe the load balancers", e) {
-            PhaseError::Aws(m) if m.contains("LoadBalancerNotFound") => {
-                PhaseError::Invalid(format!(
+            PhaseError::Aws(m) if m.contains("LoadBalancerNotFound") => PhaseError::Invalid(format!(
                 "{m}: create the load balancer(s) {} in {} or fix `elb`/`elbs` in .porter/config",
                 names.join(", "),
                 region.name
-            ))
-            }
+            )),
             other => other,
         })?;
     let mut groups: Vec<String> = out
@@ -293,21 +269,19 @@ async fn create_stack(
         }
         .put_if_absent(&obj, body.into_bytes(), &r.sha256)
         .await?;
-        create = create.template_url(format!(
-            "https://{}.s3.amazonaws.com/{}",
-            obj.bucket, obj.key
-        ));
+        create = create.template_url(format!("https://{}.s3.amazonaws.com/{}", obj.bucket, obj.key));
     }
-    let out = create.send().await.map_err(|e| {
-        match aws::classify(&format!("create stack {stack_name}"), e) {
+    let out = create
+        .send()
+        .await
+        .map_err(|e| match aws::classify(&format!("create stack {stack_name}"), e) {
             PhaseError::Aws(m) | PhaseError::Invalid(m) => PhaseError::StackFailed {
                 region: region.name.clone(),
                 stack: stack_name.to_string(),
                 reason: m,
             },
             other => other,
-        }
-    })?;
+        })?;
     let id = out.stack_id().unwrap_or(stack_name).to_string();
     tracing::info!(region = %region.name, stack = %stack_name, "stack created");
     Ok(id)
@@ -327,18 +301,12 @@ async fn check(
         .send()
         .await
         .map_err(aws::err(format!("describe stack {}", w.stack_id)))?;
-    let stack = out
-        .stacks()
-        .first()
-        .ok_or_else(|| PhaseError::StackFailed {
-            region: region.name.clone(),
-            stack: w.stack_id.clone(),
-            reason: "the stack is gone".into(),
-        })?;
-    let status = stack
-        .stack_status()
-        .cloned()
-        .unwrap_or(StackStatus::CreateInProgress);
+    let stack = out.stacks().first().ok_or_else(|| PhaseError::StackFailed {
+        region: region.name.clone(),
+        stack: w.stack_id.clone(),
+        reason: "the stack is gone".into(),
+    })?;
+    let status = stack.stack_status().cloned().unwrap_or(StackStatus::CreateInProgress);
     w.checks += 1;
     match status {
         StackStatus::CreateComplete | StackStatus::UpdateComplete => {
@@ -349,13 +317,7 @@ async fn check(
         other => Err(PhaseError::StackFailed {
             region: region.name.clone(),
             stack: dep.stack_name(),
-            reason: failure_reason(
-                clients,
-                &w.stack_id,
-                other.as_str(),
-                stack.stack_status_reason(),
-            )
-            .await,
+            reason: failure_reason(clients, &w.stack_id, other.as_str(), stack.stack_status_reason()).await,
         }),
     }
 }
@@ -379,8 +341,7 @@ pub async fn failure_reason(
             .iter()
             .rev()
             .find(|e| {
-                e.resource_status()
-                    .is_some_and(|s| s.as_str().ends_with("_FAILED"))
+                e.resource_status().is_some_and(|s| s.as_str().ends_with("_FAILED"))
                     && e.physical_resource_id() != Some(stack_id)
                     && e.resource_type() != Some("AWS::CloudFormation::Stack")
             })

@@ -97,11 +97,7 @@ pub async fn run(aws: &Aws, input: PruneInput) -> PhaseResult<PruneState, Pruned
         .map(|d| backoff(d.checks.saturating_sub(1)))
         .min()
         .unwrap_or(5);
-    let deleting: usize = results
-        .values()
-        .filter(|d| !d.done)
-        .map(|d| d.stacks.len())
-        .sum();
+    let deleting: usize = results.values().filter(|d| !d.done).map(|d| d.stacks.len()).sum();
     Ok(Step::Pending {
         progress: format!("deleting {deleting} old stacks; {finished}/{total} regions done"),
         percent: (10 + 80 * finished / total.max(1)) as u8,
@@ -137,21 +133,13 @@ async fn begin(
     Ok(Deleting {
         stacks: plan.delete.iter().map(|s| s.stack_id.clone()).collect(),
         names: plan.delete.iter().map(|s| s.stack_name.clone()).collect(),
-        kept: plan
-            .keep
-            .iter()
-            .map(|(s, _)| s.stack_name.clone())
-            .collect(),
+        kept: plan.keep.iter().map(|(s, _)| s.stack_name.clone()).collect(),
         checks: 0,
         done: false,
     })
 }
 
-async fn check(
-    clients: &RegionClients,
-    region: &Region,
-    mut d: Deleting,
-) -> Result<Deleting, PhaseError> {
+async fn check(clients: &RegionClients, region: &Region, mut d: Deleting) -> Result<Deleting, PhaseError> {
     d.checks += 1;
     let mut remaining = 0;
     for id in &d.stacks {
@@ -171,10 +159,10 @@ async fn check(
                 return Err(PhaseError::PruneFailed {
                     region: region.name.clone(),
                     reason: format!(
-                    "stack {} could not be deleted: {}; delete what holds it, then run prune again",
-                    stack.stack_name().unwrap_or(id),
-                    stack.stack_status_reason().unwrap_or("no reason given")
-                ),
+                        "stack {} could not be deleted: {}; delete what holds it, then run prune again",
+                        stack.stack_name().unwrap_or(id),
+                        stack.stack_status_reason().unwrap_or("no reason given")
+                    ),
                 })
             }
             _ => remaining += 1,
@@ -185,10 +173,7 @@ async fn check(
 }
 
 /// The stack id the ELB's tag names as promoted.
-pub async fn promoted_stack(
-    clients: &RegionClients,
-    elb: &str,
-) -> Result<Option<String>, PhaseError> {
+pub async fn promoted_stack(clients: &RegionClients, elb: &str) -> Result<Option<String>, PhaseError> {
     let out = clients
         .elb
         .describe_tags()
@@ -211,23 +196,12 @@ pub async fn service_stacks(
     environment: &str,
 ) -> Result<Vec<StackSummary>, PhaseError> {
     let mut stacks = Vec::new();
-    let mut pages = clients
-        .cloudformation
-        .describe_stacks()
-        .into_paginator()
-        .send();
+    let mut pages = clients.cloudformation.describe_stacks().into_paginator().send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(aws::err("list stacks"))?;
         for s in page.stacks() {
-            let tag = |k: &str| {
-                s.tags()
-                    .iter()
-                    .find(|t| t.key() == Some(k))
-                    .and_then(|t| t.value())
-            };
-            if tag("porter:service") != Some(service)
-                || tag("porter:environment") != Some(environment)
-            {
+            let tag = |k: &str| s.tags().iter().find(|t| t.key() == Some(k)).and_then(|t| t.value());
+            if tag("porter:service") != Some(service) || tag("porter:environment") != Some(environment) {
                 continue;
             }
             let created = s
@@ -237,10 +211,7 @@ pub async fn service_stacks(
             stacks.push(StackSummary {
                 stack_id: s.stack_id().unwrap_or_default().to_string(),
                 stack_name: s.stack_name().unwrap_or_default().to_string(),
-                status: s
-                    .stack_status()
-                    .map(|x| x.as_str().to_string())
-                    .unwrap_or_default(),
+                status: s.stack_status().map(|x| x.as_str().to_string()).unwrap_or_default(),
                 created,
             });
         }

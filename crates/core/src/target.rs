@@ -79,19 +79,10 @@ impl Deployment {
     }
 
     pub fn stack_name(&self) -> String {
-        crate::template::stack_name(
-            &self.release.service,
-            &self.release.environment,
-            &self.release.version,
-        )
+        crate::template::stack_name(&self.release.service, &self.release.environment, &self.release.version)
     }
 
-    pub async fn clients(
-        &self,
-        aws: &Aws,
-        region: &Region,
-        phase: &str,
-    ) -> Result<RegionClients, PhaseError> {
+    pub async fn clients(&self, aws: &Aws, region: &Region, phase: &str) -> Result<RegionClients, PhaseError> {
         aws.region(
             &region.name,
             &region.role_arn,
@@ -104,10 +95,7 @@ impl Deployment {
 
 /// Runs `step` for every region at once and collects the results by region.
 /// The first error (by region name) wins; its message names its region.
-pub async fn each_region<'a, T, F, Fut>(
-    regions: Vec<&'a Region>,
-    step: F,
-) -> Result<BTreeMap<String, T>, PhaseError>
+pub async fn each_region<'a, T, F, Fut>(regions: Vec<&'a Region>, step: F) -> Result<BTreeMap<String, T>, PhaseError>
 where
     F: Fn(&'a Region) -> Fut,
     Fut: Future<Output = Result<T, PhaseError>>,

@@ -13,8 +13,7 @@ use crate::release::Release;
 
 /// The SSM parameter that names the current Amazon Linux 2023 image, so the
 /// template needs no per-region AMI table.
-const IMAGE_PARAMETER: &str =
-    "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
+const IMAGE_PARAMETER: &str = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
 
 /// What provision learns from the account before rendering.
 #[derive(Debug, Clone, Default)]
@@ -94,22 +93,14 @@ pub fn render(
             {"Key": "porter:version", "Value": release.version, "PropagateAtLaunch": true},
         ]
     });
-    let subnets: Vec<&String> = region
-        .azs
-        .iter()
-        .filter_map(|az| az.subnet_id.as_ref())
-        .collect();
+    let subnets: Vec<&String> = region.azs.iter().filter_map(|az| az.subnet_id.as_ref()).collect();
     if subnets.is_empty() {
-        group_props["AvailabilityZones"] =
-            json!(region.azs.iter().map(|az| &az.name).collect::<Vec<_>>());
+        group_props["AvailabilityZones"] = json!(region.azs.iter().map(|az| &az.name).collect::<Vec<_>>());
     } else {
         group_props["VPCZoneIdentifier"] = json!(subnets);
     }
 
-    let payload_arn = format!(
-        "arn:${{AWS::Partition}}:s3:::{}/{}",
-        payload.bucket, payload.key
-    );
+    let payload_arn = format!("arn:${{AWS::Partition}}:s3:::{}/{}", payload.bucket, payload.key);
     let mut instance_policy = vec![json!({
         "Effect": "Allow",
         "Action": "s3:GetObject",
@@ -192,17 +183,9 @@ pub fn render(
 /// `${AWS::Region}` are filled in by CloudFormation; `${!X}` stays `${X}`.
 fn user_data(region: &Region, release: &Release, payload: &PayloadLocation) -> String {
     let mut checks = String::new();
-    for c in region
-        .containers
-        .iter()
-        .filter(|c| c.topology == Topology::Inet)
-    {
+    for c in region.containers.iter().filter(|c| c.topology == Topology::Inet) {
         let port = c.inet_port.unwrap_or(8080);
-        let curl_method = if c.health_check.method == "HEAD" {
-            "-I"
-        } else {
-            ""
-        };
+        let curl_method = if c.health_check.method == "HEAD" { "-I" } else { "" };
         checks.push_str(&format!(
             "wait_healthy {curl_method:?} http://127.0.0.1:{port}{path}\n",
             path = c.health_check.path
@@ -291,10 +274,7 @@ mod tests {
         let base = json!({"Resources": {"A": {"Type": "X", "Properties": {"P": 1, "Q": 2}}}});
         let overlay = json!({"Resources": {"A": {"Properties": {"Q": 3}}, "B": {"Type": "Y"}}});
         let merged = merge(base, overlay);
-        assert_eq!(
-            merged["Resources"]["A"]["Properties"],
-            json!({"P": 1, "Q": 3})
-        );
+        assert_eq!(merged["Resources"]["A"]["Properties"], json!({"P": 1, "Q": 3}));
         assert_eq!(merged["Resources"]["A"]["Type"], "X");
         assert_eq!(merged["Resources"]["B"]["Type"], "Y");
     }
@@ -315,12 +295,7 @@ mod render_tests {
     const CONFIG: &str = "service_name: web\nenvironments:\n- name: prod\n  role_arn: arn:aws:iam::123456789012:role/d\n  instance_count: 3\n  regions:\n  - name: us-west-2\n    vpc_id: vpc-0a1b2c3d\n    azs:\n    - {name: us-west-2a, subnet_id: subnet-0a1b2c3d}\n    s3_bucket: web-bucket\n    elb: web-prod\n    key_pair_name: ops\n    containers:\n    - {name: api, inet_port: 3000, health_check: {method: GET, path: /ping}}\n  - name: us-east-1\n    azs:\n    - {name: us-east-1a}\n    - {name: us-east-1b}\n    s3_bucket: web-bucket-east\n    elb: none\n";
 
     fn fixture() -> (Config, Release, PayloadLocation) {
-        let loaded = config::load_str(
-            CONFIG,
-            std::path::Path::new("c"),
-            std::path::Path::new("."),
-            &|_| None,
-        );
+        let loaded = config::load_str(CONFIG, std::path::Path::new("c"), std::path::Path::new("."), &|_| None);
         let cfg = loaded.deployable().unwrap();
         let obj = |k: &str| S3Object {
             bucket: "web-bucket".into(),
@@ -356,18 +331,14 @@ mod render_tests {
         };
         let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
         let group = &t["Resources"]["AutoScalingGroup"];
-        assert_eq!(
-            group["Properties"]["VPCZoneIdentifier"],
-            json!(["subnet-0a1b2c3d"])
-        );
+        assert_eq!(group["Properties"]["VPCZoneIdentifier"], json!(["subnet-0a1b2c3d"]));
         assert_eq!(group["Properties"]["DesiredCapacity"], "3");
         assert_eq!(group["CreationPolicy"]["ResourceSignal"]["Count"], 3);
         assert_eq!(
             t["Resources"]["InstanceSecurityGroup"]["Properties"]["VpcId"],
             "vpc-0a1b2c3d"
         );
-        let ingress =
-            &t["Resources"]["InstanceSecurityGroup"]["Properties"]["SecurityGroupIngress"][0];
+        let ingress = &t["Resources"]["InstanceSecurityGroup"]["Properties"]["SecurityGroupIngress"][0];
         assert_eq!(ingress["SourceSecurityGroupId"], "sg-elb");
         assert_eq!(ingress["FromPort"], 3000);
         let data = &t["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"];
@@ -402,10 +373,7 @@ mod render_tests {
             &RenderContext::default(),
         );
         let props = &t["Resources"]["AutoScalingGroup"]["Properties"];
-        assert_eq!(
-            props["AvailabilityZones"],
-            json!(["us-east-1a", "us-east-1b"])
-        );
+        assert_eq!(props["AvailabilityZones"], json!(["us-east-1a", "us-east-1b"]));
         assert!(props.get("VPCZoneIdentifier").is_none());
         assert_eq!(props["MaxSize"], "9", "the override wins");
         assert_eq!(props["MinSize"], "3", "siblings stay");

@@ -70,10 +70,7 @@ impl Node {
 
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {
-            Value::Map(entries) => entries
-                .iter()
-                .find(|(k, _)| k.as_str() == Some(key))
-                .map(|(_, v)| v),
+            Value::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -139,8 +136,7 @@ pub fn load(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Node,
         vec![LoadProblem {
             mark: Mark { line: 1, col: 1 },
             path: String::new(),
-            message: "the file is empty; it needs at least service_name and environments"
-                .to_string(),
+            message: "the file is empty; it needs at least service_name and environments".to_string(),
         }]
     })
 }
@@ -177,8 +173,7 @@ impl Builder<'_> {
             match open {
                 Open::Seq { items, .. } => path.push_str(&format!("[{}]", items.len())),
                 Open::Map {
-                    pending_key: Some(key),
-                    ..
+                    pending_key: Some(key), ..
                 } => {
                     if !path.is_empty() {
                         path.push('.');
@@ -203,9 +198,7 @@ impl Builder<'_> {
             }
             Some(Open::Seq { items, .. }) => items.push(node),
             Some(Open::Map {
-                entries,
-                pending_key,
-                ..
+                entries, pending_key, ..
             }) => match pending_key.take() {
                 None => *pending_key = Some(node),
                 Some(key) => entries.push((key, node)),
@@ -299,8 +292,7 @@ impl MarkedEventReceiver for Builder<'_> {
                 // the key is where the user has to look.
                 let mark = match self.stack.last() {
                     Some(Open::Map {
-                        pending_key: Some(key),
-                        ..
+                        pending_key: Some(key), ..
                     }) if text.is_empty() && !quoted => key.mark,
                     _ => mark,
                 };
@@ -325,12 +317,7 @@ impl MarkedEventReceiver for Builder<'_> {
                 pending_key: None,
             }),
             Event::SequenceEnd => {
-                if let Some(Open::Seq {
-                    anchor,
-                    mark,
-                    items,
-                }) = self.stack.pop()
-                {
+                if let Some(Open::Seq { anchor, mark, items }) = self.stack.pop() {
                     self.finish(
                         Node {
                             value: Value::Seq(items),
@@ -366,7 +353,8 @@ impl MarkedEventReceiver for Builder<'_> {
                         self.problems.push(LoadProblem {
                             mark: bad,
                             path,
-                            message: "a merge key takes an alias to a mapping, like `<<: *base` or `<<: [*a, *b]`".to_string(),
+                            message: "a merge key takes an alias to a mapping, like `<<: *base` or `<<: [*a, *b]`"
+                                .to_string(),
                         });
                     }
                     self.finish(
@@ -383,8 +371,7 @@ impl MarkedEventReceiver for Builder<'_> {
                 None => self.problems.push(LoadProblem {
                     mark,
                     path: self.path(),
-                    message: "this alias refers to an anchor that is not defined above it"
-                        .to_string(),
+                    message: "this alias refers to an anchor that is not defined above it".to_string(),
                 }),
             },
             _ => {}

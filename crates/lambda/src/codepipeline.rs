@@ -86,8 +86,7 @@ pub fn parse(ctx: &Context, event: Value) -> Result<(Job, Option<String>), Funct
                 None,
                 "codepipeline-artifact-credentials",
             );
-            let mut b =
-                aws_sdk_s3::config::Builder::from(ctx.aws.sdk_config()).credentials_provider(c);
+            let mut b = aws_sdk_s3::config::Builder::from(ctx.aws.sdk_config()).credentials_provider(c);
             if ctx.aws.sdk_config().endpoint_url().is_some() {
                 b = b.force_path_style(true);
             }
@@ -170,15 +169,11 @@ impl Job {
     pub fn u32_param(&self, name: &str) -> Result<Option<u32>, PhaseError> {
         match self.params.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    PhaseError::Invalid(format!(
-                        "UserParameters `{name}` must be a whole number, not {v}"
-                    ))
-                }),
+            Some(v) => {
+                v.as_u64().and_then(|n| u32::try_from(n).ok()).map(Some).ok_or_else(|| {
+                    PhaseError::Invalid(format!("UserParameters `{name}` must be a whole number, not {v}"))
+                })
+            }
         }
     }
 }
@@ -194,7 +189,11 @@ pub async fn token_for(ctx: &Context, job: &Job, state: &Value) -> Result<String
         .artifact_bucket
         .clone()
         .or_else(|| job.input.as_ref().map(|i| i.bucket.clone()))
-        .ok_or_else(|| PhaseError::Invalid("the state is larger than a continuation token and no ARTIFACT_BUCKET is set to hold it".into()))?;
+        .ok_or_else(|| {
+            PhaseError::Invalid(
+                "the state is larger than a continuation token and no ARTIFACT_BUCKET is set to hold it".into(),
+            )
+        })?;
     let obj = S3Object {
         bucket,
         key: format!("porter-continuations/{}.json", job.id),
@@ -208,10 +207,7 @@ pub async fn token_for(ctx: &Context, job: &Job, state: &Value) -> Result<String
         .body(inline.into_bytes().into())
         .send()
         .await
-        .map_err(aws::err(format!(
-            "store the continuation state at {}",
-            obj.url()
-        )))?;
+        .map_err(aws::err(format!("store the continuation state at {}", obj.url())))?;
     Ok(obj.url())
 }
 
@@ -220,11 +216,8 @@ pub async fn state_from(ctx: &Context, token: &str) -> Result<Value, PhaseError>
     if let Some(obj) = S3Object::parse_url(token) {
         return pack::read_json(&ctx.aws.s3(), &obj).await;
     }
-    serde_json::from_str(token).map_err(|e| {
-        PhaseError::Invalid(format!(
-            "the continuation token is not one porter wrote: {e}"
-        ))
-    })
+    serde_json::from_str(token)
+        .map_err(|e| PhaseError::Invalid(format!("the continuation token is not one porter wrote: {e}")))
 }
 
 fn clip(s: &str, n: usize) -> String {

@@ -38,8 +38,11 @@ async fn run(ctx: &Context, phase: Phase, job: &Job) -> Result<Outcome, PhaseErr
             "UserParameters needs `release`: the pack action's output variable, e.g. {\"environment\": \"staging\", \"release\": \"#{PackVariables.release}\"}".into(),
         )
     })?;
-    let obj = S3Object::parse_url(&release_url)
-        .ok_or_else(|| PhaseError::Invalid(format!("UserParameters `release` must be s3://bucket/key of a release record, not `{release_url}`")))?;
+    let obj = S3Object::parse_url(&release_url).ok_or_else(|| {
+        PhaseError::Invalid(format!(
+            "UserParameters `release` must be s3://bucket/key of a release record, not `{release_url}`"
+        ))
+    })?;
     let release: Release = pack::read_json(&ctx.aws.s3(), &obj).await?;
     if release.environment != environment {
         return Err(PhaseError::Invalid(format!(
@@ -145,11 +148,8 @@ async fn run(ctx: &Context, phase: Phase, job: &Job) -> Result<Outcome, PhaseErr
 fn typed<S: DeserializeOwned>(state: Option<Value>) -> Result<Option<S>, PhaseError> {
     state
         .map(|v| {
-            serde_json::from_value(v).map_err(|e| {
-                PhaseError::Invalid(format!(
-                    "the continuation token does not belong to this phase: {e}"
-                ))
-            })
+            serde_json::from_value(v)
+                .map_err(|e| PhaseError::Invalid(format!("the continuation token does not belong to this phase: {e}")))
         })
         .transpose()
 }
@@ -167,12 +167,7 @@ async fn finish<S: Serialize, O>(
             percent,
             ..
         } => Ok(Outcome::Continue {
-            token: codepipeline::token_for(
-                ctx,
-                job,
-                &serde_json::to_value(&state).expect("state serializes"),
-            )
-            .await?,
+            token: codepipeline::token_for(ctx, job, &serde_json::to_value(&state).expect("state serializes")).await?,
             summary: progress,
             percent,
         }),
@@ -184,12 +179,12 @@ async fn finish<S: Serialize, O>(
 }
 
 async fn pack_job(ctx: &Context, job: &Job, environment: String) -> Result<Outcome, PhaseError> {
-    let source = job
-        .input
-        .clone()
-        .ok_or_else(|| PhaseError::Invalid("the pack action needs the source artifact as its input artifact; add it in the pipeline's action".into()))?;
-    let dir =
-        tempfile::tempdir().map_err(|e| PhaseError::Retryable(format!("no scratch space: {e}")))?;
+    let source = job.input.clone().ok_or_else(|| {
+        PhaseError::Invalid(
+            "the pack action needs the source artifact as its input artifact; add it in the pipeline's action".into(),
+        )
+    })?;
+    let dir = tempfile::tempdir().map_err(|e| PhaseError::Retryable(format!("no scratch space: {e}")))?;
     pack::fetch_zip(&job.artifact_s3, &source.bucket, &source.key, dir.path()).await?;
     let input = PackInput {
         environment,

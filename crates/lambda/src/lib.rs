@@ -57,12 +57,8 @@ impl Context {
 
     pub async fn from_env() -> Result<Context, String> {
         let mut ctx = Context::new(Aws::from_env().await, None);
-        ctx.artifact_bucket = std::env::var("ARTIFACT_BUCKET")
-            .ok()
-            .filter(|s| !s.is_empty());
-        ctx.state_machine_arn = std::env::var("STATE_MACHINE_ARN")
-            .ok()
-            .filter(|s| !s.is_empty());
+        ctx.artifact_bucket = std::env::var("ARTIFACT_BUCKET").ok().filter(|s| !s.is_empty());
+        ctx.state_machine_arn = std::env::var("STATE_MACHINE_ARN").ok().filter(|s| !s.is_empty());
         ctx.trigger = trigger::Settings::from_env()?;
         Ok(ctx)
     }
@@ -116,9 +112,7 @@ impl Phase {
 #[derive(Debug, thiserror::Error)]
 pub enum FunctionError {
     /// The event is not one this function takes.
-    #[error(
-        "the {phase} function cannot read its event: {detail}. See events/ for the shapes it takes"
-    )]
+    #[error("the {phase} function cannot read its event: {detail}. See events/ for the shapes it takes")]
     BadEvent { phase: &'static str, detail: String },
     /// The phase itself failed.
     #[error(transparent)]
@@ -159,17 +153,11 @@ fn to_value<S: serde::Serialize, O: serde::Serialize>(step: Step<S, O>) -> Value
 }
 
 /// Answers one invocation of `function`.
-pub async fn handle(
-    ctx: &Context,
-    function: Function,
-    event: Value,
-) -> Result<Value, FunctionError> {
+pub async fn handle(ctx: &Context, function: Function, event: Value) -> Result<Value, FunctionError> {
     match function {
         Function::Pipeline => Box::pin(pipeline::handle(ctx, event)).await,
         Function::Trigger => Box::pin(trigger::handle(ctx, event)).await,
-        Function::Phase(phase) if codepipeline::is_job(&event) => {
-            Box::pin(jobs::handle(ctx, phase, event)).await
-        }
+        Function::Phase(phase) if codepipeline::is_job(&event) => Box::pin(jobs::handle(ctx, phase, event)).await,
         Function::Phase(phase) => Box::pin(step(&ctx.aws, phase, event)).await,
     }
 }
@@ -185,9 +173,7 @@ pub async fn step(aws: &Aws, phase: Phase, event: Value) -> Result<Value, Functi
         Phase::Pack => {
             let input: pack::PackInput = parse(phase, event)?;
             let packed = Box::pin(pack::run(aws, &input)).await?;
-            to_value(Step::<(), _>::Done {
-                output: packed.release,
-            })
+            to_value(Step::<(), _>::Done { output: packed.release })
         }
         Phase::Provision => to_value(Box::pin(provision::run(aws, parse(phase, event)?)).await?),
         Phase::Promote => to_value(Box::pin(promote::run(aws, parse(phase, event)?)).await?),
@@ -201,9 +187,7 @@ pub async fn step(aws: &Aws, phase: Phase, event: Value) -> Result<Value, Functi
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_current_span(false)
         .without_time()
         .try_init();
@@ -212,9 +196,7 @@ pub fn init_logs() {
 /// The whole `main` of a function.
 pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
     init_logs();
-    let ctx = Context::from_env()
-        .await
-        .map_err(lambda_runtime::Error::from)?;
+    let ctx = Context::from_env().await.map_err(lambda_runtime::Error::from)?;
     let ctx = &ctx;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         // Boxed: the phase futures are deep enough to overflow the

@@ -9,8 +9,10 @@ use std::collections::HashMap;
 
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent};
 use porter_core::aws;
+use porter_core::pack::{DeployInput, PackInput, Source};
 use porter_core::phase::PhaseError;
-use serde_json::{json, Value};
+use porter_core::release::Provenance;
+use serde_json::Value;
 
 use crate::codepipeline::{self, failure, Job, Outcome};
 use crate::{Context, FunctionError};
@@ -52,48 +54,47 @@ async fn run(ctx: &Context, job: &Job) -> Result<(Outcome, String), PhaseError> 
 
 async fn start(ctx: &Context, job: &Job) -> Result<(Outcome, String), PhaseError> {
     let machine = ctx.state_machine_arn.clone().ok_or_else(|| {
-        PhaseError::Invalid("STATE_MACHINE_ARN is not set on the pipeline function; deploy it with infra/template.yaml".into())
+        PhaseError::Invalid(
+            "STATE_MACHINE_ARN is not set on the pipeline function; deploy it with infra/template.yaml".into(),
+        )
     })?;
     let environment = job.environment()?;
     let source = job.input.clone().ok_or_else(|| {
-        PhaseError::Invalid(
-            "the deploy action needs the source artifact as its input artifact".into(),
-        )
+        PhaseError::Invalid("the deploy action needs the source artifact as its input artifact".into())
     })?;
-    let input = json!({
-        "environment": environment,
-        "source": {"s3": {"bucket": source.bucket, "key": source.key}},
-        "provenance": {
-            "repository": job.string_param("repository")?,
-            "branch": job.string_param("branch")?,
-            "commit": job.revision,
+    let input = DeployInput {
+        pack: PackInput {
+            environment: environment.clone(),
+            source: Source::S3 {
+                bucket: source.bucket.clone(),
+                key: source.key.clone(),
+            },
+            provenance: Provenance {
+                repository: job.string_param("repository")?,
+                branch: job.string_param("branch")?,
+                commit: job.revision.clone(),
+            },
+            image: job.string_param("image")?,
+            artifact_bucket: Some(ctx.artifact_bucket.clone().unwrap_or(source.bucket)),
+            sse_kms_key_id: job.string_param("sse_kms_key_id")?,
         },
-        "image": job.string_param("image")?,
-        "artifact_bucket": ctx.artifact_bucket.clone().unwrap_or(source.bucket.clone()),
-        "sse_kms_key_id": job.string_param("sse_kms_key_id")?,
-        "keep": job.u32_param("keep")?.unwrap_or(0),
-    });
+        keep: job.u32_param("keep")?.unwrap_or(0),
+    };
     let name = execution_name(&job.id);
     let arn = match ctx
         .sfn
         .start_execution()
         .state_machine_arn(&machine)
         .name(&name)
-        .input(input.to_string())
+        .input(serde_json::to_string(&input).expect("the input serializes"))
         .send()
         .await
     {
         Ok(out) => out.execution_arn().to_string(),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|se| se.is_execution_already_exists()) =>
-        {
+        Err(e) if e.as_service_error().is_some_and(|se| se.is_execution_already_exists()) => {
             // A re-delivered job: the execution it started is the one to follow.
             tracing::info!(execution = %name, "execution already started for this job");
-            format!(
-                "{}:{name}",
-                machine.replacen(":stateMachine:", ":execution:", 1)
-            )
+            format!("{}:{name}", machine.replacen(":stateMachine:", ":execution:", 1))
         }
         Err(e) => return Err(aws::classify("start the deploy state machine", e)),
     };
@@ -191,13 +192,9 @@ pub fn progress(events: &[HistoryEvent]) -> (String, u8) {
         match x.name() {
             "Pack" => {
                 packed = true;
-                regions = output["packed"]["release"]["regions"]
-                    .as_array()
-                    .map_or(0, Vec::len);
+                regions = output["packed"]["release"]["regions"].as_array().map_or(0, Vec::len);
             }
-            step @ ("ProvisionStep" | "PromoteStep" | "PruneStep")
-                if output["last"]["result"]["status"] == "done" =>
-            {
+            step @ ("ProvisionStep" | "PromoteStep" | "PruneStep") if output["last"]["result"]["status"] == "done" => {
                 *done.entry(step).or_default() += 1;
             }
             _ => {}
@@ -221,10 +218,7 @@ pub fn progress(events: &[HistoryEvent]) -> (String, u8) {
         .map(|(_, s)| done.get(s).copied().unwrap_or(0).min(r))
         .sum();
     let percent = 10 + 85 * finished / (3 * r);
-    (
-        format!("pack done; {} regions", parts.join(", ")),
-        percent as u8,
-    )
+    (format!("pack done; {} regions", parts.join(", ")), percent as u8)
 }
 
 /// Output variables: the release, and per region the promoted stack and
@@ -237,10 +231,7 @@ pub fn variables(output: &Value) -> HashMap<String, String> {
             vars.insert(key.to_string(), v.to_string());
         }
     }
-    if let (Some(b), Some(k)) = (
-        release["record"]["bucket"].as_str(),
-        release["record"]["key"].as_str(),
-    ) {
+    if let (Some(b), Some(k)) = (release["record"]["bucket"].as_str(), release["record"]["key"].as_str()) {
         vars.insert("release".into(), format!("s3://{b}/{k}"));
     }
     for item in output["promoted"].as_array().into_iter().flatten() {

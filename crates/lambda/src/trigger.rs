@@ -23,13 +23,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(
-        pipeline_name: Option<String>,
-        branch_pattern: &str,
-        scheduled: &str,
-    ) -> Result<Settings, String> {
-        let branch_pattern = Regex::new(branch_pattern)
-            .map_err(|e| format!("BRANCH_PATTERN `{branch_pattern}` is not a regex: {e}"))?;
+    pub fn new(pipeline_name: Option<String>, branch_pattern: &str, scheduled: &str) -> Result<Settings, String> {
+        let branch_pattern =
+            Regex::new(branch_pattern).map_err(|e| format!("BRANCH_PATTERN `{branch_pattern}` is not a regex: {e}"))?;
         Ok(Settings {
             pipeline_name: pipeline_name.filter(|p| !p.is_empty()),
             branch_pattern,
@@ -104,12 +100,18 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
             if detail["referenceType"].as_str() != Some("branch") {
                 return Ok(json!({"action": "ignored", "reason": "not a branch"}));
             }
-            let branch = detail["referenceName"].as_str().ok_or_else(|| bad("detail.referenceName is missing"))?;
+            let branch = detail["referenceName"]
+                .as_str()
+                .ok_or_else(|| bad("detail.referenceName is missing"))?;
             if !settings.branch_pattern.is_match(branch) {
-                return Ok(json!({"action": "ignored", "reason": format!("branch `{branch}` does not match BRANCH_PATTERN {}", settings.branch_pattern)}));
+                return Ok(
+                    json!({"action": "ignored", "reason": format!("branch `{branch}` does not match BRANCH_PATTERN {}", settings.branch_pattern)}),
+                );
             }
             let main = settings.pipeline_name.clone().ok_or_else(|| {
-                FunctionError::Phase(PhaseError::Invalid("PIPELINE_NAME (the main branch's pipeline to copy) is not set".into()))
+                FunctionError::Phase(PhaseError::Invalid(
+                    "PIPELINE_NAME (the main branch's pipeline to copy) is not set".into(),
+                ))
             })?;
             let name = branch_pipeline(&main, branch);
             match what {
@@ -171,19 +173,17 @@ async fn create(ctx: &Context, main: &str, name: &str, branch: &str) -> Result<(
         .send()
         .await
         .map_err(aws::err(format!("read the main pipeline {main}")))?;
-    let declaration = template.pipeline().cloned().ok_or_else(|| {
-        FunctionError::Phase(PhaseError::Aws(format!("pipeline {main} came back empty")))
-    })?;
+    let declaration = template
+        .pipeline()
+        .cloned()
+        .ok_or_else(|| FunctionError::Phase(PhaseError::Aws(format!("pipeline {main} came back empty"))))?;
     let mut stages = Vec::new();
     let mut switched = 0;
     for stage in declaration.stages() {
         let mut actions = Vec::new();
         for action in stage.actions() {
             let mut action = action.clone();
-            if action
-                .action_type_id()
-                .is_some_and(|t| t.provider() == "CodeCommit")
-            {
+            if action.action_type_id().is_some_and(|t| t.provider() == "CodeCommit") {
                 let mut conf = action.configuration().cloned().unwrap_or_default();
                 conf.insert("BranchName".into(), branch.to_string());
                 action.configuration = Some(conf);
@@ -244,10 +244,7 @@ mod tests {
 
     #[test]
     fn branch_pipelines_have_valid_names() {
-        assert_eq!(
-            branch_pipeline("hello", "feature/new-login"),
-            "hello-feature-new-login"
-        );
+        assert_eq!(branch_pipeline("hello", "feature/new-login"), "hello-feature-new-login");
         assert!(branch_pipeline("p", &"x".repeat(300)).len() <= 100);
     }
 

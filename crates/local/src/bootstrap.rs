@@ -22,27 +22,15 @@ pub fn stack_name(service: &str, env: &str) -> String {
     format!("porter-bootstrap-{service}-{env}")
 }
 
-pub async fn environment(
-    aws: &Aws,
-    service: &str,
-    env: &Environment,
-) -> Result<BTreeMap<String, Bootstrapped>> {
+pub async fn environment(aws: &Aws, service: &str, env: &Environment) -> Result<BTreeMap<String, Bootstrapped>> {
     let mut out = BTreeMap::new();
     for region in &env.regions {
-        out.insert(
-            region.name.clone(),
-            self::region(aws, service, env, region).await?,
-        );
+        out.insert(region.name.clone(), self::region(aws, service, env, region).await?);
     }
     Ok(out)
 }
 
-pub async fn region(
-    aws: &Aws,
-    service: &str,
-    env: &Environment,
-    region: &Region,
-) -> Result<Bootstrapped> {
+pub async fn region(aws: &Aws, service: &str, env: &Environment, region: &Region) -> Result<Bootstrapped> {
     let clients = aws
         .region(&region.name, &region.role_arn, "porter-bootstrap")
         .await
@@ -51,17 +39,11 @@ pub async fn region(
 
     let name = stack_name(service, &env.name);
     let cfn = &clients.cloudformation;
-    let exists = cfn
-        .describe_stacks()
-        .stack_name(&name)
-        .send()
-        .await
-        .is_ok_and(|o| {
-            o.stacks().iter().any(|s| {
-                s.stack_status()
-                    .is_some_and(|st| st.as_str() != "DELETE_COMPLETE")
-            })
-        });
+    let exists = cfn.describe_stacks().stack_name(&name).send().await.is_ok_and(|o| {
+        o.stacks()
+            .iter()
+            .any(|s| s.stack_status().is_some_and(|st| st.as_str() != "DELETE_COMPLETE"))
+    });
     if !exists {
         cfn.create_stack()
             .stack_name(&name)
@@ -85,10 +67,7 @@ pub async fn region(
             .collect()
     };
     Ok(Bootstrapped {
-        vpc_id: of_type("AWS::EC2::VPC")
-            .into_iter()
-            .next()
-            .unwrap_or_default(),
+        vpc_id: of_type("AWS::EC2::VPC").into_iter().next().unwrap_or_default(),
         subnets: of_type("AWS::EC2::Subnet"),
         elbs: of_type("AWS::ElasticLoadBalancing::LoadBalancer"),
     })
@@ -132,10 +111,7 @@ fn template(region: &Region) -> serde_json::Value {
         );
         subnet_refs.push(json!({"Ref": id}));
     }
-    let inet = region
-        .containers
-        .iter()
-        .find(|c| c.topology == Topology::Inet);
+    let inet = region.containers.iter().find(|c| c.topology == Topology::Inet);
     let port = inet.and_then(|c| c.inet_port).unwrap_or(8080);
     let health = inet
         .map(|c| c.health_check.path.clone())

@@ -104,8 +104,7 @@ pub async fn prepare(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Res
     let sdk = moto::sdk_config(endpoint, REGION).await;
     let aws = Aws::new(sdk.clone());
     let sfn = aws_sdk_sfn::Client::new(&sdk);
-    let root = std::fs::canonicalize(&opts.path)
-        .with_context(|| format!("no such folder {}", opts.path.display()))?;
+    let root = std::fs::canonicalize(&opts.path).with_context(|| format!("no such folder {}", opts.path.display()))?;
     let (file, repo) = config::locate(&root);
     let loaded = config::load_file(&file, &repo, &config::process_env)
         .with_context(|| format!("cannot read {}", file.display()))?;
@@ -137,20 +136,26 @@ pub async fn run(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<
     } = prepare(endpoint, opts, out).await?;
     let env = cfg.environment(&opts.environment).map_err(|m| anyhow!(m))?;
     let name = format!("{}-{}-{}", cfg.service_name, env.name, chrono_millis());
-    let input = json!({
-        "environment": env.name,
-        "source": {"path": repo},
-        "provenance": {"repository": repo, "branch": null, "commit": null},
-        "image": null,
-        "artifact_bucket": null,
-        "sse_kms_key_id": null,
-        "keep": opts.keep,
-    });
+    let input = porter_core::pack::DeployInput {
+        pack: porter_core::pack::PackInput {
+            environment: env.name.clone(),
+            source: porter_core::pack::Source::Path(repo.clone()),
+            provenance: porter_core::release::Provenance {
+                repository: Some(repo.display().to_string()),
+                branch: None,
+                commit: None,
+            },
+            image: None,
+            artifact_bucket: None,
+            sse_kms_key_id: None,
+        },
+        keep: opts.keep,
+    };
     let exec = sfn
         .start_execution()
         .state_machine_arn(&machine)
         .name(&name)
-        .input(input.to_string())
+        .input(serde_json::to_string(&input)?)
         .send()
         .await
         .context("starting the execution")?;
@@ -167,6 +172,9 @@ pub async fn run(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<
     let mut transitions = 0usize;
     let deadline = Instant::now() + Duration::from_secs(900);
     let described = loop {
+        // Status first, then history: once the status is final, the history
+        // read after it holds every event.
+        let d = sfn.describe_execution().execution_arn(&exec_arn).send().await?;
         let events = history(&sfn, &exec_arn).await?;
         for e in &events[seen..] {
             if e.r#type().as_str().ends_with("StateEntered") {
@@ -177,22 +185,7 @@ pub async fn run(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<
             }
         }
         seen = events.len();
-        let d = sfn
-            .describe_execution()
-            .execution_arn(&exec_arn)
-            .send()
-            .await?;
         if d.status().as_str() != "RUNNING" {
-            // One more read: events that landed with the final status.
-            let events = history(&sfn, &exec_arn).await?;
-            for e in &events[seen..] {
-                if e.r#type().as_str().ends_with("StateEntered") {
-                    transitions += 1;
-                }
-                if let Some(line) = progress_line(e) {
-                    writeln!(out, "{line}")?;
-                }
-            }
             break d;
         }
         if Instant::now() > deadline {
@@ -205,16 +198,8 @@ pub async fn run(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<
 }
 
 /// Reads a finished execution: its output, error, transitions.
-pub async fn outcome_of(
-    sfn: &aws_sdk_sfn::Client,
-    exec_arn: &str,
-    wall: Duration,
-) -> Result<Outcome> {
-    let described = sfn
-        .describe_execution()
-        .execution_arn(exec_arn)
-        .send()
-        .await?;
+pub async fn outcome_of(sfn: &aws_sdk_sfn::Client, exec_arn: &str, wall: Duration) -> Result<Outcome> {
+    let described = sfn.describe_execution().execution_arn(exec_arn).send().await?;
     let transitions = history(sfn, exec_arn)
         .await?
         .iter()
@@ -236,10 +221,7 @@ fn outcome_from(
         .unwrap_or(Value::Null);
     let error = (!succeeded).then(|| {
         (
-            described
-                .error()
-                .unwrap_or(described.status().as_str())
-                .to_string(),
+            described.error().unwrap_or(described.status().as_str()).to_string(),
             described.cause().unwrap_or("no cause given").to_string(),
         )
     });
@@ -273,10 +255,7 @@ fn chrono_millis() -> u128 {
         .unwrap_or(0)
 }
 
-async fn history(
-    sfn: &aws_sdk_sfn::Client,
-    arn: &str,
-) -> Result<Vec<aws_sdk_sfn::types::HistoryEvent>> {
+async fn history(sfn: &aws_sdk_sfn::Client, arn: &str) -> Result<Vec<aws_sdk_sfn::types::HistoryEvent>> {
     let mut events = Vec::new();
     let mut token = None;
     loop {
@@ -307,8 +286,7 @@ fn progress_line(e: &aws_sdk_sfn::types::HistoryEvent) -> Option<String> {
             "pack",
             r["service"].as_str().unwrap_or("?"),
             r["version"].as_str().unwrap_or("?"),
-            &r["sha256"].as_str().unwrap_or("?")
-                [..12.min(r["sha256"].as_str().unwrap_or("?").len())]
+            &r["sha256"].as_str().unwrap_or("?")[..12.min(r["sha256"].as_str().unwrap_or("?").len())]
         ));
     }
     let phase = name.strip_suffix("Step")?.to_lowercase();
@@ -331,11 +309,7 @@ fn progress_line(e: &aws_sdk_sfn::types::HistoryEvent) -> Option<String> {
                     let p = &o["regions"][region];
                     let n: usize = p["elbs"]
                         .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .map(|e| e["in_service"].as_array().map_or(0, Vec::len))
-                                .sum()
-                        })
+                        .map(|a| a.iter().map(|e| e["in_service"].as_array().map_or(0, Vec::len)).sum())
                         .unwrap_or(0);
                     let out_count = p["deregistered"].as_array().map_or(0, Vec::len);
                     format!(
@@ -455,14 +429,13 @@ pub async fn verify(endpoint: &str, opts: &Options, outcome: &Outcome) -> Result
             }
         }
         if opts.keep == 0 {
-            let live: Vec<String> =
-                porter_core::prune::service_stacks(&clients, &cfg.service_name, &env.name)
-                    .await
-                    .map_err(|e| anyhow!("{e}"))?
-                    .into_iter()
-                    .filter(|s| s.status != "DELETE_COMPLETE")
-                    .map(|s| s.stack_name)
-                    .collect();
+            let live: Vec<String> = porter_core::prune::service_stacks(&clients, &cfg.service_name, &env.name)
+                .await
+                .map_err(|e| anyhow!("{e}"))?
+                .into_iter()
+                .filter(|s| s.status != "DELETE_COMPLETE")
+                .map(|s| s.stack_name)
+                .collect();
             if live != vec![expected.stack.clone()] {
                 problems.push(format!(
                     "{}: live stacks {live:?}, expected only {}",
@@ -494,20 +467,13 @@ pub async fn run_pipeline(
         .await
         .is_err()
     {
-        s3.create_bucket()
-            .bucket(crate::stack::ARTIFACT_BUCKET)
-            .send()
-            .await?;
+        s3.create_bucket().bucket(crate::stack::ARTIFACT_BUCKET).send().await?;
     }
     let zip = porter_core::pack::zip_folder(&prepared.repo).map_err(|e| anyhow!("{e}"))?;
     // A commit-like revision: the zip's digest, as a source stage would
     // give the commit id.
     let revision = hex::encode(sha2::Sha256::digest(&zip))[..40].to_string();
-    let key = format!(
-        "{}/source/{}.zip",
-        prepared.config.service_name,
-        &revision[..12]
-    );
+    let key = format!("{}/source/{}.zip", prepared.config.service_name, &revision[..12]);
     s3.put_object()
         .bucket(crate::stack::ARTIFACT_BUCKET)
         .key(&key)
@@ -515,16 +481,10 @@ pub async fn run_pipeline(
         .send()
         .await
         .context("uploading the source artifact")?;
-    writeln!(
-        out,
-        "source artifact: s3://{}/{key}",
-        crate::stack::ARTIFACT_BUCKET
-    )?;
+    writeln!(out, "source artifact: s3://{}/{key}", crate::stack::ARTIFACT_BUCKET)?;
     let action = crate::job_sim::Action {
         function: "porter-pipeline".into(),
-        user_parameters:
-            json!({"environment": opts.environment, "keep": opts.keep, "branch": "main"})
-                .to_string(),
+        user_parameters: json!({"environment": opts.environment, "keep": opts.keep, "branch": "main"}).to_string(),
         input: Some(porter_core::release::S3Object {
             bucket: crate::stack::ARTIFACT_BUCKET.into(),
             key,

@@ -33,10 +33,7 @@ pub struct Faults(Arc<Mutex<HashMap<&'static str, u32>>>);
 
 impl Faults {
     pub fn fail_next(&self, phase: Phase, count: u32) {
-        self.0
-            .lock()
-            .expect("faults lock")
-            .insert(phase.name(), count);
+        self.0.lock().expect("faults lock").insert(phase.name(), count);
     }
 
     fn take(&self, phase: Phase) -> bool {
@@ -74,11 +71,7 @@ pub fn router(ctx: Context, faults: Faults, jobs: Jobs, moto_endpoint: String) -
         })
 }
 
-async fn codepipeline_api(
-    State(host): State<Host>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
+async fn codepipeline_api(State(host): State<Host>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     job_sim::api(&host.jobs, &host.moto, headers, body).await
 }
 
@@ -88,10 +81,7 @@ async fn job_results(State(host): State<Host>, Path(id): Path<String>) -> Json<V
 
 fn unhandled(error_type: &str, message: String) -> Response {
     let mut headers = HeaderMap::new();
-    headers.insert(
-        "X-Amz-Function-Error",
-        HeaderValue::from_static("Unhandled"),
-    );
+    headers.insert("X-Amz-Function-Error", HeaderValue::from_static("Unhandled"));
     let body = json!({"errorType": error_type, "errorMessage": message});
     (StatusCode::OK, headers, Json(body)).into_response()
 }
@@ -100,36 +90,21 @@ fn client_error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({"Type": "User", "message": message}))).into_response()
 }
 
-async fn invoke(
-    State(host): State<Host>,
-    Path(function): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
+async fn invoke(State(host): State<Host>, Path(function): Path<String>, body: axum::body::Bytes) -> Response {
     let Some(target) = function_of(&function) else {
-        return client_error(
-            StatusCode::NOT_FOUND,
-            format!("Function not found: {function}"),
-        );
+        return client_error(StatusCode::NOT_FOUND, format!("Function not found: {function}"));
     };
     let event: Value = if body.is_empty() {
         Value::Null
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => v,
-            Err(e) => {
-                return client_error(
-                    StatusCode::BAD_REQUEST,
-                    format!("the payload is not JSON: {e}"),
-                )
-            }
+            Err(e) => return client_error(StatusCode::BAD_REQUEST, format!("the payload is not JSON: {e}")),
         }
     };
     if let Function::Phase(phase) = target {
         if host.faults.take(phase) {
-            return unhandled(
-                "Retryable",
-                format!("injected fault: {} throttled", phase.name()),
-            );
+            return unhandled("Retryable", format!("injected fault: {} throttled", phase.name()));
         }
     }
     match Box::pin(handle(&host.ctx, target, event)).await {

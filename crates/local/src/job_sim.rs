@@ -44,21 +44,11 @@ pub struct Jobs(Arc<Mutex<HashMap<String, Vec<JobResult>>>>);
 
 impl Jobs {
     pub fn results(&self, job: &str) -> Vec<JobResult> {
-        self.0
-            .lock()
-            .expect("jobs lock")
-            .get(job)
-            .cloned()
-            .unwrap_or_default()
+        self.0.lock().expect("jobs lock").get(job).cloned().unwrap_or_default()
     }
 
     fn record(&self, job: String, result: JobResult) {
-        self.0
-            .lock()
-            .expect("jobs lock")
-            .entry(job)
-            .or_default()
-            .push(result);
+        self.0.lock().expect("jobs lock").entry(job).or_default().push(result);
     }
 }
 
@@ -85,11 +75,7 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
         );
     };
     let Some(job) = req["jobId"].as_str().map(str::to_string) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "ValidationException",
-            "jobId is required",
-        );
+        return error(StatusCode::BAD_REQUEST, "ValidationException", "jobId is required");
     };
     if op == "PutJobSuccessResult" {
         let token = req["continuationToken"].as_str().map(str::to_string);
@@ -157,9 +143,7 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
 }
 
 async fn forward(moto_endpoint: &str, headers: HeaderMap, body: Bytes) -> Response {
-    let mut req = reqwest::Client::new()
-        .post(format!("{moto_endpoint}/"))
-        .body(body);
+    let mut req = reqwest::Client::new().post(format!("{moto_endpoint}/")).body(body);
     for (k, v) in headers.iter() {
         if k != "host" && k != "content-length" {
             req = req.header(k.as_str(), v.as_bytes());
@@ -167,8 +151,7 @@ async fn forward(moto_endpoint: &str, headers: HeaderMap, body: Bytes) -> Respon
     }
     match req.send().await {
         Ok(resp) => {
-            let status =
-                StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let ct = resp.headers().get("content-type").cloned();
             let bytes = resp.bytes().await.unwrap_or_default();
             let mut r = (status, bytes).into_response();
@@ -216,14 +199,7 @@ fn job_id(n: usize) -> String {
         .unwrap_or(0);
     // UUID-shaped, from the clock's fast-moving low digits and the call.
     let h = format!("{:032x}", nanos.reverse_bits());
-    format!(
-        "{}-{}-4{}-8{}-{:012x}",
-        &h[..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        n
-    )
+    format!("{}-{}-4{}-8{}-{:012x}", &h[..8], &h[8..12], &h[13..16], &h[17..20], n)
 }
 
 /// The job event CodePipeline sends (credentials are the local stack's).
@@ -262,10 +238,7 @@ pub async fn run_action(host: &str, action: &Action, out: &mut dyn Write) -> Res
         let result = loop {
             attempts += 1;
             let resp = client
-                .post(format!(
-                    "{host}/2015-03-31/functions/{}/invocations",
-                    action.function
-                ))
+                .post(format!("{host}/2015-03-31/functions/{}/invocations", action.function))
                 .json(&event)
                 .send()
                 .await?;
@@ -326,11 +299,7 @@ pub async fn run_action(host: &str, action: &Action, out: &mut dyn Write) -> Res
             } => {
                 let mut vars: Vec<_> = output_variables.iter().collect();
                 vars.sort();
-                writeln!(
-                    out,
-                    "  call {call}: succeeded: {}",
-                    summary.clone().unwrap_or_default()
-                )?;
+                writeln!(out, "  call {call}: succeeded: {}", summary.clone().unwrap_or_default())?;
                 for (k, v) in vars {
                     writeln!(out, "    {k} = {v}")?;
                 }
@@ -344,8 +313,5 @@ pub async fn run_action(host: &str, action: &Action, out: &mut dyn Write) -> Res
             }
         }
     }
-    bail!(
-        "the action was still in progress after {} calls",
-        action.max_calls
-    )
+    bail!("the action was still in progress after {} calls", action.max_calls)
 }

@@ -79,9 +79,7 @@ impl Moto {
         if let Some(lp) = lambda_port {
             cmd.env("MOTO_PORT", lp.to_string());
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
         let moto = Moto {
             child: Some(child),
             port,
@@ -103,10 +101,7 @@ impl Moto {
     async fn wait_ready(&self) -> Result<()> {
         let url = format!("{}/moto-api/data.json", self.endpoint());
         for _ in 0..300 {
-            if reqwest::get(&url)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -147,8 +142,7 @@ impl Moto {
 
 /// An SDK config that talks to the local stack with fixed test credentials.
 pub async fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
-    let creds =
-        aws_credential_types::Credentials::new("testing", "testing", None, None, "porter-local");
+    let creds = aws_credential_types::Credentials::new("testing", "testing", None, None, "porter-local");
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new(region.to_string()))

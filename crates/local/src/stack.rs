@@ -39,26 +39,17 @@ impl LocalStack {
     }
 
     /// As [`LocalStack::start`], with failures to inject into the host.
-    pub async fn start_with_faults(
-        moto_port: u16,
-        host_port: u16,
-        faults: Faults,
-    ) -> Result<LocalStack> {
+    pub async fn start_with_faults(moto_port: u16, host_port: u16, faults: Faults) -> Result<LocalStack> {
         let venv = moto::venv()?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", host_port))
             .await
-            .with_context(|| {
-                format!(
-                    "port {host_port} is taken: stop what uses it, or pick another (--host-port)"
-                )
-            })?;
+            .with_context(|| format!("port {host_port} is taken: stop what uses it, or pick another (--host-port)"))?;
         let host_port = listener.local_addr()?.port();
         let moto = Moto::start(&venv, moto_port, Some(host_port)).await?;
         let aws = Aws::new(moto::sdk_config(&moto.endpoint(), REGION).await);
         // The functions reach CodePipeline through this host (the job API
         // moto lacks) and run the deploy state machine `deploy` creates.
-        let mut ctx =
-            porter_lambda::Context::new(aws, Some(&format!("http://127.0.0.1:{host_port}")));
+        let mut ctx = porter_lambda::Context::new(aws, Some(&format!("http://127.0.0.1:{host_port}")));
         ctx.state_machine_arn = Some(crate::deploy::state_machine_arn());
         ctx.artifact_bucket = Some(ARTIFACT_BUCKET.to_string());
         let jobs = Jobs::default();

@@ -66,17 +66,11 @@ fn no_retries(b: aws_sdk_sfn::config::Builder) -> aws_sdk_sfn::config::Builder {
 /// A CodePipeline that accepts one failure whose message holds `needle`.
 fn expect_failure(needle: &'static str) -> Rule {
     mock!(aws_sdk_codepipeline::Client::put_job_failure_result)
-        .match_requests(move |r| {
-            r.failure_details()
-                .is_some_and(|f| f.message().contains(needle))
-        })
+        .match_requests(move |r| r.failure_details().is_some_and(|f| f.message().contains(needle)))
         .then_output(|| PutJobFailureResultOutput::builder().build())
 }
 
-fn json_error(
-    status: u16,
-    kind: &'static str,
-) -> impl Fn() -> http::Response<SdkBody> + Send + Sync {
+fn json_error(status: u16, kind: &'static str) -> impl Fn() -> http::Response<SdkBody> + Send + Sync {
     move || {
         http::Response::builder()
             .status(status)
@@ -93,8 +87,7 @@ fn start_fails(status: u16, kind: &'static str) -> Rule {
     mock!(aws_sdk_sfn::Client::start_execution).then_http_response(move || {
         let r = resp();
         let (parts, body) = r.into_parts();
-        aws_smithy_runtime_api::http::Response::try_from(http::Response::from_parts(parts, body))
-            .unwrap()
+        aws_smithy_runtime_api::http::Response::try_from(http::Response::from_parts(parts, body)).unwrap()
     })
 }
 
@@ -110,19 +103,11 @@ async fn starting_the_execution_throttled_500_or_denied_fails_the_job_with_what_
         let sfn = mock_client!(aws_sdk_sfn, RuleMode::Sequential, [&start], no_retries);
         let cp = mock_client!(aws_sdk_codepipeline, [&failed]);
         let ctx = context(failing_aws(500, "Unused"), sfn, cp);
-        let out = handle(
-            &ctx,
-            Function::Pipeline,
-            event("codepipeline-job-first.json"),
-        )
-        .await
-        .unwrap();
+        let out = handle(&ctx, Function::Pipeline, event("codepipeline-job-first.json"))
+            .await
+            .unwrap();
         assert_eq!(out["reported"], "failure", "{kind}");
-        assert_eq!(
-            failed.num_calls(),
-            1,
-            "{kind}: one failure result naming {needle:?}"
-        );
+        assert_eq!(failed.num_calls(), 1, "{kind}: one failure result naming {needle:?}");
     }
 }
 
@@ -148,10 +133,7 @@ async fn a_500_that_succeeds_on_retry_reports_progress() {
             .unwrap()
     });
     let progress = mock!(aws_sdk_codepipeline::Client::put_job_success_result)
-        .match_requests(|r| {
-            r.continuation_token()
-                .is_some_and(|t| t.starts_with("arn:aws:states:"))
-        })
+        .match_requests(|r| r.continuation_token().is_some_and(|t| t.starts_with("arn:aws:states:")))
         .then_output(|| PutJobSuccessResultOutput::builder().build());
     let sfn = mock_client!(
         aws_sdk_sfn,
@@ -169,19 +151,11 @@ async fn a_500_that_succeeds_on_retry_reports_progress() {
     );
     let cp = mock_client!(aws_sdk_codepipeline, [&progress]);
     let ctx = context(failing_aws(500, "Unused"), sfn, cp);
-    let out = handle(
-        &ctx,
-        Function::Pipeline,
-        event("codepipeline-job-continuation.json"),
-    )
-    .await
-    .unwrap();
+    let out = handle(&ctx, Function::Pipeline, event("codepipeline-job-continuation.json"))
+        .await
+        .unwrap();
     assert_eq!(out["reported"], "continue");
-    assert_eq!(
-        describe.num_calls(),
-        2,
-        "the 500, then the retry that worked"
-    );
+    assert_eq!(describe.num_calls(), 2, "the 500, then the retry that worked");
     assert_eq!(progress.num_calls(), 1);
 }
 
@@ -196,14 +170,10 @@ async fn when_codepipeline_will_not_take_the_result_the_function_errors_so_lambd
             .unwrap()
     });
     let throttled = json_error(400, "ThrottlingException");
-    let report =
-        mock!(aws_sdk_codepipeline::Client::put_job_success_result).then_http_response(move || {
-            let (parts, body) = throttled().into_parts();
-            aws_smithy_runtime_api::http::Response::try_from(http::Response::from_parts(
-                parts, body,
-            ))
-            .unwrap()
-        });
+    let report = mock!(aws_sdk_codepipeline::Client::put_job_success_result).then_http_response(move || {
+        let (parts, body) = throttled().into_parts();
+        aws_smithy_runtime_api::http::Response::try_from(http::Response::from_parts(parts, body)).unwrap()
+    });
     let sfn = mock_client!(aws_sdk_sfn, [&start]);
     let cp = mock_client!(
         aws_sdk_codepipeline,
@@ -213,27 +183,19 @@ async fn when_codepipeline_will_not_take_the_result_the_function_errors_so_lambd
             .retry_config(aws_sdk_codepipeline::config::retry::RetryConfig::disabled())
     );
     let ctx = context(failing_aws(500, "Unused"), sfn, cp);
-    let err = handle(
-        &ctx,
-        Function::Pipeline,
-        event("codepipeline-job-first.json"),
-    )
-    .await
-    .unwrap_err();
+    let err = handle(&ctx, Function::Pipeline, event("codepipeline-job-first.json"))
+        .await
+        .unwrap_err();
     assert_eq!(err.error_type(), "ReportFailed");
     assert!(err.to_string().contains("ThrottlingException"), "{err}");
 
     // Failure path: the job failed, and reporting that failed with a 500.
     let denied = start_fails(400, "AccessDeniedException");
     let broken = json_error(500, "InternalFailure");
-    let report =
-        mock!(aws_sdk_codepipeline::Client::put_job_failure_result).then_http_response(move || {
-            let (parts, body) = broken().into_parts();
-            aws_smithy_runtime_api::http::Response::try_from(http::Response::from_parts(
-                parts, body,
-            ))
-            .unwrap()
-        });
+    let report = mock!(aws_sdk_codepipeline::Client::put_job_failure_result).then_http_response(move || {
+        let (parts, body) = broken().into_parts();
+        aws_smithy_runtime_api::http::Response::try_from(http::Response::from_parts(parts, body)).unwrap()
+    });
     let sfn = mock_client!(aws_sdk_sfn, RuleMode::Sequential, [&denied], no_retries);
     let cp = mock_client!(
         aws_sdk_codepipeline,
@@ -243,13 +205,9 @@ async fn when_codepipeline_will_not_take_the_result_the_function_errors_so_lambd
             .retry_config(aws_sdk_codepipeline::config::retry::RetryConfig::disabled())
     );
     let ctx = context(failing_aws(500, "Unused"), sfn, cp);
-    let err = handle(
-        &ctx,
-        Function::Pipeline,
-        event("codepipeline-job-first.json"),
-    )
-    .await
-    .unwrap_err();
+    let err = handle(&ctx, Function::Pipeline, event("codepipeline-job-first.json"))
+        .await
+        .unwrap_err();
     assert_eq!(err.error_type(), "ReportFailed");
 }
 
@@ -272,20 +230,13 @@ async fn every_phase_action_reports_an_aws_fault_as_a_job_failure() {
             let sfn = mock_client!(aws_sdk_sfn, [&start_fails(500, "Unused")]);
             let ctx = context(failing_aws(status, code), sfn, cp);
             let mut ev = event(file);
-            ev["CodePipeline.job"]["data"]["actionConfiguration"]["configuration"]
-                ["UserParameters"] = match phase {
+            ev["CodePipeline.job"]["data"]["actionConfiguration"]["configuration"]["UserParameters"] = match phase {
                 Phase::Pack => Value::String(r#"{"environment": "staging"}"#.into()),
-                _ => ev["CodePipeline.job"]["data"]["actionConfiguration"]["configuration"]
-                    ["UserParameters"]
-                    .clone(),
+                _ => ev["CodePipeline.job"]["data"]["actionConfiguration"]["configuration"]["UserParameters"].clone(),
             };
             let out = handle(&ctx, Function::Phase(phase), ev).await.unwrap();
             assert_eq!(out["reported"], "failure", "{phase:?} {code}");
-            assert_eq!(
-                failed.num_calls(),
-                1,
-                "{phase:?} {code}: a failure naming {needle:?}"
-            );
+            assert_eq!(failed.num_calls(), 1, "{phase:?} {code}: a failure naming {needle:?}");
         }
     }
 }

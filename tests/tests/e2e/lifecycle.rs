@@ -27,11 +27,7 @@ fn short(region: &str) -> &'static str {
 }
 
 /// The service's config; with `net`, each region names its VPC and subnets.
-fn config_text(
-    svc: &str,
-    net: Option<&BTreeMap<String, bootstrap::Bootstrapped>>,
-    extra: &str,
-) -> String {
+fn config_text(svc: &str, net: Option<&BTreeMap<String, bootstrap::Bootstrapped>>, extra: &str) -> String {
     let mut regions = String::new();
     for r in REGIONS {
         let azs: Vec<String> = match net.and_then(|n| n.get(r)) {
@@ -75,11 +71,7 @@ async fn bootstrapped(aws: &Aws, name: &str, extra: &str) -> Service {
     let net = bootstrap::environment(aws, name, cfg.environment("staging").unwrap())
         .await
         .unwrap();
-    service(
-        dir.path(),
-        &config_text(name, Some(&net), extra),
-        "release 1",
-    );
+    service(dir.path(), &config_text(name, Some(&net), extra), "release 1");
     Service {
         _dir: dir,
         root,
@@ -128,11 +120,7 @@ async fn provision(aws: &Aws, release: &Release) -> Result<Provisioned, PhaseErr
     .await
 }
 
-async fn promote(
-    aws: &Aws,
-    release: &Release,
-    stack_name: Option<String>,
-) -> Result<Promoted, PhaseError> {
+async fn promote(aws: &Aws, release: &Release, stack_name: Option<String>) -> Result<Promoted, PhaseError> {
     drive(|state| {
         promote::run(
             aws,
@@ -166,11 +154,7 @@ async fn clients(aws: &Aws, region: &str) -> RegionClients {
 }
 
 /// Instance ids registered with the ELB, and their health.
-async fn elb_view(
-    aws: &Aws,
-    region: &str,
-    elb: &str,
-) -> (Vec<String>, BTreeMap<String, String>, Option<String>) {
+async fn elb_view(aws: &Aws, region: &str, elb: &str) -> (Vec<String>, BTreeMap<String, String>, Option<String>) {
     let c = clients(aws, region).await;
     let mut registered = promote::registered(&c, elb).await.unwrap();
     registered.sort();
@@ -184,12 +168,7 @@ async fn elb_view(
     let states = health
         .instance_states()
         .iter()
-        .map(|s| {
-            (
-                s.instance_id().unwrap().to_string(),
-                s.state().unwrap().to_string(),
-            )
-        })
+        .map(|s| (s.instance_id().unwrap().to_string(), s.state().unwrap().to_string()))
         .collect();
     let tag = prune::promoted_stack(&c, elb).await.unwrap();
     (registered, states, tag)
@@ -216,18 +195,13 @@ async fn assert_serving(aws: &Aws, svc: &str, stacks: &BTreeMap<String, String>)
         let stack_id = &stacks[region];
         let expected = promote::stack_instances(&c, stack_id).await.unwrap();
         assert_eq!(expected.len(), 2, "two instances per region");
-        let (registered, health, tag) =
-            elb_view(aws, region, &format!("{svc}-{}", short(region))).await;
+        let (registered, health, tag) = elb_view(aws, region, &format!("{svc}-{}", short(region))).await;
         assert_eq!(
             registered, expected,
             "{region}: only the promoted stack's instances are in the ELB"
         );
         for id in &expected {
-            assert_eq!(
-                health.get(id).map(String::as_str),
-                Some("InService"),
-                "{region}: {id}"
-            );
+            assert_eq!(health.get(id).map(String::as_str), Some("InService"), "{region}: {id}");
         }
         assert_eq!(
             tag.as_deref(),
@@ -238,10 +212,7 @@ async fn assert_serving(aws: &Aws, svc: &str, stacks: &BTreeMap<String, String>)
 }
 
 fn ids(p: &Provisioned) -> BTreeMap<String, String> {
-    p.stacks
-        .iter()
-        .map(|(r, s)| (r.clone(), s.stack_id.clone()))
-        .collect()
+    p.stacks.iter().map(|(r, s)| (r.clone(), s.stack_id.clone())).collect()
 }
 
 #[tokio::test]
@@ -266,10 +237,9 @@ async fn two_releases_cut_over_roll_back_and_prune() {
     let promoted = promote(aws, &r2, None).await.unwrap();
     assert_serving(aws, &svc.name, &ids(&p2)).await;
     for region in REGIONS {
-        let old =
-            promote::stack_instances(&clients(aws, region).await, &p1.stacks[region].stack_id)
-                .await
-                .unwrap();
+        let old = promote::stack_instances(&clients(aws, region).await, &p1.stacks[region].stack_id)
+            .await
+            .unwrap();
         let mut out = promoted.regions[region].deregistered.clone();
         out.sort();
         assert_eq!(out, old, "{region}: release 1's instances were taken out");
@@ -370,20 +340,11 @@ async fn a_stack_that_fails_to_create_is_reported_and_nothing_is_promoted() {
 
     // Release 2 brings a stack definition whose Auto Scaling group names a
     // subnet that does not exist: CloudFormation refuses the stack.
-    std::fs::write(
-        svc.root.join(".porter/broken.json"),
-        r#"{"Resources": {"AutoScalingGroup": {"Properties": {"VPCZoneIdentifier": ["subnet-0000000000deadbee"]}}}}"#,
-    )
-    .unwrap();
-    let text = std::fs::read_to_string(svc.root.join(".porter/config")).unwrap();
-    std::fs::write(
-        svc.root.join(".porter/config"),
-        text.replace(
-            "  instance_count: 2\n",
-            "  instance_count: 2\n  stack_definition_path: .porter/broken.json\n",
-        ),
-    )
-    .unwrap();
+    porter_e2e::break_provisioning(
+        &svc.root,
+        "  instance_count: 2
+",
+    );
     let r2 = pack_release(aws, &svc, "bad").await.release;
     let err = provision(aws, &r2).await.unwrap_err();
     match &err {
@@ -434,12 +395,10 @@ async fn a_blackout_window_refuses_every_phase() {
     // A release packed before the window: the later phases refuse too, once
     // the stored config carries the window.
     let mut cfg: config::Config = pack::read_json(&aws.s3(), &r.config).await.unwrap();
-    cfg.environments[0]
-        .blackout_windows
-        .push(config::BlackoutWindow {
-            start_time: "2000-01-01T00:00:00Z".into(),
-            end_time: "2999-01-01T00:00:00Z".into(),
-        });
+    cfg.environments[0].blackout_windows.push(config::BlackoutWindow {
+        start_time: "2000-01-01T00:00:00Z".into(),
+        end_time: "2999-01-01T00:00:00Z".into(),
+    });
     aws.s3()
         .put_object()
         .bucket(&r.config.bucket)
@@ -448,17 +407,8 @@ async fn a_blackout_window_refuses_every_phase() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        provision(aws, &r).await.unwrap_err().error_type(),
-        "Blackout"
-    );
-    assert_eq!(
-        promote(aws, &r, None).await.unwrap_err().error_type(),
-        "Blackout"
-    );
-    assert_eq!(
-        prune(aws, &r, 0).await.unwrap_err().error_type(),
-        "Blackout"
-    );
+    assert_eq!(provision(aws, &r).await.unwrap_err().error_type(), "Blackout");
+    assert_eq!(promote(aws, &r, None).await.unwrap_err().error_type(), "Blackout");
+    assert_eq!(prune(aws, &r, 0).await.unwrap_err().error_type(), "Blackout");
     stack.moto.stop().await;
 }

@@ -24,10 +24,7 @@ fn host(local: &LocalStack) -> String {
 
 async fn invoke(local: &LocalStack, function: &str, event: &Value) -> (bool, Value) {
     reqwest_post(
-        &format!(
-            "{}/2015-03-31/functions/{function}/invocations",
-            host(local)
-        ),
+        &format!("{}/2015-03-31/functions/{function}/invocations", host(local)),
         event,
     )
     .await
@@ -62,11 +59,7 @@ async fn two_releases_through_the_pipeline_function() {
         "the first call starts the execution and continues: {text}"
     );
     assert!(
-        first
-            .first_token
-            .as_deref()
-            .unwrap()
-            .starts_with("arn:aws:states:"),
+        first.first_token.as_deref().unwrap().starts_with("arn:aws:states:"),
         "the token is the execution ARN"
     );
     let outcome = outcome.unwrap();
@@ -83,16 +76,11 @@ async fn two_releases_through_the_pipeline_function() {
             first.variables
         );
     }
-    assert_eq!(
-        first.variables["version"],
-        outcome.output["release"]["version"]
-    );
-    assert!(
-        deploy::verify(&local.moto.endpoint(), &opts(&svc), &outcome)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(first.variables["version"], outcome.output["release"]["version"]);
+    assert!(deploy::verify(&local.moto.endpoint(), &opts(&svc), &outcome)
+        .await
+        .unwrap()
+        .is_empty());
 
     std::fs::write(svc.join("index.html"), "release 2").unwrap();
     let (second, outcome2) = deploy::run_pipeline(
@@ -109,12 +97,10 @@ async fn two_releases_through_the_pipeline_function() {
     for (region, r) in &outcome2.regions {
         assert_eq!(r.deleted, vec![outcome.regions[region].stack.clone()]);
     }
-    assert!(
-        deploy::verify(&local.moto.endpoint(), &opts(&svc), &outcome2)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(deploy::verify(&local.moto.endpoint(), &opts(&svc), &outcome2)
+        .await
+        .unwrap()
+        .is_empty());
     local.stop().await;
 }
 
@@ -123,24 +109,7 @@ async fn a_redelivered_first_job_does_not_start_a_second_execution() {
     let local = LocalStack::start(0, 0).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "cpdup");
-    let mut log = Vec::new();
-    let prepared = deploy::prepare(&local.moto.endpoint(), &opts(&svc), &mut log)
-        .await
-        .unwrap();
-    let s3 = prepared.aws.s3();
-    s3.create_bucket()
-        .bucket(ARTIFACT_BUCKET)
-        .send()
-        .await
-        .unwrap();
-    let zip = porter_core::pack::zip_folder(&prepared.repo).unwrap();
-    s3.put_object()
-        .bucket(ARTIFACT_BUCKET)
-        .key("src.zip")
-        .body(zip.into())
-        .send()
-        .await
-        .unwrap();
+    let prepared = upload_source(&local, &svc).await;
     let action = Action {
         function: "porter-pipeline".into(),
         user_parameters: json!({"environment": "staging"}).to_string(),
@@ -160,9 +129,7 @@ async fn a_redelivered_first_job_does_not_start_a_second_execution() {
     let tokens: Vec<_> = results
         .iter()
         .map(|r| match r {
-            JobResult::Success {
-                continuation_token, ..
-            } => continuation_token.clone().unwrap(),
+            JobResult::Success { continuation_token, .. } => continuation_token.clone().unwrap(),
             other => panic!("expected a continuation, got {other:?}"),
         })
         .collect();
@@ -174,11 +141,7 @@ async fn a_redelivered_first_job_does_not_start_a_second_execution() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        executions.executions().len(),
-        1,
-        "one execution for one job"
-    );
+    assert_eq!(executions.executions().len(), 1, "one execution for one job");
     local.stop().await;
 }
 
@@ -187,20 +150,11 @@ async fn a_failed_deploy_fails_the_job_with_the_failing_state_and_cause() {
     let local = LocalStack::start(0, 0).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "cpfail");
-    std::fs::write(
-        svc.join(".porter/broken.json"),
-        r#"{"Resources": {"AutoScalingGroup": {"Properties": {"VPCZoneIdentifier": ["subnet-0000000000deadbee"]}}}}"#,
-    )
-    .unwrap();
-    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
-    std::fs::write(
-        svc.join(".porter/config"),
-        cfg.replace(
-            "  instance_type: t3.micro\n",
-            "  instance_type: t3.micro\n  stack_definition_path: .porter/broken.json\n",
-        ),
-    )
-    .unwrap();
+    porter_e2e::break_provisioning(
+        &svc,
+        "  instance_type: t3.micro
+",
+    );
     let mut log = Vec::new();
     let (end, _) = deploy::run_pipeline(
         &local.moto.endpoint(),
@@ -212,18 +166,30 @@ async fn a_failed_deploy_fails_the_job_with_the_failing_state_and_cause() {
     .await
     .unwrap();
     assert!(!end.succeeded);
-    assert!(
-        end.message.contains("FAILED: StackFailed"),
-        "{}",
-        end.message
-    );
-    assert!(
-        end.message.contains("provision failed in us-"),
-        "{}",
-        end.message
-    );
+    assert!(end.message.contains("FAILED: StackFailed"), "{}", end.message);
+    assert!(end.message.contains("provision failed in us-"), "{}", end.message);
     assert!(end.message.contains("subnet"), "{}", end.message);
     local.stop().await;
+}
+
+/// Bootstraps the service and puts its folder, zipped, at
+/// `s3://porter-local-artifacts/src.zip`, as a source stage would.
+async fn upload_source(local: &LocalStack, svc: &std::path::Path) -> deploy::Prepared {
+    let mut log = Vec::new();
+    let prepared = deploy::prepare(&local.moto.endpoint(), &opts(svc), &mut log)
+        .await
+        .unwrap();
+    let s3 = prepared.aws.s3();
+    s3.create_bucket().bucket(ARTIFACT_BUCKET).send().await.unwrap();
+    let zip = porter_core::pack::zip_folder(&prepared.repo).unwrap();
+    s3.put_object()
+        .bucket(ARTIFACT_BUCKET)
+        .key("src.zip")
+        .body(zip.into())
+        .send()
+        .await
+        .unwrap();
+    prepared
 }
 
 /// Runs one phase as a CodePipeline action through the job loop.
@@ -242,9 +208,7 @@ async fn phase_action(
         max_calls: 50,
     };
     let mut log = Vec::new();
-    job_sim::run_action(&host(local), &action, &mut log)
-        .await
-        .unwrap()
+    job_sim::run_action(&host(local), &action, &mut log).await.unwrap()
 }
 
 #[tokio::test]
@@ -252,36 +216,13 @@ async fn each_phase_is_a_codepipeline_action() {
     let local = LocalStack::start(0, 0).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "cpph");
-    let mut log = Vec::new();
-    let prepared = deploy::prepare(&local.moto.endpoint(), &opts(&svc), &mut log)
-        .await
-        .unwrap();
-    let s3 = prepared.aws.s3();
-    s3.create_bucket()
-        .bucket(ARTIFACT_BUCKET)
-        .send()
-        .await
-        .unwrap();
-    let zip = porter_core::pack::zip_folder(&prepared.repo).unwrap();
-    s3.put_object()
-        .bucket(ARTIFACT_BUCKET)
-        .key("src.zip")
-        .body(zip.into())
-        .send()
-        .await
-        .unwrap();
+    upload_source(&local, &svc).await;
     let source = Some(porter_core::release::S3Object {
         bucket: ARTIFACT_BUCKET.into(),
         key: "src.zip".into(),
     });
 
-    let packed = phase_action(
-        &local,
-        "porter-pack",
-        json!({"environment": "staging"}),
-        source.clone(),
-    )
-    .await;
+    let packed = phase_action(&local, "porter-pack", json!({"environment": "staging"}), source.clone()).await;
     assert!(packed.succeeded, "{}", packed.message);
     let release = packed.variables["release"].clone();
     assert!(
@@ -333,12 +274,7 @@ async fn each_phase_is_a_codepipeline_action() {
 async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
     let local = LocalStack::start(0, 0).await.unwrap();
     let cases = [
-        (
-            "porter-pack",
-            "not json",
-            None,
-            "UserParameters must be a JSON object",
-        ),
+        ("porter-pack", "not json", None, "UserParameters must be a JSON object"),
         ("porter-pack", "{}", None, "must name the environment"),
         (
             "porter-pack",
@@ -380,15 +316,8 @@ async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
             "needs the source artifact",
         ),
     ];
-    let s3 = porter_core::aws::Aws::new(
-        porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await,
-    )
-    .s3();
-    s3.create_bucket()
-        .bucket(ARTIFACT_BUCKET)
-        .send()
-        .await
-        .unwrap();
+    let s3 = porter_core::aws::Aws::new(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await).s3();
+    s3.create_bucket().bucket(ARTIFACT_BUCKET).send().await.unwrap();
     for (function, params, input, expected) in cases {
         let action = Action {
             function: function.into(),
@@ -399,15 +328,9 @@ async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
             max_calls: 3,
         };
         let mut log = Vec::new();
-        let end = job_sim::run_action(&host(&local), &action, &mut log)
-            .await
-            .unwrap();
+        let end = job_sim::run_action(&host(&local), &action, &mut log).await.unwrap();
         assert!(!end.succeeded, "{function} {params}");
-        assert!(
-            end.message.contains(expected),
-            "{function} {params}: {}",
-            end.message
-        );
+        assert!(end.message.contains(expected), "{function} {params}: {}", end.message);
     }
     // A malformed job event is reported as a failed job, never left hanging.
     let (_, answer) = invoke(
@@ -487,11 +410,7 @@ async fn the_job_api_holds_functions_to_codepipeline_rules() {
 async fn state_too_large_for_a_token_travels_through_the_artifact_bucket() {
     let stack = porter_e2e::Stack::start().await;
     let s3 = stack.aws.s3();
-    s3.create_bucket()
-        .bucket(ARTIFACT_BUCKET)
-        .send()
-        .await
-        .unwrap();
+    s3.create_bucket().bucket(ARTIFACT_BUCKET).send().await.unwrap();
     let mut ctx = porter_lambda::Context::new(stack.aws.clone(), None);
     ctx.artifact_bucket = Some(ARTIFACT_BUCKET.into());
     let action = Action {
@@ -502,27 +421,21 @@ async fn state_too_large_for_a_token_travels_through_the_artifact_bucket() {
         wait: Duration::ZERO,
         max_calls: 1,
     };
-    let (job, _) =
-        porter_lambda::codepipeline::parse(&ctx, job_sim::job_event("job-big", &action, None))
-            .unwrap();
+    let (job, _) = porter_lambda::codepipeline::parse(&ctx, job_sim::job_event("job-big", &action, None)).unwrap();
     let small = json!({"us-west-2": {"stack_id": "arn:x", "checks": 1}});
     let token = porter_lambda::codepipeline::token_for(&ctx, &job, &small)
         .await
         .unwrap();
     assert!(token.starts_with('{'), "small state is inline: {token}");
     let big = json!({"regions": (0..200).map(|i| format!("arn:aws:cloudformation:us-west-2:123456789012:stack/s-{i}")).collect::<Vec<_>>()});
-    let token = porter_lambda::codepipeline::token_for(&ctx, &job, &big)
-        .await
-        .unwrap();
+    let token = porter_lambda::codepipeline::token_for(&ctx, &job, &big).await.unwrap();
     assert!(token.len() <= porter_lambda::codepipeline::TOKEN_LIMIT);
     assert_eq!(
         token,
         format!("s3://{ARTIFACT_BUCKET}/porter-continuations/job-big.json")
     );
     assert_eq!(
-        porter_lambda::codepipeline::state_from(&ctx, &token)
-            .await
-            .unwrap(),
+        porter_lambda::codepipeline::state_from(&ctx, &token).await.unwrap(),
         big
     );
     stack.moto.stop().await;

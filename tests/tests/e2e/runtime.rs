@@ -24,10 +24,7 @@ async fn next(State(rt): State<Runtime>) -> (HeaderMap, String) {
         Some(body) => {
             let mut h = HeaderMap::new();
             h.insert("Lambda-Runtime-Aws-Request-Id", "req-1".parse().unwrap());
-            h.insert(
-                "Lambda-Runtime-Deadline-Ms",
-                "9999999999999".parse().unwrap(),
-            );
+            h.insert("Lambda-Runtime-Deadline-Ms", "9999999999999".parse().unwrap());
             h.insert(
                 "Lambda-Runtime-Invoked-Function-Arn",
                 "arn:aws:lambda:us-east-1:123456789012:function:porter-pack"
@@ -45,11 +42,7 @@ async fn next(State(rt): State<Runtime>) -> (HeaderMap, String) {
     }
 }
 
-async fn answer(
-    State(rt): State<Runtime>,
-    Path((id, kind)): Path<(String, String)>,
-    body: String,
-) -> &'static str {
+async fn answer(State(rt): State<Runtime>, Path((id, kind)): Path<(String, String)>, body: String) -> &'static str {
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
     rt.answers.lock().unwrap().push((format!("{id}/{kind}"), v));
     "{}"
@@ -116,8 +109,5 @@ async fn the_pack_binary_answers_a_sample_event_over_the_runtime_api() {
     assert_eq!(path, "req-1/error", "a missing source is an error: {body}");
     assert_eq!(body["errorType"], "Invalid");
     let msg = body["errorMessage"].as_str().unwrap();
-    assert!(
-        msg.contains("/nonexistent/hello-service"),
-        "names the folder: {msg}"
-    );
+    assert!(msg.contains("/nonexistent/hello-service"), "names the folder: {msg}");
 }

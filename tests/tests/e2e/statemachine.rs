@@ -41,13 +41,9 @@ async fn deploy(local: &LocalStack, path: &std::path::Path) -> (deploy::Outcome,
         keep: 0,
     };
     let mut out = Vec::new();
-    let outcome = deploy::run(&local.moto.endpoint(), &opts, &mut out)
-        .await
-        .unwrap();
+    let outcome = deploy::run(&local.moto.endpoint(), &opts, &mut out).await.unwrap();
     if outcome.succeeded {
-        let problems = deploy::verify(&local.moto.endpoint(), &opts, &outcome)
-            .await
-            .unwrap();
+        let problems = deploy::verify(&local.moto.endpoint(), &opts, &outcome).await.unwrap();
         assert!(problems.is_empty(), "{problems:?}");
     }
     (outcome, String::from_utf8(out).unwrap())
@@ -91,20 +87,11 @@ async fn a_provision_failure_ends_on_the_catch_path_with_its_reason() {
     let local = LocalStack::start(0, 0).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "smfail");
-    std::fs::write(
-        svc.join(".porter/broken.json"),
-        r#"{"Resources": {"AutoScalingGroup": {"Properties": {"VPCZoneIdentifier": ["subnet-0000000000deadbee"]}}}}"#,
-    )
-    .unwrap();
-    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
-    std::fs::write(
-        svc.join(".porter/config"),
-        cfg.replace(
-            "  instance_type: t3.micro\n",
-            "  instance_type: t3.micro\n  stack_definition_path: .porter/broken.json\n",
-        ),
-    )
-    .unwrap();
+    porter_e2e::break_provisioning(
+        &svc,
+        "  instance_type: t3.micro
+",
+    );
     let (outcome, log) = deploy(&local, &svc).await;
     assert!(!outcome.succeeded, "{log}");
     let (error, cause) = outcome.error.unwrap();
@@ -128,8 +115,7 @@ async fn a_retryable_error_is_retried_and_the_deploy_succeeds() {
     let (outcome, log) = deploy(&local, &svc).await;
     assert!(outcome.succeeded, "{:?}\n{log}", outcome.error);
     // The history holds the failed attempt that Retry absorbed.
-    let sdk =
-        porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
+    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
     let sfn = aws_sdk_sfn::Client::new(&sdk);
     let history = sfn
         .get_execution_history()

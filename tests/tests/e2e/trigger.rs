@@ -1,8 +1,8 @@
 //! `trigger` against moto's CodePipeline, with the sample events.
 
 use aws_sdk_codepipeline::types::{
-    ActionCategory, ActionDeclaration, ActionOwner, ActionTypeId, ArtifactStore, ArtifactStoreType,
-    InputArtifact, OutputArtifact, PipelineDeclaration, StageDeclaration,
+    ActionCategory, ActionDeclaration, ActionOwner, ActionTypeId, ArtifactStore, ArtifactStoreType, InputArtifact,
+    OutputArtifact, PipelineDeclaration, StageDeclaration,
 };
 use porter_lambda::{handle, trigger, Context, Function};
 use serde_json::{json, Value};
@@ -39,20 +39,11 @@ async fn main_pipeline(ctx: &Context, aws: &porter_core::aws::Aws) {
     };
     let source = ActionDeclaration::builder()
         .name("Source")
-        .action_type_id(type_id(
-            ActionCategory::Source,
-            ActionOwner::Aws,
-            "CodeCommit",
-        ))
+        .action_type_id(type_id(ActionCategory::Source, ActionOwner::Aws, "CodeCommit"))
         .configuration("RepositoryName", "hello-service")
         .configuration("BranchName", "main")
         .configuration("PollForSourceChanges", "false")
-        .output_artifacts(
-            OutputArtifact::builder()
-                .name("SourceArtifact")
-                .build()
-                .unwrap(),
-        )
+        .output_artifacts(OutputArtifact::builder().name("SourceArtifact").build().unwrap())
         .build()
         .unwrap();
     let deploy = ActionDeclaration::builder()
@@ -60,12 +51,7 @@ async fn main_pipeline(ctx: &Context, aws: &porter_core::aws::Aws) {
         .action_type_id(type_id(ActionCategory::Invoke, ActionOwner::Aws, "Lambda"))
         .configuration("FunctionName", "porter-pipeline")
         .configuration("UserParameters", r#"{"environment": "staging"}"#)
-        .input_artifacts(
-            InputArtifact::builder()
-                .name("SourceArtifact")
-                .build()
-                .unwrap(),
-        )
+        .input_artifacts(InputArtifact::builder().name("SourceArtifact").build().unwrap())
         .build()
         .unwrap();
     let decl = PipelineDeclaration::builder()
@@ -94,22 +80,11 @@ async fn main_pipeline(ctx: &Context, aws: &porter_core::aws::Aws) {
         )
         .build()
         .unwrap();
-    ctx.codepipeline
-        .create_pipeline()
-        .pipeline(decl)
-        .send()
-        .await
-        .unwrap();
+    ctx.codepipeline.create_pipeline().pipeline(decl).send().await.unwrap();
 }
 
 async fn branch_of(ctx: &Context, name: &str) -> Option<String> {
-    let p = ctx
-        .codepipeline
-        .get_pipeline()
-        .name(name)
-        .send()
-        .await
-        .ok()?;
+    let p = ctx.codepipeline.get_pipeline().name(name).send().await.ok()?;
     p.pipeline()?
         .stages()
         .iter()
@@ -154,10 +129,7 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
         .filter_map(|p| p.name().map(str::to_string))
         .collect();
     assert_eq!(
-        names
-            .iter()
-            .filter(|n| n.as_str() == "hello-feature-new-login")
-            .count(),
+        names.iter().filter(|n| n.as_str() == "hello-feature-new-login").count(),
         1
     );
 
@@ -170,10 +142,7 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
     let scheduled = handle(&ctx, Function::Trigger, event("schedule-weekly.json"))
         .await
         .unwrap();
-    assert_eq!(
-        scheduled["pipelines"][0]["pipeline"], "hello",
-        "{scheduled}"
-    );
+    assert_eq!(scheduled["pipelines"][0]["pipeline"], "hello", "{scheduled}");
 
     let deleted = handle(&ctx, Function::Trigger, event("codecommit-deleted.json"))
         .await
@@ -188,9 +157,7 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
     assert_eq!(ignored["action"], "ignored", "{ignored}");
 
     // Not an EventBridge event: a clear error naming what was expected.
-    let err = handle(&ctx, Function::Trigger, json!({"hello": 1}))
-        .await
-        .unwrap_err();
+    let err = handle(&ctx, Function::Trigger, json!({"hello": 1})).await.unwrap_err();
     assert_eq!(err.error_type(), "Invalid");
     assert!(err.to_string().contains("EventBridge"), "{err}");
     stack.moto.stop().await;

@@ -113,16 +113,10 @@ pub struct StackDefinition {
 
 impl Config {
     pub fn environment(&self, name: &str) -> Result<&Environment, String> {
-        self.environments
-            .iter()
-            .find(|e| e.name == name)
-            .ok_or_else(|| {
-                let known: Vec<_> = self.environments.iter().map(|e| e.name.as_str()).collect();
-                format!(
-                    "the config has no environment `{name}`; it has: {}",
-                    known.join(", ")
-                )
-            })
+        self.environments.iter().find(|e| e.name == name).ok_or_else(|| {
+            let known: Vec<_> = self.environments.iter().map(|e| e.name.as_str()).collect();
+            format!("the config has no environment `{name}`; it has: {}", known.join(", "))
+        })
     }
 }
 
@@ -199,9 +193,7 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Error)
     }
 
     pub fn located(&self) -> impl Iterator<Item = Located<'_>> {
@@ -232,22 +224,13 @@ impl Loaded {
 
 /// Reads the repository's config. `repo_root` is where `stack_definition_path`s
 /// are resolved from; `lookup` answers `${VAR}`.
-pub fn load_file(
-    file: &Path,
-    repo_root: &Path,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> std::io::Result<Loaded> {
+pub fn load_file(file: &Path, repo_root: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> std::io::Result<Loaded> {
     let text = std::fs::read_to_string(file)?;
     Ok(load_str(&text, file, repo_root, lookup))
 }
 
 /// Like [`load_file`] with the text already in hand (a zip entry, a test).
-pub fn load_str(
-    text: &str,
-    file: &Path,
-    repo_root: &Path,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Loaded {
+pub fn load_str(text: &str, file: &Path, repo_root: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Loaded {
     let (config, diagnostics) = match yaml::load(text, lookup) {
         Err(problems) => (
             None,

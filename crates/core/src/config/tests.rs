@@ -75,19 +75,11 @@ fn load(text: &str) -> Loaded {
 }
 
 fn dump(loaded: &Loaded) -> String {
-    loaded
-        .located()
-        .map(|l| l.to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
+    loaded.located().map(|l| l.to_string()).collect::<Vec<_>>().join("\n")
 }
 
 fn count(loaded: &Loaded, severity: Severity) -> usize {
-    loaded
-        .diagnostics
-        .iter()
-        .filter(|d| d.severity == severity)
-        .count()
+    loaded.diagnostics.iter().filter(|d| d.severity == severity).count()
 }
 
 #[test]
@@ -776,15 +768,14 @@ fn malformed_configs_are_reported_where_they_are_wrong() {
     let mut failures = Vec::new();
     for c in &cases {
         let loaded = load(&c.text);
-        let found = loaded.diagnostics.iter().find(|d| {
-            d.severity == c.severity && d.path == c.path && d.message.contains(c.message)
-        });
+        let found = loaded
+            .diagnostics
+            .iter()
+            .find(|d| d.severity == c.severity && d.path == c.path && d.message.contains(c.message));
         let problem = match found {
             None => Some("no such diagnostic".to_string()),
             Some(d) if d.line != c.line => Some(format!("line {} (want {})", d.line, c.line)),
-            Some(d) if c.col.is_some_and(|col| col != d.col) => {
-                Some(format!("column {} (want {:?})", d.col, c.col))
-            }
+            Some(d) if c.col.is_some_and(|col| col != d.col) => Some(format!("column {} (want {:?})", d.col, c.col)),
             Some(_) if count(&loaded, Severity::Error) != c.errors => Some(format!(
                 "{} errors (want {})",
                 count(&loaded, Severity::Error),
@@ -828,10 +819,7 @@ fn every_error_is_reported_in_one_run() {
     assert_eq!(errors.len(), 3, "{}", dump(&loaded));
     // In file order.
     assert_eq!(
-        errors
-            .iter()
-            .map(|d| (d.line, d.path.as_str()))
-            .collect::<Vec<_>>(),
+        errors.iter().map(|d| (d.line, d.path.as_str())).collect::<Vec<_>>(),
         vec![
             (1, "service_name"),
             (5, "environments[0].instance_type"),
@@ -865,10 +853,7 @@ fn set_variables_are_expanded() {
     let config = loaded.deployable().unwrap();
     let region = &config.environments[0].regions[0];
     assert_eq!(region.azs[0].name, "us-west-2a");
-    assert_eq!(
-        region.role_arn,
-        "arn:aws:iam::123456789012:role/porter-deployment"
-    );
+    assert_eq!(region.role_arn, "arn:aws:iam::123456789012:role/porter-deployment");
 }
 
 #[test]
@@ -999,15 +984,9 @@ fn porter_style_config_passes_with_warnings_only() {
         "{}",
         dump(&loaded)
     );
-    let version = loaded
-        .diagnostics
-        .iter()
-        .find(|d| d.path == "porter_version")
-        .unwrap();
+    let version = loaded.diagnostics.iter().find(|d| d.path == "porter_version").unwrap();
     assert_eq!((version.line, version.col), (2, 17));
-    assert!(version
-        .message
-        .contains("`vBCOOK` is not a release like v5.3.0"));
+    assert!(version.message.contains("`vBCOOK` is not a release like v5.3.0"));
     let hot_swap = loaded
         .diagnostics
         .iter()
@@ -1041,11 +1020,7 @@ fn porter_style_config_passes_with_warnings_only() {
         .iter()
         .find(|d| d.path == "environments[0].stack_definition_path")
         .unwrap();
-    assert!(
-        missing.message.contains("dev-stack.json"),
-        "{}",
-        missing.message
-    );
+    assert!(missing.message.contains("dev-stack.json"), "{}", missing.message);
     assert!(missing.message.contains("relative to the repository root"));
 
     // The config itself is there (validate passes) ...
@@ -1170,17 +1145,11 @@ fn stack_definition_resolves_from_repo_root_and_region_wins() {
     let west = env.region("us-west-2").unwrap();
     let west_def = west.stack_definition.as_ref().unwrap();
     assert_eq!(west_def.path, ".porter/region-stack.json");
-    assert_eq!(
-        west_def.template["Resources"]["Region"]["Type"],
-        "AWS::SQS::Queue"
-    );
+    assert_eq!(west_def.template["Resources"]["Region"]["Type"], "AWS::SQS::Queue");
     let east = env.region("us-east-1").unwrap();
     let east_def = east.stack_definition.as_ref().unwrap();
     assert_eq!(east_def.path, ".porter/env-stack.json");
-    assert_eq!(
-        east_def.template["Resources"]["Env"]["Type"],
-        "AWS::SNS::Topic"
-    );
+    assert_eq!(east_def.template["Resources"]["Env"]["Type"], "AWS::SNS::Topic");
 
     // Relative to the repository root, not to anything else.
     let elsewhere = tempfile::tempdir().unwrap();
@@ -1193,11 +1162,7 @@ fn stack_definition_resolves_from_repo_root_and_region_wins() {
 #[test]
 fn stack_definition_that_is_not_json_is_an_error_naming_the_file() {
     let repo = tempfile::tempdir().unwrap();
-    write(
-        repo.path(),
-        "stack.json",
-        "{\"Resources\": {\n  \"A\": }\n}\n",
-    );
+    write(repo.path(), "stack.json", "{\"Resources\": {\n  \"A\": }\n}\n");
     write(repo.path(), "list.json", "[1, 2]");
     let text = base_with(
         "  instance_type: m5.large\n",
@@ -1213,20 +1178,13 @@ fn stack_definition_that_is_not_json_is_an_error_naming_the_file() {
     assert_eq!(errors[0].path, "environments[0].stack_definition_path");
     assert_eq!((errors[0].line, errors[0].col), (6, 26));
     assert!(
-        errors[0]
-            .message
-            .contains("`stack.json` is not valid JSON: line 2"),
+        errors[0].message.contains("`stack.json` is not valid JSON: line 2"),
         "{}",
         errors[0].message
     );
-    assert_eq!(
-        errors[1].path,
-        "environments[0].regions[0].stack_definition_path"
-    );
+    assert_eq!(errors[1].path, "environments[0].regions[0].stack_definition_path");
     assert!(
-        errors[1]
-            .message
-            .contains("`list.json` must hold a JSON object"),
+        errors[1].message.contains("`list.json` must hold a JSON object"),
         "{}",
         errors[1].message
     );
@@ -1312,8 +1270,5 @@ environments:
         "arn:aws:iam::123456789012:role/porter-deployment"
     );
     assert_eq!(env.regions[1].instance_count, 5);
-    assert_eq!(
-        env.regions[1].role_arn,
-        "arn:aws:iam::210987654321:role/porter-eu"
-    );
+    assert_eq!(env.regions[1].role_arn, "arn:aws:iam::210987654321:role/porter-eu");
 }

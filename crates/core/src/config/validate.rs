@@ -17,24 +17,12 @@ use crate::yaml::{Node, Value};
 /// Keys porter has that this product accepts but does not act on (yet).
 /// Each one present gets exactly one warning.
 const NOT_ACTED_ON: &[(&str, &str)] = &[
-    (
-        "hooks",
-        "deployment hooks run in Docker on porter's build box",
-    ),
-    (
-        "slack",
-        "notifications go to the pipeline's SNS topic instead",
-    ),
+    ("hooks", "deployment hooks run in Docker on porter's build box"),
+    ("slack", "notifications go to the pipeline's SNS topic instead"),
     ("haproxy", "instances are served by the ELB directly"),
     ("hot_swap", "every release gets a new stack (blue/green)"),
-    (
-        "autowire_security_groups",
-        "the generated security group is used as is",
-    ),
-    (
-        "auto_scaling_group",
-        "the generated Auto Scaling group is used as is",
-    ),
+    ("autowire_security_groups", "the generated security group is used as is"),
+    ("auto_scaling_group", "the generated Auto Scaling group is used as is"),
     ("ssl_cert_arn", "no per-stack ELB is provisioned"),
     ("hosted_zone_name", "no per-stack DNS record is created"),
     ("dockerfile", "the build stage builds the image"),
@@ -45,13 +33,7 @@ const NOT_ACTED_ON: &[(&str, &str)] = &[
     ("pids_limit", "not enforced on the host"),
 ];
 
-const ROOT_KEYS: &[&str] = &[
-    "service_name",
-    "porter_version",
-    "environments",
-    "hooks",
-    "slack",
-];
+const ROOT_KEYS: &[&str] = &["service_name", "porter_version", "environments", "hooks", "slack"];
 const ENV_KEYS: &[&str] = &[
     "name",
     "role_arn",
@@ -111,10 +93,7 @@ pattern!(service_name_re, r"^[a-zA-Z][-a-zA-Z0-9]*$");
 pattern!(porter_version_re, r"^v\d+\.\d+\.\d+$");
 pattern!(env_name_re, r"^[0-9a-zA-Z]+$");
 pattern!(region_re, r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$");
-pattern!(
-    role_arn_re,
-    r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"
-);
+pattern!(role_arn_re, r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$");
 pattern!(vpc_re, r"^vpc-[0-9a-f]{8}([0-9a-f]{9})?$");
 pattern!(subnet_re, r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$");
 pattern!(bucket_re, r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$");
@@ -143,12 +122,7 @@ impl Checker<'_> {
     }
 
     /// The mapping's entries, or an error naming what was found instead.
-    fn mapping<'n>(
-        &mut self,
-        node: &'n Node,
-        path: &str,
-        what: &str,
-    ) -> Option<&'n [(Node, Node)]> {
+    fn mapping<'n>(&mut self, node: &'n Node, path: &str, what: &str) -> Option<&'n [(Node, Node)]> {
         match &node.value {
             Value::Map(entries) => Some(entries),
             _ => {
@@ -182,13 +156,7 @@ impl Checker<'_> {
     /// Checks keys against the known set: porter keys this product does not
     /// act on get one warning each; unknown keys are errors with the list of
     /// known ones, since a typo would otherwise be silently ignored.
-    fn keys(
-        &mut self,
-        entries: &[(Node, Node)],
-        path: &str,
-        known: &[&str],
-        allow_underscore: bool,
-    ) {
+    fn keys(&mut self, entries: &[(Node, Node)], path: &str, known: &[&str], allow_underscore: bool) {
         let mut seen = HashSet::new();
         for (k, _) in entries {
             let Some(key) = k.as_str() else {
@@ -227,13 +195,7 @@ impl Checker<'_> {
         }
     }
 
-    fn string<'n>(
-        &mut self,
-        parent: &'n Node,
-        key: &str,
-        path: &str,
-        required: bool,
-    ) -> Option<(String, &'n Node)> {
+    fn string<'n>(&mut self, parent: &'n Node, key: &str, path: &str, required: bool) -> Option<(String, &'n Node)> {
         let key_path = join(path, key);
         match parent.get(key) {
             None => {
@@ -244,11 +206,7 @@ impl Checker<'_> {
             }
             Some(node) if node.is_null() => {
                 if required {
-                    self.error(
-                        node,
-                        &key_path,
-                        format!("`{key}` is empty; give it a value"),
-                    );
+                    self.error(node, &key_path, format!("`{key}` is empty; give it a value"));
                 }
                 None
             }
@@ -301,10 +259,7 @@ impl Checker<'_> {
             }
         };
         match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(template) if template.is_object() => Some(StackDefinition {
-                path: rel,
-                template,
-            }),
+            Ok(template) if template.is_object() => Some(StackDefinition { path: rel, template }),
             Ok(_) => {
                 self.error(
                     node,
@@ -358,9 +313,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }
@@ -410,35 +363,29 @@ fn check_root(c: &mut Checker, root: &Node) -> Option<Config> {
     let entries = c.mapping(root, "", "the config")?;
     c.keys(entries, "", ROOT_KEYS, true);
 
-    let service_name = c
-        .string(root, "service_name", "", true)
-        .and_then(|(name, node)| {
-            if service_name_re().is_match(&name) {
-                Some(name)
-            } else {
-                c.error(
-                    node,
-                    "service_name",
-                    format!(
-                        "`{name}` must start with a letter and hold only letters, digits and `-`"
-                    ),
-                );
-                None
-            }
-        });
-    let porter_version = c
-        .string(root, "porter_version", "", false)
-        .map(|(v, node)| {
-            if !porter_version_re().is_match(&v) {
-                c.report(
-                    Severity::Warning,
-                    node,
-                    "porter_version",
-                    format!("`{v}` is not a release like v5.3.0; it is recorded but not used"),
-                );
-            }
-            v
-        });
+    let service_name = c.string(root, "service_name", "", true).and_then(|(name, node)| {
+        if service_name_re().is_match(&name) {
+            Some(name)
+        } else {
+            c.error(
+                node,
+                "service_name",
+                format!("`{name}` must start with a letter and hold only letters, digits and `-`"),
+            );
+            None
+        }
+    });
+    let porter_version = c.string(root, "porter_version", "", false).map(|(v, node)| {
+        if !porter_version_re().is_match(&v) {
+            c.report(
+                Severity::Warning,
+                node,
+                "porter_version",
+                format!("`{v}` is not a release like v5.3.0; it is recorded but not used"),
+            );
+        }
+        v
+    });
 
     let mut environments = Vec::new();
     match root.get("environments") {
@@ -462,9 +409,7 @@ fn check_root(c: &mut Checker, root: &Node) -> Option<Config> {
                             c.error(
                                 node,
                                 &join(&path, "name"),
-                                format!(
-                                    "environment `{name}` is defined twice; environment names must be unique"
-                                ),
+                                format!("environment `{name}` is defined twice; environment names must be unique"),
                             );
                         }
                     }
@@ -637,29 +582,22 @@ struct Inherited<'a> {
     instance_count: u32,
 }
 
-fn check_region(
-    c: &mut Checker,
-    region: &Node,
-    path: &str,
-    inherited: &Inherited,
-) -> Option<Region> {
+fn check_region(c: &mut Checker, region: &Node, path: &str, inherited: &Inherited) -> Option<Region> {
     let entries = c.mapping(region, path, "a region")?;
     c.keys(entries, path, REGION_KEYS, false);
 
-    let name = c
-        .string(region, "name", path, true)
-        .and_then(|(name, node)| {
-            if region_re().is_match(&name) {
-                Some(name)
-            } else {
-                c.error(
-                    node,
-                    &join(path, "name"),
-                    format!("`{name}` is not an AWS region name like us-west-2"),
-                );
-                None
-            }
-        });
+    let name = c.string(region, "name", path, true).and_then(|(name, node)| {
+        if region_re().is_match(&name) {
+            Some(name)
+        } else {
+            c.error(
+                node,
+                &join(path, "name"),
+                format!("`{name}` is not an AWS region name like us-west-2"),
+            );
+            None
+        }
+    });
     let own_role = check_role(c, region, path);
     let role_arn = match (own_role, inherited.role_arn) {
         (Some(r), _) => Some(r),
@@ -698,16 +636,12 @@ fn check_region(
         }
         b
     });
-    let sse_kms_key_id = c
-        .string(region, "sse_kms_key_id", path, false)
-        .map(|(k, _)| k);
+    let sse_kms_key_id = c.string(region, "sse_kms_key_id", path, false).map(|(k, _)| k);
     let elbs = check_elbs(c, region, path);
     let instance_count = c
         .count(region, "instance_count", path)
         .unwrap_or(inherited.instance_count);
-    let key_pair_name = c
-        .string(region, "key_pair_name", path, false)
-        .map(|(k, _)| k);
+    let key_pair_name = c.string(region, "key_pair_name", path, false).map(|(k, _)| k);
     let containers = check_containers(c, region, path);
     let stack_definition = c
         .stack_definition(region, path)
@@ -762,8 +696,7 @@ fn check_azs(
         let name = c.string(az, "name", &zpath, true);
         if let (Some((n, nnode)), Some(r)) = (&name, region_name) {
             let suffix = n.strip_prefix(r);
-            if !suffix.is_some_and(|s| s.len() == 1 && s.chars().all(|ch| ch.is_ascii_lowercase()))
-            {
+            if !suffix.is_some_and(|s| s.len() == 1 && s.chars().all(|ch| ch.is_ascii_lowercase())) {
                 c.error(
                     nnode,
                     &join(&zpath, "name"),
@@ -772,11 +705,7 @@ fn check_azs(
                 ok = false;
             }
             if !names.insert(n.clone()) {
-                c.error(
-                    nnode,
-                    &join(&zpath, "name"),
-                    format!("`{n}` is listed twice"),
-                );
+                c.error(nnode, &join(&zpath, "name"), format!("`{n}` is listed twice"));
                 ok = false;
             }
         }
@@ -811,11 +740,7 @@ fn check_elbs(c: &mut Checker, region: &Node, path: &str) -> Option<Vec<Elb>> {
     let single = c.string(region, "elb", path, false);
     let list = region.get("elbs");
     if let (Some((_, node)), Some(_)) = (&single, list) {
-        c.error(
-            node,
-            &join(path, "elb"),
-            "set either `elb` or `elbs`, not both",
-        );
+        c.error(node, &join(path, "elb"), "set either `elb` or `elbs`, not both");
         return None;
     }
     let check_name = |c: &mut Checker, name: &str, node: &Node, p: &str| -> bool {
@@ -830,8 +755,7 @@ fn check_elbs(c: &mut Checker, region: &Node, path: &str) -> Option<Vec<Elb>> {
         if name.eq_ignore_ascii_case("none") {
             return Some(Vec::new());
         }
-        return check_name(c, &name, node, &join(path, "elb"))
-            .then(|| vec![Elb { name, tag: None }]);
+        return check_name(c, &name, node, &join(path, "elb")).then(|| vec![Elb { name, tag: None }]);
     }
     let Some(node) = list else {
         c.report(
@@ -860,11 +784,7 @@ fn check_elbs(c: &mut Checker, region: &Node, path: &str) -> Option<Vec<Elb>> {
                 if !check_name(c, &name, nnode, &join(&ipath, "name")) {
                     ok = false;
                 } else if !names.insert(name.clone()) {
-                    c.error(
-                        nnode,
-                        &join(&ipath, "name"),
-                        format!("`{name}` is listed twice"),
-                    );
+                    c.error(nnode, &join(&ipath, "name"), format!("`{name}` is listed twice"));
                     ok = false;
                 } else {
                     elbs.push(Elb { name, tag });
@@ -959,11 +879,7 @@ fn check_containers(c: &mut Checker, region: &Node, path: &str) -> Option<Vec<Co
                             if p.starts_with('/') {
                                 Some(p)
                             } else {
-                                c.error(
-                                    pnode,
-                                    &join(&hpath, "path"),
-                                    format!("`{p}` must start with `/`"),
-                                );
+                                c.error(pnode, &join(&hpath, "path"), format!("`{p}` must start with `/`"));
                                 None
                             }
                         });
@@ -976,13 +892,12 @@ fn check_containers(c: &mut Checker, region: &Node, path: &str) -> Option<Vec<Co
             }
         };
         match (name, topology, inet_port, health_check) {
-            (Some((name, _)), Some(topology), Some(inet_port), Some(health_check)) => containers
-                .push(Container {
-                    name,
-                    topology,
-                    inet_port,
-                    health_check,
-                }),
+            (Some((name, _)), Some(topology), Some(inet_port), Some(health_check)) => containers.push(Container {
+                name,
+                topology,
+                inet_port,
+                health_check,
+            }),
             _ => ok = false,
         }
     }
