@@ -2,8 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    porter_lambda::run(porter_lambda::Function::Phase(
-        porter_lambda::Phase::Provision,
-    ))
-    .await
+    porter_lambda::run(porter_lambda::Function::Phase(porter_lambda::Phase::Provision)).await
 }
