@@ -42,10 +42,43 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: venv npm check-asl lint build lambda
+test: venv npm check-asl lint build lambda check-infra
 	cargo test --workspace
 	$(VENV)/bin/cfn-lint --version >/dev/null
 	scripts/check-render.sh
 
 clean:
 	rm -rf $(VENV) node_modules .local
+
+# infra/: SAM CLI and checkov, each in a virtualenv of its own (their pins
+# clash with moto's and with each other's).
+VENV_SAM := .venv-sam
+VENV_CHECKOV := .venv-checkov
+SAM := $(CURDIR)/$(VENV_SAM)/bin/sam
+# The functions' CPU: deploys default to arm64 (needs the aarch64 Rust
+# target, `rustup target add aarch64-unknown-linux-gnu`); ARCH=x86_64 for x86.
+ARCH ?= arm64
+
+.PHONY: venv-sam venv-checkov check-infra deploy
+
+$(VENV_SAM)/.installed: tools/requirements-sam.txt
+	python3 -m venv $(VENV_SAM)
+	$(VENV_SAM)/bin/pip install -q --disable-pip-version-check -r tools/requirements-sam.txt
+	touch $@
+
+venv-sam: $(VENV_SAM)/.installed
+
+$(VENV_CHECKOV)/.installed: tools/requirements-checkov.txt
+	python3 -m venv $(VENV_CHECKOV)
+	$(VENV_CHECKOV)/bin/pip install -q --disable-pip-version-check -r tools/requirements-checkov.txt
+	touch $@
+
+venv-checkov: $(VENV_CHECKOV)/.installed
+
+# sam validate, cfn-lint, checkov, the stack in moto, sam build: no AWS account.
+check-infra: venv venv-sam venv-checkov
+	scripts/check-infra.sh
+
+# Ships infra/template.yaml to your AWS account: README, "Deploy to AWS".
+deploy: venv venv-sam
+	cd infra && $(SAM) build --parameter-overrides Architecture=$(ARCH) && $(SAM) deploy --guided

@@ -12,10 +12,12 @@ says which it read ("moto:" or "template:"):
 - moto ignores DefinitionSubstitutions; the copy sent to moto applies them
   to the definition (an Fn::Join of its text and the substituted values),
   as CloudFormation does.
-- moto's Lambda ignores Architectures, TracingConfig and LoggingConfig, and
-  hands back inline role policies as Python reprs (read with literal_eval);
-  it keeps an Fn::If's AWS::NoValue in a list as null (skipped here), and
-  its DescribeKey fails on keys CloudFormation made (not called).
+- moto's Lambda ignores Architectures, TracingConfig and LoggingConfig:
+  the template is read for those.
+- Read around, not changed: moto's IAM hands back inline role policies as
+  Python reprs (read with literal_eval); its CloudFormation keeps an
+  Fn::If's AWS::NoValue in a list as null (skipped); its KMS DescribeKey
+  fails on keys CloudFormation made (not called).
 - moto names an unnamed ECR repository STACK-LogicalId-SUFFIX, which its
   own ECR then refuses (upper case); the copy names it in lower case, as
   CloudFormation's generated names for ECR are.
@@ -24,7 +26,7 @@ says which it read ("moto:" or "template:"):
   VersioningConfiguration.
 
 usage: inspect_infra.py ENDPOINT TEMPLATE.json CODE_BUCKET CODE_KEY DEFINITION.asl.json
-Exits 1 on the first run of failed checks, listing every one.
+Runs every check, then exits 1 if any failed (at once if the stack cannot be created).
 """
 
 import ast
@@ -73,7 +75,7 @@ def sub_string(expr):
     raise SystemExit(f"inspect_infra: expected a Name given as Fn::Sub, got {expr!r}")
 
 
-def moto_copy(template):
+def moto_copy(template, stack):
     t = copy.deepcopy(template)
     names = {}
     for lid, res in list(t["Resources"].items()):
@@ -103,7 +105,7 @@ def moto_copy(template):
     t = walk(t)
     for lid, res in t["Resources"].items():
         if res["Type"] == "AWS::ECR::Repository":
-            res["Properties"].setdefault("RepositoryName", f"{STACK}-{lid}".lower())
+            res["Properties"].setdefault("RepositoryName", f"{stack}-{lid}".lower())
     for res in t["Resources"].values():
         if res["Type"] != "AWS::StepFunctions::StateMachine":
             continue
@@ -121,6 +123,29 @@ def moto_copy(template):
             "Fn::Join": ["", [subs.get(p[2:-1], p) if p.startswith("${") else p for p in pieces]]
         }
     return t
+
+
+def create(cfn, template, name, parameters):
+    """Creates the stack in moto; its description and physical ids."""
+    cfn.create_stack(
+        StackName=name,
+        TemplateBody=json.dumps(moto_copy(template, name)),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+    )
+    deadline = time.time() + 60
+    while True:
+        stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
+        if not stack["StackStatus"].endswith("_IN_PROGRESS") or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    check(stack["StackStatus"] == "CREATE_COMPLETE", f"moto: stack {name} is {stack['StackStatus']} {stack.get('StackStatusReason', '')}")
+    physical = {
+        r["LogicalResourceId"]: r.get("PhysicalResourceId")
+        for r in cfn.describe_stack_resources(StackName=name)["StackResources"]
+        if "LogicalResourceId" in r  # moto lists the resources it skipped without one
+    }
+    return stack, physical
 
 
 # ---------------------------------------------------------------- policies
@@ -197,26 +222,9 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
         z.writestr("bootstrap", "#!/bin/sh\n")
     s3.put_object(Bucket=code_bucket, Key=code_key, Body=buf.getvalue())
 
-    cfn.create_stack(
-        StackName=STACK,
-        TemplateBody=json.dumps(moto_copy(template)),
-        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in PARAMETERS.items()],
-        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
-    )
-    deadline = time.time() + 60
-    while True:
-        stack = cfn.describe_stacks(StackName=STACK)["Stacks"][0]
-        if not stack["StackStatus"].endswith("_IN_PROGRESS") or time.time() > deadline:
-            break
-        time.sleep(0.5)
-    check(stack["StackStatus"] == "CREATE_COMPLETE", f"moto: stack {STACK} is {stack['StackStatus']} {stack.get('StackStatusReason', '')}")
+    stack, physical = create(cfn, template, STACK, PARAMETERS)
     if failed:
         return
-    physical = {
-        r["LogicalResourceId"]: r.get("PhysicalResourceId")
-        for r in cfn.describe_stack_resources(StackName=STACK)["StackResources"]
-        if "LogicalResourceId" in r  # moto lists the resources it skipped without one
-    }
     res = template["Resources"]
 
     # --- the functions
@@ -434,6 +442,23 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     check(pipe["ArtifactStore"]["Location"] == {"Ref": "ArtifactBucket"}
           and pipe["ArtifactStore"]["EncryptionKey"]["Id"] == {"Fn::GetAtt": ["ArtifactKey", "Arn"]},
           "template: the pipeline's artifacts go to the artifact bucket under its key")
+
+    key_policy = document(kms.get_key_policy(KeyId=physical["ArtifactKey"], PolicyName="default")["Policy"])
+    check([s["Sid"] for s in key_policy["Statement"] if s] == ["AccountIamPolicies"],
+          "moto: with its own deployment role, the artifact key trusts nothing outside the account")
+
+    # --- a deployment role in another account (DeploymentRoleArns)
+    other = "arn:aws:iam::210987654321:role/porter-deployment"
+    params = dict(PARAMETERS, DeploymentRoleArns=other, DeploymentRoleName="porter-deployment-other")
+    _, other_physical = create(cfn, template, "porter-other", params)
+    if not failed:
+        g = grants(statements(iam, other_physical["PackFunctionRole"]))
+        check(resources_of(g, "sts:AssumeRole") == [other], "moto: with DeploymentRoleArns, the phases assume exactly those roles")
+        key_policy = document(kms.get_key_policy(KeyId=other_physical["ArtifactKey"], PolicyName="default")["Policy"])
+        granted = [s for s in key_policy["Statement"] if s and s.get("Principal", {}).get("AWS") in (other, [other])]
+        check(len(granted) == 1 and set(as_list(granted[0]["Action"])) == {"kms:Decrypt", "kms:DescribeKey"}
+              and "kms:ViaService" in json.dumps(granted[0].get("Condition")),
+              "moto: ... and the artifact key lets them decrypt through S3, nothing more")
 
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     check(outputs.get("StateMachineArn") == sm_arn and outputs.get("ArtifactBucketName") == bucket

@@ -159,6 +159,9 @@ impl Job {
     pub fn string_param(&self, name: &str) -> Result<Option<String>, PhaseError> {
         match self.params.get(name) {
             None | Some(Value::Null) => Ok(None),
+            // An unset pipeline variable arrives as "" (an image when the
+            // build made none): the same as not given.
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(other) => Err(PhaseError::Invalid(format!(
                 "UserParameters `{name}` must be a string, not {other}"

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# infra/template.yaml, checked without an AWS account or a network:
+#   1. sam validate --lint
+#   2. cfn-lint, and checkov (every skipped check carries its reason in the template)
+#   3. the template as plain CloudFormation, created in moto and inspected
+#      (scripts/sam_to_cfn.py, scripts/inspect_infra.py)
+#   4. sam build: a release bootstrap for every function (x86_64: the
+#      aarch64 Rust target cannot be installed here)
+# Needs .venv, .venv-sam and .venv-checkov (`make check-infra` makes them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+# No account: fixed dummy credentials, no profile files, no telemetry.
+export AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+export SAM_CLI_TELEMETRY=0
+unset AWS_PROFILE AWS_SESSION_TOKEN
+
+work=$(mktemp -d)
+# No update checks: SAM asks PyPI once a week unless its metadata (kept
+# here, not in ~/.aws-sam) says it just did; checkov has a switch.
+export __SAM_CLI_APP_DIR="$work/sam-app" CKV_SKIP_PACKAGE_UPDATE_CHECK=true
+mkdir -p "$__SAM_CLI_APP_DIR"
+printf '{"lastVersionCheck": %s}\n' "$(date +%s)" >"$__SAM_CLI_APP_DIR/metadata.json"
+moto_pid=""
+cleanup() {
+  if [ -n "$moto_pid" ]; then
+    kill "$moto_pid" 2>/dev/null || true
+    wait "$moto_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== sam validate --lint"
+.venv-sam/bin/sam validate --lint -t infra/template.yaml
+
+echo "== cfn-lint"
+.venv/bin/cfn-lint infra/template.yaml
+echo "cfn-lint: infra/template.yaml clean"
+
+echo "== checkov"
+.venv-checkov/bin/checkov -f infra/template.yaml --framework cloudformation \
+  --skip-download --quiet --compact
+
+echo "== the stack in moto"
+.venv-sam/bin/python scripts/sam_to_cfn.py infra/template.yaml porter-infra-check-code code.zip "$work/template.json"
+port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+.venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+moto_pid=$!
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$port/moto-api/data.json" >/dev/null 2>&1 && break
+  kill -0 "$moto_pid" 2>/dev/null || { cat "$work/moto.log"; exit 1; }
+  sleep 0.1
+done
+.venv/bin/python scripts/inspect_infra.py "http://127.0.0.1:$port" "$work/template.json" \
+  porter-infra-check-code code.zip statemachines/deploy.asl.json
+kill "$moto_pid"; wait "$moto_pid" 2>/dev/null || true; moto_pid=""
+
+echo "== sam build"
+# cargo-lambda (and the zig it links with) from .venv. Every function is a
+# member of one workspace: SAM runs one `cargo lambda build --release --bin X`
+# per function, all in this one target dir, so dependencies compile once.
+# Its own dir keeps these release builds apart from `make lambda`'s.
+export PATH="$root/.venv/bin:$PATH"
+export CARGO_TARGET_DIR="$root/target/sam"
+started=$(date +%s)
+.venv-sam/bin/sam build -t infra/template.yaml --build-dir "$work/build" \
+  --parameter-overrides Architecture=x86_64
+took=$(( $(date +%s) - started ))
+for fn in Pack Provision Promote Prune Pipeline Trigger; do
+  f="$work/build/${fn}Function/bootstrap"
+  [ -x "$f" ] || { echo "sam build made no $f"; exit 1; }
+  # ELF, 64-bit, little-endian; e_machine (offset 18) 0x3e: x86-64
+  [ "$(od -An -tx1 -N5 "$f" | tr -d ' \n')" = 7f454c4602 ] && [ "$(od -An -tx1 -j18 -N2 "$f" | tr -d ' \n')" = 3e00 ] \
+    || { echo "$f is not an x86-64 ELF executable"; exit 1; }
+  echo "bootstrap ${fn}Function: $(stat -c %s "$f") bytes"
+done
+echo "sam build: 6 bootstraps in ${took}s"
