@@ -14,7 +14,8 @@ trap '$porter local down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 $porter local down >/dev/null 2>&1 || true
 $porter local up --moto-port "${MOTO_PORT_DEMO:-4510}" --host-port "${HOST_PORT_DEMO:-4511}" > "$work/local.log" 2>&1 &
 for _ in $(seq 1 100); do $porter local status >/dev/null 2>&1 && break; sleep 0.2; done
-$porter local status
+# Say why when it did not come up (a port taken, moto missing).
+$porter local status || { cat "$work/local.log"; exit 1; }
 
 cp -r examples/hello-service "$work/hello-service"
 echo

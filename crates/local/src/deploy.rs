@@ -281,12 +281,18 @@ fn progress_line(e: &aws_sdk_sfn::types::HistoryEvent) -> Option<String> {
     let name = exited.name();
     if name == "Pack" {
         let r = &output["packed"]["release"];
+        let regions: Vec<&str> = r["regions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         return Some(format!(
-            "{:<9} packed {} release {} (sha256 {}…)",
+            "{:<9} packed {} release {} for {}",
             "pack",
             r["service"].as_str().unwrap_or("?"),
             r["version"].as_str().unwrap_or("?"),
-            &r["sha256"].as_str().unwrap_or("?")[..12.min(r["sha256"].as_str().unwrap_or("?").len())]
+            regions.join(", ")
         ));
     }
     let phase = name.strip_suffix("Step")?.to_lowercase();
