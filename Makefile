@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test venv npm build lambda lint check-asl clean
+.PHONY: demo test venv npm build lambda lint check-asl clean bench
 
 $(VENV)/.installed: tools/requirements.txt
 	python3 -m venv $(VENV)
@@ -25,10 +25,14 @@ npm: node_modules/.installed
 build:
 	cargo build --workspace
 
-# The pack function as it ships (x86_64 here; deploys default to arm64):
-# the runtime test runs this bootstrap behind a Lambda Runtime API.
+FUNCTIONS := pack provision promote prune pipeline trigger
+
+# The functions as they ship (release, x86_64 here; deploys default to
+# arm64), all six in one cargo-lambda run: dependencies compile once and the
+# links share the cores. The runtime tests run these bootstraps behind a
+# Lambda Runtime API, and check-infra's `sam build` finds them up to date.
 lambda: venv
-	cargo lambda build --package pack
+	cargo lambda build --release $(addprefix --bin ,$(FUNCTIONS))
 
 demo: venv build
 	scripts/demo.sh
@@ -46,6 +50,10 @@ test: venv npm check-asl lint build lambda check-infra
 	cargo test --workspace
 	$(VENV)/bin/cfn-lint --version >/dev/null
 	scripts/check-render.sh
+
+# Sizes, cold starts and the other figures of README's "Performance".
+bench: venv
+	scripts/bench.sh
 
 clean:
 	rm -rf $(VENV) node_modules .local

@@ -60,12 +60,14 @@ done
 kill "$moto_pid"; wait "$moto_pid" 2>/dev/null || true; moto_pid=""
 
 echo "== sam build"
-# cargo-lambda (and the zig it links with) from .venv. Every function is a
-# member of one workspace: SAM runs one `cargo lambda build --release --bin X`
-# per function, all in this one target dir, so dependencies compile once.
-# Its own dir keeps these release builds apart from `make lambda`'s.
+# cargo-lambda (and the zig it links with) from .venv. SAM runs one
+# `cargo lambda build --release --bin X` per function, in the workspace's
+# own target dir: after `make lambda` (which builds the same six the same
+# way) cargo finds each up to date, so this checks SAM's build of the
+# template against the bootstraps the tests run, without building twice.
+# On its own it builds them from scratch.
 export PATH="$root/.venv/bin:$PATH"
-export CARGO_TARGET_DIR="$root/target/sam"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 started=$(date +%s)
 .venv-sam/bin/sam build -t infra/template.yaml --build-dir "$work/build" \
   --parameter-overrides Architecture=x86_64

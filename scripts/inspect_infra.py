@@ -236,6 +236,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     expected_env["Trigger"] = {
         "PIPELINE_NAME": pipeline_name,
         "BRANCH_PATTERN": "^(feature|release)/.+$",
+        "BRANCH_ENVIRONMENTS": "",
         "SCHEDULED_PIPELINES": pipeline_name,
     }
     fn_arn, role_of = {}, {}

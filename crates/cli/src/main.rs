@@ -169,6 +169,7 @@ fn render(path: &Path, environment: &str, region: &str) -> Result<ExitCode> {
         version: "preview".into(),
         revision: "preview".into(),
         sha256: sha.clone(),
+        config_sha256: String::new(),
         image: None,
         payload: obj(".tar"),
         manifest: obj(".manifest.json"),

@@ -34,7 +34,12 @@ impl Aws {
     /// Reads the environment as every AWS tool does (`AWS_REGION`,
     /// `AWS_ENDPOINT_URL`, credentials chain...).
     pub async fn from_env() -> Aws {
-        Aws::new(aws_config::load_defaults(BehaviorVersion::latest()).await)
+        Aws::new(
+            aws_config::defaults(BehaviorVersion::latest())
+                .http_client(http_client())
+                .load()
+                .await,
+        )
     }
 
     pub fn new(base: SdkConfig) -> Aws {
@@ -102,6 +107,17 @@ impl Aws {
             s3: s3_client(&conf),
         })
     }
+}
+
+/// The HTTP(S) client every SDK config here uses: rustls with the ring
+/// provider. The SDK's default (rustls on aws-lc) is the same protocol
+/// stack, but aws-lc adds minutes to a cold build and megabytes to every
+/// function's bootstrap. Plain `http://` endpoints (the local stack) work too.
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 /// Path-style addressing when an endpoint is overridden (the local stack):

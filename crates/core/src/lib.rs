@@ -15,6 +15,7 @@ pub mod plan;
 pub mod promote;
 pub mod provision;
 pub mod prune;
+pub mod regions;
 pub mod release;
 pub mod target;
 pub mod template;

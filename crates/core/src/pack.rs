@@ -5,6 +5,7 @@
 //! the same source always has the same sha256 and the same S3 keys, and a
 //! re-run finds every object already there and uploads nothing.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,13 @@ pub struct PackInput {
     /// The KMS key for the artifact bucket; the bucket's default otherwise.
     #[serde(default)]
     pub sse_kms_key_id: Option<String>,
+    /// What `${VAR}` in `.porter/config` expands to. Only these: a function
+    /// never expands its own environment (its credentials live there), so
+    /// whoever starts a deploy hands the variables in (UserParameters or
+    /// the state machine input `variables`; the CLI passes the ones the
+    /// config names from its shell).
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
 }
 
 /// The deploy state machine's input: pack's input, and what the later
@@ -74,12 +82,32 @@ pub struct Prepared {
     pub sha256: String,
 }
 
+/// The most entries a source zip or a payload may hold.
+pub const MAX_ENTRIES: usize = 20_000;
+/// The most bytes a source zip may unpack to, and a payload may hold: well
+/// inside a Lambda's default 512 MB of /tmp, and far beyond a service's code.
+pub const MAX_UNPACKED: u64 = 256 * 1024 * 1024;
+
 /// Reads a zip (as CodePipeline stores source artifacts) into a new folder.
+/// The zip is repository content: entries are capped in number and in
+/// unpacked size (counted as read, not as the headers claim), and a path
+/// or link that would land outside `into` is refused.
 pub fn unzip(bytes: &[u8], into: &Path) -> Result<(), PhaseError> {
+    unzip_within(bytes, into, MAX_ENTRIES, MAX_UNPACKED)
+}
+
+fn unzip_within(bytes: &[u8], into: &Path, max_entries: usize, max_unpacked: u64) -> Result<(), PhaseError> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .map_err(|e| PhaseError::Invalid(format!("the source artifact is not a readable zip: {e}")))?;
+    if archive.len() > max_entries {
+        return Err(PhaseError::Invalid(format!(
+            "the source zip holds {} entries; at most {max_entries} are unpacked. Leave build output and dependencies out of the source",
+            archive.len()
+        )));
+    }
+    let mut unpacked: u64 = 0;
     for i in 0..archive.len() {
-        let mut entry = archive
+        let entry = archive
             .by_index(i)
             .map_err(|e| PhaseError::Invalid(format!("the source zip is damaged at entry {i}: {e}")))?;
         let Some(rel) = entry.enclosed_name() else {
@@ -88,6 +116,13 @@ pub fn unzip(bytes: &[u8], into: &Path) -> Result<(), PhaseError> {
                 entry.name()
             )));
         };
+        // A symbolic link (S_IFLNK) could point anywhere; a source has no need of one.
+        if entry.unix_mode().is_some_and(|m| m & 0o170000 == 0o120000) {
+            return Err(PhaseError::Invalid(format!(
+                "the source zip holds a symbolic link `{}`; links are not unpacked, put the file itself in the repository",
+                entry.name()
+            )));
+        }
         let dest = into.join(rel);
         if entry.is_dir() {
             std::fs::create_dir_all(&dest).map_err(io("create", &dest))?;
@@ -96,13 +131,23 @@ pub fn unzip(bytes: &[u8], into: &Path) -> Result<(), PhaseError> {
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(io("create", parent))?;
         }
+        let name = entry.name().to_string();
+        let mode = entry.unix_mode();
         let mut data = Vec::new();
         entry
+            .take(max_unpacked - unpacked + 1)
             .read_to_end(&mut data)
-            .map_err(|e| PhaseError::Invalid(format!("the source zip entry `{}` cannot be read: {e}", entry.name())))?;
+            .map_err(|e| PhaseError::Invalid(format!("the source zip entry `{name}` cannot be read: {e}")))?;
+        unpacked += data.len() as u64;
+        if unpacked > max_unpacked {
+            return Err(PhaseError::Invalid(format!(
+                "the source zip unpacks to more than {} MiB (at `{name}`); leave build output and dependencies out of the source",
+                max_unpacked / (1024 * 1024)
+            )));
+        }
         std::fs::write(&dest, &data).map_err(io("write", &dest))?;
         #[cfg(unix)]
-        if let Some(mode) = entry.unix_mode() {
+        if let Some(mode) = mode {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode & 0o777));
         }
@@ -185,10 +230,26 @@ pub fn tarball(root: &Path) -> Result<Vec<u8>, PhaseError> {
         .map(|e| e.into_path())
         .collect();
     files.sort();
+    if files.len() > MAX_ENTRIES {
+        return Err(PhaseError::Invalid(format!(
+            "{} holds {} files; a payload holds at most {MAX_ENTRIES}. Leave build output and dependencies out of the source",
+            root.display(),
+            files.len()
+        )));
+    }
     let mut builder = tar::Builder::new(Vec::new());
+    let mut total: u64 = 0;
     for path in files {
         let rel = path.strip_prefix(root).unwrap_or(&path);
         let data = std::fs::read(&path).map_err(io("read", &path))?;
+        total += data.len() as u64;
+        if total > MAX_UNPACKED {
+            return Err(PhaseError::Invalid(format!(
+                "the payload would be larger than {} MiB (at {}); leave build output and dependencies out of the source",
+                MAX_UNPACKED / (1024 * 1024),
+                rel.display()
+            )));
+        }
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(if is_executable(&path) { 0o755 } else { 0o644 });
@@ -239,7 +300,7 @@ pub async fn pack(aws: &Aws, input: &PackInput, source_root: &Path) -> Result<Pa
         source_root,
         &input.environment,
         input.image.as_deref(),
-        &config::process_env,
+        &|name: &str| input.variables.get(name).cloned(),
     )?;
     upload(aws, input, prepared).await
 }
@@ -288,7 +349,9 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
             (clients.s3, first.s3_bucket.clone(), first.sse_kms_key_id.clone())
         }
     };
-    let version = sha256[..12].to_string();
+    let config_json = serde_json::to_vec_pretty(&config).expect("the config serializes");
+    let config_sha256 = hex::encode(Sha256::digest(&config_json));
+    let version = crate::release::version_of(&sha256, &config_sha256);
     let revision = input
         .provenance
         .commit
@@ -303,17 +366,21 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
         bucket: bucket.clone(),
         key: format!("{prefix}{suffix}"),
     };
+    // The config and the record depend on the config too: the same payload
+    // packed with other variables is another release.
+    let with_config = |suffix: &str| object(&format!(".{}{suffix}", &config_sha256[..16]));
     let release = Release {
         service: config.service_name.clone(),
         environment: env.name.clone(),
         version: version.clone(),
         revision: revision.clone(),
         sha256: sha256.clone(),
+        config_sha256: config_sha256.clone(),
         image: input.image.clone(),
         payload: object(".tar"),
         manifest: object(".manifest.json"),
-        config: object(".config.json"),
-        record: object(".release.json"),
+        config: with_config(".config.json"),
+        record: with_config(".release.json"),
         regions: env.regions.iter().map(|r| r.name.clone()).collect(),
     };
     let manifest = Manifest {
@@ -331,11 +398,13 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
         kms: kms.as_deref(),
     };
     let mut uploaded = Vec::new();
+    if store.put_payload(&release.payload, tarball, &sha256).await? {
+        uploaded.push(release.payload.key.clone());
+    }
     let json = |v: &dyn erased::Json| v.to_bytes();
     for (obj, bytes) in [
-        (&release.payload, tarball),
         (&release.manifest, json(&manifest)),
-        (&release.config, json(&config)),
+        (&release.config, config_json),
         (&release.record, json(&release)),
     ] {
         if store.put_if_absent(obj, bytes, &sha256).await? {
@@ -371,6 +440,28 @@ impl Store<'_> {
         if exists(self.s3, obj).await? {
             return Ok(false);
         }
+        self.put(obj, bytes, sha256, None).await.map(|()| true)
+    }
+
+    /// Uploads the payload with its SHA-256 as S3's own checksum (S3 checks
+    /// the bytes against it and keeps it), unless the key already holds a
+    /// payload with exactly that checksum; true when it uploaded. A payload
+    /// without it, or with another, is written again.
+    pub async fn put_payload(&self, obj: &S3Object, bytes: Vec<u8>, sha256: &str) -> Result<bool, PhaseError> {
+        let checksum = checksum_of(sha256);
+        if payload_checksum(self.s3, obj).await?.as_deref() == Some(&checksum) {
+            return Ok(false);
+        }
+        self.put(obj, bytes, sha256, Some(checksum)).await.map(|()| true)
+    }
+
+    async fn put(
+        &self,
+        obj: &S3Object,
+        bytes: Vec<u8>,
+        sha256: &str,
+        checksum: Option<String>,
+    ) -> Result<(), PhaseError> {
         let mut put = self
             .s3
             .put_object()
@@ -379,11 +470,56 @@ impl Store<'_> {
             .body(ByteStream::from(bytes))
             .metadata("porter-sha256", sha256)
             .server_side_encryption(ServerSideEncryption::AwsKms);
+        if let Some(c) = checksum {
+            put = put
+                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+                .checksum_sha256(c);
+        }
         if let Some(key) = self.kms {
             put = put.ssekms_key_id(key);
         }
         put.send().await.map_err(aws::err(format!("upload {}", obj.url())))?;
-        Ok(true)
+        Ok(())
+    }
+}
+
+/// S3's form of a SHA-256 checksum (base64 of the digest) for a hex digest.
+pub fn checksum_of(sha256_hex: &str) -> String {
+    aws_smithy_types::base64::encode(hex::decode(sha256_hex).unwrap_or_default())
+}
+
+/// The SHA-256 checksum S3 keeps for `obj`: `None` when the object is
+/// missing or was stored without one.
+pub async fn payload_checksum(s3: &aws_sdk_s3::Client, obj: &S3Object) -> Result<Option<String>, PhaseError> {
+    match s3
+        .head_object()
+        .bucket(&obj.bucket)
+        .key(&obj.key)
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.checksum_sha256().map(str::to_string)),
+        Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => Ok(None),
+        Err(e) => Err(aws::classify(&format!("look for {}", obj.url()), e)),
+    }
+}
+
+/// Checks, before anything is built from it, that the payload in S3 is
+/// the one the release names (S3's own SHA-256 of the stored bytes).
+pub async fn verify_payload(s3: &aws_sdk_s3::Client, release: &Release) -> Result<(), PhaseError> {
+    let expected = checksum_of(&release.sha256);
+    match payload_checksum(s3, &release.payload).await? {
+        Some(found) if found == expected => Ok(()),
+        found => Err(PhaseError::Invalid(format!(
+            "the payload {} is not the one release {} was packed with: {}; it changed after pack, so pack again",
+            release.payload.url(),
+            release.version,
+            match found {
+                Some(f) => format!("S3's SHA-256 of it is {f}, the release says {expected}"),
+                None => "it is missing or has no SHA-256 checksum".to_string(),
+            }
+        ))),
     }
 }
 
@@ -400,6 +536,21 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     s3: &aws_sdk_s3::Client,
     obj: &S3Object,
 ) -> Result<T, PhaseError> {
+    parse_json(obj, &read_bytes(s3, obj).await?)
+}
+
+/// A record's bytes as JSON of `T`.
+pub fn parse_json<T: serde::de::DeserializeOwned>(obj: &S3Object, bytes: &[u8]) -> Result<T, PhaseError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| PhaseError::Invalid(format!("{} is not a record porter wrote: {e}", obj.url())))
+}
+
+/// The largest record read back (a release, a resolved config, a
+/// continuation state): far above any porter writes.
+const MAX_RECORD: usize = 4 * 1024 * 1024;
+
+/// Reads a record's bytes from S3.
+pub async fn read_bytes(s3: &aws_sdk_s3::Client, obj: &S3Object) -> Result<Vec<u8>, PhaseError> {
     let out = s3
         .get_object()
         .bucket(&obj.bucket)
@@ -412,14 +563,19 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
             }
             other => other,
         })?;
+    if out.content_length().is_some_and(|n| n > MAX_RECORD as i64) {
+        return Err(PhaseError::Invalid(format!(
+            "{} is larger than any record porter writes; it is not read",
+            obj.url()
+        )));
+    }
     let bytes = out
         .body
         .collect()
         .await
         .map_err(|e| PhaseError::Retryable(format!("reading {} was cut off: {e}", obj.url())))?
         .into_bytes();
-    serde_json::from_slice(&bytes)
-        .map_err(|e| PhaseError::Invalid(format!("{} is not a record porter wrote: {e}", obj.url())))
+    Ok(bytes.to_vec())
 }
 
 /// pack from its input alone: a folder, or a zip in S3 read with the
@@ -467,6 +623,51 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = unzip(buf.get_ref(), dir.path()).unwrap_err();
         assert!(err.to_string().contains("unsafe path"), "{err}");
+    }
+
+    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        {
+            let mut w = zip::ZipWriter::new(&mut buf);
+            for (name, data) in entries {
+                w.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+                w.write_all(data).unwrap();
+            }
+            w.finish().unwrap();
+        }
+        buf.into_inner()
+    }
+
+    #[test]
+    fn zip_caps_count_entries_and_bytes_as_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let zeros = vec![0u8; 4096];
+        let many = zip_of(&[("a", b"1"), ("b", b"2"), ("c", b"3")]);
+        let err = unzip_within(&many, dir.path(), 2, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("holds 3 entries; at most 2"), "{err}");
+        // Deflate turns 8 KiB of zeros into a few bytes: the cap is on what
+        // comes out, counted while reading.
+        let big = zip_of(&[("a", &zeros), ("b", &zeros)]);
+        assert!(big.len() < 1024);
+        let err = unzip_within(&big, dir.path(), 10, 6000).unwrap_err();
+        assert!(matches!(err, PhaseError::Invalid(_)));
+        assert!(err.to_string().contains("at `b`"), "{err}");
+        unzip_within(&big, dir.path(), 10, 8192).unwrap();
+    }
+
+    #[test]
+    fn zip_with_a_symbolic_link_is_refused() {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        {
+            let mut w = zip::ZipWriter::new(&mut buf);
+            w.add_symlink("config", "/etc/passwd", zip::write::SimpleFileOptions::default())
+                .unwrap();
+            w.finish().unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let err = unzip(buf.get_ref(), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("symbolic link `config`"), "{err}");
+        assert!(!dir.path().join("config").exists());
     }
 
     #[test]

@@ -171,6 +171,7 @@ async fn ship_payload(
     region: &Region,
 ) -> Result<PayloadLocation, PhaseError> {
     let src = &dep.release.payload;
+    pack::verify_payload(&clients.s3, &dep.release).await?;
     let dest = S3Object {
         bucket: region.s3_bucket.clone(),
         key: src.key.clone(),

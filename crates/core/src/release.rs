@@ -57,11 +57,20 @@ pub struct Manifest {
 pub struct Release {
     pub service: String,
     pub environment: String,
-    /// The first 12 hex digits of the payload's sha256: stack names use it.
+    /// 12 hex digits naming the payload and the resolved config together
+    /// (see [`version_of`]): stack names use it.
     pub version: String,
     /// The commit (short) when known, else the version.
     pub revision: String,
+    /// The payload's sha256. Provision checks S3's own SHA-256 of the
+    /// payload against it before shipping, and each instance checks what
+    /// it downloaded.
     pub sha256: String,
+    /// The resolved config's sha256: every later phase checks it before
+    /// acting on the config. Empty in a record made before it existed,
+    /// which is refused.
+    #[serde(default)]
+    pub config_sha256: String,
     #[serde(default)]
     pub image: Option<String>,
     /// The tarball.
@@ -80,4 +89,13 @@ pub struct Release {
 pub enum ReleaseRef {
     Inline(Box<Release>),
     Pointer(String),
+}
+
+/// A release's version: the payload and the resolved config together, so
+/// the same code deployed with another config (another instance count, a
+/// `${VAR}` with another value) is a release, and a stack, of its own.
+pub fn version_of(payload_sha256: &str, config_sha256: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let both = Sha256::digest(format!("{payload_sha256}:{config_sha256}"));
+    hex::encode(both)[..12].to_string()
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::aws::{Aws, RegionClients};
 use crate::config::{Config, Environment, Region};
@@ -45,7 +46,23 @@ impl Deployment {
                 pack::read_json(&aws.s3(), &obj).await?
             }
         };
-        let config: Config = pack::read_json(&aws.s3(), &release.config).await?;
+        let bytes = pack::read_bytes(&aws.s3(), &release.config).await?;
+        let found = hex::encode(Sha256::digest(&bytes));
+        if release.config_sha256.is_empty() {
+            return Err(PhaseError::Invalid(format!(
+                "release {} has no sha256 of its config (a record from before integrity checks); pack it again",
+                release.version
+            )));
+        }
+        if found != release.config_sha256 {
+            return Err(PhaseError::Invalid(format!(
+                "the resolved config {} is not the one release {} was packed with: its sha256 is {found}, the release says {}; it changed after pack, so pack again",
+                release.config.url(),
+                release.version,
+                release.config_sha256
+            )));
+        }
+        let config: Config = pack::parse_json(&release.config, &bytes)?;
         Ok(Deployment { release, config })
     }
 

@@ -173,9 +173,53 @@ pub fn render(
             "SecurityGroup": {"Value": {"Fn::GetAtt": ["InstanceSecurityGroup", "GroupId"]}}
         }
     });
-    match &region.stack_definition {
+    let mut template = match &region.stack_definition {
         Some(def) => merge(template, def.template.clone()),
         None => template,
+    };
+    confine_roles(&mut template);
+    template
+}
+
+/// The path every IAM role and instance profile of a release stack lives
+/// under; the deployment role may create and change roles only there.
+pub const ROLE_PATH: &str = "/porter/";
+/// The permissions boundary every role of a release stack carries: a
+/// managed policy of this name under [`ROLE_PATH`], made by the infra in
+/// each deployment account (`infra/template.yaml`, ReleaseRoleBoundary).
+pub const BOUNDARY_POLICY: &str = "porter-release-boundary";
+
+/// Puts every role (the generated one and any a `stack_definition_path`
+/// overlay adds or changes) under [`ROLE_PATH`] with the boundary, over
+/// whatever the overlay said: a repository cannot write itself a role
+/// that escapes the boundary. (IAM refuses such a role too: the deployment
+/// role may only create roles that carry it.)
+fn confine_roles(template: &mut Value) {
+    let Some(resources) = template.get_mut("Resources").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for resource in resources.values_mut() {
+        let kind = resource
+            .get("Type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if !matches!(kind.as_str(), "AWS::IAM::Role" | "AWS::IAM::InstanceProfile") {
+            continue;
+        }
+        let Some(obj) = resource.as_object_mut() else { continue };
+        let props = obj.entry("Properties").or_insert_with(|| json!({}));
+        if !props.is_object() {
+            *props = json!({});
+        }
+        let props = props.as_object_mut().expect("made an object above");
+        props.insert("Path".into(), json!(ROLE_PATH));
+        if kind == "AWS::IAM::Role" {
+            props.insert(
+                "PermissionsBoundary".into(),
+                json!({"Fn::Sub": format!("arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:policy{ROLE_PATH}{BOUNDARY_POLICY}")}),
+            );
+        }
     }
 }
 
@@ -307,6 +351,7 @@ mod render_tests {
             version: "abc123def456".into(),
             revision: "abc1234".into(),
             sha256: "f".repeat(64),
+            config_sha256: "e".repeat(64),
             image: None,
             payload: obj("p.tar"),
             manifest: obj("m"),
@@ -385,5 +430,34 @@ mod render_tests {
             t["Resources"]["InstanceSecurityGroup"]["Properties"]["SecurityGroupIngress"],
             json!([])
         );
+    }
+
+    /// No overlay can drop the boundary or move a role off porter's path,
+    /// for the generated role or one it adds.
+    #[test]
+    fn every_role_carries_the_boundary_whatever_the_overlay_says() {
+        let (cfg, release, payload) = fixture();
+        let env = cfg.environment("prod").unwrap();
+        let mut region = env.regions[0].clone();
+        region.stack_definition = Some(crate::config::StackDefinition {
+            path: "stack.json".into(),
+            template: json!({"Resources": {
+                "InstanceRole": {"Properties": {"PermissionsBoundary": null, "Path": "/"}},
+                "AdminRole": {"Type": "AWS::IAM::Role", "Properties": {
+                    "AssumeRolePolicyDocument": {},
+                    "Policies": [{"PolicyName": "all", "PolicyDocument": {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}}]
+                }},
+                "BareRole": {"Type": "AWS::IAM::Role"}
+            }}),
+        });
+        let t = render(&cfg, env, &region, &release, &payload, &RenderContext::default());
+        let boundary =
+            json!({"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:policy/porter/porter-release-boundary"});
+        for role in ["InstanceRole", "AdminRole", "BareRole"] {
+            let props = &t["Resources"][role]["Properties"];
+            assert_eq!(props["PermissionsBoundary"], boundary, "{role}");
+            assert_eq!(props["Path"], "/porter/", "{role}");
+        }
+        assert_eq!(t["Resources"]["InstanceProfile"]["Properties"]["Path"], "/porter/");
     }
 }

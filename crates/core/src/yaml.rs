@@ -86,48 +86,56 @@ pub struct LoadProblem {
     pub message: String,
 }
 
+/// The largest config accepted, in bytes. porter's own configs are a few
+/// KiB; anything near this is a mistake or an attack.
+pub const MAX_BYTES: usize = 256 * 1024;
+/// The deepest nesting accepted. A porter config nests about six deep.
+pub const MAX_DEPTH: usize = 64;
+/// The most nodes a document may stand for once its aliases are expanded:
+/// an alias costs as many nodes as its anchor holds, so a few hundred bytes
+/// of aliases of aliases cannot grow into gigabytes.
+pub const MAX_NODES: usize = 100_000;
+
 /// Parses one YAML document. `lookup` answers `${VAR}`; every unset
 /// variable is reported (not just the first) so a user can fix them in one go.
+///
+/// Parsing is bounded ([`MAX_BYTES`], [`MAX_DEPTH`], [`MAX_NODES`]): events
+/// are pulled one at a time rather than through the parser's recursive
+/// loader, and the first limit crossed stops the parse with a problem
+/// that says which.
 pub fn load(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Node, Vec<LoadProblem>> {
+    if text.len() > MAX_BYTES {
+        return Err(vec![LoadProblem {
+            mark: Mark { line: 1, col: 1 },
+            path: String::new(),
+            message: format!(
+                "the file is {} bytes; a config may be at most {} KiB. Move large data out of it",
+                text.len(),
+                MAX_BYTES / 1024
+            ),
+        }]);
+    }
     let mut builder = Builder {
         stack: Vec::new(),
         anchors: HashMap::new(),
         root: None,
         problems: Vec::new(),
         lookup,
+        nodes: 0,
+        stopped: false,
     };
     let mut parser = Parser::new_from_str(text);
-    if let Err(e) = parser.load(&mut builder, false) {
-        let m = e.marker();
-        let mark = Mark {
-            line: m.line(),
-            col: m.col() + 1,
-        };
-        // The parser resolves aliases itself; say which one, in the same
-        // words as an alias the builder cannot resolve.
-        if e.info().contains("unknown anchor") {
-            let alias: String = text
-                .lines()
-                .nth(mark.line.saturating_sub(1))
-                .unwrap_or_default()
-                .chars()
-                .skip(m.col())
-                .take_while(|c| !c.is_whitespace() && !",]}".contains(*c))
-                .collect();
-            return Err(vec![LoadProblem {
-                mark,
-                path: builder.path(),
-                message: format!(
-                    "this alias `{alias}` refers to an anchor that is not defined above it; define it first with `&{}`",
-                    alias.trim_start_matches('*')
-                ),
-            }]);
+    loop {
+        match parser.next_token() {
+            Ok((Event::StreamEnd | Event::DocumentEnd, _)) => break,
+            Ok((ev, marker)) => {
+                builder.on_event(ev, marker);
+                if builder.stopped {
+                    break;
+                }
+            }
+            Err(e) => return Err(vec![syntax_problem(text, &e, builder.path())]),
         }
-        return Err(vec![LoadProblem {
-            mark,
-            path: String::new(),
-            message: format!("this is not valid YAML: {}", e.info()),
-        }]);
     }
     if !builder.problems.is_empty() {
         return Err(builder.problems);
@@ -141,26 +149,67 @@ pub fn load(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Node,
     })
 }
 
+fn syntax_problem(text: &str, e: &yaml_rust2::ScanError, path: String) -> LoadProblem {
+    let m = e.marker();
+    let mark = Mark {
+        line: m.line(),
+        col: m.col() + 1,
+    };
+    // The parser resolves aliases itself; say which one, in the same
+    // words as an alias the builder cannot resolve.
+    if e.info().contains("unknown anchor") {
+        let alias: String = text
+            .lines()
+            .nth(mark.line.saturating_sub(1))
+            .unwrap_or_default()
+            .chars()
+            .skip(m.col())
+            .take_while(|c| !c.is_whitespace() && !",]}".contains(*c))
+            .take(64)
+            .collect();
+        return LoadProblem {
+            mark,
+            path,
+            message: format!(
+                "this alias `{alias}` refers to an anchor that is not defined above it; define it first with `&{}`",
+                alias.trim_start_matches('*')
+            ),
+        };
+    }
+    LoadProblem {
+        mark,
+        path: String::new(),
+        message: format!("this is not valid YAML: {}", e.info()),
+    }
+}
+
 enum Open {
     Seq {
         anchor: usize,
         mark: Mark,
         items: Vec<Node>,
+        size: usize,
     },
     Map {
         anchor: usize,
         mark: Mark,
         entries: Vec<(Node, Node)>,
         pending_key: Option<Node>,
+        size: usize,
     },
 }
 
 struct Builder<'a> {
     stack: Vec<Open>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchor's node and how many nodes it holds (what an alias costs).
+    anchors: HashMap<usize, (Node, usize)>,
     root: Option<Node>,
     problems: Vec<LoadProblem>,
     lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// Nodes made so far, aliases counted at their full size.
+    nodes: usize,
+    /// A limit was crossed: the parse ends here.
+    stopped: bool,
 }
 
 impl Builder<'_> {
@@ -186,9 +235,49 @@ impl Builder<'_> {
         path
     }
 
-    fn finish(&mut self, node: Node, anchor: usize) {
+    /// Stops the parse with `message` at `mark`.
+    fn stop(&mut self, mark: Mark, message: String) {
+        self.problems.push(LoadProblem {
+            mark,
+            path: self.path(),
+            message,
+        });
+        self.stopped = true;
+    }
+
+    /// Counts `size` more nodes against [`MAX_NODES`]; false once over it.
+    fn spend(&mut self, size: usize, mark: Mark) -> bool {
+        self.nodes = self.nodes.saturating_add(size);
+        if self.nodes > MAX_NODES {
+            self.stop(
+                mark,
+                format!(
+                    "the document expands to more than {MAX_NODES} nodes (aliases count as the nodes they repeat); a config this large is not accepted"
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Opens a collection, unless that would nest deeper than [`MAX_DEPTH`].
+    fn open(&mut self, open: Open, mark: Mark) {
+        if self.stack.len() >= MAX_DEPTH {
+            self.stop(
+                mark,
+                format!("the document nests more than {MAX_DEPTH} levels deep; a porter config needs about six"),
+            );
+            return;
+        }
+        if self.spend(1, mark) {
+            self.stack.push(open);
+        }
+    }
+
+    /// Hands a finished node (standing for `size` nodes) to its parent.
+    fn finish(&mut self, node: Node, anchor: usize, size: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => {
@@ -196,12 +285,24 @@ impl Builder<'_> {
                     self.root = Some(node);
                 }
             }
-            Some(Open::Seq { items, .. }) => items.push(node),
+            Some(Open::Seq { items, size: total, .. }) => {
+                *total += size;
+                items.push(node)
+            }
             Some(Open::Map {
-                entries, pending_key, ..
+                entries,
+                pending_key,
+                size: total,
+                ..
             }) => match pending_key.take() {
-                None => *pending_key = Some(node),
-                Some(key) => entries.push((key, node)),
+                None => {
+                    *total += size;
+                    *pending_key = Some(node)
+                }
+                Some(key) => {
+                    *total += size;
+                    entries.push((key, node))
+                }
             },
         }
     }
@@ -231,7 +332,7 @@ impl Builder<'_> {
                     mark,
                     path: path.clone(),
                     message: format!(
-                        "the environment variable `{name}` is not set; set it (export {name}=...) or write the value into the config"
+                        "the variable `{name}` is not set: for the CLI, set it in the shell (export {name}=...); for a deploy, pass it in `variables` (UserParameters or the state machine input); or write the value into the config"
                     ),
                 }),
             }
@@ -296,6 +397,9 @@ impl MarkedEventReceiver for Builder<'_> {
                     }) if text.is_empty() && !quoted => key.mark,
                     _ => mark,
                 };
+                if !self.spend(1, mark) {
+                    return;
+                }
                 let text = self.expand(text, mark);
                 self.finish(
                     Node {
@@ -303,27 +407,43 @@ impl MarkedEventReceiver for Builder<'_> {
                         mark,
                     },
                     anchor,
+                    1,
                 );
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Open::Seq {
-                anchor,
+            Event::SequenceStart(anchor, _) => self.open(
+                Open::Seq {
+                    anchor,
+                    mark,
+                    items: Vec::new(),
+                    size: 1,
+                },
                 mark,
-                items: Vec::new(),
-            }),
-            Event::MappingStart(anchor, _) => self.stack.push(Open::Map {
-                anchor,
+            ),
+            Event::MappingStart(anchor, _) => self.open(
+                Open::Map {
+                    anchor,
+                    mark,
+                    entries: Vec::new(),
+                    pending_key: None,
+                    size: 1,
+                },
                 mark,
-                entries: Vec::new(),
-                pending_key: None,
-            }),
+            ),
             Event::SequenceEnd => {
-                if let Some(Open::Seq { anchor, mark, items }) = self.stack.pop() {
+                if let Some(Open::Seq {
+                    anchor,
+                    mark,
+                    items,
+                    size,
+                }) = self.stack.pop()
+                {
                     self.finish(
                         Node {
                             value: Value::Seq(items),
                             mark,
                         },
                         anchor,
+                        size,
                     );
                 }
             }
@@ -332,6 +452,7 @@ impl MarkedEventReceiver for Builder<'_> {
                     anchor,
                     mut mark,
                     entries,
+                    size,
                     ..
                 }) = self.stack.pop()
                 {
@@ -363,11 +484,18 @@ impl MarkedEventReceiver for Builder<'_> {
                             mark,
                         },
                         anchor,
+                        size,
                     );
                 }
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(node) => self.finish(node, 0),
+            Event::Alias(id) => match self.anchors.get(&id).map(|(_, size)| *size) {
+                // Counted before it is copied: the copy is what a bomb costs.
+                Some(size) => {
+                    if self.spend(size, mark) {
+                        let node = self.anchors[&id].0.clone();
+                        self.finish(node, 0, size);
+                    }
+                }
                 None => self.problems.push(LoadProblem {
                     mark,
                     path: self.path(),
@@ -419,5 +547,71 @@ mod tests {
         let problems = load("a: [1, 2\nb: 3\n", &env).unwrap_err();
         assert!(problems[0].message.contains("not valid YAML"));
         assert!(problems[0].mark.line >= 1);
+    }
+
+    /// Nine levels of nine aliases each: 330-odd bytes that stand for
+    /// 9^9 (about 387 million) scalars.
+    fn alias_bomb() -> String {
+        let mut doc = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for w in names.windows(2) {
+            let refs = vec![format!("*{}", w[0]); 9].join(",");
+            doc.push_str(&format!("{}: &{} [{refs}]\n", w[1], w[1]));
+        }
+        doc
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_by_the_node_budget() {
+        let doc = alias_bomb();
+        assert!(doc.len() < 400, "the bomb is small: {} bytes", doc.len());
+        let problems = load(&doc, &env).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].message.contains("more than 100000 nodes"),
+            "{:?}",
+            problems[0]
+        );
+        assert!(
+            problems[0].mark.line >= 5,
+            "names where it crossed: {:?}",
+            problems[0].mark
+        );
+    }
+
+    #[test]
+    fn aliases_within_the_budget_still_work() {
+        let root = load("a: &a [1, 2]\nb: [*a, *a]\n", &env).unwrap();
+        assert_eq!(root.get("b").unwrap().kind(), "a list");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        for doc in ["[".repeat(10_000), "a:\n".to_string() + &"- ".repeat(10_000) + "x\n"] {
+            let problems = load(&doc, &env).unwrap_err();
+            assert!(
+                problems[0].message.contains("nests more than 64 levels")
+                    || problems[0].message.contains("not valid YAML"),
+                "{:?}",
+                problems[0]
+            );
+        }
+        let deep = "[".repeat(100) + &"]".repeat(100);
+        let problems = load(&deep, &env).unwrap_err();
+        assert!(
+            problems[0].message.contains("nests more than 64 levels"),
+            "{:?}",
+            problems[0]
+        );
+        assert_eq!(problems[0].mark, Mark { line: 1, col: 65 });
+        let ok = "[".repeat(60) + &"]".repeat(60);
+        load(&ok, &env).unwrap();
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_before_parsing() {
+        let doc = "a: b\n".repeat(MAX_BYTES / 5 + 1);
+        let problems = load(&doc, &env).unwrap_err();
+        assert!(problems[0].message.contains("at most 256 KiB"), "{:?}", problems[0]);
     }
 }

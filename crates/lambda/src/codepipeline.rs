@@ -6,7 +6,7 @@
 //! errors included, is reported; only a failure to report is returned as an
 //! error, which makes Lambda retry the invocation.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_lambda_events::event::codepipeline_job::{CodePipelineJob, CodePipelineJobEvent};
 use aws_sdk_codepipeline::types::{ExecutionDetails, FailureDetails, FailureType};
@@ -167,6 +167,40 @@ impl Job {
                 "UserParameters `{name}` must be a string, not {other}"
             ))),
         }
+    }
+
+    /// `variables`: what `${VAR}` in the service's config expands to, an
+    /// object of strings. Values may be secrets: no message repeats one.
+    pub fn variables_param(&self) -> Result<BTreeMap<String, String>, PhaseError> {
+        const MAX_VARIABLES: usize = 100;
+        const MAX_VALUE: usize = 4096;
+        let entries = match self.params.get("variables") {
+            None | Some(Value::Null) => return Ok(BTreeMap::new()),
+            Some(Value::Object(m)) => m,
+            Some(_) => {
+                return Err(PhaseError::Invalid(
+                    "UserParameters `variables` must be an object of names to strings, e.g. {\"variables\": {\"BUCKET\": \"my-bucket\"}}".into(),
+                ))
+            }
+        };
+        if entries.len() > MAX_VARIABLES {
+            return Err(PhaseError::Invalid(format!(
+                "UserParameters `variables` has {} names; at most {MAX_VARIABLES} are taken",
+                entries.len()
+            )));
+        }
+        entries
+            .iter()
+            .map(|(name, value)| match value {
+                Value::String(v) if v.len() <= MAX_VALUE => Ok((name.clone(), v.clone())),
+                Value::String(_) => Err(PhaseError::Invalid(format!(
+                    "UserParameters `variables.{name}` is longer than {MAX_VALUE} bytes"
+                ))),
+                _ => Err(PhaseError::Invalid(format!(
+                    "UserParameters `variables.{name}` must be a string"
+                ))),
+            })
+            .collect()
     }
 
     pub fn u32_param(&self, name: &str) -> Result<Option<u32>, PhaseError> {

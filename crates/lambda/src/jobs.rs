@@ -13,14 +13,23 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::codepipeline::{self, failure, Job, Outcome};
-use crate::{Context, FunctionError, Phase};
+use crate::{BoxFuture, Context, FunctionError, Phase};
 
-pub async fn handle(ctx: &Context, phase: Phase, event: Value) -> Result<Value, FunctionError> {
+/// One phase's work on a job: what [`handle`] runs between reading the job
+/// and reporting it. A function pointer, so each bootstrap links only its own.
+pub type JobRun = for<'a> fn(&'a Context, &'a Job) -> BoxFuture<'a, Result<Outcome, PhaseError>>;
+
+pub const PACK: JobRun = |ctx, job| Box::pin(pack_job(ctx, job));
+pub const PROVISION: JobRun = |ctx, job| Box::pin(provision_job(ctx, job));
+pub const PROMOTE: JobRun = |ctx, job| Box::pin(promote_job(ctx, job));
+pub const PRUNE: JobRun = |ctx, job| Box::pin(prune_job(ctx, job));
+
+pub async fn handle(ctx: &Context, phase: Phase, event: Value, run: JobRun) -> Result<Value, FunctionError> {
     let (job, problem) = codepipeline::parse(ctx, event)?;
     tracing::info!(job = %job.id, phase = phase.name(), continuing = job.continuation.is_some(), "CodePipeline job");
     let outcome = match problem {
         Some(p) => failure(&PhaseError::Invalid(p)),
-        None => match Box::pin(run(ctx, phase, &job)).await {
+        None => match run(ctx, &job).await {
             Ok(o) => o,
             Err(e) => failure(&e),
         },
@@ -28,11 +37,10 @@ pub async fn handle(ctx: &Context, phase: Phase, event: Value) -> Result<Value, 
     codepipeline::report(ctx, &job, outcome, None).await
 }
 
-async fn run(ctx: &Context, phase: Phase, job: &Job) -> Result<Outcome, PhaseError> {
+/// What provision, promote and prune act on: the release that
+/// UserParameters name, and the state from the continuation token.
+async fn deploy_target(ctx: &Context, job: &Job) -> Result<(Target, Option<Value>), PhaseError> {
     let environment = job.environment()?;
-    if phase == Phase::Pack {
-        return pack_job(ctx, job, environment).await;
-    }
     let release_url = job.string_param("release")?.ok_or_else(|| {
         PhaseError::Invalid(
             "UserParameters needs `release`: the pack action's output variable, e.g. {\"environment\": \"staging\", \"release\": \"#{PackVariables.release}\"}".into(),
@@ -67,82 +75,86 @@ async fn run(ctx: &Context, phase: Phase, job: &Job) -> Result<Outcome, PhaseErr
         Some(t) => Some(codepipeline::state_from(ctx, t).await?),
         None => None,
     };
-    match phase {
-        Phase::Provision => {
-            let step = provision::run(
-                &ctx.aws,
-                provision::ProvisionInput {
-                    target,
-                    execution: Some(job.id.clone()),
-                    state: typed(state)?,
-                },
-            )
-            .await?;
-            finish(ctx, job, step, |o| {
-                let vars = o
-                    .stacks
-                    .iter()
-                    .map(|(r, s)| (format!("stack_{r}"), s.stack_name.clone()))
-                    .collect();
-                (format!("provisioned {} region(s)", o.stacks.len()), vars)
-            })
-            .await
+    Ok((target, state))
+}
+
+async fn provision_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
+    let (target, state) = deploy_target(ctx, job).await?;
+    let step = provision::run(
+        &ctx.aws,
+        provision::ProvisionInput {
+            target,
+            execution: Some(job.id.clone()),
+            state: typed(state)?,
+        },
+    )
+    .await?;
+    finish(ctx, job, step, |o| {
+        let vars = o
+            .stacks
+            .iter()
+            .map(|(r, s)| (format!("stack_{r}"), s.stack_name.clone()))
+            .collect();
+        (format!("provisioned {} region(s)", o.stacks.len()), vars)
+    })
+    .await
+}
+
+async fn promote_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
+    let (target, state) = deploy_target(ctx, job).await?;
+    let step = promote::run(
+        &ctx.aws,
+        promote::PromoteInput {
+            target,
+            stack_name: job.string_param("stack_name")?,
+            timeout_seconds: None,
+            state: typed(state)?,
+        },
+    )
+    .await?;
+    finish(ctx, job, step, |o| {
+        let mut vars = HashMap::new();
+        for (r, p) in &o.regions {
+            vars.insert(format!("stack_{r}"), p.stack_name.clone());
+            if let Some(dns) = p.elbs.iter().find_map(|e| e.dns_name.clone()) {
+                vars.insert(format!("elb_dns_{r}"), dns);
+            }
         }
-        Phase::Promote => {
-            let step = promote::run(
-                &ctx.aws,
-                promote::PromoteInput {
-                    target,
-                    stack_name: job.string_param("stack_name")?,
-                    timeout_seconds: None,
-                    state: typed(state)?,
-                },
-            )
-            .await?;
-            finish(ctx, job, step, |o| {
-                let mut vars = HashMap::new();
-                for (r, p) in &o.regions {
-                    vars.insert(format!("stack_{r}"), p.stack_name.clone());
-                    if let Some(dns) = p.elbs.iter().find_map(|e| e.dns_name.clone()) {
-                        vars.insert(format!("elb_dns_{r}"), dns);
-                    }
-                }
-                (format!("promoted in {} region(s)", o.regions.len()), vars)
+        (format!("promoted in {} region(s)", o.regions.len()), vars)
+    })
+    .await
+}
+
+async fn prune_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
+    let (target, state) = deploy_target(ctx, job).await?;
+    let step = prune::run(
+        &ctx.aws,
+        prune::PruneInput {
+            target,
+            keep: job.u32_param("keep")?.unwrap_or(0),
+            state: typed(state)?,
+        },
+    )
+    .await?;
+    finish(ctx, job, step, |o| {
+        let vars = o
+            .regions
+            .iter()
+            .map(|(r, p)| {
+                (
+                    format!("deleted_{r}"),
+                    if p.deleted.is_empty() {
+                        "none".into()
+                    } else {
+                        p.deleted.join(",")
+                    },
+                )
             })
-            .await
-        }
-        Phase::Prune => {
-            let step = prune::run(
-                &ctx.aws,
-                prune::PruneInput {
-                    target,
-                    keep: job.u32_param("keep")?.unwrap_or(0),
-                    state: typed(state)?,
-                },
-            )
-            .await?;
-            finish(ctx, job, step, |o| {
-                let vars = o
-                    .regions
-                    .iter()
-                    .map(|(r, p)| {
-                        (
-                            format!("deleted_{r}"),
-                            if p.deleted.is_empty() {
-                                "none".into()
-                            } else {
-                                p.deleted.join(",")
-                            },
-                        )
-                    })
-                    .collect();
-                let n: usize = o.regions.values().map(|p| p.deleted.len()).sum();
-                (format!("pruned {n} stack(s)"), vars)
-            })
-            .await
-        }
-        Phase::Pack => unreachable!("handled above"),
-    }
+            .collect();
+        let n: usize = o.regions.values().map(|p| p.deleted.len()).sum();
+        (format!("pruned {n} stack(s)"), vars)
+    })
+    .await
 }
 
 fn typed<S: DeserializeOwned>(state: Option<Value>) -> Result<Option<S>, PhaseError> {
@@ -178,7 +190,8 @@ async fn finish<S: Serialize, O>(
     }
 }
 
-async fn pack_job(ctx: &Context, job: &Job, environment: String) -> Result<Outcome, PhaseError> {
+async fn pack_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
+    let environment = job.environment()?;
     let source = job.input.clone().ok_or_else(|| {
         PhaseError::Invalid(
             "the pack action needs the source artifact as its input artifact; add it in the pipeline's action".into(),
@@ -200,6 +213,7 @@ async fn pack_job(ctx: &Context, job: &Job, environment: String) -> Result<Outco
         image: job.string_param("image")?,
         artifact_bucket: Some(ctx.artifact_bucket.clone().unwrap_or(source.bucket)),
         sse_kms_key_id: job.string_param("sse_kms_key_id")?,
+        variables: job.variables_param()?,
     };
     let packed = pack::pack(&ctx.aws, &input, dir.path()).await?;
     let r = &packed.release;

@@ -16,6 +16,9 @@ pub mod jobs;
 pub mod pipeline;
 pub mod trigger;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use porter_core::aws::Aws;
 use porter_core::phase::{PhaseError, Step};
@@ -152,34 +155,98 @@ fn to_value<S: serde::Serialize, O: serde::Serialize>(step: Step<S, O>) -> Value
     serde_json::to_value(step).expect("steps serialize")
 }
 
-/// Answers one invocation of `function`.
-pub async fn handle(ctx: &Context, function: Function, event: Value) -> Result<Value, FunctionError> {
-    match function {
-        Function::Pipeline => Box::pin(pipeline::handle(ctx, event)).await,
-        Function::Trigger => Box::pin(trigger::handle(ctx, event)).await,
-        Function::Phase(phase) if codepipeline::is_job(&event) => Box::pin(jobs::handle(ctx, phase, event)).await,
-        Function::Phase(phase) => Box::pin(step(&ctx.aws, phase, event)).await,
+/// The future a [`Handler`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One function's whole answer to an invocation. Each `main` passes its own
+/// to [`run`], so a bootstrap links only its own handler and the SDK
+/// clients that handler calls: nothing dispatches on a name at run time.
+pub type Handler = for<'a> fn(&'a Context, Value) -> BoxFuture<'a, Result<Value, FunctionError>>;
+
+/// The pack phase: a Step Functions state or a CodePipeline job.
+pub const PACK: Handler = |ctx, event| Box::pin(pack(ctx, event));
+/// The provision phase: a Step Functions state or a CodePipeline job.
+pub const PROVISION: Handler = |ctx, event| Box::pin(provision(ctx, event));
+/// The promote phase: a Step Functions state or a CodePipeline job.
+pub const PROMOTE: Handler = |ctx, event| Box::pin(promote(ctx, event));
+/// The prune phase: a Step Functions state or a CodePipeline job.
+pub const PRUNE: Handler = |ctx, event| Box::pin(prune(ctx, event));
+/// The whole deploy as one CodePipeline action.
+pub const PIPELINE: Handler = |ctx, event| Box::pin(pipeline::handle(ctx, event));
+/// Branch and schedule events that start pipelines.
+pub const TRIGGER: Handler = |ctx, event| Box::pin(trigger::handle(ctx, event));
+
+impl Function {
+    /// The handler of a function chosen by name at run time (the local
+    /// stack's Invoke host serves them all; a shipped bootstrap does not).
+    pub fn handler(self) -> Handler {
+        match self {
+            Function::Phase(Phase::Pack) => PACK,
+            Function::Phase(Phase::Provision) => PROVISION,
+            Function::Phase(Phase::Promote) => PROMOTE,
+            Function::Phase(Phase::Prune) => PRUNE,
+            Function::Pipeline => PIPELINE,
+            Function::Trigger => TRIGGER,
+        }
     }
 }
 
-/// Runs one phase for a Step Functions state (or any direct invoke).
-pub async fn step(aws: &Aws, phase: Phase, event: Value) -> Result<Value, FunctionError> {
+/// Answers one invocation of `function`.
+pub async fn handle(ctx: &Context, function: Function, event: Value) -> Result<Value, FunctionError> {
+    (function.handler())(ctx, event).await
+}
+
+async fn pack(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
+    if codepipeline::is_job(&event) {
+        return jobs::handle(ctx, Phase::Pack, event, jobs::PACK).await;
+    }
+    log_step(Phase::Pack, &event);
+    let input: pack::PackInput = parse(Phase::Pack, event)?;
+    let packed = Box::pin(pack::run(&ctx.aws, &input)).await?;
+    Ok(to_value(Step::<(), _>::Done { output: packed.release }))
+}
+
+async fn provision(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
+    regional(ctx, Phase::Provision, event, jobs::PROVISION, provision::run).await
+}
+
+async fn promote(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
+    regional(ctx, Phase::Promote, event, jobs::PROMOTE, promote::run).await
+}
+
+async fn prune(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
+    regional(ctx, Phase::Prune, event, jobs::PRUNE, prune::run).await
+}
+
+/// Provision, promote or prune: a CodePipeline job goes to `job`, anything
+/// else is the phase's input for `run`.
+async fn regional<'a, I, S, O, Fut>(
+    ctx: &'a Context,
+    phase: Phase,
+    event: Value,
+    job: jobs::JobRun,
+    run: impl FnOnce(&'a Aws, I) -> Fut,
+) -> Result<Value, FunctionError>
+where
+    I: serde::de::DeserializeOwned,
+    S: serde::Serialize,
+    O: serde::Serialize,
+    Fut: Future<Output = Result<Step<S, O>, PhaseError>>,
+{
+    if codepipeline::is_job(&event) {
+        return jobs::handle(ctx, phase, event, job).await;
+    }
+    log_step(phase, &event);
+    Ok(to_value(Box::pin(run(&ctx.aws, parse(phase, event)?)).await?))
+}
+
+/// A phase run for a Step Functions state (or any direct invoke).
+fn log_step(phase: Phase, event: &Value) {
     tracing::info!(
         phase = phase.name(),
         resuming = event.get("state").is_some_and(|s| !s.is_null()),
         "invoked"
     );
-    let out = match phase {
-        Phase::Pack => {
-            let input: pack::PackInput = parse(phase, event)?;
-            let packed = Box::pin(pack::run(aws, &input)).await?;
-            to_value(Step::<(), _>::Done { output: packed.release })
-        }
-        Phase::Provision => to_value(Box::pin(provision::run(aws, parse(phase, event)?)).await?),
-        Phase::Promote => to_value(Box::pin(promote::run(aws, parse(phase, event)?)).await?),
-        Phase::Prune => to_value(Box::pin(prune::run(aws, parse(phase, event)?)).await?),
-    };
-    Ok(out)
 }
 
 /// Sets up JSON logs (CloudWatch reads them as fields); never logs whole
@@ -193,15 +260,10 @@ pub fn init_logs() {
         .try_init();
 }
 
-/// The whole `main` of a function.
-pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
+/// The whole `main` of a function: `handler` answers every invocation.
+pub async fn run(handler: Handler) -> Result<(), lambda_runtime::Error> {
     init_logs();
     let ctx = Context::from_env().await.map_err(lambda_runtime::Error::from)?;
     let ctx = &ctx;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        // Boxed: the phase futures are deep enough to overflow the
-        // compiler's layout depth when inlined into the runtime's.
-        Box::pin(handle(ctx, function, event.payload)).await
-    }))
-    .await
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| handler(ctx, event.payload))).await
 }

@@ -77,6 +77,7 @@ async fn start(ctx: &Context, job: &Job) -> Result<(Outcome, String), PhaseError
             image: job.string_param("image")?,
             artifact_bucket: Some(ctx.artifact_bucket.clone().unwrap_or(source.bucket)),
             sse_kms_key_id: job.string_param("sse_kms_key_id")?,
+            variables: job.variables_param()?,
         },
         keep: job.u32_param("keep")?.unwrap_or(0),
     };

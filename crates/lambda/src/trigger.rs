@@ -2,11 +2,13 @@
 //!
 //! One pipeline serves one branch. A CodeCommit branch created whose name
 //! matches `BRANCH_PATTERN` gets its own pipeline, copied from the main
-//! pipeline (`PIPELINE_NAME`) with the source branch changed; an update
-//! starts it; a deletion deletes it. A scheduled event starts the pipelines
+//! pipeline (`PIPELINE_NAME`) with the source branch changed and its
+//! deploys left out (see [`branch_stages`]); an update starts it; a
+//! deletion deletes it. A scheduled event starts the pipelines
 //! in `SCHEDULED_PIPELINES` (the weekly build).
 
 use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
+use aws_sdk_codepipeline::types::{ActionCategory, ActionDeclaration, StageDeclaration};
 use porter_core::aws;
 use porter_core::phase::PhaseError;
 use regex::Regex;
@@ -20,6 +22,10 @@ pub struct Settings {
     pub pipeline_name: Option<String>,
     pub branch_pattern: Regex,
     pub scheduled: Vec<String>,
+    /// The environments a branch pipeline may deploy to
+    /// (`BRANCH_ENVIRONMENTS`, set by the infra; empty by default: branch
+    /// pipelines build and test, and deploy nowhere).
+    pub branch_environments: Vec<String>,
 }
 
 impl Settings {
@@ -29,13 +35,15 @@ impl Settings {
         Ok(Settings {
             pipeline_name: pipeline_name.filter(|p| !p.is_empty()),
             branch_pattern,
-            scheduled: scheduled
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
+            scheduled: list(scheduled),
+            branch_environments: Vec::new(),
         })
+    }
+
+    /// These settings, letting branch pipelines deploy to `environments`.
+    pub fn with_branch_environments(mut self, environments: &str) -> Settings {
+        self.branch_environments = list(environments);
+        self
     }
 
     pub fn from_env() -> Result<Settings, String> {
@@ -44,7 +52,17 @@ impl Settings {
             &std::env::var("BRANCH_PATTERN").unwrap_or_else(|_| "^(feature|release)/.+$".into()),
             &std::env::var("SCHEDULED_PIPELINES").unwrap_or_default(),
         )
+        .map(|s| s.with_branch_environments(&std::env::var("BRANCH_ENVIRONMENTS").unwrap_or_default()))
     }
+}
+
+/// A comma-separated list, blanks dropped.
+fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 impl Default for Settings {
@@ -164,7 +182,84 @@ async fn exists(ctx: &Context, name: &str) -> Result<bool, FunctionError> {
     }
 }
 
-/// Copies the main pipeline with its CodeCommit source switched to `branch`.
+/// The environment an action deploys to: `environment` in a Lambda
+/// action's UserParameters or a custom action's configuration.
+fn action_environment(action: &ActionDeclaration) -> Option<String> {
+    let conf = action.configuration()?;
+    if let Some(env) = conf.get("environment") {
+        return Some(env.clone());
+    }
+    let params: Value = serde_json::from_str(conf.get("UserParameters")?).ok()?;
+    params.get("environment")?.as_str().map(str::to_string)
+}
+
+/// What a branch pipeline keeps of the main pipeline's stages. A branch
+/// push is untrusted, so its pipeline builds and tests, and deploys only to
+/// an environment in `allowed` (the infra's `BranchEnvironments`). Nothing
+/// from the main pipeline's first approval on is kept, and no environment
+/// deployed after that approval (production) is ever deployed to, even if
+/// `allowed` names it. The source is switched to `branch`. Returns the
+/// stages and the names of the actions left out.
+pub fn branch_stages(
+    stages: &[StageDeclaration],
+    branch: &str,
+    allowed: &[String],
+) -> (Vec<StageDeclaration>, Vec<String>) {
+    let approval_at = stages
+        .iter()
+        .position(|s| s.actions().iter().any(|a| is(a, &ActionCategory::Approval)));
+    let guarded: Vec<String> = approval_at
+        .map(|i| {
+            stages[i..]
+                .iter()
+                .flat_map(|s| s.actions())
+                .filter_map(action_environment)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
+    for (i, stage) in stages.iter().enumerate() {
+        let mut actions = Vec::new();
+        for action in stage.actions() {
+            let keep = if approval_at.is_some_and(|a| i >= a) {
+                false
+            } else if is(action, &ActionCategory::Source)
+                || is(action, &ActionCategory::Build)
+                || is(action, &ActionCategory::Test)
+            {
+                true
+            } else {
+                // Anything else (a Lambda invoke, a deploy, a custom action)
+                // may deploy: only to an allowed, unguarded environment.
+                action_environment(action).is_some_and(|env| allowed.contains(&env) && !guarded.contains(&env))
+            };
+            if !keep {
+                dropped.push(format!("{}.{}", stage.name(), action.name()));
+                continue;
+            }
+            let mut action = action.clone();
+            if action.action_type_id().is_some_and(|t| t.provider() == "CodeCommit") {
+                let mut conf = action.configuration().cloned().unwrap_or_default();
+                conf.insert("BranchName".into(), branch.to_string());
+                action.configuration = Some(conf);
+            }
+            actions.push(action);
+        }
+        if !actions.is_empty() {
+            let mut stage = stage.clone();
+            stage.actions = actions;
+            kept.push(stage);
+        }
+    }
+    (kept, dropped)
+}
+
+fn is(action: &ActionDeclaration, category: &ActionCategory) -> bool {
+    action.action_type_id().is_some_and(|t| t.category() == category)
+}
+
+/// Copies the main pipeline for `branch`: see [`branch_stages`].
 async fn create(ctx: &Context, main: &str, name: &str, branch: &str) -> Result<(), FunctionError> {
     let cp = &ctx.codepipeline;
     let template = cp
@@ -177,29 +272,23 @@ async fn create(ctx: &Context, main: &str, name: &str, branch: &str) -> Result<(
         .pipeline()
         .cloned()
         .ok_or_else(|| FunctionError::Phase(PhaseError::Aws(format!("pipeline {main} came back empty"))))?;
-    let mut stages = Vec::new();
-    let mut switched = 0;
-    for stage in declaration.stages() {
-        let mut actions = Vec::new();
-        for action in stage.actions() {
-            let mut action = action.clone();
-            if action.action_type_id().is_some_and(|t| t.provider() == "CodeCommit") {
-                let mut conf = action.configuration().cloned().unwrap_or_default();
-                conf.insert("BranchName".into(), branch.to_string());
-                action.configuration = Some(conf);
-                switched += 1;
-            }
-            actions.push(action);
-        }
-        let mut stage = stage.clone();
-        stage.actions = actions;
-        stages.push(stage);
-    }
-    if switched == 0 {
+    let switched = declaration
+        .stages()
+        .iter()
+        .flat_map(|s| s.actions())
+        .any(|a| a.action_type_id().is_some_and(|t| t.provider() == "CodeCommit"));
+    if !switched {
         return Err(FunctionError::Phase(PhaseError::Invalid(format!(
             "pipeline {main} has no CodeCommit source action to point at branch {branch}"
         ))));
     }
+    let (stages, dropped) = branch_stages(declaration.stages(), branch, &ctx.trigger.branch_environments);
+    if stages.len() < 2 {
+        return Err(FunctionError::Phase(PhaseError::Invalid(format!(
+            "pipeline {main} has nothing a branch may run besides its source (no build or test stage, and BRANCH_ENVIRONMENTS allows no deploy); branch {branch} gets no pipeline"
+        ))));
+    }
+    tracing::info!(pipeline = name, branch, left_out = ?dropped, "branch pipeline: deploys left out");
     let mut copy = declaration.clone();
     copy.name = name.to_string();
     copy.stages = stages;

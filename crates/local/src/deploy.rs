@@ -148,6 +148,7 @@ pub async fn run(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<
             image: None,
             artifact_bucket: None,
             sse_kms_key_id: None,
+            variables: config::shell_variables(&config::locate(&repo).0),
         },
         keep: opts.keep,
     };

@@ -144,6 +144,7 @@ impl Moto {
 pub async fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
     let creds = aws_credential_types::Credentials::new("testing", "testing", None, None, "porter-local");
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(porter_core::aws::http_client())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new(region.to_string()))
         .credentials_provider(creds)

@@ -1,7 +1,9 @@
 //! The whole deploy as one CodePipeline action: starts the deploy state
 //! machine and reports its progress and result to the job.
 
-#[tokio::main]
+// One thread: a Lambda sandbox serves one event at a time, and the regions
+// a phase works on concurrently are futures, not threads.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    porter_lambda::run(porter_lambda::Function::Pipeline).await
+    porter_lambda::run(porter_lambda::PIPELINE).await
 }

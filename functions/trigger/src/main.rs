@@ -1,7 +1,9 @@
 //! EventBridge: CodeCommit branch events and the weekly schedule start,
 //! create and delete pipelines.
 
-#[tokio::main]
+// One thread: a Lambda sandbox serves one event at a time, and the regions
+// a phase works on concurrently are futures, not threads.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    porter_lambda::run(porter_lambda::Function::Trigger).await
+    porter_lambda::run(porter_lambda::TRIGGER).await
 }

@@ -14,7 +14,7 @@ fn load(name: &str) -> Value {
 fn every_sample_event_parses_as_what_its_function_takes() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
     let mut checked = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
+    for entry in std::fs::read_dir(&dir).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().to_string();
         if !name.ends_with(".json") {
             continue;
@@ -43,17 +43,21 @@ fn every_sample_event_parses_as_what_its_function_takes() {
             }
             "statemachine-input.json" => {
                 let input: pack::DeployInput = serde_json::from_value(v).unwrap();
-                // The state machine reads every field by path: all must be written.
+                // The state machine reads every field by path: each one its
+                // Pack state reads, and `keep`, must be written.
                 let written = serde_json::to_value(&input).unwrap();
-                for key in [
-                    "environment",
-                    "source",
-                    "provenance",
-                    "image",
-                    "artifact_bucket",
-                    "sse_kms_key_id",
-                    "keep",
-                ] {
+                let asl: serde_json::Value = serde_json::from_str(
+                    &std::fs::read_to_string(dir.join("../statemachines/deploy.asl.json")).unwrap(),
+                )
+                .unwrap();
+                let payload = asl["States"]["Pack"]["Parameters"]["Payload"].as_object().unwrap();
+                let mut read: Vec<&str> = payload
+                    .values()
+                    .filter_map(|p| p.as_str()?.strip_prefix("$."))
+                    .collect();
+                assert!(read.contains(&"variables"), "Pack reads the variables");
+                read.push("keep");
+                for key in read {
                     assert!(written.get(key).is_some(), "DeployInput does not write `{key}`");
                 }
             }

@@ -85,17 +85,22 @@ fn load(root: &Path) -> config::Config {
     loaded.deployable().unwrap()
 }
 
-async fn pack_release(aws: &Aws, svc: &Service, content: &str) -> pack::Packed {
-    std::fs::write(svc.root.join("index.html"), content).unwrap();
-    let input = PackInput {
+/// Pack's input for the service's folder, to staging, with `variables`.
+fn pack_input(svc: &Service, variables: BTreeMap<String, String>) -> PackInput {
+    PackInput {
         environment: "staging".into(),
         source: Source::Path(svc.root.clone()),
         provenance: Default::default(),
         image: None,
         artifact_bucket: None,
         sse_kms_key_id: None,
-    };
-    pack::run(aws, &input).await.unwrap()
+        variables,
+    }
+}
+
+async fn pack_release(aws: &Aws, svc: &Service, content: &str) -> pack::Packed {
+    std::fs::write(svc.root.join("index.html"), content).unwrap();
+    pack::run(aws, &pack_input(svc, BTreeMap::new())).await.unwrap()
 }
 
 fn target(release: &Release) -> Target {
@@ -365,7 +370,6 @@ async fn a_blackout_window_refuses_every_phase() {
     let stack = Stack::start().await;
     let aws = &stack.aws;
     let svc = bootstrapped(aws, "quiet", "").await;
-    let r = pack_release(aws, &svc, "before").await.release;
 
     let text = std::fs::read_to_string(svc.root.join(".porter/config")).unwrap();
     std::fs::write(
@@ -377,14 +381,7 @@ async fn a_blackout_window_refuses_every_phase() {
     )
     .unwrap();
     std::fs::write(svc.root.join("index.html"), "during").unwrap();
-    let input = PackInput {
-        environment: "staging".into(),
-        source: Source::Path(svc.root.clone()),
-        provenance: Default::default(),
-        image: None,
-        artifact_bucket: None,
-        sse_kms_key_id: None,
-    };
+    let input = pack_input(&svc, BTreeMap::new());
     let err = pack::run(aws, &input).await.unwrap_err();
     assert_eq!(err.error_type(), "Blackout");
     assert!(
@@ -392,23 +389,152 @@ async fn a_blackout_window_refuses_every_phase() {
         "names the window: {err}"
     );
 
-    // A release packed before the window: the later phases refuse too, once
-    // the stored config carries the window.
-    let mut cfg: config::Config = pack::read_json(&aws.s3(), &r.config).await.unwrap();
-    cfg.environments[0].blackout_windows.push(config::BlackoutWindow {
-        start_time: "2000-01-01T00:00:00Z".into(),
-        end_time: "2999-01-01T00:00:00Z".into(),
-    });
-    aws.s3()
-        .put_object()
-        .bucket(&r.config.bucket)
-        .key(&r.config.key)
-        .body(serde_json::to_vec(&cfg).unwrap().into())
-        .send()
+    // A release packed before its window opens: the later phases refuse
+    // once it is open. (The stored config cannot be edited instead: it is
+    // checked against the release's sha256.)
+    let opens = chrono::Utc::now() + chrono::Duration::seconds(3);
+    std::fs::write(
+        svc.root.join(".porter/config"),
+        text.replace(
+            "  instance_count: 2\n",
+            &format!(
+                "  instance_count: 2\n  blackout_windows:\n  - {{start_time: '{}', end_time: '2999-01-01T00:00:00Z'}}\n",
+                opens.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        ),
+    )
+    .unwrap();
+    let r = pack::run(aws, &input)
         .await
-        .unwrap();
+        .expect("packed before the window opens")
+        .release;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
     assert_eq!(provision(aws, &r).await.unwrap_err().error_type(), "Blackout");
     assert_eq!(promote(aws, &r, None).await.unwrap_err().error_type(), "Blackout");
     assert_eq!(prune(aws, &r, 0).await.unwrap_err().error_type(), "Blackout");
+    stack.moto.stop().await;
+}
+
+/// What pack stored is what provision and promote deploy: a payload or a
+/// resolved config changed in S3 after pack is refused before any stack is
+/// made, naming the object and what changed.
+#[tokio::test]
+async fn a_release_changed_after_pack_is_refused() {
+    let stack = Stack::start().await;
+    let aws = &stack.aws;
+    let svc = bootstrapped(aws, "integrity", "").await;
+    let r1 = pack_release(aws, &svc, "release 1").await.release;
+    let s3 = aws.s3();
+
+    // The resolved config, edited in place (a role swapped, say).
+    let original = pack::read_bytes(&s3, &r1.config).await.unwrap();
+    let edited = String::from_utf8(original.clone())
+        .unwrap()
+        .replace("t3.micro", "t3.large");
+    assert_ne!(edited.as_bytes(), original.as_slice());
+    s3.put_object()
+        .bucket(&r1.config.bucket)
+        .key(&r1.config.key)
+        .body(edited.into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    for err in [
+        provision(aws, &r1).await.unwrap_err(),
+        promote(aws, &r1, None).await.unwrap_err(),
+    ] {
+        assert_eq!(err.error_type(), "Invalid", "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&r1.config.url()) && msg.contains("changed after pack"),
+            "{msg}"
+        );
+    }
+    for r in REGIONS {
+        assert!(
+            live_stacks(aws, r, &svc.name).await.is_empty(),
+            "nothing created in {r}"
+        );
+    }
+    s3.put_object()
+        .bucket(&r1.config.bucket)
+        .key(&r1.config.key)
+        .body(original.into())
+        .send()
+        .await
+        .unwrap();
+
+    // The payload, replaced by other bytes.
+    s3.put_object()
+        .bucket(&r1.payload.bucket)
+        .key(&r1.payload.key)
+        .body(b"not the packed tarball".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let err = provision(aws, &r1).await.unwrap_err();
+    assert_eq!(err.error_type(), "Invalid", "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&r1.payload.url()) && msg.contains("changed after pack"),
+        "{msg}"
+    );
+    for r in REGIONS {
+        assert!(
+            live_stacks(aws, r, &svc.name).await.is_empty(),
+            "nothing created in {r}"
+        );
+    }
+
+    // Packing again restores the payload, and the release deploys.
+    let again = pack_release(aws, &svc, "release 1").await;
+    assert_eq!(again.release.version, r1.version);
+    assert_eq!(
+        again.uploaded,
+        vec![r1.payload.key.clone()],
+        "only the payload is written again"
+    );
+    provision(aws, &r1).await.unwrap();
+    stack.moto.stop().await;
+}
+
+/// The same code with another resolved config (here a `${VAR}` handed in
+/// with another value) is another release, with a stack of its own: a
+/// config change never adopts the old stack. Only the variables handed in
+/// expand; the process environment does not.
+#[tokio::test]
+async fn the_same_code_with_another_config_is_another_release() {
+    let stack = Stack::start().await;
+    let aws = &stack.aws;
+    let svc = bootstrapped(aws, "configs", "").await;
+    let text = std::fs::read_to_string(svc.root.join(".porter/config")).unwrap();
+    std::fs::write(
+        svc.root.join(".porter/config"),
+        text.replace("instance_type: t3.micro", "instance_type: ${ITYPE}"),
+    )
+    .unwrap();
+    let pack_with = |itype: Option<&str>| {
+        let input = pack_input(
+            &svc,
+            itype
+                .map(|t| [("ITYPE".to_string(), t.to_string())].into())
+                .unwrap_or_default(),
+        );
+        async move { pack::run(aws, &input).await }
+    };
+    let r1 = pack_with(Some("t3.micro")).await.unwrap().release;
+    let r2 = pack_with(Some("t3.small")).await.unwrap().release;
+    assert_eq!(r1.sha256, r2.sha256, "the payload is the same");
+    assert_ne!(r1.version, r2.version, "the release is not");
+    assert_ne!(r1.record, r2.record);
+    assert_ne!(r1.config_sha256, r2.config_sha256);
+
+    // Set in this process, but not handed in: not expanded, and named.
+    std::env::set_var("ITYPE", "t3.nano");
+    let err = pack_with(None).await.unwrap_err();
+    std::env::remove_var("ITYPE");
+    assert_eq!(err.error_type(), "Invalid", "{err}");
+    assert!(err.to_string().contains("the variable `ITYPE` is not set"), "{err}");
+    assert!(!err.to_string().contains("t3.nano"), "{err}");
     stack.moto.stop().await;
 }

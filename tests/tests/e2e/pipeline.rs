@@ -315,6 +315,24 @@ async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
             None,
             "needs the source artifact",
         ),
+        (
+            "porter-pipeline",
+            r#"{"environment": "staging", "variables": ["BUCKET=b"]}"#,
+            Some(porter_core::release::S3Object {
+                bucket: ARTIFACT_BUCKET.into(),
+                key: "source.zip".into(),
+            }),
+            "`variables` must be an object of names to strings",
+        ),
+        (
+            "porter-pipeline",
+            r#"{"environment": "staging", "variables": {"TOKEN": 424242}}"#,
+            Some(porter_core::release::S3Object {
+                bucket: ARTIFACT_BUCKET.into(),
+                key: "source.zip".into(),
+            }),
+            "`variables.TOKEN` must be a string",
+        ),
     ];
     let s3 = porter_core::aws::Aws::new(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await).s3();
     s3.create_bucket().bucket(ARTIFACT_BUCKET).send().await.unwrap();
@@ -331,6 +349,11 @@ async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
         let end = job_sim::run_action(&host(&local), &action, &mut log).await.unwrap();
         assert!(!end.succeeded, "{function} {params}");
         assert!(end.message.contains(expected), "{function} {params}: {}", end.message);
+        assert!(
+            !end.message.contains("424242"),
+            "a variable's value is never repeated: {}",
+            end.message
+        );
     }
     // A malformed job event is reported as a failed job, never left hanging.
     let (_, answer) = invoke(

@@ -48,31 +48,29 @@ async fn answer(State(rt): State<Runtime>, Path((id, kind)): Path<(String, Strin
     "{}"
 }
 
-/// The pack bootstrap: cargo-lambda's build when `make test` made it, else
-/// the same crate built by cargo.
-fn bootstrap() -> std::path::PathBuf {
+/// A function's bootstrap: cargo-lambda's release build when `make test`
+/// made it (the one that ships), else the same crate built by cargo.
+fn bootstrap(function: &str) -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or(root.join("target"));
-    let lambda = target.join("lambda/pack/bootstrap");
+    let lambda = target.join(format!("lambda/{function}/bootstrap"));
     if lambda.exists() {
         return lambda;
     }
-    let debug = target.join("debug/pack");
+    let debug = target.join(format!("debug/{function}"));
     assert!(
         debug.exists(),
-        "build the functions first: cargo build --workspace (or cargo lambda build)"
+        "build the functions first: make lambda (or cargo build --workspace)"
     );
     debug
 }
 
-#[tokio::test]
-async fn the_pack_binary_answers_a_sample_event_over_the_runtime_api() {
-    let event = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/pack-missing-source.json"),
-    )
-    .unwrap();
+/// Runs `function`'s bootstrap behind a Runtime API of our own, hands it
+/// `event`, and returns where it answered (`req-1/response` or
+/// `req-1/error`) and what.
+async fn invoke(function: &str, event: String) -> (String, Value) {
     let rt = Runtime {
         event: Arc::new(Mutex::new(Some(event))),
         answers: Answers::default(),
@@ -85,9 +83,9 @@ async fn the_pack_binary_answers_a_sample_event_over_the_runtime_api() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut child = tokio::process::Command::new(bootstrap())
+    let mut child = tokio::process::Command::new(bootstrap(function))
         .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "porter-pack")
+        .env("AWS_LAMBDA_FUNCTION_NAME", format!("porter-{function}"))
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
         .env("AWS_REGION", "us-east-1")
@@ -105,9 +103,39 @@ async fn the_pack_binary_answers_a_sample_event_over_the_runtime_api() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     child.kill().await.ok();
-    let (path, body) = answer.expect("the function answered within 30 s");
+    answer.unwrap_or_else(|| panic!("the {function} function answered within 30 s"))
+}
+
+#[tokio::test]
+async fn the_pack_binary_answers_a_sample_event_over_the_runtime_api() {
+    let event = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/pack-missing-source.json"),
+    )
+    .unwrap();
+    let (path, body) = invoke("pack", event).await;
     assert_eq!(path, "req-1/error", "a missing source is an error: {body}");
     assert_eq!(body["errorType"], "Invalid");
     let msg = body["errorMessage"].as_str().unwrap();
     assert!(msg.contains("/nonexistent/hello-service"), "names the folder: {msg}");
+}
+
+/// Every bootstrap starts, serves the Runtime API and answers with its own
+/// handler: an event it cannot read is an `Invalid` error that names the
+/// function (a bootstrap wired to another function's handler would name
+/// that one, or not fail at all).
+#[tokio::test]
+async fn every_function_binary_answers_a_malformed_event_with_its_own_handler() {
+    for (function, names) in [
+        ("provision", "provision"),
+        ("promote", "promote"),
+        ("prune", "prune"),
+        ("pipeline", "CodePipeline"),
+        ("trigger", "EventBridge"),
+    ] {
+        let (path, body) = invoke(function, r#"{"unexpected": true}"#.to_string()).await;
+        assert_eq!(path, "req-1/error", "{function}: {body}");
+        assert_eq!(body["errorType"], "Invalid", "{function}: {body}");
+        let msg = body["errorMessage"].as_str().unwrap();
+        assert!(msg.contains(names), "{function} names what it takes: {msg}");
+    }
 }

@@ -46,14 +46,30 @@ async fn main_pipeline(ctx: &Context, aws: &porter_core::aws::Aws) {
         .output_artifacts(OutputArtifact::builder().name("SourceArtifact").build().unwrap())
         .build()
         .unwrap();
-    let deploy = ActionDeclaration::builder()
-        .name("Deploy")
-        .action_type_id(type_id(ActionCategory::Invoke, ActionOwner::Aws, "Lambda"))
-        .configuration("FunctionName", "porter-pipeline")
-        .configuration("UserParameters", r#"{"environment": "staging"}"#)
+    let build = ActionDeclaration::builder()
+        .name("Image")
+        .action_type_id(type_id(ActionCategory::Build, ActionOwner::Aws, "CodeBuild"))
+        .configuration("ProjectName", "hello-image")
         .input_artifacts(InputArtifact::builder().name("SourceArtifact").build().unwrap())
         .build()
         .unwrap();
+    let deploy = |name: &str, env: &str| {
+        ActionDeclaration::builder()
+            .name(name)
+            .action_type_id(type_id(ActionCategory::Invoke, ActionOwner::Aws, "Lambda"))
+            .configuration("FunctionName", "porter-pipeline")
+            .configuration("UserParameters", format!(r#"{{"environment": "{env}"}}"#))
+            .input_artifacts(InputArtifact::builder().name("SourceArtifact").build().unwrap())
+            .build()
+            .unwrap()
+    };
+    let approve = ActionDeclaration::builder()
+        .name("Approve")
+        .action_type_id(type_id(ActionCategory::Approval, ActionOwner::Aws, "Manual"))
+        .build()
+        .unwrap();
+    let stage =
+        |name: &str, action: ActionDeclaration| StageDeclaration::builder().name(name).actions(action).build().unwrap();
     let decl = PipelineDeclaration::builder()
         .name("hello")
         .role_arn("arn:aws:iam::123456789012:role/porter-pipeline")
@@ -64,23 +80,27 @@ async fn main_pipeline(ctx: &Context, aws: &porter_core::aws::Aws) {
                 .build()
                 .unwrap(),
         )
-        .stages(
-            StageDeclaration::builder()
-                .name("Source")
-                .actions(source)
-                .build()
-                .unwrap(),
-        )
-        .stages(
-            StageDeclaration::builder()
-                .name("Deploy")
-                .actions(deploy)
-                .build()
-                .unwrap(),
-        )
+        .stages(stage("Source", source))
+        .stages(stage("Build", build))
+        .stages(stage("Staging", deploy("Deploy", "staging")))
+        // A deploy to production before the approval is still production.
+        .stages(stage("Early", deploy("Sneak", "production")))
+        .stages(stage("Approval", approve))
+        .stages(stage("Production", deploy("Deploy", "production")))
         .build()
         .unwrap();
     ctx.codepipeline.create_pipeline().pipeline(decl).send().await.unwrap();
+}
+
+/// The pipeline's stages and actions, as `Stage.Action`.
+async fn actions_of(ctx: &Context, name: &str) -> Vec<String> {
+    let p = ctx.codepipeline.get_pipeline().name(name).send().await.unwrap();
+    p.pipeline()
+        .unwrap()
+        .stages()
+        .iter()
+        .flat_map(|s| s.actions().iter().map(move |a| format!("{}.{}", s.name(), a.name())))
+        .collect()
 }
 
 async fn branch_of(ctx: &Context, name: &str) -> Option<String> {
@@ -113,6 +133,17 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
         Some("main"),
         "the main pipeline is untouched"
     );
+    // A branch builds; by default it deploys nowhere.
+    assert_eq!(
+        actions_of(&ctx, "hello-feature-new-login").await,
+        ["Source.Source", "Build.Image"],
+        "no deploy, no approval, no production"
+    );
+    assert_eq!(
+        actions_of(&ctx, "hello").await.len(),
+        6,
+        "the main pipeline keeps every stage"
+    );
 
     // Created twice (a re-delivered event): still one pipeline, still right.
     handle(&ctx, Function::Trigger, event("codecommit-created.json"))
@@ -143,6 +174,20 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
         .await
         .unwrap();
     assert_eq!(scheduled["pipelines"][0]["pipeline"], "hello", "{scheduled}");
+
+    // The infra may let branches deploy to named environments: never to
+    // one that the main pipeline deploys after its approval.
+    let mut allowing = ctx.clone();
+    allowing.trigger = trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello")
+        .unwrap()
+        .with_branch_environments("staging, production");
+    handle(&allowing, Function::Trigger, event("codecommit-created.json"))
+        .await
+        .unwrap();
+    assert_eq!(
+        actions_of(&ctx, "hello-feature-new-login").await,
+        ["Source.Source", "Build.Image", "Staging.Deploy"]
+    );
 
     let deleted = handle(&ctx, Function::Trigger, event("codecommit-deleted.json"))
         .await

@@ -11,6 +11,7 @@
 mod tests;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -231,7 +232,16 @@ pub fn load_file(file: &Path, repo_root: &Path, lookup: &dyn Fn(&str) -> Option<
 
 /// Like [`load_file`] with the text already in hand (a zip entry, a test).
 pub fn load_str(text: &str, file: &Path, repo_root: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Loaded {
-    let (config, diagnostics) = match yaml::load(text, lookup) {
+    // Every value a `${VAR}` brought in, so that no finding repeats it.
+    let used = std::cell::RefCell::new(Vec::<(String, String)>::new());
+    let recording = |name: &str| {
+        let value = lookup(name);
+        if let Some(v) = &value {
+            used.borrow_mut().push((name.to_string(), v.clone()));
+        }
+        value
+    };
+    let (config, mut diagnostics) = match yaml::load(text, &recording) {
         Err(problems) => (
             None,
             problems
@@ -247,6 +257,10 @@ pub fn load_str(text: &str, file: &Path, repo_root: &Path, lookup: &dyn Fn(&str)
         ),
         Ok(root) => validate::validate(&root, repo_root),
     };
+    for d in &mut diagnostics {
+        d.message = redact(&d.message, &used.borrow());
+        d.path = redact(&d.path, &used.borrow());
+    }
     Loaded {
         file: file.to_path_buf(),
         config,
@@ -254,9 +268,45 @@ pub fn load_str(text: &str, file: &Path, repo_root: &Path, lookup: &dyn Fn(&str)
     }
 }
 
+/// Values shorter than this are left in messages: too common to hide
+/// (`1`, `us`), too short to be a secret.
+const REDACT_MIN: usize = 4;
+
+/// `message` with every expanded variable's value shown as `${NAME}`: a
+/// value may be a secret (the variable is the user's to choose), and
+/// findings travel into logs, execution causes and CodePipeline.
+fn redact(message: &str, used: &[(String, String)]) -> String {
+    let mut out = message.to_string();
+    let mut by_length: Vec<&(String, String)> = used.iter().filter(|(_, v)| v.len() >= REDACT_MIN).collect();
+    // Longest first, so a value that contains another is hidden whole.
+    by_length.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    for (name, value) in by_length {
+        out = out.replace(value.as_str(), &format!("${{{name}}}"));
+    }
+    out
+}
+
 /// The process environment, for `${VAR}` expansion.
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
+}
+
+/// The shell variables a config's `${VAR}`s name, with their values: what
+/// the CLI hands a deploy as its `variables` (the functions expand nothing
+/// else). Unset ones are left out; loading the config reports them.
+pub fn shell_variables(file: &Path) -> BTreeMap<String, String> {
+    let used = std::cell::RefCell::new(BTreeMap::new());
+    let recording = |name: &str| {
+        let value = process_env(name);
+        if let Some(v) = &value {
+            used.borrow_mut().insert(name.to_string(), v.clone());
+        }
+        value
+    };
+    if let Ok(text) = std::fs::read_to_string(file) {
+        let _ = yaml::load(&text, &recording);
+    }
+    used.into_inner()
 }
 
 /// Finds the config and the repository root for a path given on the command

@@ -60,6 +60,7 @@ fn lookup(name: &str) -> Option<String> {
     match name {
         "REGION" => Some("us-west-2".into()),
         "ROLE" => Some("arn:aws:iam::123456789012:role/porter-deployment".into()),
+        "SECRET" => Some("wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY".into()),
         _ => None,
     }
 }
@@ -420,6 +421,16 @@ fn malformed_cases() -> Vec<Case> {
             1,
         ),
         case(
+            "region shaped right that AWS does not have",
+            base_with("  - name: us-west-2\n", "  - name: us-wset-2\n"),
+            Error,
+            10,
+            Some(11),
+            "environments[0].regions[0].name",
+            "`us-wset-2` is not an AWS region; did you mean `us-west-2`? (A region newer than this release: add it to PORTER_EXTRA_REGIONS)",
+            1,
+        ),
+        case(
             "region listed twice",
             base_with("    containers:\n", &format!("{SECOND_REGION}    containers:\n"))
                 .replace("us-east-1", "us-west-2"),
@@ -722,7 +733,7 @@ fn malformed_cases() -> Vec<Case> {
             12,
             Some(16),
             "environments[0].regions[0].s3_bucket",
-            "the environment variable `PORTER_BUCKET` is not set",
+            "the variable `PORTER_BUCKET` is not set",
             1,
         ),
         case(
@@ -871,7 +882,7 @@ fn located_diagnostics_print_file_line_column_and_path() {
 /// anchor-holder keys, porter keys this product does not act on, and TODO
 /// placeholders.
 const PORTER_STYLE: &str = r#"service_name: svc-api
-porter_version: vBCOOK
+porter_version: v5.3.0
 
 _container_base_inet: &container_base_inet
   topology: inet
@@ -975,7 +986,6 @@ fn porter_style_config_passes_with_warnings_only() {
             "haproxy",
             "hooks",
             "hot_swap",
-            "porter_version",
             "read_only",
             "slack",
             "src_env_file",
@@ -984,9 +994,15 @@ fn porter_style_config_passes_with_warnings_only() {
         "{}",
         dump(&loaded)
     );
-    let version = loaded.diagnostics.iter().find(|d| d.path == "porter_version").unwrap();
-    assert_eq!((version.line, version.col), (2, 17));
-    assert!(version.message.contains("`vBCOOK` is not a release like v5.3.0"));
+    // porter refuses a porter_version that is not vX.Y.Z; so does validate.
+    let placeholder = load(&PORTER_STYLE.replace("v5.3.0", "vBCOOK"));
+    let version = placeholder
+        .diagnostics
+        .iter()
+        .find(|d| d.path == "porter_version")
+        .unwrap();
+    assert_eq!((version.severity, version.line, version.col), (Severity::Error, 2, 17));
+    assert!(version.message.contains("`vBCOOK` is not a porter release like v5.3.0"));
     let hot_swap = loaded
         .diagnostics
         .iter()
@@ -1025,7 +1041,7 @@ fn porter_style_config_passes_with_warnings_only() {
 
     // The config itself is there (validate passes) ...
     let config = loaded.config.clone().expect("no errors, so a config");
-    assert_eq!(config.porter_version.as_deref(), Some("vBCOOK"));
+    assert_eq!(config.porter_version.as_deref(), Some("v5.3.0"));
     let dev = config.environment("dev").unwrap();
     let west = dev.region("us-west-2").unwrap();
     assert_eq!(west.s3_bucket, "TODO");
@@ -1084,15 +1100,12 @@ fn porter_style_config_passes_with_warnings_only() {
 
 #[test]
 fn warnings_alone_leave_the_config_deployable() {
-    let text = base_with(
-        "service_name: svc-api\n",
-        "service_name: svc-api\nporter_version: vBCOOK\n",
-    )
-    .replace("    elb: svc-dev\n", "")
-    .replace(
-        "  instance_type: m5.large\n",
-        "  instance_type: m5.large\n  hot_swap: true\n",
-    );
+    let text = base_with("service_name: svc-api\n", "service_name: svc-api\nslack: {}\n")
+        .replace("    elb: svc-dev\n", "")
+        .replace(
+            "  instance_type: m5.large\n",
+            "  instance_type: m5.large\n  hot_swap: true\n",
+        );
     let loaded = load(&text);
     assert_eq!(count(&loaded, Severity::Warning), 3, "{}", dump(&loaded));
     assert!(loaded
@@ -1191,6 +1204,39 @@ fn stack_definition_that_is_not_json_is_an_error_naming_the_file() {
     assert!(loaded.config.is_none());
 }
 
+/// An overlay is merged into a stack that runs with deployment rights, so
+/// it may only come from inside the repository: not by an absolute path,
+/// not through `..`, not through a link.
+#[test]
+fn stack_definition_outside_the_repository_is_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    write(outside.path(), "evil.json", "{\"Resources\": {}}");
+    let repo = tempfile::tempdir().unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(outside.path().join("evil.json"), repo.path().join("link.json")).unwrap();
+    let absolute = outside.path().join("evil.json").display().to_string();
+    let mut cases = vec![
+        (absolute.clone(), "leaves the repository"),
+        ("../evil.json".to_string(), "leaves the repository"),
+        ("sub/../../evil.json".to_string(), "leaves the repository"),
+    ];
+    if cfg!(unix) {
+        cases.push(("link.json".to_string(), "is a link to a file outside the repository"));
+    }
+    for (rel, expected) in cases {
+        let text = base_with(
+            "  instance_type: m5.large\n",
+            &format!("  instance_type: m5.large\n  stack_definition_path: {rel}\n"),
+        );
+        let loaded = load_in(&text, repo.path());
+        let errors: Vec<_> = loaded.errors().collect();
+        assert_eq!(errors.len(), 1, "{rel}: {}", dump(&loaded));
+        assert_eq!(errors[0].path, "environments[0].stack_definition_path");
+        assert!(errors[0].message.contains(expected), "{rel}: {}", errors[0].message);
+        assert!(loaded.config.is_none(), "{rel}: not deployable");
+    }
+}
+
 // --- defaults ------------------------------------------------------------------
 
 #[test]
@@ -1271,4 +1317,22 @@ environments:
     );
     assert_eq!(env.regions[1].instance_count, 5);
     assert_eq!(env.regions[1].role_arn, "arn:aws:iam::210987654321:role/porter-eu");
+}
+
+/// A variable's value may be a secret: a finding about the value it
+/// produced names the variable instead, in the message and the path.
+#[test]
+fn findings_never_repeat_an_expanded_value() {
+    let secret = lookup("SECRET").unwrap();
+    for (from, to) in [
+        ("s3_bucket: svc-builds", "s3_bucket: ${SECRET}"),
+        ("  - name: us-west-2\n", "  - name: x${SECRET}\n"),
+        ("instance_type: m5.large", "instance_type: m5.large\n  ${SECRET}: 1"),
+    ] {
+        let loaded = load(&base_with(from, to));
+        let printed = dump(&loaded);
+        assert!(!printed.is_empty(), "{to}: the value is refused");
+        assert!(!printed.contains(&secret), "{to}: the value is echoed: {printed}");
+        assert!(printed.contains("${SECRET}"), "{to}: names the variable: {printed}");
+    }
 }

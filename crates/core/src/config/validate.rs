@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use regex::Regex;
 
 use super::*;
+use crate::regions;
 use crate::yaml::{Node, Value};
 
 /// Keys porter has that this product accepts but does not act on (yet).
@@ -242,7 +243,41 @@ impl Checker<'_> {
     fn stack_definition(&mut self, parent: &Node, path: &str) -> Option<StackDefinition> {
         let (rel, node) = self.string(parent, "stack_definition_path", path, false)?;
         let key_path = join(path, "stack_definition_path");
+        // The overlay is repository content merged into a stack that runs
+        // with deployment rights: it may only come from inside the repository.
+        let escapes = Path::new(&rel)
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+        if escapes {
+            self.error(
+                node,
+                &key_path,
+                format!("`{rel}` leaves the repository; give a path inside it, relative to its root, without `..`"),
+            );
+            return None;
+        }
         let file = self.repo_root.join(&rel);
+        if let (Ok(real), Ok(root)) = (std::fs::canonicalize(&file), std::fs::canonicalize(self.repo_root)) {
+            if !real.starts_with(&root) {
+                self.error(
+                    node,
+                    &key_path,
+                    format!(
+                        "`{rel}` is a link to a file outside the repository; put the template itself in the repository"
+                    ),
+                );
+                return None;
+            }
+        }
+        const MAX_TEMPLATE: u64 = 1024 * 1024;
+        if std::fs::metadata(&file).is_ok_and(|m| m.len() > MAX_TEMPLATE) {
+            self.error(
+                node,
+                &key_path,
+                format!("`{rel}` is larger than 1 MiB, CloudFormation's own limit for a template"),
+            );
+            return None;
+        }
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
             Err(e) => {
@@ -375,16 +410,20 @@ fn check_root(c: &mut Checker, root: &Node) -> Option<Config> {
             None
         }
     });
-    let porter_version = c.string(root, "porter_version", "", false).map(|(v, node)| {
-        if !porter_version_re().is_match(&v) {
-            c.report(
-                Severity::Warning,
+    // porter itself refuses a porter_version that is not vMAJOR.MINOR.PATCH
+    // ("Invalid porter_version"); so does this product. It is recorded,
+    // not used: nothing here downloads porter.
+    let porter_version = c.string(root, "porter_version", "", false).and_then(|(v, node)| {
+        if porter_version_re().is_match(&v) {
+            Some(v)
+        } else {
+            c.error(
                 node,
                 "porter_version",
-                format!("`{v}` is not a release like v5.3.0; it is recorded but not used"),
+                format!("`{v}` is not a porter release like v5.3.0 (porter refuses this form too)"),
             );
+            None
         }
-        v
     });
 
     let mut environments = Vec::new();
@@ -587,15 +626,26 @@ fn check_region(c: &mut Checker, region: &Node, path: &str, inherited: &Inherite
     c.keys(entries, path, REGION_KEYS, false);
 
     let name = c.string(region, "name", path, true).and_then(|(name, node)| {
-        if region_re().is_match(&name) {
-            Some(name)
-        } else {
+        if !region_re().is_match(&name) {
             c.error(
                 node,
                 &join(path, "name"),
                 format!("`{name}` is not an AWS region name like us-west-2"),
             );
             None
+        } else if !regions::is_known(&name) {
+            c.error(
+                node,
+                &join(path, "name"),
+                format!(
+                    "`{name}` is not an AWS region; did you mean `{}`? (A region newer than this release: add it to {})",
+                    regions::nearest(&name, edit_distance),
+                    regions::EXTRA_VAR
+                ),
+            );
+            None
+        } else {
+            Some(name)
         }
     });
     let own_role = check_role(c, region, path);

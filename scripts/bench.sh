@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# `make bench`: the figures behind README's "Performance", printed side by
+# side. Builds what it measures first (the release bootstraps, the Rust
+# floor, the harness); nothing here is a pass/fail check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export PATH="$root/.venv/bin:$PATH"
+target=${CARGO_TARGET_DIR:-$root/target}
+functions=(pack provision promote prune pipeline trigger)
+
+echo "== building: release bootstraps, the floor, the harness"
+bins=(); for f in "${functions[@]}" floor; do bins+=(--bin "$f"); done
+cargo lambda build --release "${bins[@]}" 2>&1 | tail -1
+cargo build -q -p porter-bench --bin coldstart
+
+echo
+echo "== size (x86_64 release bootstrap; the zip is what Lambda receives)"
+.venv/bin/python - "$target/lambda" "${functions[@]}" floor <<'PY'
+import io, os, sys, zipfile
+base, names = sys.argv[1], sys.argv[2:]
+print(f"{'function':<12} {'bootstrap MB':>13} {'zipped MB':>10}")
+for n in names:
+    path = os.path.join(base, n, "bootstrap")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        z.write(path, "bootstrap")
+    print(f"{n:<12} {os.path.getsize(path) / 1e6:>13.2f} {len(buf.getvalue()) / 1e6:>10.2f}")
+PY
+
+echo
+echo "== cold start behind a local Runtime API, one malformed event each"
+# The Python handler creates the boto3 clients its Rust twin creates.
+declare -A clients=(
+  [pack]="s3 codepipeline"
+  [provision]="sts cloudformation elb autoscaling s3 codepipeline"
+  [promote]="sts cloudformation elb autoscaling s3 codepipeline"
+  [prune]="sts cloudformation elb autoscaling s3 codepipeline"
+  [pipeline]="stepfunctions codepipeline s3"
+  [trigger]="codepipeline"
+)
+args=(floor "$target/lambda/floor/bootstrap")
+for f in "${functions[@]}"; do args+=("$f" "$target/lambda/$f/bootstrap"); done
+for f in pack provision pipeline; do
+  args+=("python:$f" "$root/.venv/bin/python $root/scripts/bench/python_handler.py ${clients[$f]}")
+done
+"$target/debug/coldstart" --rounds "${BENCH_ROUNDS:-7}" "${args[@]}"
