@@ -34,6 +34,7 @@ import copy
 import fnmatch
 import io
 import json
+import os
 import re
 import sys
 import time
@@ -335,10 +336,31 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     check(all('"aws:ResourceTag/porter:service"' in c for a, _, c in g if a == "cloudformation:DeleteStack"),
           "moto: the deployment role deletes only stacks tagged porter:service")
     iam_res = {r for a, r, _ in g if a.startswith("iam:")}
-    check(all(fnmatch.fnmatch(r, f"arn:aws:iam::{account}:role/*-InstanceRole-*")
-              or fnmatch.fnmatch(r, f"arn:aws:iam::{account}:instance-profile/*-InstanceProfile-*")
+    check(all(r in (f"arn:aws:iam::{account}:role/porter/*", f"arn:aws:iam::{account}:instance-profile/porter/*")
               or r.endswith(":role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling") for r in iam_res),
-          f"moto: the deployment role's IAM rights are scoped to instance roles and profiles {sorted(iam_res)}")
+          f"moto: the deployment role's IAM rights are scoped to porter's path {sorted(iam_res)}")
+    # Release stacks cannot escalate: roles are made and given policies only
+    # with the boundary, and the boundary is the one release templates name.
+    boundary_arn = f"arn:aws:iam::{account}:policy/porter/porter-release-boundary"
+    rust = open(os.path.join(os.path.dirname(__file__), "..", "crates", "core", "src", "template.rs")).read()
+    check('ROLE_PATH: &str = "/porter/"' in rust and 'BOUNDARY_POLICY: &str = "porter-release-boundary"' in rust,
+          "template.rs names the boundary the infra makes")
+    bounded = ["iam:CreateRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:AttachRolePolicy",
+               "iam:DetachRolePolicy", "iam:PutRolePermissionsBoundary"]
+    for a in bounded:
+        conds = [json.loads(c) for act, _, c in g if act == a]
+        check(conds and all(c.get("StringEquals", {}).get("iam:PermissionsBoundary") == boundary_arn for c in conds),
+              f"moto: the deployment role may {a} only with the release boundary {conds}")
+    denies = [s for s in statements(iam, "porter-deployment") if s.get("Effect") == "Deny"]
+    check(any("iam:DeleteRolePermissionsBoundary" in as_list(s["Action"]) for s in denies),
+          "moto: the deployment role may never take a boundary off")
+    pol = iam.get_policy(PolicyArn=boundary_arn)["Policy"]
+    bdoc = document(iam.get_policy_version(PolicyArn=boundary_arn, VersionId=pol["DefaultVersionId"])["PolicyVersion"]["Document"])
+    ballowed = {a for s in as_list(bdoc["Statement"]) if s["Effect"] == "Allow" for a in as_list(s["Action"])}
+    check(not any(a.startswith(("iam:", "sts:AssumeRole", "organizations:")) or a.endswith(":*") or a == "*" for a in ballowed),
+          f"moto: the release boundary allows no IAM, no role assumption, no wildcard {sorted(ballowed)}")
+    check(any(s["Effect"] == "Deny" and bucket_arn + "/*" in as_list(s["Resource"]) for s in as_list(bdoc["Statement"])),
+          "moto: the release boundary keeps release roles out of the artifact bucket")
     check(all("ec2.amazonaws.com" in c for a, _, c in g if a == "iam:PassRole"), "moto: the deployment role passes roles to EC2 only")
     check(resources_of(g, "s3:PutObject") == sorted(f"arn:aws:s3:::{b}/*" for b in REGION_BUCKETS),
           "moto: the deployment role writes exactly the region buckets")
