@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for region in us-west-2 us-east-1; do
-  ./target/debug/porter render -e staging -r "$region" examples/hello-service > "$out/hello-$region.json" 2>/dev/null
+  "${CARGO_TARGET_DIR:-target}/debug/porter" render -e staging -r "$region" examples/hello-service > "$out/hello-$region.json" 2>/dev/null
 done
 cp -r examples/hello-service "$out/svc"
 cat > "$out/svc/.porter/extra.json" <<'JSON'
@@ -17,7 +17,7 @@ cat > "$out/svc/.porter/extra.json" <<'JSON'
                  "Dimensions": [{"Name": "AutoScalingGroupName", "Value": {"Ref": "AutoScalingGroup"}}]}}}}
 JSON
 sed -i 's/^  instance_type: t3.micro/  instance_type: t3.micro\n  stack_definition_path: .porter\/extra.json/' "$out/svc/.porter/config"
-./target/debug/porter render -e staging -r us-west-2 "$out/svc" > "$out/override.json" 2>/dev/null
+"${CARGO_TARGET_DIR:-target}/debug/porter" render -e staging -r us-west-2 "$out/svc" > "$out/override.json" 2>/dev/null
 grep -q '"Alarm"' "$out/override.json"
 grep -q '"MaxSize": "4"' "$out/override.json"
 .venv/bin/cfn-lint "$out"/*.json

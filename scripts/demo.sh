@@ -7,7 +7,7 @@
 # regions and release 1's stacks are gone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-porter=./target/debug/porter
+porter="${CARGO_TARGET_DIR:-target}/debug/porter"
 work=$(mktemp -d)
 trap '$porter local down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 

@@ -15,7 +15,9 @@ use porter_core::pack;
 use porter_core::phase::PhaseError;
 use porter_core::release::S3Object;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
+use crate::token::{self, Binding};
 use crate::{Context, FunctionError};
 
 /// CodePipeline's limit on a continuation token.
@@ -169,6 +171,15 @@ impl Job {
         }
     }
 
+    /// What a continuation token of `function` for this job is bound to.
+    pub fn binding(&self, function: &str) -> Result<Binding, PhaseError> {
+        Ok(Binding {
+            function: function.to_string(),
+            environment: self.environment()?,
+            release: self.string_param("release")?,
+        })
+    }
+
     /// `variables`: what `${VAR}` in the service's config expands to, an
     /// object of strings. Values may be secrets: no message repeats one.
     pub fn variables_param(&self) -> Result<BTreeMap<String, String>, PhaseError> {
@@ -215,26 +226,21 @@ impl Job {
     }
 }
 
-/// Turns state into a token: inline when it fits, else stored in the
-/// artifact bucket with the token pointing at it.
-pub async fn token_for(ctx: &Context, job: &Job, state: &Value) -> Result<String, PhaseError> {
+/// Turns state into a sealed token (see [`token`]): the state inline when
+/// it fits, else stored in the artifact bucket under the continuation
+/// prefix, with the token pointing at it and holding its sha256.
+pub async fn token_for(ctx: &Context, job: &Job, binding: &Binding, state: &Value) -> Result<String, PhaseError> {
+    let key = token::key(ctx).await?;
     let inline = serde_json::to_string(state).expect("state serializes");
-    if inline.len() <= TOKEN_LIMIT {
-        return Ok(inline);
+    let sealed = token::seal(&key, binding, &inline);
+    if sealed.len() <= TOKEN_LIMIT {
+        return Ok(sealed);
     }
-    let bucket = ctx
-        .artifact_bucket
-        .clone()
-        .or_else(|| job.input.as_ref().map(|i| i.bucket.clone()))
-        .ok_or_else(|| {
-            PhaseError::Invalid(
-                "the state is larger than a continuation token and no ARTIFACT_BUCKET is set to hold it".into(),
-            )
-        })?;
     let obj = S3Object {
-        bucket,
-        key: format!("porter-continuations/{}.json", job.id),
+        bucket: continuation_bucket(ctx)?.to_string(),
+        key: format!("{CONTINUATIONS}{}.json", job.id),
     };
+    let sha256 = hex::encode(Sha256::digest(inline.as_bytes()));
     ctx.aws
         .s3()
         .put_object()
@@ -245,16 +251,43 @@ pub async fn token_for(ctx: &Context, job: &Job, state: &Value) -> Result<String
         .send()
         .await
         .map_err(aws::err(format!("store the continuation state at {}", obj.url())))?;
-    Ok(obj.url())
+    Ok(token::seal(&key, binding, &format!("{} {sha256}", obj.url())))
 }
 
-/// Reads a token back into state.
-pub async fn state_from(ctx: &Context, token: &str) -> Result<Value, PhaseError> {
-    if let Some(obj) = S3Object::parse_url(token) {
-        return pack::read_json(&ctx.aws.s3(), &obj).await;
+/// Where continuation state too large for a token is kept.
+const CONTINUATIONS: &str = "porter-continuations/";
+
+fn continuation_bucket(ctx: &Context) -> Result<&str, PhaseError> {
+    ctx.artifact_bucket.as_deref().ok_or_else(|| {
+        PhaseError::Invalid(
+            "ARTIFACT_BUCKET is not set, so there is nowhere to keep continuation state; deploy the function with infra/template.yaml".into(),
+        )
+    })
+}
+
+/// Reads a sealed token back into state, if it was issued for `binding`.
+/// A pointer is followed only into the continuation prefix of the
+/// artifact bucket, and only to the state it was sealed with.
+pub async fn state_from(ctx: &Context, binding: &Binding, token: &str) -> Result<Value, PhaseError> {
+    let key = token::key(ctx).await?;
+    let value = token::open(&key, binding, token)?;
+    if value.starts_with("s3://") {
+        let stale = || {
+            PhaseError::Invalid("the continuation state the token points at is not the one it was sealed with; retry the pipeline action to start over".to_string())
+        };
+        let (url, sha256) = value.split_once(' ').ok_or_else(stale)?;
+        let obj = S3Object::parse_url(url).ok_or_else(stale)?;
+        if obj.bucket != continuation_bucket(ctx)? || !obj.key.starts_with(CONTINUATIONS) || obj.key.contains("..") {
+            return Err(stale());
+        }
+        let bytes = pack::read_bytes(&ctx.aws.s3(), &obj).await?;
+        if hex::encode(Sha256::digest(&bytes)) != sha256 {
+            return Err(stale());
+        }
+        return pack::parse_json(&obj, &bytes);
     }
-    serde_json::from_str(token)
-        .map_err(|e| PhaseError::Invalid(format!("the continuation token is not one porter wrote: {e}")))
+    serde_json::from_str(&value)
+        .map_err(|e| PhaseError::Invalid(format!("the continuation token's state is not one porter wrote: {e}")))
 }
 
 fn clip(s: &str, n: usize) -> String {

@@ -39,8 +39,13 @@ pub async fn handle(ctx: &Context, phase: Phase, event: Value, run: JobRun) -> R
 
 /// What provision, promote and prune act on: the release that
 /// UserParameters name, and the state from the continuation token.
-async fn deploy_target(ctx: &Context, job: &Job) -> Result<(Target, Option<Value>), PhaseError> {
+async fn deploy_target(ctx: &Context, phase: Phase, job: &Job) -> Result<(Target, Option<Value>), PhaseError> {
     let environment = job.environment()?;
+    // The token first: it is untrusted, and cheap to refuse.
+    let state = match &job.continuation {
+        Some(t) => Some(codepipeline::state_from(ctx, &job.binding(phase.name())?, t).await?),
+        None => None,
+    };
     let release_url = job.string_param("release")?.ok_or_else(|| {
         PhaseError::Invalid(
             "UserParameters needs `release`: the pack action's output variable, e.g. {\"environment\": \"staging\", \"release\": \"#{PackVariables.release}\"}".into(),
@@ -71,15 +76,11 @@ async fn deploy_target(ctx: &Context, job: &Job) -> Result<(Target, Option<Value
         region: None,
         regions,
     };
-    let state = match &job.continuation {
-        Some(t) => Some(codepipeline::state_from(ctx, t).await?),
-        None => None,
-    };
     Ok((target, state))
 }
 
 async fn provision_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
-    let (target, state) = deploy_target(ctx, job).await?;
+    let (target, state) = deploy_target(ctx, Phase::Provision, job).await?;
     let step = provision::run(
         &ctx.aws,
         provision::ProvisionInput {
@@ -89,7 +90,7 @@ async fn provision_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> 
         },
     )
     .await?;
-    finish(ctx, job, step, |o| {
+    finish(ctx, job, Phase::Provision, step, |o| {
         let vars = o
             .stacks
             .iter()
@@ -101,7 +102,7 @@ async fn provision_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> 
 }
 
 async fn promote_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
-    let (target, state) = deploy_target(ctx, job).await?;
+    let (target, state) = deploy_target(ctx, Phase::Promote, job).await?;
     let step = promote::run(
         &ctx.aws,
         promote::PromoteInput {
@@ -112,7 +113,7 @@ async fn promote_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
         },
     )
     .await?;
-    finish(ctx, job, step, |o| {
+    finish(ctx, job, Phase::Promote, step, |o| {
         let mut vars = HashMap::new();
         for (r, p) in &o.regions {
             vars.insert(format!("stack_{r}"), p.stack_name.clone());
@@ -126,7 +127,7 @@ async fn promote_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
 }
 
 async fn prune_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
-    let (target, state) = deploy_target(ctx, job).await?;
+    let (target, state) = deploy_target(ctx, Phase::Prune, job).await?;
     let step = prune::run(
         &ctx.aws,
         prune::PruneInput {
@@ -136,7 +137,7 @@ async fn prune_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
         },
     )
     .await?;
-    finish(ctx, job, step, |o| {
+    finish(ctx, job, Phase::Prune, step, |o| {
         let vars = o
             .regions
             .iter()
@@ -169,6 +170,7 @@ fn typed<S: DeserializeOwned>(state: Option<Value>) -> Result<Option<S>, PhaseEr
 async fn finish<S: Serialize, O>(
     ctx: &Context,
     job: &Job,
+    phase: Phase,
     step: Step<S, O>,
     done: impl FnOnce(&O) -> (String, HashMap<String, String>),
 ) -> Result<Outcome, PhaseError> {
@@ -179,7 +181,13 @@ async fn finish<S: Serialize, O>(
             percent,
             ..
         } => Ok(Outcome::Continue {
-            token: codepipeline::token_for(ctx, job, &serde_json::to_value(&state).expect("state serializes")).await?,
+            token: codepipeline::token_for(
+                ctx,
+                job,
+                &job.binding(phase.name())?,
+                &serde_json::to_value(&state).expect("state serializes"),
+            )
+            .await?,
             summary: progress,
             percent,
         }),

@@ -14,6 +14,7 @@
 pub mod codepipeline;
 pub mod jobs;
 pub mod pipeline;
+pub mod token;
 pub mod trigger;
 
 use std::future::Future;
@@ -37,6 +38,8 @@ pub struct Context {
     /// The deploy state machine the `pipeline` function runs.
     pub state_machine_arn: Option<String>,
     pub trigger: trigger::Settings,
+    /// The key that seals continuation tokens, once read ([`token::key`]).
+    pub token_key: std::sync::Arc<std::sync::OnceLock<Vec<u8>>>,
 }
 
 impl Context {
@@ -55,6 +58,7 @@ impl Context {
             artifact_bucket: None,
             state_machine_arn: None,
             trigger: trigger::Settings::default(),
+            token_key: Default::default(),
         }
     }
 

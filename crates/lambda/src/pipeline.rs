@@ -15,6 +15,7 @@ use porter_core::release::Provenance;
 use serde_json::Value;
 
 use crate::codepipeline::{self, failure, Job, Outcome};
+use crate::token::{self, Binding};
 use crate::{Context, FunctionError};
 
 pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
@@ -24,7 +25,7 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         Some(p) => (failure(&PhaseError::Invalid(p)), None),
         None => match run(ctx, &job).await {
             Ok((o, arn)) => (o, Some(arn)),
-            Err(e) => (failure(&e), job.continuation.clone()),
+            Err(e) => (failure(&e), None),
         },
     };
     codepipeline::report(ctx, &job, outcome, external.as_deref()).await
@@ -46,13 +47,32 @@ pub fn execution_name(job_id: &str) -> String {
 }
 
 async fn run(ctx: &Context, job: &Job) -> Result<(Outcome, String), PhaseError> {
+    let binding = Binding {
+        function: "pipeline".into(),
+        environment: job.environment()?,
+        release: None,
+    };
+    let key = token::key(ctx).await?;
     match &job.continuation {
-        None => start(ctx, job).await,
-        Some(arn) => Ok((check(ctx, arn).await?, arn.clone())),
+        None => start(ctx, job, &key, &binding).await,
+        Some(t) => {
+            let arn = token::open(&key, &binding, t)?;
+            // Sealed here, so ours; and only ever an execution of this
+            // function's own state machine.
+            if let Some(machine) = &ctx.state_machine_arn {
+                let executions = format!("{}:", machine.replacen(":stateMachine:", ":execution:", 1));
+                if !arn.starts_with(&executions) {
+                    return Err(PhaseError::Invalid(format!(
+                        "the continuation token names execution {arn}, which is not one of {machine}; it is not followed"
+                    )));
+                }
+            }
+            Ok((check(ctx, &arn, &key, &binding).await?, arn))
+        }
     }
 }
 
-async fn start(ctx: &Context, job: &Job) -> Result<(Outcome, String), PhaseError> {
+async fn start(ctx: &Context, job: &Job, key: &[u8], binding: &Binding) -> Result<(Outcome, String), PhaseError> {
     let machine = ctx.state_machine_arn.clone().ok_or_else(|| {
         PhaseError::Invalid(
             "STATE_MACHINE_ARN is not set on the pipeline function; deploy it with infra/template.yaml".into(),
@@ -101,7 +121,7 @@ async fn start(ctx: &Context, job: &Job) -> Result<(Outcome, String), PhaseError
     };
     Ok((
         Outcome::Continue {
-            token: arn.clone(),
+            token: token::seal(key, binding, &arn),
             summary: format!("deploy of {environment} started: execution {name}"),
             percent: 5,
         },
@@ -109,7 +129,7 @@ async fn start(ctx: &Context, job: &Job) -> Result<(Outcome, String), PhaseError
     ))
 }
 
-async fn check(ctx: &Context, arn: &str) -> Result<Outcome, PhaseError> {
+async fn check(ctx: &Context, arn: &str, key: &[u8], binding: &Binding) -> Result<Outcome, PhaseError> {
     if !arn.starts_with("arn:") {
         return Err(PhaseError::Invalid(format!(
             "the continuation token `{arn}` is not an execution ARN porter wrote"
@@ -127,7 +147,7 @@ async fn check(ctx: &Context, arn: &str) -> Result<Outcome, PhaseError> {
             let events = history(ctx, arn).await?;
             let (summary, percent) = progress(&events);
             Ok(Outcome::Continue {
-                token: arn.to_string(),
+                token: token::seal(key, binding, arn),
                 summary,
                 percent,
             })

@@ -506,7 +506,7 @@ pub async fn run_pipeline(
         action.user_parameters
     )?;
     let end = crate::job_sim::run_action(host, &action, out).await?;
-    let outcome = match &end.first_token {
+    let outcome = match &end.first_external_id {
         Some(arn) if arn.starts_with("arn:aws:states:") => {
             Some(outcome_of(&prepared.sfn, arn, started.elapsed()).await?)
         }

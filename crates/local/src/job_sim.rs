@@ -190,6 +190,9 @@ pub struct ActionEnd {
     pub variables: HashMap<String, String>,
     /// The first continuation token: for `pipeline`, the execution ARN.
     pub first_token: Option<String>,
+    /// The external execution id of the first continuation (for
+    /// `pipeline`, the state machine execution it started).
+    pub first_external_id: Option<String>,
 }
 
 fn job_id(n: usize) -> String {
@@ -229,6 +232,7 @@ pub async fn run_action(host: &str, action: &Action, out: &mut dyn Write) -> Res
     let client = reqwest::Client::new();
     let mut token: Option<String> = None;
     let mut first_token = None;
+    let mut first_external_id = None;
     for call in 1..=action.max_calls {
         let id = job_id(call);
         let event = job_event(&id, action, token.as_deref());
@@ -273,14 +277,19 @@ pub async fn run_action(host: &str, action: &Action, out: &mut dyn Write) -> Res
                     message,
                     variables: HashMap::new(),
                     first_token,
+                    first_external_id,
                 });
             }
             JobResult::Success {
                 continuation_token: Some(t),
                 summary,
                 percent,
+                external_id,
                 ..
             } => {
+                if first_external_id.is_none() {
+                    first_external_id = external_id;
+                }
                 writeln!(
                     out,
                     "  call {call}: in progress ({}%): {}",
@@ -309,6 +318,7 @@ pub async fn run_action(host: &str, action: &Action, out: &mut dyn Write) -> Res
                     message: summary.unwrap_or_default(),
                     variables: output_variables,
                     first_token,
+                    first_external_id,
                 });
             }
         }

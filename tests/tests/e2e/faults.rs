@@ -56,8 +56,12 @@ fn context(aws: Aws, sfn: aws_sdk_sfn::Client, cp: aws_sdk_codepipeline::Client)
     ctx.sfn = sfn;
     ctx.codepipeline = cp;
     ctx.state_machine_arn = Some(MACHINE.into());
+    // The token key as if already read: these clients' S3 only fails.
+    ctx.token_key.set(TOKEN_KEY.to_vec()).unwrap();
     ctx
 }
+
+const TOKEN_KEY: [u8; 32] = [7; 32];
 
 fn no_retries(b: aws_sdk_sfn::config::Builder) -> aws_sdk_sfn::config::Builder {
     b.retry_config(aws_sdk_sfn::config::retry::RetryConfig::disabled())
@@ -133,7 +137,7 @@ async fn a_500_that_succeeds_on_retry_reports_progress() {
             .unwrap()
     });
     let progress = mock!(aws_sdk_codepipeline::Client::put_job_success_result)
-        .match_requests(|r| r.continuation_token().is_some_and(|t| t.starts_with("arn:aws:states:")))
+        .match_requests(|r| r.continuation_token().is_some_and(|t| t.starts_with("porter1.")))
         .then_output(|| PutJobSuccessResultOutput::builder().build());
     let sfn = mock_client!(
         aws_sdk_sfn,
@@ -151,9 +155,20 @@ async fn a_500_that_succeeds_on_retry_reports_progress() {
     );
     let cp = mock_client!(aws_sdk_codepipeline, [&progress]);
     let ctx = context(failing_aws(500, "Unused"), sfn, cp);
-    let out = handle(&ctx, Function::Pipeline, event("codepipeline-job-continuation.json"))
-        .await
-        .unwrap();
+    // The sample's token, sealed as the first call would have sealed it.
+    let mut continuation = event("codepipeline-job-continuation.json");
+    let arn = continuation["CodePipeline.job"]["data"]["continuationToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let binding = porter_lambda::token::Binding {
+        function: "pipeline".into(),
+        environment: "staging".into(),
+        release: None,
+    };
+    continuation["CodePipeline.job"]["data"]["continuationToken"] =
+        serde_json::Value::String(porter_lambda::token::seal(&TOKEN_KEY, &binding, &arn));
+    let out = handle(&ctx, Function::Pipeline, continuation).await.unwrap();
     assert_eq!(out["reported"], "continue");
     assert_eq!(describe.num_calls(), 2, "the 500, then the retry that worked");
     assert_eq!(progress.num_calls(), 1);

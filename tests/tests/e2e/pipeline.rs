@@ -59,8 +59,9 @@ async fn two_releases_through_the_pipeline_function() {
         "the first call starts the execution and continues: {text}"
     );
     assert!(
-        first.first_token.as_deref().unwrap().starts_with("arn:aws:states:"),
-        "the token is the execution ARN"
+        first.first_token.as_deref().unwrap().starts_with("porter1."),
+        "the token is sealed: {:?}",
+        first.first_token
     );
     let outcome = outcome.unwrap();
     assert!(outcome.succeeded);
@@ -445,21 +446,133 @@ async fn state_too_large_for_a_token_travels_through_the_artifact_bucket() {
         max_calls: 1,
     };
     let (job, _) = porter_lambda::codepipeline::parse(&ctx, job_sim::job_event("job-big", &action, None)).unwrap();
+    let binding = porter_lambda::token::Binding {
+        function: "provision".into(),
+        environment: "staging".into(),
+        release: Some("s3://b/r.json".into()),
+    };
     let small = json!({"us-west-2": {"stack_id": "arn:x", "checks": 1}});
-    let token = porter_lambda::codepipeline::token_for(&ctx, &job, &small)
+    let token = porter_lambda::codepipeline::token_for(&ctx, &job, &binding, &small)
         .await
         .unwrap();
-    assert!(token.starts_with('{'), "small state is inline: {token}");
-    let big = json!({"regions": (0..200).map(|i| format!("arn:aws:cloudformation:us-west-2:123456789012:stack/s-{i}")).collect::<Vec<_>>()});
-    let token = porter_lambda::codepipeline::token_for(&ctx, &job, &big).await.unwrap();
-    assert!(token.len() <= porter_lambda::codepipeline::TOKEN_LIMIT);
+    assert!(token.starts_with("porter1."), "small state is sealed inline: {token}");
     assert_eq!(
-        token,
-        format!("s3://{ARTIFACT_BUCKET}/porter-continuations/job-big.json")
+        porter_lambda::codepipeline::state_from(&ctx, &binding, &token)
+            .await
+            .unwrap(),
+        small
     );
+    let big = json!({"regions": (0..200).map(|i| format!("arn:aws:cloudformation:us-west-2:123456789012:stack/s-{i}")).collect::<Vec<_>>()});
+    let token = porter_lambda::codepipeline::token_for(&ctx, &job, &binding, &big)
+        .await
+        .unwrap();
+    assert!(token.len() <= porter_lambda::codepipeline::TOKEN_LIMIT);
+    let stored = "porter-continuations/job-big.json".to_string();
+    assert!(porter_core::pack::exists(
+        &s3,
+        &porter_core::release::S3Object {
+            bucket: ARTIFACT_BUCKET.into(),
+            key: stored.clone()
+        }
+    )
+    .await
+    .unwrap());
     assert_eq!(
-        porter_lambda::codepipeline::state_from(&ctx, &token).await.unwrap(),
+        porter_lambda::codepipeline::state_from(&ctx, &binding, &token)
+            .await
+            .unwrap(),
         big
     );
+    // The stored state swapped for another: the token does not follow it.
+    s3.put_object()
+        .bucket(ARTIFACT_BUCKET)
+        .key(&stored)
+        .body(b"{\"regions\": []}".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let err = porter_lambda::codepipeline::state_from(&ctx, &binding, &token)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not the one it was sealed with"), "{err}");
     stack.moto.stop().await;
+}
+
+/// A continuation token is untrusted input: one this product did not seal
+/// for this action ends the job with a failure that says so, for a phase
+/// (an inline state naming another service's stack) and for `pipeline`
+/// (another state machine's execution, an ARN as old tokens were).
+#[tokio::test]
+async fn forged_or_foreign_continuation_tokens_fail_the_job() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let s3 = porter_core::aws::Aws::new(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await).s3();
+    s3.create_bucket().bucket(ARTIFACT_BUCKET).send().await.unwrap();
+    let source = Some(porter_core::release::S3Object {
+        bucket: ARTIFACT_BUCKET.into(),
+        key: "source.zip".into(),
+    });
+    let forged_state = r#"{"us-west-2": {"stack_id": "arn:aws:cloudformation:us-west-2:123456789012:stack/other-service-prod/1", "checks": 1}}"#;
+    let other_execution = "arn:aws:states:us-east-1:123456789012:execution:someone-elses-machine:x";
+    let sealed_for_production = {
+        // A real token of this stack, but for another environment.
+        let mut ctx = porter_lambda::Context::new(
+            porter_core::aws::Aws::new(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await),
+            None,
+        );
+        ctx.artifact_bucket = Some(ARTIFACT_BUCKET.into());
+        let key = porter_lambda::token::key(&ctx).await.unwrap();
+        let binding = porter_lambda::token::Binding {
+            function: "pipeline".into(),
+            environment: "production".into(),
+            release: None,
+        };
+        porter_lambda::token::seal(&key, &binding, other_execution)
+    };
+    let cases = [
+        (
+            "porter-provision",
+            r#"{"environment": "staging", "release": "s3://b/r.json"}"#,
+            forged_state.to_string(),
+            "not a sealed porter token",
+        ),
+        (
+            "porter-pipeline",
+            r#"{"environment": "staging"}"#,
+            other_execution.to_string(),
+            "not a sealed porter token",
+        ),
+        (
+            "porter-pipeline",
+            r#"{"environment": "staging"}"#,
+            sealed_for_production,
+            "for environment `production`",
+        ),
+        (
+            "porter-pipeline",
+            r#"{"environment": "staging"}"#,
+            "porter1.e30=.AAAA".to_string(),
+            "does not match",
+        ),
+    ];
+    for (i, (function, params, token, expected)) in cases.into_iter().enumerate() {
+        let action = Action {
+            function: function.into(),
+            user_parameters: params.into(),
+            input: source.clone(),
+            revision: None,
+            wait: Duration::ZERO,
+            max_calls: 1,
+        };
+        let id = format!("job-forged-{i}");
+        let (_, answer) = invoke(&local, function, &job_sim::job_event(&id, &action, Some(&token))).await;
+        assert_eq!(answer["reported"], "failure", "{function}: {answer}");
+        match local.jobs.results(&id).last() {
+            Some(JobResult::Failure { message, .. }) => {
+                assert!(message.contains("was not issued here"), "{function}: {message}");
+                assert!(message.contains(expected), "{function} {expected}: {message}");
+            }
+            other => panic!("{function}: expected a failure result, got {other:?}"),
+        }
+    }
+    local.stop().await;
 }
