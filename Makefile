@@ -46,7 +46,11 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: venv npm check-asl lint build lambda check-infra
+# The debug build with the tests' dev-dependencies: the SDK's test
+# utilities are features, so building without them here would compile the
+# SDK twice.
+test: venv npm check-asl lint lambda check-infra
+	cargo build --workspace --all-targets
 	cargo test --workspace
 	$(VENV)/bin/cfn-lint --version >/dev/null
 	scripts/check-render.sh
