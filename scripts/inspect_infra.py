@@ -45,7 +45,10 @@ import boto3
 STACK = "porter-serverless"
 REGION = "us-east-1"
 REGION_BUCKETS = ["hello-artifacts-us-west-2", "hello-artifacts-us-east-1"]
+APPROVERS = "release-managers"
 PARAMETERS = {
+    "ServiceName": "hello",
+    "ApproverRoleNames": APPROVERS,
     "RepositoryName": "hello-service",
     "RegionBucketNames": ",".join(REGION_BUCKETS),
 }
@@ -223,6 +226,10 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
         z.writestr("bootstrap", "#!/bin/sh\n")
     s3.put_object(Bucket=code_bucket, Key=code_key, Body=buf.getvalue())
 
+    # The approvers' role exists before the stack, as it would in an account.
+    iam.create_role(RoleName=APPROVERS, AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}]}))
     stack, physical = create(cfn, template, STACK, PARAMETERS)
     if failed:
         return
@@ -232,7 +239,8 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     bucket = physical["ArtifactBucket"]
     sm_arn = arn("states", f"stateMachine:{STACK}-deploy")
     pipeline_name = f"{STACK}-pipeline"
-    expected_env = {p: {"ARTIFACT_BUCKET": bucket} for p in PHASES}
+    expected_env = {p: {"ARTIFACT_BUCKET": bucket, "PORTER_SERVICE": "hello",
+                        "PORTER_ENVIRONMENTS_PATH": "/porter/environments/"} for p in PHASES}
     expected_env["Pipeline"] = {"STATE_MACHINE_ARN": sm_arn, "ARTIFACT_BUCKET": bucket}
     expected_env["Trigger"] = {
         "PIPELINE_NAME": pipeline_name,
@@ -294,20 +302,39 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     key_arn = arn("kms", f"key/{physical['ArtifactKey']}")
     bucket_arn = f"arn:aws:s3:::{bucket}"
     deployment_role_arn = f"arn:aws:iam::{account}:role/porter-deployment"
-    forbidden = ("cloudformation:", "ec2:", "elasticloadbalancing:", "autoscaling:", "iam:", "ssm:", "lambda:", "states:")
+    forbidden = ("cloudformation:", "ec2:", "elasticloadbalancing:", "autoscaling:", "iam:", "lambda:", "states:")
     star_ok = {"codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-    phase_role_arns = set()
+    pins_arn = arn("ssm", "parameter/porter/environments/*")
+    regional_role_arns = set()
     for p in PHASES:
         role = role_of[p]
-        phase_role_arns.add(iam.get_role(RoleName=role)["Role"]["Arn"])
+        if p != "Pack":
+            regional_role_arns.add(iam.get_role(RoleName=role)["Role"]["Arn"])
         g = grants(statements(iam, role))
         actions = {a for a, _, _ in g}
         check(not any(a.startswith(forbidden) for a in actions), f"moto: {role} has no CloudFormation/EC2/ELB/AutoScaling/IAM rights {sorted(actions)}")
         check(not any(a == "*" or a.endswith(":*") for a in actions), f"moto: {role} has no wildcard action")
-        check(resources_of(g, "sts:AssumeRole") == [deployment_role_arn], f"moto: {role} assumes only {deployment_role_arn}")
+        # Only the phases that act in regions assume the deployment role,
+        # and only with the pinned service as a session tag.
+        if p == "Pack":
+            check(not any(a.startswith("sts:") for a in actions), f"moto: {role} assumes no role {sorted(actions)}")
+        else:
+            for a in ["sts:AssumeRole", "sts:TagSession"]:
+                check(resources_of(g, a) == [deployment_role_arn], f"moto: {role} may {a} only on {deployment_role_arn}")
+                check(all('"aws:RequestTag/porter:service": "hello"' in c for act, _, c in g if act == a),
+                      f"moto: {role} may {a} only tagged with the pinned service")
+        check(resources_of(g, "ssm:GetParameter") == [pins_arn] and {a for a in actions if a.startswith("ssm:")} == {"ssm:GetParameter"},
+              f"moto: {role} reads the environment pins and no other parameter")
         s3_res = {r for a, r, _ in g if a.startswith("s3:")}
-        check(s3_res == {bucket_arn, bucket_arn + "/*"}, f"moto: {role} reaches only the artifact bucket {sorted(s3_res)}")
-        check(resources_of(g, "s3:PutObject") == [bucket_arn + "/*"], f"moto: {role} writes the artifact bucket")
+        check(s3_res <= {bucket_arn, bucket_arn + "/*", bucket_arn + "/porter-deployment/*", bucket_arn + "/porter-continuations/*"},
+              f"moto: {role} reaches only the artifact bucket {sorted(s3_res)}")
+        writes = resources_of(g, "s3:PutObject")
+        want = [bucket_arn + "/porter-continuations/*"] + ([bucket_arn + "/porter-deployment/*"] if p == "Pack" else [])
+        check(writes == sorted(want), f"moto: {role} writes only {sorted(want)} (not {writes})")
+        reads = resources_of(g, "s3:GetObject")
+        if p != "Pack":
+            check(reads == [bucket_arn + "/porter-continuations/*", bucket_arn + "/porter-deployment/*"],
+                  f"moto: {role} reads only releases and continuations {reads}")
         kms_res = {r for a, r, _ in g if a.startswith("kms:")}
         check(kms_res == {key_arn}, f"moto: {role} uses only the artifact key")
         star = {a for a, r, _ in g if r == "*"}
@@ -317,8 +344,15 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
         check(len(log_res) == 1 and f"/aws/lambda/{STACK}-{p.lower()}" in log_res.pop(), f"moto: {role} writes only its own log group")
 
     # --- the deployment role
-    check(trust(iam, "porter-deployment") == {f"AWS:{a}" for a in phase_role_arns},
-          "moto: the deployment role trusts exactly the four phase roles")
+    check(trust(iam, "porter-deployment") == {f"AWS:{a}" for a in regional_role_arns},
+          "moto: the deployment role trusts exactly provision, promote and prune")
+    tdoc = document(iam.get_role(RoleName="porter-deployment")["Role"]["AssumeRolePolicyDocument"])
+    for st in as_list(tdoc["Statement"]):
+        cond = st.get("Condition", {})
+        check(sorted(as_list(st["Action"])) == ["sts:AssumeRole", "sts:TagSession"]
+              and cond.get("StringEquals", {}).get("aws:RequestTag/porter:service") == "hello"
+              and "aws:RequestTag/porter:environment" in cond.get("StringLike", {}),
+              f"moto: the deployment role is assumed only with the pinned service and an environment as session tags {st}")
     g = grants(statements(iam, "porter-deployment"))
     actions = {a for a, _, _ in g}
     check(not any(a == "*" or a.endswith(":*") for a in actions), "moto: the deployment role has no wildcard action")
@@ -331,10 +365,22 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
                  "iam:CreateRole", "iam:PutRolePolicy", "iam:PassRole", "iam:CreateInstanceProfile",
                  "iam:AddRoleToInstanceProfile", "ssm:GetParameters", "s3:PutObject", "s3:GetObject"]:
         check(need in actions, f"moto: the deployment role may {need}")
-    check(all('"aws:RequestTag/porter:service"' in c for a, _, c in g if a == "cloudformation:CreateStack"),
-          "moto: the deployment role creates only stacks tagged porter:service")
-    check(all('"aws:ResourceTag/porter:service"' in c for a, _, c in g if a == "cloudformation:DeleteStack"),
-          "moto: the deployment role deletes only stacks tagged porter:service")
+    # Stacks and load balancers only of the session's own service and
+    # environment (its principal tags).
+    def scoped(cond, kind):
+        eq = json.loads(cond).get("StringEquals", {})
+        return all(eq.get(f"aws:{kind}/porter:{k}") == f"${{aws:PrincipalTag/porter:{k}}}" for k in ("service", "environment"))
+    for a, kind in [("cloudformation:CreateStack", "RequestTag"), ("cloudformation:DeleteStack", "ResourceTag"),
+                    ("elasticloadbalancing:RegisterInstancesWithLoadBalancer", "ResourceTag"),
+                    ("elasticloadbalancing:DeregisterInstancesFromLoadBalancer", "ResourceTag"),
+                    ("elasticloadbalancing:AddTags", "ResourceTag")]:
+        conds = [c for act, _, c in g if act == a]
+        check(conds and all(scoped(c, kind) for c in conds), f"moto: the deployment role may {a} only with {kind} equal to its session's tags {conds}")
+    check(any(s.get("Effect") == "Deny" and "elasticloadbalancing:AddTags" in as_list(s["Action"])
+              and "elasticloadbalancing:RemoveTags" in as_list(s["Action"])
+              and sorted(s.get("Condition", {}).get("ForAnyValue:StringEquals", {}).get("aws:TagKeys", [])) == ["porter:environment", "porter:service"]
+              for s in statements(iam, "porter-deployment")),
+          "moto: the deployment role never changes a load balancer's ownership tags")
     iam_res = {r for a, r, _ in g if a.startswith("iam:")}
     check(all(r in (f"arn:aws:iam::{account}:role/porter/*", f"arn:aws:iam::{account}:instance-profile/porter/*")
               or r.endswith(":role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling") for r in iam_res),
@@ -399,6 +445,19 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     g = grants(statements(iam, physical["PipelineRole"]))
     check(resources_of(g, "lambda:InvokeFunction") == [fn_arn["Pipeline"]], "moto: CodePipeline invokes only the pipeline function")
     check(trust(iam, physical["PipelineRole"]) == {"Service:codepipeline.amazonaws.com"}, "moto: only CodePipeline assumes the pipeline role")
+
+    # --- who approves production
+    g = grants(statements(iam, APPROVERS))
+    approve = arn("codepipeline", f"{pipeline_name}/Approve/Approve")
+    check(resources_of(g, "codepipeline:PutApprovalResult") == [approve],
+          f"moto: {APPROVERS} may approve exactly the pipeline's Approve action {resources_of(g, 'codepipeline:PutApprovalResult')}")
+    check({a for a, _, _ in g} <= {"codepipeline:PutApprovalResult", "codepipeline:GetPipeline", "codepipeline:GetPipelineState",
+                                    "codepipeline:GetPipelineExecution", "codepipeline:ListPipelineExecutions"},
+          f"moto: {APPROVERS} get nothing else from this stack")
+    stages = [st["Name"] for st in res["Pipeline"]["Properties"]["Stages"]]
+    check(stages.index("Approve") < stages.index("DeployProduction"), "template: production is deployed only after the Approve stage")
+    for rn in [role_of[p] for p in FUNCTIONS] + [physical["PipelineRole"]]:
+        check("codepipeline:PutApprovalResult" not in {a for a, _, _ in grants(statements(iam, rn))}, f"moto: {rn} cannot approve")
 
     # --- the artifact bucket and its key
     enc = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
@@ -475,7 +534,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     params = dict(PARAMETERS, DeploymentRoleArns=other, DeploymentRoleName="porter-deployment-other")
     _, other_physical = create(cfn, template, "porter-other", params)
     if not failed:
-        g = grants(statements(iam, other_physical["PackFunctionRole"]))
+        g = grants(statements(iam, other_physical["ProvisionFunctionRole"]))
         check(resources_of(g, "sts:AssumeRole") == [other], "moto: with DeploymentRoleArns, the phases assume exactly those roles")
         key_policy = document(kms.get_key_policy(KeyId=other_physical["ArtifactKey"], PolicyName="default")["Policy"])
         granted = [s for s in key_policy["Statement"] if s and s.get("Principal", {}).get("AWS") in (other, [other])]

@@ -153,7 +153,12 @@ async fn down() -> Result<ExitCode> {
 
 async fn invoke(function: &str, event: &Path) -> Result<ExitCode> {
     let body = std::fs::read_to_string(event).with_context(|| format!("cannot read {}", event.display()))?;
-    serde_json::from_str::<serde_json::Value>(&body).with_context(|| format!("{} is not JSON", event.display()))?;
+    let parsed =
+        serde_json::from_str::<serde_json::Value>(&body).with_context(|| format!("{} is not JSON", event.display()))?;
+    let job = parsed
+        .pointer("/CodePipeline.job/id")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
     let Some(f) = running().await else {
         bail!("the local stack is down: start it with `porter local up` (in another terminal)");
     };
@@ -171,7 +176,66 @@ async fn invoke(function: &str, event: &Path) -> Result<ExitCode> {
         .map(|v| serde_json::to_string_pretty(&v).unwrap_or(text.clone()))
         .unwrap_or(text);
     println!("{pretty}");
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    // A CodePipeline job's real answer is what the function reported to
+    // CodePipeline (the job simulator kept it), not the invoke's answer.
+    let mut job_failed = false;
+    if let Some(id) = job {
+        let results: Vec<porter_local::job_sim::JobResult> = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/porter-local/jobs/{id}", f.host_port))
+            .send()
+            .await?
+            .json()
+            .await
+            .context("reading what the function reported to CodePipeline")?;
+        match results.last() {
+            None => {
+                job_failed = true;
+                println!("CodePipeline job {id}: nothing reported (the job would hang until CodePipeline times it out)")
+            }
+            Some(r) => {
+                job_failed = matches!(r, porter_local::job_sim::JobResult::Failure { .. });
+                println!("CodePipeline job {id}: {}", describe_job_result(r));
+            }
+        }
+    }
+    Ok(if failed || job_failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// One line for what a function told CodePipeline.
+fn describe_job_result(r: &porter_local::job_sim::JobResult) -> String {
+    use porter_local::job_sim::JobResult;
+    match r {
+        JobResult::Failure { message, .. } => format!("failure: {message}"),
+        JobResult::Success {
+            continuation_token: Some(token),
+            summary,
+            ..
+        } => format!(
+            "in progress ({}); continuation token {token}",
+            summary.as_deref().unwrap_or("no summary")
+        ),
+        JobResult::Success {
+            summary,
+            output_variables,
+            ..
+        } => {
+            let mut vars: Vec<String> = output_variables.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            vars.sort();
+            format!(
+                "success ({}){}",
+                summary.as_deref().unwrap_or("no summary"),
+                if vars.is_empty() {
+                    String::new()
+                } else {
+                    format!("; output variables {}", vars.join(", "))
+                }
+            )
+        }
+    }
 }
 
 pub async fn deploy(path: &Path, environment: &str, local: bool, keep: u32) -> Result<ExitCode> {

@@ -13,11 +13,13 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_types::region::Region;
 
 use crate::phase::PhaseError;
+use crate::pins::Pinning;
 
 /// The caller's own AWS configuration (the Lambda's role, or the CLI user).
 #[derive(Clone, Debug)]
 pub struct Aws {
     base: SdkConfig,
+    pinning: Pinning,
 }
 
 /// Clients for one region, acting as the config's deployment role there.
@@ -43,7 +45,25 @@ impl Aws {
     }
 
     pub fn new(base: SdkConfig) -> Aws {
-        Aws { base }
+        Aws {
+            base,
+            pinning: Pinning::Off,
+        }
+    }
+
+    /// The same caller, with its deploys checked against `pinning`.
+    pub fn with_pinning(mut self, pinning: Pinning) -> Aws {
+        self.pinning = pinning;
+        self
+    }
+
+    pub fn pinning(&self) -> &Pinning {
+        &self.pinning
+    }
+
+    /// SSM with the caller's own credentials (the environment pins).
+    pub fn ssm(&self) -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::new(&self.base)
     }
 
     pub fn sdk_config(&self) -> &SdkConfig {
@@ -58,8 +78,16 @@ impl Aws {
     /// Assumes `role_arn` and returns clients for `region` acting as it.
     /// porter always worked this way: the invoker's role only needs
     /// sts:AssumeRole, the deployment role (maybe in another account) holds
-    /// the CloudFormation, EC2 and ELB rights.
-    pub async fn region(&self, region: &str, role_arn: &str, session: &str) -> Result<RegionClients, PhaseError> {
+    /// the CloudFormation, EC2 and ELB rights. `session_tags` become the
+    /// session's principal tags, which the deployment role's policy
+    /// compares with the tags of the stacks and ELBs it may touch.
+    pub async fn region(
+        &self,
+        region: &str,
+        role_arn: &str,
+        session: &str,
+        session_tags: &[(&str, &str)],
+    ) -> Result<RegionClients, PhaseError> {
         let sts = aws_sdk_sts::Client::new(&self.base);
         let session: String = session
             .chars()
@@ -79,6 +107,22 @@ impl Aws {
                 "porter".to_string()
             } else {
                 session
+            })
+            .set_tags(if session_tags.is_empty() {
+                None
+            } else {
+                Some(
+                    session_tags
+                        .iter()
+                        .map(|(k, v)| {
+                            aws_sdk_sts::types::Tag::builder()
+                                .key(*k)
+                                .value(*v)
+                                .build()
+                                .expect("key and value are set")
+                        })
+                        .collect(),
+                )
             })
             .send()
             .await

@@ -11,6 +11,7 @@ pub mod aws;
 pub mod config;
 pub mod pack;
 pub mod phase;
+pub mod pins;
 pub mod plan;
 pub mod promote;
 pub mod provision;

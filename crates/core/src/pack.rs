@@ -336,6 +336,9 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
         .regions
         .first()
         .ok_or_else(|| PhaseError::Invalid("the environment has no regions".into()))?;
+    // Refused here, before anything is written, rather than at provision.
+    let regions: Vec<_> = env.regions.iter().collect();
+    crate::pins::check(aws, &config.service_name, &env.name, &regions).await?;
     let (s3, bucket, kms) = match &input.artifact_bucket {
         Some(b) => (aws.s3(), b.clone(), input.sse_kms_key_id.clone()),
         None => {
@@ -344,6 +347,10 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
                     &first.name,
                     &first.role_arn,
                     &format!("porter-pack-{}", config.service_name),
+                    &[
+                        (crate::pins::SERVICE_TAG, &config.service_name),
+                        (crate::pins::ENVIRONMENT_TAG, &env.name),
+                    ],
                 )
                 .await?;
             (clients.s3, first.s3_bucket.clone(), first.sse_kms_key_id.clone())

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::aws::{self, Aws, RegionClients};
 use crate::config::Region;
 use crate::phase::{backoff, PhaseError, PhaseResult, Step};
+use crate::pins;
 use crate::plan;
 use crate::target::{each_region, now_epoch, Deployment, Target};
 
@@ -73,7 +74,7 @@ pub struct Promoted {
 
 pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Promoted> {
     let dep = Deployment::load(aws, &input.target).await?;
-    let regions = dep.regions(&input.target)?;
+    let regions = dep.pinned_regions(aws, &input.target).await?;
     let previous = input.state.clone().unwrap_or_default();
     if previous.is_empty() {
         dep.check_blackout()?;
@@ -90,9 +91,9 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
         let clients = dep.clients(aws, region, "promote").await?;
         let cutover = match previous.get(&region.name) {
             Some(c) => c.clone(),
-            None => begin(&clients, region, stack_name).await?,
+            None => begin(dep, &clients, region, stack_name).await?,
         };
-        advance(dep, &clients, region, cutover, timeout).await
+        advance(&clients, region, cutover, timeout).await
     })
     .await?;
 
@@ -130,7 +131,16 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
 }
 
 /// Finds the stack and its instances, and registers them with every ELB.
-async fn begin(clients: &RegionClients, region: &Region, stack_name: &str) -> Result<Cutover, PhaseError> {
+async fn begin(
+    dep: &Deployment,
+    clients: &RegionClients,
+    region: &Region,
+    stack_name: &str,
+) -> Result<Cutover, PhaseError> {
+    let (service, environment) = (&dep.release.service, &dep.release.environment);
+    for elb in &region.elbs {
+        pins::check_elb_owner(clients, &elb.name, service, environment).await?;
+    }
     let cfn = &clients.cloudformation;
     let out = cfn.describe_stacks().stack_name(stack_name).send().await.map_err(|e| {
         match aws::classify(&format!("describe stack {stack_name}"), e) {
@@ -151,6 +161,14 @@ async fn begin(clients: &RegionClients, region: &Region, stack_name: &str) -> Re
                 region.name
             ))
         })?;
+    // A rollback names its stack: it must be this service's, in this
+    // environment, as its tags say (provision sets them).
+    let tags: BTreeMap<&str, &str> = stack
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?, t.value().unwrap_or_default())))
+        .collect();
+    pins::owned(&tags, "stack", stack_name, service, environment, &region.name)?;
     let status = stack.stack_status().map(|s| s.as_str()).unwrap_or("?");
     if !matches!(status, "CREATE_COMPLETE" | "UPDATE_COMPLETE") {
         return Err(PhaseError::Invalid(format!(
@@ -193,7 +211,6 @@ async fn begin(clients: &RegionClients, region: &Region, stack_name: &str) -> Re
 /// Checks health; cuts over when every new instance is InService, backs
 /// out when the time is up.
 async fn advance(
-    dep: &Deployment,
     clients: &RegionClients,
     region: &Region,
     mut c: Cutover,
@@ -223,7 +240,7 @@ async fn advance(
         }
     }
     if unhealthy.is_empty() {
-        c.done = Some(finish(dep, clients, region, &c).await?);
+        c.done = Some(finish(clients, region, &c).await?);
         return Ok(c);
     }
     if now_epoch() - c.started_at >= timeout {
@@ -250,12 +267,7 @@ async fn advance(
     Ok(c)
 }
 
-async fn finish(
-    dep: &Deployment,
-    clients: &RegionClients,
-    region: &Region,
-    c: &Cutover,
-) -> Result<RegionPromoted, PhaseError> {
+async fn finish(clients: &RegionClients, region: &Region, c: &Cutover) -> Result<RegionPromoted, PhaseError> {
     let mut elbs = Vec::new();
     let mut deregistered = Vec::new();
     for elb in &region.elbs {
@@ -279,7 +291,6 @@ async fn finish(
             .load_balancer_names(&elb.name)
             .tags(tag(PROMOTED_TAG, &c.stack_id))
             .tags(tag("porter:promoted-stack-name", &c.stack_name))
-            .tags(tag("porter:service", &dep.release.service))
             .send()
             .await
             .map_err(aws::err(format!("tag {} with the promoted stack", elb.name)))?;

@@ -14,6 +14,7 @@ use crate::aws::{self, Aws, RegionClients};
 use crate::config::Region;
 use crate::pack;
 use crate::phase::{backoff, PhaseError, PhaseResult, Step};
+use crate::pins;
 use crate::release::S3Object;
 use crate::target::{each_region, Deployment, Target};
 use crate::template::{self, PayloadLocation, RenderContext};
@@ -53,7 +54,7 @@ pub struct Provisioned {
 
 pub async fn run(aws: &Aws, input: ProvisionInput) -> PhaseResult<ProvisionState, Provisioned> {
     let dep = Deployment::load(aws, &input.target).await?;
-    let regions = dep.regions(&input.target)?;
+    let regions = dep.pinned_regions(aws, &input.target).await?;
     let previous = input.state.unwrap_or_default();
     if previous.is_empty() {
         dep.check_blackout()?;
@@ -116,6 +117,9 @@ pub async fn run(aws: &Aws, input: ProvisionInput) -> PhaseResult<ProvisionState
 /// and check it at once: a stack that completes fast costs no wait at all.
 async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) -> Result<Waiting, PhaseError> {
     let clients = dep.clients(aws, region, "provision").await?;
+    for elb in &region.elbs {
+        pins::check_elb_owner(&clients, &elb.name, &dep.release.service, &dep.release.environment).await?;
+    }
     let stack_name = dep.stack_name();
     let stack_id = match find_stack(&clients, &stack_name).await? {
         Some(id) => {

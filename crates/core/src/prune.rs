@@ -51,7 +51,7 @@ pub struct Pruned {
 
 pub async fn run(aws: &Aws, input: PruneInput) -> PhaseResult<PruneState, Pruned> {
     let dep = Deployment::load(aws, &input.target).await?;
-    let regions = dep.regions(&input.target)?;
+    let regions = dep.pinned_regions(aws, &input.target).await?;
     let previous = input.state.clone().unwrap_or_default();
     if previous.is_empty() {
         dep.check_blackout()?;
@@ -174,19 +174,7 @@ async fn check(clients: &RegionClients, region: &Region, mut d: Deleting) -> Res
 
 /// The stack id the ELB's tag names as promoted.
 pub async fn promoted_stack(clients: &RegionClients, elb: &str) -> Result<Option<String>, PhaseError> {
-    let out = clients
-        .elb
-        .describe_tags()
-        .load_balancer_names(elb)
-        .send()
-        .await
-        .map_err(aws::err(format!("read the tags of {elb}")))?;
-    Ok(out
-        .tag_descriptions()
-        .iter()
-        .flat_map(|d| d.tags())
-        .find(|t| t.key() == PROMOTED_TAG)
-        .and_then(|t| t.value().map(str::to_string)))
+    Ok(crate::pins::elb_tags(clients, elb).await?.remove(PROMOTED_TAG))
 }
 
 /// Every live stack porter made for this service and environment.

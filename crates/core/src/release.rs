@@ -97,5 +97,8 @@ pub enum ReleaseRef {
 pub fn version_of(payload_sha256: &str, config_sha256: &str) -> String {
     use sha2::{Digest, Sha256};
     let both = Sha256::digest(format!("{payload_sha256}:{config_sha256}"));
-    hex::encode(both)[..12].to_string()
+    hex::encode(both)[..VERSION_LEN].to_string()
 }
+
+/// A release version's length in characters.
+pub const VERSION_LEN: usize = 12;

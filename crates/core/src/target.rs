@@ -11,6 +11,7 @@ use crate::aws::{Aws, RegionClients};
 use crate::config::{Config, Environment, Region};
 use crate::pack;
 use crate::phase::PhaseError;
+use crate::pins;
 use crate::plan;
 use crate::release::{Release, ReleaseRef, S3Object};
 
@@ -86,6 +87,14 @@ impl Deployment {
             .collect()
     }
 
+    /// The target's regions, once the pins allow each of them: call this
+    /// before acting anywhere.
+    pub async fn pinned_regions(&self, aws: &Aws, target: &Target) -> Result<Vec<&Region>, PhaseError> {
+        let regions = self.regions(target)?;
+        pins::check(aws, &self.release.service, &self.release.environment, &regions).await?;
+        Ok(regions)
+    }
+
     /// Refuses to start while a blackout window is active.
     pub fn check_blackout(&self) -> Result<(), PhaseError> {
         let env = self.environment()?;
@@ -104,6 +113,10 @@ impl Deployment {
             &region.name,
             &region.role_arn,
             &format!("porter-{phase}-{}", self.release.service),
+            &[
+                (pins::SERVICE_TAG, &self.release.service),
+                (pins::ENVIRONMENT_TAG, &self.release.environment),
+            ],
         )
         .await
         .map_err(|e| e.in_region(&region.name))

@@ -304,9 +304,14 @@ pub fn merge(base: Value, overlay: Value) -> Value {
 
 /// Stack names must be unique per region and stable per release, so a
 /// re-run finds the stack it already created.
+/// CloudFormation's limit on a stack name.
+pub const MAX_STACK_NAME: usize = 128;
+
+/// `validate` refuses names that would not fit, so the cut never reaches
+/// the version; it stays as a last guard.
 pub fn stack_name(service: &str, environment: &str, version: &str) -> String {
     let name = format!("{service}-{environment}-{version}");
-    name.chars().take(128).collect()
+    name.chars().take(MAX_STACK_NAME).collect()
 }
 
 #[cfg(test)]

@@ -63,7 +63,12 @@ impl Context {
     }
 
     pub async fn from_env() -> Result<Context, String> {
-        let mut ctx = Context::new(Aws::from_env().await, None);
+        // A function is always pinned: what a repository names is checked
+        // against the environment pins before anything is touched.
+        let aws = Aws::from_env()
+            .await
+            .with_pinning(porter_core::pins::Pinning::from_env());
+        let mut ctx = Context::new(aws, None);
         ctx.artifact_bucket = std::env::var("ARTIFACT_BUCKET").ok().filter(|s| !s.is_empty());
         ctx.state_machine_arn = std::env::var("STATE_MACHINE_ARN").ok().filter(|s| !s.is_empty());
         ctx.trigger = trigger::Settings::from_env()?;
@@ -205,7 +210,21 @@ async fn pack(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
         return jobs::handle(ctx, Phase::Pack, event, jobs::PACK).await;
     }
     log_step(Phase::Pack, &event);
-    let input: pack::PackInput = parse(Phase::Pack, event)?;
+    let mut input: pack::PackInput = parse(Phase::Pack, event)?;
+    // Payloads go to the artifact bucket only: without one, pack would
+    // assume a deployment role to write to the region's bucket, and only
+    // the regional phases may assume deployment roles.
+    if let Some(own) = &ctx.artifact_bucket {
+        match &input.artifact_bucket {
+            Some(named) if named != own => {
+                return Err(PhaseError::Invalid(format!(
+                    "pack writes payloads to its artifact bucket {own}, and the input names {named}; leave artifact_bucket out"
+                ))
+                .into())
+            }
+            _ => input.artifact_bucket = Some(own.clone()),
+        }
+    }
     let packed = Box::pin(pack::run(&ctx.aws, &input)).await?;
     Ok(to_value(Step::<(), _>::Done { output: packed.release }))
 }

@@ -1,14 +1,17 @@
 //! Creates what a real account would already hold before a first deploy —
 //! a VPC with a subnet per availability zone, the load balancers the config
-//! names, and the buckets — as porter's `bootstrap` commands did.
-//! Idempotent: an existing bootstrap stack or bucket is left as it is.
+//! names (tagged as the service's), the buckets, and the environment's pin
+//! (the regions and role an administrator allows it) — as porter's
+//! `bootstrap` commands did. Idempotent: an existing bootstrap stack or
+//! bucket is left as it is.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use porter_core::aws::Aws;
 use porter_core::config::{Environment, Region, Topology};
-use serde_json::json;
+use porter_core::pins;
+use serde_json::{json, Value};
 
 /// What bootstrap made in one region.
 #[derive(Debug, Clone)]
@@ -27,12 +30,43 @@ pub async fn environment(aws: &Aws, service: &str, env: &Environment) -> Result<
     for region in &env.regions {
         out.insert(region.name.clone(), self::region(aws, service, env, region).await?);
     }
+    pin(aws, env).await?;
     Ok(out)
+}
+
+/// Adds the environment's regions, with their roles, to its pin under
+/// [`pins::DEFAULT_PATH`] (what an administrator does in a real account).
+pub async fn pin(aws: &Aws, env: &Environment) -> Result<()> {
+    let name = pins::parameter_name(pins::DEFAULT_PATH, &env.name);
+    let ssm = aws.ssm();
+    let mut regions = serde_json::Map::new();
+    if let Ok(out) = ssm.get_parameter().name(&name).send().await {
+        if let Some(Value::Object(old)) = out
+            .parameter()
+            .and_then(|p| p.value())
+            .and_then(|v| serde_json::from_str::<Value>(v).ok())
+            .and_then(|v| v.get("regions").cloned())
+        {
+            regions = old;
+        }
+    }
+    for region in &env.regions {
+        regions.insert(region.name.clone(), json!({"role_arn": region.role_arn}));
+    }
+    ssm.put_parameter()
+        .name(&name)
+        .value(json!({"regions": regions}).to_string())
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .with_context(|| format!("pinning environment {} ({name})", env.name))?;
+    Ok(())
 }
 
 pub async fn region(aws: &Aws, service: &str, env: &Environment, region: &Region) -> Result<Bootstrapped> {
     let clients = aws
-        .region(&region.name, &region.role_arn, "porter-bootstrap")
+        .region(&region.name, &region.role_arn, "porter-bootstrap", &[])
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     ensure_bucket(&clients.s3, &region.s3_bucket, &region.name).await?;
@@ -66,10 +100,29 @@ pub async fn region(aws: &Aws, service: &str, env: &Environment, region: &Region
             .filter_map(|r| r.physical_resource_id().map(str::to_string))
             .collect()
     };
+    let elbs = of_type("AWS::ElasticLoadBalancing::LoadBalancer");
+    for elb in &elbs {
+        let tag = |k: &str, v: &str| {
+            aws_sdk_elasticloadbalancing::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .expect("key is set")
+        };
+        clients
+            .elb
+            .add_tags()
+            .load_balancer_names(elb)
+            .tags(tag(pins::SERVICE_TAG, service))
+            .tags(tag(pins::ENVIRONMENT_TAG, &env.name))
+            .send()
+            .await
+            .with_context(|| format!("tagging load balancer {elb} in {}", region.name))?;
+    }
     Ok(Bootstrapped {
         vpc_id: of_type("AWS::EC2::VPC").into_iter().next().unwrap_or_default(),
         subnets: of_type("AWS::EC2::Subnet"),
-        elbs: of_type("AWS::ElasticLoadBalancing::LoadBalancer"),
+        elbs,
     })
 }
 

@@ -115,6 +115,22 @@ pub async fn prepare(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Res
         "bootstrap: the buckets, network and load balancers a real account would already have"
     )?;
     bootstrap::environment(&aws, &cfg.service_name, env).await?;
+    // What the infra holds: the artifact bucket (pack writes payloads only
+    // there) and the deploy state machine.
+    let s3 = aws.s3();
+    if s3
+        .head_bucket()
+        .bucket(crate::stack::ARTIFACT_BUCKET)
+        .send()
+        .await
+        .is_err()
+    {
+        s3.create_bucket()
+            .bucket(crate::stack::ARTIFACT_BUCKET)
+            .send()
+            .await
+            .context("creating the artifact bucket")?;
+    }
     let machine = ensure_state_machine(&sfn).await?;
     Ok(Prepared {
         repo,
@@ -408,7 +424,7 @@ pub async fn verify(endpoint: &str, opts: &Options, outcome: &Outcome) -> Result
             continue;
         };
         let clients = aws
-            .region(&region.name, &region.role_arn, "porter-verify")
+            .region(&region.name, &region.role_arn, "porter-verify", &[])
             .await
             .map_err(|e| anyhow!("{e}"))?;
         for elb in &region.elbs {
@@ -467,15 +483,6 @@ pub async fn run_pipeline(
     let started = Instant::now();
     let prepared = prepare(endpoint, opts, out).await?;
     let s3 = prepared.aws.s3();
-    if s3
-        .head_bucket()
-        .bucket(crate::stack::ARTIFACT_BUCKET)
-        .send()
-        .await
-        .is_err()
-    {
-        s3.create_bucket().bucket(crate::stack::ARTIFACT_BUCKET).send().await?;
-    }
     let zip = porter_core::pack::zip_folder(&prepared.repo).map_err(|e| anyhow!("{e}"))?;
     // A commit-like revision: the zip's digest, as a source stage would
     // give the commit id.

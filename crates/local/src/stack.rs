@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use porter_core::aws::Aws;
+use porter_core::pins::{self, Pinning};
 use serde::{Deserialize, Serialize};
 
 use crate::invoke_host::Faults;
@@ -46,7 +47,11 @@ impl LocalStack {
             .with_context(|| format!("port {host_port} is taken: stop what uses it, or pick another (--host-port)"))?;
         let host_port = listener.local_addr()?.port();
         let moto = Moto::start(&venv, moto_port, Some(host_port)).await?;
-        let aws = Aws::new(moto::sdk_config(&moto.endpoint(), REGION).await);
+        // Pinned as the functions are in AWS; `bootstrap` writes the pins.
+        let aws = Aws::new(moto::sdk_config(&moto.endpoint(), REGION).await).with_pinning(Pinning::Pinned {
+            path: pins::DEFAULT_PATH.into(),
+            service: None,
+        });
         // The functions reach CodePipeline through this host (the job API
         // moto lacks) and run the deploy state machine `deploy` creates.
         let mut ctx = porter_lambda::Context::new(aws, Some(&format!("http://127.0.0.1:{host_port}")));

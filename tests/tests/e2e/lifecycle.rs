@@ -155,7 +155,7 @@ async fn prune(aws: &Aws, release: &Release, keep: u32) -> Result<Pruned, PhaseE
 }
 
 async fn clients(aws: &Aws, region: &str) -> RegionClients {
-    aws.region(region, ROLE, "test").await.unwrap()
+    aws.region(region, ROLE, "test", &[]).await.unwrap()
 }
 
 /// Instance ids registered with the ELB, and their health.
@@ -537,4 +537,137 @@ async fn the_same_code_with_another_config_is_another_release() {
     assert!(err.to_string().contains("the variable `ITYPE` is not set"), "{err}");
     assert!(!err.to_string().contains("t3.nano"), "{err}");
     stack.moto.stop().await;
+}
+
+fn denied<T: std::fmt::Debug>(result: Result<T, PhaseError>, needles: &[&str]) -> String {
+    let e = result.expect_err("refused");
+    assert_eq!(e.error_type(), "AccessDenied", "{e}");
+    let m = e.to_string();
+    for n in needles {
+        assert!(m.contains(n), "{n:?} not in: {m}");
+    }
+    m
+}
+
+#[tokio::test]
+async fn what_the_repository_cannot_decide_is_checked_against_the_pins() {
+    use porter_core::pins::{self, Pinning};
+    let stack = Stack::start().await;
+    let svc = bootstrapped(&stack.aws, "pinned", "").await;
+    let pinned = |service: &str| {
+        stack.aws.clone().with_pinning(Pinning::Pinned {
+            path: pins::DEFAULT_PATH.into(),
+            service: Some(service.into()),
+        })
+    };
+    let aws = pinned("pinned");
+
+    // What bootstrap pinned and tagged deploys.
+    let r1 = pack_release(&aws, &svc, "release 1").await.release;
+    provision(&aws, &r1).await.unwrap();
+    promote(&aws, &r1, None).await.unwrap();
+
+    // Another service's name in the config.
+    let e = pack::run(&pinned("someone-else"), &pack_input(&svc, BTreeMap::new())).await;
+    denied(e, &["someone-else", "ServiceName"]);
+
+    // No pin for the environment at all.
+    let unpinned = stack.aws.clone().with_pinning(Pinning::Pinned {
+        path: "/elsewhere/".into(),
+        service: None,
+    });
+    denied(provision(&unpinned, &r1).await, &["not pinned", "/elsewhere/staging"]);
+
+    // Another role (account) than the pinned one: refused before pack writes.
+    let text = std::fs::read_to_string(svc.root.join(".porter/config")).unwrap();
+    let other_role = "arn:aws:iam::999999999999:role/admin";
+    std::fs::write(svc.root.join(".porter/config"), text.replace(ROLE, other_role)).unwrap();
+    denied(
+        pack::run(&aws, &pack_input(&svc, BTreeMap::new())).await,
+        &[other_role, ROLE, "us-west-2"],
+    );
+    std::fs::write(svc.root.join(".porter/config"), &text).unwrap();
+
+    // A region the administrator took out of the pin: refused at provision
+    // of a release packed before, nothing created there.
+    let r2 = pack_release(&aws, &svc, "release 2").await.release;
+    let ssm = stack.aws.ssm();
+    ssm.put_parameter()
+        .name("/porter/environments/staging")
+        .value(format!(r#"{{"regions": {{"us-west-2": {{"role_arn": "{ROLE}"}}}}}}"#))
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    denied(provision(&aws, &r2).await, &["us-east-1", "not pinned to region"]);
+    let stack_name = porter_core::template::stack_name(&r2.service, &r2.environment, &r2.version);
+    for region in REGIONS {
+        assert!(
+            !live_stacks(&stack.aws, region, "pinned").await.contains(&stack_name),
+            "{stack_name} was created in {region}"
+        );
+    }
+    bootstrap::pin(&stack.aws, load(&svc.root).environment("staging").unwrap())
+        .await
+        .unwrap();
+
+    // A load balancer tagged for another service: provision and promote
+    // refuse it.
+    let elb = clients(&stack.aws, "us-east-1").await.elb;
+    let tag_service = |service: &'static str| {
+        elb.add_tags()
+            .load_balancer_names("pinned-use1")
+            .tags(
+                aws_sdk_elasticloadbalancing::types::Tag::builder()
+                    .key(pins::SERVICE_TAG)
+                    .value(service)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+    };
+    tag_service("other").await.unwrap();
+    denied(provision(&aws, &r2).await, &["pinned-use1", "`other`"]);
+    denied(promote(&aws, &r1, None).await, &["pinned-use1", "`other`"]);
+    let (registered, _, _) = elb_view(&stack.aws, "us-east-1", "pinned-use1").await;
+    assert_eq!(registered.len(), 2, "release 1 still serves: {registered:?}");
+    tag_service("pinned").await.unwrap();
+
+    // A rollback to a stack that is not this service's.
+    let cfn = clients(&stack.aws, "us-west-2").await.cloudformation;
+    cfn.create_stack()
+        .stack_name("other-staging-0123456789ab")
+        .template_body(r#"{"Resources": {"H": {"Type": "AWS::CloudFormation::WaitConditionHandle"}}}"#)
+        .tags(
+            aws_sdk_cloudformation::types::Tag::builder()
+                .key(pins::SERVICE_TAG)
+                .value("other")
+                .build(),
+        )
+        .tags(
+            aws_sdk_cloudformation::types::Tag::builder()
+                .key(pins::ENVIRONMENT_TAG)
+                .value("staging")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut west_only = target(&r1);
+    west_only.region = Some("us-west-2".into());
+    let e = promote::run(
+        &aws,
+        PromoteInput {
+            target: west_only,
+            stack_name: Some("other-staging-0123456789ab".into()),
+            timeout_seconds: None,
+            state: None,
+        },
+    )
+    .await;
+    denied(e, &["other-staging-0123456789ab", "`other`"]);
+
+    // With everything back as pinned, the deploy goes on.
+    provision(&aws, &r2).await.unwrap();
+    promote(&aws, &r2, None).await.unwrap();
 }

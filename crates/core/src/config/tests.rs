@@ -160,6 +160,16 @@ fn malformed_cases() -> Vec<Case> {
         ),
         case("empty file", "", Error, 1, Some(1), "", "the file is empty", 1),
         case(
+            "stack names too long for the version",
+            base_with("service_name: svc-api", &format!("service_name: s{}", "v".repeat(111))),
+            Error,
+            3,
+            Some(9),
+            "environments[0].name",
+            "stack names here would be 129 characters",
+            1,
+        ),
+        case(
             "only comments",
             "# to be written\n",
             Error,
