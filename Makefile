@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test venv npm build lambda lint check-asl clean bench
+.PHONY: demo test venv npm build lambda lint check-asl clean bench fuzz
 
 $(VENV)/.installed: tools/requirements.txt
 	python3 -m venv $(VENV)
@@ -52,8 +52,21 @@ lint:
 test: venv npm check-asl lint lambda check-infra
 	cargo build --workspace --all-targets
 	cargo test --workspace
+	$(TARGET_DIR)/debug/porter-fuzz --inputs $(FUZZ_SHORT) --out $(TARGET_DIR)/fuzz-out
 	$(VENV)/bin/cfn-lint --version >/dev/null
 	scripts/check-render.sh
+
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+# Inputs per fuzz target: a short run in `make test`, a full one in `make fuzz`.
+FUZZ_SHORT ?= 20000
+FUZZ_INPUTS ?= 1000000
+FUZZ_SEED ?= $(shell date +%s)
+
+# Every target with FUZZ_INPUTS inputs, a fresh seed each run (printed, so a
+# failure replays with FUZZ_SEED=...). README, "Security model".
+fuzz:
+	cargo build --profile fuzz -p porter-fuzz
+	$(TARGET_DIR)/fuzz/porter-fuzz --inputs $(FUZZ_INPUTS) --seed $(FUZZ_SEED) --out $(TARGET_DIR)/fuzz-out
 
 # Sizes, cold starts and the other figures of README's "Performance".
 bench: venv

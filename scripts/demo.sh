@@ -34,8 +34,8 @@ test -n "$r1" && test -n "$r2" && test "$r1" != "$r2"
 for region in us-west-2 us-east-1; do
   grep -q "$region *promoted hello-staging-$r2 " "$work/r2.out"
 done
-test "$(grep -c "pruned   hello-staging-$r1" "$work/r2.out")" = 2
+test "$(grep -c "kept     hello-staging-$r1 (the rollback target)" "$work/r2.out")" = 2
 test "$(grep -c "cut over 2 previous instance(s) out" "$work/r2.out")" = 2
 grep -q "^verified: every region serves this release only" "$work/r2.out"
 echo
-echo "demo OK: release $r2 serves in us-west-2 and us-east-1; release $r1 was cut over and pruned"
+echo "demo OK: release $r2 serves in us-west-2 and us-east-1; release $r1 was cut over and is kept to roll back to"

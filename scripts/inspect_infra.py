@@ -373,7 +373,8 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     for a, kind in [("cloudformation:CreateStack", "RequestTag"), ("cloudformation:DeleteStack", "ResourceTag"),
                     ("elasticloadbalancing:RegisterInstancesWithLoadBalancer", "ResourceTag"),
                     ("elasticloadbalancing:DeregisterInstancesFromLoadBalancer", "ResourceTag"),
-                    ("elasticloadbalancing:AddTags", "ResourceTag")]:
+                    ("elasticloadbalancing:AddTags", "ResourceTag"),
+                    ("autoscaling:AttachLoadBalancers", "ResourceTag"), ("autoscaling:DetachLoadBalancers", "ResourceTag")]:
         conds = [c for act, _, c in g if act == a]
         check(conds and all(scoped(c, kind) for c in conds), f"moto: the deployment role may {a} only with {kind} equal to its session's tags {conds}")
     check(any(s.get("Effect") == "Deny" and "elasticloadbalancing:AddTags" in as_list(s["Action"])

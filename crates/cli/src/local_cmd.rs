@@ -307,6 +307,9 @@ async fn summarize(endpoint: &str, opts: &Options, outcome: &deploy::Outcome) ->
         if !r.deleted.is_empty() {
             println!("  {:<10} pruned   {}", "", r.deleted.join(", "));
         }
+        if !r.rollback.is_empty() {
+            println!("  {:<10} kept     {} (the rollback target)", "", r.rollback.join(", "));
+        }
     }
     let problems = deploy::verify(endpoint, opts, outcome).await?;
     if problems.is_empty() {

@@ -59,7 +59,12 @@ pub struct PrunePlan {
 /// Deletes the unpromoted stacks, oldest first, keeping the newest `keep` of
 /// them. Never the promoted stack, never the one just deployed, never one
 /// whose status is still in progress, never one already deleted.
-pub fn prune(stacks: &[StackSummary], protected: &[String], keep: usize) -> PrunePlan {
+/// Why prune keeps the stack the live one replaced.
+pub const ROLLBACK_TARGET: &str = "the rollback target";
+
+/// `protected`: the promoted stack and the release's own; `rollback`: the
+/// stacks the promoted ones replaced (what a rollback goes back to).
+pub fn prune(stacks: &[StackSummary], protected: &[String], rollback: &[String], keep: usize) -> PrunePlan {
     let mut plan = PrunePlan::default();
     let mut candidates = Vec::new();
     for s in stacks {
@@ -67,6 +72,8 @@ pub fn prune(stacks: &[StackSummary], protected: &[String], keep: usize) -> Prun
             continue;
         } else if protected.contains(&s.stack_id) || protected.contains(&s.stack_name) {
             plan.keep.push((s.clone(), "promoted or just deployed"));
+        } else if rollback.contains(&s.stack_id) || rollback.contains(&s.stack_name) {
+            plan.keep.push((s.clone(), ROLLBACK_TARGET));
         } else if s.status.ends_with("_IN_PROGRESS") {
             plan.keep.push((s.clone(), "still in progress"));
         } else {
@@ -160,7 +167,7 @@ mod tests {
             stack("r5", "CREATE_COMPLETE", 5),
             stack("r0", "DELETE_COMPLETE", 6),
         ];
-        let plan = prune(&stacks, &ids(&["arn:r5"]), 0);
+        let plan = prune(&stacks, &ids(&["arn:r5"]), &[], 0);
         let deleted: Vec<_> = plan.delete.iter().map(|s| s.stack_name.as_str()).collect();
         assert_eq!(deleted, vec!["r1", "r2", "r3"]);
         assert_eq!(plan.keep.len(), 2);
@@ -173,12 +180,34 @@ mod tests {
             stack("r2", "CREATE_COMPLETE", 2),
             stack("r3", "CREATE_COMPLETE", 3),
         ];
-        let plan = prune(&stacks, &ids(&["r3"]), 1);
+        let plan = prune(&stacks, &ids(&["r3"]), &[], 1);
         let deleted: Vec<_> = plan.delete.iter().map(|s| s.stack_name.as_str()).collect();
         assert_eq!(deleted, vec!["r1"]);
         assert!(plan
             .keep
             .iter()
             .any(|(s, why)| s.stack_name == "r2" && *why == "kept by --keep"));
+    }
+
+    #[test]
+    fn prune_keeps_the_rollback_target_besides_keep() {
+        let stacks = vec![
+            stack("r1", "CREATE_COMPLETE", 1),
+            stack("r2", "CREATE_COMPLETE", 2),
+            stack("r3", "CREATE_COMPLETE", 3),
+            stack("r4", "CREATE_COMPLETE", 4),
+        ];
+        // r4 live, r2 the one it replaced (a rollback went back once), r3
+        // the newest other: keep 1 keeps r3 and deletes only r1.
+        let plan = prune(&stacks, &ids(&["r4"]), &ids(&["arn:r2"]), 1);
+        let deleted: Vec<_> = plan.delete.iter().map(|s| s.stack_name.as_str()).collect();
+        assert_eq!(deleted, vec!["r1"]);
+        assert!(plan
+            .keep
+            .iter()
+            .any(|(s, why)| s.stack_name == "r2" && *why == "the rollback target"));
+        let plan = prune(&stacks, &ids(&["r4"]), &ids(&["r2"]), 0);
+        let deleted: Vec<_> = plan.delete.iter().map(|s| s.stack_name.as_str()).collect();
+        assert_eq!(deleted, vec!["r1", "r3"]);
     }
 }

@@ -1,8 +1,11 @@
 //! promote: blue/green cutover at the classic ELB, per region.
 //!
-//! The new stack's instances go into every ELB of the region; once all of
-//! them are InService the rest (the previous release) come out and the ELB
-//! is tagged with the promoted stack. If the new instances never become
+//! The new stack's Auto Scaling groups are attached to every ELB of the
+//! region (so instances Auto Scaling replaces later serve too); once all
+//! their instances are InService the previous release's groups are
+//! detached, anything else registered comes out, and the ELB
+//! is tagged with the promoted stack (and the one it replaced, the rollback
+//! target prune keeps). If the new instances never become
 //! healthy, they come out again and the old release keeps serving.
 //! Promoting an older stack is the rollback.
 
@@ -22,6 +25,12 @@ use crate::target::{each_region, now_epoch, Deployment, Target};
 /// The ELB tag that names the promoted stack, read by prune and by
 /// instances that reboot (as porter's host daemon did).
 pub const PROMOTED_TAG: &str = "porter:promoted-stack";
+/// The ELB tag that names the stack the promoted one replaced: the
+/// rollback target, which prune keeps.
+pub const PREVIOUS_TAG: &str = "porter:previous-stack";
+/// The names of those stacks, for people reading the tags.
+pub const PROMOTED_NAME_TAG: &str = "porter:promoted-stack-name";
+pub const PREVIOUS_NAME_TAG: &str = "porter:previous-stack-name";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromoteInput {
@@ -44,6 +53,10 @@ pub type PromoteState = BTreeMap<String, Cutover>;
 pub struct Cutover {
     pub stack_id: String,
     pub stack_name: String,
+    /// The stack's Auto Scaling groups, attached to every ELB of the region
+    /// so that instances Auto Scaling replaces later are registered too.
+    #[serde(default)]
+    pub groups: Vec<String>,
     pub instances: Vec<String>,
     pub started_at: i64,
     pub checks: u32,
@@ -177,35 +190,62 @@ async fn begin(
         )));
     }
     let stack_id = stack.stack_id().unwrap_or(stack_name).to_string();
-    let instances = stack_instances(clients, &stack_id).await?;
+    let groups = stack_groups(clients, &stack_id).await?;
+    let instances = group_instances(clients, &groups).await?;
     if instances.is_empty() && !region.elbs.is_empty() {
         return Err(PhaseError::PromoteFailed {
             region: region.name.clone(),
             reason: format!("stack {stack_name} has no running instances to promote"),
         });
     }
-    for elb in &region.elbs {
-        let registered = registered(clients, &elb.name).await?;
-        let plan = plan::cutover(&registered, &instances);
-        if !plan.register.is_empty() {
-            clients
-                .elb
-                .register_instances_with_load_balancer()
-                .load_balancer_name(&elb.name)
-                .set_instances(Some(as_instances(&plan.register)))
-                .send()
-                .await
-                .map_err(aws::err(format!("register instances with {}", elb.name)))?;
-        }
-    }
+    // Attaching (rather than registering instances one by one) is what
+    // makes a replacement instance serve: Auto Scaling registers every
+    // instance it launches into the group with the group's ELBs.
+    set_attached(clients, region, &groups, true).await?;
     Ok(Cutover {
         stack_id,
         stack_name: stack_name.to_string(),
+        groups,
         instances,
         started_at: now_epoch(),
         checks: 0,
         done: None,
     })
+}
+
+/// Attaches `groups` to (or detaches them from) every ELB of the region.
+async fn set_attached(
+    clients: &RegionClients,
+    region: &Region,
+    groups: &[String],
+    attach: bool,
+) -> Result<(), PhaseError> {
+    let elbs: Vec<String> = region.elbs.iter().map(|e| e.name.clone()).collect();
+    if elbs.is_empty() {
+        return Ok(());
+    }
+    for g in groups {
+        if attach {
+            clients
+                .autoscaling
+                .attach_load_balancers()
+                .auto_scaling_group_name(g)
+                .set_load_balancer_names(Some(elbs.clone()))
+                .send()
+                .await
+                .map_err(aws::err(format!("attach {g} to {}", elbs.join(", "))))?;
+        } else {
+            clients
+                .autoscaling
+                .detach_load_balancers()
+                .auto_scaling_group_name(g)
+                .set_load_balancer_names(Some(elbs.clone()))
+                .send()
+                .await
+                .map_err(aws::err(format!("detach {g} from {}", elbs.join(", "))))?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks health; cuts over when every new instance is InService, backs
@@ -217,6 +257,10 @@ async fn advance(
     timeout: i64,
 ) -> Result<Cutover, PhaseError> {
     c.checks += 1;
+    if !c.groups.is_empty() {
+        // Auto Scaling may have replaced an instance since the last check.
+        c.instances = group_instances(clients, &c.groups).await?;
+    }
     let mut unhealthy = Vec::new();
     for elb in &region.elbs {
         let out = clients
@@ -245,6 +289,7 @@ async fn advance(
     }
     if now_epoch() - c.started_at >= timeout {
         // Back out: the new instances leave, the old ones never left.
+        set_attached(clients, region, &c.groups, false).await?;
         for elb in &region.elbs {
             clients
                 .elb
@@ -269,7 +314,26 @@ async fn advance(
 
 async fn finish(clients: &RegionClients, region: &Region, c: &Cutover) -> Result<RegionPromoted, PhaseError> {
     let mut elbs = Vec::new();
+    // The release that served until now: its groups are detached, which
+    // takes its instances out and keeps replacements of them out too.
+    let mut previous = Vec::new();
+    for elb in &region.elbs {
+        if let Some(id) = pins::elb_tags(clients, &elb.name).await?.remove(PROMOTED_TAG) {
+            if id != c.stack_id && !previous.contains(&id) {
+                previous.push(id);
+            }
+        }
+    }
     let mut deregistered = Vec::new();
+    for id in &previous {
+        // A stack deleted since (by hand) has no groups left to detach.
+        let Ok(groups) = stack_groups(clients, id).await else {
+            continue;
+        };
+        let live = live_groups(clients, &groups).await?;
+        deregistered.extend(group_instances(clients, &live).await?);
+        set_attached(clients, region, &live, false).await?;
+    }
     for elb in &region.elbs {
         let registered = registered(clients, &elb.name).await?;
         let plan = plan::cutover(&registered, &c.instances);
@@ -284,14 +348,25 @@ async fn finish(clients: &RegionClients, region: &Region, c: &Cutover) -> Result
                 .map_err(aws::err(format!("take the previous instances out of {}", elb.name)))?;
             deregistered.extend(plan.deregister);
         }
+        deregistered.sort();
+        deregistered.dedup();
         let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build().expect("key is set");
-        clients
+        // What was live becomes the rollback target (a re-run that finds
+        // this stack already promoted keeps the target it had).
+        let before = pins::elb_tags(clients, &elb.name).await?;
+        let mut tags = clients
             .elb
             .add_tags()
             .load_balancer_names(&elb.name)
             .tags(tag(PROMOTED_TAG, &c.stack_id))
-            .tags(tag("porter:promoted-stack-name", &c.stack_name))
-            .send()
+            .tags(tag(PROMOTED_NAME_TAG, &c.stack_name));
+        if let Some(old) = before.get(PROMOTED_TAG).filter(|old| **old != c.stack_id) {
+            tags = tags.tags(tag(PREVIOUS_TAG, old)).tags(tag(
+                PREVIOUS_NAME_TAG,
+                before.get(PROMOTED_NAME_TAG).map_or("", String::as_str),
+            ));
+        }
+        tags.send()
             .await
             .map_err(aws::err(format!("tag {} with the promoted stack", elb.name)))?;
         let dns_name = clients
@@ -344,6 +419,12 @@ pub async fn registered(clients: &RegionClients, elb: &str) -> Result<Vec<String
 
 /// The running instances of every Auto Scaling group in the stack.
 pub async fn stack_instances(clients: &RegionClients, stack_id: &str) -> Result<Vec<String>, PhaseError> {
+    let groups = stack_groups(clients, stack_id).await?;
+    group_instances(clients, &groups).await
+}
+
+/// The names of the stack's Auto Scaling groups.
+pub async fn stack_groups(clients: &RegionClients, stack_id: &str) -> Result<Vec<String>, PhaseError> {
     let resources = clients
         .cloudformation
         .describe_stack_resources()
@@ -351,24 +432,44 @@ pub async fn stack_instances(clients: &RegionClients, stack_id: &str) -> Result<
         .send()
         .await
         .map_err(aws::err(format!("list the resources of {stack_id}")))?;
-    let groups: Vec<String> = resources
+    Ok(resources
         .stack_resources()
         .iter()
         .filter(|r| r.resource_type() == Some("AWS::AutoScaling::AutoScalingGroup"))
         .filter_map(|r| r.physical_resource_id().map(str::to_string))
-        .collect();
+        .collect())
+}
+
+async fn describe_groups(
+    clients: &RegionClients,
+    groups: &[String],
+) -> Result<Vec<aws_sdk_autoscaling::types::AutoScalingGroup>, PhaseError> {
     if groups.is_empty() {
         return Ok(Vec::new());
     }
     let out = clients
         .autoscaling
         .describe_auto_scaling_groups()
-        .set_auto_scaling_group_names(Some(groups))
+        .set_auto_scaling_group_names(Some(groups.to_vec()))
         .send()
         .await
         .map_err(aws::err("describe the stack's Auto Scaling groups"))?;
-    let mut ids: Vec<String> = out
-        .auto_scaling_groups()
+    Ok(out.auto_scaling_groups().to_vec())
+}
+
+/// Of `groups`, those that still exist.
+async fn live_groups(clients: &RegionClients, groups: &[String]) -> Result<Vec<String>, PhaseError> {
+    Ok(describe_groups(clients, groups)
+        .await?
+        .iter()
+        .filter_map(|g| g.auto_scaling_group_name().map(str::to_string))
+        .collect())
+}
+
+/// The instances of `groups` that are not on their way out.
+pub async fn group_instances(clients: &RegionClients, groups: &[String]) -> Result<Vec<String>, PhaseError> {
+    let mut ids: Vec<String> = describe_groups(clients, groups)
+        .await?
         .iter()
         .flat_map(|g| g.instances())
         .filter(|i| !matches!(i.lifecycle_state().map(|s| s.as_str()), Some(s) if s.starts_with("Terminat")))

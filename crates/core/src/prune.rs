@@ -1,7 +1,7 @@
 //! prune: delete the service's old stacks in each region, oldest first,
 //! keeping the newest N unpromoted ones. The promoted stack (from the ELB's
-//! tag), the release's own stack and any stack still in progress are
-//! never touched.
+//! tag), the stack it replaced (the rollback target, also from a tag), the
+//! release's own stack and any stack still in progress are never touched.
 
 use std::collections::BTreeMap;
 
@@ -11,14 +11,15 @@ use crate::aws::{self, Aws, RegionClients};
 use crate::config::Region;
 use crate::phase::{backoff, PhaseError, PhaseResult, Step};
 use crate::plan::{self, StackSummary};
-use crate::promote::PROMOTED_TAG;
+use crate::promote::{PREVIOUS_TAG, PROMOTED_TAG};
 use crate::target::{each_region, Deployment, Target};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PruneInput {
     #[serde(flatten)]
     pub target: Target,
-    /// How many unpromoted stacks to keep (default 0).
+    /// How many unpromoted stacks to keep besides the live one and its
+    /// rollback target (default 0).
     #[serde(default)]
     pub keep: u32,
     #[serde(default)]
@@ -33,6 +34,9 @@ pub struct Deleting {
     pub stacks: Vec<String>,
     pub names: Vec<String>,
     pub kept: Vec<String>,
+    /// Of `kept`, the stacks a rollback would go back to.
+    #[serde(default)]
+    pub rollback: Vec<String>,
     pub checks: u32,
     #[serde(default)]
     pub done: bool,
@@ -42,6 +46,9 @@ pub struct Deleting {
 pub struct RegionPruned {
     pub deleted: Vec<String>,
     pub kept: Vec<String>,
+    /// Of `kept`, the stacks a rollback would go back to.
+    #[serde(default)]
+    pub rollback: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +90,7 @@ pub async fn run(aws: &Aws, input: PruneInput) -> PhaseResult<PruneState, Pruned
                     RegionPruned {
                         deleted: d.names,
                         kept: d.kept,
+                        rollback: d.rollback,
                     },
                 )
             })
@@ -113,13 +121,14 @@ async fn begin(
     keep: usize,
 ) -> Result<Deleting, PhaseError> {
     let mut protected = vec![dep.stack_name()];
+    let mut rollback = Vec::new();
     for elb in &region.elbs {
-        if let Some(id) = promoted_stack(clients, &elb.name).await? {
-            protected.push(id);
-        }
+        let mut tags = crate::pins::elb_tags(clients, &elb.name).await?;
+        protected.extend(tags.remove(PROMOTED_TAG));
+        rollback.extend(tags.remove(PREVIOUS_TAG));
     }
     let stacks = service_stacks(clients, &dep.release.service, &dep.release.environment).await?;
-    let plan = plan::prune(&stacks, &protected, keep);
+    let plan = plan::prune(&stacks, &protected, &rollback, keep);
     for s in &plan.delete {
         clients
             .cloudformation
@@ -134,6 +143,12 @@ async fn begin(
         stacks: plan.delete.iter().map(|s| s.stack_id.clone()).collect(),
         names: plan.delete.iter().map(|s| s.stack_name.clone()).collect(),
         kept: plan.keep.iter().map(|(s, _)| s.stack_name.clone()).collect(),
+        rollback: plan
+            .keep
+            .iter()
+            .filter(|(_, why)| *why == plan::ROLLBACK_TARGET)
+            .map(|(s, _)| s.stack_name.clone())
+            .collect(),
         checks: 0,
         done: false,
     })

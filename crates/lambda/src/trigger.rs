@@ -94,10 +94,26 @@ fn bad(detail: impl Into<String>) -> FunctionError {
     }
 }
 
-pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
+/// What an event asks for, read without touching AWS.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// The weekly build: start these pipelines.
+    Scheduled(Vec<String>),
+    /// A branch was created: give it a pipeline copied from `main`.
+    Create { main: String, name: String, branch: String },
+    /// A branch changed: start its pipeline (made first if missing).
+    Update { main: String, name: String, branch: String },
+    /// A branch was deleted: delete its pipeline.
+    Delete { name: String },
+    /// Nothing to do, and why.
+    Ignored(String),
+}
+
+/// Reads an event against the settings: every check on what the event
+/// says happens here, before any AWS call.
+pub fn read(settings: &Settings, event: Value) -> Result<Request, FunctionError> {
     let event: CloudWatchEvent<Value> =
         serde_json::from_value(event).map_err(|e| bad(format!("not an EventBridge event: {e}")))?;
-    let settings = &ctx.trigger;
     match event.detail_type.as_deref() {
         Some("Scheduled Event") => {
             if settings.scheduled.is_empty() {
@@ -105,26 +121,22 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
                     "a scheduled event arrived but SCHEDULED_PIPELINES names no pipeline to start".into(),
                 )));
             }
-            let mut started = Vec::new();
-            for name in &settings.scheduled {
-                let id = start(ctx, name).await?;
-                started.push(json!({"pipeline": name, "execution": id}));
-            }
-            Ok(json!({"action": "started", "pipelines": started}))
+            Ok(Request::Scheduled(settings.scheduled.clone()))
         }
         Some("CodeCommit Repository State Change") => {
             let detail = event.detail.unwrap_or(Value::Null);
             let what = detail["event"].as_str().ok_or_else(|| bad("detail.event is missing"))?;
             if detail["referenceType"].as_str() != Some("branch") {
-                return Ok(json!({"action": "ignored", "reason": "not a branch"}));
+                return Ok(Request::Ignored("not a branch".into()));
             }
             let branch = detail["referenceName"]
                 .as_str()
                 .ok_or_else(|| bad("detail.referenceName is missing"))?;
             if !settings.branch_pattern.is_match(branch) {
-                return Ok(
-                    json!({"action": "ignored", "reason": format!("branch `{branch}` does not match BRANCH_PATTERN {}", settings.branch_pattern)}),
-                );
+                return Ok(Request::Ignored(format!(
+                    "branch `{branch}` does not match BRANCH_PATTERN {}",
+                    settings.branch_pattern
+                )));
             }
             let main = settings.pipeline_name.clone().ok_or_else(|| {
                 FunctionError::Phase(PhaseError::Invalid(
@@ -132,28 +144,46 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
                 ))
             })?;
             let name = branch_pipeline(&main, branch);
-            match what {
-                "referenceCreated" => {
-                    create(ctx, &main, &name, branch).await?;
-                    Ok(json!({"action": "created", "pipeline": name, "branch": branch}))
-                }
-                "referenceUpdated" => {
-                    if !exists(ctx, &name).await? {
-                        create(ctx, &main, &name, branch).await?;
-                    }
-                    let id = start(ctx, &name).await?;
-                    Ok(json!({"action": "started", "pipeline": name, "execution": id}))
-                }
-                "referenceDeleted" => {
-                    let deleted = delete(ctx, &name).await?;
-                    Ok(json!({"action": if deleted {"deleted"} else {"ignored"}, "pipeline": name}))
-                }
-                other => Ok(json!({"action": "ignored", "reason": format!("event `{other}`")})),
-            }
+            let branch = branch.to_string();
+            Ok(match what {
+                "referenceCreated" => Request::Create { main, name, branch },
+                "referenceUpdated" => Request::Update { main, name, branch },
+                "referenceDeleted" => Request::Delete { name },
+                other => Request::Ignored(format!("event `{other}`")),
+            })
         }
         other => Err(bad(format!(
             "detail-type {other:?} is neither a CodeCommit Repository State Change nor a Scheduled Event"
         ))),
+    }
+}
+
+pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
+    match read(&ctx.trigger, event)? {
+        Request::Scheduled(pipelines) => {
+            let mut started = Vec::new();
+            for name in &pipelines {
+                let id = start(ctx, name).await?;
+                started.push(json!({"pipeline": name, "execution": id}));
+            }
+            Ok(json!({"action": "started", "pipelines": started}))
+        }
+        Request::Create { main, name, branch } => {
+            create(ctx, &main, &name, &branch).await?;
+            Ok(json!({"action": "created", "pipeline": name, "branch": branch}))
+        }
+        Request::Update { main, name, branch } => {
+            if !exists(ctx, &name).await? {
+                create(ctx, &main, &name, &branch).await?;
+            }
+            let id = start(ctx, &name).await?;
+            Ok(json!({"action": "started", "pipeline": name, "execution": id}))
+        }
+        Request::Delete { name } => {
+            let deleted = delete(ctx, &name).await?;
+            Ok(json!({"action": if deleted {"deleted"} else {"ignored"}, "pipeline": name}))
+        }
+        Request::Ignored(reason) => Ok(json!({"action": "ignored", "reason": reason})),
     }
 }
 

@@ -44,6 +44,8 @@ pub struct RegionOutcome {
     /// The previous release's instances that cutover took out.
     pub taken_out: Vec<String>,
     pub deleted: Vec<String>,
+    /// Kept by prune as what a rollback goes back to.
+    pub rollback: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -390,13 +392,17 @@ fn regions_of(output: &Value) -> BTreeMap<String, RegionOutcome> {
     for item in output["pruned"].as_array().into_iter().flatten() {
         for (region, p) in item["pruned"].as_object().into_iter().flatten() {
             let r = regions.entry(region.clone()).or_default();
-            r.deleted = p["deleted"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect();
+            let names = |key: &str| -> Vec<String> {
+                p[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            };
+            r.deleted = names("deleted");
+            r.rollback = names("rollback");
         }
     }
     regions
@@ -404,8 +410,8 @@ fn regions_of(output: &Value) -> BTreeMap<String, RegionOutcome> {
 
 /// Checks the account, not the execution's word for it: in every region
 /// the ELB holds exactly the promoted stack's instances, all InService, its
-/// tag names that stack, and the only live stack of the service is that one
-/// (when prune keeps none).
+/// tag names that stack, and the only live stacks of the service are that
+/// one and the rollback target its tag names (when prune keeps no more).
 pub async fn verify(endpoint: &str, opts: &Options, outcome: &Outcome) -> Result<Vec<String>> {
     let sdk = moto::sdk_config(endpoint, REGION).await;
     let aws = Aws::new(sdk);
@@ -459,10 +465,25 @@ pub async fn verify(endpoint: &str, opts: &Options, outcome: &Outcome) -> Result
                 .filter(|s| s.status != "DELETE_COMPLETE")
                 .map(|s| s.stack_name)
                 .collect();
-            if live != vec![expected.stack.clone()] {
+            let mut want = vec![expected.stack.clone()];
+            for elb in &region.elbs {
+                let tags = porter_core::pins::elb_tags(&clients, &elb.name)
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
+                want.extend(
+                    tags.get(porter_core::promote::PREVIOUS_NAME_TAG)
+                        .filter(|n| !n.is_empty())
+                        .cloned(),
+                );
+            }
+            want.sort();
+            want.dedup();
+            let mut live = live;
+            live.sort();
+            if live != want {
                 problems.push(format!(
-                    "{}: live stacks {live:?}, expected only {}",
-                    region.name, expected.stack
+                    "{}: live stacks {live:?}, expected only {want:?} (the promoted stack and its rollback target)",
+                    region.name
                 ));
             }
         }

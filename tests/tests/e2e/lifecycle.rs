@@ -255,25 +255,46 @@ async fn two_releases_cut_over_roll_back_and_prune() {
     promote(aws, &r2, Some(r1_stack)).await.unwrap();
     assert_serving(aws, &svc.name, &ids(&p1)).await;
 
-    // Forward again, then prune with keep 0: exactly release 1's stacks go.
+    // Forward again, then prune with keep 0: release 1 is what release 2
+    // replaced, the rollback target, and stays.
     promote(aws, &r2, None).await.unwrap();
     let pruned = prune(aws, &r2, 0).await.unwrap();
     for region in REGIONS {
-        assert_eq!(
-            pruned.regions[region].deleted,
-            vec![p1.stacks[region].stack_name.clone()]
-        );
-        assert_eq!(
-            live_stacks(aws, region, "hello").await,
-            vec![p2.stacks[region].stack_name.clone()]
-        );
+        let p = &pruned.regions[region];
+        assert!(p.deleted.is_empty(), "{region}: {:?}", p.deleted);
+        assert_eq!(p.rollback, vec![p1.stacks[region].stack_name.clone()]);
+        let mut want = vec![
+            p1.stacks[region].stack_name.clone(),
+            p2.stacks[region].stack_name.clone(),
+        ];
+        want.sort();
+        assert_eq!(live_stacks(aws, region, "hello").await, want);
+    }
+    assert_serving(aws, &svc.name, &ids(&p2)).await;
+
+    // Release 3 replaces release 2: release 2 becomes the rollback target
+    // and release 1 goes.
+    let r3 = pack_release(aws, &svc, "release 3").await.release;
+    let p3 = provision(aws, &r3).await.unwrap();
+    promote(aws, &r3, None).await.unwrap();
+    let pruned = prune(aws, &r3, 0).await.unwrap();
+    for region in REGIONS {
+        let p = &pruned.regions[region];
+        assert_eq!(p.deleted, vec![p1.stacks[region].stack_name.clone()]);
+        assert_eq!(p.rollback, vec![p2.stacks[region].stack_name.clone()]);
+        let mut want = vec![
+            p2.stacks[region].stack_name.clone(),
+            p3.stacks[region].stack_name.clone(),
+        ];
+        want.sort();
+        assert_eq!(live_stacks(aws, region, "hello").await, want);
         assert_eq!(
             live_stacks(aws, region, "neighbour").await.len(),
             1,
             "the neighbour's stack stays"
         );
     }
-    assert_serving(aws, &svc.name, &ids(&p2)).await;
+    assert_serving(aws, &svc.name, &ids(&p3)).await;
     stack.moto.stop().await;
 }
 
@@ -536,6 +557,50 @@ async fn the_same_code_with_another_config_is_another_release() {
     assert_eq!(err.error_type(), "Invalid", "{err}");
     assert!(err.to_string().contains("the variable `ITYPE` is not set"), "{err}");
     assert!(!err.to_string().contains("t3.nano"), "{err}");
+    stack.moto.stop().await;
+}
+
+#[tokio::test]
+async fn an_instance_auto_scaling_replaces_in_a_promoted_stack_serves() {
+    let stack = Stack::start().await;
+    let aws = &stack.aws;
+    let svc = bootstrapped(aws, "replaced", "").await;
+    let r1 = pack_release(aws, &svc, "release 1").await.release;
+    let p1 = provision(aws, &r1).await.unwrap();
+    promote(aws, &r1, None).await.unwrap();
+
+    let region = "us-west-2";
+    let c = clients(aws, region).await;
+    let before = promote::stack_instances(&c, &p1.stacks[region].stack_id).await.unwrap();
+    let gone = before[0].clone();
+    c.autoscaling
+        .terminate_instance_in_auto_scaling_group()
+        .instance_id(&gone)
+        .should_decrement_desired_capacity(false)
+        .send()
+        .await
+        .unwrap();
+    let after = promote::stack_instances(&c, &p1.stacks[region].stack_id).await.unwrap();
+    assert_eq!(after.len(), before.len(), "Auto Scaling replaced it: {after:?}");
+    assert!(!after.contains(&gone));
+    let (registered, health, _) = elb_view(aws, region, "replaced-usw2").await;
+    assert_eq!(
+        registered, after,
+        "the replacement is registered, the terminated one is not"
+    );
+    assert!(health.values().all(|s| s == "InService"), "{health:?}");
+
+    // Release 2 takes over: release 1's group is detached, so a
+    // replacement there would no longer get traffic.
+    let r2 = pack_release(aws, &svc, "release 2").await.release;
+    let p2 = provision(aws, &r2).await.unwrap();
+    let promoted = promote(aws, &r2, None).await.unwrap();
+    let mut out = promoted.regions[region].deregistered.clone();
+    out.sort();
+    assert_eq!(out, after, "release 1's instances were taken out");
+    let new = promote::stack_instances(&c, &p2.stacks[region].stack_id).await.unwrap();
+    let (registered, _, _) = elb_view(aws, region, "replaced-usw2").await;
+    assert_eq!(registered, new);
     stack.moto.stop().await;
 }
 

@@ -96,7 +96,12 @@ async fn two_releases_through_the_pipeline_function() {
     assert!(second.succeeded);
     let outcome2 = outcome2.unwrap();
     for (region, r) in &outcome2.regions {
-        assert_eq!(r.deleted, vec![outcome.regions[region].stack.clone()]);
+        assert!(r.deleted.is_empty(), "{region}: {:?}", r.deleted);
+        assert_eq!(
+            r.rollback,
+            vec![outcome.regions[region].stack.clone()],
+            "{region}: release 1 is kept to roll back to"
+        );
     }
     assert!(deploy::verify(&local.moto.endpoint(), &opts(&svc), &outcome2)
         .await

@@ -68,10 +68,11 @@ async fn two_releases_through_the_state_machine() {
     assert!(second.succeeded, "{:?}\n{log}", second.error);
     for (region, r) in &second.regions {
         assert_ne!(r.stack, first.regions[region].stack);
+        assert!(r.deleted.is_empty(), "{region}: {:?}", r.deleted);
         assert_eq!(
-            r.deleted,
+            r.rollback,
             vec![first.regions[region].stack.clone()],
-            "{region}: release 1 pruned"
+            "{region}: release 1 kept as the rollback target"
         );
         assert_eq!(r.in_service.len(), 2);
     }
