@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 export PATH="$root/.venv/bin:$PATH"
 target=${CARGO_TARGET_DIR:-$root/target}
-functions=(pack provision promote prune pipeline trigger)
+functions=(pack provision promote prune pipeline trigger lease)
 
 echo "== building: release bootstraps, the floor, the harness"
 bins=(); for f in "${functions[@]}" floor; do bins+=(--bin "$f"); done
@@ -32,12 +32,13 @@ echo
 echo "== cold start behind a local Runtime API, one malformed event each"
 # The Python handler creates the boto3 clients its Rust twin creates.
 declare -A clients=(
-  [pack]="s3 codepipeline"
-  [provision]="sts cloudformation elb autoscaling s3 codepipeline"
-  [promote]="sts cloudformation elb autoscaling s3 codepipeline"
-  [prune]="sts cloudformation elb autoscaling s3 codepipeline"
+  [pack]="s3 ssm codepipeline"
+  [provision]="sts ssm cloudformation elb autoscaling s3 codepipeline"
+  [promote]="sts ssm cloudformation elb autoscaling s3 codepipeline"
+  [prune]="sts ssm cloudformation elb autoscaling s3 codepipeline"
   [pipeline]="stepfunctions codepipeline s3"
   [trigger]="codepipeline"
+  [lease]="dynamodb stepfunctions"
 )
 args=(floor "$target/lambda/floor/bootstrap")
 for f in "${functions[@]}"; do args+=("$f" "$target/lambda/$f/bootstrap"); done

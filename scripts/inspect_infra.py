@@ -53,7 +53,8 @@ PARAMETERS = {
     "RegionBucketNames": ",".join(REGION_BUCKETS),
 }
 PHASES = ["Pack", "Provision", "Promote", "Prune"]
-FUNCTIONS = PHASES + ["Pipeline", "Trigger"]
+FUNCTIONS = PHASES + ["Pipeline", "Trigger", "Lease"]
+STATES = PHASES + ["Lease"]  # what the state machine invokes
 
 failed = []
 
@@ -242,6 +243,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     expected_env = {p: {"ARTIFACT_BUCKET": bucket, "PORTER_SERVICE": "hello",
                         "PORTER_ENVIRONMENTS_PATH": "/porter/environments/"} for p in PHASES}
     expected_env["Pipeline"] = {"STATE_MACHINE_ARN": sm_arn, "ARTIFACT_BUCKET": bucket}
+    expected_env["Lease"] = {"LEASE_TABLE": physical["LeaseTable"]}
     expected_env["Trigger"] = {
         "PIPELINE_NAME": pipeline_name,
         "BRANCH_PATTERN": "^(feature|release)/.+$",
@@ -259,7 +261,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
         props = res[lid]["Properties"]
         check(props.get("Architectures") == [{"Ref": "Architecture"}], f"template: {lid} architecture is the Architecture parameter")
         check(props.get("TracingConfig", {}).get("Mode") == "Active", f"template: {lid} tracing is Active")
-        want_timeout = 60 if f in ("Pipeline", "Trigger") else 300
+        want_timeout = 60 if f in ("Pipeline", "Trigger", "Lease") else 300
         check(conf["Timeout"] == want_timeout, f"moto: {lid} timeout {conf['Timeout']} s (want {want_timeout})")
         env = conf.get("Environment", {}).get("Variables", {})
         check(env == expected_env[f], f"moto: {lid} environment {env}")
@@ -278,18 +280,18 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     check("${" not in definition, "moto: the deployed definition has no ${...} left")
     with open(definition_path) as f:
         shipped = f.read()
-    for p in PHASES:
+    for p in STATES:
         shipped = shipped.replace("${%sFunctionArn}" % p, fn_arn[p])
     check(json.loads(definition) == json.loads(shipped),
           "moto: the deployed definition is statemachines/deploy.asl.json with each phase's own function ARN")
     subs = res["DeployStateMachine"]["Properties"].get("DefinitionSubstitutions", {})
-    check(subs == {f"{p}FunctionArn": {"Fn::GetAtt": [f"{p}Function", "Arn"]} for p in PHASES},
-          "template: DefinitionSubstitutions map exactly the four phase functions")
+    check(subs == {f"{p}FunctionArn": {"Fn::GetAtt": [f"{p}Function", "Arn"]} for p in STATES},
+          "template: DefinitionSubstitutions map exactly the four phase functions and the lease")
     check(res["DeployStateMachine"]["Properties"].get("StateMachineType") == "STANDARD", "template: the state machine is STANDARD")
     sm_role = sm["roleArn"].rsplit("/", 1)[1]
     g = grants(statements(iam, sm_role))
-    check(resources_of(g, "lambda:InvokeFunction") == sorted(fn_arn[p] for p in PHASES),
-          "moto: the state machine role invokes exactly the four phase functions")
+    check(resources_of(g, "lambda:InvokeFunction") == sorted(fn_arn[p] for p in STATES),
+          "moto: the state machine role invokes exactly the four phase functions and the lease")
     other = {a for a, _, _ in g if a != "lambda:InvokeFunction"}
     delivery = {"logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
                 "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
@@ -446,6 +448,27 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     g = grants(statements(iam, physical["PipelineRole"]))
     check(resources_of(g, "lambda:InvokeFunction") == [fn_arn["Pipeline"]], "moto: CodePipeline invokes only the pipeline function")
     check(trust(iam, physical["PipelineRole"]) == {"Service:codepipeline.amazonaws.com"}, "moto: only CodePipeline assumes the pipeline role")
+
+    # --- the deploy lease
+    g = grants(statements(iam, role_of["Lease"]))
+    table_arn = arn("dynamodb", f"table/{physical['LeaseTable']}")
+    for a in ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"]:
+        check(resources_of(g, a) == [table_arn], f"moto: the lease function may {a} on the lease table only")
+    check(resources_of(g, "states:DescribeExecution") == [arn("states", f"execution:{STACK}-deploy:*")],
+          "moto: the lease function sees only the deploy state machine's executions")
+    actions = {a for a, _, _ in g}
+    check(actions <= {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem", "states:DescribeExecution",
+                      "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"},
+          f"moto: the lease function has nothing else {sorted(actions)}")
+    lt = res["LeaseTable"]["Properties"]
+    check(lt.get("KeySchema") == [{"AttributeName": "lease", "KeyType": "HASH"}] and "TimeToLiveSpecification" not in lt,
+          "template: the lease table is keyed by lease, with no TTL (the expiry is in the write's condition)")
+    asl = json.loads(shipped)["States"]
+    check(asl["Pack"]["Next"] == "TakeLease" and asl["TakeLease"]["Next"] == "Provision",
+          "definition: the lease is taken after pack, before anything in a region changes")
+    for st in ["Provision", "Promote", "Prune"]:
+        check([c["Next"] for c in asl[st]["Catch"]] == ["GiveLeaseAfterFailure"], f"definition: a {st} failure gives the lease back")
+    check(asl["Prune"]["Next"] == "GiveLease" and asl["GiveLease"]["Next"] == "Deployed", "definition: success gives the lease back")
 
     # --- who approves production
     g = grants(statements(iam, APPROVERS))

@@ -45,6 +45,9 @@ pub enum PhaseError {
     /// AWS refused the call for lack of permission.
     #[error("{0}")]
     AccessDenied(String),
+    /// Another deploy of the same service and environment holds the lease.
+    #[error("{0}")]
+    LeaseHeld(String),
     /// Throttling, a 5xx, a timeout or a dropped connection: retry.
     #[error("{0}")]
     Retryable(String),
@@ -63,6 +66,7 @@ impl PhaseError {
             PhaseError::PromoteFailed { .. } => "PromoteFailed",
             PhaseError::PruneFailed { .. } => "PruneFailed",
             PhaseError::AccessDenied(_) => "AccessDenied",
+            PhaseError::LeaseHeld(_) => "LeaseHeld",
             PhaseError::Retryable(_) => "Retryable",
             PhaseError::Aws(_) => "AwsError",
         }

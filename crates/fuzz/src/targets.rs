@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use porter_core::{config, pack, promote, provision, prune};
 use porter_lambda::token::{self, Binding};
-use porter_lambda::{codepipeline, trigger, Context};
+use porter_lambda::{codepipeline, lease, trigger, Context};
 use serde_json::Value;
 
 /// A value the config target's variables hold: it must never appear in a
@@ -106,6 +106,8 @@ pub fn all(fx: &Fixture) -> Vec<Target> {
         include_str!("../../../events/prune.json"),
         include_str!("../../../events/schedule-weekly.json"),
         include_str!("../../../events/statemachine-input.json"),
+        include_str!("../../../events/lease-take.json"),
+        include_str!("../../../events/lease-give.json"),
     ];
     let tokens: Vec<Vec<u8>> = fx
         .sealed
@@ -212,6 +214,7 @@ fn events_target(fx: &Fixture, input: &[u8]) -> Result<bool, String> {
     let _ = serde_json::from_value::<provision::ProvisionInput>(v.clone());
     let _ = serde_json::from_value::<promote::PromoteInput>(v.clone());
     let _ = serde_json::from_value::<prune::PruneInput>(v.clone());
+    let _ = serde_json::from_value::<lease::Request>(v.clone());
     let _ = trigger::read(&fx.trigger, v.clone());
     if codepipeline::is_job(&v) {
         job(fx, v)?;

@@ -13,6 +13,7 @@
 
 pub mod codepipeline;
 pub mod jobs;
+pub mod lease;
 pub mod pipeline;
 pub mod token;
 pub mod trigger;
@@ -38,6 +39,8 @@ pub struct Context {
     /// The deploy state machine the `pipeline` function runs.
     pub state_machine_arn: Option<String>,
     pub trigger: trigger::Settings,
+    /// The deploy lease table (`LEASE_TABLE`), for the `lease` function.
+    pub lease_table: Option<String>,
     /// The key that seals continuation tokens, once read ([`token::key`]).
     pub token_key: std::sync::Arc<std::sync::OnceLock<Vec<u8>>>,
 }
@@ -58,6 +61,7 @@ impl Context {
             artifact_bucket: None,
             state_machine_arn: None,
             trigger: trigger::Settings::default(),
+            lease_table: None,
             token_key: Default::default(),
         }
     }
@@ -71,6 +75,7 @@ impl Context {
         let mut ctx = Context::new(aws, None);
         ctx.artifact_bucket = std::env::var("ARTIFACT_BUCKET").ok().filter(|s| !s.is_empty());
         ctx.state_machine_arn = std::env::var("STATE_MACHINE_ARN").ok().filter(|s| !s.is_empty());
+        ctx.lease_table = std::env::var("LEASE_TABLE").ok().filter(|s| !s.is_empty());
         ctx.trigger = trigger::Settings::from_env()?;
         Ok(ctx)
     }
@@ -82,6 +87,7 @@ pub enum Function {
     Phase(Phase),
     Pipeline,
     Trigger,
+    Lease,
 }
 
 impl Function {
@@ -89,6 +95,7 @@ impl Function {
         match name {
             "pipeline" => Some(Function::Pipeline),
             "trigger" => Some(Function::Trigger),
+            "lease" => Some(Function::Lease),
             other => Phase::from_name(other).map(Function::Phase),
         }
     }
@@ -184,6 +191,8 @@ pub const PRUNE: Handler = |ctx, event| Box::pin(prune(ctx, event));
 pub const PIPELINE: Handler = |ctx, event| Box::pin(pipeline::handle(ctx, event));
 /// Branch and schedule events that start pipelines.
 pub const TRIGGER: Handler = |ctx, event| Box::pin(trigger::handle(ctx, event));
+/// The deploy lease: one deploy per service and environment at a time.
+pub const LEASE: Handler = |ctx, event| Box::pin(lease::handle(ctx, event));
 
 impl Function {
     /// The handler of a function chosen by name at run time (the local
@@ -196,6 +205,7 @@ impl Function {
             Function::Phase(Phase::Prune) => PRUNE,
             Function::Pipeline => PIPELINE,
             Function::Trigger => TRIGGER,
+            Function::Lease => LEASE,
         }
     }
 }

@@ -28,6 +28,7 @@ pub fn definition(arn: impl Fn(&str) -> String) -> String {
         .replace("${ProvisionFunctionArn}", &arn("provision"))
         .replace("${PromoteFunctionArn}", &arn("promote"))
         .replace("${PruneFunctionArn}", &arn("prune"))
+        .replace("${LeaseFunctionArn}", &arn("lease"))
 }
 
 pub struct Options {
@@ -92,6 +93,40 @@ pub async fn ensure_state_machine(sfn: &aws_sdk_sfn::Client) -> Result<String> {
     Ok(out.state_machine_arn().to_string())
 }
 
+/// The deploy lease table, as the infra's `LeaseTable` is made.
+pub async fn ensure_lease_table(sdk: &aws_config::SdkConfig) -> Result<()> {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    if ddb
+        .describe_table()
+        .table_name(crate::stack::LEASE_TABLE)
+        .send()
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    ddb.create_table()
+        .table_name(crate::stack::LEASE_TABLE)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("lease")
+                .attribute_type(ScalarAttributeType::S)
+                .build()?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("lease")
+                .key_type(KeyType::Hash)
+                .build()?,
+        )
+        .send()
+        .await
+        .context("creating the deploy lease table")?;
+    Ok(())
+}
+
 /// The service folder, its config and the account made ready for it: the
 /// bootstrap and the deploy state machine.
 pub struct Prepared {
@@ -133,6 +168,7 @@ pub async fn prepare(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Res
             .await
             .context("creating the artifact bucket")?;
     }
+    ensure_lease_table(&sdk).await?;
     let machine = ensure_state_machine(&sfn).await?;
     Ok(Prepared {
         repo,

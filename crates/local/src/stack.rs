@@ -15,6 +15,8 @@ pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";
 /// The pipeline's artifact bucket on the local stack.
 pub const ARTIFACT_BUCKET: &str = "porter-local-artifacts";
+/// The deploy lease table on the local stack.
+pub const LEASE_TABLE: &str = "porter-leases";
 
 /// A running local stack. Dropping it stops moto and the host.
 pub struct LocalStack {
@@ -57,6 +59,7 @@ impl LocalStack {
         let mut ctx = porter_lambda::Context::new(aws, Some(&format!("http://127.0.0.1:{host_port}")));
         ctx.state_machine_arn = Some(crate::deploy::state_machine_arn());
         ctx.artifact_bucket = Some(ARTIFACT_BUCKET.to_string());
+        ctx.lease_table = Some(LEASE_TABLE.to_string());
         let jobs = Jobs::default();
         let app = crate::invoke_host::router(ctx, faults, jobs.clone(), moto.endpoint());
         let host = tokio::spawn(async move {

@@ -131,6 +131,7 @@ async fn every_function_binary_answers_a_malformed_event_with_its_own_handler() 
         ("prune", "prune"),
         ("pipeline", "CodePipeline"),
         ("trigger", "EventBridge"),
+        ("lease", "lease"),
     ] {
         let (path, body) = invoke(function, r#"{"unexpected": true}"#.to_string()).await;
         assert_eq!(path, "req-1/error", "{function}: {body}");

@@ -103,6 +103,10 @@ async fn a_provision_failure_ends_on_the_catch_path_with_its_reason() {
     );
     assert!(cause.contains("subnet"), "carries the reason: {cause}");
     assert!(!log.contains("promote "), "nothing was promoted:\n{log}");
+    assert!(
+        lease(&local, "smfail").await.is_none(),
+        "the failed deploy gave the lease back"
+    );
     local.stop().await;
 }
 
@@ -131,5 +135,186 @@ async fn a_retryable_error_is_retried_and_the_deploy_succeeds() {
         .filter(|e| e.r#type().as_str() == "TaskFailed")
         .count();
     assert_eq!(failed, 1, "exactly the injected failure, then success");
+    local.stop().await;
+}
+
+/// The lease item of `service` in staging, if any: (execution, release).
+async fn lease(local: &LocalStack, service: &str) -> Option<(String, String)> {
+    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
+    let out = aws_sdk_dynamodb::Client::new(&sdk)
+        .get_item()
+        .table_name(porter_local::stack::LEASE_TABLE)
+        .key(
+            "lease",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("{service}/staging")),
+        )
+        .send()
+        .await
+        .unwrap();
+    let item = out.item()?;
+    let text = |k: &str| item[k].as_s().unwrap().clone();
+    Some((text("execution"), text("release")))
+}
+
+/// Registered instances per ELB, sampled until `stop`: the fewest seen.
+async fn sample_elbs(
+    local: &LocalStack,
+    elbs: &[(&str, &str)],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (usize, usize) {
+    let aws = porter_core::aws::Aws::new(
+        porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await,
+    );
+    let mut clients = Vec::new();
+    for (region, elb) in elbs {
+        let c = aws
+            .region(
+                region,
+                "arn:aws:iam::123456789012:role/porter-deployment",
+                "sample",
+                &[],
+            )
+            .await
+            .unwrap();
+        clients.push((c, elb.to_string()));
+    }
+    let (mut fewest, mut samples) = (usize::MAX, 0);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for (c, elb) in &clients {
+            let n = porter_core::promote::registered(c, elb).await.unwrap().len();
+            fewest = fewest.min(n);
+            samples += 1;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    (fewest, samples)
+}
+
+#[tokio::test]
+async fn two_deploys_at_once_one_proceeds_and_the_elb_never_empties() {
+    // The lease holder's provision calls fail twice in each region (retried
+    // after 2 s and 4 s), so it holds the lease long enough for the other
+    // deploy to meet it.
+    let faults = Faults::default();
+    let local = LocalStack::start_with_faults(0, 0, faults.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = example(dir.path(), "smlease");
+    let (first, log) = deploy(&local, &a).await;
+    assert!(first.succeeded, "{:?}\n{log}", first.error);
+
+    let b = dir.path().join("smlease-b");
+    copy_dir(&a, &b);
+    std::fs::write(a.join("index.html"), "release 2a").unwrap();
+    std::fs::write(b.join("index.html"), "release 2b").unwrap();
+    faults.fail_next(Phase::Provision, 4);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_elbs(
+        &local,
+        &[
+            ("us-west-2", "smlease-staging-usw2"),
+            ("us-east-1", "smlease-staging-use1"),
+        ],
+        stop.clone(),
+    );
+    let both = async {
+        let both = tokio::join!(deploy(&local, &a), deploy(&local, &b));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        both
+    };
+    let (((x, xlog), (y, ylog)), (fewest, samples)) = tokio::join!(both, sampler);
+    assert_eq!(
+        [x.succeeded, y.succeeded].iter().filter(|s| **s).count(),
+        1,
+        "exactly one proceeds:\n{xlog}\n{ylog}"
+    );
+    let (won, lost) = if x.succeeded { (&x, &y) } else { (&y, &x) };
+    let (error, cause) = lost.error.clone().unwrap();
+    assert_eq!(error, "LeaseHeld", "{cause}");
+    assert!(
+        cause.contains(&won.execution_arn) && cause.contains("holds the deploy lease since"),
+        "names the holder: {cause}"
+    );
+    assert!(
+        samples > 10 && fewest > 0,
+        "the ELBs never emptied ({samples} samples, fewest {fewest})"
+    );
+    assert!(
+        lease(&local, "smlease").await.is_none(),
+        "the winner gave the lease back"
+    );
+    local.stop().await;
+}
+
+#[tokio::test]
+async fn a_lease_of_a_running_deploy_refuses_and_one_of_an_ended_deploy_is_taken_over() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "smheld");
+    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
+    porter_local::deploy::ensure_lease_table(&sdk).await.unwrap();
+    // Another deploy, still running, holds the lease.
+    let sfn = aws_sdk_sfn::Client::new(&sdk);
+    let sleeper = sfn
+        .create_state_machine()
+        .name("sleeper")
+        .definition(r#"{"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 600, "End": true}}}"#)
+        .role_arn("arn:aws:iam::123456789012:role/sleeper")
+        .send()
+        .await
+        .unwrap();
+    let running = sfn
+        .start_execution()
+        .state_machine_arn(sleeper.state_machine_arn())
+        .send()
+        .await
+        .unwrap()
+        .execution_arn()
+        .to_string();
+    let now = chrono::Utc::now().timestamp();
+    let item = |k: &str, v: String| (k.to_string(), aws_sdk_dynamodb::types::AttributeValue::S(v));
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .put_item()
+        .table_name(porter_local::stack::LEASE_TABLE)
+        .set_item(Some(
+            [
+                item("lease", "smheld/staging".into()),
+                item("execution", running.clone()),
+                item("release", "0123456789ab".into()),
+            ]
+            .into_iter()
+            .chain([
+                (
+                    "since".to_string(),
+                    aws_sdk_dynamodb::types::AttributeValue::N(now.to_string()),
+                ),
+                (
+                    "expires".to_string(),
+                    aws_sdk_dynamodb::types::AttributeValue::N((now + 3600).to_string()),
+                ),
+            ])
+            .collect(),
+        ))
+        .send()
+        .await
+        .unwrap();
+
+    let (refused, log) = deploy(&local, &svc).await;
+    assert!(!refused.succeeded, "{log}");
+    let (error, cause) = refused.error.unwrap();
+    assert_eq!(error, "LeaseHeld");
+    assert!(cause.contains(&running) && cause.contains("0123456789ab"), "{cause}");
+    assert!(!log.contains("provision "), "nothing was provisioned:\n{log}");
+    assert_eq!(
+        lease(&local, "smheld").await.unwrap().0,
+        running,
+        "the lease is still the holder's"
+    );
+
+    // The holder is aborted: it gives nothing back, and the next deploy
+    // takes the lease over.
+    sfn.stop_execution().execution_arn(&running).send().await.unwrap();
+    let (taken, log) = deploy(&local, &svc).await;
+    assert!(taken.succeeded, "{:?}\n{log}", taken.error);
+    assert!(lease(&local, "smheld").await.is_none());
     local.stop().await;
 }
