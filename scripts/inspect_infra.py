@@ -249,6 +249,8 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
         "BRANCH_PATTERN": "^(feature|release)/.+$",
         "BRANCH_ENVIRONMENTS": "",
         "SCHEDULED_PIPELINES": pipeline_name,
+        "REPOSITORY_NAME": "hello-service",
+        "BRANCH_NAME": "main",
     }
     fn_arn, role_of = {}, {}
     for f in FUNCTIONS:
@@ -448,6 +450,11 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     g = grants(statements(iam, physical["PipelineRole"]))
     check(resources_of(g, "lambda:InvokeFunction") == [fn_arn["Pipeline"]], "moto: CodePipeline invokes only the pipeline function")
     check(trust(iam, physical["PipelineRole"]) == {"Service:codepipeline.amazonaws.com"}, "moto: only CodePipeline assumes the pipeline role")
+
+    perm = res["TriggerFromRepository"]["Properties"]
+    check(perm["Principal"] == "codecommit.amazonaws.com" and perm["FunctionName"] == {"Ref": "TriggerFunction"}
+          and "${RepositoryName}" in perm["SourceArn"]["Fn::Sub"],
+          "template: CodeCommit may invoke the trigger for this repository only")
 
     # --- the deploy lease
     g = grants(statements(iam, role_of["Lease"]))

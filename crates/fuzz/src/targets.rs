@@ -96,6 +96,8 @@ pub fn all(fx: &Fixture) -> Vec<Target> {
         include_str!("../../../events/codecommit-created.json"),
         include_str!("../../../events/codecommit-deleted.json"),
         include_str!("../../../events/codecommit-updated.json"),
+        include_str!("../../../events/codecommit-trigger-push.json"),
+        include_str!("../../../events/codecommit-trigger-test.json"),
         include_str!("../../../events/codepipeline-job-continuation.json"),
         include_str!("../../../events/codepipeline-job-first.json"),
         include_str!("../../../events/codepipeline-job-provision.json"),

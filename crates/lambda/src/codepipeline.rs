@@ -387,6 +387,20 @@ pub async fn report(
     }
 }
 
+/// A transient AWS error while a job goes on (throttling, a 5xx, a timeout)
+/// does not fail the job: the answer is the same continuation token, and
+/// the next call picks up where this one could not. Every phase resumes
+/// safely from a state it already handed out.
+pub fn same_token(job: &Job, what: &str, e: &PhaseError) -> Option<Outcome> {
+    let token = job.continuation.clone().filter(|_| e.is_retryable())?;
+    tracing::warn!(job = %job.id, error = %e, "transient error while continuing; same token again");
+    Some(Outcome::Continue {
+        token,
+        summary: format!("{what}: AWS did not answer this time ({e}); checking again"),
+        percent: 10,
+    })
+}
+
 /// Reports a failure with what to do about it.
 pub fn failure(e: &PhaseError) -> Outcome {
     let advice = match e {

@@ -31,7 +31,10 @@ pub async fn handle(ctx: &Context, phase: Phase, event: Value, run: JobRun) -> R
         Some(p) => failure(&PhaseError::Invalid(p)),
         None => match run(ctx, &job).await {
             Ok(o) => o,
-            Err(e) => failure(&e),
+            Err(e) => match codepipeline::same_token(&job, phase.name(), &e) {
+                Some(again) => again,
+                None => failure(&e),
+            },
         },
     };
     codepipeline::report(ctx, &job, outcome, None).await

@@ -91,6 +91,15 @@ pub enum Function {
 }
 
 impl Function {
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Phase(p) => p.name(),
+            Function::Pipeline => "pipeline",
+            Function::Trigger => "trigger",
+            Function::Lease => "lease",
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Function> {
         match name {
             "pipeline" => Some(Function::Pipeline),
@@ -139,6 +148,11 @@ pub enum FunctionError {
     /// CodePipeline could not be told the job's result: Lambda retries.
     #[error("could not report the job result to CodePipeline: {0}")]
     Report(String),
+    /// The handler panicked: a bug, reported rather than left unanswered.
+    #[error(
+        "the {function} function failed unexpectedly ({detail}); this is a bug in porter, nothing further was done"
+    )]
+    Crashed { function: &'static str, detail: String },
 }
 
 impl FunctionError {
@@ -147,6 +161,7 @@ impl FunctionError {
             FunctionError::BadEvent { .. } => "Invalid",
             FunctionError::Phase(e) => e.error_type(),
             FunctionError::Report(_) => "ReportFailed",
+            FunctionError::Crashed { .. } => "Crashed",
         }
     }
 }
@@ -293,10 +308,80 @@ pub fn init_logs() {
         .try_init();
 }
 
+/// How long before Lambda's own deadline a function stops and answers: time
+/// to tell CodePipeline (or Step Functions) what happened.
+pub const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Answers one invocation with `handler`, and answers even when the handler
+/// cannot: a panic, or `deadline` coming before the handler is done. A
+/// CodePipeline job then gets a failure result (a job is never left to time
+/// out); a direct invocation gets `Crashed`, or `Retryable` when time ran
+/// out (every phase resumes where it stopped, so a retry is safe).
+pub async fn answer(
+    ctx: &Context,
+    handler: Handler,
+    function: &'static str,
+    event: Value,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Value, FunctionError> {
+    use futures::FutureExt;
+    let job = codepipeline::is_job(&event).then(|| event.clone());
+    let work = std::panic::AssertUnwindSafe(handler(ctx, event)).catch_unwind();
+    let outcome = match deadline {
+        Some(d) => tokio::time::timeout_at(d, work).await.map_err(|_| ()),
+        None => Ok(work.await),
+    };
+    let why = match outcome {
+        Ok(Ok(answer)) => return answer,
+        Ok(Err(panic)) => Some(
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into()),
+        ),
+        Err(()) => None,
+    };
+    tracing::error!(
+        function,
+        panic = why.as_deref(),
+        "the handler did not finish; answering for it"
+    );
+    let failure = match &why {
+        Some(detail) => FunctionError::Crashed {
+            function,
+            detail: detail.clone(),
+        },
+        None => FunctionError::Phase(PhaseError::Retryable(format!(
+            "the {function} function ran out of time before it finished; what it did stands, and a retry resumes from there"
+        ))),
+    };
+    match job {
+        Some(event) => {
+            let (job, _) = codepipeline::parse(ctx, event)?;
+            let message = match &failure {
+                FunctionError::Phase(e) => format!("{}: {e} (retry the action)", e.error_type()),
+                other => format!("{}: {other}", other.error_type()),
+            };
+            codepipeline::report(ctx, &job, codepipeline::Outcome::Failed { message }, None).await
+        }
+        None => Err(failure),
+    }
+}
+
 /// The whole `main` of a function: `handler` answers every invocation.
-pub async fn run(handler: Handler) -> Result<(), lambda_runtime::Error> {
+pub async fn run(handler: Handler, function: &'static str) -> Result<(), lambda_runtime::Error> {
     init_logs();
     let ctx = Context::from_env().await.map_err(lambda_runtime::Error::from)?;
     let ctx = &ctx;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| handler(ctx, event.payload))).await
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        // Lambda's deadline is milliseconds since the epoch.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let left = std::time::Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+        let deadline = (left > DEADLINE_MARGIN).then(|| tokio::time::Instant::now() + (left - DEADLINE_MARGIN));
+        answer(ctx, handler, function, event.payload, deadline).await
+    }))
+    .await
 }

@@ -25,10 +25,59 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         Some(p) => (failure(&PhaseError::Invalid(p)), None),
         None => match run(ctx, &job).await {
             Ok((o, arn)) => (o, Some(arn)),
-            Err(e) => (failure(&e), None),
+            Err((e, arn)) => match codepipeline::same_token(&job, "the deploy", &e) {
+                Some(again) => (again, arn),
+                None => {
+                    // The job fails: the execution it follows must not go on
+                    // deploying with nobody watching.
+                    let stopped = match &arn {
+                        Some(arn) => stop(ctx, arn, &e).await,
+                        None => String::new(),
+                    };
+                    let Outcome::Failed { message } = failure(&e) else {
+                        unreachable!("failure() fails")
+                    };
+                    (
+                        Outcome::Failed {
+                            message: message + &stopped,
+                        },
+                        arn,
+                    )
+                }
+            },
         },
     };
     codepipeline::report(ctx, &job, outcome, external.as_deref()).await
+}
+
+/// Stops the execution a failed job followed, if it still runs; what to
+/// add to the job's failure message. Its lease goes to the next deploy
+/// (an aborted execution gives nothing back itself).
+async fn stop(ctx: &Context, arn: &str, why: &PhaseError) -> String {
+    let out = ctx
+        .sfn
+        .stop_execution()
+        .execution_arn(arn)
+        .error("PipelineJobFailed")
+        .cause(
+            format!("the CodePipeline job following it failed: {why}")
+                .chars()
+                .take(32_000)
+                .collect::<String>(),
+        )
+        .send()
+        .await;
+    match out {
+        Ok(_) => {
+            tracing::warn!(execution = arn, "stopped the execution of a failed job");
+            format!("; the deploy execution {arn} was stopped")
+        }
+        Err(e) => {
+            let e = aws::classify(&format!("stop execution {arn}"), e);
+            tracing::error!(execution = arn, error = %e, "could not stop the execution of a failed job");
+            format!("; the deploy execution {arn} could not be stopped ({e}): stop it by hand")
+        }
+    }
 }
 
 /// Execution names allow letters, digits, `-` and `_`, at most 80.
@@ -46,28 +95,34 @@ pub fn execution_name(job_id: &str) -> String {
         .collect()
 }
 
-async fn run(ctx: &Context, job: &Job) -> Result<(Outcome, String), PhaseError> {
+/// The outcome and the execution followed; on an error, the execution too
+/// when one was known by then.
+async fn run(ctx: &Context, job: &Job) -> Result<(Outcome, String), (PhaseError, Option<String>)> {
+    let none = |e: PhaseError| (e, None);
     let binding = Binding {
         function: "pipeline".into(),
-        environment: job.environment()?,
+        environment: job.environment().map_err(none)?,
         release: None,
     };
-    let key = token::key(ctx).await?;
+    let key = token::key(ctx).await.map_err(none)?;
     match &job.continuation {
-        None => start(ctx, job, &key, &binding).await,
+        None => start(ctx, job, &key, &binding).await.map_err(none),
         Some(t) => {
-            let arn = token::open(&key, &binding, t)?;
+            let arn = token::open(&key, &binding, t).map_err(none)?;
             // Sealed here, so ours; and only ever an execution of this
             // function's own state machine.
             if let Some(machine) = &ctx.state_machine_arn {
                 let executions = format!("{}:", machine.replacen(":stateMachine:", ":execution:", 1));
                 if !arn.starts_with(&executions) {
-                    return Err(PhaseError::Invalid(format!(
+                    return Err(none(PhaseError::Invalid(format!(
                         "the continuation token names execution {arn}, which is not one of {machine}; it is not followed"
-                    )));
+                    ))));
                 }
             }
-            Ok((check(ctx, &arn, &key, &binding).await?, arn))
+            match check(ctx, &arn, &key, &binding).await {
+                Ok(o) => Ok((o, arn)),
+                Err(e) => Err((e, Some(arn))),
+            }
         }
     }
 }

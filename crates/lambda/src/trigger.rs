@@ -1,4 +1,5 @@
-//! `trigger`: EventBridge events that start pipelines.
+//! `trigger`: EventBridge events and CodeCommit repository triggers that
+//! start pipelines.
 //!
 //! One pipeline serves one branch. A CodeCommit branch created whose name
 //! matches `BRANCH_PATTERN` gets its own pipeline, copied from the main
@@ -26,6 +27,13 @@ pub struct Settings {
     /// (`BRANCH_ENVIRONMENTS`, set by the infra; empty by default: branch
     /// pipelines build and test, and deploy nowhere).
     pub branch_environments: Vec<String>,
+    /// The repository whose branches this serves (`REPOSITORY_NAME`): a
+    /// repository trigger of another repository is ignored. EventBridge
+    /// events are filtered by the rule already.
+    pub repository: Option<String>,
+    /// The main pipeline's branch (`BRANCH_NAME`): a push to it arriving
+    /// as a repository trigger starts the main pipeline.
+    pub main_branch: Option<String>,
 }
 
 impl Settings {
@@ -37,6 +45,8 @@ impl Settings {
             branch_pattern,
             scheduled: list(scheduled),
             branch_environments: Vec::new(),
+            repository: None,
+            main_branch: None,
         })
     }
 
@@ -53,6 +63,11 @@ impl Settings {
             &std::env::var("SCHEDULED_PIPELINES").unwrap_or_default(),
         )
         .map(|s| s.with_branch_environments(&std::env::var("BRANCH_ENVIRONMENTS").unwrap_or_default()))
+        .map(|mut s| {
+            s.repository = std::env::var("REPOSITORY_NAME").ok().filter(|r| !r.is_empty());
+            s.main_branch = std::env::var("BRANCH_NAME").ok().filter(|r| !r.is_empty());
+            s
+        })
     }
 }
 
@@ -97,8 +112,9 @@ fn bad(detail: impl Into<String>) -> FunctionError {
 /// What an event asks for, read without touching AWS.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    /// The weekly build: start these pipelines.
-    Scheduled(Vec<String>),
+    /// Start these pipelines: the weekly build, or a push to the main
+    /// branch arriving as a repository trigger.
+    Start(Vec<String>),
     /// A branch was created: give it a pipeline copied from `main`.
     Create { main: String, name: String, branch: String },
     /// A branch changed: start its pipeline (made first if missing).
@@ -110,10 +126,21 @@ pub enum Request {
 }
 
 /// Reads an event against the settings: every check on what the event
-/// says happens here, before any AWS call.
-pub fn read(settings: &Settings, event: Value) -> Result<Request, FunctionError> {
-    let event: CloudWatchEvent<Value> =
-        serde_json::from_value(event).map_err(|e| bad(format!("not an EventBridge event: {e}")))?;
+/// says happens here, before any AWS call. An EventBridge event asks for
+/// one thing; a CodeCommit repository trigger for one per reference.
+pub fn read(settings: &Settings, event: Value) -> Result<Vec<Request>, FunctionError> {
+    if event.get("Records").is_some() {
+        return read_records(settings, event);
+    }
+    read_eventbridge(settings, event).map(|r| vec![r])
+}
+
+fn read_eventbridge(settings: &Settings, event: Value) -> Result<Request, FunctionError> {
+    let event: CloudWatchEvent<Value> = serde_json::from_value(event).map_err(|e| {
+        bad(format!(
+            "neither an EventBridge event nor a CodeCommit repository trigger: {e}"
+        ))
+    })?;
     match event.detail_type.as_deref() {
         Some("Scheduled Event") => {
             if settings.scheduled.is_empty() {
@@ -121,7 +148,7 @@ pub fn read(settings: &Settings, event: Value) -> Result<Request, FunctionError>
                     "a scheduled event arrived but SCHEDULED_PIPELINES names no pipeline to start".into(),
                 )));
             }
-            Ok(Request::Scheduled(settings.scheduled.clone()))
+            Ok(Request::Start(settings.scheduled.clone()))
         }
         Some("CodeCommit Repository State Change") => {
             let detail = event.detail.unwrap_or(Value::Null);
@@ -132,25 +159,7 @@ pub fn read(settings: &Settings, event: Value) -> Result<Request, FunctionError>
             let branch = detail["referenceName"]
                 .as_str()
                 .ok_or_else(|| bad("detail.referenceName is missing"))?;
-            if !settings.branch_pattern.is_match(branch) {
-                return Ok(Request::Ignored(format!(
-                    "branch `{branch}` does not match BRANCH_PATTERN {}",
-                    settings.branch_pattern
-                )));
-            }
-            let main = settings.pipeline_name.clone().ok_or_else(|| {
-                FunctionError::Phase(PhaseError::Invalid(
-                    "PIPELINE_NAME (the main branch's pipeline to copy) is not set".into(),
-                ))
-            })?;
-            let name = branch_pipeline(&main, branch);
-            let branch = branch.to_string();
-            Ok(match what {
-                "referenceCreated" => Request::Create { main, name, branch },
-                "referenceUpdated" => Request::Update { main, name, branch },
-                "referenceDeleted" => Request::Delete { name },
-                other => Request::Ignored(format!("event `{other}`")),
-            })
+            branch_request(settings, branch, what)
         }
         other => Err(bad(format!(
             "detail-type {other:?} is neither a CodeCommit Repository State Change nor a Scheduled Event"
@@ -158,9 +167,115 @@ pub fn read(settings: &Settings, event: Value) -> Result<Request, FunctionError>
     }
 }
 
+/// What a change to `branch` asks for (`what` in EventBridge's words).
+fn branch_request(settings: &Settings, branch: &str, what: &str) -> Result<Request, FunctionError> {
+    if !settings.branch_pattern.is_match(branch) {
+        return Ok(Request::Ignored(format!(
+            "branch `{branch}` does not match BRANCH_PATTERN {}",
+            settings.branch_pattern
+        )));
+    }
+    let main = settings.pipeline_name.clone().ok_or_else(|| {
+        FunctionError::Phase(PhaseError::Invalid(
+            "PIPELINE_NAME (the main branch's pipeline to copy) is not set".into(),
+        ))
+    })?;
+    let name = branch_pipeline(&main, branch);
+    let branch = branch.to_string();
+    Ok(match what {
+        "referenceCreated" => Request::Create { main, name, branch },
+        "referenceUpdated" => Request::Update { main, name, branch },
+        "referenceDeleted" => Request::Delete { name },
+        other => Request::Ignored(format!("event `{other}`")),
+    })
+}
+
+/// A CodeCommit repository trigger: `Records`, each naming the repository
+/// (`eventSourceARN`) and the references a push changed. Triggers fire for
+/// every reference and for the console's test (`TriggerEventTest`): what
+/// this does not build is answered, naming it, not failed.
+fn read_records(settings: &Settings, event: Value) -> Result<Vec<Request>, FunctionError> {
+    let records = event["Records"]
+        .as_array()
+        .ok_or_else(|| bad("`Records` is not a list"))?;
+    if records.is_empty() {
+        return Err(bad("`Records` is empty"));
+    }
+    let mut out = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let field = |k: &str| r[k].as_str().ok_or_else(|| bad(format!("Records[{i}].{k} is missing")));
+        if field("eventSource")? != "aws:codecommit" {
+            return Err(bad(format!(
+                "Records[{i}] comes from {}, not from a CodeCommit repository trigger",
+                field("eventSource")?
+            )));
+        }
+        let arn = field("eventSourceARN")?;
+        let repository = arn.rsplit(':').next().unwrap_or_default();
+        if let Some(mine) = &settings.repository {
+            if repository != mine {
+                out.push(Request::Ignored(format!(
+                    "repository `{repository}` is not `{mine}`, the repository this trigger serves"
+                )));
+                continue;
+            }
+        }
+        if field("eventName")? == "TriggerEventTest" {
+            out.push(Request::Ignored(format!(
+                "a test event of the repository trigger on `{repository}`; it works"
+            )));
+            continue;
+        }
+        let references = r["codecommit"]["references"]
+            .as_array()
+            .ok_or_else(|| bad(format!("Records[{i}].codecommit.references is missing")))?;
+        for (j, reference) in references.iter().enumerate() {
+            let name = reference["ref"]
+                .as_str()
+                .ok_or_else(|| bad(format!("Records[{i}].codecommit.references[{j}].ref is missing")))?;
+            let Some(branch) = name.strip_prefix("refs/heads/") else {
+                out.push(Request::Ignored(format!("`{name}` is not a branch")));
+                continue;
+            };
+            let deleted = reference["deleted"].as_bool() == Some(true);
+            if settings.main_branch.as_deref() == Some(branch) {
+                // The main branch has the main pipeline (the infra's).
+                out.push(match (&settings.pipeline_name, deleted) {
+                    (Some(main), false) => Request::Start(vec![main.clone()]),
+                    (_, true) => {
+                        Request::Ignored(format!("the main branch `{branch}` was deleted; its pipeline stays"))
+                    }
+                    (None, false) => Request::Ignored(format!("a push to `{branch}`, and PIPELINE_NAME is not set")),
+                });
+                continue;
+            }
+            let what = if deleted {
+                "referenceDeleted"
+            } else if reference["created"].as_bool() == Some(true) {
+                "referenceCreated"
+            } else {
+                "referenceUpdated"
+            };
+            out.push(branch_request(settings, branch, what)?);
+        }
+    }
+    Ok(out)
+}
+
 pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
-    match read(&ctx.trigger, event)? {
-        Request::Scheduled(pipelines) => {
+    let mut answers = Vec::new();
+    for request in read(&ctx.trigger, event)? {
+        answers.push(act(ctx, request).await?);
+    }
+    Ok(match answers.len() {
+        1 => answers.remove(0),
+        _ => json!({"action": "several", "answers": answers}),
+    })
+}
+
+async fn act(ctx: &Context, request: Request) -> Result<Value, FunctionError> {
+    match request {
+        Request::Start(pipelines) => {
             let mut started = Vec::new();
             for name in &pipelines {
                 let id = start(ctx, name).await?;

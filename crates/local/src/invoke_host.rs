@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use porter_lambda::{handle, Context, Function, Phase};
+use porter_lambda::{Context, Function, Phase};
 
 use crate::job_sim::{self, JobResult, Jobs};
 use serde_json::{json, Value};
@@ -107,11 +107,30 @@ async fn invoke(State(host): State<Host>, Path(function): Path<String>, body: ax
             return unhandled("Retryable", format!("injected fault: {} throttled", phase.name()));
         }
     }
-    match Box::pin(handle(&host.ctx, target, event)).await {
+    // As in Lambda: the functions' 300 s timeout, and the guard that
+    // answers for a handler that panics or runs out of time.
+    let timeout = match target {
+        Function::Phase(_) => PHASE_TIMEOUT,
+        _ => OTHER_TIMEOUT,
+    };
+    let deadline = tokio::time::Instant::now() + timeout - porter_lambda::DEADLINE_MARGIN;
+    match Box::pin(porter_lambda::answer(
+        &host.ctx,
+        target.handler(),
+        target.name(),
+        event,
+        Some(deadline),
+    ))
+    .await
+    {
         Ok(out) => Json(out).into_response(),
         Err(e) => unhandled(e.error_type(), e.to_string()),
     }
 }
+
+/// The functions' timeouts in the infra: the phases, and the rest.
+const PHASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+const OTHER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Serves until the task is dropped.
 pub async fn serve(app: Router, listener: tokio::net::TcpListener) -> std::io::Result<()> {

@@ -5,5 +5,5 @@
 // One thread: a Lambda sandbox serves one event at a time.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    porter_lambda::run(porter_lambda::LEASE).await
+    porter_lambda::run(porter_lambda::LEASE, "lease").await
 }

@@ -5,5 +5,5 @@
 // a phase works on concurrently are futures, not threads.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    porter_lambda::run(porter_lambda::TRIGGER).await
+    porter_lambda::run(porter_lambda::TRIGGER, "trigger").await
 }

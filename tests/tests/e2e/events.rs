@@ -38,6 +38,14 @@ fn every_sample_event_parses_as_what_its_function_takes() {
                     .unwrap();
                 assert!(job.code_pipeline_job.id.is_some(), "{n}");
             }
+            n if n.starts_with("codecommit-trigger") => {
+                let settings = porter_lambda::trigger::Settings::new(Some("hello".into()), "^feature/.+$", "").unwrap();
+                let requests = porter_lambda::trigger::read(&settings, v).unwrap();
+                assert!(!requests.is_empty(), "{n}");
+            }
+            n if n.starts_with("lease") => {
+                serde_json::from_value::<porter_lambda::lease::Request>(v).unwrap();
+            }
             n if n.starts_with("codecommit") || n.starts_with("schedule") => {
                 assert!(v["detail-type"].is_string() && v["source"].is_string(), "{n}");
             }
@@ -65,5 +73,5 @@ fn every_sample_event_parses_as_what_its_function_takes() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 13, "every sample has a case");
+    assert_eq!(checked, 17, "every sample has a case");
 }

@@ -255,3 +255,125 @@ async fn every_phase_action_reports_an_aws_fault_as_a_job_failure() {
         }
     }
 }
+
+/// The sample continuation event, with its execution ARN sealed as the
+/// first call would have sealed it; and that ARN.
+fn sealed_continuation() -> (Value, String) {
+    let mut continuation = event("codepipeline-job-continuation.json");
+    let arn = continuation["CodePipeline.job"]["data"]["continuationToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let binding = porter_lambda::token::Binding {
+        function: "pipeline".into(),
+        environment: "staging".into(),
+        release: None,
+    };
+    continuation["CodePipeline.job"]["data"]["continuationToken"] =
+        Value::String(porter_lambda::token::seal(&TOKEN_KEY, &binding, &arn));
+    (continuation, arn)
+}
+
+fn http_error(status: u16, kind: &'static str) -> impl Fn() -> aws_smithy_runtime_api::http::Response + Send + Sync {
+    let resp = json_error(status, kind);
+    move || {
+        let (parts, body) = resp().into_parts();
+        aws_smithy_runtime_api::http::Response::try_from(http::Response::from_parts(parts, body)).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_throttled_status_read_answers_with_the_same_token() {
+    let (continuation, _) = sealed_continuation();
+    let token = continuation["CodePipeline.job"]["data"]["continuationToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let describe =
+        mock!(aws_sdk_sfn::Client::describe_execution).then_http_response(http_error(400, "ThrottlingException"));
+    let again = mock!(aws_sdk_codepipeline::Client::put_job_success_result)
+        .match_requests(move |r| r.continuation_token() == Some(token.as_str()))
+        .then_output(|| PutJobSuccessResultOutput::builder().build());
+    let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, [&describe], no_retries);
+    let cp = mock_client!(aws_sdk_codepipeline, [&again]);
+    let ctx = context(failing_aws(500, "Unused"), sfn, cp);
+    let out = handle(&ctx, Function::Pipeline, continuation).await.unwrap();
+    assert_eq!(out["reported"], "continue", "{out}");
+    assert_eq!(again.num_calls(), 1, "the job goes on with the token it came with");
+}
+
+#[tokio::test]
+async fn a_failed_job_stops_the_execution_it_followed() {
+    let (continuation, arn) = sealed_continuation();
+    let describe = mock!(aws_sdk_sfn::Client::describe_execution).then_output(|| {
+        DescribeExecutionOutput::builder()
+            .execution_arn("arn:aws:states:us-east-1:123456789012:execution:porter-deploy:x")
+            .state_machine_arn(MACHINE)
+            .status(ExecutionStatus::Running)
+            .start_date(aws_smithy_types::DateTime::from_secs(0))
+            .build()
+            .unwrap()
+    });
+    let history =
+        mock!(aws_sdk_sfn::Client::get_execution_history).then_http_response(http_error(400, "AccessDeniedException"));
+    let stop_arn = arn.clone();
+    let stop = mock!(aws_sdk_sfn::Client::stop_execution)
+        .match_requests(move |r| r.execution_arn() == Some(stop_arn.as_str()))
+        .then_output(|| {
+            aws_sdk_sfn::operation::stop_execution::StopExecutionOutput::builder()
+                .stop_date(aws_smithy_types::DateTime::from_secs(0))
+                .build()
+                .unwrap()
+        });
+    let failed = expect_failure("was stopped");
+    let sfn = mock_client!(
+        aws_sdk_sfn,
+        RuleMode::MatchAny,
+        [&describe, &history, &stop],
+        no_retries
+    );
+    let cp = mock_client!(aws_sdk_codepipeline, [&failed]);
+    let ctx = context(failing_aws(500, "Unused"), sfn, cp);
+    let out = handle(&ctx, Function::Pipeline, continuation).await.unwrap();
+    assert_eq!(out["reported"], "failure", "{out}");
+    assert_eq!(stop.num_calls(), 1, "the execution was stopped");
+    assert_eq!(failed.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_or_runs_out_of_time_still_answers() {
+    let panics: porter_lambda::Handler = |_, _| Box::pin(async { panic!("planted panic") });
+    let sleeps: porter_lambda::Handler = |_, _| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(Value::Null)
+        })
+    };
+    let soon = || Some(tokio::time::Instant::now() + Duration::from_millis(200));
+
+    // A CodePipeline job gets a failure result either way.
+    for (handler, needle) in [(panics, "planted panic"), (sleeps, "ran out of time")] {
+        let failed = expect_failure(needle);
+        let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, [], no_retries);
+        let cp = mock_client!(aws_sdk_codepipeline, [&failed]);
+        let ctx = context(failing_aws(500, "Unused"), sfn, cp);
+        let out = porter_lambda::answer(&ctx, handler, "pipeline", event("codepipeline-job-first.json"), soon())
+            .await
+            .unwrap();
+        assert_eq!(out["reported"], "failure", "{needle}: {out}");
+        assert_eq!(failed.num_calls(), 1, "{needle}");
+    }
+
+    // A Step Functions state gets an error its Retry and Catch can match.
+    let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, [], no_retries);
+    let cp = mock_client!(aws_sdk_codepipeline, RuleMode::MatchAny, []);
+    let ctx = context(failing_aws(500, "Unused"), sfn, cp);
+    let e = porter_lambda::answer(&ctx, panics, "provision", serde_json::json!({}), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_type(), "Crashed", "{e}");
+    let e = porter_lambda::answer(&ctx, sleeps, "provision", serde_json::json!({}), soon())
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_type(), "Retryable", "{e}");
+}

@@ -207,3 +207,68 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
     assert!(err.to_string().contains("EventBridge"), "{err}");
     stack.moto.stop().await;
 }
+
+#[tokio::test]
+async fn codecommit_repository_triggers_drive_the_same_branch_pipelines() {
+    let stack = porter_e2e::Stack::start().await;
+    let mut ctx = Context::new(stack.aws.clone(), None);
+    let mut settings = trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello").unwrap();
+    settings.repository = Some("hello-service".into());
+    settings.main_branch = Some("main".into());
+    ctx.trigger = settings;
+    main_pipeline(&ctx, &stack.aws).await;
+
+    // A push that created a branch: its pipeline, as from EventBridge.
+    let created = handle(&ctx, Function::Trigger, event("codecommit-trigger-push.json"))
+        .await
+        .unwrap();
+    assert_eq!(created["action"], "created", "{created}");
+    assert_eq!(
+        actions_of(&ctx, "hello-feature-new-login").await,
+        ["Source.Source", "Build.Image"],
+        "the same trust rules: no deploy"
+    );
+
+    // A later push to it starts it; one deleting it deletes the pipeline.
+    let mut pushed = event("codecommit-trigger-push.json");
+    pushed["Records"][0]["codecommit"]["references"][0]["created"] = json!(false);
+    let started = handle(&ctx, Function::Trigger, pushed.clone()).await.unwrap();
+    assert_eq!(started["action"], "started", "{started}");
+    pushed["Records"][0]["codecommit"]["references"][0]["deleted"] = json!(true);
+    let deleted = handle(&ctx, Function::Trigger, pushed.clone()).await.unwrap();
+    assert_eq!(deleted["action"], "deleted", "{deleted}");
+    assert!(branch_of(&ctx, "hello-feature-new-login").await.is_none());
+
+    // A push to main starts the main pipeline.
+    let mut main = event("codecommit-trigger-push.json");
+    main["Records"][0]["codecommit"]["references"][0] = json!({"commit": "abc", "ref": "refs/heads/main"});
+    let started = handle(&ctx, Function::Trigger, main).await.unwrap();
+    assert_eq!(started["pipelines"][0]["pipeline"], "hello", "{started}");
+
+    // What is not built is answered, naming it, not failed: AWS's own test
+    // event (of another repository too), a tag, a branch outside the pattern.
+    let test = handle(&ctx, Function::Trigger, event("codecommit-trigger-test.json"))
+        .await
+        .unwrap();
+    assert_eq!(test["action"], "ignored", "{test}");
+    assert!(test["reason"].as_str().unwrap().contains("my-repo"), "{test}");
+    let mut own_test = event("codecommit-trigger-test.json");
+    own_test["Records"][0]["eventSourceARN"] = json!("arn:aws:codecommit:us-east-1:123456789012:hello-service");
+    let test = handle(&ctx, Function::Trigger, own_test).await.unwrap();
+    assert!(test["reason"].as_str().unwrap().contains("test event"), "{test}");
+    for reference in ["refs/tags/v1", "refs/heads/experiments/x"] {
+        let mut other = event("codecommit-trigger-push.json");
+        other["Records"][0]["codecommit"]["references"][0]["ref"] = json!(reference);
+        let ignored = handle(&ctx, Function::Trigger, other).await.unwrap();
+        assert_eq!(ignored["action"], "ignored", "{ignored}");
+        let reason = ignored["reason"].as_str().unwrap();
+        assert!(reason.contains(reference.trim_start_matches("refs/heads/")), "{reason}");
+    }
+
+    // Another event source in Records is refused, naming it.
+    let mut foreign = event("codecommit-trigger-push.json");
+    foreign["Records"][0]["eventSource"] = json!("aws:s3");
+    let err = handle(&ctx, Function::Trigger, foreign).await.unwrap_err();
+    assert!(err.to_string().contains("aws:s3"), "{err}");
+    stack.moto.stop().await;
+}
