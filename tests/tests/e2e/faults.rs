@@ -155,19 +155,7 @@ async fn a_500_that_succeeds_on_retry_reports_progress() {
     );
     let cp = mock_client!(aws_sdk_codepipeline, [&progress]);
     let ctx = context(failing_aws(500, "Unused"), sfn, cp);
-    // The sample's token, sealed as the first call would have sealed it.
-    let mut continuation = event("codepipeline-job-continuation.json");
-    let arn = continuation["CodePipeline.job"]["data"]["continuationToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let binding = porter_lambda::token::Binding {
-        function: "pipeline".into(),
-        environment: "staging".into(),
-        release: None,
-    };
-    continuation["CodePipeline.job"]["data"]["continuationToken"] =
-        serde_json::Value::String(porter_lambda::token::seal(&TOKEN_KEY, &binding, &arn));
+    let (continuation, _) = sealed_continuation();
     let out = handle(&ctx, Function::Pipeline, continuation).await.unwrap();
     assert_eq!(out["reported"], "continue");
     assert_eq!(describe.num_calls(), 2, "the 500, then the retry that worked");
