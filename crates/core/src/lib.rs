@@ -9,6 +9,7 @@
 
 pub mod aws;
 pub mod config;
+pub mod image;
 pub mod pack;
 pub mod phase;
 pub mod pins;

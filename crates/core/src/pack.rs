@@ -175,6 +175,9 @@ pub fn prepare(
     })?;
     let config = loaded.deployable().map_err(PhaseError::Invalid)?;
     let env = config.environment(environment).map_err(PhaseError::Invalid)?;
+    if let Some(image) = image {
+        crate::image::ImageRef::parse(image).map_err(|e| PhaseError::Invalid(format!("image: {e}")))?;
+    }
     if let Some(w) = plan::active_blackout(env, chrono::Utc::now()) {
         return Err(blackout(environment, w));
     }
@@ -602,6 +605,26 @@ pub async fn run(aws: &Aws, input: &PackInput) -> Result<Packed, PhaseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_that_is_not_a_plain_reference_is_refused_before_anything_is_packed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".porter")).unwrap();
+        std::fs::write(
+            dir.path().join(".porter/config"),
+            "service_name: web\nenvironments:\n- name: prod\n  role_arn: arn:aws:iam::123456789012:role/d\n  regions:\n  - name: us-west-2\n    s3_bucket: web-bucket\n    azs: [{name: us-west-2a}]\n    containers: [{name: api, inet_port: 3000}]\n",
+        )
+        .unwrap();
+        let e = prepare(dir.path(), "prod", Some("r.example.com/web:1;$(reboot)"), &|_| None)
+            .err()
+            .expect("refused");
+        assert_eq!(e.error_type(), "Invalid");
+        assert!(
+            e.to_string().contains("image:") && e.to_string().contains("not a container image reference"),
+            "{e}"
+        );
+        assert!(prepare(dir.path(), "prod", Some("r.example.com/web:1"), &|_| None).is_ok());
+    }
 
     #[test]
     fn tarball_depends_on_content_only() {

@@ -9,6 +9,7 @@
 use serde_json::{json, Value};
 
 use crate::config::{Config, Environment, Region, Topology};
+use crate::image::ImageRef;
 use crate::release::Release;
 
 /// The SSM parameter that names the current Amazon Linux 2023 image, so the
@@ -108,6 +109,21 @@ pub fn render(
     })];
     if let Some(key) = &region.sse_kms_key_id {
         instance_policy.push(json!({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key}));
+    }
+    if let Some((image, ecr)) = release
+        .image
+        .as_deref()
+        .and_then(|i| ImageRef::parse(i).ok())
+        .and_then(|i| i.ecr().map(|e| (i, e)))
+    {
+        // Pulling the release's image: the token has no resource in IAM,
+        // the layers are read from its repository only.
+        instance_policy.push(json!({"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"}));
+        instance_policy.push(json!({
+            "Effect": "Allow",
+            "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+            "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:ecr:{}:{}:repository/{}", ecr.region, ecr.account, image.repository)}
+        }));
     }
 
     // Without subnets the group is placed by the zones the config lists;
@@ -235,17 +251,37 @@ fn user_data(region: &Region, release: &Release, payload: &PayloadLocation) -> S
             path = c.health_check.path
         ));
     }
-    let start = match &release.image {
-        Some(image) => format!(
-            "docker run -d --restart=always --read-only --name {svc} {ports} {image}",
-            svc = release.service,
-            ports = region
-                .containers
-                .iter()
-                .filter_map(|c| c.inet_port.map(|p| format!("-p {p}:{p}")))
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
+    let image = release.image.as_deref().map(ImageRef::parse);
+    let start = match image {
+        // pack refused anything else; a record changed since is refused
+        // here rather than written into a shell script.
+        // (The text itself stays out of the script.)
+        Some(Err(_)) => {
+            "echo 'porter: the release image is not a container image reference; pack it again' >&2; false".to_string()
+        }
+        Some(Ok(image)) => {
+            // Amazon Linux 2023 installs docker stopped; an ECR image needs
+            // a login (the instance role may pull from its repository only).
+            let login = image
+                .ecr()
+                .map(|ecr| {
+                    format!(
+                        "aws ecr get-login-password --region {} | docker login --username AWS --password-stdin {}\n",
+                        ecr.region, image.registry
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "systemctl enable --now docker\n{login}docker pull {image}\ndocker run -d --restart=always --read-only --name {svc} {ports} {image}",
+                svc = release.service,
+                ports = region
+                    .containers
+                    .iter()
+                    .filter_map(|c| c.inet_port.map(|p| format!("-p {p}:{p}")))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        }
         None => format!(
             "(cd /srv/{svc} && setsid ./start > /var/log/{svc}.log 2>&1 &)",
             svc = release.service
@@ -404,6 +440,100 @@ mod render_tests {
             "waits for the configured health check"
         );
         assert!(script.contains("--resource AutoScalingGroup"));
+    }
+
+    /// The boot script as CloudFormation hands it to the instance.
+    fn boot_script(t: &Value) -> String {
+        t["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .replace("${AWS::StackName}", "web-prod-abc123def456")
+            .replace("${AWS::Region}", "us-west-2")
+            .replace("${!", "${")
+    }
+
+    fn bash_accepts(script: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("user-data.sh");
+        std::fs::write(&path, script).unwrap();
+        let out = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn image_mode_starts_docker_logs_in_to_ecr_and_may_pull_only_its_repository() {
+        let (cfg, mut release, payload) = fixture();
+        release.image = Some("123456789012.dkr.ecr.us-west-2.amazonaws.com/team/web:1f2e3d4".into());
+        let env = &cfg.environments[0];
+        let ctx = RenderContext {
+            elb_security_groups: vec!["sg-elb".into()],
+        };
+        let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+        let script = boot_script(&t);
+        bash_accepts(&script);
+        let order: Vec<usize> = [
+            "systemctl enable --now docker",
+            "aws ecr get-login-password --region us-west-2 | docker login --username AWS --password-stdin 123456789012.dkr.ecr.us-west-2.amazonaws.com",
+            "docker pull 123456789012.dkr.ecr.us-west-2.amazonaws.com/team/web:1f2e3d4",
+            "docker run -d --restart=always --read-only --name web -p 3000:3000 123456789012.dkr.ecr.us-west-2.amazonaws.com/team/web:1f2e3d4",
+            "\nwait_healthy \"\" http://127.0.0.1:3000/ping",
+            "\nsignal 0",
+        ]
+        .iter()
+        .map(|line| script.find(line).unwrap_or_else(|| panic!("no `{line}` in:\n{script}")))
+        .collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "in this order: {order:?}\n{script}"
+        );
+        let policy =
+            t["Resources"]["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"].to_string();
+        assert!(policy.contains("ecr:GetAuthorizationToken"), "{policy}");
+        assert!(
+            policy.contains("ecr:us-west-2:123456789012:repository/team/web"),
+            "pulls from its own repository only: {policy}"
+        );
+
+        // Another registry: no ECR login, no ECR rights.
+        release.image = Some("registry.example.com/web:1".into());
+        let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+        let script = boot_script(&t);
+        bash_accepts(&script);
+        assert!(script.contains("docker pull registry.example.com/web:1") && !script.contains("ecr"));
+        assert!(!t["Resources"]["InstanceRole"].to_string().contains("ecr:"));
+
+        // A record changed after pack to smuggle a command: it never
+        // reaches the script.
+        release.image = Some("r.example.com/web:1;$(reboot)".into());
+        let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+        let script = boot_script(&t);
+        bash_accepts(&script);
+        assert!(!script.contains("reboot") && script.contains("not a container image reference"));
+    }
+
+    #[test]
+    fn the_payload_boot_script_is_valid_bash() {
+        let (cfg, release, payload) = fixture();
+        let env = &cfg.environments[0];
+        let ctx = RenderContext {
+            elb_security_groups: vec![],
+        };
+        bash_accepts(&boot_script(&render(
+            &cfg,
+            env,
+            &env.regions[0],
+            &release,
+            &payload,
+            &ctx,
+        )));
     }
 
     #[test]

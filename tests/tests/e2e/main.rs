@@ -1,6 +1,7 @@
 //! End-to-end tests against moto, started by the tests themselves.
 
 mod events;
+mod example;
 mod faults;
 mod lifecycle;
 mod pipeline;
