@@ -471,8 +471,9 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     check(lt.get("KeySchema") == [{"AttributeName": "lease", "KeyType": "HASH"}] and "TimeToLiveSpecification" not in lt,
           "template: the lease table is keyed by lease, with no TTL (the expiry is in the write's condition)")
     asl = json.loads(shipped)["States"]
-    check(asl["Pack"]["Next"] == "TakeLease" and asl["TakeLease"]["Next"] == "Provision",
-          "definition: the lease is taken after pack, before anything in a region changes")
+    check(asl["Pack"]["Next"] == "TakeLease" and asl["TakeLease"]["Next"] == "LeaseTaken?"
+          and asl["LeaseTaken?"]["Default"] == "Provision" and asl["WaitForLease"]["Next"] == "TakeLease",
+          "definition: the lease is taken (or waited for) after pack, before anything in a region changes")
     for st in ["Provision", "Promote", "Prune"]:
         check([c["Next"] for c in asl[st]["Catch"]] == ["GiveLeaseAfterFailure"], f"definition: a {st} failure gives the lease back")
     check(asl["Prune"]["Next"] == "GiveLease" and asl["GiveLease"]["Next"] == "Deployed", "definition: success gives the lease back")

@@ -238,7 +238,7 @@ fn describe_job_result(r: &porter_local::job_sim::JobResult) -> String {
     }
 }
 
-pub async fn deploy(path: &Path, environment: &str, local: bool, keep: u32) -> Result<ExitCode> {
+pub async fn deploy(path: &Path, environment: &str, local: bool, keep: u32, wait_for_lease: bool) -> Result<ExitCode> {
     if !local {
         bail!("only `--local` deploys run from the CLI; in AWS, deploys start from the pipeline (see README)");
     }
@@ -246,6 +246,7 @@ pub async fn deploy(path: &Path, environment: &str, local: bool, keep: u32) -> R
         path: path.to_path_buf(),
         environment: environment.to_string(),
         keep,
+        wait_for_lease,
     };
     // Attach to `porter local up` if it runs; else a stack for this deploy only.
     let (endpoint, own) = match running().await {
@@ -329,6 +330,7 @@ async fn pipeline(path: &Path, environment: &str, keep: u32, wait_seconds: f64) 
         path: path.to_path_buf(),
         environment: environment.to_string(),
         keep,
+        ..Default::default()
     };
     let (endpoint, host, own) = match running().await {
         Some(f) => (
@@ -380,7 +382,7 @@ async fn bootstrap(path: &Path, environment: &str) -> Result<ExitCode> {
     let opts = Options {
         path: path.to_path_buf(),
         environment: environment.to_string(),
-        keep: 0,
+        ..Default::default()
     };
     let mut stdout = std::io::stdout();
     let p = deploy::prepare(&format!("http://127.0.0.1:{}", f.moto_port), &opts, &mut stdout).await?;

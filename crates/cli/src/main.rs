@@ -52,6 +52,10 @@ enum Command {
         /// Unpromoted stacks prune keeps.
         #[arg(long, default_value_t = 0)]
         keep: u32,
+        /// When another deploy of this service and environment runs, wait
+        /// for it instead of failing at once.
+        #[arg(long)]
+        wait_for_lease: bool,
     },
     /// The local stack: moto plus the project's Lambda host.
     #[command(subcommand)]
@@ -77,7 +81,8 @@ async fn main() -> ExitCode {
             local,
             path,
             keep,
-        } => local_cmd::deploy(&path, &environment, local, keep).await,
+            wait_for_lease,
+        } => local_cmd::deploy(&path, &environment, local, keep, wait_for_lease).await,
         Command::Local(cmd) => local_cmd::run(cmd).await,
     };
     match result {

@@ -65,6 +65,10 @@ pub struct DeployInput {
     /// Unpromoted stacks prune keeps.
     #[serde(default)]
     pub keep: u32,
+    /// When another deploy of the service and environment holds the lease:
+    /// wait for it (true) or fail at once (false).
+    #[serde(default)]
+    pub wait_for_lease: bool,
 }
 
 /// What pack did.

@@ -224,6 +224,16 @@ impl Job {
             }
         }
     }
+
+    pub fn bool_param(&self, name: &str) -> Result<Option<bool>, PhaseError> {
+        match self.params.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(PhaseError::Invalid(format!(
+                "UserParameters `{name}` must be true or false, not {v}"
+            ))),
+        }
+    }
 }
 
 /// Turns state into a sealed token (see [`token`]): the state inline when

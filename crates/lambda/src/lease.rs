@@ -27,6 +27,8 @@ use crate::{Context, FunctionError};
 /// How long a lease lasts unless given back or taken over: longer than any
 /// deploy (the state machine's own waits are bounded well inside it).
 pub const DEFAULT_SECONDS: u64 = 6 * 3600;
+/// How often a deploy that waits for the lease asks again.
+pub const WAIT_SECONDS: u32 = 15;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
@@ -40,6 +42,9 @@ pub enum Request {
         execution: String,
         #[serde(default)]
         lease_seconds: Option<u64>,
+        /// Wait while another deploy holds it, instead of failing.
+        #[serde(default)]
+        wait: bool,
     },
     Give {
         service: String,
@@ -92,6 +97,7 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
             release,
             execution,
             lease_seconds,
+            wait,
         } => {
             let holder = Holder {
                 execution,
@@ -99,8 +105,17 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
                 since: now,
                 expires: now + lease_seconds.unwrap_or(DEFAULT_SECONDS).min(7 * 24 * 3600) as i64,
             };
-            let taken = take(ctx, &ddb, table, &lease_key(&service, &environment), holder).await?;
-            serde_json::to_value(Step::<(), _>::Done { output: taken })
+            match take(ctx, &ddb, table, &lease_key(&service, &environment), holder).await {
+                Ok(taken) => serde_json::to_value(Step::<(), _>::Done { output: taken }),
+                // Asked to wait: the state machine asks again after a while.
+                Err(PhaseError::LeaseHeld(m)) if wait => serde_json::to_value(Step::<(), Taken>::Pending {
+                    state: (),
+                    wait_seconds: WAIT_SECONDS,
+                    progress: format!("waiting for the deploy lease: {m}"),
+                    percent: 0,
+                }),
+                Err(e) => return Err(e.into()),
+            }
         }
         Request::Give {
             service,

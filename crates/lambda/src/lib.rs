@@ -297,12 +297,24 @@ fn log_step(phase: Phase, event: &Value) {
     );
 }
 
+/// The level from Lambda's log settings (`AWS_LAMBDA_LOG_LEVEL`) or
+/// `RUST_LOG`, as a plain level name; `info` otherwise. A level only, not
+/// tracing's directive syntax: that parser is a regex engine, and costs
+/// every function's cold start more than per-module filtering is worth.
+fn log_level() -> tracing::Level {
+    ["AWS_LAMBDA_LOG_LEVEL", "RUST_LOG"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .find_map(|v| v.trim().parse().ok())
+        .unwrap_or(tracing::Level::INFO)
+}
+
 /// Sets up JSON logs (CloudWatch reads them as fields); never logs whole
 /// events, which may hold credentials.
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_max_level(log_level())
         .with_current_span(false)
         .without_time()
         .try_init();

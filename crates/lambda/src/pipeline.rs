@@ -155,6 +155,7 @@ async fn start(ctx: &Context, job: &Job, key: &[u8], binding: &Binding) -> Resul
             variables: job.variables_param()?,
         },
         keep: job.u32_param("keep")?.unwrap_or(0),
+        wait_for_lease: job.bool_param("wait_for_lease")?.unwrap_or(false),
     };
     let name = execution_name(&job.id);
     let arn = match ctx

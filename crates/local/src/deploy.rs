@@ -31,10 +31,13 @@ pub fn definition(arn: impl Fn(&str) -> String) -> String {
         .replace("${LeaseFunctionArn}", &arn("lease"))
 }
 
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     pub path: PathBuf,
     pub environment: String,
     pub keep: u32,
+    /// Wait for another deploy's lease instead of failing at once.
+    pub wait_for_lease: bool,
 }
 
 /// What a deploy ended with, per region.
@@ -205,6 +208,7 @@ pub async fn run(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<
             variables: config::shell_variables(&config::locate(&repo).0),
         },
         keep: opts.keep,
+        wait_for_lease: opts.wait_for_lease,
     };
     let exec = sfn
         .start_execution()
@@ -555,7 +559,7 @@ pub async fn run_pipeline(
     writeln!(out, "source artifact: s3://{}/{key}", crate::stack::ARTIFACT_BUCKET)?;
     let action = crate::job_sim::Action {
         function: "porter-pipeline".into(),
-        user_parameters: json!({"environment": opts.environment, "keep": opts.keep, "branch": "main"}).to_string(),
+        user_parameters: json!({"environment": opts.environment, "keep": opts.keep, "branch": "main", "wait_for_lease": opts.wait_for_lease}).to_string(),
         input: Some(porter_core::release::S3Object {
             bucket: crate::stack::ARTIFACT_BUCKET.into(),
             key,

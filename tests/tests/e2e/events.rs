@@ -65,6 +65,15 @@ fn every_sample_event_parses_as_what_its_function_takes() {
                     .collect();
                 assert!(read.contains(&"variables"), "Pack reads the variables");
                 read.push("keep");
+                // ...and what the lease reads from the input (not from pack's output).
+                let lease = asl["States"]["TakeLease"]["Parameters"]["Payload"].as_object().unwrap();
+                read.extend(
+                    lease
+                        .values()
+                        .filter_map(|p| p.as_str()?.strip_prefix("$."))
+                        .filter(|p| !p.starts_with("packed.")),
+                );
+                assert!(read.contains(&"wait_for_lease"), "TakeLease reads wait_for_lease");
                 for key in read {
                     assert!(written.get(key).is_some(), "DeployInput does not write `{key}`");
                 }

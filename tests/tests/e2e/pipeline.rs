@@ -15,6 +15,7 @@ fn opts(path: &std::path::Path) -> Options {
         path: path.to_path_buf(),
         environment: "staging".into(),
         keep: 0,
+        ..Default::default()
     }
 }
 

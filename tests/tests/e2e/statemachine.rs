@@ -35,10 +35,15 @@ fn copy_dir(src: &std::path::Path, dest: &std::path::Path) {
 }
 
 async fn deploy(local: &LocalStack, path: &std::path::Path) -> (deploy::Outcome, String) {
+    deploy_waiting(local, path, false).await
+}
+
+async fn deploy_waiting(local: &LocalStack, path: &std::path::Path, wait_for_lease: bool) -> (deploy::Outcome, String) {
     let opts = Options {
         path: path.to_path_buf(),
         environment: "staging".into(),
         keep: 0,
+        wait_for_lease,
     };
     let mut out = Vec::new();
     let outcome = deploy::run(&local.moto.endpoint(), &opts, &mut out).await.unwrap();
@@ -310,11 +315,28 @@ async fn a_lease_of_a_running_deploy_refuses_and_one_of_an_ended_deploy_is_taken
         "the lease is still the holder's"
     );
 
-    // The holder is aborted: it gives nothing back, and the next deploy
-    // takes the lease over.
-    sfn.stop_execution().execution_arn(&running).send().await.unwrap();
-    let (taken, log) = deploy(&local, &svc).await;
+    // A deploy asked to wait does; the holder is aborted meanwhile (it
+    // gives nothing back), and the waiting deploy takes the lease over.
+    let waiting = deploy_waiting(&local, &svc, true);
+    let abort = async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        sfn.stop_execution().execution_arn(&running).send().await.unwrap();
+    };
+    let ((taken, log), ()) = tokio::join!(waiting, abort);
     assert!(taken.succeeded, "{:?}\n{log}", taken.error);
+    let history = sfn
+        .get_execution_history()
+        .execution_arn(&taken.execution_arn)
+        .max_results(1000)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        history.events().iter().any(|e| e
+            .state_entered_event_details()
+            .is_some_and(|d| d.name() == "WaitForLease")),
+        "it waited for the lease"
+    );
     assert!(lease(&local, "smheld").await.is_none());
     local.stop().await;
 }
