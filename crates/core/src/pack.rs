@@ -354,10 +354,7 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
                     &first.name,
                     &first.role_arn,
                     &format!("porter-pack-{}", config.service_name),
-                    &[
-                        (crate::pins::SERVICE_TAG, &config.service_name),
-                        (crate::pins::ENVIRONMENT_TAG, &env.name),
-                    ],
+                    &crate::pins::session_tags(&config.service_name, &env.name),
                 )
                 .await?;
             (clients.s3, first.s3_bucket.clone(), first.sse_kms_key_id.clone())

@@ -164,8 +164,20 @@ pub async fn check_elb_owner(
     environment: &str,
 ) -> Result<(), PhaseError> {
     let tags = elb_tags(clients, elb).await?;
-    let tags: BTreeMap<&str, &str> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    owned(&tags, "load balancer", elb, service, environment, &clients.region)
+    owned(
+        |k| tags.get(k).map(String::as_str),
+        "load balancer",
+        elb,
+        service,
+        environment,
+        &clients.region,
+    )
+}
+
+/// The session tags a deployment role is assumed with: the release's
+/// service and environment, which its policy compares with resource tags.
+pub fn session_tags<'a>(service: &'a str, environment: &'a str) -> [(&'static str, &'a str); 2] {
+    [(SERVICE_TAG, service), (ENVIRONMENT_TAG, environment)]
 }
 
 /// A load balancer's tags.
@@ -185,16 +197,17 @@ pub async fn elb_tags(clients: &RegionClients, elb: &str) -> Result<BTreeMap<Str
         .collect())
 }
 
-/// Whether `tags` name this service and environment.
-pub fn owned(
-    tags: &BTreeMap<&str, &str>,
+/// Whether the tags (`tag` looks one up by key) name this service and
+/// environment.
+pub fn owned<'a>(
+    tag: impl Fn(&str) -> Option<&'a str>,
     what: &str,
     name: &str,
     service: &str,
     environment: &str,
     region: &str,
 ) -> Result<(), PhaseError> {
-    let found = (tags.get(SERVICE_TAG).copied(), tags.get(ENVIRONMENT_TAG).copied());
+    let found = (tag(SERVICE_TAG), tag(ENVIRONMENT_TAG));
     if found == (Some(service), Some(environment)) {
         return Ok(());
     }
@@ -244,10 +257,14 @@ mod tests {
     fn ownership_needs_both_tags() {
         let mut tags = BTreeMap::new();
         tags.insert(SERVICE_TAG, "hello");
-        assert!(owned(&tags, "load balancer", "lb", "hello", "staging", "us-west-2").is_err());
+        let lookup = |tags: &BTreeMap<&'static str, &'static str>| {
+            let tags = tags.clone();
+            move |k: &str| tags.get(k).copied()
+        };
+        assert!(owned(lookup(&tags), "load balancer", "lb", "hello", "staging", "us-west-2").is_err());
         tags.insert(ENVIRONMENT_TAG, "staging");
-        assert!(owned(&tags, "load balancer", "lb", "hello", "staging", "us-west-2").is_ok());
-        let e = owned(&tags, "load balancer", "lb", "other", "staging", "us-west-2").unwrap_err();
+        assert!(owned(lookup(&tags), "load balancer", "lb", "hello", "staging", "us-west-2").is_ok());
+        let e = owned(lookup(&tags), "load balancer", "lb", "other", "staging", "us-west-2").unwrap_err();
         assert_eq!(e.error_type(), "AccessDenied");
         assert!(e.to_string().contains("`hello`"), "{e}");
     }

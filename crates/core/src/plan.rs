@@ -56,14 +56,14 @@ pub struct PrunePlan {
     pub keep: Vec<(StackSummary, &'static str)>,
 }
 
-/// Deletes the unpromoted stacks, oldest first, keeping the newest `keep` of
-/// them. Never the promoted stack, never the one just deployed, never one
-/// whose status is still in progress, never one already deleted.
 /// Why prune keeps the stack the live one replaced.
 pub const ROLLBACK_TARGET: &str = "the rollback target";
 
-/// `protected`: the promoted stack and the release's own; `rollback`: the
-/// stacks the promoted ones replaced (what a rollback goes back to).
+/// Deletes the unpromoted stacks, oldest first, keeping the newest `keep` of
+/// them. Never the promoted stack, never the one just deployed, never the
+/// rollback target, never one whose status is still in progress, never one
+/// already deleted. `protected`: the promoted stack and the release's own;
+/// `rollback`: the stacks the promoted ones replaced.
 pub fn prune(stacks: &[StackSummary], protected: &[String], rollback: &[String], keep: usize) -> PrunePlan {
     let mut plan = PrunePlan::default();
     let mut candidates = Vec::new();

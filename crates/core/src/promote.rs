@@ -143,7 +143,7 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
     })
 }
 
-/// Finds the stack and its instances, and registers them with every ELB.
+/// Finds the stack and its groups, and attaches them to every ELB.
 async fn begin(
     dep: &Deployment,
     clients: &RegionClients,
@@ -176,12 +176,8 @@ async fn begin(
         })?;
     // A rollback names its stack: it must be this service's, in this
     // environment, as its tags say (provision sets them).
-    let tags: BTreeMap<&str, &str> = stack
-        .tags()
-        .iter()
-        .filter_map(|t| Some((t.key()?, t.value().unwrap_or_default())))
-        .collect();
-    pins::owned(&tags, "stack", stack_name, service, environment, &region.name)?;
+    let tag = |k: &str| stack.tags().iter().find(|t| t.key() == Some(k)).and_then(|t| t.value());
+    pins::owned(tag, "stack", stack_name, service, environment, &region.name)?;
     let status = stack.stack_status().map(|s| s.as_str()).unwrap_or("?");
     if !matches!(status, "CREATE_COMPLETE" | "UPDATE_COMPLETE") {
         return Err(PhaseError::Invalid(format!(
@@ -314,27 +310,35 @@ async fn advance(
 
 async fn finish(clients: &RegionClients, region: &Region, c: &Cutover) -> Result<RegionPromoted, PhaseError> {
     let mut elbs = Vec::new();
+    // Each ELB's tags as they were: what served until now.
+    let mut before = Vec::new();
+    for elb in &region.elbs {
+        before.push(pins::elb_tags(clients, &elb.name).await?);
+    }
     // The release that served until now: its groups are detached, which
     // takes its instances out and keeps replacements of them out too.
-    let mut previous = Vec::new();
-    for elb in &region.elbs {
-        if let Some(id) = pins::elb_tags(clients, &elb.name).await?.remove(PROMOTED_TAG) {
-            if id != c.stack_id && !previous.contains(&id) {
-                previous.push(id);
-            }
-        }
-    }
+    let mut previous: Vec<&String> = before
+        .iter()
+        .filter_map(|tags| tags.get(PROMOTED_TAG))
+        .filter(|id| **id != c.stack_id)
+        .collect();
+    previous.sort();
+    previous.dedup();
     let mut deregistered = Vec::new();
-    for id in &previous {
+    for id in previous {
         // A stack deleted since (by hand) has no groups left to detach.
         let Ok(groups) = stack_groups(clients, id).await else {
             continue;
         };
-        let live = live_groups(clients, &groups).await?;
-        deregistered.extend(group_instances(clients, &live).await?);
-        set_attached(clients, region, &live, false).await?;
+        let live = describe_groups(clients, &groups).await?;
+        deregistered.extend(live_instances(&live));
+        let names: Vec<String> = live
+            .iter()
+            .filter_map(|g| g.auto_scaling_group_name().map(str::to_string))
+            .collect();
+        set_attached(clients, region, &names, false).await?;
     }
-    for elb in &region.elbs {
+    for (elb, before) in region.elbs.iter().zip(&before) {
         let registered = registered(clients, &elb.name).await?;
         let plan = plan::cutover(&registered, &c.instances);
         if !plan.deregister.is_empty() {
@@ -348,12 +352,9 @@ async fn finish(clients: &RegionClients, region: &Region, c: &Cutover) -> Result
                 .map_err(aws::err(format!("take the previous instances out of {}", elb.name)))?;
             deregistered.extend(plan.deregister);
         }
-        deregistered.sort();
-        deregistered.dedup();
         let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build().expect("key is set");
         // What was live becomes the rollback target (a re-run that finds
         // this stack already promoted keeps the target it had).
-        let before = pins::elb_tags(clients, &elb.name).await?;
         let mut tags = clients
             .elb
             .add_tags()
@@ -387,6 +388,8 @@ async fn finish(clients: &RegionClients, region: &Region, c: &Cutover) -> Result
             in_service: c.instances.clone(),
         });
     }
+    deregistered.sort();
+    deregistered.dedup();
     tracing::info!(region = %region.name, stack = %c.stack_name, "promoted");
     Ok(RegionPromoted {
         stack_id: c.stack_id.clone(),
@@ -457,24 +460,19 @@ async fn describe_groups(
     Ok(out.auto_scaling_groups().to_vec())
 }
 
-/// Of `groups`, those that still exist.
-async fn live_groups(clients: &RegionClients, groups: &[String]) -> Result<Vec<String>, PhaseError> {
-    Ok(describe_groups(clients, groups)
-        .await?
-        .iter()
-        .filter_map(|g| g.auto_scaling_group_name().map(str::to_string))
-        .collect())
-}
-
 /// The instances of `groups` that are not on their way out.
 pub async fn group_instances(clients: &RegionClients, groups: &[String]) -> Result<Vec<String>, PhaseError> {
-    let mut ids: Vec<String> = describe_groups(clients, groups)
-        .await?
+    Ok(live_instances(&describe_groups(clients, groups).await?))
+}
+
+/// The instances of described groups that are not on their way out, sorted.
+fn live_instances(groups: &[aws_sdk_autoscaling::types::AutoScalingGroup]) -> Vec<String> {
+    let mut ids: Vec<String> = groups
         .iter()
         .flat_map(|g| g.instances())
         .filter(|i| !matches!(i.lifecycle_state().map(|s| s.as_str()), Some(s) if s.starts_with("Terminat")))
         .filter_map(|i| i.instance_id().map(str::to_string))
         .collect();
     ids.sort();
-    Ok(ids)
+    ids
 }

@@ -113,10 +113,7 @@ impl Deployment {
             &region.name,
             &region.role_arn,
             &format!("porter-{phase}-{}", self.release.service),
-            &[
-                (pins::SERVICE_TAG, &self.release.service),
-                (pins::ENVIRONMENT_TAG, &self.release.environment),
-            ],
+            &pins::session_tags(&self.release.service, &self.release.environment),
         )
         .await
         .map_err(|e| e.in_region(&region.name))

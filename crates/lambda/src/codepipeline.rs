@@ -413,12 +413,17 @@ pub fn same_token(job: &Job, what: &str, e: &PhaseError) -> Option<Outcome> {
 
 /// Reports a failure with what to do about it.
 pub fn failure(e: &PhaseError) -> Outcome {
+    Outcome::Failed {
+        message: failure_message(e),
+    }
+}
+
+/// A failure's kind, message and what to do about it, as a job failure says it.
+pub fn failure_message(e: &PhaseError) -> String {
     let advice = match e {
         PhaseError::Retryable(_) => " (a transient AWS error: retry the stage)",
         PhaseError::AccessDenied(_) => " (grant the permission, then retry the stage)",
         _ => "",
     };
-    Outcome::Failed {
-        message: format!("{}: {e}{advice}", e.error_type()),
-    }
+    format!("{}: {e}{advice}", e.error_type())
 }

@@ -337,40 +337,35 @@ pub async fn answer(
     deadline: Option<tokio::time::Instant>,
 ) -> Result<Value, FunctionError> {
     use futures::FutureExt;
-    let job = codepipeline::is_job(&event).then(|| event.clone());
+    // Only the job's id is kept: enough to report on, without a copy of
+    // the event (and the artifact credentials in it).
+    let job_id = event
+        .pointer("/CodePipeline.job/id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let work = std::panic::AssertUnwindSafe(handler(ctx, event)).catch_unwind();
     let outcome = match deadline {
         Some(d) => tokio::time::timeout_at(d, work).await.map_err(|_| ()),
         None => Ok(work.await),
     };
-    let why = match outcome {
+    let failure = match outcome {
         Ok(Ok(answer)) => return answer,
-        Ok(Err(panic)) => Some(
-            panic
+        Ok(Err(panic)) => FunctionError::Crashed {
+            function,
+            detail: panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic".into()),
-        ),
-        Err(()) => None,
-    };
-    tracing::error!(
-        function,
-        panic = why.as_deref(),
-        "the handler did not finish; answering for it"
-    );
-    let failure = match &why {
-        Some(detail) => FunctionError::Crashed {
-            function,
-            detail: detail.clone(),
         },
-        None => FunctionError::Phase(PhaseError::Retryable(format!(
+        Err(()) => FunctionError::Phase(PhaseError::Retryable(format!(
             "the {function} function ran out of time before it finished; what it did stands, and a retry resumes from there"
         ))),
     };
-    match job {
-        Some(event) => {
-            let (job, _) = codepipeline::parse(ctx, event)?;
+    tracing::error!(function, error = %failure, "the handler did not finish; answering for it");
+    match job_id {
+        Some(id) => {
+            let (job, _) = codepipeline::parse(ctx, serde_json::json!({"CodePipeline.job": {"id": id}}))?;
             let message = match &failure {
                 FunctionError::Phase(e) => format!("{}: {e} (retry the action)", e.error_type()),
                 other => format!("{}: {other}", other.error_type()),

@@ -34,15 +34,8 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
                         Some(arn) => stop(ctx, arn, &e).await,
                         None => String::new(),
                     };
-                    let Outcome::Failed { message } = failure(&e) else {
-                        unreachable!("failure() fails")
-                    };
-                    (
-                        Outcome::Failed {
-                            message: message + &stopped,
-                        },
-                        arn,
-                    )
+                    let message = codepipeline::failure_message(&e) + &stopped;
+                    (Outcome::Failed { message }, arn)
                 }
             },
         },

@@ -126,7 +126,7 @@ pub async fn region(aws: &Aws, service: &str, env: &Environment, region: &Region
     })
 }
 
-async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, region: &str) -> Result<()> {
+pub(crate) async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, region: &str) -> Result<()> {
     if s3.head_bucket().bucket(bucket).send().await.is_ok() {
         return Ok(());
     }

@@ -157,20 +157,7 @@ pub async fn prepare(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Res
     bootstrap::environment(&aws, &cfg.service_name, env).await?;
     // What the infra holds: the artifact bucket (pack writes payloads only
     // there) and the deploy state machine.
-    let s3 = aws.s3();
-    if s3
-        .head_bucket()
-        .bucket(crate::stack::ARTIFACT_BUCKET)
-        .send()
-        .await
-        .is_err()
-    {
-        s3.create_bucket()
-            .bucket(crate::stack::ARTIFACT_BUCKET)
-            .send()
-            .await
-            .context("creating the artifact bucket")?;
-    }
+    bootstrap::ensure_bucket(&aws.s3(), crate::stack::ARTIFACT_BUCKET, REGION).await?;
     ensure_lease_table(&sdk).await?;
     let machine = ensure_state_machine(&sfn).await?;
     Ok(Prepared {
@@ -401,48 +388,35 @@ fn progress_line(e: &aws_sdk_sfn::types::HistoryEvent) -> Option<String> {
     Some(format!("{phase:<9} {region:<10} {detail}"))
 }
 
+/// The strings of a JSON list (none when it is not one).
+fn strings(v: &Value) -> impl Iterator<Item = String> + '_ {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+}
+
 fn regions_of(output: &Value) -> BTreeMap<String, RegionOutcome> {
     let mut regions: BTreeMap<String, RegionOutcome> = BTreeMap::new();
     for item in output["promoted"].as_array().into_iter().flatten() {
         for (region, p) in item["promoted"].as_object().into_iter().flatten() {
             let r = regions.entry(region.clone()).or_default();
             r.stack = p["stack_name"].as_str().unwrap_or_default().to_string();
-            r.taken_out = p["deregistered"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect();
+            r.taken_out = strings(&p["deregistered"]).collect();
             r.in_service = p["elbs"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .flat_map(|e| {
-                    e["in_service"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                })
+                .flat_map(|e| strings(&e["in_service"]))
                 .collect();
         }
     }
     for item in output["pruned"].as_array().into_iter().flatten() {
         for (region, p) in item["pruned"].as_object().into_iter().flatten() {
             let r = regions.entry(region.clone()).or_default();
-            let names = |key: &str| -> Vec<String> {
-                p[key]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            };
-            r.deleted = names("deleted");
-            r.rollback = names("rollback");
+            r.deleted = strings(&p["deleted"]).collect();
+            r.rollback = strings(&p["rollback"]).collect();
         }
     }
     regions
@@ -473,6 +447,8 @@ pub async fn verify(endpoint: &str, opts: &Options, outcome: &Outcome) -> Result
             .region(&region.name, &region.role_arn, "porter-verify", &[])
             .await
             .map_err(|e| anyhow!("{e}"))?;
+        // The promoted stack and its rollback target, as the ELBs' tags name them.
+        let mut want_live = vec![expected.stack.clone()];
         for elb in &region.elbs {
             let mut registered = porter_core::promote::registered(&clients, &elb.name)
                 .await
@@ -487,10 +463,18 @@ pub async fn verify(endpoint: &str, opts: &Options, outcome: &Outcome) -> Result
                     region.name, elb.name
                 ));
             }
-            let tag = porter_core::prune::promoted_stack(&clients, &elb.name)
+            let tags = porter_core::pins::elb_tags(&clients, &elb.name)
                 .await
                 .map_err(|e| anyhow!("{e}"))?;
-            if !tag.is_some_and(|t| t.contains(&expected.stack)) {
+            want_live.extend(
+                tags.get(porter_core::promote::PREVIOUS_NAME_TAG)
+                    .filter(|n| !n.is_empty())
+                    .cloned(),
+            );
+            if !tags
+                .get(porter_core::promote::PROMOTED_TAG)
+                .is_some_and(|t| t.contains(&expected.stack))
+            {
                 problems.push(format!(
                     "{}: {} is not tagged with {}",
                     region.name, elb.name, expected.stack
@@ -505,17 +489,7 @@ pub async fn verify(endpoint: &str, opts: &Options, outcome: &Outcome) -> Result
                 .filter(|s| s.status != "DELETE_COMPLETE")
                 .map(|s| s.stack_name)
                 .collect();
-            let mut want = vec![expected.stack.clone()];
-            for elb in &region.elbs {
-                let tags = porter_core::pins::elb_tags(&clients, &elb.name)
-                    .await
-                    .map_err(|e| anyhow!("{e}"))?;
-                want.extend(
-                    tags.get(porter_core::promote::PREVIOUS_NAME_TAG)
-                        .filter(|n| !n.is_empty())
-                        .cloned(),
-                );
-            }
+            let mut want = want_live;
             want.sort();
             want.dedup();
             let mut live = live;

@@ -86,13 +86,28 @@ fn json_error(status: u16, kind: &'static str) -> impl Fn() -> http::Response<Sd
     }
 }
 
-fn start_fails(status: u16, kind: &'static str) -> Rule {
+/// The same, as a mock's HTTP response.
+fn http_error(status: u16, kind: &'static str) -> impl Fn() -> aws_smithy_runtime_api::http::Response + Send + Sync {
     let resp = json_error(status, kind);
-    mock!(aws_sdk_sfn::Client::start_execution).then_http_response(move || {
-        let r = resp();
-        let (parts, body) = r.into_parts();
+    move || {
+        let (parts, body) = resp().into_parts();
         aws_smithy_runtime_api::http::Response::try_from(http::Response::from_parts(parts, body)).unwrap()
-    })
+    }
+}
+
+/// A deploy execution that is still running.
+fn running() -> DescribeExecutionOutput {
+    DescribeExecutionOutput::builder()
+        .execution_arn("arn:aws:states:us-east-1:123456789012:execution:porter-deploy:x")
+        .state_machine_arn(MACHINE)
+        .status(ExecutionStatus::Running)
+        .start_date(aws_smithy_types::DateTime::from_secs(0))
+        .build()
+        .unwrap()
+}
+
+fn start_fails(status: u16, kind: &'static str) -> Rule {
+    mock!(aws_sdk_sfn::Client::start_execution).then_http_response(http_error(status, kind))
 }
 
 #[tokio::test]
@@ -120,15 +135,7 @@ async fn a_500_that_succeeds_on_retry_reports_progress() {
     let describe = mock!(aws_sdk_sfn::Client::describe_execution)
         .sequence()
         .http_status(500, None)
-        .output(|| {
-            DescribeExecutionOutput::builder()
-                .execution_arn("arn:aws:states:us-east-1:123456789012:execution:porter-deploy:x")
-                .state_machine_arn(MACHINE)
-                .status(ExecutionStatus::Running)
-                .start_date(aws_smithy_types::DateTime::from_secs(0))
-                .build()
-                .unwrap()
-        })
+        .output(running)
         .build();
     let history = mock!(aws_sdk_sfn::Client::get_execution_history).then_output(|| {
         GetExecutionHistoryOutput::builder()
@@ -172,11 +179,8 @@ async fn when_codepipeline_will_not_take_the_result_the_function_errors_so_lambd
             .build()
             .unwrap()
     });
-    let throttled = json_error(400, "ThrottlingException");
-    let report = mock!(aws_sdk_codepipeline::Client::put_job_success_result).then_http_response(move || {
-        let (parts, body) = throttled().into_parts();
-        aws_smithy_runtime_api::http::Response::try_from(http::Response::from_parts(parts, body)).unwrap()
-    });
+    let report = mock!(aws_sdk_codepipeline::Client::put_job_success_result)
+        .then_http_response(http_error(400, "ThrottlingException"));
     let sfn = mock_client!(aws_sdk_sfn, [&start]);
     let cp = mock_client!(
         aws_sdk_codepipeline,
@@ -194,11 +198,8 @@ async fn when_codepipeline_will_not_take_the_result_the_function_errors_so_lambd
 
     // Failure path: the job failed, and reporting that failed with a 500.
     let denied = start_fails(400, "AccessDeniedException");
-    let broken = json_error(500, "InternalFailure");
-    let report = mock!(aws_sdk_codepipeline::Client::put_job_failure_result).then_http_response(move || {
-        let (parts, body) = broken().into_parts();
-        aws_smithy_runtime_api::http::Response::try_from(http::Response::from_parts(parts, body)).unwrap()
-    });
+    let report = mock!(aws_sdk_codepipeline::Client::put_job_failure_result)
+        .then_http_response(http_error(500, "InternalFailure"));
     let sfn = mock_client!(aws_sdk_sfn, RuleMode::Sequential, [&denied], no_retries);
     let cp = mock_client!(
         aws_sdk_codepipeline,
@@ -262,14 +263,6 @@ fn sealed_continuation() -> (Value, String) {
     (continuation, arn)
 }
 
-fn http_error(status: u16, kind: &'static str) -> impl Fn() -> aws_smithy_runtime_api::http::Response + Send + Sync {
-    let resp = json_error(status, kind);
-    move || {
-        let (parts, body) = resp().into_parts();
-        aws_smithy_runtime_api::http::Response::try_from(http::Response::from_parts(parts, body)).unwrap()
-    }
-}
-
 #[tokio::test]
 async fn a_throttled_status_read_answers_with_the_same_token() {
     let (continuation, _) = sealed_continuation();
@@ -293,15 +286,7 @@ async fn a_throttled_status_read_answers_with_the_same_token() {
 #[tokio::test]
 async fn a_failed_job_stops_the_execution_it_followed() {
     let (continuation, arn) = sealed_continuation();
-    let describe = mock!(aws_sdk_sfn::Client::describe_execution).then_output(|| {
-        DescribeExecutionOutput::builder()
-            .execution_arn("arn:aws:states:us-east-1:123456789012:execution:porter-deploy:x")
-            .state_machine_arn(MACHINE)
-            .status(ExecutionStatus::Running)
-            .start_date(aws_smithy_types::DateTime::from_secs(0))
-            .build()
-            .unwrap()
-    });
+    let describe = mock!(aws_sdk_sfn::Client::describe_execution).then_output(running);
     let history =
         mock!(aws_sdk_sfn::Client::get_execution_history).then_http_response(http_error(400, "AccessDeniedException"));
     let stop_arn = arn.clone();
