@@ -3,8 +3,10 @@
 # local stack. Release 1 goes straight through the deploy state machine
 # (`porter deploy --local`); release 2 the way CodePipeline runs it: the
 # `pipeline` function invoked with a job, continuation tokens, job result
-# (`porter local pipeline`). Exits 0 only when release 2 serves in both
-# regions and release 1's stacks are gone.
+# (`porter local pipeline`); then `porter status`, `porter rollback` to
+# release 1 and `porter history`. Exits 0 only when each step shows what
+# it should: release 2 serving in both regions with release 1 kept, then
+# release 1 serving again with release 2 kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 porter="${CARGO_TARGET_DIR:-target}/debug/porter"
@@ -37,5 +39,25 @@ done
 test "$(grep -c "kept     hello-staging-$r1 (the rollback target)" "$work/r2.out")" = 2
 test "$(grep -c "cut over 2 previous instance(s) out" "$work/r2.out")" = 2
 grep -q "^verified: every region serves this release only" "$work/r2.out"
+
 echo
-echo "demo OK: release $r2 serves in us-west-2 and us-east-1; release $r1 was cut over and is kept to roll back to"
+echo "== porter status: what serves where, what a rollback goes back to =="
+$porter status -e staging --local "$work/hello-service" | tee "$work/status.out"
+test "$(grep -c "serving   release $r2" "$work/status.out")" = 2
+test "$(grep -c "rollback  release $r1" "$work/status.out")" = 2
+grep -q "deploy lease: free" "$work/status.out"
+
+echo
+echo "== porter rollback: release 1 again, through the same state machine =="
+$porter rollback -e staging --local "$work/hello-service" | tee "$work/rollback.out"
+grep -q "^rolled back to hello release $r1 " "$work/rollback.out"
+test "$(grep -c "kept     hello-staging-$r2 (the rollback target)" "$work/rollback.out")" = 2
+grep -q "^verified: every region serves this release only" "$work/rollback.out"
+
+echo
+echo "== porter history =="
+$porter history -e staging --local "$work/hello-service" | tee "$work/history.out"
+sed -n 2p "$work/history.out" | grep -q "SUCCEEDED rollback $r1"
+test "$(grep -c "SUCCEEDED" "$work/history.out")" = 3
+echo
+echo "demo OK: release $r2 served in us-west-2 and us-east-1, then rolled back to release $r1, which serves now; release $r2 is kept to roll forward to"

@@ -57,7 +57,7 @@ fn base() -> PathBuf {
 }
 
 /// The stack `porter local up` left running, if it still answers.
-async fn running() -> Option<StackFile> {
+pub async fn running() -> Option<StackFile> {
     let f = stack::read_stack_file(&base())?;
     let url = format!("http://127.0.0.1:{}/moto-api/data.json", f.moto_port);
     reqwest::get(url)
@@ -238,15 +238,14 @@ fn describe_job_result(r: &porter_local::job_sim::JobResult) -> String {
     }
 }
 
-pub async fn deploy(path: &Path, environment: &str, local: bool, keep: u32, wait_for_lease: bool) -> Result<ExitCode> {
-    if !local {
-        bail!("only `--local` deploys run from the CLI; in AWS, deploys start from the pipeline (see README)");
-    }
+/// `porter deploy --local` and `porter rollback --local`: `what` through the
+/// state machine on the local stack, then the account checked.
+pub async fn deploy(path: &Path, environment: &str, what: deploy::What, run: &crate::ops_cmd::Run) -> Result<ExitCode> {
     let opts = Options {
         path: path.to_path_buf(),
         environment: environment.to_string(),
-        keep,
-        wait_for_lease,
+        keep: run.keep,
+        wait_for_lease: run.wait_for_lease,
     };
     // Attach to `porter local up` if it runs; else a stack for this deploy only.
     let (endpoint, own) = match running().await {
@@ -257,12 +256,16 @@ pub async fn deploy(path: &Path, environment: &str, local: bool, keep: u32, wait
         }
     };
     let mut stdout = std::io::stdout();
-    let code = match deploy::run(&endpoint, &opts, &mut stdout).await {
+    let verb = match what {
+        deploy::What::Source => "deployed",
+        deploy::What::Release(_) => "rolled back to",
+    };
+    let code = match deploy::run_what(&endpoint, &opts, &what, &mut stdout).await {
         Err(e) => {
-            eprintln!("porter: deploy could not run: {e:#}");
+            eprintln!("porter: the deploy could not run: {e:#}");
             ExitCode::FAILURE
         }
-        Ok(outcome) => summarize(&endpoint, &opts, &outcome).await?,
+        Ok(outcome) => summarize(&endpoint, &opts, &outcome, verb).await?,
     };
     if let Some(s) = own {
         s.stop().await;
@@ -272,45 +275,9 @@ pub async fn deploy(path: &Path, environment: &str, local: bool, keep: u32, wait
 
 /// Prints how the deploy ended and checks the account; exit 0 only when
 /// the execution succeeded and the account shows it.
-async fn summarize(endpoint: &str, opts: &Options, outcome: &deploy::Outcome) -> Result<ExitCode> {
-    if !outcome.succeeded {
-        let (error, cause) = outcome.error.clone().unwrap_or_default();
-        println!(
-            "\ndeploy FAILED after {:.1}s, {} state transitions",
-            outcome.wall.as_secs_f64(),
-            outcome.transitions
-        );
-        println!("  error: {error}\n  cause: {cause}");
+async fn summarize(endpoint: &str, opts: &Options, outcome: &deploy::Outcome, verb: &str) -> Result<ExitCode> {
+    if crate::ops_cmd::report(outcome, verb) != ExitCode::SUCCESS {
         return Ok(ExitCode::FAILURE);
-    }
-    let release = &outcome.output["release"];
-    println!(
-        "\ndeployed {} release {} in {:.1}s using {} state transitions",
-        release["service"].as_str().unwrap_or("?"),
-        release["version"].as_str().unwrap_or("?"),
-        outcome.wall.as_secs_f64(),
-        outcome.transitions
-    );
-    for (region, r) in &outcome.regions {
-        println!(
-            "  {region:<10} promoted {}  InService: {}",
-            r.stack,
-            r.in_service.join(", ")
-        );
-        if !r.taken_out.is_empty() {
-            println!(
-                "  {:<10} cut over {} previous instance(s) out: {}",
-                "",
-                r.taken_out.len(),
-                r.taken_out.join(", ")
-            );
-        }
-        if !r.deleted.is_empty() {
-            println!("  {:<10} pruned   {}", "", r.deleted.join(", "));
-        }
-        if !r.rollback.is_empty() {
-            println!("  {:<10} kept     {} (the rollback target)", "", r.rollback.join(", "));
-        }
     }
     let problems = deploy::verify(endpoint, opts, outcome).await?;
     if problems.is_empty() {
@@ -357,9 +324,9 @@ async fn pipeline(path: &Path, environment: &str, keep: u32, wait_seconds: f64) 
                 end.calls
             );
             match outcome {
-                Some(o) if end.succeeded => summarize(&endpoint, &opts, &o).await?,
+                Some(o) if end.succeeded => summarize(&endpoint, &opts, &o, "deployed").await?,
                 Some(o) => {
-                    summarize(&endpoint, &opts, &o).await?;
+                    summarize(&endpoint, &opts, &o, "deployed").await?;
                     ExitCode::FAILURE
                 }
                 None => {

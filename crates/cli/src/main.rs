@@ -2,6 +2,7 @@
 //! state machine on the local stack, and run that stack.
 
 mod local_cmd;
+mod ops_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,22 +41,37 @@ enum Command {
         #[arg(default_value = ".porter/config")]
         path: PathBuf,
     },
-    /// Deploy a service folder through the deploy state machine.
+    /// Deploy a service folder through the deploy state machine: in AWS
+    /// (the installation `--stack` names), or `--local`.
     Deploy {
-        #[arg(short, long)]
-        environment: String,
-        /// Run on the local stack (moto); the only mode this command has yet.
+        #[command(flatten)]
+        on: ops_cmd::On,
+        #[command(flatten)]
+        run: ops_cmd::Run,
+    },
+    /// Deploy the release the live one replaced (or `--to VERSION`) again,
+    /// in every region, through the same state machine.
+    Rollback {
+        #[command(flatten)]
+        on: ops_cmd::On,
+        /// The release version to go back to (`porter history` lists them).
         #[arg(long)]
-        local: bool,
-        #[arg(default_value = ".")]
-        path: PathBuf,
-        /// Unpromoted stacks prune keeps.
-        #[arg(long, default_value_t = 0)]
-        keep: u32,
-        /// When another deploy of this service and environment runs, wait
-        /// for it instead of failing at once.
-        #[arg(long)]
-        wait_for_lease: bool,
+        to: Option<String>,
+        #[command(flatten)]
+        run: ops_cmd::Run,
+    },
+    /// Per region: the release serving, its instances' health, the release
+    /// to roll back to; who holds the deploy lease; the last deploys.
+    Status {
+        #[command(flatten)]
+        on: ops_cmd::On,
+    },
+    /// Past deploys and rollbacks of an environment, newest first.
+    History {
+        #[command(flatten)]
+        on: ops_cmd::On,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
     },
     /// The local stack: moto plus the project's Lambda host.
     #[command(subcommand)]
@@ -76,13 +92,13 @@ async fn main() -> ExitCode {
             region,
             path,
         } => render(&path, &environment, &region),
-        Command::Deploy {
-            environment,
-            local,
-            path,
-            keep,
-            wait_for_lease,
-        } => local_cmd::deploy(&path, &environment, local, keep, wait_for_lease).await,
+        Command::Deploy { on, run } if on.local => {
+            local_cmd::deploy(&on.path, &on.environment, porter_local::deploy::What::Source, &run).await
+        }
+        Command::Deploy { on, run } => ops_cmd::deploy(&on, &run).await,
+        Command::Rollback { on, to, run } => ops_cmd::rollback(&on, to, &run).await,
+        Command::Status { on } => ops_cmd::status(&on).await,
+        Command::History { on, limit } => ops_cmd::history(&on, limit).await,
         Command::Local(cmd) => local_cmd::run(cmd).await,
     };
     match result {

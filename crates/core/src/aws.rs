@@ -75,6 +75,19 @@ impl Aws {
         s3_client(&self.base)
     }
 
+    /// Clients for `region` with the caller's own credentials: for reading
+    /// what is deployed (`porter status`), never for changing it.
+    pub fn own_region(&self, region: &str) -> RegionClients {
+        let conf = self.base.to_builder().region(Region::new(region.to_string())).build();
+        RegionClients {
+            region: region.to_string(),
+            cloudformation: aws_sdk_cloudformation::Client::new(&conf),
+            elb: aws_sdk_elasticloadbalancing::Client::new(&conf),
+            autoscaling: aws_sdk_autoscaling::Client::new(&conf),
+            s3: s3_client(&conf),
+        }
+    }
+
     /// Assumes `role_arn` and returns clients for `region` acting as it.
     /// porter always worked this way: the invoker's role only needs
     /// sts:AssumeRole, the deployment role (maybe in another account) holds
@@ -197,16 +210,54 @@ const DENIED_CODES: &[&str] = &[
     "ExpiredTokenException",
 ];
 
+/// The most of AWS's message an error line carries: some messages list
+/// every valid value (an unknown availability zone lists all of them).
+const MESSAGE_LIMIT: usize = 300;
+
+/// Cuts `s` to at most `n` bytes (on a character boundary), marking the cut.
+pub fn clip(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        return s.to_string();
+    }
+    let mut end = n.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// One line for an SDK error: the call, AWS's code and AWS's message —
+/// never the SDK's debug rendering of it.
+pub fn describe<E>(what: &str, err: &SdkError<E, Response>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match err {
+        SdkError::ServiceError(se) => format!(
+            "{what}: {} (HTTP {}): {}",
+            err.code().unwrap_or("error"),
+            se.raw().status().as_u16(),
+            clip(err.message().unwrap_or("no message"), MESSAGE_LIMIT)
+        ),
+        _ => format!(
+            "{what}: AWS did not answer ({})",
+            clip(&DisplayErrorContext(err).to_string(), MESSAGE_LIMIT)
+        ),
+    }
+}
+
 /// Sorts an SDK error into the kind that tells the caller what to do next.
 pub fn classify<E>(what: &str, err: SdkError<E, Response>) -> PhaseError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let code = err.code().unwrap_or_default().to_string();
-    let detail = err
-        .message()
-        .map(str::to_string)
-        .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
+    let detail = clip(
+        &err.message()
+            .map(str::to_string)
+            .unwrap_or_else(|| DisplayErrorContext(&err).to_string()),
+        MESSAGE_LIMIT,
+    );
     match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             PhaseError::Retryable(format!("{what}: AWS did not answer ({detail}); retrying may help"))
@@ -238,4 +289,47 @@ where
 {
     let what = what.into();
     move |e| classify(&what, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ssm::operation::get_parameter::GetParameterError;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn service_error(code: &str, message: &str) -> SdkError<GetParameterError, Response> {
+        let err = GetParameterError::generic(ErrorMetadata::builder().code(code).message(message).build());
+        let raw = Response::new(400u16.try_into().unwrap(), SdkBody::empty());
+        SdkError::service_error(err, raw)
+    }
+
+    #[test]
+    fn an_aws_error_reads_as_one_line_with_the_call_code_and_a_clipped_message() {
+        let zones = (0..300).map(|i| format!("zone-{i}")).collect::<Vec<_>>().join(", ");
+        let e = service_error(
+            "InvalidParameterValue",
+            &format!("us-west-2z is invalid; use one of {zones}"),
+        );
+        let line = describe("create subnet", &e);
+        assert!(
+            line.starts_with("create subnet: InvalidParameterValue (HTTP 400): us-west-2z is invalid"),
+            "{line}"
+        );
+        assert!(
+            line.len() < 400 && !line.contains('\n') && !line.contains("Error {"),
+            "{line}"
+        );
+        let kind = classify("create subnet", service_error("InvalidParameterValue", &zones));
+        assert!(kind.to_string().len() < 400, "{kind}");
+    }
+
+    #[test]
+    fn clip_keeps_within_its_bytes_on_a_character_boundary() {
+        assert_eq!(clip("short", 10), "short");
+        let long = "é".repeat(2000);
+        let c = clip(&long, 2048);
+        assert!(c.len() <= 2048 && c.ends_with('…'), "{}", c.len());
+        assert!(clip(&"x".repeat(5000), 2048).len() == 2048);
+    }
 }

@@ -9,6 +9,7 @@
 
 pub mod aws;
 pub mod config;
+pub mod execution;
 pub mod image;
 pub mod pack;
 pub mod phase;

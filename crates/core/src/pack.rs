@@ -28,6 +28,9 @@ pub enum Source {
     S3 { bucket: String, key: String },
     /// A folder on this machine (CLI and local stack).
     Path(PathBuf),
+    /// A release packed before, read back from the artifact bucket by its
+    /// version: what a rollback deploys again.
+    Release { service: String, version: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -391,7 +394,10 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
         payload: object(".tar"),
         manifest: object(".manifest.json"),
         config: with_config(".config.json"),
-        record: with_config(".release.json"),
+        record: S3Object {
+            bucket: bucket.clone(),
+            key: record_key(&config.service_name, &env.name, &version),
+        },
         regions: env.regions.iter().map(|r| r.name.clone()).collect(),
     };
     let manifest = Manifest {
@@ -589,6 +595,85 @@ pub async fn read_bytes(s3: &aws_sdk_s3::Client, obj: &S3Object) -> Result<Vec<u
     Ok(bytes.to_vec())
 }
 
+/// Where a release's record lives: by version, so that a rollback names
+/// only the version.
+pub fn record_key(service: &str, environment: &str, version: &str) -> String {
+    format!("porter-deployment/{service}/{environment}/releases/{version}.json")
+}
+
+/// A release packed before, made ready to deploy again: its record read
+/// back from the artifact bucket, and its config and payload checked
+/// against it. Nothing is written.
+pub async fn recall(aws: &Aws, input: &PackInput, service: &str, version: &str) -> Result<Packed, PhaseError> {
+    let well_formed = |s: &str, ok: fn(char) -> bool| !s.is_empty() && s.len() <= 64 && s.chars().all(ok);
+    if !well_formed(version, |c| c.is_ascii_hexdigit()) {
+        return Err(PhaseError::Invalid(format!(
+            "`source.release.version` must be a release version ({} hex digits), not `{}`",
+            crate::release::VERSION_LEN,
+            version.chars().take(80).collect::<String>()
+        )));
+    }
+    for (field, value) in [("source.release.service", service), ("environment", &input.environment)] {
+        if !well_formed(value, |c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(PhaseError::Invalid(format!(
+                "`{field}` must be a name (letters, digits, `-`, `_`), not `{}`",
+                value.chars().take(80).collect::<String>()
+            )));
+        }
+    }
+    if let crate::pins::Pinning::Pinned {
+        service: Some(pinned), ..
+    } = aws.pinning()
+    {
+        if pinned != service {
+            return Err(PhaseError::AccessDenied(format!(
+                "this deployment deploys service {pinned}, not {service}"
+            )));
+        }
+    }
+    let bucket = input.artifact_bucket.clone().ok_or_else(|| {
+        PhaseError::Invalid("a release is read back from the artifact bucket: name `artifact_bucket`".into())
+    })?;
+    let obj = S3Object {
+        bucket,
+        key: record_key(service, &input.environment, version),
+    };
+    let s3 = aws.s3();
+    if !exists(&s3, &obj).await? {
+        return Err(PhaseError::Invalid(format!(
+            "there is no release {version} of {service} in {}: {} is missing; `porter history` lists the releases deployed there",
+            input.environment,
+            obj.url()
+        )));
+    }
+    let release: Release = read_json(&s3, &obj).await?;
+    if release.service != service || release.environment != input.environment || release.version != version {
+        return Err(PhaseError::Invalid(format!(
+            "{} names release {} of {} in {}, not the one it is filed under; pack it again",
+            obj.url(),
+            release.version,
+            release.service,
+            release.environment
+        )));
+    }
+    // The config it was packed with (checked against its sha256) says
+    // which regions it deploys to; the pins must still allow each.
+    let target = crate::target::Target {
+        release: crate::release::ReleaseRef::Inline(Box::new(release.clone())),
+        region: None,
+        regions: Vec::new(),
+    };
+    let dep = crate::target::Deployment::load(aws, &target).await?;
+    let regions = dep.regions(&target)?;
+    crate::pins::check(aws, service, &input.environment, &regions).await?;
+    verify_payload(&s3, &release).await?;
+    tracing::info!(service, version, "recalled a packed release");
+    Ok(Packed {
+        release,
+        uploaded: Vec::new(),
+    })
+}
+
 /// pack from its input alone: a folder, or a zip in S3 read with the
 /// caller's own credentials (Step Functions). CodePipeline's front door
 /// reads its zip with the job's credentials and calls [`pack`] instead.
@@ -600,6 +685,7 @@ pub async fn run(aws: &Aws, input: &PackInput) -> Result<Packed, PhaseError> {
             fetch_zip(&aws.s3(), bucket, key, dir.path()).await?;
             pack(aws, input, dir.path()).await
         }
+        Source::Release { service, version } => recall(aws, input, service, version).await,
     }
 }
 

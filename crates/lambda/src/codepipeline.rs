@@ -300,17 +300,6 @@ pub async fn state_from(ctx: &Context, binding: &Binding, token: &str) -> Result
         .map_err(|e| PhaseError::Invalid(format!("the continuation token's state is not one porter wrote: {e}")))
 }
 
-fn clip(s: &str, n: usize) -> String {
-    if s.len() <= n {
-        return s.to_string();
-    }
-    let mut end = n.saturating_sub(1);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
 /// Reports the outcome. The only error this returns is a failure to report.
 /// `external` is what CodePipeline shows as the execution id (and fills
 /// into the action's link); the job id when there is nothing better.
@@ -321,7 +310,7 @@ pub async fn report(
     external: Option<&str>,
 ) -> Result<Value, FunctionError> {
     let cp = &ctx.codepipeline;
-    let external = clip(external.unwrap_or(&job.id), 1500);
+    let external = porter_core::aws::clip(external.unwrap_or(&job.id), 1500);
     let (kind, sent) = match outcome {
         Outcome::Continue {
             token,
@@ -329,7 +318,7 @@ pub async fn report(
             percent,
         } => {
             let details = ExecutionDetails::builder()
-                .summary(clip(&summary, SUMMARY_LIMIT))
+                .summary(porter_core::aws::clip(&summary, SUMMARY_LIMIT))
                 .external_execution_id(&external)
                 .percent_complete(i32::from(percent.min(100)))
                 .build();
@@ -348,7 +337,7 @@ pub async fn report(
         }
         Outcome::Succeeded { summary, variables } => {
             let details = ExecutionDetails::builder()
-                .summary(clip(&summary, SUMMARY_LIMIT))
+                .summary(porter_core::aws::clip(&summary, SUMMARY_LIMIT))
                 .external_execution_id(&external)
                 .percent_complete(100)
                 .build();
@@ -368,7 +357,7 @@ pub async fn report(
         Outcome::Failed { message } => {
             let details = FailureDetails::builder()
                 .r#type(FailureType::JobFailed)
-                .message(clip(&message, MESSAGE_LIMIT))
+                .message(porter_core::aws::clip(&message, MESSAGE_LIMIT))
                 .external_execution_id(&external)
                 .build()
                 .expect("type and message are set");

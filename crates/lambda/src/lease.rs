@@ -230,7 +230,8 @@ fn held(key: &str, h: &Holder) -> PhaseError {
     ))
 }
 
-async fn read(ddb: &aws_sdk_dynamodb::Client, table: &str, key: &str) -> Result<Option<Holder>, PhaseError> {
+/// Who holds the lease `key`, if anyone (`porter status` shows it).
+pub async fn read(ddb: &aws_sdk_dynamodb::Client, table: &str, key: &str) -> Result<Option<Holder>, PhaseError> {
     let out = ddb
         .get_item()
         .table_name(table)

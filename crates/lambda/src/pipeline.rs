@@ -5,10 +5,9 @@
 //! the token is the execution ARN. Each later call reads the execution and
 //! reports progress, the outputs, or the failing state's error and cause.
 
-use std::collections::HashMap;
-
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent};
 use porter_core::aws;
+use porter_core::execution::{self, Progress, Report};
 use porter_core::pack::{DeployInput, PackInput, Source};
 use porter_core::phase::PhaseError;
 use porter_core::release::Provenance;
@@ -194,7 +193,7 @@ async fn check(ctx: &Context, arn: &str, key: &[u8], binding: &Binding) -> Resul
     match d.status() {
         ExecutionStatus::Running | ExecutionStatus::PendingRedrive => {
             let events = history(ctx, arn).await?;
-            let (summary, percent) = progress(&events);
+            let (summary, percent) = execution::summary(&events);
             Ok(Outcome::Continue {
                 token: token::seal(key, binding, arn),
                 summary,
@@ -202,18 +201,15 @@ async fn check(ctx: &Context, arn: &str, key: &[u8], binding: &Binding) -> Resul
             })
         }
         ExecutionStatus::Succeeded => {
-            let output: Value = d
-                .output()
-                .and_then(|o| serde_json::from_str(o).ok())
-                .unwrap_or(Value::Null);
-            let variables = variables(&output);
+            let report = Report::parse(d.output().unwrap_or_default())
+                .map_err(|e| PhaseError::Invalid(format!("execution {arn} succeeded, but {e}")))?;
             Ok(Outcome::Succeeded {
                 summary: format!(
                     "deployed release {} to {} region(s)",
-                    output["release"]["version"].as_str().unwrap_or("?"),
-                    output["release"]["regions"].as_array().map_or(0, Vec::len)
+                    report.release.version,
+                    report.release.regions.len()
                 ),
-                variables,
+                variables: report.variables().into_iter().collect(),
             })
         }
         other => Ok(Outcome::Failed {
@@ -227,8 +223,10 @@ async fn check(ctx: &Context, arn: &str, key: &[u8], binding: &Binding) -> Resul
     }
 }
 
-async fn history(ctx: &Context, arn: &str) -> Result<Vec<HistoryEvent>, PhaseError> {
-    let mut events = Vec::new();
+/// What the execution's finished states say so far, read by the one
+/// typed reader every front door shares.
+async fn history(ctx: &Context, arn: &str) -> Result<Vec<Progress>, PhaseError> {
+    let mut progress = Vec::new();
     let mut pages = ctx
         .sfn
         .get_execution_history()
@@ -236,88 +234,17 @@ async fn history(ctx: &Context, arn: &str) -> Result<Vec<HistoryEvent>, PhaseErr
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        events.extend(
-            page.map_err(aws::err("read the execution history"))?
-                .events()
-                .iter()
-                .cloned(),
-        );
+        for e in page.map_err(aws::err("read the execution history"))?.events() {
+            if let Some(p) = exited(e) {
+                progress.push(p);
+            }
+        }
     }
-    Ok(events)
+    Ok(progress)
 }
 
-/// Which phases and regions are done, from the execution's history.
-pub fn progress(events: &[HistoryEvent]) -> (String, u8) {
-    let mut regions = 0usize;
-    let mut packed = false;
-    let mut done: HashMap<&str, usize> = HashMap::new();
-    for e in events {
-        let Some(x) = e.state_exited_event_details() else {
-            continue;
-        };
-        let output: Value = x
-            .output()
-            .and_then(|o| serde_json::from_str(o).ok())
-            .unwrap_or(Value::Null);
-        match x.name() {
-            "Pack" => {
-                packed = true;
-                regions = output["packed"]["release"]["regions"].as_array().map_or(0, Vec::len);
-            }
-            step @ ("ProvisionStep" | "PromoteStep" | "PruneStep") if output["last"]["result"]["status"] == "done" => {
-                *done.entry(step).or_default() += 1;
-            }
-            _ => {}
-        }
-    }
-    if !packed {
-        return ("packing".into(), 5);
-    }
-    let r = regions.max(1);
-    let phases = [
-        ("provision", "ProvisionStep"),
-        ("promote", "PromoteStep"),
-        ("prune", "PruneStep"),
-    ];
-    let parts: Vec<String> = phases
-        .iter()
-        .map(|(name, step)| format!("{name} {}/{regions}", done.get(step).copied().unwrap_or(0)))
-        .collect();
-    let finished: usize = phases
-        .iter()
-        .map(|(_, s)| done.get(s).copied().unwrap_or(0).min(r))
-        .sum();
-    let percent = 10 + 85 * finished / (3 * r);
-    (format!("pack done; {} regions", parts.join(", ")), percent as u8)
-}
-
-/// Output variables: the release, and per region the promoted stack and
-/// the load balancer's DNS name.
-pub fn variables(output: &Value) -> HashMap<String, String> {
-    let mut vars = HashMap::new();
-    let release = &output["release"];
-    for key in ["version", "revision", "sha256"] {
-        if let Some(v) = release[key].as_str() {
-            vars.insert(key.to_string(), v.to_string());
-        }
-    }
-    if let (Some(b), Some(k)) = (release["record"]["bucket"].as_str(), release["record"]["key"].as_str()) {
-        vars.insert("release".into(), format!("s3://{b}/{k}"));
-    }
-    for item in output["promoted"].as_array().into_iter().flatten() {
-        for (region, p) in item["promoted"].as_object().into_iter().flatten() {
-            if let Some(s) = p["stack_id"].as_str() {
-                vars.insert(format!("stack_{region}"), s.to_string());
-            }
-            if let Some(dns) = p["elbs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find_map(|e| e["dns_name"].as_str())
-            {
-                vars.insert(format!("elb_dns_{region}"), dns.to_string());
-            }
-        }
-    }
-    vars
+/// A history event's progress, if it is a state that finished.
+pub fn exited(e: &HistoryEvent) -> Option<Progress> {
+    let x = e.state_exited_event_details()?;
+    Progress::read(x.name(), x.output()?)
 }

@@ -7,10 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use porter_core::aws::Aws;
 use porter_core::config::{Environment, Region, Topology};
 use porter_core::pins;
+use porter_ops::one_line;
 use serde_json::{json, Value};
 
 /// What bootstrap made in one region.
@@ -60,7 +61,7 @@ pub async fn pin(aws: &Aws, env: &Environment) -> Result<()> {
         .overwrite(true)
         .send()
         .await
-        .with_context(|| format!("pinning environment {} ({name})", env.name))?;
+        .map_err(|e| one_line(&format!("pinning environment {} ({name})", env.name), e))?;
     Ok(())
 }
 
@@ -84,14 +85,14 @@ pub async fn region(aws: &Aws, service: &str, env: &Environment, region: &Region
             .template_body(template(region).to_string())
             .send()
             .await
-            .with_context(|| format!("creating {name} in {}", region.name))?;
+            .map_err(|e| one_line(&format!("creating {name} in {}", region.name), e))?;
     }
     let resources = cfn
         .describe_stack_resources()
         .stack_name(&name)
         .send()
         .await
-        .with_context(|| format!("reading {name} in {}", region.name))?;
+        .map_err(|e| one_line(&format!("reading {name} in {}", region.name), e))?;
     let of_type = |t: &str| -> Vec<String> {
         resources
             .stack_resources()
@@ -117,7 +118,7 @@ pub async fn region(aws: &Aws, service: &str, env: &Environment, region: &Region
             .tags(tag(pins::ENVIRONMENT_TAG, &env.name))
             .send()
             .await
-            .with_context(|| format!("tagging load balancer {elb} in {}", region.name))?;
+            .map_err(|e| one_line(&format!("tagging load balancer {elb} in {}", region.name), e))?;
     }
     Ok(Bootstrapped {
         vpc_id: of_type("AWS::EC2::VPC").into_iter().next().unwrap_or_default(),
@@ -141,7 +142,7 @@ pub(crate) async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, region:
     create
         .send()
         .await
-        .with_context(|| format!("creating bucket {bucket}"))?;
+        .map_err(|e| one_line(&format!("creating bucket {bucket}"), e))?;
     Ok(())
 }
 

@@ -1,15 +1,15 @@
 //! `porter deploy --local`: the shipped state machine, run by moto's
 //! interpreter against the real handlers, with progress as it happens.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use porter_core::aws::Aws;
 use porter_core::config;
-use serde_json::{json, Value};
+use porter_ops::one_line;
+use serde_json::json;
 use sha2::Digest;
 
 use crate::stack::{function_arn, ACCOUNT, REGION};
@@ -40,27 +40,16 @@ pub struct Options {
     pub wait_for_lease: bool,
 }
 
-/// What a deploy ended with, per region.
-#[derive(Debug, Clone, Default)]
-pub struct RegionOutcome {
-    pub stack: String,
-    pub in_service: Vec<String>,
-    /// The previous release's instances that cutover took out.
-    pub taken_out: Vec<String>,
-    pub deleted: Vec<String>,
-    /// Kept by prune as what a rollback goes back to.
-    pub rollback: Vec<String>,
-}
+pub use porter_ops::follow::Outcome;
 
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub execution_arn: String,
-    pub succeeded: bool,
-    pub output: Value,
-    pub error: Option<(String, String)>,
-    pub regions: BTreeMap<String, RegionOutcome>,
-    pub transitions: usize,
-    pub wall: Duration,
+/// The local stack's porter installation, as `porter_ops` finds a real one.
+pub fn installation() -> porter_ops::account::Installation {
+    porter_ops::account::Installation {
+        state_machine_arn: state_machine_arn(),
+        artifact_bucket: crate::stack::ARTIFACT_BUCKET.into(),
+        lease_table: crate::stack::LEASE_TABLE.into(),
+        artifact_key: None,
+    }
 }
 
 pub fn state_machine_arn() -> String {
@@ -82,7 +71,8 @@ pub async fn ensure_state_machine(sfn: &aws_sdk_sfn::Client) -> Result<String> {
             .state_machine_arn(&arn)
             .definition(def)
             .send()
-            .await?;
+            .await
+            .map_err(|e| one_line("updating the deploy state machine", e))?;
         return Ok(arn);
     }
     let out = sfn
@@ -92,7 +82,7 @@ pub async fn ensure_state_machine(sfn: &aws_sdk_sfn::Client) -> Result<String> {
         .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/porter-deploy-states"))
         .send()
         .await
-        .context("creating the deploy state machine")?;
+        .map_err(|e| one_line("creating the deploy state machine", e))?;
     Ok(out.state_machine_arn().to_string())
 }
 
@@ -126,7 +116,7 @@ pub async fn ensure_lease_table(sdk: &aws_config::SdkConfig) -> Result<()> {
         )
         .send()
         .await
-        .context("creating the deploy lease table")?;
+        .map_err(|e| one_line("creating the deploy lease table", e))?;
     Ok(())
 }
 
@@ -169,7 +159,20 @@ pub async fn prepare(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Res
     })
 }
 
+/// What a local run deploys: the folder's source, or a release packed
+/// before (the rollback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum What {
+    Source,
+    Release(String),
+}
+
 pub async fn run(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<Outcome> {
+    run_what(endpoint, opts, &What::Source, out).await
+}
+
+/// Deploys `what` through the state machine and follows it to its end.
+pub async fn run_what(endpoint: &str, opts: &Options, what: &What, out: &mut dyn Write) -> Result<Outcome> {
     let started = Instant::now();
     let Prepared {
         repo,
@@ -179,111 +182,42 @@ pub async fn run(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<
         ..
     } = prepare(endpoint, opts, out).await?;
     let env = cfg.environment(&opts.environment).map_err(|m| anyhow!(m))?;
-    let name = format!("{}-{}-{}", cfg.service_name, env.name, chrono_millis());
-    let input = porter_core::pack::DeployInput {
-        pack: porter_core::pack::PackInput {
-            environment: env.name.clone(),
-            source: porter_core::pack::Source::Path(repo.clone()),
-            provenance: porter_core::release::Provenance {
-                repository: Some(repo.display().to_string()),
-                branch: None,
-                commit: None,
+    let (source, kind) = match what {
+        What::Source => (porter_core::pack::Source::Path(repo.clone()), "deploy"),
+        What::Release(version) => (
+            porter_core::pack::Source::Release {
+                service: cfg.service_name.clone(),
+                version: version.clone(),
             },
-            image: None,
-            artifact_bucket: None,
-            sse_kms_key_id: None,
-            variables: config::shell_variables(&config::locate(&repo).0),
-        },
-        keep: opts.keep,
-        wait_for_lease: opts.wait_for_lease,
+            "rollback",
+        ),
     };
-    let exec = sfn
-        .start_execution()
-        .state_machine_arn(&machine)
-        .name(&name)
-        .input(serde_json::to_string(&input)?)
-        .send()
-        .await
-        .context("starting the execution")?;
-    let exec_arn = exec.execution_arn().to_string();
+    let name = porter_ops::follow::execution_name(&cfg.service_name, &env.name, kind);
+    let input = porter_ops::follow::input_from_folder(
+        &env.name,
+        source,
+        &repo,
+        &installation(),
+        opts.keep,
+        opts.wait_for_lease,
+    );
+    let exec_arn = porter_ops::follow::start(&sfn, &machine, &name, &input).await?;
     writeln!(
         out,
-        "execution {name}: {} {} to {}",
+        "execution {name}: {kind} {} {} to {}",
         cfg.service_name,
         env.name,
         region_list(env)
     )?;
-
-    let mut seen = 0usize;
-    let mut transitions = 0usize;
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let described = loop {
-        // Status first, then history: once the status is final, the history
-        // read after it holds every event.
-        let d = sfn.describe_execution().execution_arn(&exec_arn).send().await?;
-        let events = history(&sfn, &exec_arn).await?;
-        for e in &events[seen..] {
-            if e.r#type().as_str().ends_with("StateEntered") {
-                transitions += 1;
-            }
-            if let Some(line) = progress_line(e) {
-                writeln!(out, "{line}")?;
-            }
-        }
-        seen = events.len();
-        if d.status().as_str() != "RUNNING" {
-            break d;
-        }
-        if Instant::now() > deadline {
-            bail!("the execution is still running after 15 minutes: {exec_arn}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-
-    outcome_from(&described, &exec_arn, transitions, started.elapsed())
-}
-
-/// Reads a finished execution: its output, error, transitions.
-pub async fn outcome_of(sfn: &aws_sdk_sfn::Client, exec_arn: &str, wall: Duration) -> Result<Outcome> {
-    let described = sfn.describe_execution().execution_arn(exec_arn).send().await?;
-    let transitions = history(sfn, exec_arn)
-        .await?
-        .iter()
-        .filter(|e| e.r#type().as_str().ends_with("StateEntered"))
-        .count();
-    outcome_from(&described, exec_arn, transitions, wall)
-}
-
-fn outcome_from(
-    described: &aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput,
-    exec_arn: &str,
-    transitions: usize,
-    wall: Duration,
-) -> Result<Outcome> {
-    let succeeded = described.status().as_str() == "SUCCEEDED";
-    let output: Value = described
-        .output()
-        .and_then(|o| serde_json::from_str(o).ok())
-        .unwrap_or(Value::Null);
-    let error = (!succeeded).then(|| {
-        (
-            described.error().unwrap_or(described.status().as_str()).to_string(),
-            described.cause().unwrap_or("no cause given").to_string(),
-        )
-    });
-    Ok(Outcome {
-        execution_arn: exec_arn.to_string(),
-        succeeded,
-        regions: if succeeded {
-            regions_of(&output)
-        } else {
-            BTreeMap::new()
-        },
-        output,
-        error,
-        transitions,
-        wall,
-    })
+    porter_ops::follow::follow(
+        &sfn,
+        &exec_arn,
+        started,
+        Duration::from_secs(900),
+        Duration::from_millis(200),
+        out,
+    )
+    .await
 }
 
 fn region_list(env: &config::Environment) -> String {
@@ -292,134 +226,6 @@ fn region_list(env: &config::Environment) -> String {
         .map(|r| r.name.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn chrono_millis() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-}
-
-async fn history(sfn: &aws_sdk_sfn::Client, arn: &str) -> Result<Vec<aws_sdk_sfn::types::HistoryEvent>> {
-    let mut events = Vec::new();
-    let mut token = None;
-    loop {
-        let page = sfn
-            .get_execution_history()
-            .execution_arn(arn)
-            .set_next_token(token)
-            .max_results(1000)
-            .send()
-            .await?;
-        events.extend(page.events().iter().cloned());
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            return Ok(events);
-        }
-    }
-}
-
-/// One line per phase step that finished, for a person watching.
-fn progress_line(e: &aws_sdk_sfn::types::HistoryEvent) -> Option<String> {
-    let exited = e.state_exited_event_details()?;
-    let output: Value = serde_json::from_str(exited.output()?).ok()?;
-    let name = exited.name();
-    if name == "Pack" {
-        let r = &output["packed"]["release"];
-        let regions: Vec<&str> = r["regions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        return Some(format!(
-            "{:<9} packed {} release {} for {}",
-            "pack",
-            r["service"].as_str().unwrap_or("?"),
-            r["version"].as_str().unwrap_or("?"),
-            regions.join(", ")
-        ));
-    }
-    let phase = name.strip_suffix("Step")?.to_lowercase();
-    let region = output["region"].as_str().unwrap_or("?");
-    let result = &output["last"]["result"];
-    let detail = match result["status"].as_str() {
-        Some("pending") => format!(
-            "waiting {}s: {}",
-            result["wait_seconds"],
-            result["progress"].as_str().unwrap_or("")
-        ),
-        Some("done") => {
-            let o = &result["output"];
-            match phase.as_str() {
-                "provision" => format!(
-                    "stack {} CREATE_COMPLETE",
-                    o["stacks"][region]["stack_name"].as_str().unwrap_or("?")
-                ),
-                "promote" => {
-                    let p = &o["regions"][region];
-                    let n: usize = p["elbs"]
-                        .as_array()
-                        .map(|a| a.iter().map(|e| e["in_service"].as_array().map_or(0, Vec::len)).sum())
-                        .unwrap_or(0);
-                    let out_count = p["deregistered"].as_array().map_or(0, Vec::len);
-                    format!(
-                        "{} promoted: {n} instance(s) InService, {out_count} previous instance(s) taken out",
-                        p["stack_name"].as_str().unwrap_or("?")
-                    )
-                }
-                "prune" => {
-                    let deleted: Vec<&str> = o["regions"][region]["deleted"]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(Value::as_str).collect())
-                        .unwrap_or_default();
-                    if deleted.is_empty() {
-                        "nothing to delete".to_string()
-                    } else {
-                        format!("deleted {}", deleted.join(", "))
-                    }
-                }
-                _ => "done".to_string(),
-            }
-        }
-        _ => return None,
-    };
-    Some(format!("{phase:<9} {region:<10} {detail}"))
-}
-
-/// The strings of a JSON list (none when it is not one).
-fn strings(v: &Value) -> impl Iterator<Item = String> + '_ {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_string)
-}
-
-fn regions_of(output: &Value) -> BTreeMap<String, RegionOutcome> {
-    let mut regions: BTreeMap<String, RegionOutcome> = BTreeMap::new();
-    for item in output["promoted"].as_array().into_iter().flatten() {
-        for (region, p) in item["promoted"].as_object().into_iter().flatten() {
-            let r = regions.entry(region.clone()).or_default();
-            r.stack = p["stack_name"].as_str().unwrap_or_default().to_string();
-            r.taken_out = strings(&p["deregistered"]).collect();
-            r.in_service = p["elbs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|e| strings(&e["in_service"]))
-                .collect();
-        }
-    }
-    for item in output["pruned"].as_array().into_iter().flatten() {
-        for (region, p) in item["pruned"].as_object().into_iter().flatten() {
-            let r = regions.entry(region.clone()).or_default();
-            r.deleted = strings(&p["deleted"]).collect();
-            r.rollback = strings(&p["rollback"]).collect();
-        }
-    }
-    regions
 }
 
 /// Checks the account, not the execution's word for it: in every region
@@ -448,7 +254,7 @@ pub async fn verify(endpoint: &str, opts: &Options, outcome: &Outcome) -> Result
             .await
             .map_err(|e| anyhow!("{e}"))?;
         // The promoted stack and its rollback target, as the ELBs' tags name them.
-        let mut want_live = vec![expected.stack.clone()];
+        let mut want_live = vec![expected.stack_name.clone()];
         for elb in &region.elbs {
             let mut registered = porter_core::promote::registered(&clients, &elb.name)
                 .await
@@ -473,11 +279,11 @@ pub async fn verify(endpoint: &str, opts: &Options, outcome: &Outcome) -> Result
             );
             if !tags
                 .get(porter_core::promote::PROMOTED_TAG)
-                .is_some_and(|t| t.contains(&expected.stack))
+                .is_some_and(|t| t.contains(&expected.stack_name))
             {
                 problems.push(format!(
                     "{}: {} is not tagged with {}",
-                    region.name, elb.name, expected.stack
+                    region.name, elb.name, expected.stack_name
                 ));
             }
         }
@@ -529,7 +335,7 @@ pub async fn run_pipeline(
         .body(zip.into())
         .send()
         .await
-        .context("uploading the source artifact")?;
+        .map_err(|e| one_line("uploading the source artifact", e))?;
     writeln!(out, "source artifact: s3://{}/{key}", crate::stack::ARTIFACT_BUCKET)?;
     let action = crate::job_sim::Action {
         function: "porter-pipeline".into(),
@@ -550,7 +356,7 @@ pub async fn run_pipeline(
     let end = crate::job_sim::run_action(host, &action, out).await?;
     let outcome = match &end.first_external_id {
         Some(arn) if arn.starts_with("arn:aws:states:") => {
-            Some(outcome_of(&prepared.sfn, arn, started.elapsed()).await?)
+            Some(porter_ops::follow::outcome_of(&prepared.sfn, arn, started.elapsed()).await?)
         }
         _ => None,
     };

@@ -72,11 +72,11 @@ async fn two_releases_through_the_state_machine() {
     let (second, log) = deploy(&local, &svc).await;
     assert!(second.succeeded, "{:?}\n{log}", second.error);
     for (region, r) in &second.regions {
-        assert_ne!(r.stack, first.regions[region].stack);
+        assert_ne!(r.stack_name, first.regions[region].stack_name);
         assert!(r.deleted.is_empty(), "{region}: {:?}", r.deleted);
         assert_eq!(
             r.rollback,
-            vec![first.regions[region].stack.clone()],
+            vec![first.regions[region].stack_name.clone()],
             "{region}: release 1 kept as the rollback target"
         );
         assert_eq!(r.in_service.len(), 2);

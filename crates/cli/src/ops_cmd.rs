@@ -1,0 +1,287 @@
+//! `porter deploy` (without `--local`), `rollback`, `status` and `history`:
+//! against the installation in an AWS account (found from its stack's
+//! outputs, with the default credential chain), or with `--local` against
+//! the local stack `porter local up` runs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use porter_core::aws::Aws;
+use porter_core::config;
+use porter_core::pack::Source;
+use porter_ops::account::{Installation, DEFAULT_STACK};
+use porter_ops::follow::{self, Outcome};
+use porter_ops::status::{self, Status};
+use sha2::Digest;
+
+/// What the commands act on: a service's environment, in AWS or on the
+/// local stack.
+#[derive(Args, Debug, Clone)]
+pub struct On {
+    #[arg(short, long)]
+    pub environment: String,
+    /// Act on the local stack (`porter local up`) instead of AWS.
+    #[arg(long)]
+    pub local: bool,
+    /// The stack `make deploy` created (its outputs name the state
+    /// machine, the artifact bucket and the lease table).
+    #[arg(long, default_value = DEFAULT_STACK)]
+    pub stack: String,
+    /// The service folder.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+}
+
+/// How a deploy or rollback runs.
+#[derive(Args, Debug, Clone)]
+pub struct Run {
+    /// Unpromoted stacks prune keeps.
+    #[arg(long, default_value_t = 0)]
+    pub keep: u32,
+    /// When another deploy of this service and environment runs, wait for
+    /// it instead of failing at once.
+    #[arg(long)]
+    pub wait_for_lease: bool,
+}
+
+/// An account and its porter installation, ready to use.
+struct Account {
+    aws: Aws,
+    sfn: aws_sdk_sfn::Client,
+    installation: Installation,
+}
+
+async fn account(place: &On) -> Result<Account> {
+    if place.local {
+        let Some(f) = crate::local_cmd::running().await else {
+            bail!("the local stack is down: start it with `porter local up` (in another terminal), then deploy with `porter deploy --local`");
+        };
+        let sdk = porter_local::moto::sdk_config(
+            &format!("http://127.0.0.1:{}", f.moto_port),
+            porter_local::stack::REGION,
+        )
+        .await;
+        return Ok(Account {
+            aws: Aws::new(sdk.clone()),
+            sfn: aws_sdk_sfn::Client::new(&sdk),
+            installation: porter_local::deploy::installation(),
+        });
+    }
+    let aws = Aws::from_env().await;
+    let cfn = aws_sdk_cloudformation::Client::new(aws.sdk_config());
+    let installation = Installation::from_stack(&cfn, &place.stack).await?;
+    Ok(Account {
+        sfn: aws_sdk_sfn::Client::new(aws.sdk_config()),
+        aws,
+        installation,
+    })
+}
+
+/// The service's config and the environment named.
+fn service(path: &Path, environment: &str) -> Result<(PathBuf, config::Config)> {
+    let root = std::fs::canonicalize(path).with_context(|| format!("no such folder {}", path.display()))?;
+    let (file, repo) = config::locate(&root);
+    let cfg = config::load_file(&file, &repo, &config::process_env)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .deployable()
+        .map_err(|m| anyhow!(m))?;
+    cfg.environment(environment).map_err(|m| anyhow!(m))?;
+    Ok((repo, cfg))
+}
+
+/// `porter status`.
+pub async fn status(on: &On) -> Result<ExitCode> {
+    let (_, cfg) = service(&on.path, &on.environment)?;
+    let acct = account(on).await?;
+    let s = read_status(&acct, &cfg, &on.environment).await?;
+    print!("{}", s.render());
+    let unreadable = s.regions.iter().any(|r| r.problem.is_some());
+    Ok(if unreadable {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn read_status(acct: &Account, cfg: &config::Config, environment: &str) -> Result<Status> {
+    let env = cfg.environment(environment).map_err(|m| anyhow!(m))?;
+    let ddb = aws_sdk_dynamodb::Client::new(acct.aws.sdk_config());
+    Ok(Status {
+        service: cfg.service_name.clone(),
+        environment: env.name.clone(),
+        regions: status::read(&acct.aws, &cfg.service_name, env).await,
+        lease: status::lease_holder(&ddb, &acct.installation.lease_table, &cfg.service_name, &env.name).await?,
+        recent: porter_ops::history::read(&acct.sfn, &acct.installation.state_machine_arn, &env.name, 5).await?,
+    })
+}
+
+/// `porter history`.
+pub async fn history(on: &On, limit: usize) -> Result<ExitCode> {
+    let environment = &on.environment;
+    let (_, cfg) = service(&on.path, environment)?;
+    let acct = account(on).await?;
+    let entries =
+        porter_ops::history::read(&acct.sfn, &acct.installation.state_machine_arn, environment, limit).await?;
+    println!(
+        "{} in {}: the last {} deploy(s) and rollback(s), newest first",
+        cfg.service_name,
+        environment,
+        entries.len()
+    );
+    for e in &entries {
+        println!("  {}", e.line());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `porter rollback`: the previous (or named) release, deployed again
+/// through the same state machine: lease, provision (which finds its
+/// stack), promote, prune.
+pub async fn rollback(on: &On, to: Option<String>, run: &Run) -> Result<ExitCode> {
+    let environment = &on.environment;
+    let (repo, cfg) = service(&on.path, environment)?;
+    let acct = account(on).await?;
+    let version = match to {
+        Some(v) if v.len() != porter_core::release::VERSION_LEN || !v.chars().all(|c| c.is_ascii_hexdigit()) => bail!(
+            "`{v}` is not a release version ({} hex digits); `porter history -e {environment}` lists them",
+            porter_core::release::VERSION_LEN
+        ),
+        Some(v) => v,
+        None => status::rollback_version(&read_status(&acct, &cfg, environment).await?)?,
+    };
+    println!(
+        "rolling {} in {environment} back to release {version}",
+        cfg.service_name
+    );
+    if on.local {
+        // As `deploy --local` does: the same state machine, then the
+        // account checked.
+        return crate::local_cmd::deploy(&on.path, environment, porter_local::deploy::What::Release(version), run)
+            .await;
+    }
+    let source = Source::Release {
+        service: cfg.service_name.clone(),
+        version: version.clone(),
+    };
+    let outcome = start_and_follow(&acct, &repo, &cfg, environment, source, "rollback", run).await?;
+    Ok(report(&outcome, "rolled back to"))
+}
+
+/// `porter deploy` without `--local`: the folder zipped into the artifact
+/// bucket (as a pipeline's source stage would), then the state machine.
+pub async fn deploy(on: &On, run: &Run) -> Result<ExitCode> {
+    let environment = &on.environment;
+    let (repo, cfg) = service(&on.path, environment)?;
+    let acct = account(on).await?;
+    let zip = porter_core::pack::zip_folder(&repo).map_err(|e| anyhow!("{e}"))?;
+    let digest = hex::encode(sha2::Sha256::digest(&zip));
+    let key = format!("{}/source/cli-{}.zip", cfg.service_name, &digest[..16]);
+    let bucket = &acct.installation.artifact_bucket;
+    let mut put = acct.aws.s3().put_object().bucket(bucket).key(&key).body(zip.into());
+    if let Some(kms) = &acct.installation.artifact_key {
+        put = put
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+            .ssekms_key_id(kms);
+    }
+    put.send()
+        .await
+        .map_err(|e| porter_ops::one_line(&format!("upload the source to s3://{bucket}/{key}"), e))?;
+    println!("source: s3://{bucket}/{key}");
+    let source = Source::S3 {
+        bucket: bucket.clone(),
+        key,
+    };
+    let outcome = start_and_follow(&acct, &repo, &cfg, environment, source, "deploy", run).await?;
+    Ok(report(&outcome, "deployed"))
+}
+
+async fn start_and_follow(
+    acct: &Account,
+    repo: &Path,
+    cfg: &config::Config,
+    environment: &str,
+    source: Source,
+    kind: &str,
+    run: &Run,
+) -> Result<Outcome> {
+    let started = Instant::now();
+    let input = follow::input_from_folder(
+        environment,
+        source,
+        repo,
+        &acct.installation,
+        run.keep,
+        run.wait_for_lease,
+    );
+    let name = follow::execution_name(&cfg.service_name, environment, kind);
+    let arn = follow::start(&acct.sfn, &acct.installation.state_machine_arn, &name, &input).await?;
+    println!("execution {name}: {kind} {} {environment}", cfg.service_name);
+    let mut stdout = std::io::stdout();
+    // A real deploy waits for stacks and instances; a lease may be awaited.
+    follow::follow(
+        &acct.sfn,
+        &arn,
+        started,
+        Duration::from_secs(3 * 3600),
+        Duration::from_secs(2),
+        &mut stdout,
+    )
+    .await
+}
+
+/// Prints how a deploy or rollback ended; the exit code says the same.
+pub fn report(outcome: &Outcome, verb: &str) -> ExitCode {
+    let mut out = std::io::stdout();
+    if !outcome.succeeded {
+        let (error, cause) = outcome.error.clone().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "\nFAILED after {:.1}s, {} state transitions\n  error: {error}\n  cause: {cause}",
+            outcome.wall.as_secs_f64(),
+            outcome.transitions
+        );
+        return ExitCode::FAILURE;
+    }
+    let release = outcome.release.as_ref();
+    let _ = writeln!(
+        out,
+        "\n{verb} {} release {} in {:.1}s using {} state transitions",
+        release.map_or("?", |r| r.service.as_str()),
+        release.map_or("?", |r| r.version.as_str()),
+        outcome.wall.as_secs_f64(),
+        outcome.transitions
+    );
+    for (region, r) in &outcome.regions {
+        let _ = writeln!(
+            out,
+            "  {region:<10} promoted {}  InService: {}",
+            r.stack_name,
+            r.in_service.join(", ")
+        );
+        if !r.taken_out.is_empty() {
+            let _ = writeln!(
+                out,
+                "  {:<10} cut over {} previous instance(s) out: {}",
+                "",
+                r.taken_out.len(),
+                r.taken_out.join(", ")
+            );
+        }
+        if !r.deleted.is_empty() {
+            let _ = writeln!(out, "  {:<10} pruned   {}", "", r.deleted.join(", "));
+        }
+        if !r.rollback.is_empty() {
+            let _ = writeln!(
+                out,
+                "  {:<10} kept     {} (the rollback target)",
+                "",
+                r.rollback.join(", ")
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,268 @@
+//! `porter deploy`, `status`, `rollback` and `history` as a person runs
+//! them: the binary, against the local stack (`--local`), and against an
+//! "AWS account" that is moto with a porter installation's stack in it
+//! (no `--local`: the state machine, bucket and lease table are found from
+//! the stack's outputs, with the default credential chain).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use porter_local::stack::{self, LocalStack, StackFile};
+
+fn porter(cwd: &Path, env: &[(&str, String)], args: &[&str]) -> (bool, String) {
+    let Output { status, stdout, stderr } = Command::new(env!("CARGO_BIN_EXE_porter"))
+        .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(args)
+        .output()
+        .expect("porter runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&stderr)
+    );
+    (status.success(), text)
+}
+
+fn example(dir: &Path, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service");
+    let dest = dir.join(name);
+    copy_dir(&src, &dest);
+    let cfg = std::fs::read_to_string(dest.join(".porter/config")).unwrap();
+    std::fs::write(
+        dest.join(".porter/config"),
+        cfg.replace("service_name: hello", &format!("service_name: {name}"))
+            .replace("hello-", &format!("{name}-")),
+    )
+    .unwrap();
+    dest
+}
+
+fn copy_dir(src: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dest.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+fn change(svc: &Path, release: &str) {
+    let page = svc.join("index.html");
+    let text = std::fs::read_to_string(&page).unwrap();
+    std::fs::write(&page, format!("{text}\n<!-- {release} -->\n")).unwrap();
+}
+
+/// The version a deploy's output names.
+fn version(out: &str) -> String {
+    let line = out
+        .lines()
+        .find(|l| l.contains(" release ") && (l.starts_with("deployed ") || l.starts_with("rolled back to ")))
+        .unwrap_or_else(|| panic!("no release line in\n{out}"));
+    line.split(" release ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_rollback_and_history_on_the_local_stack() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // What `porter local up` leaves for the commands to find.
+    let file = stack::stack_file(dir.path());
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let record = StackFile {
+        moto_port: local.moto.port,
+        host_port: local.host_port,
+        pid: std::process::id(),
+    };
+    std::fs::write(&file, serde_json::to_string(&record).unwrap()).unwrap();
+    let svc = example(dir.path(), "ops");
+    let svc_arg = svc.to_str().unwrap();
+    let run = |args: &[&str]| porter(dir.path(), &[], args);
+
+    change(&svc, "release 1");
+    let (ok, out) = run(&["deploy", "-e", "staging", "--local", svc_arg]);
+    assert!(ok, "{out}");
+    let r1 = version(&out);
+    let (ok, out) = run(&["status", "-e", "staging", "--local", svc_arg]);
+    assert!(ok, "{out}");
+    assert_eq!(out.matches(&format!("serving   release {r1}")).count(), 2, "{out}");
+    assert_eq!(out.matches("rollback  nothing").count(), 2, "{out}");
+    assert!(out.contains("deploy lease: free"), "{out}");
+    let (ok, out) = run(&["rollback", "-e", "staging", "--local", svc_arg]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("nothing was deployed before"), "{out}");
+    change(&svc, "release 2");
+    let (ok, out) = run(&["deploy", "-e", "staging", "--local", svc_arg]);
+    assert!(ok, "{out}");
+    let r2 = version(&out);
+    assert_ne!(r1, r2);
+
+    let (ok, out) = run(&["status", "-e", "staging", "--local", svc_arg]);
+    assert!(ok, "{out}");
+    for region in ["us-west-2", "us-east-1"] {
+        let serving = format!("{region:<10} serving   release {r2} (ops-staging-{r2})");
+        assert!(out.contains(&serving), "{serving}\n{out}");
+    }
+    assert_eq!(out.matches(&format!("rollback  release {r1}")).count(), 2, "{out}");
+    assert_eq!(out.matches("2/2 InService").count(), 2, "{out}");
+    assert_eq!(out.matches("SUCCEEDED deploy").count(), 2, "{out}");
+
+    // Without --to: the release every region's ELB names as replaced.
+    let (ok, out) = run(&["rollback", "-e", "staging", "--local", svc_arg]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("rolling ops in staging back to release {r1}")),
+        "{out}"
+    );
+    assert_eq!(version(&out), r1);
+    assert!(out.contains("verified: every region serves this release only"), "{out}");
+
+    let (ok, out) = run(&["status", "-e", "staging", "--local", svc_arg]);
+    assert!(ok, "{out}");
+    assert_eq!(out.matches(&format!("serving   release {r1}")).count(), 2, "{out}");
+    assert_eq!(out.matches(&format!("rollback  release {r2}")).count(), 2, "{out}");
+
+    // Forward again by name, then a release that was never packed.
+    let (ok, out) = run(&["rollback", "-e", "staging", "--local", "--to", &r2, svc_arg]);
+    assert!(ok, "{out}");
+    assert_eq!(version(&out), r2);
+    let (ok, out) = run(&["rollback", "-e", "staging", "--local", "--to", "0123456789ab", svc_arg]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("there is no release 0123456789ab of ops in staging"),
+        "{out}"
+    );
+    let (ok, out) = run(&["rollback", "-e", "staging", "--local", "--to", "../../etc", svc_arg]);
+    assert!(!ok && out.contains("is not a release version"), "{out}");
+
+    let (ok, out) = run(&["history", "-e", "staging", "--local", svc_arg]);
+    assert!(ok, "{out}");
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 5, "{out}");
+    let row = |i: usize, status: &str, kind: &str, v: &str| {
+        assert!(
+            rows[i].contains(&format!("{status:<9} {kind:<8} {v}")),
+            "row {i}: {status} {kind} {v}\n{out}"
+        );
+    };
+    row(0, "FAILED", "rollback", "0123456789ab");
+    row(1, "SUCCEEDED", "rollback", &r2);
+    row(2, "SUCCEEDED", "rollback", &r1);
+    row(3, "SUCCEEDED", "deploy", &r2);
+    row(4, "SUCCEEDED", "deploy", &r1);
+    assert!(rows[0].contains("there is no release 0123456789ab"), "{out}");
+
+    // An AWS error reaches the user as one line: the call, the code, the
+    // message (clipped), not the SDK's rendering of the error.
+    let bad = example(dir.path(), "badzone");
+    let cfg = std::fs::read_to_string(bad.join(".porter/config")).unwrap();
+    std::fs::write(bad.join(".porter/config"), cfg.replace("us-west-2b}", "us-west-2z}")).unwrap();
+    let (ok, out) = run(&["deploy", "-e", "staging", "--local", bad.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    let line = out.lines().last().unwrap();
+    assert!(
+        line.contains("InvalidParameterValue (HTTP 400): Value (us-west-2z)"),
+        "{out}"
+    );
+    assert!(line.len() < 600 && !out.contains("Error {"), "{out}");
+    local.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_without_local_finds_the_installation_from_its_stack_outputs() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "acct");
+    let endpoint = local.moto.endpoint();
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint.clone()),
+        ("AWS_REGION", stack::REGION.to_string()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+        ("AWS_CONFIG_FILE", "/dev/null".to_string()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".to_string()),
+    ];
+    // No installation yet: the error names the stack and what to do.
+    let (ok, out) = porter(dir.path(), &env, &["deploy", "-e", "staging", svc.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("porter stack porter-serverless") && out.contains("--stack"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("Error {") && out.lines().count() <= 3,
+        "one line, not the SDK's dump:\n{out}"
+    );
+
+    // The account as `make deploy` leaves it: the bootstrap stands in for
+    // what the service's account holds, the stack's outputs name the rest.
+    let mut sink = Vec::new();
+    let opts = porter_local::deploy::Options {
+        path: svc.clone(),
+        environment: "staging".into(),
+        ..Default::default()
+    };
+    porter_local::deploy::prepare(&endpoint, &opts, &mut sink)
+        .await
+        .unwrap();
+    let sdk = porter_local::moto::sdk_config(&endpoint, stack::REGION).await;
+    let template = serde_json::json!({
+        "Resources": {"Marker": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+        "Outputs": {
+            "StateMachineArn": {"Value": porter_local::deploy::state_machine_arn()},
+            "ArtifactBucketName": {"Value": stack::ARTIFACT_BUCKET},
+            "LeaseTableName": {"Value": stack::LEASE_TABLE}
+        }
+    });
+    aws_sdk_cloudformation::Client::new(&sdk)
+        .create_stack()
+        .stack_name("porter-acct")
+        .template_body(template.to_string())
+        .send()
+        .await
+        .unwrap();
+
+    let (ok, out) = porter(
+        dir.path(),
+        &env,
+        &[
+            "deploy",
+            "-e",
+            "staging",
+            "--stack",
+            "porter-acct",
+            svc.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("source: s3://{}/acct/source/cli-", stack::ARTIFACT_BUCKET)),
+        "{out}"
+    );
+    let v = version(&out);
+    assert_eq!(out.matches(&format!("promoted acct-staging-{v}")).count(), 2, "{out}");
+    let (ok, out) = porter(
+        dir.path(),
+        &env,
+        &[
+            "history",
+            "-e",
+            "staging",
+            "--stack",
+            "porter-acct",
+            svc.to_str().unwrap(),
+        ],
+    );
+    assert!(ok && out.contains(&format!("SUCCEEDED deploy   {v}")), "{out}");
+    local.stop().await;
+}

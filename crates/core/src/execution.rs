@@ -1,0 +1,437 @@
+//! One reading of a deploy execution: its input, the steps it has finished
+//! and its output, typed. The `pipeline` action, `porter deploy`, `status`
+//! and `history` all read executions through this module, so they cannot
+//! drift apart; the state names are the ones `statemachines/deploy.asl.json`
+//! uses.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::pack::{DeployInput, Source};
+use crate::phase::Step;
+use crate::promote::{Promoted, RegionPromoted};
+use crate::provision::Provisioned;
+use crate::prune::{Pruned, RegionPruned};
+use crate::release::Release;
+
+/// State names of the deploy state machine that readers look for.
+pub mod state {
+    pub const PACK: &str = "Pack";
+    pub const PROVISION_STEP: &str = "ProvisionStep";
+    pub const PROMOTE_STEP: &str = "PromoteStep";
+    pub const PRUNE_STEP: &str = "PruneStep";
+}
+
+/// The phases that run per region, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RegionalPhase {
+    Provision,
+    Promote,
+    Prune,
+}
+
+impl RegionalPhase {
+    pub const ALL: [RegionalPhase; 3] = [RegionalPhase::Provision, RegionalPhase::Promote, RegionalPhase::Prune];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RegionalPhase::Provision => "provision",
+            RegionalPhase::Promote => "promote",
+            RegionalPhase::Prune => "prune",
+        }
+    }
+
+    fn from_state(state: &str) -> Option<RegionalPhase> {
+        match state {
+            state::PROVISION_STEP => Some(RegionalPhase::Provision),
+            state::PROMOTE_STEP => Some(RegionalPhase::Promote),
+            state::PRUNE_STEP => Some(RegionalPhase::Prune),
+            _ => None,
+        }
+    }
+}
+
+/// What one finished state of an execution says, for a person watching.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    Packed(Box<Release>),
+    Waiting {
+        phase: RegionalPhase,
+        region: String,
+        wait_seconds: u32,
+        progress: String,
+    },
+    Provisioned {
+        region: String,
+        stack_name: String,
+    },
+    Promoted {
+        region: String,
+        promoted: RegionPromoted,
+    },
+    Pruned {
+        region: String,
+        pruned: RegionPruned,
+    },
+}
+
+/// A regional step's state output: `$.region` and `$.last.result`.
+#[derive(Deserialize)]
+struct StepExit<O> {
+    region: String,
+    last: Last<O>,
+}
+
+#[derive(Deserialize)]
+struct Last<O> {
+    result: Step<serde_json::Value, O>,
+}
+
+#[derive(Deserialize)]
+struct PackExit {
+    packed: PackedRelease,
+}
+
+#[derive(Deserialize)]
+struct PackedRelease {
+    release: Release,
+}
+
+impl Progress {
+    /// Reads a `StateExited` event (its state name and output); `None` for
+    /// states that say nothing of progress, or an output it cannot read.
+    pub fn read(state: &str, output: &str) -> Option<Progress> {
+        if state == state::PACK {
+            let exit: PackExit = serde_json::from_str(output).ok()?;
+            return Some(Progress::Packed(Box::new(exit.packed.release)));
+        }
+        let phase = RegionalPhase::from_state(state)?;
+        fn exit<O: serde::de::DeserializeOwned>(output: &str) -> Option<(String, Step<serde_json::Value, O>)> {
+            let e: StepExit<O> = serde_json::from_str(output).ok()?;
+            Some((e.region, e.last.result))
+        }
+        let waiting = |region: String, wait_seconds, progress| Progress::Waiting {
+            phase,
+            region,
+            wait_seconds,
+            progress,
+        };
+        Some(match phase {
+            RegionalPhase::Provision => match exit::<Provisioned>(output)? {
+                (
+                    region,
+                    Step::Pending {
+                        wait_seconds, progress, ..
+                    },
+                ) => waiting(region, wait_seconds, progress),
+                (region, Step::Done { mut output }) => Progress::Provisioned {
+                    stack_name: output.stacks.remove(&region)?.stack_name,
+                    region,
+                },
+            },
+            RegionalPhase::Promote => match exit::<Promoted>(output)? {
+                (
+                    region,
+                    Step::Pending {
+                        wait_seconds, progress, ..
+                    },
+                ) => waiting(region, wait_seconds, progress),
+                (region, Step::Done { mut output }) => Progress::Promoted {
+                    promoted: output.regions.remove(&region)?,
+                    region,
+                },
+            },
+            RegionalPhase::Prune => match exit::<Pruned>(output)? {
+                (
+                    region,
+                    Step::Pending {
+                        wait_seconds, progress, ..
+                    },
+                ) => waiting(region, wait_seconds, progress),
+                (region, Step::Done { mut output }) => Progress::Pruned {
+                    pruned: output.regions.remove(&region)?,
+                    region,
+                },
+            },
+        })
+    }
+
+    /// One line for a person watching a deploy.
+    pub fn line(&self) -> String {
+        match self {
+            Progress::Packed(r) => format!(
+                "{:<9} packed {} release {} for {}",
+                "pack",
+                r.service,
+                r.version,
+                r.regions.join(", ")
+            ),
+            Progress::Waiting {
+                phase,
+                region,
+                wait_seconds,
+                progress,
+            } => format!("{:<9} {region:<10} waiting {wait_seconds}s: {progress}", phase.name()),
+            Progress::Provisioned { region, stack_name } => {
+                format!("{:<9} {region:<10} stack {stack_name} CREATE_COMPLETE", "provision")
+            }
+            Progress::Promoted { region, promoted } => format!(
+                "{:<9} {region:<10} {} promoted: {} instance(s) InService, {} previous instance(s) taken out",
+                "promote",
+                promoted.stack_name,
+                promoted.elbs.iter().map(|e| e.in_service.len()).sum::<usize>(),
+                promoted.deregistered.len()
+            ),
+            Progress::Pruned { region, pruned } if pruned.deleted.is_empty() => {
+                format!("{:<9} {region:<10} nothing to delete", "prune")
+            }
+            Progress::Pruned { region, pruned } => {
+                format!("{:<9} {region:<10} deleted {}", "prune", pruned.deleted.join(", "))
+            }
+        }
+    }
+}
+
+/// How far an execution has come, from its finished states: one line and
+/// a percentage (CodePipeline shows both while the action runs).
+pub fn summary<'a>(events: impl IntoIterator<Item = &'a Progress>) -> (String, u8) {
+    let mut regions = None;
+    let mut done: BTreeMap<RegionalPhase, usize> = BTreeMap::new();
+    for p in events {
+        let phase = match p {
+            Progress::Packed(r) => {
+                regions = Some(r.regions.len());
+                continue;
+            }
+            Progress::Waiting { .. } => continue,
+            Progress::Provisioned { .. } => RegionalPhase::Provision,
+            Progress::Promoted { .. } => RegionalPhase::Promote,
+            Progress::Pruned { .. } => RegionalPhase::Prune,
+        };
+        *done.entry(phase).or_default() += 1;
+    }
+    let Some(regions) = regions else {
+        return ("packing".into(), 5);
+    };
+    let r = regions.max(1);
+    let count = |phase| done.get(&phase).copied().unwrap_or(0);
+    let parts: Vec<String> = RegionalPhase::ALL
+        .iter()
+        .map(|&p| format!("{} {}/{regions}", p.name(), count(p)))
+        .collect();
+    let finished: usize = RegionalPhase::ALL.iter().map(|&p| count(p).min(r)).sum();
+    (
+        format!("pack done; {} regions", parts.join(", ")),
+        (10 + 85 * finished / (3 * r)) as u8,
+    )
+}
+
+/// What a deploy did in one region, from its output.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RegionReport {
+    pub stack_name: String,
+    pub stack_id: String,
+    /// The first ELB's DNS name.
+    pub dns_name: Option<String>,
+    pub in_service: Vec<String>,
+    /// The previous release's instances that cutover took out.
+    pub taken_out: Vec<String>,
+    pub deleted: Vec<String>,
+    /// Kept by prune as what a rollback goes back to.
+    pub rollback: Vec<String>,
+}
+
+/// A successful deploy's output (the `Deployed` state's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub release: Release,
+    pub regions: BTreeMap<String, RegionReport>,
+}
+
+#[derive(Deserialize)]
+struct Output {
+    release: Release,
+    #[serde(default)]
+    promoted: Vec<PromotedItem>,
+    #[serde(default)]
+    pruned: Vec<PrunedItem>,
+}
+
+#[derive(Deserialize)]
+struct PromotedItem {
+    promoted: BTreeMap<String, RegionPromoted>,
+}
+
+#[derive(Deserialize)]
+struct PrunedItem {
+    pruned: BTreeMap<String, RegionPruned>,
+}
+
+impl Report {
+    pub fn parse(output: &str) -> Result<Report, String> {
+        let out: Output =
+            serde_json::from_str(output).map_err(|e| format!("the deploy's output is not one porter writes: {e}"))?;
+        let mut regions: BTreeMap<String, RegionReport> = BTreeMap::new();
+        for (region, p) in out.promoted.into_iter().flat_map(|i| i.promoted) {
+            let r = regions.entry(region).or_default();
+            r.dns_name = p.elbs.iter().find_map(|e| e.dns_name.clone());
+            r.in_service = p.elbs.into_iter().flat_map(|e| e.in_service).collect();
+            r.stack_name = p.stack_name;
+            r.stack_id = p.stack_id;
+            r.taken_out = p.deregistered;
+        }
+        for (region, p) in out.pruned.into_iter().flat_map(|i| i.pruned) {
+            let r = regions.entry(region).or_default();
+            r.deleted = p.deleted;
+            r.rollback = p.rollback;
+        }
+        Ok(Report {
+            release: out.release,
+            regions,
+        })
+    }
+
+    /// CodePipeline output variables: the release, and per region the
+    /// promoted stack's name (as the phase actions give it) and ARN, and
+    /// the load balancer's DNS name.
+    pub fn variables(&self) -> BTreeMap<String, String> {
+        let r = &self.release;
+        let mut vars = BTreeMap::from([
+            ("version".to_string(), r.version.clone()),
+            ("revision".to_string(), r.revision.clone()),
+            ("sha256".to_string(), r.sha256.clone()),
+            ("release".to_string(), r.record.url()),
+        ]);
+        for (region, p) in &self.regions {
+            vars.insert(format!("stack_{region}"), p.stack_name.clone());
+            vars.insert(format!("stack_id_{region}"), p.stack_id.clone());
+            if let Some(dns) = &p.dns_name {
+                vars.insert(format!("elb_dns_{region}"), dns.clone());
+            }
+        }
+        vars
+    }
+}
+
+/// What an execution was asked to do, from its input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Intent {
+    /// A deploy of new source.
+    Deploy {
+        environment: String,
+        commit: Option<String>,
+    },
+    /// A release packed before, promoted again: the rollback.
+    Rollback { environment: String, version: String },
+}
+
+impl Intent {
+    /// `None` when the input is not a deploy's (another state machine's).
+    pub fn read(input: &str) -> Option<Intent> {
+        let i: DeployInput = serde_json::from_str(input).ok()?;
+        Some(match i.pack.source {
+            Source::Release { version, .. } => Intent::Rollback {
+                environment: i.pack.environment,
+                version,
+            },
+            _ => Intent::Deploy {
+                environment: i.pack.environment,
+                commit: i.pack.provenance.commit,
+            },
+        })
+    }
+
+    pub fn environment(&self) -> &str {
+        match self {
+            Intent::Deploy { environment, .. } | Intent::Rollback { environment, .. } => environment,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn release() -> serde_json::Value {
+        let obj = |k: &str| json!({"bucket": "b", "key": k});
+        json!({"service": "web", "environment": "prod", "version": "0123456789ab", "revision": "abc1234",
+               "sha256": "s", "config_sha256": "c", "payload": obj("p"), "manifest": obj("m"),
+               "config": obj("c"), "record": obj("r"), "regions": ["us-east-1", "eu-west-1"]})
+    }
+
+    #[test]
+    fn a_deploy_output_reads_into_one_report_per_region_with_stack_names_not_arns() {
+        let output = json!({
+            "release": release(),
+            "promoted": [{"region": "us-east-1", "promoted": {"us-east-1": {
+                "stack_id": "arn:aws:cloudformation:us-east-1:1:stack/web-prod-0123456789ab/x",
+                "stack_name": "web-prod-0123456789ab",
+                "elbs": [{"name": "e", "dns_name": "e.elb", "in_service": ["i-1", "i-2"]}],
+                "deregistered": ["i-0"]}}}],
+            "pruned": [{"region": "us-east-1", "pruned": {"us-east-1": {"deleted": ["old"], "kept": ["prev"], "rollback": ["prev"]}}}]
+        });
+        let report = Report::parse(&output.to_string()).unwrap();
+        let r = &report.regions["us-east-1"];
+        assert_eq!(r.in_service, ["i-1", "i-2"]);
+        assert_eq!(r.taken_out, ["i-0"]);
+        assert_eq!(r.rollback, ["prev"]);
+        let vars = report.variables();
+        assert_eq!(vars["stack_us-east-1"], "web-prod-0123456789ab");
+        assert!(vars["stack_id_us-east-1"].starts_with("arn:"));
+        assert_eq!(vars["elb_dns_us-east-1"], "e.elb");
+        assert_eq!(vars["release"], "s3://b/r");
+        assert!(Report::parse("{\"release\": 1}")
+            .unwrap_err()
+            .contains("not one porter writes"));
+    }
+
+    #[test]
+    fn progress_reads_each_phase_and_counts_regions_done() {
+        let packed = Progress::read("Pack", &json!({"packed": {"release": release()}}).to_string()).unwrap();
+        assert!(packed
+            .line()
+            .contains("packed web release 0123456789ab for us-east-1, eu-west-1"));
+        let pending = json!({"region": "us-east-1", "last": {"result": {"status": "pending", "state": {},
+            "wait_seconds": 10, "progress": "CREATE_IN_PROGRESS", "percent": 20}}});
+        let waiting = Progress::read("ProvisionStep", &pending.to_string()).unwrap();
+        assert_eq!(waiting.line(), "provision us-east-1  waiting 10s: CREATE_IN_PROGRESS");
+        let done = json!({"region": "us-east-1", "last": {"result": {"status": "done", "output":
+            {"stacks": {"us-east-1": {"stack_id": "arn", "stack_name": "web-prod-0123456789ab"}}}}}});
+        let provisioned = Progress::read("ProvisionStep", &done.to_string()).unwrap();
+        assert!(provisioned
+            .line()
+            .contains("stack web-prod-0123456789ab CREATE_COMPLETE"));
+        assert_eq!(Progress::read("LeaseTaken?", "{}"), None);
+        assert_eq!(Progress::read("PromoteStep", "not json"), None);
+
+        assert_eq!(summary([]).0, "packing");
+        let (line, percent) = summary([&packed, &waiting, &provisioned]);
+        assert_eq!(line, "pack done; provision 1/2, promote 0/2, prune 0/2 regions");
+        assert_eq!(percent, 10 + 85 / 6);
+    }
+
+    #[test]
+    fn the_input_says_deploy_or_rollback() {
+        let deploy = json!({"environment": "prod", "source": {"s3": {"bucket": "b", "key": "k"}},
+            "provenance": {"commit": "abc"}, "keep": 0, "wait_for_lease": false});
+        assert_eq!(
+            Intent::read(&deploy.to_string()),
+            Some(Intent::Deploy {
+                environment: "prod".into(),
+                commit: Some("abc".into())
+            })
+        );
+        let rollback =
+            json!({"environment": "prod", "source": {"release": {"service": "web", "version": "0123456789ab"}}});
+        assert_eq!(
+            Intent::read(&rollback.to_string()),
+            Some(Intent::Rollback {
+                environment: "prod".into(),
+                version: "0123456789ab".into()
+            })
+        );
+        assert_eq!(Intent::read("{}"), None);
+    }
+}

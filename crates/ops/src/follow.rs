@@ -1,0 +1,204 @@
+//! Starting a deploy execution and following it to its end, a line per
+//! finished step, in whichever account the client points at.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use aws_sdk_sfn::types::HistoryEvent;
+use porter_core::execution::{Progress, RegionReport, Report};
+use porter_core::pack::DeployInput;
+use porter_core::release::Release;
+
+use crate::one_line;
+
+/// How a deploy execution ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub execution_arn: String,
+    pub succeeded: bool,
+    /// The release deployed, when the execution succeeded.
+    pub release: Option<Release>,
+    pub regions: BTreeMap<String, RegionReport>,
+    /// The error name and cause, when it did not.
+    pub error: Option<(String, String)>,
+    pub transitions: usize,
+    pub wall: Duration,
+}
+
+/// What a person's deploy from a folder hands the state machine: the
+/// source, the folder as its provenance, the `${VAR}`s the config names
+/// from the shell, and the installation's artifact bucket and key.
+pub fn input_from_folder(
+    environment: &str,
+    source: porter_core::pack::Source,
+    repo: &std::path::Path,
+    installation: &crate::account::Installation,
+    keep: u32,
+    wait_for_lease: bool,
+) -> DeployInput {
+    use porter_core::config;
+    DeployInput {
+        pack: porter_core::pack::PackInput {
+            environment: environment.to_string(),
+            source,
+            provenance: porter_core::release::Provenance {
+                repository: Some(repo.display().to_string()),
+                branch: None,
+                commit: None,
+            },
+            image: None,
+            artifact_bucket: Some(installation.artifact_bucket.clone()),
+            sse_kms_key_id: installation.artifact_key.clone(),
+            variables: config::shell_variables(&config::locate(repo).0),
+        },
+        keep,
+        wait_for_lease,
+    }
+}
+
+/// Starts the deploy state machine with `input`; the execution's ARN.
+pub async fn start(sfn: &aws_sdk_sfn::Client, machine: &str, name: &str, input: &DeployInput) -> Result<String> {
+    let out = sfn
+        .start_execution()
+        .state_machine_arn(machine)
+        .name(name)
+        .input(serde_json::to_string(input)?)
+        .send()
+        .await
+        .map_err(|e| one_line(&format!("start the deploy state machine {machine}"), e))?;
+    Ok(out.execution_arn().to_string())
+}
+
+/// An execution name for a deploy or rollback started by hand: the
+/// service, the environment and the time, within Step Functions' 80.
+pub fn execution_name(service: &str, environment: &str, kind: &str) -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let name = format!("{service}-{environment}-{kind}-{millis}");
+    let keep = name.len().saturating_sub(80);
+    name[keep..].to_string()
+}
+
+/// Follows an execution until it ends, writing a line per finished step.
+pub async fn follow(
+    sfn: &aws_sdk_sfn::Client,
+    arn: &str,
+    started: Instant,
+    limit: Duration,
+    poll: Duration,
+    out: &mut dyn Write,
+) -> Result<Outcome> {
+    let mut seen = 0usize;
+    let mut transitions = 0usize;
+    let deadline = Instant::now() + limit;
+    let described = loop {
+        // Status first, then history: once the status is final, the history
+        // read after it holds every event.
+        let d = sfn
+            .describe_execution()
+            .execution_arn(arn)
+            .send()
+            .await
+            .map_err(|e| one_line(&format!("describe execution {arn}"), e))?;
+        let events = history(sfn, arn).await?;
+        for e in events.iter().skip(seen) {
+            if entered(e) {
+                transitions += 1;
+            }
+            if let Some(p) = exited(e) {
+                writeln!(out, "{}", p.line())?;
+            }
+        }
+        seen = events.len();
+        if d.status().as_str() != "RUNNING" {
+            break d;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the execution is still running after {} minutes: {arn} (it goes on; `porter status` shows where it is)",
+                limit.as_secs() / 60
+            );
+        }
+        tokio::time::sleep(poll).await;
+    };
+    outcome_from(&described, arn, transitions, started.elapsed())
+}
+
+/// Reads a finished execution: its report or error, its transitions.
+pub async fn outcome_of(sfn: &aws_sdk_sfn::Client, arn: &str, wall: Duration) -> Result<Outcome> {
+    let described = sfn
+        .describe_execution()
+        .execution_arn(arn)
+        .send()
+        .await
+        .map_err(|e| one_line(&format!("describe execution {arn}"), e))?;
+    let transitions = history(sfn, arn).await?.iter().filter(|e| entered(e)).count();
+    outcome_from(&described, arn, transitions, wall)
+}
+
+fn outcome_from(
+    described: &aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput,
+    arn: &str,
+    transitions: usize,
+    wall: Duration,
+) -> Result<Outcome> {
+    let succeeded = described.status().as_str() == "SUCCEEDED";
+    let report = if succeeded {
+        Some(
+            Report::parse(described.output().unwrap_or_default())
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("execution {arn} succeeded"))?,
+        )
+    } else {
+        None
+    };
+    let error = (!succeeded).then(|| {
+        (
+            described.error().unwrap_or(described.status().as_str()).to_string(),
+            described.cause().unwrap_or("no cause given").to_string(),
+        )
+    });
+    let (release, regions) = match report {
+        Some(r) => (Some(r.release), r.regions),
+        None => (None, BTreeMap::new()),
+    };
+    Ok(Outcome {
+        execution_arn: arn.to_string(),
+        succeeded,
+        release,
+        regions,
+        error,
+        transitions,
+        wall,
+    })
+}
+
+fn entered(e: &HistoryEvent) -> bool {
+    e.r#type().as_str().ends_with("StateEntered")
+}
+
+/// A history event's progress, if it is a state that finished.
+pub fn exited(e: &HistoryEvent) -> Option<Progress> {
+    let x = e.state_exited_event_details()?;
+    Progress::read(x.name(), x.output()?)
+}
+
+/// Every event of an execution, oldest first.
+pub async fn history(sfn: &aws_sdk_sfn::Client, arn: &str) -> Result<Vec<HistoryEvent>> {
+    let mut events = Vec::new();
+    let mut pages = sfn
+        .get_execution_history()
+        .execution_arn(arn)
+        .max_results(1000)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| one_line(&format!("read the history of {arn}"), e))?;
+        events.extend(page.events().iter().cloned());
+    }
+    Ok(events)
+}
