@@ -242,7 +242,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     pipeline_name = f"{STACK}-pipeline"
     expected_env = {p: {"ARTIFACT_BUCKET": bucket, "PORTER_SERVICE": "hello",
                         "PORTER_ENVIRONMENTS_PATH": "/porter/environments/"} for p in PHASES}
-    expected_env["Pipeline"] = {"STATE_MACHINE_ARN": sm_arn, "ARTIFACT_BUCKET": bucket}
+    expected_env["Pipeline"] = {"STATE_MACHINE_ARN": sm_arn, "ARTIFACT_BUCKET": bucket, "LEASE_TABLE": physical["LeaseTable"]}
     expected_env["Lease"] = {"LEASE_TABLE": physical["LeaseTable"]}
     expected_env["Trigger"] = {
         "PIPELINE_NAME": pipeline_name,
@@ -428,6 +428,12 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     execs = arn("states", f"execution:{STACK}-deploy:*")
     check(resources_of(g, "states:DescribeExecution") == [execs] and resources_of(g, "states:GetExecutionHistory") == [execs],
           "moto: the pipeline function reads only the deploy state machine's executions")
+    check(resources_of(g, "states:StopExecution") == [execs], "moto: ... and stops only those")
+    check(resources_of(g, "codepipeline:ListActionExecutions") == [arn("codepipeline", f"{STACK}-pipeline*")],
+          "moto: the pipeline function lists the actions of this stack's pipelines only")
+    lease_arn = arn("dynamodb", f"table/{physical['LeaseTable']}")
+    check(resources_of(g, "dynamodb:DeleteItem") == [lease_arn] and resources_of(g, "dynamodb:PutItem") == [],
+          "moto: the pipeline function can give a lease back, never take one")
     actions = {a for a, _, _ in g}
     check(not any(a.startswith(("sts:", "cloudformation:", "ec2:", "iam:", "lambda:")) for a in actions), f"moto: the pipeline function has nothing else {sorted(actions)}")
     check({r for a, r, _ in g if a.startswith("s3:")} == {bucket_arn, bucket_arn + "/*"}, "moto: the pipeline function reaches only the artifact bucket")
@@ -521,6 +527,14 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     main_rules = by_target(pipeline_arn)
     check(len(main_rules) == 1 and json.loads(rules[main_rules[0]]["EventPattern"])["detail"]["referenceName"] == ["main"],
           "moto: changes to main start the main pipeline")
+    ended = [json.loads(rules[n]["EventPattern"]) for n in by_target(fn_arn["Pipeline"])]
+    check(len(ended) == 1 and ended[0]["detail-type"] == ["CodePipeline Pipeline Execution State Change"]
+          and sorted(ended[0]["detail"]["state"]) == ["FAILED", "STOPPED", "SUPERSEDED"]
+          and ended[0]["resources"] == [{"prefix": pipeline_arn}],
+          "moto: stopped, superseded and failed executions of this stack's pipelines go to the pipeline function")
+    check(res["PipelineEndedPermission"]["Properties"]["Principal"] == "events.amazonaws.com"
+          and res["PipelineEndedPermission"]["Properties"]["SourceArn"] == {"Fn::GetAtt": ["PipelineEndedRule", "Arn"]},
+          "template: only that rule may invoke the pipeline function from EventBridge")
     topic = physical["NotificationTopic"]
     notify = [json.loads(rules[n]["EventPattern"]) for n in by_target(topic)]
     check(any(set(p["detail-type"]) == {"CodePipeline Pipeline Execution State Change", "CodePipeline Action Execution State Change"}

@@ -300,6 +300,13 @@ pub async fn state_from(ctx: &Context, binding: &Binding, token: &str) -> Result
         .map_err(|e| PhaseError::Invalid(format!("the continuation token's state is not one porter wrote: {e}")))
 }
 
+/// Why a result did not reach CodePipeline.
+enum Unsent {
+    /// The job already has its result.
+    Answered,
+    Failed(PhaseError),
+}
+
 /// Reports the outcome. The only error this returns is a failure to report.
 /// `external` is what CodePipeline shows as the execution id (and fills
 /// into the action's link); the job id when there is nothing better.
@@ -332,7 +339,10 @@ pub async fn report(
                 .map(|_| ());
             (
                 "continue",
-                r.map_err(|e| aws::classify("report progress to CodePipeline", e)),
+                r.map_err(|e| match e.as_service_error() {
+                    Some(se) if se.is_invalid_job_state_exception() => Unsent::Answered,
+                    _ => Unsent::Failed(aws::classify("report progress to CodePipeline", e)),
+                }),
             )
         }
         Outcome::Succeeded { summary, variables } => {
@@ -351,7 +361,10 @@ pub async fn report(
                 .map(|_| ());
             (
                 "success",
-                r.map_err(|e| aws::classify("report success to CodePipeline", e)),
+                r.map_err(|e| match e.as_service_error() {
+                    Some(se) if se.is_invalid_job_state_exception() => Unsent::Answered,
+                    _ => Unsent::Failed(aws::classify("report success to CodePipeline", e)),
+                }),
             )
         }
         Outcome::Failed { message } => {
@@ -370,7 +383,10 @@ pub async fn report(
                 .map(|_| ());
             (
                 "failure",
-                r.map_err(|e| aws::classify("report failure to CodePipeline", e)),
+                r.map_err(|e| match e.as_service_error() {
+                    Some(se) if se.is_invalid_job_state_exception() => Unsent::Answered,
+                    _ => Unsent::Failed(aws::classify("report failure to CodePipeline", e)),
+                }),
             )
         }
     };
@@ -379,7 +395,14 @@ pub async fn report(
             tracing::info!(job = %job.id, result = kind, "reported to CodePipeline");
             Ok(serde_json::json!({"job": job.id, "reported": kind}))
         }
-        Err(e) => {
+        // Lambda retried an invocation whose job was answered (or
+        // CodePipeline gave up on the job): the result stands, and failing
+        // here would only make Lambda run it once more.
+        Err(Unsent::Answered) => {
+            tracing::warn!(job = %job.id, result = kind, "the job already has a result; this one is dropped");
+            Ok(serde_json::json!({"job": job.id, "reported": "already answered"}))
+        }
+        Err(Unsent::Failed(e)) => {
             tracing::error!(job = %job.id, error = %e, "could not report to CodePipeline; failing so Lambda retries");
             Err(FunctionError::Report(e.to_string()))
         }

@@ -15,6 +15,7 @@ pub mod codepipeline;
 pub mod jobs;
 pub mod lease;
 pub mod pipeline;
+pub mod pipeline_stopped;
 pub mod token;
 pub mod trigger;
 

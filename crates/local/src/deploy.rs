@@ -347,6 +347,7 @@ pub async fn run_pipeline(
         revision: Some(revision),
         wait,
         max_calls: 500,
+        pipeline_execution: None,
     };
     writeln!(
         out,

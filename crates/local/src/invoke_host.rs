@@ -63,6 +63,10 @@ pub fn router(ctx: Context, faults: Faults, jobs: Jobs, moto_endpoint: String) -
         .route("/2015-03-31/functions/{function}/invocations", post(invoke))
         .route("/", post(codepipeline_api))
         .route("/porter-local/jobs/{id}", get(job_results))
+        .route(
+            "/porter-local/jobs/{id}/pipeline-execution",
+            post(job_pipeline_execution),
+        )
         .with_state(Host {
             ctx: Arc::new(ctx),
             faults,
@@ -73,6 +77,15 @@ pub fn router(ctx: Context, faults: Faults, jobs: Jobs, moto_endpoint: String) -
 
 async fn codepipeline_api(State(host): State<Host>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     job_sim::api(&host.jobs, &host.moto, headers, body).await
+}
+
+async fn job_pipeline_execution(
+    State(host): State<Host>,
+    Path(id): Path<String>,
+    Json(execution): Json<job_sim::PipelineExecution>,
+) -> StatusCode {
+    host.jobs.register(&execution, &id);
+    StatusCode::NO_CONTENT
 }
 
 async fn job_results(State(host): State<Host>, Path(id): Path<String>) -> Json<Vec<JobResult>> {

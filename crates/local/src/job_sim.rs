@@ -2,7 +2,10 @@
 //!
 //! The host answers PutJobSuccessResult and PutJobFailureResult (the
 //! JSON 1.1 protocol, `X-Amz-Target: CodePipeline_20150709.*`) and records
-//! them per job; every other CodePipeline call goes on to moto. The driver
+//! them per job, refusing a second result for a job as CodePipeline does
+//! (`InvalidJobStateException`); it answers ListActionExecutions for the
+//! jobs a driver ran as part of a pipeline execution; every other
+//! CodePipeline call goes on to moto. The driver
 //! plays CodePipeline's part: invoke the function with a job, read the
 //! result it reported, and invoke again with the continuation token, with
 //! a fresh job id each time, until success or failure. A job the function
@@ -38,18 +41,100 @@ pub enum JobResult {
     },
 }
 
-/// The results reported so far, by job id.
+/// The results reported so far, by job id, and the jobs of each pipeline
+/// execution.
 #[derive(Clone, Default)]
-pub struct Jobs(Arc<Mutex<HashMap<String, Vec<JobResult>>>>);
+pub struct Jobs(Arc<Mutex<Recorded>>);
+
+#[derive(Default)]
+struct Recorded {
+    results: HashMap<String, Vec<JobResult>>,
+    /// (pipeline, pipeline execution id) → (action name, job id), in order.
+    executions: HashMap<(String, String), Vec<(String, String)>>,
+}
 
 impl Jobs {
     pub fn results(&self, job: &str) -> Vec<JobResult> {
-        self.0.lock().expect("jobs lock").get(job).cloned().unwrap_or_default()
+        self.0
+            .lock()
+            .expect("jobs lock")
+            .results
+            .get(job)
+            .cloned()
+            .unwrap_or_default()
     }
 
-    fn record(&self, job: String, result: JobResult) {
-        self.0.lock().expect("jobs lock").entry(job).or_default().push(result);
+    /// Records a result; false when the job already has its final one.
+    fn record(&self, job: String, result: JobResult) -> bool {
+        let mut r = self.0.lock().expect("jobs lock");
+        let results = r.results.entry(job).or_default();
+        let answered = results.last().is_some_and(|last| {
+            !matches!(
+                last,
+                JobResult::Success {
+                    continuation_token: Some(_),
+                    ..
+                }
+            )
+        });
+        if answered {
+            return false;
+        }
+        results.push(result);
+        true
     }
+
+    /// Notes that `job` runs `action` in a pipeline execution.
+    pub fn register(&self, execution: &PipelineExecution, job: &str) {
+        self.0
+            .lock()
+            .expect("jobs lock")
+            .executions
+            .entry((execution.pipeline.clone(), execution.id.clone()))
+            .or_default()
+            .push((execution.action.clone(), job.to_string()));
+    }
+
+    /// ListActionExecutions for one pipeline execution, as CodePipeline
+    /// answers it: newest first, each with its status and the external
+    /// execution id the function reported.
+    fn action_executions(&self, pipeline: &str, execution: &str) -> Value {
+        let r = self.0.lock().expect("jobs lock");
+        let jobs = r
+            .executions
+            .get(&(pipeline.to_string(), execution.to_string()))
+            .cloned()
+            .unwrap_or_default();
+        let details: Vec<Value> = jobs
+            .iter()
+            .rev()
+            .map(|(action, job)| {
+                let last = r.results.get(job).and_then(|v| v.last());
+                let (status, external) = match last {
+                    None => ("InProgress", None),
+                    Some(JobResult::Success {
+                        continuation_token: Some(_),
+                        external_id,
+                        ..
+                    }) => ("InProgress", external_id.clone()),
+                    Some(JobResult::Success { external_id, .. }) => ("Succeeded", external_id.clone()),
+                    Some(JobResult::Failure { external_id, .. }) => ("Failed", external_id.clone()),
+                };
+                json!({"pipelineExecutionId": execution, "actionExecutionId": job, "actionName": action,
+                       "status": status, "output": {"executionResult": {"externalExecutionId": external}}})
+            })
+            .collect();
+        json!({ "actionExecutionDetails": details })
+    }
+}
+
+/// The pipeline execution an action's jobs belong to (what CodePipeline's
+/// ListActionExecutions reports them under).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PipelineExecution {
+    pub pipeline: String,
+    pub id: String,
+    pub action: String,
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
@@ -64,7 +149,7 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
         .unwrap_or_default()
         .to_string();
     let op = target.rsplit('.').next().unwrap_or_default();
-    if op != "PutJobSuccessResult" && op != "PutJobFailureResult" {
+    if !["PutJobSuccessResult", "PutJobFailureResult", "ListActionExecutions"].contains(&op) {
         return forward(moto_endpoint, headers, body).await;
     }
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
@@ -74,6 +159,19 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
             "the request body is not JSON",
         );
     };
+    if op == "ListActionExecutions" {
+        let (Some(pipeline), Some(execution)) = (
+            req["pipelineName"].as_str(),
+            req["filter"]["pipelineExecutionId"].as_str(),
+        ) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                "pipelineName and filter.pipelineExecutionId are required here",
+            );
+        };
+        return (StatusCode::OK, Json(jobs.action_executions(pipeline, execution))).into_response();
+    }
     let Some(job) = req["jobId"].as_str().map(str::to_string) else {
         return error(StatusCode::BAD_REQUEST, "ValidationException", "jobId is required");
     };
@@ -112,7 +210,7 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
                 "executionDetails.summary is over 2048 characters",
             );
         }
-        jobs.record(
+        let recorded = jobs.record(
             job,
             JobResult::Success {
                 continuation_token: token,
@@ -122,6 +220,9 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
                 output_variables: variables,
             },
         );
+        if !recorded {
+            return already_answered();
+        }
     } else {
         let f = &req["failureDetails"];
         let Some(message) = f["message"].as_str() else {
@@ -131,15 +232,26 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
                 "failureDetails.message is required",
             );
         };
-        jobs.record(
+        let recorded = jobs.record(
             job,
             JobResult::Failure {
                 message: message.to_string(),
                 external_id: f["externalExecutionId"].as_str().map(str::to_string),
             },
         );
+        if !recorded {
+            return already_answered();
+        }
     }
     (StatusCode::OK, Json(json!({}))).into_response()
+}
+
+fn already_answered() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "InvalidJobStateException",
+        "the job already has a result",
+    )
 }
 
 async fn forward(moto_endpoint: &str, headers: HeaderMap, body: Bytes) -> Response {
@@ -179,6 +291,8 @@ pub struct Action {
     /// Between a continuation and the next call (CodePipeline waits too).
     pub wait: Duration,
     pub max_calls: usize,
+    /// The pipeline execution the jobs belong to, if the driver plays one.
+    pub pipeline_execution: Option<PipelineExecution>,
 }
 
 /// How the action ended.
@@ -235,6 +349,14 @@ pub async fn run_action(host: &str, action: &Action, out: &mut dyn Write) -> Res
     let mut first_external_id = None;
     for call in 1..=action.max_calls {
         let id = job_id(call);
+        if let Some(p) = &action.pipeline_execution {
+            client
+                .post(format!("{host}/porter-local/jobs/{id}/pipeline-execution"))
+                .json(p)
+                .send()
+                .await?
+                .error_for_status()?;
+        }
         let event = job_event(&id, action, token.as_deref());
         // Lambda retries an invocation that errors (twice, for async
         // invokes); a function that never reports leaves the job hanging.

@@ -46,6 +46,13 @@ fn every_sample_event_parses_as_what_its_function_takes() {
             n if n.starts_with("lease") => {
                 serde_json::from_value::<porter_lambda::lease::Request>(v).unwrap();
             }
+            n if n.starts_with("codepipeline-execution") => {
+                assert!(porter_lambda::pipeline_stopped::is_state_change(&v), "{n}");
+                assert!(
+                    v["detail"]["execution-id"].is_string() && v["detail"]["state"].is_string(),
+                    "{n}"
+                );
+            }
             n if n.starts_with("codecommit") || n.starts_with("schedule") => {
                 assert!(v["detail-type"].is_string() && v["source"].is_string(), "{n}");
             }
@@ -82,5 +89,5 @@ fn every_sample_event_parses_as_what_its_function_takes() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 17, "every sample has a case");
+    assert_eq!(checked, 18, "every sample has a case");
 }

@@ -130,6 +130,7 @@ async fn a_redelivered_first_job_does_not_start_a_second_execution() {
         revision: Some("abcdef1234567".into()),
         wait: Duration::ZERO,
         max_calls: 1,
+        pipeline_execution: None,
     };
     let event = job_sim::job_event("11111111-2222-4333-8444-555555555555", &action, None);
     invoke(&local, "porter-pipeline", &event).await;
@@ -216,6 +217,7 @@ async fn phase_action(
         revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
         wait: Duration::ZERO,
         max_calls: 50,
+        pipeline_execution: None,
     };
     let mut log = Vec::new();
     job_sim::run_action(&host(local), &action, &mut log).await.unwrap()
@@ -355,6 +357,7 @@ async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
             revision: None,
             wait: Duration::ZERO,
             max_calls: 3,
+            pipeline_execution: None,
         };
         let mut log = Vec::new();
         let end = job_sim::run_action(&host(&local), &action, &mut log).await.unwrap();
@@ -454,6 +457,7 @@ async fn state_too_large_for_a_token_travels_through_the_artifact_bucket() {
         revision: None,
         wait: Duration::ZERO,
         max_calls: 1,
+        pipeline_execution: None,
     };
     let (job, _) = porter_lambda::codepipeline::parse(&ctx, job_sim::job_event("job-big", &action, None)).unwrap();
     let binding = porter_lambda::token::Binding {
@@ -572,6 +576,7 @@ async fn forged_or_foreign_continuation_tokens_fail_the_job() {
             revision: None,
             wait: Duration::ZERO,
             max_calls: 1,
+            pipeline_execution: None,
         };
         let id = format!("job-forged-{i}");
         let (_, answer) = invoke(&local, function, &job_sim::job_event(&id, &action, Some(&token))).await;
@@ -584,5 +589,163 @@ async fn forged_or_foreign_continuation_tokens_fail_the_job() {
             other => panic!("{function}: expected a failure result, got {other:?}"),
         }
     }
+    local.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopped_pipeline_execution_stops_its_deploy_and_gives_its_lease_back() {
+    // provision fails (retryably) twice in each region: the deploy holds
+    // the lease for about six seconds while the pipeline is stopped.
+    let faults = porter_local::invoke_host::Faults::default();
+    let local = LocalStack::start_with_faults(0, 0, faults.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "cpstop");
+    let prepared = upload_source(&local, &svc).await;
+    faults.fail_next(porter_lambda::Phase::Provision, 4);
+    let pipeline_execution = job_sim::PipelineExecution {
+        pipeline: "porter-cpstop".into(),
+        id: "0a0a0a0a-1b1b-4c2c-8d3d-4e4e4e4e4e4e".into(),
+        action: "Deploy".into(),
+    };
+    let action = Action {
+        function: "porter-pipeline".into(),
+        user_parameters: json!({"environment": "staging"}).to_string(),
+        input: Some(porter_core::release::S3Object {
+            bucket: ARTIFACT_BUCKET.into(),
+            key: "src.zip".into(),
+        }),
+        revision: Some("abcdef1234567".into()),
+        wait: Duration::ZERO,
+        max_calls: 1,
+        pipeline_execution: None,
+    };
+    let job = "22222222-3333-4444-8555-666666666666";
+    local.jobs.register(&pipeline_execution, job);
+    invoke(&local, "porter-pipeline", &job_sim::job_event(job, &action, None)).await;
+    let arn = match local.jobs.results(job).last() {
+        Some(JobResult::Success {
+            external_id: Some(arn), ..
+        }) => arn.clone(),
+        other => panic!("expected the deploy started, got {other:?}"),
+    };
+    // Wait until the deploy holds the lease.
+    let ddb = aws_sdk_dynamodb::Client::new(prepared.aws.sdk_config());
+    let holder = || async {
+        ddb.get_item()
+            .table_name(porter_local::stack::LEASE_TABLE)
+            .key(
+                "lease",
+                aws_sdk_dynamodb::types::AttributeValue::S("cpstop/staging".into()),
+            )
+            .send()
+            .await
+            .unwrap()
+            .item()
+            .and_then(|i| i.get("execution")?.as_s().ok().cloned())
+    };
+    for _ in 0..100 {
+        if holder().await.as_deref() == Some(arn.as_str()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        holder().await.as_deref(),
+        Some(arn.as_str()),
+        "the deploy took the lease"
+    );
+
+    let event = |state: &str| {
+        let mut e: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/codepipeline-execution-stopped.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        e["detail"]["pipeline"] = json!(pipeline_execution.pipeline);
+        e["detail"]["execution-id"] = json!(pipeline_execution.id);
+        e["detail"]["state"] = json!(state);
+        e
+    };
+    // Still running: nothing to do.
+    let (errored, answer) = invoke(&local, "porter-pipeline", &event("RESUMED")).await;
+    assert!(
+        !errored && answer["ignored"].as_str().unwrap().contains("RESUMED"),
+        "{answer}"
+    );
+
+    let (errored, answer) = invoke(&local, "porter-pipeline", &event("STOPPED")).await;
+    assert!(!errored, "{answer}");
+    assert_eq!(answer["stopped"], json!([arn]), "{answer}");
+    assert_eq!(answer["leases_given"], json!(["cpstop/staging"]), "{answer}");
+    // AWS ends a stopped execution ABORTED. moto's interpreter, stopped
+    // during a Retry back-off (here: provision's), ends it FAILED with
+    // `States.Runtime` once the back-off is over; either way it goes no
+    // further than the state it was in.
+    let mut status = String::new();
+    for _ in 0..60 {
+        let d = prepared
+            .sfn
+            .describe_execution()
+            .execution_arn(&arn)
+            .send()
+            .await
+            .unwrap();
+        status = d.status().as_str().to_string();
+        if status != "RUNNING" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(status == "ABORTED" || status == "FAILED", "{status}");
+    let history = prepared
+        .sfn
+        .get_execution_history()
+        .execution_arn(&arn)
+        .max_results(1000)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !history.events().iter().any(|e| e
+            .state_entered_event_details()
+            .is_some_and(|d| d.name() == "Promote" || d.name() == "GiveLease")),
+        "the stopped deploy went no further"
+    );
+    assert!(holder().await.is_none(), "the lease was given back");
+    // A second delivery of the event finds nothing left to stop.
+    let (errored, answer) = invoke(&local, "porter-pipeline", &event("STOPPED")).await;
+    assert!(!errored && answer["stopped"] == json!([]), "{answer}");
+
+    let mut forged = event("STOPPED");
+    forged["detail"]["execution-id"] = json!("../../x");
+    let (errored, answer) = invoke(&local, "porter-pipeline", &forged).await;
+    assert!(errored, "{answer}");
+    local.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_invocation_of_an_answered_job_leaves_its_one_result() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let action = Action {
+        function: "porter-pipeline".into(),
+        user_parameters: "not json".into(),
+        input: None,
+        revision: None,
+        wait: Duration::ZERO,
+        max_calls: 1,
+        pipeline_execution: None,
+    };
+    let job = "33333333-4444-4555-8666-777777777777";
+    let event = job_sim::job_event(job, &action, None);
+    let (errored, first) = invoke(&local, "porter-pipeline", &event).await;
+    assert!(!errored && first["reported"] == "failure", "{first}");
+    // Lambda delivers it again: CodePipeline refuses a second result, and
+    // the function neither errors (which would make Lambda retry once more)
+    // nor changes what the job says.
+    let (errored, again) = invoke(&local, "porter-pipeline", &event).await;
+    assert!(!errored && again["reported"] == "already answered", "{again}");
+    assert_eq!(local.jobs.results(job).len(), 1);
     local.stop().await;
 }
