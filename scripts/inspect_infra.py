@@ -36,11 +36,13 @@ import io
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 import zipfile
 
 import boto3
+import yaml
 
 STACK = "porter-serverless"
 REGION = "us-east-1"
@@ -243,6 +245,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     expected_env = {p: {"ARTIFACT_BUCKET": bucket, "PORTER_SERVICE": "hello",
                         "PORTER_ENVIRONMENTS_PATH": "/porter/environments/"} for p in PHASES}
     expected_env["Pipeline"] = {"STATE_MACHINE_ARN": sm_arn, "ARTIFACT_BUCKET": bucket, "LEASE_TABLE": physical["LeaseTable"]}
+    expected_env["Pack"] = dict(expected_env["Pack"], PORTER_IMAGE_PARAMETER="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")
     expected_env["Lease"] = {"LEASE_TABLE": physical["LeaseTable"]}
     expected_env["Trigger"] = {
         "PIPELINE_NAME": pipeline_name,
@@ -327,8 +330,10 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
                 check(resources_of(g, a) == [deployment_role_arn], f"moto: {role} may {a} only on {deployment_role_arn}")
                 check(all('"aws:RequestTag/porter:service": "hello"' in c for act, _, c in g if act == a),
                       f"moto: {role} may {a} only tagged with the pinned service")
-        check(resources_of(g, "ssm:GetParameter") == [pins_arn] and {a for a in actions if a.startswith("ssm:")} == {"ssm:GetParameter"},
-              f"moto: {role} reads the environment pins and no other parameter")
+        image = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+        image_arns = [f"arn:aws:ssm:*::parameter{image}", f"arn:aws:ssm:*:{account}:parameter{image}"] if p == "Pack" else []
+        check(resources_of(g, "ssm:GetParameter") == sorted([pins_arn] + image_arns) and {a for a in actions if a.startswith("ssm:")} == {"ssm:GetParameter"},
+              f"moto: {role} reads the environment pins{' and the machine image parameter' if image_arns else ''}, no other parameter")
         s3_res = {r for a, r, _ in g if a.startswith("s3:")}
         check(s3_res <= {bucket_arn, bucket_arn + "/*", bucket_arn + "/porter-deployment/*", bucket_arn + "/porter-continuations/*"},
               f"moto: {role} reaches only the artifact bucket {sorted(s3_res)}")
@@ -555,6 +560,10 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     check(stages[1]["Actions"][0]["ActionTypeId"]["Provider"] == "CodeBuild"
           and "version: 0.2" in res["BuildProject"]["Properties"]["Source"]["BuildSpec"],
           "template: CodeBuild with an inline buildspec")
+    build = yaml.safe_load(res["BuildProject"]["Properties"]["Source"]["BuildSpec"])["phases"]["build"]["commands"][0]
+    check(subprocess.run(["bash", "-n"], input=build, text=True).returncode == 0, "template: the build's script is valid bash")
+    check('tag="${CODEBUILD_RESOLVED_SOURCE_VERSION:0:12}-${digest}"' in build,
+          "template: image tags name the commit and the base image's digest (the weekly build refreshes a patched base)")
     for stage, env in [(stages[2], "staging"), (stages[4], "production")]:
         act = stage["Actions"][0]
         up = act["Configuration"]["UserParameters"]

@@ -192,6 +192,7 @@ fn render(path: &Path, environment: &str, region: &str) -> Result<ExitCode> {
         sha256: sha.clone(),
         config_sha256: String::new(),
         image: None,
+        images: Default::default(),
         payload: obj(".tar"),
         manifest: obj(".manifest.json"),
         config: obj(".config.json"),

@@ -247,6 +247,17 @@ pub fn report(outcome: &Outcome, verb: &str) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let release = outcome.release.as_ref();
+    if !outcome.regions.is_empty() && outcome.regions.values().all(|r| r.already_live) {
+        // The weekly build of an unchanged source on an unchanged image.
+        let _ = writeln!(
+            out,
+            "\nrelease {} was already live in every region: nothing changed ({:.1}s, {} state transitions)",
+            release.map_or("?", |r| r.version.as_str()),
+            outcome.wall.as_secs_f64(),
+            outcome.transitions
+        );
+        return ExitCode::SUCCESS;
+    }
     let _ = writeln!(
         out,
         "\n{verb} {} release {} in {:.1}s using {} state transitions",

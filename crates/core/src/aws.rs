@@ -66,6 +66,12 @@ impl Aws {
         aws_sdk_ssm::Client::new(&self.base)
     }
 
+    /// SSM in `region` with the caller's own credentials (the machine image
+    /// parameter, which exists in every region).
+    pub fn ssm_in(&self, region: &str) -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::new(&self.base.to_builder().region(Region::new(region.to_string())).build())
+    }
+
     pub fn sdk_config(&self) -> &SdkConfig {
         &self.base
     }

@@ -240,6 +240,8 @@ pub struct RegionReport {
     pub deleted: Vec<String>,
     /// Kept by prune as what a rollback goes back to.
     pub rollback: Vec<String>,
+    /// The release was serving here already: nothing changed.
+    pub already_live: bool,
 }
 
 /// A successful deploy's output (the `Deployed` state's).
@@ -280,6 +282,7 @@ impl Report {
             r.stack_name = p.stack_name;
             r.stack_id = p.stack_id;
             r.taken_out = p.deregistered;
+            r.already_live = p.already_live;
         }
         for (region, p) in out.pruned.into_iter().flat_map(|i| i.pruned) {
             let r = regions.entry(region).or_default();
@@ -290,6 +293,30 @@ impl Report {
             release: out.release,
             regions,
         })
+    }
+
+    /// Whether the release was serving in every region already (a deploy
+    /// of nothing new: the weekly build when neither source nor image
+    /// changed).
+    pub fn nothing_changed(&self) -> bool {
+        !self.regions.is_empty() && self.regions.values().all(|r| r.already_live)
+    }
+
+    /// One line for the end of a deploy.
+    pub fn summary(&self) -> String {
+        if self.nothing_changed() {
+            format!(
+                "release {} was already live in every region ({}): nothing changed",
+                self.release.version,
+                self.release.regions.join(", ")
+            )
+        } else {
+            format!(
+                "deployed release {} to {} region(s)",
+                self.release.version,
+                self.release.regions.len()
+            )
+        }
     }
 
     /// CodePipeline output variables: the release, and per region the

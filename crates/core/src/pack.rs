@@ -56,6 +56,11 @@ pub struct PackInput {
     /// config names from its shell).
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+    /// The SSM parameter naming the machine image to boot (in every
+    /// region), resolved into the release. The function's own setting
+    /// (`PORTER_IMAGE_PARAMETER`), never the input's.
+    #[serde(skip)]
+    pub image_parameter: Option<String>,
 }
 
 /// The deploy state machine's input: pack's input, and what the later
@@ -365,7 +370,11 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
     };
     let config_json = serde_json::to_vec_pretty(&config).expect("the config serializes");
     let config_sha256 = hex::encode(Sha256::digest(&config_json));
-    let version = crate::release::version_of(&sha256, &config_sha256);
+    let images = match &input.image_parameter {
+        Some(name) => machine_images(aws, name, &regions).await?,
+        None => BTreeMap::new(),
+    };
+    let version = crate::release::version_of(&sha256, &config_sha256, input.image.as_deref(), &images);
     let revision = input
         .provenance
         .commit
@@ -391,6 +400,7 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
         sha256: sha256.clone(),
         config_sha256: config_sha256.clone(),
         image: input.image.clone(),
+        images,
         payload: object(".tar"),
         manifest: object(".manifest.json"),
         config: with_config(".config.json"),
@@ -430,6 +440,43 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
     }
     tracing::info!(service = %release.service, version = %release.version, uploaded = uploaded.len(), "packed");
     Ok(Packed { release, uploaded })
+}
+
+/// The machine image each region boots today, from the image parameter.
+async fn machine_images(
+    aws: &Aws,
+    parameter: &str,
+    regions: &[&crate::config::Region],
+) -> Result<BTreeMap<String, String>, PhaseError> {
+    let mut images = BTreeMap::new();
+    for r in regions {
+        let out = aws
+            .ssm_in(&r.name)
+            .get_parameter()
+            .name(parameter)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_parameter_not_found() => PhaseError::Invalid(format!(
+                    "the machine image parameter {parameter} does not exist in {}; set the stack's ImageParameter to one that names an image there",
+                    r.name
+                )),
+                _ => aws::classify(&format!("read the machine image parameter {parameter} in {}", r.name), e),
+            })?;
+        let value = out.parameter().and_then(|p| p.value()).unwrap_or_default();
+        let ok = value
+            .strip_prefix("ami-")
+            .is_some_and(|h| (8..=17).contains(&h.len()) && h.chars().all(|c| c.is_ascii_hexdigit()));
+        if !ok {
+            return Err(PhaseError::Invalid(format!(
+                "the machine image parameter {parameter} in {} holds `{}`, not an image id (ami-...)",
+                r.name,
+                aws::clip(value, 40)
+            )));
+        }
+        images.insert(r.name.clone(), value.to_string());
+    }
+    Ok(images)
 }
 
 mod erased {

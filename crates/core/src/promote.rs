@@ -71,6 +71,10 @@ pub struct RegionPromoted {
     pub elbs: Vec<ElbState>,
     /// Instances taken out: the previous release.
     pub deregistered: Vec<String>,
+    /// The stack was serving already (the same release deployed again, as
+    /// a weekly build with nothing new does): nothing changed.
+    #[serde(default)]
+    pub already_live: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -317,6 +321,7 @@ async fn finish(clients: &RegionClients, region: &Region, c: &Cutover) -> Result
     }
     // The release that served until now: its groups are detached, which
     // takes its instances out and keeps replacements of them out too.
+    let already_live = !before.is_empty() && before.iter().all(|t| t.get(PROMOTED_TAG) == Some(&c.stack_id));
     let mut previous: Vec<&String> = before
         .iter()
         .filter_map(|tags| tags.get(PROMOTED_TAG))
@@ -395,6 +400,7 @@ async fn finish(clients: &RegionClients, region: &Region, c: &Cutover) -> Result
         stack_id: c.stack_id.clone(),
         stack_name: c.stack_name.clone(),
         elbs,
+        already_live: already_live && deregistered.is_empty(),
         deregistered,
     })
 }

@@ -1,5 +1,7 @@
 //! A release: what pack made and every later phase deploys.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// An object in S3.
@@ -73,6 +75,11 @@ pub struct Release {
     pub config_sha256: String,
     #[serde(default)]
     pub image: Option<String>,
+    /// The machine image (AMI) instances boot, per region, as pack resolved
+    /// it from the image parameter: a newer image is a new release, so the
+    /// weekly build picks up patches. Empty in a record from before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
     /// The tarball.
     pub payload: S3Object,
     pub manifest: S3Object,
@@ -91,14 +98,48 @@ pub enum ReleaseRef {
     Pointer(String),
 }
 
-/// A release's version: the payload and the resolved config together, so
-/// the same code deployed with another config (another instance count, a
-/// `${VAR}` with another value) is a release, and a stack, of its own.
-pub fn version_of(payload_sha256: &str, config_sha256: &str) -> String {
+/// A release's version: the payload, the resolved config, the container
+/// image and the machine images together, so the same code deployed with
+/// another config (another instance count, a `${VAR}` with another value),
+/// another container image or onto a patched machine image is a release,
+/// and a stack, of its own.
+pub fn version_of(
+    payload_sha256: &str,
+    config_sha256: &str,
+    image: Option<&str>,
+    images: &BTreeMap<String, String>,
+) -> String {
     use sha2::{Digest, Sha256};
-    let both = Sha256::digest(format!("{payload_sha256}:{config_sha256}"));
-    hex::encode(both)[..VERSION_LEN].to_string()
+    let mut what = format!("{payload_sha256}:{config_sha256}");
+    // Added only when present, so releases made before keep their versions.
+    if let Some(i) = image {
+        what.push_str(&format!(":image={i}"));
+    }
+    for (region, ami) in images {
+        what.push_str(&format!(":{region}={ami}"));
+    }
+    hex::encode(Sha256::digest(what))[..VERSION_LEN].to_string()
 }
 
 /// A release version's length in characters.
 pub const VERSION_LEN: usize = 12;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_covers_the_container_and_machine_images_and_keeps_old_versions() {
+        let none = BTreeMap::new();
+        let base = version_of("p", "c", None, &none);
+        // Releases made before images counted keep their version.
+        use sha2::{Digest, Sha256};
+        assert_eq!(base, hex::encode(Sha256::digest("p:c"))[..VERSION_LEN]);
+        let image = version_of("p", "c", Some("r.example.com/web:1"), &none);
+        let patched = BTreeMap::from([("us-east-1".to_string(), "ami-0123456789abcdef0".to_string())]);
+        let ami = version_of("p", "c", None, &patched);
+        let other = BTreeMap::from([("us-east-1".to_string(), "ami-0fedcba9876543210".to_string())]);
+        assert!(base != image && base != ami && ami != version_of("p", "c", None, &other));
+        assert_eq!(ami, version_of("p", "c", None, &patched));
+    }
+}

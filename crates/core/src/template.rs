@@ -142,10 +142,20 @@ pub fn render(
             config.service_name, env.name, release.version, region.name
         ),
         "Parameters": {
-            "ImageId": {
-                "Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
-                "Default": IMAGE_PARAMETER,
-                "Description": "The image the instances boot"
+            // The image pack resolved for this region is pinned: the
+            // release's version names it, so a patched image is a new
+            // release. A release without one follows the public parameter.
+            "ImageId": match release.images.get(&region.name) {
+                Some(ami) => json!({
+                    "Type": "AWS::EC2::Image::Id",
+                    "Default": ami,
+                    "Description": "The image the instances boot, as pack resolved it"
+                }),
+                None => json!({
+                    "Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+                    "Default": IMAGE_PARAMETER,
+                    "Description": "The image the instances boot"
+                }),
             }
         },
         "Resources": {
@@ -394,6 +404,7 @@ mod render_tests {
             sha256: "f".repeat(64),
             config_sha256: "e".repeat(64),
             image: None,
+            images: Default::default(),
             payload: obj("p.tar"),
             manifest: obj("m"),
             config: obj("c"),

@@ -225,6 +225,7 @@ async fn pack_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
         artifact_bucket: Some(ctx.artifact_bucket.clone().unwrap_or(source.bucket)),
         sse_kms_key_id: job.string_param("sse_kms_key_id")?,
         variables: job.variables_param()?,
+        image_parameter: ctx.image_parameter.clone(),
     };
     let packed = pack::pack(&ctx.aws, &input, dir.path()).await?;
     let r = &packed.release;

@@ -42,6 +42,9 @@ pub struct Context {
     pub trigger: trigger::Settings,
     /// The deploy lease table (`LEASE_TABLE`), for the `lease` function.
     pub lease_table: Option<String>,
+    /// The SSM parameter naming the machine image pack pins into each
+    /// release (`PORTER_IMAGE_PARAMETER`).
+    pub image_parameter: Option<String>,
     /// The key that seals continuation tokens, once read ([`token::key`]).
     pub token_key: std::sync::Arc<std::sync::OnceLock<Vec<u8>>>,
 }
@@ -63,6 +66,7 @@ impl Context {
             state_machine_arn: None,
             trigger: trigger::Settings::default(),
             lease_table: None,
+            image_parameter: None,
             token_key: Default::default(),
         }
     }
@@ -77,6 +81,7 @@ impl Context {
         ctx.artifact_bucket = std::env::var("ARTIFACT_BUCKET").ok().filter(|s| !s.is_empty());
         ctx.state_machine_arn = std::env::var("STATE_MACHINE_ARN").ok().filter(|s| !s.is_empty());
         ctx.lease_table = std::env::var("LEASE_TABLE").ok().filter(|s| !s.is_empty());
+        ctx.image_parameter = std::env::var("PORTER_IMAGE_PARAMETER").ok().filter(|s| !s.is_empty());
         ctx.trigger = trigger::Settings::from_env()?;
         Ok(ctx)
     }
@@ -251,6 +256,7 @@ async fn pack(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
             _ => input.artifact_bucket = Some(own.clone()),
         }
     }
+    input.image_parameter = ctx.image_parameter.clone();
     let packed = Box::pin(pack::run(&ctx.aws, &input)).await?;
     Ok(to_value(Step::<(), _>::Done { output: packed.release }))
 }

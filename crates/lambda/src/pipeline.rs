@@ -148,6 +148,7 @@ async fn start(ctx: &Context, job: &Job, key: &[u8], binding: &Binding) -> Resul
             artifact_bucket: Some(ctx.artifact_bucket.clone().unwrap_or(source.bucket)),
             sse_kms_key_id: job.string_param("sse_kms_key_id")?,
             variables: job.variables_param()?,
+            image_parameter: None,
         },
         keep: job.u32_param("keep")?.unwrap_or(0),
         wait_for_lease: job.bool_param("wait_for_lease")?.unwrap_or(false),
@@ -207,11 +208,7 @@ async fn check(ctx: &Context, arn: &str, key: &[u8], binding: &Binding) -> Resul
             let report = Report::parse(d.output().unwrap_or_default())
                 .map_err(|e| PhaseError::Invalid(format!("execution {arn} succeeded, but {e}")))?;
             Ok(Outcome::Succeeded {
-                summary: format!(
-                    "deployed release {} to {} region(s)",
-                    report.release.version,
-                    report.release.regions.len()
-                ),
+                summary: report.summary(),
                 variables: report.variables().into_iter().collect(),
             })
         }
@@ -228,7 +225,7 @@ async fn check(ctx: &Context, arn: &str, key: &[u8], binding: &Binding) -> Resul
 
 /// What the execution's finished states say so far, read by the one
 /// typed reader every front door shares.
-async fn history(ctx: &Context, arn: &str) -> Result<Vec<Progress>, PhaseError> {
+pub(crate) async fn history(ctx: &Context, arn: &str) -> Result<Vec<Progress>, PhaseError> {
     let mut progress = Vec::new();
     let mut pages = ctx
         .sfn

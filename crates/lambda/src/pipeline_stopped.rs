@@ -148,23 +148,12 @@ async fn give_back(ctx: &Context, arn: &str) -> Result<Option<String>, PhaseErro
     let Some(table) = ctx.lease_table.as_deref() else {
         return Ok(None);
     };
-    let mut pages = ctx
-        .sfn
-        .get_execution_history()
-        .execution_arn(arn)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        for e in page.map_err(aws::err("read the execution history"))?.events() {
-            let packed = e
-                .state_exited_event_details()
-                .and_then(|x| Progress::read(x.name(), x.output()?));
-            if let Some(Progress::Packed(r)) = packed {
-                let ddb = aws_sdk_dynamodb::Client::new(ctx.aws.sdk_config());
-                let key = lease::lease_key(&r.service, &r.environment);
-                let g = lease::give(&ddb, table, &key, arn).await?;
-                return Ok(g.given.then_some(key));
-            }
+    for p in crate::pipeline::history(ctx, arn).await? {
+        if let Progress::Packed(r) = p {
+            let ddb = aws_sdk_dynamodb::Client::new(ctx.aws.sdk_config());
+            let key = lease::lease_key(&r.service, &r.environment);
+            let g = lease::give(&ddb, table, &key, arn).await?;
+            return Ok(g.given.then_some(key));
         }
     }
     Ok(None)

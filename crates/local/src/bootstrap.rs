@@ -71,6 +71,7 @@ pub async fn region(aws: &Aws, service: &str, env: &Environment, region: &Region
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     ensure_bucket(&clients.s3, &region.s3_bucket, &region.name).await?;
+    machine_image(aws, &region.name).await?;
 
     let name = stack_name(service, &env.name);
     let cfn = &clients.cloudformation;
@@ -125,6 +126,25 @@ pub async fn region(aws: &Aws, service: &str, env: &Environment, region: &Region
         subnets: of_type("AWS::EC2::Subnet"),
         elbs,
     })
+}
+
+/// Names the machine image in the region, unless it is named already (a
+/// test may have moved it on to a newer one).
+async fn machine_image(aws: &Aws, region: &str) -> Result<()> {
+    let out = aws
+        .ssm_in(region)
+        .put_parameter()
+        .name(crate::stack::MACHINE_IMAGE_PARAMETER)
+        .value(crate::stack::FIRST_MACHINE_IMAGE)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(false)
+        .send()
+        .await;
+    match out {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|se| se.is_parameter_already_exists()) => Ok(()),
+        Err(e) => Err(one_line(&format!("naming the machine image in {region}"), e)),
+    }
 }
 
 pub(crate) async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, region: &str) -> Result<()> {

@@ -17,6 +17,12 @@ pub const ACCOUNT: &str = "123456789012";
 pub const ARTIFACT_BUCKET: &str = "porter-local-artifacts";
 /// The deploy lease table on the local stack.
 pub const LEASE_TABLE: &str = "porter-leases";
+/// The SSM parameter that names the machine image in each region of the
+/// local stack (moto refuses writes under `/aws/service/`); the bootstrap
+/// writes it, and a test changes it to play a patched image's release.
+pub const MACHINE_IMAGE_PARAMETER: &str = "/porter/local/machine-image";
+/// The image the bootstrap names there at first.
+pub const FIRST_MACHINE_IMAGE: &str = "ami-0a1b2c3d4e5f60718";
 
 /// A running local stack. Dropping it stops moto and the host.
 pub struct LocalStack {
@@ -60,6 +66,7 @@ impl LocalStack {
         ctx.state_machine_arn = Some(crate::deploy::state_machine_arn());
         ctx.artifact_bucket = Some(ARTIFACT_BUCKET.to_string());
         ctx.lease_table = Some(LEASE_TABLE.to_string());
+        ctx.image_parameter = Some(MACHINE_IMAGE_PARAMETER.to_string());
         let jobs = Jobs::default();
         let app = crate::invoke_host::router(ctx, faults, jobs.clone(), moto.endpoint());
         let host = tokio::spawn(async move {

@@ -52,6 +52,7 @@ pub fn input_from_folder(
             artifact_bucket: Some(installation.artifact_bucket.clone()),
             sse_kms_key_id: installation.artifact_key.clone(),
             variables: config::shell_variables(&config::locate(repo).0),
+            image_parameter: None,
         },
         keep,
         wait_for_lease,

@@ -95,6 +95,7 @@ fn pack_input(svc: &Service, variables: BTreeMap<String, String>) -> PackInput {
         artifact_bucket: None,
         sse_kms_key_id: None,
         variables,
+        image_parameter: None,
     }
 }
 

@@ -340,3 +340,67 @@ async fn a_lease_of_a_running_deploy_refuses_and_one_of_an_ended_deploy_is_taken
     assert!(lease(&local, "smheld").await.is_none());
     local.stop().await;
 }
+
+#[tokio::test]
+async fn the_same_source_deploys_nothing_new_until_the_machine_image_changes() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "smami");
+    let (first, log) = deploy(&local, &svc).await;
+    assert!(first.succeeded, "{:?}\n{log}", first.error);
+    let v1 = first.release.clone().unwrap();
+    assert_eq!(v1.images.len(), 2, "pack pinned each region's image: {:?}", v1.images);
+    assert!(v1
+        .images
+        .values()
+        .all(|i| i == porter_local::stack::FIRST_MACHINE_IMAGE));
+    assert!(first.regions.values().all(|r| !r.already_live));
+
+    // The weekly build with nothing new: the same release, already live.
+    let (again, log) = deploy(&local, &svc).await;
+    assert!(again.succeeded, "{:?}\n{log}", again.error);
+    assert_eq!(again.release.as_ref().unwrap().version, v1.version);
+    assert!(
+        again.regions.values().all(|r| r.already_live && r.taken_out.is_empty()),
+        "{log}"
+    );
+
+    // A patched image in every region: the same source is a new release,
+    // whose stacks boot the new image.
+    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
+    let patched = "ami-0f1e2d3c4b5a69788";
+    for region in ["us-west-2", "us-east-1"] {
+        let conf = sdk.to_builder().region(aws_config::Region::new(region)).build();
+        aws_sdk_ssm::Client::new(&conf)
+            .put_parameter()
+            .name(porter_local::stack::MACHINE_IMAGE_PARAMETER)
+            .value(patched)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    }
+    let (patch, log) = deploy(&local, &svc).await;
+    assert!(patch.succeeded, "{:?}\n{log}", patch.error);
+    let v2 = patch.release.clone().unwrap();
+    assert_ne!(v2.version, v1.version, "a new image is a new release");
+    assert!(v2.images.values().all(|i| i == patched));
+    for (region, r) in &patch.regions {
+        assert!(!r.already_live && r.taken_out.len() == 2, "{region}: {log}");
+        let conf = sdk.to_builder().region(aws_config::Region::new(region.clone())).build();
+        let body = aws_sdk_cloudformation::Client::new(&conf)
+            .get_template()
+            .stack_name(&r.stack_name)
+            .send()
+            .await
+            .unwrap()
+            .template_body()
+            .unwrap()
+            .to_string();
+        assert!(
+            body.contains(patched) && !body.contains("/aws/service/"),
+            "{region}: {body}"
+        );
+    }
+    local.stop().await;
+}
