@@ -240,7 +240,7 @@ fn describe_job_result(r: &porter_local::job_sim::JobResult) -> String {
 
 /// `porter deploy --local` and `porter rollback --local`: `what` through the
 /// state machine on the local stack, then the account checked.
-pub async fn deploy(path: &Path, environment: &str, what: deploy::What, run: &crate::ops_cmd::Run) -> Result<ExitCode> {
+pub async fn deploy(path: &Path, environment: &str, what: deploy::What, run: &crate::outcome::Run) -> Result<ExitCode> {
     let opts = Options {
         path: path.to_path_buf(),
         environment: environment.to_string(),
@@ -276,7 +276,7 @@ pub async fn deploy(path: &Path, environment: &str, what: deploy::What, run: &cr
 /// Prints how the deploy ended and checks the account; exit 0 only when
 /// the execution succeeded and the account shows it.
 async fn summarize(endpoint: &str, opts: &Options, outcome: &deploy::Outcome, verb: &str) -> Result<ExitCode> {
-    if crate::ops_cmd::report(outcome, verb) != ExitCode::SUCCESS {
+    if crate::outcome::report(outcome, verb) != ExitCode::SUCCESS {
         return Ok(ExitCode::FAILURE);
     }
     let problems = deploy::verify(endpoint, opts, outcome).await?;

@@ -3,6 +3,7 @@
 
 mod local_cmd;
 mod ops_cmd;
+mod outcome;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -47,7 +48,7 @@ enum Command {
         #[command(flatten)]
         on: ops_cmd::On,
         #[command(flatten)]
-        run: ops_cmd::Run,
+        run: outcome::Run,
     },
     /// Deploy the release the live one replaced (or `--to VERSION`) again,
     /// in every region, through the same state machine.
@@ -58,7 +59,7 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
         #[command(flatten)]
-        run: ops_cmd::Run,
+        run: outcome::Run,
     },
     /// Per region: the release serving, its instances' health, the release
     /// to roll back to; who holds the deploy lease; the last deploys.

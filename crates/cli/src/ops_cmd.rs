@@ -3,7 +3,6 @@
 //! outputs, with the default credential chain), or with `--local` against
 //! the local stack `porter local up` runs.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -17,6 +16,8 @@ use porter_ops::account::{Installation, DEFAULT_STACK};
 use porter_ops::follow::{self, Outcome};
 use porter_ops::status::{self, Status};
 use sha2::Digest;
+
+use crate::outcome::{report, Run};
 
 /// What the commands act on: a service's environment, in AWS or on the
 /// local stack.
@@ -34,18 +35,6 @@ pub struct On {
     /// The service folder.
     #[arg(default_value = ".")]
     pub path: PathBuf,
-}
-
-/// How a deploy or rollback runs.
-#[derive(Args, Debug, Clone)]
-pub struct Run {
-    /// Unpromoted stacks prune keeps.
-    #[arg(long, default_value_t = 0)]
-    pub keep: u32,
-    /// When another deploy of this service and environment runs, wait for
-    /// it instead of failing at once.
-    #[arg(long)]
-    pub wait_for_lease: bool,
 }
 
 /// An account and its porter installation, ready to use.
@@ -231,68 +220,4 @@ async fn start_and_follow(
         &mut stdout,
     )
     .await
-}
-
-/// Prints how a deploy or rollback ended; the exit code says the same.
-pub fn report(outcome: &Outcome, verb: &str) -> ExitCode {
-    let mut out = std::io::stdout();
-    if !outcome.succeeded {
-        let (error, cause) = outcome.error.clone().unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "\nFAILED after {:.1}s, {} state transitions\n  error: {error}\n  cause: {cause}",
-            outcome.wall.as_secs_f64(),
-            outcome.transitions
-        );
-        return ExitCode::FAILURE;
-    }
-    let release = outcome.release.as_ref();
-    if !outcome.regions.is_empty() && outcome.regions.values().all(|r| r.already_live) {
-        // The weekly build of an unchanged source on an unchanged image.
-        let _ = writeln!(
-            out,
-            "\nrelease {} was already live in every region: nothing changed ({:.1}s, {} state transitions)",
-            release.map_or("?", |r| r.version.as_str()),
-            outcome.wall.as_secs_f64(),
-            outcome.transitions
-        );
-        return ExitCode::SUCCESS;
-    }
-    let _ = writeln!(
-        out,
-        "\n{verb} {} release {} in {:.1}s using {} state transitions",
-        release.map_or("?", |r| r.service.as_str()),
-        release.map_or("?", |r| r.version.as_str()),
-        outcome.wall.as_secs_f64(),
-        outcome.transitions
-    );
-    for (region, r) in &outcome.regions {
-        let _ = writeln!(
-            out,
-            "  {region:<10} promoted {}  InService: {}",
-            r.stack_name,
-            r.in_service.join(", ")
-        );
-        if !r.taken_out.is_empty() {
-            let _ = writeln!(
-                out,
-                "  {:<10} cut over {} previous instance(s) out: {}",
-                "",
-                r.taken_out.len(),
-                r.taken_out.join(", ")
-            );
-        }
-        if !r.deleted.is_empty() {
-            let _ = writeln!(out, "  {:<10} pruned   {}", "", r.deleted.join(", "));
-        }
-        if !r.rollback.is_empty() {
-            let _ = writeln!(
-                out,
-                "  {:<10} kept     {} (the rollback target)",
-                "",
-                r.rollback.join(", ")
-            );
-        }
-    }
-    ExitCode::SUCCESS
 }

@@ -20,6 +20,7 @@ pub mod provision;
 pub mod prune;
 pub mod regions;
 pub mod release;
+pub mod store;
 pub mod target;
 pub mod template;
 pub mod yaml;

@@ -21,6 +21,14 @@ pub fn active_blackout(env: &Environment, now: DateTime<Utc>) -> Option<&Blackou
     })
 }
 
+/// The error a phase answers while a blackout window is active.
+pub fn blackout(environment: &str, w: &BlackoutWindow) -> crate::phase::PhaseError {
+    crate::phase::PhaseError::Blackout(format!(
+        "environment `{environment}` is in a blackout window ({} to {}); deploy after it ends or change blackout_windows in .porter/config",
+        w.start_time, w.end_time
+    ))
+}
+
 /// The instance moves of one load balancer at cutover.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cutover {

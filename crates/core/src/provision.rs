@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::{self, Aws, RegionClients};
 use crate::config::Region;
-use crate::pack;
 use crate::phase::{backoff, PhaseError, PhaseResult, Step};
 use crate::pins;
 use crate::release::S3Object;
+use crate::store;
 use crate::target::{each_region, Deployment, Target};
 use crate::template::{self, PayloadLocation, RenderContext};
 
@@ -175,12 +175,12 @@ async fn ship_payload(
     region: &Region,
 ) -> Result<PayloadLocation, PhaseError> {
     let src = &dep.release.payload;
-    pack::verify_payload(&clients.s3, &dep.release).await?;
+    store::verify_payload(&clients.s3, &dep.release).await?;
     let dest = S3Object {
         bucket: region.s3_bucket.clone(),
         key: src.key.clone(),
     };
-    if dest != *src && !pack::exists(&clients.s3, &dest).await? {
+    if dest != *src && !store::exists(&clients.s3, &dest).await? {
         let mut copy = clients
             .s3
             .copy_object()
@@ -268,7 +268,7 @@ async fn create_stack(
                 region.name
             ),
         };
-        pack::Store {
+        store::Store {
             s3: &clients.s3,
             kms: region.sse_kms_key_id.as_deref(),
         }

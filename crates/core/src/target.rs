@@ -9,11 +9,11 @@ use sha2::{Digest, Sha256};
 
 use crate::aws::{Aws, RegionClients};
 use crate::config::{Config, Environment, Region};
-use crate::pack;
 use crate::phase::PhaseError;
 use crate::pins;
 use crate::plan;
 use crate::release::{Release, ReleaseRef, S3Object};
+use crate::store;
 
 /// The common part of every regional phase's input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,10 +44,10 @@ impl Deployment {
                         "`release` must be pack's output or s3://bucket/key of its record, not `{url}`"
                     ))
                 })?;
-                pack::read_json(&aws.s3(), &obj).await?
+                store::read_json(&aws.s3(), &obj).await?
             }
         };
-        let bytes = pack::read_bytes(&aws.s3(), &release.config).await?;
+        let bytes = store::read_bytes(&aws.s3(), &release.config).await?;
         let found = hex::encode(Sha256::digest(&bytes));
         if release.config_sha256.is_empty() {
             return Err(PhaseError::Invalid(format!(
@@ -63,7 +63,7 @@ impl Deployment {
                 release.config_sha256
             )));
         }
-        let config: Config = pack::parse_json(&release.config, &bytes)?;
+        let config: Config = store::parse_json(&release.config, &bytes)?;
         Ok(Deployment { release, config })
     }
 
@@ -99,7 +99,7 @@ impl Deployment {
     pub fn check_blackout(&self) -> Result<(), PhaseError> {
         let env = self.environment()?;
         match plan::active_blackout(env, chrono::Utc::now()) {
-            Some(w) => Err(pack::blackout(&env.name, w)),
+            Some(w) => Err(plan::blackout(&env.name, w)),
             None => Ok(()),
         }
     }

@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use aws_lambda_events::event::codepipeline_job::{CodePipelineJob, CodePipelineJobEvent};
 use aws_sdk_codepipeline::types::{ExecutionDetails, FailureDetails, FailureType};
 use porter_core::aws;
-use porter_core::pack;
 use porter_core::phase::PhaseError;
 use porter_core::release::S3Object;
+use porter_core::store;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -290,11 +290,11 @@ pub async fn state_from(ctx: &Context, binding: &Binding, token: &str) -> Result
         if obj.bucket != continuation_bucket(ctx)? || !obj.key.starts_with(CONTINUATIONS) || obj.key.contains("..") {
             return Err(stale());
         }
-        let bytes = pack::read_bytes(&ctx.aws.s3(), &obj).await?;
+        let bytes = store::read_bytes(&ctx.aws.s3(), &obj).await?;
         if hex::encode(Sha256::digest(&bytes)) != sha256 {
             return Err(stale());
         }
-        return pack::parse_json(&obj, &bytes);
+        return store::parse_json(&obj, &bytes);
     }
     serde_json::from_str(&value)
         .map_err(|e| PhaseError::Invalid(format!("the continuation token's state is not one porter wrote: {e}")))

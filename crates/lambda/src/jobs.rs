@@ -7,7 +7,7 @@ use porter_core::pack::{self, PackInput, Source};
 use porter_core::phase::{PhaseError, Step};
 use porter_core::release::{Provenance, Release, ReleaseRef, S3Object};
 use porter_core::target::Target;
-use porter_core::{promote, provision, prune};
+use porter_core::{promote, provision, prune, store};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -59,7 +59,7 @@ async fn deploy_target(ctx: &Context, phase: Phase, job: &Job) -> Result<(Target
             "UserParameters `release` must be s3://bucket/key of a release record, not `{release_url}`"
         ))
     })?;
-    let release: Release = pack::read_json(&ctx.aws.s3(), &obj).await?;
+    let release: Release = store::read_json(&ctx.aws.s3(), &obj).await?;
     if release.environment != environment {
         return Err(PhaseError::Invalid(format!(
             "the release was packed for environment `{}`, but this action deploys `{environment}`: pack for `{environment}` first",

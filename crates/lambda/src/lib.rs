@@ -209,7 +209,17 @@ pub const PROMOTE: Handler = |ctx, event| Box::pin(promote(ctx, event));
 /// The prune phase: a Step Functions state or a CodePipeline job.
 pub const PRUNE: Handler = |ctx, event| Box::pin(prune(ctx, event));
 /// The whole deploy as one CodePipeline action.
-pub const PIPELINE: Handler = |ctx, event| Box::pin(pipeline::handle(ctx, event));
+/// The deploy action of a pipeline, and the clean-up when a pipeline
+/// execution ends early (its EventBridge state change).
+pub const PIPELINE: Handler = |ctx, event| {
+    Box::pin(async move {
+        if pipeline_stopped::is_state_change(&event) {
+            pipeline_stopped::handle(ctx, event).await
+        } else {
+            pipeline::handle(ctx, event).await
+        }
+    })
+};
 /// Branch and schedule events that start pipelines.
 pub const TRIGGER: Handler = |ctx, event| Box::pin(trigger::handle(ctx, event));
 /// The deploy lease: one deploy per service and environment at a time.

@@ -18,9 +18,6 @@ use crate::token::{self, Binding};
 use crate::{Context, FunctionError};
 
 pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
-    if crate::pipeline_stopped::is_state_change(&event) {
-        return crate::pipeline_stopped::handle(ctx, event).await;
-    }
     let (job, problem) = codepipeline::parse(ctx, event)?;
     tracing::info!(job = %job.id, continuing = job.continuation.is_some(), "pipeline job");
     let (outcome, external) = match problem {

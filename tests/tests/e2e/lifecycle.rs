@@ -12,6 +12,7 @@ use porter_core::promote::{self, PromoteInput, Promoted};
 use porter_core::provision::{self, ProvisionInput, Provisioned};
 use porter_core::prune::{self, PruneInput, Pruned};
 use porter_core::release::{Release, ReleaseRef};
+use porter_core::store;
 use porter_core::target::Target;
 use porter_e2e::{drive, service, Stack};
 use porter_local::bootstrap;
@@ -449,7 +450,7 @@ async fn a_release_changed_after_pack_is_refused() {
     let s3 = aws.s3();
 
     // The resolved config, edited in place (a role swapped, say).
-    let original = pack::read_bytes(&s3, &r1.config).await.unwrap();
+    let original = store::read_bytes(&s3, &r1.config).await.unwrap();
     let edited = String::from_utf8(original.clone())
         .unwrap()
         .replace("t3.micro", "t3.large");

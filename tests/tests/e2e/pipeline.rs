@@ -482,7 +482,7 @@ async fn state_too_large_for_a_token_travels_through_the_artifact_bucket() {
         .unwrap();
     assert!(token.len() <= porter_lambda::codepipeline::TOKEN_LIMIT);
     let stored = "porter-continuations/job-big.json".to_string();
-    assert!(porter_core::pack::exists(
+    assert!(porter_core::store::exists(
         &s3,
         &porter_core::release::S3Object {
             bucket: ARTIFACT_BUCKET.into(),

@@ -1,0 +1,84 @@
+//! How a deploy or rollback runs, and how its end is printed: shared by
+//! the commands against AWS and those against the local stack.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Args;
+use porter_ops::follow::Outcome;
+
+/// How a deploy or rollback runs.
+#[derive(Args, Debug, Clone)]
+pub struct Run {
+    /// Unpromoted stacks prune keeps.
+    #[arg(long, default_value_t = 0)]
+    pub keep: u32,
+    /// When another deploy of this service and environment runs, wait for
+    /// it instead of failing at once.
+    #[arg(long)]
+    pub wait_for_lease: bool,
+}
+
+/// Prints how a deploy or rollback ended; the exit code says the same.
+pub fn report(outcome: &Outcome, verb: &str) -> ExitCode {
+    let mut out = std::io::stdout();
+    if !outcome.succeeded {
+        let (error, cause) = outcome.error.clone().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "\nFAILED after {:.1}s, {} state transitions\n  error: {error}\n  cause: {cause}",
+            outcome.wall.as_secs_f64(),
+            outcome.transitions
+        );
+        return ExitCode::FAILURE;
+    }
+    let release = outcome.release.as_ref();
+    if !outcome.regions.is_empty() && outcome.regions.values().all(|r| r.already_live) {
+        // The weekly build of an unchanged source on an unchanged image.
+        let _ = writeln!(
+            out,
+            "\nrelease {} was already live in every region: nothing changed ({:.1}s, {} state transitions)",
+            release.map_or("?", |r| r.version.as_str()),
+            outcome.wall.as_secs_f64(),
+            outcome.transitions
+        );
+        return ExitCode::SUCCESS;
+    }
+    let _ = writeln!(
+        out,
+        "\n{verb} {} release {} in {:.1}s using {} state transitions",
+        release.map_or("?", |r| r.service.as_str()),
+        release.map_or("?", |r| r.version.as_str()),
+        outcome.wall.as_secs_f64(),
+        outcome.transitions
+    );
+    for (region, r) in &outcome.regions {
+        let _ = writeln!(
+            out,
+            "  {region:<10} promoted {}  InService: {}",
+            r.stack_name,
+            r.in_service.join(", ")
+        );
+        if !r.taken_out.is_empty() {
+            let _ = writeln!(
+                out,
+                "  {:<10} cut over {} previous instance(s) out: {}",
+                "",
+                r.taken_out.len(),
+                r.taken_out.join(", ")
+            );
+        }
+        if !r.deleted.is_empty() {
+            let _ = writeln!(out, "  {:<10} pruned   {}", "", r.deleted.join(", "));
+        }
+        if !r.rollback.is_empty() {
+            let _ = writeln!(
+                out,
+                "  {:<10} kept     {} (the rollback target)",
+                "",
+                r.rollback.join(", ")
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
