@@ -485,8 +485,15 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     check(asl["Pack"]["Next"] == "TakeLease" and asl["TakeLease"]["Next"] == "LeaseTaken?"
           and asl["LeaseTaken?"]["Default"] == "Provision" and asl["WaitForLease"]["Next"] == "TakeLease",
           "definition: the lease is taken (or waited for) after pack, before anything in a region changes")
-    for st in ["Provision", "Promote", "Prune"]:
+    for st in ["Provision", "Prune"]:
         check([c["Next"] for c in asl[st]["Catch"]] == ["GiveLeaseAfterFailure"], f"definition: a {st} failure gives the lease back")
+    check([c["Next"] for c in asl["Promote"]["Catch"]] == ["RollBack"]
+          and asl["RollBack"]["Next"] == "RolledBack" and asl["RolledBack"]["Next"] == "GiveLeaseAfterFailure"
+          and [c["Next"] for c in asl["RollBack"]["Catch"]] == ["RollBackIncomplete"]
+          and asl["RollBackIncomplete"]["Next"] == "GiveLeaseAfterFailure",
+          "definition: a failure while promoting puts every region back, then gives the lease back (also when putting back fails)")
+    check(asl["Promote"]["MaxConcurrency"] == 1 and asl["Promote"]["ItemsPath"] == "$.packed.release.rollout.waves",
+          "definition: waves go one after the other")
     check(asl["Prune"]["Next"] == "GiveLease" and asl["GiveLease"]["Next"] == "Deployed", "definition: success gives the lease back")
 
     # --- who approves production

@@ -194,6 +194,7 @@ fn render(path: &Path, environment: &str, region: &str) -> Result<ExitCode> {
         config_sha256: String::new(),
         image: None,
         images: Default::default(),
+        rollout: Default::default(),
         payload: obj(".tar"),
         manifest: obj(".manifest.json"),
         config: obj(".config.json"),

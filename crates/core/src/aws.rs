@@ -29,6 +29,7 @@ pub struct RegionClients {
     pub cloudformation: aws_sdk_cloudformation::Client,
     pub elb: aws_sdk_elasticloadbalancing::Client,
     pub autoscaling: aws_sdk_autoscaling::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub s3: aws_sdk_s3::Client,
 }
 
@@ -90,6 +91,7 @@ impl Aws {
             cloudformation: aws_sdk_cloudformation::Client::new(&conf),
             elb: aws_sdk_elasticloadbalancing::Client::new(&conf),
             autoscaling: aws_sdk_autoscaling::Client::new(&conf),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&conf),
             s3: s3_client(&conf),
         }
     }
@@ -167,6 +169,7 @@ impl Aws {
             cloudformation: aws_sdk_cloudformation::Client::new(&conf),
             elb: aws_sdk_elasticloadbalancing::Client::new(&conf),
             autoscaling: aws_sdk_autoscaling::Client::new(&conf),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&conf),
             s3: s3_client(&conf),
         })
     }

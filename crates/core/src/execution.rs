@@ -254,10 +254,19 @@ pub struct Report {
 #[derive(Deserialize)]
 struct Output {
     release: Release,
+    /// Promote's regions, wave by wave.
+    #[serde(default)]
+    waves: Vec<WaveItem>,
+    /// ...or all at once (executions from before waves).
     #[serde(default)]
     promoted: Vec<PromotedItem>,
     #[serde(default)]
     pruned: Vec<PrunedItem>,
+}
+
+#[derive(Deserialize)]
+struct WaveItem {
+    promoted: Vec<PromotedItem>,
 }
 
 #[derive(Deserialize)]
@@ -275,7 +284,8 @@ impl Report {
         let out: Output =
             serde_json::from_str(output).map_err(|e| format!("the deploy's output is not one porter writes: {e}"))?;
         let mut regions: BTreeMap<String, RegionReport> = BTreeMap::new();
-        for (region, p) in out.promoted.into_iter().flat_map(|i| i.promoted) {
+        let promoted = out.waves.into_iter().flat_map(|w| w.promoted).chain(out.promoted);
+        for (region, p) in promoted.flat_map(|i| i.promoted) {
             let r = regions.entry(region).or_default();
             r.dns_name = p.elbs.iter().find_map(|e| e.dns_name.clone());
             r.in_service = p.elbs.into_iter().flat_map(|e| e.in_service).collect();

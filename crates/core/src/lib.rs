@@ -10,6 +10,7 @@
 pub mod aws;
 pub mod config;
 pub mod execution;
+pub mod gate;
 pub mod image;
 pub mod pack;
 pub mod phase;

@@ -60,6 +60,9 @@ pub struct PackInput {
     /// (`PORTER_IMAGE_PARAMETER`), never the input's.
     #[serde(skip)]
     pub image_parameter: Option<String>,
+    /// This deploy's rollout, over the environment's (`rollout:`).
+    #[serde(default)]
+    pub rollout: Option<crate::config::RolloutOverride>,
 }
 
 /// The deploy state machine's input: pack's input, and what the later
@@ -393,6 +396,7 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
         config_sha256: config_sha256.clone(),
         image: input.image.clone(),
         images,
+        rollout: env.rollout_plan(input.rollout.as_ref()).map_err(PhaseError::Invalid)?,
         payload: object(".tar"),
         manifest: object(".manifest.json"),
         config: with_config(".config.json"),
@@ -555,6 +559,12 @@ pub async fn recall(aws: &Aws, input: &PackInput, service: &str, version: &str) 
     let regions = dep.regions(&target)?;
     crate::pins::check(aws, service, &input.environment, &regions).await?;
     verify_payload(&s3, &release).await?;
+    // This deploy's rollout, not the one the release first had.
+    let mut release = release;
+    release.rollout = dep
+        .environment()?
+        .rollout_plan(input.rollout.as_ref())
+        .map_err(PhaseError::Invalid)?;
     tracing::info!(service, version, "recalled a packed release");
     Ok(Packed {
         release,

@@ -26,6 +26,9 @@ pub enum PhaseError {
     /// The input, the config or the artifact is wrong; retrying cannot help.
     #[error("{0}")]
     Invalid(String),
+    /// The rollout's alarm gate stopped the release: an alarm fired.
+    #[error("alarm gate in {region}: {reason}")]
+    GateFailed { region: String, reason: String },
     /// A blackout window of the environment is active.
     #[error("{0}")]
     Blackout(String),
@@ -64,6 +67,7 @@ impl PhaseError {
             PhaseError::Blackout(_) => "Blackout",
             PhaseError::StackFailed { .. } => "StackFailed",
             PhaseError::PromoteFailed { .. } => "PromoteFailed",
+            PhaseError::GateFailed { .. } => "GateFailed",
             PhaseError::PruneFailed { .. } => "PruneFailed",
             PhaseError::AccessDenied(_) => "AccessDenied",
             PhaseError::LeaseHeld(_) => "LeaseHeld",

@@ -110,6 +110,7 @@ mod tests {
         Environment {
             name: "prod".into(),
             instance_type: "t3.micro".into(),
+            rollout: Default::default(),
             blackout_windows: windows
                 .iter()
                 .map(|(s, e)| BlackoutWindow {

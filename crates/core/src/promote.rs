@@ -42,6 +42,12 @@ pub struct PromoteInput {
     /// How long new instances may take to become InService (default 600).
     #[serde(default)]
     pub timeout_seconds: Option<i64>,
+    /// Put back, in each region, what the release replaced: the
+    /// all-or-nothing rollback of a rollout that failed after a cutover.
+    /// A region the release never reached is left as it is; one it reached
+    /// only in part has the release's instances taken out.
+    #[serde(default)]
+    pub undo: bool,
     #[serde(default)]
     pub state: Option<PromoteState>,
 }
@@ -93,12 +99,13 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
     let dep = Deployment::load(aws, &input.target).await?;
     let regions = dep.pinned_regions(aws, &input.target).await?;
     let previous = input.state.clone().unwrap_or_default();
-    if previous.is_empty() {
+    // A blackout stops a release, never the undo of one.
+    if previous.is_empty() && !input.undo {
         dep.check_blackout()?;
     }
     let timeout = input.timeout_seconds.unwrap_or(600);
     let stack_name = input.stack_name.clone().unwrap_or_else(|| dep.stack_name());
-    let (dep, previous, stack_name) = (&dep, &previous, &stack_name);
+    let (dep, previous, stack_name, undo) = (&dep, &previous, &stack_name, input.undo);
     let results = each_region(regions, |region| async move {
         if let Some(c) = previous.get(&region.name) {
             if c.done.is_some() {
@@ -108,6 +115,10 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
         let clients = dep.clients(aws, region, "promote").await?;
         let cutover = match previous.get(&region.name) {
             Some(c) => c.clone(),
+            None if undo => match undo_begin(dep, &clients, region).await? {
+                Undo::PutBack(stack) => begin(dep, &clients, region, &stack).await?,
+                Undo::Untouched(c) => return Ok(c),
+            },
             None => begin(dep, &clients, region, stack_name).await?,
         };
         advance(&clients, region, cutover, timeout).await
@@ -145,6 +156,80 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
         state: results,
         wait_seconds: wait,
     })
+}
+
+enum Undo {
+    /// The release serves here: promote the stack it replaced.
+    PutBack(String),
+    /// It never got to serve here; anything of it that reached the load
+    /// balancers was taken out.
+    Untouched(Cutover),
+}
+
+/// Where the release stands in a region, for an undo.
+async fn undo_begin(dep: &Deployment, clients: &RegionClients, region: &Region) -> Result<Undo, PhaseError> {
+    let ours = dep.stack_name();
+    let mut live = String::new();
+    let mut replaced = None;
+    for elb in &region.elbs {
+        let tags = pins::elb_tags(clients, &elb.name).await?;
+        if let Some(name) = tags.get(PROMOTED_NAME_TAG) {
+            live = name.clone();
+        }
+        if live == ours {
+            replaced = tags.get(PREVIOUS_NAME_TAG).filter(|p| !p.is_empty()).cloned();
+        }
+    }
+    if live == ours {
+        return match replaced {
+            Some(stack) => Ok(Undo::PutBack(stack)),
+            None => Err(PhaseError::PromoteFailed {
+                region: region.name.clone(),
+                reason: format!("{ours} serves and no release served before it: there is nothing to put back"),
+            }),
+        };
+    }
+    // Not cut over here, perhaps in part: its groups come off the load
+    // balancers and its instances out of them.
+    let groups = stack_groups(clients, &ours).await.unwrap_or_default();
+    let instances = group_instances(clients, &groups).await?;
+    if !groups.is_empty() {
+        set_attached(clients, region, &groups, false).await?;
+    }
+    let mut taken_out = Vec::new();
+    for elb in &region.elbs {
+        let stray: Vec<String> = registered(clients, &elb.name)
+            .await?
+            .into_iter()
+            .filter(|i| instances.contains(i))
+            .collect();
+        if !stray.is_empty() {
+            clients
+                .elb
+                .deregister_instances_from_load_balancer()
+                .load_balancer_name(&elb.name)
+                .set_instances(Some(as_instances(&stray)))
+                .send()
+                .await
+                .map_err(aws::err(format!("take {ours}'s instances out of {}", elb.name)))?;
+            taken_out.extend(stray);
+        }
+    }
+    Ok(Undo::Untouched(Cutover {
+        stack_id: String::new(),
+        stack_name: live.clone(),
+        groups: Vec::new(),
+        instances: Vec::new(),
+        started_at: now_epoch(),
+        checks: 0,
+        done: Some(RegionPromoted {
+            stack_id: String::new(),
+            stack_name: live,
+            elbs: Vec::new(),
+            deregistered: taken_out,
+            already_live: true,
+        }),
+    }))
 }
 
 /// Finds the stack and its groups, and attaches them to every ELB.

@@ -80,6 +80,10 @@ pub struct Release {
     /// weekly build picks up patches. Empty in a record from before.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, String>,
+    /// How this deploy reaches the regions: waves, bake, alarms (not part
+    /// of the version: the same release may be rolled out another way).
+    #[serde(default)]
+    pub rollout: crate::config::Rollout,
     /// The tarball.
     pub payload: S3Object,
     pub manifest: S3Object,

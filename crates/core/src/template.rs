@@ -405,6 +405,7 @@ mod render_tests {
             config_sha256: "e".repeat(64),
             image: None,
             images: Default::default(),
+            rollout: Default::default(),
             payload: obj("p.tar"),
             manifest: obj("m"),
             config: obj("c"),

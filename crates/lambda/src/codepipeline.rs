@@ -182,6 +182,19 @@ impl Job {
 
     /// `variables`: what `${VAR}` in the service's config expands to, an
     /// object of strings. Values may be secrets: no message repeats one.
+    /// `rollout`: this deploy's waves, bake and alarms over the
+    /// environment's; checked against the environment by pack.
+    pub fn rollout_param(&self) -> Result<Option<porter_core::config::RolloutOverride>, PhaseError> {
+        match self.params.get("rollout") {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
+                PhaseError::Invalid(format!(
+                    "UserParameters `rollout` must be an object with `waves` (lists of regions), `bake_seconds` and `alarms` (names): {e}"
+                ))
+            }),
+        }
+    }
+
     pub fn variables_param(&self) -> Result<BTreeMap<String, String>, PhaseError> {
         const MAX_VARIABLES: usize = 100;
         const MAX_VALUE: usize = 4096;

@@ -112,6 +112,7 @@ async fn promote_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
             target,
             stack_name: job.string_param("stack_name")?,
             timeout_seconds: None,
+            undo: false,
             state: typed(state)?,
         },
     )
@@ -226,6 +227,7 @@ async fn pack_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
         sse_kms_key_id: job.string_param("sse_kms_key_id")?,
         variables: job.variables_param()?,
         image_parameter: ctx.image_parameter.clone(),
+        rollout: job.rollout_param()?,
     };
     let packed = pack::pack(&ctx.aws, &input, dir.path()).await?;
     let r = &packed.release;

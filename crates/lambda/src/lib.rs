@@ -276,6 +276,17 @@ async fn provision(ctx: &Context, event: Value) -> Result<Value, FunctionError> 
 }
 
 async fn promote(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
+    // The rollout's alarm gate is part of promote: it reads alarms through
+    // the same deployment role, in the regions promote just cut over.
+    if let Some(gate) = event.get("gate") {
+        let input: porter_core::gate::GateInput =
+            serde_json::from_value(gate.clone()).map_err(|e| FunctionError::BadEvent {
+                phase: "promote",
+                detail: format!("`gate`: {e}"),
+            })?;
+        let gated = porter_core::gate::run(&ctx.aws, input).await?;
+        return Ok(to_value(Step::<(), _>::Done { output: gated }));
+    }
     regional(ctx, Phase::Promote, event, jobs::PROMOTE, promote::run).await
 }
 

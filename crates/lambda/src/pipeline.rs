@@ -146,6 +146,7 @@ async fn start(ctx: &Context, job: &Job, key: &[u8], binding: &Binding) -> Resul
             sse_kms_key_id: job.string_param("sse_kms_key_id")?,
             variables: job.variables_param()?,
             image_parameter: None,
+            rollout: job.rollout_param()?,
         },
         keep: job.u32_param("keep")?.unwrap_or(0),
         wait_for_lease: job.bool_param("wait_for_lease")?.unwrap_or(false),

@@ -53,6 +53,7 @@ pub fn input_from_folder(
             sse_kms_key_id: installation.artifact_key.clone(),
             variables: config::shell_variables(&config::locate(repo).0),
             image_parameter: None,
+            rollout: None,
         },
         keep,
         wait_for_lease,

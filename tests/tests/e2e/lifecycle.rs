@@ -97,6 +97,7 @@ fn pack_input(svc: &Service, variables: BTreeMap<String, String>) -> PackInput {
         sse_kms_key_id: None,
         variables,
         image_parameter: None,
+        rollout: None,
     }
 }
 
@@ -135,6 +136,7 @@ async fn promote(aws: &Aws, release: &Release, stack_name: Option<String>) -> Re
                 target: target(release),
                 stack_name: stack_name.clone(),
                 timeout_seconds: None,
+                undo: false,
                 state,
             },
         )
@@ -728,6 +730,7 @@ async fn what_the_repository_cannot_decide_is_checked_against_the_pins() {
             target: west_only,
             stack_name: Some("other-staging-0123456789ab".into()),
             timeout_seconds: None,
+            undo: false,
             state: None,
         },
     )

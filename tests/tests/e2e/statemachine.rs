@@ -404,3 +404,195 @@ async fn the_same_source_deploys_nothing_new_until_the_machine_image_changes() {
     }
     local.stop().await;
 }
+
+/// A CloudWatch client in `region` of the local stack.
+async fn cloudwatch(local: &LocalStack, region: &str) -> aws_sdk_cloudwatch::Client {
+    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
+    aws_sdk_cloudwatch::Client::new(
+        &sdk.to_builder()
+            .region(aws_config::Region::new(region.to_string()))
+            .build(),
+    )
+}
+
+/// Waits until the running deploy of `service` has entered its `n`th bake.
+async fn in_bake(local: &LocalStack, service: &str, n: usize) -> String {
+    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
+    let sfn = aws_sdk_sfn::Client::new(&sdk);
+    for _ in 0..400 {
+        let running = sfn
+            .list_executions()
+            .state_machine_arn(deploy::state_machine_arn())
+            .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
+            .send()
+            .await
+            .unwrap();
+        for e in running.executions() {
+            if !e.name().starts_with(&format!("{service}-staging-")) {
+                continue;
+            }
+            let h = sfn
+                .get_execution_history()
+                .execution_arn(e.execution_arn())
+                .max_results(1000)
+                .send()
+                .await
+                .unwrap();
+            let bakes = h
+                .events()
+                .iter()
+                .filter(|x| x.state_entered_event_details().is_some_and(|d| d.name() == "Bake"))
+                .count();
+            if bakes >= n {
+                return e.execution_arn().to_string();
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no deploy of {service} reached bake {n}");
+}
+
+#[tokio::test]
+async fn an_alarm_during_a_bake_puts_every_region_back_to_the_release_before() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "smroll");
+    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
+    std::fs::write(
+        svc.join(".porter/config"),
+        cfg.replace(
+            "  instance_type: t3.micro\n",
+            "  instance_type: t3.micro\n  rollout:\n    waves: [[us-west-2], [us-east-1]]\n    bake_seconds: 3\n    alarms: [smroll-errors]\n",
+        ),
+    )
+    .unwrap();
+    for region in ["us-west-2", "us-east-1"] {
+        cloudwatch(&local, region)
+            .await
+            .put_metric_alarm()
+            .alarm_name("smroll-errors")
+            .metric_name("Errors")
+            .namespace("smroll")
+            .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+            .period(60)
+            .evaluation_periods(1)
+            .threshold(1.0)
+            .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold)
+            .send()
+            .await
+            .unwrap();
+    }
+    let (r1, log) = deploy(&local, &svc).await;
+    assert!(r1.succeeded, "{:?}\n{log}", r1.error);
+    // Wave by wave: us-west-2 cut over and baked before us-east-1 began.
+    let west = log.find("promote   us-west-2").unwrap();
+    let east = log.find("promote   us-east-1").unwrap();
+    assert!(west < east, "{log}");
+
+    let endpoint = local.moto.endpoint();
+    let serving = |stack: String| {
+        let endpoint = endpoint.clone();
+        async move {
+            let mut out = Vec::new();
+            for (region, elb) in [
+                ("us-west-2", "smroll-staging-usw2"),
+                ("us-east-1", "smroll-staging-use1"),
+            ] {
+                let sdk = porter_local::moto::sdk_config(&endpoint, region).await;
+                let elbc = aws_sdk_elasticloadbalancing::Client::new(&sdk);
+                let tags = elbc.describe_tags().load_balancer_names(elb).send().await.unwrap();
+                let promoted = tags.tag_descriptions()[0]
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == porter_core::promote::PROMOTED_NAME_TAG)
+                    .and_then(|t| t.value())
+                    .unwrap_or_default()
+                    .to_string();
+                let lb = elbc
+                    .describe_load_balancers()
+                    .load_balancer_names(elb)
+                    .send()
+                    .await
+                    .unwrap();
+                let mut registered: Vec<String> = lb.load_balancer_descriptions()[0]
+                    .instances()
+                    .iter()
+                    .filter_map(|i| i.instance_id().map(str::to_string))
+                    .collect();
+                registered.sort();
+                out.push((region, promoted == stack, registered));
+            }
+            out
+        }
+    };
+    let r1_stack = r1.regions["us-west-2"].stack_name.clone();
+    let before = serving(r1_stack.clone()).await;
+    assert!(before.iter().all(|(_, ok, _)| *ok), "{before:?}");
+
+    // Release 2: the second wave's alarm fires during its bake, after
+    // us-west-2 was cut over in the first.
+    std::fs::write(svc.join("index.html"), "release 2").unwrap();
+    let fire = async {
+        in_bake(&local, "smroll", 2).await;
+        cloudwatch(&local, "us-east-1")
+            .await
+            .set_alarm_state()
+            .alarm_name("smroll-errors")
+            .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
+            .state_reason("errors above threshold")
+            .send()
+            .await
+            .unwrap();
+    };
+    let ((r2, log), ()) = tokio::join!(deploy(&local, &svc), fire);
+    assert!(!r2.succeeded, "{log}");
+    let (error, cause) = r2.error.unwrap();
+    assert_eq!(error, "GateFailed", "{cause}");
+    assert!(
+        cause.contains("us-east-1")
+            && cause.contains("alarm smroll-errors is in ALARM")
+            && cause.contains("serves the release it replaced again"),
+        "{cause}"
+    );
+    // Every region serves release 1 again, from the same instances.
+    let after = serving(r1_stack.clone()).await;
+    assert_eq!(after, before, "every region back on release 1");
+    assert!(lease(&local, "smroll").await.is_none(), "the lease was given back");
+
+    // Fired and cleared during the first wave's bake: caught by the
+    // alarm's state-updated time.
+    let cw = cloudwatch(&local, "us-east-1").await;
+    cw.set_alarm_state()
+        .alarm_name("smroll-errors")
+        .state_value(aws_sdk_cloudwatch::types::StateValue::Ok)
+        .state_reason("quiet")
+        .send()
+        .await
+        .unwrap();
+    std::fs::write(svc.join("index.html"), "release 3").unwrap();
+    let flap = async {
+        in_bake(&local, "smroll", 1).await;
+        let west = cloudwatch(&local, "us-west-2").await;
+        for state in [
+            aws_sdk_cloudwatch::types::StateValue::Alarm,
+            aws_sdk_cloudwatch::types::StateValue::Ok,
+        ] {
+            west.set_alarm_state()
+                .alarm_name("smroll-errors")
+                .state_value(state)
+                .state_reason("a spike")
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let ((r3, log), ()) = tokio::join!(deploy(&local, &svc), flap);
+    assert!(!r3.succeeded, "{log}");
+    let (error, cause) = r3.error.unwrap();
+    assert!(
+        error == "GateFailed" && cause.contains("us-west-2") && cause.contains("fired and cleared"),
+        "{cause}"
+    );
+    assert_eq!(serving(r1_stack).await, before, "release 1 still serves everywhere");
+    local.stop().await;
+}

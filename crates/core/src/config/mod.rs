@@ -35,6 +35,115 @@ pub struct Environment {
     pub instance_type: String,
     pub blackout_windows: Vec<BlackoutWindow>,
     pub regions: Vec<Region>,
+    /// How a release reaches the regions (an extension of porter's format).
+    #[serde(default)]
+    pub rollout: Rollout,
+}
+
+/// `rollout:` of an environment: waves of regions cut over one after the
+/// other, each watched for `bake_seconds` through its `alarms` before the
+/// next; any failure after a cutover puts back every region touched.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// Lists of regions; empty means one wave with every region (porter's
+    /// behaviour).
+    #[serde(default)]
+    pub waves: Vec<Vec<String>>,
+    /// How long each wave is watched after its cutover.
+    #[serde(default)]
+    pub bake_seconds: u32,
+    /// CloudWatch alarm names watched in each region of a wave.
+    #[serde(default)]
+    pub alarms: Vec<String>,
+    /// Whether a wave is followed by a bake and its alarm gate: worked out
+    /// by [`Environment::rollout_plan`], not written in the config.
+    #[serde(default)]
+    pub gated: bool,
+}
+
+/// The longest bake a rollout may ask for: a day.
+pub const MAX_BAKE_SECONDS: u32 = 86_400;
+
+/// A deploy's own rollout, from the state machine input or UserParameters:
+/// each field given replaces the environment's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutOverride {
+    #[serde(default)]
+    pub waves: Option<Vec<Vec<String>>>,
+    #[serde(default)]
+    pub bake_seconds: Option<u32>,
+    #[serde(default)]
+    pub alarms: Option<Vec<String>>,
+}
+
+impl Environment {
+    /// The rollout a deploy follows: the environment's, with a deploy's
+    /// override applied, its waves spelled out (one wave with every region
+    /// when none are given). The override is input, so it is checked as
+    /// the config is.
+    pub fn rollout_plan(&self, over: Option<&RolloutOverride>) -> Result<Rollout, String> {
+        let mut r = self.rollout.clone();
+        if let Some(o) = over {
+            if let Some(w) = &o.waves {
+                r.waves = w.clone();
+            }
+            if let Some(b) = o.bake_seconds {
+                r.bake_seconds = b;
+            }
+            if let Some(a) = &o.alarms {
+                r.alarms = a.clone();
+            }
+        }
+        let names: Vec<&str> = self.regions.iter().map(|x| x.name.as_str()).collect();
+        if r.waves.is_empty() {
+            r.waves = vec![names.iter().map(|n| n.to_string()).collect()];
+        }
+        let mut placed = std::collections::BTreeSet::new();
+        for wave in &r.waves {
+            if wave.is_empty() {
+                return Err("rollout.waves: a wave needs at least one region".into());
+            }
+            for region in wave {
+                if !names.contains(&region.as_str()) {
+                    return Err(format!(
+                        "rollout.waves: `{}` is not a region of {} (its regions: {})",
+                        region.chars().take(40).collect::<String>(),
+                        self.name,
+                        names.join(", ")
+                    ));
+                }
+                if !placed.insert(region.as_str()) {
+                    return Err(format!("rollout.waves: region `{region}` is in two waves"));
+                }
+            }
+        }
+        let missing: Vec<&str> = names.iter().copied().filter(|n| !placed.contains(n)).collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "rollout.waves: every region must be in a wave; {} is in none",
+                missing.join(", ")
+            ));
+        }
+        if r.bake_seconds > MAX_BAKE_SECONDS {
+            return Err(format!(
+                "rollout.bake_seconds: at most {MAX_BAKE_SECONDS}, not {}",
+                r.bake_seconds
+            ));
+        }
+        if let Some(bad) = r
+            .alarms
+            .iter()
+            .find(|a| a.is_empty() || a.len() > 255 || a.chars().any(char::is_control))
+        {
+            return Err(format!(
+                "rollout.alarms: `{}` is not a CloudWatch alarm name",
+                bad.chars().take(60).collect::<String>()
+            ));
+        }
+        r.gated = r.bake_seconds > 0 || !r.alarms.is_empty();
+        Ok(r)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

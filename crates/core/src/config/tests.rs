@@ -159,6 +159,47 @@ fn malformed_cases() -> Vec<Case> {
             1,
         ),
         case("empty file", "", Error, 1, Some(1), "", "the file is empty", 1),
+        // --- rollout -----------------------------------------------------------
+        case(
+            "a wave names a region the environment lacks",
+            base_with("  instance_type: m5.large\n", "  instance_type: m5.large\n  rollout:\n    waves: [[us-west-2], [eu-west-1]]\n"),
+            Error,
+            7,
+            Some(27),
+            "environments[0].rollout.waves[1][0]",
+            "`eu-west-1` is not a region of this environment (its regions: us-west-2)",
+            1,
+        ),
+        case(
+            "a region in two waves",
+            base_with("  instance_type: m5.large\n", "  instance_type: m5.large\n  rollout:\n    waves: [[us-west-2], [us-west-2]]\n"),
+            Error,
+            7,
+            Some(27),
+            "environments[0].rollout.waves[1][0]",
+            "region `us-west-2` is in two waves",
+            1,
+        ),
+        case(
+            "a bake longer than a day",
+            base_with("  instance_type: m5.large\n", "  instance_type: m5.large\n  rollout:\n    bake_seconds: 90000\n"),
+            Error,
+            7,
+            Some(19),
+            "environments[0].rollout.bake_seconds",
+            "from 0 to 86400, found `90000`",
+            1,
+        ),
+        case(
+            "an unknown rollout key",
+            base_with("  instance_type: m5.large\n", "  instance_type: m5.large\n  rollout:\n    canary: 1\n"),
+            Error,
+            7,
+            Some(5),
+            "environments[0].rollout.canary",
+            "unknown key `canary`",
+            1,
+        ),
         case(
             "stack names too long for the version",
             base_with("service_name: svc-api", &format!("service_name: s{}", "v".repeat(111))),
@@ -1345,4 +1386,38 @@ fn findings_never_repeat_an_expanded_value() {
         assert!(!printed.contains(&secret), "{to}: the value is echoed: {printed}");
         assert!(printed.contains("${SECRET}"), "{to}: names the variable: {printed}");
     }
+}
+
+#[test]
+fn a_deploys_rollout_override_is_checked_like_the_config() {
+    let cfg = load(&base_with(
+        "  instance_type: m5.large\n",
+        "  instance_type: m5.large\n  rollout:\n    bake_seconds: 60\n    alarms: [errors]\n",
+    ))
+    .config
+    .unwrap();
+    let env = &cfg.environments[0];
+    let plan = env.rollout_plan(None).unwrap();
+    assert_eq!(
+        plan.waves,
+        vec![vec!["us-west-2".to_string()]],
+        "one wave of every region"
+    );
+    assert!(plan.gated && plan.bake_seconds == 60 && plan.alarms == ["errors"]);
+    let over = |json: &str| env.rollout_plan(Some(&serde_json::from_str(json).unwrap()));
+    assert!(!over(r#"{"bake_seconds": 0, "alarms": []}"#).unwrap().gated);
+    assert!(over(r#"{"waves": [["us-west-2"], ["us-west-2"]]}"#)
+        .unwrap_err()
+        .contains("in two waves"));
+    assert!(over(r#"{"waves": [["eu-west-1"]]}"#)
+        .unwrap_err()
+        .contains("not a region of dev"));
+    assert!(over(r#"{"waves": [[]]}"#).unwrap_err().contains("at least one region"));
+    assert!(over(r#"{"bake_seconds": 100000}"#)
+        .unwrap_err()
+        .contains("at most 86400"));
+    assert!(over("{\"alarms\": [\"a\\nb\"]}")
+        .unwrap_err()
+        .contains("not a CloudWatch alarm name"));
+    assert!(serde_json::from_str::<RolloutOverride>(r#"{"canary_instances": 1}"#).is_err());
 }

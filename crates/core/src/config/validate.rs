@@ -43,6 +43,7 @@ const ENV_KEYS: &[&str] = &[
     "instance_type",
     "blackout_windows",
     "regions",
+    "rollout",
     "hot_swap",
     "haproxy",
     "autowire_security_groups",
@@ -551,11 +552,117 @@ fn check_environment(c: &mut Checker, env: &Node, path: &str) -> Option<Environm
             }
         }
     }
+    let rollout = check_rollout(c, env, path, &regions);
     Some(Environment {
         name: name?,
         instance_type: instance_type?,
         blackout_windows: blackout_windows?,
         regions,
+        rollout: rollout?,
+    })
+}
+
+/// `rollout:`: every region of the environment in exactly one wave (when
+/// waves are given), a bake of at most a day, alarm names CloudWatch takes.
+fn check_rollout(c: &mut Checker, env: &Node, path: &str, regions: &[Region]) -> Option<Rollout> {
+    let rpath = join(path, "rollout");
+    let Some(node) = env.get("rollout").filter(|n| !n.is_null()) else {
+        return Some(Rollout::default());
+    };
+    let entries = c.mapping(node, &rpath, "a rollout")?;
+    c.keys(entries, &rpath, &["waves", "bake_seconds", "alarms"], false);
+    let mut ok = true;
+    let mut waves = Vec::new();
+    if let Some(wnode) = node.get("waves").filter(|n| !n.is_null()) {
+        let wpath = join(&rpath, "waves");
+        let known: Vec<&str> = regions.iter().map(|r| r.name.as_str()).collect();
+        let mut placed: HashSet<String> = HashSet::new();
+        for (i, wave) in c
+            .list(wnode, &wpath, "waves, each a list of regions")?
+            .iter()
+            .enumerate()
+        {
+            let ipath = format!("{wpath}[{i}]");
+            let Some(items) = c.list(wave, &ipath, "regions") else {
+                ok = false;
+                continue;
+            };
+            if items.is_empty() {
+                c.error(wave, &ipath, "a wave needs at least one region");
+                ok = false;
+            }
+            let mut names = Vec::new();
+            for (j, item) in items.iter().enumerate() {
+                let jpath = format!("{ipath}[{j}]");
+                let Some(name) = item.as_str() else {
+                    c.error(item, &jpath, format!("expected a region name, found {}", item.kind()));
+                    ok = false;
+                    continue;
+                };
+                if !known.contains(&name) {
+                    c.error(
+                        item,
+                        &jpath,
+                        format!(
+                            "`{name}` is not a region of this environment (its regions: {})",
+                            known.join(", ")
+                        ),
+                    );
+                    ok = false;
+                } else if !placed.insert(name.to_string()) {
+                    c.error(item, &jpath, format!("region `{name}` is in two waves; keep it in one"));
+                    ok = false;
+                }
+                names.push(name.to_string());
+            }
+            waves.push(names);
+        }
+        let missing: Vec<&str> = known.iter().copied().filter(|r| !placed.contains(*r)).collect();
+        if ok && !missing.is_empty() {
+            c.error(
+                wnode,
+                &wpath,
+                format!("every region must be in a wave; {} is in none", missing.join(", ")),
+            );
+            ok = false;
+        }
+    }
+    let bake_seconds = match c.string(node, "bake_seconds", &rpath, false) {
+        None => 0,
+        Some((text, n)) => match text.parse::<u32>() {
+            Ok(s) if s <= MAX_BAKE_SECONDS => s,
+            _ => {
+                c.error(
+                    n,
+                    &join(&rpath, "bake_seconds"),
+                    format!("expected a whole number of seconds from 0 to {MAX_BAKE_SECONDS}, found `{text}`"),
+                );
+                ok = false;
+                0
+            }
+        },
+    };
+    let mut alarms = Vec::new();
+    if let Some(anode) = node.get("alarms").filter(|n| !n.is_null()) {
+        let apath = join(&rpath, "alarms");
+        for (i, item) in c.list(anode, &apath, "CloudWatch alarm names")?.iter().enumerate() {
+            let ipath = format!("{apath}[{i}]");
+            match item.as_str() {
+                Some(a) if !a.is_empty() && a.len() <= 255 && !a.chars().any(char::is_control) => {
+                    alarms.push(a.to_string())
+                }
+                _ => {
+                    c.error(item, &ipath, "expected a CloudWatch alarm name (1 to 255 characters)");
+                    ok = false;
+                }
+            }
+        }
+    }
+    ok.then_some(Rollout {
+        waves,
+        bake_seconds,
+        alarms,
+        gated: false,
     })
 }
 

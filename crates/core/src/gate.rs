@@ -1,0 +1,163 @@
+//! The alarm gate of a rollout: after a wave's cutover the alarms of
+//! `rollout.alarms` are read in each region of the wave (through the
+//! region's deployment role: a state machine's own CloudWatch integration
+//! sees only its own region), once when the bake starts ("armed") and once
+//! when it ends. The bake between is a Wait: no polling.
+//!
+//! The gate fails when an alarm is in ALARM at either read, or when an
+//! alarm that was OK when armed has changed state since (its state-updated
+//! time is later): it fired and cleared, or lost its data, between the two
+//! reads, and the release is not given the benefit of the doubt.
+//! INSUFFICIENT_DATA does not fail the gate (AWS starts new alarms there,
+//! and a metric with no data yet says nothing against the release); it is
+//! reported as not judged. An alarm missing in a region is an error of the
+//! config, found at the first read.
+
+use serde::{Deserialize, Serialize};
+
+use crate::aws;
+use crate::phase::PhaseError;
+use crate::target::{each_region, Deployment, Target};
+
+/// One alarm as read in one region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reading {
+    pub region: String,
+    pub alarm: String,
+    /// OK, ALARM or INSUFFICIENT_DATA.
+    pub state: String,
+    /// When the state last changed, in milliseconds since the epoch.
+    pub updated_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateInput {
+    #[serde(flatten)]
+    pub target: Target,
+    /// The readings when the bake started; none for the first read.
+    #[serde(default)]
+    pub armed: Option<Vec<Reading>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gated {
+    pub readings: Vec<Reading>,
+    /// Alarms with no data yet, which the gate did not judge.
+    pub not_judged: Vec<String>,
+}
+
+pub async fn run(aws: &aws::Aws, input: GateInput) -> Result<Gated, PhaseError> {
+    let dep = Deployment::load(aws, &input.target).await?;
+    let alarms = dep.release.rollout.alarms.clone();
+    let mut readings = Vec::new();
+    if !alarms.is_empty() {
+        let regions = dep.pinned_regions(aws, &input.target).await?;
+        let (dep, alarms) = (&dep, &alarms);
+        let per_region = each_region(regions, |region| async move {
+            let clients = dep.clients(aws, region, "promote").await?;
+            read(&clients.cloudwatch, &region.name, alarms).await
+        })
+        .await?;
+        readings = per_region.into_values().flatten().collect();
+    }
+    decide(input.armed.as_deref(), &readings)?;
+    let not_judged = readings
+        .iter()
+        .filter(|r| r.state == "INSUFFICIENT_DATA")
+        .map(|r| format!("{} in {}", r.alarm, r.region))
+        .collect();
+    Ok(Gated { readings, not_judged })
+}
+
+async fn read(cw: &aws_sdk_cloudwatch::Client, region: &str, alarms: &[String]) -> Result<Vec<Reading>, PhaseError> {
+    let mut found = Vec::new();
+    // DescribeAlarms takes up to 100 names at a time.
+    for chunk in alarms.chunks(100) {
+        let out = cw
+            .describe_alarms()
+            .set_alarm_names(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(aws::err(format!("read the alarms in {region}")))?;
+        for a in out.metric_alarms() {
+            found.push(Reading {
+                region: region.to_string(),
+                alarm: a.alarm_name().unwrap_or_default().to_string(),
+                state: a.state_value().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                updated_ms: a.state_updated_timestamp().map_or(0, |t| t.to_millis().unwrap_or(0)),
+            });
+        }
+    }
+    for name in alarms {
+        if !found.iter().any(|r| &r.alarm == name) {
+            return Err(PhaseError::Invalid(format!(
+                "rollout.alarms names `{name}`, which is not an alarm in {region}; create it there or take it out of the rollout"
+            )));
+        }
+    }
+    Ok(found)
+}
+
+/// The gate's verdict on `now`, given the readings when it was armed.
+pub fn decide(armed: Option<&[Reading]>, now: &[Reading]) -> Result<(), PhaseError> {
+    for r in now {
+        let fail = |reason: String| {
+            Err(PhaseError::GateFailed {
+                region: r.region.clone(),
+                reason,
+            })
+        };
+        if r.state == "ALARM" {
+            return fail(format!("alarm {} is in ALARM", r.alarm));
+        }
+        let before = armed
+            .into_iter()
+            .flatten()
+            .find(|b| b.region == r.region && b.alarm == r.alarm);
+        if let Some(b) = before {
+            if b.state == "OK" && r.updated_ms > b.updated_ms {
+                return fail(format!(
+                    "alarm {} left OK during the bake and is {} again: it fired and cleared (or lost its data) while the release baked",
+                    r.alarm, r.state
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(alarm: &str, state: &str, updated_ms: i64) -> Reading {
+        Reading {
+            region: "us-east-1".into(),
+            alarm: alarm.into(),
+            state: state.into(),
+            updated_ms,
+        }
+    }
+
+    #[test]
+    fn an_alarm_in_alarm_fails_the_gate_naming_it_and_the_region() {
+        let e = decide(None, &[r("errors", "OK", 1), r("latency", "ALARM", 5)]).unwrap_err();
+        assert_eq!(e.error_type(), "GateFailed");
+        assert_eq!(e.to_string(), "alarm gate in us-east-1: alarm latency is in ALARM");
+    }
+
+    #[test]
+    fn an_alarm_that_fired_and_cleared_during_the_bake_fails_it() {
+        let armed = [r("errors", "OK", 10)];
+        assert!(decide(Some(&armed), &[r("errors", "OK", 10)]).is_ok());
+        let e = decide(Some(&armed), &[r("errors", "OK", 99)]).unwrap_err();
+        assert!(e.to_string().contains("fired and cleared"), "{e}");
+    }
+
+    #[test]
+    fn insufficient_data_is_not_judged_and_data_arriving_is_fine() {
+        let armed = [r("errors", "INSUFFICIENT_DATA", 10)];
+        assert!(decide(Some(&armed), &[r("errors", "OK", 50)]).is_ok());
+        assert!(decide(None, &[r("errors", "INSUFFICIENT_DATA", 10)]).is_ok());
+    }
+}
