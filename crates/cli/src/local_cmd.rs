@@ -43,6 +43,16 @@ pub enum LocalCommand {
         #[arg(default_value = ".")]
         path: PathBuf,
     },
+    /// Set a CloudWatch alarm's state on the local stack (made if missing):
+    /// what a rollout's alarm gate reads.
+    Alarm {
+        name: String,
+        #[arg(long)]
+        region: String,
+        /// OK, ALARM or INSUFFICIENT_DATA.
+        #[arg(long, default_value = "ALARM")]
+        state: String,
+    },
     /// Invoke one function with an event file, print its answer.
     Invoke {
         /// pack, provision, promote or prune.
@@ -84,6 +94,7 @@ pub async fn run(cmd: LocalCommand) -> Result<ExitCode> {
             }
         }
         LocalCommand::Invoke { function, event } => invoke(&function, &event).await,
+        LocalCommand::Alarm { name, region, state } => alarm(&name, &region, &state).await,
         LocalCommand::Bootstrap { environment, path } => bootstrap(&path, &environment).await,
         LocalCommand::Pipeline {
             environment,
@@ -149,6 +160,51 @@ async fn down() -> Result<ExitCode> {
         f.pid,
         f.pid
     )
+}
+
+async fn alarm(name: &str, region: &str, state: &str) -> Result<ExitCode> {
+    use aws_sdk_cloudwatch::types::{ComparisonOperator, StateValue, Statistic};
+    let value = match state {
+        "OK" => StateValue::Ok,
+        "ALARM" => StateValue::Alarm,
+        "INSUFFICIENT_DATA" => StateValue::InsufficientData,
+        other => bail!("`{other}` is not an alarm state: OK, ALARM or INSUFFICIENT_DATA"),
+    };
+    let Some(f) = running().await else {
+        bail!("the local stack is down: start it with `porter local up` (in another terminal)");
+    };
+    let sdk = porter_local::moto::sdk_config(&format!("http://127.0.0.1:{}", f.moto_port), region).await;
+    let cw = aws_sdk_cloudwatch::Client::new(&sdk);
+    let what = |verb: &str| format!("{verb} alarm {name} in {region}");
+    let found = cw
+        .describe_alarms()
+        .alarm_names(name)
+        .send()
+        .await
+        .map_err(|e| porter_ops::one_line(&what("read"), e))?;
+    if found.metric_alarms().is_empty() {
+        cw.put_metric_alarm()
+            .alarm_name(name)
+            .namespace("porter-local")
+            .metric_name(name)
+            .statistic(Statistic::Sum)
+            .period(60)
+            .evaluation_periods(1)
+            .threshold(1.0)
+            .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold)
+            .send()
+            .await
+            .map_err(|e| porter_ops::one_line(&what("create"), e))?;
+    }
+    cw.set_alarm_state()
+        .alarm_name(name)
+        .state_value(value)
+        .state_reason("set by porter local alarm")
+        .send()
+        .await
+        .map_err(|e| porter_ops::one_line(&what("set"), e))?;
+    println!("alarm {name} in {region}: {state}");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn invoke(function: &str, event: &Path) -> Result<ExitCode> {
@@ -246,6 +302,7 @@ pub async fn deploy(path: &Path, environment: &str, what: deploy::What, run: &cr
         environment: environment.to_string(),
         keep: run.keep,
         wait_for_lease: run.wait_for_lease,
+        rollout: run.rollout(),
     };
     // Attach to `porter local up` if it runs; else a stack for this deploy only.
     let (endpoint, own) = match running().await {

@@ -205,6 +205,7 @@ async fn start_and_follow(
         &acct.installation,
         run.keep,
         run.wait_for_lease,
+        run.rollout(),
     );
     let name = follow::execution_name(&cfg.service_name, environment, kind);
     let arn = follow::start(&acct.sfn, &acct.installation.state_machine_arn, &name, &input).await?;

@@ -17,6 +17,24 @@ pub struct Run {
     /// it instead of failing at once.
     #[arg(long)]
     pub wait_for_lease: bool,
+    /// This deploy's bake after each wave, over the environment's rollout.
+    #[arg(long)]
+    pub bake_seconds: Option<u32>,
+    /// A CloudWatch alarm to watch in each region of a wave (repeat for
+    /// more), instead of the environment's rollout alarms.
+    #[arg(long = "alarm")]
+    pub alarms: Vec<String>,
+}
+
+impl Run {
+    /// The rollout override the flags ask for, if any.
+    pub fn rollout(&self) -> Option<porter_core::config::RolloutOverride> {
+        (self.bake_seconds.is_some() || !self.alarms.is_empty()).then(|| porter_core::config::RolloutOverride {
+            waves: None,
+            bake_seconds: self.bake_seconds,
+            alarms: (!self.alarms.is_empty()).then(|| self.alarms.clone()),
+        })
+    }
 }
 
 /// Prints how a deploy or rollback ended; the exit code says the same.

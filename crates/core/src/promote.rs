@@ -31,6 +31,10 @@ pub const PREVIOUS_TAG: &str = "porter:previous-stack";
 /// The names of those stacks, for people reading the tags.
 pub const PROMOTED_NAME_TAG: &str = "porter:promoted-stack-name";
 pub const PREVIOUS_NAME_TAG: &str = "porter:previous-stack-name";
+/// The rollback target before the last cutover: what an undo of that
+/// cutover makes the rollback target again.
+pub const EARLIER_TAG: &str = "porter:earlier-stack";
+pub const EARLIER_NAME_TAG: &str = "porter:earlier-stack-name";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromoteInput {
@@ -66,6 +70,10 @@ pub struct Cutover {
     pub instances: Vec<String>,
     pub started_at: i64,
     pub checks: u32,
+    /// This cutover undoes a release's: the rollback target it had before
+    /// that release becomes the rollback target again.
+    #[serde(default)]
+    pub undo: bool,
     #[serde(default)]
     pub done: Option<RegionPromoted>,
 }
@@ -116,7 +124,10 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
         let cutover = match previous.get(&region.name) {
             Some(c) => c.clone(),
             None if undo => match undo_begin(dep, &clients, region).await? {
-                Undo::PutBack(stack) => begin(dep, &clients, region, &stack).await?,
+                Undo::PutBack(stack) => Cutover {
+                    undo: true,
+                    ..begin(dep, &clients, region, &stack).await?
+                },
                 Undo::Untouched(c) => return Ok(c),
             },
             None => begin(dep, &clients, region, stack_name).await?,
@@ -222,6 +233,7 @@ async fn undo_begin(dep: &Deployment, clients: &RegionClients, region: &Region) 
         instances: Vec::new(),
         started_at: now_epoch(),
         checks: 0,
+        undo: true,
         done: Some(RegionPromoted {
             stack_id: String::new(),
             stack_name: live,
@@ -294,6 +306,7 @@ async fn begin(
         instances,
         started_at: now_epoch(),
         checks: 0,
+        undo: false,
         done: None,
     })
 }
@@ -451,11 +464,21 @@ async fn finish(clients: &RegionClients, region: &Region, c: &Cutover) -> Result
             .load_balancer_names(&elb.name)
             .tags(tag(PROMOTED_TAG, &c.stack_id))
             .tags(tag(PROMOTED_NAME_TAG, &c.stack_name));
-        if let Some(old) = before.get(PROMOTED_TAG).filter(|old| **old != c.stack_id) {
-            tags = tags.tags(tag(PREVIOUS_TAG, old)).tags(tag(
-                PREVIOUS_NAME_TAG,
-                before.get(PROMOTED_NAME_TAG).map_or("", String::as_str),
-            ));
+        let get = |k: &str| before.get(k).map_or("", String::as_str);
+        if c.undo {
+            // The release undone goes; what was the rollback target before
+            // it is again.
+            tags = tags
+                .tags(tag(PREVIOUS_TAG, get(EARLIER_TAG)))
+                .tags(tag(PREVIOUS_NAME_TAG, get(EARLIER_NAME_TAG)))
+                .tags(tag(EARLIER_TAG, ""))
+                .tags(tag(EARLIER_NAME_TAG, ""));
+        } else if let Some(old) = before.get(PROMOTED_TAG).filter(|old| **old != c.stack_id) {
+            tags = tags
+                .tags(tag(PREVIOUS_TAG, old))
+                .tags(tag(PREVIOUS_NAME_TAG, get(PROMOTED_NAME_TAG)))
+                .tags(tag(EARLIER_TAG, get(PREVIOUS_TAG)))
+                .tags(tag(EARLIER_NAME_TAG, get(PREVIOUS_NAME_TAG)));
         }
         tags.send()
             .await

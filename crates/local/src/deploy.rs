@@ -38,6 +38,8 @@ pub struct Options {
     pub keep: u32,
     /// Wait for another deploy's lease instead of failing at once.
     pub wait_for_lease: bool,
+    /// This deploy's rollout over the environment's.
+    pub rollout: Option<porter_core::config::RolloutOverride>,
 }
 
 pub use porter_ops::follow::Outcome;
@@ -200,6 +202,7 @@ pub async fn run_what(endpoint: &str, opts: &Options, what: &What, out: &mut dyn
         &installation(),
         opts.keep,
         opts.wait_for_lease,
+        opts.rollout.clone(),
     );
     let exec_arn = porter_ops::follow::start(&sfn, &machine, &name, &input).await?;
     writeln!(

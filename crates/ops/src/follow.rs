@@ -37,6 +37,7 @@ pub fn input_from_folder(
     installation: &crate::account::Installation,
     keep: u32,
     wait_for_lease: bool,
+    rollout: Option<porter_core::config::RolloutOverride>,
 ) -> DeployInput {
     use porter_core::config;
     DeployInput {
@@ -53,7 +54,7 @@ pub fn input_from_folder(
             sse_kms_key_id: installation.artifact_key.clone(),
             variables: config::shell_variables(&config::locate(repo).0),
             image_parameter: None,
-            rollout: None,
+            rollout,
         },
         keep,
         wait_for_lease,

@@ -44,6 +44,7 @@ async fn deploy_waiting(local: &LocalStack, path: &std::path::Path, wait_for_lea
         environment: "staging".into(),
         keep: 0,
         wait_for_lease,
+        ..Default::default()
     };
     let mut out = Vec::new();
     let outcome = deploy::run(&local.moto.endpoint(), &opts, &mut out).await.unwrap();
