@@ -135,7 +135,7 @@ pub async fn rollback(on: &On, to: Option<String>, run: &Run) -> Result<ExitCode
     let (repo, cfg) = service(&on.path, environment)?;
     let acct = account(on).await?;
     let version = match to {
-        Some(v) if v.len() != porter_core::release::VERSION_LEN || !v.chars().all(|c| c.is_ascii_hexdigit()) => bail!(
+        Some(v) if !porter_core::release::is_version(&v) => bail!(
             "`{v}` is not a release version ({} hex digits); `porter history -e {environment}` lists them",
             porter_core::release::VERSION_LEN
         ),

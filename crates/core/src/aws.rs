@@ -85,15 +85,10 @@ impl Aws {
     /// Clients for `region` with the caller's own credentials: for reading
     /// what is deployed (`porter status`), never for changing it.
     pub fn own_region(&self, region: &str) -> RegionClients {
-        let conf = self.base.to_builder().region(Region::new(region.to_string())).build();
-        RegionClients {
-            region: region.to_string(),
-            cloudformation: aws_sdk_cloudformation::Client::new(&conf),
-            elb: aws_sdk_elasticloadbalancing::Client::new(&conf),
-            autoscaling: aws_sdk_autoscaling::Client::new(&conf),
-            cloudwatch: aws_sdk_cloudwatch::Client::new(&conf),
-            s3: s3_client(&conf),
-        }
+        RegionClients::new(
+            region,
+            &self.base.to_builder().region(Region::new(region.to_string())).build(),
+        )
     }
 
     /// Assumes `role_arn` and returns clients for `region` acting as it.
@@ -164,14 +159,21 @@ impl Aws {
             .region(Region::new(region.to_string()))
             .credentials_provider(SharedCredentialsProvider::new(creds))
             .build();
-        Ok(RegionClients {
+        Ok(RegionClients::new(region, &conf))
+    }
+}
+
+impl RegionClients {
+    /// Every client a phase uses in `region`, from one configuration.
+    fn new(region: &str, conf: &SdkConfig) -> RegionClients {
+        RegionClients {
             region: region.to_string(),
-            cloudformation: aws_sdk_cloudformation::Client::new(&conf),
-            elb: aws_sdk_elasticloadbalancing::Client::new(&conf),
-            autoscaling: aws_sdk_autoscaling::Client::new(&conf),
-            cloudwatch: aws_sdk_cloudwatch::Client::new(&conf),
-            s3: s3_client(&conf),
-        })
+            cloudformation: aws_sdk_cloudformation::Client::new(conf),
+            elb: aws_sdk_elasticloadbalancing::Client::new(conf),
+            autoscaling: aws_sdk_autoscaling::Client::new(conf),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(conf),
+            s3: s3_client(conf),
+        }
     }
 }
 

@@ -498,7 +498,7 @@ pub fn record_key(service: &str, environment: &str, version: &str) -> String {
 /// against it. Nothing is written.
 pub async fn recall(aws: &Aws, input: &PackInput, service: &str, version: &str) -> Result<Packed, PhaseError> {
     let well_formed = |s: &str, ok: fn(char) -> bool| !s.is_empty() && s.len() <= 64 && s.chars().all(ok);
-    if !well_formed(version, |c| c.is_ascii_hexdigit()) {
+    if !crate::release::is_version(version) {
         return Err(PhaseError::Invalid(format!(
             "`source.release.version` must be a release version ({} hex digits), not `{}`",
             crate::release::VERSION_LEN,

@@ -204,28 +204,7 @@ async fn undo_begin(dep: &Deployment, clients: &RegionClients, region: &Region) 
     // balancers and its instances out of them.
     let groups = stack_groups(clients, &ours).await.unwrap_or_default();
     let instances = group_instances(clients, &groups).await?;
-    if !groups.is_empty() {
-        set_attached(clients, region, &groups, false).await?;
-    }
-    let mut taken_out = Vec::new();
-    for elb in &region.elbs {
-        let stray: Vec<String> = registered(clients, &elb.name)
-            .await?
-            .into_iter()
-            .filter(|i| instances.contains(i))
-            .collect();
-        if !stray.is_empty() {
-            clients
-                .elb
-                .deregister_instances_from_load_balancer()
-                .load_balancer_name(&elb.name)
-                .set_instances(Some(as_instances(&stray)))
-                .send()
-                .await
-                .map_err(aws::err(format!("take {ours}'s instances out of {}", elb.name)))?;
-            taken_out.extend(stray);
-        }
-    }
+    let taken_out = take_out(clients, region, &groups, &instances).await?;
     Ok(Undo::Untouched(Cutover {
         stack_id: String::new(),
         stack_name: live.clone(),
@@ -242,6 +221,38 @@ async fn undo_begin(dep: &Deployment, clients: &RegionClients, region: &Region) 
             already_live: true,
         }),
     }))
+}
+
+/// Takes a release out of the region's ELBs: its groups detached (so
+/// Auto Scaling registers no replacement) and those of its instances still
+/// registered deregistered. The instances taken out.
+async fn take_out(
+    clients: &RegionClients,
+    region: &Region,
+    groups: &[String],
+    instances: &[String],
+) -> Result<Vec<String>, PhaseError> {
+    set_attached(clients, region, groups, false).await?;
+    let mut taken_out = Vec::new();
+    for elb in &region.elbs {
+        let theirs: Vec<String> = registered(clients, &elb.name)
+            .await?
+            .into_iter()
+            .filter(|i| instances.contains(i))
+            .collect();
+        if !theirs.is_empty() {
+            clients
+                .elb
+                .deregister_instances_from_load_balancer()
+                .load_balancer_name(&elb.name)
+                .set_instances(Some(as_instances(&theirs)))
+                .send()
+                .await
+                .map_err(aws::err(format!("take the release's instances out of {}", elb.name)))?;
+            taken_out.extend(theirs);
+        }
+    }
+    Ok(taken_out)
 }
 
 /// Finds the stack and its groups, and attaches them to every ELB.
@@ -387,17 +398,7 @@ async fn advance(
     }
     if now_epoch() - c.started_at >= timeout {
         // Back out: the new instances leave, the old ones never left.
-        set_attached(clients, region, &c.groups, false).await?;
-        for elb in &region.elbs {
-            clients
-                .elb
-                .deregister_instances_from_load_balancer()
-                .load_balancer_name(&elb.name)
-                .set_instances(Some(as_instances(&c.instances)))
-                .send()
-                .await
-                .map_err(aws::err(format!("take the new instances out of {}", elb.name)))?;
-        }
+        take_out(clients, region, &c.groups, &c.instances).await?;
         return Err(PhaseError::PromoteFailed {
             region: region.name.clone(),
             reason: format!(

@@ -125,6 +125,11 @@ pub fn version_of(
     hex::encode(Sha256::digest(what))[..VERSION_LEN].to_string()
 }
 
+/// Whether `s` is a release version: [`VERSION_LEN`] hex digits.
+pub fn is_version(s: &str) -> bool {
+    s.len() == VERSION_LEN && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
 /// A release version's length in characters.
 pub const VERSION_LEN: usize = 12;
 

@@ -215,12 +215,14 @@ pub async fn take(
     }
 }
 
+/// A lease time (seconds since the epoch) as a person reads it.
+pub fn when(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| t.to_string())
+}
+
 fn held(key: &str, h: &Holder) -> PhaseError {
-    let when = |t: i64| {
-        chrono::DateTime::from_timestamp(t, 0)
-            .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-            .unwrap_or_else(|| t.to_string())
-    };
     PhaseError::LeaseHeld(format!(
         "another deploy of {key} is running: execution {} (release {}) holds the deploy lease since {}, until {} at the latest. Nothing was changed; deploy again when it has finished, or stop that execution first",
         h.execution,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use aws_sdk_sfn::types::HistoryEvent;
-use porter_core::execution::{Progress, RegionReport, Report};
+use porter_core::execution::{RegionReport, Report};
 use porter_core::pack::DeployInput;
 use porter_core::release::Release;
 
@@ -184,11 +184,7 @@ fn entered(e: &HistoryEvent) -> bool {
     e.r#type().as_str().ends_with("StateEntered")
 }
 
-/// A history event's progress, if it is a state that finished.
-pub fn exited(e: &HistoryEvent) -> Option<Progress> {
-    let x = e.state_exited_event_details()?;
-    Progress::read(x.name(), x.output()?)
-}
+pub use porter_lambda::pipeline::exited;
 
 /// Every event of an execution, oldest first.
 pub async fn history(sfn: &aws_sdk_sfn::Client, arn: &str) -> Result<Vec<HistoryEvent>> {

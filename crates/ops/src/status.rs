@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use porter_core::aws::Aws;
 use porter_core::config::Environment;
 use porter_core::promote::{PREVIOUS_NAME_TAG, PROMOTED_NAME_TAG};
-use porter_lambda::lease::{self, Holder};
+use porter_lambda::lease::{self, when, Holder};
 
 use crate::history::Entry;
 use crate::one_line;
@@ -160,12 +160,6 @@ pub fn rollback_version(status: &Status) -> Result<String> {
             )
         }
     }
-}
-
-fn when(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0)
-        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|| t.to_string())
 }
 
 impl Status {
