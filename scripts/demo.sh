@@ -3,8 +3,8 @@
 # local stack. Release 1 goes straight through the deploy state machine
 # (`porter deploy --local`); release 2 the way CodePipeline runs it: the
 # `pipeline` function invoked with a job, continuation tokens, job result
-# (`porter local pipeline`); then `porter status`, release 3 with a bake
-# whose alarm fires (every region back on release 2), `porter rollback`
+# (`porter local pipeline`); then `porter status`, release 3 with canaries
+# and a bake whose alarm fires (every region back on release 2), `porter rollback`
 # to release 1 and `porter history`. Exits 0 only when each step shows what
 # it should: release 2 serving in both regions with release 1 kept, then
 # release 1 serving again with release 2 kept.
@@ -49,12 +49,12 @@ test "$(grep -c "rollback  release $r1" "$work/status.out")" = 2
 grep -q "deploy lease: free" "$work/status.out"
 
 echo
-echo "== release 3: its alarm fires during the bake, and every region goes back to release 2 =="
+echo "== release 3: a canary per region; its alarm fires while the canaries bake, and every region goes back to release 2 =="
 for region in us-west-2 us-east-1; do $porter local alarm hello-errors --region "$region" --state OK; done
 sed -i 's/release 2/release 3/' "$work/hello-service/index.html"
-$porter deploy -e staging --local --bake-seconds 4 --alarm hello-errors "$work/hello-service" > "$work/r3.out" 2>&1 &
+$porter deploy -e staging --local --canary-instances 1 --bake-seconds 4 --alarm hello-errors "$work/hello-service" > "$work/r3.out" 2>&1 &
 deploying=$!
-# The alarm fires once both regions are cut over and baking.
+# The alarm fires once both regions' canaries serve and bake.
 for _ in $(seq 1 200); do
   test "$(grep -c '^promote ' "$work/r3.out")" = 2 && break
   sleep 0.1
@@ -64,6 +64,7 @@ if wait "$deploying"; then cat "$work/r3.out"; echo "release 3 should have been 
 cat "$work/r3.out"
 grep -q "error: GateFailed" "$work/r3.out"
 grep -q "alarm gate in us-east-1: alarm hello-errors is in ALARM" "$work/r3.out"
+test "$(grep -c "canary: i-[0-9a-f]* serving beside the previous release" "$work/r3.out")" = 2
 $porter status -e staging --local "$work/hello-service" | tee "$work/status3.out"
 test "$(grep -c "serving   release $r2" "$work/status3.out")" = 2
 $porter local alarm hello-errors --region us-east-1 --state OK >/dev/null
@@ -82,4 +83,4 @@ sed -n 2p "$work/history.out" | grep -q "SUCCEEDED rollback $r1"
 test "$(grep -c "SUCCEEDED" "$work/history.out")" = 3
 grep -q "FAILED    deploy .*GateFailed" "$work/history.out"
 echo
-echo "demo OK: release $r2 served in us-west-2 and us-east-1; release 3 tripped its alarm during the bake and every region went back to release $r2; then a rollback to release $r1, which serves now (release $r2 kept to roll forward to)"
+echo "demo OK: release $r2 served in us-west-2 and us-east-1; release 3's canaries tripped its alarm during their bake and every region went back to release $r2; then a rollback to release $r1, which serves now (release $r2 kept to roll forward to)"

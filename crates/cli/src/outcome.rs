@@ -24,15 +24,21 @@ pub struct Run {
     /// more), instead of the environment's rollout alarms.
     #[arg(long = "alarm")]
     pub alarms: Vec<String>,
+    /// Canary instances per region, registered beside the serving fleet
+    /// and baked before each wave's full cutover (0: none).
+    #[arg(long = "canary-instances")]
+    pub canary_instances: Option<u32>,
 }
 
 impl Run {
     /// The rollout override the flags ask for, if any.
     pub fn rollout(&self) -> Option<porter_core::config::RolloutOverride> {
-        (self.bake_seconds.is_some() || !self.alarms.is_empty()).then(|| porter_core::config::RolloutOverride {
+        let any = self.bake_seconds.is_some() || !self.alarms.is_empty() || self.canary_instances.is_some();
+        any.then(|| porter_core::config::RolloutOverride {
             waves: None,
             bake_seconds: self.bake_seconds,
             alarms: (!self.alarms.is_empty()).then(|| self.alarms.clone()),
+            canary_instances: self.canary_instances,
         })
     }
 }

@@ -176,6 +176,12 @@ impl Progress {
             Progress::Provisioned { region, stack_name } => {
                 format!("{:<9} {region:<10} stack {stack_name} CREATE_COMPLETE", "provision")
             }
+            Progress::Promoted { region, promoted } if !promoted.canaries.is_empty() => format!(
+                "{:<9} {region:<10} {} canary: {} serving beside the previous release",
+                "promote",
+                promoted.stack_name,
+                promoted.canaries.join(", ")
+            ),
             Progress::Promoted { region, promoted } => format!(
                 "{:<9} {region:<10} {} promoted: {} instance(s) InService, {} previous instance(s) taken out",
                 "promote",
@@ -204,7 +210,9 @@ pub fn summary<'a>(events: impl IntoIterator<Item = &'a Progress>) -> (String, u
                 regions = Some(r.regions.len());
                 continue;
             }
+            // A canary step is not yet the region's cutover.
             Progress::Waiting { .. } => continue,
+            Progress::Promoted { promoted, .. } if !promoted.canaries.is_empty() => continue,
             Progress::Provisioned { .. } => RegionalPhase::Provision,
             Progress::Promoted { .. } => RegionalPhase::Promote,
             Progress::Pruned { .. } => RegionalPhase::Prune,
@@ -225,6 +233,31 @@ pub fn summary<'a>(events: impl IntoIterator<Item = &'a Progress>) -> (String, u
         format!("pack done; {} regions", parts.join(", ")),
         (10 + 85 * finished / (3 * r)) as u8,
     )
+}
+
+/// An execution's failure cause for a person: a Lambda error object the
+/// state machine passed on as it was (`{"errorMessage": ..., "errorType":
+/// ...}`, wherever it sits in the cause) becomes its message. Anything else
+/// is kept as it is.
+pub fn readable_cause(cause: &str) -> String {
+    let mut out = String::with_capacity(cause.len());
+    let mut rest = cause;
+    while let Some(at) = rest.find('{') {
+        out.push_str(&rest[..at]);
+        let mut values = serde_json::Deserializer::from_str(&rest[at..]).into_iter::<serde_json::Value>();
+        match values.next() {
+            Some(Ok(v)) if v.get("errorMessage").and_then(|m| m.as_str()).is_some() => {
+                out.push_str(v["errorMessage"].as_str().unwrap_or_default());
+                rest = &rest[at + values.byte_offset()..];
+            }
+            _ => {
+                out.push('{');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// What a deploy did in one region, from its output.
@@ -447,6 +480,18 @@ mod tests {
         let (line, percent) = summary([&packed, &waiting, &provisioned]);
         assert_eq!(line, "pack done; provision 1/2, promote 0/2, prune 0/2 regions");
         assert_eq!(percent, 10 + 85 / 6);
+    }
+
+    #[test]
+    fn a_lambda_error_in_a_cause_reads_as_its_message() {
+        let cause = r#"promote failed in us-east-1: {"errorMessage":"alarm gate in us-east-1: alarm errors is in ALARM","errorType":"GateFailed"} Every region the release reached serves the release it replaced again."#;
+        assert_eq!(
+            readable_cause(cause),
+            "promote failed in us-east-1: alarm gate in us-east-1: alarm errors is in ALARM Every region the release reached serves the release it replaced again."
+        );
+        for kept in ["no JSON here", "{\"other\": 1} and {broken", "{"] {
+            assert_eq!(readable_cause(kept), kept);
+        }
     }
 
     #[test]

@@ -12,12 +12,17 @@
 //! and a metric with no data yet says nothing against the release); it is
 //! reported as not judged. An alarm missing in a region is an error of the
 //! config, found at the first read.
+//!
+//! After a canary step the gate also reads the canaries' health at each
+//! ELB: a canary that is not InService (its service stopped answering, its
+//! instance stopped or was replaced) fails the gate, naming it.
 
 use serde::{Deserialize, Serialize};
 
 use crate::aws;
 use crate::phase::PhaseError;
 use crate::target::{each_region, Deployment, Target};
+use crate::{pins, promote};
 
 /// One alarm as read in one region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +42,9 @@ pub struct GateInput {
     /// The readings when the bake started; none for the first read.
     #[serde(default)]
     pub armed: Option<Vec<Reading>>,
+    /// The wave's canaries serve: check they are still InService.
+    #[serde(default)]
+    pub canary: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,18 +56,21 @@ pub struct Gated {
 
 pub async fn run(aws: &aws::Aws, input: GateInput) -> Result<Gated, PhaseError> {
     let dep = Deployment::load(aws, &input.target).await?;
-    let alarms = dep.release.rollout.alarms.clone();
-    let mut readings = Vec::new();
-    if !alarms.is_empty() {
-        let regions = dep.pinned_regions(aws, &input.target).await?;
-        let (dep, alarms) = (&dep, &alarms);
-        let per_region = each_region(regions, |region| async move {
-            let clients = dep.clients(aws, region, "promote").await?;
-            read(&clients.cloudwatch, &region.name, alarms).await
-        })
-        .await?;
-        readings = per_region.into_values().flatten().collect();
-    }
+    let regions = dep.pinned_regions(aws, &input.target).await?;
+    let (dep, canary) = (&dep, input.canary);
+    let per_region = each_region(regions, |region| async move {
+        let alarms = dep.release.rollout.alarms_in(&region.name);
+        if alarms.is_empty() && !canary {
+            return Ok(Vec::new());
+        }
+        let clients = dep.clients(aws, region, "promote").await?;
+        if canary {
+            canaries_in_service(dep, &clients, region).await?;
+        }
+        read(&clients.cloudwatch, &region.name, alarms).await
+    })
+    .await?;
+    let readings: Vec<Reading> = per_region.into_values().flatten().collect();
     decide(input.armed.as_deref(), &readings)?;
     let not_judged = readings
         .iter()
@@ -67,6 +78,70 @@ pub async fn run(aws: &aws::Aws, input: GateInput) -> Result<Gated, PhaseError> 
         .map(|r| format!("{} in {}", r.alarm, r.region))
         .collect();
     Ok(Gated { readings, not_judged })
+}
+
+/// Fails the gate when a canary is no longer InService at one of the
+/// region's ELBs, or fewer are registered than the rollout asked for. The
+/// canaries are what an ELB holds besides the serving release's instances
+/// (the full cutover has not happened): so a canary that died is still
+/// judged, as the ELB still lists it until it is taken out.
+async fn canaries_in_service(
+    dep: &Deployment,
+    clients: &aws::RegionClients,
+    region: &crate::config::Region,
+) -> Result<(), PhaseError> {
+    let wanted = dep.release.rollout.canary_in(&region.name) as usize;
+    if wanted == 0 {
+        return Ok(());
+    }
+    let failed = |reason: String| PhaseError::GateFailed {
+        region: region.name.clone(),
+        reason,
+    };
+    for elb in &region.elbs {
+        let serving = match pins::elb_tags(clients, &elb.name).await?.get(promote::PROMOTED_TAG) {
+            Some(stack) if !stack.is_empty() => promote::stack_instances(clients, stack).await.unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let canaries: Vec<String> = promote::registered(clients, &elb.name)
+            .await?
+            .into_iter()
+            .filter(|i| !serving.contains(i))
+            .collect();
+        if canaries.is_empty() {
+            return Err(failed(format!(
+                "no canary is registered with {} any more: it was taken out",
+                elb.name
+            )));
+        }
+        let health = clients
+            .elb
+            .describe_instance_health()
+            .load_balancer_name(&elb.name)
+            .set_instances(Some(
+                canaries
+                    .iter()
+                    .map(|id| {
+                        aws_sdk_elasticloadbalancing::types::Instance::builder()
+                            .instance_id(id)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .send()
+            .await
+            .map_err(aws::err(format!("read the canaries' health in {}", elb.name)))?;
+        if let Some(s) = health.instance_states().iter().find(|s| s.state() != Some("InService")) {
+            return Err(failed(format!(
+                "canary {} in {} is {}{}",
+                s.instance_id().unwrap_or("?"),
+                elb.name,
+                s.state().unwrap_or("Unknown"),
+                s.description().map(|d| format!(" ({d})")).unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn read(cw: &aws_sdk_cloudwatch::Client, region: &str, alarms: &[String]) -> Result<Vec<Reading>, PhaseError> {

@@ -52,6 +52,12 @@ pub struct PromoteInput {
     /// only in part has the release's instances taken out.
     #[serde(default)]
     pub undo: bool,
+    /// Only the rollout's canaries: that many of the release's instances
+    /// (`rollout.canary_instances`) are registered, one by one, beside the
+    /// serving fleet; the ELB tags and the serving release stay as they
+    /// are until the full cutover that follows.
+    #[serde(default)]
+    pub canary: bool,
     #[serde(default)]
     pub state: Option<PromoteState>,
 }
@@ -74,6 +80,9 @@ pub struct Cutover {
     /// that release becomes the rollback target again.
     #[serde(default)]
     pub undo: bool,
+    /// `instances` are canaries, registered one by one; `groups` is empty.
+    #[serde(default)]
+    pub canary: bool,
     #[serde(default)]
     pub done: Option<RegionPromoted>,
 }
@@ -89,6 +98,10 @@ pub struct RegionPromoted {
     /// a weekly build with nothing new does): nothing changed.
     #[serde(default)]
     pub already_live: bool,
+    /// Canaries that serve beside the previous release (a canary step's
+    /// answer; the full cutover's has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canaries: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,7 +126,7 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
     }
     let timeout = input.timeout_seconds.unwrap_or(600);
     let stack_name = input.stack_name.clone().unwrap_or_else(|| dep.stack_name());
-    let (dep, previous, stack_name, undo) = (&dep, &previous, &stack_name, input.undo);
+    let (dep, previous, stack_name, undo, canary) = (&dep, &previous, &stack_name, input.undo, input.canary);
     let results = each_region(regions, |region| async move {
         if let Some(c) = previous.get(&region.name) {
             if c.done.is_some() {
@@ -128,7 +141,11 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
                     undo: true,
                     ..begin(dep, &clients, region, &stack).await?
                 },
-                Undo::Untouched(c) => return Ok(c),
+                Undo::Untouched(c) => return Ok(*c),
+            },
+            None if canary => match begin_canary(dep, &clients, region, stack_name).await? {
+                Canary::Started(c) => c,
+                Canary::None(c) => return Ok(c),
             },
             None => begin(dep, &clients, region, stack_name).await?,
         };
@@ -174,18 +191,22 @@ enum Undo {
     PutBack(String),
     /// It never got to serve here; anything of it that reached the load
     /// balancers was taken out.
-    Untouched(Cutover),
+    Untouched(Box<Cutover>),
 }
 
 /// Where the release stands in a region, for an undo.
 async fn undo_begin(dep: &Deployment, clients: &RegionClients, region: &Region) -> Result<Undo, PhaseError> {
     let ours = dep.stack_name();
     let mut live = String::new();
+    let mut live_id = String::new();
     let mut replaced = None;
     for elb in &region.elbs {
         let tags = pins::elb_tags(clients, &elb.name).await?;
         if let Some(name) = tags.get(PROMOTED_NAME_TAG) {
             live = name.clone();
+        }
+        if let Some(id) = tags.get(PROMOTED_TAG) {
+            live_id = id.clone();
         }
         if live == ours {
             replaced = tags.get(PREVIOUS_NAME_TAG).filter(|p| !p.is_empty()).cloned();
@@ -201,11 +222,25 @@ async fn undo_begin(dep: &Deployment, clients: &RegionClients, region: &Region) 
         };
     }
     // Not cut over here, perhaps in part: its groups come off the load
-    // balancers and its instances out of them.
+    // balancers and its instances out of them, with any canary of it that
+    // died (Auto Scaling no longer lists it; the ELB still does): whatever
+    // is registered beside the serving release's own instances.
     let groups = stack_groups(clients, &ours).await.unwrap_or_default();
-    let instances = group_instances(clients, &groups).await?;
+    let mut instances = group_instances(clients, &groups).await?;
+    if let Some(serving) = serving_instances(clients, &live_id).await {
+        for elb in &region.elbs {
+            instances.extend(
+                registered(clients, &elb.name)
+                    .await?
+                    .into_iter()
+                    .filter(|i| !serving.contains(i)),
+            );
+        }
+        instances.sort();
+        instances.dedup();
+    }
     let taken_out = take_out(clients, region, &groups, &instances).await?;
-    Ok(Undo::Untouched(Cutover {
+    Ok(Undo::Untouched(Box::new(Cutover {
         stack_id: String::new(),
         stack_name: live.clone(),
         groups: Vec::new(),
@@ -213,14 +248,26 @@ async fn undo_begin(dep: &Deployment, clients: &RegionClients, region: &Region) 
         started_at: now_epoch(),
         checks: 0,
         undo: true,
+        canary: false,
         done: Some(RegionPromoted {
             stack_id: String::new(),
             stack_name: live,
             elbs: Vec::new(),
             deregistered: taken_out,
             already_live: true,
+            canaries: Vec::new(),
         }),
-    }))
+    })))
+}
+
+/// The instances of the stack that serves (by its ELB tag), or `None` when
+/// they cannot be told: then nothing but the release's own is taken out.
+async fn serving_instances(clients: &RegionClients, stack_id: &str) -> Option<Vec<String>> {
+    if stack_id.is_empty() {
+        // Nothing served before this release: all it registered goes.
+        return Some(Vec::new());
+    }
+    stack_instances(clients, stack_id).await.ok().filter(|i| !i.is_empty())
 }
 
 /// Takes a release out of the region's ELBs: its groups detached (so
@@ -255,13 +302,20 @@ async fn take_out(
     Ok(taken_out)
 }
 
-/// Finds the stack and its groups, and attaches them to every ELB.
-async fn begin(
+/// The stack to promote in a region, checked: this service's, in this
+/// environment, complete, with running instances.
+struct Found {
+    stack_id: String,
+    groups: Vec<String>,
+    instances: Vec<String>,
+}
+
+async fn find(
     dep: &Deployment,
     clients: &RegionClients,
     region: &Region,
     stack_name: &str,
-) -> Result<Cutover, PhaseError> {
+) -> Result<Found, PhaseError> {
     let (service, environment) = (&dep.release.service, &dep.release.environment);
     for elb in &region.elbs {
         pins::check_elb_owner(clients, &elb.name, service, environment).await?;
@@ -306,6 +360,25 @@ async fn begin(
             reason: format!("stack {stack_name} has no running instances to promote"),
         });
     }
+    Ok(Found {
+        stack_id,
+        groups,
+        instances,
+    })
+}
+
+/// Finds the stack and its groups, and attaches them to every ELB.
+async fn begin(
+    dep: &Deployment,
+    clients: &RegionClients,
+    region: &Region,
+    stack_name: &str,
+) -> Result<Cutover, PhaseError> {
+    let Found {
+        stack_id,
+        groups,
+        instances,
+    } = find(dep, clients, region, stack_name).await?;
     // Attaching (rather than registering instances one by one) is what
     // makes a replacement instance serve: Auto Scaling registers every
     // instance it launches into the group with the group's ELBs.
@@ -318,8 +391,71 @@ async fn begin(
         started_at: now_epoch(),
         checks: 0,
         undo: false,
+        canary: false,
         done: None,
     })
+}
+
+enum Canary {
+    Started(Cutover),
+    /// No canary here: none asked for, or the release serves already.
+    None(Cutover),
+}
+
+/// Registers the region's canaries: the first `rollout.canary_instances`
+/// of the release's instances, one at a time into every ELB, beside the
+/// fleet that serves. Its groups stay detached, so a canary Auto Scaling
+/// replaces is not registered: the gate then finds one canary fewer
+/// InService and fails, as it should.
+async fn begin_canary(
+    dep: &Deployment,
+    clients: &RegionClients,
+    region: &Region,
+    stack_name: &str,
+) -> Result<Canary, PhaseError> {
+    let wanted = dep.release.rollout.canary_in(&region.name) as usize;
+    let found = find(dep, clients, region, stack_name).await?;
+    let mut live = !region.elbs.is_empty();
+    for elb in &region.elbs {
+        live &= pins::elb_tags(clients, &elb.name).await?.get(PROMOTED_TAG) == Some(&found.stack_id);
+    }
+    let canaries: Vec<String> = found.instances.iter().take(wanted).cloned().collect();
+    let mut cutover = Cutover {
+        stack_id: found.stack_id.clone(),
+        stack_name: stack_name.to_string(),
+        groups: Vec::new(),
+        instances: canaries.clone(),
+        started_at: now_epoch(),
+        checks: 0,
+        undo: false,
+        canary: true,
+        done: None,
+    };
+    if canaries.is_empty() || region.elbs.is_empty() || live {
+        cutover.done = Some(RegionPromoted {
+            stack_id: found.stack_id,
+            stack_name: stack_name.to_string(),
+            elbs: Vec::new(),
+            deregistered: Vec::new(),
+            already_live: live,
+            canaries: Vec::new(),
+        });
+        return Ok(Canary::None(cutover));
+    }
+    for elb in &region.elbs {
+        for id in &canaries {
+            clients
+                .elb
+                .register_instances_with_load_balancer()
+                .load_balancer_name(&elb.name)
+                .instances(Instance::builder().instance_id(id).build())
+                .send()
+                .await
+                .map_err(aws::err(format!("register canary {id} with {}", elb.name)))?;
+        }
+    }
+    tracing::info!(region = %region.name, stack = %stack_name, canaries = ?canaries, "canaries registered");
+    Ok(Canary::Started(cutover))
 }
 
 /// Attaches `groups` to (or detaches them from) every ELB of the region.
@@ -392,6 +528,25 @@ async fn advance(
             }
         }
     }
+    if unhealthy.is_empty() && c.canary {
+        c.done = Some(RegionPromoted {
+            stack_id: c.stack_id.clone(),
+            stack_name: c.stack_name.clone(),
+            elbs: region
+                .elbs
+                .iter()
+                .map(|e| ElbState {
+                    name: e.name.clone(),
+                    dns_name: None,
+                    in_service: c.instances.clone(),
+                })
+                .collect(),
+            deregistered: Vec::new(),
+            already_live: false,
+            canaries: c.instances.clone(),
+        });
+        return Ok(c);
+    }
     if unhealthy.is_empty() {
         c.done = Some(finish(clients, region, &c).await?);
         return Ok(c);
@@ -402,7 +557,8 @@ async fn advance(
         return Err(PhaseError::PromoteFailed {
             region: region.name.clone(),
             reason: format!(
-                "the instances of {} were not InService after {timeout}s: {}; they were taken out again and the previous release keeps serving",
+                "the {} of {} were not InService after {timeout}s: {}; they were taken out again and the previous release keeps serving",
+                if c.canary { "canary instances" } else { "instances" },
                 c.stack_name,
                 unhealthy.join("; ")
             ),
@@ -511,6 +667,7 @@ async fn finish(clients: &RegionClients, region: &Region, c: &Cutover) -> Result
         elbs,
         already_live: already_live && deregistered.is_empty(),
         deregistered,
+        canaries: Vec::new(),
     })
 }
 

@@ -113,6 +113,7 @@ async fn promote_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
             stack_name: job.string_param("stack_name")?,
             timeout_seconds: None,
             undo: false,
+            canary: false,
             state: typed(state)?,
         },
     )

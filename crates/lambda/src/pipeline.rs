@@ -215,7 +215,7 @@ async fn check(ctx: &Context, arn: &str, key: &[u8], binding: &Binding) -> Resul
                 "the deploy execution {}: {}: {}",
                 other.as_str(),
                 d.error().unwrap_or("no error name"),
-                d.cause().unwrap_or("no cause given")
+                porter_core::execution::readable_cause(d.cause().unwrap_or("no cause given"))
             ),
         }),
     }

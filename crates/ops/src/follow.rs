@@ -162,7 +162,7 @@ fn outcome_from(
     let error = (!succeeded).then(|| {
         (
             described.error().unwrap_or(described.status().as_str()).to_string(),
-            described.cause().unwrap_or("no cause given").to_string(),
+            porter_core::execution::readable_cause(described.cause().unwrap_or("no cause given")),
         )
     });
     let (release, regions) = match report {

@@ -94,7 +94,8 @@ pub async fn read(sfn: &aws_sdk_sfn::Client, machine: &str, environment: &str, l
                     &format!(
                         "{}: {}",
                         d.error().unwrap_or("no error"),
-                        d.cause().unwrap_or("no cause given").replace('\n', " ")
+                        porter_core::execution::readable_cause(d.cause().unwrap_or("no cause given"))
+                            .replace('\n', " ")
                     ),
                     200,
                 ),

@@ -137,6 +137,7 @@ async fn promote(aws: &Aws, release: &Release, stack_name: Option<String>) -> Re
                 stack_name: stack_name.clone(),
                 timeout_seconds: None,
                 undo: false,
+                canary: false,
                 state,
             },
         )
@@ -731,6 +732,7 @@ async fn what_the_repository_cannot_decide_is_checked_against_the_pins() {
             stack_name: Some("other-staging-0123456789ab".into()),
             timeout_seconds: None,
             undo: false,
+            canary: false,
             state: None,
         },
     )

@@ -416,6 +416,39 @@ async fn cloudwatch(local: &LocalStack, region: &str) -> aws_sdk_cloudwatch::Cli
     )
 }
 
+/// Each region's promoted stack (by its ELB's tag) and the instances its
+/// ELB holds, for the example `service` deployed to staging.
+async fn serving(local: &LocalStack, service: &str) -> Vec<(String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for (region, elb) in [("us-west-2", "usw2"), ("us-east-1", "use1")] {
+        let elb = format!("{service}-staging-{elb}");
+        let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), region).await;
+        let elbc = aws_sdk_elasticloadbalancing::Client::new(&sdk);
+        let tags = elbc.describe_tags().load_balancer_names(&elb).send().await.unwrap();
+        let promoted = tags.tag_descriptions()[0]
+            .tags()
+            .iter()
+            .find(|t| t.key() == porter_core::promote::PROMOTED_NAME_TAG)
+            .and_then(|t| t.value())
+            .unwrap_or_default()
+            .to_string();
+        let lb = elbc
+            .describe_load_balancers()
+            .load_balancer_names(&elb)
+            .send()
+            .await
+            .unwrap();
+        let mut registered: Vec<String> = lb.load_balancer_descriptions()[0]
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        registered.sort();
+        out.push((region.to_string(), promoted, registered));
+    }
+    out
+}
+
 /// Waits until the running deploy of `service` has entered its `n`th bake.
 async fn in_bake(local: &LocalStack, service: &str, n: usize) -> String {
     let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
@@ -490,45 +523,9 @@ async fn an_alarm_during_a_bake_puts_every_region_back_to_the_release_before() {
     let east = log.find("promote   us-east-1").unwrap();
     assert!(west < east, "{log}");
 
-    let endpoint = local.moto.endpoint();
-    let serving = |stack: String| {
-        let endpoint = endpoint.clone();
-        async move {
-            let mut out = Vec::new();
-            for (region, elb) in [
-                ("us-west-2", "smroll-staging-usw2"),
-                ("us-east-1", "smroll-staging-use1"),
-            ] {
-                let sdk = porter_local::moto::sdk_config(&endpoint, region).await;
-                let elbc = aws_sdk_elasticloadbalancing::Client::new(&sdk);
-                let tags = elbc.describe_tags().load_balancer_names(elb).send().await.unwrap();
-                let promoted = tags.tag_descriptions()[0]
-                    .tags()
-                    .iter()
-                    .find(|t| t.key() == porter_core::promote::PROMOTED_NAME_TAG)
-                    .and_then(|t| t.value())
-                    .unwrap_or_default()
-                    .to_string();
-                let lb = elbc
-                    .describe_load_balancers()
-                    .load_balancer_names(elb)
-                    .send()
-                    .await
-                    .unwrap();
-                let mut registered: Vec<String> = lb.load_balancer_descriptions()[0]
-                    .instances()
-                    .iter()
-                    .filter_map(|i| i.instance_id().map(str::to_string))
-                    .collect();
-                registered.sort();
-                out.push((region, promoted == stack, registered));
-            }
-            out
-        }
-    };
     let r1_stack = r1.regions["us-west-2"].stack_name.clone();
-    let before = serving(r1_stack.clone()).await;
-    assert!(before.iter().all(|(_, ok, _)| *ok), "{before:?}");
+    let before = serving(&local, "smroll").await;
+    assert!(before.iter().all(|(_, s, _)| *s == r1_stack), "{before:?}");
 
     // Release 2: the second wave's alarm fires during its bake, after
     // us-west-2 was cut over in the first.
@@ -556,7 +553,7 @@ async fn an_alarm_during_a_bake_puts_every_region_back_to_the_release_before() {
         "{cause}"
     );
     // Every region serves release 1 again, from the same instances.
-    let after = serving(r1_stack.clone()).await;
+    let after = serving(&local, "smroll").await;
     assert_eq!(after, before, "every region back on release 1");
     assert!(lease(&local, "smroll").await.is_none(), "the lease was given back");
 
@@ -594,6 +591,95 @@ async fn an_alarm_during_a_bake_puts_every_region_back_to_the_release_before() {
         error == "GateFailed" && cause.contains("us-west-2") && cause.contains("fired and cleared"),
         "{cause}"
     );
-    assert_eq!(serving(r1_stack).await, before, "release 1 still serves everywhere");
+    assert_eq!(
+        serving(&local, "smroll").await,
+        before,
+        "release 1 still serves everywhere"
+    );
+    local.stop().await;
+}
+
+#[tokio::test]
+async fn canaries_serve_beside_the_fleet_and_one_that_fails_puts_every_region_back() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "smcan");
+    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
+    std::fs::write(
+        svc.join(".porter/config"),
+        cfg.replace(
+            "  instance_type: t3.micro\n",
+            "  instance_type: t3.micro\n  rollout:\n    canary_instances: 1\n    bake_seconds: 3\n",
+        ),
+    )
+    .unwrap();
+    let (r1, log) = deploy(&local, &svc).await;
+    assert!(r1.succeeded, "{:?}\n{log}", r1.error);
+    let r1_view = serving(&local, "smcan").await;
+    let r1_stack = r1.regions["us-west-2"].stack_name.clone();
+    assert!(
+        r1_view.iter().all(|(_, s, ids)| *s == r1_stack && ids.len() == 2),
+        "{r1_view:?}"
+    );
+
+    // Release 2: during the canaries' bake each ELB holds release 1's two
+    // instances and one of release 2's, and still names release 1.
+    std::fs::write(svc.join("index.html"), "release 2").unwrap();
+    let look = async {
+        in_bake(&local, "smcan", 1).await;
+        serving(&local, "smcan").await
+    };
+    let ((r2, log), during) = tokio::join!(deploy(&local, &svc), look);
+    assert!(r2.succeeded, "{:?}\n{log}", r2.error);
+    assert!(log.contains("canary:"), "{log}");
+    for ((region, stack, ids), (_, _, before)) in during.iter().zip(&r1_view) {
+        assert_eq!(stack, &r1_stack, "{region}: the canary does not cut over");
+        assert_eq!(ids.len(), 3, "{region}: two old instances and one canary: {ids:?}");
+        assert!(
+            before.iter().all(|i| ids.contains(i)),
+            "{region}: the old fleet serves on"
+        );
+    }
+    let r2_view = serving(&local, "smcan").await;
+    let r2_stack = r2.regions["us-west-2"].stack_name.clone();
+    assert!(
+        r2_view.iter().all(|(_, s, ids)| *s == r2_stack && ids.len() == 2),
+        "{r2_view:?}"
+    );
+
+    // Release 3: us-east-1's canary dies during its bake (terminated, as
+    // when its host fails); the gate fails, and both regions serve release
+    // 2 from the same instances.
+    std::fs::write(svc.join("index.html"), "release 3").unwrap();
+    let stop = async {
+        in_bake(&local, "smcan", 1).await;
+        let view = serving(&local, "smcan").await;
+        let (_, _, ids) = view.iter().find(|(r, _, _)| r == "us-east-1").unwrap();
+        let r2_ids = &r2_view.iter().find(|(r, _, _)| r == "us-east-1").unwrap().2;
+        let canary = ids.iter().find(|i| !r2_ids.contains(i)).expect("a canary").clone();
+        let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await;
+        aws_sdk_autoscaling::Client::new(&sdk)
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(&canary)
+            .should_decrement_desired_capacity(false)
+            .send()
+            .await
+            .unwrap();
+        canary
+    };
+    let ((r3, log), canary) = tokio::join!(deploy(&local, &svc), stop);
+    assert!(!r3.succeeded, "{log}");
+    let (error, cause) = r3.error.unwrap();
+    assert_eq!(error, "GateFailed", "{cause}");
+    assert!(
+        cause.contains("us-east-1") && cause.contains(&format!("canary {canary}")) && cause.contains("OutOfService"),
+        "{cause}"
+    );
+    assert_eq!(
+        serving(&local, "smcan").await,
+        r2_view,
+        "every region serves release 2 again"
+    );
+    assert!(lease(&local, "smcan").await.is_none(), "the lease was given back");
     local.stop().await;
 }

@@ -55,10 +55,50 @@ pub struct Rollout {
     /// CloudWatch alarm names watched in each region of a wave.
     #[serde(default)]
     pub alarms: Vec<String>,
+    /// New instances per region that serve beside the old fleet, and bake,
+    /// before the full cutover of their wave; 0 is no canary.
+    #[serde(default)]
+    pub canary_instances: u32,
+    /// What a region sets for itself (`rollout:` under the region): in the
+    /// config, empty (regions keep theirs on [`Region`]); in a deploy's
+    /// plan, every region whose canary or alarms differ from the above.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub regions: BTreeMap<String, RegionRollout>,
     /// Whether a wave is followed by a bake and its alarm gate: worked out
     /// by [`Environment::rollout_plan`], not written in the config.
     #[serde(default)]
     pub gated: bool,
+    /// Whether a wave begins with canaries: worked out like `gated`.
+    #[serde(default)]
+    pub canary: bool,
+}
+
+/// A region's own part of the rollout: waves and the bake span regions,
+/// so a region may set only its canary and the alarms read in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionRollout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_instances: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarms: Option<Vec<String>>,
+}
+
+impl Rollout {
+    /// How many canaries `region` starts with.
+    pub fn canary_in(&self, region: &str) -> u32 {
+        self.regions
+            .get(region)
+            .and_then(|r| r.canary_instances)
+            .unwrap_or(self.canary_instances)
+    }
+
+    /// The alarms the gate reads in `region`.
+    pub fn alarms_in(&self, region: &str) -> &[String] {
+        self.regions
+            .get(region)
+            .and_then(|r| r.alarms.as_deref())
+            .unwrap_or(&self.alarms)
+    }
 }
 
 /// The longest bake a rollout may ask for: a day.
@@ -75,6 +115,14 @@ pub struct RolloutOverride {
     pub bake_seconds: Option<u32>,
     #[serde(default)]
     pub alarms: Option<Vec<String>>,
+    /// Replaces the environment's canary and every region's own.
+    #[serde(default)]
+    pub canary_instances: Option<u32>,
+}
+
+/// A name CloudWatch takes for an alarm.
+pub fn is_alarm_name(a: &str) -> bool {
+    !a.is_empty() && a.len() <= 255 && !a.chars().any(char::is_control)
 }
 
 impl Environment {
@@ -93,6 +141,24 @@ impl Environment {
             }
             if let Some(a) = &o.alarms {
                 r.alarms = a.clone();
+            }
+            if let Some(n) = o.canary_instances {
+                r.canary_instances = n;
+            }
+        }
+        // Each region's own canary and alarms, unless this deploy set them
+        // for every region.
+        let given = |f: fn(&RolloutOverride) -> bool| over.is_some_and(f);
+        for region in &self.regions {
+            let own = RegionRollout {
+                canary_instances: region
+                    .rollout
+                    .canary_instances
+                    .filter(|_| !given(|o| o.canary_instances.is_some())),
+                alarms: region.rollout.alarms.clone().filter(|_| !given(|o| o.alarms.is_some())),
+            };
+            if own != RegionRollout::default() {
+                r.regions.insert(region.name.clone(), own);
             }
         }
         let names: Vec<&str> = self.regions.iter().map(|x| x.name.as_str()).collect();
@@ -131,17 +197,23 @@ impl Environment {
                 r.bake_seconds
             ));
         }
-        if let Some(bad) = r
-            .alarms
-            .iter()
-            .find(|a| a.is_empty() || a.len() > 255 || a.chars().any(char::is_control))
-        {
+        if let Some(bad) = r.alarms.iter().find(|a| !is_alarm_name(a)) {
             return Err(format!(
                 "rollout.alarms: `{}` is not a CloudWatch alarm name",
                 bad.chars().take(60).collect::<String>()
             ));
         }
-        r.gated = r.bake_seconds > 0 || !r.alarms.is_empty();
+        for region in &self.regions {
+            let n = r.canary_in(&region.name);
+            if n > region.instance_count {
+                return Err(format!(
+                    "rollout.canary_instances: {n} canaries in {}, which launches {} instance(s); ask for at most {}",
+                    region.name, region.instance_count, region.instance_count
+                ));
+            }
+        }
+        r.gated = r.bake_seconds > 0 || self.regions.iter().any(|x| !r.alarms_in(&x.name).is_empty());
+        r.canary = self.regions.iter().any(|x| r.canary_in(&x.name) > 0);
         Ok(r)
     }
 }
@@ -170,6 +242,9 @@ pub struct Region {
     /// The most specific `stack_definition_path` (region over environment),
     /// read and parsed: merged over the generated template.
     pub stack_definition: Option<StackDefinition>,
+    /// The region's own canary and alarms (`rollout:` under the region).
+    #[serde(default)]
+    pub rollout: RegionRollout,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

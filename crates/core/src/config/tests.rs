@@ -191,6 +191,36 @@ fn malformed_cases() -> Vec<Case> {
             1,
         ),
         case(
+            "more canaries than a region launches",
+            base_with("  instance_type: m5.large\n", "  instance_type: m5.large\n  rollout:\n    canary_instances: 3\n"),
+            Error,
+            7,
+            Some(23),
+            "environments[0].rollout.canary_instances",
+            "3 canaries, but us-west-2 launches 2 instance(s)",
+            1,
+        ),
+        case(
+            "a region's rollout with waves of its own",
+            base_with("    instance_count: 2\n", "    instance_count: 2\n    rollout:\n      waves: [[us-west-2]]\n"),
+            Error,
+            16,
+            Some(7),
+            "environments[0].regions[0].rollout.waves",
+            "`waves` spans regions",
+            1,
+        ),
+        case(
+            "a region's canary over its instance count",
+            base_with("    instance_count: 2\n", "    instance_count: 2\n    rollout:\n      canary_instances: 5\n"),
+            Error,
+            16,
+            Some(25),
+            "environments[0].regions[0].rollout.canary_instances",
+            "5 canaries, but this region launches 2 instance(s)",
+            1,
+        ),
+        case(
             "an unknown rollout key",
             base_with("  instance_type: m5.large\n", "  instance_type: m5.large\n  rollout:\n    canary: 1\n"),
             Error,
@@ -1419,5 +1449,32 @@ fn a_deploys_rollout_override_is_checked_like_the_config() {
     assert!(over("{\"alarms\": [\"a\\nb\"]}")
         .unwrap_err()
         .contains("not a CloudWatch alarm name"));
-    assert!(serde_json::from_str::<RolloutOverride>(r#"{"canary_instances": 1}"#).is_err());
+    let canary = over(r#"{"canary_instances": 1}"#).unwrap();
+    assert!(canary.canary && canary.canary_in("us-west-2") == 1);
+    assert!(over(r#"{"canary_instances": 3}"#)
+        .unwrap_err()
+        .contains("us-west-2, which launches 2 instance(s)"));
+    assert!(serde_json::from_str::<RolloutOverride>(r#"{"canaries": 1}"#).is_err());
+}
+
+#[test]
+fn a_region_sets_its_own_canary_and_alarms_and_a_deploy_can_set_them_for_all() {
+    let cfg = load(&base_with(
+        "    instance_count: 2\n",
+        "    instance_count: 2\n    rollout:\n      canary_instances: 1\n      alarms: [west-errors]\n",
+    ))
+    .config
+    .unwrap();
+    let env = &cfg.environments[0];
+    let plan = env.rollout_plan(None).unwrap();
+    assert_eq!(plan.canary_in("us-west-2"), 1);
+    assert_eq!(plan.alarms_in("us-west-2"), ["west-errors"]);
+    assert!(plan.canary && plan.gated, "the region's own canary and alarms count");
+    let plan = env
+        .rollout_plan(Some(
+            &serde_json::from_str(r#"{"canary_instances": 0, "alarms": []}"#).unwrap(),
+        ))
+        .unwrap();
+    assert_eq!(plan.canary_in("us-west-2"), 0, "a deploy's canary is every region's");
+    assert!(plan.alarms_in("us-west-2").is_empty() && !plan.canary && !plan.gated);
 }

@@ -64,6 +64,7 @@ const REGION_KEYS: &[&str] = &[
     "auto_scaling_group",
     "stack_definition_path",
     "containers",
+    "rollout",
 ];
 const CONTAINER_KEYS: &[&str] = &[
     "name",
@@ -570,7 +571,12 @@ fn check_rollout(c: &mut Checker, env: &Node, path: &str, regions: &[Region]) ->
         return Some(Rollout::default());
     };
     let entries = c.mapping(node, &rpath, "a rollout")?;
-    c.keys(entries, &rpath, &["waves", "bake_seconds", "alarms"], false);
+    c.keys(
+        entries,
+        &rpath,
+        &["waves", "bake_seconds", "alarms", "canary_instances"],
+        false,
+    );
     let mut ok = true;
     let mut waves = Vec::new();
     if let Some(wnode) = node.get("waves").filter(|n| !n.is_null()) {
@@ -642,28 +648,110 @@ fn check_rollout(c: &mut Checker, env: &Node, path: &str, regions: &[Region]) ->
             }
         },
     };
-    let mut alarms = Vec::new();
-    if let Some(anode) = node.get("alarms").filter(|n| !n.is_null()) {
-        let apath = join(&rpath, "alarms");
-        for (i, item) in c.list(anode, &apath, "CloudWatch alarm names")?.iter().enumerate() {
-            let ipath = format!("{apath}[{i}]");
-            match item.as_str() {
-                Some(a) if !a.is_empty() && a.len() <= 255 && !a.chars().any(char::is_control) => {
-                    alarms.push(a.to_string())
-                }
-                _ => {
-                    c.error(item, &ipath, "expected a CloudWatch alarm name (1 to 255 characters)");
-                    ok = false;
-                }
-            }
+    let own = check_canary_and_alarms(c, node, &rpath)?;
+    let canary_instances = own.canary_instances.unwrap_or_default();
+    // A region with a canary of its own is checked with that region.
+    for r in regions.iter().filter(|r| r.rollout.canary_instances.is_none()) {
+        if canary_instances > r.instance_count {
+            c.error(
+                node.get("canary_instances").unwrap_or(node),
+                &join(&rpath, "canary_instances"),
+                format!(
+                    "{canary_instances} canaries, but {} launches {} instance(s); ask for at most {}, or set the region's own",
+                    r.name, r.instance_count, r.instance_count
+                ),
+            );
+            ok = false;
         }
     }
     ok.then_some(Rollout {
         waves,
         bake_seconds,
-        alarms,
-        gated: false,
+        alarms: own.alarms.unwrap_or_default(),
+        canary_instances,
+        ..Rollout::default()
     })
+}
+
+/// `canary_instances` and `alarms`, which an environment's rollout and a
+/// region's both take. `None` when either is wrong (each is reported).
+fn check_canary_and_alarms(c: &mut Checker, node: &Node, rpath: &str) -> Option<RegionRollout> {
+    let mut ok = true;
+    let canary_instances =
+        c.string(node, "canary_instances", rpath, false)
+            .and_then(|(text, n)| match text.parse::<u32>() {
+                Ok(k) if k <= 100 => Some(k),
+                _ => {
+                    c.error(
+                        n,
+                        &join(rpath, "canary_instances"),
+                        format!("expected a whole number of instances from 0 to 100, found `{text}`"),
+                    );
+                    ok = false;
+                    None
+                }
+            });
+    let mut alarms = None;
+    if let Some(anode) = node.get("alarms").filter(|n| !n.is_null()) {
+        let apath = join(rpath, "alarms");
+        let mut names = Vec::new();
+        for (i, item) in c.list(anode, &apath, "CloudWatch alarm names")?.iter().enumerate() {
+            match item.as_str() {
+                Some(a) if is_alarm_name(a) => names.push(a.to_string()),
+                _ => {
+                    c.error(
+                        item,
+                        &format!("{apath}[{i}]"),
+                        "expected a CloudWatch alarm name (1 to 255 characters)",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        alarms = Some(names);
+    }
+    ok.then_some(RegionRollout {
+        canary_instances,
+        alarms,
+    })
+}
+
+/// A region's `rollout:`: its own canary and alarms.
+fn check_region_rollout(c: &mut Checker, region: &Node, path: &str, instance_count: u32) -> Option<RegionRollout> {
+    let rpath = join(path, "rollout");
+    let Some(node) = region.get("rollout").filter(|n| !n.is_null()) else {
+        return Some(RegionRollout::default());
+    };
+    let entries = c.mapping(node, &rpath, "a region's rollout")?;
+    let mut spanning = false;
+    for (k, _) in entries {
+        if let Some(key) = k.as_str().filter(|k| matches!(*k, "waves" | "bake_seconds")) {
+            c.error(
+                k,
+                &join(&rpath, key),
+                format!("`{key}` spans regions: set it in the environment's rollout; a region sets only canary_instances and alarms"),
+            );
+            spanning = true;
+        }
+    }
+    c.keys(
+        entries,
+        &rpath,
+        &["canary_instances", "alarms", "waves", "bake_seconds"],
+        false,
+    );
+    let own = check_canary_and_alarms(c, node, &rpath)?;
+    if let Some(n) = own.canary_instances.filter(|n| *n > instance_count) {
+        c.error(
+            node.get("canary_instances").unwrap_or(node),
+            &join(&rpath, "canary_instances"),
+            format!(
+                "{n} canaries, but this region launches {instance_count} instance(s); ask for at most {instance_count}"
+            ),
+        );
+        return None;
+    }
+    (!spanning).then_some(own)
 }
 
 fn check_role(c: &mut Checker, parent: &Node, path: &str) -> Option<String> {
@@ -818,6 +906,7 @@ fn check_region(c: &mut Checker, region: &Node, path: &str, inherited: &Inherite
     let stack_definition = c
         .stack_definition(region, path)
         .or_else(|| inherited.stack_definition.cloned());
+    let rollout = check_region_rollout(c, region, path, instance_count);
 
     Some(Region {
         name: name?,
@@ -831,6 +920,7 @@ fn check_region(c: &mut Checker, region: &Node, path: &str, inherited: &Inherite
         key_pair_name,
         containers: containers?,
         stack_definition,
+        rollout: rollout?,
     })
 }
 
