@@ -13,7 +13,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_types::region::Region;
 
 use crate::phase::PhaseError;
-use crate::pins::Pinning;
+use crate::pinning::Pinning;
 
 /// The caller's own AWS configuration (the Lambda's role, or the CLI user).
 #[derive(Clone, Debug)]

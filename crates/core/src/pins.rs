@@ -30,38 +30,15 @@ use crate::aws::{self, Aws, RegionClients};
 use crate::config::Region;
 use crate::phase::PhaseError;
 
-/// The SSM path under which each environment's pin lives.
-pub const DEFAULT_PATH: &str = "/porter/environments/";
+// Defined in their own module, which `aws` uses too (an `Aws` carries its
+// pinning): found here, with the pins they govern.
+pub use crate::pinning::{Pinning, DEFAULT_PATH};
 /// ELB and stack tags that say whose they are.
 pub const SERVICE_TAG: &str = "porter:service";
 pub const ENVIRONMENT_TAG: &str = "porter:environment";
 /// An SSM parameter holds at most 8 KB (advanced: 8 KB too for GetParameter
 /// answers we accept); anything larger is not a pin.
 const MAX_PIN_BYTES: usize = 8 * 1024;
-
-/// Whether, and against what, a deploy's reach is checked.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Pinning {
-    /// Nothing is checked: the CLI acting with its user's own credentials,
-    /// and the tests that drive a phase directly.
-    #[default]
-    Off,
-    /// Every environment must be pinned under `path`; when `service` is
-    /// set, only that service deploys.
-    Pinned { path: String, service: Option<String> },
-}
-
-impl Pinning {
-    /// What the functions use: `PORTER_ENVIRONMENTS_PATH` (default
-    /// [`DEFAULT_PATH`]) and `PORTER_SERVICE`. A function is always pinned.
-    pub fn from_env() -> Pinning {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        Pinning::Pinned {
-            path: var("PORTER_ENVIRONMENTS_PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
-            service: var("PORTER_SERVICE"),
-        }
-    }
-}
 
 /// One environment's pin, as an administrator wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

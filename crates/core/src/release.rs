@@ -130,8 +130,7 @@ pub fn is_version(s: &str) -> bool {
     s.len() == VERSION_LEN && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-/// A release version's length in characters.
-pub const VERSION_LEN: usize = 12;
+pub use crate::limits::VERSION_LEN;
 
 #[cfg(test)]
 mod tests {

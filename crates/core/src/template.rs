@@ -350,8 +350,7 @@ pub fn merge(base: Value, overlay: Value) -> Value {
 
 /// Stack names must be unique per region and stable per release, so a
 /// re-run finds the stack it already created.
-/// CloudFormation's limit on a stack name.
-pub const MAX_STACK_NAME: usize = 128;
+pub use crate::limits::MAX_STACK_NAME;
 
 /// `validate` refuses names that would not fit, so the cut never reaches
 /// the version; it stays as a last guard.

@@ -134,8 +134,8 @@ async fn machine_image(aws: &Aws, region: &str) -> Result<()> {
     let out = aws
         .ssm_in(region)
         .put_parameter()
-        .name(crate::stack::MACHINE_IMAGE_PARAMETER)
-        .value(crate::stack::FIRST_MACHINE_IMAGE)
+        .name(crate::names::MACHINE_IMAGE_PARAMETER)
+        .value(crate::names::FIRST_MACHINE_IMAGE)
         .r#type(aws_sdk_ssm::types::ParameterType::String)
         .overwrite(false)
         .send()

@@ -12,14 +12,13 @@ use porter_ops::one_line;
 use serde_json::json;
 use sha2::Digest;
 
-use crate::stack::{function_arn, ACCOUNT, REGION};
+use crate::names::{function_arn, ACCOUNT, REGION};
+pub use crate::names::{state_machine_arn, STATE_MACHINE};
 use crate::{bootstrap, moto};
 
 /// The definition that ships, compiled in so the local run cannot drift
 /// from it: only the `${...}` substitutions differ.
 pub const DEFINITION: &str = include_str!("../../../statemachines/deploy.asl.json");
-
-pub const STATE_MACHINE: &str = "porter-deploy";
 
 /// The definition with the function ARNs of `arn` filled in.
 pub fn definition(arn: impl Fn(&str) -> String) -> String {
@@ -48,14 +47,10 @@ pub use porter_ops::follow::Outcome;
 pub fn installation() -> porter_ops::account::Installation {
     porter_ops::account::Installation {
         state_machine_arn: state_machine_arn(),
-        artifact_bucket: crate::stack::ARTIFACT_BUCKET.into(),
-        lease_table: crate::stack::LEASE_TABLE.into(),
+        artifact_bucket: crate::names::ARTIFACT_BUCKET.into(),
+        lease_table: crate::names::LEASE_TABLE.into(),
         artifact_key: None,
     }
-}
-
-pub fn state_machine_arn() -> String {
-    format!("arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{STATE_MACHINE}")
 }
 
 /// Creates (or updates) the deploy state machine in the local stack.
@@ -94,7 +89,7 @@ pub async fn ensure_lease_table(sdk: &aws_config::SdkConfig) -> Result<()> {
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     if ddb
         .describe_table()
-        .table_name(crate::stack::LEASE_TABLE)
+        .table_name(crate::names::LEASE_TABLE)
         .send()
         .await
         .is_ok()
@@ -102,7 +97,7 @@ pub async fn ensure_lease_table(sdk: &aws_config::SdkConfig) -> Result<()> {
         return Ok(());
     }
     ddb.create_table()
-        .table_name(crate::stack::LEASE_TABLE)
+        .table_name(crate::names::LEASE_TABLE)
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(
             AttributeDefinition::builder()
@@ -149,7 +144,7 @@ pub async fn prepare(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Res
     bootstrap::environment(&aws, &cfg.service_name, env).await?;
     // What the infra holds: the artifact bucket (pack writes payloads only
     // there) and the deploy state machine.
-    bootstrap::ensure_bucket(&aws.s3(), crate::stack::ARTIFACT_BUCKET, REGION).await?;
+    bootstrap::ensure_bucket(&aws.s3(), crate::names::ARTIFACT_BUCKET, REGION).await?;
     ensure_lease_table(&sdk).await?;
     let machine = ensure_state_machine(&sfn).await?;
     Ok(Prepared {
@@ -333,18 +328,18 @@ pub async fn run_pipeline(
     let revision = hex::encode(sha2::Sha256::digest(&zip))[..40].to_string();
     let key = format!("{}/source/{}.zip", prepared.config.service_name, &revision[..12]);
     s3.put_object()
-        .bucket(crate::stack::ARTIFACT_BUCKET)
+        .bucket(crate::names::ARTIFACT_BUCKET)
         .key(&key)
         .body(zip.into())
         .send()
         .await
         .map_err(|e| one_line("uploading the source artifact", e))?;
-    writeln!(out, "source artifact: s3://{}/{key}", crate::stack::ARTIFACT_BUCKET)?;
+    writeln!(out, "source artifact: s3://{}/{key}", crate::names::ARTIFACT_BUCKET)?;
     let action = crate::job_sim::Action {
         function: "porter-pipeline".into(),
         user_parameters: json!({"environment": opts.environment, "keep": opts.keep, "branch": "main", "wait_for_lease": opts.wait_for_lease}).to_string(),
         input: Some(porter_core::release::S3Object {
-            bucket: crate::stack::ARTIFACT_BUCKET.into(),
+            bucket: crate::names::ARTIFACT_BUCKET.into(),
             key,
         }),
         revision: Some(revision),

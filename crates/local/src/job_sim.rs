@@ -338,7 +338,7 @@ pub fn job_event(id: &str, action: &Action, token: Option<&str>) -> Value {
     if let Some(t) = token {
         data["continuationToken"] = json!(t);
     }
-    json!({"CodePipeline.job": {"id": id, "accountId": crate::stack::ACCOUNT, "data": data}})
+    json!({"CodePipeline.job": {"id": id, "accountId": crate::names::ACCOUNT, "data": data}})
 }
 
 /// Runs the action to its end through the Lambda host at `host`.

@@ -8,4 +8,5 @@ pub mod deploy;
 pub mod invoke_host;
 pub mod job_sim;
 pub mod moto;
+pub mod names;
 pub mod stack;

@@ -11,18 +11,10 @@ use crate::invoke_host::Faults;
 use crate::job_sim::Jobs;
 use crate::moto::{self, Moto};
 
-pub const REGION: &str = "us-east-1";
-pub const ACCOUNT: &str = "123456789012";
-/// The pipeline's artifact bucket on the local stack.
-pub const ARTIFACT_BUCKET: &str = "porter-local-artifacts";
-/// The deploy lease table on the local stack.
-pub const LEASE_TABLE: &str = "porter-leases";
-/// The SSM parameter that names the machine image in each region of the
-/// local stack (moto refuses writes under `/aws/service/`); the bootstrap
-/// writes it, and a test changes it to play a patched image's release.
-pub const MACHINE_IMAGE_PARAMETER: &str = "/porter/local/machine-image";
-/// The image the bootstrap names there at first.
-pub const FIRST_MACHINE_IMAGE: &str = "ami-0a1b2c3d4e5f60718";
+// The names, where users of the local stack have always found them.
+pub use crate::names::{
+    function_arn, ACCOUNT, ARTIFACT_BUCKET, FIRST_MACHINE_IMAGE, LEASE_TABLE, MACHINE_IMAGE_PARAMETER, REGION,
+};
 
 /// A running local stack. Dropping it stops moto and the host.
 pub struct LocalStack {
@@ -63,7 +55,7 @@ impl LocalStack {
         // The functions reach CodePipeline through this host (the job API
         // moto lacks) and run the deploy state machine `deploy` creates.
         let mut ctx = porter_lambda::Context::new(aws, Some(&format!("http://127.0.0.1:{host_port}")));
-        ctx.state_machine_arn = Some(crate::deploy::state_machine_arn());
+        ctx.state_machine_arn = Some(crate::names::state_machine_arn());
         ctx.artifact_bucket = Some(ARTIFACT_BUCKET.to_string());
         ctx.lease_table = Some(LEASE_TABLE.to_string());
         ctx.image_parameter = Some(MACHINE_IMAGE_PARAMETER.to_string());
@@ -96,9 +88,4 @@ pub fn stack_file(base: &Path) -> PathBuf {
 pub fn read_stack_file(base: &Path) -> Option<StackFile> {
     let text = std::fs::read_to_string(stack_file(base)).ok()?;
     serde_json::from_str(&text).ok()
-}
-
-/// Function ARNs as the local state machine names them.
-pub fn function_arn(phase: &str) -> String {
-    format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:porter-{phase}")
 }

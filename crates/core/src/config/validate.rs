@@ -449,14 +449,14 @@ fn check_root(c: &mut Checker, root: &Node) -> Option<Config> {
                         // The stack name, SERVICE-ENV-VERSION, is at most
                         // 128 characters; the version must survive in full.
                         if let Some(service) = &service_name {
-                            let len = service.len() + name.len() + 2 + crate::release::VERSION_LEN;
-                            if len > crate::template::MAX_STACK_NAME {
+                            let len = service.len() + name.len() + 2 + crate::limits::VERSION_LEN;
+                            if len > crate::limits::MAX_STACK_NAME {
                                 c.error(
                                     node,
                                     &join(&path, "name"),
                                     format!(
                                         "stack names here would be {len} characters ({service}-{name}-VERSION) and CloudFormation allows {}: shorten service_name or the environment's name",
-                                        crate::template::MAX_STACK_NAME
+                                        crate::limits::MAX_STACK_NAME
                                     ),
                                 );
                             }
