@@ -51,7 +51,7 @@ port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0
 .venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
 moto_pid=$!
 for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$port/moto-api/data.json" >/dev/null 2>&1 && break
+  curl -sf "http://127.0.0.1:$port/moto-api/config" >/dev/null 2>&1 && break
   kill -0 "$moto_pid" 2>/dev/null || { cat "$work/moto.log"; exit 1; }
   sleep 0.1
 done

@@ -69,12 +69,7 @@ fn base() -> PathBuf {
 /// The stack `porter local up` left running, if it still answers.
 pub async fn running() -> Option<StackFile> {
     let f = stack::read_stack_file(&base())?;
-    let url = format!("http://127.0.0.1:{}/moto-api/data.json", f.moto_port);
-    reqwest::get(url)
-        .await
-        .ok()
-        .filter(|r| r.status().is_success())
-        .map(|_| f)
+    porter_local::moto::answers(f.moto_port).await.then_some(f)
 }
 
 pub async fn run(cmd: LocalCommand) -> Result<ExitCode> {
