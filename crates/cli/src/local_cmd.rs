@@ -34,6 +34,10 @@ pub enum LocalCommand {
         /// Seconds between a continuation and the next call.
         #[arg(long, default_value_t = 1.0)]
         wait_seconds: f64,
+        /// Run the deploy as the custom action type (its job polled by the
+        /// worker when woken) instead of the Lambda invoke action.
+        #[arg(long)]
+        custom_action: bool,
     },
     /// Create what a real account would already hold for a service: its
     /// buckets, a VPC with subnets, its load balancers.
@@ -96,7 +100,15 @@ pub async fn run(cmd: LocalCommand) -> Result<ExitCode> {
             path,
             keep,
             wait_seconds,
-        } => pipeline(&path, &environment, keep, wait_seconds).await,
+            custom_action,
+        } => {
+            let kind = if custom_action {
+                deploy::ActionKind::Custom(porter_local::job_sim::Wake::Event)
+            } else {
+                deploy::ActionKind::Invoke
+            };
+            pipeline(&path, &environment, keep, kind, wait_seconds).await
+        }
     }
 }
 
@@ -344,7 +356,13 @@ async fn summarize(endpoint: &str, opts: &Options, outcome: &deploy::Outcome, ve
     }
 }
 
-async fn pipeline(path: &Path, environment: &str, keep: u32, wait_seconds: f64) -> Result<ExitCode> {
+async fn pipeline(
+    path: &Path,
+    environment: &str,
+    keep: u32,
+    kind: deploy::ActionKind,
+    wait_seconds: f64,
+) -> Result<ExitCode> {
     let opts = Options {
         path: path.to_path_buf(),
         environment: environment.to_string(),
@@ -364,7 +382,7 @@ async fn pipeline(path: &Path, environment: &str, keep: u32, wait_seconds: f64) 
     };
     let wait = Duration::from_secs_f64(wait_seconds.max(0.0));
     let mut stdout = std::io::stdout();
-    let code = match deploy::run_pipeline(&endpoint, &host, &opts, wait, &mut stdout).await {
+    let code = match deploy::run_pipeline(&endpoint, &host, &opts, kind, wait, &mut stdout).await {
         Err(e) => {
             eprintln!("porter: the pipeline action could not run: {e:#}");
             ExitCode::FAILURE

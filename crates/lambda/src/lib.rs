@@ -12,6 +12,7 @@
 //! - `trigger` answers EventBridge branch and schedule events ([`trigger`]).
 
 pub mod codepipeline;
+pub mod job_worker;
 pub mod jobs;
 pub mod lease;
 pub mod pipeline;
@@ -208,13 +209,15 @@ pub const PROVISION: Handler = |ctx, event| Box::pin(provision(ctx, event));
 pub const PROMOTE: Handler = |ctx, event| Box::pin(promote(ctx, event));
 /// The prune phase: a Step Functions state or a CodePipeline job.
 pub const PRUNE: Handler = |ctx, event| Box::pin(prune(ctx, event));
-/// The whole deploy as one CodePipeline action.
-/// The deploy action of a pipeline, and the clean-up when a pipeline
-/// execution ends early (its EventBridge state change).
+/// The deploy action of a pipeline (an invoke action's job, or the custom
+/// action's jobs it polls for when woken), and the clean-up when a
+/// pipeline execution ends early (its EventBridge state change).
 pub const PIPELINE: Handler = |ctx, event| {
     Box::pin(async move {
         if pipeline_stopped::is_state_change(&event) {
             pipeline_stopped::handle(ctx, event).await
+        } else if job_worker::is_wake_up(&event) {
+            job_worker::handle(ctx, event).await
         } else {
             pipeline::handle(ctx, event).await
         }

@@ -19,6 +19,12 @@ use crate::{Context, FunctionError};
 
 pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
     let (job, problem) = codepipeline::parse(ctx, event)?;
+    work(ctx, job, problem).await
+}
+
+/// Works one job one step and reports it: an invoke action's job, or a
+/// custom action's the job worker polled; `problem` fails it at once.
+pub async fn work(ctx: &Context, job: Job, problem: Option<String>) -> Result<Value, FunctionError> {
     tracing::info!(job = %job.id, continuing = job.continuation.is_some(), "pipeline job");
     let (outcome, external) = match problem {
         Some(p) => (failure(&PhaseError::Invalid(p)), None),

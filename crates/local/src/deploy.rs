@@ -309,6 +309,15 @@ pub async fn verify(endpoint: &str, opts: &Options, outcome: &Outcome) -> Result
     Ok(problems)
 }
 
+/// Which kind of CodePipeline action runs the deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    /// The Lambda invoke action, `pipeline` with UserParameters.
+    Invoke,
+    /// The custom action type, its job polled by `pipeline` when woken.
+    Custom(crate::job_sim::Wake),
+}
+
 /// `porter local pipeline`: the deploy as CodePipeline runs it. The folder
 /// is zipped into the artifact bucket as a source stage would, then the
 /// `pipeline` function is driven through the job loop until it reports.
@@ -316,6 +325,7 @@ pub async fn run_pipeline(
     endpoint: &str,
     host: &str,
     opts: &Options,
+    kind: ActionKind,
     wait: Duration,
     out: &mut dyn Write,
 ) -> Result<(crate::job_sim::ActionEnd, Option<Outcome>)> {
@@ -335,13 +345,57 @@ pub async fn run_pipeline(
         .await
         .map_err(|e| one_line("uploading the source artifact", e))?;
     writeln!(out, "source artifact: s3://{}/{key}", crate::names::ARTIFACT_BUCKET)?;
+    let input = porter_core::release::S3Object {
+        bucket: crate::names::ARTIFACT_BUCKET.into(),
+        key,
+    };
+    let end = match kind {
+        ActionKind::Invoke => invoke_action(host, opts, input, revision, wait, out).await?,
+        ActionKind::Custom(wake) => {
+            let job = crate::job_sim::CustomJobRequest {
+                action_type: crate::job_sim::porter_action_type(),
+                configuration: [
+                    ("Environment", opts.environment.clone()),
+                    ("Keep", opts.keep.to_string()),
+                    ("WaitForLease", opts.wait_for_lease.to_string()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+                input: Some(input),
+                revision: Some(revision),
+            };
+            writeln!(
+                out,
+                "CodePipeline custom action Deploy/Custom/{}/{}, configuration {:?}",
+                porter_lambda::job_worker::PROVIDER,
+                porter_lambda::job_worker::VERSION,
+                job.configuration
+            )?;
+            crate::job_sim::run_custom_action(host, &job, wake, wait, 500, out).await?
+        }
+    };
+    let outcome = match &end.first_external_id {
+        Some(arn) if arn.starts_with("arn:aws:states:") => {
+            Some(porter_ops::follow::outcome_of(&prepared.sfn, arn, started.elapsed()).await?)
+        }
+        _ => None,
+    };
+    Ok((end, outcome))
+}
+
+async fn invoke_action(
+    host: &str,
+    opts: &Options,
+    input: porter_core::release::S3Object,
+    revision: String,
+    wait: Duration,
+    out: &mut dyn Write,
+) -> Result<crate::job_sim::ActionEnd> {
     let action = crate::job_sim::Action {
         function: "porter-pipeline".into(),
         user_parameters: json!({"environment": opts.environment, "keep": opts.keep, "branch": "main", "wait_for_lease": opts.wait_for_lease}).to_string(),
-        input: Some(porter_core::release::S3Object {
-            bucket: crate::names::ARTIFACT_BUCKET.into(),
-            key,
-        }),
+        input: Some(input),
         revision: Some(revision),
         wait,
         max_calls: 500,
@@ -352,12 +406,5 @@ pub async fn run_pipeline(
         "CodePipeline invoke action `porter-pipeline`, UserParameters {}",
         action.user_parameters
     )?;
-    let end = crate::job_sim::run_action(host, &action, out).await?;
-    let outcome = match &end.first_external_id {
-        Some(arn) if arn.starts_with("arn:aws:states:") => {
-            Some(porter_ops::follow::outcome_of(&prepared.sfn, arn, started.elapsed()).await?)
-        }
-        _ => None,
-    };
-    Ok((end, outcome))
+    crate::job_sim::run_action(host, &action, out).await
 }

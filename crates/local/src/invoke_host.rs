@@ -67,12 +67,22 @@ pub fn router(ctx: Context, faults: Faults, jobs: Jobs, moto_endpoint: String) -
             "/porter-local/jobs/{id}/pipeline-execution",
             post(job_pipeline_execution),
         )
+        .route("/porter-local/jobs/{id}/next", get(job_next))
+        .route("/porter-local/custom-jobs", post(queue_custom_job))
         .with_state(Host {
             ctx: Arc::new(ctx),
             faults,
             jobs,
             moto: moto_endpoint,
         })
+}
+
+async fn job_next(State(host): State<Host>, Path(id): Path<String>) -> Json<Option<String>> {
+    Json(host.jobs.next_job(&id))
+}
+
+async fn queue_custom_job(State(host): State<Host>, Json(req): Json<job_sim::CustomJobRequest>) -> Json<String> {
+    Json(host.jobs.queue(&req))
 }
 
 async fn codepipeline_api(State(host): State<Host>, headers: HeaderMap, body: axum::body::Bytes) -> Response {

@@ -10,6 +10,13 @@
 //! result it reported, and invoke again with the continuation token, with
 //! a fresh job id each time, until success or failure. A job the function
 //! never reported on is a failure of the function, said so plainly.
+//!
+//! Custom action jobs are queued instead: the host answers PollForJobs
+//! (jobs of the asked action type, each handed out with a fresh nonce),
+//! AcknowledgeJob (a stale nonce is refused, `InvalidNonceException`) and
+//! GetJobDetails, and queues a continued job again under a new id with its
+//! token, as CodePipeline does. The custom driver wakes the worker as the
+//! action's STARTED event and the schedule would.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -51,6 +58,33 @@ struct Recorded {
     results: HashMap<String, Vec<JobResult>>,
     /// (pipeline, pipeline execution id) → (action name, job id), in order.
     executions: HashMap<(String, String), Vec<(String, String)>>,
+    /// Custom action jobs, in the order queued.
+    custom: Vec<CustomJob>,
+    /// A continued custom job → the job queued with its token.
+    next: HashMap<String, String>,
+    nonces: u64,
+}
+
+/// A custom action's job in CodePipeline's queue.
+#[derive(Debug, Clone)]
+struct CustomJob {
+    id: String,
+    /// `actionTypeId`: category, owner, provider, version.
+    action_type: Value,
+    /// The job's `data` as PollForJobs hands it out.
+    data: Value,
+    /// The nonce of the last hand-out; `None` while queued.
+    nonce: Option<String>,
+    acknowledged: bool,
+}
+
+/// A custom action job to queue.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CustomJobRequest {
+    pub action_type: Value,
+    pub configuration: HashMap<String, String>,
+    pub input: Option<S3Object>,
+    pub revision: Option<String>,
 }
 
 impl Jobs {
@@ -82,6 +116,106 @@ impl Jobs {
         }
         results.push(result);
         true
+    }
+
+    /// Queues a custom action job; its id.
+    pub fn queue(&self, req: &CustomJobRequest) -> String {
+        let mut r = self.0.lock().expect("jobs lock");
+        let id = job_id(r.custom.len() + 1);
+        let inputs: Vec<Value> = req
+            .input
+            .iter()
+            .map(|i| {
+                json!({"name": "SourceArtifact", "revision": req.revision,
+                       "location": {"type": "S3", "s3Location": {"bucketName": i.bucket, "objectKey": i.key}}})
+            })
+            .collect();
+        let data = json!({
+            "actionTypeId": req.action_type,
+            "actionConfiguration": {"configuration": req.configuration},
+            "inputArtifacts": inputs,
+            "outputArtifacts": [],
+            "artifactCredentials": {"accessKeyId": "testing", "secretAccessKey": "testing", "sessionToken": "testing"},
+            "pipelineContext": {"pipelineName": "porter-local", "stage": {"name": "Deploy"}, "action": {"name": "Deploy"}},
+        });
+        r.custom.push(CustomJob {
+            id: id.clone(),
+            action_type: req.action_type.clone(),
+            data,
+            nonce: None,
+            acknowledged: false,
+        });
+        id
+    }
+
+    /// The job queued again after `job` reported a continuation.
+    pub fn next_job(&self, job: &str) -> Option<String> {
+        self.0.lock().expect("jobs lock").next.get(job).cloned()
+    }
+
+    /// PollForJobs: queued jobs of `action_type`, each handed out with a
+    /// fresh nonce (a job handed out but never acknowledged is handed out
+    /// again, as after CodePipeline's dispatch timeout).
+    fn poll(&self, action_type: &Value, max: usize) -> Value {
+        let mut r = self.0.lock().expect("jobs lock");
+        let mut handed = Vec::new();
+        let mut nonces = r.nonces;
+        for job in r.custom.iter_mut() {
+            if handed.len() >= max || job.acknowledged || &job.action_type != action_type {
+                continue;
+            }
+            nonces += 1;
+            let nonce = format!("{nonces}");
+            job.nonce = Some(nonce.clone());
+            handed.push(json!({"id": job.id, "data": job.data, "nonce": nonce, "accountId": crate::names::ACCOUNT}));
+        }
+        r.nonces = nonces;
+        json!({"jobs": handed})
+    }
+
+    /// AcknowledgeJob: the job's status, or why not.
+    fn acknowledge(&self, id: &str, nonce: &str) -> Response {
+        let mut r = self.0.lock().expect("jobs lock");
+        let Some(job) = r.custom.iter_mut().find(|j| j.id == id) else {
+            return error(StatusCode::BAD_REQUEST, "JobNotFoundException", "no such job");
+        };
+        if job.nonce.as_deref() != Some(nonce) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidNonceException",
+                "the nonce is not the job's current one: another worker has it",
+            );
+        }
+        job.acknowledged = true;
+        (StatusCode::OK, Json(json!({"status": "InProgress"}))).into_response()
+    }
+
+    fn details(&self, id: &str) -> Option<Value> {
+        let r = self.0.lock().expect("jobs lock");
+        r.custom
+            .iter()
+            .find(|j| j.id == id)
+            .map(|j| json!({"jobDetails": {"id": j.id, "data": j.data, "accountId": crate::names::ACCOUNT}}))
+    }
+
+    /// A custom job that reported a continuation is queued again under a
+    /// new id, with the token.
+    fn continue_custom(&self, id: &str, token: &str) {
+        let mut r = self.0.lock().expect("jobs lock");
+        let Some(job) = r.custom.iter().find(|j| j.id == id).cloned() else {
+            return;
+        };
+        let next = job_id(r.custom.len() + 1);
+        let mut data = job.data.clone();
+        data["continuationToken"] = json!(token);
+        r.custom.push(CustomJob {
+            id: next.clone(),
+            action_type: job.action_type,
+            data,
+            nonce: None,
+            acknowledged: false,
+        });
+        r.next.insert(id.to_string(), next);
     }
 
     /// Notes that `job` runs `action` in a pipeline execution.
@@ -149,7 +283,15 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
         .unwrap_or_default()
         .to_string();
     let op = target.rsplit('.').next().unwrap_or_default();
-    if !["PutJobSuccessResult", "PutJobFailureResult", "ListActionExecutions"].contains(&op) {
+    const OURS: &[&str] = &[
+        "PutJobSuccessResult",
+        "PutJobFailureResult",
+        "ListActionExecutions",
+        "PollForJobs",
+        "AcknowledgeJob",
+        "GetJobDetails",
+    ];
+    if !OURS.contains(&op) {
         return forward(moto_endpoint, headers, body).await;
     }
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
@@ -172,9 +314,22 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
         };
         return (StatusCode::OK, Json(jobs.action_executions(pipeline, execution))).into_response();
     }
+    if op == "PollForJobs" {
+        let max = req["maxBatchSize"].as_u64().unwrap_or(1).clamp(1, 100) as usize;
+        return (StatusCode::OK, Json(jobs.poll(&req["actionTypeId"], max))).into_response();
+    }
     let Some(job) = req["jobId"].as_str().map(str::to_string) else {
         return error(StatusCode::BAD_REQUEST, "ValidationException", "jobId is required");
     };
+    if op == "AcknowledgeJob" {
+        return jobs.acknowledge(&job, req["nonce"].as_str().unwrap_or_default());
+    }
+    if op == "GetJobDetails" {
+        return match jobs.details(&job) {
+            Some(v) => (StatusCode::OK, Json(v)).into_response(),
+            None => error(StatusCode::BAD_REQUEST, "JobNotFoundException", "no such job"),
+        };
+    }
     if op == "PutJobSuccessResult" {
         let token = req["continuationToken"].as_str().map(str::to_string);
         let variables: HashMap<String, String> = req["outputVariables"]
@@ -211,9 +366,9 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
             );
         }
         let recorded = jobs.record(
-            job,
+            job.clone(),
             JobResult::Success {
-                continuation_token: token,
+                continuation_token: token.clone(),
                 summary: d["summary"].as_str().map(str::to_string),
                 percent: d["percentComplete"].as_i64(),
                 external_id: d["externalExecutionId"].as_str().map(str::to_string),
@@ -222,6 +377,9 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
         );
         if !recorded {
             return already_answered();
+        }
+        if let Some(t) = &token {
+            jobs.continue_custom(&job, t);
         }
     } else {
         let f = &req["failureDetails"];
@@ -345,8 +503,7 @@ pub fn job_event(id: &str, action: &Action, token: Option<&str>) -> Value {
 pub async fn run_action(host: &str, action: &Action, out: &mut dyn Write) -> Result<ActionEnd> {
     let client = reqwest::Client::new();
     let mut token: Option<String> = None;
-    let mut first_token = None;
-    let mut first_external_id = None;
+    let mut seen = Seen::default();
     for call in 1..=action.max_calls {
         let id = job_id(call);
         if let Some(p) = &action.pipeline_execution {
@@ -390,60 +547,176 @@ pub async fn run_action(host: &str, action: &Action, out: &mut dyn Write) -> Res
                 "  call {call}: the function errored without reporting ({body}); Lambda retries"
             )?;
         };
-        match result {
-            JobResult::Failure { message, .. } => {
-                writeln!(out, "  call {call}: job {id} FAILED: {message}")?;
-                return Ok(ActionEnd {
-                    succeeded: false,
-                    calls: call,
-                    message,
-                    variables: HashMap::new(),
-                    first_token,
-                    first_external_id,
-                });
-            }
-            JobResult::Success {
-                continuation_token: Some(t),
-                summary,
-                percent,
-                external_id,
-                ..
-            } => {
-                if first_external_id.is_none() {
-                    first_external_id = external_id;
-                }
-                writeln!(
-                    out,
-                    "  call {call}: in progress ({}%): {}",
-                    percent.unwrap_or(0),
-                    summary.unwrap_or_default()
-                )?;
-                first_token.get_or_insert(t.clone());
+        match settle(call, &id, result, &mut seen, out)? {
+            Settled::Ended(end) => return Ok(end),
+            Settled::Continue(t) => {
                 token = Some(t);
                 tokio::time::sleep(action.wait).await;
-            }
-            JobResult::Success {
-                continuation_token: None,
-                summary,
-                output_variables,
-                ..
-            } => {
-                let mut vars: Vec<_> = output_variables.iter().collect();
-                vars.sort();
-                writeln!(out, "  call {call}: succeeded: {}", summary.clone().unwrap_or_default())?;
-                for (k, v) in vars {
-                    writeln!(out, "    {k} = {v}")?;
-                }
-                return Ok(ActionEnd {
-                    succeeded: true,
-                    calls: call,
-                    message: summary.unwrap_or_default(),
-                    variables: output_variables,
-                    first_token,
-                    first_external_id,
-                });
             }
         }
     }
     bail!("the action was still in progress after {} calls", action.max_calls)
+}
+
+/// What the first continuation of an action said.
+#[derive(Default)]
+struct Seen {
+    first_token: Option<String>,
+    first_external_id: Option<String>,
+}
+
+enum Settled {
+    Ended(ActionEnd),
+    /// Go on with this token.
+    Continue(String),
+}
+
+/// Prints one job's result and says whether the action ended.
+fn settle(call: usize, id: &str, result: JobResult, seen: &mut Seen, out: &mut dyn Write) -> Result<Settled> {
+    Ok(match result {
+        JobResult::Failure { message, .. } => {
+            writeln!(out, "  call {call}: job {id} FAILED: {message}")?;
+            Settled::Ended(ActionEnd {
+                succeeded: false,
+                calls: call,
+                message,
+                variables: HashMap::new(),
+                first_token: seen.first_token.take(),
+                first_external_id: seen.first_external_id.take(),
+            })
+        }
+        JobResult::Success {
+            continuation_token: Some(t),
+            summary,
+            percent,
+            external_id,
+            ..
+        } => {
+            if seen.first_external_id.is_none() {
+                seen.first_external_id = external_id;
+            }
+            writeln!(
+                out,
+                "  call {call}: in progress ({}%): {}",
+                percent.unwrap_or(0),
+                summary.unwrap_or_default()
+            )?;
+            seen.first_token.get_or_insert(t.clone());
+            Settled::Continue(t)
+        }
+        JobResult::Success {
+            continuation_token: None,
+            summary,
+            output_variables,
+            ..
+        } => {
+            let mut vars: Vec<_> = output_variables.iter().collect();
+            vars.sort();
+            writeln!(out, "  call {call}: succeeded: {}", summary.clone().unwrap_or_default())?;
+            for (k, v) in vars {
+                writeln!(out, "    {k} = {v}")?;
+            }
+            Settled::Ended(ActionEnd {
+                succeeded: true,
+                calls: call,
+                message: summary.unwrap_or_default(),
+                variables: output_variables,
+                first_token: seen.first_token.take(),
+                first_external_id: seen.first_external_id.take(),
+            })
+        }
+    })
+}
+
+/// How the custom action's worker is woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The action's STARTED event first, the schedule after.
+    Event,
+    /// Only the schedule: no event announced the job.
+    Schedule,
+}
+
+/// The action type `job_worker` serves, as PollForJobs names it.
+pub fn porter_action_type() -> Value {
+    json!({"category": "Deploy", "owner": "Custom", "provider": porter_lambda::job_worker::PROVIDER,
+           "version": porter_lambda::job_worker::VERSION})
+}
+
+/// The wake-ups CodePipeline and EventBridge send the worker.
+pub fn wake_event(wake: Wake) -> Value {
+    match wake {
+        Wake::Event => json!({
+            "version": "0", "source": "aws.codepipeline", "account": crate::names::ACCOUNT,
+            "detail-type": "CodePipeline Action Execution State Change", "region": crate::names::REGION,
+            "detail": {"pipeline": "porter-local", "stage": "Deploy", "action": "Deploy", "state": "STARTED",
+                       "type": porter_action_type()}
+        }),
+        Wake::Schedule => json!({
+            "version": "0", "source": "aws.events", "account": crate::names::ACCOUNT,
+            "detail-type": "Scheduled Event", "region": crate::names::REGION, "detail": {}
+        }),
+    }
+}
+
+/// Runs a custom action to its end: queues its job, then wakes the
+/// `pipeline` function (the worker) until the job, or the job queued again
+/// with its continuation token, has its final result.
+pub async fn run_custom_action(
+    host: &str,
+    job: &CustomJobRequest,
+    wake: Wake,
+    wait: Duration,
+    max_calls: usize,
+    out: &mut dyn Write,
+) -> Result<ActionEnd> {
+    let client = reqwest::Client::new();
+    let mut id: String = client
+        .post(format!("{host}/porter-local/custom-jobs"))
+        .json(job)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let mut seen = Seen::default();
+    for call in 1..=max_calls {
+        let event = wake_event(if call == 1 { wake } else { Wake::Schedule });
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let resp = client
+                .post(format!("{host}/2015-03-31/functions/porter-pipeline/invocations"))
+                .json(&event)
+                .send()
+                .await?;
+            let body = resp.text().await.unwrap_or_default();
+            let reported: Vec<JobResult> = client
+                .get(format!("{host}/porter-local/jobs/{id}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if let Some(r) = reported.into_iter().last() {
+                break r;
+            }
+            if attempts >= 3 {
+                bail!("job {id} was left waiting: {attempts} wake-ups of the worker did not work it (last answer: {body})");
+            }
+        };
+        match settle(call, &id, result, &mut seen, out)? {
+            Settled::Ended(end) => return Ok(end),
+            Settled::Continue(_) => {
+                id = client
+                    .get(format!("{host}/porter-local/jobs/{id}/next"))
+                    .send()
+                    .await?
+                    .json::<Option<String>>()
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("job {id} continued but was not queued again"))?;
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    bail!("the custom action was still in progress after {max_calls} wake-ups")
 }

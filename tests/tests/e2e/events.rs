@@ -46,6 +46,10 @@ fn every_sample_event_parses_as_what_its_function_takes() {
             n if n.starts_with("lease") => {
                 serde_json::from_value::<porter_lambda::lease::Request>(v).unwrap();
             }
+            n if n.starts_with("codepipeline-action") => {
+                assert!(porter_lambda::job_worker::is_wake_up(&v), "{n}");
+                assert!(!porter_lambda::pipeline_stopped::is_state_change(&v), "{n}");
+            }
             n if n.starts_with("codepipeline-execution") => {
                 assert!(porter_lambda::pipeline_stopped::is_state_change(&v), "{n}");
                 assert!(
@@ -89,5 +93,5 @@ fn every_sample_event_parses_as_what_its_function_takes() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 18, "every sample has a case");
+    assert_eq!(checked, 19, "every sample has a case");
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use porter_local::deploy::{self, Options};
-use porter_local::job_sim::{self, Action, JobResult};
+use porter_local::job_sim::{self, Action, JobResult, Wake};
 use porter_local::stack::{LocalStack, ARTIFACT_BUCKET};
 use serde_json::{json, Value};
 
@@ -48,6 +48,7 @@ async fn two_releases_through_the_pipeline_function() {
         &local.moto.endpoint(),
         &host(&local),
         &opts(&svc),
+        deploy::ActionKind::Invoke,
         Duration::ZERO,
         &mut log,
     )
@@ -87,18 +88,32 @@ async fn two_releases_through_the_pipeline_function() {
         .unwrap()
         .is_empty());
 
+    // Release 2 through the custom action type, its job found by the
+    // worker's schedule alone (no STARTED event announced it).
     std::fs::write(svc.join("index.html"), "release 2").unwrap();
     let (second, outcome2) = deploy::run_pipeline(
         &local.moto.endpoint(),
         &host(&local),
         &opts(&svc),
+        deploy::ActionKind::Custom(Wake::Schedule),
         Duration::ZERO,
         &mut log,
     )
     .await
     .unwrap();
-    assert!(second.succeeded);
+    let text = String::from_utf8_lossy(&log).to_string();
+    assert!(second.succeeded && second.calls >= 2, "{text}");
+    assert!(text.contains("custom action Deploy/Custom/Porter/1"), "{text}");
     let outcome2 = outcome2.unwrap();
+    assert_eq!(
+        second.variables["version"],
+        outcome2.release.as_ref().unwrap().version.as_str()
+    );
+    assert!(
+        second.variables["stack_us-east-1"].starts_with("cp-staging-"),
+        "{:?}",
+        second.variables
+    );
     for (region, r) in &outcome2.regions {
         assert!(r.deleted.is_empty(), "{region}: {:?}", r.deleted);
         assert_eq!(
@@ -171,6 +186,7 @@ async fn a_failed_deploy_fails_the_job_with_the_failing_state_and_cause() {
         &local.moto.endpoint(),
         &host(&local),
         &opts(&svc),
+        deploy::ActionKind::Invoke,
         Duration::ZERO,
         &mut log,
     )
@@ -747,5 +763,87 @@ async fn a_retried_invocation_of_an_answered_job_leaves_its_one_result() {
     let (errored, again) = invoke(&local, "porter-pipeline", &event).await;
     assert!(!errored && again["reported"] == "already answered", "{again}");
     assert_eq!(local.jobs.results(job).len(), 1);
+    local.stop().await;
+}
+
+/// Queues a custom action job with `configuration` on the local stack.
+async fn queue_custom_job(local: &LocalStack, configuration: &[(&str, &str)]) -> String {
+    let req = job_sim::CustomJobRequest {
+        action_type: job_sim::porter_action_type(),
+        configuration: configuration
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        input: None,
+        revision: None,
+    };
+    porter_e2e::http()
+        .post(format!("{}/porter-local/custom-jobs", host(local)))
+        .json(&req)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_custom_action_job_another_worker_acknowledged_is_not_taken_twice() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let id = queue_custom_job(&local, &[("Environment", "staging")]).await;
+    // Another worker polls and acknowledges it first.
+    let sdk = porter_local::moto::sdk_config(&host(&local), porter_local::stack::REGION).await;
+    let cp = aws_sdk_codepipeline::Client::new(&sdk);
+    let polled = cp
+        .poll_for_jobs()
+        .action_type_id(porter_lambda::job_worker::action_type())
+        .max_batch_size(5)
+        .send()
+        .await
+        .unwrap();
+    let job = &polled.jobs()[0];
+    assert_eq!(job.id(), Some(id.as_str()));
+    let stale = cp
+        .acknowledge_job()
+        .job_id(&id)
+        .nonce("not-the-nonce")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        stale.as_service_error().is_some_and(|e| e.is_invalid_nonce_exception()),
+        "{stale:?}"
+    );
+    cp.acknowledge_job()
+        .job_id(&id)
+        .nonce(job.nonce().unwrap())
+        .send()
+        .await
+        .unwrap();
+    // Woken, the worker finds nothing to take, and the job has no result
+    // from it.
+    let (errored, answer) = invoke(&local, "porter-pipeline", &job_sim::wake_event(Wake::Event)).await;
+    assert!(!errored, "{answer}");
+    assert_eq!(answer["jobs"], json!([]), "{answer}");
+    assert!(local.jobs.results(&id).is_empty());
+    local.stop().await;
+}
+
+#[tokio::test]
+async fn a_custom_action_with_a_bad_configuration_fails_its_job_with_the_message() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let id = queue_custom_job(&local, &[("Environment", "staging"), ("Keep", "many")]).await;
+    let (errored, answer) = invoke(&local, "porter-pipeline", &job_sim::wake_event(Wake::Schedule)).await;
+    assert!(!errored, "{answer}");
+    match local.jobs.results(&id).as_slice() {
+        [JobResult::Failure { message, .. }] => {
+            assert!(message.contains("Keep must be a whole number, not `many`"), "{message}")
+        }
+        other => panic!("expected one failure, got {other:?}"),
+    }
+    // The job is answered: a second wake-up takes nothing.
+    let (_, again) = invoke(&local, "porter-pipeline", &job_sim::wake_event(Wake::Schedule)).await;
+    assert_eq!(again["jobs"], json!([]), "{again}");
     local.stop().await;
 }
