@@ -443,6 +443,8 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     check(not any(a.startswith(("sts:", "cloudformation:", "ec2:", "iam:", "lambda:")) for a in actions), f"moto: the pipeline function has nothing else {sorted(actions)}")
     check({r for a, r, _ in g if a.startswith("s3:")} == {bucket_arn, bucket_arn + "/*"}, "moto: the pipeline function reaches only the artifact bucket")
     check({"codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"} <= actions, "moto: the pipeline function reports CodePipeline jobs")
+    check(not actions & {"codepipeline:PollForJobs", "codepipeline:AcknowledgeJob"},
+          "moto: with the invoke action (the default), the pipeline function polls for no jobs")
 
     g = grants(statements(iam, role_of["Trigger"]))
     pipeline_arn = arn("codepipeline", pipeline_name)
@@ -571,8 +573,12 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     check(subprocess.run(["bash", "-n"], input=build, text=True).returncode == 0, "template: the build's script is valid bash")
     check('tag="${CODEBUILD_RESOLVED_SOURCE_VERSION:0:12}-${digest}"' in build,
           "template: image tags name the commit and the base image's digest (the weekly build refreshes a patched base)")
+    custom_type = res["PorterActionType"]["Properties"]
     for stage, env in [(stages[2], "staging"), (stages[4], "production")]:
-        act = stage["Actions"][0]
+        choice = stage["Actions"][0].get("Fn::If", [])
+        check(len(choice) == 3 and choice[0] == "UseCustomAction",
+              f"template: {stage['Name']} is the custom action or the invoke action, as DeployAction says")
+        custom, act = choice[1], choice[2]
         up = act["Configuration"]["UserParameters"]
         text = up["Fn::Sub"] if isinstance(up, dict) else up
         text = re.sub(r"\$\{[^}]+\}", "x", text)
@@ -580,6 +586,40 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
               f"template: {stage['Name']} invokes the pipeline function")
         check(json.loads(text).get("environment") == "x" and "${%sEnvironment}" % env.capitalize() in (up["Fn::Sub"] if isinstance(up, dict) else ""),
               f"template: {stage['Name']} UserParameters are JSON naming the {env} environment parameter")
+        # The custom action names exactly the registered type, with only
+        # its properties, the required ones set, and the same facts the
+        # invoke action's UserParameters carry.
+        t = custom["ActionTypeId"]
+        check((t["Category"], t["Owner"], t["Provider"], t["Version"])
+              == (custom_type["Category"], "Custom", custom_type["Provider"], custom_type["Version"]),
+              f"template: {stage['Name']}'s custom action is the registered type {t}")
+        conf = custom["Configuration"]
+        registered = {p["Name"]: p for p in custom_type["ConfigurationProperties"]}
+        check(set(conf) <= set(registered) and all(n in conf for n, p in registered.items() if p["Required"]),
+              f"template: {stage['Name']}'s custom action sets registered properties only, the required ones all {sorted(conf)}")
+        check(conf.get("Environment") == {"Ref": f"{env.capitalize()}Environment"}
+              and conf.get("SseKmsKeyId") == {"Fn::GetAtt": ["ArtifactKey", "Arn"]},
+              f"template: {stage['Name']}'s custom action deploys the {env} environment under the stack's key")
+    # The registered properties are the ones the worker reads (PROPERTIES
+    # in crates/lambda/src/job_worker.rs), with the same types and flags.
+    worker = open(os.path.join(os.path.dirname(__file__), "../crates/lambda/src/job_worker.rs")).read()
+    kinds = {"Text": "String", "Number": "Number", "Boolean": "Boolean", "Object": "String"}
+    read = [(n, kinds[k], r == "true") for n, k, r in re.findall(
+        r'name: "(\w+)",\s*key: "\w+",\s*kind: Kind::(\w+),\s*required: (true|false)', worker)]
+    declared = [(p["Name"], p["Type"], p["Required"]) for p in custom_type["ConfigurationProperties"]]
+    check(read and read == declared, f"template: the custom action type's properties are the worker's {declared}")
+    check(all(p["Secret"] is False and isinstance(p.get("Description"), str) for p in custom_type["ConfigurationProperties"]),
+          "template: no property is secret, each is described")
+    check(sum(1 for p in custom_type["ConfigurationProperties"] if p["Key"]) == 1
+          and next(p for p in custom_type["ConfigurationProperties"] if p["Key"])["Name"] == "Environment",
+          "template: the environment is the action's key property")
+    check(custom_type["InputArtifactDetails"] == {"MinimumCount": 1, "MaximumCount": 1}
+          and custom_type["OutputArtifactDetails"] == {"MinimumCount": 0, "MaximumCount": 0},
+          "template: the custom action takes the source artifact and makes none")
+    urls = custom_type["Settings"]
+    check("${DeployStateMachine}" in urls["EntityUrlTemplate"]["Fn::Sub"]
+          and "{ExternalExecutionId}" in urls["ExecutionUrlTemplate"]["Fn::Sub"],
+          "template: the custom action links the state machine and each deploy's execution")
     appr = stages[3]["Actions"][0]
     check(appr["ActionTypeId"]["Category"] == "Approval" and appr["Configuration"]["NotificationArn"] == {"Ref": "NotificationTopic"},
           "template: the manual approval notifies the topic")
@@ -593,9 +633,24 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
 
     # --- a deployment role in another account (DeploymentRoleArns)
     other = "arn:aws:iam::210987654321:role/porter-deployment"
-    params = dict(PARAMETERS, DeploymentRoleArns=other, DeploymentRoleName="porter-deployment-other")
+    params = dict(PARAMETERS, DeploymentRoleArns=other, DeploymentRoleName="porter-deployment-other", DeployAction="Custom")
     _, other_physical = create(cfn, template, "porter-other", params)
     if not failed:
+        # ... and with the custom action: the pipeline function polls for
+        # the Porter type's jobs only, and is woken for them.
+        g = grants(statements(iam, other_physical["PipelineFunctionRole"]))
+        check(resources_of(g, "codepipeline:PollForJobs") == [arn("codepipeline", "actiontype:Custom/Deploy/Porter/1")],
+              "moto: with DeployAction=Custom, the pipeline function polls for the Porter action's jobs only")
+        check(resources_of(g, "codepipeline:AcknowledgeJob") == ["*"], "moto: ... and acknowledges them (a job has no resource type)")
+        other_fn = lam.get_function(FunctionName=other_physical["PipelineFunction"])["Configuration"]["FunctionArn"]
+        rules = {r["Name"]: r for r in events.list_rules()["Rules"]}
+        woken = [rules[n] for n in rules if any(t["Arn"] == other_fn for t in events.list_targets_by_rule(Rule=n)["Targets"])]
+        started = [json.loads(r["EventPattern"]) for r in woken if r.get("EventPattern")
+                   and json.loads(r["EventPattern"])["detail-type"] == ["CodePipeline Action Execution State Change"]]
+        check(len(started) == 1 and started[0]["detail"] == {"state": ["STARTED"], "type": {
+                  "owner": ["Custom"], "category": ["Deploy"], "provider": ["Porter"], "version": ["1"]}},
+              "moto: ... woken when a Porter action starts")
+        check(any(r.get("ScheduleExpression") == "rate(1 minute)" for r in woken), "moto: ... and once a minute")
         g = grants(statements(iam, other_physical["ProvisionFunctionRole"]))
         check(resources_of(g, "sts:AssumeRole") == [other], "moto: with DeploymentRoleArns, the phases assume exactly those roles")
         key_policy = document(kms.get_key_policy(KeyId=other_physical["ArtifactKey"], PolicyName="default")["Policy"])

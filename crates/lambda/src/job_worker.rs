@@ -98,6 +98,27 @@ pub const PROPERTIES: &[Property] = &[
         required: false,
         description: "What ${VAR} in the config expands to, as a JSON object of strings",
     },
+    Property {
+        name: "Repository",
+        key: "repository",
+        kind: Kind::Text,
+        required: false,
+        description: "The source repository, recorded in the release",
+    },
+    Property {
+        name: "Branch",
+        key: "branch",
+        kind: Kind::Text,
+        required: false,
+        description: "The source branch, recorded in the release",
+    },
+    Property {
+        name: "SseKmsKeyId",
+        key: "sse_kms_key_id",
+        kind: Kind::Text,
+        required: false,
+        description: "The KMS key pack encrypts payloads with",
+    },
 ];
 
 /// Whether `event` wakes the worker: a STARTED event of an action of this

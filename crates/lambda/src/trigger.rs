@@ -331,7 +331,8 @@ async fn exists(ctx: &Context, name: &str) -> Result<bool, FunctionError> {
 /// action's UserParameters or a custom action's configuration.
 fn action_environment(action: &ActionDeclaration) -> Option<String> {
     let conf = action.configuration()?;
-    if let Some(env) = conf.get("environment") {
+    // `Environment`: the Porter custom action's property.
+    if let Some(env) = conf.get("environment").or_else(|| conf.get("Environment")) {
         return Some(env.clone());
     }
     let params: Value = serde_json::from_str(conf.get("UserParameters")?).ok()?;
@@ -480,6 +481,48 @@ mod tests {
     fn branch_pipelines_have_valid_names() {
         assert_eq!(branch_pipeline("hello", "feature/new-login"), "hello-feature-new-login");
         assert!(branch_pipeline("p", &"x".repeat(300)).len() <= 100);
+    }
+
+    #[test]
+    fn a_custom_deploy_action_is_judged_by_its_environment_like_an_invoke_action() {
+        use aws_sdk_codepipeline::types::{ActionOwner, ActionTypeId};
+        let action = |name: &str, category: ActionCategory, owner: ActionOwner, env: &str| {
+            ActionDeclaration::builder()
+                .name(name)
+                .action_type_id(
+                    ActionTypeId::builder()
+                        .category(category)
+                        .owner(owner)
+                        .provider("Porter")
+                        .version("1")
+                        .build()
+                        .unwrap(),
+                )
+                .configuration("Environment", env)
+                .build()
+                .unwrap()
+        };
+        let stage =
+            |name: &str, a: ActionDeclaration| StageDeclaration::builder().name(name).actions(a).build().unwrap();
+        let stages = vec![
+            stage(
+                "DeployStaging",
+                action("Deploy", ActionCategory::Deploy, ActionOwner::Custom, "staging"),
+            ),
+            stage(
+                "Approve",
+                action("Approve", ActionCategory::Approval, ActionOwner::Aws, "-"),
+            ),
+            stage(
+                "DeployProduction",
+                action("Deploy", ActionCategory::Deploy, ActionOwner::Custom, "production"),
+            ),
+        ];
+        let (kept, dropped) = branch_stages(&stages, "feature/x", &["staging".into(), "production".into()]);
+        assert_eq!(kept.iter().map(|s| s.name()).collect::<Vec<_>>(), ["DeployStaging"]);
+        assert_eq!(dropped, ["Approve.Approve", "DeployProduction.Deploy"]);
+        let (kept, _) = branch_stages(&stages, "feature/x", &[]);
+        assert!(kept.is_empty(), "no environment allowed: no deploy kept");
     }
 
     #[test]

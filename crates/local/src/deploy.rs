@@ -370,7 +370,7 @@ pub async fn run_pipeline(
                 "CodePipeline custom action Deploy/Custom/{}/{}, configuration {:?}",
                 porter_lambda::job_worker::PROVIDER,
                 porter_lambda::job_worker::VERSION,
-                job.configuration
+                job.configuration.iter().collect::<std::collections::BTreeMap<_, _>>()
             )?;
             crate::job_sim::run_custom_action(host, &job, wake, wait, 500, out).await?
         }
