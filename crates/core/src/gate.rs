@@ -1,8 +1,13 @@
 //! The alarm gate of a rollout: after a wave's cutover the alarms of
 //! `rollout.alarms` are read in each region of the wave (through the
 //! region's deployment role: a state machine's own CloudWatch integration
-//! sees only its own region), once when the bake starts ("armed") and once
-//! when it ends. The bake between is a Wait: no polling.
+//! sees only its own region), once when the bake starts ("armed"), then
+//! after each stretch of the bake, which is a Wait. While alarms or
+//! canaries are watched a stretch is at most [`WATCH_SECONDS`], so an
+//! alarm that fires early in a long bake rolls the release back within a
+//! minute instead of at the bake's end (CloudWatch evaluates alarms per
+//! minute at best: reading more often would find nothing new); with
+//! nothing to watch the bake is one Wait.
 //!
 //! The gate fails when an alarm is in ALARM at either read, or when an
 //! alarm that was OK when armed has changed state since (its state-updated
@@ -45,13 +50,42 @@ pub struct GateInput {
     /// The wave's canaries serve: check they are still InService.
     #[serde(default)]
     pub canary: bool,
+    /// Seconds of the bake done before the Wait that just ended.
+    #[serde(default)]
+    pub baked: u32,
+    /// The Wait that just ended.
+    #[serde(default)]
+    pub waited: u32,
 }
+
+/// The longest stretch of a bake between two reads while something is
+/// watched.
+pub const WATCH_SECONDS: u32 = 60;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gated {
     pub readings: Vec<Reading>,
     /// Alarms with no data yet, which the gate did not judge.
     pub not_judged: Vec<String>,
+    /// The readings the bake is judged against (the first read's).
+    pub armed: Vec<Reading>,
+    /// Seconds of the bake done.
+    pub baked: u32,
+    /// The next stretch of the bake (0 when it is done).
+    pub next_wait: u32,
+    /// The bake is over and passed.
+    pub done: bool,
+}
+
+/// The next stretch of a `bake`-second bake with `baked` done: the rest,
+/// or at most [`WATCH_SECONDS`] while something is watched.
+pub fn next_wait(bake: u32, baked: u32, watched: bool) -> u32 {
+    let rest = bake.saturating_sub(baked);
+    if watched {
+        rest.min(WATCH_SECONDS)
+    } else {
+        rest
+    }
 }
 
 pub async fn run(aws: &aws::Aws, input: GateInput) -> Result<Gated, PhaseError> {
@@ -77,7 +111,24 @@ pub async fn run(aws: &aws::Aws, input: GateInput) -> Result<Gated, PhaseError> 
         .filter(|r| r.state == "INSUFFICIENT_DATA")
         .map(|r| format!("{} in {}", r.alarm, r.region))
         .collect();
-    Ok(Gated { readings, not_judged })
+    let watched = canary || !readings.is_empty();
+    let bake = dep.release.rollout.bake_seconds;
+    // The first read is always followed by another, even after no bake.
+    let (armed, baked, done) = match input.armed {
+        None => (readings.clone(), 0, false),
+        Some(armed) => {
+            let baked = input.baked.saturating_add(input.waited).min(bake);
+            (armed, baked, baked >= bake)
+        }
+    };
+    Ok(Gated {
+        readings,
+        not_judged,
+        armed,
+        baked,
+        next_wait: if done { 0 } else { next_wait(bake, baked, watched) },
+        done,
+    })
 }
 
 /// Fails the gate when a canary is no longer InService at one of the
@@ -227,6 +278,15 @@ mod tests {
         assert!(decide(Some(&armed), &[r("errors", "OK", 10)]).is_ok());
         let e = decide(Some(&armed), &[r("errors", "OK", 99)]).unwrap_err();
         assert!(e.to_string().contains("fired and cleared"), "{e}");
+    }
+
+    #[test]
+    fn a_watched_bake_is_read_at_least_once_a_minute_and_an_unwatched_one_waits_once() {
+        assert_eq!(next_wait(600, 0, true), WATCH_SECONDS);
+        assert_eq!(next_wait(600, 570, true), 30);
+        assert_eq!(next_wait(600, 0, false), 600);
+        assert_eq!(next_wait(4, 0, true), 4);
+        assert_eq!(next_wait(0, 0, true), 0);
     }
 
     #[test]

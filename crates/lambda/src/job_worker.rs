@@ -242,6 +242,7 @@ pub async fn handle(ctx: &Context, _wake_up: Value) -> Result<Value, FunctionErr
         .await
         .map_err(aws::err(format!("poll for {PROVIDER} jobs")))?;
     let mut answers = Vec::new();
+    let mut unreported = Vec::new();
     for job in polled.jobs() {
         let (Some(id), Some(nonce)) = (job.id(), job.nonce()) else {
             continue;
@@ -262,8 +263,24 @@ pub async fn handle(ctx: &Context, _wake_up: Value) -> Result<Value, FunctionErr
         }
         let (event, problem) = as_job_event(job);
         let (parsed, parse_problem) = codepipeline::parse(ctx, event)?;
-        let answer = crate::pipeline::work(ctx, parsed, problem.or(parse_problem)).await?;
-        answers.push(json!({"job": id, "answer": answer}));
+        // One job that cannot be reported on does not keep the others of
+        // the batch from being worked; the invocation fails afterwards.
+        match crate::pipeline::work(ctx, parsed, problem.or(parse_problem)).await {
+            Ok(answer) => answers.push(json!({"job": id, "answer": answer})),
+            Err(e) => {
+                tracing::error!(job = id, error = %e, "a job could not be reported on");
+                unreported.push(format!("{id}: {e}"));
+            }
+        }
+    }
+    if !unreported.is_empty() {
+        return Err(FunctionError::Phase(porter_core::phase::PhaseError::Retryable(
+            format!(
+                "{} acknowledged job(s) could not be reported on: {}",
+                unreported.len(),
+                unreported.join("; ")
+            ),
+        )));
     }
     Ok(json!({"action": "worked", "jobs": answers}))
 }

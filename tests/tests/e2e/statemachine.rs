@@ -449,6 +449,26 @@ async fn serving(local: &LocalStack, service: &str) -> Vec<(String, String, Vec<
     out
 }
 
+/// An OK alarm `name` on an error count, in both regions of the example.
+async fn error_alarm(local: &LocalStack, name: &str) {
+    for region in ["us-west-2", "us-east-1"] {
+        cloudwatch(local, region)
+            .await
+            .put_metric_alarm()
+            .alarm_name(name)
+            .metric_name("Errors")
+            .namespace("porter-e2e")
+            .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+            .period(60)
+            .evaluation_periods(1)
+            .threshold(1.0)
+            .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
 /// Waits until the running deploy of `service` has entered its `n`th bake.
 async fn in_bake(local: &LocalStack, service: &str, n: usize) -> String {
     let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
@@ -500,22 +520,7 @@ async fn an_alarm_during_a_bake_puts_every_region_back_to_the_release_before() {
         ),
     )
     .unwrap();
-    for region in ["us-west-2", "us-east-1"] {
-        cloudwatch(&local, region)
-            .await
-            .put_metric_alarm()
-            .alarm_name("smroll-errors")
-            .metric_name("Errors")
-            .namespace("smroll")
-            .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
-            .period(60)
-            .evaluation_periods(1)
-            .threshold(1.0)
-            .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold)
-            .send()
-            .await
-            .unwrap();
-    }
+    error_alarm(&local, "smroll-errors").await;
     let (r1, log) = deploy(&local, &svc).await;
     assert!(r1.succeeded, "{:?}\n{log}", r1.error);
     // Wave by wave: us-west-2 cut over and baked before us-east-1 began.
@@ -681,5 +686,78 @@ async fn canaries_serve_beside_the_fleet_and_one_that_fails_puts_every_region_ba
         "every region serves release 2 again"
     );
     assert!(lease(&local, "smcan").await.is_none(), "the lease was given back");
+    local.stop().await;
+}
+
+#[tokio::test]
+async fn a_long_bake_is_read_each_minute_so_an_early_alarm_ends_it_at_once() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "smlong");
+    let (r1, log) = deploy(&local, &svc).await;
+    assert!(r1.succeeded, "{:?}\n{log}", r1.error);
+    let cw = cloudwatch(&local, "us-east-1").await;
+    error_alarm(&local, "smlong-errors").await;
+    // Release 2 bakes 130 s: read after 60 s, 60 s and 10 s. Its alarm
+    // fires in the first minute, so the first read after it fails the gate.
+    std::fs::write(svc.join("index.html"), "release 2").unwrap();
+    let opts = Options {
+        path: svc.clone(),
+        environment: "staging".into(),
+        rollout: Some(porter_core::config::RolloutOverride {
+            bake_seconds: Some(130),
+            alarms: Some(vec!["smlong-errors".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let fire = async {
+        let arn = in_bake(&local, "smlong", 1).await;
+        cw.set_alarm_state()
+            .alarm_name("smlong-errors")
+            .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
+            .state_reason("errors above threshold")
+            .send()
+            .await
+            .unwrap();
+        arn
+    };
+    let run = async {
+        let mut out = Vec::new();
+        deploy::run(&local.moto.endpoint(), &opts, &mut out).await.unwrap()
+    };
+    let (r2, arn) = tokio::join!(run, fire);
+    let (error, cause) = r2.error.clone().unwrap();
+    assert!(
+        error == "GateFailed" && cause.contains("smlong-errors is in ALARM"),
+        "{cause}"
+    );
+    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
+    let h = aws_sdk_sfn::Client::new(&sdk)
+        .get_execution_history()
+        .execution_arn(arn)
+        .max_results(1000)
+        .send()
+        .await
+        .unwrap();
+    let entered = |name: &str| {
+        h.events()
+            .iter()
+            .filter(|e| e.state_entered_event_details().is_some_and(|d| d.name() == name))
+            .count()
+    };
+    assert_eq!(
+        (entered("Bake"), entered("CheckGate")),
+        (1, 1),
+        "one stretch of a minute, one read, and the release was rolled back"
+    );
+    let first_stretch = h
+        .events()
+        .iter()
+        .filter_map(|e| e.state_entered_event_details())
+        .find(|d| d.name() == "Bake")
+        .and_then(|d| d.input())
+        .map(|i| serde_json::from_str::<serde_json::Value>(i).unwrap()["gate"]["next_wait"].clone());
+    assert_eq!(first_stretch, Some(serde_json::json!(porter_core::gate::WATCH_SECONDS)));
     local.stop().await;
 }
