@@ -63,6 +63,29 @@ pub struct PackInput {
     /// This deploy's rollout, over the environment's (`rollout:`).
     #[serde(default)]
     pub rollout: Option<crate::config::RolloutOverride>,
+    /// The most the rollout may bake in all, when whoever follows the
+    /// deploy cannot wait forever (the `pipeline` function: a CodePipeline
+    /// action runs at most 24 hours). A longer rollout is refused here,
+    /// before anything changes, rather than stopped half way.
+    #[serde(default)]
+    pub longest_bake_seconds: Option<u32>,
+}
+
+/// The rollout `input` asks of `env`, checked.
+fn rollout_plan(env: &crate::config::Environment, input: &PackInput) -> Result<crate::config::Rollout, PhaseError> {
+    let plan = env.rollout_plan(input.rollout.as_ref()).map_err(PhaseError::Invalid)?;
+    if let Some(limit) = input.longest_bake_seconds {
+        let baking = plan.baking_seconds();
+        if baking > u64::from(limit) {
+            return Err(PhaseError::Invalid(format!(
+                "the rollout bakes {baking} s in all ({} wave(s) of {} s{}), more than the {limit} s this deploy may take to bake (a CodePipeline action runs at most 24 hours): bake less, use fewer waves, or deploy with `porter deploy`",
+                plan.waves.len(),
+                plan.bake_seconds,
+                if plan.canary { ", twice with canaries" } else { "" }
+            )));
+        }
+    }
+    Ok(plan)
 }
 
 /// The deploy state machine's input: pack's input, and what the later
@@ -396,7 +419,7 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
         config_sha256: config_sha256.clone(),
         image: input.image.clone(),
         images,
-        rollout: env.rollout_plan(input.rollout.as_ref()).map_err(PhaseError::Invalid)?,
+        rollout: rollout_plan(env, input)?,
         payload: object(".tar"),
         manifest: object(".manifest.json"),
         config: with_config(".config.json"),
@@ -561,10 +584,7 @@ pub async fn recall(aws: &Aws, input: &PackInput, service: &str, version: &str) 
     verify_payload(&s3, &release).await?;
     // This deploy's rollout, not the one the release first had.
     let mut release = release;
-    release.rollout = dep
-        .environment()?
-        .rollout_plan(input.rollout.as_ref())
-        .map_err(PhaseError::Invalid)?;
+    release.rollout = rollout_plan(dep.environment()?, input)?;
     tracing::info!(service, version, "recalled a packed release");
     Ok(Packed {
         release,

@@ -229,6 +229,7 @@ async fn pack_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
         variables: job.variables_param()?,
         image_parameter: ctx.image_parameter.clone(),
         rollout: job.rollout_param()?,
+        longest_bake_seconds: None,
     };
     let packed = pack::pack(&ctx.aws, &input, dir.path()).await?;
     let r = &packed.release;

@@ -78,6 +78,11 @@ async fn stop(ctx: &Context, arn: &str, why: &PhaseError) -> String {
     }
 }
 
+/// The most a deploy run by a CodePipeline action may bake: the action
+/// runs at most 24 hours, and the rest of a deploy (stacks of up to an
+/// hour, cutovers of up to ten minutes per wave) needs the other four.
+pub const LONGEST_BAKE_SECONDS: u32 = 20 * 3600;
+
 /// Execution names allow letters, digits, `-` and `_`, at most 80.
 pub fn execution_name(job_id: &str) -> String {
     job_id
@@ -153,6 +158,7 @@ async fn start(ctx: &Context, job: &Job, key: &[u8], binding: &Binding) -> Resul
             variables: job.variables_param()?,
             image_parameter: None,
             rollout: job.rollout_param()?,
+            longest_bake_seconds: Some(LONGEST_BAKE_SECONDS),
         },
         keep: job.u32_param("keep")?.unwrap_or(0),
         wait_for_lease: job.bool_param("wait_for_lease")?.unwrap_or(false),

@@ -355,12 +355,13 @@ pub async fn run_pipeline(
             let job = crate::job_sim::CustomJobRequest {
                 action_type: crate::job_sim::porter_action_type(),
                 configuration: [
-                    ("Environment", opts.environment.clone()),
-                    ("Keep", opts.keep.to_string()),
-                    ("WaitForLease", opts.wait_for_lease.to_string()),
+                    ("Environment", Some(opts.environment.clone())),
+                    ("Keep", Some(opts.keep.to_string())),
+                    ("WaitForLease", Some(opts.wait_for_lease.to_string())),
+                    ("Rollout", opts.rollout.as_ref().map(|r| json!(r).to_string())),
                 ]
                 .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
+                .filter_map(|(k, v)| Some((k.to_string(), v?)))
                 .collect(),
                 input: Some(input),
                 revision: Some(revision),
@@ -394,7 +395,9 @@ async fn invoke_action(
 ) -> Result<crate::job_sim::ActionEnd> {
     let action = crate::job_sim::Action {
         function: "porter-pipeline".into(),
-        user_parameters: json!({"environment": opts.environment, "keep": opts.keep, "branch": "main", "wait_for_lease": opts.wait_for_lease}).to_string(),
+        user_parameters: json!({"environment": opts.environment, "keep": opts.keep, "branch": "main",
+                                "wait_for_lease": opts.wait_for_lease, "rollout": opts.rollout})
+        .to_string(),
         input: Some(input),
         revision: Some(revision),
         wait,

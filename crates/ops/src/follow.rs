@@ -55,6 +55,7 @@ pub fn input_from_folder(
             variables: config::shell_variables(&config::locate(repo).0),
             image_parameter: None,
             rollout,
+            longest_bake_seconds: None,
         },
         keep,
         wait_for_lease,

@@ -61,7 +61,7 @@ fn every_sample_event_parses_as_what_its_function_takes() {
                 assert!(v["detail-type"].is_string() && v["source"].is_string(), "{n}");
             }
             "statemachine-input.json" => {
-                let input: pack::DeployInput = serde_json::from_value(v).unwrap();
+                let input: pack::DeployInput = serde_json::from_value(v.clone()).unwrap();
                 // The state machine reads every field by path: each one its
                 // Pack state reads, and `keep`, must be written.
                 let written = serde_json::to_value(&input).unwrap();
@@ -87,6 +87,11 @@ fn every_sample_event_parses_as_what_its_function_takes() {
                 assert!(read.contains(&"wait_for_lease"), "TakeLease reads wait_for_lease");
                 for key in read {
                     assert!(written.get(key).is_some(), "DeployInput does not write `{key}`");
+                    // A path the input lacks fails the execution at once.
+                    assert!(
+                        v.get(key).is_some(),
+                        "the sample lacks `{key}`, which the state machine reads"
+                    );
                 }
             }
             other => panic!("events/{other} is not used by any test: give it a case here"),

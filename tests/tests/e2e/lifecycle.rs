@@ -98,6 +98,7 @@ fn pack_input(svc: &Service, variables: BTreeMap<String, String>) -> PackInput {
         variables,
         image_parameter: None,
         rollout: None,
+        longest_bake_seconds: None,
     }
 }
 

@@ -19,6 +19,19 @@ fn opts(path: &std::path::Path) -> Options {
     }
 }
 
+/// `porter local pipeline` on the local stack, without waits; its log
+/// goes to `log`.
+async fn run_pipeline(
+    local: &LocalStack,
+    opts: &Options,
+    kind: deploy::ActionKind,
+    log: &mut Vec<u8>,
+) -> (job_sim::ActionEnd, Option<deploy::Outcome>) {
+    deploy::run_pipeline(&local.moto.endpoint(), &host(local), opts, kind, Duration::ZERO, log)
+        .await
+        .unwrap()
+}
+
 fn host(local: &LocalStack) -> String {
     format!("http://127.0.0.1:{}", local.host_port)
 }
@@ -44,16 +57,7 @@ async fn two_releases_through_the_pipeline_function() {
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "cp");
     let mut log = Vec::new();
-    let (first, outcome) = deploy::run_pipeline(
-        &local.moto.endpoint(),
-        &host(&local),
-        &opts(&svc),
-        deploy::ActionKind::Invoke,
-        Duration::ZERO,
-        &mut log,
-    )
-    .await
-    .unwrap();
+    let (first, outcome) = run_pipeline(&local, &opts(&svc), deploy::ActionKind::Invoke, &mut log).await;
     let text = String::from_utf8_lossy(&log).to_string();
     assert!(first.succeeded, "{text}");
     assert!(
@@ -91,16 +95,13 @@ async fn two_releases_through_the_pipeline_function() {
     // Release 2 through the custom action type, its job found by the
     // worker's schedule alone (no STARTED event announced it).
     std::fs::write(svc.join("index.html"), "release 2").unwrap();
-    let (second, outcome2) = deploy::run_pipeline(
-        &local.moto.endpoint(),
-        &host(&local),
+    let (second, outcome2) = run_pipeline(
+        &local,
         &opts(&svc),
         deploy::ActionKind::Custom(Wake::Schedule),
-        Duration::ZERO,
         &mut log,
     )
-    .await
-    .unwrap();
+    .await;
     let text = String::from_utf8_lossy(&log).to_string();
     assert!(second.succeeded && second.calls >= 2, "{text}");
     assert!(text.contains("custom action Deploy/Custom/Porter/1"), "{text}");
@@ -182,16 +183,7 @@ async fn a_failed_deploy_fails_the_job_with_the_failing_state_and_cause() {
 ",
     );
     let mut log = Vec::new();
-    let (end, _) = deploy::run_pipeline(
-        &local.moto.endpoint(),
-        &host(&local),
-        &opts(&svc),
-        deploy::ActionKind::Invoke,
-        Duration::ZERO,
-        &mut log,
-    )
-    .await
-    .unwrap();
+    let (end, _) = run_pipeline(&local, &opts(&svc), deploy::ActionKind::Invoke, &mut log).await;
     assert!(!end.succeeded);
     assert!(end.message.contains("FAILED: StackFailed"), "{}", end.message);
     assert!(end.message.contains("provision failed in us-"), "{}", end.message);
@@ -845,5 +837,35 @@ async fn a_custom_action_with_a_bad_configuration_fails_its_job_with_the_message
     // The job is answered: a second wake-up takes nothing.
     let (_, again) = invoke(&local, "porter-pipeline", &job_sim::wake_event(Wake::Schedule)).await;
     assert_eq!(again["jobs"], json!([]), "{again}");
+    local.stop().await;
+}
+
+#[tokio::test]
+async fn a_rollout_that_bakes_longer_than_an_action_may_run_is_refused_before_anything_changes() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "cplong");
+    let opts = Options {
+        rollout: Some(porter_core::config::RolloutOverride {
+            waves: Some(vec![vec!["us-west-2".into()], vec!["us-east-1".into()]]),
+            bake_seconds: Some(86_400),
+            ..Default::default()
+        }),
+        ..opts(&svc)
+    };
+    let mut log = Vec::new();
+    let (end, outcome) = run_pipeline(&local, &opts, deploy::ActionKind::Invoke, &mut log).await;
+    let text = String::from_utf8_lossy(&log).to_string();
+    assert!(!end.succeeded, "{text}");
+    assert!(
+        end.message
+            .contains("the rollout bakes 172800 s in all (2 wave(s) of 86400 s)")
+            && end.message.contains("a CodePipeline action runs at most 24 hours"),
+        "{}",
+        end.message
+    );
+    // Refused at pack: no region was touched, and the lease was never taken.
+    let outcome = outcome.unwrap();
+    assert!(outcome.regions.is_empty(), "{:?}", outcome.regions);
     local.stop().await;
 }

@@ -92,6 +92,13 @@ impl Rollout {
             .unwrap_or(self.canary_instances)
     }
 
+    /// How long the rollout bakes in all: each wave's bake, twice for a
+    /// wave that starts with canaries.
+    pub fn baking_seconds(&self) -> u64 {
+        let per_wave = u64::from(self.bake_seconds) * if self.canary { 2 } else { 1 };
+        per_wave * self.waves.len() as u64
+    }
+
     /// The alarms the gate reads in `region`.
     pub fn alarms_in(&self, region: &str) -> &[String] {
         self.regions

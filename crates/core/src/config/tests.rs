@@ -1451,6 +1451,8 @@ fn a_deploys_rollout_override_is_checked_like_the_config() {
         .contains("not a CloudWatch alarm name"));
     let canary = over(r#"{"canary_instances": 1}"#).unwrap();
     assert!(canary.canary && canary.canary_in("us-west-2") == 1);
+    assert_eq!(plan.baking_seconds(), 60, "one wave of 60 s");
+    assert_eq!(canary.baking_seconds(), 120, "the canaries bake too");
     assert!(over(r#"{"canary_instances": 3}"#)
         .unwrap_err()
         .contains("us-west-2, which launches 2 instance(s)"));
