@@ -149,8 +149,15 @@ async fn canaries_in_service(
         region: region.name.clone(),
         reason,
     };
+    let ours = dep.stack_name();
     for elb in &region.elbs {
-        let serving = match pins::elb_tags(clients, &elb.name).await?.get(promote::PROMOTED_TAG) {
+        let tags = pins::elb_tags(clients, &elb.name).await?;
+        if tags.get(promote::PROMOTED_NAME_TAG) == Some(&ours) {
+            // The release serves here already (deployed again with nothing
+            // new): it had no canaries to judge.
+            continue;
+        }
+        let serving = match tags.get(promote::PROMOTED_TAG) {
             Some(stack) if !stack.is_empty() => promote::stack_instances(clients, stack).await.unwrap_or_default(),
             _ => Vec::new(),
         };

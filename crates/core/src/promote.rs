@@ -34,6 +34,9 @@ pub const PREVIOUS_NAME_TAG: &str = "porter:previous-stack-name";
 /// The rollback target before the last cutover: what an undo of that
 /// cutover makes the rollback target again.
 pub const EARLIER_TAG: &str = "porter:earlier-stack";
+/// The deploy (state machine execution) whose cutover made the promoted
+/// stack serve: an undo puts back only what its own deploy changed.
+pub const PROMOTED_BY_TAG: &str = "porter:promoted-by";
 pub const EARLIER_NAME_TAG: &str = "porter:earlier-stack-name";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +61,12 @@ pub struct PromoteInput {
     /// are until the full cutover that follows.
     #[serde(default)]
     pub canary: bool,
+    /// The deploy this promote is part of (the state machine passes its
+    /// execution id): a cutover records it on the ELB, and an undo puts a
+    /// region back only if this deploy cut it over. A release deployed
+    /// again while it serves, then failed, leaves the region as it was.
+    #[serde(default)]
+    pub execution: Option<String>,
     #[serde(default)]
     pub state: Option<PromoteState>,
 }
@@ -127,6 +136,7 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
     let timeout = input.timeout_seconds.unwrap_or(600);
     let stack_name = input.stack_name.clone().unwrap_or_else(|| dep.stack_name());
     let (dep, previous, stack_name, undo, canary) = (&dep, &previous, &stack_name, input.undo, input.canary);
+    let execution = input.execution.as_deref();
     let results = each_region(regions, |region| async move {
         if let Some(c) = previous.get(&region.name) {
             if c.done.is_some() {
@@ -136,7 +146,7 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
         let clients = dep.clients(aws, region, "promote").await?;
         let cutover = match previous.get(&region.name) {
             Some(c) => c.clone(),
-            None if undo => match undo_begin(dep, &clients, region).await? {
+            None if undo => match undo_begin(dep, &clients, region, execution).await? {
                 Undo::PutBack(stack) => Cutover {
                     undo: true,
                     ..begin(dep, &clients, region, &stack).await?
@@ -149,7 +159,7 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
             },
             None => begin(dep, &clients, region, stack_name).await?,
         };
-        advance(&clients, region, cutover, timeout).await
+        advance(&clients, region, cutover, timeout, execution).await
     })
     .await?;
 
@@ -194,14 +204,46 @@ enum Undo {
     Untouched(Box<Cutover>),
 }
 
+/// An undo that leaves `stack` serving; `taken_out` is what of the
+/// release it took out of the load balancers.
+fn untouched(stack_id: String, stack_name: String, taken_out: Vec<String>) -> Undo {
+    Undo::Untouched(Box::new(Cutover {
+        stack_id: stack_id.clone(),
+        stack_name: stack_name.clone(),
+        groups: Vec::new(),
+        instances: Vec::new(),
+        started_at: now_epoch(),
+        checks: 0,
+        undo: true,
+        canary: false,
+        done: Some(RegionPromoted {
+            stack_id,
+            stack_name,
+            elbs: Vec::new(),
+            deregistered: taken_out,
+            already_live: true,
+            canaries: Vec::new(),
+        }),
+    }))
+}
+
 /// Where the release stands in a region, for an undo.
-async fn undo_begin(dep: &Deployment, clients: &RegionClients, region: &Region) -> Result<Undo, PhaseError> {
+async fn undo_begin(
+    dep: &Deployment,
+    clients: &RegionClients,
+    region: &Region,
+    execution: Option<&str>,
+) -> Result<Undo, PhaseError> {
     let ours = dep.stack_name();
     let mut live = String::new();
     let mut live_id = String::new();
     let mut replaced = None;
+    let mut cut_over_by_us = true;
     for elb in &region.elbs {
         let tags = pins::elb_tags(clients, &elb.name).await?;
+        if let Some(execution) = execution {
+            cut_over_by_us &= tags.get(PROMOTED_BY_TAG).map(String::as_str) == Some(execution);
+        }
         if let Some(name) = tags.get(PROMOTED_NAME_TAG) {
             live = name.clone();
         }
@@ -211,6 +253,11 @@ async fn undo_begin(dep: &Deployment, clients: &RegionClients, region: &Region) 
         if live == ours {
             replaced = tags.get(PREVIOUS_NAME_TAG).filter(|p| !p.is_empty()).cloned();
         }
+    }
+    if live == ours && !cut_over_by_us {
+        // It served before this deploy began: this deploy changed nothing
+        // here to put back.
+        return Ok(untouched(live_id, live, Vec::new()));
     }
     if live == ours {
         return match replaced {
@@ -240,24 +287,7 @@ async fn undo_begin(dep: &Deployment, clients: &RegionClients, region: &Region) 
         instances.dedup();
     }
     let taken_out = take_out(clients, region, &groups, &instances).await?;
-    Ok(Undo::Untouched(Box::new(Cutover {
-        stack_id: String::new(),
-        stack_name: live.clone(),
-        groups: Vec::new(),
-        instances: Vec::new(),
-        started_at: now_epoch(),
-        checks: 0,
-        undo: true,
-        canary: false,
-        done: Some(RegionPromoted {
-            stack_id: String::new(),
-            stack_name: live,
-            elbs: Vec::new(),
-            deregistered: taken_out,
-            already_live: true,
-            canaries: Vec::new(),
-        }),
-    })))
+    Ok(untouched(String::new(), live, taken_out))
 }
 
 /// The instances of the stack that serves (by its ELB tag), or `None` when
@@ -500,6 +530,7 @@ async fn advance(
     region: &Region,
     mut c: Cutover,
     timeout: i64,
+    execution: Option<&str>,
 ) -> Result<Cutover, PhaseError> {
     c.checks += 1;
     if !c.groups.is_empty() {
@@ -548,7 +579,7 @@ async fn advance(
         return Ok(c);
     }
     if unhealthy.is_empty() {
-        c.done = Some(finish(clients, region, &c).await?);
+        c.done = Some(finish(clients, region, &c, execution).await?);
         return Ok(c);
     }
     if now_epoch() - c.started_at >= timeout {
@@ -567,7 +598,12 @@ async fn advance(
     Ok(c)
 }
 
-async fn finish(clients: &RegionClients, region: &Region, c: &Cutover) -> Result<RegionPromoted, PhaseError> {
+async fn finish(
+    clients: &RegionClients,
+    region: &Region,
+    c: &Cutover,
+    execution: Option<&str>,
+) -> Result<RegionPromoted, PhaseError> {
     let mut elbs = Vec::new();
     // Each ELB's tags as they were: what served until now.
     let mut before = Vec::new();
@@ -636,6 +672,13 @@ async fn finish(clients: &RegionClients, region: &Region, c: &Cutover) -> Result
                 .tags(tag(PREVIOUS_NAME_TAG, get(PROMOTED_NAME_TAG)))
                 .tags(tag(EARLIER_TAG, get(PREVIOUS_TAG)))
                 .tags(tag(EARLIER_NAME_TAG, get(PREVIOUS_NAME_TAG)));
+        }
+        // Who cut over: only a cutover that changed what serves says so (a
+        // release deployed again while it serves keeps the deploy that
+        // made it serve).
+        let cut_over = before.get(PROMOTED_TAG) != Some(&c.stack_id) || c.undo;
+        if let Some(execution) = execution.filter(|_| cut_over) {
+            tags = tags.tags(tag(PROMOTED_BY_TAG, execution));
         }
         tags.send()
             .await

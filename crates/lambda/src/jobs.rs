@@ -114,6 +114,7 @@ async fn promote_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
             timeout_seconds: None,
             undo: false,
             canary: false,
+            execution: None,
             state: typed(state)?,
         },
     )

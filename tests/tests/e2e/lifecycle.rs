@@ -139,6 +139,7 @@ async fn promote(aws: &Aws, release: &Release, stack_name: Option<String>) -> Re
                 timeout_seconds: None,
                 undo: false,
                 canary: false,
+                execution: None,
                 state,
             },
         )
@@ -734,6 +735,7 @@ async fn what_the_repository_cannot_decide_is_checked_against_the_pins() {
             timeout_seconds: None,
             undo: false,
             canary: false,
+            execution: None,
             state: None,
         },
     )

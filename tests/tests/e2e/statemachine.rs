@@ -686,6 +686,56 @@ async fn canaries_serve_beside_the_fleet_and_one_that_fails_puts_every_region_ba
         "every region serves release 2 again"
     );
     assert!(lease(&local, "smcan").await.is_none(), "the lease was given back");
+
+    // Release 2 again (a weekly build with nothing new): it serves already,
+    // so it has no canaries, and its gate must not hold that against it.
+    std::fs::write(svc.join("index.html"), "release 2").unwrap();
+    let (again, log) = deploy(&local, &svc).await;
+    assert!(again.succeeded, "{:?}\n{log}", again.error);
+    assert!(again.regions.values().all(|r| r.already_live), "{log}");
+    assert_eq!(serving(&local, "smcan").await, r2_view, "nothing changed");
+
+    // And again with an alarm that fires while it bakes: the deploy fails,
+    // and since it cut nothing over, nothing is put back (release 1 does
+    // not come back).
+    error_alarm(&local, "smcan-errors").await;
+    let opts = Options {
+        path: svc.clone(),
+        environment: "staging".into(),
+        rollout: Some(porter_core::config::RolloutOverride {
+            alarms: Some(vec!["smcan-errors".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let fire = async {
+        in_bake(&local, "smcan", 1).await;
+        cloudwatch(&local, "us-west-2")
+            .await
+            .set_alarm_state()
+            .alarm_name("smcan-errors")
+            .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
+            .state_reason("errors above threshold")
+            .send()
+            .await
+            .unwrap();
+    };
+    let run = async {
+        let mut out = Vec::new();
+        deploy::run(&local.moto.endpoint(), &opts, &mut out).await.unwrap()
+    };
+    let (failed, ()) = tokio::join!(run, fire);
+    assert_eq!(
+        failed.error.as_ref().map(|e| e.0.as_str()),
+        Some("GateFailed"),
+        "{:?}",
+        failed.error
+    );
+    assert_eq!(
+        serving(&local, "smcan").await,
+        r2_view,
+        "release 2 still serves everywhere"
+    );
     local.stop().await;
 }
 
