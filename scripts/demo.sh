@@ -7,7 +7,10 @@
 # and a bake whose alarm fires (every region back on release 2), `porter rollback`
 # to release 1 and `porter history`. Exits 0 only when each step shows what
 # it should: release 2 serving in both regions with release 1 kept, then
-# release 1 serving again with release 2 kept.
+# release 1 serving again with release 2 kept. Where instances run (root on
+# Linux), each release's pages are fetched through the load balancers, the
+# release-2 cutover carries load with no failed request, and a release that
+# cannot start never gets traffic.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 porter="${CARGO_TARGET_DIR:-target}/debug/porter"
@@ -19,17 +22,51 @@ $porter local up --moto-port "${MOTO_PORT_DEMO:-4510}" --host-port "${HOST_PORT_
 for _ in $(seq 1 100); do $porter local status >/dev/null 2>&1 && break; sleep 0.2; done
 # Say why when it did not come up (a port taken, moto missing).
 $porter local status || { cat "$work/local.log"; exit 1; }
+running=false
+$porter local status | grep -q "^instances: running" && running=true
+
+# Each region's page through its load balancer: prints it, and checks it
+# names release $1.
+pages() {
+  $running || return 0
+  $porter local status > "$work/lbs.out"
+  for region in us-west-2 us-east-1; do
+    url=$(sed -n "s/^  load balancer .* in $region: \(http[^ ]*\) .*/\1/p" "$work/lbs.out")
+    page=$(curl -s --max-time 5 "$url/" | sed -n 's/.*\(release [0-9]*\).*/\1/p' | head -1)
+    echo "  $region via its load balancer ($url): $page"
+    test "$page" = "release $1"
+  done
+}
+
+# Bounded load through both load balancers while "$@" runs; prints
+# `requests: N, failed: 0` per region and fails on any failed request.
+under_load() {
+  if ! $running; then "$@"; return; fi
+  $porter local load --rate 20 --max-seconds 300 > "$work/load.out" 2>&1 &
+  local load=$!
+  local rc=0
+  "$@" || rc=$?
+  kill -TERM "$load"
+  wait "$load" || true
+  echo "-- load during that deploy (20 requests/s per load balancer, loopback):"
+  grep "requests:" "$work/load.out"
+  test "$(grep -c "requests: [1-9][0-9]*, failed: 0 " "$work/load.out")" = 2 || { cat "$work/load.out"; echo "requests failed"; exit 1; }
+  return $rc
+}
 
 cp -r examples/hello-service "$work/hello-service"
 echo
 echo "== release 1 =="
 $porter validate "$work/hello-service" >/dev/null
 $porter deploy -e staging --local "$work/hello-service" | tee "$work/r1.out"
+pages 1
 
 echo
 echo "== release 2: a change to the service, deployed as a CodePipeline action =="
 sed -i 's/release 1/release 2/' "$work/hello-service/index.html"
-$porter local pipeline -e staging "$work/hello-service" | tee "$work/r2.out"
+under_load $porter local pipeline -e staging "$work/hello-service" > "$work/r2.out"
+cat "$work/r2.out"
+pages 2
 
 r1=$(sed -n 's/.*packed hello release \([0-9a-f]*\).*/\1/p' "$work/r1.out")
 r2=$(sed -n 's/^ *version = \([0-9a-f]*\)$/\1/p' "$work/r2.out")
@@ -67,7 +104,22 @@ grep -q "alarm gate in us-east-1: alarm hello-errors is in ALARM" "$work/r3.out"
 test "$(grep -c "canary: i-[0-9a-f]* serving beside the previous release" "$work/r3.out")" = 2
 $porter status -e staging --local "$work/hello-service" | tee "$work/status3.out"
 test "$(grep -c "serving   release $r2" "$work/status3.out")" = 2
+pages 2
 $porter local alarm hello-errors --region us-east-1 --state OK >/dev/null
+
+if $running; then
+  echo
+  echo "== release 4: its start script exits at once; it never gets traffic =="
+  cp -r "$work/hello-service" "$work/broken"
+  sed -i 's/release 3/release 4/' "$work/broken/index.html"
+  printf '#!/bin/sh\necho "hello: DATABASE_URL is not set" >&2\nexit 3\n' > "$work/broken/start"
+  if under_load $porter deploy -e staging --local "$work/broken" > "$work/r4.out" 2>&1; then
+    cat "$work/r4.out"; echo "release 4 should have failed"; exit 1
+  fi
+  grep -E "^FAILED|error:|cause:" "$work/r4.out"
+  grep -q "exited before it was healthy; its log: hello: DATABASE_URL is not set" "$work/r4.out"
+  pages 2
+fi
 
 echo
 echo "== porter rollback: release 1 again, through the same state machine =="
@@ -75,6 +127,7 @@ $porter rollback -e staging --local "$work/hello-service" | tee "$work/rollback.
 grep -q "^rolled back to hello release $r1 " "$work/rollback.out"
 test "$(grep -c "kept     hello-staging-$r2 (the rollback target)" "$work/rollback.out")" = 2
 grep -q "^verified: every region serves this release only" "$work/rollback.out"
+pages 1
 
 echo
 echo "== porter history =="
@@ -82,5 +135,13 @@ $porter history -e staging --local "$work/hello-service" | tee "$work/history.ou
 sed -n 2p "$work/history.out" | grep -q "SUCCEEDED rollback $r1"
 test "$(grep -c "SUCCEEDED" "$work/history.out")" = 3
 grep -q "FAILED    deploy .*GateFailed" "$work/history.out"
+# Nothing of an instance outlives the local stack.
+$porter local down >/dev/null
+if $running; then
+  left=$(ip netns list | grep -c "^porter-${HOST_PORT_DEMO:-4511}-" || true)
+  test "$left" = 0 || { echo "$left namespace(s) left behind"; exit 1; }
+fi
 echo
+$running && echo "instances ran their UserData; pages came through the load balancers; no request failed during the release-2 cutover or the broken release 4"
+$running || echo "instances did not run here (bookkeeping mode): $(grep -m1 '^instances' "$work/local.log" || true)"
 echo "demo OK: release $r2 served in us-west-2 and us-east-1; release 3's canaries tripped its alarm during their bake and every region went back to release $r2; then a rollback to release $r1, which serves now (release $r2 kept to roll forward to)"

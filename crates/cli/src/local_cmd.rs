@@ -17,6 +17,10 @@ pub enum LocalCommand {
         moto_port: u16,
         #[arg(long, default_value_t = 4511)]
         host_port: u16,
+        /// Keep moto's books only: no instance boots, health is moto's
+        /// (the default where namespaces cannot be made: not root, not Linux).
+        #[arg(long)]
+        bookkeeping: bool,
     },
     /// Stop the stack that `porter local up` started.
     Down,
@@ -57,6 +61,20 @@ pub enum LocalCommand {
         #[arg(long, default_value = "ALARM")]
         state: String,
     },
+    /// Send bounded load through the local stack's load balancers (loopback
+    /// only) until Ctrl-C, SIGTERM or --max-seconds; then print, per load
+    /// balancer, the requests sent, the failed ones and the pages served.
+    Load {
+        /// Only this region's load balancers.
+        #[arg(long)]
+        region: Option<String>,
+        /// Requests a second per load balancer (at most 100).
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        /// Stop after this long at the latest (at most 900).
+        #[arg(long, default_value_t = 300)]
+        max_seconds: u64,
+    },
     /// Invoke one function with an event file, print its answer.
     Invoke {
         /// pack, provision, promote or prune.
@@ -78,12 +96,22 @@ pub async fn running() -> Option<StackFile> {
 
 pub async fn run(cmd: LocalCommand) -> Result<ExitCode> {
     match cmd {
-        LocalCommand::Up { moto_port, host_port } => up(moto_port, host_port).await,
+        LocalCommand::Up {
+            moto_port,
+            host_port,
+            bookkeeping,
+        } => up(moto_port, host_port, !bookkeeping).await,
+        LocalCommand::Load {
+            region,
+            rate,
+            max_seconds,
+        } => load(region.as_deref(), rate, max_seconds).await,
         LocalCommand::Down => down().await,
         LocalCommand::Status => {
             match running().await {
                 Some(f) => {
                     println!("local stack up: moto (AWS) at http://127.0.0.1:{}, Lambda host at http://127.0.0.1:{} (pid {})", f.moto_port, f.host_port, f.pid);
+                    print_load_balancers(&format!("http://127.0.0.1:{}", f.host_port)).await;
                     Ok(ExitCode::SUCCESS)
                 }
                 None => {
@@ -112,14 +140,115 @@ pub async fn run(cmd: LocalCommand) -> Result<ExitCode> {
     }
 }
 
-async fn up(moto_port: u16, host_port: u16) -> Result<ExitCode> {
+/// Whether instances run, and each load balancer's URL and instances.
+async fn print_load_balancers(host: &str) {
+    let Ok(t) = porter_local::load::traffic(host).await else {
+        return;
+    };
+    if t.instances != "running" {
+        println!("instances: not run ({}); moto keeps their books", t.instances);
+        return;
+    }
+    println!("instances: running (UserData booted in namespaces; load balancers check health and carry traffic)");
+    for lb in &t.load_balancers {
+        println!(
+            "  load balancer {} in {}: {}  ({} of {} instance(s) InService)",
+            lb.name,
+            lb.region,
+            lb.url,
+            lb.in_service(),
+            lb.instances.len()
+        );
+    }
+}
+
+async fn load(region: Option<&str>, rate: u32, max_seconds: u64) -> Result<ExitCode> {
+    use porter_local::load;
+    let Some(f) = running().await else {
+        bail!("the local stack is down: start it with `porter local up` (in another terminal)");
+    };
+    let t = load::traffic(&format!("http://127.0.0.1:{}", f.host_port)).await?;
+    if t.instances != "running" {
+        bail!(
+            "no instance runs on this local stack ({}), so nothing serves traffic",
+            t.instances
+        );
+    }
+    let targets: Vec<_> = t
+        .load_balancers
+        .into_iter()
+        .filter(|lb| region.is_none_or(|r| r == lb.region))
+        .collect();
+    if targets.is_empty() {
+        bail!(
+            "no load balancer{} on the local stack: run a deploy first",
+            region.map(|r| format!(" in {r}")).unwrap_or_default()
+        );
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let max = Duration::from_secs(max_seconds);
+    let runs: Vec<_> = targets
+        .iter()
+        .map(|lb| {
+            let url = lb.url.clone();
+            let stop = stop_rx.clone();
+            tokio::spawn(async move { load::drive(&url, rate, max, stop).await })
+        })
+        .collect();
+    eprintln!(
+        "sending {} request(s)/s to each of {} load balancer(s); Ctrl-C or SIGTERM stops",
+        rate.min(load::MAX_RATE),
+        targets.len()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let all_done = async {
+        let mut tallies = Vec::new();
+        for r in runs {
+            tallies.push(r.await.unwrap_or_default());
+        }
+        tallies
+    };
+    tokio::pin!(all_done);
+    let tallies = tokio::select! {
+        t = &mut all_done => t,
+        _ = tokio::signal::ctrl_c() => { let _ = stop_tx.send(true); all_done.await }
+        _ = term.recv() => { let _ = stop_tx.send(true); all_done.await }
+    };
+    let mut failed = 0;
+    for (lb, t) in targets.iter().zip(tallies) {
+        let pages: Vec<String> = t.pages.iter().map(|(p, n)| format!("{p}: {n}")).collect();
+        println!(
+            "{} {}: requests: {}, failed: {} ({})",
+            lb.region,
+            lb.name,
+            t.requests,
+            t.failed,
+            if pages.is_empty() {
+                "no page served".to_string()
+            } else {
+                pages.join(", ")
+            }
+        );
+        for why in &t.failures {
+            println!("  failed: {why}");
+        }
+        failed += t.failed;
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn up(moto_port: u16, host_port: u16, run_instances: bool) -> Result<ExitCode> {
     if let Some(f) = running().await {
         bail!(
             "the local stack is already up (moto on port {}); `porter local down` stops it",
             f.moto_port
         );
     }
-    let local = LocalStack::start(moto_port, host_port).await?;
+    let local = LocalStack::start_with(moto_port, host_port, Default::default(), run_instances).await?;
     let file = stack::stack_file(&base());
     std::fs::create_dir_all(file.parent().expect("has a parent"))?;
     let record = StackFile {
@@ -135,8 +264,14 @@ async fn up(moto_port: u16, host_port: u16) -> Result<ExitCode> {
     );
     println!(
         "export AWS_ENDPOINT_URL={} to point AWS tools at it; Ctrl-C or `porter local down` stops it",
-        local.moto.endpoint()
+        local.endpoint()
     );
+    match local.fleet.mode() {
+        porter_local::instances::Mode::Running => println!(
+            "instances: release instances boot their UserData in their own namespaces; `porter local status` lists the load balancers' URLs"
+        ),
+        porter_local::instances::Mode::Bookkeeping(why) => println!("instances: not run ({why}); moto keeps their books"),
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -157,6 +292,8 @@ async fn down() -> Result<ExitCode> {
     for _ in 0..100 {
         if porter_local::moto::port_is_free(f.moto_port) && porter_local::moto::port_is_free(f.host_port) {
             let _ = std::fs::remove_file(stack::stack_file(&base()));
+            // What a stack killed mid-stop left: its instances and namespaces.
+            porter_local::instances::sweep(f.host_port).await;
             println!("local stack down");
             return Ok(ExitCode::SUCCESS);
         }
@@ -312,11 +449,15 @@ pub async fn deploy(path: &Path, environment: &str, what: deploy::What, run: &cr
         rollout: run.rollout(),
     };
     // Attach to `porter local up` if it runs; else a stack for this deploy only.
-    let (endpoint, own) = match running().await {
-        Some(f) => (format!("http://127.0.0.1:{}", f.moto_port), None),
+    let (endpoint, host, own) = match running().await {
+        Some(f) => (
+            format!("http://127.0.0.1:{}", f.moto_port),
+            format!("http://127.0.0.1:{}", f.host_port),
+            None,
+        ),
         None => {
-            let s = LocalStack::start(0, 0).await?;
-            (s.moto.endpoint(), Some(s))
+            let s = LocalStack::start_running(0, 0).await?;
+            (s.moto.endpoint(), s.endpoint(), Some(s))
         }
     };
     let mut stdout = std::io::stdout();
@@ -331,6 +472,7 @@ pub async fn deploy(path: &Path, environment: &str, what: deploy::What, run: &cr
         }
         Ok(outcome) => summarize(&endpoint, &opts, &outcome, verb).await?,
     };
+    print_load_balancers(&host).await;
     if let Some(s) = own {
         s.stop().await;
     }
@@ -376,8 +518,8 @@ async fn pipeline(
             None,
         ),
         None => {
-            let s = LocalStack::start(0, 0).await?;
-            (s.moto.endpoint(), format!("http://127.0.0.1:{}", s.host_port), Some(s))
+            let s = LocalStack::start_running(0, 0).await?;
+            (s.moto.endpoint(), s.endpoint(), Some(s))
         }
     };
     let wait = Duration::from_secs_f64(wait_seconds.max(0.0));
@@ -406,6 +548,7 @@ async fn pipeline(
             }
         }
     };
+    print_load_balancers(&host).await;
     if let Some(s) = own {
         s.stop().await;
     }

@@ -292,8 +292,10 @@ fn user_data(region: &Region, release: &Release, payload: &PayloadLocation) -> S
                     .join(" "),
             )
         }
+        // Its own session, so it outlives this script; its pid, so the
+        // health wait sees it die.
         None => format!(
-            "(cd /srv/{svc} && setsid ./start > /var/log/{svc}.log 2>&1 &)",
+            "cd /srv/{svc}\nsetsid ./start > /var/log/{svc}.log 2>&1 < /dev/null &\nservice_pid=$!\ncd /",
             svc = release.service
         ),
     };
@@ -301,17 +303,28 @@ fn user_data(region: &Region, release: &Release, payload: &PayloadLocation) -> S
         r#"#!/bin/bash
 # porter: fetch release {version}, check it, start it, and tell CloudFormation
 # once it is healthy (3 consecutive good answers, as porter's host daemon did).
+# A failure signals its reason (with the end of the service's log), so the
+# stack fails saying why instead of waiting out its timeout.
 set -euo pipefail
-signal() {{ /opt/aws/bin/cfn-signal -e "$1" --stack ${{AWS::StackName}} --resource AutoScalingGroup --region ${{AWS::Region}}; }}
-trap 'signal 1' ERR
+service_pid=""
+signal() {{ /opt/aws/bin/cfn-signal -e "$1" --reason "$2" --stack ${{AWS::StackName}} --resource AutoScalingGroup --region ${{AWS::Region}}; }}
+log_tail() {{ tail -n 5 /var/log/{svc}.log 2>/dev/null | tr '\n' ' ' | cut -c1-300; }}
+fail() {{ trap - ERR; echo "porter: $1" >&2; signal 1 "$1" || true; exit 1; }}
+trap 'fail "boot failed at line $LINENO: $BASH_COMMAND"' ERR
 wait_healthy() {{
-  local ok=0
-  for _ in $(seq 1 180); do
-    if curl -sf $1 -o /dev/null "$2"; then ok=$((ok+1)); else ok=0; fi
+  local ok=0 bad=0 code
+  for _ in $(seq 1 450); do
+    if [ -n "$service_pid" ] && ! kill -0 "$service_pid" 2>/dev/null; then
+      fail "{svc} exited before it was healthy; its log: $(log_tail)"
+    fi
+    code=$(curl -s $1 -o /dev/null -w '%{{http_code}}' --max-time 2 "$2" || true)
+    if [ "$code" = 200 ]; then ok=$((ok+1)); bad=0; else ok=0; fi
+    if [ "$code" != 200 ] && [ "$code" != 000 ]; then bad=$((bad+1)); fi
     [ "$ok" -ge 3 ] && return 0
-    sleep 5
+    [ "$bad" -ge 10 ] && fail "$2 answered HTTP $code 10 times in a row; {svc}'s log: $(log_tail)"
+    sleep 2
   done
-  return 1
+  fail "$2 did not answer 200 within 15 minutes; {svc}'s log: $(log_tail)"
 }}
 dnf install -y -q aws-cfn-bootstrap docker >/dev/null 2>&1 || true
 aws s3 cp "s3://{bucket}/{key}" /tmp/payload.tar --region ${{AWS::Region}}
@@ -319,7 +332,7 @@ echo "{sha}  /tmp/payload.tar" | sha256sum -c -
 mkdir -p /srv/{svc}
 tar -xf /tmp/payload.tar -C /srv/{svc}
 {start}
-{checks}signal 0
+{checks}signal 0 "healthy"
 "#,
         version = release.version,
         bucket = payload.bucket,

@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use porter_lambda::{Context, Function, Phase};
 
+use crate::front::Front;
 use crate::job_sim::{self, JobResult, Jobs};
 use serde_json::{json, Value};
 
@@ -53,15 +54,17 @@ struct Host {
     ctx: Arc<Context>,
     faults: Faults,
     jobs: Jobs,
-    moto: String,
+    front: Front,
 }
 
-/// The Lambda Invoke API, CodePipeline's job API (`POST /`, the rest of
-/// CodePipeline forwarded to moto), and the recorded job results.
-pub fn router(ctx: Context, faults: Faults, jobs: Jobs, moto_endpoint: String) -> Router {
+/// The Lambda Invoke API, CodePipeline's job API (the rest of CodePipeline
+/// forwarded to moto), the recorded job results, the load balancers'
+/// listing, and every other AWS call through the [`Front`].
+pub fn router(ctx: Context, faults: Faults, jobs: Jobs, front: Front) -> Router {
     Router::new()
         .route("/2015-03-31/functions/{function}/invocations", post(invoke))
-        .route("/", post(codepipeline_api))
+        .route("/", post(aws_api))
+        .route("/porter-local/load-balancers", get(load_balancers))
         .route("/porter-local/jobs/{id}", get(job_results))
         .route(
             "/porter-local/jobs/{id}/pipeline-execution",
@@ -69,12 +72,33 @@ pub fn router(ctx: Context, faults: Faults, jobs: Jobs, moto_endpoint: String) -
         )
         .route("/porter-local/jobs/{id}/next", get(job_next))
         .route("/porter-local/custom-jobs", post(queue_custom_job))
+        .fallback(other_aws_api)
         .with_state(Host {
             ctx: Arc::new(ctx),
             faults,
             jobs,
-            moto: moto_endpoint,
+            front,
         })
+        // Payloads go to S3 through here.
+        .layer(axum::extract::DefaultBodyLimit::max(512 * 1024 * 1024))
+}
+
+async fn load_balancers(State(host): State<Host>) -> Json<Value> {
+    let instances = match host.front.fleet().mode() {
+        crate::instances::Mode::Running => "running".to_string(),
+        crate::instances::Mode::Bookkeeping(why) => why.clone(),
+    };
+    Json(json!({"instances": instances, "load_balancers": host.front.balancers().list()}))
+}
+
+async fn other_aws_api(
+    State(host): State<Host>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    host.front.handle(method, uri, headers, body).await
 }
 
 async fn job_next(State(host): State<Host>, Path(id): Path<String>) -> Json<Option<String>> {
@@ -85,8 +109,18 @@ async fn queue_custom_job(State(host): State<Host>, Json(req): Json<job_sim::Cus
     Json(host.jobs.queue(&req))
 }
 
-async fn codepipeline_api(State(host): State<Host>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    job_sim::api(&host.jobs, &host.moto, headers, body).await
+/// `POST /`: CodePipeline (JSON, by its target) to the job simulator,
+/// every Query-protocol service to the front.
+async fn aws_api(State(host): State<Host>, uri: Uri, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let codepipeline = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("CodePipeline_"));
+    if codepipeline {
+        job_sim::api(&host.jobs, host.front.moto(), headers, body).await
+    } else {
+        host.front.handle(Method::POST, uri, headers, body).await
+    }
 }
 
 async fn job_pipeline_execution(

@@ -7,9 +7,13 @@ use porter_core::aws::Aws;
 use porter_core::pins::{self, Pinning};
 use serde::{Deserialize, Serialize};
 
+use crate::elb::Balancers;
+use crate::front::Front;
+use crate::instances::Fleet;
 use crate::invoke_host::Faults;
 use crate::job_sim::Jobs;
 use crate::moto::{self, Moto};
+use crate::signals::Signals;
 
 // The names, where users of the local stack have always found them.
 pub use crate::names::{
@@ -21,6 +25,9 @@ pub struct LocalStack {
     pub moto: Moto,
     pub host_port: u16,
     pub jobs: Jobs,
+    /// The instances it boots (or why it does not).
+    pub fleet: Fleet,
+    pub balancers: Balancers,
     host: tokio::task::JoinHandle<()>,
 }
 
@@ -34,33 +41,51 @@ pub struct StackFile {
 
 impl LocalStack {
     /// Starts the host on `host_port` (0: any free port), then moto on
-    /// `moto_port` pointing its Lambda calls at the host.
+    /// `moto_port` pointing its Lambda calls at the host. Instances are
+    /// moto's books only: nothing boots, health is moto's.
     pub async fn start(moto_port: u16, host_port: u16) -> Result<LocalStack> {
-        Self::start_with_faults(moto_port, host_port, Faults::default()).await
+        Self::start_with(moto_port, host_port, Faults::default(), false).await
+    }
+
+    /// As [`LocalStack::start`], with instances that boot their UserData
+    /// and load balancers that check them and carry traffic, where
+    /// namespaces can be made (else it says why and keeps books).
+    pub async fn start_running(moto_port: u16, host_port: u16) -> Result<LocalStack> {
+        Self::start_with(moto_port, host_port, Faults::default(), true).await
     }
 
     /// As [`LocalStack::start`], with failures to inject into the host.
     pub async fn start_with_faults(moto_port: u16, host_port: u16, faults: Faults) -> Result<LocalStack> {
+        Self::start_with(moto_port, host_port, faults, false).await
+    }
+
+    pub async fn start_with(moto_port: u16, host_port: u16, faults: Faults, run_instances: bool) -> Result<LocalStack> {
         let venv = moto::venv()?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", host_port))
             .await
             .with_context(|| format!("port {host_port} is taken: stop what uses it, or pick another (--host-port)"))?;
         let host_port = listener.local_addr()?.port();
         let moto = Moto::start(&venv, moto_port, Some(host_port)).await?;
+        let fleet = Fleet::start(&moto.endpoint(), host_port, Signals::default(), run_instances).await;
+        let balancers = Balancers::start(fleet.clone(), &moto.endpoint());
+        let front = Front::new(&moto.endpoint(), fleet.clone(), balancers.clone());
+        let host_url = format!("http://127.0.0.1:{host_port}");
         // Pinned as the functions are in AWS; `bootstrap` writes the pins.
-        let aws = Aws::new(moto::sdk_config(&moto.endpoint(), REGION).await).with_pinning(Pinning::Pinned {
+        // Their AWS is the front: moto, with real instance health and
+        // stack signals where instances run.
+        let aws = Aws::new(moto::sdk_config(&host_url, REGION).await).with_pinning(Pinning::Pinned {
             path: pins::DEFAULT_PATH.into(),
             service: None,
         });
         // The functions reach CodePipeline through this host (the job API
         // moto lacks) and run the deploy state machine `deploy` creates.
-        let mut ctx = porter_lambda::Context::new(aws, Some(&format!("http://127.0.0.1:{host_port}")));
+        let mut ctx = porter_lambda::Context::new(aws, Some(&host_url));
         ctx.state_machine_arn = Some(crate::names::state_machine_arn());
         ctx.artifact_bucket = Some(ARTIFACT_BUCKET.to_string());
         ctx.lease_table = Some(LEASE_TABLE.to_string());
         ctx.image_parameter = Some(MACHINE_IMAGE_PARAMETER.to_string());
         let jobs = Jobs::default();
-        let app = crate::invoke_host::router(ctx, faults, jobs.clone(), moto.endpoint());
+        let app = crate::invoke_host::router(ctx, faults, jobs.clone(), front);
         let host = tokio::spawn(async move {
             if let Err(e) = crate::invoke_host::serve(app, listener).await {
                 eprintln!("porter local: the Lambda host stopped: {e}");
@@ -70,12 +95,22 @@ impl LocalStack {
             moto,
             host_port,
             jobs,
+            fleet,
+            balancers,
             host,
         })
     }
 
+    /// The AWS endpoint clients of the local stack use: moto behind the
+    /// front, which answers what moto cannot once instances run.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.host_port)
+    }
+
     pub async fn stop(self) {
         self.host.abort();
+        self.balancers.shutdown();
+        self.fleet.shutdown().await;
         self.moto.stop().await;
     }
 }

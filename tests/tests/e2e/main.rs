@@ -3,6 +3,7 @@
 mod events;
 mod example;
 mod faults;
+mod instances;
 mod lifecycle;
 mod pipeline;
 mod runtime;

@@ -1,0 +1,502 @@
+//! The local stack's AWS endpoint: every call goes on to moto, except what
+//! moto cannot answer truthfully once instances run —
+//!
+//! - ELB `DescribeInstanceHealth`, answered from the load balancers' own
+//!   health checks ([`Balancers`]);
+//! - CloudFormation `DescribeStacks`, where a stack whose resources have a
+//!   `CreationPolicy` is complete only once its instances signalled success,
+//!   and rolled back on a failure signal or a timeout ([`Signals`]).
+//!
+//! Every region a call names is watched for instances to boot.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use crate::elb::Balancers;
+use crate::instances::Fleet;
+use crate::signals::{self, Policy, Verdict};
+
+#[derive(Clone)]
+pub struct Front {
+    moto: String,
+    fleet: Fleet,
+    balancers: Balancers,
+    client: reqwest::Client,
+    /// Each stack's signal policies, read once from its template.
+    policies: Arc<Mutex<HashMap<String, Vec<Policy>>>>,
+    /// Stacks the local stack rolled back: (resource, reason).
+    failed: Arc<Mutex<HashMap<String, (String, String)>>>,
+}
+
+impl Front {
+    pub fn new(moto: &str, fleet: Fleet, balancers: Balancers) -> Front {
+        Front {
+            moto: moto.to_string(),
+            fleet,
+            balancers,
+            client: reqwest::Client::new(),
+            policies: Arc::default(),
+            failed: Arc::default(),
+        }
+    }
+
+    pub fn moto(&self) -> &str {
+        &self.moto
+    }
+
+    pub fn balancers(&self) -> &Balancers {
+        &self.balancers
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// Answers one AWS call.
+    pub async fn handle(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+        let scope = credential_scope(&headers);
+        if let Some((region, service)) = &scope {
+            if matches!(
+                service.as_str(),
+                "ec2" | "autoscaling" | "cloudformation" | "elasticloadbalancing"
+            ) {
+                self.fleet.watch(region);
+            }
+        }
+        let action = (method == Method::POST).then(|| form_action(&headers, &body)).flatten();
+        match (scope.as_ref().map(|(_, s)| s.as_str()), action.as_deref()) {
+            (Some("elasticloadbalancing"), Some("DescribeInstanceHealth")) if self.balancers.active() => {
+                let region = scope.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
+                if let Some(r) = self.instance_health(&region, &body).await {
+                    return r;
+                }
+            }
+            (Some("autoscaling"), Some(a)) if MOTO_DEREGISTERS_OTHERS.contains(&a) => {
+                let region = scope.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
+                let group = form_value(&body, "AutoScalingGroupName").unwrap_or_default();
+                let before = self.registrations(&region).await;
+                let resp = self.forward(method, &uri, &headers, body).await;
+                if resp.status().is_success() {
+                    self.keep_other_groups(&region, &group, before).await;
+                }
+                return resp;
+            }
+            (Some("cloudformation"), Some("DescribeStacks")) if self.fleet.running() => {
+                let region = scope.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
+                let resp = self.forward(method, &uri, &headers, body).await;
+                return self.judge_stacks(&region, resp).await;
+            }
+            _ => {}
+        }
+        self.forward(method, &uri, &headers, body).await
+    }
+
+    /// Passes the call to moto as it came.
+    pub async fn forward(&self, method: Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Response {
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
+        let mut req = self.client.request(method, format!("{}{path}", self.moto)).body(body);
+        for (k, v) in headers.iter() {
+            if !matches!(
+                k.as_str(),
+                "host" | "content-length" | "connection" | "transfer-encoding"
+            ) {
+                req = req.header(k.as_str(), v.as_bytes());
+            }
+        }
+        match req.send().await {
+            Ok(resp) => {
+                let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+                let mut out_headers = HeaderMap::new();
+                for (k, v) in resp.headers() {
+                    if matches!(k.as_str(), "content-length" | "connection" | "transfer-encoding") {
+                        continue;
+                    }
+                    if let (Ok(k), Ok(v)) = (
+                        axum::http::HeaderName::from_bytes(k.as_str().as_bytes()),
+                        axum::http::HeaderValue::from_bytes(v.as_bytes()),
+                    ) {
+                        out_headers.append(k, v);
+                    }
+                }
+                let bytes = resp.bytes().await.unwrap_or_default();
+                (status, out_headers, bytes).into_response()
+            }
+            Err(e) => (StatusCode::BAD_GATEWAY, format!("moto did not answer: {e}")).into_response(),
+        }
+    }
+
+    /// Each load balancer's registered instances.
+    async fn registrations(&self, region: &str) -> HashMap<String, Vec<String>> {
+        let sdk = crate::moto::sdk_config(&self.moto, region).await;
+        let elb = aws_sdk_elasticloadbalancing::Client::new(&sdk);
+        let Ok(out) = elb.describe_load_balancers().send().await else {
+            return HashMap::new();
+        };
+        out.load_balancer_descriptions()
+            .iter()
+            .filter_map(|d| {
+                let ids = d
+                    .instances()
+                    .iter()
+                    .filter_map(|i| i.instance_id())
+                    .map(str::to_string)
+                    .collect();
+                Some((d.load_balancer_name()?.to_string(), ids))
+            })
+            .collect()
+    }
+
+    /// Registers again the instances of other groups that moto took out of
+    /// a load balancer when `group` changed: moto keeps an ELB's instances
+    /// equal to one attached group's, where AWS lets several groups (the
+    /// serving release and the one being promoted) share it.
+    async fn keep_other_groups(&self, region: &str, group: &str, before: HashMap<String, Vec<String>>) {
+        let after = self.registrations(region).await;
+        let members = group_instances(&self.moto, region, group).await;
+        let sdk = crate::moto::sdk_config(&self.moto, region).await;
+        let elb = aws_sdk_elasticloadbalancing::Client::new(&sdk);
+        for (name, was) in before {
+            let now = after.get(&name).cloned().unwrap_or_default();
+            let dropped: Vec<String> = was
+                .into_iter()
+                .filter(|id| !now.contains(id) && !members.contains(id))
+                .collect();
+            if dropped.is_empty() {
+                continue;
+            }
+            let instances = dropped
+                .iter()
+                .map(|id| {
+                    aws_sdk_elasticloadbalancing::types::Instance::builder()
+                        .instance_id(id)
+                        .build()
+                })
+                .collect();
+            let _ = elb
+                .register_instances_with_load_balancer()
+                .load_balancer_name(&name)
+                .set_instances(Some(instances))
+                .send()
+                .await;
+        }
+    }
+
+    async fn instance_health(&self, region: &str, body: &[u8]) -> Option<Response> {
+        let form: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+        let name = form
+            .iter()
+            .find(|(k, _)| k == "LoadBalancerName")
+            .map(|(_, v)| v.clone())?;
+        let mut asked: Vec<(usize, String)> = form
+            .iter()
+            .filter_map(|(k, v)| {
+                let n = k.strip_prefix("Instances.member.")?.strip_suffix(".InstanceId")?;
+                Some((n.parse().ok()?, v.clone()))
+            })
+            .collect();
+        asked.sort();
+        let asked: Vec<String> = asked.into_iter().map(|(_, v)| v).collect();
+        let states = self.balancers.instance_health(region, &name, &asked).await?;
+        let mut members = String::new();
+        for (id, h) in states {
+            members.push_str(&format!(
+                "<member><InstanceId>{}</InstanceId><State>{}</State><ReasonCode>{}</ReasonCode><Description>{}</Description></member>",
+                xml_escape(&id),
+                h.state,
+                h.reason_code,
+                xml_escape(&h.description)
+            ));
+        }
+        let xml = format!(
+            r#"<DescribeInstanceHealthResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2012-06-01/"><DescribeInstanceHealthResult><InstanceStates>{members}</InstanceStates></DescribeInstanceHealthResult><ResponseMetadata><RequestId>porter-local</RequestId></ResponseMetadata></DescribeInstanceHealthResponse>"#
+        );
+        Some((StatusCode::OK, [("content-type", "text/xml")], xml).into_response())
+    }
+
+    /// Rewrites the status of each stack moto calls CREATE_COMPLETE whose
+    /// signals are not all in (CREATE_IN_PROGRESS) or include a failure or
+    /// came too late (ROLLBACK_COMPLETE, with the reason).
+    async fn judge_stacks(&self, region: &str, resp: Response) -> Response {
+        if !resp.status().is_success() {
+            return resp;
+        }
+        let (parts, body) = resp.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+            return (StatusCode::BAD_GATEWAY, "reading moto's answer").into_response();
+        };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let stacks = match stacks_in(&text) {
+            Some(s) => s,
+            None => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+        };
+        let mut edits = Vec::new();
+        for s in stacks {
+            if s.status != "CREATE_COMPLETE" {
+                continue;
+            }
+            let verdict = self.verdict(region, &s).await;
+            let (status, reason) = match verdict {
+                Verdict::Complete => continue,
+                Verdict::Waiting => ("CREATE_IN_PROGRESS", None),
+                Verdict::Failed { resource, reason } => (
+                    "ROLLBACK_COMPLETE",
+                    Some(format!(
+                        "The following resource(s) failed to create: [{resource}]. {resource}: {reason}"
+                    )),
+                ),
+            };
+            edits.push((s.range, status, reason));
+        }
+        let mut text = text;
+        // Back to front, so earlier ranges stay where they are.
+        edits.sort_by_key(|(r, _, _)| std::cmp::Reverse(r.start));
+        for (range, status, reason) in edits {
+            let member = rewrite_member(&text[range.clone()], status, reason.as_deref());
+            text.replace_range(range, &member);
+        }
+        let mut parts = parts;
+        parts.headers.remove("content-length");
+        Response::from_parts(parts, axum::body::Body::from(text))
+    }
+
+    async fn verdict(&self, region: &str, stack: &StackSeen) -> Verdict {
+        if let Some((resource, reason)) = self.failed.lock().expect("failed lock").get(&stack.id).cloned() {
+            return Verdict::Failed { resource, reason };
+        }
+        let known = self.policies.lock().expect("policies lock").get(&stack.id).cloned();
+        let policies = match known {
+            Some(p) => p,
+            None => {
+                let Some(p) = self.read_policies(region, &stack.id).await else {
+                    return Verdict::Complete;
+                };
+                self.policies
+                    .lock()
+                    .expect("policies lock")
+                    .insert(stack.id.clone(), p.clone());
+                p
+            }
+        };
+        if policies.is_empty() {
+            return Verdict::Complete;
+        }
+        let created = stack.created.unwrap_or_else(SystemTime::now);
+        let verdict = self
+            .fleet
+            .signals()
+            .judge(region, &stack.name, &policies, created, SystemTime::now());
+        if let Verdict::Failed { resource, reason } = &verdict {
+            self.failed
+                .lock()
+                .expect("failed lock")
+                .insert(stack.id.clone(), (resource.clone(), reason.clone()));
+            // As CloudFormation's rollback would: the group's instances stop.
+            if let Some(group) = self.physical_id(region, &stack.id, resource).await {
+                self.fleet.stop_group(region, &group).await;
+            }
+        }
+        verdict
+    }
+
+    async fn read_policies(&self, region: &str, stack_id: &str) -> Option<Vec<Policy>> {
+        let sdk = crate::moto::sdk_config(&self.moto, region).await;
+        let cfn = aws_sdk_cloudformation::Client::new(&sdk);
+        let out = cfn.get_template().stack_name(stack_id).send().await.ok()?;
+        let body = out.template_body()?;
+        let template: serde_json::Value = serde_json::from_str(body).ok()?;
+        Some(signals::policies(&template))
+    }
+
+    async fn physical_id(&self, region: &str, stack_id: &str, resource: &str) -> Option<String> {
+        let sdk = crate::moto::sdk_config(&self.moto, region).await;
+        let cfn = aws_sdk_cloudformation::Client::new(&sdk);
+        let out = cfn
+            .describe_stack_resource()
+            .stack_name(stack_id)
+            .logical_resource_id(resource)
+            .send()
+            .await
+            .ok()?;
+        out.stack_resource_detail()?.physical_resource_id().map(str::to_string)
+    }
+}
+
+/// Auto Scaling calls after which moto makes every load balancer the
+/// group is attached to hold that group's instances only.
+const MOTO_DEREGISTERS_OTHERS: &[&str] = &[
+    "AttachLoadBalancers",
+    "AttachInstances",
+    "SetDesiredCapacity",
+    "UpdateAutoScalingGroup",
+];
+
+/// The instances of Auto Scaling group `group` as moto has them.
+async fn group_instances(moto: &str, region: &str, group: &str) -> Vec<String> {
+    let Ok(xml) = crate::query::call(
+        moto,
+        "autoscaling",
+        "2011-01-01",
+        region,
+        "DescribeAutoScalingGroups",
+        &[("AutoScalingGroupNames.member.1", group)],
+    )
+    .await
+    else {
+        return Vec::new();
+    };
+    let Ok(doc) = roxmltree::Document::parse(&xml) else {
+        return Vec::new();
+    };
+    doc.descendants()
+        .filter(|n| n.has_tag_name("InstanceId"))
+        .filter_map(|n| n.text())
+        .map(str::to_string)
+        .collect()
+}
+
+/// One field of a form-encoded body.
+fn form_value(body: &[u8], key: &str) -> Option<String> {
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// (region, service) from a SigV4 `Authorization` header.
+fn credential_scope(headers: &HeaderMap) -> Option<(String, String)> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let cred = auth.split("Credential=").nth(1)?.split([',', ' ']).next()?;
+    let mut parts = cred.split('/');
+    let (_key, _date, region, service) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some((region.to_string(), service.to_string()))
+}
+
+/// The `Action` of a Query-protocol call.
+fn form_action(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    let ct = headers.get("content-type")?.to_str().ok()?;
+    if !ct.starts_with("application/x-www-form-urlencoded") {
+        return None;
+    }
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == "Action")
+        .map(|(_, v)| v.into_owned())
+}
+
+struct StackSeen {
+    id: String,
+    name: String,
+    status: String,
+    created: Option<SystemTime>,
+    range: std::ops::Range<usize>,
+}
+
+/// The stacks of a DescribeStacks answer, with where each sits in the text.
+fn stacks_in(xml: &str) -> Option<Vec<StackSeen>> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let stacks = doc.descendants().find(|n| n.has_tag_name("Stacks"))?;
+    Some(
+        stacks
+            .children()
+            .filter(|n| n.has_tag_name("member"))
+            .filter_map(|m| {
+                let get = |tag: &str| crate::query::child_text(m, tag).map(str::to_string);
+                Some(StackSeen {
+                    id: get("StackId")?,
+                    name: get("StackName")?,
+                    status: get("StackStatus")?,
+                    created: get("CreationTime").and_then(|t| {
+                        aws_smithy_types::DateTime::from_str(&t, aws_smithy_types::date_time::Format::DateTime)
+                            .ok()
+                            .and_then(|d| SystemTime::try_from(d).ok())
+                    }),
+                    range: m.range(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// One `<member>` of DescribeStacks with another status (and reason); a
+/// stack not yet complete has no outputs.
+fn rewrite_member(member: &str, status: &str, reason: Option<&str>) -> String {
+    let mut out = strip_element(member, "StackStatusReason");
+    if status != "CREATE_COMPLETE" {
+        out = strip_element(&out, "Outputs");
+    }
+    let Some(start) = out.find("<StackStatus>") else {
+        return out;
+    };
+    let Some(len) = out[start..].find("</StackStatus>") else {
+        return out;
+    };
+    let end = start + len + "</StackStatus>".len();
+    let mut replacement = format!("<StackStatus>{status}</StackStatus>");
+    if let Some(r) = reason {
+        replacement.push_str(&format!("<StackStatusReason>{}</StackStatusReason>", xml_escape(r)));
+    }
+    out.replace_range(start..end, &replacement);
+    out
+}
+
+fn strip_element(text: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    match (text.find(&open), text.find(&close)) {
+        (Some(a), Some(b)) if b > a => format!("{}{}", &text[..a], &text[b + close.len()..]),
+        _ => text.to_string(),
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_credential_scope() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKID/20261130/eu-west-1/elasticloadbalancing/aws4_request, SignedHeaders=host, Signature=abc"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            credential_scope(&h),
+            Some(("eu-west-1".into(), "elasticloadbalancing".into()))
+        );
+        assert_eq!(credential_scope(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_waiting_stack_is_in_progress_and_a_failed_one_says_why() {
+        let xml = r#"<DescribeStacksResponse><DescribeStacksResult><Stacks>
+<member><StackId>arn:1</StackId><StackName>a</StackName><CreationTime>2026-11-30T04:00:00Z</CreationTime><StackStatus>CREATE_COMPLETE</StackStatus><Outputs><member><OutputKey>X</OutputKey></member></Outputs></member>
+<member><StackId>arn:2</StackId><StackName>b</StackName><StackStatus>CREATE_COMPLETE</StackStatus></member>
+</Stacks></DescribeStacksResult></DescribeStacksResponse>"#;
+        let stacks = stacks_in(xml).unwrap();
+        assert_eq!(stacks.len(), 2);
+        assert_eq!(stacks[0].name, "a");
+        assert!(stacks[0].created.is_some() && stacks[1].created.is_none());
+        let first = &xml[stacks[0].range.clone()];
+        let waiting = rewrite_member(first, "CREATE_IN_PROGRESS", None);
+        assert!(waiting.contains("<StackStatus>CREATE_IN_PROGRESS</StackStatus>") && !waiting.contains("Outputs"));
+        let failed = rewrite_member(first, "ROLLBACK_COMPLETE", Some("start <exited> 1"));
+        assert!(
+            failed.contains("<StackStatusReason>start &lt;exited&gt; 1</StackStatusReason>"),
+            "{failed}"
+        );
+        assert!(roxmltree::Document::parse(&failed).is_ok());
+    }
+}

@@ -1,0 +1,156 @@
+//! Bounded load through the local stack's load balancers: a steady rate of
+//! GETs on loopback, each on a fresh connection (so every request is placed
+//! anew, as the ELB places connections), counted by what answered.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What the host says of its load balancers (`elb::Listing`, read back).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Traffic {
+    /// "running", or why instances do not run here.
+    pub instances: String,
+    pub load_balancers: Vec<Balancer>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Balancer {
+    pub region: String,
+    pub name: String,
+    pub url: String,
+    pub instances: BTreeMap<String, InstanceState>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InstanceState {
+    pub state: String,
+    pub description: String,
+}
+
+impl Balancer {
+    pub fn in_service(&self) -> usize {
+        self.instances.values().filter(|i| i.state == "InService").count()
+    }
+}
+
+pub async fn traffic(host: &str) -> anyhow::Result<Traffic> {
+    Ok(reqwest::get(format!("{host}/porter-local/load-balancers"))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+/// The requests sent to one load balancer and what came back.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub requests: u64,
+    pub failed: u64,
+    /// Answers by the first `release N` each page named.
+    pub pages: BTreeMap<String, u64>,
+    /// The first few failures, as they happened.
+    pub failures: Vec<String>,
+}
+
+/// The largest rate and duration the load may have: it stays bounded.
+pub const MAX_RATE: u32 = 100;
+pub const MAX_SECONDS: u64 = 900;
+
+/// Sends `rate` requests a second to `url` until `stop` resolves or
+/// `max` passes.
+pub async fn drive(url: &str, rate: u32, max: Duration, stop: tokio::sync::watch::Receiver<bool>) -> Tally {
+    let rate = rate.clamp(1, MAX_RATE);
+    let max = max.min(Duration::from_secs(MAX_SECONDS));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("a plain HTTP client");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<String, String>>();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    let deadline = tokio::time::Instant::now() + max;
+    let mut tally = Tally::default();
+    let mut in_flight = 0u64;
+    loop {
+        if *stop.borrow() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::select! {
+            _ = tick.tick() => {
+                in_flight += 1;
+                let client = client.clone();
+                let url = url.to_string();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let outcome = match client.get(&url).header("connection", "close").send().await {
+                        Ok(r) if r.status().is_success() => Ok(r.text().await.unwrap_or_default()),
+                        Ok(r) => Err(format!("HTTP {}", r.status())),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = tx.send(outcome);
+                });
+            }
+            Some(outcome) = rx.recv() => {
+                in_flight -= 1;
+                count(&mut tally, outcome);
+            }
+        }
+    }
+    // The requests already sent are counted too.
+    while in_flight > 0 {
+        match rx.recv().await {
+            Some(outcome) => {
+                in_flight -= 1;
+                count(&mut tally, outcome);
+            }
+            None => break,
+        }
+    }
+    tally
+}
+
+fn count(tally: &mut Tally, outcome: Result<String, String>) {
+    tally.requests += 1;
+    match outcome {
+        Ok(body) => *tally.pages.entry(release_of(&body)).or_default() += 1,
+        Err(why) => {
+            tally.failed += 1;
+            if tally.failures.len() < 5 {
+                tally.failures.push(why);
+            }
+        }
+    }
+}
+
+/// The first `release N` a page names, or "other".
+pub fn release_of(page: &str) -> String {
+    let Some(at) = page.find("release ") else {
+        return "other".into();
+    };
+    let digits: String = page[at + 8..].chars().take_while(char::is_ascii_digit).collect();
+    if digits.is_empty() {
+        "other".into()
+    } else {
+        format!("release {digits}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_counted_by_the_release_they_name() {
+        assert_eq!(release_of("<h1>hello, release 12</h1>"), "release 12");
+        assert_eq!(release_of("release notes"), "other");
+        assert_eq!(release_of(""), "other");
+        let mut t = Tally::default();
+        count(&mut t, Ok("release 1".into()));
+        count(&mut t, Err("HTTP 503".into()));
+        assert_eq!((t.requests, t.failed), (2, 1));
+        assert_eq!(t.pages["release 1"], 1);
+        assert_eq!(t.failures, vec!["HTTP 503".to_string()]);
+    }
+}
