@@ -38,18 +38,20 @@ pages() {
   done
 }
 
-# Bounded load through both load balancers while "$@" runs; prints
-# `requests: N, failed: 0` per region and fails on any failed request.
+# Bounded load through both load balancers while "$@" runs (its output to
+# file $1, `requests: N, failed: 0` per region to $1.load); stops the demo
+# on any failed request.
 under_load() {
-  if ! $running; then "$@"; return; fi
+  local out=$1; shift
+  if ! $running; then "$@" > "$out" 2>&1; return; fi
   $porter local load --rate 20 --max-seconds 300 > "$work/load.out" 2>&1 &
   local load=$!
   local rc=0
-  "$@" || rc=$?
+  "$@" > "$out" 2>&1 || rc=$?
   kill -TERM "$load"
   wait "$load" || true
-  echo "-- load during that deploy (20 requests/s per load balancer, loopback):"
-  grep "requests:" "$work/load.out"
+  { echo "-- load during that deploy (20 requests/s per load balancer, loopback):"
+    grep "requests:" "$work/load.out"; } > "$out.load"
   test "$(grep -c "requests: [1-9][0-9]*, failed: 0 " "$work/load.out")" = 2 || { cat "$work/load.out"; echo "requests failed"; exit 1; }
   return $rc
 }
@@ -64,8 +66,8 @@ pages 1
 echo
 echo "== release 2: a change to the service, deployed as a CodePipeline action =="
 sed -i 's/release 1/release 2/' "$work/hello-service/index.html"
-under_load $porter local pipeline -e staging "$work/hello-service" > "$work/r2.out"
-cat "$work/r2.out"
+under_load "$work/r2.out" $porter local pipeline -e staging "$work/hello-service" || { cat "$work/r2.out"; exit 1; }
+cat "$work/r2.out" "$work/r2.out.load" 2>/dev/null
 pages 2
 
 r1=$(sed -n 's/.*packed hello release \([0-9a-f]*\).*/\1/p' "$work/r1.out")
@@ -113,10 +115,11 @@ if $running; then
   cp -r "$work/hello-service" "$work/broken"
   sed -i 's/release 3/release 4/' "$work/broken/index.html"
   printf '#!/bin/sh\necho "hello: DATABASE_URL is not set" >&2\nexit 3\n' > "$work/broken/start"
-  if under_load $porter deploy -e staging --local "$work/broken" > "$work/r4.out" 2>&1; then
+  if under_load "$work/r4.out" $porter deploy -e staging --local "$work/broken"; then
     cat "$work/r4.out"; echo "release 4 should have failed"; exit 1
   fi
   grep -E "^FAILED|error:|cause:" "$work/r4.out"
+  cat "$work/r4.out.load"
   grep -q "exited before it was healthy; its log: hello: DATABASE_URL is not set" "$work/r4.out"
   pages 2
 fi
