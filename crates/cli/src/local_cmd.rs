@@ -450,14 +450,16 @@ pub async fn deploy(path: &Path, environment: &str, what: deploy::What, run: &cr
     };
     // Attach to `porter local up` if it runs; else a stack for this deploy only.
     let (endpoint, host, own) = match running().await {
+        // AWS as the functions see it: moto behind the front, so the
+        // checks after a deploy read real instance health.
         Some(f) => (
-            format!("http://127.0.0.1:{}", f.moto_port),
+            format!("http://127.0.0.1:{}", f.host_port),
             format!("http://127.0.0.1:{}", f.host_port),
             None,
         ),
         None => {
             let s = LocalStack::start_running(0, 0).await?;
-            (s.moto.endpoint(), s.endpoint(), Some(s))
+            (s.endpoint(), s.endpoint(), Some(s))
         }
     };
     let mut stdout = std::io::stdout();
@@ -512,14 +514,16 @@ async fn pipeline(
         ..Default::default()
     };
     let (endpoint, host, own) = match running().await {
+        // AWS as the functions see it: moto behind the front, so the
+        // checks after a deploy read real instance health.
         Some(f) => (
-            format!("http://127.0.0.1:{}", f.moto_port),
+            format!("http://127.0.0.1:{}", f.host_port),
             format!("http://127.0.0.1:{}", f.host_port),
             None,
         ),
         None => {
             let s = LocalStack::start_running(0, 0).await?;
-            (s.moto.endpoint(), s.endpoint(), Some(s))
+            (s.endpoint(), s.endpoint(), Some(s))
         }
     };
     let wait = Duration::from_secs_f64(wait_seconds.max(0.0));

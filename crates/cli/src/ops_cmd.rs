@@ -50,7 +50,7 @@ async fn account(place: &On) -> Result<Account> {
             bail!("the local stack is down: start it with `porter local up` (in another terminal), then deploy with `porter deploy --local`");
         };
         let sdk = porter_local::moto::sdk_config(
-            &format!("http://127.0.0.1:{}", f.moto_port),
+            &format!("http://127.0.0.1:{}", f.host_port),
             porter_local::stack::REGION,
         )
         .await;
