@@ -84,7 +84,7 @@ fn namespaces_left(host_port: u16) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_cutover_under_load_fails_no_request_and_a_release_that_cannot_start_never_serves() {
+async fn a_cutover_under_load_fails_no_request_and_a_release_that_cannot_start_or_is_unhealthy_never_serves() {
     let Some(local) = running_stack().await else { return };
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "real");
@@ -136,6 +136,33 @@ async fn a_cutover_under_load_fails_no_request_and_a_release_that_cannot_start_n
     }
     for (region, page) in pages(&local).await {
         assert_eq!(page, "release 2", "{region}");
+    }
+
+    // It starts, but its health check answers 500: it fails saying so,
+    // and never gets a request.
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-service/start"),
+        svc.join("start"),
+    )
+    .unwrap();
+    let serve = std::fs::read_to_string(svc.join("serve.py")).unwrap();
+    std::fs::write(
+        svc.join("serve.py"),
+        serve.replace("send_response(200)", "send_response(500)"),
+    )
+    .unwrap();
+    std::fs::write(svc.join("index.html"), html.replace("release 1", "release 4")).unwrap();
+    let ((fourth, log), tallies) = under_load(&local, deploy(&local, &svc)).await;
+    assert!(!fourth.succeeded, "{log}");
+    let cause = fourth
+        .error
+        .clone()
+        .map(|(e, c)| format!("{e}: {c}"))
+        .unwrap_or_default();
+    assert!(cause.contains("/health answered HTTP 500 10 times in a row"), "{cause}");
+    for t in &tallies {
+        assert_eq!(t.failed, 0, "{t:?}");
+        assert_eq!(t.pages.keys().collect::<Vec<_>>(), vec!["release 2"], "{t:?}");
     }
 
     let port = local.host_port;
