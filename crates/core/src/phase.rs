@@ -114,9 +114,33 @@ pub fn backoff(checks_so_far: u32) -> u32 {
     }
 }
 
+/// The wait before a stack is checked again: the usual growing waits
+/// ([`backoff`]) while the stack is young, then as long as its age (at most
+/// 150 s). A slow stack is checked again when its age has doubled, so its
+/// checks grow with the log of its duration: one that takes 10 minutes is
+/// checked 9 times after the first (at about 5, 15, 35, 70, 140, 280, 430,
+/// 580 and 730 s) where 30 s polling took 22, and is noticed at most half
+/// its age, never more than 150 s, late. A quick stack is checked as before.
+pub fn stack_wait(checks_so_far: u32, age_seconds: u64) -> u32 {
+    backoff(checks_so_far).max(age_seconds.min(150) as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stack_checks_grow_with_the_log_of_its_age() {
+        let mut age = 0u64;
+        let mut checks = Vec::new();
+        while age < 600 {
+            age += stack_wait(checks.len() as u32, age) as u64;
+            checks.push(age);
+        }
+        assert_eq!(checks, vec![5, 15, 35, 70, 140, 280, 430, 580, 730]);
+        assert_eq!(stack_wait(50, 3600), 150);
+        assert_eq!(stack_wait(1, 3), 10, "a young stack waits as before");
+    }
 
     #[test]
     fn waits_grow_then_level_off() {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::{self, Aws, RegionClients};
 use crate::config::Region;
-use crate::phase::{backoff, PhaseError, PhaseResult, Step};
+use crate::phase::{stack_wait, PhaseError, PhaseResult, Step};
 use crate::pins;
 use crate::release::S3Object;
 use crate::store;
@@ -39,6 +39,9 @@ pub struct Waiting {
     pub checks: u32,
     #[serde(default)]
     pub done: bool,
+    /// Seconds since CloudFormation began the stack, at the last check.
+    #[serde(default)]
+    pub age_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +102,7 @@ pub async fn run(aws: &Aws, input: ProvisionInput) -> PhaseResult<ProvisionState
     let wait = results
         .values()
         .filter(|w| !w.done)
-        .map(|w| backoff(w.checks.saturating_sub(1)))
+        .map(|w| stack_wait(w.checks.saturating_sub(1), w.age_seconds))
         .min()
         .unwrap_or(5);
     Ok(Step::Pending {
@@ -144,6 +147,7 @@ async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) ->
             stack_id,
             checks: 0,
             done: false,
+            age_seconds: 0,
         },
     )
     .await
@@ -313,6 +317,12 @@ async fn check(
     })?;
     let status = stack.stack_status().cloned().unwrap_or(StackStatus::CreateInProgress);
     w.checks += 1;
+    if let Some(created) = stack
+        .creation_time()
+        .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+    {
+        w.age_seconds = created.elapsed().map(|d| d.as_secs()).unwrap_or_default();
+    }
     match status {
         StackStatus::CreateComplete | StackStatus::UpdateComplete => {
             w.done = true;
