@@ -124,16 +124,14 @@ pub struct Listing {
 #[derive(Clone)]
 pub struct Balancers {
     fleet: Fleet,
-    moto: String,
     map: Arc<Mutex<HashMap<(String, String), Balancer>>>,
     next: Arc<AtomicUsize>,
 }
 
 impl Balancers {
-    pub fn start(fleet: Fleet, moto: &str) -> Balancers {
+    pub fn start(fleet: Fleet) -> Balancers {
         let b = Balancers {
             fleet,
-            moto: moto.to_string(),
             map: Arc::default(),
             next: Arc::default(),
         };
@@ -159,7 +157,7 @@ impl Balancers {
     /// Reads the region's load balancers (or one of them) from moto and
     /// brings listeners, registrations and checks up to date.
     pub async fn refresh(&self, region: &str, name: Option<&str>) -> anyhow::Result<()> {
-        let sdk = crate::moto::sdk_config(&self.moto, region).await;
+        let sdk = self.fleet.configs().get(region).await;
         let elb = aws_sdk_elasticloadbalancing::Client::new(&sdk);
         let out = elb
             .describe_load_balancers()

@@ -133,7 +133,7 @@ impl Front {
 
     /// Each load balancer's registered instances.
     async fn registrations(&self, region: &str) -> HashMap<String, Vec<String>> {
-        let sdk = crate::moto::sdk_config(&self.moto, region).await;
+        let sdk = self.fleet.configs().get(region).await;
         let elb = aws_sdk_elasticloadbalancing::Client::new(&sdk);
         let Ok(out) = elb.describe_load_balancers().send().await else {
             return HashMap::new();
@@ -159,7 +159,7 @@ impl Front {
     async fn keep_other_groups(&self, region: &str, group: &str, before: HashMap<String, Vec<String>>) {
         let after = self.registrations(region).await;
         let members = group_instances(&self.moto, region, group).await;
-        let sdk = crate::moto::sdk_config(&self.moto, region).await;
+        let sdk = self.fleet.configs().get(region).await;
         let elb = aws_sdk_elasticloadbalancing::Client::new(&sdk);
         for (name, was) in before {
             let now = after.get(&name).cloned().unwrap_or_default();
@@ -305,7 +305,7 @@ impl Front {
     }
 
     async fn read_policies(&self, region: &str, stack_id: &str) -> Option<Vec<Policy>> {
-        let sdk = crate::moto::sdk_config(&self.moto, region).await;
+        let sdk = self.fleet.configs().get(region).await;
         let cfn = aws_sdk_cloudformation::Client::new(&sdk);
         let out = cfn.get_template().stack_name(stack_id).send().await.ok()?;
         let body = out.template_body()?;
@@ -314,7 +314,7 @@ impl Front {
     }
 
     async fn physical_id(&self, region: &str, stack_id: &str, resource: &str) -> Option<String> {
-        let sdk = crate::moto::sdk_config(&self.moto, region).await;
+        let sdk = self.fleet.configs().get(region).await;
         let cfn = aws_sdk_cloudformation::Client::new(&sdk);
         let out = cfn
             .describe_stack_resource()

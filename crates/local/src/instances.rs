@@ -64,13 +64,12 @@ struct Inner {
     prefix: String,
     dir: PathBuf,
     moto: String,
+    configs: crate::moto::Configs,
     signals: Signals,
     regions: Mutex<BTreeSet<String>>,
     booted: Mutex<HashMap<String, Booted>>,
     /// Instances being booted, or that could not be (never tried again).
     seen: Mutex<HashSet<String>>,
-    /// Each booted instance's namespace, for teardown.
-    spaces: Mutex<HashMap<String, String>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// One VPC bridge and router address at a time (boots run side by side).
     network: tokio::sync::Mutex<()>,
@@ -80,8 +79,7 @@ impl Fleet {
     /// Starts the fleet of the local stack whose host listens on
     /// `host_port`; `run` false keeps bookkeeping on purpose.
     pub async fn start(moto: &str, host_port: u16, signals: Signals, run: bool) -> Fleet {
-        let prefix = format!("porter-{host_port}-");
-        let dir = PathBuf::from(format!("/run/porter-local/{host_port}"));
+        let (prefix, dir) = (prefix(host_port), state_dir(host_port));
         let mode = if !run {
             Mode::Bookkeeping("instances are not run (--bookkeeping)".into())
         } else {
@@ -96,11 +94,11 @@ impl Fleet {
                 prefix,
                 dir,
                 moto: moto.to_string(),
+                configs: crate::moto::Configs::new(moto),
                 signals,
                 regions: Mutex::default(),
                 booted: Mutex::default(),
                 seen: Mutex::default(),
-                spaces: Mutex::default(),
                 tasks: Mutex::default(),
                 network: tokio::sync::Mutex::new(()),
             }),
@@ -127,6 +125,11 @@ impl Fleet {
 
     pub fn running(&self) -> bool {
         self.inner.mode == Mode::Running
+    }
+
+    /// SDK configs for moto, shared by the local stack's own readers.
+    pub fn configs(&self) -> &crate::moto::Configs {
+        &self.inner.configs
     }
 
     pub fn signals(&self) -> &Signals {
@@ -159,13 +162,13 @@ impl Fleet {
         self.inner.booted.lock().expect("booted lock").get(instance).cloned()
     }
 
-    /// What the instance's boot wrote so far (its console).
-    pub fn console(&self, instance: &str) -> String {
-        std::fs::read_to_string(self.instance_dir(instance).join("console.log")).unwrap_or_default()
-    }
-
     fn instance_dir(&self, instance: &str) -> PathBuf {
         self.inner.dir.join("instances").join(instance)
+    }
+
+    /// The instance's own network namespace.
+    fn namespace(&self, instance: &str) -> String {
+        format!("{}{instance}", self.inner.prefix)
     }
 
     /// Stops every instance of `group` in `region` (CloudFormation rolled
@@ -183,10 +186,7 @@ impl Fleet {
                 .collect()
         };
         for id in victims {
-            let ns = self.inner.spaces.lock().expect("spaces lock").get(&id).cloned();
-            if let Some(ns) = ns {
-                netns::kill_all(&ns).await;
-            }
+            netns::kill_all(&self.namespace(&id)).await;
         }
     }
 
@@ -198,21 +198,15 @@ impl Fleet {
         if !self.running() {
             return;
         }
-        for ns in netns::existing(&self.inner.prefix).await {
-            netns::destroy(&ns).await;
-        }
+        clear(&self.inner.prefix, &self.inner.dir).await;
         self.inner.booted.lock().expect("booted lock").clear();
-        let _ = std::fs::remove_dir_all(&self.inner.dir);
     }
 
     /// Sweeps what a dead local stack on this port left, writes the shims
     /// and serves the instances' agent socket.
     async fn prepare(&self) -> Result<()> {
-        for ns in netns::existing(&self.inner.prefix).await {
-            netns::destroy(&ns).await;
-        }
         let dir = &self.inner.dir;
-        let _ = std::fs::remove_dir_all(dir);
+        clear(&self.inner.prefix, dir).await;
         std::fs::create_dir_all(dir.join("shims")).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::create_dir_all(dir.join("instances"))?;
         let socket = dir.join("agent.sock");
@@ -303,17 +297,16 @@ impl Fleet {
         let subnet = Cidr::parse(&cidr)?;
         let vpc = instance.vpc.clone().unwrap_or_else(|| format!("default-{region}"));
         let vpc_ns = format!("{}{region}-{vpc}", self.inner.prefix);
-        let ns = format!("{}{}", self.inner.prefix, instance.id);
+        let ns = self.namespace(&instance.id);
         let addr = {
-            let booted = self.inner.booted.lock().expect("booted lock");
+            let mut booted = self.inner.booted.lock().expect("booted lock");
             let taken: HashSet<Ipv4Addr> = booted.values().filter(|b| b.vpc_ns == vpc_ns).map(|b| b.addr).collect();
             let addr = subnet
                 .hosts()
                 .find(|a| !taken.contains(a))
                 .with_context(|| format!("subnet {cidr} is full"))?;
             // Held now, so a concurrent boot picks another.
-            drop(booted);
-            self.inner.booted.lock().expect("booted lock").insert(
+            booted.insert(
                 instance.id.clone(),
                 Booted {
                     region: region.to_string(),
@@ -330,11 +323,6 @@ impl Fleet {
             netns::ensure_vpc(&vpc_ns).await?;
             netns::ensure_router(&vpc_ns, &subnet).await?;
         }
-        self.inner
-            .spaces
-            .lock()
-            .expect("spaces lock")
-            .insert(instance.id.clone(), ns.clone());
         netns::make_instance(&ns, &vpc_ns, addr, &subnet).await?;
 
         std::fs::write(dir.join("instance-id"), &instance.id)?;
@@ -410,21 +398,35 @@ impl Fleet {
     }
 
     async fn end(&self, instance: &str) {
-        let ns = self.inner.spaces.lock().expect("spaces lock").remove(instance);
-        if let Some(ns) = ns {
-            netns::destroy(&ns).await;
-        }
+        netns::destroy(&self.namespace(instance)).await;
         self.inner.booted.lock().expect("booted lock").remove(instance);
         let _ = std::fs::remove_dir_all(self.instance_dir(instance));
     }
 }
 
+/// The names of a local stack's namespaces begin with this: its host port
+/// is unique among running stacks.
+fn prefix(host_port: u16) -> String {
+    format!("porter-{host_port}-")
+}
+
+/// Where a local stack keeps its instances' files, shims and agent socket.
+fn state_dir(host_port: u16) -> PathBuf {
+    PathBuf::from(format!("/run/porter-local/{host_port}"))
+}
+
 /// Ends every instance and namespace a local stack on `host_port` left.
 pub async fn sweep(host_port: u16) {
-    for ns in netns::existing(&format!("porter-{host_port}-")).await {
+    clear(&prefix(host_port), &state_dir(host_port)).await;
+}
+
+/// Ends every namespace named with `prefix` (with its processes) and
+/// removes the files under `dir`.
+async fn clear(prefix: &str, dir: &Path) {
+    for ns in netns::existing(prefix).await {
         netns::destroy(&ns).await;
     }
-    let _ = std::fs::remove_dir_all(format!("/run/porter-local/{host_port}"));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 impl Drop for Inner {
@@ -585,7 +587,7 @@ async fn s3_get(
         .find(|(k, v)| k == "region" && !v.is_empty())
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| crate::names::REGION.to_string());
-    let sdk = crate::moto::sdk_config(&fleet.inner.moto, &region).await;
+    let sdk = fleet.configs().get(&region).await;
     let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
     match s3.get_object().bucket(&bucket).key(&key).send().await {
         Ok(out) => match out.body.collect().await {

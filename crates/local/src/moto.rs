@@ -157,6 +157,33 @@ pub async fn answers(port: u16) -> bool {
     }
 }
 
+/// SDK configs for moto, made once per region: the local stack's own reads
+/// (instances, load balancers) run every half second.
+#[derive(Clone)]
+pub struct Configs {
+    endpoint: String,
+    by_region: std::sync::Arc<tokio::sync::Mutex<std::collections::HashMap<String, aws_config::SdkConfig>>>,
+}
+
+impl Configs {
+    pub fn new(endpoint: &str) -> Configs {
+        Configs {
+            endpoint: endpoint.to_string(),
+            by_region: Default::default(),
+        }
+    }
+
+    pub async fn get(&self, region: &str) -> aws_config::SdkConfig {
+        let mut map = self.by_region.lock().await;
+        if let Some(c) = map.get(region) {
+            return c.clone();
+        }
+        let c = sdk_config(&self.endpoint, region).await;
+        map.insert(region.to_string(), c.clone());
+        c
+    }
+}
+
 /// An SDK config that talks to the local stack with fixed test credentials.
 pub async fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
     let creds = aws_credential_types::Credentials::new("testing", "testing", None, None, "porter-local");

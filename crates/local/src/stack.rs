@@ -67,7 +67,7 @@ impl LocalStack {
         let host_port = listener.local_addr()?.port();
         let moto = Moto::start(&venv, moto_port, Some(host_port)).await?;
         let fleet = Fleet::start(&moto.endpoint(), host_port, Signals::default(), run_instances).await;
-        let balancers = Balancers::start(fleet.clone(), &moto.endpoint());
+        let balancers = Balancers::start(fleet.clone());
         let front = Front::new(&moto.endpoint(), fleet.clone(), balancers.clone());
         let host_url = format!("http://127.0.0.1:{host_port}");
         // Pinned as the functions are in AWS; `bootstrap` writes the pins.
