@@ -60,7 +60,7 @@ async fn account(place: &On) -> Result<Account> {
             installation: porter_local::deploy::installation(),
         });
     }
-    let aws = Aws::from_env().await;
+    let aws = Aws::from_env(porter_core::aws::Roots::System).await;
     let cfn = aws_sdk_cloudformation::Client::new(aws.sdk_config());
     let installation = Installation::from_stack(&cfn, &place.stack).await?;
     Ok(Account {

@@ -35,11 +35,11 @@ pub struct RegionClients {
 
 impl Aws {
     /// Reads the environment as every AWS tool does (`AWS_REGION`,
-    /// `AWS_ENDPOINT_URL`, credentials chain...).
-    pub async fn from_env() -> Aws {
+    /// `AWS_ENDPOINT_URL`, credentials chain...), trusting `roots`.
+    pub async fn from_env(roots: Roots) -> Aws {
         Aws::new(
             aws_config::defaults(BehaviorVersion::latest())
-                .http_client(http_client())
+                .http_client(http_client(roots))
                 .load()
                 .await,
         )
@@ -177,15 +177,44 @@ impl RegionClients {
     }
 }
 
+/// The certificate authorities a client trusts for HTTPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roots {
+    /// The machine's store: the CLI and the local stack, which may run
+    /// behind a proxy with a CA of its own.
+    System,
+    /// Only Amazon Trust Services, the roots of every AWS endpoint's
+    /// certificate, compiled in: the functions. They talk to AWS and
+    /// nothing else, and reading and parsing the system's 140-odd roots is
+    /// most of a cold start (and again for every SDK client made).
+    AmazonTrustServices,
+}
+
+/// Amazon Root CA 1 to 4 and Starfield Services Root CA G2, as AWS lists them.
+const AMAZON_TRUST_SERVICES: &[u8] = include_bytes!("amazon-trust-services.pem");
+
 /// The HTTP(S) client every SDK config here uses: rustls with the ring
 /// provider. The SDK's default (rustls on aws-lc) is the same protocol
 /// stack, but aws-lc adds minutes to a cold build and megabytes to every
 /// function's bootstrap. Plain `http://` endpoints (the local stack) work too.
-pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https()
+pub fn http_client(roots: Roots) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider, TlsContext, TrustStore};
+    let builder = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring));
+    match roots {
+        Roots::System => builder.build_https(),
+        Roots::AmazonTrustServices => builder
+            .tls_context(
+                TlsContext::builder()
+                    .with_trust_store(
+                        TrustStore::empty()
+                            .with_native_roots(false)
+                            .with_pem_certificate(AMAZON_TRUST_SERVICES),
+                    )
+                    .build()
+                    .expect("a trust store of PEM certificates only"),
+            )
+            .build_https(),
+    }
 }
 
 /// Path-style addressing when an endpoint is overridden (the local stack):
@@ -313,6 +342,29 @@ mod tests {
         let err = GetParameterError::generic(ErrorMetadata::builder().code(code).message(message).build());
         let raw = Response::new(400u16.try_into().unwrap(), SdkBody::empty());
         SdkError::service_error(err, raw)
+    }
+
+    #[test]
+    fn the_functions_trust_the_five_amazon_trust_services_roots_and_each_parses() {
+        let pem = std::str::from_utf8(AMAZON_TRUST_SERVICES).expect("text");
+        assert_eq!(pem.matches("-----BEGIN CERTIFICATE-----").count(), 5);
+        for name in [
+            "Amazon Root CA 1",
+            "Amazon Root CA 2",
+            "Amazon Root CA 3",
+            "Amazon Root CA 4",
+            "Starfield Services Root Certificate Authority - G2",
+        ] {
+            assert!(pem.contains(&format!("# {name}\n-----BEGIN")), "{name} is missing");
+        }
+        // Making a client builds its TLS settings at once (the SDK's
+        // validate step), which panics on a root that does not parse.
+        let conf = aws_config::SdkConfig::builder()
+            .http_client(http_client(Roots::AmazonTrustServices))
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .build();
+        let _ = aws_sdk_ssm::Client::new(&conf);
     }
 
     #[test]

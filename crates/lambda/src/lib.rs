@@ -75,7 +75,7 @@ impl Context {
     pub async fn from_env() -> Result<Context, String> {
         // A function is always pinned: what a repository names is checked
         // against the environment pins before anything is touched.
-        let aws = Aws::from_env()
+        let aws = Aws::from_env(porter_core::aws::Roots::AmazonTrustServices)
             .await
             .with_pinning(porter_core::pins::Pinning::from_env());
         let mut ctx = Context::new(aws, None);

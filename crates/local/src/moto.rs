@@ -188,7 +188,7 @@ impl Configs {
 pub async fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
     let creds = aws_credential_types::Credentials::new("testing", "testing", None, None, "porter-local");
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(porter_core::aws::http_client())
+        .http_client(porter_core::aws::http_client(porter_core::aws::Roots::System))
         .endpoint_url(endpoint)
         .region(aws_config::Region::new(region.to_string()))
         .credentials_provider(creds)
