@@ -26,7 +26,17 @@ impl Stack {
 /// Calls a phase until it is done, feeding each pending state back in, as
 /// the state machine's resume loop does (without the waits: moto completes
 /// stacks at once).
-pub async fn drive<S, O, F, Fut>(mut call: F) -> Result<O, PhaseError>
+pub async fn drive<S, O, F, Fut>(call: F) -> Result<O, PhaseError>
+where
+    F: FnMut(Option<S>) -> Fut,
+    Fut: Future<Output = PhaseResult<S, O>>,
+{
+    drive_watching(call, |_| ()).await
+}
+
+/// [`drive`], with `watch` told of each call's end: the state it left
+/// pending, or `None` when the phase is done.
+pub async fn drive_watching<S, O, F, Fut>(mut call: F, mut watch: impl FnMut(Option<&S>)) -> Result<O, PhaseError>
 where
     F: FnMut(Option<S>) -> Fut,
     Fut: Future<Output = PhaseResult<S, O>>,
@@ -34,8 +44,14 @@ where
     let mut state = None;
     for _ in 0..50 {
         match call(state.take()).await? {
-            Step::Done { output } => return Ok(output),
-            Step::Pending { state: s, .. } => state = Some(s),
+            Step::Done { output } => {
+                watch(None);
+                return Ok(output);
+            }
+            Step::Pending { state: s, .. } => {
+                watch(Some(&s));
+                state = Some(s);
+            }
         }
     }
     panic!("the phase did not finish in 50 calls")

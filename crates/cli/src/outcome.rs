@@ -93,7 +93,11 @@ pub fn report(outcome: &Outcome, verb: &str) -> ExitCode {
             );
         }
         if !r.deleted.is_empty() {
-            let _ = writeln!(out, "  {:<10} pruned   {}", "", r.deleted.join(", "));
+            let more = match r.deleted_more {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
+            let _ = writeln!(out, "  {:<10} pruned   {}{more}", "", r.deleted.join(", "));
         }
         if !r.rollback.is_empty() {
             let _ = writeln!(

@@ -193,7 +193,7 @@ impl Progress {
                 format!("{:<9} {region:<10} nothing to delete", "prune")
             }
             Progress::Pruned { region, pruned } => {
-                format!("{:<9} {region:<10} deleted {}", "prune", pruned.deleted.join(", "))
+                format!("{:<9} {region:<10} deleted {}", "prune", pruned.deleted_line())
             }
         }
     }
@@ -270,7 +270,10 @@ pub struct RegionReport {
     pub in_service: Vec<String>,
     /// The previous release's instances that cutover took out.
     pub taken_out: Vec<String>,
+    /// The first stacks prune deleted ([`crate::prune::NAMES_LISTED`]).
     pub deleted: Vec<String>,
+    /// How many more it deleted.
+    pub deleted_more: usize,
     /// Kept by prune as what a rollback goes back to.
     pub rollback: Vec<String>,
     /// The release was serving here already: nothing changed.
@@ -329,6 +332,7 @@ impl Report {
         }
         for (region, p) in out.pruned.into_iter().flat_map(|i| i.pruned) {
             let r = regions.entry(region).or_default();
+            r.deleted_more = p.deleted_more;
             r.deleted = p.deleted;
             r.rollback = p.rollback;
         }

@@ -136,7 +136,24 @@ async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) ->
             };
             let env = dep.environment()?;
             let body = template::render(&dep.config, env, region, &dep.release, &payload, &ctx);
-            create_stack(dep, &clients, region, &stack_name, body, execution).await?
+            match create_stack(dep, &clients, region, &stack_name, body, execution).await {
+                // A retried CreateStack (a lost answer) whose first try
+                // made the stack: the name carries the release's version,
+                // so it is this release's stack. AWS answers such a retry
+                // from its request token; not every endpoint does.
+                Err(PhaseError::StackFailed { reason, .. }) if reason.contains("AlreadyExists") => {
+                    match find_stack(&clients, &stack_name).await? {
+                        Some(id) => id,
+                        None => {
+                            return Err(PhaseError::Retryable(format!(
+                                "stack {stack_name} in {} was said to exist but cannot be found: {reason}",
+                                region.name
+                            )))
+                        }
+                    }
+                }
+                other => other?,
+            }
         }
     };
     check(

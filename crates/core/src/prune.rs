@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{self, Aws, RegionClients};
@@ -28,15 +29,36 @@ pub struct PruneInput {
 
 pub type PruneState = BTreeMap<String, Deleting>;
 
+/// DeleteStack calls one invocation makes in a region at most. A prune of a
+/// thousand old stacks spreads over ten invocations, each well inside the
+/// function's timeout, and no step carries the thousand ids in its state
+/// (a Step Functions payload holds 256 KB).
+pub const DELETES_PER_STEP: usize = 100;
+
+/// DeleteStack calls in flight at once in a region: quick, and gentle on
+/// CloudFormation's request rate (the SDK retries a throttled call).
+const DELETES_AT_ONCE: usize = 4;
+
+/// How many deleted stacks a region's result names; the rest are counted.
+pub const NAMES_LISTED: usize = 20;
+
+/// A region's prune between steps: counts and a few names, never the list
+/// of every stack (each step lists the service's stacks again).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deleting {
-    /// Stack ids whose deletion was asked for, oldest first.
-    pub stacks: Vec<String>,
+    /// How many stacks this prune has asked CloudFormation to delete.
+    #[serde(default)]
+    pub asked: usize,
+    /// The first [`NAMES_LISTED`] of them, oldest first.
     pub names: Vec<String>,
     pub kept: Vec<String>,
     /// Of `kept`, the stacks a rollback would go back to.
     #[serde(default)]
     pub rollback: Vec<String>,
+    /// Stacks found DELETE_FAILED and asked once more: a second failure
+    /// fails the prune, naming the stack and CloudFormation's reason.
+    #[serde(default)]
+    pub retried: Vec<String>,
     pub checks: u32,
     #[serde(default)]
     pub done: bool,
@@ -44,11 +66,31 @@ pub struct Deleting {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionPruned {
+    /// The first [`NAMES_LISTED`] stacks deleted, oldest first.
     pub deleted: Vec<String>,
+    /// How many more were deleted than `deleted` names.
+    #[serde(default)]
+    pub deleted_more: usize,
     pub kept: Vec<String>,
     /// Of `kept`, the stacks a rollback would go back to.
     #[serde(default)]
     pub rollback: Vec<String>,
+}
+
+impl RegionPruned {
+    /// Every stack deleted, named or counted.
+    pub fn deleted_count(&self) -> usize {
+        self.deleted.len() + self.deleted_more
+    }
+
+    /// "a, b and 998 more".
+    pub fn deleted_line(&self) -> String {
+        let names = self.deleted.join(", ");
+        match self.deleted_more {
+            0 => names,
+            n => format!("{names} and {n} more"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,17 +107,21 @@ pub async fn run(aws: &Aws, input: PruneInput) -> PhaseResult<PruneState, Pruned
     }
     let (dep, previous, keep) = (&dep, &previous, input.keep as usize);
     let results = each_region(regions, |region| async move {
-        if let Some(d) = previous.get(&region.name) {
-            if d.done {
-                return Ok(d.clone());
-            }
-        }
-        let clients = dep.clients(aws, region, "prune").await?;
         let deleting = match previous.get(&region.name) {
+            Some(d) if d.done => return Ok(d.clone()),
             Some(d) => d.clone(),
-            None => begin(dep, &clients, region, keep).await?,
+            None => Deleting {
+                asked: 0,
+                names: Vec::new(),
+                kept: Vec::new(),
+                rollback: Vec::new(),
+                retried: Vec::new(),
+                checks: 0,
+                done: false,
+            },
         };
-        check(&clients, region, deleting).await
+        let clients = dep.clients(aws, region, "prune").await?;
+        step(dep, &clients, region, keep, deleting).await
     })
     .await?;
 
@@ -88,6 +134,7 @@ pub async fn run(aws: &Aws, input: PruneInput) -> PhaseResult<PruneState, Pruned
                 (
                     r,
                     RegionPruned {
+                        deleted_more: d.asked - d.names.len(),
                         deleted: d.names,
                         kept: d.kept,
                         rollback: d.rollback,
@@ -105,21 +152,26 @@ pub async fn run(aws: &Aws, input: PruneInput) -> PhaseResult<PruneState, Pruned
         .map(|d| backoff(d.checks.saturating_sub(1)))
         .min()
         .unwrap_or(5);
-    let deleting: usize = results.values().filter(|d| !d.done).map(|d| d.stacks.len()).sum();
+    let asked: usize = results.values().map(|d| d.asked).sum();
     Ok(Step::Pending {
-        progress: format!("deleting {deleting} old stacks; {finished}/{total} regions done"),
+        progress: format!("deleting {asked} old stacks; {finished}/{total} regions done"),
         percent: (10 + 80 * finished / total.max(1)) as u8,
         state: results,
         wait_seconds: wait,
     })
 }
 
-async fn begin(
+/// One step in a region: list the service's stacks, ask for the deletion
+/// of up to [`DELETES_PER_STEP`] more of the old ones (oldest first), and
+/// be done when none is left to ask for and none is still being deleted.
+async fn step(
     dep: &Deployment,
     clients: &RegionClients,
     region: &Region,
     keep: usize,
+    mut d: Deleting,
 ) -> Result<Deleting, PhaseError> {
+    d.checks += 1;
     let mut protected = vec![dep.stack_name()];
     let mut rollback = Vec::new();
     for elb in &region.elbs {
@@ -128,63 +180,83 @@ async fn begin(
         rollback.extend(tags.remove(PREVIOUS_TAG));
     }
     let stacks = service_stacks(clients, &dep.release.service, &dep.release.environment).await?;
-    let plan = plan::prune(&stacks, &protected, &rollback, keep);
-    for s in &plan.delete {
-        clients
-            .cloudformation
-            .delete_stack()
-            .stack_name(&s.stack_id)
-            .send()
-            .await
-            .map_err(aws::err(format!("delete stack {}", s.stack_name)))?;
-        tracing::info!(region = %region.name, stack = %s.stack_name, "deleting");
+    // A stack CloudFormation is deleting is waited for, not planned.
+    let (being_deleted, settled): (Vec<_>, Vec<_>) = stacks.into_iter().partition(|s| s.status == "DELETE_IN_PROGRESS");
+    let plan = plan::prune(&settled, &protected, &rollback, keep);
+    d.kept = plan.keep.iter().map(|(s, _)| s.stack_name.clone()).collect();
+    d.rollback = plan
+        .keep
+        .iter()
+        .filter(|(_, why)| *why == plan::ROLLBACK_TARGET)
+        .map(|(s, _)| s.stack_name.clone())
+        .collect();
+    if let Some(failed) = plan
+        .delete
+        .iter()
+        .find(|s| s.status == "DELETE_FAILED" && d.retried.contains(&s.stack_id))
+    {
+        return Err(PhaseError::PruneFailed {
+            region: region.name.clone(),
+            reason: format!(
+                "stack {} could not be deleted: {}; delete what holds it, then run prune again",
+                failed.stack_name,
+                failure_reason(clients, &failed.stack_id).await
+            ),
+        });
     }
-    Ok(Deleting {
-        stacks: plan.delete.iter().map(|s| s.stack_id.clone()).collect(),
-        names: plan.delete.iter().map(|s| s.stack_name.clone()).collect(),
-        kept: plan.keep.iter().map(|(s, _)| s.stack_name.clone()).collect(),
-        rollback: plan
-            .keep
-            .iter()
-            .filter(|(_, why)| *why == plan::ROLLBACK_TARGET)
-            .map(|(s, _)| s.stack_name.clone())
-            .collect(),
-        checks: 0,
-        done: false,
-    })
-}
-
-async fn check(clients: &RegionClients, region: &Region, mut d: Deleting) -> Result<Deleting, PhaseError> {
-    d.checks += 1;
-    let mut remaining = 0;
-    for id in &d.stacks {
-        let out = clients
-            .cloudformation
-            .describe_stacks()
-            .stack_name(id)
-            .send()
-            .await
-            .map_err(aws::err(format!("describe stack {id}")))?;
-        let Some(stack) = out.stacks().first() else {
-            continue;
-        };
-        match stack.stack_status().map(|s| s.as_str()).unwrap_or("") {
-            "DELETE_COMPLETE" => {}
-            "DELETE_FAILED" => {
-                return Err(PhaseError::PruneFailed {
-                    region: region.name.clone(),
-                    reason: format!(
-                        "stack {} could not be deleted: {}; delete what holds it, then run prune again",
-                        stack.stack_name().unwrap_or(id),
-                        stack.stack_status_reason().unwrap_or("no reason given")
-                    ),
-                })
+    // A stack left DELETE_FAILED before this prune began is asked again
+    // in its first step; one found later is one this prune asked for.
+    let mut old = plan.delete;
+    old.sort_by_key(|s| s.status != "DELETE_FAILED");
+    let batch: Vec<_> = old.into_iter().take(DELETES_PER_STEP).collect();
+    let deletes: Vec<_> = batch.iter().map(|s| delete(clients, &region.name, s)).collect();
+    let asked: Vec<_> = futures::stream::iter(deletes).buffered(DELETES_AT_ONCE).collect().await;
+    for (s, result) in batch.iter().zip(asked) {
+        result?;
+        if s.status == "DELETE_FAILED" {
+            d.retried.push(s.stack_id.clone());
+            if d.checks > 1 {
+                continue; // counted when this prune first asked for it
             }
-            _ => remaining += 1,
+        }
+        d.asked += 1;
+        if d.names.len() < NAMES_LISTED {
+            d.names.push(s.stack_name.clone());
         }
     }
-    d.done = remaining == 0;
+    d.done = batch.is_empty() && being_deleted.is_empty();
     Ok(d)
+}
+
+async fn delete(clients: &RegionClients, region: &str, stack: &StackSummary) -> Result<(), PhaseError> {
+    clients
+        .cloudformation
+        .delete_stack()
+        .stack_name(&stack.stack_id)
+        .send()
+        .await
+        .map_err(aws::err(format!("delete stack {}", stack.stack_name)))?;
+    tracing::info!(region, stack = %stack.stack_name, "deleting");
+    Ok(())
+}
+
+/// CloudFormation's reason for a failed deletion, for the error message.
+async fn failure_reason(clients: &RegionClients, stack_id: &str) -> String {
+    match clients
+        .cloudformation
+        .describe_stacks()
+        .stack_name(stack_id)
+        .send()
+        .await
+    {
+        Ok(out) => out
+            .stacks()
+            .first()
+            .and_then(|s| s.stack_status_reason())
+            .unwrap_or("no reason given")
+            .to_string(),
+        Err(e) => format!("its reason could not be read ({})", aws::describe("describe stack", &e)),
+    }
 }
 
 /// The stack id the ELB's tag names as promoted.

@@ -152,13 +152,15 @@ async fn prune_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
                     format!("deleted_{r}"),
                     if p.deleted.is_empty() {
                         "none".into()
-                    } else {
+                    } else if p.deleted_more == 0 {
                         p.deleted.join(",")
+                    } else {
+                        format!("{},+{}", p.deleted.join(","), p.deleted_more)
                     },
                 )
             })
             .collect();
-        let n: usize = o.regions.values().map(|p| p.deleted.len()).sum();
+        let n: usize = o.regions.values().map(|p| p.deleted_count()).sum();
         (format!("pruned {n} stack(s)"), vars)
     })
     .await

@@ -14,7 +14,7 @@ use porter_core::prune::{self, PruneInput, Pruned};
 use porter_core::release::{Release, ReleaseRef};
 use porter_core::store;
 use porter_core::target::Target;
-use porter_e2e::{drive, service, Stack};
+use porter_e2e::{drive, drive_watching, service, Stack};
 use porter_local::bootstrap;
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/porter-deployment";
@@ -350,6 +350,79 @@ async fn every_phase_run_twice_changes_nothing_the_second_time() {
     let pruned = prune(aws, &r, 0).await.unwrap();
     assert!(pruned.regions.values().all(|p| p.deleted.is_empty()));
     assert_serving(aws, "twice", &ids(&p)).await;
+    stack.moto.stop().await;
+}
+
+/// Prune with more old stacks than one step deletes: it spreads them over
+/// steps, keeps its state small, names a few and counts the rest, and
+/// keeps what `keep` and the rollback ask for.
+#[tokio::test]
+async fn prune_deletes_hundreds_of_old_stacks_over_several_steps_with_a_small_state() {
+    let stack = Stack::start().await;
+    let aws = &stack.aws;
+    let svc = bootstrapped(aws, "many", "").await;
+    let r = pack_release(aws, &svc, "v1").await.release;
+    provision(aws, &r).await.unwrap();
+    promote(aws, &r, None).await.unwrap();
+
+    let old = prune::DELETES_PER_STEP + 30;
+    let region = REGIONS[0];
+    let cfn = clients(aws, region).await.cloudformation;
+    let tag = |k: &str, v: &str| aws_sdk_cloudformation::types::Tag::builder().key(k).value(v).build();
+    for i in 0..old {
+        cfn.create_stack()
+            .stack_name(format!("many-staging-old-{i:04}"))
+            .template_body(r#"{"Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}}}"#)
+            .tags(tag("porter:service", "many"))
+            .tags(tag("porter:environment", "staging"))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let mut steps = 0;
+    let pruned = drive_watching(
+        |state| {
+            prune::run(
+                aws,
+                PruneInput {
+                    target: target(&r),
+                    keep: 2,
+                    state,
+                },
+            )
+        },
+        |state| {
+            steps += 1;
+            let bytes = serde_json::to_vec(&state).unwrap().len();
+            assert!(bytes < 4_000, "a pending state of {bytes} bytes");
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        steps >= 3,
+        "{old} stacks take more than one step of deletes, took {steps}"
+    );
+    let p = &pruned.regions[region];
+    assert_eq!(p.deleted_count(), old - 2, "all but the two newest old ones");
+    assert_eq!(p.deleted.len(), prune::NAMES_LISTED);
+    assert_eq!(p.deleted[0], "many-staging-old-0000", "oldest first");
+    assert!(p
+        .deleted_line()
+        .ends_with(&format!("and {} more", old - 2 - prune::NAMES_LISTED)));
+    let mut left = live_stacks(aws, region, "many").await;
+    left.retain(|n| n.contains("-old-"));
+    assert_eq!(
+        left,
+        vec![
+            format!("many-staging-old-{:04}", old - 2),
+            format!("many-staging-old-{:04}", old - 1)
+        ],
+        "keep 2 keeps the two newest"
+    );
+    let other = &pruned.regions[REGIONS[1]];
+    assert_eq!(other.deleted_count(), 0, "{:?}", other.deleted);
     stack.moto.stop().await;
 }
 

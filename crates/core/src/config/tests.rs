@@ -701,7 +701,7 @@ fn malformed_cases() -> Vec<Case> {
             14,
             Some(21),
             "environments[0].regions[0].instance_count",
-            "expected a whole number from 1 to 100, found `0`",
+            "expected a whole number from 1 to 500, found `0`",
             1,
         ),
         case(
@@ -711,7 +711,7 @@ fn malformed_cases() -> Vec<Case> {
             14,
             Some(21),
             "environments[0].regions[0].instance_count",
-            "expected a whole number from 1 to 100, found `lots`",
+            "expected a whole number from 1 to 500, found `lots`",
             1,
         ),
         // --- containers ------------------------------------------------------

@@ -34,6 +34,12 @@ const NOT_ACTED_ON: &[(&str, &str)] = &[
     ("pids_limit", "not enforced on the host"),
 ];
 
+/// The most instances a region may run. Promote registers, deregisters
+/// and reads the health of a region's instances in one call each, and
+/// `make bench` measures it with 200; beyond this a typo (an extra zero)
+/// is likelier than a fleet.
+const MOST_INSTANCES: u32 = 500;
+
 const ROOT_KEYS: &[&str] = &["service_name", "porter_version", "environments", "hooks", "slack"];
 const ENV_KEYS: &[&str] = &[
     "name",
@@ -230,12 +236,12 @@ impl Checker<'_> {
     fn count(&mut self, parent: &Node, key: &str, path: &str) -> Option<u32> {
         let (text, node) = self.string(parent, key, path, false)?;
         match text.parse::<u32>() {
-            Ok(n) if (1..=100).contains(&n) => Some(n),
+            Ok(n) if (1..=MOST_INSTANCES).contains(&n) => Some(n),
             _ => {
                 self.error(
                     node,
                     &join(path, key),
-                    format!("expected a whole number from 1 to 100, found `{text}`"),
+                    format!("expected a whole number from 1 to {MOST_INSTANCES}, found `{text}`"),
                 );
                 None
             }
