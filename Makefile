@@ -31,8 +31,12 @@ FUNCTIONS := pack provision promote prune pipeline trigger lease
 # arm64), all seven in one cargo-lambda run: dependencies compile once and the
 # links share the cores. The runtime tests run these bootstraps behind a
 # Lambda Runtime API, and check-infra's `sam build` finds them up to date.
+# Native x86_64 links with the system's linker (`cargo`), not cargo-lambda's
+# zig: zig's wrapper lives at a path made from the clone's .venv, which cargo
+# counts in every crate's fingerprint, so each fresh clone rebuilt all the
+# release dependencies. Cross builds (`make deploy`, arm64) keep zig.
 lambda: venv
-	cargo lambda build --release $(addprefix --bin ,$(FUNCTIONS))
+	CARGO_LAMBDA_COMPILER=cargo cargo lambda build --release $(addprefix --bin ,$(FUNCTIONS))
 
 demo: venv build
 	scripts/demo.sh

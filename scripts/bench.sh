@@ -14,9 +14,11 @@ echo "== building: release bootstraps, the floor, the harness"
 # the floor on its own: built together, its crate would change the feature
 # set the seven's dependencies are compiled with, and rebuild them all.
 bins=(); for f in "${functions[@]}"; do bins+=(--bin "$f"); done
+export CARGO_LAMBDA_COMPILER=cargo
 cargo lambda build --release "${bins[@]}" 2>&1 | tail -1
 cargo lambda build --release --bin floor 2>&1 | tail -1
-cargo build -q -p porter-bench --bin coldstart
+# The harness, the CLI and the examples, as `make test` builds them.
+cargo build -q --workspace --all-targets
 
 echo
 echo "== size (x86_64 release bootstrap; the zip is what Lambda receives)"
@@ -50,3 +52,11 @@ for f in pack provision pipeline; do
   args+=("python:$f" "$root/.venv/bin/python $root/scripts/bench/python_handler.py ${clients[$f]}")
 done
 "$target/debug/coldstart" --rounds "${BENCH_ROUNDS:-7}" "${args[@]}"
+
+echo
+echo "== deploys on the local stack: state transitions, wall time, the CLI's first line"
+scripts/bench/deploys.sh
+
+echo
+echo "== scale: promote with 200 instances, prune with 1,000 old stacks"
+"$target/debug/examples/scale" --instances "${BENCH_INSTANCES:-200}" --stacks "${BENCH_STACKS:-1000}"

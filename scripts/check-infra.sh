@@ -60,14 +60,15 @@ done
 kill "$moto_pid"; wait "$moto_pid" 2>/dev/null || true; moto_pid=""
 
 echo "== sam build"
-# cargo-lambda (and the zig it links with) from .venv. SAM runs one
-# `cargo lambda build --release --bin X` per function, in the workspace's
-# own target dir: after `make lambda` (which builds the same seven the same
-# way) cargo finds each up to date, so this checks SAM's build of the
-# template against the bootstraps the tests run, without building twice.
-# On its own it builds them from scratch.
+# cargo-lambda from .venv. SAM runs one `cargo lambda build --release
+# --bin X` per function, in the workspace's own target dir: after `make
+# lambda` (which builds the same seven the same way, with the system's
+# linker for native x86_64: see the Makefile) cargo finds each up to date,
+# so this checks SAM's build of the template against the bootstraps the
+# tests run, without building twice. On its own it builds them from scratch.
 export PATH="$root/.venv/bin:$PATH"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+export CARGO_LAMBDA_COMPILER=cargo
 started=$(date +%s)
 .venv-sam/bin/sam build -t infra/template.yaml --build-dir "$work/build" \
   --parameter-overrides Architecture=x86_64
