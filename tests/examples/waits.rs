@@ -1,6 +1,7 @@
 //! `make bench`: provision's schedule of checks (`phase::stack_wait`) for a
-//! stack held `HOLD` seconds and for one that takes 10 minutes, and the
-//! transitions a 10-minute stack adds to a deploy measured with the held one.
+//! stack held `HOLD` seconds and for one that takes 10 minutes (the first
+//! deploy, and one after a 10-minute stack), and the transitions a
+//! 10-minute stack adds to a deploy measured with the held one.
 //!
 //! Usage: waits HOLD [MEASURED_TRANSITIONS REGIONS]
 
@@ -11,11 +12,11 @@ const TRANSITIONS_PER_WAIT: u64 = 3;
 
 /// The ages at which provision checks a stack until it sees it complete
 /// after `seconds`: the first check at once, then one after each wait.
-fn checks(seconds: u64) -> Vec<u64> {
+fn checks(seconds: u64, expected: u64) -> Vec<u64> {
     let mut at = vec![0];
     let mut age = 0;
     while age < seconds {
-        age += stack_wait(at.len() as u32 - 1, age) as u64;
+        age += stack_wait(at.len() as u32 - 1, age, expected) as u64;
         at.push(age);
     }
     at
@@ -31,26 +32,33 @@ fn main() {
         .map(|a| a.parse().expect("whole numbers: HOLD [MEASURED REGIONS]"))
         .collect();
     let hold = *args.first().expect("HOLD seconds");
-    let held = checks(hold);
-    let ten = checks(600);
+    let held = checks(hold, 0);
+    let ten = checks(600, 0);
+    let ten_again = checks(600, 600);
     let waits = |c: &[u64]| c.len() as u64 - 1;
     println!(
         "    provision checks a {hold} s stack at {} s: {} waits",
         line(&held),
         waits(&held)
     );
-    println!(
-        "    a 10-minute stack at {} s: {} waits, {} transitions per region in provision's loop ({TRANSITIONS_PER_WAIT} a wait, 2 for the first check)",
-        line(&ten),
-        waits(&ten),
-        2 + TRANSITIONS_PER_WAIT * waits(&ten)
-    );
-    if let [_, measured, regions] = args[..] {
-        let more = regions * TRANSITIONS_PER_WAIT * (waits(&ten) - waits(&held));
+    for (what, at) in [("the first", &ten), ("after a 10-minute one", &ten_again)] {
         println!(
-            "    derived: a deploy to {regions} regions whose stacks take 10 minutes: {measured} + {more} = {} transitions, {} per region",
-            measured + more,
-            (measured + more) / regions
+            "    a 10-minute stack, {what}, at {} s: {} waits, {} transitions per region in provision's loop ({TRANSITIONS_PER_WAIT} a wait, 2 for the first check)",
+            line(at),
+            waits(at),
+            2 + TRANSITIONS_PER_WAIT * waits(at)
         );
+    }
+    if let [_, measured, regions] = args[..] {
+        for (what, at) in [("the first", &ten), ("after a 10-minute one", &ten_again)] {
+            let more = (regions * TRANSITIONS_PER_WAIT) as i64 * (waits(at) as i64 - waits(&held) as i64);
+            let total = measured as i64 + more;
+            println!(
+                "    derived: a deploy to {regions} regions whose stacks take 10 minutes, {what}: {measured} {} {} = {total} transitions, {} per region",
+                if more < 0 { '-' } else { '+' },
+                more.abs(),
+                total / regions as i64
+            );
+        }
     }
 }

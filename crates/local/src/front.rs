@@ -91,6 +91,11 @@ impl Front {
                 let resp = self.forward(method, &uri, &headers, body).await;
                 return self.judge_stacks(&region, resp).await;
             }
+            (Some("cloudformation"), Some("DescribeStackEvents")) if self.fleet.running() => {
+                let region = scope.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
+                let resp = self.forward(method, &uri, &headers, body).await;
+                return self.time_completions(&region, resp).await;
+            }
             _ => {}
         }
         self.forward(method, &uri, &headers, body).await
@@ -265,6 +270,37 @@ impl Front {
         Response::from_parts(parts, axum::body::Body::from(text))
     }
 
+    /// moto stamps a stack's CREATE_COMPLETE event with its creation time;
+    /// a stack that waited for its signals completed when the last came.
+    async fn time_completions(&self, region: &str, resp: Response) -> Response {
+        if !resp.status().is_success() {
+            return resp;
+        }
+        let (mut parts, body) = resp.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+            return (StatusCode::BAD_GATEWAY, "reading moto's answer").into_response();
+        };
+        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        let mut edits: Vec<(std::ops::Range<usize>, String)> = stack_completions(&text)
+            .into_iter()
+            .filter_map(|(stack, range)| {
+                let at = self.fleet.signals().completed_at(region, &stack)?;
+                Some((
+                    range,
+                    aws_smithy_types::DateTime::from(at)
+                        .fmt(aws_smithy_types::date_time::Format::DateTime)
+                        .ok()?,
+                ))
+            })
+            .collect();
+        edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
+        for (range, stamp) in edits {
+            text.replace_range(range, &stamp);
+        }
+        parts.headers.remove("content-length");
+        Response::from_parts(parts, axum::body::Body::from(text))
+    }
+
     async fn verdict(&self, region: &str, stack: &StackSeen) -> Verdict {
         if let Some((resource, reason)) = self.failed.lock().expect("failed lock").get(&stack.id).cloned() {
             return Verdict::Failed { resource, reason };
@@ -421,6 +457,26 @@ fn stacks_in(xml: &str) -> Option<Vec<StackSeen>> {
     )
 }
 
+/// In a DescribeStackEvents answer, each stack's own CREATE_COMPLETE event:
+/// the stack's name and where its timestamp's text sits.
+fn stack_completions(xml: &str) -> Vec<(String, std::ops::Range<usize>)> {
+    let Ok(doc) = roxmltree::Document::parse(xml) else {
+        return Vec::new();
+    };
+    doc.descendants()
+        .filter(|n| n.has_tag_name("member"))
+        .filter(|m| {
+            crate::query::child_text(*m, "ResourceType") == Some("AWS::CloudFormation::Stack")
+                && crate::query::child_text(*m, "ResourceStatus") == Some("CREATE_COMPLETE")
+        })
+        .filter_map(|m| {
+            let stack = crate::query::child_text(m, "StackName")?.to_string();
+            let stamp = m.children().find(|c| c.has_tag_name("Timestamp"))?.first_child()?;
+            Some((stack, stamp.range()))
+        })
+        .collect()
+}
+
 /// One `<member>` of DescribeStacks with another status (and reason); a
 /// stack not yet complete has no outputs.
 fn rewrite_member(member: &str, status: &str, reason: Option<&str>) -> String {
@@ -477,6 +533,20 @@ mod tests {
             Some(("eu-west-1".into(), "elasticloadbalancing".into()))
         );
         assert_eq!(credential_scope(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn finds_each_stacks_own_completion_event() {
+        let xml = r#"<DescribeStackEventsResponse><DescribeStackEventsResult><StackEvents>
+<member><StackName>a</StackName><ResourceType>AWS::CloudFormation::Stack</ResourceType><ResourceStatus>CREATE_COMPLETE</ResourceStatus><Timestamp>2026-11-30T04:00:00Z</Timestamp></member>
+<member><StackName>a</StackName><ResourceType>AWS::AutoScaling::AutoScalingGroup</ResourceType><ResourceStatus>CREATE_COMPLETE</ResourceStatus><Timestamp>2026-11-30T04:00:00Z</Timestamp></member>
+<member><StackName>a</StackName><ResourceType>AWS::CloudFormation::Stack</ResourceType><ResourceStatus>CREATE_IN_PROGRESS</ResourceStatus><Timestamp>2026-11-30T04:00:00Z</Timestamp></member>
+</StackEvents></DescribeStackEventsResult></DescribeStackEventsResponse>"#;
+        let found = stack_completions(xml);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "a");
+        assert_eq!(&xml[found[0].1.clone()], "2026-11-30T04:00:00Z");
+        assert!(xml[..found[0].1.start].ends_with("CREATE_COMPLETE</ResourceStatus><Timestamp>"));
     }
 
     #[test]

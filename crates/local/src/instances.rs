@@ -389,6 +389,7 @@ impl Fleet {
                     instance: instance.to_string(),
                     success: false,
                     reason: format!("the local stack could not boot the instance: {why}"),
+                    at: std::time::SystemTime::now(),
                 },
             );
         }
@@ -620,6 +621,7 @@ async fn signal(State(fleet): State<Fleet>, body: axum::body::Bytes) -> StatusCo
             instance,
             success,
             reason,
+            at: std::time::SystemTime::now(),
         },
     );
     StatusCode::NO_CONTENT

@@ -15,6 +15,8 @@ pub struct Signal {
     pub instance: String,
     pub success: bool,
     pub reason: String,
+    /// When it arrived.
+    pub at: SystemTime,
 }
 
 /// What a resource's `CreationPolicy` asks for.
@@ -60,6 +62,18 @@ impl Signals {
             .get(&(region.into(), stack.into(), resource.into()))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// When the stack's last success signal arrived: when CloudFormation
+    /// would have completed it. None when it has none.
+    pub fn completed_at(&self, region: &str, stack: &str) -> Option<SystemTime> {
+        self.0
+            .lock()
+            .expect("signals lock")
+            .iter()
+            .filter(|((r, s, _), _)| r == region && s == stack)
+            .flat_map(|(_, signals)| signals.iter().filter(|s| s.success).map(|s| s.at))
+            .max()
     }
 
     /// The verdict on a stack moto calls complete, created at `created`.
@@ -182,6 +196,7 @@ mod tests {
             instance: instance.into(),
             success,
             reason: reason.into(),
+            at: SystemTime::now(),
         }
     }
 
