@@ -263,7 +263,7 @@ pub async fn read(ddb: &aws_sdk_dynamodb::Client, table: &str, key: &str) -> Res
 /// Whether the execution holding a lease still runs. One that does not
 /// exist (any more, or not in this account) does not.
 async fn is_running(ctx: &Context, execution: &str) -> Result<bool, PhaseError> {
-    match ctx.sfn.describe_execution().execution_arn(execution).send().await {
+    match ctx.sfn().describe_execution().execution_arn(execution).send().await {
         Ok(out) => Ok(out.status() == &aws_sdk_sfn::types::ExecutionStatus::Running),
         Err(e)
             if e.as_service_error()

@@ -34,7 +34,9 @@ use serde_json::Value;
 pub struct Context {
     pub aws: Aws,
     pub codepipeline: aws_sdk_codepipeline::Client,
-    pub sfn: aws_sdk_sfn::Client,
+    /// Step Functions: made at init by the functions that use it
+    /// ([`uses_step_functions`]), never by the phases.
+    sfn: std::sync::Arc<std::sync::OnceLock<aws_sdk_sfn::Client>>,
     /// Where pack writes payloads in CodePipeline mode and where large
     /// continuation state goes (`ARTIFACT_BUCKET`).
     pub artifact_bucket: Option<String>,
@@ -61,7 +63,7 @@ impl Context {
         }
         Context {
             codepipeline: aws_sdk_codepipeline::Client::from_conf(cp.build()),
-            sfn: aws_sdk_sfn::Client::new(conf),
+            sfn: Default::default(),
             aws,
             artifact_bucket: None,
             state_machine_arn: None,
@@ -70,6 +72,18 @@ impl Context {
             image_parameter: None,
             token_key: Default::default(),
         }
+    }
+
+    /// Step Functions, made on first use by a function that did not make
+    /// it at init.
+    pub fn sfn(&self) -> &aws_sdk_sfn::Client {
+        self.sfn.get_or_init(|| aws_sdk_sfn::Client::new(self.aws.sdk_config()))
+    }
+
+    /// The same context with `sfn` as its Step Functions client.
+    pub fn with_sfn(self, sfn: aws_sdk_sfn::Client) -> Context {
+        let _ = self.sfn.set(sfn);
+        self
     }
 
     pub async fn from_env() -> Result<Context, String> {
@@ -407,10 +421,19 @@ pub async fn answer(
     }
 }
 
+/// Whether `function` calls Step Functions: its client is made at init
+/// there, and in no other function (each client costs a cold start time).
+fn uses_step_functions(function: &str) -> bool {
+    matches!(function, "pipeline" | "lease")
+}
+
 /// The whole `main` of a function: `handler` answers every invocation.
 pub async fn run(handler: Handler, function: &'static str) -> Result<(), lambda_runtime::Error> {
     init_logs();
     let ctx = Context::from_env().await.map_err(lambda_runtime::Error::from)?;
+    if uses_step_functions(function) {
+        ctx.sfn();
+    }
     let ctx = &ctx;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         // Lambda's deadline is milliseconds since the epoch.

@@ -53,7 +53,7 @@ pub async fn work(ctx: &Context, job: Job, problem: Option<String>) -> Result<Va
 /// (an aborted execution gives nothing back itself).
 async fn stop(ctx: &Context, arn: &str, why: &PhaseError) -> String {
     let out = ctx
-        .sfn
+        .sfn()
         .stop_execution()
         .execution_arn(arn)
         .error("PipelineJobFailed")
@@ -165,7 +165,7 @@ async fn start(ctx: &Context, job: &Job, key: &[u8], binding: &Binding) -> Resul
     };
     let name = execution_name(&job.id);
     let arn = match ctx
-        .sfn
+        .sfn()
         .start_execution()
         .state_machine_arn(&machine)
         .name(&name)
@@ -198,7 +198,7 @@ async fn check(ctx: &Context, arn: &str, key: &[u8], binding: &Binding) -> Resul
         )));
     }
     let d = ctx
-        .sfn
+        .sfn()
         .describe_execution()
         .execution_arn(arn)
         .send()
@@ -238,7 +238,7 @@ async fn check(ctx: &Context, arn: &str, key: &[u8], binding: &Binding) -> Resul
 pub(crate) async fn history(ctx: &Context, arn: &str) -> Result<Vec<Progress>, PhaseError> {
     let mut progress = Vec::new();
     let mut pages = ctx
-        .sfn
+        .sfn()
         .get_execution_history()
         .execution_arn(arn)
         .into_paginator()

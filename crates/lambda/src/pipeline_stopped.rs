@@ -74,7 +74,7 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
             continue;
         }
         let status = ctx
-            .sfn
+            .sfn()
             .describe_execution()
             .execution_arn(&arn)
             .send()
@@ -83,7 +83,7 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         if status.status() != &aws_sdk_sfn::types::ExecutionStatus::Running {
             continue;
         }
-        ctx.sfn
+        ctx.sfn()
             .stop_execution()
             .execution_arn(&arn)
             .error("PipelineExecutionEnded")
