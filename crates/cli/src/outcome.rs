@@ -93,11 +93,8 @@ pub fn report(outcome: &Outcome, verb: &str) -> ExitCode {
             );
         }
         if !r.deleted.is_empty() {
-            let more = match r.deleted_more {
-                0 => String::new(),
-                n => format!(" and {n} more"),
-            };
-            let _ = writeln!(out, "  {:<10} pruned   {}{more}", "", r.deleted.join(", "));
+            let deleted = porter_core::prune::named_and_counted(&r.deleted, r.deleted_more);
+            let _ = writeln!(out, "  {:<10} pruned   {deleted}", "");
         }
         if !r.rollback.is_empty() {
             let _ = writeln!(

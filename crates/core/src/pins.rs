@@ -133,13 +133,14 @@ pub fn parse(value: &str, name: &str) -> Result<EnvironmentPin, PhaseError> {
 }
 
 /// Refuses a load balancer that is not tagged for this service and
-/// environment: a config cannot borrow another service's ELB.
+/// environment: a config cannot borrow another service's ELB. Its tags,
+/// when it is the service's.
 pub async fn check_elb_owner(
     clients: &RegionClients,
     elb: &str,
     service: &str,
     environment: &str,
-) -> Result<(), PhaseError> {
+) -> Result<BTreeMap<String, String>, PhaseError> {
     let tags = elb_tags(clients, elb).await?;
     owned(
         |k| tags.get(k).map(String::as_str),
@@ -148,7 +149,8 @@ pub async fn check_elb_owner(
         service,
         environment,
         &clients.region,
-    )
+    )?;
+    Ok(tags)
 }
 
 /// The session tags a deployment role is assumed with: the release's

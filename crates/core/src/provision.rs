@@ -124,8 +124,12 @@ pub async fn run(aws: &Aws, input: ProvisionInput) -> PhaseResult<ProvisionState
 /// and check it at once: a stack that completes fast costs no wait at all.
 async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) -> Result<Waiting, PhaseError> {
     let clients = dep.clients(aws, region, "provision").await?;
+    // The stack serving now, from the first load balancer's tags.
+    let mut serving = None;
     for elb in &region.elbs {
-        pins::check_elb_owner(&clients, &elb.name, &dep.release.service, &dep.release.environment).await?;
+        let mut tags =
+            pins::check_elb_owner(&clients, &elb.name, &dep.release.service, &dep.release.environment).await?;
+        serving = serving.or_else(|| tags.remove(crate::promote::PROMOTED_TAG));
     }
     let stack_name = dep.stack_name();
     let stack_id = match find_stack(&clients, &stack_name).await? {
@@ -169,41 +173,35 @@ async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) ->
             checks: 0,
             done: false,
             age_seconds: 0,
-            expected_seconds: previous_duration(&clients, region).await,
+            expected_seconds: match &serving {
+                Some(stack_id) => creation_duration(&clients, &region.name, stack_id).await,
+                None => 0,
+            },
         },
     )
     .await
 }
 
-/// How long the stack serving in the region took to create: from its own
+/// How long the (serving) stack took to create: from its own
 /// CREATE_IN_PROGRESS event to its CREATE_COMPLETE one (CloudFormation
 /// lists a stack's newest events first; ours have a few dozen, so one page
-/// holds both). 0 when nothing serves yet or the events do not say: a
-/// guess for the waits, never a reason to fail.
-async fn previous_duration(clients: &RegionClients, region: &Region) -> u64 {
-    let Some(elb) = region.elbs.first() else {
-        return 0;
-    };
-    let Ok(mut tags) = pins::elb_tags(clients, &elb.name).await else {
-        return 0;
-    };
-    let Some(stack_id) = tags.remove(crate::promote::PROMOTED_TAG) else {
-        return 0;
-    };
+/// holds both). 0 when the events do not say: a guess for the waits, never
+/// a reason to fail.
+async fn creation_duration(clients: &RegionClients, region: &str, stack_id: &str) -> u64 {
     match clients
         .cloudformation
         .describe_stack_events()
-        .stack_name(&stack_id)
+        .stack_name(stack_id)
         .send()
         .await
     {
         Ok(out) => {
-            let seconds = creation_seconds(out.stack_events(), &stack_id);
-            tracing::info!(region = %region.name, stack = %stack_id, seconds, "the serving stack took this long to create");
+            let seconds = creation_seconds(out.stack_events(), stack_id);
+            tracing::info!(region, stack = %stack_id, seconds, "the serving stack took this long to create");
             seconds
         }
         Err(e) => {
-            tracing::info!(region = %region.name, error = %aws::describe("read the serving stack's events", &e), "waits not shaped by history");
+            tracing::info!(region, error = %aws::describe("read the serving stack's events", &e), "waits not shaped by history");
             0
         }
     }

@@ -42,9 +42,18 @@ const DELETES_AT_ONCE: usize = 4;
 /// How many deleted stacks a region's result names; the rest are counted.
 pub const NAMES_LISTED: usize = 20;
 
+/// Names, then how many more were not named: "a, b and 998 more".
+pub fn named_and_counted(names: &[String], more: usize) -> String {
+    let names = names.join(", ");
+    match more {
+        0 => names,
+        n => format!("{names} and {n} more"),
+    }
+}
+
 /// A region's prune between steps: counts and a few names, never the list
 /// of every stack (each step lists the service's stacks again).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Deleting {
     /// How many stacks this prune has asked CloudFormation to delete.
     #[serde(default)]
@@ -85,11 +94,7 @@ impl RegionPruned {
 
     /// "a, b and 998 more".
     pub fn deleted_line(&self) -> String {
-        let names = self.deleted.join(", ");
-        match self.deleted_more {
-            0 => names,
-            n => format!("{names} and {n} more"),
-        }
+        named_and_counted(&self.deleted, self.deleted_more)
     }
 }
 
@@ -110,15 +115,7 @@ pub async fn run(aws: &Aws, input: PruneInput) -> PhaseResult<PruneState, Pruned
         let deleting = match previous.get(&region.name) {
             Some(d) if d.done => return Ok(d.clone()),
             Some(d) => d.clone(),
-            None => Deleting {
-                asked: 0,
-                names: Vec::new(),
-                kept: Vec::new(),
-                rollback: Vec::new(),
-                retried: Vec::new(),
-                checks: 0,
-                done: false,
-            },
+            None => Deleting::default(),
         };
         let clients = dep.clients(aws, region, "prune").await?;
         step(dep, &clients, region, keep, deleting).await

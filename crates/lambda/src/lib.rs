@@ -424,7 +424,10 @@ pub async fn answer(
 /// Whether `function` calls Step Functions: its client is made at init
 /// there, and in no other function (each client costs a cold start time).
 fn uses_step_functions(function: &str) -> bool {
-    matches!(function, "pipeline" | "lease")
+    matches!(
+        Function::from_name(function),
+        Some(Function::Pipeline | Function::Lease)
+    )
 }
 
 /// The whole `main` of a function: `handler` answers every invocation.

@@ -228,17 +228,13 @@ impl Front {
     /// signals are not all in (CREATE_IN_PROGRESS) or include a failure or
     /// came too late (ROLLBACK_COMPLETE, with the reason).
     async fn judge_stacks(&self, region: &str, resp: Response) -> Response {
-        if !resp.status().is_success() {
-            return resp;
-        }
-        let (parts, body) = resp.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
-            return (StatusCode::BAD_GATEWAY, "reading moto's answer").into_response();
+        let (parts, text) = match answer_text(resp).await {
+            Ok(read) => read,
+            Err(resp) => return resp,
         };
-        let text = String::from_utf8_lossy(&bytes).into_owned();
         let stacks = match stacks_in(&text) {
             Some(s) => s,
-            None => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+            None => return Response::from_parts(parts, axum::body::Body::from(text)),
         };
         let mut edits = Vec::new();
         for s in stacks {
@@ -256,32 +252,20 @@ impl Front {
                     )),
                 ),
             };
-            edits.push((s.range, status, reason));
+            let member = rewrite_member(&text[s.range.clone()], status, reason.as_deref());
+            edits.push((s.range, member));
         }
-        let mut text = text;
-        // Back to front, so earlier ranges stay where they are.
-        edits.sort_by_key(|(r, _, _)| std::cmp::Reverse(r.start));
-        for (range, status, reason) in edits {
-            let member = rewrite_member(&text[range.clone()], status, reason.as_deref());
-            text.replace_range(range, &member);
-        }
-        let mut parts = parts;
-        parts.headers.remove("content-length");
-        Response::from_parts(parts, axum::body::Body::from(text))
+        edited(parts, text, edits)
     }
 
     /// moto stamps a stack's CREATE_COMPLETE event with its creation time;
     /// a stack that waited for its signals completed when the last came.
     async fn time_completions(&self, region: &str, resp: Response) -> Response {
-        if !resp.status().is_success() {
-            return resp;
-        }
-        let (mut parts, body) = resp.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
-            return (StatusCode::BAD_GATEWAY, "reading moto's answer").into_response();
+        let (parts, text) = match answer_text(resp).await {
+            Ok(read) => read,
+            Err(resp) => return resp,
         };
-        let mut text = String::from_utf8_lossy(&bytes).into_owned();
-        let mut edits: Vec<(std::ops::Range<usize>, String)> = stack_completions(&text)
+        let edits = stack_completions(&text)
             .into_iter()
             .filter_map(|(stack, range)| {
                 let at = self.fleet.signals().completed_at(region, &stack)?;
@@ -293,12 +277,7 @@ impl Front {
                 ))
             })
             .collect();
-        edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
-        for (range, stamp) in edits {
-            text.replace_range(range, &stamp);
-        }
-        parts.headers.remove("content-length");
-        Response::from_parts(parts, axum::body::Body::from(text))
+        edited(parts, text, edits)
     }
 
     async fn verdict(&self, region: &str, stack: &StackSeen) -> Verdict {
@@ -455,6 +434,34 @@ fn stacks_in(xml: &str) -> Option<Vec<StackSeen>> {
             })
             .collect(),
     )
+}
+
+/// The text of a successful answer of moto's, to rewrite; any other answer
+/// as it came.
+async fn answer_text(resp: Response) -> Result<(axum::http::response::Parts, String), Response> {
+    if !resp.status().is_success() {
+        return Err(resp);
+    }
+    let (parts, body) = resp.into_parts();
+    match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => Ok((parts, String::from_utf8_lossy(&bytes).into_owned())),
+        Err(_) => Err((StatusCode::BAD_GATEWAY, "reading moto's answer").into_response()),
+    }
+}
+
+/// The answer with each range of `text` replaced.
+fn edited(
+    mut parts: axum::http::response::Parts,
+    mut text: String,
+    mut edits: Vec<(std::ops::Range<usize>, String)>,
+) -> Response {
+    // Back to front, so earlier ranges stay where they are.
+    edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
+    for (range, with) in edits {
+        text.replace_range(range, &with);
+    }
+    parts.headers.remove("content-length");
+    Response::from_parts(parts, axum::body::Body::from(text))
 }
 
 /// In a DescribeStackEvents answer, each stack's own CREATE_COMPLETE event:
