@@ -50,7 +50,7 @@ deploy() {
   first=""
   : > "$work/deploys.log"
   while IFS= read -r line; do
-    [ -z "$first" ] && first=$(echo "$(date +%s.%N) - $started" | bc)
+    [ -z "$first" ] && first=$(awk -v now="$(date +%s.%N)" -v t0="$started" 'BEGIN { print now - t0 }')
     case $line in *"state transitions"*) summary=$line ;; esac
     echo "$line" >> "$work/deploys.log"
   done < <($porter deploy -e staging --local "$dir" 2>&1)
