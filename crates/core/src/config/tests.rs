@@ -1617,14 +1617,21 @@ fn slack_webhooks_are_secrets_of_the_services_own_and_a_url_in_clear_is_not_used
     assert_eq!(slack["pack_success_webhook_url"], "porter/svc-api/notifications/team");
     assert_eq!(slack["deploy_webhook_url"], "porter/svc-api/notifications/oncall");
 
-    let loaded = with("  promote_success_webhook_url: https://hooks.slack.com/services/T0/B0/SECRETTOKEN\n");
+    let loaded = with("  promote_success_webhook_url: https://hooks.slack.com/services/T0/B0/SECRETTOKEN\n  pack_failure_webhook_url: https://hooks.slack.com/services/T0/B0/SECRETTOKEN\n");
+    assert_eq!(count(&loaded, Severity::Warning), 1, "said once: {}", dump(&loaded));
     let warning = loaded
         .diagnostics
         .iter()
         .find(|d| d.severity == Severity::Warning)
         .unwrap();
     assert_eq!(warning.path, "slack.promote_success_webhook_url");
-    assert!(warning.message.contains("not used") && warning.message.contains("porter/svc-api/notifications/"));
+    assert!(
+        warning.message.starts_with(
+            "promote_success_webhook_url, pack_failure_webhook_url are webhook URLs written in clear, so not used"
+        ) && warning.message.contains("porter/svc-api/notifications/"),
+        "{}",
+        warning.message
+    );
     assert!(!dump(&loaded).contains("SECRETTOKEN"));
     assert!(loaded.config.unwrap().slack.is_empty());
 

@@ -1225,6 +1225,7 @@ fn check_slack(c: &mut Checker, root: &Node) -> Option<BTreeMap<String, String>>
     let prefix = c.service.as_deref().map(webhook_prefix);
     let mut out = BTreeMap::new();
     let mut ok = true;
+    let mut in_clear = Vec::new();
     for (k, v) in entries {
         let Some(key) = k.as_str().filter(|k| SLACK_KEYS.contains(k)) else {
             continue; // reported by `keys`
@@ -1240,13 +1241,7 @@ fn check_slack(c: &mut Checker, root: &Node) -> Option<BTreeMap<String, String>>
         };
         let store_as = prefix.clone().unwrap_or_else(|| "porter/SERVICE/notifications/".into());
         if value.starts_with("https://") || value.starts_with("http://") {
-            // The URL itself is never repeated: it is the credential.
-            c.report(
-                Severity::Warning,
-                v,
-                &path,
-                format!("a webhook URL written in clear is not used: anyone who can read the repository can post with it. Store it in Secrets Manager as `{store_as}NAME` and write `secretsmanager:{store_as}NAME`"),
-            );
+            in_clear.push((key, v));
             continue;
         }
         match value.strip_prefix("secretsmanager:") {
@@ -1275,6 +1270,22 @@ fn check_slack(c: &mut Checker, root: &Node) -> Option<BTreeMap<String, String>>
                 ok = false;
             }
         }
+    }
+    // One warning for every URL in clear; the URLs themselves are never
+    // repeated: each is the credential.
+    if let Some((first, node)) = in_clear.first() {
+        let keys: Vec<&str> = in_clear.iter().map(|(k, _)| *k).collect();
+        let store_as = prefix.unwrap_or_else(|| "porter/SERVICE/notifications/".into());
+        c.report(
+            Severity::Warning,
+            node,
+            &join("slack", first),
+            format!(
+                "{} {} written in clear, so not used: anyone who can read the repository can post with a webhook URL. Store each in Secrets Manager as `{store_as}NAME` and write `secretsmanager:{store_as}NAME`",
+                keys.join(", "),
+                if keys.len() == 1 { "is a webhook URL" } else { "are webhook URLs" }
+            ),
+        );
     }
     ok.then_some(out)
 }
