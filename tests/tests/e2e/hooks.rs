@@ -131,7 +131,69 @@ async fn hooks_run_around_each_phase_unprivileged_and_a_failing_one_stops_the_de
     let lines = ran(out);
     assert!(lines.contains(&"post_provision-after-failure".to_string()), "{lines:?}");
     assert!(!lines.iter().any(|l| l.starts_with("post_provision ")), "{lines:?}");
+
+    // A post_ hook that fails fails the deploy the same way.
+    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
+    std::fs::write(
+        svc.join(".porter/config"),
+        cfg.replace(
+            "  post_pack:\n",
+            "  post_pack:\n  - command: \"echo 'lint: 3 problems'; exit 1\"\n",
+        )
+        .replace("  stack_definition_path: .porter/broken.json\n", ""),
+    )
+    .unwrap();
+    let (fourth, log) = deploy(&local, &svc).await;
+    assert!(!fourth.succeeded, "{log}");
+    let (error, cause) = fourth.error.clone().unwrap();
+    assert_eq!(error, "HookFailed", "{cause}");
+    assert!(
+        cause.contains("hook post_pack[0] failed: exit 1; its output ends: lint: 3 problems"),
+        "{cause}"
+    );
     local.stop().await;
+}
+
+/// Asked to, the local stack fails a Docker hook instead of skipping it.
+#[tokio::test]
+async fn a_dockerfile_hook_fails_on_the_local_stack_when_docker_is_required() {
+    use porter_core::hooks::{self, HooksInput, Runner};
+    let stack = porter_e2e::Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "dock");
+    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
+    std::fs::write(
+        svc.join(".porter/config"),
+        format!("{cfg}\nhooks:\n  pre_pack:\n  - dockerfile: hooks/Dockerfile\n"),
+    )
+    .unwrap();
+    let input = HooksInput {
+        points: vec!["pre_pack".into()],
+        failed: false,
+        source: porter_core::pack::Source::Path(svc),
+        environment: "staging".into(),
+        variables: Default::default(),
+        release: None,
+    };
+    let skipped = hooks::run(&stack.aws, &Runner::Local { require_docker: false }, &input, None)
+        .await
+        .unwrap();
+    let porter_core::phase::Step::Done { output } = skipped else {
+        panic!("done at once")
+    };
+    assert!(
+        output.ran.is_empty() && output.skipped[0].contains("no Docker engine"),
+        "{output:?}"
+    );
+    let err = hooks::run(&stack.aws, &Runner::Local { require_docker: true }, &input, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "HookFailed");
+    assert!(
+        err.to_string()
+            .contains("hook pre_pack[0] failed: it builds hooks/Dockerfile with Docker"),
+        "{err}"
+    );
 }
 
 /// A service folder zipped into the bucket, as a pipeline's source
