@@ -142,7 +142,8 @@ function resolveProps(props: PorterProps) {
 
 /** The deploy state machine's definition shipped in this repository. */
 function shippedDefinition(): string {
-  // Walk up from the compiled module: lib/ and dist/lib/ both reach the repository root.
+  // Walk up from the compiled module (dist/lib): the package carries a copy
+  // in dist/statemachines (npm run build makes it), else the repository's.
   for (let dir = __dirname; dir !== path.dirname(dir); dir = path.dirname(dir)) {
     const f = path.join(dir, "statemachines", "deploy.asl.json");
     if (fs.existsSync(f)) return f;
