@@ -35,7 +35,8 @@ npm run --silent build
 echo "== cdk synth"
 # The functions as `make lambda` built them when they are there, else
 # stand-ins (the app says which); never a build.
-npx --no-install cdk synth --quiet --output "$work/cdk.out" >/dev/null
+# (cdk.json's app builds first, for a fresh clone; built just above.)
+npx --no-install cdk synth --quiet --app "node dist/bin/porter.js" --output "$work/cdk.out" >/dev/null
 echo "cdk synth: $(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["Resources"]))' "$work/cdk.out/Porter.template.json") resources"
 echo "== CDK assertions"
 node --test dist/test/porter.test.js

@@ -290,7 +290,8 @@ def cdk_names(template):
             raise ValueError(f"CDK resource {lid} has no aws:cdk:path")
         rename[lid] = path.rsplit("/", 1)[1]
     for lid in template.get("Outputs", {}):
-        # Outputs carry no path; their id is the construct's path joined and hashed.
+        # Outputs carry no path; their id is the construct's path joined and
+        # hashed, and the checks put the construct at the id Porter.
         m = re.fullmatch(r"Porter([A-Z][A-Za-z]+?)[0-9A-F]{8}", lid)
         rename[("output", lid)] = m.group(1) if m else lid
     return rename
@@ -370,7 +371,6 @@ def self_test(template_path, case, cdk_template):
     """The check fails when either side loses a statement, a resource or a
     state of the definition, or gains a resource."""
     sam = sam_translated(template_path, case["parameters"])
-    sam_names = {lid: lid for lid in sam["Resources"]}
     cdk_names_ = cdk_names(cdk_template)
     failures = []
 
@@ -412,7 +412,6 @@ def self_test(template_path, case, cdk_template):
     asl["States"].pop(sorted(asl["States"])[0])
     c["Resources"][lid]["Properties"]["DefinitionString"] = json.dumps(asl)
     expect("a state missing from the CDK definition", sam, c)
-    del sam_names
     return failures
 
 
