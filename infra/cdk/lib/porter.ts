@@ -140,6 +140,20 @@ function resolveProps(props: PorterProps) {
   return p;
 }
 
+// Every function's role: Lambda assumes it, and it may write its traces
+// (X-Ray writes have no resource type in IAM) and its own log group.
+const LAMBDA_TRUST = {
+  Version: "2012-10-17",
+  Statement: [{ Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole" }],
+};
+const TRACING = { Sid: "Tracing", Effect: "Allow", Action: ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], Resource: "*" };
+const logsTo = (group: CfnResource) => ({
+  Sid: "Logs",
+  Effect: "Allow",
+  Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
+  Resource: Token.asString(group.getAtt("Arn")),
+});
+
 /** The deploy state machine's definition shipped in this repository. */
 function shippedDefinition(): string {
   // Walk up from the compiled module (dist/lib): the package carries a copy
@@ -190,6 +204,7 @@ export class Porter extends Construct {
     const res = (id: string, type: string, properties: Record<string, unknown>) =>
       new CfnResource(this, id, { type, properties });
     const att = (r: CfnResource, name: string) => Token.asString(r.getAtt(name));
+    const cap = (fn: string) => fn[0].toUpperCase() + fn.slice(1);
     const bootstrapDir =
       props.bootstrapDir ?? path.join(process.env.CARGO_TARGET_DIR ?? path.join(process.cwd(), "target"), "lambda");
     const code = (fn: PorterFunction) => {
@@ -197,10 +212,51 @@ export class Porter extends Construct {
       if (!fs.existsSync(path.join(dir, "bootstrap"))) {
         throw new Error(`Porter: no ${dir}/bootstrap: build the functions first (cargo lambda build --release), or pass bootstrapDir`);
       }
-      const asset = new Asset(this, `${fn[0].toUpperCase()}${fn.slice(1)}Code`, { path: dir });
+      const asset = new Asset(this, `${cap(fn)}Code`, { path: dir });
       return { S3Bucket: asset.s3BucketName, S3Key: asset.s3ObjectKey };
     };
     const definition = fs.readFileSync(props.definitionFile ?? shippedDefinition(), "utf8");
+    const logGroup = (id: string, name: string) =>
+      res(id, "AWS::Logs::LogGroup", { LogGroupName: name, RetentionInDays: p.logRetentionDays });
+    // SAM's Globals.Function, which each function's own properties extend.
+    const lambdaFunction = (fn: PorterFunction, role: CfnResource, logs: CfnResource, own: Record<string, unknown>) =>
+      res(`${cap(fn)}Function`, "AWS::Lambda::Function", {
+        Code: code(fn),
+        FunctionName: Fn.sub(`\${AWS::StackName}-${fn}`),
+        Handler: "bootstrap",
+        MemorySize: 256,
+        Role: att(role, "Arn"),
+        Runtime: "provided.al2023",
+        Timeout: 300,
+        TracingConfig: { Mode: "Active" },
+        Architectures: [p.architecture],
+        LoggingConfig: { LogFormat: "JSON", LogGroup: logs.ref },
+        ...own,
+      });
+    // pack, provision, promote and prune: a role that writes its own logs;
+    // what else each may do is in the managed policies below.
+    const phaseRole = (fn: PorterFunction, logs: CfnResource) =>
+      res(`${cap(fn)}FunctionRole`, "AWS::IAM::Role", {
+        RoleName: Fn.sub(`\${AWS::StackName}-${fn}`),
+        AssumeRolePolicyDocument: LAMBDA_TRUST,
+        Policies: [{
+          PolicyName: "logs",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [{ Effect: "Allow", Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: att(logs, "Arn") }],
+          },
+        }],
+      });
+    // EventBridge may invoke a function from one rule only.
+    const fromRule = (id: string, fn: CfnResource, rule: CfnResource) =>
+      res(id, "AWS::Lambda::Permission", {
+        Action: "lambda:InvokeFunction",
+        FunctionName: fn.ref,
+        Principal: "events.amazonaws.com",
+        SourceArn: att(rule, "Arn"),
+      });
+
+    // ---- The artifact bucket and its key
 
     const artifactKey = res("ArtifactKey", "AWS::KMS::Key", {
       Description: Fn.sub("${AWS::StackName}: the artifact bucket (payloads, pipeline artifacts, continuation state)"),
@@ -295,6 +351,24 @@ export class Porter extends Construct {
       },
     });
 
+    // ---- The phase functions' roles, and the deployment role that provision, promote and prune assume
+
+    const packLogGroup = logGroup("PackLogGroup", `/aws/lambda/${Aws.STACK_NAME}-pack`);
+
+    const packFunctionRole = phaseRole("pack", packLogGroup);
+
+    const provisionLogGroup = logGroup("ProvisionLogGroup", `/aws/lambda/${Aws.STACK_NAME}-provision`);
+
+    const provisionFunctionRole = phaseRole("provision", provisionLogGroup);
+
+    const promoteLogGroup = logGroup("PromoteLogGroup", `/aws/lambda/${Aws.STACK_NAME}-promote`);
+
+    const promoteFunctionRole = phaseRole("promote", promoteLogGroup);
+
+    const pruneLogGroup = logGroup("PruneLogGroup", `/aws/lambda/${Aws.STACK_NAME}-prune`);
+
+    const pruneFunctionRole = phaseRole("prune", pruneLogGroup);
+
     if (c.useOwnDeploymentRole) {
       res("ReleaseRoleBoundary", "AWS::IAM::ManagedPolicy", {
         ManagedPolicyName: "porter-release-boundary",
@@ -368,108 +442,6 @@ export class Porter extends Construct {
         },
       });
     }
-
-    const provisionLogGroup = res("ProvisionLogGroup", "AWS::Logs::LogGroup", {
-      LogGroupName: Fn.sub("/aws/lambda/${AWS::StackName}-provision"),
-      RetentionInDays: p.logRetentionDays,
-    });
-
-    const provisionFunctionRole = res("ProvisionFunctionRole", "AWS::IAM::Role", {
-      RoleName: Fn.sub("${AWS::StackName}-provision"),
-      AssumeRolePolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Effect: "Allow",
-            Principal: { Service: "lambda.amazonaws.com" },
-            Action: "sts:AssumeRole",
-          },
-        ],
-      },
-      Policies: [
-        {
-          PolicyName: "logs",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Effect: "Allow",
-                Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
-                Resource: att(provisionLogGroup, "Arn"),
-              },
-            ],
-          },
-        },
-      ],
-    });
-
-    const promoteLogGroup = res("PromoteLogGroup", "AWS::Logs::LogGroup", {
-      LogGroupName: Fn.sub("/aws/lambda/${AWS::StackName}-promote"),
-      RetentionInDays: p.logRetentionDays,
-    });
-
-    const promoteFunctionRole = res("PromoteFunctionRole", "AWS::IAM::Role", {
-      RoleName: Fn.sub("${AWS::StackName}-promote"),
-      AssumeRolePolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Effect: "Allow",
-            Principal: { Service: "lambda.amazonaws.com" },
-            Action: "sts:AssumeRole",
-          },
-        ],
-      },
-      Policies: [
-        {
-          PolicyName: "logs",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Effect: "Allow",
-                Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
-                Resource: att(promoteLogGroup, "Arn"),
-              },
-            ],
-          },
-        },
-      ],
-    });
-
-    const pruneLogGroup = res("PruneLogGroup", "AWS::Logs::LogGroup", {
-      LogGroupName: Fn.sub("/aws/lambda/${AWS::StackName}-prune"),
-      RetentionInDays: p.logRetentionDays,
-    });
-
-    const pruneFunctionRole = res("PruneFunctionRole", "AWS::IAM::Role", {
-      RoleName: Fn.sub("${AWS::StackName}-prune"),
-      AssumeRolePolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Effect: "Allow",
-            Principal: { Service: "lambda.amazonaws.com" },
-            Action: "sts:AssumeRole",
-          },
-        ],
-      },
-      Policies: [
-        {
-          PolicyName: "logs",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Effect: "Allow",
-                Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
-                Resource: att(pruneLogGroup, "Arn"),
-              },
-            ],
-          },
-        },
-      ],
-    });
 
     const deploymentRole = res("DeploymentRole", "AWS::IAM::Role", {
       RoleName: p.deploymentRoleName,
@@ -772,40 +744,6 @@ export class Porter extends Construct {
       ],
     });
 
-    const packLogGroup = res("PackLogGroup", "AWS::Logs::LogGroup", {
-      LogGroupName: Fn.sub("/aws/lambda/${AWS::StackName}-pack"),
-      RetentionInDays: p.logRetentionDays,
-    });
-
-    const packFunctionRole = res("PackFunctionRole", "AWS::IAM::Role", {
-      RoleName: Fn.sub("${AWS::StackName}-pack"),
-      AssumeRolePolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Effect: "Allow",
-            Principal: { Service: "lambda.amazonaws.com" },
-            Action: "sts:AssumeRole",
-          },
-        ],
-      },
-      Policies: [
-        {
-          PolicyName: "logs",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Effect: "Allow",
-                Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
-                Resource: att(packLogGroup, "Arn"),
-              },
-            ],
-          },
-        },
-      ],
-    });
-
     res("PhaseFunctionsPolicy", "AWS::IAM::ManagedPolicy", {
       Description: "porter phase functions (pack, provision, promote, prune)",
       Roles: [
@@ -856,12 +794,7 @@ export class Porter extends Construct {
             Action: ["codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"],
             Resource: "*",
           },
-          {
-            Sid: "Tracing",
-            Effect: "Allow",
-            Action: ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
-            Resource: "*",
-          },
+          TRACING,
         ],
       },
     });
@@ -914,141 +847,7 @@ export class Porter extends Construct {
       },
     });
 
-    const pipelineLogGroup = res("PipelineLogGroup", "AWS::Logs::LogGroup", {
-      LogGroupName: Fn.sub("/aws/lambda/${AWS::StackName}-pipeline"),
-      RetentionInDays: p.logRetentionDays,
-    });
-
-    const triggerLogGroup = res("TriggerLogGroup", "AWS::Logs::LogGroup", {
-      LogGroupName: Fn.sub("/aws/lambda/${AWS::StackName}-trigger"),
-      RetentionInDays: p.logRetentionDays,
-    });
-
-    const notificationKey = res("NotificationKey", "AWS::KMS::Key", {
-      Description: Fn.sub("${AWS::StackName}: the notification topic"),
-      EnableKeyRotation: true,
-      KeyPolicy: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Sid: "AccountIamPolicies",
-            Effect: "Allow",
-            Principal: { AWS: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root") },
-            Action: "kms:*",
-            Resource: "*",
-          },
-          {
-            Sid: "NotificationServicesPublish",
-            Effect: "Allow",
-            Principal: { Service: ["events.amazonaws.com", "codestar-notifications.amazonaws.com"] },
-            Action: ["kms:GenerateDataKey*", "kms:Decrypt"],
-            Resource: "*",
-            Condition: { StringEquals: { "kms:ViaService": Fn.sub("sns.${AWS::Region}.amazonaws.com") } },
-          },
-        ],
-      },
-    });
-
-    const notificationTopic = res("NotificationTopic", "AWS::SNS::Topic", { DisplayName: "porter deploys", KmsMasterKeyId: notificationKey.ref });
-
-    const imageRepository = res("ImageRepository", "AWS::ECR::Repository", {
-      ImageTagMutability: "IMMUTABLE",
-      ImageScanningConfiguration: { ScanOnPush: true },
-      EncryptionConfiguration: { EncryptionType: "KMS" },
-      LifecyclePolicy: {
-        LifecyclePolicyText: "{\"rules\": [{\"rulePriority\": 1, \"description\": \"keep the last 100 images\", \"selection\": {\"tagStatus\": \"any\", \"countType\": \"imageCountMoreThan\", \"countNumber\": 100}, \"action\": {\"type\": \"expire\"}}]}",
-      },
-    });
-    imageRepository.applyRemovalPolicy(RemovalPolicy.RETAIN);
-
-    const buildLogGroup = res("BuildLogGroup", "AWS::Logs::LogGroup", {
-      LogGroupName: Fn.sub("/aws/codebuild/${AWS::StackName}-image"),
-      RetentionInDays: p.logRetentionDays,
-    });
-
-    const buildRole = res("BuildRole", "AWS::IAM::Role", {
-      RoleName: Fn.sub("${AWS::StackName}-build"),
-      AssumeRolePolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Effect: "Allow",
-            Principal: { Service: "codebuild.amazonaws.com" },
-            Action: "sts:AssumeRole",
-          },
-        ],
-      },
-      Policies: [
-        {
-          PolicyName: "build-image",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Sid: "Logs",
-                Effect: "Allow",
-                Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
-                Resource: att(buildLogGroup, "Arn"),
-              },
-              {
-                Sid: "SourceArtifact",
-                Effect: "Allow",
-                Action: ["s3:GetObject", "s3:GetObjectVersion"],
-                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-              },
-              {
-                Sid: "ArtifactKey",
-                Effect: "Allow",
-                Action: "kms:Decrypt",
-                Resource: att(artifactKey, "Arn"),
-              },
-              {
-                Sid: "RegistryLogin",
-                Effect: "Allow",
-                Action: "ecr:GetAuthorizationToken",
-                Resource: "*",
-              },
-              {
-                Sid: "PushImage",
-                Effect: "Allow",
-                Action: [
-                  "ecr:BatchCheckLayerAvailability",
-                  "ecr:BatchGetImage",
-                  "ecr:CompleteLayerUpload",
-                  "ecr:DescribeImages",
-                  "ecr:GetDownloadUrlForLayer",
-                  "ecr:InitiateLayerUpload",
-                  "ecr:PutImage",
-                  "ecr:UploadLayerPart",
-                ],
-                Resource: att(imageRepository, "Arn"),
-              },
-            ],
-          },
-        },
-      ],
-    });
-
-    const buildProject = res("BuildProject", "AWS::CodeBuild::Project", {
-      Name: Fn.sub("${AWS::StackName}-image"),
-      Description: "Builds and pushes the service image (when the repository has a Dockerfile)",
-      ServiceRole: att(buildRole, "Arn"),
-      EncryptionKey: att(artifactKey, "Arn"),
-      TimeoutInMinutes: 30,
-      Source: {
-        Type: "CODEPIPELINE",
-        BuildSpec: "version: 0.2\nenv:\n  shell: bash\n  exported-variables: [IMAGE_URI]\nphases:\n  build:\n    commands:\n      - |\n        set -euo pipefail\n        IMAGE_URI=\"\"\n        if [ ! -f Dockerfile ]; then\n          echo \"no Dockerfile: the release carries no image\"\n        else\n          aws ecr get-login-password | docker login --username AWS --password-stdin \"${REPOSITORY_URI%%/*}\"\n          # The tag names the commit and the base image's digest\n          # of today: the weekly build of an unchanged commit makes\n          # a new image (and release) only when the base was patched.\n          base=$(awk 'toupper($1) == \"FROM\" { b = $2 } END { print b }' Dockerfile)\n          digest=none\n          if [ -n \"$base\" ] && [ \"$base\" != scratch ] && docker pull --quiet \"$base\" >/dev/null; then\n            digest=$(docker inspect --format '{{index .RepoDigests 0}}' \"$base\" | sed 's/.*@sha256://' | cut -c1-12)\n          fi\n          tag=\"${CODEBUILD_RESOLVED_SOURCE_VERSION:0:12}-${digest}\"\n          IMAGE_URI=\"$REPOSITORY_URI:$tag\"\n          # Tags are immutable: an image already built is not pushed again.\n          if aws ecr describe-images --repository-name \"${REPOSITORY_URI#*/}\" --image-ids imageTag=\"$tag\" >/dev/null 2>&1; then\n            echo \"$IMAGE_URI exists: neither the commit nor the base image changed\"\n          else\n            docker build --tag \"$IMAGE_URI\" .\n            docker push \"$IMAGE_URI\"\n          fi\n        fi\n        echo \"IMAGE_URI=$IMAGE_URI\"\n",
-      },
-      Artifacts: { Type: "CODEPIPELINE" },
-      Environment: {
-        Type: "LINUX_CONTAINER",
-        ComputeType: "BUILD_GENERAL1_SMALL",
-        Image: "aws/codebuild/amazonlinux-x86_64-standard:5.0",
-        PrivilegedMode: true,
-        EnvironmentVariables: [{ Name: "REPOSITORY_URI", Value: att(imageRepository, "RepositoryUri") }],
-      },
-      LogsConfig: { CloudWatchLogs: { Status: "ENABLED", GroupName: buildLogGroup.ref } },
-    });
+    // ---- The deploy lease
 
     const leaseTable = res("LeaseTable", "AWS::DynamoDB::Table", {
       TableName: Fn.sub("${AWS::StackName}-leases"),
@@ -1058,113 +857,11 @@ export class Porter extends Construct {
       PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
     });
 
-    const deployStateMachineLogGroup = res("DeployStateMachineLogGroup", "AWS::Logs::LogGroup", {
-      LogGroupName: Fn.sub("/aws/vendedlogs/states/${AWS::StackName}-deploy"),
-      RetentionInDays: p.logRetentionDays,
-    });
-
-    const packFunction = res("PackFunction", "AWS::Lambda::Function", {
-      Code: code("pack"),
-      Description: "porter pack phase",
-      FunctionName: Fn.sub("${AWS::StackName}-pack"),
-      Handler: "bootstrap",
-      MemorySize: 1024,
-      Role: att(packFunctionRole, "Arn"),
-      Runtime: "provided.al2023",
-      Timeout: 300,
-      Environment: {
-        Variables: {
-          ARTIFACT_BUCKET: artifactBucket.ref,
-          PORTER_SERVICE: p.serviceName,
-          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
-          PORTER_IMAGE_PARAMETER: p.imageParameter,
-        },
-      },
-      TracingConfig: { Mode: "Active" },
-      Architectures: [p.architecture],
-      LoggingConfig: { LogFormat: "JSON", LogGroup: packLogGroup.ref },
-    });
-
-    const provisionFunction = res("ProvisionFunction", "AWS::Lambda::Function", {
-      Code: code("provision"),
-      Description: "porter provision phase",
-      FunctionName: Fn.sub("${AWS::StackName}-provision"),
-      Handler: "bootstrap",
-      MemorySize: 256,
-      Role: att(provisionFunctionRole, "Arn"),
-      Runtime: "provided.al2023",
-      Timeout: 300,
-      Environment: {
-        Variables: {
-          ARTIFACT_BUCKET: artifactBucket.ref,
-          PORTER_SERVICE: p.serviceName,
-          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
-        },
-      },
-      TracingConfig: { Mode: "Active" },
-      Architectures: [p.architecture],
-      LoggingConfig: { LogFormat: "JSON", LogGroup: provisionLogGroup.ref },
-    });
-
-    const promoteFunction = res("PromoteFunction", "AWS::Lambda::Function", {
-      Code: code("promote"),
-      Description: "porter promote phase",
-      FunctionName: Fn.sub("${AWS::StackName}-promote"),
-      Handler: "bootstrap",
-      MemorySize: 256,
-      Role: att(promoteFunctionRole, "Arn"),
-      Runtime: "provided.al2023",
-      Timeout: 300,
-      Environment: {
-        Variables: {
-          ARTIFACT_BUCKET: artifactBucket.ref,
-          PORTER_SERVICE: p.serviceName,
-          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
-        },
-      },
-      TracingConfig: { Mode: "Active" },
-      Architectures: [p.architecture],
-      LoggingConfig: { LogFormat: "JSON", LogGroup: promoteLogGroup.ref },
-    });
-
-    const pruneFunction = res("PruneFunction", "AWS::Lambda::Function", {
-      Code: code("prune"),
-      Description: "porter prune phase",
-      FunctionName: Fn.sub("${AWS::StackName}-prune"),
-      Handler: "bootstrap",
-      MemorySize: 256,
-      Role: att(pruneFunctionRole, "Arn"),
-      Runtime: "provided.al2023",
-      Timeout: 300,
-      Environment: {
-        Variables: {
-          ARTIFACT_BUCKET: artifactBucket.ref,
-          PORTER_SERVICE: p.serviceName,
-          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
-        },
-      },
-      TracingConfig: { Mode: "Active" },
-      Architectures: [p.architecture],
-      LoggingConfig: { LogFormat: "JSON", LogGroup: pruneLogGroup.ref },
-    });
-
-    const leaseLogGroup = res("LeaseLogGroup", "AWS::Logs::LogGroup", {
-      LogGroupName: Fn.sub("/aws/lambda/${AWS::StackName}-lease"),
-      RetentionInDays: p.logRetentionDays,
-    });
+    const leaseLogGroup = logGroup("LeaseLogGroup", `/aws/lambda/${Aws.STACK_NAME}-lease`);
 
     const leaseFunctionRole = res("LeaseFunctionRole", "AWS::IAM::Role", {
       RoleName: Fn.sub("${AWS::StackName}-lease"),
-      AssumeRolePolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Effect: "Allow",
-            Principal: { Service: "lambda.amazonaws.com" },
-            Action: "sts:AssumeRole",
-          },
-        ],
-      },
+      AssumeRolePolicyDocument: LAMBDA_TRUST,
       Policies: [
         {
           PolicyName: "lease",
@@ -1183,38 +880,71 @@ export class Porter extends Construct {
                 Action: "states:DescribeExecution",
                 Resource: Fn.sub("arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-deploy:*"),
               },
-              {
-                Sid: "Logs",
-                Effect: "Allow",
-                Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
-                Resource: att(leaseLogGroup, "Arn"),
-              },
-              {
-                Sid: "Tracing",
-                Effect: "Allow",
-                Action: ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
-                Resource: "*",
-              },
+              logsTo(leaseLogGroup),
+              TRACING,
             ],
           },
         },
       ],
     });
 
-    const leaseFunction = res("LeaseFunction", "AWS::Lambda::Function", {
-      Code: code("lease"),
+    // ---- The functions the state machine chains
+
+    const packFunction = lambdaFunction("pack", packFunctionRole, packLogGroup, {
+      Description: "porter pack phase",
+      MemorySize: 1024,
+      Environment: {
+        Variables: {
+          ARTIFACT_BUCKET: artifactBucket.ref,
+          PORTER_SERVICE: p.serviceName,
+          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+          PORTER_IMAGE_PARAMETER: p.imageParameter,
+        },
+      },
+    });
+
+    const provisionFunction = lambdaFunction("provision", provisionFunctionRole, provisionLogGroup, {
+      Description: "porter provision phase",
+      Environment: {
+        Variables: {
+          ARTIFACT_BUCKET: artifactBucket.ref,
+          PORTER_SERVICE: p.serviceName,
+          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+        },
+      },
+    });
+
+    const promoteFunction = lambdaFunction("promote", promoteFunctionRole, promoteLogGroup, {
+      Description: "porter promote phase",
+      Environment: {
+        Variables: {
+          ARTIFACT_BUCKET: artifactBucket.ref,
+          PORTER_SERVICE: p.serviceName,
+          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+        },
+      },
+    });
+
+    const pruneFunction = lambdaFunction("prune", pruneFunctionRole, pruneLogGroup, {
+      Description: "porter prune phase",
+      Environment: {
+        Variables: {
+          ARTIFACT_BUCKET: artifactBucket.ref,
+          PORTER_SERVICE: p.serviceName,
+          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+        },
+      },
+    });
+
+    const leaseFunction = lambdaFunction("lease", leaseFunctionRole, leaseLogGroup, {
       Description: "porter deploy lease (one deploy per service and environment)",
-      FunctionName: Fn.sub("${AWS::StackName}-lease"),
-      Handler: "bootstrap",
-      MemorySize: 256,
-      Role: att(leaseFunctionRole, "Arn"),
-      Runtime: "provided.al2023",
       Timeout: 60,
       Environment: { Variables: { LEASE_TABLE: leaseTable.ref } },
-      TracingConfig: { Mode: "Active" },
-      Architectures: [p.architecture],
-      LoggingConfig: { LogFormat: "JSON", LogGroup: leaseLogGroup.ref },
     });
+
+    // ---- The deploy state machine
+
+    const deployStateMachineLogGroup = logGroup("DeployStateMachineLogGroup", `/aws/vendedlogs/states/${Aws.STACK_NAME}-deploy`);
 
     const deployStateMachineRole = res("DeployStateMachineRole", "AWS::IAM::Role", {
       RoleName: Fn.sub("${AWS::StackName}-deploy-states"),
@@ -1299,18 +1029,135 @@ export class Porter extends Construct {
       TracingConfiguration: { Enabled: true },
     });
 
-    const pipelineFunctionRole = res("PipelineFunctionRole", "AWS::IAM::Role", {
-      RoleName: Fn.sub("${AWS::StackName}-pipeline"),
+    // ---- Notifications
+
+    const notificationKey = res("NotificationKey", "AWS::KMS::Key", {
+      Description: Fn.sub("${AWS::StackName}: the notification topic"),
+      EnableKeyRotation: true,
+      KeyPolicy: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Sid: "AccountIamPolicies",
+            Effect: "Allow",
+            Principal: { AWS: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root") },
+            Action: "kms:*",
+            Resource: "*",
+          },
+          {
+            Sid: "NotificationServicesPublish",
+            Effect: "Allow",
+            Principal: { Service: ["events.amazonaws.com", "codestar-notifications.amazonaws.com"] },
+            Action: ["kms:GenerateDataKey*", "kms:Decrypt"],
+            Resource: "*",
+            Condition: { StringEquals: { "kms:ViaService": Fn.sub("sns.${AWS::Region}.amazonaws.com") } },
+          },
+        ],
+      },
+    });
+
+    const notificationTopic = res("NotificationTopic", "AWS::SNS::Topic", { DisplayName: "porter deploys", KmsMasterKeyId: notificationKey.ref });
+
+    // ---- The image build
+
+    const imageRepository = res("ImageRepository", "AWS::ECR::Repository", {
+      ImageTagMutability: "IMMUTABLE",
+      ImageScanningConfiguration: { ScanOnPush: true },
+      EncryptionConfiguration: { EncryptionType: "KMS" },
+      LifecyclePolicy: {
+        LifecyclePolicyText: "{\"rules\": [{\"rulePriority\": 1, \"description\": \"keep the last 100 images\", \"selection\": {\"tagStatus\": \"any\", \"countType\": \"imageCountMoreThan\", \"countNumber\": 100}, \"action\": {\"type\": \"expire\"}}]}",
+      },
+    });
+    imageRepository.applyRemovalPolicy(RemovalPolicy.RETAIN);
+
+    const buildLogGroup = logGroup("BuildLogGroup", `/aws/codebuild/${Aws.STACK_NAME}-image`);
+
+    const buildRole = res("BuildRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-build"),
       AssumeRolePolicyDocument: {
         Version: "2012-10-17",
         Statement: [
           {
             Effect: "Allow",
-            Principal: { Service: "lambda.amazonaws.com" },
+            Principal: { Service: "codebuild.amazonaws.com" },
             Action: "sts:AssumeRole",
           },
         ],
       },
+      Policies: [
+        {
+          PolicyName: "build-image",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              logsTo(buildLogGroup),
+              {
+                Sid: "SourceArtifact",
+                Effect: "Allow",
+                Action: ["s3:GetObject", "s3:GetObjectVersion"],
+                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              },
+              {
+                Sid: "ArtifactKey",
+                Effect: "Allow",
+                Action: "kms:Decrypt",
+                Resource: att(artifactKey, "Arn"),
+              },
+              {
+                Sid: "RegistryLogin",
+                Effect: "Allow",
+                Action: "ecr:GetAuthorizationToken",
+                Resource: "*",
+              },
+              {
+                Sid: "PushImage",
+                Effect: "Allow",
+                Action: [
+                  "ecr:BatchCheckLayerAvailability",
+                  "ecr:BatchGetImage",
+                  "ecr:CompleteLayerUpload",
+                  "ecr:DescribeImages",
+                  "ecr:GetDownloadUrlForLayer",
+                  "ecr:InitiateLayerUpload",
+                  "ecr:PutImage",
+                  "ecr:UploadLayerPart",
+                ],
+                Resource: att(imageRepository, "Arn"),
+              },
+            ],
+          },
+        },
+      ],
+    });
+
+    const buildProject = res("BuildProject", "AWS::CodeBuild::Project", {
+      Name: Fn.sub("${AWS::StackName}-image"),
+      Description: "Builds and pushes the service image (when the repository has a Dockerfile)",
+      ServiceRole: att(buildRole, "Arn"),
+      EncryptionKey: att(artifactKey, "Arn"),
+      TimeoutInMinutes: 30,
+      Source: {
+        Type: "CODEPIPELINE",
+        BuildSpec: "version: 0.2\nenv:\n  shell: bash\n  exported-variables: [IMAGE_URI]\nphases:\n  build:\n    commands:\n      - |\n        set -euo pipefail\n        IMAGE_URI=\"\"\n        if [ ! -f Dockerfile ]; then\n          echo \"no Dockerfile: the release carries no image\"\n        else\n          aws ecr get-login-password | docker login --username AWS --password-stdin \"${REPOSITORY_URI%%/*}\"\n          # The tag names the commit and the base image's digest\n          # of today: the weekly build of an unchanged commit makes\n          # a new image (and release) only when the base was patched.\n          base=$(awk 'toupper($1) == \"FROM\" { b = $2 } END { print b }' Dockerfile)\n          digest=none\n          if [ -n \"$base\" ] && [ \"$base\" != scratch ] && docker pull --quiet \"$base\" >/dev/null; then\n            digest=$(docker inspect --format '{{index .RepoDigests 0}}' \"$base\" | sed 's/.*@sha256://' | cut -c1-12)\n          fi\n          tag=\"${CODEBUILD_RESOLVED_SOURCE_VERSION:0:12}-${digest}\"\n          IMAGE_URI=\"$REPOSITORY_URI:$tag\"\n          # Tags are immutable: an image already built is not pushed again.\n          if aws ecr describe-images --repository-name \"${REPOSITORY_URI#*/}\" --image-ids imageTag=\"$tag\" >/dev/null 2>&1; then\n            echo \"$IMAGE_URI exists: neither the commit nor the base image changed\"\n          else\n            docker build --tag \"$IMAGE_URI\" .\n            docker push \"$IMAGE_URI\"\n          fi\n        fi\n        echo \"IMAGE_URI=$IMAGE_URI\"\n",
+      },
+      Artifacts: { Type: "CODEPIPELINE" },
+      Environment: {
+        Type: "LINUX_CONTAINER",
+        ComputeType: "BUILD_GENERAL1_SMALL",
+        Image: "aws/codebuild/amazonlinux-x86_64-standard:5.0",
+        PrivilegedMode: true,
+        EnvironmentVariables: [{ Name: "REPOSITORY_URI", Value: att(imageRepository, "RepositoryUri") }],
+      },
+      LogsConfig: { CloudWatchLogs: { Status: "ENABLED", GroupName: buildLogGroup.ref } },
+    });
+
+    // ---- The pipeline function (the deploy action) and the custom action type it works for
+
+    const pipelineLogGroup = logGroup("PipelineLogGroup", `/aws/lambda/${Aws.STACK_NAME}-pipeline`);
+
+    const pipelineFunctionRole = res("PipelineFunctionRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-pipeline"),
+      AssumeRolePolicyDocument: LAMBDA_TRUST,
       Policies: [
         {
           PolicyName: "run-deploys",
@@ -1377,32 +1224,16 @@ export class Porter extends Construct {
                 Action: ["kms:Decrypt", "kms:GenerateDataKey"],
                 Resource: att(artifactKey, "Arn"),
               },
-              {
-                Sid: "Logs",
-                Effect: "Allow",
-                Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
-                Resource: att(pipelineLogGroup, "Arn"),
-              },
-              {
-                Sid: "Tracing",
-                Effect: "Allow",
-                Action: ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
-                Resource: "*",
-              },
+              logsTo(pipelineLogGroup),
+              TRACING,
             ],
           },
         },
       ],
     });
 
-    const pipelineFunction = res("PipelineFunction", "AWS::Lambda::Function", {
-      Code: code("pipeline"),
+    const pipelineFunction = lambdaFunction("pipeline", pipelineFunctionRole, pipelineLogGroup, {
       Description: "porter deploy action of the pipeline (starts and follows the deploy state machine)",
-      FunctionName: Fn.sub("${AWS::StackName}-pipeline"),
-      Handler: "bootstrap",
-      MemorySize: 256,
-      Role: att(pipelineFunctionRole, "Arn"),
-      Runtime: "provided.al2023",
       Timeout: 60,
       Environment: {
         Variables: {
@@ -1411,90 +1242,24 @@ export class Porter extends Construct {
           LEASE_TABLE: leaseTable.ref,
         },
       },
-      TracingConfig: { Mode: "Active" },
-      Architectures: [p.architecture],
-      LoggingConfig: { LogFormat: "JSON", LogGroup: pipelineLogGroup.ref },
     });
 
-    const pipelineRole = res("PipelineRole", "AWS::IAM::Role", {
-      RoleName: Fn.sub("${AWS::StackName}-codepipeline"),
-      AssumeRolePolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
+    const pipelineEndedRule = res("PipelineEndedRule", "AWS::Events::Rule", {
+      Description: "porter stops the deploys of pipeline executions that ended early",
+      EventPattern: {
+        source: ["aws.codepipeline"],
+        "detail-type": ["CodePipeline Pipeline Execution State Change"],
+        resources: [
           {
-            Effect: "Allow",
-            Principal: { Service: "codepipeline.amazonaws.com" },
-            Action: "sts:AssumeRole",
-            Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
+            prefix: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-pipeline"),
           },
         ],
+        detail: { state: ["STOPPED", "SUPERSEDED", "FAILED"] },
       },
-      Policies: [
-        {
-          PolicyName: "run-pipeline",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Sid: "Source",
-                Effect: "Allow",
-                Action: [
-                  "codecommit:GetBranch",
-                  "codecommit:GetCommit",
-                  "codecommit:GetRepository",
-                  "codecommit:UploadArchive",
-                  "codecommit:GetUploadArchiveStatus",
-                  "codecommit:CancelUploadArchive",
-                ],
-                Resource: Fn.sub("arn:${AWS::Partition}:codecommit:${AWS::Region}:${AWS::AccountId}:${RepositoryName}", { RepositoryName: p.repositoryName }),
-              },
-              {
-                Sid: "Build",
-                Effect: "Allow",
-                Action: ["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
-                Resource: att(buildProject, "Arn"),
-              },
-              {
-                Sid: "Deploy",
-                Effect: "Allow",
-                Action: "lambda:InvokeFunction",
-                Resource: att(pipelineFunction, "Arn"),
-              },
-              {
-                Sid: "ArtifactObjects",
-                Effect: "Allow",
-                Action: ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
-                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-              },
-              {
-                Sid: "ArtifactBucket",
-                Effect: "Allow",
-                Action: ["s3:GetBucketVersioning", "s3:GetBucketLocation", "s3:ListBucket"],
-                Resource: att(artifactBucket, "Arn"),
-              },
-              {
-                Sid: "ArtifactKey",
-                Effect: "Allow",
-                Action: ["kms:Decrypt", "kms:GenerateDataKey"],
-                Resource: att(artifactKey, "Arn"),
-              },
-              {
-                Sid: "Approval",
-                Effect: "Allow",
-                Action: "sns:Publish",
-                Resource: notificationTopic.ref,
-              },
-              {
-                Sid: "ApprovalKey",
-                Effect: "Allow",
-                Action: ["kms:Decrypt", "kms:GenerateDataKey"],
-                Resource: att(notificationKey, "Arn"),
-              },
-            ],
-          },
-        },
-      ],
+      Targets: [{ Id: "pipeline-function", Arn: att(pipelineFunction, "Arn") }],
     });
+
+    fromRule("PipelineEndedPermission", pipelineFunction, pipelineEndedRule);
 
     let porterActionType: CfnResource | undefined;
     if (c.useCustomAction) {
@@ -1594,6 +1359,149 @@ export class Porter extends Construct {
       });
     }
 
+    let porterActionStartedRule: CfnResource | undefined;
+    if (c.useCustomAction) {
+      porterActionStartedRule = res("PorterActionStartedRule", "AWS::Events::Rule", {
+        Description: "porter's job worker polls when a Porter deploy action starts",
+        EventPattern: {
+          source: ["aws.codepipeline"],
+          "detail-type": ["CodePipeline Action Execution State Change"],
+          detail: {
+            state: ["STARTED"],
+            type: { owner: ["Custom"], category: ["Deploy"], provider: ["Porter"], version: ["1"] },
+          },
+        },
+        Targets: [{ Id: "job-worker", Arn: att(pipelineFunction, "Arn") }],
+      });
+    }
+
+    if (c.useCustomAction) {
+      fromRule("PorterActionStartedPermission", pipelineFunction, porterActionStartedRule!);
+    }
+
+    let porterJobSchedule: CfnResource | undefined;
+    if (c.useCustomAction) {
+      porterJobSchedule = res("PorterJobSchedule", "AWS::Events::Rule", {
+        Description: "porter's job worker polls for Porter deploy jobs once a minute",
+        ScheduleExpression: "rate(1 minute)",
+        Targets: [{ Id: "job-worker", Arn: att(pipelineFunction, "Arn") }],
+      });
+    }
+
+    if (c.useCustomAction) {
+      fromRule("PorterJobSchedulePermission", pipelineFunction, porterJobSchedule!);
+    }
+
+    // ---- The pipeline, its approval and who may give it; main's changes start it
+
+    const pipelineRole = res("PipelineRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-codepipeline"),
+      AssumeRolePolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Effect: "Allow",
+            Principal: { Service: "codepipeline.amazonaws.com" },
+            Action: "sts:AssumeRole",
+            Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
+          },
+        ],
+      },
+      Policies: [
+        {
+          PolicyName: "run-pipeline",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              {
+                Sid: "Source",
+                Effect: "Allow",
+                Action: [
+                  "codecommit:GetBranch",
+                  "codecommit:GetCommit",
+                  "codecommit:GetRepository",
+                  "codecommit:UploadArchive",
+                  "codecommit:GetUploadArchiveStatus",
+                  "codecommit:CancelUploadArchive",
+                ],
+                Resource: Fn.sub("arn:${AWS::Partition}:codecommit:${AWS::Region}:${AWS::AccountId}:${RepositoryName}", { RepositoryName: p.repositoryName }),
+              },
+              {
+                Sid: "Build",
+                Effect: "Allow",
+                Action: ["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
+                Resource: att(buildProject, "Arn"),
+              },
+              {
+                Sid: "Deploy",
+                Effect: "Allow",
+                Action: "lambda:InvokeFunction",
+                Resource: att(pipelineFunction, "Arn"),
+              },
+              {
+                Sid: "ArtifactObjects",
+                Effect: "Allow",
+                Action: ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
+                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              },
+              {
+                Sid: "ArtifactBucket",
+                Effect: "Allow",
+                Action: ["s3:GetBucketVersioning", "s3:GetBucketLocation", "s3:ListBucket"],
+                Resource: att(artifactBucket, "Arn"),
+              },
+              {
+                Sid: "ArtifactKey",
+                Effect: "Allow",
+                Action: ["kms:Decrypt", "kms:GenerateDataKey"],
+                Resource: att(artifactKey, "Arn"),
+              },
+              {
+                Sid: "Approval",
+                Effect: "Allow",
+                Action: "sns:Publish",
+                Resource: notificationTopic.ref,
+              },
+              {
+                Sid: "ApprovalKey",
+                Effect: "Allow",
+                Action: ["kms:Decrypt", "kms:GenerateDataKey"],
+                Resource: att(notificationKey, "Arn"),
+              },
+            ],
+          },
+        },
+      ],
+    });
+
+    // A deploy of the pipeline function to one environment: the Porter
+    // custom action or a Lambda invoke action, as deployAction says.
+    const deployStage = (stage: string, environment: string) => ({
+      Name: stage,
+      Actions: [
+        c.useCustomAction ? {
+          Name: "Deploy",
+          ActionTypeId: { Category: "Deploy", Owner: "Custom", Provider: "Porter", Version: "1" },
+          Configuration: {
+            Environment: environment,
+            Repository: p.repositoryName,
+            Branch: "#{SourceVariables.BranchName}",
+            Image: "#{BuildVariables.IMAGE_URI}",
+            SseKmsKeyId: att(artifactKey, "Arn"),
+          },
+          InputArtifacts: [{ Name: "Source" }],
+        } : {
+          Name: "Deploy",
+          ActionTypeId: { Category: "Invoke", Owner: "AWS", Provider: "Lambda", Version: "1" },
+          Configuration: {
+            FunctionName: pipelineFunction.ref,
+            UserParameters: Fn.sub("{\"environment\": \"${Environment}\", \"repository\": \"${RepositoryName}\", \"branch\": \"#{SourceVariables.BranchName}\", \"image\": \"#{BuildVariables.IMAGE_URI}\", \"sse_kms_key_id\": \"${ArtifactKeyArn}\"}", { Environment: environment, RepositoryName: p.repositoryName, ArtifactKeyArn: att(artifactKey, "Arn") }),
+          },
+          InputArtifacts: [{ Name: "Source" }],
+        },
+      ],
+    });
+
     const pipeline = res("Pipeline", "AWS::CodePipeline::Pipeline", {
       Name: Fn.sub("${AWS::StackName}-pipeline"),
       Tags: [
@@ -1639,31 +1547,7 @@ export class Porter extends Construct {
             },
           ],
         },
-        {
-          Name: "DeployStaging",
-          Actions: [
-            (c.useCustomAction ? {
-              Name: "Deploy",
-              ActionTypeId: { Category: "Deploy", Owner: "Custom", Provider: "Porter", Version: "1" },
-              Configuration: {
-                Environment: p.stagingEnvironment,
-                Repository: p.repositoryName,
-                Branch: "#{SourceVariables.BranchName}",
-                Image: "#{BuildVariables.IMAGE_URI}",
-                SseKmsKeyId: att(artifactKey, "Arn"),
-              },
-              InputArtifacts: [{ Name: "Source" }],
-            } : {
-              Name: "Deploy",
-              ActionTypeId: { Category: "Invoke", Owner: "AWS", Provider: "Lambda", Version: "1" },
-              Configuration: {
-                FunctionName: pipelineFunction.ref,
-                UserParameters: Fn.sub("{\"environment\": \"${StagingEnvironment}\", \"repository\": \"${RepositoryName}\", \"branch\": \"#{SourceVariables.BranchName}\", \"image\": \"#{BuildVariables.IMAGE_URI}\", \"sse_kms_key_id\": \"${ArtifactKeyArn}\"}", { StagingEnvironment: p.stagingEnvironment, RepositoryName: p.repositoryName, ArtifactKeyArn: att(artifactKey, "Arn") }),
-              },
-              InputArtifacts: [{ Name: "Source" }],
-            }),
-          ],
-        },
+        deployStage("DeployStaging", p.stagingEnvironment),
         {
           Name: "Approve",
           Actions: [
@@ -1677,235 +1561,9 @@ export class Porter extends Construct {
             },
           ],
         },
-        {
-          Name: "DeployProduction",
-          Actions: [
-            (c.useCustomAction ? {
-              Name: "Deploy",
-              ActionTypeId: { Category: "Deploy", Owner: "Custom", Provider: "Porter", Version: "1" },
-              Configuration: {
-                Environment: p.productionEnvironment,
-                Repository: p.repositoryName,
-                Branch: "#{SourceVariables.BranchName}",
-                Image: "#{BuildVariables.IMAGE_URI}",
-                SseKmsKeyId: att(artifactKey, "Arn"),
-              },
-              InputArtifacts: [{ Name: "Source" }],
-            } : {
-              Name: "Deploy",
-              ActionTypeId: { Category: "Invoke", Owner: "AWS", Provider: "Lambda", Version: "1" },
-              Configuration: {
-                FunctionName: pipelineFunction.ref,
-                UserParameters: Fn.sub("{\"environment\": \"${ProductionEnvironment}\", \"repository\": \"${RepositoryName}\", \"branch\": \"#{SourceVariables.BranchName}\", \"image\": \"#{BuildVariables.IMAGE_URI}\", \"sse_kms_key_id\": \"${ArtifactKeyArn}\"}", { ProductionEnvironment: p.productionEnvironment, RepositoryName: p.repositoryName, ArtifactKeyArn: att(artifactKey, "Arn") }),
-              },
-              InputArtifacts: [{ Name: "Source" }],
-            }),
-          ],
-        },
+        deployStage("DeployProduction", p.productionEnvironment),
       ],
     });
-
-    const triggerFunctionRole = res("TriggerFunctionRole", "AWS::IAM::Role", {
-      RoleName: Fn.sub("${AWS::StackName}-trigger"),
-      AssumeRolePolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Effect: "Allow",
-            Principal: { Service: "lambda.amazonaws.com" },
-            Action: "sts:AssumeRole",
-          },
-        ],
-      },
-      Policies: [
-        {
-          PolicyName: "branch-pipelines",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Sid: "BranchPipelines",
-                Effect: "Allow",
-                Action: [
-                  "codepipeline:GetPipeline",
-                  "codepipeline:CreatePipeline",
-                  "codepipeline:UpdatePipeline",
-                  "codepipeline:DeletePipeline",
-                  "codepipeline:StartPipelineExecution",
-                ],
-                Resource: [
-                  Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}", { Pipeline: pipeline.ref }),
-                  Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}-*", { Pipeline: pipeline.ref }),
-                ],
-              },
-              {
-                Sid: "PassPipelineRole",
-                Effect: "Allow",
-                Action: "iam:PassRole",
-                Resource: att(pipelineRole, "Arn"),
-                Condition: { StringEquals: { "iam:PassedToService": "codepipeline.amazonaws.com" } },
-              },
-              {
-                Sid: "Logs",
-                Effect: "Allow",
-                Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
-                Resource: att(triggerLogGroup, "Arn"),
-              },
-              {
-                Sid: "Tracing",
-                Effect: "Allow",
-                Action: ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
-                Resource: "*",
-              },
-            ],
-          },
-        },
-      ],
-    });
-
-    const triggerFunction = res("TriggerFunction", "AWS::Lambda::Function", {
-      Code: code("trigger"),
-      Description: "porter branch pipelines and the weekly build",
-      FunctionName: Fn.sub("${AWS::StackName}-trigger"),
-      Handler: "bootstrap",
-      MemorySize: 256,
-      Role: att(triggerFunctionRole, "Arn"),
-      Runtime: "provided.al2023",
-      Timeout: 60,
-      Environment: {
-        Variables: {
-          PIPELINE_NAME: pipeline.ref,
-          BRANCH_PATTERN: p.branchPattern,
-          BRANCH_ENVIRONMENTS: p.branchEnvironments,
-          SCHEDULED_PIPELINES: (c.scheduleMainPipeline ? pipeline.ref : p.scheduledPipelines),
-          REPOSITORY_NAME: p.repositoryName,
-          BRANCH_NAME: p.branchName,
-        },
-      },
-      TracingConfig: { Mode: "Active" },
-      Architectures: [p.architecture],
-      LoggingConfig: { LogFormat: "JSON", LogGroup: triggerLogGroup.ref },
-    });
-
-    res("TriggerFromRepository", "AWS::Lambda::Permission", {
-      Action: "lambda:InvokeFunction",
-      FunctionName: triggerFunction.ref,
-      Principal: "codecommit.amazonaws.com",
-      SourceAccount: Aws.ACCOUNT_ID,
-      SourceArn: Fn.sub("arn:${AWS::Partition}:codecommit:${AWS::Region}:${AWS::AccountId}:${RepositoryName}", { RepositoryName: p.repositoryName }),
-    });
-
-    const pipelineEndedRule = res("PipelineEndedRule", "AWS::Events::Rule", {
-      Description: "porter stops the deploys of pipeline executions that ended early",
-      EventPattern: {
-        source: ["aws.codepipeline"],
-        "detail-type": ["CodePipeline Pipeline Execution State Change"],
-        resources: [
-          {
-            prefix: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-pipeline"),
-          },
-        ],
-        detail: { state: ["STOPPED", "SUPERSEDED", "FAILED"] },
-      },
-      Targets: [{ Id: "pipeline-function", Arn: att(pipelineFunction, "Arn") }],
-    });
-
-    res("PipelineEndedPermission", "AWS::Lambda::Permission", {
-      Action: "lambda:InvokeFunction",
-      FunctionName: pipelineFunction.ref,
-      Principal: "events.amazonaws.com",
-      SourceArn: att(pipelineEndedRule, "Arn"),
-    });
-
-    let porterActionStartedRule: CfnResource | undefined;
-    if (c.useCustomAction) {
-      porterActionStartedRule = res("PorterActionStartedRule", "AWS::Events::Rule", {
-        Description: "porter's job worker polls when a Porter deploy action starts",
-        EventPattern: {
-          source: ["aws.codepipeline"],
-          "detail-type": ["CodePipeline Action Execution State Change"],
-          detail: {
-            state: ["STARTED"],
-            type: { owner: ["Custom"], category: ["Deploy"], provider: ["Porter"], version: ["1"] },
-          },
-        },
-        Targets: [{ Id: "job-worker", Arn: att(pipelineFunction, "Arn") }],
-      });
-    }
-
-    if (c.useCustomAction) {
-      res("PorterActionStartedPermission", "AWS::Lambda::Permission", {
-        Action: "lambda:InvokeFunction",
-        FunctionName: pipelineFunction.ref,
-        Principal: "events.amazonaws.com",
-        SourceArn: att(porterActionStartedRule!, "Arn"),
-      });
-    }
-
-    let porterJobSchedule: CfnResource | undefined;
-    if (c.useCustomAction) {
-      porterJobSchedule = res("PorterJobSchedule", "AWS::Events::Rule", {
-        Description: "porter's job worker polls for Porter deploy jobs once a minute",
-        ScheduleExpression: "rate(1 minute)",
-        Targets: [{ Id: "job-worker", Arn: att(pipelineFunction, "Arn") }],
-      });
-    }
-
-    if (c.useCustomAction) {
-      res("PorterJobSchedulePermission", "AWS::Lambda::Permission", {
-        Action: "lambda:InvokeFunction",
-        FunctionName: pipelineFunction.ref,
-        Principal: "events.amazonaws.com",
-        SourceArn: att(porterJobSchedule!, "Arn"),
-      });
-    }
-
-    const pipelineNotificationRule = res("PipelineNotificationRule", "AWS::Events::Rule", {
-      Description: "porter pipeline and action state changes to the notification topic",
-      EventPattern: {
-        source: ["aws.codepipeline"],
-        "detail-type": [
-          "CodePipeline Pipeline Execution State Change",
-          "CodePipeline Action Execution State Change",
-        ],
-        resources: [
-          {
-            prefix: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-pipeline"),
-          },
-        ],
-        detail: { state: ["STARTED", "SUCCEEDED", "FAILED", "STOPPED", "SUPERSEDED", "CANCELED"] },
-      },
-      Targets: [{ Id: "topic", Arn: notificationTopic.ref }],
-    });
-
-    res("NotificationTopicPolicy", "AWS::SNS::TopicPolicy", {
-      Topics: [notificationTopic.ref],
-      PolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Sid: "PipelineStateChanges",
-            Effect: "Allow",
-            Principal: { Service: "events.amazonaws.com" },
-            Action: "sns:Publish",
-            Resource: notificationTopic.ref,
-            Condition: { ArnEquals: { "aws:SourceArn": att(pipelineNotificationRule, "Arn") } },
-          },
-          {
-            Sid: "NotificationRules",
-            Effect: "Allow",
-            Principal: { Service: "codestar-notifications.amazonaws.com" },
-            Action: "sns:Publish",
-            Resource: notificationTopic.ref,
-            Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
-          },
-        ],
-      },
-    });
-
-    if (c.hasNotificationEmail) {
-      res("NotificationSubscription", "AWS::SNS::Subscription", { TopicArn: notificationTopic.ref, Protocol: "email", Endpoint: p.notificationEmail });
-    }
 
     if (c.hasApprovers) {
       res("ProductionApprovers", "AWS::IAM::ManagedPolicy", {
@@ -1988,6 +1646,72 @@ export class Porter extends Construct {
       ],
     });
 
+    // ---- The trigger: branch pipelines and the weekly build
+
+    const triggerLogGroup = logGroup("TriggerLogGroup", `/aws/lambda/${Aws.STACK_NAME}-trigger`);
+
+    const triggerFunctionRole = res("TriggerFunctionRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-trigger"),
+      AssumeRolePolicyDocument: LAMBDA_TRUST,
+      Policies: [
+        {
+          PolicyName: "branch-pipelines",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              {
+                Sid: "BranchPipelines",
+                Effect: "Allow",
+                Action: [
+                  "codepipeline:GetPipeline",
+                  "codepipeline:CreatePipeline",
+                  "codepipeline:UpdatePipeline",
+                  "codepipeline:DeletePipeline",
+                  "codepipeline:StartPipelineExecution",
+                ],
+                Resource: [
+                  Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}", { Pipeline: pipeline.ref }),
+                  Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}-*", { Pipeline: pipeline.ref }),
+                ],
+              },
+              {
+                Sid: "PassPipelineRole",
+                Effect: "Allow",
+                Action: "iam:PassRole",
+                Resource: att(pipelineRole, "Arn"),
+                Condition: { StringEquals: { "iam:PassedToService": "codepipeline.amazonaws.com" } },
+              },
+              logsTo(triggerLogGroup),
+              TRACING,
+            ],
+          },
+        },
+      ],
+    });
+
+    const triggerFunction = lambdaFunction("trigger", triggerFunctionRole, triggerLogGroup, {
+      Description: "porter branch pipelines and the weekly build",
+      Timeout: 60,
+      Environment: {
+        Variables: {
+          PIPELINE_NAME: pipeline.ref,
+          BRANCH_PATTERN: p.branchPattern,
+          BRANCH_ENVIRONMENTS: p.branchEnvironments,
+          SCHEDULED_PIPELINES: (c.scheduleMainPipeline ? pipeline.ref : p.scheduledPipelines),
+          REPOSITORY_NAME: p.repositoryName,
+          BRANCH_NAME: p.branchName,
+        },
+      },
+    });
+
+    res("TriggerFromRepository", "AWS::Lambda::Permission", {
+      Action: "lambda:InvokeFunction",
+      FunctionName: triggerFunction.ref,
+      Principal: "codecommit.amazonaws.com",
+      SourceAccount: Aws.ACCOUNT_ID,
+      SourceArn: Fn.sub("arn:${AWS::Partition}:codecommit:${AWS::Region}:${AWS::AccountId}:${RepositoryName}", { RepositoryName: p.repositoryName }),
+    });
+
     const triggerFunctionBranchChanged = res("TriggerFunctionBranchChanged", "AWS::Events::Rule", {
       EventPattern: {
         source: ["aws.codecommit"],
@@ -2004,12 +1728,7 @@ export class Porter extends Construct {
       Targets: [{ Arn: att(triggerFunction, "Arn"), Id: "TriggerFunctionBranchChangedLambdaTarget" }],
     });
 
-    res("TriggerFunctionBranchChangedPermission", "AWS::Lambda::Permission", {
-      Action: "lambda:InvokeFunction",
-      FunctionName: triggerFunction.ref,
-      Principal: "events.amazonaws.com",
-      SourceArn: att(triggerFunctionBranchChanged, "Arn"),
-    });
+    fromRule("TriggerFunctionBranchChangedPermission", triggerFunction, triggerFunctionBranchChanged);
 
     const triggerFunctionWeekly = res("TriggerFunctionWeekly", "AWS::Events::Rule", {
       Description: "porter's weekly build of the scheduled pipelines",
@@ -2017,13 +1736,56 @@ export class Porter extends Construct {
       Targets: [{ Arn: att(triggerFunction, "Arn"), Id: "TriggerFunctionWeeklyLambdaTarget" }],
     });
 
-    res("TriggerFunctionWeeklyPermission", "AWS::Lambda::Permission", {
-      Action: "lambda:InvokeFunction",
-      FunctionName: triggerFunction.ref,
-      Principal: "events.amazonaws.com",
-      SourceArn: att(triggerFunctionWeekly, "Arn"),
+    fromRule("TriggerFunctionWeeklyPermission", triggerFunction, triggerFunctionWeekly);
+
+    // ---- Pipeline state changes to the topic
+
+    const pipelineNotificationRule = res("PipelineNotificationRule", "AWS::Events::Rule", {
+      Description: "porter pipeline and action state changes to the notification topic",
+      EventPattern: {
+        source: ["aws.codepipeline"],
+        "detail-type": [
+          "CodePipeline Pipeline Execution State Change",
+          "CodePipeline Action Execution State Change",
+        ],
+        resources: [
+          {
+            prefix: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-pipeline"),
+          },
+        ],
+        detail: { state: ["STARTED", "SUCCEEDED", "FAILED", "STOPPED", "SUPERSEDED", "CANCELED"] },
+      },
+      Targets: [{ Id: "topic", Arn: notificationTopic.ref }],
     });
 
+    res("NotificationTopicPolicy", "AWS::SNS::TopicPolicy", {
+      Topics: [notificationTopic.ref],
+      PolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Sid: "PipelineStateChanges",
+            Effect: "Allow",
+            Principal: { Service: "events.amazonaws.com" },
+            Action: "sns:Publish",
+            Resource: notificationTopic.ref,
+            Condition: { ArnEquals: { "aws:SourceArn": att(pipelineNotificationRule, "Arn") } },
+          },
+          {
+            Sid: "NotificationRules",
+            Effect: "Allow",
+            Principal: { Service: "codestar-notifications.amazonaws.com" },
+            Action: "sns:Publish",
+            Resource: notificationTopic.ref,
+            Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
+          },
+        ],
+      },
+    });
+
+    if (c.hasNotificationEmail) {
+      res("NotificationSubscription", "AWS::SNS::Subscription", { TopicArn: notificationTopic.ref, Protocol: "email", Endpoint: p.notificationEmail });
+    }
 
     const outputs: Record<string, [string, string]> = {
       LeaseTableName: [leaseTable.ref, "The deploy lease table (who deploys what, right now)"],
