@@ -2,7 +2,8 @@
 # infra/cdk, checked without an AWS account or a network:
 #   1. tsc, and `cdk synth` of the app (the deploy-cdk stack)
 #   2. the CDK assertion tests on the construct's template
-#   3. parity with infra/template.yaml for each case of
+#   3. cfn-lint on the templates the parity cases synthesize, and their
+#      parity with infra/template.yaml for each case of
 #      infra/cdk/test/parity-cases.json, and the parity check broken on
 #      purpose to see it fail (scripts/check_cdk_parity.py --self-test)
 #   4. those templates created in moto and inspected (scripts/inspect_cdk.py)
@@ -42,6 +43,10 @@ echo "== CDK assertions"
 node --test dist/test/porter.test.js
 node dist/test/synth-cases.js "$work/cases"
 cd "$root"
+
+echo "== cfn-lint"
+.venv/bin/cfn-lint "$work"/cases/*.template.json
+echo "cfn-lint: the synthesized templates are clean"
 
 echo "== parity with infra/template.yaml"
 .venv-sam/bin/python scripts/check_cdk_parity.py --self-test \
