@@ -2,7 +2,7 @@
 // holds here too, the props change what they say and nothing else, and
 // synth never builds anything. Offline: stand-in bootstraps, no account.
 
-import { test } from "node:test";
+import { after, test } from "node:test";
 import * as assert from "node:assert/strict";
 import * as fs from "fs";
 import * as path from "path";
@@ -12,6 +12,7 @@ import { Porter, PorterEnvironmentPins, PorterProps, PORTER_FUNCTIONS } from "..
 import { CASES, propsOf, standInBootstraps, synth } from "./cases";
 
 const bootstrapDir = standInBootstraps();
+after(() => fs.rmSync(bootstrapDir, { recursive: true }));
 const base: PorterProps = { ...propsOf(CASES.default.parameters), bootstrapDir };
 const template = (props: Partial<PorterProps> = {}) => Template.fromStack(synth({ ...base, ...props }).stack);
 const SHIPPED = JSON.parse(fs.readFileSync(path.join(__dirname, "..", "..", "..", "..", "statemachines", "deploy.asl.json"), "utf8"));
