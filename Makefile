@@ -25,10 +25,10 @@ npm: node_modules/.installed
 build:
 	cargo build --workspace
 
-FUNCTIONS := pack provision promote prune pipeline trigger lease
+FUNCTIONS := pack provision promote prune pipeline trigger lease notify hooks
 
 # The functions as they ship (release, x86_64 here; deploys default to
-# arm64), all seven in one cargo-lambda run: dependencies compile once and the
+# arm64), all nine in one cargo-lambda run: dependencies compile once and the
 # links share the cores. The runtime tests run these bootstraps behind a
 # Lambda Runtime API, and check-infra's `sam build` finds them up to date.
 # Native x86_64 links with the system's linker (`cargo`), not cargo-lambda's

@@ -7,12 +7,12 @@ cd "$(dirname "$0")/.."
 root=$PWD
 export PATH="$root/.venv/bin:$PATH"
 target=${CARGO_TARGET_DIR:-$root/target}
-functions=(pack provision promote prune pipeline trigger lease)
+functions=(pack provision promote prune pipeline trigger lease notify hooks)
 
 echo "== building: release bootstraps, the floor, the harness"
-# The seven exactly as `make lambda` builds them (so its build is reused),
+# The nine exactly as `make lambda` builds them (so its build is reused),
 # the floor on its own: built together, its crate would change the feature
-# set the seven's dependencies are compiled with, and rebuild them all.
+# set the nine's dependencies are compiled with, and rebuild them all.
 bins=(); for f in "${functions[@]}"; do bins+=(--bin "$f"); done
 export CARGO_LAMBDA_COMPILER=cargo
 cargo lambda build --release "${bins[@]}" 2>&1 | tail -1
@@ -45,6 +45,8 @@ declare -A clients=(
   [pipeline]="stepfunctions codepipeline s3"
   [trigger]="codepipeline"
   [lease]="dynamodb stepfunctions"
+  [notify]="sns s3 ssm"
+  [hooks]="codebuild s3"
 )
 args=(floor "$target/lambda/floor/bootstrap")
 for f in "${functions[@]}"; do args+=("$f" "$target/lambda/$f/bootstrap"); done

@@ -62,7 +62,7 @@ kill "$moto_pid"; wait "$moto_pid" 2>/dev/null || true; moto_pid=""
 echo "== sam build"
 # cargo-lambda from .venv. SAM runs one `cargo lambda build --release
 # --bin X` per function, in the workspace's own target dir: after `make
-# lambda` (which builds the same seven the same way, with the system's
+# lambda` (which builds the same nine the same way, with the system's
 # linker for native x86_64: see the Makefile) cargo finds each up to date,
 # so this checks SAM's build of the template against the bootstraps the
 # tests run, without building twice. On its own it builds them from scratch.
@@ -73,7 +73,7 @@ started=$(date +%s)
 .venv-sam/bin/sam build -t infra/template.yaml --build-dir "$work/build" \
   --parameter-overrides Architecture=x86_64
 took=$(( $(date +%s) - started ))
-for fn in Pack Provision Promote Prune Pipeline Trigger Lease; do
+for fn in Pack Provision Promote Prune Pipeline Trigger Lease Notify Hooks; do
   f="$work/build/${fn}Function/bootstrap"
   [ -x "$f" ] || { echo "sam build made no $f"; exit 1; }
   # ELF, 64-bit, little-endian; e_machine (offset 18) 0x3e: x86-64
@@ -81,4 +81,4 @@ for fn in Pack Provision Promote Prune Pipeline Trigger Lease; do
     || { echo "$f is not an x86-64 ELF executable"; exit 1; }
   echo "bootstrap ${fn}Function: $(stat -c %s "$f") bytes"
 done
-echo "sam build: 7 bootstraps in ${took}s"
+echo "sam build: 9 bootstraps in ${took}s"

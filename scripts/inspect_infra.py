@@ -55,8 +55,8 @@ PARAMETERS = {
     "RegionBucketNames": ",".join(REGION_BUCKETS),
 }
 PHASES = ["Pack", "Provision", "Promote", "Prune"]
-FUNCTIONS = PHASES + ["Pipeline", "Trigger", "Lease"]
-STATES = PHASES + ["Lease"]  # what the state machine invokes
+FUNCTIONS = PHASES + ["Pipeline", "Trigger", "Lease", "Notify", "Hooks"]
+STATES = PHASES + ["Lease", "Notify", "Hooks"]  # what the state machine invokes
 
 failed = []
 
@@ -247,6 +247,10 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     expected_env["Pipeline"] = {"STATE_MACHINE_ARN": sm_arn, "ARTIFACT_BUCKET": bucket, "LEASE_TABLE": physical["LeaseTable"]}
     expected_env["Pack"] = dict(expected_env["Pack"], PORTER_IMAGE_PARAMETER="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")
     expected_env["Lease"] = {"LEASE_TABLE": physical["LeaseTable"]}
+    expected_env["Notify"] = {"ARTIFACT_BUCKET": bucket, "NOTIFICATION_TOPIC_ARN": physical["NotificationTopic"],
+                              "PORTER_SERVICE": "hello", "PORTER_WEBHOOK_HOSTS": "hooks.slack.com"}
+    # The hooks project is not in moto (NOT_IN_MOTO): its Ref is its name.
+    expected_env["Hooks"] = {"ARTIFACT_BUCKET": bucket, "HOOKS_PROJECT": f"{STACK}-hooks"}
     expected_env["Trigger"] = {
         "PIPELINE_NAME": pipeline_name,
         "BRANCH_PATTERN": "^(feature|release)/.+$",
@@ -266,7 +270,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
         props = res[lid]["Properties"]
         check(props.get("Architectures") == [{"Ref": "Architecture"}], f"template: {lid} architecture is the Architecture parameter")
         check(props.get("TracingConfig", {}).get("Mode") == "Active", f"template: {lid} tracing is Active")
-        want_timeout = 60 if f in ("Pipeline", "Trigger", "Lease") else 300
+        want_timeout = {"Pipeline": 60, "Trigger": 60, "Lease": 60, "Notify": 30, "Hooks": 60}.get(f, 300)
         check(conf["Timeout"] == want_timeout, f"moto: {lid} timeout {conf['Timeout']} s (want {want_timeout})")
         env = conf.get("Environment", {}).get("Variables", {})
         check(env == expected_env[f], f"moto: {lid} environment {env}")
@@ -291,12 +295,12 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
           "moto: the deployed definition is statemachines/deploy.asl.json with each phase's own function ARN")
     subs = res["DeployStateMachine"]["Properties"].get("DefinitionSubstitutions", {})
     check(subs == {f"{p}FunctionArn": {"Fn::GetAtt": [f"{p}Function", "Arn"]} for p in STATES},
-          "template: DefinitionSubstitutions map exactly the four phase functions and the lease")
+          "template: DefinitionSubstitutions map exactly the four phase functions, the lease, notify and hooks")
     check(res["DeployStateMachine"]["Properties"].get("StateMachineType") == "STANDARD", "template: the state machine is STANDARD")
     sm_role = sm["roleArn"].rsplit("/", 1)[1]
     g = grants(statements(iam, sm_role))
     check(resources_of(g, "lambda:InvokeFunction") == sorted(fn_arn[p] for p in STATES),
-          "moto: the state machine role invokes exactly the four phase functions and the lease")
+          "moto: the state machine role invokes exactly the four phase functions, the lease, notify and hooks")
     other = {a for a, _, _ in g if a != "lambda:InvokeFunction"}
     delivery = {"logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
                 "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
@@ -417,6 +421,13 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
           f"moto: the release boundary allows no IAM, no role assumption, no wildcard {sorted(ballowed)}")
     check(any(s["Effect"] == "Deny" and bucket_arn + "/*" in as_list(s["Resource"]) for s in as_list(bdoc["Statement"])),
           "moto: the release boundary keeps release roles out of the artifact bucket")
+    secret_reads = {"ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "secretsmanager:GetSecretValue"}
+    capped = {a: sorted(r for s in as_list(bdoc["Statement"]) if s["Effect"] == "Allow" and a in as_list(s["Action"])
+                        for r in as_list(s["Resource"]))
+              for a in secret_reads}
+    check(all(capped[a] == [f"arn:aws:ssm:*:{account}:parameter/porter/*"] for a in secret_reads if a.startswith("ssm:"))
+          and capped["secretsmanager:GetSecretValue"] == [f"arn:aws:secretsmanager:*:{account}:secret:porter/*"],
+          f"moto: release roles read secrets and parameters only under porter/ {capped}")
     check(all("ec2.amazonaws.com" in c for a, _, c in g if a == "iam:PassRole"), "moto: the deployment role passes roles to EC2 only")
     check(resources_of(g, "s3:PutObject") == sorted(f"arn:aws:s3:::{b}/*" for b in REGION_BUCKETS),
           "moto: the deployment role writes exactly the region buckets")
@@ -480,23 +491,79 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     check(actions <= {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem", "states:DescribeExecution",
                       "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"},
           f"moto: the lease function has nothing else {sorted(actions)}")
+    # --- deploy notices
+    g = grants(statements(iam, role_of["Notify"]))
+    check(resources_of(g, "sns:Publish") == [physical["NotificationTopic"]], "moto: the notify function publishes to the notification topic only")
+    check(resources_of(g, "s3:GetObject") == [f"{bucket_arn}/porter-deployment/*"], "moto: the notify function reads releases only")
+    check(resources_of(g, "secretsmanager:GetSecretValue") == [arn("secretsmanager", "secret:porter/hello/notifications/*")]
+          and resources_of(g, "ssm:GetParameter") == [arn("ssm", "parameter/aws/reference/secretsmanager/porter/hello/notifications/*")],
+          "moto: the notify function reads webhook URLs only under porter/SERVICE/notifications/")
+    actions = {a for a, _, _ in g}
+    check(actions <= {"sns:Publish", "kms:GenerateDataKey", "kms:Decrypt", "s3:GetObject", "ssm:GetParameter", "secretsmanager:GetSecretValue",
+                      "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"},
+          f"moto: the notify function has nothing else {sorted(actions)}")
+    for name in ["NotifyStarted", "NotifyProvisioned", "NotifyPromoted", "NotifyDeployed", "NotifyFailed"]:
+        st = json.loads(shipped)["States"][name]
+        check(st.get("ResultPath", "x") is None and st.get("Catch", [{}])[0].get("ErrorEquals") == ["States.ALL"]
+              and st["Catch"][0]["Next"] == st["Next"] and "Retry" not in st,
+              f"definition: {name} keeps nothing, and any error of it goes on to {st['Next']}")
+
+    # --- hooks: the function starts builds; the builds' role can do nothing else
+    g = grants(statements(iam, role_of["Hooks"]))
+    project_arn = arn("codebuild", f"project/{STACK}-hooks")
+    check(resources_of(g, "codebuild:StartBuild") == [project_arn] and resources_of(g, "codebuild:BatchGetBuilds") == [project_arn],
+          "moto: the hooks function starts and reads builds of the hooks project only")
+    actions = {a for a, _, _ in g}
+    check(actions <= {"codebuild:StartBuild", "codebuild:BatchGetBuilds", "s3:GetObject", "kms:Decrypt",
+                      "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"},
+          f"moto: the hooks function has nothing else {sorted(actions)}")
+    hook_role = res["HooksProject"]["Properties"]["ServiceRole"]
+    check(hook_role == {"Fn::GetAtt": ["HookRole", "Arn"]}, "template: hooks run as HookRole")
+    hook_statements = statements(iam, physical["HookRole"])
+    hg = grants(hook_statements)
+    hook_actions = {a for a, _, _ in hg}
+    check(hook_actions <= {"logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:GetObjectVersion", "kms:Decrypt"},
+          f"moto: a hook can read its source and write its logs, nothing else (no deploy, IAM or artifact writes) {sorted(hook_actions)}")
+    hook_denies = [s for s in hook_statements if s.get("Effect") == "Deny"]
+    check(any(f"{bucket_arn}/porter-continuations/*" in as_list(s["Resource"]) and f"{bucket_arn}/porter-deployment/*" in as_list(s["Resource"])
+              for s in hook_denies),
+          "moto: a hook cannot read releases or continuation state (the token key)")
+    for name in ["HooksBeforePack", "HooksAfterPack", "HooksAfterProvision", "HooksAfterPromote", "HooksAfterPrune", "HooksAfterFailure"]:
+        st = json.loads(shipped)["States"][name]
+        check(st["Parameters"]["FunctionName"] == fn_arn["Hooks"] and st["Next"] == name + "Pending?"
+              and json.loads(shipped)["States"][name + "Resume"]["Parameters"]["Payload"].get("state.$") == "$.hooks.result.state",
+              f"definition: {name} resumes until its builds end")
+
     lt = res["LeaseTable"]["Properties"]
     check(lt.get("KeySchema") == [{"AttributeName": "lease", "KeyType": "HASH"}] and "TimeToLiveSpecification" not in lt,
           "template: the lease table is keyed by lease, with no TTL (the expiry is in the write's condition)")
     asl = json.loads(shipped)["States"]
     check(asl["Pack"]["Next"] == "TakeLease" and asl["TakeLease"]["Next"] == "LeaseTaken?"
-          and asl["LeaseTaken?"]["Default"] == "Provision" and asl["WaitForLease"]["Next"] == "TakeLease",
+          and asl["LeaseTaken?"]["Default"] == "NotifyStarted" and asl["NotifyStarted"]["Next"] == "HooksAfterPack"
+          and asl["WaitForLease"]["Next"] == "TakeLease",
           "definition: the lease is taken (or waited for) after pack, before anything in a region changes")
+    # A failed phase's post_ hooks asked for failures run first
+    # (HooksAfterFailure), and whatever they do, the lease goes back.
+    check(asl["HooksAfterFailurePending?"]["Default"] == "GiveLeaseAfterFailure"
+          and [c["Next"] for c in asl["HooksAfterFailure"]["Catch"]] == ["GiveLeaseAfterFailure"]
+          and [c["Next"] for c in asl["HooksAfterFailureResume"]["Catch"]] == ["GiveLeaseAfterFailure"],
+          "definition: the failure path's hooks always end at giving the lease back")
     for st in ["Provision", "Prune"]:
-        check([c["Next"] for c in asl[st]["Catch"]] == ["GiveLeaseAfterFailure"], f"definition: a {st} failure gives the lease back")
+        check([c["Next"] for c in asl[st]["Catch"]] == ["HooksAfterFailure"], f"definition: a {st} failure gives the lease back")
+    for st in ["HooksAfterPack", "HooksAfterProvision", "HooksAfterPromote", "HooksAfterPrune"]:
+        check([c["Next"] for c in asl[st]["Catch"]] == ["GiveLeaseAfterFailure"], f"definition: a failing hook in {st} gives the lease back")
     check([c["Next"] for c in asl["Promote"]["Catch"]] == ["RollBack"]
-          and asl["RollBack"]["Next"] == "RolledBack" and asl["RolledBack"]["Next"] == "GiveLeaseAfterFailure"
+          and asl["RollBack"]["Next"] == "RolledBack" and asl["RolledBack"]["Next"] == "HooksAfterFailure"
           and [c["Next"] for c in asl["RollBack"]["Catch"]] == ["RollBackIncomplete"]
-          and asl["RollBackIncomplete"]["Next"] == "GiveLeaseAfterFailure",
+          and asl["RollBackIncomplete"]["Next"] == "HooksAfterFailure",
           "definition: a failure while promoting puts every region back, then gives the lease back (also when putting back fails)")
     check(asl["Promote"]["MaxConcurrency"] == 1 and asl["Promote"]["ItemsPath"] == "$.packed.release.rollout.waves",
           "definition: waves go one after the other")
-    check(asl["Prune"]["Next"] == "GiveLease" and asl["GiveLease"]["Next"] == "Deployed", "definition: success gives the lease back")
+    check(asl["Prune"]["Next"] == "HooksAfterPrune" and asl["GiveLease"]["Next"] == "NotifyDeployed" and asl["NotifyDeployed"]["Next"] == "Deployed",
+          "definition: success gives the lease back, then tells of it")
+    check(asl["GiveLeaseAfterFailure"]["Next"] == "NotifyFailed" and asl["NotifyFailed"]["Next"] == "DeployFailed"
+          and asl["PackFailed"]["Next"] == "NotifyFailed" and asl["LeaseRefused"]["Next"] == "NotifyFailed",
+          "definition: every failure is told of before the deploy fails")
 
     # --- who approves production
     g = grants(statements(iam, APPROVERS))

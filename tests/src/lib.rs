@@ -95,3 +95,40 @@ pub fn break_provisioning(svc: &Path, after: &str) {
     )
     .unwrap();
 }
+
+/// Stores a Secrets Manager secret in moto (the tests make no Secrets
+/// Manager client of their own: its SDK crate would be built for this alone).
+pub async fn put_secret(endpoint: &str, region: &str, name: &str, value: &str) {
+    let resp = http()
+        .post(format!("{endpoint}/"))
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amz-target", "secretsmanager.CreateSecret")
+        .header(
+            "authorization",
+            format!("AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/secretsmanager/aws4_request, SignedHeaders=host, Signature=0"),
+        )
+        .body(serde_json::json!({"Name": name, "SecretString": value}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+}
+
+/// Deploys the service folder at `path` to its `staging` environment on
+/// the local stack, through the shipped state machine: the outcome and
+/// what the deploy printed.
+pub async fn deploy_staging(
+    local: &porter_local::stack::LocalStack,
+    path: &Path,
+) -> (porter_local::deploy::Outcome, String) {
+    let opts = porter_local::deploy::Options {
+        path: path.to_path_buf(),
+        environment: "staging".into(),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let outcome = porter_local::deploy::run(&local.moto.endpoint(), &opts, &mut out)
+        .await
+        .unwrap();
+    (outcome, String::from_utf8(out).unwrap())
+}

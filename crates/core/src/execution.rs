@@ -423,6 +423,27 @@ impl Intent {
     }
 }
 
+/// The phase a failed deploy had reached, read from the state machine's
+/// state at its failure path: what the state holds says how far it got
+/// (`packed`, `lease`, `provisioned`, `waves`). A hook's failure is the
+/// hooks'. `None` while nothing failed.
+pub fn phase_reached(state: &serde_json::Value) -> Option<&'static str> {
+    state.get("failure")?;
+    Some(if state["failure"]["Error"] == "HookFailed" {
+        "hooks"
+    } else if state["packed"]["release"].is_null() {
+        "pack"
+    } else if state.get("lease").is_none() {
+        "lease"
+    } else if state.get("provisioned").is_none() {
+        "provision"
+    } else if state.get("waves").is_none() {
+        "promote"
+    } else {
+        "prune"
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

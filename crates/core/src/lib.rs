@@ -11,6 +11,7 @@ pub mod aws;
 pub mod config;
 pub mod execution;
 pub mod gate;
+pub mod hooks;
 pub mod image;
 pub mod limits;
 pub mod pack;

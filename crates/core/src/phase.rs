@@ -45,6 +45,9 @@ pub enum PhaseError {
     /// A stack could not be deleted.
     #[error("prune in {region} failed: {reason}")]
     PruneFailed { region: String, reason: String },
+    /// A hook of the service failed: its name and the end of its output.
+    #[error("hook {hook} failed: {reason}")]
+    HookFailed { hook: String, reason: String },
     /// AWS refused the call for lack of permission.
     #[error("{0}")]
     AccessDenied(String),
@@ -69,6 +72,7 @@ impl PhaseError {
             PhaseError::PromoteFailed { .. } => "PromoteFailed",
             PhaseError::GateFailed { .. } => "GateFailed",
             PhaseError::PruneFailed { .. } => "PruneFailed",
+            PhaseError::HookFailed { .. } => "HookFailed",
             PhaseError::AccessDenied(_) => "AccessDenied",
             PhaseError::LeaseHeld(_) => "LeaseHeld",
             PhaseError::Retryable(_) => "Retryable",

@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 
-use crate::config::{Config, Environment, Region, Topology};
+use crate::config::{Config, Environment, Region, Secret, SecretStore, Topology};
 use crate::image::ImageRef;
 use crate::release::Release;
 
@@ -73,7 +73,7 @@ pub fn render(
         "SecurityGroupIds": [{"Fn::GetAtt": ["InstanceSecurityGroup", "GroupId"]}],
         "IamInstanceProfile": {"Arn": {"Fn::GetAtt": ["InstanceProfile", "Arn"]}},
         "MetadataOptions": {"HttpTokens": "required"},
-        "UserData": {"Fn::Base64": {"Fn::Sub": user_data(region, release, payload)}},
+        "UserData": {"Fn::Base64": {"Fn::Sub": user_data(config, region, release, payload)}},
     });
     if let Some(key) = &region.key_pair_name {
         launch_data["KeyName"] = json!(key);
@@ -110,6 +110,7 @@ pub fn render(
     if let Some(key) = &region.sse_kms_key_id {
         instance_policy.push(json!({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key}));
     }
+    instance_policy.extend(secret_statements(&region.secrets));
     if let Some((image, ecr)) = release
         .image
         .as_deref()
@@ -249,9 +250,79 @@ fn confine_roles(template: &mut Value) {
     }
 }
 
+/// The statements that let an instance read exactly the release's secrets:
+/// one per store, each resource one reference. (Values encrypted with the
+/// stores' default keys need no KMS statement: those keys trust the
+/// services; a region's own `sse_kms_key_id` is granted above.)
+fn secret_statements(secrets: &[Secret]) -> Vec<Value> {
+    let arns = |store: SecretStore| -> Vec<Value> {
+        secrets
+            .iter()
+            .filter(|s| s.store == store)
+            .map(|s| json!({"Fn::Sub": secret_arn(s)}))
+            .collect()
+    };
+    let mut out = Vec::new();
+    let managed = arns(SecretStore::SecretsManager);
+    if !managed.is_empty() {
+        out.push(json!({"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": managed}));
+    }
+    let parameters = arns(SecretStore::Ssm);
+    if !parameters.is_empty() {
+        out.push(json!({"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": parameters}));
+    }
+    out
+}
+
+/// The ARN of one reference, as an `Fn::Sub` string in the stack's own
+/// account and region. Secrets Manager adds six random characters to a
+/// secret's ARN; `-??????` matches exactly those.
+pub fn secret_arn(secret: &Secret) -> String {
+    match secret.store {
+        SecretStore::SecretsManager => format!(
+            "arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:{}-??????",
+            secret.name
+        ),
+        SecretStore::Ssm => format!(
+            "arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter/{}",
+            secret.name.trim_start_matches('/')
+        ),
+    }
+}
+
+/// The boot lines that read each secret into the service's environment.
+/// The value goes from the store into an exported variable only: never an
+/// argument, a file or a line of output. A failure names the variable and
+/// the reference, and the store's own error (which holds no value).
+fn secret_lines(secrets: &[Secret]) -> String {
+    let mut out = String::new();
+    for s in secrets {
+        let read = match s.store {
+            SecretStore::SecretsManager => format!(
+                "aws secretsmanager get-secret-value --secret-id {} --query SecretString --output text --region ${{AWS::Region}}",
+                s.name
+            ),
+            SecretStore::Ssm => format!(
+                "aws ssm get-parameter --name {} --with-decryption --query Parameter.Value --output text --region ${{AWS::Region}}",
+                s.name
+            ),
+        };
+        out.push_str(&format!(
+            "value=$({read} 2>/tmp/porter-secret.err) || fail \"cannot read secret {var} ({store}:{name}): $(tr '\\n' ' ' < /tmp/porter-secret.err | cut -c1-200)\"\nexport {var}=\"${{!value}}\"\n",
+            var = s.variable,
+            store = s.store.prefix(),
+            name = s.name,
+        ));
+    }
+    if !secrets.is_empty() {
+        out.push_str("unset value\n");
+    }
+    out
+}
+
 /// The boot script, as an `Fn::Sub` string: `${AWS::StackName}` and
 /// `${AWS::Region}` are filled in by CloudFormation; `${!X}` stays `${X}`.
-fn user_data(region: &Region, release: &Release, payload: &PayloadLocation) -> String {
+fn user_data(config: &Config, region: &Region, release: &Release, payload: &PayloadLocation) -> String {
     let mut checks = String::new();
     for c in region.containers.iter().filter(|c| c.topology == Topology::Inet) {
         let port = c.inet_port.unwrap_or(8080);
@@ -282,8 +353,15 @@ fn user_data(region: &Region, release: &Release, payload: &PayloadLocation) -> S
                 })
                 .unwrap_or_default();
             format!(
-                "systemctl enable --now docker\n{login}docker pull {image}\ndocker run -d --restart=always --read-only --name {svc} {ports} {image}",
+                "systemctl enable --now docker\n{login}docker pull {image}\ndocker run -d --restart=always --read-only --name {svc} {ports}{env} {image}",
                 svc = release.service,
+                // `-e NAME` hands the container the boot's own value: it
+                // is never written on a command line.
+                env = region
+                    .secrets
+                    .iter()
+                    .map(|s| format!(" -e {}", s.variable))
+                    .collect::<String>(),
                 ports = region
                     .containers
                     .iter()
@@ -331,7 +409,7 @@ aws s3 cp "s3://{bucket}/{key}" /tmp/payload.tar --region ${{AWS::Region}}
 echo "{sha}  /tmp/payload.tar" | sha256sum -c -
 mkdir -p /srv/{svc}
 tar -xf /tmp/payload.tar -C /srv/{svc}
-{start}
+{secrets}{bootstrap}{start}
 {checks}signal 0 "healthy"
 "#,
         version = release.version,
@@ -339,7 +417,57 @@ tar -xf /tmp/payload.tar -C /srv/{svc}
         key = payload.key,
         sha = payload.sha256,
         svc = release.service,
+        secrets = secret_lines(&region.secrets),
+        bootstrap = bootstrap_lines(config, release),
     )
+}
+
+/// The `ec2_bootstrap` hooks, one after the other, in the payload's folder
+/// before the service starts. What the repository wrote goes in base64
+/// (no quoting to get wrong, nothing CloudFormation substitutes); a
+/// failing hook fails the boot naming it, with the end of its output. A
+/// `dockerfile:` hook needs Docker, which Amazon Linux has once the
+/// script installs it; where there is none it is skipped, saying so.
+fn bootstrap_lines(config: &Config, release: &Release) -> String {
+    let b64 = |s: &str| aws_smithy_types::base64::encode(s);
+    let Some(hooks) = config.hooks.get(crate::config::EC2_BOOTSTRAP) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (i, hook) in hooks.iter().enumerate() {
+        if !hook.run_condition.runs(false) {
+            continue;
+        }
+        let label = format!("ec2_bootstrap[{i}]");
+        let mut env = format!(
+            "PORTER_SERVICE={svc} PORTER_ENVIRONMENT={envname} PORTER_VERSION={version} PORTER_REGION=${{AWS::Region}} PORTER_STACK=${{AWS::StackName}} PORTER_HOOK=ec2_bootstrap",
+            svc = release.service,
+            envname = release.environment,
+            version = release.version
+        );
+        for (name, value) in &hook.environment {
+            // Only values written in the config: a deploy's variables stay
+            // with the deploy.
+            if let Some(v) = value {
+                env.push_str(&format!(" {name}=\"$(echo {} | base64 -d)\"", b64(v)));
+            }
+        }
+        let log = format!("/var/log/porter-{label}.log");
+        let failed =
+            format!("fail \"{label} failed; its output ends: $(tail -n 5 {log} | tr '\\n' ' ' | cut -c1-300)\"");
+        let svc = &release.service;
+        match &hook.run {
+            crate::config::HookRun::Command(cmd) => out.push_str(&format!(
+                "echo {cmd} | base64 -d > /tmp/porter-hook.sh\nif ! (cd /srv/{svc} && env {env} bash /tmp/porter-hook.sh) > {log} 2>&1; then {failed}; fi\n",
+                cmd = b64(cmd),
+            )),
+            crate::config::HookRun::Dockerfile(file) => out.push_str(&format!(
+                "if command -v docker >/dev/null 2>&1; then\n  systemctl enable --now docker >/dev/null 2>&1 || true\n  if ! (docker build -t porter-bootstrap -f \"/srv/{svc}/$(echo {f} | base64 -d)\" /srv/{svc} && docker run --rm -v /srv/{svc}:/repo_root porter-bootstrap) > {log} 2>&1; then {failed}; fi\nelse\n  echo 'porter: {label} builds a Dockerfile and this instance has no Docker engine: skipped' >&2\nfi\n",
+                f = b64(file),
+            )),
+        }
+    }
+    out
 }
 
 /// Merges `overlay` over `base`: objects merge key by key, anything else
@@ -476,6 +604,15 @@ mod render_tests {
             .replace("${!", "${")
     }
 
+    /// Asserts that each of `lines` is in `script`, in this order.
+    fn in_order(script: &str, lines: &[&str]) {
+        let at: Vec<usize> = lines
+            .iter()
+            .map(|line| script.find(line).unwrap_or_else(|| panic!("no `{line}` in:\n{script}")))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "in this order: {at:?}\n{script}");
+    }
+
     fn bash_accepts(script: &str) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("user-data.sh");
@@ -503,20 +640,16 @@ mod render_tests {
         let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
         let script = boot_script(&t);
         bash_accepts(&script);
-        let order: Vec<usize> = [
-            "systemctl enable --now docker",
-            "aws ecr get-login-password --region us-west-2 | docker login --username AWS --password-stdin 123456789012.dkr.ecr.us-west-2.amazonaws.com",
-            "docker pull 123456789012.dkr.ecr.us-west-2.amazonaws.com/team/web:1f2e3d4",
-            "docker run -d --restart=always --read-only --name web -p 3000:3000 123456789012.dkr.ecr.us-west-2.amazonaws.com/team/web:1f2e3d4",
-            "\nwait_healthy \"\" http://127.0.0.1:3000/ping",
-            "\nsignal 0",
-        ]
-        .iter()
-        .map(|line| script.find(line).unwrap_or_else(|| panic!("no `{line}` in:\n{script}")))
-        .collect();
-        assert!(
-            order.windows(2).all(|w| w[0] < w[1]),
-            "in this order: {order:?}\n{script}"
+        in_order(
+            &script,
+            &[
+                "systemctl enable --now docker",
+                "aws ecr get-login-password --region us-west-2 | docker login --username AWS --password-stdin 123456789012.dkr.ecr.us-west-2.amazonaws.com",
+                "docker pull 123456789012.dkr.ecr.us-west-2.amazonaws.com/team/web:1f2e3d4",
+                "docker run -d --restart=always --read-only --name web -p 3000:3000 123456789012.dkr.ecr.us-west-2.amazonaws.com/team/web:1f2e3d4",
+                "\nwait_healthy \"\" http://127.0.0.1:3000/ping",
+                "\nsignal 0",
+            ],
         );
         let policy =
             t["Resources"]["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"].to_string();
@@ -541,6 +674,125 @@ mod render_tests {
         let script = boot_script(&t);
         bash_accepts(&script);
         assert!(!script.contains("reboot") && script.contains("not a container image reference"));
+    }
+
+    #[test]
+    fn an_instance_may_read_exactly_its_secrets_and_hands_them_to_the_service_alone() {
+        let (mut cfg, mut release, payload) = fixture();
+        let secret = |variable: &str, store, name: &str| Secret {
+            variable: variable.into(),
+            store,
+            name: name.into(),
+        };
+        cfg.environments[0].regions[0].secrets = vec![
+            secret("DATABASE_URL", SecretStore::SecretsManager, "porter/web/prod/db"),
+            secret("API_KEY", SecretStore::Ssm, "/porter/web/prod/api-key"),
+        ];
+        let env = &cfg.environments[0];
+        let ctx = RenderContext::default();
+        let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+        let statements = &t["Resources"]["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
+        let granted: Vec<&Value> = statements
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["Action"] != "s3:GetObject")
+            .collect();
+        assert_eq!(
+            granted,
+            [
+                &json!({"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": [
+                    {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:porter/web/prod/db-??????"}
+                ]}),
+                &json!({"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": [
+                    {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/porter/web/prod/api-key"}
+                ]}),
+            ],
+            "one statement per store, naming only the references"
+        );
+        let script = boot_script(&t);
+        bash_accepts(&script);
+        in_order(
+            &script,
+            &[
+                "tar -xf /tmp/payload.tar",
+                "value=$(aws secretsmanager get-secret-value --secret-id porter/web/prod/db --query SecretString --output text --region us-west-2 2>/tmp/porter-secret.err) || fail \"cannot read secret DATABASE_URL (secretsmanager:porter/web/prod/db)",
+                "export DATABASE_URL=\"${value}\"",
+                "value=$(aws ssm get-parameter --name /porter/web/prod/api-key --with-decryption",
+                "export API_KEY=\"${value}\"",
+                "unset value",
+                "setsid ./start",
+            ],
+        );
+
+        // A container gets them by name from the boot's environment, never
+        // on its command line.
+        release.image = Some("registry.example.com/web:1".into());
+        let script = boot_script(&render(&cfg, env, &env.regions[0], &release, &payload, &ctx));
+        assert!(
+            script.contains("--name web -p 3000:3000 -e DATABASE_URL -e API_KEY registry.example.com/web:1"),
+            "{script}"
+        );
+
+        // Without secrets, no statement and no read.
+        cfg.environments[0].regions[0].secrets.clear();
+        let env = &cfg.environments[0];
+        let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+        let text = t.to_string();
+        assert!(!text.contains("secretsmanager") && !text.contains("ssm:GetParameter"));
+    }
+
+    #[test]
+    fn ec2_bootstrap_hooks_run_before_the_service_starts_and_a_failure_names_the_hook() {
+        let (mut cfg, release, payload) = fixture();
+        let hook = |run| crate::config::Hook {
+            run,
+            repo: None,
+            git_ref: None,
+            environment: [("MODE".to_string(), Some("it's \"quoted\" ${X}".to_string()))].into(),
+            concurrent: false,
+            run_condition: crate::config::RunCondition::Pass,
+        };
+        cfg.hooks.insert(
+            "ec2_bootstrap".into(),
+            vec![
+                hook(crate::config::HookRun::Command("echo ${HOME} $(whoami) 'x'".into())),
+                hook(crate::config::HookRun::Dockerfile("hooks/agent/Dockerfile".into())),
+            ],
+        );
+        let env = &cfg.environments[0];
+        let t = render(
+            &cfg,
+            env,
+            &env.regions[0],
+            &release,
+            &payload,
+            &RenderContext::default(),
+        );
+        let raw = t["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]
+            ["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // What the repository wrote reaches the script only in base64:
+        // nothing for CloudFormation to substitute, no quoting to break.
+        assert!(
+            !raw.contains("whoami") && !raw.contains("quoted") && !raw.contains("hooks/agent"),
+            "{raw}"
+        );
+        let script = boot_script(&t);
+        bash_accepts(&script);
+        in_order(
+            &script,
+            &[
+                "tar -xf /tmp/payload.tar",
+                "(cd /srv/web && env PORTER_SERVICE=web PORTER_ENVIRONMENT=prod PORTER_VERSION=abc123def456 PORTER_REGION=us-west-2 PORTER_STACK=web-prod-abc123def456 PORTER_HOOK=ec2_bootstrap MODE=",
+                "fail \"ec2_bootstrap[0] failed; its output ends:",
+                "if command -v docker",
+                "ec2_bootstrap[1] builds a Dockerfile and this instance has no Docker engine: skipped",
+                "setsid ./start",
+            ],
+        );
     }
 
     #[test]

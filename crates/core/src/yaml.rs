@@ -326,6 +326,19 @@ impl Builder<'_> {
                 return text;
             };
             let name = &after[..end];
+            let plain = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !plain {
+                // A shell's `${X:-y}` in a hook's command, most likely.
+                self.problems.push(LoadProblem {
+                    mark,
+                    path: path.clone(),
+                    message: format!(
+                        "`${{{name}}}` is not a variable name: `${{NAME}}` in .porter/config is porter's own expansion; for a shell's variable in a hook's command, write $NAME without braces"
+                    ),
+                });
+                rest = &after[end + 1..];
+                continue;
+            }
             match (self.lookup)(name) {
                 Some(v) => out.push_str(&v),
                 None => self.problems.push(LoadProblem {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use porter_core::{config, pack, promote, provision, prune};
 use porter_lambda::token::{self, Binding};
-use porter_lambda::{codepipeline, lease, trigger, Context};
+use porter_lambda::{codepipeline, lease, notify, trigger, Context};
 use serde_json::Value;
 
 /// A value the config target's variables hold: it must never appear in a
@@ -217,6 +217,13 @@ fn events_target(fx: &Fixture, input: &[u8]) -> Result<bool, String> {
     let _ = serde_json::from_value::<promote::PromoteInput>(v.clone());
     let _ = serde_json::from_value::<prune::PruneInput>(v.clone());
     let _ = serde_json::from_value::<lease::Request>(v.clone());
+    let _ = serde_json::from_value::<porter_core::hooks::HooksInput>(v.clone());
+    // A notice is read from whatever state the state machine hands over.
+    if let Ok(request) = serde_json::from_value::<notify::Request>(v.clone()) {
+        let n = notify::notice(&request, &notify::Settings::default());
+        let _ = (n.text(), n.slack_keys());
+    }
+    let _ = porter_core::execution::phase_reached(&v);
     let _ = trigger::read(&fx.trigger, v.clone());
     if codepipeline::is_job(&v) {
         job(fx, v)?;

@@ -15,10 +15,12 @@ pub mod codepipeline;
 pub mod job_worker;
 pub mod jobs;
 pub mod lease;
+pub mod notify;
 pub mod pipeline;
 pub mod pipeline_stopped;
 pub mod token;
 pub mod trigger;
+pub mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,6 +50,11 @@ pub struct Context {
     /// The SSM parameter naming the machine image pack pins into each
     /// release (`PORTER_IMAGE_PARAMETER`).
     pub image_parameter: Option<String>,
+    /// Where the `notify` function sends notices.
+    pub notify: notify::Settings,
+    /// Where the `hooks` function runs hooks: the CodeBuild project
+    /// (`HOOKS_PROJECT`) in AWS, local processes on the local stack.
+    pub hooks: Option<porter_core::hooks::Runner>,
     /// The key that seals continuation tokens, once read ([`token::key`]).
     pub token_key: std::sync::Arc<std::sync::OnceLock<Vec<u8>>>,
 }
@@ -70,6 +77,8 @@ impl Context {
             trigger: trigger::Settings::default(),
             lease_table: None,
             image_parameter: None,
+            notify: notify::Settings::default(),
+            hooks: None,
             token_key: Default::default(),
         }
     }
@@ -98,6 +107,11 @@ impl Context {
         ctx.lease_table = std::env::var("LEASE_TABLE").ok().filter(|s| !s.is_empty());
         ctx.image_parameter = std::env::var("PORTER_IMAGE_PARAMETER").ok().filter(|s| !s.is_empty());
         ctx.trigger = trigger::Settings::from_env()?;
+        ctx.notify = notify::Settings::from_env();
+        ctx.hooks = std::env::var("HOOKS_PROJECT")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(|project| porter_core::hooks::Runner::CodeBuild { project });
         Ok(ctx)
     }
 }
@@ -109,6 +123,8 @@ pub enum Function {
     Pipeline,
     Trigger,
     Lease,
+    Notify,
+    Hooks,
 }
 
 impl Function {
@@ -118,6 +134,8 @@ impl Function {
             Function::Pipeline => "pipeline",
             Function::Trigger => "trigger",
             Function::Lease => "lease",
+            Function::Notify => "notify",
+            Function::Hooks => "hooks",
         }
     }
 
@@ -126,6 +144,8 @@ impl Function {
             "pipeline" => Some(Function::Pipeline),
             "trigger" => Some(Function::Trigger),
             "lease" => Some(Function::Lease),
+            "notify" => Some(Function::Notify),
+            "hooks" => Some(Function::Hooks),
             other => Phase::from_name(other).map(Function::Phase),
         }
     }
@@ -241,6 +261,10 @@ pub const PIPELINE: Handler = |ctx, event| {
 pub const TRIGGER: Handler = |ctx, event| Box::pin(trigger::handle(ctx, event));
 /// The deploy lease: one deploy per service and environment at a time.
 pub const LEASE: Handler = |ctx, event| Box::pin(lease::handle(ctx, event));
+/// Deploy notices: the SNS topic and the service's Slack webhooks.
+pub const NOTIFY: Handler = |ctx, event| Box::pin(notify::handle(ctx, event));
+/// The service's hooks between the phases.
+pub const HOOKS: Handler = |ctx, event| Box::pin(hooks(ctx, event));
 
 impl Function {
     /// The handler of a function chosen by name at run time (the local
@@ -254,6 +278,8 @@ impl Function {
             Function::Pipeline => PIPELINE,
             Function::Trigger => TRIGGER,
             Function::Lease => LEASE,
+            Function::Notify => NOTIFY,
+            Function::Hooks => HOOKS,
         }
     }
 }
@@ -286,6 +312,41 @@ async fn pack(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
     input.image_parameter = ctx.image_parameter.clone();
     let packed = Box::pin(pack::run(&ctx.aws, &input)).await?;
     Ok(to_value(Step::<(), _>::Done { output: packed.release }))
+}
+
+/// A hooks step of the state machine: `state` is the last call's, when
+/// it resumes.
+async fn hooks(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        #[serde(flatten)]
+        input: porter_core::hooks::HooksInput,
+        #[serde(default)]
+        state: Option<porter_core::hooks::HooksState>,
+    }
+    let bad = |e: serde_json::Error| FunctionError::BadEvent {
+        phase: "hooks",
+        detail: e.to_string(),
+    };
+    let mut event = event;
+    // After a failure the state machine hands over its whole state: the
+    // phase it had reached names the post_ hooks due.
+    if let Some(after) = event.as_object_mut().and_then(|o| o.remove("after_failure")) {
+        let phase = porter_core::execution::phase_reached(&after);
+        let points: Vec<String> = phase
+            .filter(|p| ["pack", "provision", "promote", "prune"].contains(p))
+            .map(|p| format!("post_{p}"))
+            .into_iter()
+            .collect();
+        event["points"] = serde_json::json!(points);
+        event["failed"] = Value::Bool(true);
+    }
+    let Event { input, state } = serde_json::from_value(event).map_err(bad)?;
+    let runner = ctx.hooks.as_ref().ok_or_else(|| {
+        PhaseError::Invalid("HOOKS_PROJECT is not set: the hooks function needs the infra's hooks project".into())
+    })?;
+    let step = porter_core::hooks::run(&ctx.aws, runner, &input, state).await?;
+    Ok(to_value(step))
 }
 
 async fn provision(ctx: &Context, event: Value) -> Result<Value, FunctionError> {

@@ -28,6 +28,8 @@ pub fn definition(arn: impl Fn(&str) -> String) -> String {
         .replace("${PromoteFunctionArn}", &arn("promote"))
         .replace("${PruneFunctionArn}", &arn("prune"))
         .replace("${LeaseFunctionArn}", &arn("lease"))
+        .replace("${NotifyFunctionArn}", &arn("notify"))
+        .replace("${HooksFunctionArn}", &arn("hooks"))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -117,6 +119,20 @@ pub async fn ensure_lease_table(sdk: &aws_config::SdkConfig) -> Result<()> {
     Ok(())
 }
 
+/// The notification topic, as the infra's `NotificationTopic` is made
+/// (without its key: moto's SNS keeps messages in the clear either way).
+pub async fn ensure_notification_topic(sdk: &aws_config::SdkConfig) -> Result<String> {
+    let sns = aws_sdk_sns::Client::new(sdk);
+    // CreateTopic is idempotent for a name.
+    let out = sns
+        .create_topic()
+        .name(crate::names::NOTIFICATION_TOPIC)
+        .send()
+        .await
+        .map_err(|e| one_line("creating the notification topic", e))?;
+    Ok(out.topic_arn.unwrap_or_else(crate::names::notification_topic_arn))
+}
+
 /// The service folder, its config and the account made ready for it: the
 /// bootstrap and the deploy state machine.
 pub struct Prepared {
@@ -146,6 +162,7 @@ pub async fn prepare(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Res
     // there) and the deploy state machine.
     bootstrap::ensure_bucket(&aws.s3(), crate::names::ARTIFACT_BUCKET, REGION).await?;
     ensure_lease_table(&sdk).await?;
+    ensure_notification_topic(&sdk).await?;
     let machine = ensure_state_machine(&sfn).await?;
     Ok(Prepared {
         repo,

@@ -353,16 +353,7 @@ const MOTO_DEREGISTERS_OTHERS: &[&str] = &[
 
 /// The instances of Auto Scaling group `group` as moto has them.
 async fn group_instances(moto: &str, region: &str, group: &str) -> Vec<String> {
-    let Ok(xml) = crate::query::call(
-        moto,
-        "autoscaling",
-        "2011-01-01",
-        region,
-        "DescribeAutoScalingGroups",
-        &[("AutoScalingGroupNames.member.1", group)],
-    )
-    .await
-    else {
+    let Ok(xml) = crate::query::describe_group(moto, region, group).await else {
         return Vec::new();
     };
     let Ok(doc) = roxmltree::Document::parse(&xml) else {

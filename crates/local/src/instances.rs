@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::instance_secrets;
 use crate::netns::{self, Cidr};
 use crate::query;
 use crate::signals::{Signal, Signals};
@@ -514,6 +515,23 @@ case "${1:-} ${2:-}" in
     code=$(curl -sS --unix-socket "$agent" -o "$dst" -w '%{http_code}' -G "http://agent/s3/${src#s3://}" --data-urlencode "region=$region") || exit 1
     if [ "$code" != 200 ]; then cat "$dst" >&2; echo >&2; rm -f "$dst"; exit 1; fi
     echo "download: $src to $dst" ;;
+  "secretsmanager get-secret-value"|"ssm get-parameter")
+    store="$1"; shift 2; name=""
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --secret-id|--name) name="$2"; shift 2 ;;
+        --query|--output) shift 2 ;;
+        --with-decryption) shift ;;
+        *) echo "porter local: the aws shim does not take \`$1\` here" >&2; exit 2 ;;
+      esac
+    done
+    # The value stays in this shell's memory: no file holds it.
+    resp=$(curl -sS --unix-socket "$agent" -w '\n%{http_code}' -G "http://agent/secret" \
+      --data-urlencode "store=$store" --data-urlencode "name=$name" --data-urlencode "region=$region" \
+      --data-urlencode "instance=$(cat /opt/porter/instance-id)") || exit 1
+    code="${resp##*$'\n'}"; body="${resp%$'\n'*}"
+    if [ "$code" != 200 ]; then printf '%s\n' "$body" >&2; exit 254; fi
+    printf '%s\n' "$body" ;;
   "ecr get-login-password")
     echo "porter local: no container registry runs on the local stack (image mode needs ECR and a Docker engine)" >&2; exit 1 ;;
   *)
@@ -575,6 +593,7 @@ fn agent(fleet: Fleet) -> Router {
     Router::new()
         .route("/s3/{bucket}/{*key}", get(s3_get))
         .route("/signal", post(signal))
+        .route("/secret", get(secret))
         .with_state(fleet)
 }
 
@@ -600,6 +619,38 @@ async fn s3_get(
             porter_ops::one_line(&format!("fatal error: s3://{bucket}/{key} in {region}"), e).to_string(),
         )
             .into_response(),
+    }
+}
+
+/// `aws secretsmanager get-secret-value` and `aws ssm get-parameter`: the
+/// value, if the instance's role may read it (`instance_secrets`). Nothing
+/// here logs a value.
+async fn secret(State(fleet): State<Fleet>, RawQuery(q): RawQuery) -> Response {
+    let f: HashMap<String, String> = form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let field = |k: &str| f.get(k).cloned().unwrap_or_default();
+    let Some(store) = instance_secrets::Store::parse(&field("store")) else {
+        return (StatusCode::BAD_REQUEST, "store must be secretsmanager or ssm").into_response();
+    };
+    let Some(booted) = fleet.booted(&field("instance")) else {
+        return (StatusCode::FORBIDDEN, "the local stack booted no such instance").into_response();
+    };
+    let Some(group) = booted.group else {
+        return (
+            StatusCode::FORBIDDEN,
+            "the instance belongs to no Auto Scaling group, so it has no role",
+        )
+            .into_response();
+    };
+    let region = booted.region;
+    let sdk = fleet.configs().get(&region).await;
+    let name = field("name");
+    match instance_secrets::read(&fleet.inner.moto, &sdk, &region, &group, store, &name).await {
+        Ok(value) => (StatusCode::OK, value).into_response(),
+        Err(instance_secrets::Refused::AccessDenied(why)) => (StatusCode::FORBIDDEN, why).into_response(),
+        Err(instance_secrets::Refused::NotFound(why)) => (StatusCode::NOT_FOUND, why).into_response(),
+        Err(instance_secrets::Refused::Failed(why)) => (StatusCode::BAD_GATEWAY, why).into_response(),
     }
 }
 

@@ -167,7 +167,7 @@ async fn invoke(State(host): State<Host>, Path(function): Path<String>, body: ax
     // As in Lambda: the functions' 300 s timeout, and the guard that
     // answers for a handler that panics or runs out of time.
     let timeout = match target {
-        Function::Phase(_) => PHASE_TIMEOUT,
+        Function::Phase(_) | Function::Hooks => PHASE_TIMEOUT,
         _ => OTHER_TIMEOUT,
     };
     let deadline = tokio::time::Instant::now() + timeout - porter_lambda::DEADLINE_MARGIN;

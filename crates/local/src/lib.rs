@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod deploy;
 pub mod elb;
 pub mod front;
+pub mod instance_secrets;
 pub mod instances;
 pub mod invoke_host;
 pub mod job_sim;

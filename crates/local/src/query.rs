@@ -141,6 +141,19 @@ pub async fn user_data(moto: &str, region: &str, instance: &str) -> Result<Optio
     Ok(Some(bytes))
 }
 
+/// DescribeAutoScalingGroups of one group: its XML answer.
+pub async fn describe_group(moto: &str, region: &str, group: &str) -> Result<String> {
+    call(
+        moto,
+        "autoscaling",
+        "2011-01-01",
+        region,
+        "DescribeAutoScalingGroups",
+        &[("AutoScalingGroupNames.member.1", group)],
+    )
+    .await
+}
+
 /// A subnet's CIDR block.
 pub async fn subnet_cidr(moto: &str, region: &str, subnet: &str) -> Result<String> {
     let xml = call(

@@ -84,6 +84,16 @@ impl LocalStack {
         ctx.artifact_bucket = Some(ARTIFACT_BUCKET.to_string());
         ctx.lease_table = Some(LEASE_TABLE.to_string());
         ctx.image_parameter = Some(MACHINE_IMAGE_PARAMETER.to_string());
+        // Hooks run here as processes; a Dockerfile hook is skipped with a
+        // warning unless PORTER_HOOKS_REQUIRE_DOCKER=1 makes it a failure.
+        ctx.hooks = Some(porter_core::hooks::Runner::Local {
+            require_docker: std::env::var("PORTER_HOOKS_REQUIRE_DOCKER").is_ok_and(|v| v == "1"),
+        });
+        ctx.notify = porter_lambda::notify::Settings {
+            topic_arn: Some(crate::names::notification_topic_arn()),
+            webhook_hosts: porter_lambda::notify::hosts(crate::names::WEBHOOK_HOSTS),
+            service: None,
+        };
         let jobs = Jobs::default();
         let app = crate::invoke_host::router(ctx, faults, jobs.clone(), front);
         let host = tokio::spawn(async move {

@@ -46,6 +46,15 @@ fn every_sample_event_parses_as_what_its_function_takes() {
             n if n.starts_with("lease") => {
                 serde_json::from_value::<porter_lambda::lease::Request>(v).unwrap();
             }
+            n if n.starts_with("notify") => {
+                let request: porter_lambda::notify::Request = serde_json::from_value(v).unwrap();
+                let notice = porter_lambda::notify::notice(&request, &Default::default());
+                assert_eq!((notice.event, notice.phase), ("failed", Some("provision")), "{n}");
+            }
+            n if n.starts_with("hooks") => {
+                let input: porter_core::hooks::HooksInput = serde_json::from_value(v).unwrap();
+                assert_eq!(input.points, ["post_pack", "pre_provision"], "{n}");
+            }
             n if n.starts_with("codepipeline-action") => {
                 assert!(porter_lambda::job_worker::is_wake_up(&v), "{n}");
                 assert!(!porter_lambda::pipeline_stopped::is_state_change(&v), "{n}");
@@ -98,5 +107,5 @@ fn every_sample_event_parses_as_what_its_function_takes() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 19, "every sample has a case");
+    assert_eq!(checked, 21, "every sample has a case");
 }

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use porter_local::deploy::{self, Options};
+use porter_e2e::deploy_staging as deploy;
+use porter_local::deploy;
 use porter_local::instances::Mode;
 use porter_local::load;
 use porter_local::stack::LocalStack;
@@ -21,17 +22,6 @@ async fn running_stack() -> Option<LocalStack> {
         return None;
     }
     Some(local)
-}
-
-async fn deploy(local: &LocalStack, path: &std::path::Path) -> (deploy::Outcome, String) {
-    let opts = Options {
-        path: path.to_path_buf(),
-        environment: "staging".into(),
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    let outcome = deploy::run(&local.moto.endpoint(), &opts, &mut out).await.unwrap();
-    (outcome, String::from_utf8(out).unwrap())
 }
 
 /// Each region's page, fetched through its load balancer.
@@ -69,6 +59,27 @@ async fn under_load<F: std::future::Future>(local: &LocalStack, during: F) -> (F
         tallies.push(r.await.unwrap());
     }
     (out, tallies)
+}
+
+/// The SecureString the secrets test's service reads as API_KEY.
+async fn put_api_key(ssm: &aws_sdk_ssm::Client, value: &str) {
+    ssm.put_parameter()
+        .name("/porter/sec/staging/api-key")
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A failed deploy's error and cause, as one line.
+fn cause_of(outcome: &deploy::Outcome) -> String {
+    outcome
+        .error
+        .clone()
+        .map(|(e, c)| format!("{e}: {c}"))
+        .unwrap_or_default()
 }
 
 fn namespaces_left(host_port: u16) -> Vec<String> {
@@ -121,11 +132,7 @@ async fn a_cutover_under_load_fails_no_request_and_a_release_that_cannot_start_o
     .unwrap();
     let ((third, log), tallies) = under_load(&local, deploy(&local, &svc)).await;
     assert!(!third.succeeded, "{log}");
-    let cause = third
-        .error
-        .clone()
-        .map(|(e, c)| format!("{e}: {c}"))
-        .unwrap_or_default();
+    let cause = cause_of(&third);
     assert!(
         cause.contains("exited before it was healthy") && cause.contains("real: no database configured"),
         "the instance's own reason: {cause}"
@@ -154,11 +161,7 @@ async fn a_cutover_under_load_fails_no_request_and_a_release_that_cannot_start_o
     std::fs::write(svc.join("index.html"), html.replace("release 1", "release 4")).unwrap();
     let ((fourth, log), tallies) = under_load(&local, deploy(&local, &svc)).await;
     assert!(!fourth.succeeded, "{log}");
-    let cause = fourth
-        .error
-        .clone()
-        .map(|(e, c)| format!("{e}: {c}"))
-        .unwrap_or_default();
+    let cause = cause_of(&fourth);
     assert!(cause.contains("/health answered HTTP 500 10 times in a row"), "{cause}");
     for t in &tallies {
         assert_eq!(t.failed, 0, "{t:?}");
@@ -223,11 +226,7 @@ async fn a_new_instance_killed_before_it_is_healthy_fails_the_deploy_and_the_old
     let ((second, log), tallies) = under_load(&local, deploy(&local, &svc)).await;
     let killed = killer.await.unwrap();
     assert!(!second.succeeded, "{log}");
-    let cause = second
-        .error
-        .clone()
-        .map(|(e, c)| format!("{e}: {c}"))
-        .unwrap_or_default();
+    let cause = cause_of(&second);
     assert!(
         cause.contains(&killed) && cause.contains("exited before it was healthy"),
         "the killed instance {killed} is named: {cause}"
@@ -238,4 +237,121 @@ async fn a_new_instance_killed_before_it_is_healthy_fails_the_deploy_and_the_old
     }
     local.stop().await;
     assert_eq!(namespaces_left(port), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn instances_read_their_secrets_and_run_ec2_bootstrap_at_boot_and_a_missing_secret_or_failing_hook_fails_the_stack_by_name(
+) {
+    let Some(local) = running_stack().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "sec");
+    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
+    std::fs::write(
+        svc.join(".porter/config"),
+        cfg.replacen(
+            "  instance_type: t3.micro\n",
+            "  instance_type: t3.micro\n  secrets:\n    DATABASE_URL: secretsmanager:porter/sec/staging/database-url\n    API_KEY: ssm:/porter/sec/staging/api-key\n",
+            1,
+        ) + "hooks:\n  ec2_bootstrap:\n  - command: echo \"$PORTER_STACK $GREETING\" > bootstrap.txt\n    environment: {GREETING: hello}\n",
+    )
+    .unwrap();
+    // The service shows what it got as digests, and whether it could read
+    // a secret of its environment that the config does not name.
+    std::fs::write(
+        svc.join("start"),
+        "#!/bin/bash\ncd \"$(dirname \"$0\")\"\n\
+         printf '%s' \"$DATABASE_URL\" | sha256sum | cut -c1-64 > db.txt\n\
+         printf '%s' \"$API_KEY\" | sha256sum | cut -c1-64 > key.txt\n\
+         if aws secretsmanager get-secret-value --secret-id porter/sec/staging/not-named --query SecretString --output text > /dev/null 2> other.txt; then echo read > other.txt; fi\n\
+         exec python3 serve.py\n",
+    )
+    .unwrap();
+    let endpoint = local.moto.endpoint();
+    const DB: &str = "postgres://app:s3cr3t-db-pw@db.internal/app";
+    const KEY: &str = "k-9f8e7d6c5b4a";
+    for region in ["us-west-2", "us-east-1"] {
+        porter_e2e::put_secret(&endpoint, region, "porter/sec/staging/database-url", DB).await;
+        porter_e2e::put_secret(
+            &endpoint,
+            region,
+            "porter/sec/staging/not-named",
+            "not-for-this-service",
+        )
+        .await;
+        let ssm = aws_sdk_ssm::Client::new(&porter_local::moto::sdk_config(&endpoint, region).await);
+        put_api_key(&ssm, KEY).await;
+    }
+    let digest = |v: &str| {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(v.as_bytes()))
+    };
+
+    let (first, log) = deploy(&local, &svc).await;
+    assert!(first.succeeded, "{:?}\n{log}", first.error);
+    for lb in local.balancers.list() {
+        let get = |file: &str| {
+            let url = format!("{}/{file}", lb.url);
+            async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+        };
+        assert_eq!(get("db.txt").await.trim(), digest(DB), "{}", lb.region);
+        assert_eq!(get("key.txt").await.trim(), digest(KEY), "{}", lb.region);
+        assert_eq!(
+            get("bootstrap.txt").await.trim(),
+            format!("sec-staging-{} hello", first.release.as_ref().unwrap().version),
+            "ec2_bootstrap ran in the payload's folder before the service started"
+        );
+        let other = get("other.txt").await;
+        assert!(
+            other.contains("AccessDeniedException") && other.contains("porter/sec/staging/not-named"),
+            "a secret the config does not name is refused: {other}"
+        );
+    }
+    assert!(!log.contains(DB) && !log.contains(KEY), "{log}");
+
+    // The parameter goes away in one region: the next release's stack
+    // there fails naming the reference, and no value is in the cause.
+    let ssm = aws_sdk_ssm::Client::new(&porter_local::moto::sdk_config(&endpoint, "us-east-1").await);
+    ssm.delete_parameter()
+        .name("/porter/sec/staging/api-key")
+        .send()
+        .await
+        .unwrap();
+    let html = std::fs::read_to_string(svc.join("index.html")).unwrap();
+    std::fs::write(svc.join("index.html"), html.replace("release 1", "release 2")).unwrap();
+    let (second, log) = deploy(&local, &svc).await;
+    assert!(!second.succeeded, "{log}");
+    let cause = cause_of(&second);
+    assert!(
+        cause.contains("cannot read secret API_KEY (ssm:/porter/sec/staging/api-key)")
+            && cause.contains("ParameterNotFound"),
+        "{cause}"
+    );
+    assert!(
+        !cause.contains(DB) && !log.contains(DB) && !log.contains(KEY),
+        "{cause}\n{log}"
+    );
+    for (region, page) in pages(&local).await {
+        assert_eq!(page, "release 1", "{region}: the release before serves on");
+    }
+
+    // The parameter is back, and an ec2_bootstrap hook fails: the stack
+    // fails naming it, with the end of its output.
+    put_api_key(&ssm, KEY).await;
+    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
+    std::fs::write(
+        svc.join(".porter/config"),
+        cfg.replace(
+            "  - command: echo \"$PORTER_STACK $GREETING\" > bootstrap.txt\n",
+            "  - command: \"echo 'agent: no licence key' >&2; exit 4\"\n",
+        ),
+    )
+    .unwrap();
+    let (third, log) = deploy(&local, &svc).await;
+    assert!(!third.succeeded, "{log}");
+    let cause = cause_of(&third);
+    assert!(
+        cause.contains("ec2_bootstrap[0] failed; its output ends: agent: no licence key"),
+        "{cause}"
+    );
+    local.stop().await;
 }

@@ -3,8 +3,10 @@
 mod events;
 mod example;
 mod faults;
+mod hooks;
 mod instances;
 mod lifecycle;
+mod notifications;
 mod pipeline;
 mod runtime;
 mod statemachine;

@@ -64,7 +64,9 @@ async fn two_releases_through_the_state_machine() {
     assert!(first.succeeded, "{:?}\n{log}", first.error);
     assert_eq!(first.regions.len(), 2);
     assert!(
-        first.transitions <= 40,
+        // 43: the phases and the lease, four notices, and five hooks
+        // steps (each a call and its Choice) with nothing to run.
+        first.transitions <= 45,
         "a fast two-region deploy takes a few dozen transitions, took {}",
         first.transitions
     );

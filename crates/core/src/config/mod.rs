@@ -27,6 +27,104 @@ pub struct Config {
     pub service_name: String,
     pub porter_version: Option<String>,
     pub environments: Vec<Environment>,
+    /// `slack:`: each of porter's webhook keys given as a reference, with
+    /// the Secrets Manager secret that holds its URL. (A URL written in
+    /// clear is not used: `validate` says why.)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub slack: BTreeMap<String, String>,
+    /// `hooks:`, by hook name (`pre_provision`, `ec2_bootstrap`, a name of
+    /// the service's own), each list in its order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hooks: BTreeMap<String, Vec<Hook>>,
+}
+
+/// The hooks a deploy runs itself, in the order it reaches them: each
+/// phase's `pre_` before it changes anything, its `post_` after.
+pub const DEPLOY_HOOKS: &[&str] = &[
+    "pre_pack",
+    "post_pack",
+    "pre_provision",
+    "post_provision",
+    "pre_promote",
+    "post_promote",
+    "pre_prune",
+    "post_prune",
+];
+/// The hook each instance runs at boot, before the service starts.
+pub const EC2_BOOTSTRAP: &str = "ec2_bootstrap";
+
+/// One of porter's hooks. Repository code, so untrusted: it runs apart
+/// from the deploy (a CodeBuild build with a role of its own in AWS, an
+/// unprivileged process on the local stack) and sees only the release's
+/// facts and the variables it names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hook {
+    pub run: HookRun,
+    /// A plugin: the hook's files come from this repository at `git_ref`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// Variables the hook sees: a value, or (none given) the deploy's own
+    /// variable of that name, as porter passed its own environment on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, Option<String>>,
+    /// Runs at once with the concurrent hooks next to it in the list.
+    #[serde(default)]
+    pub concurrent: bool,
+    #[serde(default)]
+    pub run_condition: RunCondition,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookRun {
+    /// porter's form: a Dockerfile (relative to the repository root, or to
+    /// the plugin's) built and run with the repository at `/repo_root`.
+    Dockerfile(String),
+    /// This product's extension: a shell command run in the repository
+    /// root, needing no Docker engine.
+    Command(String),
+}
+
+/// When a `post_` hook runs, by how its phase went (porter's
+/// `run_condition`). A `pre_` hook's phase has not run: `pass` and
+/// `always` run it, `fail` never does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunCondition {
+    #[default]
+    Pass,
+    Fail,
+    Always,
+}
+
+impl RunCondition {
+    pub fn runs(self, phase_failed: bool) -> bool {
+        match self {
+            RunCondition::Pass => !phase_failed,
+            RunCondition::Fail => phase_failed,
+            RunCondition::Always => true,
+        }
+    }
+}
+
+/// The keys of `slack:`: porter's six, and `deploy_webhook_url` (an
+/// extension) for every deploy's start, success, failure and rollback.
+pub const SLACK_KEYS: &[&str] = &[
+    "pack_success_webhook_url",
+    "pack_failure_webhook_url",
+    "provision_success_webhook_url",
+    "provision_failure_webhook_url",
+    "promote_success_webhook_url",
+    "promote_failure_webhook_url",
+    "deploy_webhook_url",
+];
+
+/// Where a service's webhook URLs must live in Secrets Manager: the
+/// notify function may read nothing else.
+pub fn webhook_prefix(service: &str) -> String {
+    format!("porter/{service}/notifications/")
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +350,61 @@ pub struct Region {
     /// The region's own canary and alarms (`rollout:` under the region).
     #[serde(default)]
     pub rollout: RegionRollout,
+    /// What the service gets in its environment at boot, by reference: the
+    /// environment's `secrets:` with the region's own over them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Secret>,
+}
+
+/// One variable of the service's environment whose value lives in Secrets
+/// Manager or SSM Parameter Store (`secrets:`, an extension of porter's
+/// format). Only the reference is ever held here: the instance reads the
+/// value at boot with a role that may read exactly its references.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret {
+    /// The environment variable the service sees.
+    pub variable: String,
+    pub store: SecretStore,
+    /// The secret's name (Secrets Manager) or the parameter's (SSM).
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretStore {
+    /// A Secrets Manager secret's SecretString.
+    SecretsManager,
+    /// An SSM parameter, SecureString or not, read with decryption.
+    Ssm,
+}
+
+impl SecretStore {
+    /// How the config writes it: `secretsmanager:NAME` or `ssm:NAME`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            SecretStore::SecretsManager => "secretsmanager",
+            SecretStore::Ssm => "ssm",
+        }
+    }
+}
+
+impl Secret {
+    /// Where a service's secrets must live, so that a branch can name only
+    /// its own service's and environment's (the release boundary lets
+    /// instances read nothing outside `porter/`).
+    pub fn required_prefix(store: SecretStore, service: &str, environment: &str) -> String {
+        match store {
+            SecretStore::SecretsManager => format!("porter/{service}/{environment}/"),
+            SecretStore::Ssm => format!("/porter/{service}/{environment}/"),
+        }
+    }
+}
+
+impl fmt::Display for Secret {
+    /// The reference as the config writes it: safe to print, it is a name.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}:{}", self.variable, self.store.prefix(), self.name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

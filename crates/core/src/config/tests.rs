@@ -999,7 +999,7 @@ hooks:
   - dockerfile: .porter/hooks/notify
 
 slack:
-  webhook: https://hooks.slack.com/services/T000/B000/XXXX
+  pack_failure_webhook_url: https://hooks.slack.com/services/T000/B000/XXXX
 
 environments:
 - name: dev
@@ -1065,10 +1065,9 @@ fn porter_style_config_passes_with_warnings_only() {
             "dockerfile",
             "dockerfile_build",
             "haproxy",
-            "hooks",
             "hot_swap",
+            "pack_failure_webhook_url",
             "read_only",
-            "slack",
             "src_env_file",
             "uid",
         ],
@@ -1181,7 +1180,10 @@ fn porter_style_config_passes_with_warnings_only() {
 
 #[test]
 fn warnings_alone_leave_the_config_deployable() {
-    let text = base_with("service_name: svc-api\n", "service_name: svc-api\nslack: {}\n")
+    let text = base_with(
+        "service_name: svc-api\n",
+        "service_name: svc-api\nslack: {promote_failure_webhook_url: 'https://hooks.slack.com/services/T0/B0/SECRET'}\n",
+    )
         .replace("    elb: svc-dev\n", "")
         .replace(
             "  instance_type: m5.large\n",
@@ -1479,4 +1481,293 @@ fn a_region_sets_its_own_canary_and_alarms_and_a_deploy_can_set_them_for_all() {
         .unwrap();
     assert_eq!(plan.canary_in("us-west-2"), 0, "a deploy's canary is every region's");
     assert!(plan.alarms_in("us-west-2").is_empty() && !plan.canary && !plan.gated);
+}
+
+#[test]
+fn secrets_are_references_under_the_services_own_environment_and_a_region_adds_or_replaces() {
+    let text = base_with(
+        "  instance_type: m5.large\n",
+        "  instance_type: m5.large\n  secrets:\n    DATABASE_URL: secretsmanager:porter/svc-api/dev/database-url\n    API_KEY: ssm:/porter/svc-api/dev/api-key\n",
+    )
+    .replace(
+        "    instance_count: 2\n",
+        "    instance_count: 2\n    secrets:\n      API_KEY: ssm:/porter/svc-api/dev/us-west-2/api-key\n      REGION_ONLY: secretsmanager:porter/svc-api/dev/west\n",
+    );
+    let loaded = load(&text);
+    assert_eq!(count(&loaded, Severity::Error), 0, "{}", dump(&loaded));
+    let config = loaded.config.unwrap();
+    let region = &config.environments[0].regions[0];
+    let got: Vec<String> = region.secrets.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        got,
+        [
+            "DATABASE_URL=secretsmanager:porter/svc-api/dev/database-url",
+            "API_KEY=ssm:/porter/svc-api/dev/us-west-2/api-key",
+            "REGION_ONLY=secretsmanager:porter/svc-api/dev/west",
+        ]
+    );
+}
+
+#[test]
+fn a_secret_outside_its_prefix_a_value_in_clear_or_a_reserved_variable_is_refused_where_it_is_written() {
+    let with = |secrets: &str| {
+        load(&base_with(
+            "  instance_type: m5.large\n",
+            &format!("  instance_type: m5.large\n  secrets:\n{secrets}"),
+        ))
+    };
+    let cases = [
+        (
+            "    DB: secretsmanager:porter/svc-api/prod/database-url\n",
+            "environments[0].secrets.DB",
+            "is not under `porter/svc-api/dev/`",
+        ),
+        (
+            "    DB: ssm:/other-service/db\n",
+            "environments[0].secrets.DB",
+            "is not under `/porter/svc-api/dev/`",
+        ),
+        (
+            "    DB: hunter2-the-password\n",
+            "environments[0].secrets.DB",
+            "never the value itself",
+        ),
+        (
+            "    DB: secretsmanager:arn:aws:secretsmanager:us-west-2:123456789012:secret:x\n",
+            "environments[0].secrets.DB",
+            "a name, not an ARN",
+        ),
+        (
+            "    PATH: ssm:/porter/svc-api/dev/path\n",
+            "environments[0].secrets.PATH",
+            "would change how the instance boots",
+        ),
+        (
+            "    AWS_SECRET_ACCESS_KEY: ssm:/porter/svc-api/dev/k\n",
+            "environments[0].secrets.AWS_SECRET_ACCESS_KEY",
+            "would change how the instance boots",
+        ),
+        (
+            "    2FA: ssm:/porter/svc-api/dev/k\n",
+            "environments[0].secrets.2FA",
+            "not an environment variable name",
+        ),
+        (
+            "    DB: ssm:/porter/svc-api/dev/\n",
+            "environments[0].secrets.DB",
+            "is not under",
+        ),
+        ("    - DB\n", "environments[0].secrets", "expected secrets"),
+    ];
+    for (secrets, path, message) in cases {
+        let loaded = with(secrets);
+        let found = loaded
+            .diagnostics
+            .iter()
+            .find(|d| d.severity == Severity::Error && d.path == path);
+        assert!(
+            found.is_some_and(|d| d.message.contains(message) && d.line == 7),
+            "{secrets:?}: {}",
+            dump(&loaded)
+        );
+        assert!(loaded.config.is_none());
+        // A value written in clear is never echoed back.
+        assert!(!dump(&loaded).contains("hunter2"), "{}", dump(&loaded));
+    }
+}
+
+#[test]
+fn porters_env_file_and_secrets_command_say_once_what_replaces_them() {
+    let text = base_with(
+        "    instance_count: 2\n",
+        "    instance_count: 2\n    secrets_exec_name: /usr/bin/fetch-secrets\n    secrets_exec_args: [--env, dev]\n",
+    )
+    .replace(
+        "      inet_port: 3000\n",
+        "      inet_port: 3000\n      src_env_file: {s3_bucket: b, s3_key: k}\n",
+    );
+    let loaded = load(&text);
+    assert_eq!(count(&loaded, Severity::Error), 0, "{}", dump(&loaded));
+    let warnings: Vec<&Diagnostic> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .collect();
+    for key in ["secrets_exec_name", "secrets_exec_args", "src_env_file"] {
+        let found: Vec<_> = warnings.iter().filter(|d| d.path.ends_with(key)).collect();
+        assert_eq!(found.len(), 1, "{key}: {}", dump(&loaded));
+        assert!(found[0].message.contains("`secrets:`"), "{}", found[0].message);
+    }
+}
+
+#[test]
+fn slack_webhooks_are_secrets_of_the_services_own_and_a_url_in_clear_is_not_used_nor_repeated() {
+    let with = |slack: &str| {
+        load(&base_with(
+            "service_name: svc-api\n",
+            &format!("service_name: svc-api\nslack:\n{slack}"),
+        ))
+    };
+    let loaded = with(
+        "  pack_success_webhook_url: secretsmanager:porter/svc-api/notifications/team\n  deploy_webhook_url: secretsmanager:porter/svc-api/notifications/oncall\n",
+    );
+    assert_eq!(count(&loaded, Severity::Error), 0, "{}", dump(&loaded));
+    assert_eq!(count(&loaded, Severity::Warning), 0, "{}", dump(&loaded));
+    let slack = loaded.config.unwrap().slack;
+    assert_eq!(slack["pack_success_webhook_url"], "porter/svc-api/notifications/team");
+    assert_eq!(slack["deploy_webhook_url"], "porter/svc-api/notifications/oncall");
+
+    let loaded = with("  promote_success_webhook_url: https://hooks.slack.com/services/T0/B0/SECRETTOKEN\n");
+    let warning = loaded
+        .diagnostics
+        .iter()
+        .find(|d| d.severity == Severity::Warning)
+        .unwrap();
+    assert_eq!(warning.path, "slack.promote_success_webhook_url");
+    assert!(warning.message.contains("not used") && warning.message.contains("porter/svc-api/notifications/"));
+    assert!(!dump(&loaded).contains("SECRETTOKEN"));
+    assert!(loaded.config.unwrap().slack.is_empty());
+
+    for (slack, message) in [
+        (
+            "  pack_success_webhook_url: secretsmanager:porter/other/notifications/x\n",
+            "is not a secret under `porter/svc-api/notifications/`",
+        ),
+        (
+            "  pack_success_webhook_url: team-channel\n",
+            "expected `secretsmanager:porter/svc-api/notifications/NAME`",
+        ),
+        (
+            "  pack_sucess_webhook_url: secretsmanager:porter/svc-api/notifications/x\n",
+            "did you mean `pack_success_webhook_url`?",
+        ),
+    ] {
+        let loaded = with(slack);
+        assert!(
+            loaded
+                .diagnostics
+                .iter()
+                .any(|d| d.severity == Severity::Error && d.line == 3 && d.message.contains(message)),
+            "{slack}: {}",
+            dump(&loaded)
+        );
+    }
+}
+
+#[test]
+fn hooks_take_porters_dockerfile_or_a_command_and_say_where_they_are_wrong() {
+    let with = |hooks: &str| {
+        load(&base_with(
+            "service_name: svc-api\n",
+            &format!("service_name: svc-api\nhooks:\n{hooks}"),
+        ))
+    };
+    let loaded = with(
+        "  pre_provision:\n  - command: scripts/migrate --check\n    environment: {DB: staging, TOKEN: }\n    concurrent: true\n  - {dockerfile: hooks/Dockerfile, concurrent: true}\n  post_promote:\n  - {repo: 'https://example.com/plugins.git', ref: v1, run_condition: always}\n",
+    );
+    assert_eq!(count(&loaded, Severity::Error), 0, "{}", dump(&loaded));
+    assert_eq!(count(&loaded, Severity::Warning), 0, "{}", dump(&loaded));
+    let hooks = loaded.config.unwrap().hooks;
+    let pre = &hooks["pre_provision"];
+    assert_eq!(pre[0].run, HookRun::Command("scripts/migrate --check".into()));
+    assert_eq!(pre[0].environment["DB"], Some("staging".into()));
+    assert_eq!(
+        pre[0].environment["TOKEN"], None,
+        "a name alone passes the deploy's variable on"
+    );
+    assert!(pre[0].concurrent && pre[1].concurrent);
+    assert_eq!(pre[1].run, HookRun::Dockerfile("hooks/Dockerfile".into()));
+    let plugin = &hooks["post_promote"][0];
+    assert_eq!(
+        plugin.run,
+        HookRun::Dockerfile("Dockerfile".into()),
+        "a plugin builds its own Dockerfile"
+    );
+    assert_eq!(
+        (plugin.git_ref.as_deref(), plugin.run_condition),
+        (Some("v1"), RunCondition::Always)
+    );
+
+    for (hooks, path, message) in [
+        (
+            "  pre_pack:\n  - {environment: {A: b}}\n",
+            "hooks.pre_pack[0]",
+            "needs `dockerfile:`",
+        ),
+        (
+            "  pre_pack:\n  - {command: make, dockerfile: D}\n",
+            "hooks.pre_pack[0].dockerfile",
+            "not both",
+        ),
+        (
+            "  pre_pack:\n  - {dockerfile: ../outside/Dockerfile}\n",
+            "hooks.pre_pack[0].dockerfile",
+            "inside the repository",
+        ),
+        (
+            "  pre_pack:\n  - {command: make, ref: main}\n",
+            "hooks.pre_pack[0].ref",
+            "give the repo too",
+        ),
+        (
+            "  post_pack:\n  - {command: make, run_condition: sometimes}\n",
+            "hooks.post_pack[0].run_condition",
+            "expected pass, fail or always",
+        ),
+        (
+            "  post_pack:\n  - {command: make, concurrent: maybe}\n",
+            "hooks.post_pack[0].concurrent",
+            "expected true or false",
+        ),
+        (
+            "  post_pack:\n  - {command: make, environment: {PORTER_VERSION: x}}\n",
+            "hooks.post_pack[0].environment.PORTER_VERSION",
+            "which porter sets",
+        ),
+        (
+            "  post_pack:\n  - {command: make, colour: red}\n",
+            "hooks.post_pack[0].colour",
+            "unknown key `colour`",
+        ),
+        (
+            "  post_pack:\n  - command: echo ${X:-none}\n",
+            "hooks.post_pack[0].command",
+            "write $NAME without braces",
+        ),
+        (
+            "  Pre-Pack:\n  - {command: make}\n",
+            "hooks.Pre-Pack",
+            "not a hook name",
+        ),
+    ] {
+        let loaded = with(hooks);
+        assert!(
+            loaded
+                .diagnostics
+                .iter()
+                .any(|d| d.severity == Severity::Error && d.path == path && d.message.contains(message)),
+            "{hooks:?}: {}",
+            dump(&loaded)
+        );
+        assert!(loaded.config.is_none());
+    }
+
+    // Hooks a deploy never runs are said once each.
+    let loaded = with("  pre_pack:\n  - {command: make, run_condition: fail}\n  smoke_tests:\n  - {command: make smoke}\n  post_promte:\n  - {command: make}\n");
+    let warnings: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .map(|d| format!("{}: {}", d.path, d.message))
+        .collect();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("hooks.pre_pack[0].run_condition: this hook never runs"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("smoke_tests") && warnings[1].contains("a hook of the service's own"),
+        "{warnings:?}"
+    );
+    assert!(warnings[2].contains("did you mean `post_promote`?"), "{warnings:?}");
 }

@@ -18,8 +18,6 @@ use crate::yaml::{Node, Value};
 /// Keys porter has that this product accepts but does not act on (yet).
 /// Each one present gets exactly one warning.
 const NOT_ACTED_ON: &[(&str, &str)] = &[
-    ("hooks", "deployment hooks run in Docker on porter's build box"),
-    ("slack", "notifications go to the pipeline's SNS topic instead"),
     ("haproxy", "instances are served by the ELB directly"),
     ("hot_swap", "every release gets a new stack (blue/green)"),
     ("autowire_security_groups", "the generated security group is used as is"),
@@ -30,7 +28,18 @@ const NOT_ACTED_ON: &[(&str, &str)] = &[
     ("dockerfile_build", "the build stage builds the image"),
     ("uid", "the payload runs as the service user"),
     ("read_only", "the payload runs as the service user"),
-    ("src_env_file", "secrets come from the instance role"),
+    (
+        "src_env_file",
+        "porter sealed an env file's values into the stack; here `secrets:` names them (Secrets Manager or SSM) and each instance reads them at boot",
+    ),
+    (
+        "secrets_exec_name",
+        "porter ran this command on its build box and sealed its output into the stack; here `secrets:` names the values (Secrets Manager or SSM) and each instance reads them at boot",
+    ),
+    (
+        "secrets_exec_args",
+        "porter ran `secrets_exec_name` with these on its build box; here `secrets:` names the values and each instance reads them at boot",
+    ),
     ("pids_limit", "not enforced on the host"),
 ];
 
@@ -50,6 +59,7 @@ const ENV_KEYS: &[&str] = &[
     "blackout_windows",
     "regions",
     "rollout",
+    "secrets",
     "hot_swap",
     "haproxy",
     "autowire_security_groups",
@@ -71,6 +81,9 @@ const REGION_KEYS: &[&str] = &[
     "stack_definition_path",
     "containers",
     "rollout",
+    "secrets",
+    "secrets_exec_name",
+    "secrets_exec_args",
 ];
 const CONTAINER_KEYS: &[&str] = &[
     "name",
@@ -108,11 +121,19 @@ pattern!(subnet_re, r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$");
 pattern!(bucket_re, r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$");
 pattern!(elb_re, r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?$");
 pattern!(instance_type_re, r"^[a-z][a-z0-9-]*\.[a-z0-9]+$");
+pattern!(variable_re, r"^[A-Za-z_][A-Za-z0-9_]{0,127}$");
+pattern!(hook_name_re, r"^[a-z][a-z0-9_]{0,63}$");
+pattern!(secretsmanager_name_re, r"^[A-Za-z0-9/_+=.@-]{1,512}$");
+pattern!(ssm_name_re, r"^[A-Za-z0-9/_.-]{1,2048}$");
 
 struct Checker<'a> {
     repo_root: &'a Path,
     diagnostics: Vec<Diagnostic>,
     warned: HashSet<&'static str>,
+    /// The service and environment being checked, when their names are
+    /// valid: secrets must live under names made of them.
+    service: Option<String>,
+    environment: Option<String>,
 }
 
 impl Checker<'_> {
@@ -166,6 +187,16 @@ impl Checker<'_> {
     /// act on get one warning each; unknown keys are errors with the list of
     /// known ones, since a typo would otherwise be silently ignored.
     fn keys(&mut self, entries: &[(Node, Node)], path: &str, known: &[&str], allow_underscore: bool) {
+        self.check_keys(entries, path, known, allow_underscore, true);
+    }
+
+    /// [`Checker::keys`] where a key porter does not act on elsewhere has
+    /// a meaning of its own (a hook's `dockerfile`).
+    fn keys_acted_on(&mut self, entries: &[(Node, Node)], path: &str, known: &[&str]) {
+        self.check_keys(entries, path, known, false, false);
+    }
+
+    fn check_keys(&mut self, entries: &[(Node, Node)], path: &str, known: &[&str], allow_underscore: bool, warn: bool) {
         let mut seen = HashSet::new();
         for (k, _) in entries {
             let Some(key) = k.as_str() else {
@@ -191,7 +222,7 @@ impl Checker<'_> {
                 self.error(k, &key_path, message);
                 continue;
             }
-            if let Some((name, why)) = NOT_ACTED_ON.iter().find(|(n, _)| *n == key) {
+            if let Some((name, why)) = NOT_ACTED_ON.iter().find(|(n, _)| warn && *n == key) {
                 if self.warned.insert(name) {
                     self.report(
                         Severity::Warning,
@@ -394,6 +425,8 @@ pub(super) fn validate(root: &Node, repo_root: &Path) -> (Option<Config>, Vec<Di
         repo_root,
         diagnostics: Vec::new(),
         warned: HashSet::new(),
+        service: None,
+        environment: None,
     };
     let config = check_root(&mut c, root);
     let mut diagnostics = c.diagnostics;
@@ -418,6 +451,7 @@ fn check_root(c: &mut Checker, root: &Node) -> Option<Config> {
             None
         }
     });
+    c.service = service_name.clone();
     // porter itself refuses a porter_version that is not vMAJOR.MINOR.PATCH
     // ("Invalid porter_version"); so does this product. It is recorded,
     // not used: nothing here downloads porter.
@@ -482,7 +516,11 @@ fn check_root(c: &mut Checker, root: &Node) -> Option<Config> {
             }
         }
     }
+    let slack = check_slack(c, root);
+    let hooks = check_hooks(c, root);
     Some(Config {
+        slack: slack?,
+        hooks: hooks?,
         service_name: service_name?,
         porter_version,
         environments,
@@ -504,8 +542,10 @@ fn check_environment(c: &mut Checker, env: &Node, path: &str) -> Option<Environm
             None
         }
     });
+    c.environment = name.clone();
     let role_arn = check_role(c, env, path);
     let stack_definition = c.stack_definition(env, path);
+    let secrets = check_secrets(c, env, path);
     let instance_count = c.count(env, "instance_count", path).unwrap_or(1);
     let instance_type = match c.string(env, "instance_type", path, false) {
         Some((t, node)) if !instance_type_re().is_match(&t) => {
@@ -551,6 +591,7 @@ fn check_environment(c: &mut Checker, env: &Node, path: &str) -> Option<Environm
                         role_arn_given: has_value(env, "role_arn"),
                         stack_definition: stack_definition.as_ref(),
                         instance_count,
+                        secrets: secrets.as_deref(),
                     };
                     if let Some(r) = check_region(c, region, &rpath, &inherited) {
                         regions.push(r);
@@ -560,6 +601,7 @@ fn check_environment(c: &mut Checker, env: &Node, path: &str) -> Option<Environm
         }
     }
     let rollout = check_rollout(c, env, path, &regions);
+    secrets?;
     Some(Environment {
         name: name?,
         instance_type: instance_type?,
@@ -835,6 +877,8 @@ struct Inherited<'a> {
     role_arn_given: bool,
     stack_definition: Option<&'a StackDefinition>,
     instance_count: u32,
+    /// The environment's `secrets:` when they are valid.
+    secrets: Option<&'a [Secret]>,
 }
 
 fn check_region(c: &mut Checker, region: &Node, path: &str, inherited: &Inherited) -> Option<Region> {
@@ -913,6 +957,18 @@ fn check_region(c: &mut Checker, region: &Node, path: &str, inherited: &Inherite
         .stack_definition(region, path)
         .or_else(|| inherited.stack_definition.cloned());
     let rollout = check_region_rollout(c, region, path, instance_count);
+    // The region's own replace the environment's of the same variable.
+    let secrets = check_secrets(c, region, path).map(|own| {
+        let mut all: Vec<Secret> = inherited
+            .secrets
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| !own.iter().any(|o| o.variable == s.variable))
+            .cloned()
+            .collect();
+        all.extend(own);
+        all
+    });
 
     Some(Region {
         name: name?,
@@ -927,7 +983,426 @@ fn check_region(c: &mut Checker, region: &Node, path: &str, inherited: &Inherite
         containers: containers?,
         stack_definition,
         rollout: rollout?,
+        secrets: secrets?,
     })
+}
+
+/// The longest hook command: a script belongs in the repository.
+const MAX_HOOK_COMMAND: usize = 4096;
+
+/// `hooks:`: each hook name to a list of hooks, each with either porter's
+/// `dockerfile:` or this product's `command:`.
+fn check_hooks(c: &mut Checker, root: &Node) -> Option<BTreeMap<String, Vec<Hook>>> {
+    let Some(node) = root.get("hooks").filter(|n| !n.is_null()) else {
+        return Some(BTreeMap::new());
+    };
+    let entries = c.mapping(node, "hooks", "hooks by name (pre_provision: [...], ...)")?;
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for (k, v) in entries {
+        let Some(name) = k.as_str() else {
+            c.error(k, "hooks", "hook names must be plain names");
+            ok = false;
+            continue;
+        };
+        let path = join("hooks", name);
+        if !hook_name_re().is_match(name) {
+            c.error(
+                k,
+                &path,
+                format!("`{name}` is not a hook name (lowercase letters, digits and `_`, like pre_provision)"),
+            );
+            ok = false;
+            continue;
+        }
+        if !DEPLOY_HOOKS.contains(&name) && name != EC2_BOOTSTRAP {
+            let near = closest(name, DEPLOY_HOOKS)
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            c.report(
+                Severity::Warning,
+                k,
+                &path,
+                format!("`{name}` is a hook of the service's own{near}: a deploy runs only pre_/post_ of pack, provision, promote and prune, and ec2_bootstrap"),
+            );
+        }
+        if v.is_null() {
+            continue;
+        }
+        let Some(items) = c.list(v, &path, "hooks") else {
+            ok = false;
+            continue;
+        };
+        let mut hooks = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match check_hook(c, item, &format!("{path}[{i}]"), name) {
+                Some(h) => hooks.push(h),
+                None => ok = false,
+            }
+        }
+        out.insert(name.to_string(), hooks);
+    }
+    ok.then_some(out)
+}
+
+fn check_hook(c: &mut Checker, node: &Node, path: &str, name: &str) -> Option<Hook> {
+    let entries = c.mapping(node, path, "a hook")?;
+    c.keys_acted_on(
+        entries,
+        path,
+        &[
+            "dockerfile",
+            "command",
+            "repo",
+            "ref",
+            "environment",
+            "concurrent",
+            "run_condition",
+        ],
+    );
+    let mut ok = true;
+    let dockerfile = c.string(node, "dockerfile", path, false);
+    let command = c.string(node, "command", path, false);
+    let repo = c.string(node, "repo", path, false).map(|(r, _)| r);
+    let git_ref = c.string(node, "ref", path, false);
+    if let (Some((_, n)), None) = (&git_ref, &repo) {
+        c.error(
+            n,
+            &join(path, "ref"),
+            "`ref` names a revision of `repo`; give the repo too",
+        );
+        ok = false;
+    }
+    let run = match (dockerfile, command) {
+        (Some((_, n)), Some(_)) => {
+            c.error(
+                n,
+                &join(path, "dockerfile"),
+                "give `dockerfile:` or `command:`, not both",
+            );
+            None
+        }
+        (Some((file, n)), None) => {
+            let escapes = std::path::Path::new(&file)
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+            if escapes || file.is_empty() {
+                c.error(
+                    n,
+                    &join(path, "dockerfile"),
+                    format!("`{file}` must be a path inside the repository, relative to its root, without `..`"),
+                );
+                None
+            } else {
+                Some(HookRun::Dockerfile(file))
+            }
+        }
+        (None, Some((cmd, n))) => {
+            if cmd.trim().is_empty() || cmd.len() > MAX_HOOK_COMMAND {
+                c.error(n, &join(path, "command"), format!("a command is 1 to {MAX_HOOK_COMMAND} characters; put a longer one in a script in the repository"));
+                None
+            } else {
+                Some(HookRun::Command(cmd))
+            }
+        }
+        // A plugin without one builds its repository's own Dockerfile.
+        (None, None) if repo.is_some() => Some(HookRun::Dockerfile("Dockerfile".into())),
+        (None, None) => {
+            c.error(node, path, "a hook needs `dockerfile:` (porter's: built and run in Docker) or `command:` (run in the repository root)");
+            None
+        }
+    };
+    let concurrent = match c.string(node, "concurrent", path, false) {
+        None => false,
+        Some((t, _)) if ["true", "yes"].contains(&t.as_str()) => true,
+        Some((t, _)) if ["false", "no"].contains(&t.as_str()) => false,
+        Some((t, n)) => {
+            c.error(
+                n,
+                &join(path, "concurrent"),
+                format!("expected true or false, found `{t}`"),
+            );
+            ok = false;
+            false
+        }
+    };
+    let run_condition = match c.string(node, "run_condition", path, false) {
+        None => RunCondition::Pass,
+        Some((t, n)) => match t.as_str() {
+            "pass" => RunCondition::Pass,
+            "fail" => {
+                if name.starts_with("pre_") || name == EC2_BOOTSTRAP {
+                    c.report(
+                        Severity::Warning,
+                        n,
+                        &join(path, "run_condition"),
+                        format!("this hook never runs: {name} runs before anything it could follow has failed"),
+                    );
+                }
+                RunCondition::Fail
+            }
+            "always" => RunCondition::Always,
+            _ => {
+                c.error(
+                    n,
+                    &join(path, "run_condition"),
+                    format!("`{t}` is not a run condition; expected pass, fail or always"),
+                );
+                ok = false;
+                RunCondition::Pass
+            }
+        },
+    };
+    let mut environment = BTreeMap::new();
+    if let Some(env) = node.get("environment").filter(|n| !n.is_null()) {
+        let epath = join(path, "environment");
+        match c.mapping(
+            env,
+            &epath,
+            "variables (`NAME: value`, or `NAME:` to pass the deploy's own)",
+        ) {
+            None => ok = false,
+            Some(vars) => {
+                for (k, v) in vars {
+                    let Some(var) = k.as_str().filter(|v| variable_re().is_match(v)) else {
+                        c.error(
+                            k,
+                            &epath,
+                            "expected an environment variable name (a letter or `_`, then letters, digits and `_`)",
+                        );
+                        ok = false;
+                        continue;
+                    };
+                    if var.starts_with("PORTER_") {
+                        c.error(
+                            k,
+                            &join(&epath, var),
+                            format!("`{var}`: PORTER_ variables are the release's facts, which porter sets"),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    let value = if v.is_null() {
+                        None
+                    } else {
+                        v.as_str().map(str::to_string)
+                    };
+                    if !v.is_null() && value.is_none() {
+                        c.error(
+                            v,
+                            &join(&epath, var),
+                            format!("expected a single value, found {}", v.kind()),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    environment.insert(var.to_string(), value);
+                }
+            }
+        }
+    }
+    let run = run?;
+    ok.then_some(Hook {
+        run,
+        repo,
+        git_ref: git_ref.map(|(r, _)| r),
+        environment,
+        concurrent,
+        run_condition,
+    })
+}
+
+/// `slack:`: porter's webhook keys, each `secretsmanager:NAME` of a secret
+/// under the service's `porter/SERVICE/notifications/`. A URL in clear is a
+/// credential anyone who reads the repository can post with: it is not
+/// used, and each one gets a warning saying where to put it.
+fn check_slack(c: &mut Checker, root: &Node) -> Option<BTreeMap<String, String>> {
+    let Some(node) = root.get("slack").filter(|n| !n.is_null()) else {
+        return Some(BTreeMap::new());
+    };
+    let entries = c.mapping(node, "slack", "webhooks, each `KEY: secretsmanager:NAME`")?;
+    c.keys(entries, "slack", SLACK_KEYS, false);
+    let prefix = c.service.as_deref().map(webhook_prefix);
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for (k, v) in entries {
+        let Some(key) = k.as_str().filter(|k| SLACK_KEYS.contains(k)) else {
+            continue; // reported by `keys`
+        };
+        let path = join("slack", key);
+        if v.is_null() {
+            continue;
+        }
+        let Some(value) = v.as_str() else {
+            c.error(v, &path, format!("expected `secretsmanager:NAME`, found {}", v.kind()));
+            ok = false;
+            continue;
+        };
+        let store_as = prefix.clone().unwrap_or_else(|| "porter/SERVICE/notifications/".into());
+        if value.starts_with("https://") || value.starts_with("http://") {
+            // The URL itself is never repeated: it is the credential.
+            c.report(
+                Severity::Warning,
+                v,
+                &path,
+                format!("a webhook URL written in clear is not used: anyone who can read the repository can post with it. Store it in Secrets Manager as `{store_as}NAME` and write `secretsmanager:{store_as}NAME`"),
+            );
+            continue;
+        }
+        match value.strip_prefix("secretsmanager:") {
+            Some(name)
+                if secretsmanager_name_re().is_match(name)
+                    && prefix
+                        .as_deref()
+                        .is_none_or(|p| name.starts_with(p) && name.len() > p.len()) =>
+            {
+                out.insert(key.to_string(), name.to_string());
+            }
+            Some(name) => {
+                c.error(
+                    v,
+                    &path,
+                    format!("`{name}` is not a secret under `{store_as}`, the only place the notify function may read webhook URLs from"),
+                );
+                ok = false;
+            }
+            None => {
+                c.error(
+                    v,
+                    &path,
+                    format!("expected `secretsmanager:{store_as}NAME`: the secret that holds the webhook URL"),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// Variables a secret may not set: the boot script exports each secret
+/// before it reads the next and starts the service, so these would change
+/// how the boot itself runs (its PATH, its shell, its AWS credentials).
+fn reserved_variable(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "PATH",
+        "HOME",
+        "IFS",
+        "SHELL",
+        "ENV",
+        "CDPATH",
+        "GLOBIGNORE",
+        "SHELLOPTS",
+        "PS4",
+    ];
+    let upper = name.to_ascii_uppercase();
+    EXACT.contains(&upper.as_str()) || ["AWS_", "LD_", "BASH"].iter().any(|p| upper.starts_with(p))
+}
+
+/// `secrets:` of an environment or a region: a mapping of environment
+/// variable to `secretsmanager:NAME` or `ssm:NAME`, each name under the
+/// service's and environment's own prefix. `Some(empty)` when absent,
+/// `None` when any entry is wrong (each is reported).
+fn check_secrets(c: &mut Checker, parent: &Node, path: &str) -> Option<Vec<Secret>> {
+    let spath = join(path, "secrets");
+    let Some(node) = parent.get("secrets").filter(|n| !n.is_null()) else {
+        return Some(Vec::new());
+    };
+    let entries = c.mapping(
+        node,
+        &spath,
+        "secrets, each `VARIABLE: secretsmanager:NAME` or `VARIABLE: ssm:NAME`",
+    )?;
+    let mut secrets = Vec::new();
+    let mut ok = true;
+    let mut seen = HashSet::new();
+    for (k, v) in entries {
+        let Some(variable) = k.as_str() else {
+            c.error(k, &spath, "keys must be plain environment variable names");
+            ok = false;
+            continue;
+        };
+        let vpath = join(&spath, variable);
+        if !seen.insert(variable.to_string()) {
+            c.error(k, &vpath, format!("`{variable}` is set twice; keep one"));
+            ok = false;
+            continue;
+        }
+        if !variable_re().is_match(variable) {
+            c.error(
+                k,
+                &vpath,
+                format!("`{variable}` is not an environment variable name (a letter or `_`, then letters, digits and `_`, at most 128)"),
+            );
+            ok = false;
+            continue;
+        }
+        if reserved_variable(variable) {
+            c.error(
+                k,
+                &vpath,
+                format!("`{variable}` would change how the instance boots (PATH, the shell, AWS_*, LD_*, BASH*); give the service another name for it"),
+            );
+            ok = false;
+            continue;
+        }
+        let Some(reference) = v.as_str().filter(|_| !v.is_null()) else {
+            c.error(
+                v,
+                &vpath,
+                format!("expected `secretsmanager:NAME` or `ssm:NAME`, found {}", v.kind()),
+            );
+            ok = false;
+            continue;
+        };
+        let parsed = match reference.split_once(':') {
+            Some(("secretsmanager", name)) if secretsmanager_name_re().is_match(name) => {
+                Some((SecretStore::SecretsManager, name))
+            }
+            Some(("ssm", name)) if ssm_name_re().is_match(name) && !name.contains("//") => {
+                Some((SecretStore::Ssm, name))
+            }
+            Some(("secretsmanager", _)) => {
+                c.error(v, &vpath, "a Secrets Manager secret name is 1 to 512 letters, digits and `/_+=.@-` (a name, not an ARN: the secret is read in the deploy's own account and region)");
+                None
+            }
+            Some(("ssm", _)) => {
+                c.error(v, &vpath, "an SSM parameter name is 1 to 2048 letters, digits and `/_.-` (a name, not an ARN: the parameter is read in the deploy's own account and region)");
+                None
+            }
+            _ => {
+                c.error(
+                    v,
+                    &vpath,
+                    "expected `secretsmanager:NAME` or `ssm:NAME`: a reference to where the value lives, never the value itself",
+                );
+                None
+            }
+        };
+        let Some((store, name)) = parsed else {
+            ok = false;
+            continue;
+        };
+        if let (Some(service), Some(environment)) = (&c.service, &c.environment) {
+            let prefix = Secret::required_prefix(store, service, environment);
+            if !name.starts_with(&prefix) || name.len() == prefix.len() {
+                c.error(
+                    v,
+                    &vpath,
+                    format!(
+                        "`{name}` is not under `{prefix}`: a service's instances may read only their own environment's secrets (the release boundary allows nothing outside porter/); store it as `{prefix}...`"
+                    ),
+                );
+                ok = false;
+                continue;
+            }
+        }
+        secrets.push(Secret {
+            variable: variable.to_string(),
+            store,
+            name: name.to_string(),
+        });
+    }
+    ok.then_some(secrets)
 }
 
 fn check_azs(

@@ -1,0 +1,751 @@
+//! Hooks: the service's own steps around each phase (porter's `hooks:`).
+//!
+//! The deploy state machine calls this step between the phases with the
+//! hooks due there (`pre_pack` before pack; `post_pack` and
+//! `pre_provision` after it; and so on; on a failure, the failed phase's
+//! `post_` hooks with `run_condition: fail` or `always`). Hooks run in
+//! their list's order, a run of `concurrent: true` neighbours at once; the
+//! first that fails stops the deploy with its name and the end of its
+//! output.
+//!
+//! Hooks are repository code, so untrusted, and they never run inside a
+//! function: in AWS each is a CodeBuild build of the hooks project, whose
+//! role has no deploy, IAM or artifact-write rights (the step starts the
+//! builds and resumes until they end); on the local stack each is a
+//! process run as an unprivileged user in a copy of the repository. A
+//! `dockerfile:` hook needs a Docker engine: CodeBuild has one (the hooks
+//! project runs privileged); the local stack has none, so there it is
+//! skipped with a warning, or fails the deploy when asked to.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::aws::Aws;
+use crate::config::{self, Config, Hook, HookRun};
+use crate::pack::{self, Source};
+use crate::phase::{PhaseError, PhaseResult, Step};
+use crate::release::ReleaseRef;
+use crate::target::{Deployment, Target};
+
+/// How long the step waits between looks at running builds.
+const POLL_SECONDS: u32 = 15;
+/// How long a local hook may run: inside the local host's 300 s for one
+/// call of the step, which runs all its hooks.
+const LOCAL_TIMEOUT: Duration = Duration::from_secs(240);
+/// How much of a failed hook's output its error carries.
+const TAIL_LINES: usize = 20;
+const TAIL_BYTES: usize = 1500;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksInput {
+    /// The hooks due here, in order (`post_pack`, `pre_provision`).
+    pub points: Vec<String>,
+    /// Whether the phase before failed: the failure path's `post_` hooks.
+    #[serde(default)]
+    pub failed: bool,
+    /// The deploy's source: the repository the hooks run in.
+    pub source: Source,
+    pub environment: String,
+    /// The deploy's variables: what a hook's `NAME:` without a value gets.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// Pack's output, once there is one (its checked config is used).
+    #[serde(default)]
+    pub release: Option<ReleaseRef>,
+}
+
+/// Builds started for the group being run, and how far the step is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HooksState {
+    /// The next group to run, counted over all the points' groups.
+    pub next: usize,
+    /// The builds of group `next - 1` still to be seen ending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builds: Vec<Started>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ran: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Started {
+    pub hook: String,
+    pub build: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HooksDone {
+    /// Each hook that ran, as `post_pack[0]`.
+    pub ran: Vec<String>,
+    /// Each hook that did not, and why.
+    pub skipped: Vec<String>,
+}
+
+/// Where hooks run.
+#[derive(Debug, Clone)]
+pub enum Runner {
+    /// AWS: a build of this CodeBuild project per hook.
+    CodeBuild { project: String },
+    /// The local stack: a process per hook.
+    Local {
+        /// A `dockerfile:` hook fails the deploy instead of being skipped.
+        require_docker: bool,
+    },
+}
+
+/// One hook, ready to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// `post_pack[1]`: the hook's name and its place in the list.
+    pub label: String,
+    pub hook: Hook,
+    pub env: BTreeMap<String, String>,
+}
+
+pub async fn run(
+    aws: &Aws,
+    runner: &Runner,
+    input: &HooksInput,
+    state: Option<HooksState>,
+) -> PhaseResult<HooksState, HooksDone> {
+    let mut state = state.unwrap_or_default();
+    if let Some(bad) = input
+        .points
+        .iter()
+        .find(|p| !config::DEPLOY_HOOKS.contains(&p.as_str()))
+    {
+        return Err(PhaseError::Invalid(format!(
+            "`{bad}` is not a hook a deploy runs (expected one of: {})",
+            config::DEPLOY_HOOKS.join(", ")
+        )));
+    }
+    if matches!(input.source, Source::Release { .. }) {
+        // A packed release deployed again (a rollback) has no repository.
+        return Ok(Step::Done {
+            output: HooksDone {
+                ran: Vec::new(),
+                skipped: vec!["every hook: a release deployed again has no repository to run hooks in".into()],
+            },
+        });
+    }
+    let workspace = Workspace::open(aws, runner, input).await?;
+    let groups = groups(&workspace.config, input, &workspace.facts);
+    if groups.is_empty() {
+        return Ok(Step::Done {
+            output: HooksDone::default(),
+        });
+    }
+    match runner {
+        Runner::Local { require_docker } => {
+            let root = workspace
+                .root
+                .as_deref()
+                .expect("the local runner opens the repository");
+            for group in &groups[state.next.min(groups.len())..] {
+                let (ran, skipped) = run_local_group(root, group, *require_docker).await?;
+                state.ran.extend(ran);
+                state.skipped.extend(skipped);
+            }
+            Ok(Step::Done {
+                output: HooksDone {
+                    ran: state.ran,
+                    skipped: state.skipped,
+                },
+            })
+        }
+        Runner::CodeBuild { project } => {
+            let Source::S3 { bucket, key } = &input.source else {
+                return Err(PhaseError::Invalid(
+                    "hooks in CodeBuild need the deploy's source as a zip in S3 (a pipeline's source artifact)".into(),
+                ));
+            };
+            let codebuild = aws_sdk_codebuild::Client::new(aws.sdk_config());
+            if !state.builds.is_empty() {
+                if let Some(progress) = codebuild_check(&codebuild, &mut state).await? {
+                    return Ok(Step::Pending {
+                        state,
+                        wait_seconds: POLL_SECONDS,
+                        progress,
+                        percent: 0,
+                    });
+                }
+            }
+            let Some(group) = groups.get(state.next) else {
+                return Ok(Step::Done {
+                    output: HooksDone {
+                        ran: state.ran,
+                        skipped: state.skipped,
+                    },
+                });
+            };
+            for job in group {
+                let build = codebuild_start(&codebuild, project, bucket, key, job).await?;
+                state.builds.push(Started {
+                    hook: job.label.clone(),
+                    build,
+                });
+            }
+            state.next += 1;
+            let names: Vec<&str> = group.iter().map(|j| j.label.as_str()).collect();
+            Ok(Step::Pending {
+                state,
+                wait_seconds: POLL_SECONDS,
+                progress: format!("hooks: running {}", names.join(", ")),
+                percent: 0,
+            })
+        }
+    }
+}
+
+/// The release's facts, as every hook sees them.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub service: String,
+    pub environment: String,
+    pub version: Option<String>,
+    pub regions: Vec<String>,
+    pub stack: Option<String>,
+    pub elbs: Vec<String>,
+}
+
+/// The config the hooks come from, and (for the local runner) the
+/// repository they run in.
+struct Workspace {
+    config: Config,
+    facts: Facts,
+    root: Option<PathBuf>,
+    /// Holds a fetched source until the step ends.
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl Workspace {
+    async fn open(aws: &Aws, runner: &Runner, input: &HooksInput) -> Result<Workspace, PhaseError> {
+        let local = matches!(runner, Runner::Local { .. });
+        let (root, scratch) = match &input.source {
+            Source::Path(p) => (Some(p.clone()), None),
+            Source::S3 { bucket, key } if local || input.release.is_none() => {
+                let dir = tempfile::tempdir().map_err(|e| PhaseError::Retryable(format!("no scratch space: {e}")))?;
+                pack::fetch_zip(&aws.s3(), bucket, key, dir.path()).await?;
+                (Some(dir.path().to_path_buf()), Some(dir))
+            }
+            _ => (None, None),
+        };
+        // After pack, its checked config; before, the source's own, read
+        // as pack reads it.
+        let (config, version, regions) = match &input.release {
+            Some(release) => {
+                let target = Target {
+                    release: release.clone(),
+                    region: None,
+                    regions: Vec::new(),
+                };
+                let d = Deployment::load(aws, &target).await?;
+                (d.config, Some(d.release.version), d.release.regions)
+            }
+            None => {
+                let root = root.as_deref().expect("a source before pack is read into a folder");
+                let (file, repo) = config::locate(root);
+                let lookup = |name: &str| input.variables.get(name).cloned();
+                let loaded = config::load_file(&file, &repo, &lookup).map_err(|e| {
+                    PhaseError::Invalid(format!(
+                        "cannot read {}: {e}; the source must hold the service's .porter/config",
+                        file.display()
+                    ))
+                })?;
+                let config = loaded.deployable().map_err(PhaseError::Invalid)?;
+                (config, None, Vec::new())
+            }
+        };
+        let env = config.environment(&input.environment).map_err(PhaseError::Invalid)?;
+        let regions = if regions.is_empty() {
+            env.regions.iter().map(|r| r.name.clone()).collect()
+        } else {
+            regions
+        };
+        let elbs = env
+            .regions
+            .iter()
+            .flat_map(|r| r.elbs.iter().map(move |e| format!("{}:{}", r.name, e.name)))
+            .collect();
+        let facts = Facts {
+            service: config.service_name.clone(),
+            environment: env.name.clone(),
+            stack: version
+                .as_deref()
+                .map(|v| crate::template::stack_name(&config.service_name, &env.name, v)),
+            version,
+            regions,
+            elbs,
+        };
+        Ok(Workspace {
+            config,
+            facts,
+            root,
+            _scratch: scratch,
+        })
+    }
+}
+
+/// The hooks due, as groups run one after the other: each a hook alone,
+/// or a run of concurrent neighbours.
+pub fn groups(config: &Config, input: &HooksInput, facts: &Facts) -> Vec<Vec<Job>> {
+    let mut out: Vec<Vec<Job>> = Vec::new();
+    for point in &input.points {
+        let Some(hooks) = config.hooks.get(point) else { continue };
+        // A pre_ hook's phase has not run: it cannot have failed.
+        let failed = input.failed && point.starts_with("post_");
+        let mut last_concurrent = false;
+        for (i, hook) in hooks.iter().enumerate() {
+            if !hook.run_condition.runs(failed) {
+                last_concurrent = false;
+                continue;
+            }
+            let job = Job {
+                label: format!("{point}[{i}]"),
+                hook: hook.clone(),
+                env: environment(hook, facts, &input.variables, point, failed),
+            };
+            match out.last_mut() {
+                Some(group) if hook.concurrent && last_concurrent => group.push(job),
+                _ => out.push(vec![job]),
+            }
+            last_concurrent = hook.concurrent;
+        }
+    }
+    out
+}
+
+/// What a hook's process sees: the release's facts as `PORTER_*`, then
+/// the variables its `environment:` names.
+pub fn environment(
+    hook: &Hook,
+    facts: &Facts,
+    variables: &BTreeMap<String, String>,
+    point: &str,
+    failed: bool,
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("PORTER_SERVICE".into(), facts.service.clone());
+    env.insert("PORTER_ENVIRONMENT".into(), facts.environment.clone());
+    env.insert("PORTER_REGIONS".into(), facts.regions.join(","));
+    env.insert("PORTER_HOOK".into(), point.to_string());
+    env.insert("PORTER_PHASE_FAILED".into(), failed.to_string());
+    env.insert("PORTER_ELBS".into(), facts.elbs.join(","));
+    if let Some(v) = &facts.version {
+        env.insert("PORTER_VERSION".into(), v.clone());
+    }
+    if let Some(s) = &facts.stack {
+        env.insert("PORTER_STACK".into(), s.clone());
+    }
+    for (name, value) in &hook.environment {
+        if let Some(v) = value.clone().or_else(|| variables.get(name).cloned()) {
+            env.insert(name.clone(), v);
+        }
+    }
+    env
+}
+
+/// The end of a hook's output: what its error carries.
+pub fn tail(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    let start = lines.len().saturating_sub(TAIL_LINES);
+    let text = lines[start..].join("\n");
+    if text.len() <= TAIL_BYTES {
+        return text;
+    }
+    let mut cut = text.len() - TAIL_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    format!("…{}", &text[cut..])
+}
+
+async fn run_local_group(
+    root: &Path,
+    group: &[Job],
+    require_docker: bool,
+) -> Result<(Vec<String>, Vec<String>), PhaseError> {
+    let mut ran = Vec::new();
+    let mut skipped = Vec::new();
+    let mut runs = Vec::new();
+    for job in group {
+        match &job.hook.run {
+            HookRun::Dockerfile(file) if require_docker => {
+                return Err(PhaseError::HookFailed {
+                    hook: job.label.clone(),
+                    reason: format!("it builds {file} with Docker, and the local stack has no Docker engine (run it in AWS, where it is a CodeBuild build, or give it `command:`)"),
+                });
+            }
+            HookRun::Dockerfile(file) => {
+                tracing::warn!(hook = %job.label, "skipped: a dockerfile hook needs a Docker engine");
+                skipped.push(format!(
+                    "{}: builds {file} with Docker, and the local stack has no Docker engine",
+                    job.label
+                ));
+            }
+            HookRun::Command(_) if job.hook.repo.is_some() => {
+                skipped.push(format!(
+                    "{}: its files come from another repository, which the local stack does not fetch",
+                    job.label
+                ));
+            }
+            HookRun::Command(cmd) => runs.push(run_local(root, job, cmd)),
+        }
+    }
+    for (job, result) in futures::future::join_all(runs).await {
+        result.map_err(|reason| PhaseError::HookFailed {
+            hook: job.label.clone(),
+            reason,
+        })?;
+        ran.push(job.label.clone());
+    }
+    Ok((ran, skipped))
+}
+
+/// The user local hooks run as when porter runs as root.
+const UNPRIVILEGED: (u32, u32) = (65534, 65534);
+
+/// Runs one `command:` hook in a copy of the repository, as `nobody` when
+/// this process is root, with the hook's variables only.
+async fn run_local<'j>(root: &Path, job: &'j Job, command: &str) -> (&'j Job, Result<(), String>) {
+    let result = async {
+        let scratch = tempfile::tempdir().map_err(|e| format!("no scratch space: {e}"))?;
+        let repo = scratch.path().join("repo");
+        copy_tree(root, &repo).map_err(|e| format!("cannot copy the repository: {e}"))?;
+        let as_root = running_as_root();
+        let mut cmd = if as_root {
+            hand_over(scratch.path(), UNPRIVILEGED)
+                .map_err(|e| format!("cannot hand the copy to the hook's user: {e}"))?;
+            let mut c = tokio::process::Command::new("setpriv");
+            c.args([
+                "--reuid",
+                &UNPRIVILEGED.0.to_string(),
+                "--regid",
+                &UNPRIVILEGED.1.to_string(),
+                "--clear-groups",
+                "--",
+                "bash",
+                "-c",
+                command,
+            ]);
+            c
+        } else {
+            let mut c = tokio::process::Command::new("bash");
+            c.args(["-c", command]);
+            c
+        };
+        cmd.current_dir(&repo)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", scratch.path())
+            .env("LANG", "C.UTF-8")
+            .envs(&job.env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|e| format!("cannot start it: {e}"))?;
+        let out = tokio::time::timeout(LOCAL_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| format!("still running after {} s, so it was stopped", LOCAL_TIMEOUT.as_secs()))?
+            .map_err(|e| format!("cannot wait for it: {e}"))?;
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        for line in text.lines() {
+            tracing::info!(hook = %job.label, "{line}");
+        }
+        if out.status.success() {
+            Ok(())
+        } else {
+            let code = out
+                .status
+                .code()
+                .map(|c| format!("exit {c}"))
+                .unwrap_or_else(|| "killed".into());
+            Err(format!("{code}; its output ends: {}", tail(&text)))
+        }
+    }
+    .await;
+    (job, result)
+}
+
+/// Whether this process runs as root (the owner of its own /proc entry).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Gives the scratch folder and everything in it to `(uid, gid)`.
+fn hand_over(dir: &Path, (uid, gid): (u32, u32)) -> std::io::Result<()> {
+    for entry in walkdir::WalkDir::new(dir) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// Copies a repository's files (not its links out, not `.git`).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in walkdir::WalkDir::new(from)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".git")
+    {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let rel = entry.path().strip_prefix(from).map_err(std::io::Error::other)?;
+        let dest = to.join(rel);
+        let kind = entry.file_type();
+        if kind.is_dir() {
+            std::fs::create_dir_all(&dest)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// The buildspec of one hook. What the repository wrote goes in as
+/// variables the fixed commands quote, never spliced into them; a
+/// `command:` is the repository's own shell, run as it is.
+pub fn buildspec(job: &Job) -> (String, Vec<(String, String)>) {
+    let mut vars: Vec<(String, String)> = job.env.clone().into_iter().collect();
+    let mut commands = Vec::new();
+    if let Some(repo) = &job.hook.repo {
+        vars.push(("PORTER_HOOK_REPO".into(), repo.clone()));
+        vars.push(("PORTER_HOOK_REF".into(), job.hook.git_ref.clone().unwrap_or_default()));
+        commands.push(
+            r#"git clone --depth 1 ${PORTER_HOOK_REF:+--branch "$PORTER_HOOK_REF"} "$PORTER_HOOK_REPO" /tmp/porter-plugin"#
+                .to_string(),
+        );
+    }
+    let context = if job.hook.repo.is_some() {
+        "/tmp/porter-plugin"
+    } else {
+        "$CODEBUILD_SRC_DIR"
+    };
+    match &job.hook.run {
+        HookRun::Command(cmd) => {
+            if job.hook.repo.is_some() {
+                commands.push(format!("cd {context}"));
+            }
+            commands.push(cmd.clone());
+        }
+        HookRun::Dockerfile(file) => {
+            vars.push(("PORTER_HOOK_DOCKERFILE".into(), file.clone()));
+            let pass: String = job.env.keys().map(|k| format!(" -e {k}")).collect();
+            commands.push(format!(
+                r#"docker build -t porter-hook -f "{context}/$PORTER_HOOK_DOCKERFILE" "{context}""#
+            ));
+            commands.push(format!(
+                r#"docker run --rm -v "$CODEBUILD_SRC_DIR:/repo_root"{pass} porter-hook"#
+            ));
+        }
+    }
+    let spec = serde_json::json!({
+        "version": "0.2",
+        "phases": {"build": {"commands": commands}}
+    });
+    (spec.to_string(), vars)
+}
+
+async fn codebuild_start(
+    codebuild: &aws_sdk_codebuild::Client,
+    project: &str,
+    bucket: &str,
+    key: &str,
+    job: &Job,
+) -> Result<String, PhaseError> {
+    use aws_sdk_codebuild::types::{EnvironmentVariable, EnvironmentVariableType, SourceType};
+    let (spec, vars) = buildspec(job);
+    let vars: Vec<EnvironmentVariable> = vars
+        .into_iter()
+        .map(|(name, value)| {
+            EnvironmentVariable::builder()
+                .name(name)
+                .value(value)
+                .r#type(EnvironmentVariableType::Plaintext)
+                .build()
+                .expect("name and value are set")
+        })
+        .collect();
+    let out = codebuild
+        .start_build()
+        .project_name(project)
+        .source_type_override(SourceType::S3)
+        .source_location_override(format!("{bucket}/{key}"))
+        .buildspec_override(spec)
+        .set_environment_variables_override(Some(vars))
+        .privileged_mode_override(matches!(job.hook.run, HookRun::Dockerfile(_)))
+        .send()
+        .await
+        .map_err(|e| crate::aws::classify(&format!("starting hook {} in CodeBuild", job.label), e))?;
+    out.build_value
+        .and_then(|b| b.id)
+        .ok_or_else(|| PhaseError::Aws(format!("CodeBuild started hook {} without a build id", job.label)))
+}
+
+/// Looks at the running builds (`state.builds`): `Some(progress)` while any runs, an error
+/// for the first that failed, `None` once all succeeded.
+pub async fn codebuild_check(
+    codebuild: &aws_sdk_codebuild::Client,
+    state: &mut HooksState,
+) -> Result<Option<String>, PhaseError> {
+    use aws_sdk_codebuild::types::StatusType;
+    let ids: Vec<String> = state.builds.iter().map(|b| b.build.clone()).collect();
+    let out = codebuild
+        .batch_get_builds()
+        .set_ids(Some(ids))
+        .send()
+        .await
+        .map_err(|e| crate::aws::classify("reading the hooks' builds", e))?;
+    let mut running = Vec::new();
+    for started in &state.builds {
+        let Some(build) = out.builds().iter().find(|b| b.id() == Some(started.build.as_str())) else {
+            return Err(PhaseError::Aws(format!(
+                "CodeBuild has no build {} (hook {})",
+                started.build, started.hook
+            )));
+        };
+        match build.build_status() {
+            Some(StatusType::Succeeded) => {}
+            Some(StatusType::InProgress) | None => running.push(started.hook.clone()),
+            Some(other) => {
+                // The failed phase's own words: CodeBuild's context for it.
+                let why: Vec<String> = build
+                    .phases()
+                    .iter()
+                    .filter(|p| p.phase_status().is_some_and(|s| *s != StatusType::Succeeded))
+                    .flat_map(|p| p.contexts().iter().filter_map(|c| c.message().map(str::to_string)))
+                    .collect();
+                return Err(PhaseError::HookFailed {
+                    hook: started.hook.clone(),
+                    reason: format!(
+                        "CodeBuild build {} ended {}{}",
+                        started.build,
+                        other.as_str(),
+                        if why.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", tail(&why.join("\n")))
+                        }
+                    ),
+                });
+            }
+        }
+    }
+    if running.is_empty() {
+        state.ran.extend(state.builds.drain(..).map(|b| b.hook));
+        Ok(None)
+    } else {
+        Ok(Some(format!("hooks: waiting for {}", running.join(", "))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunCondition;
+
+    fn hook(cmd: &str, concurrent: bool, run_condition: RunCondition) -> Hook {
+        Hook {
+            run: HookRun::Command(cmd.into()),
+            repo: None,
+            git_ref: None,
+            environment: BTreeMap::from([("TOKEN".into(), None), ("FIXED".into(), Some("1".into()))]),
+            concurrent,
+            run_condition,
+        }
+    }
+
+    fn input(points: &[&str], failed: bool) -> HooksInput {
+        HooksInput {
+            points: points.iter().map(|p| p.to_string()).collect(),
+            failed,
+            source: Source::Path("/nonexistent".into()),
+            environment: "staging".into(),
+            variables: BTreeMap::from([("TOKEN".into(), "t0k".into()), ("OTHER".into(), "x".into())]),
+            release: None,
+        }
+    }
+
+    #[test]
+    fn concurrent_neighbours_run_together_and_run_condition_follows_the_phase() {
+        let mut config: Config = serde_json::from_value(serde_json::json!({
+            "service_name": "web", "porter_version": null, "environments": []
+        }))
+        .unwrap();
+        config.hooks.insert(
+            "post_pack".into(),
+            vec![
+                hook("a", false, RunCondition::Pass),
+                hook("b", true, RunCondition::Pass),
+                hook("c", true, RunCondition::Always),
+                hook("d", false, RunCondition::Fail),
+                hook("e", true, RunCondition::Pass),
+            ],
+        );
+        config
+            .hooks
+            .insert("pre_provision".into(), vec![hook("f", false, RunCondition::Fail)]);
+        let facts = Facts {
+            service: "web".into(),
+            environment: "staging".into(),
+            ..Facts::default()
+        };
+        let labels = |failed| -> Vec<Vec<String>> {
+            groups(&config, &input(&["post_pack", "pre_provision"], failed), &facts)
+                .iter()
+                .map(|g| g.iter().map(|j| j.label.clone()).collect())
+                .collect()
+        };
+        assert_eq!(
+            labels(false),
+            [
+                vec!["post_pack[0]"],
+                vec!["post_pack[1]", "post_pack[2]"],
+                vec!["post_pack[4]"]
+            ]
+        );
+        assert_eq!(labels(true), [vec!["post_pack[2]"], vec!["post_pack[3]"]]);
+        let job = &groups(&config, &input(&["post_pack"], false), &facts)[0][0];
+        assert_eq!(
+            job.env["TOKEN"], "t0k",
+            "a name without a value gets the deploy's variable"
+        );
+        assert_eq!(job.env["FIXED"], "1");
+        assert_eq!(job.env["PORTER_HOOK"], "post_pack");
+        assert!(!job.env.contains_key("OTHER"), "only the variables the hook names");
+    }
+
+    #[test]
+    fn a_buildspec_quotes_what_the_repository_wrote_through_variables() {
+        let mut h = hook("make check", false, RunCondition::Pass);
+        h.run = HookRun::Dockerfile("hooks/x; rm -rf /".into());
+        h.repo = Some("https://example.com/plugins.git".into());
+        h.git_ref = Some("v1".into());
+        let job = Job {
+            label: "pre_pack[0]".into(),
+            hook: h,
+            env: BTreeMap::from([("PORTER_SERVICE".into(), "web".into())]),
+        };
+        let (spec, vars) = buildspec(&job);
+        assert!(!spec.contains("rm -rf") && !spec.contains("example.com"), "{spec}");
+        assert!(vars.contains(&("PORTER_HOOK_DOCKERFILE".into(), "hooks/x; rm -rf /".into())));
+        let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+        let commands = spec["phases"]["build"]["commands"].as_array().unwrap();
+        assert_eq!(commands.len(), 3, "{commands:?}");
+        assert!(commands[2].as_str().unwrap().contains("-e PORTER_SERVICE"));
+    }
+
+    #[test]
+    fn a_failure_keeps_the_end_of_the_output() {
+        let out: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let t = tail(&out);
+        assert!(t.starts_with("line 80") && t.ends_with("line 99"), "{t}");
+        assert!(tail(&"x".repeat(5000)).len() <= TAIL_BYTES + 3);
+    }
+}
