@@ -398,6 +398,18 @@ def self_test(template_path, case, cdk_template):
     lid = first(c, cdk_names_, "AWS::IAM::ManagedPolicy", "RegionalPhasesPolicy")
     c["Resources"][lid]["Properties"]["PolicyDocument"]["Statement"][0].pop("Condition")
     expect("a condition dropped from a CDK statement", sam, c)
+    # The release boundary's cap on secrets widened on the CDK side.
+    c = copy.deepcopy(cdk_template)
+    boundary = [r for lid, r in c["Resources"].items() if cdk_names_[lid] == "ReleaseRoleBoundary"]
+    capped = [st for b in boundary for st in b["Properties"]["PolicyDocument"]["Statement"]
+              if st.get("Sid") == "ServiceSecretValuesUnderPorter"]
+    if boundary and not capped:
+        print("FAIL  self-test: the CDK release boundary has no ServiceSecretValuesUnderPorter to widen")
+        failures.append("the release boundary's secrets cap")
+    for st in capped:
+        st["Resource"] = "*"
+    if capped:
+        expect("the release boundary's secrets cap widened in CDK", sam, c)
     # A resource only on one side.
     c = copy.deepcopy(cdk_template)
     c["Resources"]["Extra"] = {"Type": "AWS::SNS::Topic", "Properties": {}, "Metadata": {"aws:cdk:path": "Porter/Porter/Extra"}}

@@ -17,7 +17,9 @@ import { Asset } from "aws-cdk-lib/aws-s3-assets";
 import { Construct } from "constructs";
 
 /** The functions, each built by cargo-lambda from the crate of that name. */
-export const PORTER_FUNCTIONS = ["pack", "provision", "promote", "prune", "pipeline", "trigger", "lease"] as const;
+export const PORTER_FUNCTIONS = [
+  "pack", "provision", "promote", "prune", "pipeline", "trigger", "lease", "notify", "hooks",
+] as const;
 export type PorterFunction = (typeof PORTER_FUNCTIONS)[number];
 
 /** Retention periods the SAM template's LogRetentionDays allows. */
@@ -77,6 +79,12 @@ export interface PorterProps {
   readonly productionEnvironment?: string;
   /** An address subscribed to the notification topic. @default none */
   readonly notificationEmail?: string;
+  /**
+   * The hosts deploy notices may be posted to (a service's `slack:`
+   * webhooks), each `host` or `host:port`; a webhook URL in Secrets Manager
+   * that points elsewhere is not posted to. @default ["hooks.slack.com"]
+   */
+  readonly webhookHosts?: string[];
   /** How long the functions', the build's and the state machine's logs are kept. @default 365 */
   readonly logRetentionDays?: LogRetentionDays;
   /** The deploy state machine's definition. @default statemachines/deploy.asl.json of this repository */
@@ -94,6 +102,7 @@ const PATTERNS: Record<string, RegExp> = {
   branchEnvironments: /^[0-9a-zA-Z, ]*$/,
   stagingEnvironment: /^[A-Za-z0-9]+$/,
   productionEnvironment: /^[A-Za-z0-9]+$/,
+  webhookHosts: /^[a-z0-9.-]+(:[0-9]+)?(,[a-z0-9.-]+(:[0-9]+)?)*$/,
 };
 const RETENTION: number[] = [30, 60, 90, 180, 365, 731, 1827, 3653];
 
@@ -119,6 +128,8 @@ function resolveProps(props: PorterProps) {
     stagingEnvironment: props.stagingEnvironment ?? "staging",
     productionEnvironment: props.productionEnvironment ?? "production",
     notificationEmail: props.notificationEmail ?? "",
+    // The notify function reads it as a comma-separated string.
+    webhookHosts: (props.webhookHosts ?? ["hooks.slack.com"]).join(","),
     logRetentionDays: props.logRetentionDays ?? 365,
   };
   const problems: string[] = [];
@@ -166,10 +177,11 @@ function shippedDefinition(): string {
 }
 
 /**
- * porter, serverless: the seven Rust functions, the deploy state machine
+ * porter, serverless: the nine Rust functions, the deploy state machine
  * and its lease table, the artifact bucket and its KMS key, the deployment
- * role, the pipeline with its approval, the EventBridge rules and the
- * notification topic. The same stack as infra/template.yaml.
+ * role, the pipeline with its approval, the EventBridge rules, the
+ * notification topic and the CodeBuild project the service's hooks run in.
+ * The same stack as infra/template.yaml.
  */
 export class Porter extends Construct {
   /** The deploy state machine's ARN. */
@@ -410,10 +422,6 @@ export class Porter extends Construct {
                 "cloudwatch:PutMetricData",
                 "xray:PutTraceSegments",
                 "xray:PutTelemetryRecords",
-                "ssm:GetParameter",
-                "ssm:GetParameters",
-                "ssm:GetParametersByPath",
-                "secretsmanager:GetSecretValue",
                 "kms:Decrypt",
                 "kms:Encrypt",
                 "kms:GenerateDataKey",
@@ -428,6 +436,18 @@ export class Porter extends Construct {
                 "sts:GetCallerIdentity",
               ],
               Resource: "*",
+            },
+            {
+              Sid: "ServiceSecretsUnderPorter",
+              Effect: "Allow",
+              Action: ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
+              Resource: Fn.sub("arn:${AWS::Partition}:ssm:*:${AWS::AccountId}:parameter/porter/*"),
+            },
+            {
+              Sid: "ServiceSecretValuesUnderPorter",
+              Effect: "Allow",
+              Action: "secretsmanager:GetSecretValue",
+              Resource: Fn.sub("arn:${AWS::Partition}:secretsmanager:*:${AWS::AccountId}:secret:porter/*"),
             },
             {
               Sid: "NotPorterArtifacts",
@@ -942,6 +962,230 @@ export class Porter extends Construct {
       Environment: { Variables: { LEASE_TABLE: leaseTable.ref } },
     });
 
+    // ---- Notifications (the topic before the notify function that publishes to it)
+
+    const notificationKey = res("NotificationKey", "AWS::KMS::Key", {
+      Description: Fn.sub("${AWS::StackName}: the notification topic"),
+      EnableKeyRotation: true,
+      KeyPolicy: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Sid: "AccountIamPolicies",
+            Effect: "Allow",
+            Principal: { AWS: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root") },
+            Action: "kms:*",
+            Resource: "*",
+          },
+          {
+            Sid: "NotificationServicesPublish",
+            Effect: "Allow",
+            Principal: { Service: ["events.amazonaws.com", "codestar-notifications.amazonaws.com"] },
+            Action: ["kms:GenerateDataKey*", "kms:Decrypt"],
+            Resource: "*",
+            Condition: { StringEquals: { "kms:ViaService": Fn.sub("sns.${AWS::Region}.amazonaws.com") } },
+          },
+        ],
+      },
+    });
+
+    const notificationTopic = res("NotificationTopic", "AWS::SNS::Topic", { DisplayName: "porter deploys", KmsMasterKeyId: notificationKey.ref });
+
+    // ---- Deploy notices: the topic and the service's Slack webhooks
+
+    const notifyLogGroup = logGroup("NotifyLogGroup", `/aws/lambda/${Aws.STACK_NAME}-notify`);
+
+    const notifyFunctionRole = res("NotifyFunctionRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-notify"),
+      AssumeRolePolicyDocument: LAMBDA_TRUST,
+      Policies: [
+        {
+          PolicyName: "notify",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              {
+                Sid: "Publish",
+                Effect: "Allow",
+                Action: "sns:Publish",
+                Resource: notificationTopic.ref,
+              },
+              {
+                Sid: "TopicKey",
+                Effect: "Allow",
+                Action: ["kms:GenerateDataKey", "kms:Decrypt"],
+                Resource: att(notificationKey, "Arn"),
+              },
+              {
+                Sid: "ReadReleaseConfigs",
+                Effect: "Allow",
+                Action: "s3:GetObject",
+                Resource: Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              },
+              {
+                Sid: "ArtifactKey",
+                Effect: "Allow",
+                Action: "kms:Decrypt",
+                Resource: att(artifactKey, "Arn"),
+              },
+              {
+                Sid: "WebhookReferences",
+                Effect: "Allow",
+                Action: "ssm:GetParameter",
+                Resource: Fn.sub("arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/aws/reference/secretsmanager/porter/${ServiceName}/notifications/*", { ServiceName: p.serviceName }),
+              },
+              {
+                Sid: "WebhookUrls",
+                Effect: "Allow",
+                Action: "secretsmanager:GetSecretValue",
+                Resource: Fn.sub("arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:porter/${ServiceName}/notifications/*", { ServiceName: p.serviceName }),
+              },
+              logsTo(notifyLogGroup),
+              TRACING,
+            ],
+          },
+        },
+      ],
+    });
+
+    const notifyFunction = lambdaFunction("notify", notifyFunctionRole, notifyLogGroup, {
+      Description: "porter deploy notices (SNS topic and Slack webhooks)",
+      Timeout: 30,
+      Environment: {
+        Variables: {
+          ARTIFACT_BUCKET: artifactBucket.ref,
+          NOTIFICATION_TOPIC_ARN: notificationTopic.ref,
+          PORTER_SERVICE: p.serviceName,
+          PORTER_WEBHOOK_HOSTS: p.webhookHosts,
+        },
+      },
+    });
+
+    // ---- Hooks: the function starts CodeBuild builds; the hooks run there as HookRole
+
+    const hooksProjectLogGroup = logGroup("HooksProjectLogGroup", `/aws/codebuild/${Aws.STACK_NAME}-hooks`);
+
+    const hookRole = res("HookRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-hook"),
+      AssumeRolePolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Effect: "Allow",
+            Principal: { Service: "codebuild.amazonaws.com" },
+            Action: "sts:AssumeRole",
+            Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
+          },
+        ],
+      },
+      Policies: [
+        {
+          PolicyName: "hook",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              logsTo(hooksProjectLogGroup),
+              {
+                Sid: "SourceArtifact",
+                Effect: "Allow",
+                Action: ["s3:GetObject", "s3:GetObjectVersion"],
+                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              },
+              {
+                Sid: "NotReleasesOrContinuations",
+                Effect: "Deny",
+                Action: "s3:*",
+                Resource: [
+                  Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+                  Fn.sub("${ArtifactBucketArn}/porter-continuations/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+                ],
+              },
+              {
+                Sid: "ArtifactKey",
+                Effect: "Allow",
+                Action: "kms:Decrypt",
+                Resource: att(artifactKey, "Arn"),
+              },
+            ],
+          },
+        },
+      ],
+    });
+
+    const hooksProject = res("HooksProject", "AWS::CodeBuild::Project", {
+      Name: Fn.sub("${AWS::StackName}-hooks"),
+      Description: "Runs a service's hooks (the hooks function overrides source and buildspec per hook)",
+      ServiceRole: att(hookRole, "Arn"),
+      EncryptionKey: att(artifactKey, "Arn"),
+      TimeoutInMinutes: 30,
+      Source: {
+        Type: "NO_SOURCE",
+        BuildSpec: "version: 0.2\nphases:\n  build:\n    commands:\n      - echo \"porter: the hooks function starts this project with a hook's own buildspec\" && exit 1\n",
+      },
+      Artifacts: { Type: "NO_ARTIFACTS" },
+      Environment: {
+        Type: "LINUX_CONTAINER",
+        ComputeType: "BUILD_GENERAL1_SMALL",
+        Image: "aws/codebuild/amazonlinux-x86_64-standard:5.0",
+        PrivilegedMode: true,
+      },
+      LogsConfig: { CloudWatchLogs: { Status: "ENABLED", GroupName: hooksProjectLogGroup.ref } },
+    });
+
+    const hooksLogGroup = logGroup("HooksLogGroup", `/aws/lambda/${Aws.STACK_NAME}-hooks`);
+
+    const hooksFunctionRole = res("HooksFunctionRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-hooks"),
+      AssumeRolePolicyDocument: LAMBDA_TRUST,
+      Policies: [
+        {
+          PolicyName: "hooks",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              {
+                Sid: "RunHooks",
+                Effect: "Allow",
+                Action: ["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
+                Resource: att(hooksProject, "Arn"),
+              },
+              {
+                Sid: "ReadReleasesAndSources",
+                Effect: "Allow",
+                Action: "s3:GetObject",
+                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              },
+              {
+                Sid: "NotContinuations",
+                Effect: "Deny",
+                Action: "s3:GetObject",
+                Resource: Fn.sub("${ArtifactBucketArn}/porter-continuations/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              },
+              {
+                Sid: "ArtifactKey",
+                Effect: "Allow",
+                Action: "kms:Decrypt",
+                Resource: att(artifactKey, "Arn"),
+              },
+              logsTo(hooksLogGroup),
+              TRACING,
+            ],
+          },
+        },
+      ],
+    });
+
+    const hooksFunction = lambdaFunction("hooks", hooksFunctionRole, hooksLogGroup, {
+      Description: "porter hooks (started as CodeBuild builds and awaited)",
+      Timeout: 60,
+      Environment: {
+        Variables: {
+          ARTIFACT_BUCKET: artifactBucket.ref,
+          HOOKS_PROJECT: hooksProject.ref,
+        },
+      },
+    });
+
     // ---- The deploy state machine
 
     const deployStateMachineLogGroup = logGroup("DeployStateMachineLogGroup", `/aws/vendedlogs/states/${Aws.STACK_NAME}-deploy`);
@@ -975,6 +1219,8 @@ export class Porter extends Construct {
                   att(promoteFunction, "Arn"),
                   att(pruneFunction, "Arn"),
                   att(leaseFunction, "Arn"),
+                  att(notifyFunction, "Arn"),
+                  att(hooksFunction, "Arn"),
                 ],
               },
               {
@@ -1025,38 +1271,11 @@ export class Porter extends Construct {
         PromoteFunctionArn: att(promoteFunction, "Arn"),
         PruneFunctionArn: att(pruneFunction, "Arn"),
         LeaseFunctionArn: att(leaseFunction, "Arn"),
+        NotifyFunctionArn: att(notifyFunction, "Arn"),
+        HooksFunctionArn: att(hooksFunction, "Arn"),
       },
       TracingConfiguration: { Enabled: true },
     });
-
-    // ---- Notifications
-
-    const notificationKey = res("NotificationKey", "AWS::KMS::Key", {
-      Description: Fn.sub("${AWS::StackName}: the notification topic"),
-      EnableKeyRotation: true,
-      KeyPolicy: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Sid: "AccountIamPolicies",
-            Effect: "Allow",
-            Principal: { AWS: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root") },
-            Action: "kms:*",
-            Resource: "*",
-          },
-          {
-            Sid: "NotificationServicesPublish",
-            Effect: "Allow",
-            Principal: { Service: ["events.amazonaws.com", "codestar-notifications.amazonaws.com"] },
-            Action: ["kms:GenerateDataKey*", "kms:Decrypt"],
-            Resource: "*",
-            Condition: { StringEquals: { "kms:ViaService": Fn.sub("sns.${AWS::Region}.amazonaws.com") } },
-          },
-        ],
-      },
-    });
-
-    const notificationTopic = res("NotificationTopic", "AWS::SNS::Topic", { DisplayName: "porter deploys", KmsMasterKeyId: notificationKey.ref });
 
     // ---- The image build
 
@@ -1818,6 +2037,8 @@ export class Porter extends Construct {
       pipeline: att(pipelineFunction, "Arn"),
       trigger: att(triggerFunction, "Arn"),
       lease: att(leaseFunction, "Arn"),
+      notify: att(notifyFunction, "Arn"),
+      hooks: att(hooksFunction, "Arn"),
     };
   }
 }

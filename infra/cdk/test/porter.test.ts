@@ -15,9 +15,11 @@ const bootstrapDir = standInBootstraps();
 after(() => fs.rmSync(bootstrapDir, { recursive: true }));
 const base: PorterProps = { ...propsOf(CASES.default.parameters), bootstrapDir };
 const template = (props: Partial<PorterProps> = {}) => Template.fromStack(synth({ ...base, ...props }).stack);
+// What the state machine invokes.
+const STATES = ["Pack", "Provision", "Promote", "Prune", "Lease", "Notify", "Hooks"];
 const SHIPPED = JSON.parse(fs.readFileSync(path.join(__dirname, "..", "..", "..", "..", "statemachines", "deploy.asl.json"), "utf8"));
 
-test("seven functions on provided.al2023, arm64 unless asked, each with a role and log group of its own", () => {
+test("nine functions on provided.al2023, arm64 unless asked, each with a role and log group of its own", () => {
   const t = template();
   const fns = t.findResources("AWS::Lambda::Function");
   assert.equal(Object.keys(fns).length, PORTER_FUNCTIONS.length);
@@ -33,18 +35,26 @@ test("seven functions on provided.al2023, arm64 unless asked, each with a role a
   }
   assert.equal(roles.size, PORTER_FUNCTIONS.length);
   t.resourcePropertiesCountIs("AWS::Lambda::Function", { Architectures: ["x86_64"] }, 0);
-  template({ architecture: "x86_64" }).resourcePropertiesCountIs("AWS::Lambda::Function", { Architectures: ["x86_64"] }, 7);
+  template({ architecture: "x86_64" }).resourcePropertiesCountIs("AWS::Lambda::Function", { Architectures: ["x86_64"] }, PORTER_FUNCTIONS.length);
+  assert.deepEqual([...PORTER_FUNCTIONS].sort(), ["hooks", "lease", "notify", "pack", "pipeline", "promote", "provision", "prune", "trigger"]);
 });
 
-test("the state machine runs statemachines/deploy.asl.json with each phase's own function", () => {
+test("the state machine runs statemachines/deploy.asl.json with each phase's own function, the lease, notify and hooks", () => {
   const t = template();
   const [sm] = Object.values(t.findResources("AWS::StepFunctions::StateMachine"));
   assert.deepEqual(JSON.parse(sm.Properties.DefinitionString), SHIPPED);
   const fns = t.findResources("AWS::Lambda::Function");
   const byName = (name: string) => Object.keys(fns).find((id) => fns[id].Properties.FunctionName["Fn::Sub"] === `\${AWS::StackName}-${name}`);
   assert.deepEqual(sm.Properties.DefinitionSubstitutions, Object.fromEntries(
-    ["Pack", "Provision", "Promote", "Prune", "Lease"].map((p) => [`${p}FunctionArn`, { "Fn::GetAtt": [byName(p.toLowerCase()), "Arn"] }]),
+    STATES.map((p) => [`${p}FunctionArn`, { "Fn::GetAtt": [byName(p.toLowerCase()), "Arn"] }]),
   ));
+  // It may invoke exactly those, nothing else.
+  const roles = t.findResources("AWS::IAM::Role");
+  const invoke = Object.values(roles).flatMap((r) => r.Properties.Policies ?? [])
+    .flatMap((pol: { PolicyDocument: { Statement: { Action: string; Resource: unknown }[] } }) => pol.PolicyDocument.Statement)
+    .filter((s) => s.Action === "lambda:InvokeFunction" && Array.isArray(s.Resource));
+  assert.equal(invoke.length, 1);
+  assert.deepEqual(invoke[0].Resource, STATES.map((p) => ({ "Fn::GetAtt": [byName(p.toLowerCase()), "Arn"] })));
   assert.equal(sm.Properties.StateMachineType, "STANDARD");
 });
 
@@ -67,6 +77,65 @@ test("the artifact bucket: SSE-KMS under its own rotating key, versioned, not pu
       ]),
     }),
   });
+});
+
+test("release roles read secrets and parameters only under porter/ (the boundary caps them)", () => {
+  const [boundary] = Object.values(template().findResources("AWS::IAM::ManagedPolicy", { Properties: { ManagedPolicyName: "porter-release-boundary" } }));
+  const statements: { Sid: string; Effect: string; Action: string | string[]; Resource: unknown }[] = boundary.Properties.PolicyDocument.Statement;
+  const reads = ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "secretsmanager:GetSecretValue"];
+  const granting = (a: string) => statements.filter((s) => s.Effect === "Allow" && ([] as string[]).concat(s.Action).includes(a));
+  for (const a of reads) {
+    const [s, ...more] = granting(a);
+    assert.equal(more.length, 0, `${a}: one statement`);
+    assert.deepEqual(s.Resource, a.startsWith("ssm:")
+      ? { "Fn::Sub": "arn:${AWS::Partition}:ssm:*:${AWS::AccountId}:parameter/porter/*" }
+      : { "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:*:${AWS::AccountId}:secret:porter/*" }, a);
+  }
+});
+
+test("notify publishes to the topic and reads webhook URLs under porter/SERVICE/notifications/ only, posting to webhookHosts", () => {
+  const t = template();
+  const role = (name: string) => Object.values(t.findResources("AWS::IAM::Role", { Properties: { RoleName: { "Fn::Sub": `\${AWS::StackName}-${name}` } } }))[0];
+  const [notifyPolicy] = role("notify").Properties.Policies;
+  const bySid = Object.fromEntries(notifyPolicy.PolicyDocument.Statement.map((s: { Sid: string }) => [s.Sid, s]));
+  assert.deepEqual(Object.keys(bySid).sort(), ["ArtifactKey", "Logs", "Publish", "ReadReleaseConfigs", "TopicKey", "Tracing", "WebhookReferences", "WebhookUrls"]);
+  assert.deepEqual(bySid.WebhookUrls.Resource, {
+    "Fn::Sub": ["arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:porter/${ServiceName}/notifications/*", { ServiceName: "hello" }],
+  });
+  assert.deepEqual(bySid.WebhookReferences.Resource, {
+    "Fn::Sub": ["arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/aws/reference/secretsmanager/porter/${ServiceName}/notifications/*", { ServiceName: "hello" }],
+  });
+  t.hasResourceProperties("AWS::Lambda::Function", {
+    FunctionName: { "Fn::Sub": "${AWS::StackName}-notify" },
+    Timeout: 30,
+    Environment: { Variables: Match.objectLike({ PORTER_SERVICE: "hello", PORTER_WEBHOOK_HOSTS: "hooks.slack.com" }) },
+  });
+  template({ webhookHosts: ["hooks.slack.com", "chat.example.com:8443"] }).hasResourceProperties("AWS::Lambda::Function", {
+    Environment: { Variables: Match.objectLike({ PORTER_WEBHOOK_HOSTS: "hooks.slack.com,chat.example.com:8443" }) },
+  });
+});
+
+test("hooks run in CodeBuild as HookRole, which may read the source and write its logs, never releases or continuation state", () => {
+  const t = template();
+  const [project] = Object.values(t.findResources("AWS::CodeBuild::Project", { Properties: { Name: { "Fn::Sub": "${AWS::StackName}-hooks" } } }));
+  const hookRoles = t.findResources("AWS::IAM::Role", { Properties: { RoleName: { "Fn::Sub": "${AWS::StackName}-hook" } } });
+  const [hookRoleId] = Object.keys(hookRoles);
+  assert.deepEqual(project.Properties.ServiceRole, { "Fn::GetAtt": [hookRoleId, "Arn"] });
+  assert.equal(project.Properties.Source.Type, "NO_SOURCE");
+  const trust = hookRoles[hookRoleId].Properties.AssumeRolePolicyDocument.Statement[0];
+  assert.deepEqual(trust.Condition, { StringEquals: { "aws:SourceAccount": { Ref: "AWS::AccountId" } } });
+  const statements: { Effect: string; Action: string | string[]; Resource: unknown }[] = hookRoles[hookRoleId].Properties.Policies[0].PolicyDocument.Statement;
+  const allowed = statements.filter((s) => s.Effect === "Allow").flatMap((s) => ([] as string[]).concat(s.Action)).sort();
+  assert.deepEqual(allowed, ["kms:Decrypt", "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:GetObjectVersion"]);
+  const deny = statements.find((s) => s.Effect === "Deny");
+  assert.equal(deny?.Action, "s3:*");
+  assert.match(JSON.stringify(deny?.Resource), /porter-deployment\/\*.*porter-continuations\/\*/);
+  // The function that starts the builds may start only these, and never read continuation state.
+  const [fnRole] = Object.values(t.findResources("AWS::IAM::Role", { Properties: { RoleName: { "Fn::Sub": "${AWS::StackName}-hooks" } } }));
+  const fnStatements: { Sid: string; Effect: string; Action: unknown; Resource: unknown }[] = fnRole.Properties.Policies[0].PolicyDocument.Statement;
+  const [projectId] = Object.keys(t.findResources("AWS::CodeBuild::Project", { Properties: { Name: { "Fn::Sub": "${AWS::StackName}-hooks" } } }));
+  assert.deepEqual(fnStatements.find((s) => s.Sid === "RunHooks")?.Resource, { "Fn::GetAtt": [projectId, "Arn"] });
+  assert.ok(fnStatements.some((s) => s.Sid === "NotContinuations" && s.Effect === "Deny" && s.Action === "s3:GetObject"));
 });
 
 test("no policy grants every action, and only the documented statements use every resource", () => {
@@ -159,6 +228,11 @@ test("what the SAM template's parameters refuse, the props refuse", () => {
     [{ deployAction: "Poll" as "Invoke" }, /deployAction/],
     [{ logRetentionDays: 7 as 30 }, /logRetentionDays/],
     [{ regionBucketNames: [] }, /regionBucketNames/],
+    [{ webhookHosts: [] }, /webhookHosts/],
+    [{ webhookHosts: ["Hooks.Slack.com"] }, /webhookHosts/],
+    [{ webhookHosts: ["https://hooks.slack.com"] }, /webhookHosts/],
+    [{ webhookHosts: ["hooks.slack.com:"] }, /webhookHosts/],
+    [{ webhookHosts: ["hooks.slack.com", ""] }, /webhookHosts/],
     [{ branchEnvironments: ["dev", "production"] }, /branchEnvironments/],
     [{ bootstrapDir: path.join(bootstrapDir, "nowhere") }, /build the functions first/],
   ];
