@@ -53,7 +53,7 @@ lint:
 # The debug build with the tests' dev-dependencies: the SDK's test
 # utilities are features, so building without them here would compile the
 # SDK twice.
-test: venv npm check-asl lint lambda check-infra
+test: venv npm check-asl lint lambda check-infra check-cdk
 	cargo build --workspace --all-targets
 	cargo test --workspace
 	$(TARGET_DIR)/debug/porter-fuzz --inputs $(FUZZ_SHORT) --out $(TARGET_DIR)/fuzz-out
@@ -77,7 +77,7 @@ bench: venv
 	scripts/bench.sh
 
 clean:
-	rm -rf $(VENV) node_modules .local
+	rm -rf $(VENV) node_modules .local $(CDK)/node_modules $(CDK)/dist $(CDK)/cdk.out
 
 # infra/: SAM CLI and checkov, each in a virtualenv of its own (their pins
 # clash with moto's and with each other's).
@@ -111,3 +111,31 @@ check-infra: venv venv-sam venv-checkov
 # Ships infra/template.yaml to your AWS account: README, "Deploy to AWS".
 deploy: venv venv-sam
 	cd infra && $(SAM) build --parameter-overrides Architecture=$(ARCH) && $(SAM) deploy --guided
+
+# infra/cdk: the same stack as a CDK construct (README, "Deploy with CDK").
+# Its npm packages (aws-cdk-lib, the CDK CLI that reads what that library
+# synthesizes, TypeScript) are pinned in its own package-lock.json.
+CDK := infra/cdk
+
+.PHONY: npm-cdk check-cdk deploy-cdk
+
+$(CDK)/node_modules/.installed: $(CDK)/package.json $(CDK)/package-lock.json
+	cd $(CDK) && npm ci --no-audit --no-fund --silent
+	touch $@
+
+npm-cdk: $(CDK)/node_modules/.installed
+
+# cdk synth, the assertion tests, parity with infra/template.yaml (and the
+# parity check broken on purpose), the stacks in moto: no AWS account, no build.
+check-cdk: venv venv-sam npm-cdk
+	scripts/check-cdk.sh
+
+# The functions for ARCH (as `sam build` builds them for `make deploy`),
+# then `cdk deploy` of infra/cdk's app. --strict: the app warns when it
+# would deploy stand-in bootstraps or the example service's values, and a
+# warning stops the deploy. Pass the values `make deploy` asks for as
+# CDK_ARGS="-c serviceName=... -c repositoryName=... -c regionBucketNames=a,b".
+deploy-cdk: venv npm-cdk
+	cargo lambda build --release $(if $(filter arm64,$(ARCH)),--arm64,--x86-64) $(addprefix --bin ,$(FUNCTIONS))
+	cd $(CDK) && npm run --silent build && CDK_DISABLE_CLI_TELEMETRY=true \
+	  npx --no-install cdk deploy --strict -c architecture=$(ARCH) $(CDK_ARGS)

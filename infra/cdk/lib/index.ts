@@ -1,0 +1,2 @@
+export * from "./porter";
+export * from "./pins";

@@ -1,0 +1,2044 @@
+// The stack infra/template.yaml creates, as one construct a CDK app
+// composes. The SAM template stays the reference: every resource here has
+// the SAM logical id as its construct id, and scripts/check_cdk_parity.py
+// holds the two to the same resources, state machine definition and IAM
+// statements (make check-cdk). Why each statement and setting is what it
+// is, is said once, next to it in infra/template.yaml.
+//
+// L1 resources with CloudFormation's own property names, not L2 constructs:
+// L2 grants and defaults add statements and resources of their own (wider
+// log and KMS rights, a custom resource for log retention), which would
+// make this stack differ from the SAM one it has to equal.
+
+import * as fs from "fs";
+import * as path from "path";
+import { Aws, CfnOutput, CfnResource, Fn, RemovalPolicy, Token } from "aws-cdk-lib";
+import { Asset } from "aws-cdk-lib/aws-s3-assets";
+import { Construct } from "constructs";
+
+/** The functions, each built by cargo-lambda from the crate of that name. */
+export const PORTER_FUNCTIONS = [
+  "pack", "provision", "promote", "prune", "pipeline", "trigger", "lease", "notify", "hooks",
+] as const;
+export type PorterFunction = (typeof PORTER_FUNCTIONS)[number];
+
+/** Retention periods the SAM template's LogRetentionDays allows. */
+export type LogRetentionDays = 30 | 60 | 90 | 180 | 365 | 731 | 1827 | 3653;
+
+export interface PorterProps {
+  /**
+   * The service this stack deploys: the repository's .porter/config must
+   * name it as service_name. The deployment role's rights on stacks and
+   * load balancers are scoped to it.
+   */
+  readonly serviceName: string;
+  /** The CodeCommit repository of the service to deploy. */
+  readonly repositoryName: string;
+  /** The region buckets of the service (.porter/config s3_bucket) in this account. */
+  readonly regionBucketNames: string[];
+  /** KMS keys of those buckets (.porter/config sse_kms_key_id); none when they use the AWS managed key. */
+  readonly regionBucketKeyArns?: string[];
+  /** The functions' CPU. @default "arm64" */
+  readonly architecture?: "arm64" | "x86_64";
+  /**
+   * The directory holding each function's built bootstrap as
+   * `<dir>/<function>/bootstrap` (what `cargo lambda build --release` makes
+   * in `$CARGO_TARGET_DIR/lambda`). Synth only zips what is there: it never
+   * builds. @default `$CARGO_TARGET_DIR/lambda`, else `./target/lambda`
+   */
+  readonly bootstrapDir?: string;
+  /** Name of the deployment role this stack creates. @default "porter-deployment" */
+  readonly deploymentRoleName?: string;
+  /**
+   * The deployment roles (other accounts) the phase functions may assume;
+   * empty means the role this stack creates. Listed roles must exist
+   * before the deploy. @default []
+   */
+  readonly deploymentRoleArns?: string[];
+  /** The SSM path of the environment pins (see PorterEnvironmentPins). @default "/porter/environments/" */
+  readonly environmentsPath?: string;
+  /** The SSM parameter naming the machine image pack pins into each release. @default the AL2023 x86_64 one */
+  readonly imageParameter?: string;
+  /** IAM roles (names, this account) whose members may approve the production deploy. @default [] */
+  readonly approverRoleNames?: string[];
+  /** The branch the main pipeline deploys. @default "main" */
+  readonly branchName?: string;
+  /** A regex; each branch whose name matches gets its own pipeline. @default "^(feature|release)/.+$" */
+  readonly branchPattern?: string;
+  /** Environments a branch pipeline may deploy to; never the production one. @default [] */
+  readonly branchEnvironments?: string[];
+  /** Pipelines the weekly schedule starts. @default the main pipeline */
+  readonly scheduledPipelines?: string[];
+  /** When the scheduled pipelines start (an EventBridge schedule expression). @default "cron(0 6 ? * MON *)" */
+  readonly schedule?: string;
+  /** How the pipeline runs each deploy: a Lambda invoke action, or the Porter custom action type. @default "Invoke" */
+  readonly deployAction?: "Invoke" | "Custom";
+  /** The .porter/config environment the pipeline deploys first. @default "staging" */
+  readonly stagingEnvironment?: string;
+  /** The environment deployed after the manual approval. @default "production" */
+  readonly productionEnvironment?: string;
+  /** An address subscribed to the notification topic. @default none */
+  readonly notificationEmail?: string;
+  /**
+   * The hosts deploy notices may be posted to (a service's `slack:`
+   * webhooks), each `host` or `host:port`; a webhook URL in Secrets Manager
+   * that points elsewhere is not posted to. @default ["hooks.slack.com"]
+   */
+  readonly webhookHosts?: string[];
+  /** How long the functions', the build's and the state machine's logs are kept. @default 365 */
+  readonly logRetentionDays?: LogRetentionDays;
+  /** The deploy state machine's definition. @default statemachines/deploy.asl.json of this repository */
+  readonly definitionFile?: string;
+}
+
+// What the SAM template's parameters allow (AllowedPattern, AllowedValues),
+// checked at synth so that nothing the template refuses gets through here.
+const PATTERNS: Record<string, RegExp> = {
+  deploymentRoleName: /^[A-Za-z0-9+=,.@_-]{1,64}$/,
+  serviceName: /^[a-zA-Z][a-zA-Z0-9-]{0,39}$/,
+  environmentsPath: /^\/[A-Za-z0-9/_.-]*\/$/,
+  imageParameter: /^\/[A-Za-z0-9/_.-]+$/,
+  repositoryName: /^[\w.-]{1,100}$/,
+  branchEnvironments: /^[0-9a-zA-Z, ]*$/,
+  stagingEnvironment: /^[A-Za-z0-9]+$/,
+  productionEnvironment: /^[A-Za-z0-9]+$/,
+  webhookHosts: /^[a-z0-9.-]+(:[0-9]+)?(,[a-z0-9.-]+(:[0-9]+)?)*$/,
+};
+const RETENTION: number[] = [30, 60, 90, 180, 365, 731, 1827, 3653];
+
+function resolveProps(props: PorterProps) {
+  const p = {
+    serviceName: props.serviceName,
+    repositoryName: props.repositoryName,
+    regionBucketNames: props.regionBucketNames,
+    regionBucketKeyArns: props.regionBucketKeyArns ?? [],
+    architecture: props.architecture ?? "arm64",
+    deploymentRoleName: props.deploymentRoleName ?? "porter-deployment",
+    deploymentRoleArns: props.deploymentRoleArns ?? [],
+    environmentsPath: props.environmentsPath ?? "/porter/environments/",
+    imageParameter: props.imageParameter ?? "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
+    approverRoleNames: props.approverRoleNames ?? [],
+    branchName: props.branchName ?? "main",
+    branchPattern: props.branchPattern ?? "^(feature|release)/.+$",
+    // The trigger reads these two as comma-separated strings.
+    branchEnvironments: (props.branchEnvironments ?? []).join(","),
+    scheduledPipelines: (props.scheduledPipelines ?? []).join(","),
+    schedule: props.schedule ?? "cron(0 6 ? * MON *)",
+    deployAction: props.deployAction ?? "Invoke",
+    stagingEnvironment: props.stagingEnvironment ?? "staging",
+    productionEnvironment: props.productionEnvironment ?? "production",
+    notificationEmail: props.notificationEmail ?? "",
+    // The notify function reads it as a comma-separated string.
+    webhookHosts: (props.webhookHosts ?? ["hooks.slack.com"]).join(","),
+    logRetentionDays: props.logRetentionDays ?? 365,
+  };
+  const problems: string[] = [];
+  for (const [name, re] of Object.entries(PATTERNS)) {
+    const v = (p as Record<string, unknown>)[name] as string;
+    if (!Token.isUnresolved(v) && !re.test(v)) problems.push(`${name} ${JSON.stringify(v)} does not match ${re}`);
+  }
+  if (!["arm64", "x86_64"].includes(p.architecture)) problems.push(`architecture is arm64 or x86_64, not ${p.architecture}`);
+  if (!["Invoke", "Custom"].includes(p.deployAction)) problems.push(`deployAction is Invoke or Custom, not ${p.deployAction}`);
+  if (!Token.isUnresolved(p.logRetentionDays) && !RETENTION.includes(p.logRetentionDays)) {
+    problems.push(`logRetentionDays is one of ${RETENTION.join(", ")}, not ${p.logRetentionDays}`);
+  }
+  if (!p.regionBucketNames.length) problems.push("regionBucketNames names at least one bucket");
+  // The SAM template says it in a parameter's description; here it can be refused.
+  if ((props.branchEnvironments ?? []).includes(p.productionEnvironment)) {
+    problems.push(`branchEnvironments never holds the production environment ${p.productionEnvironment}`);
+  }
+  if (problems.length) throw new Error(`Porter: ${problems.join("; ")}`);
+  return p;
+}
+
+// Every function's role: Lambda assumes it, and it may write its traces
+// (X-Ray writes have no resource type in IAM) and its own log group.
+const LAMBDA_TRUST = {
+  Version: "2012-10-17",
+  Statement: [{ Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole" }],
+};
+const TRACING = { Sid: "Tracing", Effect: "Allow", Action: ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], Resource: "*" };
+const logsTo = (group: CfnResource) => ({
+  Sid: "Logs",
+  Effect: "Allow",
+  Action: ["logs:CreateLogStream", "logs:PutLogEvents"],
+  Resource: Token.asString(group.getAtt("Arn")),
+});
+
+/** The deploy state machine's definition shipped in this repository. */
+function shippedDefinition(): string {
+  // Walk up from the compiled module (dist/lib): the package carries a copy
+  // in dist/statemachines (npm run build makes it), else the repository's.
+  for (let dir = __dirname; dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    const f = path.join(dir, "statemachines", "deploy.asl.json");
+    if (fs.existsSync(f)) return f;
+  }
+  throw new Error("Porter: statemachines/deploy.asl.json not found above " + __dirname + "; pass definitionFile");
+}
+
+/**
+ * porter, serverless: the nine Rust functions, the deploy state machine
+ * and its lease table, the artifact bucket and its KMS key, the deployment
+ * role, the pipeline with its approval, the EventBridge rules, the
+ * notification topic and the CodeBuild project the service's hooks run in.
+ * The same stack as infra/template.yaml.
+ */
+export class Porter extends Construct {
+  /** The deploy state machine's ARN. */
+  readonly stateMachineArn: string;
+  /** The main branch's pipeline. */
+  readonly pipelineName: string;
+  /** Payloads, pipeline artifacts and continuation state. */
+  readonly artifactBucketName: string;
+  /** The artifact bucket's KMS key. */
+  readonly artifactKeyArn: string;
+  /** Approvals and pipeline state changes. */
+  readonly notificationTopicArn: string;
+  /** The role to name as role_arn in .porter/config (this account). */
+  readonly deploymentRoleArn: string;
+  /** The deploy lease table. */
+  readonly leaseTableName: string;
+  /** Each function's ARN. */
+  readonly functionArns: Record<PorterFunction, string>;
+
+  constructor(scope: Construct, id: string, props: PorterProps) {
+    super(scope, id);
+    const p = resolveProps(props);
+    const c = {
+      useOwnDeploymentRole: p.deploymentRoleArns.length === 0,
+      useOtherDeploymentRoles: p.deploymentRoleArns.length > 0,
+      hasRegionBucketKeys: p.regionBucketKeyArns.length > 0,
+      scheduleMainPipeline: p.scheduledPipelines === "",
+      hasNotificationEmail: p.notificationEmail !== "",
+      hasApprovers: p.approverRoleNames.length > 0,
+      useCustomAction: p.deployAction === "Custom",
+    };
+    const res = (id: string, type: string, properties: Record<string, unknown>) =>
+      new CfnResource(this, id, { type, properties });
+    const att = (r: CfnResource, name: string) => Token.asString(r.getAtt(name));
+    const cap = (fn: string) => fn[0].toUpperCase() + fn.slice(1);
+    const bootstrapDir =
+      props.bootstrapDir ?? path.join(process.env.CARGO_TARGET_DIR ?? path.join(process.cwd(), "target"), "lambda");
+    const code = (fn: PorterFunction) => {
+      const dir = path.join(bootstrapDir, fn);
+      if (!fs.existsSync(path.join(dir, "bootstrap"))) {
+        throw new Error(`Porter: no ${dir}/bootstrap: build the functions first (cargo lambda build --release), or pass bootstrapDir`);
+      }
+      const asset = new Asset(this, `${cap(fn)}Code`, { path: dir });
+      return { S3Bucket: asset.s3BucketName, S3Key: asset.s3ObjectKey };
+    };
+    const definition = fs.readFileSync(props.definitionFile ?? shippedDefinition(), "utf8");
+    const logGroup = (id: string, name: string) =>
+      res(id, "AWS::Logs::LogGroup", { LogGroupName: name, RetentionInDays: p.logRetentionDays });
+    // SAM's Globals.Function, which each function's own properties extend.
+    const lambdaFunction = (fn: PorterFunction, role: CfnResource, logs: CfnResource, own: Record<string, unknown>) =>
+      res(`${cap(fn)}Function`, "AWS::Lambda::Function", {
+        Code: code(fn),
+        FunctionName: Fn.sub(`\${AWS::StackName}-${fn}`),
+        Handler: "bootstrap",
+        MemorySize: 256,
+        Role: att(role, "Arn"),
+        Runtime: "provided.al2023",
+        Timeout: 300,
+        TracingConfig: { Mode: "Active" },
+        Architectures: [p.architecture],
+        LoggingConfig: { LogFormat: "JSON", LogGroup: logs.ref },
+        ...own,
+      });
+    // pack, provision, promote and prune: a role that writes its own logs;
+    // what else each may do is in the managed policies below.
+    const phaseRole = (fn: PorterFunction, logs: CfnResource) =>
+      res(`${cap(fn)}FunctionRole`, "AWS::IAM::Role", {
+        RoleName: Fn.sub(`\${AWS::StackName}-${fn}`),
+        AssumeRolePolicyDocument: LAMBDA_TRUST,
+        Policies: [{
+          PolicyName: "logs",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [{ Effect: "Allow", Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: att(logs, "Arn") }],
+          },
+        }],
+      });
+    // EventBridge may invoke a function from one rule only.
+    const fromRule = (id: string, fn: CfnResource, rule: CfnResource) =>
+      res(id, "AWS::Lambda::Permission", {
+        Action: "lambda:InvokeFunction",
+        FunctionName: fn.ref,
+        Principal: "events.amazonaws.com",
+        SourceArn: att(rule, "Arn"),
+      });
+
+    // ---- The artifact bucket and its key
+
+    const artifactKey = res("ArtifactKey", "AWS::KMS::Key", {
+      Description: Fn.sub("${AWS::StackName}: the artifact bucket (payloads, pipeline artifacts, continuation state)"),
+      EnableKeyRotation: true,
+      KeyPolicy: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Sid: "AccountIamPolicies",
+            Effect: "Allow",
+            Principal: { AWS: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root") },
+            Action: "kms:*",
+            Resource: "*",
+          },
+          ...(c.useOtherDeploymentRoles ? [{
+            Sid: "DeploymentRolesReadPayloads",
+            Effect: "Allow",
+            Principal: { AWS: p.deploymentRoleArns },
+            Action: ["kms:Decrypt", "kms:DescribeKey"],
+            Resource: "*",
+            Condition: { StringLike: { "kms:ViaService": "s3.*.amazonaws.com" } },
+          }] : []),
+        ],
+      },
+    });
+    artifactKey.applyRemovalPolicy(RemovalPolicy.RETAIN);
+
+    res("ArtifactKeyAlias", "AWS::KMS::Alias", { AliasName: Fn.sub("alias/${AWS::StackName}-artifacts"), TargetKeyId: artifactKey.ref });
+
+    const artifactBucket = res("ArtifactBucket", "AWS::S3::Bucket", {
+      BucketEncryption: {
+        ServerSideEncryptionConfiguration: [
+          {
+            ServerSideEncryptionByDefault: { SSEAlgorithm: "aws:kms", KMSMasterKeyID: att(artifactKey, "Arn") },
+            BucketKeyEnabled: true,
+          },
+        ],
+      },
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
+      VersioningConfiguration: { Status: "Enabled" },
+      OwnershipControls: { Rules: [{ ObjectOwnership: "BucketOwnerEnforced" }] },
+      LifecycleConfiguration: {
+        Rules: [
+          {
+            Id: "expire-old-versions",
+            Status: "Enabled",
+            NoncurrentVersionExpiration: { NoncurrentDays: 30 },
+            AbortIncompleteMultipartUpload: { DaysAfterInitiation: 7 },
+          },
+        ],
+      },
+    });
+    artifactBucket.applyRemovalPolicy(RemovalPolicy.RETAIN);
+
+    res("ArtifactBucketPolicy", "AWS::S3::BucketPolicy", {
+      Bucket: artifactBucket.ref,
+      PolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Sid: "DenyInsecureTransport",
+            Effect: "Deny",
+            Principal: "*",
+            Action: "s3:*",
+            Resource: [
+              att(artifactBucket, "Arn"),
+              Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+            ],
+            Condition: { Bool: { "aws:SecureTransport": "false" } },
+          },
+          {
+            Sid: "DenyUnencryptedUploads",
+            Effect: "Deny",
+            Principal: "*",
+            Action: "s3:PutObject",
+            Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+            Condition: { StringNotEquals: { "s3:x-amz-server-side-encryption": "aws:kms" } },
+          },
+          ...(c.useOtherDeploymentRoles ? [{
+            Sid: "DeploymentRolesReadPayloads",
+            Effect: "Allow",
+            Principal: { AWS: p.deploymentRoleArns },
+            Action: "s3:GetObject",
+            Resource: Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+          }] : []),
+        ],
+      },
+    });
+
+    // ---- The phase functions' roles, and the deployment role that provision, promote and prune assume
+
+    const packLogGroup = logGroup("PackLogGroup", `/aws/lambda/${Aws.STACK_NAME}-pack`);
+
+    const packFunctionRole = phaseRole("pack", packLogGroup);
+
+    const provisionLogGroup = logGroup("ProvisionLogGroup", `/aws/lambda/${Aws.STACK_NAME}-provision`);
+
+    const provisionFunctionRole = phaseRole("provision", provisionLogGroup);
+
+    const promoteLogGroup = logGroup("PromoteLogGroup", `/aws/lambda/${Aws.STACK_NAME}-promote`);
+
+    const promoteFunctionRole = phaseRole("promote", promoteLogGroup);
+
+    const pruneLogGroup = logGroup("PruneLogGroup", `/aws/lambda/${Aws.STACK_NAME}-prune`);
+
+    const pruneFunctionRole = phaseRole("prune", pruneLogGroup);
+
+    if (c.useOwnDeploymentRole) {
+      res("ReleaseRoleBoundary", "AWS::IAM::ManagedPolicy", {
+        ManagedPolicyName: "porter-release-boundary",
+        Path: "/porter/",
+        Description: "The permissions boundary of every IAM role a porter release stack creates",
+        PolicyDocument: {
+          Version: "2012-10-17",
+          Statement: [
+            {
+              Sid: "ServiceDataPlane",
+              Effect: "Allow",
+              Action: [
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:DeleteObject",
+                "s3:ListBucket",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:Query",
+                "dynamodb:Scan",
+                "dynamodb:BatchGetItem",
+                "dynamodb:BatchWriteItem",
+                "sqs:SendMessage",
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueUrl",
+                "sqs:GetQueueAttributes",
+                "sns:Publish",
+                "kinesis:PutRecord",
+                "kinesis:PutRecords",
+                "firehose:PutRecord",
+                "firehose:PutRecordBatch",
+                "logs:CreateLogGroup",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+                "cloudwatch:PutMetricData",
+                "xray:PutTraceSegments",
+                "xray:PutTelemetryRecords",
+                "kms:Decrypt",
+                "kms:Encrypt",
+                "kms:GenerateDataKey",
+                "ecr:GetAuthorizationToken",
+                "ecr:BatchGetImage",
+                "ecr:GetDownloadUrlForLayer",
+                "ecr:BatchCheckLayerAvailability",
+                "ec2:DescribeInstances",
+                "ec2:DescribeTags",
+                "cloudformation:SignalResource",
+                "cloudformation:DescribeStackResource",
+                "sts:GetCallerIdentity",
+              ],
+              Resource: "*",
+            },
+            {
+              Sid: "ServiceSecretsUnderPorter",
+              Effect: "Allow",
+              Action: ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
+              Resource: Fn.sub("arn:${AWS::Partition}:ssm:*:${AWS::AccountId}:parameter/porter/*"),
+            },
+            {
+              Sid: "ServiceSecretValuesUnderPorter",
+              Effect: "Allow",
+              Action: "secretsmanager:GetSecretValue",
+              Resource: Fn.sub("arn:${AWS::Partition}:secretsmanager:*:${AWS::AccountId}:secret:porter/*"),
+            },
+            {
+              Sid: "NotPorterArtifacts",
+              Effect: "Deny",
+              Action: "s3:*",
+              Resource: [
+                att(artifactBucket, "Arn"),
+                Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              ],
+            },
+          ],
+        },
+      });
+    }
+
+    const deploymentRole = res("DeploymentRole", "AWS::IAM::Role", {
+      RoleName: p.deploymentRoleName,
+      Description: "porter's deployment role (.porter/config role_arn), assumed by the phase functions",
+      AssumeRolePolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Effect: "Allow",
+            Principal: {
+              AWS: [
+                att(provisionFunctionRole, "Arn"),
+                att(promoteFunctionRole, "Arn"),
+                att(pruneFunctionRole, "Arn"),
+              ],
+            },
+            Action: ["sts:AssumeRole", "sts:TagSession"],
+            Condition: {
+              StringEquals: { "aws:RequestTag/porter:service": p.serviceName },
+              StringLike: { "aws:RequestTag/porter:environment": "?*" },
+              "ForAllValues:StringEquals": { "aws:TagKeys": ["porter:service", "porter:environment"] },
+            },
+          },
+        ],
+      },
+      Policies: [
+        {
+          PolicyName: "porter-deploy",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              {
+                Sid: "CreatePorterStacks",
+                Effect: "Allow",
+                Action: ["cloudformation:CreateStack", "cloudformation:TagResource"],
+                Resource: Fn.sub("arn:${AWS::Partition}:cloudformation:*:${AWS::AccountId}:stack/*/*"),
+                Condition: {
+                  StringEquals: {
+                    "aws:RequestTag/porter:service": "${aws:PrincipalTag/porter:service}",
+                    "aws:RequestTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
+                  },
+                },
+              },
+              {
+                Sid: "DeletePorterStacks",
+                Effect: "Allow",
+                Action: "cloudformation:DeleteStack",
+                Resource: Fn.sub("arn:${AWS::Partition}:cloudformation:*:${AWS::AccountId}:stack/*/*"),
+                Condition: {
+                  StringEquals: {
+                    "aws:ResourceTag/porter:service": "${aws:PrincipalTag/porter:service}",
+                    "aws:ResourceTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
+                  },
+                },
+              },
+              {
+                Sid: "ReadStacks",
+                Effect: "Allow",
+                Action: [
+                  "cloudformation:DescribeStackEvents",
+                  "cloudformation:DescribeStackResource",
+                  "cloudformation:DescribeStackResources",
+                ],
+                Resource: Fn.sub("arn:${AWS::Partition}:cloudformation:*:${AWS::AccountId}:stack/*/*"),
+              },
+              {
+                Sid: "ListStacks",
+                Effect: "Allow",
+                Action: "cloudformation:DescribeStacks",
+                Resource: "*",
+              },
+              {
+                Sid: "Describe",
+                Effect: "Allow",
+                Action: [
+                  "ec2:DescribeAccountAttributes",
+                  "ec2:DescribeAvailabilityZones",
+                  "ec2:DescribeImages",
+                  "ec2:DescribeInstances",
+                  "ec2:DescribeInstanceTypes",
+                  "ec2:DescribeKeyPairs",
+                  "ec2:DescribeLaunchTemplates",
+                  "ec2:DescribeLaunchTemplateVersions",
+                  "ec2:DescribeSecurityGroups",
+                  "ec2:DescribeSubnets",
+                  "ec2:DescribeVpcs",
+                  "autoscaling:DescribeAutoScalingGroups",
+                  "autoscaling:DescribeAutoScalingInstances",
+                  "autoscaling:DescribeScalingActivities",
+                  "autoscaling:DescribeTags",
+                  "elasticloadbalancing:DescribeInstanceHealth",
+                  "elasticloadbalancing:DescribeLoadBalancers",
+                  "elasticloadbalancing:DescribeTags",
+                ],
+                Resource: "*",
+              },
+              {
+                Sid: "RolloutAlarms",
+                Effect: "Allow",
+                Action: "cloudwatch:DescribeAlarms",
+                Resource: Fn.sub("arn:${AWS::Partition}:cloudwatch:*:${AWS::AccountId}:alarm:*"),
+              },
+              {
+                Sid: "SecurityGroups",
+                Effect: "Allow",
+                Action: [
+                  "ec2:CreateSecurityGroup",
+                  "ec2:DeleteSecurityGroup",
+                  "ec2:AuthorizeSecurityGroupIngress",
+                  "ec2:RevokeSecurityGroupIngress",
+                  "ec2:AuthorizeSecurityGroupEgress",
+                  "ec2:RevokeSecurityGroupEgress",
+                ],
+                Resource: [
+                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:security-group/*"),
+                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:vpc/*"),
+                ],
+              },
+              {
+                Sid: "LaunchTemplates",
+                Effect: "Allow",
+                Action: [
+                  "ec2:CreateLaunchTemplate",
+                  "ec2:CreateLaunchTemplateVersion",
+                  "ec2:DeleteLaunchTemplate",
+                  "ec2:ModifyLaunchTemplate",
+                ],
+                Resource: Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:launch-template/*"),
+              },
+              {
+                Sid: "LaunchInstances",
+                Effect: "Allow",
+                Action: ["ec2:RunInstances", "ec2:CreateTags"],
+                Resource: [
+                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:instance/*"),
+                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:volume/*"),
+                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:network-interface/*"),
+                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:security-group/*"),
+                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:subnet/*"),
+                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:launch-template/*"),
+                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:key-pair/*"),
+                  Fn.sub("arn:${AWS::Partition}:ec2:*::image/*"),
+                ],
+              },
+              {
+                Sid: "AutoScalingGroups",
+                Effect: "Allow",
+                Action: [
+                  "autoscaling:CreateAutoScalingGroup",
+                  "autoscaling:UpdateAutoScalingGroup",
+                  "autoscaling:DeleteAutoScalingGroup",
+                  "autoscaling:CreateOrUpdateTags",
+                  "autoscaling:DeleteTags",
+                ],
+                Resource: Fn.sub("arn:${AWS::Partition}:autoscaling:*:${AWS::AccountId}:autoScalingGroup:*:autoScalingGroupName/*"),
+              },
+              {
+                Sid: "AttachReleaseGroups",
+                Effect: "Allow",
+                Action: ["autoscaling:AttachLoadBalancers", "autoscaling:DetachLoadBalancers"],
+                Resource: Fn.sub("arn:${AWS::Partition}:autoscaling:*:${AWS::AccountId}:autoScalingGroup:*:autoScalingGroupName/*"),
+                Condition: {
+                  StringEquals: {
+                    "aws:ResourceTag/porter:service": "${aws:PrincipalTag/porter:service}",
+                    "aws:ResourceTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
+                  },
+                },
+              },
+              {
+                Sid: "AutoScalingServiceRole",
+                Effect: "Allow",
+                Action: "iam:CreateServiceLinkedRole",
+                Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"),
+                Condition: { StringEquals: { "iam:AWSServiceName": "autoscaling.amazonaws.com" } },
+              },
+              {
+                Sid: "Cutover",
+                Effect: "Allow",
+                Action: [
+                  "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+                  "elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
+                  "elasticloadbalancing:AddTags",
+                ],
+                Resource: Fn.sub("arn:${AWS::Partition}:elasticloadbalancing:*:${AWS::AccountId}:loadbalancer/*"),
+                Condition: {
+                  StringEquals: {
+                    "aws:ResourceTag/porter:service": "${aws:PrincipalTag/porter:service}",
+                    "aws:ResourceTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
+                  },
+                },
+              },
+              {
+                Sid: "KeepOwnershipTags",
+                Effect: "Deny",
+                Action: ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
+                Resource: "*",
+                Condition: {
+                  "ForAnyValue:StringEquals": { "aws:TagKeys": ["porter:service", "porter:environment"] },
+                },
+              },
+              {
+                Sid: "BoundedReleaseRoles",
+                Effect: "Allow",
+                Action: [
+                  "iam:CreateRole",
+                  "iam:PutRolePolicy",
+                  "iam:DeleteRolePolicy",
+                  "iam:AttachRolePolicy",
+                  "iam:DetachRolePolicy",
+                  "iam:PutRolePermissionsBoundary",
+                ],
+                Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/porter/*"),
+                Condition: {
+                  StringEquals: {
+                    "iam:PermissionsBoundary": Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:policy/porter/porter-release-boundary"),
+                  },
+                },
+              },
+              {
+                Sid: "ReleaseRoles",
+                Effect: "Allow",
+                Action: [
+                  "iam:DeleteRole",
+                  "iam:GetRole",
+                  "iam:TagRole",
+                  "iam:UntagRole",
+                  "iam:GetRolePolicy",
+                  "iam:ListRolePolicies",
+                  "iam:ListAttachedRolePolicies",
+                  "iam:ListInstanceProfilesForRole",
+                ],
+                Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/porter/*"),
+              },
+              {
+                Sid: "KeepTheBoundary",
+                Effect: "Deny",
+                Action: "iam:DeleteRolePermissionsBoundary",
+                Resource: "*",
+              },
+              {
+                Sid: "PassInstanceRoleToEc2",
+                Effect: "Allow",
+                Action: "iam:PassRole",
+                Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/porter/*"),
+                Condition: { StringEqualsIfExists: { "iam:PassedToService": "ec2.amazonaws.com" } },
+              },
+              {
+                Sid: "InstanceProfile",
+                Effect: "Allow",
+                Action: [
+                  "iam:CreateInstanceProfile",
+                  "iam:DeleteInstanceProfile",
+                  "iam:GetInstanceProfile",
+                  "iam:AddRoleToInstanceProfile",
+                  "iam:RemoveRoleFromInstanceProfile",
+                  "iam:TagInstanceProfile",
+                ],
+                Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:instance-profile/porter/*"),
+              },
+              {
+                Sid: "PublicImageParameter",
+                Effect: "Allow",
+                Action: ["ssm:GetParameters", "ssm:GetParameter"],
+                Resource: Fn.sub("arn:${AWS::Partition}:ssm:*::parameter/aws/service/ami-amazon-linux-latest/*"),
+              },
+              {
+                Sid: "ReadPayloads",
+                Effect: "Allow",
+                Action: "s3:GetObject",
+                Resource: Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              },
+              {
+                Sid: "DecryptPayloads",
+                Effect: "Allow",
+                Action: "kms:Decrypt",
+                Resource: att(artifactKey, "Arn"),
+                Condition: { StringLike: { "kms:ViaService": "s3.*.amazonaws.com" } },
+              },
+              {
+                Sid: "RegionBucketObjects",
+                Effect: "Allow",
+                Action: ["s3:GetObject", "s3:PutObject"],
+                Resource: p.regionBucketNames.map((name) => Fn.sub("arn:${AWS::Partition}:s3:::${Name}/*", { Name: name })),
+              },
+              {
+                Sid: "RegionBuckets",
+                Effect: "Allow",
+                Action: "s3:ListBucket",
+                Resource: p.regionBucketNames.map((name) => Fn.sub("arn:${AWS::Partition}:s3:::${Name}", { Name: name })),
+              },
+              ...(c.hasRegionBucketKeys ? [{
+                Sid: "RegionBucketKeys",
+                Effect: "Allow",
+                Action: ["kms:Decrypt", "kms:GenerateDataKey"],
+                Resource: p.regionBucketKeyArns,
+              }] : []),
+            ],
+          },
+        },
+      ],
+    });
+
+    res("PhaseFunctionsPolicy", "AWS::IAM::ManagedPolicy", {
+      Description: "porter phase functions (pack, provision, promote, prune)",
+      Roles: [
+        packFunctionRole.ref,
+        provisionFunctionRole.ref,
+        promoteFunctionRole.ref,
+        pruneFunctionRole.ref,
+      ],
+      PolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Sid: "ReadReleases",
+            Effect: "Allow",
+            Action: "s3:GetObject",
+            Resource: [
+              Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              Fn.sub("${ArtifactBucketArn}/porter-continuations/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+            ],
+          },
+          {
+            Sid: "WriteContinuations",
+            Effect: "Allow",
+            Action: "s3:PutObject",
+            Resource: Fn.sub("${ArtifactBucketArn}/porter-continuations/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+          },
+          {
+            Sid: "ArtifactBucket",
+            Effect: "Allow",
+            Action: "s3:ListBucket",
+            Resource: att(artifactBucket, "Arn"),
+          },
+          {
+            Sid: "ArtifactKey",
+            Effect: "Allow",
+            Action: ["kms:Decrypt", "kms:GenerateDataKey"],
+            Resource: att(artifactKey, "Arn"),
+          },
+          {
+            Sid: "ReadEnvironmentPins",
+            Effect: "Allow",
+            Action: "ssm:GetParameter",
+            Resource: Fn.sub("arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${EnvironmentsPath}*", { EnvironmentsPath: p.environmentsPath }),
+          },
+          {
+            Sid: "JobResults",
+            Effect: "Allow",
+            Action: ["codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"],
+            Resource: "*",
+          },
+          TRACING,
+        ],
+      },
+    });
+
+    res("PackFunctionPolicy", "AWS::IAM::ManagedPolicy", {
+      Description: "porter pack function",
+      Roles: [packFunctionRole.ref],
+      PolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Sid: "ReadSources",
+            Effect: "Allow",
+            Action: "s3:GetObject",
+            Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+          },
+          {
+            Sid: "WriteReleases",
+            Effect: "Allow",
+            Action: "s3:PutObject",
+            Resource: Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+          },
+          {
+            Sid: "MachineImage",
+            Effect: "Allow",
+            Action: "ssm:GetParameter",
+            Resource: [
+              Fn.sub("arn:${AWS::Partition}:ssm:*::parameter${ImageParameter}", { ImageParameter: p.imageParameter }),
+              Fn.sub("arn:${AWS::Partition}:ssm:*:${AWS::AccountId}:parameter${ImageParameter}", { ImageParameter: p.imageParameter }),
+            ],
+          },
+        ],
+      },
+    });
+
+    res("RegionalPhasesPolicy", "AWS::IAM::ManagedPolicy", {
+      Description: "porter provision, promote and prune functions",
+      Roles: [provisionFunctionRole.ref, promoteFunctionRole.ref, pruneFunctionRole.ref],
+      PolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Sid: "AssumeDeploymentRole",
+            Effect: "Allow",
+            Action: ["sts:AssumeRole", "sts:TagSession"],
+            Resource: (c.useOwnDeploymentRole ? Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${DeploymentRoleName}", { DeploymentRoleName: p.deploymentRoleName }) : p.deploymentRoleArns),
+            Condition: { StringEquals: { "aws:RequestTag/porter:service": p.serviceName } },
+          },
+        ],
+      },
+    });
+
+    // ---- The deploy lease
+
+    const leaseTable = res("LeaseTable", "AWS::DynamoDB::Table", {
+      TableName: Fn.sub("${AWS::StackName}-leases"),
+      BillingMode: "PAY_PER_REQUEST",
+      AttributeDefinitions: [{ AttributeName: "lease", AttributeType: "S" }],
+      KeySchema: [{ AttributeName: "lease", KeyType: "HASH" }],
+      PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+    });
+
+    const leaseLogGroup = logGroup("LeaseLogGroup", `/aws/lambda/${Aws.STACK_NAME}-lease`);
+
+    const leaseFunctionRole = res("LeaseFunctionRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-lease"),
+      AssumeRolePolicyDocument: LAMBDA_TRUST,
+      Policies: [
+        {
+          PolicyName: "lease",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              {
+                Sid: "Leases",
+                Effect: "Allow",
+                Action: ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"],
+                Resource: att(leaseTable, "Arn"),
+              },
+              {
+                Sid: "SeeHolders",
+                Effect: "Allow",
+                Action: "states:DescribeExecution",
+                Resource: Fn.sub("arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-deploy:*"),
+              },
+              logsTo(leaseLogGroup),
+              TRACING,
+            ],
+          },
+        },
+      ],
+    });
+
+    // ---- The functions the state machine chains
+
+    const packFunction = lambdaFunction("pack", packFunctionRole, packLogGroup, {
+      Description: "porter pack phase",
+      MemorySize: 1024,
+      Environment: {
+        Variables: {
+          ARTIFACT_BUCKET: artifactBucket.ref,
+          PORTER_SERVICE: p.serviceName,
+          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+          PORTER_IMAGE_PARAMETER: p.imageParameter,
+        },
+      },
+    });
+
+    const provisionFunction = lambdaFunction("provision", provisionFunctionRole, provisionLogGroup, {
+      Description: "porter provision phase",
+      Environment: {
+        Variables: {
+          ARTIFACT_BUCKET: artifactBucket.ref,
+          PORTER_SERVICE: p.serviceName,
+          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+        },
+      },
+    });
+
+    const promoteFunction = lambdaFunction("promote", promoteFunctionRole, promoteLogGroup, {
+      Description: "porter promote phase",
+      Environment: {
+        Variables: {
+          ARTIFACT_BUCKET: artifactBucket.ref,
+          PORTER_SERVICE: p.serviceName,
+          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+        },
+      },
+    });
+
+    const pruneFunction = lambdaFunction("prune", pruneFunctionRole, pruneLogGroup, {
+      Description: "porter prune phase",
+      Environment: {
+        Variables: {
+          ARTIFACT_BUCKET: artifactBucket.ref,
+          PORTER_SERVICE: p.serviceName,
+          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+        },
+      },
+    });
+
+    const leaseFunction = lambdaFunction("lease", leaseFunctionRole, leaseLogGroup, {
+      Description: "porter deploy lease (one deploy per service and environment)",
+      Timeout: 60,
+      Environment: { Variables: { LEASE_TABLE: leaseTable.ref } },
+    });
+
+    // ---- Notifications (the topic before the notify function that publishes to it)
+
+    const notificationKey = res("NotificationKey", "AWS::KMS::Key", {
+      Description: Fn.sub("${AWS::StackName}: the notification topic"),
+      EnableKeyRotation: true,
+      KeyPolicy: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Sid: "AccountIamPolicies",
+            Effect: "Allow",
+            Principal: { AWS: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root") },
+            Action: "kms:*",
+            Resource: "*",
+          },
+          {
+            Sid: "NotificationServicesPublish",
+            Effect: "Allow",
+            Principal: { Service: ["events.amazonaws.com", "codestar-notifications.amazonaws.com"] },
+            Action: ["kms:GenerateDataKey*", "kms:Decrypt"],
+            Resource: "*",
+            Condition: { StringEquals: { "kms:ViaService": Fn.sub("sns.${AWS::Region}.amazonaws.com") } },
+          },
+        ],
+      },
+    });
+
+    const notificationTopic = res("NotificationTopic", "AWS::SNS::Topic", { DisplayName: "porter deploys", KmsMasterKeyId: notificationKey.ref });
+
+    // ---- Deploy notices: the topic and the service's Slack webhooks
+
+    const notifyLogGroup = logGroup("NotifyLogGroup", `/aws/lambda/${Aws.STACK_NAME}-notify`);
+
+    const notifyFunctionRole = res("NotifyFunctionRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-notify"),
+      AssumeRolePolicyDocument: LAMBDA_TRUST,
+      Policies: [
+        {
+          PolicyName: "notify",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              {
+                Sid: "Publish",
+                Effect: "Allow",
+                Action: "sns:Publish",
+                Resource: notificationTopic.ref,
+              },
+              {
+                Sid: "TopicKey",
+                Effect: "Allow",
+                Action: ["kms:GenerateDataKey", "kms:Decrypt"],
+                Resource: att(notificationKey, "Arn"),
+              },
+              {
+                Sid: "ReadReleaseConfigs",
+                Effect: "Allow",
+                Action: "s3:GetObject",
+                Resource: Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              },
+              {
+                Sid: "ArtifactKey",
+                Effect: "Allow",
+                Action: "kms:Decrypt",
+                Resource: att(artifactKey, "Arn"),
+              },
+              {
+                Sid: "WebhookReferences",
+                Effect: "Allow",
+                Action: "ssm:GetParameter",
+                Resource: Fn.sub("arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/aws/reference/secretsmanager/porter/${ServiceName}/notifications/*", { ServiceName: p.serviceName }),
+              },
+              {
+                Sid: "WebhookUrls",
+                Effect: "Allow",
+                Action: "secretsmanager:GetSecretValue",
+                Resource: Fn.sub("arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:porter/${ServiceName}/notifications/*", { ServiceName: p.serviceName }),
+              },
+              logsTo(notifyLogGroup),
+              TRACING,
+            ],
+          },
+        },
+      ],
+    });
+
+    const notifyFunction = lambdaFunction("notify", notifyFunctionRole, notifyLogGroup, {
+      Description: "porter deploy notices (SNS topic and Slack webhooks)",
+      Timeout: 30,
+      Environment: {
+        Variables: {
+          ARTIFACT_BUCKET: artifactBucket.ref,
+          NOTIFICATION_TOPIC_ARN: notificationTopic.ref,
+          PORTER_SERVICE: p.serviceName,
+          PORTER_WEBHOOK_HOSTS: p.webhookHosts,
+        },
+      },
+    });
+
+    // ---- Hooks: the function starts CodeBuild builds; the hooks run there as HookRole
+
+    const hooksProjectLogGroup = logGroup("HooksProjectLogGroup", `/aws/codebuild/${Aws.STACK_NAME}-hooks`);
+
+    const hookRole = res("HookRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-hook"),
+      AssumeRolePolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Effect: "Allow",
+            Principal: { Service: "codebuild.amazonaws.com" },
+            Action: "sts:AssumeRole",
+            Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
+          },
+        ],
+      },
+      Policies: [
+        {
+          PolicyName: "hook",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              logsTo(hooksProjectLogGroup),
+              {
+                Sid: "SourceArtifact",
+                Effect: "Allow",
+                Action: ["s3:GetObject", "s3:GetObjectVersion"],
+                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              },
+              {
+                Sid: "NotReleasesOrContinuations",
+                Effect: "Deny",
+                Action: "s3:*",
+                Resource: [
+                  Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+                  Fn.sub("${ArtifactBucketArn}/porter-continuations/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+                ],
+              },
+              {
+                Sid: "ArtifactKey",
+                Effect: "Allow",
+                Action: "kms:Decrypt",
+                Resource: att(artifactKey, "Arn"),
+              },
+            ],
+          },
+        },
+      ],
+    });
+
+    const hooksProject = res("HooksProject", "AWS::CodeBuild::Project", {
+      Name: Fn.sub("${AWS::StackName}-hooks"),
+      Description: "Runs a service's hooks (the hooks function overrides source and buildspec per hook)",
+      ServiceRole: att(hookRole, "Arn"),
+      EncryptionKey: att(artifactKey, "Arn"),
+      TimeoutInMinutes: 30,
+      Source: {
+        Type: "NO_SOURCE",
+        BuildSpec: "version: 0.2\nphases:\n  build:\n    commands:\n      - echo \"porter: the hooks function starts this project with a hook's own buildspec\" && exit 1\n",
+      },
+      Artifacts: { Type: "NO_ARTIFACTS" },
+      Environment: {
+        Type: "LINUX_CONTAINER",
+        ComputeType: "BUILD_GENERAL1_SMALL",
+        Image: "aws/codebuild/amazonlinux-x86_64-standard:5.0",
+        PrivilegedMode: true,
+      },
+      LogsConfig: { CloudWatchLogs: { Status: "ENABLED", GroupName: hooksProjectLogGroup.ref } },
+    });
+
+    const hooksLogGroup = logGroup("HooksLogGroup", `/aws/lambda/${Aws.STACK_NAME}-hooks`);
+
+    const hooksFunctionRole = res("HooksFunctionRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-hooks"),
+      AssumeRolePolicyDocument: LAMBDA_TRUST,
+      Policies: [
+        {
+          PolicyName: "hooks",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              {
+                Sid: "RunHooks",
+                Effect: "Allow",
+                Action: ["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
+                Resource: att(hooksProject, "Arn"),
+              },
+              {
+                Sid: "ReadReleasesAndSources",
+                Effect: "Allow",
+                Action: "s3:GetObject",
+                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              },
+              {
+                Sid: "NotContinuations",
+                Effect: "Deny",
+                Action: "s3:GetObject",
+                Resource: Fn.sub("${ArtifactBucketArn}/porter-continuations/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              },
+              {
+                Sid: "ArtifactKey",
+                Effect: "Allow",
+                Action: "kms:Decrypt",
+                Resource: att(artifactKey, "Arn"),
+              },
+              logsTo(hooksLogGroup),
+              TRACING,
+            ],
+          },
+        },
+      ],
+    });
+
+    const hooksFunction = lambdaFunction("hooks", hooksFunctionRole, hooksLogGroup, {
+      Description: "porter hooks (started as CodeBuild builds and awaited)",
+      Timeout: 60,
+      Environment: {
+        Variables: {
+          ARTIFACT_BUCKET: artifactBucket.ref,
+          HOOKS_PROJECT: hooksProject.ref,
+        },
+      },
+    });
+
+    // ---- The deploy state machine
+
+    const deployStateMachineLogGroup = logGroup("DeployStateMachineLogGroup", `/aws/vendedlogs/states/${Aws.STACK_NAME}-deploy`);
+
+    const deployStateMachineRole = res("DeployStateMachineRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-deploy-states"),
+      AssumeRolePolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Effect: "Allow",
+            Principal: { Service: "states.amazonaws.com" },
+            Action: "sts:AssumeRole",
+            Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
+          },
+        ],
+      },
+      Policies: [
+        {
+          PolicyName: "invoke-phases",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              {
+                Sid: "InvokePhases",
+                Effect: "Allow",
+                Action: "lambda:InvokeFunction",
+                Resource: [
+                  att(packFunction, "Arn"),
+                  att(provisionFunction, "Arn"),
+                  att(promoteFunction, "Arn"),
+                  att(pruneFunction, "Arn"),
+                  att(leaseFunction, "Arn"),
+                  att(notifyFunction, "Arn"),
+                  att(hooksFunction, "Arn"),
+                ],
+              },
+              {
+                Sid: "LogDelivery",
+                Effect: "Allow",
+                Action: [
+                  "logs:CreateLogDelivery",
+                  "logs:GetLogDelivery",
+                  "logs:UpdateLogDelivery",
+                  "logs:DeleteLogDelivery",
+                  "logs:ListLogDeliveries",
+                  "logs:PutResourcePolicy",
+                  "logs:DescribeResourcePolicies",
+                  "logs:DescribeLogGroups",
+                ],
+                Resource: "*",
+              },
+              {
+                Sid: "Tracing",
+                Effect: "Allow",
+                Action: [
+                  "xray:PutTraceSegments",
+                  "xray:PutTelemetryRecords",
+                  "xray:GetSamplingRules",
+                  "xray:GetSamplingTargets",
+                ],
+                Resource: "*",
+              },
+            ],
+          },
+        },
+      ],
+    });
+
+    const deployStateMachine = res("DeployStateMachine", "AWS::StepFunctions::StateMachine", {
+      DefinitionString: definition,
+      LoggingConfiguration: {
+        Level: "ERROR",
+        IncludeExecutionData: false,
+        Destinations: [{ CloudWatchLogsLogGroup: { LogGroupArn: att(deployStateMachineLogGroup, "Arn") } }],
+      },
+      RoleArn: att(deployStateMachineRole, "Arn"),
+      StateMachineName: Fn.sub("${AWS::StackName}-deploy"),
+      StateMachineType: "STANDARD",
+      DefinitionSubstitutions: {
+        PackFunctionArn: att(packFunction, "Arn"),
+        ProvisionFunctionArn: att(provisionFunction, "Arn"),
+        PromoteFunctionArn: att(promoteFunction, "Arn"),
+        PruneFunctionArn: att(pruneFunction, "Arn"),
+        LeaseFunctionArn: att(leaseFunction, "Arn"),
+        NotifyFunctionArn: att(notifyFunction, "Arn"),
+        HooksFunctionArn: att(hooksFunction, "Arn"),
+      },
+      TracingConfiguration: { Enabled: true },
+    });
+
+    // ---- The image build
+
+    const imageRepository = res("ImageRepository", "AWS::ECR::Repository", {
+      ImageTagMutability: "IMMUTABLE",
+      ImageScanningConfiguration: { ScanOnPush: true },
+      EncryptionConfiguration: { EncryptionType: "KMS" },
+      LifecyclePolicy: {
+        LifecyclePolicyText: "{\"rules\": [{\"rulePriority\": 1, \"description\": \"keep the last 100 images\", \"selection\": {\"tagStatus\": \"any\", \"countType\": \"imageCountMoreThan\", \"countNumber\": 100}, \"action\": {\"type\": \"expire\"}}]}",
+      },
+    });
+    imageRepository.applyRemovalPolicy(RemovalPolicy.RETAIN);
+
+    const buildLogGroup = logGroup("BuildLogGroup", `/aws/codebuild/${Aws.STACK_NAME}-image`);
+
+    const buildRole = res("BuildRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-build"),
+      AssumeRolePolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Effect: "Allow",
+            Principal: { Service: "codebuild.amazonaws.com" },
+            Action: "sts:AssumeRole",
+          },
+        ],
+      },
+      Policies: [
+        {
+          PolicyName: "build-image",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              logsTo(buildLogGroup),
+              {
+                Sid: "SourceArtifact",
+                Effect: "Allow",
+                Action: ["s3:GetObject", "s3:GetObjectVersion"],
+                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              },
+              {
+                Sid: "ArtifactKey",
+                Effect: "Allow",
+                Action: "kms:Decrypt",
+                Resource: att(artifactKey, "Arn"),
+              },
+              {
+                Sid: "RegistryLogin",
+                Effect: "Allow",
+                Action: "ecr:GetAuthorizationToken",
+                Resource: "*",
+              },
+              {
+                Sid: "PushImage",
+                Effect: "Allow",
+                Action: [
+                  "ecr:BatchCheckLayerAvailability",
+                  "ecr:BatchGetImage",
+                  "ecr:CompleteLayerUpload",
+                  "ecr:DescribeImages",
+                  "ecr:GetDownloadUrlForLayer",
+                  "ecr:InitiateLayerUpload",
+                  "ecr:PutImage",
+                  "ecr:UploadLayerPart",
+                ],
+                Resource: att(imageRepository, "Arn"),
+              },
+            ],
+          },
+        },
+      ],
+    });
+
+    const buildProject = res("BuildProject", "AWS::CodeBuild::Project", {
+      Name: Fn.sub("${AWS::StackName}-image"),
+      Description: "Builds and pushes the service image (when the repository has a Dockerfile)",
+      ServiceRole: att(buildRole, "Arn"),
+      EncryptionKey: att(artifactKey, "Arn"),
+      TimeoutInMinutes: 30,
+      Source: {
+        Type: "CODEPIPELINE",
+        BuildSpec: "version: 0.2\nenv:\n  shell: bash\n  exported-variables: [IMAGE_URI]\nphases:\n  build:\n    commands:\n      - |\n        set -euo pipefail\n        IMAGE_URI=\"\"\n        if [ ! -f Dockerfile ]; then\n          echo \"no Dockerfile: the release carries no image\"\n        else\n          aws ecr get-login-password | docker login --username AWS --password-stdin \"${REPOSITORY_URI%%/*}\"\n          # The tag names the commit and the base image's digest\n          # of today: the weekly build of an unchanged commit makes\n          # a new image (and release) only when the base was patched.\n          base=$(awk 'toupper($1) == \"FROM\" { b = $2 } END { print b }' Dockerfile)\n          digest=none\n          if [ -n \"$base\" ] && [ \"$base\" != scratch ] && docker pull --quiet \"$base\" >/dev/null; then\n            digest=$(docker inspect --format '{{index .RepoDigests 0}}' \"$base\" | sed 's/.*@sha256://' | cut -c1-12)\n          fi\n          tag=\"${CODEBUILD_RESOLVED_SOURCE_VERSION:0:12}-${digest}\"\n          IMAGE_URI=\"$REPOSITORY_URI:$tag\"\n          # Tags are immutable: an image already built is not pushed again.\n          if aws ecr describe-images --repository-name \"${REPOSITORY_URI#*/}\" --image-ids imageTag=\"$tag\" >/dev/null 2>&1; then\n            echo \"$IMAGE_URI exists: neither the commit nor the base image changed\"\n          else\n            docker build --tag \"$IMAGE_URI\" .\n            docker push \"$IMAGE_URI\"\n          fi\n        fi\n        echo \"IMAGE_URI=$IMAGE_URI\"\n",
+      },
+      Artifacts: { Type: "CODEPIPELINE" },
+      Environment: {
+        Type: "LINUX_CONTAINER",
+        ComputeType: "BUILD_GENERAL1_SMALL",
+        Image: "aws/codebuild/amazonlinux-x86_64-standard:5.0",
+        PrivilegedMode: true,
+        EnvironmentVariables: [{ Name: "REPOSITORY_URI", Value: att(imageRepository, "RepositoryUri") }],
+      },
+      LogsConfig: { CloudWatchLogs: { Status: "ENABLED", GroupName: buildLogGroup.ref } },
+    });
+
+    // ---- The pipeline function (the deploy action) and the custom action type it works for
+
+    const pipelineLogGroup = logGroup("PipelineLogGroup", `/aws/lambda/${Aws.STACK_NAME}-pipeline`);
+
+    const pipelineFunctionRole = res("PipelineFunctionRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-pipeline"),
+      AssumeRolePolicyDocument: LAMBDA_TRUST,
+      Policies: [
+        {
+          PolicyName: "run-deploys",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              {
+                Sid: "StartDeploy",
+                Effect: "Allow",
+                Action: "states:StartExecution",
+                Resource: deployStateMachine.ref,
+              },
+              {
+                Sid: "FollowDeploy",
+                Effect: "Allow",
+                Action: ["states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution"],
+                Resource: Fn.sub("arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-deploy:*"),
+              },
+              {
+                Sid: "PipelineActions",
+                Effect: "Allow",
+                Action: "codepipeline:ListActionExecutions",
+                Resource: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-pipeline*"),
+              },
+              {
+                Sid: "GiveBackLease",
+                Effect: "Allow",
+                Action: ["dynamodb:GetItem", "dynamodb:DeleteItem"],
+                Resource: att(leaseTable, "Arn"),
+              },
+              ...(c.useCustomAction ? [{
+                Sid: "PollPorterJobs",
+                Effect: "Allow",
+                Action: "codepipeline:PollForJobs",
+                Resource: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:actiontype:Custom/Deploy/Porter/1"),
+              }] : []),
+              ...(c.useCustomAction ? [{
+                Sid: "AcknowledgePorterJobs",
+                Effect: "Allow",
+                Action: ["codepipeline:AcknowledgeJob", "codepipeline:GetJobDetails"],
+                Resource: "*",
+              }] : []),
+              {
+                Sid: "JobResults",
+                Effect: "Allow",
+                Action: ["codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"],
+                Resource: "*",
+              },
+              {
+                Sid: "ArtifactObjects",
+                Effect: "Allow",
+                Action: ["s3:GetObject", "s3:PutObject"],
+                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              },
+              {
+                Sid: "ArtifactBucket",
+                Effect: "Allow",
+                Action: "s3:ListBucket",
+                Resource: att(artifactBucket, "Arn"),
+              },
+              {
+                Sid: "ArtifactKey",
+                Effect: "Allow",
+                Action: ["kms:Decrypt", "kms:GenerateDataKey"],
+                Resource: att(artifactKey, "Arn"),
+              },
+              logsTo(pipelineLogGroup),
+              TRACING,
+            ],
+          },
+        },
+      ],
+    });
+
+    const pipelineFunction = lambdaFunction("pipeline", pipelineFunctionRole, pipelineLogGroup, {
+      Description: "porter deploy action of the pipeline (starts and follows the deploy state machine)",
+      Timeout: 60,
+      Environment: {
+        Variables: {
+          STATE_MACHINE_ARN: deployStateMachine.ref,
+          ARTIFACT_BUCKET: artifactBucket.ref,
+          LEASE_TABLE: leaseTable.ref,
+        },
+      },
+    });
+
+    const pipelineEndedRule = res("PipelineEndedRule", "AWS::Events::Rule", {
+      Description: "porter stops the deploys of pipeline executions that ended early",
+      EventPattern: {
+        source: ["aws.codepipeline"],
+        "detail-type": ["CodePipeline Pipeline Execution State Change"],
+        resources: [
+          {
+            prefix: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-pipeline"),
+          },
+        ],
+        detail: { state: ["STOPPED", "SUPERSEDED", "FAILED"] },
+      },
+      Targets: [{ Id: "pipeline-function", Arn: att(pipelineFunction, "Arn") }],
+    });
+
+    fromRule("PipelineEndedPermission", pipelineFunction, pipelineEndedRule);
+
+    let porterActionType: CfnResource | undefined;
+    if (c.useCustomAction) {
+      porterActionType = res("PorterActionType", "AWS::CodePipeline::CustomActionType", {
+        Category: "Deploy",
+        Provider: "Porter",
+        Version: "1",
+        ConfigurationProperties: [
+          {
+            Name: "Environment",
+            Type: "String",
+            Required: true,
+            Key: true,
+            Secret: false,
+            Queryable: false,
+            Description: "The environment of the service's .porter/config to deploy",
+          },
+          {
+            Name: "Keep",
+            Type: "Number",
+            Required: false,
+            Key: false,
+            Secret: false,
+            Queryable: false,
+            Description: "Unpromoted stacks prune keeps (default 0)",
+          },
+          {
+            Name: "WaitForLease",
+            Type: "Boolean",
+            Required: false,
+            Key: false,
+            Secret: false,
+            Queryable: false,
+            Description: "Wait for another deploy of the environment instead of failing (true or false)",
+          },
+          {
+            Name: "Rollout",
+            Type: "String",
+            Required: false,
+            Key: false,
+            Secret: false,
+            Queryable: false,
+            Description: "This deploy's rollout as JSON: waves, bake_seconds, alarms, canary_instances",
+          },
+          {
+            Name: "Image",
+            Type: "String",
+            Required: false,
+            Key: false,
+            Secret: false,
+            Queryable: false,
+            Description: "The container image the build made, if any",
+          },
+          {
+            Name: "Variables",
+            Type: "String",
+            Required: false,
+            Key: false,
+            Secret: false,
+            Queryable: false,
+            Description: "What ${VAR} in the config expands to, as a JSON object of strings",
+          },
+          {
+            Name: "Repository",
+            Type: "String",
+            Required: false,
+            Key: false,
+            Secret: false,
+            Queryable: false,
+            Description: "The source repository, recorded in the release",
+          },
+          {
+            Name: "Branch",
+            Type: "String",
+            Required: false,
+            Key: false,
+            Secret: false,
+            Queryable: false,
+            Description: "The source branch, recorded in the release",
+          },
+          {
+            Name: "SseKmsKeyId",
+            Type: "String",
+            Required: false,
+            Key: false,
+            Secret: false,
+            Queryable: false,
+            Description: "The KMS key pack encrypts payloads with",
+          },
+        ],
+        InputArtifactDetails: { MinimumCount: 1, MaximumCount: 1 },
+        OutputArtifactDetails: { MinimumCount: 0, MaximumCount: 0 },
+        Settings: {
+          EntityUrlTemplate: Fn.sub("https://${AWS::Region}.console.aws.amazon.com/states/home?region=${AWS::Region}#/statemachines/view/${DeployStateMachine}", { DeployStateMachine: deployStateMachine.ref }),
+          ExecutionUrlTemplate: Fn.sub("https://${AWS::Region}.console.aws.amazon.com/states/home?region=${AWS::Region}#/v2/executions/details/{ExternalExecutionId}"),
+        },
+      });
+    }
+
+    let porterActionStartedRule: CfnResource | undefined;
+    if (c.useCustomAction) {
+      porterActionStartedRule = res("PorterActionStartedRule", "AWS::Events::Rule", {
+        Description: "porter's job worker polls when a Porter deploy action starts",
+        EventPattern: {
+          source: ["aws.codepipeline"],
+          "detail-type": ["CodePipeline Action Execution State Change"],
+          detail: {
+            state: ["STARTED"],
+            type: { owner: ["Custom"], category: ["Deploy"], provider: ["Porter"], version: ["1"] },
+          },
+        },
+        Targets: [{ Id: "job-worker", Arn: att(pipelineFunction, "Arn") }],
+      });
+    }
+
+    if (c.useCustomAction) {
+      fromRule("PorterActionStartedPermission", pipelineFunction, porterActionStartedRule!);
+    }
+
+    let porterJobSchedule: CfnResource | undefined;
+    if (c.useCustomAction) {
+      porterJobSchedule = res("PorterJobSchedule", "AWS::Events::Rule", {
+        Description: "porter's job worker polls for Porter deploy jobs once a minute",
+        ScheduleExpression: "rate(1 minute)",
+        Targets: [{ Id: "job-worker", Arn: att(pipelineFunction, "Arn") }],
+      });
+    }
+
+    if (c.useCustomAction) {
+      fromRule("PorterJobSchedulePermission", pipelineFunction, porterJobSchedule!);
+    }
+
+    // ---- The pipeline, its approval and who may give it; main's changes start it
+
+    const pipelineRole = res("PipelineRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-codepipeline"),
+      AssumeRolePolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Effect: "Allow",
+            Principal: { Service: "codepipeline.amazonaws.com" },
+            Action: "sts:AssumeRole",
+            Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
+          },
+        ],
+      },
+      Policies: [
+        {
+          PolicyName: "run-pipeline",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              {
+                Sid: "Source",
+                Effect: "Allow",
+                Action: [
+                  "codecommit:GetBranch",
+                  "codecommit:GetCommit",
+                  "codecommit:GetRepository",
+                  "codecommit:UploadArchive",
+                  "codecommit:GetUploadArchiveStatus",
+                  "codecommit:CancelUploadArchive",
+                ],
+                Resource: Fn.sub("arn:${AWS::Partition}:codecommit:${AWS::Region}:${AWS::AccountId}:${RepositoryName}", { RepositoryName: p.repositoryName }),
+              },
+              {
+                Sid: "Build",
+                Effect: "Allow",
+                Action: ["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
+                Resource: att(buildProject, "Arn"),
+              },
+              {
+                Sid: "Deploy",
+                Effect: "Allow",
+                Action: "lambda:InvokeFunction",
+                Resource: att(pipelineFunction, "Arn"),
+              },
+              {
+                Sid: "ArtifactObjects",
+                Effect: "Allow",
+                Action: ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
+                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+              },
+              {
+                Sid: "ArtifactBucket",
+                Effect: "Allow",
+                Action: ["s3:GetBucketVersioning", "s3:GetBucketLocation", "s3:ListBucket"],
+                Resource: att(artifactBucket, "Arn"),
+              },
+              {
+                Sid: "ArtifactKey",
+                Effect: "Allow",
+                Action: ["kms:Decrypt", "kms:GenerateDataKey"],
+                Resource: att(artifactKey, "Arn"),
+              },
+              {
+                Sid: "Approval",
+                Effect: "Allow",
+                Action: "sns:Publish",
+                Resource: notificationTopic.ref,
+              },
+              {
+                Sid: "ApprovalKey",
+                Effect: "Allow",
+                Action: ["kms:Decrypt", "kms:GenerateDataKey"],
+                Resource: att(notificationKey, "Arn"),
+              },
+            ],
+          },
+        },
+      ],
+    });
+
+    // A deploy of the pipeline function to one environment: the Porter
+    // custom action or a Lambda invoke action, as deployAction says.
+    const deployStage = (stage: string, environment: string) => ({
+      Name: stage,
+      Actions: [
+        c.useCustomAction ? {
+          Name: "Deploy",
+          ActionTypeId: { Category: "Deploy", Owner: "Custom", Provider: "Porter", Version: "1" },
+          Configuration: {
+            Environment: environment,
+            Repository: p.repositoryName,
+            Branch: "#{SourceVariables.BranchName}",
+            Image: "#{BuildVariables.IMAGE_URI}",
+            SseKmsKeyId: att(artifactKey, "Arn"),
+          },
+          InputArtifacts: [{ Name: "Source" }],
+        } : {
+          Name: "Deploy",
+          ActionTypeId: { Category: "Invoke", Owner: "AWS", Provider: "Lambda", Version: "1" },
+          Configuration: {
+            FunctionName: pipelineFunction.ref,
+            UserParameters: Fn.sub("{\"environment\": \"${Environment}\", \"repository\": \"${RepositoryName}\", \"branch\": \"#{SourceVariables.BranchName}\", \"image\": \"#{BuildVariables.IMAGE_URI}\", \"sse_kms_key_id\": \"${ArtifactKeyArn}\"}", { Environment: environment, RepositoryName: p.repositoryName, ArtifactKeyArn: att(artifactKey, "Arn") }),
+          },
+          InputArtifacts: [{ Name: "Source" }],
+        },
+      ],
+    });
+
+    const pipeline = res("Pipeline", "AWS::CodePipeline::Pipeline", {
+      Name: Fn.sub("${AWS::StackName}-pipeline"),
+      Tags: [
+        {
+          Key: "porter:deploy-action",
+          Value: (c.useCustomAction ? porterActionType!.ref : "lambda-invoke"),
+        },
+      ],
+      PipelineType: "V2",
+      ExecutionMode: "SUPERSEDED",
+      RoleArn: att(pipelineRole, "Arn"),
+      ArtifactStore: {
+        Type: "S3",
+        Location: artifactBucket.ref,
+        EncryptionKey: { Id: att(artifactKey, "Arn"), Type: "KMS" },
+      },
+      Stages: [
+        {
+          Name: "Source",
+          Actions: [
+            {
+              Name: "Source",
+              Namespace: "SourceVariables",
+              ActionTypeId: { Category: "Source", Owner: "AWS", Provider: "CodeCommit", Version: "1" },
+              Configuration: {
+                RepositoryName: p.repositoryName,
+                BranchName: p.branchName,
+                PollForSourceChanges: false,
+              },
+              OutputArtifacts: [{ Name: "Source" }],
+            },
+          ],
+        },
+        {
+          Name: "Build",
+          Actions: [
+            {
+              Name: "Image",
+              Namespace: "BuildVariables",
+              ActionTypeId: { Category: "Build", Owner: "AWS", Provider: "CodeBuild", Version: "1" },
+              Configuration: { ProjectName: buildProject.ref },
+              InputArtifacts: [{ Name: "Source" }],
+            },
+          ],
+        },
+        deployStage("DeployStaging", p.stagingEnvironment),
+        {
+          Name: "Approve",
+          Actions: [
+            {
+              Name: "Approve",
+              ActionTypeId: { Category: "Approval", Owner: "AWS", Provider: "Manual", Version: "1" },
+              Configuration: {
+                NotificationArn: notificationTopic.ref,
+                CustomData: Fn.sub("Staging is deployed; approve to deploy to ${ProductionEnvironment}.", { ProductionEnvironment: p.productionEnvironment }),
+              },
+            },
+          ],
+        },
+        deployStage("DeployProduction", p.productionEnvironment),
+      ],
+    });
+
+    if (c.hasApprovers) {
+      res("ProductionApprovers", "AWS::IAM::ManagedPolicy", {
+        Description: Fn.sub("${AWS::StackName}: approve the production deploy"),
+        Roles: p.approverRoleNames,
+        PolicyDocument: {
+          Version: "2012-10-17",
+          Statement: [
+            {
+              Sid: "ApproveProduction",
+              Effect: "Allow",
+              Action: "codepipeline:PutApprovalResult",
+              Resource: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}/Approve/Approve", { Pipeline: pipeline.ref }),
+            },
+            {
+              Sid: "SeeWhatIsApproved",
+              Effect: "Allow",
+              Action: [
+                "codepipeline:GetPipeline",
+                "codepipeline:GetPipelineState",
+                "codepipeline:GetPipelineExecution",
+                "codepipeline:ListPipelineExecutions",
+              ],
+              Resource: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}", { Pipeline: pipeline.ref }),
+            },
+          ],
+        },
+      });
+    }
+
+    const branchChangedRole = res("BranchChangedRole", "AWS::IAM::Role", {
+      AssumeRolePolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Effect: "Allow",
+            Principal: { Service: "events.amazonaws.com" },
+            Action: "sts:AssumeRole",
+            Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
+          },
+        ],
+      },
+      Policies: [
+        {
+          PolicyName: "start-pipeline",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              {
+                Effect: "Allow",
+                Action: "codepipeline:StartPipelineExecution",
+                Resource: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}", { Pipeline: pipeline.ref }),
+              },
+            ],
+          },
+        },
+      ],
+    });
+
+    res("BranchChangedRule", "AWS::Events::Rule", {
+      Description: Fn.sub("${BranchName} of ${RepositoryName} changed: start ${AWS::StackName}-pipeline", { BranchName: p.branchName, RepositoryName: p.repositoryName }),
+      EventPattern: {
+        source: ["aws.codecommit"],
+        "detail-type": ["CodeCommit Repository State Change"],
+        resources: [
+          Fn.sub("arn:${AWS::Partition}:codecommit:${AWS::Region}:${AWS::AccountId}:${RepositoryName}", { RepositoryName: p.repositoryName }),
+        ],
+        detail: {
+          event: ["referenceCreated", "referenceUpdated"],
+          referenceType: ["branch"],
+          referenceName: [p.branchName],
+        },
+      },
+      Targets: [
+        {
+          Id: "pipeline",
+          Arn: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}", { Pipeline: pipeline.ref }),
+          RoleArn: att(branchChangedRole, "Arn"),
+        },
+      ],
+    });
+
+    // ---- The trigger: branch pipelines and the weekly build
+
+    const triggerLogGroup = logGroup("TriggerLogGroup", `/aws/lambda/${Aws.STACK_NAME}-trigger`);
+
+    const triggerFunctionRole = res("TriggerFunctionRole", "AWS::IAM::Role", {
+      RoleName: Fn.sub("${AWS::StackName}-trigger"),
+      AssumeRolePolicyDocument: LAMBDA_TRUST,
+      Policies: [
+        {
+          PolicyName: "branch-pipelines",
+          PolicyDocument: {
+            Version: "2012-10-17",
+            Statement: [
+              {
+                Sid: "BranchPipelines",
+                Effect: "Allow",
+                Action: [
+                  "codepipeline:GetPipeline",
+                  "codepipeline:CreatePipeline",
+                  "codepipeline:UpdatePipeline",
+                  "codepipeline:DeletePipeline",
+                  "codepipeline:StartPipelineExecution",
+                ],
+                Resource: [
+                  Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}", { Pipeline: pipeline.ref }),
+                  Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}-*", { Pipeline: pipeline.ref }),
+                ],
+              },
+              {
+                Sid: "PassPipelineRole",
+                Effect: "Allow",
+                Action: "iam:PassRole",
+                Resource: att(pipelineRole, "Arn"),
+                Condition: { StringEquals: { "iam:PassedToService": "codepipeline.amazonaws.com" } },
+              },
+              logsTo(triggerLogGroup),
+              TRACING,
+            ],
+          },
+        },
+      ],
+    });
+
+    const triggerFunction = lambdaFunction("trigger", triggerFunctionRole, triggerLogGroup, {
+      Description: "porter branch pipelines and the weekly build",
+      Timeout: 60,
+      Environment: {
+        Variables: {
+          PIPELINE_NAME: pipeline.ref,
+          BRANCH_PATTERN: p.branchPattern,
+          BRANCH_ENVIRONMENTS: p.branchEnvironments,
+          SCHEDULED_PIPELINES: (c.scheduleMainPipeline ? pipeline.ref : p.scheduledPipelines),
+          REPOSITORY_NAME: p.repositoryName,
+          BRANCH_NAME: p.branchName,
+        },
+      },
+    });
+
+    res("TriggerFromRepository", "AWS::Lambda::Permission", {
+      Action: "lambda:InvokeFunction",
+      FunctionName: triggerFunction.ref,
+      Principal: "codecommit.amazonaws.com",
+      SourceAccount: Aws.ACCOUNT_ID,
+      SourceArn: Fn.sub("arn:${AWS::Partition}:codecommit:${AWS::Region}:${AWS::AccountId}:${RepositoryName}", { RepositoryName: p.repositoryName }),
+    });
+
+    const triggerFunctionBranchChanged = res("TriggerFunctionBranchChanged", "AWS::Events::Rule", {
+      EventPattern: {
+        source: ["aws.codecommit"],
+        "detail-type": ["CodeCommit Repository State Change"],
+        resources: [
+          Fn.sub("arn:${AWS::Partition}:codecommit:${AWS::Region}:${AWS::AccountId}:${RepositoryName}", { RepositoryName: p.repositoryName }),
+        ],
+        detail: {
+          event: ["referenceCreated", "referenceUpdated", "referenceDeleted"],
+          referenceType: ["branch"],
+          referenceName: [{ "anything-but": p.branchName }],
+        },
+      },
+      Targets: [{ Arn: att(triggerFunction, "Arn"), Id: "TriggerFunctionBranchChangedLambdaTarget" }],
+    });
+
+    fromRule("TriggerFunctionBranchChangedPermission", triggerFunction, triggerFunctionBranchChanged);
+
+    const triggerFunctionWeekly = res("TriggerFunctionWeekly", "AWS::Events::Rule", {
+      Description: "porter's weekly build of the scheduled pipelines",
+      ScheduleExpression: p.schedule,
+      Targets: [{ Arn: att(triggerFunction, "Arn"), Id: "TriggerFunctionWeeklyLambdaTarget" }],
+    });
+
+    fromRule("TriggerFunctionWeeklyPermission", triggerFunction, triggerFunctionWeekly);
+
+    // ---- Pipeline state changes to the topic
+
+    const pipelineNotificationRule = res("PipelineNotificationRule", "AWS::Events::Rule", {
+      Description: "porter pipeline and action state changes to the notification topic",
+      EventPattern: {
+        source: ["aws.codepipeline"],
+        "detail-type": [
+          "CodePipeline Pipeline Execution State Change",
+          "CodePipeline Action Execution State Change",
+        ],
+        resources: [
+          {
+            prefix: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-pipeline"),
+          },
+        ],
+        detail: { state: ["STARTED", "SUCCEEDED", "FAILED", "STOPPED", "SUPERSEDED", "CANCELED"] },
+      },
+      Targets: [{ Id: "topic", Arn: notificationTopic.ref }],
+    });
+
+    res("NotificationTopicPolicy", "AWS::SNS::TopicPolicy", {
+      Topics: [notificationTopic.ref],
+      PolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Sid: "PipelineStateChanges",
+            Effect: "Allow",
+            Principal: { Service: "events.amazonaws.com" },
+            Action: "sns:Publish",
+            Resource: notificationTopic.ref,
+            Condition: { ArnEquals: { "aws:SourceArn": att(pipelineNotificationRule, "Arn") } },
+          },
+          {
+            Sid: "NotificationRules",
+            Effect: "Allow",
+            Principal: { Service: "codestar-notifications.amazonaws.com" },
+            Action: "sns:Publish",
+            Resource: notificationTopic.ref,
+            Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
+          },
+        ],
+      },
+    });
+
+    if (c.hasNotificationEmail) {
+      res("NotificationSubscription", "AWS::SNS::Subscription", { TopicArn: notificationTopic.ref, Protocol: "email", Endpoint: p.notificationEmail });
+    }
+
+    const outputs: Record<string, [string, string]> = {
+      LeaseTableName: [leaseTable.ref, "The deploy lease table (who deploys what, right now)"],
+      StateMachineArn: [deployStateMachine.ref, "The deploy state machine"],
+      PipelineName: [pipeline.ref, "The main branch's pipeline"],
+      ArtifactBucketName: [artifactBucket.ref, "Payloads, pipeline artifacts and continuation state"],
+      ArtifactKeyArn: [att(artifactKey, "Arn"), "The KMS key uploads to the artifact bucket name (porter deploy's source zip)"],
+      NotificationTopicArn: [notificationTopic.ref, "Approvals and pipeline state changes"],
+      DeploymentRoleArn: [att(deploymentRole, "Arn"), "The role to name as role_arn in .porter/config (this account)"],
+      PhaseFunctionRoleArns: [
+        Fn.join(",", [att(provisionFunctionRole, "Arn"), att(promoteFunctionRole, "Arn"), att(pruneFunctionRole, "Arn")]),
+        "The roles a deployment role in another account must trust (provision, promote, prune; pack never assumes one)",
+      ],
+    };
+    for (const [name, [value, description]] of Object.entries(outputs)) {
+      new CfnOutput(this, name, { value, description });
+    }
+    this.stateMachineArn = deployStateMachine.ref;
+    this.pipelineName = pipeline.ref;
+    this.artifactBucketName = artifactBucket.ref;
+    this.artifactKeyArn = att(artifactKey, "Arn");
+    this.notificationTopicArn = notificationTopic.ref;
+    this.deploymentRoleArn = att(deploymentRole, "Arn");
+    this.leaseTableName = leaseTable.ref;
+    this.functionArns = {
+      pack: att(packFunction, "Arn"),
+      provision: att(provisionFunction, "Arn"),
+      promote: att(promoteFunction, "Arn"),
+      prune: att(pruneFunction, "Arn"),
+      pipeline: att(pipelineFunction, "Arn"),
+      trigger: att(triggerFunction, "Arn"),
+      lease: att(leaseFunction, "Arn"),
+      notify: att(notifyFunction, "Arn"),
+      hooks: att(hooksFunction, "Arn"),
+    };
+  }
+}

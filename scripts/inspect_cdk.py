@@ -1,0 +1,179 @@
+"""Creates the templates the CDK construct synthesized for the parity cases
+(infra/cdk/test/parity-cases.json) in a moto server, the way
+scripts/inspect_infra.py creates the SAM one (its moto copy and checks),
+and checks what came out: every function, the state machine running the
+shipped definition with each phase's own function, the roles' rights that
+matter most (the release boundary's cap on secrets, what notify and the
+hooks may reach), the bucket. check_cdk_parity.py holds the template to the SAM
+one; this shows CloudFormation (moto's) takes it as CDK wrote it.
+
+One stand-in, as sam_to_cfn.py makes for SAM: each function's code is the
+S3 object given on the command line instead of CDK's asset (which `cdk
+deploy` uploads to the bootstrap bucket first).
+
+usage: inspect_cdk.py ENDPOINT CDK_DIR CASES.json CODE_BUCKET CODE_KEY DEFINITION.asl.json
+"""
+
+import io
+import json
+import os
+import sys
+import zipfile
+
+import boto3
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import inspect_infra as ii  # noqa: E402
+from check_cdk_parity import cdk_names  # noqa: E402
+from inspect_infra import as_list, check, document, grants, resources_of, statements  # noqa: E402
+
+FUNCTIONS = ["Pack", "Provision", "Promote", "Prune", "Pipeline", "Trigger", "Lease", "Notify", "Hooks"]
+STATES = ["Pack", "Provision", "Promote", "Prune", "Lease", "Notify", "Hooks"]  # what the state machine invokes
+
+
+def main(endpoint, cdk_dir, cases_path, code_bucket, code_key, definition_path):
+    kw = dict(endpoint_url=endpoint, region_name=ii.REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3, cfn, iam = boto3.client("s3", **kw), boto3.client("cloudformation", **kw), boto3.client("iam", **kw)
+    lam, sfn = boto3.client("lambda", **kw), boto3.client("stepfunctions", **kw)
+    account = boto3.client("sts", **kw).get_caller_identity()["Account"]
+
+    s3.create_bucket(Bucket=code_bucket)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("bootstrap", "#!/bin/sh\n")
+    s3.put_object(Bucket=code_bucket, Key=code_key, Body=buf.getvalue())
+    with open(cases_path) as f:
+        cases = json.load(f)
+    with open(definition_path) as f:
+        shipped_text = f.read()
+
+    for name, case in cases.items():
+        with open(os.path.join(cdk_dir, f"{name}.template.json")) as f:
+            template = json.load(f)
+        params = case["parameters"]
+        stack_name = f"porter-cdk-{name}"
+        approvers = [a for a in params.get("ApproverRoleNames", "").split(",") if a]
+        for role in approvers:
+            # The approvers' role exists before the stack, as it would in an account.
+            iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}]}))
+        names = cdk_names(template)
+        lid = {names[k]: k for k in template["Resources"]}
+        for r in template["Resources"].values():
+            if r["Type"] == "AWS::Lambda::Function":
+                r["Properties"]["Code"] = {"S3Bucket": code_bucket, "S3Key": code_key}
+        stack, physical = ii.create(cfn, template, stack_name, {})
+        if ii.failed:
+            return
+
+        fn_arn, role_of = {}, {}
+        arch = "x86_64" if params.get("Architecture") == "x86_64" else "arm64"
+        for f in FUNCTIONS:
+            conf = lam.get_function(FunctionName=physical[lid[f + "Function"]])["Configuration"]
+            fn_arn[f], role_of[f] = conf["FunctionArn"], conf["Role"].rsplit("/", 1)[1]
+            check(conf["FunctionName"] == f"{stack_name}-{f.lower()}" and conf["Runtime"] == "provided.al2023"
+                  and conf["Handler"] == "bootstrap", f"moto {name}: {f}Function is {stack_name}-{f.lower()}, provided.al2023 bootstrap")
+            props = template["Resources"][lid[f + "Function"]]["Properties"]
+            check(props["Architectures"] == [arch], f"template {name}: {f}Function runs on {arch}")
+        check(len(set(role_of.values())) == len(FUNCTIONS), f"moto {name}: one role per function")
+        env = lam.get_function(FunctionName=physical[lid["PackFunction"]])["Configuration"]["Environment"]["Variables"]
+        check(env.get("PORTER_SERVICE") == params["ServiceName"] and env.get("ARTIFACT_BUCKET") == physical[lid["ArtifactBucket"]],
+              f"moto {name}: pack deploys {params['ServiceName']} through the stack's artifact bucket")
+
+        sm_arn = f"arn:aws:states:{ii.REGION}:{account}:stateMachine:{stack_name}-deploy"
+        sm = sfn.describe_state_machine(stateMachineArn=sm_arn)
+        shipped = shipped_text
+        for p in STATES:
+            shipped = shipped.replace("${%sFunctionArn}" % p, fn_arn[p])
+        check(json.loads(sm["definition"]) == json.loads(shipped),
+              f"moto {name}: the deployed definition is statemachines/deploy.asl.json with each phase's own function ARN")
+        g = grants(statements(iam, sm["roleArn"].rsplit("/", 1)[1]))
+        check(resources_of(g, "lambda:InvokeFunction") == sorted(fn_arn[p] for p in STATES),
+              f"moto {name}: the state machine role invokes exactly the four phase functions, the lease, notify and hooks")
+
+        g = grants(statements(iam, role_of["Provision"]))
+        own = f"arn:aws:iam::{account}:role/{params.get('DeploymentRoleName', 'porter-deployment')}"
+        want = sorted(params["DeploymentRoleArns"].split(",")) if params.get("DeploymentRoleArns") else [own]
+        check(resources_of(g, "sts:AssumeRole") == want, f"moto {name}: provision assumes exactly {want}")
+        for role in approvers:
+            g = grants(statements(iam, role))
+            pipeline = f"arn:aws:codepipeline:{ii.REGION}:{account}:{stack_name}-pipeline"
+            check(resources_of(g, "codepipeline:PutApprovalResult") == [pipeline + "/Approve/Approve"],
+                  f"moto {name}: {role} may approve exactly the pipeline's Approve action")
+        for f in FUNCTIONS:
+            check("codepipeline:PutApprovalResult" not in {a for a, _, _ in grants(statements(iam, role_of[f]))},
+                  f"moto {name}: {f}Function's role cannot approve")
+
+        bucket = physical[lid["ArtifactBucket"]]
+        bucket_arn = f"arn:aws:s3:::{bucket}"
+        service = params["ServiceName"]
+        arn = lambda svc, rest: f"arn:aws:{svc}:{ii.REGION}:{account}:{rest}"  # noqa: E731
+
+        # --- the release boundary (only where this stack makes the deployment role)
+        if not params.get("DeploymentRoleArns"):
+            boundary_arn = f"arn:aws:iam::{account}:policy/porter/porter-release-boundary"
+            pol = iam.get_policy(PolicyArn=boundary_arn)["Policy"]
+            bdoc = document(iam.get_policy_version(PolicyArn=boundary_arn, VersionId=pol["DefaultVersionId"])["PolicyVersion"]["Document"])
+            capped = {a: sorted(r for s in as_list(bdoc["Statement"]) if s["Effect"] == "Allow" and a in as_list(s["Action"])
+                                for r in as_list(s["Resource"]))
+                      for a in ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "secretsmanager:GetSecretValue"]}
+            check(all(capped[a] == [f"arn:aws:ssm:*:{account}:parameter/porter/*"] for a in capped if a.startswith("ssm:"))
+                  and capped["secretsmanager:GetSecretValue"] == [f"arn:aws:secretsmanager:*:{account}:secret:porter/*"],
+                  f"moto {name}: release roles read secrets and parameters only under porter/ {capped}")
+
+        # --- deploy notices
+        env = lam.get_function(FunctionName=physical[lid["NotifyFunction"]])["Configuration"]["Environment"]["Variables"]
+        hosts = params.get("WebhookHosts", "hooks.slack.com")
+        check(env == {"ARTIFACT_BUCKET": bucket, "NOTIFICATION_TOPIC_ARN": physical[lid["NotificationTopic"]],
+                      "PORTER_SERVICE": service, "PORTER_WEBHOOK_HOSTS": hosts},
+              f"moto {name}: notify posts to {hosts} only, for {service}, through the stack's topic {env}")
+        g = grants(statements(iam, role_of["Notify"]))
+        check(resources_of(g, "sns:Publish") == [physical[lid["NotificationTopic"]]], f"moto {name}: notify publishes to the notification topic only")
+        check(resources_of(g, "s3:GetObject") == [f"{bucket_arn}/porter-deployment/*"], f"moto {name}: notify reads releases only")
+        check(resources_of(g, "secretsmanager:GetSecretValue") == [arn("secretsmanager", f"secret:porter/{service}/notifications/*")]
+              and resources_of(g, "ssm:GetParameter") == [arn("ssm", f"parameter/aws/reference/secretsmanager/porter/{service}/notifications/*")],
+              f"moto {name}: notify reads webhook URLs only under porter/{service}/notifications/")
+        actions = {a for a, _, _ in g}
+        check(actions <= {"sns:Publish", "kms:GenerateDataKey", "kms:Decrypt", "s3:GetObject", "ssm:GetParameter", "secretsmanager:GetSecretValue",
+                          "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"},
+              f"moto {name}: notify has nothing else {sorted(actions)}")
+
+        # --- hooks: the function starts builds; the builds' role can do nothing else
+        project = f"{stack_name}-hooks"  # not in moto (inspect_infra.NOT_IN_MOTO): its Ref is its name
+        env = lam.get_function(FunctionName=physical[lid["HooksFunction"]])["Configuration"]["Environment"]["Variables"]
+        check(env == {"ARTIFACT_BUCKET": bucket, "HOOKS_PROJECT": project}, f"moto {name}: hooks start builds of {project} {env}")
+        g = grants(statements(iam, role_of["Hooks"]))
+        project_arn = arn("codebuild", f"project/{project}")
+        check(resources_of(g, "codebuild:StartBuild") == [project_arn] and resources_of(g, "codebuild:BatchGetBuilds") == [project_arn],
+              f"moto {name}: the hooks function starts and reads builds of the hooks project only")
+        actions = {a for a, _, _ in g}
+        check(actions <= {"codebuild:StartBuild", "codebuild:BatchGetBuilds", "s3:GetObject", "kms:Decrypt",
+                          "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"},
+              f"moto {name}: the hooks function has nothing else {sorted(actions)}")
+        check(template["Resources"][lid["HooksProject"]]["Properties"]["ServiceRole"] == {"Fn::GetAtt": [lid["HookRole"], "Arn"]},
+              f"template {name}: hooks run as HookRole")
+        hook_statements = statements(iam, physical[lid["HookRole"]])
+        hook_actions = {a for a, _, _ in grants(hook_statements)}
+        check(hook_actions <= {"logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:GetObjectVersion", "kms:Decrypt"},
+              f"moto {name}: a hook can read its source and write its logs, nothing else {sorted(hook_actions)}")
+        check(any(f"{bucket_arn}/porter-continuations/*" in as_list(s["Resource"]) and f"{bucket_arn}/porter-deployment/*" in as_list(s["Resource"])
+                  for s in hook_statements if s.get("Effect") == "Deny"),
+              f"moto {name}: a hook cannot read releases or continuation state")
+
+        enc = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+        check(enc.get("SSEAlgorithm") == "aws:kms" and enc.get("KMSMasterKeyID", "").endswith(physical[lid["ArtifactKey"]]),
+              f"moto {name}: the artifact bucket defaults to SSE-KMS with its own key")
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        check(sm_arn in outputs.values() and bucket in outputs.values() and len(outputs) == 8,
+              f"moto {name}: the eight outputs, the state machine and the bucket among them")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 7:
+        sys.exit(__doc__)
+    main(*sys.argv[1:])
+    if ii.failed:
+        print(f"inspect_cdk: {len(ii.failed)} check(s) failed", file=sys.stderr)
+        sys.exit(1)
+    print("inspect_cdk: all checks passed")
