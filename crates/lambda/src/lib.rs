@@ -317,36 +317,44 @@ async fn pack(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
 /// A hooks step of the state machine: `state` is the last call's, when
 /// it resumes.
 async fn hooks(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
-    #[derive(serde::Deserialize)]
-    struct Event {
-        #[serde(flatten)]
-        input: porter_core::hooks::HooksInput,
-        #[serde(default)]
-        state: Option<porter_core::hooks::HooksState>,
-    }
-    let bad = |e: serde_json::Error| FunctionError::BadEvent {
-        phase: "hooks",
-        detail: e.to_string(),
-    };
-    let mut event = event;
-    // After a failure the state machine hands over its whole state: the
-    // phase it had reached names the post_ hooks due.
-    if let Some(after) = event.as_object_mut().and_then(|o| o.remove("after_failure")) {
-        let phase = porter_core::execution::phase_reached(&after);
-        let points: Vec<String> = phase
-            .filter(|p| ["pack", "provision", "promote", "prune"].contains(p))
-            .map(|p| format!("post_{p}"))
-            .into_iter()
-            .collect();
-        event["points"] = serde_json::json!(points);
-        event["failed"] = Value::Bool(true);
-    }
-    let Event { input, state } = serde_json::from_value(event).map_err(bad)?;
+    let (input, state) = hooks_event(event)?;
     let runner = ctx.hooks.as_ref().ok_or_else(|| {
         PhaseError::Invalid("HOOKS_PROJECT is not set: the hooks function needs the infra's hooks project".into())
     })?;
     let step = porter_core::hooks::run(&ctx.aws, runner, &input, state).await?;
     Ok(to_value(step))
+}
+
+/// What a hooks step hands the function: its input, the state it left
+/// pending (when it resumes), and after a failure the execution's whole
+/// state (`after_failure`), whose phase names the `post_` hooks due.
+pub fn hooks_event(
+    mut event: Value,
+) -> Result<(porter_core::hooks::HooksInput, Option<porter_core::hooks::HooksState>), FunctionError> {
+    let bad = |e: serde_json::Error| FunctionError::BadEvent {
+        phase: "hooks",
+        detail: e.to_string(),
+    };
+    let Some(fields) = event.as_object_mut() else {
+        return Err(FunctionError::BadEvent {
+            phase: "hooks",
+            detail: "expected an object".into(),
+        });
+    };
+    let state = match fields.remove("state") {
+        None | Some(Value::Null) => None,
+        Some(s) => Some(serde_json::from_value(s).map_err(bad)?),
+    };
+    if let Some(after) = fields.remove("after_failure") {
+        let points: Vec<String> = porter_core::execution::phase_reached(&after)
+            .filter(|p| ["pack", "provision", "promote", "prune"].contains(p))
+            .map(|p| format!("post_{p}"))
+            .into_iter()
+            .collect();
+        fields.insert("points".into(), serde_json::json!(points));
+        fields.insert("failed".into(), Value::Bool(true));
+    }
+    Ok((serde_json::from_value(event).map_err(bad)?, state))
 }
 
 async fn provision(ctx: &Context, event: Value) -> Result<Value, FunctionError> {

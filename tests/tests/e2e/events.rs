@@ -109,3 +109,32 @@ fn every_sample_event_parses_as_what_its_function_takes() {
     }
     assert_eq!(checked, 21, "every sample has a case");
 }
+
+/// A hooks step as the state machine hands it over: first, resuming with
+/// the state it left pending, and on the failure path with the whole
+/// execution state.
+#[test]
+fn a_hooks_step_reads_its_input_its_pending_state_and_a_failures_phase() {
+    let first = load("hooks-after-pack.json");
+    let (input, state) = porter_lambda::hooks_event(first.clone()).unwrap();
+    assert_eq!(input.points, ["post_pack", "pre_provision"]);
+    assert!(state.is_none());
+
+    let mut resumed = first.clone();
+    resumed["state"] = serde_json::json!({"next": 1, "builds": [{"hook": "post_pack[0]", "build": "p:1"}]});
+    let (_, state) = porter_lambda::hooks_event(resumed).unwrap();
+    assert_eq!(state.unwrap().builds[0].build, "p:1");
+
+    let mut after = first.clone();
+    after.as_object_mut().unwrap().remove("points");
+    after["after_failure"] = load("notify-failed.json")["state"].clone();
+    let (input, _) = porter_lambda::hooks_event(after).unwrap();
+    assert_eq!((input.points, input.failed), (vec!["post_provision".to_string()], true));
+
+    let mut unknown = first;
+    unknown["colour"] = "red".into();
+    assert!(
+        porter_lambda::hooks_event(unknown).is_err(),
+        "unknown fields are refused"
+    );
+}
