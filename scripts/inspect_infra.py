@@ -524,10 +524,14 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     hook_actions = {a for a, _, _ in hg}
     check(hook_actions <= {"logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:GetObjectVersion", "kms:Decrypt"},
           f"moto: a hook can read its source and write its logs, nothing else (no deploy, IAM or artifact writes) {sorted(hook_actions)}")
-    hook_denies = [s for s in hook_statements if s.get("Effect") == "Deny"]
-    check(any(f"{bucket_arn}/porter-continuations/*" in as_list(s["Resource"]) and f"{bucket_arn}/porter-deployment/*" in as_list(s["Resource"])
-              for s in hook_denies),
-          "moto: a hook cannot read releases or continuation state (the token key)")
+    # Repository code runs in two CodeBuild projects: the hooks, and the
+    # image build (the repository's Dockerfile). Neither may read releases
+    # or the continuation state, where the token key lives.
+    for who, role in [("a hook", physical["HookRole"]), ("the image build", physical["BuildRole"])]:
+        denies = [s for s in statements(iam, role) if s.get("Effect") == "Deny"]
+        check(any(f"{bucket_arn}/porter-continuations/*" in as_list(s["Resource"]) and f"{bucket_arn}/porter-deployment/*" in as_list(s["Resource"])
+                  for s in denies),
+              f"moto: {who} cannot read releases or continuation state (the token key)")
     for name in ["HooksBeforePack", "HooksAfterPack", "HooksAfterProvision", "HooksAfterPromote", "HooksAfterPrune", "HooksAfterFailure"]:
         st = json.loads(shipped)["States"][name]
         check(st["Parameters"]["FunctionName"] == fn_arn["Hooks"] and st["Next"] == name + "Pending?"

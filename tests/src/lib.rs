@@ -96,22 +96,19 @@ pub fn break_provisioning(svc: &Path, after: &str) {
     .unwrap();
 }
 
-/// Stores a Secrets Manager secret in moto (the tests make no Secrets
-/// Manager client of their own: its SDK crate would be built for this alone).
+/// Stores a Secrets Manager secret in moto, as `porter local secret` does.
 pub async fn put_secret(endpoint: &str, region: &str, name: &str, value: &str) {
-    let resp = http()
-        .post(format!("{endpoint}/"))
-        .header("content-type", "application/x-amz-json-1.1")
-        .header("x-amz-target", "secretsmanager.CreateSecret")
-        .header(
-            "authorization",
-            format!("AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/secretsmanager/aws4_request, SignedHeaders=host, Signature=0"),
-        )
-        .body(serde_json::json!({"Name": name, "SecretString": value}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    let sdk = porter_local::moto::sdk_config(endpoint, region).await;
+    porter_local::instance_secrets::put(
+        endpoint,
+        &sdk,
+        region,
+        porter_local::instance_secrets::Store::SecretsManager,
+        name,
+        value,
+    )
+    .await
+    .unwrap();
 }
 
 /// Deploys the service folder at `path` to its `staging` environment on

@@ -61,6 +61,16 @@ pub enum LocalCommand {
         #[arg(long, default_value = "ALARM")]
         state: String,
     },
+    /// Store a secret on the local stack, as an administrator would in
+    /// Secrets Manager or SSM: what `secrets:` and `slack:` name. The value
+    /// is read from standard input, so it is never on a command line.
+    Secret {
+        /// `secretsmanager:NAME` or `ssm:NAME`, as the config writes it.
+        reference: String,
+        /// Each region to store it in (repeat the flag).
+        #[arg(long, required = true)]
+        region: Vec<String>,
+    },
     /// Send bounded load through the local stack's load balancers (loopback
     /// only) until Ctrl-C, SIGTERM or --max-seconds; then print, per load
     /// balancer, the requests sent, the failed ones and the pages served.
@@ -122,6 +132,7 @@ pub async fn run(cmd: LocalCommand) -> Result<ExitCode> {
         }
         LocalCommand::Invoke { function, event } => invoke(&function, &event).await,
         LocalCommand::Alarm { name, region, state } => alarm(&name, &region, &state).await,
+        LocalCommand::Secret { reference, region } => secret(&reference, &region).await,
         LocalCommand::Bootstrap { environment, path } => bootstrap(&path, &environment).await,
         LocalCommand::Pipeline {
             environment,
@@ -304,6 +315,36 @@ async fn down() -> Result<ExitCode> {
         f.pid,
         f.pid
     )
+}
+
+async fn secret(reference: &str, regions: &[String]) -> Result<ExitCode> {
+    use porter_local::instance_secrets::{self, Store};
+    let Some((store, name)) = reference
+        .split_once(':')
+        .and_then(|(s, n)| Some((Store::parse(s)?, n)))
+        .filter(|(_, n)| !n.is_empty())
+    else {
+        bail!("`{reference}` is not a reference: write secretsmanager:NAME or ssm:NAME, as .porter/config does");
+    };
+    let Some(f) = running().await else {
+        bail!("the local stack is down: start it with `porter local up` (in another terminal)");
+    };
+    let mut value = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
+        .context("reading the value from standard input")?;
+    // What `echo value |` adds is not part of the secret.
+    let value = value.strip_suffix('\n').unwrap_or(&value);
+    if value.is_empty() {
+        bail!("no value on standard input: pipe it in (printf %s \"$VALUE\" | porter local secret {reference} --region ...)");
+    }
+    let moto = format!("http://127.0.0.1:{}", f.moto_port);
+    for region in regions {
+        let sdk = porter_local::moto::sdk_config(&moto, region).await;
+        instance_secrets::put(&moto, &sdk, region, store, name, value).await?;
+        // The reference only: the value is never printed.
+        println!("{reference} stored in {region}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn alarm(name: &str, region: &str, state: &str) -> Result<ExitCode> {

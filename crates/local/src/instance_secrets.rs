@@ -97,13 +97,54 @@ pub async fn read(
     }
 }
 
-/// A Secrets Manager call (JSON protocol). `Err` inside is the service's
-/// own refusal, as the CLI prints it; it never holds a value.
+/// Stores `value` at `name` in moto (`porter local secret`, the tests):
+/// what an administrator puts in Secrets Manager or SSM in a real account.
+pub async fn put(moto: &str, sdk: &SdkConfig, region: &str, store: Store, name: &str, value: &str) -> Result<()> {
+    match store {
+        Store::SecretsManager => {
+            let body = serde_json::json!({"SecretId": name, "Name": name, "SecretString": value});
+            let created = secrets_manager_call(moto, region, "CreateSecret", &body).await?;
+            if let Err(why) = created {
+                if !why.contains("ResourceExistsException") {
+                    anyhow::bail!(why);
+                }
+                secrets_manager_call(moto, region, "PutSecretValue", &body)
+                    .await?
+                    .map_err(anyhow::Error::msg)?;
+            }
+        }
+        Store::Ssm => {
+            aws_sdk_ssm::Client::new(sdk)
+                .put_parameter()
+                .name(name)
+                .value(value)
+                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                .overwrite(true)
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!(porter_core::aws::describe(&format!("storing {name} in {region}"), &e)))?;
+        }
+    }
+    Ok(())
+}
+
+/// A Secrets Manager call (JSON protocol) naming one secret. `Err` inside
+/// is the service's own refusal, as the CLI prints it; it never holds a
+/// value.
 async fn secrets_manager(
     moto: &str,
     region: &str,
     action: &str,
     name: &str,
+) -> Result<Result<serde_json::Value, String>> {
+    secrets_manager_call(moto, region, action, &serde_json::json!({"SecretId": name})).await
+}
+
+async fn secrets_manager_call(
+    moto: &str,
+    region: &str,
+    action: &str,
+    body: &serde_json::Value,
 ) -> Result<Result<serde_json::Value, String>> {
     let resp = reqwest::Client::new()
         .post(format!("{moto}/"))
@@ -113,7 +154,7 @@ async fn secrets_manager(
             "authorization",
             format!("AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/secretsmanager/aws4_request, SignedHeaders=host, Signature=0"),
         )
-        .body(serde_json::json!({"SecretId": name}).to_string())
+        .body(body.to_string())
         .send()
         .await
         .with_context(|| format!("secretsmanager {action} in {region}"))?;

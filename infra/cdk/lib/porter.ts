@@ -1317,6 +1317,15 @@ export class Porter extends Construct {
                 Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
               },
               {
+                Sid: "NotReleasesOrContinuations",
+                Effect: "Deny",
+                Action: "s3:*",
+                Resource: [
+                  Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+                  Fn.sub("${ArtifactBucketArn}/porter-continuations/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
+                ],
+              },
+              {
                 Sid: "ArtifactKey",
                 Effect: "Allow",
                 Action: "kms:Decrypt",
