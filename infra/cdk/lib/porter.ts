@@ -165,6 +165,17 @@ const logsTo = (group: CfnResource) => ({
   Resource: Token.asString(group.getAtt("Arn")),
 });
 
+// Where repository code runs (the hooks, the image build): never the
+// releases, nor the continuation state and its sealing key.
+const notReleasesOrContinuations = (bucket: CfnResource) => ({
+  Sid: "NotReleasesOrContinuations",
+  Effect: "Deny",
+  Action: "s3:*",
+  Resource: ["porter-deployment", "porter-continuations"].map((prefix) =>
+    Fn.sub(`\${ArtifactBucketArn}/${prefix}/*`, { ArtifactBucketArn: Token.asString(bucket.getAtt("Arn")) }),
+  ),
+});
+
 /** The deploy state machine's definition shipped in this repository. */
 function shippedDefinition(): string {
   // Walk up from the compiled module (dist/lib): the package carries a copy
@@ -1091,15 +1102,7 @@ export class Porter extends Construct {
                 Action: ["s3:GetObject", "s3:GetObjectVersion"],
                 Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
               },
-              {
-                Sid: "NotReleasesOrContinuations",
-                Effect: "Deny",
-                Action: "s3:*",
-                Resource: [
-                  Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-                  Fn.sub("${ArtifactBucketArn}/porter-continuations/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-                ],
-              },
+              notReleasesOrContinuations(artifactBucket),
               {
                 Sid: "ArtifactKey",
                 Effect: "Allow",
@@ -1316,15 +1319,7 @@ export class Porter extends Construct {
                 Action: ["s3:GetObject", "s3:GetObjectVersion"],
                 Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
               },
-              {
-                Sid: "NotReleasesOrContinuations",
-                Effect: "Deny",
-                Action: "s3:*",
-                Resource: [
-                  Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-                  Fn.sub("${ArtifactBucketArn}/porter-continuations/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-                ],
-              },
+              notReleasesOrContinuations(artifactBucket),
               {
                 Sid: "ArtifactKey",
                 Effect: "Allow",
