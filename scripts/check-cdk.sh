@@ -12,23 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-# No account: fixed dummy credentials, no profile files, no telemetry.
-export AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
-export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+# No account, no network (scratch folder and moto: offline-aws.sh), no telemetry.
+source scripts/offline-aws.sh
 export CDK_DISABLE_CLI_TELEMETRY=true CDK_DISABLE_VERSION_CHECK=true
-unset AWS_PROFILE AWS_SESSION_TOKEN
-
-work=$(mktemp -d)
-moto_pid=""
-cleanup() {
-  if [ -n "$moto_pid" ]; then
-    kill "$moto_pid" 2>/dev/null || true
-    wait "$moto_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 cd infra/cdk
 echo "== tsc"
@@ -53,13 +39,6 @@ echo "== parity with infra/template.yaml"
   infra/template.yaml infra/cdk/test/parity-cases.json "$work/cases"
 
 echo "== the CDK stacks in moto"
-port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-.venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
-moto_pid=$!
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$port/moto-api/config" >/dev/null 2>&1 && break
-  kill -0 "$moto_pid" 2>/dev/null || { cat "$work/moto.log"; exit 1; }
-  sleep 0.1
-done
+start_moto
 .venv/bin/python scripts/inspect_cdk.py "http://127.0.0.1:$port" "$work/cases" \
   infra/cdk/test/parity-cases.json porter-cdk-check-code code.zip statemachines/deploy.asl.json

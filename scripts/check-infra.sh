@@ -11,28 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-# No account: fixed dummy credentials, no profile files, no telemetry.
-export AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
-export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+# No account, no network (scratch folder and moto: offline-aws.sh), no telemetry.
+source scripts/offline-aws.sh
 export SAM_CLI_TELEMETRY=0
-unset AWS_PROFILE AWS_SESSION_TOKEN
-
-work=$(mktemp -d)
 # No update checks: SAM asks PyPI once a week unless its metadata (kept
 # here, not in ~/.aws-sam) says it just did; checkov has a switch.
 export __SAM_CLI_APP_DIR="$work/sam-app" CKV_SKIP_PACKAGE_UPDATE_CHECK=true
 mkdir -p "$__SAM_CLI_APP_DIR"
 printf '{"lastVersionCheck": %s}\n' "$(date +%s)" >"$__SAM_CLI_APP_DIR/metadata.json"
-moto_pid=""
-cleanup() {
-  if [ -n "$moto_pid" ]; then
-    kill "$moto_pid" 2>/dev/null || true
-    wait "$moto_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 echo "== sam validate --lint"
 .venv-sam/bin/sam validate --lint -t infra/template.yaml
@@ -47,14 +33,7 @@ echo "== checkov"
 
 echo "== the stack in moto"
 .venv-sam/bin/python scripts/sam_to_cfn.py infra/template.yaml porter-infra-check-code code.zip "$work/template.json"
-port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-.venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
-moto_pid=$!
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$port/moto-api/config" >/dev/null 2>&1 && break
-  kill -0 "$moto_pid" 2>/dev/null || { cat "$work/moto.log"; exit 1; }
-  sleep 0.1
-done
+start_moto
 .venv/bin/python scripts/inspect_infra.py "http://127.0.0.1:$port" "$work/template.json" \
   porter-infra-check-code code.zip statemachines/deploy.asl.json
 kill "$moto_pid"; wait "$moto_pid" 2>/dev/null || true; moto_pid=""

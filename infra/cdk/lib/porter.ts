@@ -157,6 +157,18 @@ const LAMBDA_TRUST = {
   Version: "2012-10-17",
   Statement: [{ Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole" }],
 };
+// A role an AWS service assumes on this account's behalf only.
+const serviceTrust = (service: string) => ({
+  Version: "2012-10-17",
+  Statement: [
+    {
+      Effect: "Allow",
+      Principal: { Service: service },
+      Action: "sts:AssumeRole",
+      Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
+    },
+  ],
+});
 const TRACING = { Sid: "Tracing", Effect: "Allow", Action: ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], Resource: "*" };
 const logsTo = (group: CfnResource) => ({
   Sid: "Logs",
@@ -1078,17 +1090,7 @@ export class Porter extends Construct {
 
     const hookRole = res("HookRole", "AWS::IAM::Role", {
       RoleName: Fn.sub("${AWS::StackName}-hook"),
-      AssumeRolePolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Effect: "Allow",
-            Principal: { Service: "codebuild.amazonaws.com" },
-            Action: "sts:AssumeRole",
-            Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
-          },
-        ],
-      },
+      AssumeRolePolicyDocument: serviceTrust("codebuild.amazonaws.com"),
       Policies: [
         {
           PolicyName: "hook",
@@ -1195,17 +1197,7 @@ export class Porter extends Construct {
 
     const deployStateMachineRole = res("DeployStateMachineRole", "AWS::IAM::Role", {
       RoleName: Fn.sub("${AWS::StackName}-deploy-states"),
-      AssumeRolePolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Effect: "Allow",
-            Principal: { Service: "states.amazonaws.com" },
-            Action: "sts:AssumeRole",
-            Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
-          },
-        ],
-      },
+      AssumeRolePolicyDocument: serviceTrust("states.amazonaws.com"),
       Policies: [
         {
           PolicyName: "invoke-phases",
@@ -1619,17 +1611,7 @@ export class Porter extends Construct {
 
     const pipelineRole = res("PipelineRole", "AWS::IAM::Role", {
       RoleName: Fn.sub("${AWS::StackName}-codepipeline"),
-      AssumeRolePolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Effect: "Allow",
-            Principal: { Service: "codepipeline.amazonaws.com" },
-            Action: "sts:AssumeRole",
-            Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
-          },
-        ],
-      },
+      AssumeRolePolicyDocument: serviceTrust("codepipeline.amazonaws.com"),
       Policies: [
         {
           PolicyName: "run-pipeline",
@@ -1818,17 +1800,7 @@ export class Porter extends Construct {
     }
 
     const branchChangedRole = res("BranchChangedRole", "AWS::IAM::Role", {
-      AssumeRolePolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Effect: "Allow",
-            Principal: { Service: "events.amazonaws.com" },
-            Action: "sts:AssumeRole",
-            Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
-          },
-        ],
-      },
+      AssumeRolePolicyDocument: serviceTrust("events.amazonaws.com"),
       Policies: [
         {
           PolicyName: "start-pipeline",
