@@ -126,6 +126,10 @@ pub struct Balancers {
     fleet: Fleet,
     map: Arc<Mutex<HashMap<(String, String), Balancer>>>,
     next: Arc<AtomicUsize>,
+    /// Held by every read of moto's registrations, and by the front while
+    /// a call passes moto through registrations AWS never shows (see
+    /// [`Balancers::hold_reads`]).
+    reads: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Balancers {
@@ -134,6 +138,7 @@ impl Balancers {
             fleet,
             map: Arc::default(),
             next: Arc::default(),
+            reads: Arc::default(),
         };
         if b.fleet.running() {
             let watcher = b.clone();
@@ -154,9 +159,20 @@ impl Balancers {
         self.fleet.running()
     }
 
+    /// Keeps every read of moto's registrations waiting until the guard
+    /// is dropped. moto answers some Auto Scaling calls by first taking the
+    /// other groups' instances out of a load balancer, and the front puts
+    /// them back: a read in between would forget their health, and they
+    /// would serve nothing until enough checks passed again (seconds of
+    /// 503s during a cutover, where AWS would carry every request).
+    pub async fn hold_reads(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.reads.clone().lock_owned().await
+    }
+
     /// Reads the region's load balancers (or one of them) from moto and
     /// brings listeners, registrations and checks up to date.
     pub async fn refresh(&self, region: &str, name: Option<&str>) -> anyhow::Result<()> {
+        let _settled = self.reads.lock().await;
         let sdk = self.fleet.configs().get(region).await;
         let elb = aws_sdk_elasticloadbalancing::Client::new(&sdk);
         let out = elb

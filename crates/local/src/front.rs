@@ -79,6 +79,8 @@ impl Front {
             (Some("autoscaling"), Some(a)) if MOTO_DEREGISTERS_OTHERS.contains(&a) => {
                 let region = scope.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
                 let group = form_value(&body, "AutoScalingGroupName").unwrap_or_default();
+                // No load balancer reads moto until the others are back.
+                let _settling = self.balancers.hold_reads().await;
                 let before = self.registrations(&region).await;
                 let resp = self.forward(method, &uri, &headers, body).await;
                 if resp.status().is_success() {

@@ -355,3 +355,122 @@ async fn instances_read_their_secrets_and_run_ec2_bootstrap_at_boot_and_a_missin
     );
     local.stop().await;
 }
+
+#[tokio::test]
+async fn serving_instances_stay_in_service_while_another_group_is_attached_to_their_load_balancer() {
+    let Some(local) = running_stack().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "shuf");
+    let (first, log) = deploy(&local, &svc).await;
+    assert!(first.succeeded, "{:?}\n{log}", first.error);
+
+    // moto answers AttachLoadBalancers by first taking every instance of
+    // other groups out of the load balancer; the front registers them again.
+    // A group with no instances, attached over and over, repeats that while
+    // health is read as fast as promote could read it.
+    let region = "us-west-2";
+    let lb = local
+        .balancers
+        .list()
+        .into_iter()
+        .find(|b| b.region == region)
+        .expect("a load balancer in us-west-2");
+    let serving: Vec<String> = first.regions[region].in_service.clone();
+    assert!(!serving.is_empty(), "{first:?}");
+    let sdk = porter_local::moto::sdk_config(&local.endpoint(), region).await;
+    let asg = aws_sdk_autoscaling::Client::new(&sdk);
+    asg.create_launch_configuration()
+        .launch_configuration_name("shuf-empty")
+        .image_id("ami-12c6146b")
+        .instance_type("t3.micro")
+        .send()
+        .await
+        .unwrap();
+    asg.create_auto_scaling_group()
+        .auto_scaling_group_name("shuf-empty")
+        .launch_configuration_name("shuf-empty")
+        .availability_zones(format!("{region}a"))
+        .min_size(0)
+        .max_size(0)
+        .desired_capacity(0)
+        .send()
+        .await
+        .unwrap();
+
+    let elb = aws_sdk_elasticloadbalancing::Client::new(&sdk);
+    let (done, finished) = tokio::sync::watch::channel(false);
+    let reader = {
+        let elb = elb.clone();
+        let name = lb.name.clone();
+        let serving = serving.clone();
+        tokio::spawn(async move {
+            let mut reads = 0;
+            let mut out_of_service = Vec::new();
+            while !*finished.borrow() {
+                let health = elb
+                    .describe_instance_health()
+                    .load_balancer_name(&name)
+                    .set_instances(Some(
+                        serving
+                            .iter()
+                            .map(|id| {
+                                aws_sdk_elasticloadbalancing::types::Instance::builder()
+                                    .instance_id(id)
+                                    .build()
+                            })
+                            .collect(),
+                    ))
+                    .send()
+                    .await
+                    .unwrap();
+                reads += 1;
+                for s in health.instance_states() {
+                    let seen = format!("{} {}", s.instance_id().unwrap_or("?"), s.state().unwrap_or("?"));
+                    if s.state() != Some("InService") && !out_of_service.contains(&seen) {
+                        out_of_service.push(seen);
+                    }
+                }
+            }
+            (reads, out_of_service)
+        })
+    };
+    let attach = async {
+        for _ in 0..20 {
+            asg.attach_load_balancers()
+                .auto_scaling_group_name("shuf-empty")
+                .load_balancer_names(&lb.name)
+                .send()
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The next check of each instance, an interval on, decides.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    };
+    let ((), tallies) = under_load(&local, attach).await;
+    done.send(true).unwrap();
+    let (reads, out_of_service) = reader.await.unwrap();
+    assert!(reads > 20, "health was read {reads} times");
+    assert_eq!(out_of_service, Vec::<String>::new(), "no serving instance left service");
+    for t in &tallies {
+        assert!(t.requests > 20, "{t:?}");
+        assert_eq!(t.failed, 0, "{t:?}");
+    }
+    let registered: Vec<String> = elb
+        .describe_load_balancers()
+        .load_balancer_names(&lb.name)
+        .send()
+        .await
+        .unwrap()
+        .load_balancer_descriptions()[0]
+        .instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect();
+    let mut want = serving.clone();
+    want.sort();
+    let mut got = registered;
+    got.sort();
+    assert_eq!(got, want, "the serving instances are registered as before");
+    local.stop().await;
+}
