@@ -543,9 +543,28 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
           "template: the lease table is keyed by lease, with no TTL (the expiry is in the write's condition)")
     asl = json.loads(shipped)["States"]
     check(asl["Pack"]["Next"] == "TakeLease" and asl["TakeLease"]["Next"] == "LeaseTaken?"
-          and asl["LeaseTaken?"]["Default"] == "NotifyStarted" and asl["NotifyStarted"]["Next"] == "HooksAfterPack"
-          and asl["WaitForLease"]["Next"] == "TakeLease",
+          and asl["LeaseTaken?"]["Default"] == "NotifyStarted" and asl["HooksAfterPackPending?"]["Default"] == "NotifyStarted"
+          and asl["NotifyStarted"]["Next"] == "Provision" and asl["WaitForLease"]["Next"] == "TakeLease",
           "definition: the lease is taken (or waited for) after pack, before anything in a region changes")
+    # The optional steps: each entered only on the release's own flag for
+    # it, and every way through them ends at the next phase.
+    def flag_routes(choice):
+        return {c["Variable"]: c["Next"] for c in asl[choice]["Choices"] if "BooleanEquals" in c}
+    steps = "$.packed.release.steps."
+    check(flag_routes("LeaseTaken?") == {steps + "hooks_after_pack": "HooksAfterPack"},
+          "definition: post_pack and pre_provision hooks are entered only when the release has them")
+    for phase, after, notice, notice_flag in [("Provision", "Promote", "NotifyProvisioned", "notify_provisioned"),
+                                              ("Promote", "Prune", "NotifyPromoted", "notify_promoted"),
+                                              ("Prune", "GiveLease", None, None)]:
+        hooks, choice, flag = f"HooksAfter{phase}", f"After{phase}?", phase.lower()
+        want = {steps + f"hooks_after_{flag}": hooks}
+        if notice:
+            want[steps + notice_flag] = notice
+        check(asl[phase]["Next"] == choice and asl[choice]["Default"] == after and flag_routes(choice) == want
+              and asl[f"{hooks}Pending?"]["Default"] == after
+              and (notice is None or (asl[notice]["Next"] == f"HooksAfter{phase}?" and asl[f"HooksAfter{phase}?"]["Default"] == after
+                                      and flag_routes(f"HooksAfter{phase}?") == {steps + f"hooks_after_{flag}": hooks})),
+              f"definition: after {phase}, only the steps the release asks for, then {after}")
     # A failed phase's post_ hooks asked for failures run first
     # (HooksAfterFailure), and whatever they do, the lease goes back.
     check(asl["HooksAfterFailurePending?"]["Default"] == "GiveLeaseAfterFailure"
@@ -563,7 +582,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
           "definition: a failure while promoting puts every region back, then gives the lease back (also when putting back fails)")
     check(asl["Promote"]["MaxConcurrency"] == 1 and asl["Promote"]["ItemsPath"] == "$.packed.release.rollout.waves",
           "definition: waves go one after the other")
-    check(asl["Prune"]["Next"] == "HooksAfterPrune" and asl["GiveLease"]["Next"] == "NotifyDeployed" and asl["NotifyDeployed"]["Next"] == "Deployed",
+    check(asl["GiveLease"]["Next"] == "NotifyDeployed" and asl["NotifyDeployed"]["Next"] == "Deployed",
           "definition: success gives the lease back, then tells of it")
     check(asl["GiveLeaseAfterFailure"]["Next"] == "NotifyFailed" and asl["NotifyFailed"]["Next"] == "DeployFailed"
           and asl["PackFailed"]["Next"] == "NotifyFailed" and asl["LeaseRefused"]["Next"] == "NotifyFailed",

@@ -195,6 +195,7 @@ fn render(path: &Path, environment: &str, region: &str) -> Result<ExitCode> {
         image: None,
         images: Default::default(),
         rollout: Default::default(),
+        steps: porter_core::release::Steps::none(),
         payload: obj(".tar"),
         manifest: obj(".manifest.json"),
         config: obj(".config.json"),

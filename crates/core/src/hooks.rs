@@ -133,6 +133,19 @@ pub async fn run(
             },
         });
     }
+    if matches!(runner, Runner::CodeBuild { .. }) && !state.builds.is_empty() {
+        // A poll of running builds needs nothing of the release: the config
+        // is read again only once a group has ended and the next is due.
+        let codebuild = aws_sdk_codebuild::Client::new(aws.sdk_config());
+        if let Some(progress) = codebuild_check(&codebuild, &mut state).await? {
+            return Ok(Step::Pending {
+                state,
+                wait_seconds: POLL_SECONDS,
+                progress,
+                percent: 0,
+            });
+        }
+    }
     let workspace = Workspace::open(aws, runner, input).await?;
     let groups = groups(&workspace.config, input, &workspace.facts);
     if groups.is_empty() {
@@ -165,16 +178,6 @@ pub async fn run(
                 ));
             };
             let codebuild = aws_sdk_codebuild::Client::new(aws.sdk_config());
-            if !state.builds.is_empty() {
-                if let Some(progress) = codebuild_check(&codebuild, &mut state).await? {
-                    return Ok(Step::Pending {
-                        state,
-                        wait_seconds: POLL_SECONDS,
-                        progress,
-                        percent: 0,
-                    });
-                }
-            }
             let Some(group) = groups.get(state.next) else {
                 return Ok(Step::Done {
                     output: HooksDone {

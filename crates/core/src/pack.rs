@@ -16,7 +16,7 @@ use crate::aws::{self, Aws};
 use crate::config::{self, Config};
 use crate::phase::PhaseError;
 use crate::plan;
-use crate::release::{Manifest, Provenance, Release, S3Object};
+use crate::release::{Manifest, Provenance, Release, S3Object, Steps};
 use crate::store::{exists, read_json, verify_payload, Store};
 
 /// Where the source comes from.
@@ -420,6 +420,7 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
         image: input.image.clone(),
         images,
         rollout: rollout_plan(env, input)?,
+        steps: Steps::of(&config),
         payload: object(".tar"),
         manifest: object(".manifest.json"),
         config: with_config(".config.json"),

@@ -84,6 +84,10 @@ pub struct Release {
     /// of the version: the same release may be rolled out another way).
     #[serde(default)]
     pub rollout: crate::config::Rollout,
+    /// The deploy's optional steps this release's config asks for (not part
+    /// of the version either).
+    #[serde(default)]
+    pub steps: Steps,
     /// The tarball.
     pub payload: S3Object,
     pub manifest: S3Object,
@@ -92,6 +96,79 @@ pub struct Release {
     /// This record itself: a CodePipeline action can pass `s3://...` of it.
     pub record: S3Object,
     pub regions: Vec<String>,
+}
+
+/// The optional steps of a deploy that a release's config asks for. The
+/// state machine enters only these: each costs state transitions and a
+/// Lambda call, and a service with no hooks and no per-phase webhooks
+/// should pay for none of them. The deploy's start, end and failure
+/// notices, the `pre_pack` hooks (due before any release exists) and the
+/// hooks after a failure are not optional here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Steps {
+    /// `post_pack` or `pre_provision` hooks.
+    pub hooks_after_pack: bool,
+    /// `post_provision` or `pre_promote` hooks.
+    pub hooks_after_provision: bool,
+    /// `post_promote` or `pre_prune` hooks.
+    pub hooks_after_promote: bool,
+    /// `post_prune` hooks.
+    pub hooks_after_prune: bool,
+    /// `provision_success_webhook_url`.
+    pub notify_provisioned: bool,
+    /// `promote_success_webhook_url`.
+    pub notify_promoted: bool,
+}
+
+/// A record made before steps were recorded takes every step: each does
+/// nothing when its config has nothing for it.
+impl Default for Steps {
+    fn default() -> Steps {
+        Steps {
+            hooks_after_pack: true,
+            hooks_after_provision: true,
+            hooks_after_promote: true,
+            hooks_after_prune: true,
+            notify_provisioned: true,
+            notify_promoted: true,
+        }
+    }
+}
+
+impl Steps {
+    /// The steps `config` asks for: a hooks step where a hook at one of its
+    /// points runs when the phase before it succeeded, a notice where its
+    /// webhook is configured.
+    pub fn of(config: &crate::config::Config) -> Steps {
+        let hooks_at = |points: &[&str]| {
+            points.iter().any(|p| {
+                config
+                    .hooks
+                    .get(*p)
+                    .is_some_and(|hooks| hooks.iter().any(|h| h.run_condition.runs(false)))
+            })
+        };
+        Steps {
+            hooks_after_pack: hooks_at(&["post_pack", "pre_provision"]),
+            hooks_after_provision: hooks_at(&["post_provision", "pre_promote"]),
+            hooks_after_promote: hooks_at(&["post_promote", "pre_prune"]),
+            hooks_after_prune: hooks_at(&["post_prune"]),
+            notify_provisioned: config.slack.contains_key("provision_success_webhook_url"),
+            notify_promoted: config.slack.contains_key("promote_success_webhook_url"),
+        }
+    }
+
+    /// None asked for: what the template's stand-in releases carry.
+    pub fn none() -> Steps {
+        Steps {
+            hooks_after_pack: false,
+            hooks_after_provision: false,
+            hooks_after_promote: false,
+            hooks_after_prune: false,
+            notify_provisioned: false,
+            notify_promoted: false,
+        }
+    }
 }
 
 /// A release given inline or as a pointer to its record in S3.
@@ -133,6 +210,35 @@ pub fn is_version(s: &str) -> bool {
 pub use crate::limits::VERSION_LEN;
 
 #[cfg(test)]
+impl Release {
+    /// A release for tests: service `web`, environment `prod`, its objects
+    /// in `bucket`, no regions and no optional steps.
+    pub(crate) fn sample(bucket: &str) -> Release {
+        let obj = |key: &str| S3Object {
+            bucket: bucket.into(),
+            key: key.into(),
+        };
+        Release {
+            service: "web".into(),
+            environment: "prod".into(),
+            version: "abc123def456".into(),
+            revision: "abc1234".into(),
+            sha256: "f".repeat(64),
+            config_sha256: "e".repeat(64),
+            image: None,
+            images: BTreeMap::new(),
+            rollout: Default::default(),
+            steps: Steps::none(),
+            payload: obj("p.tar"),
+            manifest: obj("m"),
+            config: obj("c"),
+            record: obj("r"),
+            regions: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -149,5 +255,46 @@ mod tests {
         let other = BTreeMap::from([("us-east-1".to_string(), "ami-0fedcba9876543210".to_string())]);
         assert!(base != image && base != ami && ami != version_of("p", "c", None, &other));
         assert_eq!(ami, version_of("p", "c", None, &patched));
+    }
+
+    #[test]
+    fn a_release_asks_for_the_steps_its_config_has_something_for() {
+        let config = |extra: &str| {
+            let text = format!(
+                "service_name: web\nenvironments:\n- name: prod\n  role_arn: arn:aws:iam::123456789012:role/d\n  regions:\n  - name: us-west-2\n    azs:\n    - {{name: us-west-2a}}\n    s3_bucket: web-bucket\n{extra}"
+            );
+            crate::config::load_str(&text, std::path::Path::new("c"), std::path::Path::new("."), &|_| None)
+                .deployable()
+                .unwrap()
+        };
+        assert_eq!(Steps::of(&config("")), Steps::none());
+        let steps = Steps::of(&config(
+            "hooks:\n  pre_provision:\n  - command: make check\n  \
+             post_promote:\n  - command: ./page-on-failure\n    run_condition: fail\n  \
+             post_prune:\n  - command: ./report\n    run_condition: always\n\
+             slack:\n  provision_success_webhook_url: secretsmanager:porter/web/notifications/deploys\n",
+        ));
+        assert_eq!(
+            steps,
+            Steps {
+                hooks_after_pack: true,
+                // A hook only for failures has nothing to do after a success.
+                hooks_after_promote: false,
+                hooks_after_prune: true,
+                notify_provisioned: true,
+                ..Steps::none()
+            }
+        );
+        // A record made before steps were recorded takes every one.
+        let release = Release::sample("b");
+        let mut record = serde_json::to_value(&release).unwrap();
+        record
+            .as_object_mut()
+            .unwrap()
+            .remove("steps")
+            .expect("steps are recorded");
+        let old: Release = serde_json::from_value(record).unwrap();
+        assert_eq!(old.steps, Steps::default());
+        assert!(old.steps.hooks_after_pack && old.steps.notify_promoted);
     }
 }

@@ -386,23 +386,23 @@ fn user_data(config: &Config, region: &Region, release: &Release, payload: &Payl
 set -euo pipefail
 service_pid=""
 signal() {{ /opt/aws/bin/cfn-signal -e "$1" --reason "$2" --stack ${{AWS::StackName}} --resource AutoScalingGroup --region ${{AWS::Region}}; }}
-log_tail() {{ tail -n 5 /var/log/{svc}.log 2>/dev/null | tr '\n' ' ' | cut -c1-300; }}
+log_tail() {{ tail -n 5 "$1" 2>/dev/null | tr '\n' ' ' | cut -c1-300; }}
 fail() {{ trap - ERR; echo "porter: $1" >&2; signal 1 "$1" || true; exit 1; }}
 trap 'fail "boot failed at line $LINENO: $BASH_COMMAND"' ERR
 wait_healthy() {{
   local ok=0 bad=0 code
   for _ in $(seq 1 450); do
     if [ -n "$service_pid" ] && ! kill -0 "$service_pid" 2>/dev/null; then
-      fail "{svc} exited before it was healthy; its log: $(log_tail)"
+      fail "{svc} exited before it was healthy; its log: $(log_tail /var/log/{svc}.log)"
     fi
     code=$(curl -s $1 -o /dev/null -w '%{{http_code}}' --max-time 2 "$2" || true)
     if [ "$code" = 200 ]; then ok=$((ok+1)); bad=0; else ok=0; fi
     if [ "$code" != 200 ] && [ "$code" != 000 ]; then bad=$((bad+1)); fi
     [ "$ok" -ge 3 ] && return 0
-    [ "$bad" -ge 10 ] && fail "$2 answered HTTP $code 10 times in a row; {svc}'s log: $(log_tail)"
+    [ "$bad" -ge 10 ] && fail "$2 answered HTTP $code 10 times in a row; {svc}'s log: $(log_tail /var/log/{svc}.log)"
     sleep 2
   done
-  fail "$2 did not answer 200 within 15 minutes; {svc}'s log: $(log_tail)"
+  fail "$2 did not answer 200 within 15 minutes; {svc}'s log: $(log_tail /var/log/{svc}.log)"
 }}
 dnf install -y -q aws-cfn-bootstrap docker >/dev/null 2>&1 || true
 aws s3 cp "s3://{bucket}/{key}" /tmp/payload.tar --region ${{AWS::Region}}
@@ -453,8 +453,7 @@ fn bootstrap_lines(config: &Config, release: &Release) -> String {
             }
         }
         let log = format!("/var/log/porter-{label}.log");
-        let failed =
-            format!("fail \"{label} failed; its output ends: $(tail -n 5 {log} | tr '\\n' ' ' | cut -c1-300)\"");
+        let failed = format!("fail \"{label} failed; its output ends: $(log_tail {log})\"");
         let svc = &release.service;
         match &hook.run {
             crate::config::HookRun::Command(cmd) => out.push_str(&format!(
@@ -525,33 +524,13 @@ mod tests {
 mod render_tests {
     use super::*;
     use crate::config;
-    use crate::release::S3Object;
 
     const CONFIG: &str = "service_name: web\nenvironments:\n- name: prod\n  role_arn: arn:aws:iam::123456789012:role/d\n  instance_count: 3\n  regions:\n  - name: us-west-2\n    vpc_id: vpc-0a1b2c3d\n    azs:\n    - {name: us-west-2a, subnet_id: subnet-0a1b2c3d}\n    s3_bucket: web-bucket\n    elb: web-prod\n    key_pair_name: ops\n    containers:\n    - {name: api, inet_port: 3000, health_check: {method: GET, path: /ping}}\n  - name: us-east-1\n    azs:\n    - {name: us-east-1a}\n    - {name: us-east-1b}\n    s3_bucket: web-bucket-east\n    elb: none\n";
 
     fn fixture() -> (Config, Release, PayloadLocation) {
         let loaded = config::load_str(CONFIG, std::path::Path::new("c"), std::path::Path::new("."), &|_| None);
         let cfg = loaded.deployable().unwrap();
-        let obj = |k: &str| S3Object {
-            bucket: "web-bucket".into(),
-            key: k.into(),
-        };
-        let release = Release {
-            service: "web".into(),
-            environment: "prod".into(),
-            version: "abc123def456".into(),
-            revision: "abc1234".into(),
-            sha256: "f".repeat(64),
-            config_sha256: "e".repeat(64),
-            image: None,
-            images: Default::default(),
-            rollout: Default::default(),
-            payload: obj("p.tar"),
-            manifest: obj("m"),
-            config: obj("c"),
-            record: obj("r"),
-            regions: vec![],
-        };
+        let release = Release::sample("web-bucket");
         let payload = PayloadLocation {
             bucket: "web-bucket".into(),
             key: "p.tar".into(),

@@ -155,8 +155,17 @@ impl Notice {
 /// Reads the notice out of the execution's state. Untrusted only in shape
 /// (the state machine builds it): anything missing is left out.
 pub fn notice(request: &Request, settings: &Settings) -> Notice {
+    notice_of(request, packed_release(&request.state).as_ref(), settings)
+}
+
+/// The release pack made, when the state holds one (pack did not fail).
+fn packed_release(state: &Value) -> Option<Release> {
+    serde_json::from_value(state["packed"]["release"].clone()).ok()
+}
+
+/// [`notice`], with the state's release already read.
+fn notice_of(request: &Request, release: Option<&Release>, settings: &Settings) -> Notice {
     let state = &request.state;
-    let release: Option<Release> = serde_json::from_value(state["packed"]["release"].clone()).ok();
     let text = |v: &Value| v.as_str().map(|s| porter_core::aws::clip(s, 2000));
     let failure = &state["failure"];
     let phase = match request.event {
@@ -176,17 +185,15 @@ pub fn notice(request: &Request, settings: &Settings) -> Notice {
     Notice {
         event,
         service: release
-            .as_ref()
             .map(|r| r.service.clone())
             .or_else(|| settings.service.clone())
             .unwrap_or_default(),
         environment: release
-            .as_ref()
             .map(|r| r.environment.clone())
             .or_else(|| text(&state["environment"]))
             .unwrap_or_default(),
-        version: release.as_ref().map(|r| r.version.clone()),
-        regions: release.as_ref().map(|r| r.regions.clone()).unwrap_or_default(),
+        version: release.map(|r| r.version.clone()),
+        regions: release.map(|r| r.regions.clone()).unwrap_or_default(),
         execution: request.execution.clone(),
         phase,
         error: text(&failure["Error"]),
@@ -210,7 +217,8 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         phase: "notify",
         detail: e.to_string(),
     })?;
-    let notice = notice(&request, &ctx.notify);
+    let release = packed_release(&request.state);
+    let notice = notice_of(&request, release.as_ref(), &ctx.notify);
     let mut delivered = Delivered::default();
     if let Some(topic) = &ctx.notify.topic_arn {
         let sns = aws_sdk_sns::Client::new(ctx.aws.sdk_config());
@@ -230,7 +238,7 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
     // Webhooks come from the release's own config: pack checked it, and the
     // release record pins it by its sha256. Before there is a release
     // (pack failed) there is no config to read them from.
-    if let Ok(release) = serde_json::from_value::<Release>(request.state["packed"]["release"].clone()) {
+    if let Some(release) = release {
         let target = Target {
             release: ReleaseRef::Inline(Box::new(release)),
             region: None,

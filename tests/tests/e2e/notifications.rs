@@ -74,6 +74,7 @@ async fn a_deploy_tells_the_topic_and_its_webhooks_each_step_and_a_failure_with_
     for (name, target) in [
         ("team", format!("{url}/team")),
         ("oncall", format!("{url}/oncall")),
+        ("progress", format!("{url}/progress")),
         // Nothing listens on the discard port: the notice is lost, the
         // deploy goes on.
         ("down", "http://127.0.0.1:9/down".to_string()),
@@ -97,7 +98,9 @@ async fn a_deploy_tells_the_topic_and_its_webhooks_each_step_and_a_failure_with_
     let version = first.release.as_ref().unwrap().version.clone();
     let sns = at(&received, "sns");
     let events: Vec<&str> = sns.iter().map(|m| m["event"].as_str().unwrap()).collect();
-    assert_eq!(events, ["started", "provisioned", "promoted", "succeeded"], "{sns:?}");
+    // A progress notice goes out only for the phase whose success webhook
+    // the config names: promote's here, provision's not.
+    assert_eq!(events, ["started", "promoted", "succeeded"], "{sns:?}");
     for m in &sns {
         assert_eq!(m["service"], "note");
         assert_eq!(m["environment"], "staging");
@@ -118,6 +121,27 @@ async fn a_deploy_tells_the_topic_and_its_webhooks_each_step_and_a_failure_with_
     );
     assert!(team[1].contains("succeeded"), "{team:?}");
     assert!(at(&received, "oncall").is_empty());
+
+    // Asked for provision's progress notice too, the next release sends it,
+    // to its webhook and to the topic.
+    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
+    std::fs::write(
+        svc.join(".porter/config"),
+        format!("{cfg}  provision_success_webhook_url: secretsmanager:porter/note/notifications/progress\n"),
+    )
+    .unwrap();
+    std::fs::write(svc.join("index.html"), "release 2").unwrap();
+    let (again, log) = deploy(&local, &svc).await;
+    assert!(again.succeeded, "{:?}\n{log}", again.error);
+    let sns = at(&received, "sns");
+    let events: Vec<&str> = sns[3..].iter().map(|m| m["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["started", "provisioned", "promoted", "succeeded"], "{sns:?}");
+    let progress = at(&received, "progress");
+    assert_eq!(progress.len(), 1, "{progress:?}");
+    assert!(
+        progress[0]["text"].as_str().unwrap().contains("provisioned"),
+        "{progress:?}"
+    );
 
     // A release whose stacks CloudFormation refuses: the failure, its
     // phase and its cause reach the topic, the deploy webhook and
