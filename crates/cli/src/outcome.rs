@@ -70,11 +70,12 @@ pub fn report(outcome: &Outcome, verb: &str) -> ExitCode {
     }
     let _ = writeln!(
         out,
-        "\n{verb} {} release {} in {:.1}s using {} state transitions",
+        "\n{verb} {} release {} in {:.1}s using {} state transitions and {} Lambda invocations",
         release.map_or("?", |r| r.service.as_str()),
         release.map_or("?", |r| r.version.as_str()),
         outcome.wall.as_secs_f64(),
-        outcome.transitions
+        outcome.transitions,
+        outcome.invocations
     );
     for (region, r) in &outcome.regions {
         let _ = writeln!(

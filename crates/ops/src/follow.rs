@@ -24,6 +24,8 @@ pub struct Outcome {
     /// The error name and cause, when it did not.
     pub error: Option<(String, String)>,
     pub transitions: usize,
+    /// Lambda invocations the execution scheduled (a retry is another).
+    pub invocations: usize,
     pub wall: Duration,
 }
 
@@ -98,6 +100,7 @@ pub async fn follow(
 ) -> Result<Outcome> {
     let mut seen = 0usize;
     let mut transitions = 0usize;
+    let mut invocations = 0usize;
     let deadline = Instant::now() + limit;
     let described = loop {
         // Status first, then history: once the status is final, the history
@@ -112,6 +115,9 @@ pub async fn follow(
         for e in events.iter().skip(seen) {
             if entered(e) {
                 transitions += 1;
+            }
+            if invoked(e) {
+                invocations += 1;
             }
             if let Some(p) = exited(e) {
                 writeln!(out, "{}", p.line())?;
@@ -129,10 +135,11 @@ pub async fn follow(
         }
         tokio::time::sleep(poll).await;
     };
-    outcome_from(&described, arn, transitions, started.elapsed())
+    outcome_from(&described, arn, (transitions, invocations), started.elapsed())
 }
 
-/// Reads a finished execution: its report or error, its transitions.
+/// Reads a finished execution: its report or error, its transitions and
+/// invocations.
 pub async fn outcome_of(sfn: &aws_sdk_sfn::Client, arn: &str, wall: Duration) -> Result<Outcome> {
     let described = sfn
         .describe_execution()
@@ -140,14 +147,18 @@ pub async fn outcome_of(sfn: &aws_sdk_sfn::Client, arn: &str, wall: Duration) ->
         .send()
         .await
         .map_err(|e| one_line(&format!("describe execution {arn}"), e))?;
-    let transitions = history(sfn, arn).await?.iter().filter(|e| entered(e)).count();
-    outcome_from(&described, arn, transitions, wall)
+    let events = history(sfn, arn).await?;
+    let counts = (
+        events.iter().filter(|e| entered(e)).count(),
+        events.iter().filter(|e| invoked(e)).count(),
+    );
+    outcome_from(&described, arn, counts, wall)
 }
 
 fn outcome_from(
     described: &aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput,
     arn: &str,
-    transitions: usize,
+    (transitions, invocations): (usize, usize),
     wall: Duration,
 ) -> Result<Outcome> {
     let succeeded = described.status().as_str() == "SUCCEEDED";
@@ -177,12 +188,21 @@ fn outcome_from(
         regions,
         error,
         transitions,
+        invocations,
         wall,
     })
 }
 
 fn entered(e: &HistoryEvent) -> bool {
     e.r#type().as_str().ends_with("StateEntered")
+}
+
+/// A Lambda invocation scheduled by a Task state (the `lambda:invoke`
+/// integration), each retry included.
+fn invoked(e: &HistoryEvent) -> bool {
+    e.r#type().as_str() == "TaskScheduled"
+        && e.task_scheduled_event_details()
+            .is_some_and(|d| d.resource_type() == "lambda")
 }
 
 pub use porter_lambda::pipeline::exited;

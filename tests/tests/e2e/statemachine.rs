@@ -72,6 +72,10 @@ async fn two_releases_through_the_state_machine() {
         "a fast two-region deploy takes a few dozen transitions, took {}",
         first.transitions
     );
+    // 12: pre_pack hooks, pack, the lease taken and given back, the start
+    // and end notices, and one step per region of provision, promote and
+    // prune.
+    assert_eq!(first.invocations, 12, "Lambda invocations of a fast two-region deploy");
 
     std::fs::write(svc.join("index.html"), "release 2").unwrap();
     let (second, log) = deploy(&local, &svc).await;
