@@ -176,16 +176,7 @@ async fn canaries_in_service(
             .elb
             .describe_instance_health()
             .load_balancer_name(&elb.name)
-            .set_instances(Some(
-                canaries
-                    .iter()
-                    .map(|id| {
-                        aws_sdk_elasticloadbalancing::types::Instance::builder()
-                            .instance_id(id)
-                            .build()
-                    })
-                    .collect(),
-            ))
+            .set_instances(Some(promote::as_instances(&canaries)))
             .send()
             .await
             .map_err(aws::err(format!("read the canaries' health in {}", elb.name)))?;

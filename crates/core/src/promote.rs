@@ -714,7 +714,8 @@ async fn finish(
     })
 }
 
-fn as_instances(ids: &[String]) -> Vec<Instance> {
+/// The ELB API's form of a list of instance ids.
+pub fn as_instances(ids: &[String]) -> Vec<Instance> {
     ids.iter()
         .map(|id| Instance::builder().instance_id(id).build())
         .collect()

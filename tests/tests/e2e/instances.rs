@@ -410,16 +410,7 @@ async fn serving_instances_stay_in_service_while_another_group_is_attached_to_th
                 let health = elb
                     .describe_instance_health()
                     .load_balancer_name(&name)
-                    .set_instances(Some(
-                        serving
-                            .iter()
-                            .map(|id| {
-                                aws_sdk_elasticloadbalancing::types::Instance::builder()
-                                    .instance_id(id)
-                                    .build()
-                            })
-                            .collect(),
-                    ))
+                    .set_instances(Some(porter_core::promote::as_instances(&serving)))
                     .send()
                     .await
                     .unwrap();
