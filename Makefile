@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test venv npm build lambda lint check-asl clean bench fuzz
+.PHONY: demo test tools build-checked venv npm build lambda lint check-asl clean bench fuzz
 
 $(VENV)/.installed: tools/requirements.txt
 	python3 -m venv $(VENV)
@@ -50,12 +50,28 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# `make test` checks what `make lint` checks without a second compile of
+# the dependencies: clippy runs as the compiler of the workspace's own crates
+# in the debug build the tests use (as `cargo clippy` runs it, with the same
+# lints and -D warnings), where `cargo clippy` would first check every
+# dependency again. The same wrapper for `cargo test`, or it would rebuild.
+CLIPPY_BUILD := RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+
+# Python's and npm's tools install while that build takes the cores: they
+# wait on disk and the package registries, not the CPU.
+tools: venv npm venv-sam venv-checkov npm-cdk
+
 # The debug build with the tests' dev-dependencies: the SDK's test
 # utilities are features, so building without them here would compile the
 # SDK twice.
-test: venv npm check-asl lint lambda check-infra check-cdk
-	cargo build --workspace --all-targets
-	cargo test --workspace
+build-checked:
+	cargo fmt --all -- --check
+	$(CLIPPY_BUILD) cargo build --workspace --all-targets
+
+test:
+	$(MAKE) --no-print-directory -j2 build-checked tools
+	$(MAKE) --no-print-directory check-asl lambda check-infra check-cdk
+	$(CLIPPY_BUILD) cargo test --workspace
 	$(TARGET_DIR)/debug/porter-fuzz --inputs $(FUZZ_SHORT) --out $(TARGET_DIR)/fuzz-out
 	$(VENV)/bin/cfn-lint --version >/dev/null
 	scripts/check-render.sh
