@@ -60,7 +60,14 @@ async fn account(place: &On) -> Result<Account> {
             installation: porter_local::deploy::installation(),
         });
     }
-    let aws = Aws::from_env(porter_core::aws::Roots::System).await;
+    // The SDK's whole chain (profiles, SSO, instance roles...), as every
+    // AWS tool on this machine reads it.
+    let aws = Aws::new(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(porter_core::aws::http_client(porter_core::aws::Roots::System))
+            .load()
+            .await,
+    );
     let cfn = aws_sdk_cloudformation::Client::new(aws.sdk_config());
     let installation = Installation::from_stack(&cfn, &place.stack).await?;
     Ok(Account {

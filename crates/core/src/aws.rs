@@ -3,14 +3,16 @@
 
 use std::fmt::Debug;
 
-use aws_config::{BehaviorVersion, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
+use aws_smithy_runtime_api::client::behavior_version::BehaviorVersion;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_smithy_types::retry::RetryConfig;
 use aws_types::region::Region;
+use aws_types::sdk_config::SdkConfig;
 
 use crate::phase::PhaseError;
 use crate::pinning::Pinning;
@@ -34,15 +36,46 @@ pub struct RegionClients {
 }
 
 impl Aws {
-    /// Reads the environment as every AWS tool does (`AWS_REGION`,
-    /// `AWS_ENDPOINT_URL`, credentials chain...), trusting `roots`.
-    pub async fn from_env(roots: Roots) -> Aws {
-        Aws::new(
-            aws_config::defaults(BehaviorVersion::latest())
-                .http_client(http_client(roots))
-                .load()
-                .await,
-        )
+    /// The function's own configuration, from the variables Lambda sets in
+    /// every execution environment: `AWS_REGION` and the role's credentials
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`),
+    /// which stay valid for the environment's life. `AWS_ENDPOINT_URL`, when
+    /// set, points every client at one endpoint (a local stack).
+    ///
+    /// Not the SDK's default chain (`aws-config`): in Lambda it ends at the
+    /// environment anyway, and on its way it reads profile files and builds
+    /// web-identity, container and instance-metadata providers, which cost
+    /// every cold start CPU time and every bootstrap the code of all of
+    /// them. The CLI, which must honour profiles and SSO, loads that chain
+    /// itself and hands its config to [`Aws::new`].
+    pub fn from_lambda_env(roots: Roots) -> Result<Aws, String> {
+        Aws::from_vars(roots, |name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    fn from_vars(roots: Roots, var: impl Fn(&str) -> Option<String>) -> Result<Aws, String> {
+        let missing = |name: &str| {
+            format!("{name} is not set: a function runs with the region and credentials Lambda puts in its environment")
+        };
+        let region = var("AWS_REGION")
+            .or_else(|| var("AWS_DEFAULT_REGION"))
+            .ok_or_else(|| missing("AWS_REGION"))?;
+        let credentials = Credentials::new(
+            var("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?,
+            var("AWS_SECRET_ACCESS_KEY").ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?,
+            var("AWS_SESSION_TOKEN"),
+            None,
+            "lambda-environment",
+        );
+        let mut conf = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region))
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .retry_config(RetryConfig::standard())
+            .http_client(http_client(roots));
+        if let Some(endpoint) = var("AWS_ENDPOINT_URL") {
+            conf = conf.endpoint_url(endpoint);
+        }
+        Ok(Aws::new(conf.build()))
     }
 
     pub fn new(base: SdkConfig) -> Aws {
@@ -359,12 +392,78 @@ mod tests {
         }
         // Making a client builds its TLS settings at once (the SDK's
         // validate step), which panics on a root that does not parse.
-        let conf = aws_config::SdkConfig::builder()
+        let conf = SdkConfig::builder()
             .http_client(http_client(Roots::AmazonTrustServices))
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .build();
         let _ = aws_sdk_ssm::Client::new(&conf);
+    }
+
+    #[tokio::test]
+    async fn a_function_takes_its_region_credentials_and_endpoint_from_the_variables_lambda_sets() {
+        use aws_credential_types::provider::ProvideCredentials;
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        let aws = Aws::from_vars(
+            Roots::AmazonTrustServices,
+            vars(&[
+                ("AWS_REGION", "eu-west-1"),
+                ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+                ("AWS_SECRET_ACCESS_KEY", "secret"),
+                ("AWS_SESSION_TOKEN", "token"),
+                ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+            ]),
+        )
+        .unwrap();
+        let conf = aws.sdk_config();
+        assert_eq!(conf.region().map(|r| r.as_ref()), Some("eu-west-1"));
+        assert_eq!(conf.endpoint_url(), Some("http://127.0.0.1:5000"));
+        let creds = conf
+            .credentials_provider()
+            .unwrap()
+            .provide_credentials()
+            .await
+            .unwrap();
+        assert_eq!(
+            (creds.access_key_id(), creds.secret_access_key(), creds.session_token()),
+            ("AKIDEXAMPLE", "secret", Some("token"))
+        );
+        // A client made from it validates (its HTTPS settings build).
+        let _ = aws.s3();
+
+        // Without an endpoint every client goes to AWS; the older region
+        // variable is read when the newer one is absent.
+        let aws = Aws::from_vars(
+            Roots::AmazonTrustServices,
+            vars(&[
+                ("AWS_DEFAULT_REGION", "us-west-2"),
+                ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+                ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(aws.sdk_config().region().map(|r| r.as_ref()), Some("us-west-2"));
+        assert_eq!(aws.sdk_config().endpoint_url(), None);
+
+        for (pairs, named) in [
+            (
+                &[("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")][..],
+                "AWS_REGION",
+            ),
+            (
+                &[("AWS_REGION", "us-east-1"), ("AWS_SECRET_ACCESS_KEY", "b")][..],
+                "AWS_ACCESS_KEY_ID",
+            ),
+            (
+                &[("AWS_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "a")][..],
+                "AWS_SECRET_ACCESS_KEY",
+            ),
+        ] {
+            let err = Aws::from_vars(Roots::AmazonTrustServices, vars(pairs)).unwrap_err();
+            assert!(err.starts_with(&format!("{named} is not set")), "{err}");
+        }
     }
 
     #[test]

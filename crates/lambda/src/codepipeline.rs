@@ -329,7 +329,7 @@ pub async fn report(
     outcome: Outcome,
     external: Option<&str>,
 ) -> Result<Value, FunctionError> {
-    let cp = &ctx.codepipeline;
+    let cp = ctx.codepipeline();
     let external = porter_core::aws::clip(external.unwrap_or(&job.id), 1500);
     let (kind, sent) = match outcome {
         Outcome::Continue {

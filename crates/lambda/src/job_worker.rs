@@ -234,7 +234,7 @@ fn as_job_event(job: &aws_sdk_codepipeline::types::Job) -> (Value, Option<String
 /// Takes the jobs waiting for this action type and works each one step.
 pub async fn handle(ctx: &Context, _wake_up: Value) -> Result<Value, FunctionError> {
     let polled = ctx
-        .codepipeline
+        .codepipeline()
         .poll_for_jobs()
         .action_type_id(action_type())
         .max_batch_size(BATCH)
@@ -247,7 +247,14 @@ pub async fn handle(ctx: &Context, _wake_up: Value) -> Result<Value, FunctionErr
         let (Some(id), Some(nonce)) = (job.id(), job.nonce()) else {
             continue;
         };
-        match ctx.codepipeline.acknowledge_job().job_id(id).nonce(nonce).send().await {
+        match ctx
+            .codepipeline()
+            .acknowledge_job()
+            .job_id(id)
+            .nonce(nonce)
+            .send()
+            .await
+        {
             Ok(_) => {}
             Err(e)
                 if e.as_service_error()

@@ -35,7 +35,10 @@ use serde_json::Value;
 #[derive(Clone)]
 pub struct Context {
     pub aws: Aws,
-    pub codepipeline: aws_sdk_codepipeline::Client,
+    /// CodePipeline: made at init by the functions that use it
+    /// ([`uses_codepipeline`]); at the local job simulator when one is given.
+    codepipeline: std::sync::Arc<std::sync::OnceLock<aws_sdk_codepipeline::Client>>,
+    codepipeline_endpoint: Option<String>,
     /// Step Functions: made at init by the functions that use it
     /// ([`uses_step_functions`]), never by the phases.
     sfn: std::sync::Arc<std::sync::OnceLock<aws_sdk_sfn::Client>>,
@@ -63,13 +66,9 @@ impl Context {
     /// Clients from `aws`; CodePipeline at `codepipeline_endpoint` when
     /// given (the local job simulator), else wherever `aws` points.
     pub fn new(aws: Aws, codepipeline_endpoint: Option<&str>) -> Context {
-        let conf = aws.sdk_config();
-        let mut cp = aws_sdk_codepipeline::config::Builder::from(conf);
-        if let Some(e) = codepipeline_endpoint {
-            cp = cp.endpoint_url(e);
-        }
         Context {
-            codepipeline: aws_sdk_codepipeline::Client::from_conf(cp.build()),
+            codepipeline: Default::default(),
+            codepipeline_endpoint: codepipeline_endpoint.map(str::to_string),
             sfn: Default::default(),
             aws,
             artifact_bucket: None,
@@ -81,6 +80,24 @@ impl Context {
             hooks: None,
             token_key: Default::default(),
         }
+    }
+
+    /// CodePipeline, made on first use by a function that did not make it
+    /// at init.
+    pub fn codepipeline(&self) -> &aws_sdk_codepipeline::Client {
+        self.codepipeline.get_or_init(|| {
+            let mut cp = aws_sdk_codepipeline::config::Builder::from(self.aws.sdk_config());
+            if let Some(e) = &self.codepipeline_endpoint {
+                cp = cp.endpoint_url(e);
+            }
+            aws_sdk_codepipeline::Client::from_conf(cp.build())
+        })
+    }
+
+    /// The same context with `codepipeline` as its CodePipeline client.
+    pub fn with_codepipeline(self, codepipeline: aws_sdk_codepipeline::Client) -> Context {
+        let _ = self.codepipeline.set(codepipeline);
+        self
     }
 
     /// Step Functions, made on first use by a function that did not make
@@ -95,18 +112,22 @@ impl Context {
         self
     }
 
-    pub async fn from_env() -> Result<Context, String> {
+    /// `function`'s context, from the environment the infra gives it.
+    /// Each function reads its own settings: the others keep their defaults,
+    /// which cost nothing to make.
+    pub fn from_env(function: &str) -> Result<Context, String> {
         // A function is always pinned: what a repository names is checked
         // against the environment pins before anything is touched.
-        let aws = Aws::from_env(porter_core::aws::Roots::AmazonTrustServices)
-            .await
+        let aws = Aws::from_lambda_env(porter_core::aws::Roots::AmazonTrustServices)?
             .with_pinning(porter_core::pins::Pinning::from_env());
         let mut ctx = Context::new(aws, None);
         ctx.artifact_bucket = std::env::var("ARTIFACT_BUCKET").ok().filter(|s| !s.is_empty());
         ctx.state_machine_arn = std::env::var("STATE_MACHINE_ARN").ok().filter(|s| !s.is_empty());
         ctx.lease_table = std::env::var("LEASE_TABLE").ok().filter(|s| !s.is_empty());
         ctx.image_parameter = std::env::var("PORTER_IMAGE_PARAMETER").ok().filter(|s| !s.is_empty());
-        ctx.trigger = trigger::Settings::from_env()?;
+        if Function::from_name(function) == Some(Function::Trigger) {
+            ctx.trigger = trigger::Settings::from_env()?;
+        }
         ctx.notify = notify::Settings::from_env();
         ctx.hooks = std::env::var("HOOKS_PROJECT")
             .ok()
@@ -499,12 +520,25 @@ fn uses_step_functions(function: &str) -> bool {
     )
 }
 
+/// The functions that call CodePipeline: each phase (as a job's action),
+/// the pipeline's action and the trigger. The lease, notices and hooks
+/// never do, so they do not make its client.
+fn uses_codepipeline(function: &str) -> bool {
+    matches!(
+        Function::from_name(function),
+        Some(Function::Phase(_) | Function::Pipeline | Function::Trigger)
+    )
+}
+
 /// The whole `main` of a function: `handler` answers every invocation.
 pub async fn run(handler: Handler, function: &'static str) -> Result<(), lambda_runtime::Error> {
     init_logs();
-    let ctx = Context::from_env().await.map_err(lambda_runtime::Error::from)?;
+    let ctx = Context::from_env(function).map_err(lambda_runtime::Error::from)?;
     if uses_step_functions(function) {
         ctx.sfn();
+    }
+    if uses_codepipeline(function) {
+        ctx.codepipeline();
     }
     let ctx = &ctx;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

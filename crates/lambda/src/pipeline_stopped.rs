@@ -115,7 +115,7 @@ async fn reported_executions(ctx: &Context, d: &Detail) -> Result<Vec<String>, P
         .pipeline_execution_id(&d.execution_id)
         .build();
     let mut pages = ctx
-        .codepipeline
+        .codepipeline()
         .list_action_executions()
         .pipeline_name(&d.pipeline)
         .filter(filter)

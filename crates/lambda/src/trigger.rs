@@ -12,16 +12,16 @@ use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
 use aws_sdk_codepipeline::types::{ActionCategory, ActionDeclaration, StageDeclaration};
 use porter_core::aws;
 use porter_core::phase::PhaseError;
-use regex::Regex;
+use regex_lite::Regex;
 use serde_json::{json, Value};
 
 use crate::{Context, FunctionError};
 
 /// The trigger's settings, from its environment.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub pipeline_name: Option<String>,
-    pub branch_pattern: Regex,
+    pub branch_pattern: BranchPattern,
     pub scheduled: Vec<String>,
     /// The environments a branch pipeline may deploy to
     /// (`BRANCH_ENVIRONMENTS`, set by the infra; empty by default: branch
@@ -36,13 +36,57 @@ pub struct Settings {
     pub main_branch: Option<String>,
 }
 
+/// `BRANCH_PATTERN` when the environment names none.
+const DEFAULT_BRANCH_PATTERN: &str = "^(feature|release)/.+$";
+
+/// The branches that get a pipeline of their own, in `regex-lite`'s syntax
+/// (Rust's `regex` without Unicode classes: `\w`, `\d` and `(?i)` are
+/// ASCII, as branch names are in practice). Compiled when the trigger
+/// reads its settings (a bad pattern stops it at init, naming the
+/// variable); the default is compiled only when first matched, because
+/// every function's context holds one and only the trigger matches.
+#[derive(Debug, Clone)]
+pub struct BranchPattern {
+    source: String,
+    regex: std::sync::OnceLock<Regex>,
+}
+
+impl BranchPattern {
+    fn new(source: &str) -> Result<BranchPattern, String> {
+        let regex = Regex::new(source).map_err(|e| format!("BRANCH_PATTERN `{source}` is not a regex: {e}"))?;
+        Ok(BranchPattern {
+            source: source.to_string(),
+            regex: regex.into(),
+        })
+    }
+
+    pub fn is_match(&self, branch: &str) -> bool {
+        self.regex
+            .get_or_init(|| Regex::new(&self.source).expect("a pattern compiles: checked when made, or the default"))
+            .is_match(branch)
+    }
+}
+
+impl Default for BranchPattern {
+    fn default() -> Self {
+        BranchPattern {
+            source: DEFAULT_BRANCH_PATTERN.to_string(),
+            regex: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for BranchPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
 impl Settings {
     pub fn new(pipeline_name: Option<String>, branch_pattern: &str, scheduled: &str) -> Result<Settings, String> {
-        let branch_pattern =
-            Regex::new(branch_pattern).map_err(|e| format!("BRANCH_PATTERN `{branch_pattern}` is not a regex: {e}"))?;
         Ok(Settings {
             pipeline_name: pipeline_name.filter(|p| !p.is_empty()),
-            branch_pattern,
+            branch_pattern: BranchPattern::new(branch_pattern)?,
             scheduled: list(scheduled),
             branch_environments: Vec::new(),
             repository: None,
@@ -59,7 +103,7 @@ impl Settings {
     pub fn from_env() -> Result<Settings, String> {
         Settings::new(
             std::env::var("PIPELINE_NAME").ok(),
-            &std::env::var("BRANCH_PATTERN").unwrap_or_else(|_| "^(feature|release)/.+$".into()),
+            &std::env::var("BRANCH_PATTERN").unwrap_or_else(|_| DEFAULT_BRANCH_PATTERN.into()),
             &std::env::var("SCHEDULED_PIPELINES").unwrap_or_default(),
         )
         .map(|s| s.with_branch_environments(&std::env::var("BRANCH_ENVIRONMENTS").unwrap_or_default()))
@@ -78,12 +122,6 @@ fn list(text: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings::new(None, "^(feature|release)/.+$", "").expect("the default pattern compiles")
-    }
 }
 
 /// The pipeline that serves `branch`: the main pipeline's name with the
@@ -304,7 +342,7 @@ async fn act(ctx: &Context, request: Request) -> Result<Value, FunctionError> {
 
 async fn start(ctx: &Context, name: &str) -> Result<String, FunctionError> {
     let out = ctx
-        .codepipeline
+        .codepipeline()
         .start_pipeline_execution()
         .name(name)
         .send()
@@ -315,7 +353,7 @@ async fn start(ctx: &Context, name: &str) -> Result<String, FunctionError> {
 }
 
 async fn exists(ctx: &Context, name: &str) -> Result<bool, FunctionError> {
-    match ctx.codepipeline.get_pipeline().name(name).send().await {
+    match ctx.codepipeline().get_pipeline().name(name).send().await {
         Ok(_) => Ok(true),
         Err(e)
             if e.as_service_error()
@@ -407,7 +445,7 @@ fn is(action: &ActionDeclaration, category: &ActionCategory) -> bool {
 
 /// Copies the main pipeline for `branch`: see [`branch_stages`].
 async fn create(ctx: &Context, main: &str, name: &str, branch: &str) -> Result<(), FunctionError> {
-    let cp = &ctx.codepipeline;
+    let cp = ctx.codepipeline();
     let template = cp
         .get_pipeline()
         .name(main)
@@ -463,7 +501,7 @@ async fn delete(ctx: &Context, name: &str) -> Result<bool, FunctionError> {
     if !exists(ctx, name).await? {
         return Ok(false);
     }
-    ctx.codepipeline
+    ctx.codepipeline()
         .delete_pipeline()
         .name(name)
         .send()
@@ -531,5 +569,20 @@ mod tests {
         assert!(e.contains("BRANCH_PATTERN"), "{e}");
         let s = Settings::new(Some("main".into()), "^f/", " a, b ,").unwrap();
         assert_eq!(s.scheduled, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn the_default_pattern_compiles_when_first_matched_and_matches_as_written() {
+        let s = Settings::default();
+        assert_eq!(s.branch_pattern.to_string(), DEFAULT_BRANCH_PATTERN);
+        for (branch, matches) in [
+            ("feature/x", true),
+            ("release/1.2", true),
+            ("feature/", false),
+            ("main", false),
+            ("hotfix/feature/x", false),
+        ] {
+            assert_eq!(s.branch_pattern.is_match(branch), matches, "{branch}");
+        }
     }
 }

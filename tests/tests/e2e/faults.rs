@@ -52,8 +52,7 @@ fn failing_aws(status: u16, code: &'static str) -> Aws {
 }
 
 fn context(aws: Aws, sfn: aws_sdk_sfn::Client, cp: aws_sdk_codepipeline::Client) -> Context {
-    let mut ctx = Context::new(aws, None).with_sfn(sfn);
-    ctx.codepipeline = cp;
+    let mut ctx = Context::new(aws, None).with_sfn(sfn).with_codepipeline(cp);
     ctx.state_machine_arn = Some(MACHINE.into());
     // The token key as if already read: these clients' S3 only fails.
     ctx.token_key.set(TOKEN_KEY.to_vec()).unwrap();

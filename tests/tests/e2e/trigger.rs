@@ -89,12 +89,17 @@ async fn main_pipeline(ctx: &Context, aws: &porter_core::aws::Aws) {
         .stages(stage("Production", deploy("Deploy", "production")))
         .build()
         .unwrap();
-    ctx.codepipeline.create_pipeline().pipeline(decl).send().await.unwrap();
+    ctx.codepipeline()
+        .create_pipeline()
+        .pipeline(decl)
+        .send()
+        .await
+        .unwrap();
 }
 
 /// The pipeline's stages and actions, as `Stage.Action`.
 async fn actions_of(ctx: &Context, name: &str) -> Vec<String> {
-    let p = ctx.codepipeline.get_pipeline().name(name).send().await.unwrap();
+    let p = ctx.codepipeline().get_pipeline().name(name).send().await.unwrap();
     p.pipeline()
         .unwrap()
         .stages()
@@ -104,7 +109,7 @@ async fn actions_of(ctx: &Context, name: &str) -> Vec<String> {
 }
 
 async fn branch_of(ctx: &Context, name: &str) -> Option<String> {
-    let p = ctx.codepipeline.get_pipeline().name(name).send().await.ok()?;
+    let p = ctx.codepipeline().get_pipeline().name(name).send().await.ok()?;
     p.pipeline()?
         .stages()
         .iter()
@@ -150,7 +155,7 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
         .await
         .unwrap();
     let names: Vec<String> = ctx
-        .codepipeline
+        .codepipeline()
         .list_pipelines()
         .send()
         .await
