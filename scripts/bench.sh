@@ -17,8 +17,10 @@ bins=(); for f in "${functions[@]}"; do bins+=(--bin "$f"); done
 export CARGO_LAMBDA_COMPILER=cargo
 cargo lambda build --release "${bins[@]}" 2>&1 | tail -1
 cargo lambda build --release --bin floor 2>&1 | tail -1
-# The harness, the CLI and the examples, as `make test` builds them.
-cargo build -q --workspace --all-targets
+# The harness, the CLI and the examples, as `make test` builds them (with
+# clippy as the workspace's compiler), so a bench after a test rebuilds
+# nothing.
+make --no-print-directory -s build-checked 2>&1 | tail -1
 
 echo
 echo "== size (x86_64 release bootstrap; the zip is what Lambda receives)"
