@@ -36,11 +36,12 @@ use serde_json::Value;
 pub struct Context {
     pub aws: Aws,
     /// CodePipeline: made at init by the functions that use it
-    /// ([`uses_codepipeline`]); at the local job simulator when one is given.
+    /// ([`Function::uses_codepipeline`]); at the local job simulator when
+    /// one is given.
     codepipeline: std::sync::Arc<std::sync::OnceLock<aws_sdk_codepipeline::Client>>,
     codepipeline_endpoint: Option<String>,
     /// Step Functions: made at init by the functions that use it
-    /// ([`uses_step_functions`]), never by the phases.
+    /// ([`Function::uses_step_functions`]), never by the phases.
     sfn: std::sync::Arc<std::sync::OnceLock<aws_sdk_sfn::Client>>,
     /// Where pack writes payloads in CodePipeline mode and where large
     /// continuation state goes (`ARTIFACT_BUCKET`).
@@ -112,10 +113,11 @@ impl Context {
         self
     }
 
-    /// `function`'s context, from the environment the infra gives it.
-    /// Each function reads its own settings: the others keep their defaults,
-    /// which cost nothing to make.
+    /// `function`'s context, from the environment the infra gives it, with
+    /// the clients it calls made. Each function reads its own settings: the
+    /// others keep their defaults, which cost nothing to make.
     pub fn from_env(function: &str) -> Result<Context, String> {
+        let function = Function::from_name(function);
         // A function is always pinned: what a repository names is checked
         // against the environment pins before anything is touched.
         let aws = Aws::from_lambda_env(porter_core::aws::Roots::AmazonTrustServices)?
@@ -125,7 +127,7 @@ impl Context {
         ctx.state_machine_arn = std::env::var("STATE_MACHINE_ARN").ok().filter(|s| !s.is_empty());
         ctx.lease_table = std::env::var("LEASE_TABLE").ok().filter(|s| !s.is_empty());
         ctx.image_parameter = std::env::var("PORTER_IMAGE_PARAMETER").ok().filter(|s| !s.is_empty());
-        if Function::from_name(function) == Some(Function::Trigger) {
+        if function == Some(Function::Trigger) {
             ctx.trigger = trigger::Settings::from_env()?;
         }
         ctx.notify = notify::Settings::from_env();
@@ -133,6 +135,12 @@ impl Context {
             .ok()
             .filter(|p| !p.is_empty())
             .map(|project| porter_core::hooks::Runner::CodeBuild { project });
+        if function.is_some_and(Function::uses_step_functions) {
+            ctx.sfn();
+        }
+        if function.is_some_and(Function::uses_codepipeline) {
+            ctx.codepipeline();
+        }
         Ok(ctx)
     }
 }
@@ -149,6 +157,20 @@ pub enum Function {
 }
 
 impl Function {
+    /// Whether this function calls Step Functions: its client is made at
+    /// init there, and in no other function (each client costs a cold start
+    /// time).
+    fn uses_step_functions(self) -> bool {
+        matches!(self, Function::Pipeline | Function::Lease)
+    }
+
+    /// Whether this function calls CodePipeline: each phase (as a job's
+    /// action), the pipeline's action and the trigger. The lease, notices
+    /// and hooks never do, so they do not make its client.
+    fn uses_codepipeline(self) -> bool {
+        matches!(self, Function::Phase(_) | Function::Pipeline | Function::Trigger)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Function::Phase(p) => p.name(),
@@ -511,35 +533,10 @@ pub async fn answer(
     }
 }
 
-/// Whether `function` calls Step Functions: its client is made at init
-/// there, and in no other function (each client costs a cold start time).
-fn uses_step_functions(function: &str) -> bool {
-    matches!(
-        Function::from_name(function),
-        Some(Function::Pipeline | Function::Lease)
-    )
-}
-
-/// The functions that call CodePipeline: each phase (as a job's action),
-/// the pipeline's action and the trigger. The lease, notices and hooks
-/// never do, so they do not make its client.
-fn uses_codepipeline(function: &str) -> bool {
-    matches!(
-        Function::from_name(function),
-        Some(Function::Phase(_) | Function::Pipeline | Function::Trigger)
-    )
-}
-
 /// The whole `main` of a function: `handler` answers every invocation.
 pub async fn run(handler: Handler, function: &'static str) -> Result<(), lambda_runtime::Error> {
     init_logs();
     let ctx = Context::from_env(function).map_err(lambda_runtime::Error::from)?;
-    if uses_step_functions(function) {
-        ctx.sfn();
-    }
-    if uses_codepipeline(function) {
-        ctx.codepipeline();
-    }
     let ctx = &ctx;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         // Lambda's deadline is milliseconds since the epoch.
