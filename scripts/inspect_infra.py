@@ -572,12 +572,33 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
           and [c["Next"] for c in asl["HooksAfterFailureResume"]["Catch"]] == ["GiveLeaseAfterFailure"],
           "definition: the failure path's hooks always end at giving the lease back")
     for st in ["Provision", "Prune"]:
-        check([c["Next"] for c in asl[st]["Catch"]] == ["HooksAfterFailure"], f"definition: a {st} failure gives the lease back")
+        check([c["Next"] for c in asl[st]["Catch"]] == [f"{st}Failed"] and [c["Next"] for c in asl[f"{st}Resume"]["Catch"]] == [f"{st}Failed"]
+              and asl[f"{st}Failed"]["Next"] == "HooksAfterFailure",
+              f"definition: a {st} failure gives the lease back")
+    # Each regional phase (each wave of promote) is one call for all its
+    # regions; while a region is pending, its Choice waits as long as the
+    # phase asks and calls again with the state it left.
+    promote = asl["Promote"]["ItemProcessor"]["States"]
+    for key, states, first, choice, wait, resume in [
+            ("provision", asl, "Provision", "AfterProvision?", "ProvisionWait", "ProvisionResume"),
+            ("promote", promote, "PromoteWave", "WavePromoted?", "PromoteWait", "PromoteResume"),
+            ("undo", asl, "RollBack", "UndoPending?", "UndoWait", "UndoResume"),
+            ("prune", asl, "Prune", "AfterPrune?", "PruneWait", "PruneResume")]:
+        loop = states[choice]["Choices"][0]
+        check(states[first]["Type"] == "Task" and states[first]["Next"] == choice and states[resume]["Next"] == choice
+              and states[first]["Parameters"]["FunctionName"] == states[resume]["Parameters"]["FunctionName"]
+              and "state.$" not in states[first]["Parameters"]["Payload"]
+              and states[resume]["Parameters"]["Payload"] == dict(states[first]["Parameters"]["Payload"], **{"state.$": f"$.{key}.result.state"})
+              and "regions.$" in states[first]["Parameters"]["Payload"] and "region.$" not in states[first]["Parameters"]["Payload"]
+              and loop == {"Variable": f"$.{key}.result.status", "StringEquals": "pending", "Next": wait}
+              and states[wait] == {"Type": "Wait", "SecondsPath": f"$.{key}.result.wait_seconds", "Next": resume},
+              f"definition: {first} is one call for all its regions, resumed after the wait it asks for until none is pending")
     for st in ["HooksAfterPack", "HooksAfterProvision", "HooksAfterPromote", "HooksAfterPrune"]:
         check([c["Next"] for c in asl[st]["Catch"]] == ["GiveLeaseAfterFailure"], f"definition: a failing hook in {st} gives the lease back")
     check([c["Next"] for c in asl["Promote"]["Catch"]] == ["RollBack"]
-          and asl["RollBack"]["Next"] == "RolledBack" and asl["RolledBack"]["Next"] == "HooksAfterFailure"
-          and [c["Next"] for c in asl["RollBack"]["Catch"]] == ["RollBackIncomplete"]
+          and asl["UndoPending?"]["Default"] == "RolledBack" and asl["RolledBack"]["Next"] == "HooksAfterFailure"
+          and [c["Next"] for c in asl["RollBack"]["Catch"]] == ["RollBackIncomplete"] == [c["Next"] for c in asl["UndoResume"]["Catch"]]
+          and asl["RollBack"]["Parameters"]["Payload"]["regions.$"] == "$.packed.release.regions"
           and asl["RollBackIncomplete"]["Next"] == "HooksAfterFailure",
           "definition: a failure while promoting puts every region back, then gives the lease back (also when putting back fails)")
     check(asl["Promote"]["MaxConcurrency"] == 1 and asl["Promote"]["ItemsPath"] == "$.packed.release.rollout.waves",

@@ -7,7 +7,8 @@
 
 use porter_core::phase::stack_wait;
 
-/// The wait states of one region's provision loop: Wait, the step, its Choice.
+/// The states of provision's loop per wait: Wait, the call (for every
+/// region still pending at once), its Choice.
 const TRANSITIONS_PER_WAIT: u64 = 3;
 
 /// The ages at which provision checks a stack until it sees it complete
@@ -43,7 +44,7 @@ fn main() {
     );
     for (what, at) in [("the first", &ten), ("after a 10-minute one", &ten_again)] {
         println!(
-            "    a 10-minute stack, {what}, at {} s: {} waits, {} transitions per region in provision's loop ({TRANSITIONS_PER_WAIT} a wait, 2 for the first check)",
+            "    a 10-minute stack, {what}, at {} s: {} waits, {} transitions in provision's loop, however many regions ({TRANSITIONS_PER_WAIT} a wait, 2 for the first check)",
             line(at),
             waits(at),
             2 + TRANSITIONS_PER_WAIT * waits(at)
@@ -51,7 +52,7 @@ fn main() {
     }
     if let [_, measured, regions] = args[..] {
         for (what, at) in [("the first", &ten), ("after a 10-minute one", &ten_again)] {
-            let more = (regions * TRANSITIONS_PER_WAIT) as i64 * (waits(at) as i64 - waits(&held) as i64);
+            let more = TRANSITIONS_PER_WAIT as i64 * (waits(at) as i64 - waits(&held) as i64);
             let total = measured as i64 + more;
             println!(
                 "    derived: a deploy to {regions} regions whose stacks take 10 minutes, {what}: {measured} {} {} = {total} transitions, {} per region",

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::pack::{DeployInput, Source};
 use crate::phase::Step;
@@ -18,9 +19,14 @@ use crate::release::Release;
 /// State names of the deploy state machine that readers look for.
 pub mod state {
     pub const PACK: &str = "Pack";
-    pub const PROVISION_STEP: &str = "ProvisionStep";
-    pub const PROMOTE_STEP: &str = "PromoteStep";
-    pub const PRUNE_STEP: &str = "PruneStep";
+    /// Each regional phase is one call for all its regions (a wave's, for
+    /// promote), then calls that resume the regions still pending.
+    pub const PROVISION: [&str; 2] = ["Provision", "ProvisionResume"];
+    pub const PROMOTE: [&str; 2] = ["PromoteWave", "PromoteResume"];
+    pub const PRUNE: [&str; 2] = ["Prune", "PruneResume"];
+    /// One call per region, in executions of the definition before one
+    /// call per phase: still read, so `status` and `history` can show them.
+    pub const PER_REGION: [&str; 3] = ["ProvisionStep", "PromoteStep", "PruneStep"];
 }
 
 /// The phases that run per region, in order.
@@ -42,13 +48,17 @@ impl RegionalPhase {
         }
     }
 
-    fn from_state(state: &str) -> Option<RegionalPhase> {
-        match state {
-            state::PROVISION_STEP => Some(RegionalPhase::Provision),
-            state::PROMOTE_STEP => Some(RegionalPhase::Promote),
-            state::PRUNE_STEP => Some(RegionalPhase::Prune),
-            _ => None,
-        }
+    fn from_state(name: &str) -> Option<RegionalPhase> {
+        let is = |names: &[&str]| names.contains(&name);
+        Some(if is(&state::PROVISION) || name == state::PER_REGION[0] {
+            RegionalPhase::Provision
+        } else if is(&state::PROMOTE) || name == state::PER_REGION[1] {
+            RegionalPhase::Promote
+        } else if is(&state::PRUNE) || name == state::PER_REGION[2] {
+            RegionalPhase::Prune
+        } else {
+            return None;
+        })
     }
 }
 
@@ -58,8 +68,8 @@ pub enum Progress {
     Packed(Box<Release>),
     Waiting {
         phase: RegionalPhase,
-        region: String,
         wait_seconds: u32,
+        /// The phase's own line: it names the regions still pending.
         progress: String,
     },
     Provisioned {
@@ -76,18 +86,6 @@ pub enum Progress {
     },
 }
 
-/// A regional step's state output: `$.region` and `$.last.result`.
-#[derive(Deserialize)]
-struct StepExit<O> {
-    region: String,
-    last: Last<O>,
-}
-
-#[derive(Deserialize)]
-struct Last<O> {
-    result: Step<serde_json::Value, O>,
-}
-
 #[derive(Deserialize)]
 struct PackExit {
     packed: PackedRelease,
@@ -98,63 +96,80 @@ struct PackedRelease {
     release: Release,
 }
 
+/// A regional call's step in its state's output: `$.<phase>.result` for
+/// all the regions of the call, or `$.last.result` of one `$.region` in
+/// executions from before one call per phase.
+fn step_in(phase: RegionalPhase, output: &Value) -> Option<(Option<&str>, &Value)> {
+    match output.get(phase.name()).and_then(|p| p.get("result")) {
+        Some(step) => Some((None, step)),
+        None => Some((Some(output.get("region")?.as_str()?), output.pointer("/last/result")?)),
+    }
+}
+
 impl Progress {
-    /// Reads a `StateExited` event (its state name and output); `None` for
-    /// states that say nothing of progress, or an output it cannot read.
-    pub fn read(state: &str, output: &str) -> Option<Progress> {
+    /// Reads a `StateExited` event (its state name and output): nothing
+    /// for states that say nothing of progress, or an output it cannot
+    /// read; one entry per region a finished phase call covered.
+    pub fn read(state: &str, output: &str) -> Vec<Progress> {
+        Progress::try_read(state, output).unwrap_or_default()
+    }
+
+    fn try_read(state: &str, output: &str) -> Option<Vec<Progress>> {
         if state == state::PACK {
             let exit: PackExit = serde_json::from_str(output).ok()?;
-            return Some(Progress::Packed(Box::new(exit.packed.release)));
+            return Some(vec![Progress::Packed(Box::new(exit.packed.release))]);
         }
         let phase = RegionalPhase::from_state(state)?;
-        fn exit<O: serde::de::DeserializeOwned>(output: &str) -> Option<(String, Step<serde_json::Value, O>)> {
-            let e: StepExit<O> = serde_json::from_str(output).ok()?;
-            Some((e.region, e.last.result))
+        let output: Value = serde_json::from_str(output).ok()?;
+        let (only, step) = step_in(phase, &output)?;
+        // The call's output when it finished, else its wait and its line.
+        fn done<O: serde::de::DeserializeOwned>(step: &Value) -> Option<Result<O, (u32, String)>> {
+            Some(match Step::<Value, O>::deserialize(step).ok()? {
+                Step::Done { output } => Ok(output),
+                Step::Pending {
+                    wait_seconds, progress, ..
+                } => Err((wait_seconds, progress)),
+            })
         }
-        let waiting = |region: String, wait_seconds, progress| Progress::Waiting {
-            phase,
-            region,
-            wait_seconds,
-            progress,
+        // A line per region the call covered (`only` its own, for a step
+        // of one region).
+        fn per_region<T>(
+            by_region: BTreeMap<String, T>,
+            only: Option<&str>,
+            line: fn(String, T) -> Progress,
+        ) -> Vec<Progress> {
+            by_region
+                .into_iter()
+                .filter(|(r, _)| only.is_none_or(|o| o == r))
+                .map(|(r, v)| line(r, v))
+                .collect()
+        }
+        let finished = match phase {
+            RegionalPhase::Provision => done::<Provisioned>(step)?.map(|o| {
+                per_region(o.stacks, only, |region, s| Progress::Provisioned {
+                    region,
+                    stack_name: s.stack_name,
+                })
+            }),
+            RegionalPhase::Promote => done::<Promoted>(step)?.map(|o| {
+                per_region(o.regions, only, |region, promoted| Progress::Promoted {
+                    region,
+                    promoted,
+                })
+            }),
+            RegionalPhase::Prune => done::<Pruned>(step)?
+                .map(|o| per_region(o.regions, only, |region, pruned| Progress::Pruned { region, pruned })),
         };
-        Some(match phase {
-            RegionalPhase::Provision => match exit::<Provisioned>(output)? {
-                (
-                    region,
-                    Step::Pending {
-                        wait_seconds, progress, ..
-                    },
-                ) => waiting(region, wait_seconds, progress),
-                (region, Step::Done { mut output }) => Progress::Provisioned {
-                    stack_name: output.stacks.remove(&region)?.stack_name,
-                    region,
+        Some(finished.unwrap_or_else(|(wait_seconds, progress)| {
+            vec![Progress::Waiting {
+                phase,
+                wait_seconds,
+                progress: match only {
+                    Some(region) => format!("{region}: {progress}"),
+                    None => progress,
                 },
-            },
-            RegionalPhase::Promote => match exit::<Promoted>(output)? {
-                (
-                    region,
-                    Step::Pending {
-                        wait_seconds, progress, ..
-                    },
-                ) => waiting(region, wait_seconds, progress),
-                (region, Step::Done { mut output }) => Progress::Promoted {
-                    promoted: output.regions.remove(&region)?,
-                    region,
-                },
-            },
-            RegionalPhase::Prune => match exit::<Pruned>(output)? {
-                (
-                    region,
-                    Step::Pending {
-                        wait_seconds, progress, ..
-                    },
-                ) => waiting(region, wait_seconds, progress),
-                (region, Step::Done { mut output }) => Progress::Pruned {
-                    pruned: output.regions.remove(&region)?,
-                    region,
-                },
-            },
-        })
+            }]
+        }))
     }
 
     /// One line for a person watching a deploy.
@@ -169,10 +184,9 @@ impl Progress {
             ),
             Progress::Waiting {
                 phase,
-                region,
                 wait_seconds,
                 progress,
-            } => format!("{:<9} {region:<10} waiting {wait_seconds}s: {progress}", phase.name()),
+            } => format!("{:<9} waiting {wait_seconds}s: {progress}", phase.name()),
             Progress::Provisioned { region, stack_name } => {
                 format!("{:<9} {region:<10} stack {stack_name} CREATE_COMPLETE", "provision")
             }
@@ -297,12 +311,37 @@ struct Output {
     #[serde(default)]
     promoted: Vec<PromotedItem>,
     #[serde(default)]
-    pruned: Vec<PrunedItem>,
+    pruned: ByRegion<RegionPruned, PrunedItem>,
+}
+
+/// A phase's regions: by region, from its one call, or one item per
+/// region (executions from before one call per phase).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ByRegion<T, Item> {
+    Map(BTreeMap<String, T>),
+    Items(Vec<Item>),
+}
+
+impl<T, Item> Default for ByRegion<T, Item> {
+    fn default() -> Self {
+        ByRegion::Map(BTreeMap::new())
+    }
+}
+
+impl<T, Item: Into<BTreeMap<String, T>>> ByRegion<T, Item> {
+    fn into_regions(self) -> impl Iterator<Item = (String, T)> {
+        let maps: Vec<BTreeMap<String, T>> = match self {
+            ByRegion::Map(m) => vec![m],
+            ByRegion::Items(items) => items.into_iter().map(Into::into).collect(),
+        };
+        maps.into_iter().flatten()
+    }
 }
 
 #[derive(Deserialize)]
 struct WaveItem {
-    promoted: Vec<PromotedItem>,
+    promoted: ByRegion<RegionPromoted, PromotedItem>,
 }
 
 #[derive(Deserialize)]
@@ -310,9 +349,21 @@ struct PromotedItem {
     promoted: BTreeMap<String, RegionPromoted>,
 }
 
+impl From<PromotedItem> for BTreeMap<String, RegionPromoted> {
+    fn from(i: PromotedItem) -> Self {
+        i.promoted
+    }
+}
+
 #[derive(Deserialize)]
 struct PrunedItem {
     pruned: BTreeMap<String, RegionPruned>,
+}
+
+impl From<PrunedItem> for BTreeMap<String, RegionPruned> {
+    fn from(i: PrunedItem) -> Self {
+        i.pruned
+    }
 }
 
 impl Report {
@@ -320,8 +371,12 @@ impl Report {
         let out: Output =
             serde_json::from_str(output).map_err(|e| format!("the deploy's output is not one porter writes: {e}"))?;
         let mut regions: BTreeMap<String, RegionReport> = BTreeMap::new();
-        let promoted = out.waves.into_iter().flat_map(|w| w.promoted).chain(out.promoted);
-        for (region, p) in promoted.flat_map(|i| i.promoted) {
+        let promoted = out
+            .waves
+            .into_iter()
+            .flat_map(|w| w.promoted.into_regions())
+            .chain(out.promoted.into_iter().flat_map(|i| i.promoted));
+        for (region, p) in promoted {
             let r = regions.entry(region).or_default();
             r.dns_name = p.elbs.iter().find_map(|e| e.dns_name.clone());
             r.in_service = p.elbs.into_iter().flat_map(|e| e.in_service).collect();
@@ -330,7 +385,7 @@ impl Report {
             r.taken_out = p.deregistered;
             r.already_live = p.already_live;
         }
-        for (region, p) in out.pruned.into_iter().flat_map(|i| i.pruned) {
+        for (region, p) in out.pruned.into_regions() {
             let r = regions.entry(region).or_default();
             r.deleted_more = p.deleted_more;
             r.deleted = p.deleted;
@@ -425,8 +480,8 @@ impl Intent {
 
 /// The phase a failed deploy had reached, read from the state machine's
 /// state at its failure path: what the state holds says how far it got
-/// (`packed`, `lease`, `provisioned`, `waves`). A hook's failure is the
-/// hooks'. `None` while nothing failed.
+/// (`packed`, `lease`, provision's call done, `waves`). A hook's failure
+/// is the hooks'. `None` while nothing failed.
 pub fn phase_reached(state: &serde_json::Value) -> Option<&'static str> {
     state.get("failure")?;
     Some(if state["failure"]["Error"] == "HookFailed" {
@@ -435,7 +490,11 @@ pub fn phase_reached(state: &serde_json::Value) -> Option<&'static str> {
         "pack"
     } else if state.get("lease").is_none() {
         "lease"
-    } else if state.get("provisioned").is_none() {
+    } else if state["provision"]["result"]["status"] != "done"
+        // The per-region Map's result, in executions from before one call
+        // per phase.
+        && state.get("provisioned").is_none()
+    {
         "provision"
     } else if state.get("waves").is_none() {
         "promote"
@@ -458,16 +517,27 @@ mod tests {
 
     #[test]
     fn a_deploy_output_reads_into_one_report_per_region_with_stack_names_not_arns() {
-        let output = json!({
+        let promoted = json!({"us-east-1": {
+            "stack_id": "arn:aws:cloudformation:us-east-1:1:stack/web-prod-0123456789ab/x",
+            "stack_name": "web-prod-0123456789ab",
+            "elbs": [{"name": "e", "dns_name": "e.elb", "in_service": ["i-1", "i-2"]}],
+            "deregistered": ["i-0"]}});
+        let pruned = json!({"us-east-1": {"deleted": ["old"], "kept": ["prev"], "rollback": ["prev"]}});
+        let output = json!({"release": release(), "waves": [{"promoted": promoted}], "pruned": pruned});
+        // The same, as executions from before one call per phase wrote it.
+        let per_region = json!({
             "release": release(),
-            "promoted": [{"region": "us-east-1", "promoted": {"us-east-1": {
-                "stack_id": "arn:aws:cloudformation:us-east-1:1:stack/web-prod-0123456789ab/x",
-                "stack_name": "web-prod-0123456789ab",
-                "elbs": [{"name": "e", "dns_name": "e.elb", "in_service": ["i-1", "i-2"]}],
-                "deregistered": ["i-0"]}}}],
-            "pruned": [{"region": "us-east-1", "pruned": {"us-east-1": {"deleted": ["old"], "kept": ["prev"], "rollback": ["prev"]}}}]
+            "waves": [{"promoted": [{"region": "us-east-1", "promoted": promoted}]}],
+            "pruned": [{"region": "us-east-1", "pruned": pruned}]
+        });
+        let before_waves = json!({
+            "release": release(),
+            "promoted": [{"region": "us-east-1", "promoted": promoted}],
+            "pruned": [{"region": "us-east-1", "pruned": pruned}]
         });
         let report = Report::parse(&output.to_string()).unwrap();
+        assert_eq!(Report::parse(&per_region.to_string()).unwrap(), report);
+        assert_eq!(Report::parse(&before_waves.to_string()).unwrap(), report);
         let r = &report.regions["us-east-1"];
         assert_eq!(r.in_service, ["i-1", "i-2"]);
         assert_eq!(r.taken_out, ["i-0"]);
@@ -483,28 +553,100 @@ mod tests {
     }
 
     #[test]
-    fn progress_reads_each_phase_and_counts_regions_done() {
-        let packed = Progress::read("Pack", &json!({"packed": {"release": release()}}).to_string()).unwrap();
-        assert!(packed
+    fn progress_reads_each_phase_call_as_a_line_per_region_and_counts_regions_done() {
+        let packed = Progress::read("Pack", &json!({"packed": {"release": release()}}).to_string());
+        assert!(packed[0]
             .line()
             .contains("packed web release 0123456789ab for us-east-1, eu-west-1"));
-        let pending = json!({"region": "us-east-1", "last": {"result": {"status": "pending", "state": {},
-            "wait_seconds": 10, "progress": "CREATE_IN_PROGRESS", "percent": 20}}});
-        let waiting = Progress::read("ProvisionStep", &pending.to_string()).unwrap();
-        assert_eq!(waiting.line(), "provision us-east-1  waiting 10s: CREATE_IN_PROGRESS");
-        let done = json!({"region": "us-east-1", "last": {"result": {"status": "done", "output":
-            {"stacks": {"us-east-1": {"stack_id": "arn", "stack_name": "web-prod-0123456789ab"}}}}}});
-        let provisioned = Progress::read("ProvisionStep", &done.to_string()).unwrap();
-        assert!(provisioned
-            .line()
-            .contains("stack web-prod-0123456789ab CREATE_COMPLETE"));
-        assert_eq!(Progress::read("LeaseTaken?", "{}"), None);
-        assert_eq!(Progress::read("PromoteStep", "not json"), None);
+        let pending = json!({"provision": {"result": {"status": "pending", "state": {},
+            "wait_seconds": 10, "progress": "1/2 regions complete; waiting on us-east-1", "percent": 50}}});
+        let waiting = Progress::read("ProvisionResume", &pending.to_string());
+        assert_eq!(
+            waiting.iter().map(Progress::line).collect::<Vec<_>>(),
+            ["provision waiting 10s: 1/2 regions complete; waiting on us-east-1"]
+        );
+        let stack = |r: &str| json!({"stack_id": format!("arn:{r}"), "stack_name": "web-prod-0123456789ab"});
+        let done = json!({"provision": {"result": {"status": "done", "output":
+            {"stacks": {"us-east-1": stack("us-east-1"), "eu-west-1": stack("eu-west-1")}}}}});
+        let provisioned = Progress::read("Provision", &done.to_string());
+        assert_eq!(
+            provisioned.iter().map(Progress::line).collect::<Vec<_>>(),
+            [
+                "provision eu-west-1  stack web-prod-0123456789ab CREATE_COMPLETE",
+                "provision us-east-1  stack web-prod-0123456789ab CREATE_COMPLETE"
+            ]
+        );
+        assert_eq!(Progress::read("LeaseTaken?", "{}"), []);
+        assert_eq!(Progress::read("PromoteWave", "not json"), []);
+        assert_eq!(
+            Progress::read("Prune", "{\"prune\": {\"result\": {\"status\": \"odd\"}}}"),
+            []
+        );
 
         assert_eq!(summary([]).0, "packing");
-        let (line, percent) = summary([&packed, &waiting, &provisioned]);
+        let (line, percent) = summary(packed.iter().chain(&waiting).chain(&provisioned[..1]));
         assert_eq!(line, "pack done; provision 1/2, promote 0/2, prune 0/2 regions");
         assert_eq!(percent, 10 + 85 / 6);
+        let (line, _) = summary(packed.iter().chain(&provisioned));
+        assert_eq!(line, "pack done; provision 2/2, promote 0/2, prune 0/2 regions");
+    }
+
+    #[test]
+    fn progress_still_reads_the_per_region_steps_of_executions_from_before_one_call_per_phase() {
+        let pending = json!({"region": "us-east-1", "last": {"result": {"status": "pending", "state": {},
+            "wait_seconds": 10, "progress": "CREATE_IN_PROGRESS", "percent": 20}}});
+        let waiting = Progress::read("ProvisionStep", &pending.to_string());
+        assert_eq!(
+            waiting[0].line(),
+            "provision waiting 10s: us-east-1: CREATE_IN_PROGRESS"
+        );
+        // A region's step answered for its own region only.
+        let done = json!({"region": "us-east-1", "last": {"result": {"status": "done", "output":
+            {"regions": {"us-east-1": {"deleted": ["old"], "kept": [], "rollback": []}}}}}});
+        let pruned = Progress::read("PruneStep", &done.to_string());
+        assert_eq!(
+            pruned.iter().map(Progress::line).collect::<Vec<_>>(),
+            ["prune     us-east-1  deleted old"]
+        );
+    }
+
+    #[test]
+    fn the_phase_a_failure_reached_is_read_from_what_the_state_holds() {
+        let failure = json!({"Error": "StackFailed", "Cause": "x"});
+        let packed = json!({"release": release()});
+        let pending = json!({"result": {"status": "pending"}});
+        let done = json!({"result": {"status": "done"}});
+        for (state, reached) in [
+            (json!({"packed": {}, "failure": failure}), Some("pack")),
+            (json!({"packed": packed, "failure": failure}), Some("lease")),
+            (
+                json!({"packed": packed, "lease": {}, "failure": failure}),
+                Some("provision"),
+            ),
+            (
+                json!({"packed": packed, "lease": {}, "provision": pending, "failure": failure}),
+                Some("provision"),
+            ),
+            (
+                json!({"packed": packed, "lease": {}, "provision": done, "failure": failure}),
+                Some("promote"),
+            ),
+            (
+                json!({"packed": packed, "lease": {}, "provisioned": [], "failure": failure}),
+                Some("promote"),
+            ),
+            (
+                json!({"packed": packed, "lease": {}, "provision": done, "waves": [], "failure": failure}),
+                Some("prune"),
+            ),
+            (
+                json!({"packed": packed, "failure": {"Error": "HookFailed"}}),
+                Some("hooks"),
+            ),
+            (json!({"packed": packed, "lease": {}}), None),
+        ] {
+            assert_eq!(phase_reached(&state), reached, "{state}");
+        }
     }
 
     #[test]

@@ -332,7 +332,8 @@ mod tests {
             service: Some("hello".into()),
             ..Settings::default()
         };
-        let failure = json!({"Error": "StackFailed", "Cause": "provision failed in us-west-2: ROLLBACK_COMPLETE"});
+        let failure =
+            json!({"Error": "StackFailed", "Cause": "provision failed: stack in us-west-2 failed: ROLLBACK_COMPLETE"});
         let cases = [
             (
                 json!({"environment": "staging", "failure": failure}),
@@ -346,17 +347,17 @@ mod tests {
                 Some("provision"),
             ),
             (
-                json!({"packed": packed(), "lease": {}, "provisioned": [], "failure": failure}),
+                json!({"packed": packed(), "lease": {}, "provision": {"result": {"status": "done"}}, "failure": failure}),
                 "rolled_back",
                 Some("promote"),
             ),
             (
-                json!({"packed": packed(), "lease": {}, "provisioned": [], "failure": {"Error": "RollbackFailed", "Cause": "x"}}),
+                json!({"packed": packed(), "lease": {}, "provision": {"result": {"status": "done"}}, "failure": {"Error": "RollbackFailed", "Cause": "x"}}),
                 "failed",
                 Some("promote"),
             ),
             (
-                json!({"packed": packed(), "lease": {}, "provisioned": [], "waves": [], "failure": failure}),
+                json!({"packed": packed(), "lease": {}, "provision": {"result": {"status": "done"}}, "waves": [], "failure": failure}),
                 "failed",
                 Some("prune"),
             ),
@@ -378,7 +379,7 @@ mod tests {
         assert_eq!(n.regions, ["us-west-2", "us-east-1"]);
         let text = n.text();
         assert!(
-            text.starts_with("porter: hello staging release 0a1b2c3d4e5f failed in provision (us-west-2, us-east-1)\nStackFailed: provision failed in us-west-2"),
+            text.starts_with("porter: hello staging release 0a1b2c3d4e5f failed in provision (us-west-2, us-east-1)\nStackFailed: provision failed: stack in us-west-2"),
             "{text}"
         );
     }

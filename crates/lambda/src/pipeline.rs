@@ -245,16 +245,17 @@ pub(crate) async fn history(ctx: &Context, arn: &str) -> Result<Vec<Progress>, P
         .send();
     while let Some(page) = pages.next().await {
         for e in page.map_err(aws::err("read the execution history"))?.events() {
-            if let Some(p) = exited(e) {
-                progress.push(p);
-            }
+            progress.extend(exited(e));
         }
     }
     Ok(progress)
 }
 
-/// A history event's progress, if it is a state that finished.
-pub fn exited(e: &HistoryEvent) -> Option<Progress> {
-    let x = e.state_exited_event_details()?;
-    Progress::read(x.name(), x.output()?)
+/// A history event's progress, if it is a state that finished: a line per
+/// region a phase call finished.
+pub fn exited(e: &HistoryEvent) -> Vec<Progress> {
+    match e.state_exited_event_details() {
+        Some(x) => Progress::read(x.name(), x.output().unwrap_or_default()),
+        None => Vec::new(),
+    }
 }

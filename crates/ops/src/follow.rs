@@ -119,7 +119,7 @@ pub async fn follow(
             if invoked(e) {
                 invocations += 1;
             }
-            if let Some(p) = exited(e) {
+            for p in exited(e) {
                 writeln!(out, "{}", p.line())?;
             }
         }

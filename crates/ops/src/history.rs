@@ -121,7 +121,7 @@ pub async fn read(sfn: &aws_sdk_sfn::Client, machine: &str, environment: &str, l
 /// The version pack made, from the execution's history (before it ends).
 async fn packed_version(sfn: &aws_sdk_sfn::Client, arn: &str) -> Option<String> {
     let events = follow::history(sfn, arn).await.ok()?;
-    events.iter().find_map(|e| match follow::exited(e)? {
+    events.iter().flat_map(follow::exited).find_map(|p| match p {
         Progress::Packed(r) => Some(r.version),
         _ => None,
     })

@@ -186,7 +186,11 @@ async fn a_failed_deploy_fails_the_job_with_the_failing_state_and_cause() {
     let (end, _) = run_pipeline(&local, &opts(&svc), deploy::ActionKind::Invoke, &mut log).await;
     assert!(!end.succeeded);
     assert!(end.message.contains("FAILED: StackFailed"), "{}", end.message);
-    assert!(end.message.contains("provision failed in us-"), "{}", end.message);
+    assert!(
+        end.message.contains("provision failed: ") && end.message.contains(" in us-"),
+        "{}",
+        end.message
+    );
     assert!(end.message.contains("subnet"), "{}", end.message);
     local.stop().await;
 }
@@ -602,14 +606,15 @@ async fn forged_or_foreign_continuation_tokens_fail_the_job() {
 
 #[tokio::test]
 async fn a_stopped_pipeline_execution_stops_its_deploy_and_gives_its_lease_back() {
-    // provision fails (retryably) twice in each region: the deploy holds
-    // the lease for about six seconds while the pipeline is stopped.
+    // provision's call (one for both regions) fails retryably twice: the
+    // deploy holds the lease for about six seconds while the pipeline is
+    // stopped.
     let faults = porter_local::invoke_host::Faults::default();
     let local = LocalStack::start_with_faults(0, 0, faults.clone()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "cpstop");
     let prepared = upload_source(&local, &svc).await;
-    faults.fail_next(porter_lambda::Phase::Provision, 4);
+    faults.fail_next(porter_lambda::Phase::Provision, 2);
     let pipeline_execution = job_sim::PipelineExecution {
         pipeline: "porter-cpstop".into(),
         id: "0a0a0a0a-1b1b-4c2c-8d3d-4e4e4e4e4e4e".into(),
