@@ -80,7 +80,7 @@ impl Front {
                 let region = scope.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
                 let group = form_value(&body, "AutoScalingGroupName").unwrap_or_default();
                 // No load balancer reads moto until the others are back.
-                let _settling = self.balancers.hold_reads().await;
+                let _settling = self.balancers.hold_reads(&region).await;
                 let before = self.registrations(&region).await;
                 let resp = self.forward(method, &uri, &headers, body).await;
                 if resp.status().is_success() {
