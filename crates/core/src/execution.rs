@@ -20,13 +20,12 @@ use crate::release::Release;
 pub mod state {
     pub const PACK: &str = "Pack";
     /// Each regional phase is one call for all its regions (a wave's, for
-    /// promote), then calls that resume the regions still pending.
-    pub const PROVISION: [&str; 2] = ["Provision", "ProvisionResume"];
-    pub const PROMOTE: [&str; 2] = ["PromoteWave", "PromoteResume"];
-    pub const PRUNE: [&str; 2] = ["Prune", "PruneResume"];
-    /// One call per region, in executions of the definition before one
-    /// call per phase: still read, so `status` and `history` can show them.
-    pub const PER_REGION: [&str; 3] = ["ProvisionStep", "PromoteStep", "PruneStep"];
+    /// promote), then calls that resume the regions still pending; last,
+    /// its step per region in executions of the definition before one call
+    /// per phase (still read, so `status` and `history` can show them).
+    pub const PROVISION: [&str; 3] = ["Provision", "ProvisionResume", "ProvisionStep"];
+    pub const PROMOTE: [&str; 3] = ["PromoteWave", "PromoteResume", "PromoteStep"];
+    pub const PRUNE: [&str; 3] = ["Prune", "PruneResume", "PruneStep"];
 }
 
 /// The phases that run per region, in order.
@@ -48,17 +47,17 @@ impl RegionalPhase {
         }
     }
 
+    /// The states that call this phase.
+    fn states(self) -> [&'static str; 3] {
+        match self {
+            RegionalPhase::Provision => state::PROVISION,
+            RegionalPhase::Promote => state::PROMOTE,
+            RegionalPhase::Prune => state::PRUNE,
+        }
+    }
+
     fn from_state(name: &str) -> Option<RegionalPhase> {
-        let is = |names: &[&str]| names.contains(&name);
-        Some(if is(&state::PROVISION) || name == state::PER_REGION[0] {
-            RegionalPhase::Provision
-        } else if is(&state::PROMOTE) || name == state::PER_REGION[1] {
-            RegionalPhase::Promote
-        } else if is(&state::PRUNE) || name == state::PER_REGION[2] {
-            RegionalPhase::Prune
-        } else {
-            return None;
-        })
+        RegionalPhase::ALL.into_iter().find(|p| p.states().contains(&name))
     }
 }
 
