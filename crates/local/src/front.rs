@@ -165,10 +165,13 @@ impl Front {
     /// serving release and the one being promoted) share it.
     async fn keep_other_groups(&self, region: &str, group: &str, before: HashMap<String, Vec<String>>) {
         let after = self.registrations(region).await;
-        let members = group_instances(&self.moto, region, group).await;
+        let (members, attached) = group_of(&self.moto, region, group).await;
         let sdk = self.fleet.configs().get(region).await;
         let elb = aws_sdk_elasticloadbalancing::Client::new(&sdk);
-        for (name, was) in before {
+        // Only the load balancers of the group changed: moto touches no
+        // other, and an instance that left another one meanwhile (a cutover
+        // deregistering the release it replaced) must stay out.
+        for (name, was) in before.into_iter().filter(|(name, _)| attached.contains(name)) {
             let now = after.get(&name).cloned().unwrap_or_default();
             let dropped: Vec<String> = was
                 .into_iter()
@@ -354,18 +357,26 @@ const MOTO_DEREGISTERS_OTHERS: &[&str] = &[
 ];
 
 /// The instances of Auto Scaling group `group` as moto has them.
-async fn group_instances(moto: &str, region: &str, group: &str) -> Vec<String> {
+/// A group's instances and the classic load balancers it is attached to,
+/// as moto has them.
+async fn group_of(moto: &str, region: &str, group: &str) -> (Vec<String>, Vec<String>) {
     let Ok(xml) = crate::query::describe_group(moto, region, group).await else {
-        return Vec::new();
+        return Default::default();
     };
     let Ok(doc) = roxmltree::Document::parse(&xml) else {
-        return Vec::new();
+        return Default::default();
     };
-    doc.descendants()
-        .filter(|n| n.has_tag_name("InstanceId"))
-        .filter_map(|n| n.text())
-        .map(str::to_string)
-        .collect()
+    let texts = |nodes: &mut dyn Iterator<Item = roxmltree::Node>| -> Vec<String> {
+        nodes.filter_map(|n| n.text()).map(str::to_string).collect()
+    };
+    let instances = texts(&mut doc.descendants().filter(|n| n.has_tag_name("InstanceId")));
+    let balancers = texts(
+        &mut doc
+            .descendants()
+            .filter(|n| n.has_tag_name("LoadBalancerNames"))
+            .flat_map(|n| n.children().filter(|c| c.has_tag_name("member"))),
+    );
+    (instances, balancers)
 }
 
 /// One field of a form-encoded body.
