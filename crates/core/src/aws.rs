@@ -1,7 +1,10 @@
 //! The one place that talks to AWS: clients, role assumption, and the
 //! translation of SDK errors into [`PhaseError`] kinds.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
@@ -22,6 +25,51 @@ use crate::pinning::Pinning;
 pub struct Aws {
     base: SdkConfig,
     pinning: Pinning,
+    sessions: Sessions,
+}
+
+/// The deployment-role sessions this caller holds, shared by its clones.
+///
+/// A phase acts in every region of its input at once, and each region asks
+/// for clients acting as its role: without this, one AssumeRole per region
+/// per call, for what is nearly always one role. STS credentials are valid
+/// in every region, so the regions (and, in a warm Lambda, the calls that
+/// follow) share a session while it has [`SESSION_MARGIN`] left.
+#[derive(Clone, Debug, Default)]
+struct Sessions(Arc<tokio::sync::Mutex<HashMap<SessionKey, Arc<tokio::sync::OnceCell<Credentials>>>>>);
+
+/// What a session is asked for with: the role, the session's name and its
+/// tags (which the role's policy compares with what it may touch).
+type SessionKey = (String, String, Vec<(String, String)>);
+
+/// A session is used only while it outlives the longest function run
+/// (Lambda's limit, 15 minutes) with room to spare: a call never starts
+/// with credentials that can expire under it.
+const SESSION_MARGIN: Duration = Duration::from_secs(20 * 60);
+
+impl Sessions {
+    /// The session for `key`: the one held while it has the margin left,
+    /// else a new one from `assume`. Callers that ask at once share one
+    /// AssumeRole; a failed one is not kept, so the next caller tries again.
+    async fn get<F, Fut>(&self, key: SessionKey, assume: F) -> Result<Credentials, PhaseError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Credentials, PhaseError>>,
+    {
+        let cell = {
+            let mut held = self.0.lock().await;
+            let fresh = |c: &Credentials| c.expiry().is_some_and(|at| at > SystemTime::now() + SESSION_MARGIN);
+            match held.get(&key) {
+                Some(cell) if cell.get().is_none_or(fresh) => cell.clone(),
+                _ => {
+                    let cell = Arc::new(tokio::sync::OnceCell::new());
+                    held.insert(key, cell.clone());
+                    cell
+                }
+            }
+        };
+        cell.get_or_try_init(assume).await.cloned()
+    }
 }
 
 /// Clients for one region, acting as the config's deployment role there.
@@ -82,6 +130,7 @@ impl Aws {
         Aws {
             base,
             pinning: Pinning::Off,
+            sessions: Sessions::default(),
         }
     }
 
@@ -129,7 +178,8 @@ impl Aws {
     /// sts:AssumeRole, the deployment role (maybe in another account) holds
     /// the CloudFormation, EC2 and ELB rights. `session_tags` become the
     /// session's principal tags, which the deployment role's policy
-    /// compares with the tags of the stacks and ELBs it may touch.
+    /// compares with the tags of the stacks and ELBs it may touch. Regions
+    /// that name the same role share its session (see [`Sessions`]).
     pub async fn region(
         &self,
         region: &str,
@@ -137,7 +187,6 @@ impl Aws {
         session: &str,
         session_tags: &[(&str, &str)],
     ) -> Result<RegionClients, PhaseError> {
-        let sts = aws_sdk_sts::Client::new(&self.base);
         let session: String = session
             .chars()
             .map(|c| {
@@ -149,14 +198,44 @@ impl Aws {
             })
             .take(64)
             .collect();
-        let out = sts
+        let session = if session.len() < 2 {
+            "porter".to_string()
+        } else {
+            session
+        };
+        let key = (
+            role_arn.to_string(),
+            session.clone(),
+            session_tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let creds = self
+            .sessions
+            .get(key, || self.assume(role_arn, session, session_tags, region))
+            .await?;
+        let conf = self
+            .base
+            .to_builder()
+            .region(Region::new(region.to_string()))
+            .credentials_provider(SharedCredentialsProvider::new(creds))
+            .build();
+        Ok(RegionClients::new(region, &conf))
+    }
+
+    /// One AssumeRole of `role_arn`, as `session` with `session_tags`.
+    async fn assume(
+        &self,
+        role_arn: &str,
+        session: String,
+        session_tags: &[(&str, &str)],
+        region: &str,
+    ) -> Result<Credentials, PhaseError> {
+        let out = aws_sdk_sts::Client::new(&self.base)
             .assume_role()
             .role_arn(role_arn)
-            .role_session_name(if session.len() < 2 {
-                "porter".to_string()
-            } else {
-                session
-            })
+            .role_session_name(session)
             .set_tags(if session_tags.is_empty() {
                 None
             } else {
@@ -179,20 +258,13 @@ impl Aws {
         let c = out
             .credentials()
             .ok_or_else(|| PhaseError::Aws(format!("assume role {role_arn}: STS returned no credentials")))?;
-        let creds = Credentials::new(
+        Ok(Credentials::new(
             c.access_key_id(),
             c.secret_access_key(),
             Some(c.session_token().to_string()),
-            std::time::SystemTime::try_from(*c.expiration()).ok(),
+            SystemTime::try_from(*c.expiration()).ok(),
             "porter-deployment-role",
-        );
-        let conf = self
-            .base
-            .to_builder()
-            .region(Region::new(region.to_string()))
-            .credentials_provider(SharedCredentialsProvider::new(creds))
-            .build();
-        Ok(RegionClients::new(region, &conf))
+        ))
     }
 }
 
@@ -493,5 +565,80 @@ mod tests {
         let c = clip(&long, 2048);
         assert!(c.len() <= 2048 && c.ends_with('…'), "{}", c.len());
         assert!(clip(&"x".repeat(5000), 2048).len() == 2048);
+    }
+
+    fn key(role: &str, tags: &[(&str, &str)]) -> SessionKey {
+        (
+            role.to_string(),
+            "porter-promote-web".to_string(),
+            tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        )
+    }
+
+    fn lasting(key_id: &str, for_secs: u64) -> Credentials {
+        Credentials::new(
+            key_id,
+            "secret",
+            Some("token".into()),
+            Some(SystemTime::now() + Duration::from_secs(for_secs)),
+            "test",
+        )
+    }
+
+    #[tokio::test]
+    async fn regions_that_name_one_role_share_one_session_and_a_failed_or_ending_one_is_asked_for_again() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let sessions = Sessions::default();
+        let asked = AtomicUsize::new(0);
+        let assume = |id: &'static str, secs: u64| {
+            let asked = &asked;
+            move || async move {
+                asked.fetch_add(1, Ordering::SeqCst);
+                // Slow enough that every region asks before the first answer.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(lasting(id, secs))
+            }
+        };
+        let tags = [("porter:service", "web")];
+
+        // Eight regions at once: one AssumeRole.
+        let got = futures::future::join_all(
+            (0..8).map(|_| sessions.get(key("arn:aws:iam::1:role/deploy", &tags), assume("first", 3600))),
+        )
+        .await;
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        assert!(got.iter().all(|c| c.as_ref().unwrap().access_key_id() == "first"));
+
+        // Another role, or other tags, is another session.
+        sessions
+            .get(key("arn:aws:iam::2:role/deploy", &tags), assume("other-role", 3600))
+            .await
+            .unwrap();
+        let other = sessions
+            .get(
+                key("arn:aws:iam::1:role/deploy", &[("porter:service", "api")]),
+                assume("other-tags", 3600),
+            )
+            .await
+            .unwrap();
+        assert_eq!((asked.load(Ordering::SeqCst), other.access_key_id()), (3, "other-tags"));
+
+        // A failed AssumeRole is not kept: the next caller asks again.
+        let role = key("arn:aws:iam::3:role/deploy", &tags);
+        let failed = sessions
+            .get(role.clone(), || async { Err(PhaseError::Aws("AccessDenied".into())) })
+            .await;
+        assert!(failed.is_err());
+        let again = sessions.get(role, assume("after-failure", 3600)).await.unwrap();
+        assert_eq!(again.access_key_id(), "after-failure");
+
+        // A session too close to its end for a whole function run is
+        // replaced, and the new one is shared from then on.
+        let ending = key("arn:aws:iam::4:role/deploy", &tags);
+        sessions.get(ending.clone(), assume("ending", 600)).await.unwrap();
+        let renewed = sessions.get(ending.clone(), assume("renewed", 3600)).await.unwrap();
+        let kept = sessions.get(ending, assume("not-asked", 3600)).await.unwrap();
+        assert_eq!((renewed.access_key_id(), kept.access_key_id()), ("renewed", "renewed"));
+        assert_eq!(asked.load(Ordering::SeqCst), 6);
     }
 }
