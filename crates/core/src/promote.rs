@@ -144,22 +144,25 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
             }
         }
         let clients = dep.clients(aws, region, "promote").await?;
-        let cutover = match previous.get(&region.name) {
-            Some(c) => c.clone(),
+        let (cutover, read_now) = match previous.get(&region.name) {
+            Some(c) => (c.clone(), None),
             None if undo => match undo_begin(dep, &clients, region, execution).await? {
-                Undo::PutBack(stack) => Cutover {
-                    undo: true,
-                    ..begin(dep, &clients, region, &stack).await?
-                },
+                Undo::PutBack(stack) => {
+                    let (c, read_now) = begin(dep, &clients, region, &stack).await?;
+                    (Cutover { undo: true, ..c }, Some(read_now))
+                }
                 Undo::Untouched(c) => return Ok(*c),
             },
             None if canary => match begin_canary(dep, &clients, region, stack_name).await? {
-                Canary::Started(c) => c,
+                Canary::Started(c) => (c, None),
                 Canary::None(c) => return Ok(c),
             },
-            None => begin(dep, &clients, region, stack_name).await?,
+            None => {
+                let (c, read_now) = begin(dep, &clients, region, stack_name).await?;
+                (c, Some(read_now))
+            }
         };
-        advance(&clients, region, cutover, timeout, execution).await
+        advance(&clients, region, cutover, read_now, timeout, execution).await
     })
     .await?;
 
@@ -338,6 +341,16 @@ struct Found {
     stack_id: String,
     groups: Vec<String>,
     instances: Vec<String>,
+    read_now: ReadNow,
+}
+
+/// What the call that begins a cutover has just read, so that a cutover
+/// which completes in the same call does not read it again: each region of
+/// every release would pay two more calls for answers a moment old.
+struct ReadNow {
+    /// Each ELB's tags (in the order of `region.elbs`), read when its owner
+    /// was checked: what served until now.
+    elb_tags: Vec<BTreeMap<String, String>>,
 }
 
 async fn find(
@@ -347,8 +360,9 @@ async fn find(
     stack_name: &str,
 ) -> Result<Found, PhaseError> {
     let (service, environment) = (&dep.release.service, &dep.release.environment);
+    let mut elb_tags = Vec::new();
     for elb in &region.elbs {
-        pins::check_elb_owner(clients, &elb.name, service, environment).await?;
+        elb_tags.push(pins::check_elb_owner(clients, &elb.name, service, environment).await?);
     }
     let cfn = &clients.cloudformation;
     let out = cfn.describe_stacks().stack_name(stack_name).send().await.map_err(|e| {
@@ -394,6 +408,7 @@ async fn find(
         stack_id,
         groups,
         instances,
+        read_now: ReadNow { elb_tags },
     })
 }
 
@@ -403,17 +418,18 @@ async fn begin(
     clients: &RegionClients,
     region: &Region,
     stack_name: &str,
-) -> Result<Cutover, PhaseError> {
+) -> Result<(Cutover, ReadNow), PhaseError> {
     let Found {
         stack_id,
         groups,
         instances,
+        read_now,
     } = find(dep, clients, region, stack_name).await?;
     // Attaching (rather than registering instances one by one) is what
     // makes a replacement instance serve: Auto Scaling registers every
     // instance it launches into the group with the group's ELBs.
     set_attached(clients, region, &groups, true).await?;
-    Ok(Cutover {
+    let cutover = Cutover {
         stack_id,
         stack_name: stack_name.to_string(),
         groups,
@@ -423,7 +439,8 @@ async fn begin(
         undo: false,
         canary: false,
         done: None,
-    })
+    };
+    Ok((cutover, read_now))
 }
 
 enum Canary {
@@ -445,10 +462,12 @@ async fn begin_canary(
 ) -> Result<Canary, PhaseError> {
     let wanted = dep.release.rollout.canary_in(&region.name) as usize;
     let found = find(dep, clients, region, stack_name).await?;
-    let mut live = !region.elbs.is_empty();
-    for elb in &region.elbs {
-        live &= pins::elb_tags(clients, &elb.name).await?.get(PROMOTED_TAG) == Some(&found.stack_id);
-    }
+    let live = !region.elbs.is_empty()
+        && found
+            .read_now
+            .elb_tags
+            .iter()
+            .all(|tags| tags.get(PROMOTED_TAG) == Some(&found.stack_id));
     let canaries: Vec<String> = found.instances.iter().take(wanted).cloned().collect();
     let mut cutover = Cutover {
         stack_id: found.stack_id.clone(),
@@ -524,17 +543,20 @@ async fn set_attached(
 }
 
 /// Checks health; cuts over when every new instance is InService, backs
-/// out when the time is up.
+/// out when the time is up. `read_now`: what this call read as it began
+/// the cutover (none when it resumes one).
 async fn advance(
     clients: &RegionClients,
     region: &Region,
     mut c: Cutover,
+    read_now: Option<ReadNow>,
     timeout: i64,
     execution: Option<&str>,
 ) -> Result<Cutover, PhaseError> {
     c.checks += 1;
-    if !c.groups.is_empty() {
-        // Auto Scaling may have replaced an instance since the last check.
+    if !c.groups.is_empty() && read_now.is_none() {
+        // Auto Scaling may have replaced an instance since the last check
+        // (a call that has just found the groups' instances has them).
         c.instances = group_instances(clients, &c.groups).await?;
     }
     let mut unhealthy = Vec::new();
@@ -579,7 +601,7 @@ async fn advance(
         return Ok(c);
     }
     if unhealthy.is_empty() {
-        c.done = Some(finish(clients, region, &c, execution).await?);
+        c.done = Some(finish(clients, region, &c, read_now, execution).await?);
         return Ok(c);
     }
     if now_epoch() - c.started_at >= timeout {
@@ -602,14 +624,21 @@ async fn finish(
     clients: &RegionClients,
     region: &Region,
     c: &Cutover,
+    read_now: Option<ReadNow>,
     execution: Option<&str>,
 ) -> Result<RegionPromoted, PhaseError> {
     let mut elbs = Vec::new();
     // Each ELB's tags as they were: what served until now.
-    let mut before = Vec::new();
-    for elb in &region.elbs {
-        before.push(pins::elb_tags(clients, &elb.name).await?);
-    }
+    let before = match read_now {
+        Some(read) => read.elb_tags,
+        None => {
+            let mut before = Vec::new();
+            for elb in &region.elbs {
+                before.push(pins::elb_tags(clients, &elb.name).await?);
+            }
+            before
+        }
+    };
     // The release that served until now: its groups are detached, which
     // takes its instances out and keeps replacements of them out too.
     let already_live = !before.is_empty() && before.iter().all(|t| t.get(PROMOTED_TAG) == Some(&c.stack_id));
@@ -635,7 +664,7 @@ async fn finish(
         set_attached(clients, region, &names, false).await?;
     }
     for (elb, before) in region.elbs.iter().zip(&before) {
-        let registered = registered(clients, &elb.name).await?;
+        let (registered, dns_name) = described(clients, &elb.name).await?;
         let plan = plan::cutover(&registered, &c.instances);
         if !plan.deregister.is_empty() {
             clients
@@ -683,18 +712,6 @@ async fn finish(
         tags.send()
             .await
             .map_err(aws::err(format!("tag {} with the promoted stack", elb.name)))?;
-        let dns_name = clients
-            .elb
-            .describe_load_balancers()
-            .load_balancer_names(&elb.name)
-            .send()
-            .await
-            .ok()
-            .and_then(|o| {
-                o.load_balancer_descriptions()
-                    .first()
-                    .and_then(|d| d.dns_name().map(str::to_string))
-            });
         elbs.push(ElbState {
             name: elb.name.clone(),
             dns_name,
@@ -721,7 +738,13 @@ pub fn as_instances(ids: &[String]) -> Vec<Instance> {
         .collect()
 }
 
+/// The instances registered with `elb`.
 pub async fn registered(clients: &RegionClients, elb: &str) -> Result<Vec<String>, PhaseError> {
+    Ok(described(clients, elb).await?.0)
+}
+
+/// The instances registered with `elb`, and its DNS name, from one read.
+async fn described(clients: &RegionClients, elb: &str) -> Result<(Vec<String>, Option<String>), PhaseError> {
     let out = clients
         .elb
         .describe_load_balancers()
@@ -729,11 +752,13 @@ pub async fn registered(clients: &RegionClients, elb: &str) -> Result<Vec<String
         .send()
         .await
         .map_err(aws::err(format!("describe load balancer {elb}")))?;
-    Ok(out
-        .load_balancer_descriptions()
+    let descriptions = out.load_balancer_descriptions();
+    let registered = descriptions
         .iter()
         .flat_map(|d| d.instances().iter().filter_map(|i| i.instance_id().map(str::to_string)))
-        .collect())
+        .collect();
+    let dns_name = descriptions.first().and_then(|d| d.dns_name().map(str::to_string));
+    Ok((registered, dns_name))
 }
 
 /// The running instances of every Auto Scaling group in the stack.
