@@ -157,7 +157,7 @@ pub async fn prepare(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Res
         out,
         "bootstrap: the buckets, network and load balancers a real account would already have"
     )?;
-    bootstrap::environment(&aws, &cfg.service_name, env).await?;
+    bootstrap::environment_once(&aws, &cfg.service_name, env).await?;
     // What the infra holds: the artifact bucket (pack writes payloads only
     // there) and the deploy state machine.
     bootstrap::ensure_bucket(&aws.s3(), crate::names::ARTIFACT_BUCKET, REGION).await?;
