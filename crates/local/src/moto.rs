@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+/// What starts moto: `moto_server`'s entry point with its per-request
+/// costs taken out.
+const LAUNCHER: &str = include_str!("moto_server.py");
+
 /// A running moto server.
 pub struct Moto {
     child: Option<tokio::process::Child>,
@@ -70,8 +74,11 @@ impl Moto {
         if !bin.exists() {
             bail!("{} is missing: run `make venv`", bin.display());
         }
-        let mut cmd = tokio::process::Command::new(&bin);
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // moto_server's own entry point, with its per-request costs taken
+        // out (see the script).
+        let python = venv.join("bin").join("python");
+        let mut cmd = tokio::process::Command::new(&python);
+        cmd.args(["-c", LAUNCHER, "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -85,7 +92,9 @@ impl Moto {
         if let Some(lp) = lambda_port {
             cmd.env("MOTO_PORT", lp.to_string());
         }
-        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting moto with {}", python.display()))?;
         let moto = Moto {
             child: Some(child),
             port,
