@@ -255,72 +255,88 @@ pub async fn verify(endpoint: &str, opts: &Options, outcome: &Outcome) -> Result
         .deployable()
         .map_err(|m| anyhow!(m))?;
     let env = cfg.environment(&opts.environment).map_err(|m| anyhow!(m))?;
+    // The regions at once, as the deploy ran them: one region's reads wait
+    // on no other's. Problems are listed in the config's order of regions.
+    let checks = env
+        .regions
+        .iter()
+        .map(|region| verify_region(&aws, region, &cfg.service_name, &env.name, opts.keep, outcome));
+    Ok(futures::future::try_join_all(checks).await?.concat())
+}
+
+/// What [`verify`] finds wrong in one region.
+async fn verify_region(
+    aws: &Aws,
+    region: &config::Region,
+    service: &str,
+    environment: &str,
+    keep: u32,
+    outcome: &Outcome,
+) -> Result<Vec<String>> {
     let mut problems = Vec::new();
-    for region in &env.regions {
-        let Some(expected) = outcome.regions.get(&region.name) else {
-            problems.push(format!(
-                "{}: the execution reported nothing for this region",
-                region.name
-            ));
-            continue;
-        };
-        let clients = aws
-            .region(&region.name, &region.role_arn, "porter-verify", &[])
+    let Some(expected) = outcome.regions.get(&region.name) else {
+        problems.push(format!(
+            "{}: the execution reported nothing for this region",
+            region.name
+        ));
+        return Ok(problems);
+    };
+    let clients = aws
+        .region(&region.name, &region.role_arn, "porter-verify", &[])
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    // The promoted stack and its rollback target, as the ELBs' tags name them.
+    let mut want_live = vec![expected.stack_name.clone()];
+    for elb in &region.elbs {
+        let mut registered = porter_core::promote::registered(&clients, &elb.name)
             .await
             .map_err(|e| anyhow!("{e}"))?;
-        // The promoted stack and its rollback target, as the ELBs' tags name them.
-        let mut want_live = vec![expected.stack_name.clone()];
-        for elb in &region.elbs {
-            let mut registered = porter_core::promote::registered(&clients, &elb.name)
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
-            registered.sort();
-            let mut want = expected.in_service.clone();
-            want.sort();
-            want.dedup();
-            if registered != want {
-                problems.push(format!(
-                    "{}: {} holds {registered:?}, expected {want:?}",
-                    region.name, elb.name
-                ));
-            }
-            let tags = porter_core::pins::elb_tags(&clients, &elb.name)
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
-            want_live.extend(
-                tags.get(porter_core::promote::PREVIOUS_NAME_TAG)
-                    .filter(|n| !n.is_empty())
-                    .cloned(),
-            );
-            if !tags
-                .get(porter_core::promote::PROMOTED_TAG)
-                .is_some_and(|t| t.contains(&expected.stack_name))
-            {
-                problems.push(format!(
-                    "{}: {} is not tagged with {}",
-                    region.name, elb.name, expected.stack_name
-                ));
-            }
+        registered.sort();
+        let mut want = expected.in_service.clone();
+        want.sort();
+        want.dedup();
+        if registered != want {
+            problems.push(format!(
+                "{}: {} holds {registered:?}, expected {want:?}",
+                region.name, elb.name
+            ));
         }
-        if opts.keep == 0 {
-            let live: Vec<String> = porter_core::prune::service_stacks(&clients, &cfg.service_name, &env.name)
-                .await
-                .map_err(|e| anyhow!("{e}"))?
-                .into_iter()
-                .filter(|s| s.status != "DELETE_COMPLETE")
-                .map(|s| s.stack_name)
-                .collect();
-            let mut want = want_live;
-            want.sort();
-            want.dedup();
-            let mut live = live;
-            live.sort();
-            if live != want {
-                problems.push(format!(
-                    "{}: live stacks {live:?}, expected only {want:?} (the promoted stack and its rollback target)",
-                    region.name
-                ));
-            }
+        let tags = porter_core::pins::elb_tags(&clients, &elb.name)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        want_live.extend(
+            tags.get(porter_core::promote::PREVIOUS_NAME_TAG)
+                .filter(|n| !n.is_empty())
+                .cloned(),
+        );
+        if !tags
+            .get(porter_core::promote::PROMOTED_TAG)
+            .is_some_and(|t| t.contains(&expected.stack_name))
+        {
+            problems.push(format!(
+                "{}: {} is not tagged with {}",
+                region.name, elb.name, expected.stack_name
+            ));
+        }
+    }
+    if keep == 0 {
+        let live: Vec<String> = porter_core::prune::service_stacks(&clients, service, environment)
+            .await
+            .map_err(|e| anyhow!("{e}"))?
+            .into_iter()
+            .filter(|s| s.status != "DELETE_COMPLETE")
+            .map(|s| s.stack_name)
+            .collect();
+        let mut want = want_live;
+        want.sort();
+        want.dedup();
+        let mut live = live;
+        live.sort();
+        if live != want {
+            problems.push(format!(
+                "{}: live stacks {live:?}, expected only {want:?} (the promoted stack and its rollback target)",
+                region.name
+            ));
         }
     }
     Ok(problems)
