@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test tools build-checked venv npm build lambda lint check-asl clean bench fuzz
+.PHONY: demo test tools build-checked venv npm build lambda lambda-on-idle-cores test-debug lint check-asl clean bench fuzz
 
 $(VENV)/.installed: tools/requirements.txt
 	python3 -m venv $(VENV)
@@ -70,11 +70,25 @@ build-checked:
 
 test:
 	$(MAKE) --no-print-directory -j2 build-checked tools
-	$(MAKE) --no-print-directory check-asl lambda check-infra check-cdk
-	$(CLIPPY_BUILD) cargo test --workspace
-	$(TARGET_DIR)/debug/porter-fuzz --inputs $(FUZZ_SHORT) --out $(TARGET_DIR)/fuzz-out
+	$(MAKE) --no-print-directory -j2 lambda-on-idle-cores test-debug
+	$(MAKE) --no-print-directory check-asl check-infra check-cdk
+	$(CLIPPY_BUILD) cargo test --workspace -- runtime::
 	$(VENV)/bin/cfn-lint --version >/dev/null
 	scripts/check-render.sh
+
+# The release build beside the tests, on the CPU they leave: they wait on
+# moto (one Python process) most of the time, and at nice 19 the build
+# yields a core to them whenever they want it, so their timing is what it
+# was alone. It runs in its own target folders (cargo-lambda builds for
+# an explicit target), so the two cargo runs take no lock from each other.
+lambda-on-idle-cores: venv
+	nice -n 19 $(MAKE) --no-print-directory lambda
+
+# Every test of the debug build but the runtime tests, which run the
+# release bootstraps once `lambda` has built them; then the short fuzz run.
+test-debug:
+	$(CLIPPY_BUILD) cargo test --workspace -- --skip runtime::
+	$(TARGET_DIR)/debug/porter-fuzz --inputs $(FUZZ_SHORT) --out $(TARGET_DIR)/fuzz-out
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # Inputs per fuzz target: a short run in `make test`, a full one in `make fuzz`.
