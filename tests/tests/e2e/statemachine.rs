@@ -328,11 +328,11 @@ async fn a_lease_of_a_running_deploy_refuses_and_one_of_an_ended_deploy_is_taken
         "the lease is still the holder's"
     );
 
-    // A deploy asked to wait does; the holder is aborted meanwhile (it
+    // A deploy asked to wait does; the holder is aborted once it waits (it
     // gives nothing back), and the waiting deploy takes the lease over.
     let waiting = deploy_waiting(&local, &svc, true);
     let abort = async {
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        waits_for_the_lease(&sfn).await;
         sfn.stop_execution().execution_arn(&running).send().await.unwrap();
     };
     let ((taken, log), ()) = tokio::join!(waiting, abort);
@@ -352,6 +352,41 @@ async fn a_lease_of_a_running_deploy_refuses_and_one_of_an_ended_deploy_is_taken
     );
     assert!(lease(&local, "smheld").await.is_none());
     local.stop().await;
+}
+
+/// Returns once a deploy execution has entered `WaitForLease`: on a busy
+/// machine a deploy takes seconds to get there, and the holder must not
+/// end before it does.
+async fn waits_for_the_lease(sfn: &aws_sdk_sfn::Client) {
+    for _ in 0..600 {
+        let running = sfn
+            .list_executions()
+            .state_machine_arn(porter_local::deploy::state_machine_arn())
+            .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
+            .send()
+            .await
+            .map(|out| out.executions().to_vec())
+            .unwrap_or_default();
+        for execution in running {
+            let history = sfn
+                .get_execution_history()
+                .execution_arn(execution.execution_arn())
+                .max_results(1000)
+                .send()
+                .await;
+            let waiting = history.is_ok_and(|h| {
+                h.events().iter().any(|e| {
+                    e.state_entered_event_details()
+                        .is_some_and(|d| d.name() == "WaitForLease")
+                })
+            });
+            if waiting {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no deploy waited for the lease within 60 s");
 }
 
 #[tokio::test]
