@@ -81,7 +81,7 @@ test:
 # yields a core to them whenever they want it, so their timing is what it
 # was alone. It runs in its own target folders (cargo-lambda builds for
 # an explicit target), so the two cargo runs take no lock from each other.
-lambda-on-idle-cores: venv
+lambda-on-idle-cores:
 	nice -n 19 $(MAKE) --no-print-directory lambda
 
 # Every test of the debug build but the runtime tests, which run the

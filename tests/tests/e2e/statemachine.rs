@@ -344,12 +344,7 @@ async fn a_lease_of_a_running_deploy_refuses_and_one_of_an_ended_deploy_is_taken
         .send()
         .await
         .unwrap();
-    assert!(
-        history.events().iter().any(|e| e
-            .state_entered_event_details()
-            .is_some_and(|d| d.name() == "WaitForLease")),
-        "it waited for the lease"
-    );
+    assert!(entered(history.events(), "WaitForLease"), "it waited for the lease");
     assert!(lease(&local, "smheld").await.is_none());
     local.stop().await;
 }
@@ -374,19 +369,20 @@ async fn waits_for_the_lease(sfn: &aws_sdk_sfn::Client) {
                 .max_results(1000)
                 .send()
                 .await;
-            let waiting = history.is_ok_and(|h| {
-                h.events().iter().any(|e| {
-                    e.state_entered_event_details()
-                        .is_some_and(|d| d.name() == "WaitForLease")
-                })
-            });
-            if waiting {
+            if history.is_ok_and(|h| entered(h.events(), "WaitForLease")) {
                 return;
             }
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("no deploy waited for the lease within 60 s");
+}
+
+/// Whether an execution's history shows it entered `state`.
+fn entered(events: &[aws_sdk_sfn::types::HistoryEvent], state: &str) -> bool {
+    events
+        .iter()
+        .any(|e| e.state_entered_event_details().is_some_and(|d| d.name() == state))
 }
 
 #[tokio::test]
