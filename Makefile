@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test tools build-checked venv npm build lambda lambda-on-idle-cores test-debug lint check-asl clean bench fuzz
+.PHONY: demo test tools build-checked venv npm build lambda lambda-on-idle-cores test-debug lint check-asl check-docs clean bench fuzz
 
 $(VENV)/.installed: tools/requirements.txt
 	python3 -m venv $(VENV)
@@ -46,6 +46,11 @@ check-asl: npm
 	  npx --no-install asl-validator --json-path "$$f" || exit 1; \
 	done
 
+# Every relative link and #anchor in README.md and docs/ resolves, and the
+# README stays at most 250 lines (python3's standard library only).
+check-docs:
+	python3 scripts/check-docs.py
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
@@ -71,7 +76,7 @@ build-checked:
 test:
 	$(MAKE) --no-print-directory -j2 build-checked tools
 	$(MAKE) --no-print-directory -j2 lambda-on-idle-cores test-debug
-	$(MAKE) --no-print-directory check-asl check-infra check-cdk
+	$(MAKE) --no-print-directory check-asl check-infra check-cdk check-docs
 	$(CLIPPY_BUILD) cargo test --workspace -- runtime::
 	$(VENV)/bin/cfn-lint --version >/dev/null
 	scripts/check-render.sh
@@ -97,12 +102,12 @@ FUZZ_INPUTS ?= 1000000
 FUZZ_SEED ?= $(shell date +%s)
 
 # Every target with FUZZ_INPUTS inputs, a fresh seed each run (printed, so a
-# failure replays with FUZZ_SEED=...). README, "Security model".
+# failure replays with FUZZ_SEED=...). docs/security-model.md, "Fuzzed".
 fuzz:
 	cargo build --profile fuzz -p porter-fuzz
 	$(TARGET_DIR)/fuzz/porter-fuzz --inputs $(FUZZ_INPUTS) --seed $(FUZZ_SEED) --out $(TARGET_DIR)/fuzz-out
 
-# Sizes, cold starts and the other figures of README's "Performance".
+# Sizes, cold starts and the other figures of docs/performance.md.
 bench: venv
 	scripts/bench.sh
 
@@ -138,11 +143,12 @@ venv-checkov: $(VENV_CHECKOV)/.installed
 check-infra: venv venv-sam venv-checkov
 	scripts/check-infra.sh
 
-# Ships infra/template.yaml to your AWS account: README, "Deploy to AWS".
+# Ships infra/template.yaml to your AWS account: docs/deploy-sam-and-cdk.md.
 deploy: venv venv-sam
 	cd infra && $(SAM) build --parameter-overrides Architecture=$(ARCH) && $(SAM) deploy --guided
 
-# infra/cdk: the same stack as a CDK construct (README, "Deploy with CDK").
+# infra/cdk: the same stack as a CDK construct (docs/deploy-sam-and-cdk.md,
+# "Deploy with CDK").
 # Its npm packages (aws-cdk-lib, the CDK CLI that reads what that library
 # synthesizes, TypeScript) are pinned in its own package-lock.json.
 CDK := infra/cdk

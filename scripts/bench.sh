@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench`: the figures behind README's "Performance", printed side by
+# `make bench`: the figures behind docs/performance.md, printed side by
 # side. Builds what it measures first (the release bootstraps, the Rust
 # floor, the harness); nothing here is a pass/fail check.
 set -euo pipefail
