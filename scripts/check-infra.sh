@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # infra/template.yaml, checked without an AWS account or a network:
 #   1. sam validate --lint
-#   2. cfn-lint, and checkov (every skipped check carries its reason in the template)
+#   2. cfn-lint; the deployment role against what CloudFormation's handlers
+#      of a release stack's resources need (scripts/check_handler_permissions.py,
+#      and once more on a copy missing an action, to see it fail); checkov
+#      (every skipped check carries its reason in the template)
 #   3. the template as plain CloudFormation, created in moto and inspected
 #      (scripts/sam_to_cfn.py, scripts/inspect_infra.py)
 #   4. sam build: a release bootstrap for every function (x86_64: the
@@ -26,6 +29,23 @@ echo "== sam validate --lint"
 echo "== cfn-lint"
 .venv/bin/cfn-lint infra/template.yaml
 echo "cfn-lint: infra/template.yaml clean"
+
+echo "== handler permissions"
+# The deployment role may do what CloudFormation's create and delete
+# handlers of a release stack's resources need (their schemas, in cfn-lint).
+.venv/bin/python scripts/check_handler_permissions.py --template infra/template.yaml
+# ... and the check fails on a copy without one of those actions.
+grep -v '^ *- ec2:DeleteTags$' infra/template.yaml >"$work/without-deletetags.yaml" || true
+[ "$(wc -l <infra/template.yaml)" -eq $(( $(wc -l <"$work/without-deletetags.yaml") + 1 )) ] \
+  || { echo "handler permissions: expected exactly one '- ec2:DeleteTags' line to take out"; exit 1; }
+rc=0
+.venv/bin/python scripts/check_handler_permissions.py --template "$work/without-deletetags.yaml" >"$work/broken.out" 2>&1 || rc=$?
+if [ "$rc" -ne 1 ] || ! grep -q '^FAIL  AWS::EC2::LaunchTemplate delete handler needs ec2:DeleteTags' "$work/broken.out"; then
+  cat "$work/broken.out"
+  echo "handler permissions: a deployment role without ec2:DeleteTags was not reported (exit $rc)"
+  exit 1
+fi
+echo "handler permissions: a deployment role without ec2:DeleteTags is reported"
 
 echo "== checkov"
 .venv-checkov/bin/checkov -f infra/template.yaml --framework cloudformation \

@@ -11,6 +11,9 @@ One stand-in, as sam_to_cfn.py makes for SAM: each function's code is the
 S3 object given on the command line instead of CDK's asset (which `cdk
 deploy` uploads to the bootstrap bucket first).
 
+Each case's stack goes into a moto account of its own (the first into
+moto's default one), as each account holds one porter stack.
+
 usage: inspect_cdk.py ENDPOINT CDK_DIR CASES.json CODE_BUCKET CODE_KEY DEFINITION.asl.json
 """
 
@@ -32,10 +35,8 @@ STATES = ["Pack", "Provision", "Promote", "Prune", "Lease", "Notify", "Hooks"]  
 
 
 def main(endpoint, cdk_dir, cases_path, code_bucket, code_key, definition_path):
-    kw = dict(endpoint_url=endpoint, region_name=ii.REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
-    s3, cfn, iam = boto3.client("s3", **kw), boto3.client("cloudformation", **kw), boto3.client("iam", **kw)
-    lam, sfn = boto3.client("lambda", **kw), boto3.client("stepfunctions", **kw)
-    account = boto3.client("sts", **kw).get_caller_identity()["Account"]
+    base_kw = dict(endpoint_url=endpoint, region_name=ii.REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = boto3.client("s3", **base_kw)
 
     s3.create_bucket(Bucket=code_bucket)
     buf = io.BytesIO()
@@ -47,9 +48,16 @@ def main(endpoint, cdk_dir, cases_path, code_bucket, code_key, definition_path):
     with open(definition_path) as f:
         shipped_text = f.read()
 
-    for name, case in cases.items():
+    for i, (name, case) in enumerate(cases.items()):
         with open(os.path.join(cdk_dir, f"{name}.template.json")) as f:
             template = json.load(f)
+        # Each case in an account of its own, as each account holds one
+        # stack (the deployment role's and the release boundary's names are
+        # fixed): moto's default account, then others.
+        kw = base_kw if i == 0 else ii.in_account(base_kw, str(int(ii.OTHER_STACK_ACCOUNT) + i - 1))
+        s3, cfn, iam = boto3.client("s3", **kw), boto3.client("cloudformation", **kw), boto3.client("iam", **kw)
+        lam, sfn = boto3.client("lambda", **kw), boto3.client("stepfunctions", **kw)
+        account = boto3.client("sts", **kw).get_caller_identity()["Account"]
         params = case["parameters"]
         stack_name = f"porter-cdk-{name}"
         approvers = [a for a in params.get("ApproverRoleNames", "").split(",") if a]
@@ -110,17 +118,22 @@ def main(endpoint, cdk_dir, cases_path, code_bucket, code_key, definition_path):
         service = params["ServiceName"]
         arn = lambda svc, rest: f"arn:aws:{svc}:{ii.REGION}:{account}:{rest}"  # noqa: E731
 
-        # --- the release boundary (only where this stack makes the deployment role)
-        if not params.get("DeploymentRoleArns"):
-            boundary_arn = f"arn:aws:iam::{account}:policy/porter/porter-release-boundary"
+        # --- the release boundary, whichever deployment roles the stack uses
+        # (with DeploymentRoleArns, a deployment role of this account creates
+        # release roles only with it all the same)
+        boundary_arn = f"arn:aws:iam::{account}:policy/porter/porter-release-boundary"
+        try:
             pol = iam.get_policy(PolicyArn=boundary_arn)["Policy"]
             bdoc = document(iam.get_policy_version(PolicyArn=boundary_arn, VersionId=pol["DefaultVersionId"])["PolicyVersion"]["Document"])
-            capped = {a: sorted(r for s in as_list(bdoc["Statement"]) if s["Effect"] == "Allow" and a in as_list(s["Action"])
-                                for r in as_list(s["Resource"]))
-                      for a in ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "secretsmanager:GetSecretValue"]}
-            check(all(capped[a] == [f"arn:aws:ssm:*:{account}:parameter/porter/*"] for a in capped if a.startswith("ssm:"))
-                  and capped["secretsmanager:GetSecretValue"] == [f"arn:aws:secretsmanager:*:{account}:secret:porter/*"],
-                  f"moto {name}: release roles read secrets and parameters only under porter/ {capped}")
+        except iam.exceptions.NoSuchEntityException:
+            bdoc = {"Statement": []}
+        check(bool(bdoc["Statement"]), f"moto {name}: the stack makes the release boundary {boundary_arn}")
+        capped = {a: sorted(r for s in as_list(bdoc["Statement"]) if s["Effect"] == "Allow" and a in as_list(s["Action"])
+                            for r in as_list(s["Resource"]))
+                  for a in ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "secretsmanager:GetSecretValue"]}
+        check(all(capped[a] == [f"arn:aws:ssm:*:{account}:parameter/porter/*"] for a in capped if a.startswith("ssm:"))
+              and capped["secretsmanager:GetSecretValue"] == [f"arn:aws:secretsmanager:*:{account}:secret:porter/*"],
+              f"moto {name}: release roles read secrets and parameters only under porter/ {capped}")
 
         # --- deploy notices
         env = lam.get_function(FunctionName=physical[lid["NotifyFunction"]])["Configuration"]["Environment"]["Variables"]

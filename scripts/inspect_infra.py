@@ -25,6 +25,10 @@ says which it read ("moto:" or "template:"):
   AWS::SNS::Subscription, and a bucket's PublicAccessBlockConfiguration and
   VersioningConfiguration.
 
+The stack is created twice: with its own deployment role in moto's default
+account, then with DeploymentRoleArns in another (an account holds one
+stack: the deployment role and the release boundary have fixed names).
+
 usage: inspect_infra.py ENDPOINT TEMPLATE.json CODE_BUCKET CODE_KEY DEFINITION.asl.json
 Runs every check, then exits 1 if any failed (at once if the stack cannot be created).
 """
@@ -57,6 +61,10 @@ PARAMETERS = {
 PHASES = ["Pack", "Provision", "Promote", "Prune"]
 FUNCTIONS = PHASES + ["Pipeline", "Trigger", "Lease", "Notify", "Hooks"]
 STATES = PHASES + ["Lease", "Notify", "Hooks"]  # what the state machine invokes
+
+# Where check-infra creates the stack with DeploymentRoleArns: not moto's
+# default account, which holds the first stack.
+OTHER_STACK_ACCOUNT = "111122223333"
 
 failed = []
 
@@ -130,6 +138,16 @@ def moto_copy(template, stack):
             "Fn::Join": ["", [subs.get(p[2:-1], p) if p.startswith("${") else p for p in pieces]]
         }
     return t
+
+
+def in_account(kw, account_id):
+    """Client arguments for another account of the moto server: moto puts a
+    session of a role assumed there in that account (the role need not
+    exist)."""
+    creds = boto3.client("sts", **kw).assume_role(
+        RoleArn=f"arn:aws:iam::{account_id}:role/porter-check", RoleSessionName="inspect")["Credentials"]
+    return dict(kw, aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                aws_session_token=creds["SessionToken"])
 
 
 def create(cfn, template, name, parameters):
@@ -377,7 +395,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
                  "elasticloadbalancing:DescribeInstanceHealth", "elasticloadbalancing:DescribeTags",
                  "iam:CreateRole", "iam:PutRolePolicy", "iam:PassRole", "iam:CreateInstanceProfile",
                  "iam:AddRoleToInstanceProfile", "ssm:GetParameters", "s3:PutObject", "s3:GetObject"]:
-        check(need in actions, f"moto: the deployment role may {need}")
+        check(any(fnmatch.fnmatchcase(need.lower(), a.lower()) for a in actions), f"moto: the deployment role may {need}")
     # Stacks and load balancers only of the session's own service and
     # environment (its principal tags).
     def scoped(cond, kind):
@@ -429,14 +447,24 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
           and capped["secretsmanager:GetSecretValue"] == [f"arn:aws:secretsmanager:*:{account}:secret:porter/*"],
           f"moto: release roles read secrets and parameters only under porter/ {capped}")
     check(all("ec2.amazonaws.com" in c for a, _, c in g if a == "iam:PassRole"), "moto: the deployment role passes roles to EC2 only")
-    check(resources_of(g, "s3:PutObject") == sorted(f"arn:aws:s3:::{b}/*" for b in REGION_BUCKETS),
+    # (arn:*: the template cannot name the partition in ARNs made of a list parameter)
+    check(resources_of(g, "s3:PutObject") == sorted(f"arn:*:s3:::{b}/*" for b in REGION_BUCKETS),
           "moto: the deployment role writes exactly the region buckets")
-    check(resources_of(g, "s3:ListBucket") == sorted(f"arn:aws:s3:::{b}" for b in REGION_BUCKETS),
+    check(resources_of(g, "s3:ListBucket") == sorted(f"arn:*:s3:::{b}" for b in REGION_BUCKETS),
           "moto: the deployment role lists exactly the region buckets")
-    check(resources_of(g, "s3:GetObject") == sorted([f"{bucket_arn}/porter-deployment/*"] + [f"arn:aws:s3:::{b}/*" for b in REGION_BUCKETS]),
+    check(resources_of(g, "s3:GetObject") == sorted([f"{bucket_arn}/porter-deployment/*"] + [f"arn:*:s3:::{b}/*" for b in REGION_BUCKETS]),
           "moto: the deployment role reads payloads and the region buckets, nothing else")
     star = {a for a, r, _ in g if r == "*"}
-    check(all(a.split(":")[1].startswith("Describe") for a in star), f"moto: the deployment role has \"*\" only for Describe calls {sorted(star)}")
+    check(all(a.split(":")[1].startswith("Describe") or a == "ec2:Get*" for a in star),
+          f"moto: the deployment role has \"*\" only for Describe calls and EC2's Get calls {sorted(star)}")
+    # Every ARN the template writes is right in any partition: it names
+    # ${AWS::Partition}, or matches any (arn:*:) where CloudFormation cannot
+    # name it. (The state machine's definition is the shipped file's.)
+    written = [json.dumps({k: v for k, v in r.get("Properties", {}).items()
+                           if not (r["Type"] == "AWS::StepFunctions::StateMachine" and k.startswith("Definition"))})
+               for r in res.values()]
+    literal = sorted({m for text in written for m in re.findall(r"arn:aws[a-z-]*:[^\"\s,]*", text)})
+    check(not literal, f"template: no ARN names its partition literally {literal}")
 
     # --- the pipeline and trigger functions' roles
     g = grants(statements(iam, role_of["Pipeline"]))
@@ -742,11 +770,37 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     check([s["Sid"] for s in key_policy["Statement"] if s] == ["AccountIamPolicies"],
           "moto: with its own deployment role, the artifact key trusts nothing outside the account")
 
-    # --- a deployment role in another account (DeploymentRoleArns)
+    # --- a deployment role in another account (DeploymentRoleArns); the
+    # stack in an account of its own, as each account holds one (the
+    # deployment role's and the release boundary's names are fixed). The
+    # clients from here on are that account's.
     other = "arn:aws:iam::210987654321:role/porter-deployment"
     params = dict(PARAMETERS, DeploymentRoleArns=other, DeploymentRoleName="porter-deployment-other", DeployAction="Custom")
+    kw2 = in_account(kw, OTHER_STACK_ACCOUNT)
+    cfn, iam, lam = boto3.client("cloudformation", **kw2), boto3.client("iam", **kw2), boto3.client("lambda", **kw2)
+    events, kms = boto3.client("events", **kw2), boto3.client("kms", **kw2)
+    arn = lambda service, rest, region=REGION: f"arn:aws:{service}:{region}:{OTHER_STACK_ACCOUNT}:{rest}"  # noqa: E731
+    iam.create_role(RoleName=APPROVERS, AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{OTHER_STACK_ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]}))
     _, other_physical = create(cfn, template, "porter-other", params)
     if not failed:
+        # The release boundary all the same: a deployment role of this
+        # account (listed in DeploymentRoleArns or not) creates release
+        # roles only with it.
+        other_boundary = f"arn:aws:iam::{OTHER_STACK_ACCOUNT}:policy/porter/porter-release-boundary"
+        try:
+            pol = iam.get_policy(PolicyArn=other_boundary)["Policy"]
+            odoc = document(iam.get_policy_version(PolicyArn=other_boundary, VersionId=pol["DefaultVersionId"])["PolicyVersion"]["Document"])
+        except iam.exceptions.NoSuchEntityException:
+            odoc = {"Statement": []}
+        sids = lambda d: {s["Sid"]: sorted(as_list(s["Action"])) for s in as_list(d["Statement"])}  # noqa: E731
+        check(bool(odoc["Statement"]) and sids(odoc) == sids(bdoc),
+              f"moto: with DeploymentRoleArns, the stack makes the release boundary {other_boundary} too, the same statements")
+        g = grants(statements(iam, "porter-deployment-other"))
+        check(all(json.loads(c).get("StringEquals", {}).get("iam:PermissionsBoundary") == other_boundary
+                  for a, _, c in g if a == "iam:CreateRole") and any(a == "iam:CreateRole" for a, _, _ in g),
+              "moto: ... the one its deployment role creates release roles with")
         # ... and with the custom action: the pipeline function polls for
         # the Porter type's jobs only, and is woken for them.
         g = grants(statements(iam, other_physical["PipelineFunctionRole"]))

@@ -141,7 +141,7 @@ test("hooks run in CodeBuild as HookRole, which may read the source and write it
 test("no policy grants every action, and only the documented statements use every resource", () => {
   const t = template({ deployAction: "Custom" }).toJSON();
   // The statements whose actions have no resource type in IAM (the SAM template says why at each).
-  const starOk = /^(codepipeline:(PutJob|AcknowledgeJob|GetJobDetails)|xray:|logs:(Create|Get|Update|Delete|List)LogDeliver|logs:(PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups)|cloudformation:DescribeStacks$|ec2:Describe|autoscaling:Describe|elasticloadbalancing:Describe|ecr:GetAuthorizationToken$|kms:)/;
+  const starOk = /^(codepipeline:(PutJob|AcknowledgeJob|GetJobDetails)|xray:|logs:(Create|Get|Update|Delete|List)LogDeliver|logs:(PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups)|cloudformation:DescribeStacks$|ec2:Describe|ec2:Get\*$|autoscaling:Describe|elasticloadbalancing:Describe|ecr:GetAuthorizationToken$|kms:)/;
   const walk = (node: unknown, where: string): void => {
     if (Array.isArray(node)) return node.forEach((n) => walk(n, where));
     if (!node || typeof node !== "object") return;
@@ -157,6 +157,14 @@ test("no policy grants every action, and only the documented statements use ever
     for (const v of Object.values(s)) walk(v, where);
   };
   for (const [id, r] of Object.entries(t.Resources as Record<string, { Properties?: unknown }>)) walk(r.Properties, id);
+});
+
+test("every ARN the construct writes is right in any partition (the shipped definition aside)", () => {
+  const resources = template().toJSON().Resources as Record<string, { Type: string; Properties?: Record<string, unknown> }>;
+  const written = Object.values(resources).map((r) => JSON.stringify(Object.fromEntries(Object.entries(r.Properties ?? {})
+    .filter(([k]) => !(r.Type === "AWS::StepFunctions::StateMachine" && k.startsWith("Definition"))))));
+  const literal = written.flatMap((text) => text.match(/arn:aws[a-z-]*:[^"\s,]*/g) ?? []);
+  assert.deepEqual(literal, []);
 });
 
 test("the deployment role is assumed by provision, promote and prune only, with the service's session tags", () => {
@@ -205,14 +213,18 @@ test("EventBridge: branch events and the weekly schedule to the trigger, main's 
 test("the props' conditions: other accounts' roles, the custom action, email", () => {
   const other = "arn:aws:iam::210987654321:role/porter-deployment";
   const t = template({ deploymentRoleArns: [other], deployAction: "Custom", notificationEmail: "a@example.com" });
-  t.resourceCountIs("AWS::IAM::ManagedPolicy", 4);  // no boundary: the other account makes its own
+  // The boundary all the same: a deployment role of this account (listed
+  // or not) creates release roles only with it.
+  t.resourceCountIs("AWS::IAM::ManagedPolicy", 5);
+  t.resourcePropertiesCountIs("AWS::IAM::ManagedPolicy", { ManagedPolicyName: "porter-release-boundary", Path: "/porter/" }, 1);
   t.resourceCountIs("AWS::CodePipeline::CustomActionType", 1);
   t.resourceCountIs("AWS::SNS::Subscription", 1);
   t.hasResourceProperties("AWS::KMS::Key", {
     KeyPolicy: Match.objectLike({ Statement: Match.arrayWith([Match.objectLike({ Principal: { AWS: [other] }, Action: ["kms:Decrypt", "kms:DescribeKey"] })]) }),
   });
   const d = template();
-  d.resourceCountIs("AWS::IAM::ManagedPolicy", 5);  // and the boundary
+  d.resourceCountIs("AWS::IAM::ManagedPolicy", 5);
+  d.resourcePropertiesCountIs("AWS::IAM::ManagedPolicy", { ManagedPolicyName: "porter-release-boundary", Path: "/porter/" }, 1);
   d.resourceCountIs("AWS::CodePipeline::CustomActionType", 0);
   d.resourceCountIs("AWS::SNS::Subscription", 0);
 });
