@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 root=$PWD
 export PATH="$root/.venv/bin:$PATH"
 target=${CARGO_TARGET_DIR:-$root/target}
-functions=(pack provision promote prune pipeline trigger lease notify hooks)
+# The functions: one crate each under functions/.
+mapfile -t functions < <(ls functions)
 
 echo "== building: release bootstraps, the floor, the harness"
 # The nine exactly as `make lambda` builds them (so its build is reused),

@@ -245,7 +245,7 @@ async fn main() {
         ))
         .load()
         .await;
-    let aws = &Aws::new(counted);
+    let aws = &Aws::unpinned(counted);
     let setup = &stack.aws;
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -271,6 +271,7 @@ async fn main() {
         sse_kms_key_id: None,
         variables: Default::default(),
         image_parameter: None,
+        allowed_references: Vec::new(),
         rollout: None,
         longest_bake_seconds: None,
     };

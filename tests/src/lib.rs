@@ -18,7 +18,7 @@ impl Stack {
     pub async fn start() -> Stack {
         let venv = moto::venv().expect("the virtualenv: run `make venv`");
         let moto = Moto::start(&venv, 0, None).await.expect("moto starts");
-        let aws = Aws::new(moto::sdk_config(&moto.endpoint(), "us-east-1").await);
+        let aws = Aws::unpinned(moto::sdk_config(&moto.endpoint(), "us-east-1").await);
         Stack { moto, aws }
     }
 }

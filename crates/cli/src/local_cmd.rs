@@ -488,6 +488,7 @@ pub async fn deploy(path: &Path, environment: &str, what: deploy::What, run: &cr
         keep: run.keep,
         wait_for_lease: run.wait_for_lease,
         rollout: run.rollout(),
+        vars: run.vars.clone(),
     };
     // Attach to `porter local up` if it runs; else a stack for this deploy only.
     let (endpoint, host, own) = match running().await {

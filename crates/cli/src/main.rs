@@ -208,6 +208,11 @@ fn render(path: &Path, environment: &str, region: &str) -> Result<ExitCode> {
         sha256: sha,
     };
     let t = template::render(&cfg, env, reg, &release, &payload, &RenderContext::default());
+    let stack = template::stack_name(&cfg.service_name, &env.name, &release.version);
+    if let Err(why) = template::check_user_data(&t, &stack, &reg.name) {
+        eprintln!("{}: error: {why}", file.display());
+        return Ok(ExitCode::FAILURE);
+    }
     println!("{}", serde_json::to_string_pretty(&t)?);
     eprintln!(
         "rendered {} for {environment}/{region} (version and sha256 are placeholders until pack; ELB ingress is added at provision)",

@@ -55,14 +55,14 @@ async fn account(place: &On) -> Result<Account> {
         )
         .await;
         return Ok(Account {
-            aws: Aws::new(sdk.clone()),
+            aws: Aws::unpinned(sdk.clone()),
             sfn: aws_sdk_sfn::Client::new(&sdk),
             installation: porter_local::deploy::installation(),
         });
     }
     // The SDK's whole chain (profiles, SSO, instance roles...), as every
     // AWS tool on this machine reads it.
-    let aws = Aws::new(
+    let aws = Aws::unpinned(
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(porter_core::aws::http_client(porter_core::aws::Roots::System))
             .load()
@@ -210,9 +210,12 @@ async fn start_and_follow(
         source,
         repo,
         &acct.installation,
-        run.keep,
-        run.wait_for_lease,
-        run.rollout(),
+        &follow::Asked {
+            keep: run.keep,
+            wait_for_lease: run.wait_for_lease,
+            rollout: run.rollout(),
+            vars: run.vars.clone(),
+        },
     );
     let name = follow::execution_name(&cfg.service_name, environment, kind);
     let arn = follow::start(&acct.sfn, &acct.installation.state_machine_arn, &name, &input).await?;

@@ -28,6 +28,11 @@ pub struct Run {
     /// and baked before each wave's full cutover (0: none).
     #[arg(long = "canary-instances")]
     pub canary_instances: Option<u32>,
+    /// A secret-like variable (`*TOKEN*`, `*SECRET*`, `*_KEY`, AWS
+    /// credentials ...) the config names, to send from this shell: without
+    /// it such a variable stays here (repeat for more).
+    #[arg(long = "var", value_name = "NAME")]
+    pub vars: Vec<String>,
 }
 
 impl Run {

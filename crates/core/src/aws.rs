@@ -80,7 +80,12 @@ pub struct RegionClients {
     pub elb: aws_sdk_elasticloadbalancing::Client,
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    /// S3 in this region: for this region's buckets only. S3 answers a
+    /// request for a bucket of another region with `301 PermanentRedirect`,
+    /// which the SDK does not follow: [`RegionClients::s3_in`] reaches a
+    /// bucket elsewhere with the same credentials.
     pub s3: aws_sdk_s3::Client,
+    conf: SdkConfig,
 }
 
 impl Aws {
@@ -126,12 +131,20 @@ impl Aws {
         Ok(Aws::new(conf.build()))
     }
 
+    /// A caller whose deploys are checked against the environment pins
+    /// under the default path (see [`Aws::with_pinning`]).
     pub fn new(base: SdkConfig) -> Aws {
         Aws {
             base,
-            pinning: Pinning::Off,
+            pinning: Pinning::default(),
             sessions: Sessions::default(),
         }
+    }
+
+    /// A caller whose deploys nothing checks: a person's own credentials
+    /// (the CLI), or a test that drives a phase directly.
+    pub fn unpinned(base: SdkConfig) -> Aws {
+        Aws::new(base).with_pinning(Pinning::Off)
     }
 
     /// The same caller, with its deploys checked against `pinning`.
@@ -162,6 +175,12 @@ impl Aws {
     /// S3 with the caller's own credentials (the pipeline's artifact bucket).
     pub fn s3(&self) -> aws_sdk_s3::Client {
         s3_client(&self.base)
+    }
+
+    /// The caller's own region: where the installation, its artifact
+    /// bucket and its state machine live.
+    pub fn home_region(&self) -> Option<&str> {
+        self.base.region().map(|r| r.as_ref())
     }
 
     /// Clients for `region` with the caller's own credentials: for reading
@@ -278,7 +297,17 @@ impl RegionClients {
             autoscaling: aws_sdk_autoscaling::Client::new(conf),
             cloudwatch: aws_sdk_cloudwatch::Client::new(conf),
             s3: s3_client(conf),
+            conf: conf.clone(),
         }
+    }
+
+    /// S3 in `region` with these clients' credentials: for a bucket that
+    /// lives there (the artifact bucket, in the installation's region).
+    pub fn s3_in(&self, region: &str) -> aws_sdk_s3::Client {
+        if region == self.region {
+            return self.s3.clone();
+        }
+        s3_client(&self.conf.to_builder().region(Region::new(region.to_string())).build())
     }
 }
 

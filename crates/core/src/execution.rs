@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::pack::{DeployInput, Source};
-use crate::phase::Step;
+use crate::phase::{Phase, Step};
 use crate::promote::{Promoted, RegionPromoted};
 use crate::provision::Provisioned;
 use crate::prune::{Pruned, RegionPruned};
@@ -20,44 +20,25 @@ use crate::release::Release;
 pub mod state {
     pub const PACK: &str = "Pack";
     /// Each regional phase is one call for all its regions (a wave's, for
-    /// promote), then calls that resume the regions still pending; last,
-    /// its step per region in executions of the definition before one call
-    /// per phase (still read, so `status` and `history` can show them).
-    pub const PROVISION: [&str; 3] = ["Provision", "ProvisionResume", "ProvisionStep"];
-    pub const PROMOTE: [&str; 3] = ["PromoteWave", "PromoteResume", "PromoteStep"];
-    pub const PRUNE: [&str; 3] = ["Prune", "PruneResume", "PruneStep"];
-}
+    /// promote), then calls that resume the regions still pending.
+    pub const PROVISION: [&str; 2] = ["Provision", "ProvisionResume"];
+    pub const PROMOTE: [&str; 2] = ["PromoteWave", "PromoteResume"];
+    pub const PRUNE: [&str; 2] = ["Prune", "PruneResume"];
 
-/// The phases that run per region, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum RegionalPhase {
-    Provision,
-    Promote,
-    Prune,
-}
-
-impl RegionalPhase {
-    pub const ALL: [RegionalPhase; 3] = [RegionalPhase::Provision, RegionalPhase::Promote, RegionalPhase::Prune];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            RegionalPhase::Provision => "provision",
-            RegionalPhase::Promote => "promote",
-            RegionalPhase::Prune => "prune",
+    /// The states that call a regional phase; none for pack, which
+    /// [`PACK`] names alone.
+    pub fn of(phase: super::Phase) -> &'static [&'static str] {
+        match phase {
+            super::Phase::Pack => &[],
+            super::Phase::Provision => &PROVISION,
+            super::Phase::Promote => &PROMOTE,
+            super::Phase::Prune => &PRUNE,
         }
     }
 
-    /// The states that call this phase.
-    fn states(self) -> [&'static str; 3] {
-        match self {
-            RegionalPhase::Provision => state::PROVISION,
-            RegionalPhase::Promote => state::PROMOTE,
-            RegionalPhase::Prune => state::PRUNE,
-        }
-    }
-
-    fn from_state(name: &str) -> Option<RegionalPhase> {
-        RegionalPhase::ALL.into_iter().find(|p| p.states().contains(&name))
+    /// The regional phase a state calls.
+    pub fn regional_phase(state: &str) -> Option<super::Phase> {
+        super::Phase::REGIONAL.into_iter().find(|p| of(*p).contains(&state))
     }
 }
 
@@ -66,7 +47,7 @@ impl RegionalPhase {
 pub enum Progress {
     Packed(Box<Release>),
     Waiting {
-        phase: RegionalPhase,
+        phase: Phase,
         wait_seconds: u32,
         /// The phase's own line: it names the regions still pending.
         progress: String,
@@ -95,14 +76,10 @@ struct PackedRelease {
     release: Release,
 }
 
-/// A regional call's step in its state's output: `$.<phase>.result` for
-/// all the regions of the call, or `$.last.result` of one `$.region` in
-/// executions from before one call per phase.
-fn step_in(phase: RegionalPhase, output: &Value) -> Option<(Option<&str>, &Value)> {
-    match output.get(phase.name()).and_then(|p| p.get("result")) {
-        Some(step) => Some((None, step)),
-        None => Some((Some(output.get("region")?.as_str()?), output.pointer("/last/result")?)),
-    }
+/// A regional call's step in its state's output: `$.<phase>.result`, for
+/// all the regions of the call.
+fn step_in(phase: Phase, output: &Value) -> Option<&Value> {
+    output.get(phase.name())?.get("result")
 }
 
 impl Progress {
@@ -118,9 +95,9 @@ impl Progress {
             let exit: PackExit = serde_json::from_str(output).ok()?;
             return Some(vec![Progress::Packed(Box::new(exit.packed.release))]);
         }
-        let phase = RegionalPhase::from_state(state)?;
+        let phase = state::regional_phase(state)?;
         let output: Value = serde_json::from_str(output).ok()?;
-        let (only, step) = step_in(phase, &output)?;
+        let step = step_in(phase, &output)?;
         // The call's output when it finished, else its wait and its line.
         fn done<O: serde::de::DeserializeOwned>(step: &Value) -> Option<Result<O, (u32, String)>> {
             Some(match Step::<Value, O>::deserialize(step).ok()? {
@@ -130,43 +107,28 @@ impl Progress {
                 } => Err((wait_seconds, progress)),
             })
         }
-        // A line per region the call covered (`only` its own, for a step
-        // of one region).
-        fn per_region<T>(
-            by_region: BTreeMap<String, T>,
-            only: Option<&str>,
-            line: fn(String, T) -> Progress,
-        ) -> Vec<Progress> {
-            by_region
-                .into_iter()
-                .filter(|(r, _)| only.is_none_or(|o| o == r))
-                .map(|(r, v)| line(r, v))
-                .collect()
+        // A line per region the call covered.
+        fn per_region<T>(by_region: BTreeMap<String, T>, line: fn(String, T) -> Progress) -> Vec<Progress> {
+            by_region.into_iter().map(|(r, v)| line(r, v)).collect()
         }
         let finished = match phase {
-            RegionalPhase::Provision => done::<Provisioned>(step)?.map(|o| {
-                per_region(o.stacks, only, |region, s| Progress::Provisioned {
+            Phase::Pack => return None,
+            Phase::Provision => done::<Provisioned>(step)?.map(|o| {
+                per_region(o.stacks, |region, s| Progress::Provisioned {
                     region,
                     stack_name: s.stack_name,
                 })
             }),
-            RegionalPhase::Promote => done::<Promoted>(step)?.map(|o| {
-                per_region(o.regions, only, |region, promoted| Progress::Promoted {
-                    region,
-                    promoted,
-                })
-            }),
-            RegionalPhase::Prune => done::<Pruned>(step)?
-                .map(|o| per_region(o.regions, only, |region, pruned| Progress::Pruned { region, pruned })),
+            Phase::Promote => done::<Promoted>(step)?
+                .map(|o| per_region(o.regions, |region, promoted| Progress::Promoted { region, promoted })),
+            Phase::Prune => done::<Pruned>(step)?
+                .map(|o| per_region(o.regions, |region, pruned| Progress::Pruned { region, pruned })),
         };
         Some(finished.unwrap_or_else(|(wait_seconds, progress)| {
             vec![Progress::Waiting {
                 phase,
                 wait_seconds,
-                progress: match only {
-                    Some(region) => format!("{region}: {progress}"),
-                    None => progress,
-                },
+                progress,
             }]
         }))
     }
@@ -216,7 +178,7 @@ impl Progress {
 /// a percentage (CodePipeline shows both while the action runs).
 pub fn summary<'a>(events: impl IntoIterator<Item = &'a Progress>) -> (String, u8) {
     let mut regions = None;
-    let mut done: BTreeMap<RegionalPhase, usize> = BTreeMap::new();
+    let mut done: BTreeMap<Phase, usize> = BTreeMap::new();
     for p in events {
         let phase = match p {
             Progress::Packed(r) => {
@@ -226,9 +188,9 @@ pub fn summary<'a>(events: impl IntoIterator<Item = &'a Progress>) -> (String, u
             // A canary step is not yet the region's cutover.
             Progress::Waiting { .. } => continue,
             Progress::Promoted { promoted, .. } if !promoted.canaries.is_empty() => continue,
-            Progress::Provisioned { .. } => RegionalPhase::Provision,
-            Progress::Promoted { .. } => RegionalPhase::Promote,
-            Progress::Pruned { .. } => RegionalPhase::Prune,
+            Progress::Provisioned { .. } => Phase::Provision,
+            Progress::Promoted { .. } => Phase::Promote,
+            Progress::Pruned { .. } => Phase::Prune,
         };
         *done.entry(phase).or_default() += 1;
     }
@@ -237,11 +199,11 @@ pub fn summary<'a>(events: impl IntoIterator<Item = &'a Progress>) -> (String, u
     };
     let r = regions.max(1);
     let count = |phase| done.get(&phase).copied().unwrap_or(0);
-    let parts: Vec<String> = RegionalPhase::ALL
+    let parts: Vec<String> = Phase::REGIONAL
         .iter()
         .map(|&p| format!("{} {}/{regions}", p.name(), count(p)))
         .collect();
-    let finished: usize = RegionalPhase::ALL.iter().map(|&p| count(p).min(r)).sum();
+    let finished: usize = Phase::REGIONAL.iter().map(|&p| count(p).min(r)).sum();
     (
         format!("pack done; {} regions", parts.join(", ")),
         (10 + 85 * finished / (3 * r)) as u8,
@@ -306,63 +268,13 @@ struct Output {
     /// Promote's regions, wave by wave.
     #[serde(default)]
     waves: Vec<WaveItem>,
-    /// ...or all at once (executions from before waves).
     #[serde(default)]
-    promoted: Vec<PromotedItem>,
-    #[serde(default)]
-    pruned: ByRegion<RegionPruned, PrunedItem>,
-}
-
-/// A phase's regions: by region, from its one call, or one item per
-/// region (executions from before one call per phase).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ByRegion<T, Item> {
-    Map(BTreeMap<String, T>),
-    Items(Vec<Item>),
-}
-
-impl<T, Item> Default for ByRegion<T, Item> {
-    fn default() -> Self {
-        ByRegion::Map(BTreeMap::new())
-    }
-}
-
-impl<T, Item: Into<BTreeMap<String, T>>> ByRegion<T, Item> {
-    fn into_regions(self) -> impl Iterator<Item = (String, T)> {
-        let maps: Vec<BTreeMap<String, T>> = match self {
-            ByRegion::Map(m) => vec![m],
-            ByRegion::Items(items) => items.into_iter().map(Into::into).collect(),
-        };
-        maps.into_iter().flatten()
-    }
+    pruned: BTreeMap<String, RegionPruned>,
 }
 
 #[derive(Deserialize)]
 struct WaveItem {
-    promoted: ByRegion<RegionPromoted, PromotedItem>,
-}
-
-#[derive(Deserialize)]
-struct PromotedItem {
     promoted: BTreeMap<String, RegionPromoted>,
-}
-
-impl From<PromotedItem> for BTreeMap<String, RegionPromoted> {
-    fn from(i: PromotedItem) -> Self {
-        i.promoted
-    }
-}
-
-#[derive(Deserialize)]
-struct PrunedItem {
-    pruned: BTreeMap<String, RegionPruned>,
-}
-
-impl From<PrunedItem> for BTreeMap<String, RegionPruned> {
-    fn from(i: PrunedItem) -> Self {
-        i.pruned
-    }
 }
 
 impl Report {
@@ -370,12 +282,7 @@ impl Report {
         let out: Output =
             serde_json::from_str(output).map_err(|e| format!("the deploy's output is not one porter writes: {e}"))?;
         let mut regions: BTreeMap<String, RegionReport> = BTreeMap::new();
-        let promoted = out
-            .waves
-            .into_iter()
-            .flat_map(|w| w.promoted.into_regions())
-            .chain(out.promoted.into_iter().flat_map(|i| i.promoted));
-        for (region, p) in promoted {
+        for (region, p) in out.waves.into_iter().flat_map(|w| w.promoted) {
             let r = regions.entry(region).or_default();
             r.dns_name = p.elbs.iter().find_map(|e| e.dns_name.clone());
             r.in_service = p.elbs.into_iter().flat_map(|e| e.in_service).collect();
@@ -384,7 +291,7 @@ impl Report {
             r.taken_out = p.deregistered;
             r.already_live = p.already_live;
         }
-        for (region, p) in out.pruned.into_regions() {
+        for (region, p) in out.pruned {
             let r = regions.entry(region).or_default();
             r.deleted_more = p.deleted_more;
             r.deleted = p.deleted;
@@ -489,11 +396,7 @@ pub fn phase_reached(state: &serde_json::Value) -> Option<&'static str> {
         "pack"
     } else if state.get("lease").is_none() {
         "lease"
-    } else if state["provision"]["result"]["status"] != "done"
-        // The per-region Map's result, in executions from before one call
-        // per phase.
-        && state.get("provisioned").is_none()
-    {
+    } else if state["provision"]["result"]["status"] != "done" {
         "provision"
     } else if state.get("waves").is_none() {
         "promote"
@@ -523,20 +426,7 @@ mod tests {
             "deregistered": ["i-0"]}});
         let pruned = json!({"us-east-1": {"deleted": ["old"], "kept": ["prev"], "rollback": ["prev"]}});
         let output = json!({"release": release(), "waves": [{"promoted": promoted}], "pruned": pruned});
-        // The same, as executions from before one call per phase wrote it.
-        let per_region = json!({
-            "release": release(),
-            "waves": [{"promoted": [{"region": "us-east-1", "promoted": promoted}]}],
-            "pruned": [{"region": "us-east-1", "pruned": pruned}]
-        });
-        let before_waves = json!({
-            "release": release(),
-            "promoted": [{"region": "us-east-1", "promoted": promoted}],
-            "pruned": [{"region": "us-east-1", "pruned": pruned}]
-        });
         let report = Report::parse(&output.to_string()).unwrap();
-        assert_eq!(Report::parse(&per_region.to_string()).unwrap(), report);
-        assert_eq!(Report::parse(&before_waves.to_string()).unwrap(), report);
         let r = &report.regions["us-east-1"];
         assert_eq!(r.in_service, ["i-1", "i-2"]);
         assert_eq!(r.taken_out, ["i-0"]);
@@ -591,25 +481,6 @@ mod tests {
     }
 
     #[test]
-    fn progress_still_reads_the_per_region_steps_of_executions_from_before_one_call_per_phase() {
-        let pending = json!({"region": "us-east-1", "last": {"result": {"status": "pending", "state": {},
-            "wait_seconds": 10, "progress": "CREATE_IN_PROGRESS", "percent": 20}}});
-        let waiting = Progress::read("ProvisionStep", &pending.to_string());
-        assert_eq!(
-            waiting[0].line(),
-            "provision waiting 10s: us-east-1: CREATE_IN_PROGRESS"
-        );
-        // A region's step answered for its own region only.
-        let done = json!({"region": "us-east-1", "last": {"result": {"status": "done", "output":
-            {"regions": {"us-east-1": {"deleted": ["old"], "kept": [], "rollback": []}}}}}});
-        let pruned = Progress::read("PruneStep", &done.to_string());
-        assert_eq!(
-            pruned.iter().map(Progress::line).collect::<Vec<_>>(),
-            ["prune     us-east-1  deleted old"]
-        );
-    }
-
-    #[test]
     fn the_phase_a_failure_reached_is_read_from_what_the_state_holds() {
         let failure = json!({"Error": "StackFailed", "Cause": "x"});
         let packed = json!({"release": release()});
@@ -628,10 +499,6 @@ mod tests {
             ),
             (
                 json!({"packed": packed, "lease": {}, "provision": done, "failure": failure}),
-                Some("promote"),
-            ),
-            (
-                json!({"packed": packed, "lease": {}, "provisioned": [], "failure": failure}),
                 Some("promote"),
             ),
             (

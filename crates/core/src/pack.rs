@@ -60,6 +60,11 @@ pub struct PackInput {
     /// (`PORTER_IMAGE_PARAMETER`), never the input's.
     #[serde(skip)]
     pub image_parameter: Option<String>,
+    /// Existing resources outside a release stack that overlays may name
+    /// (a shared security group, an SNS topic, a KMS key): the
+    /// installation's list (`PORTER_ALLOWED_REFERENCES`), never the input's.
+    #[serde(skip)]
+    pub allowed_references: Vec<String>,
     /// This deploy's rollout, over the environment's (`rollout:`).
     #[serde(default)]
     pub rollout: Option<crate::config::RolloutOverride>,
@@ -358,6 +363,27 @@ pub async fn fetch_zip(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, into: &
     unzip(&bytes, into)
 }
 
+/// Refuses an overlay that names an existing resource outside its stack
+/// the installation has not allowed.
+fn overlay_references(env: &crate::config::Environment, allowed: &[String]) -> Result<(), PhaseError> {
+    let mut refused = Vec::new();
+    for region in &env.regions {
+        let Some(def) = &region.stack_definition else { continue };
+        for e in crate::overlay::check_external(&def.template, allowed) {
+            refused.push(format!("`{}` at {}: `{}`", def.path, e.path, e.value));
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    refused.sort();
+    refused.dedup();
+    Err(PhaseError::Invalid(format!(
+        "the overlay names resources outside its stack that this installation does not allow: {}; an administrator lists the ones releases may use in the infra's AllowedExternalReferences",
+        refused.join("; ")
+    )))
+}
+
 async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Packed, PhaseError> {
     let Prepared {
         config,
@@ -369,6 +395,7 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
         .regions
         .first()
         .ok_or_else(|| PhaseError::Invalid("the environment has no regions".into()))?;
+    overlay_references(env, &input.allowed_references)?;
     // Refused here, before anything is written, rather than at provision.
     let regions: Vec<_> = env.regions.iter().collect();
     crate::pins::check(aws, &config.service_name, &env.name, &regions).await?;

@@ -1,6 +1,44 @@
-//! The phase contract: a resumable step and the errors a step can end in.
+//! The phase contract: the four phases' names, a resumable step and the
+//! errors a step can end in.
 
 use serde::{Deserialize, Serialize};
+
+/// The four lifecycle phases, one Lambda each. The one list of their
+/// names: the functions, the execution reader and the hooks' `post_`
+/// points all read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    Pack,
+    Provision,
+    Promote,
+    Prune,
+}
+
+impl Phase {
+    /// Every phase, in the order a deploy runs them.
+    pub const ALL: [Phase; 4] = [Phase::Pack, Phase::Provision, Phase::Promote, Phase::Prune];
+    /// The phases that act in each region of an environment, in order.
+    pub const REGIONAL: [Phase; 3] = [Phase::Provision, Phase::Promote, Phase::Prune];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Pack => "pack",
+            Phase::Provision => "provision",
+            Phase::Promote => "promote",
+            Phase::Prune => "prune",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// One call of a phase: finished, or a state to resume from after a wait.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

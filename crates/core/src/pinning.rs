@@ -5,15 +5,26 @@
 pub const DEFAULT_PATH: &str = "/porter/environments/";
 
 /// Whether, and against what, a deploy's reach is checked.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Pinning {
     /// Nothing is checked: the CLI acting with its user's own credentials,
-    /// and the tests that drive a phase directly.
-    #[default]
+    /// and the tests that drive a phase directly. Asked for by name
+    /// ([`crate::aws::Aws::unpinned`]), never a default.
     Off,
     /// Every environment must be pinned under `path`; when `service` is
     /// set, only that service deploys.
     Pinned { path: String, service: Option<String> },
+}
+
+/// Pinned under [`DEFAULT_PATH`]: a caller that forgets to choose is
+/// checked, not trusted.
+impl Default for Pinning {
+    fn default() -> Pinning {
+        Pinning::Pinned {
+            path: DEFAULT_PATH.into(),
+            service: None,
+        }
+    }
 }
 
 impl Pinning {

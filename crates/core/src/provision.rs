@@ -138,12 +138,13 @@ async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) ->
             id
         }
         None => {
-            let payload = ship_payload(dep, &clients, region).await?;
+            let payload = ship_payload(aws, dep, &clients, region).await?;
             let ctx = RenderContext {
                 elb_security_groups: elb_security_groups(&clients, region).await?,
             };
             let env = dep.environment()?;
             let body = template::render(&dep.config, env, region, &dep.release, &payload, &ctx);
+            template::check_user_data(&body, &stack_name, &region.name).map_err(PhaseError::Invalid)?;
             match create_stack(dep, &clients, region, &stack_name, body, execution).await {
                 // A retried CreateStack (a lost answer) whose first try
                 // made the stack: the name carries the release's version,
@@ -246,14 +247,36 @@ async fn find_stack(clients: &RegionClients, name: &str) -> Result<Option<String
     }
 }
 
+/// The region of the bucket pack wrote the payload to: one of the
+/// environment's region buckets (pack without an artifact bucket), else
+/// the installation's artifact bucket, in the caller's own region.
+fn payload_region(aws: &Aws, dep: &Deployment, bucket: &str) -> Result<String, PhaseError> {
+    let env = dep.environment()?;
+    if let Some(r) = env.regions.iter().find(|r| r.s3_bucket == bucket) {
+        return Ok(r.name.clone());
+    }
+    aws.home_region().map(str::to_string).ok_or_else(|| {
+        PhaseError::Invalid(format!(
+            "the payload's bucket {bucket} is not a region bucket of {}, and no home region is set (AWS_REGION) to find it in",
+            env.name
+        ))
+    })
+}
+
 /// Copies the payload into the region's bucket, where the instances read it.
 async fn ship_payload(
+    aws: &Aws,
     dep: &Deployment,
     clients: &RegionClients,
     region: &Region,
 ) -> Result<PayloadLocation, PhaseError> {
     let src = &dep.release.payload;
-    store::verify_payload(&clients.s3, &dep.release).await?;
+    // Read where the payload lives: S3 answers a request signed for
+    // another region than the bucket's with a redirect the SDK does not
+    // follow. The copy below goes to the destination's region, as S3's
+    // CopyObject wants.
+    let home = payload_region(aws, dep, &src.bucket)?;
+    store::verify_payload(&clients.s3_in(&home), &dep.release).await?;
     let dest = S3Object {
         bucket: region.s3_bucket.clone(),
         key: src.key.clone(),
@@ -309,6 +332,78 @@ async fn elb_security_groups(clients: &RegionClients, region: &Region) -> Result
     Ok(groups)
 }
 
+/// The largest `TemplateBody` CloudFormation takes, in bytes.
+pub const TEMPLATE_BODY_LIMIT: usize = 51_200;
+
+/// Where a large template goes: under the templates prefix of the region's
+/// bucket (release instances may not write there), keyed by the release's
+/// version and the template's own SHA-256, so a new version, or the same
+/// version rendered with other values, never reuses another's template.
+pub fn template_object(bucket: &str, release: &crate::release::Release, region: &str, sha256: &str) -> S3Object {
+    S3Object {
+        bucket: bucket.to_string(),
+        key: format!(
+            "{TEMPLATES_PREFIX}/{}/{}/{}/{region}/{sha256}.template.json",
+            release.service, release.environment, release.version
+        ),
+    }
+}
+
+/// The prefix of the region buckets that holds large templates.
+pub const TEMPLATES_PREFIX: &str = "porter-templates";
+
+/// Uploads a large template and answers its `TemplateURL`: the regional
+/// endpoint of the bucket's region (the global one refuses buckets of
+/// regions launched since 2019), pinned to the object version it checked
+/// when the bucket keeps versions. What S3 holds is checked against what
+/// was rendered before CloudFormation is pointed at it.
+async fn upload_template(
+    clients: &RegionClients,
+    region: &Region,
+    release: &crate::release::Release,
+    body: Vec<u8>,
+) -> Result<String, PhaseError> {
+    use sha2::Digest;
+    let sha256 = hex::encode(sha2::Sha256::digest(&body));
+    let obj = template_object(&region.s3_bucket, release, &region.name, &sha256);
+    let stored = store::Store {
+        s3: &clients.s3,
+        kms: region.sse_kms_key_id.as_deref(),
+    }
+    .put_checked(&obj, body, &sha256)
+    .await?;
+    Ok(template_url(&obj, &region.name, stored.version_id.as_deref()))
+}
+
+/// A regional S3 URL of `obj` in `region` (its partition's domain), as
+/// CloudFormation's `TemplateURL` wants it.
+pub fn template_url(obj: &S3Object, region: &str, version_id: Option<&str>) -> String {
+    let domain = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    let url = format!("https://{}.s3.{region}.{domain}/{}", obj.bucket, obj.key);
+    match version_id {
+        Some(v) => format!("{url}?versionId={}", percent_encode(v)),
+        None => url,
+    }
+}
+
+/// A query value with everything but RFC 3986's unreserved characters
+/// percent-encoded.
+fn percent_encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 async fn create_stack(
     dep: &Deployment,
     clients: &RegionClients,
@@ -335,24 +430,10 @@ async fn create_stack(
         .tags(tag("porter:execution", execution));
     // CloudFormation takes at most 51,200 bytes inline; larger templates
     // (big stack_definition_path overrides) go through the region's bucket.
-    if body.len() <= 51_200 {
+    if body.len() <= TEMPLATE_BODY_LIMIT {
         create = create.template_body(body);
     } else {
-        let obj = S3Object {
-            bucket: region.s3_bucket.clone(),
-            key: format!(
-                "{}.{}.template.json",
-                r.payload.key.trim_end_matches(".tar"),
-                region.name
-            ),
-        };
-        store::Store {
-            s3: &clients.s3,
-            kms: region.sse_kms_key_id.as_deref(),
-        }
-        .put_if_absent(&obj, body.into_bytes(), &r.sha256)
-        .await?;
-        create = create.template_url(format!("https://{}.s3.amazonaws.com/{}", obj.bucket, obj.key));
+        create = create.template_url(upload_template(clients, region, r, body.into_bytes()).await?);
     }
     let out = create
         .send()
@@ -467,6 +548,36 @@ mod tests {
             .resource_status(status)
             .timestamp(DateTime::from_secs(secs))
             .build()
+    }
+
+    #[test]
+    fn large_templates_are_keyed_by_version_and_content_at_a_regional_url() {
+        let mut release = crate::release::Release::sample("b");
+        release.service = "web".into();
+        release.environment = "prod".into();
+        let a = template_object("bkt", &release, "eu-south-2", "aa");
+        assert_eq!(
+            a.key,
+            format!(
+                "porter-templates/web/prod/{}/eu-south-2/aa.template.json",
+                release.version
+            )
+        );
+        // Another version, or other content, never lands on the same key.
+        assert_ne!(template_object("bkt", &release, "eu-south-2", "bb").key, a.key);
+        release.version = "ffffffffffff".into();
+        assert_ne!(template_object("bkt", &release, "eu-south-2", "aa").key, a.key);
+        assert_eq!(
+            template_url(&a, "eu-south-2", None),
+            format!("https://bkt.s3.eu-south-2.amazonaws.com/{}", a.key)
+        );
+        assert_eq!(
+            template_url(&a, "cn-north-1", Some("3/L4kqtJl+x=")),
+            format!(
+                "https://bkt.s3.cn-north-1.amazonaws.com.cn/{}?versionId=3%2FL4kqtJl%2Bx%3D",
+                a.key
+            )
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ impl Store<'_> {
         if exists(self.s3, obj).await? {
             return Ok(false);
         }
-        self.put(obj, bytes, sha256, None).await.map(|()| true)
+        self.put(obj, bytes, sha256, None).await.map(|_| true)
     }
 
     /// Uploads the payload with its SHA-256 as S3's own checksum (S3 checks
@@ -33,7 +33,23 @@ impl Store<'_> {
         if payload_checksum(self.s3, obj).await?.as_deref() == Some(&checksum) {
             return Ok(false);
         }
-        self.put(obj, bytes, sha256, Some(checksum)).await.map(|()| true)
+        self.put(obj, bytes, sha256, Some(checksum)).await.map(|_| true)
+    }
+
+    /// Uploads `bytes` with their SHA-256 as S3's checksum, then reads the
+    /// object back and checks S3 holds exactly them: what a later reader
+    /// (CloudFormation, for a template) gets is what was written.
+    pub async fn put_checked(&self, obj: &S3Object, bytes: Vec<u8>, sha256: &str) -> Result<Stored, PhaseError> {
+        let checksum = checksum_of(sha256);
+        let version_id = self.put(obj, bytes, sha256, Some(checksum.clone())).await?;
+        match payload_checksum(self.s3, obj).await? {
+            Some(found) if found == checksum => Ok(Stored { version_id }),
+            found => Err(PhaseError::Invalid(format!(
+                "{} does not hold what was just written to it (S3's SHA-256 {}, written {checksum}); something else writes there",
+                obj.url(),
+                found.as_deref().unwrap_or("none")
+            ))),
+        }
     }
 
     async fn put(
@@ -42,7 +58,7 @@ impl Store<'_> {
         bytes: Vec<u8>,
         sha256: &str,
         checksum: Option<String>,
-    ) -> Result<(), PhaseError> {
+    ) -> Result<Option<String>, PhaseError> {
         let mut put = self
             .s3
             .put_object()
@@ -59,9 +75,16 @@ impl Store<'_> {
         if let Some(key) = self.kms {
             put = put.ssekms_key_id(key);
         }
-        put.send().await.map_err(aws::err(format!("upload {}", obj.url())))?;
-        Ok(())
+        let out = put.send().await.map_err(aws::err(format!("upload {}", obj.url())))?;
+        Ok(out.version_id().map(str::to_string))
     }
+}
+
+/// What S3 kept of an upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The object's version, when the bucket keeps versions.
+    pub version_id: Option<String>,
 }
 
 /// S3's form of a SHA-256 checksum (base64 of the digest) for a hex digest.

@@ -201,7 +201,7 @@ pub fn render(
         }
     });
     let mut template = match &region.stack_definition {
-        Some(def) => merge(template, def.template.clone()),
+        Some(def) => crate::overlay::apply(template, &def.template, region.vpc_id.as_deref()),
         None => template,
     };
     confine_roles(&mut template);
@@ -322,14 +322,123 @@ fn secret_lines(secrets: &[Secret]) -> String {
 
 /// The boot script, as an `Fn::Sub` string: `${AWS::StackName}` and
 /// `${AWS::Region}` are filled in by CloudFormation; `${!X}` stays `${X}`.
+/// The most UserData EC2 takes: 16 KB of the script as written, before
+/// the launch template base64-encodes it.
+pub const USER_DATA_LIMIT: usize = 16 * 1024;
+
+/// The boot script's size once CloudFormation's `Fn::Sub` has filled in
+/// the pseudo parameters it uses (`${!X}` is written back as `${X}`).
+/// Unknown account ids and partitions count at their longest.
+pub fn user_data_bytes(script: &str, stack_name: &str, region: &str) -> usize {
+    script
+        .replace("${AWS::StackName}", stack_name)
+        .replace("${AWS::Region}", region)
+        .replace("${AWS::AccountId}", "123456789012")
+        .replace("${AWS::Partition}", "aws-us-gov")
+        .replace("${!", "${")
+        .len()
+}
+
+/// The boot script of a rendered template, if it has one.
+pub fn boot_script(template: &Value) -> Option<&str> {
+    template
+        .pointer("/Resources/LaunchTemplate/Properties/LaunchTemplateData/UserData/Fn::Base64/Fn::Sub")?
+        .as_str()
+}
+
+/// Refuses a rendered template whose boot script EC2 would refuse.
+pub fn check_user_data(template: &Value, stack_name: &str, region: &str) -> Result<(), String> {
+    let Some(script) = boot_script(template) else {
+        return Ok(());
+    };
+    let bytes = user_data_bytes(script, stack_name, region);
+    if bytes > USER_DATA_LIMIT {
+        return Err(user_data_too_large(bytes, region, "is"));
+    }
+    Ok(())
+}
+
+fn user_data_too_large(bytes: usize, region: &str, verb: &str) -> String {
+    format!(
+        "the instances' UserData (the boot script) in {region} {verb} {bytes} bytes, over EC2's limit of {USER_DATA_LIMIT} bytes (16 KB): shorten the ec2_bootstrap hooks, secrets or containers, or move commands into the payload"
+    )
+}
+
+/// The most the boot script of `region` can be once packed, from the
+/// config alone: what pack adds (version, payload key, a container image
+/// reference from the build) counted at its longest. `porter validate`
+/// refuses a config over the limit here, before anything is built.
+pub fn user_data_upper_bound(config: &Config, env: &Environment, region: &Region) -> Result<usize, String> {
+    let nowhere = || crate::release::S3Object {
+        bucket: String::new(),
+        key: String::new(),
+    };
+    let widest = |image: Option<String>| {
+        let mut release = Release {
+            service: config.service_name.clone(),
+            environment: env.name.clone(),
+            version: "f".repeat(crate::release::VERSION_LEN),
+            revision: "f".repeat(40),
+            sha256: "f".repeat(64),
+            config_sha256: "f".repeat(64),
+            image,
+            images: Default::default(),
+            rollout: Default::default(),
+            steps: crate::release::Steps::none(),
+            payload: crate::release::S3Object {
+                bucket: "b".repeat(63),
+                key: "k".repeat(256),
+            },
+            manifest: nowhere(),
+            config: nowhere(),
+            record: nowhere(),
+            regions: Vec::new(),
+        };
+        release.regions.push(region.name.clone());
+        let payload = PayloadLocation {
+            bucket: "b".repeat(63),
+            key: "k".repeat(256),
+            sha256: "f".repeat(64),
+        };
+        let stack = stack_name(&config.service_name, &env.name, &release.version);
+        user_data_bytes(&user_data(config, region, &release, &payload), &stack, &region.name)
+    };
+    let ecr = format!(
+        "123456789012.dkr.ecr.{}.amazonaws.com/{}:{}",
+        region.name,
+        "r".repeat(200),
+        "t".repeat(128)
+    );
+    let bytes = widest(None).max(widest(Some(ecr)));
+    if bytes > USER_DATA_LIMIT {
+        return Err(user_data_too_large(bytes, &region.name, "can be"));
+    }
+    Ok(bytes)
+}
+
+/// `s` as one shell word: single-quoted, each `'` closed, escaped and
+/// reopened.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// `s` as literal text inside an `Fn::Sub` string: `${` written `${!`,
+/// which CloudFormation turns back into `${` without substituting.
+pub fn sub_literal(s: &str) -> String {
+    s.replace("${", "${!")
+}
+
 fn user_data(config: &Config, region: &Region, release: &Release, payload: &PayloadLocation) -> String {
     let mut checks = String::new();
     for c in region.containers.iter().filter(|c| c.topology == Topology::Inet) {
         let port = c.inet_port.unwrap_or(8080);
         let curl_method = if c.health_check.method == "HEAD" { "-I" } else { "" };
+        // validate holds the path to plain URL characters; quoted and kept
+        // out of Fn::Sub all the same, so nothing in it is ever shell or
+        // a substitution.
         checks.push_str(&format!(
-            "wait_healthy {curl_method:?} http://127.0.0.1:{port}{path}\n",
-            path = c.health_check.path
+            "wait_healthy {curl_method:?} {}\n",
+            sub_literal(&shell_quote(&format!("http://127.0.0.1:{port}{}", c.health_check.path)))
         ));
     }
     let image = release.image.as_deref().map(ImageRef::parse);
@@ -626,7 +735,7 @@ mod render_tests {
                 "aws ecr get-login-password --region us-west-2 | docker login --username AWS --password-stdin 123456789012.dkr.ecr.us-west-2.amazonaws.com",
                 "docker pull 123456789012.dkr.ecr.us-west-2.amazonaws.com/team/web:1f2e3d4",
                 "docker run -d --restart=always --read-only --name web -p 3000:3000 123456789012.dkr.ecr.us-west-2.amazonaws.com/team/web:1f2e3d4",
-                "\nwait_healthy \"\" http://127.0.0.1:3000/ping",
+                "\nwait_healthy \"\" 'http://127.0.0.1:3000/ping'",
                 "\nsignal 0",
             ],
         );
@@ -719,6 +828,39 @@ mod render_tests {
         let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
         let text = t.to_string();
         assert!(!text.contains("secretsmanager") && !text.contains("ssm:GetParameter"));
+    }
+
+    /// EC2 takes 16 KB of UserData: the bound `validate` uses is never
+    /// below what provision renders, and both refuse a boot script over it.
+    #[test]
+    fn user_data_is_measured_against_ec2s_limit() {
+        let (mut cfg, release, payload) = fixture();
+        let env = cfg.environments[0].clone();
+        let region = &env.regions[0];
+        let stack = stack_name(&cfg.service_name, &env.name, &release.version);
+        let t = render(&cfg, &env, region, &release, &payload, &RenderContext::default());
+        let actual = user_data_bytes(super::boot_script(&t).unwrap(), &stack, &region.name);
+        let bound = user_data_upper_bound(&cfg, &env, region).unwrap();
+        assert!(actual <= bound && bound < USER_DATA_LIMIT, "{actual} <= {bound}");
+        assert!(check_user_data(&t, &stack, &region.name).is_ok());
+
+        // Each command is base64-encoded into the script: 4,000 characters
+        // take a third more room there, and four of them pass 16 KB.
+        let command = crate::config::HookRun::Command(format!("echo {}", "x".repeat(4000)));
+        let hook = crate::config::Hook {
+            run: command,
+            repo: None,
+            git_ref: None,
+            environment: Default::default(),
+            concurrent: false,
+            run_condition: crate::config::RunCondition::Pass,
+        };
+        cfg.hooks.insert("ec2_bootstrap".into(), vec![hook; 4]);
+        let t = render(&cfg, &env, region, &release, &payload, &RenderContext::default());
+        let why = check_user_data(&t, &stack, &region.name).unwrap_err();
+        assert!(why.contains("UserData") && why.contains("16384"), "{why}");
+        let why = user_data_upper_bound(&cfg, &env, region).unwrap_err();
+        assert!(why.contains("UserData") && why.contains("can be"), "{why}");
     }
 
     #[test]

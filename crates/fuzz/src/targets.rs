@@ -6,9 +6,10 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use porter_core::lease;
 use porter_core::{config, pack, promote, provision, prune};
 use porter_lambda::token::{self, Binding};
-use porter_lambda::{codepipeline, lease, notify, trigger, Context};
+use porter_lambda::{codepipeline, notify, trigger, Context};
 use serde_json::Value;
 
 /// A value the config target's variables hold: it must never appear in a
@@ -48,7 +49,7 @@ impl Fixture {
             .region(aws_config::Region::new("us-east-1"))
             .behavior_version(aws_config::BehaviorVersion::latest())
             .build();
-        let ctx = Context::new(porter_core::aws::Aws::new(sdk), Some("http://127.0.0.1:9"));
+        let ctx = Context::new(porter_core::aws::Aws::unpinned(sdk), Some("http://127.0.0.1:9"));
         let trigger = trigger::Settings::new(
             Some("porter-pipeline".into()),
             "^(feature|release)/.+$",

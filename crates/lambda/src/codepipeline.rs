@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use aws_lambda_events::event::codepipeline_job::{CodePipelineJob, CodePipelineJobEvent};
 use aws_sdk_codepipeline::types::{ExecutionDetails, FailureDetails, FailureType};
 use porter_core::aws;
+use porter_core::pack::{PackInput, Source};
 use porter_core::phase::PhaseError;
-use porter_core::release::S3Object;
+use porter_core::release::{Provenance, S3Object};
 use porter_core::store;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -148,6 +149,37 @@ fn empty_job(ctx: &Context, id: String) -> Job {
 }
 
 impl Job {
+    /// What pack makes of this job: its source artifact, provenance and
+    /// parameters. Payloads go to `artifact_bucket` (the function's own),
+    /// else beside the source artifact.
+    pub fn pack_input(&self, artifact_bucket: Option<&str>) -> Result<PackInput, PhaseError> {
+        let environment = self.environment()?;
+        let source = self
+            .input
+            .clone()
+            .ok_or_else(|| PhaseError::Invalid("the action needs the source artifact as its input artifact".into()))?;
+        Ok(PackInput {
+            environment,
+            artifact_bucket: Some(artifact_bucket.map_or_else(|| source.bucket.clone(), str::to_string)),
+            source: Source::S3 {
+                bucket: source.bucket,
+                key: source.key,
+            },
+            provenance: Provenance {
+                repository: self.string_param("repository")?,
+                branch: self.string_param("branch")?,
+                commit: self.revision.clone(),
+            },
+            image: self.string_param("image")?,
+            sse_kms_key_id: self.string_param("sse_kms_key_id")?,
+            variables: self.variables_param()?,
+            image_parameter: None,
+            allowed_references: Vec::new(),
+            rollout: self.rollout_param()?,
+            longest_bake_seconds: None,
+        })
+    }
+
     /// The `environment` parameter every action must name.
     pub fn environment(&self) -> Result<String, PhaseError> {
         match self.params.get("environment") {

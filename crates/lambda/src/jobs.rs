@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use porter_core::pack::{self, PackInput, Source};
+use porter_core::pack::{self, Source};
 use porter_core::phase::{PhaseError, Step};
-use porter_core::release::{Provenance, Release, ReleaseRef, S3Object};
+use porter_core::release::{Release, ReleaseRef, S3Object};
 use porter_core::target::Target;
 use porter_core::{promote, provision, prune, store};
 use serde::de::DeserializeOwned;
@@ -207,33 +207,14 @@ async fn finish<S: Serialize, O>(
 }
 
 async fn pack_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
-    let environment = job.environment()?;
-    let source = job.input.clone().ok_or_else(|| {
-        PhaseError::Invalid(
-            "the pack action needs the source artifact as its input artifact; add it in the pipeline's action".into(),
-        )
-    })?;
-    let dir = tempfile::tempdir().map_err(|e| PhaseError::Retryable(format!("no scratch space: {e}")))?;
-    pack::fetch_zip(&job.artifact_s3, &source.bucket, &source.key, dir.path()).await?;
-    let input = PackInput {
-        environment,
-        source: Source::S3 {
-            bucket: source.bucket.clone(),
-            key: source.key.clone(),
-        },
-        provenance: Provenance {
-            repository: job.string_param("repository")?,
-            branch: job.string_param("branch")?,
-            commit: job.revision.clone(),
-        },
-        image: job.string_param("image")?,
-        artifact_bucket: Some(ctx.artifact_bucket.clone().unwrap_or(source.bucket)),
-        sse_kms_key_id: job.string_param("sse_kms_key_id")?,
-        variables: job.variables_param()?,
-        image_parameter: ctx.image_parameter.clone(),
-        rollout: job.rollout_param()?,
-        longest_bake_seconds: None,
+    let mut input = job.pack_input(ctx.artifact_bucket.as_deref())?;
+    input.image_parameter = ctx.image_parameter.clone();
+    input.allowed_references = ctx.allowed_references.clone();
+    let Source::S3 { bucket, key } = &input.source else {
+        return Err(PhaseError::Invalid("a job's source is its S3 input artifact".into()));
     };
+    let dir = tempfile::tempdir().map_err(|e| PhaseError::Retryable(format!("no scratch space: {e}")))?;
+    pack::fetch_zip(&job.artifact_s3, bucket, key, dir.path()).await?;
     let packed = pack::pack(&ctx.aws, &input, dir.path()).await?;
     let r = &packed.release;
     let variables = HashMap::from([

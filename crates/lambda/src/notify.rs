@@ -135,6 +135,13 @@ impl Notice {
         out
     }
 
+    /// [`Notice::text`] as Slack's `text` must carry it: `&`, `<` and `>`
+    /// escaped as Slack documents, so nothing a repository or an error
+    /// says becomes a mention (`<!channel>`) or a link.
+    pub fn slack_text(&self) -> String {
+        slack_escape(&self.text())
+    }
+
     /// The `slack:` keys whose webhooks get this notice.
     pub fn slack_keys(&self) -> Vec<&'static str> {
         // The deploy's own webhook hears its start and its end; porter's
@@ -270,6 +277,11 @@ fn subject_for_sns(subject: &str) -> String {
         .collect()
 }
 
+/// Text as Slack's message formatting reads it literally.
+pub fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 async fn post_webhooks(ctx: &Context, config: &Config, notice: &Notice, delivered: &mut Delivered) {
     let secrets: BTreeSet<&String> = notice
         .slack_keys()
@@ -279,7 +291,7 @@ async fn post_webhooks(ctx: &Context, config: &Config, notice: &Notice, delivere
     if secrets.is_empty() {
         return;
     }
-    let body = json!({"text": notice.text()}).to_string();
+    let body = json!({"text": notice.slack_text()}).to_string();
     let ssm = ctx.aws.ssm();
     for secret in secrets {
         let read = ssm
@@ -395,5 +407,13 @@ mod tests {
         let subject = subject_for_sns(&format!("{}é\n", "x".repeat(120)));
         assert_eq!(subject.len(), 100);
         assert!(subject.is_ascii());
+    }
+
+    #[test]
+    fn slack_text_cannot_mention_or_link() {
+        assert_eq!(
+            slack_escape("<!channel> <https://x|click> & more"),
+            "&lt;!channel&gt; &lt;https://x|click&gt; &amp; more"
+        );
     }
 }

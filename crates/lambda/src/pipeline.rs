@@ -5,12 +5,11 @@
 //! the token is the execution ARN. Each later call reads the execution and
 //! reports progress, the outputs, or the failing state's error and cause.
 
-use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent};
+use aws_sdk_sfn::types::ExecutionStatus;
 use porter_core::aws;
-use porter_core::execution::{self, Progress, Report};
-use porter_core::pack::{DeployInput, PackInput, Source};
+use porter_core::execution::{self, Report};
+use porter_core::pack::DeployInput;
 use porter_core::phase::PhaseError;
-use porter_core::release::Provenance;
 use serde_json::Value;
 
 use crate::codepipeline::{self, failure, Job, Outcome};
@@ -136,30 +135,11 @@ async fn start(ctx: &Context, job: &Job, key: &[u8], binding: &Binding) -> Resul
             "STATE_MACHINE_ARN is not set on the pipeline function; deploy it with infra/template.yaml".into(),
         )
     })?;
-    let environment = job.environment()?;
-    let source = job.input.clone().ok_or_else(|| {
-        PhaseError::Invalid("the deploy action needs the source artifact as its input artifact".into())
-    })?;
+    let mut pack = job.pack_input(ctx.artifact_bucket.as_deref())?;
+    pack.longest_bake_seconds = Some(LONGEST_BAKE_SECONDS);
+    let environment = pack.environment.clone();
     let input = DeployInput {
-        pack: PackInput {
-            environment: environment.clone(),
-            source: Source::S3 {
-                bucket: source.bucket.clone(),
-                key: source.key.clone(),
-            },
-            provenance: Provenance {
-                repository: job.string_param("repository")?,
-                branch: job.string_param("branch")?,
-                commit: job.revision.clone(),
-            },
-            image: job.string_param("image")?,
-            artifact_bucket: Some(ctx.artifact_bucket.clone().unwrap_or(source.bucket)),
-            sse_kms_key_id: job.string_param("sse_kms_key_id")?,
-            variables: job.variables_param()?,
-            image_parameter: None,
-            rollout: job.rollout_param()?,
-            longest_bake_seconds: Some(LONGEST_BAKE_SECONDS),
-        },
+        pack,
         keep: job.u32_param("keep")?.unwrap_or(0),
         wait_for_lease: job.bool_param("wait_for_lease")?.unwrap_or(false),
     };
@@ -206,7 +186,7 @@ async fn check(ctx: &Context, arn: &str, key: &[u8], binding: &Binding) -> Resul
         .map_err(aws::err(format!("read execution {arn}")))?;
     match d.status() {
         ExecutionStatus::Running | ExecutionStatus::PendingRedrive => {
-            let events = history(ctx, arn).await?;
+            let events = porter_core::history::progress(ctx.sfn(), arn).await?;
             let (summary, percent) = execution::summary(&events);
             Ok(Outcome::Continue {
                 token: token::seal(key, binding, arn),
@@ -230,32 +210,5 @@ async fn check(ctx: &Context, arn: &str, key: &[u8], binding: &Binding) -> Resul
                 porter_core::execution::readable_cause(d.cause().unwrap_or("no cause given"))
             ),
         }),
-    }
-}
-
-/// What the execution's finished states say so far, read by the one
-/// typed reader every front door shares.
-pub(crate) async fn history(ctx: &Context, arn: &str) -> Result<Vec<Progress>, PhaseError> {
-    let mut progress = Vec::new();
-    let mut pages = ctx
-        .sfn()
-        .get_execution_history()
-        .execution_arn(arn)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        for e in page.map_err(aws::err("read the execution history"))?.events() {
-            progress.extend(exited(e));
-        }
-    }
-    Ok(progress)
-}
-
-/// A history event's progress, if it is a state that finished: a line per
-/// region a phase call finished.
-pub fn exited(e: &HistoryEvent) -> Vec<Progress> {
-    match e.state_exited_event_details() {
-        Some(x) => Progress::read(x.name(), x.output().unwrap_or_default()),
-        None => Vec::new(),
     }
 }

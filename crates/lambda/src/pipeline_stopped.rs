@@ -15,7 +15,9 @@ use porter_core::phase::PhaseError;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{lease, Context, FunctionError};
+use porter_core::lease;
+
+use crate::{Context, FunctionError};
 
 /// The state changes after which nothing of the pipeline execution may go on.
 const ENDED: &[&str] = &["STOPPED", "SUPERSEDED", "FAILED"];
@@ -148,7 +150,7 @@ async fn give_back(ctx: &Context, arn: &str) -> Result<Option<String>, PhaseErro
     let Some(table) = ctx.lease_table.as_deref() else {
         return Ok(None);
     };
-    for p in crate::pipeline::history(ctx, arn).await? {
+    for p in porter_core::history::progress(ctx.sfn(), arn).await? {
         if let Progress::Packed(r) = p {
             let ddb = aws_sdk_dynamodb::Client::new(ctx.aws.sdk_config());
             let key = lease::lease_key(&r.service, &r.environment);

@@ -41,6 +41,8 @@ pub struct Options {
     pub wait_for_lease: bool,
     /// This deploy's rollout over the environment's.
     pub rollout: Option<porter_core::config::RolloutOverride>,
+    /// Secret-like variables to send from the shell (`--var`).
+    pub vars: Vec<String>,
 }
 
 pub use porter_ops::follow::Outcome;
@@ -145,7 +147,7 @@ pub struct Prepared {
 
 pub async fn prepare(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Result<Prepared> {
     let sdk = moto::sdk_config(endpoint, REGION).await;
-    let aws = Aws::new(sdk.clone());
+    let aws = Aws::unpinned(sdk.clone());
     let sfn = aws_sdk_sfn::Client::new(&sdk);
     let root = std::fs::canonicalize(&opts.path).with_context(|| format!("no such folder {}", opts.path.display()))?;
     let (file, repo) = config::locate(&root);
@@ -212,9 +214,12 @@ pub async fn run_what(endpoint: &str, opts: &Options, what: &What, out: &mut dyn
         source,
         &repo,
         &installation(),
-        opts.keep,
-        opts.wait_for_lease,
-        opts.rollout.clone(),
+        &porter_ops::follow::Asked {
+            keep: opts.keep,
+            wait_for_lease: opts.wait_for_lease,
+            rollout: opts.rollout.clone(),
+            vars: opts.vars.clone(),
+        },
     );
     let exec_arn = porter_ops::follow::start(&sfn, &machine, &name, &input).await?;
     writeln!(
@@ -249,7 +254,7 @@ fn region_list(env: &config::Environment) -> String {
 /// one and the rollback target its tag names (when prune keeps no more).
 pub async fn verify(endpoint: &str, opts: &Options, outcome: &Outcome) -> Result<Vec<String>> {
     let sdk = moto::sdk_config(endpoint, REGION).await;
-    let aws = Aws::new(sdk);
+    let aws = Aws::unpinned(sdk);
     let (file, repo) = config::locate(Path::new(&opts.path));
     let cfg = config::load_file(&file, &repo, &config::process_env)?
         .deployable()

@@ -7,7 +7,8 @@
 //!   `CreationPolicy` is complete only once its instances signalled success,
 //!   and rolled back on a failure signal or a timeout ([`Signals`]).
 //!
-//! Every region a call names is watched for instances to boot.
+//! Every region a call names is watched for instances to boot, and where
+//! AWS is stricter than moto the front answers as AWS does ([`strict`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use crate::elb::Balancers;
 use crate::instances::Fleet;
 use crate::signals::{self, Policy, Verdict};
+use crate::strict::{self, BucketRegions};
 
 #[derive(Clone)]
 pub struct Front {
@@ -31,6 +33,7 @@ pub struct Front {
     policies: Arc<Mutex<HashMap<String, Vec<Policy>>>>,
     /// Stacks the local stack rolled back: (resource, reason).
     failed: Arc<Mutex<HashMap<String, (String, String)>>>,
+    buckets: BucketRegions,
 }
 
 impl Front {
@@ -42,6 +45,7 @@ impl Front {
             client: reqwest::Client::new(),
             policies: Arc::default(),
             failed: Arc::default(),
+            buckets: BucketRegions::default(),
         }
     }
 
@@ -59,7 +63,12 @@ impl Front {
 
     /// Answers one AWS call.
     pub async fn handle(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-        let scope = credential_scope(&headers);
+        let scope = credential_scope(&headers).or_else(|| query_scope(&uri));
+        if let Some((region, "s3")) = scope.as_ref().map(|(r, s)| (r.as_str(), s.as_str())) {
+            if let Some(refused) = self.s3_in_its_region(&method, &uri, region).await {
+                return refused;
+            }
+        }
         if let Some((region, service)) = &scope {
             if matches!(
                 service.as_str(),
@@ -88,6 +97,12 @@ impl Front {
                 }
                 return resp;
             }
+            (Some("cloudformation"), Some("CreateStack")) => {
+                let region = scope.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
+                if let Some(problem) = self.create_stack_problem(&region, &body).await {
+                    return strict::validation_error(&problem);
+                }
+            }
             (Some("cloudformation"), Some("DescribeStacks")) if self.fleet.running() => {
                 let region = scope.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
                 let resp = self.forward(method, &uri, &headers, body).await;
@@ -101,6 +116,57 @@ impl Front {
             _ => {}
         }
         self.forward(method, &uri, &headers, body).await
+    }
+
+    /// S3's redirect for a call signed for another region than its
+    /// bucket's; `None` lets the call through.
+    async fn s3_in_its_region(&self, method: &Method, uri: &Uri, region: &str) -> Option<Response> {
+        let (bucket, on_bucket) = strict::s3_bucket(uri)?;
+        if on_bucket && (*method == Method::PUT || *method == Method::DELETE) && uri.query().is_none() {
+            // CreateBucket or DeleteBucket: the region may change.
+            self.buckets.forget(&bucket);
+        }
+        if strict::any_region(method, uri, on_bucket) {
+            return None;
+        }
+        let home = self.buckets.region_of(&self.client, &self.moto, &bucket).await?;
+        (home != region).then(|| strict::permanent_redirect(&bucket, &home, *method == Method::HEAD))
+    }
+
+    /// What CloudFormation would refuse in this CreateStack, read from its
+    /// template as moto would read it.
+    async fn create_stack_problem(&self, region: &str, body: &[u8]) -> Option<String> {
+        let template_body = form_value(body, "TemplateBody");
+        let url = form_value(body, "TemplateURL");
+        let target = url.as_deref().and_then(strict::template_url);
+        let bucket_region = match &target {
+            Some((bucket, _, _)) => self.buckets.region_of(&self.client, &self.moto, bucket).await,
+            None => None,
+        };
+        if let Some(p) = strict::create_stack_problem(
+            region,
+            template_body.as_deref(),
+            url.as_deref(),
+            bucket_region.as_deref(),
+        ) {
+            return Some(p);
+        }
+        let text = match (template_body, target) {
+            (Some(b), _) => b,
+            (None, Some((bucket, key, _))) => {
+                let resp = self
+                    .client
+                    .get(format!("{}/{bucket}/{key}", self.moto))
+                    .send()
+                    .await
+                    .ok()?;
+                resp.text().await.ok()?
+            }
+            (None, None) => return None,
+        };
+        let template: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let stack_name = form_value(body, "StackName").unwrap_or_default();
+        strict::user_data_problem(&template, &stack_name, region)
     }
 
     /// Passes the call to moto as it came.
@@ -390,6 +456,16 @@ fn form_value(body: &[u8], key: &str) -> Option<String> {
 fn credential_scope(headers: &HeaderMap) -> Option<(String, String)> {
     let auth = headers.get("authorization")?.to_str().ok()?;
     let cred = auth.split("Credential=").nth(1)?.split([',', ' ']).next()?;
+    let mut parts = cred.split('/');
+    let (_key, _date, region, service) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some((region.to_string(), service.to_string()))
+}
+
+/// (region, service) from a presigned URL's `X-Amz-Credential`.
+fn query_scope(uri: &Uri) -> Option<(String, String)> {
+    let cred = form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(k, _)| k == "X-Amz-Credential")
+        .map(|(_, v)| v.into_owned())?;
     let mut parts = cred.split('/');
     let (_key, _date, region, service) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     Some((region.to_string(), service.to_string()))

@@ -19,3 +19,4 @@ pub mod netns;
 pub mod query;
 pub mod signals;
 pub mod stack;
+pub mod strict;

@@ -84,6 +84,8 @@ impl LocalStack {
         ctx.artifact_bucket = Some(ARTIFACT_BUCKET.to_string());
         ctx.lease_table = Some(LEASE_TABLE.to_string());
         ctx.image_parameter = Some(MACHINE_IMAGE_PARAMETER.to_string());
+        // The CLI's local deploys pack the repository's folder.
+        ctx.local_sources = true;
         // Hooks run here as processes; a Dockerfile hook is skipped with a
         // warning unless PORTER_HOOKS_REQUIRE_DOCKER=1 makes it a failure.
         ctx.hooks = Some(porter_core::hooks::Runner::Local {

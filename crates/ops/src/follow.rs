@@ -6,7 +6,6 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use aws_sdk_sfn::types::HistoryEvent;
 use porter_core::execution::{RegionReport, Report};
 use porter_core::pack::DeployInput;
 use porter_core::release::Release;
@@ -37,9 +36,7 @@ pub fn input_from_folder(
     source: porter_core::pack::Source,
     repo: &std::path::Path,
     installation: &crate::account::Installation,
-    keep: u32,
-    wait_for_lease: bool,
-    rollout: Option<porter_core::config::RolloutOverride>,
+    asked: &Asked,
 ) -> DeployInput {
     use porter_core::config;
     DeployInput {
@@ -54,14 +51,28 @@ pub fn input_from_folder(
             image: None,
             artifact_bucket: Some(installation.artifact_bucket.clone()),
             sse_kms_key_id: installation.artifact_key.clone(),
-            variables: config::shell_variables(&config::locate(repo).0),
+            variables: config::shell_variables(&config::locate(repo).0, &asked.vars),
             image_parameter: None,
-            rollout,
+            allowed_references: Vec::new(),
+            rollout: asked.rollout.clone(),
             longest_bake_seconds: None,
         },
-        keep,
-        wait_for_lease,
+        keep: asked.keep,
+        wait_for_lease: asked.wait_for_lease,
     }
+}
+
+/// What a person asks of a deploy beyond its source.
+#[derive(Debug, Clone, Default)]
+pub struct Asked {
+    /// Unpromoted stacks prune keeps.
+    pub keep: u32,
+    /// Wait for another deploy's lease instead of failing at once.
+    pub wait_for_lease: bool,
+    /// This deploy's rollout over the environment's.
+    pub rollout: Option<porter_core::config::RolloutOverride>,
+    /// Secret-like variables to send from the shell (`--var`).
+    pub vars: Vec<String>,
 }
 
 /// Starts the deploy state machine with `input`; the execution's ARN.
@@ -193,32 +204,10 @@ fn outcome_from(
     })
 }
 
-fn entered(e: &HistoryEvent) -> bool {
-    e.r#type().as_str().ends_with("StateEntered")
-}
-
-/// A Lambda invocation scheduled by a Task state (the `lambda:invoke`
-/// integration), each retry included.
-fn invoked(e: &HistoryEvent) -> bool {
-    e.r#type().as_str() == "TaskScheduled"
-        && e.task_scheduled_event_details()
-            .is_some_and(|d| d.resource_type() == "lambda")
-}
-
-pub use porter_lambda::pipeline::exited;
+pub use porter_core::history::exited;
+use porter_core::history::{entered, invoked};
 
 /// Every event of an execution, oldest first.
-pub async fn history(sfn: &aws_sdk_sfn::Client, arn: &str) -> Result<Vec<HistoryEvent>> {
-    let mut events = Vec::new();
-    let mut pages = sfn
-        .get_execution_history()
-        .execution_arn(arn)
-        .max_results(1000)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| one_line(&format!("read the history of {arn}"), e))?;
-        events.extend(page.events().iter().cloned());
-    }
-    Ok(events)
+pub async fn history(sfn: &aws_sdk_sfn::Client, arn: &str) -> Result<Vec<aws_sdk_sfn::types::HistoryEvent>> {
+    Ok(porter_core::history::events(sfn, arn).await?)
 }

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use anyhow::{anyhow, bail, Result};
 use porter_core::aws::Aws;
 use porter_core::config::Environment;
+use porter_core::lease::{self, when, Holder};
 use porter_core::promote::{PREVIOUS_NAME_TAG, PROMOTED_NAME_TAG};
-use porter_lambda::lease::{self, when, Holder};
 
 use crate::history::Entry;
 use crate::one_line;

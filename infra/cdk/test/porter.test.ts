@@ -36,7 +36,9 @@ test("nine functions on provided.al2023, arm64 unless asked, each with a role an
   assert.equal(roles.size, PORTER_FUNCTIONS.length);
   t.resourcePropertiesCountIs("AWS::Lambda::Function", { Architectures: ["x86_64"] }, 0);
   template({ architecture: "x86_64" }).resourcePropertiesCountIs("AWS::Lambda::Function", { Architectures: ["x86_64"] }, PORTER_FUNCTIONS.length);
-  assert.deepEqual([...PORTER_FUNCTIONS].sort(), ["hooks", "lease", "notify", "pack", "pipeline", "promote", "provision", "prune", "trigger"]);
+  // The one list of functions is their crates under functions/.
+  const crates = fs.readdirSync(path.join(__dirname, "..", "..", "..", "..", "functions")).sort();
+  assert.deepEqual([...PORTER_FUNCTIONS].sort(), crates);
 });
 
 test("the state machine runs statemachines/deploy.asl.json with each phase's own function, the lease, notify and hooks", () => {

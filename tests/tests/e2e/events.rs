@@ -44,7 +44,7 @@ fn every_sample_event_parses_as_what_its_function_takes() {
                 assert!(!requests.is_empty(), "{n}");
             }
             n if n.starts_with("lease") => {
-                serde_json::from_value::<porter_lambda::lease::Request>(v).unwrap();
+                serde_json::from_value::<porter_core::lease::Request>(v).unwrap();
             }
             n if n.starts_with("notify") => {
                 let request: porter_lambda::notify::Request = serde_json::from_value(v).unwrap();

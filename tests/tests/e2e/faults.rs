@@ -38,7 +38,7 @@ fn failing_aws(status: u16, code: &'static str) -> Aws {
             .body(SdkBody::from(body))
             .unwrap()
     });
-    Aws::new(
+    Aws::unpinned(
         aws_config::SdkConfig::builder()
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(

@@ -97,6 +97,7 @@ fn pack_input(svc: &Service, variables: BTreeMap<String, String>) -> PackInput {
         sse_kms_key_id: None,
         variables,
         image_parameter: None,
+        allowed_references: Vec::new(),
         rollout: None,
         longest_bake_seconds: None,
     }

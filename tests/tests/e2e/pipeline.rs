@@ -359,7 +359,8 @@ async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
             "`variables.TOKEN` must be a string",
         ),
     ];
-    let s3 = porter_core::aws::Aws::new(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await).s3();
+    let s3 =
+        porter_core::aws::Aws::unpinned(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await).s3();
     s3.create_bucket().bucket(ARTIFACT_BUCKET).send().await.unwrap();
     for (function, params, input, expected) in cases {
         let action = Action {
@@ -531,7 +532,8 @@ async fn state_too_large_for_a_token_travels_through_the_artifact_bucket() {
 #[tokio::test]
 async fn forged_or_foreign_continuation_tokens_fail_the_job() {
     let local = LocalStack::start(0, 0).await.unwrap();
-    let s3 = porter_core::aws::Aws::new(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await).s3();
+    let s3 =
+        porter_core::aws::Aws::unpinned(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await).s3();
     s3.create_bucket().bucket(ARTIFACT_BUCKET).send().await.unwrap();
     let source = Some(porter_core::release::S3Object {
         bucket: ARTIFACT_BUCKET.into(),
@@ -542,7 +544,7 @@ async fn forged_or_foreign_continuation_tokens_fail_the_job() {
     let sealed_for_production = {
         // A real token of this stack, but for another environment.
         let mut ctx = porter_lambda::Context::new(
-            porter_core::aws::Aws::new(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await),
+            porter_core::aws::Aws::unpinned(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await),
             None,
         );
         ctx.artifact_bucket = Some(ARTIFACT_BUCKET.into());

@@ -180,7 +180,7 @@ async fn sample_elbs(
     elbs: &[(&str, &str)],
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> (usize, usize) {
-    let aws = porter_core::aws::Aws::new(
+    let aws = porter_core::aws::Aws::unpinned(
         porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await,
     );
     let mut clients = Vec::new();

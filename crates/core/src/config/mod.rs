@@ -601,6 +601,24 @@ pub fn load_str(text: &str, file: &Path, repo_root: &Path, lookup: &dyn Fn(&str)
         ),
         Ok(root) => validate::validate(&root, repo_root),
     };
+    let config = match config {
+        Some(c) => {
+            let leaks = secrets_in_names(&c, &used.borrow());
+            for (path, variable) in &leaks {
+                diagnostics.push(Diagnostic {
+                    severity: Severity::Error,
+                    line: 1,
+                    col: 1,
+                    path: path.clone(),
+                    message: format!(
+                        "holds the value of ${{{variable}}}, a secret by its name: a secret may not be part of a name (names reach stack names, S3 keys, tags and logs); use another variable"
+                    ),
+                });
+            }
+            leaks.is_empty().then_some(c)
+        }
+        None => None,
+    };
     for d in &mut diagnostics {
         d.message = redact(&d.message, &used.borrow());
         d.path = redact(&d.path, &used.borrow());
@@ -610,6 +628,91 @@ pub fn load_str(text: &str, file: &Path, repo_root: &Path, lookup: &dyn Fn(&str)
         config,
         diagnostics,
     }
+}
+
+/// Whether a variable's name says it holds a secret: `*SECRET*`,
+/// `*TOKEN*`, `*PASSWORD*`, `*CREDENTIAL*`, `*_KEY`, and AWS's own
+/// credential variables. Its value is refused in any name the config
+/// makes, and the CLI sends it only when its caller names it.
+pub fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    ["SECRET", "TOKEN", "PASSWORD", "CREDENTIAL"]
+        .iter()
+        .any(|w| n.contains(w))
+        || n.ends_with("_KEY")
+        || matches!(
+            n.as_str(),
+            "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" | "AWS_SESSION_TOKEN"
+        )
+}
+
+/// The keys whose values become names: of stacks, buckets, keys, tags,
+/// pipelines, log lines. A secret's value may not be part of one.
+const NAME_KEYS: &[&str] = &[
+    "service_name",
+    "name",
+    "role_arn",
+    "vpc_id",
+    "subnet_id",
+    "s3_bucket",
+    "sse_kms_key_id",
+    "key_pair_name",
+    "instance_type",
+    "tag",
+    "path",
+];
+
+/// Each name in `config` that holds the value of a secret-like variable:
+/// (the key path, the variable).
+fn secrets_in_names(config: &Config, used: &[(String, String)]) -> Vec<(String, String)> {
+    let secrets: Vec<&(String, String)> = used
+        .iter()
+        .filter(|(name, value)| is_secret_name(name) && value.len() >= REDACT_MIN)
+        .collect();
+    let mut found = Vec::new();
+    if secrets.is_empty() {
+        return found;
+    }
+    fn walk(
+        v: &serde_json::Value,
+        path: &str,
+        key: &str,
+        secrets: &[&(String, String)],
+        found: &mut Vec<(String, String)>,
+    ) {
+        match v {
+            serde_json::Value::String(s) if NAME_KEYS.contains(&key) => {
+                for (name, value) in secrets {
+                    if s.contains(value.as_str()) {
+                        found.push((path.to_string(), name.clone()));
+                    }
+                }
+            }
+            serde_json::Value::Object(o) => {
+                for (k, child) in o {
+                    // An overlay's template is checked by its own rules.
+                    if k == "template" {
+                        continue;
+                    }
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(child, &p, k, secrets, found);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(child, &format!("{path}[{i}]"), key, secrets, found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let value = serde_json::to_value(config).unwrap_or_default();
+    walk(&value, "", "", &secrets, &mut found);
+    found
 }
 
 /// Values shorter than this are left in messages: too common to hide
@@ -638,9 +741,14 @@ pub fn process_env(name: &str) -> Option<String> {
 /// The shell variables a config's `${VAR}`s name, with their values: what
 /// the CLI hands a deploy as its `variables` (the functions expand nothing
 /// else). Unset ones are left out; loading the config reports them.
-pub fn shell_variables(file: &Path) -> BTreeMap<String, String> {
+pub fn shell_variables(file: &Path, named: &[String]) -> BTreeMap<String, String> {
     let used = std::cell::RefCell::new(BTreeMap::new());
     let recording = |name: &str| {
+        // A secret-like variable (a credential in the caller's shell) goes
+        // only where its caller sends it by name (`--var NAME`).
+        if is_secret_name(name) && !named.iter().any(|n| n == name) {
+            return None;
+        }
         let value = process_env(name);
         if let Some(v) = &value {
             used.borrow_mut().insert(name.to_string(), v.clone());

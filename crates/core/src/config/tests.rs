@@ -756,6 +756,26 @@ fn malformed_cases() -> Vec<Case> {
             1,
         ),
         case(
+            "health_check path with a line of shell",
+            base_with("path: /health", "path: \"/health\\ntouch /tmp/x\""),
+            Error,
+            24,
+            Some(15),
+            "environments[0].regions[0].containers[0].health_check.path",
+            "holds `\\n`; a health check path may hold letters, digits and `/-._~%?=&+,:@` only",
+            1,
+        ),
+        case(
+            "health_check path with a shell variable and a quote",
+            base_with("path: /health", "path: \"/h$HOME'\""),
+            Error,
+            24,
+            Some(15),
+            "environments[0].regions[0].containers[0].health_check.path",
+            "holds `$`",
+            1,
+        ),
+        case(
             "health_check method",
             base_with("method: GET", "method: POST"),
             Error,
@@ -1213,12 +1233,12 @@ fn stack_definition_resolves_from_repo_root_and_region_wins() {
     write(
         repo.path(),
         ".porter/env-stack.json",
-        r#"{"Resources": {"Env": {"Type": "AWS::SNS::Topic"}}}"#,
+        r#"{"Resources": {"Env": {"Type": "AWS::EC2::SecurityGroup", "Properties": {"GroupDescription": "env"}}}}"#,
     );
     write(
         repo.path(),
         ".porter/region-stack.json",
-        r#"{"Resources": {"Region": {"Type": "AWS::SQS::Queue"}}}"#,
+        r#"{"Resources": {"Region": {"Type": "AWS::EC2::SecurityGroup", "Properties": {"GroupDescription": "region"}}}}"#,
     );
     let text = format!(
         "{}{}",
@@ -1241,11 +1261,17 @@ fn stack_definition_resolves_from_repo_root_and_region_wins() {
     let west = env.region("us-west-2").unwrap();
     let west_def = west.stack_definition.as_ref().unwrap();
     assert_eq!(west_def.path, ".porter/region-stack.json");
-    assert_eq!(west_def.template["Resources"]["Region"]["Type"], "AWS::SQS::Queue");
+    assert_eq!(
+        west_def.template["Resources"]["Region"]["Properties"]["GroupDescription"],
+        "region"
+    );
     let east = env.region("us-east-1").unwrap();
     let east_def = east.stack_definition.as_ref().unwrap();
     assert_eq!(east_def.path, ".porter/env-stack.json");
-    assert_eq!(east_def.template["Resources"]["Env"]["Type"], "AWS::SNS::Topic");
+    assert_eq!(
+        east_def.template["Resources"]["Env"]["Properties"]["GroupDescription"],
+        "env"
+    );
 
     // Relative to the repository root, not to anything else.
     let elsewhere = tempfile::tempdir().unwrap();
@@ -1253,6 +1279,45 @@ fn stack_definition_resolves_from_repo_root_and_region_wins() {
     assert_eq!(count(&loaded, Severity::Incomplete), 2, "{}", dump(&loaded));
     assert_eq!(count(&loaded, Severity::Error), 0, "{}", dump(&loaded));
     assert!(loaded.deployable().is_err());
+}
+
+/// An overlay is checked by its allow-list where the config names it: a
+/// refusal names the file and the JSON path, and porter's own overlays
+/// pass.
+#[test]
+fn an_overlay_that_reaches_outside_its_stack_is_refused_naming_file_and_path() {
+    let repo = tempfile::tempdir().unwrap();
+    write(
+        repo.path(),
+        ".porter/stack.json",
+        r#"{"Resources": {"AutoScalingGroup": {"Properties": {"LoadBalancerNames": ["production-web"]}}}}"#,
+    );
+    let text = base_with(
+        "  instance_type: m5.large\n",
+        "  instance_type: m5.large\n  stack_definition_path: .porter/stack.json\n",
+    );
+    let loaded = load_in(&text, repo.path());
+    let errors: Vec<&Diagnostic> = loaded.errors().collect();
+    assert_eq!(errors.len(), 1, "{}", dump(&loaded));
+    assert_eq!(errors[0].path, "environments[0].stack_definition_path");
+    assert!(
+        errors[0].message.contains(".porter/stack.json")
+            && errors[0]
+                .message
+                .contains("Resources.AutoScalingGroup.Properties.LoadBalancerNames")
+            && errors[0].message.contains("promote"),
+        "{}",
+        errors[0].message
+    );
+    assert!(loaded.deployable().is_err());
+
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/overlays");
+    for name in ["porter-sample-project.json", "porter-cis-ami.json", "porter-vpc.json"] {
+        let text_of = std::fs::read_to_string(fixtures.join(name)).unwrap();
+        write(repo.path(), ".porter/stack.json", &text_of);
+        let loaded = load_in(&text, repo.path());
+        assert!(loaded.diagnostics.is_empty(), "{name}: {}", dump(&loaded));
+    }
 }
 
 #[test]

@@ -333,7 +333,24 @@ impl Checker<'_> {
             }
         };
         match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(template) if template.is_object() => Some(StackDefinition { path: rel, template }),
+            Ok(template) if template.is_object() => {
+                let refused = crate::overlay::problems(&template);
+                for p in &refused {
+                    self.error(node, &key_path, format!("`{rel}` at {}: {}", p.path, p.why));
+                }
+                for e in crate::overlay::externals(&template) {
+                    self.report(
+                        Severity::Warning,
+                        node,
+                        &key_path,
+                        format!(
+                            "`{rel}` at {} names `{}`, outside the stack: pack refuses it unless the installation allows it (AllowedExternalReferences)",
+                            e.path, e.value
+                        ),
+                    );
+                }
+                refused.is_empty().then_some(StackDefinition { path: rel, template })
+            }
             Ok(_) => {
                 self.error(
                     node,
@@ -429,10 +446,38 @@ pub(super) fn validate(root: &Node, repo_root: &Path) -> (Option<Config>, Vec<Di
         environment: None,
     };
     let config = check_root(&mut c, root);
+    if let Some(config) = &config {
+        check_user_data(&mut c, root, config);
+    }
     let mut diagnostics = c.diagnostics;
     diagnostics.sort_by_key(|d| (d.line, d.col));
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
     (config.filter(|_| !has_errors), diagnostics)
+}
+
+/// Each region's boot script, at the most pack can make it, against EC2's
+/// UserData limit: found here rather than when a stack fails.
+fn check_user_data(c: &mut Checker, root: &Node, config: &Config) {
+    for (i, env) in config.environments.iter().enumerate() {
+        for (j, region) in env.regions.iter().enumerate() {
+            if let Err(why) = crate::template::user_data_upper_bound(config, env, region) {
+                let node = root
+                    .get("environments")
+                    .and_then(|e| nth(e, i))
+                    .and_then(|e| e.get("regions"))
+                    .and_then(|r| nth(r, j))
+                    .unwrap_or(root);
+                c.error(node, &format!("environments[{i}].regions[{j}]"), why);
+            }
+        }
+    }
+}
+
+fn nth(node: &Node, i: usize) -> Option<&Node> {
+    match &node.value {
+        Value::Seq(items) => items.get(i),
+        _ => None,
+    }
 }
 
 fn check_root(c: &mut Checker, root: &Node) -> Option<Config> {
@@ -1630,11 +1675,12 @@ fn check_containers(c: &mut Checker, region: &Node, path: &str) -> Option<Vec<Co
                             }
                         });
                         let hc_path = c.string(h, "path", &hpath, true).and_then(|(p, pnode)| {
-                            if p.starts_with('/') {
-                                Some(p)
-                            } else {
-                                c.error(pnode, &join(&hpath, "path"), format!("`{p}` must start with `/`"));
-                                None
+                            match health_check_path_problem(&p) {
+                                None => Some(p),
+                                Some(why) => {
+                                    c.error(pnode, &join(&hpath, "path"), why);
+                                    None
+                                }
                             }
                         });
                         Some(HealthCheck {
@@ -1656,4 +1702,29 @@ fn check_containers(c: &mut Checker, region: &Node, path: &str) -> Option<Vec<Co
         }
     }
     ok.then_some(containers)
+}
+
+/// Why a health check path cannot be used, if it cannot. The path reaches
+/// the boot script (quoted) and CloudFormation's `Fn::Sub`, so it is held
+/// to a plain URL path and query: no spaces, quotes, `$`, backticks or
+/// control characters, whatever the quoting does with them.
+pub(crate) fn health_check_path_problem(p: &str) -> Option<String> {
+    const MAX: usize = 512;
+    let shown: String = p.chars().take(64).flat_map(char::escape_default).collect();
+    if !p.starts_with('/') {
+        return Some(format!("`{shown}` must start with `/`"));
+    }
+    if p.len() > MAX {
+        return Some(format!(
+            "is {} bytes long; a health check path may have at most {MAX}",
+            p.len()
+        ));
+    }
+    let allowed = |ch: char| ch.is_ascii_alphanumeric() || "/-._~%?=&+,:@".contains(ch);
+    p.chars().find(|&ch| !allowed(ch)).map(|bad| {
+        format!(
+            "`{shown}` holds `{}`; a health check path may hold letters, digits and `/-._~%?=&+,:@` only",
+            bad.escape_default()
+        )
+    })
 }

@@ -1,0 +1,261 @@
+//! The deploy lease: one deploy per service and environment at a time.
+//!
+//! The deploy state machine takes the lease right after pack (which only
+//! writes to the artifact bucket) and before anything in a region changes,
+//! and gives it back on every end it reaches: success, and each failure
+//! path. The lease is one DynamoDB item per `SERVICE/ENVIRONMENT`, written
+//! with a condition, so two deploys that meet cannot both hold it:
+//!
+//! - taken when there is none, or when it is this execution's own (a retry);
+//! - taken over when the execution holding it has ended (an aborted
+//!   execution runs no Catch, so it cannot give the lease back itself): the
+//!   next deploy sees that through DescribeExecution and takes the lease
+//!   with a condition on the old holder, so two takers still cannot both win.
+//!   Its expiry alone never frees it: an execution that still runs (a bake
+//!   of many hours) still holds its lease, whatever the expiry said;
+//! - otherwise refused at once (`LeaseHeld`), naming the holder's
+//!   execution, release and since when. Nothing has changed by then.
+//!
+//! The `lease` function is this protocol's front door; `porter status`
+//! reads the holder through [`read`].
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
+
+use crate::aws;
+use crate::phase::PhaseError;
+
+/// How long a lease lasts unless given back or taken over: longer than any
+/// deploy (the state machine's own waits are bounded well inside it).
+pub const DEFAULT_SECONDS: u64 = 6 * 3600;
+/// How often a deploy that waits for the lease asks again.
+pub const WAIT_SECONDS: u32 = 15;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Take {
+        service: String,
+        environment: String,
+        /// The release being deployed, shown to whoever is refused.
+        release: String,
+        /// This deploy's execution ARN (`$$.Execution.Id`).
+        execution: String,
+        #[serde(default)]
+        lease_seconds: Option<u64>,
+        /// Wait while another deploy holds it, instead of failing.
+        #[serde(default)]
+        wait: bool,
+    },
+    Give {
+        service: String,
+        environment: String,
+        execution: String,
+    },
+}
+
+/// Who holds a lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Holder {
+    pub execution: String,
+    pub release: String,
+    /// Seconds since the epoch.
+    pub since: i64,
+    pub expires: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Taken {
+    pub lease: String,
+    pub holder: Holder,
+    /// The ended execution whose lease this one took over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_over: Option<Holder>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Given {
+    pub lease: String,
+    /// False when the lease was no longer this execution's (it expired and
+    /// another deploy took it): nothing was given back.
+    pub given: bool,
+}
+
+pub fn lease_key(service: &str, environment: &str) -> String {
+    format!("{service}/{environment}")
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+/// Takes the lease for `holder`, or says who has it.
+pub async fn take(
+    ddb: &aws_sdk_dynamodb::Client,
+    sfn: &aws_sdk_sfn::Client,
+    table: &str,
+    key: &str,
+    holder: Holder,
+) -> Result<Taken, PhaseError> {
+    let put = |condition: &str, old: Option<&str>| {
+        let mut req = ddb
+            .put_item()
+            .table_name(table)
+            .item("lease", s(key))
+            .item("execution", s(&holder.execution))
+            .item("release", s(&holder.release))
+            .item("since", n(holder.since))
+            .item("expires", n(holder.expires))
+            .condition_expression(condition.to_string());
+        req = match old {
+            Some(old) => req.expression_attribute_values(":old", s(old)),
+            None => req
+                .expression_attribute_values(":me", s(&holder.execution))
+                .expression_attribute_names("#k", "lease"),
+        };
+        req.send()
+    };
+    // A few rounds: between a refused write and the read of the holder, the
+    // holder can give the lease back or be taken over by a third deploy.
+    for _ in 0..3 {
+        // Never taken on expiry alone: an execution that still runs past its
+        // lease's expiry (a long bake) still holds it, or two deploys would
+        // act at once. Whether the holder runs decides, below.
+        match put("attribute_not_exists(#k) OR execution = :me", None).await {
+            Ok(_) => {
+                return Ok(Taken {
+                    lease: key.to_string(),
+                    holder,
+                    took_over: None,
+                })
+            }
+            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => {}
+            Err(e) => return Err(aws::classify(&format!("take the deploy lease {key}"), e)),
+        }
+        let Some(current) = read(ddb, table, key).await? else {
+            continue;
+        };
+        if is_running(sfn, &current.execution).await? {
+            return Err(held(key, &current));
+        }
+        // The holder ended without giving the lease back (aborted, or its
+        // clean-up failed): take it over, provided nobody else just did.
+        match put("execution = :old", Some(&current.execution)).await {
+            Ok(_) => {
+                tracing::warn!(lease = key, ended = %current.execution, "took over the lease of an ended execution");
+                return Ok(Taken {
+                    lease: key.to_string(),
+                    holder,
+                    took_over: Some(current),
+                });
+            }
+            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => {}
+            Err(e) => return Err(aws::classify(&format!("take over the deploy lease {key}"), e)),
+        }
+    }
+    match read(ddb, table, key).await? {
+        Some(current) => Err(held(key, &current)),
+        None => Err(PhaseError::Retryable(format!(
+            "the deploy lease {key} changed hands three times while this deploy tried to take it; retry"
+        ))),
+    }
+}
+
+/// A lease time (seconds since the epoch) as a person reads it.
+pub fn when(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| t.to_string())
+}
+
+fn held(key: &str, h: &Holder) -> PhaseError {
+    PhaseError::LeaseHeld(format!(
+        "another deploy of {key} is running: execution {} (release {}) holds the deploy lease since {}, until {} at the latest. Nothing was changed; deploy again when it has finished, or stop that execution first",
+        h.execution,
+        h.release,
+        when(h.since),
+        when(h.expires)
+    ))
+}
+
+/// Who holds the lease `key`, if anyone (`porter status` shows it).
+pub async fn read(ddb: &aws_sdk_dynamodb::Client, table: &str, key: &str) -> Result<Option<Holder>, PhaseError> {
+    let out = ddb
+        .get_item()
+        .table_name(table)
+        .key("lease", s(key))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(aws::err(format!("read the deploy lease {key}")))?;
+    let Some(item) = out.item() else {
+        return Ok(None);
+    };
+    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    let num = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default()
+    };
+    Ok(Some(Holder {
+        execution: text("execution"),
+        release: text("release"),
+        since: num("since"),
+        expires: num("expires"),
+    }))
+}
+
+/// Whether the execution holding a lease still runs. One that does not
+/// exist (any more, or not in this account) does not.
+async fn is_running(sfn: &aws_sdk_sfn::Client, execution: &str) -> Result<bool, PhaseError> {
+    match sfn.describe_execution().execution_arn(execution).send().await {
+        Ok(out) => Ok(out.status() == &aws_sdk_sfn::types::ExecutionStatus::Running),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_execution_does_not_exist() || se.is_invalid_arn()) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(aws::classify(&format!("see whether {execution} still runs"), e)),
+    }
+}
+
+/// Gives the lease back if `execution` still holds it.
+pub async fn give(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: &str,
+    execution: &str,
+) -> Result<Given, PhaseError> {
+    let out = ddb
+        .delete_item()
+        .table_name(table)
+        .key("lease", s(key))
+        .condition_expression("execution = :me")
+        .expression_attribute_values(":me", s(execution))
+        .send()
+        .await;
+    match out {
+        Ok(_) => Ok(Given {
+            lease: key.to_string(),
+            given: true,
+        }),
+        Err(e) if e.as_service_error().is_some_and(is_condition_failure) => {
+            tracing::warn!(lease = key, execution, "the lease was no longer this execution's");
+            Ok(Given {
+                lease: key.to_string(),
+                given: false,
+            })
+        }
+        Err(e) => Err(aws::classify(&format!("give back the deploy lease {key}"), e)),
+    }
+}
