@@ -107,7 +107,7 @@ async fn read(aws: &Aws, name: &str, environment: &str) -> Result<EnvironmentPin
     let out = aws.ssm().get_parameter().name(name).send().await.map_err(|e| {
         if e.as_service_error().is_some_and(|se| se.is_parameter_not_found()) {
             PhaseError::AccessDenied(format!(
-                "environment `{environment}` is not pinned: there is no SSM parameter {name}. An administrator writes it, e.g. {{\"regions\": {{\"us-west-2\": {{\"role_arn\": \"arn:aws:iam::ACCOUNT:role/porter-deployment\"}}}}}} (README, \"Security model\")"
+                "environment `{environment}` is not pinned: there is no SSM parameter {name}. An administrator writes it, e.g. {{\"regions\": {{\"us-west-2\": {{\"role_arn\": \"arn:aws:iam::ACCOUNT:role/porter-deployment\"}}}}}} (docs/security-model.md, \"Environments are pinned outside the repository\")"
             ))
         } else {
             aws::classify(&format!("read the pin of environment `{environment}` ({name})"), e)
