@@ -2,8 +2,9 @@
 # infra/template.yaml, checked without an AWS account or a network:
 #   1. sam validate --lint
 #   2. cfn-lint; the deployment role against what CloudFormation's handlers
-#      of a release stack's resources need (scripts/check_handler_permissions.py,
-#      and once more on a copy missing an action, to see it fail); checkov
+#      of a release stack's resources, and of those an overlay may add, need
+#      (scripts/check_handler_permissions.py, and once more on copies missing
+#      an action, to see it fail); checkov
 #      (every skipped check carries its reason in the template)
 #   3. the template as plain CloudFormation, created in moto and inspected
 #      (scripts/sam_to_cfn.py, scripts/inspect_infra.py)
@@ -46,6 +47,29 @@ if [ "$rc" -ne 1 ] || ! grep -q '^FAIL  AWS::EC2::LaunchTemplate delete handler 
   exit 1
 fi
 echo "handler permissions: a deployment role without ec2:DeleteTags is reported"
+# The types an overlay may add (crates/core/src/overlay.rs, ADDABLE_TYPES)
+# are held to it too: a copy without a scheduled action's delete fails ...
+grep -v '^ *- autoscaling:DeleteScheduledAction$' infra/template.yaml >"$work/without-deletescheduled.yaml" || true
+[ "$(wc -l <infra/template.yaml)" -eq $(( $(wc -l <"$work/without-deletescheduled.yaml") + 1 )) ] \
+  || { echo "handler permissions: expected exactly one '- autoscaling:DeleteScheduledAction' line to take out"; exit 1; }
+rc=0
+.venv/bin/python scripts/check_handler_permissions.py --template "$work/without-deletescheduled.yaml" >"$work/broken.out" 2>&1 || rc=$?
+if [ "$rc" -ne 1 ] || ! grep -q '^FAIL  AWS::AutoScaling::ScheduledAction delete handler needs autoscaling:DeleteScheduledAction' "$work/broken.out"; then
+  cat "$work/broken.out"
+  echo "handler permissions: a deployment role without autoscaling:DeleteScheduledAction was not reported (exit $rc)"
+  exit 1
+fi
+echo "handler permissions: a deployment role without autoscaling:DeleteScheduledAction is reported"
+# ... and the check refuses to run on an overlay.rs without ADDABLE_TYPES.
+sed 's/ADDABLE_TYPES/ADDABLE_KINDS/' crates/core/src/overlay.rs >"$work/overlay-without-types.rs"
+rc=0
+.venv/bin/python scripts/check_handler_permissions.py --overlay "$work/overlay-without-types.rs" >"$work/broken.out" 2>&1 || rc=$?
+if [ "$rc" -ne 2 ] || ! grep -q 'ADDABLE_TYPES.*found 0' "$work/broken.out"; then
+  cat "$work/broken.out"
+  echo "handler permissions: an overlay.rs without ADDABLE_TYPES was not refused (exit $rc)"
+  exit 1
+fi
+echo "handler permissions: an overlay.rs without ADDABLE_TYPES is refused"
 
 echo "== checkov"
 .venv-checkov/bin/checkov -f infra/template.yaml --framework cloudformation \

@@ -10,25 +10,30 @@ resource schema; cfn-lint ships the schemas). porter never updates a
 release stack, so update's are not asked for.
 
 This checks, for every resource type a release stack holds (RENDERED_TYPES,
-checked against crates/core/src/template.rs) and the parameter types it
-declares (PARAMETER_TYPES), that each action those handlers need is
-allowed by an Allow statement of the deployment role (its Action, with IAM's
-wildcards: `ec2:Describe*`, `ec2:*`) and not denied outright (a Deny on "*"
-without a condition), unless EXCLUSIONS says why porter does without it.
+checked against crates/core/src/template.rs), every type a service's
+stack_definition_path overlay may add to it (ADDABLE_TYPES, read from
+crates/core/src/overlay.rs) and the parameter types the stack declares
+(PARAMETER_TYPES), that each action those handlers need is allowed by an
+Allow statement of the deployment role (its Action, with IAM's wildcards:
+`ec2:Describe*`, `ec2:*`) and not denied outright (a Deny on "*" without a
+condition), unless EXCLUSIONS says why porter does without it.
 Actions only: resources and conditions are what each statement scopes (the
 moto checks, scripts/inspect_infra.py, look at those).
 
 A statement under Fn::If counts as allowing only when both branches allow
 (a Deny under one counts as denying).
 
-usage: check_handler_permissions.py [--template PATH] [--rust PATH]
+usage: check_handler_permissions.py [--template PATH] [--rust PATH] [--overlay PATH]
   --template  the SAM template (default infra/template.yaml)
   --rust      the renderer whose types are checked (default
               crates/core/src/template.rs)
+  --overlay   the overlay checker whose ADDABLE_TYPES are checked (default
+              crates/core/src/overlay.rs)
 Run with .venv's python (cfn-lint's schemas and template decoder). Exits 1
 listing each action missing (with its resource type and handler), each
 type the renderer makes that RENDERED_TYPES lacks, and each stale
-exclusion; 2 when the template or the schemas cannot be read.
+exclusion; 2 when the template, the schemas or overlay.rs's ADDABLE_TYPES
+cannot be read.
 """
 
 import argparse
@@ -45,11 +50,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The resource types of a release stack: what crates/core/src/template.rs
 # renders (`render`: the instance role and its profile, the security group,
-# the launch template, the Auto Scaling group), which are also the types a
-# stack_definition_path overlay may add that porter confines (`confine_roles`:
-# every AWS::IAM::Role and AWS::IAM::InstanceProfile, wherever it comes
-# from). An overlay's other types get no rights here: the deployment role
-# creates what is listed, nothing else.
+# the launch template, the Auto Scaling group). The types a
+# stack_definition_path overlay may add beside them are read from
+# crates/core/src/overlay.rs (ADDABLE_TYPES, the allow-list pack holds
+# overlays to) and checked the same way; an overlay with any other type is
+# refused before anything is built, so no other type gets rights here.
 RENDERED_TYPES = [
     "AWS::IAM::Role",
     "AWS::IAM::InstanceProfile",
@@ -68,13 +73,15 @@ PARAMETER_TYPES = {
 
 # What the handlers of those types may call that the deployment role is
 # not given, and why. Each key is an action exactly as a schema spells it.
+# A reason that says porter's group sets a property holds only while
+# overlay.rs does not let an overlay set it on the group (its
+# `own_properties`): MetricsCollection, which it does, is granted.
 EXCLUSIONS = {
     # AWS::AutoScaling::AutoScalingGroup, create
-    "autoscaling:EnableMetricsCollection":
-        "MetricsCollection: porter's group sets none",
     "autoscaling:PutNotificationConfiguration":
-        "NotificationConfigurations: porter's group sets none; it would let a "
-        "release stack publish the group's events to any topic",
+        "NotificationConfigurations: porter's group sets none, nor may an "
+        "overlay; it would let a release stack publish the group's events to "
+        "any topic",
     "cloudwatch:PutMetricAlarm":
         "porter's group sets no scaling policy or alarm; it would let a release "
         "stack (and its overlay) create or overwrite any alarm in the account, "
@@ -185,6 +192,42 @@ def rendered_types(rust_path):
     text = Path(rust_path).read_text()
     text = text.split("#[cfg(test)]", 1)[0]
     return sorted(set(TYPE_LITERAL.findall(text)))
+
+
+# ------------------------------------------------------------------ overlays
+
+
+ADDABLE = re.compile(r"\bconst\s+ADDABLE_TYPES\s*:\s*&\[&(?:'static\s+)?str\]\s*=\s*&\[(.*?)\];", re.S)
+STRING_LITERAL = re.compile(r'"((?:[^"\\]|\\.)*)"')
+RESOURCE_TYPE = re.compile(r"AWS::[A-Za-z0-9]+::[A-Za-z0-9]+(?:::[A-Za-z0-9]+)*")
+
+
+def addable_types(overlay_path):
+    """overlay.rs's ADDABLE_TYPES, the resource types an overlay may add:
+    the string literals of the constant's array, comments left out. Raises
+    Unreadable when the constant is not there, holds no type, or holds
+    something that is not one."""
+    try:
+        text = Path(overlay_path).read_text()
+    except OSError as e:
+        raise Unreadable(f"{overlay_path}: {e}") from e
+    found = ADDABLE.findall(text)
+    if len(found) != 1:
+        raise Unreadable(
+            f"{overlay_path}: expected one `const ADDABLE_TYPES: &[&str] = &[...];`, found {len(found)}; "
+            "the overlay types cannot be checked without it"
+        )
+    body = re.sub(r"//[^\n]*|/\*.*?\*/", "", found[0], flags=re.S)
+    types = STRING_LITERAL.findall(body)
+    leftover = STRING_LITERAL.sub("", body).replace(",", "").strip()
+    if leftover:
+        raise Unreadable(f"{overlay_path}: ADDABLE_TYPES holds more than string literals ({leftover[:60]!r})")
+    if not types:
+        raise Unreadable(f"{overlay_path}: ADDABLE_TYPES lists no type")
+    for t in types:
+        if not RESOURCE_TYPE.fullmatch(t):
+            raise Unreadable(f"{overlay_path}: ADDABLE_TYPES holds {t!r}, not a resource type")
+    return types
 
 
 # ------------------------------------------------------------------ template
@@ -330,6 +373,7 @@ def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--template", default=str(ROOT / "infra" / "template.yaml"))
     ap.add_argument("--rust", default=str(ROOT / "crates" / "core" / "src" / "template.rs"))
+    ap.add_argument("--overlay", default=str(ROOT / "crates" / "core" / "src" / "overlay.rs"))
     args = ap.parse_args(argv)
 
     problems = []
@@ -350,13 +394,16 @@ def main(argv):
         template = plain(template)
         role_id = deployment_role(template)
         allow, deny = statements(template, role_id)
-        required = {t: handler_permissions(t) for t in RENDERED_TYPES}
+        addable = addable_types(args.overlay)
+        types = list(dict.fromkeys(RENDERED_TYPES + addable))
+        required = {t: handler_permissions(t) for t in types}
     except (Unreadable, LookupError, OSError, ValueError) as e:
         print(f"check_handler_permissions: {e}", file=sys.stderr)
         return 2
     required.update({t: {"parameter": actions} for t, actions in PARAMETER_TYPES.items()})
 
     print(f"{args.template}: {role_id}, {len(allow)} Allow and {len(deny)} Deny statements")
+    print(f"{args.overlay}: an overlay may add {', '.join(addable)}")
     needed = set()
     for rtype, handlers in required.items():
         for handler, actions in handlers.items():
@@ -376,7 +423,8 @@ def main(argv):
                     continue
                 ok.append(action)
             status = "ok     " if not missing else "MISSING"
-            print(f"{status} {rtype} {handler}: {len(ok)} allowed, {len(excluded)} excluded, {len(missing)} missing")
+            origin = " (overlay)" if rtype in addable and rtype not in RENDERED_TYPES else ""
+            print(f"{status} {rtype}{origin} {handler}: {len(ok)} allowed, {len(excluded)} excluded, {len(missing)} missing")
             for action, why in missing:
                 problems.append(f"{rtype} {handler} handler needs {action}: {why}")
 
@@ -384,7 +432,7 @@ def main(argv):
     # something that is no longer so.
     for action in EXCLUSIONS:
         if action not in needed:
-            problems.append(f"EXCLUSIONS lists {action}, which no create or delete handler of RENDERED_TYPES needs")
+            problems.append(f"EXCLUSIONS lists {action}, which no create or delete handler of the checked types needs")
         elif allowed_by(action, allow) is not None:
             problems.append(f"EXCLUSIONS lists {action}, which {role_id} allows anyway ({allowed_by(action, allow)[0]['where']})")
     print(f"excluded, each for its reason in EXCLUSIONS: {', '.join(sorted(EXCLUSIONS))}")
@@ -394,7 +442,8 @@ def main(argv):
     if problems:
         print(f"check_handler_permissions: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print("check_handler_permissions: the deployment role may create and delete every resource of a release stack")
+    print("check_handler_permissions: the deployment role may create and delete every resource of a release stack, "
+          "and every type an overlay may add")
     return 0
 
 

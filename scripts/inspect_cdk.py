@@ -88,6 +88,9 @@ def main(endpoint, cdk_dir, cases_path, code_bucket, code_key, definition_path):
         env = lam.get_function(FunctionName=physical[lid["PackFunction"]])["Configuration"]["Environment"]["Variables"]
         check(env.get("PORTER_SERVICE") == params["ServiceName"] and env.get("ARTIFACT_BUCKET") == physical[lid["ArtifactBucket"]],
               f"moto {name}: pack deploys {params['ServiceName']} through the stack's artifact bucket")
+        refs = params.get("AllowedExternalReferences", "")
+        check(env.get("PORTER_ALLOWED_REFERENCES") == refs,
+              f"moto {name}: overlays may name outside their stack exactly {refs!r} {env.get('PORTER_ALLOWED_REFERENCES')!r}")
 
         sm_arn = f"arn:aws:states:{ii.REGION}:{account}:stateMachine:{stack_name}-deploy"
         sm = sfn.describe_state_machine(stateMachineArn=sm_arn)

@@ -263,7 +263,9 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     expected_env = {p: {"ARTIFACT_BUCKET": bucket, "PORTER_SERVICE": "hello",
                         "PORTER_ENVIRONMENTS_PATH": "/porter/environments/"} for p in PHASES}
     expected_env["Pipeline"] = {"STATE_MACHINE_ARN": sm_arn, "ARTIFACT_BUCKET": bucket, "LEASE_TABLE": physical["LeaseTable"]}
-    expected_env["Pack"] = dict(expected_env["Pack"], PORTER_IMAGE_PARAMETER="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")
+    # AllowedExternalReferences left at its default: overlays name nothing outside their stack.
+    expected_env["Pack"] = dict(expected_env["Pack"], PORTER_IMAGE_PARAMETER="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
+                                PORTER_ALLOWED_REFERENCES="")
     expected_env["Lease"] = {"LEASE_TABLE": physical["LeaseTable"]}
     expected_env["Notify"] = {"ARTIFACT_BUCKET": bucket, "NOTIFICATION_TOPIC_ARN": physical["NotificationTopic"],
                               "PORTER_SERVICE": "hello", "PORTER_WEBHOOK_HOSTS": "hooks.slack.com"}
@@ -405,7 +407,10 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
                     ("elasticloadbalancing:RegisterInstancesWithLoadBalancer", "ResourceTag"),
                     ("elasticloadbalancing:DeregisterInstancesFromLoadBalancer", "ResourceTag"),
                     ("elasticloadbalancing:AddTags", "ResourceTag"),
-                    ("autoscaling:AttachLoadBalancers", "ResourceTag"), ("autoscaling:DetachLoadBalancers", "ResourceTag")]:
+                    ("autoscaling:AttachLoadBalancers", "ResourceTag"), ("autoscaling:DetachLoadBalancers", "ResourceTag"),
+                    # what an overlay adds to or sets on the release's own group
+                    ("autoscaling:PutScheduledUpdateGroupAction", "ResourceTag"), ("autoscaling:DeleteScheduledAction", "ResourceTag"),
+                    ("autoscaling:EnableMetricsCollection", "ResourceTag")]:
         conds = [c for act, _, c in g if act == a]
         check(conds and all(scoped(c, kind) for c in conds), f"moto: the deployment role may {a} only with {kind} equal to its session's tags {conds}")
     check(any(s.get("Effect") == "Deny" and "elasticloadbalancing:AddTags" in as_list(s["Action"])
@@ -475,6 +480,8 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     check(resources_of(g, "states:StopExecution") == [execs], "moto: ... and stops only those")
     check(resources_of(g, "codepipeline:ListActionExecutions") == [arn("codepipeline", f"{STACK}-pipeline*")],
           "moto: the pipeline function lists the actions of this stack's pipelines only")
+    check(resources_of(g, "codepipeline:GetPipelineExecution") == [arn("codepipeline", f"{STACK}-pipeline*")],
+          "moto: ... and confirms their executions' end there only")
     lease_arn = arn("dynamodb", f"table/{physical['LeaseTable']}")
     check(resources_of(g, "dynamodb:DeleteItem") == [lease_arn] and resources_of(g, "dynamodb:PutItem") == [],
           "moto: the pipeline function can give a lease back, never take one")

@@ -78,13 +78,22 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// Gives the service a stack definition whose Auto Scaling group names a
-/// subnet that does not exist, so CloudFormation refuses its stacks. The
-/// override goes in after `after` (a line of the environment).
+/// The security group [`break_provisioning`]'s stacks name, which does
+/// not exist: the reason CloudFormation gives names it.
+pub const MISSING_GROUP: &str = "sg-0000000000deadbee";
+
+/// Gives the service a stack definition (one its overlay rules allow) with
+/// a rule on the stack's own security group from a group that does not
+/// exist, so CloudFormation refuses its stacks. The override goes in after
+/// `after` (a line of the environment).
 pub fn break_provisioning(svc: &Path, after: &str) {
     std::fs::write(
         svc.join(".porter/broken.json"),
-        r#"{"Resources": {"AutoScalingGroup": {"Properties": {"VPCZoneIdentifier": ["subnet-0000000000deadbee"]}}}}"#,
+        format!(
+            r#"{{"Resources": {{"Broken": {{"Type": "AWS::EC2::SecurityGroupIngress", "Properties": {{
+                "GroupId": {{"Fn::GetAtt": ["InstanceSecurityGroup", "GroupId"]}},
+                "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "SourceSecurityGroupId": "{MISSING_GROUP}"}}}}}}}}"#
+        ),
     )
     .unwrap();
     let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();

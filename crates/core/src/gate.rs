@@ -3,11 +3,13 @@
 //! region's deployment role: a state machine's own CloudWatch integration
 //! sees only its own region), once when the bake starts ("armed"), then
 //! after each stretch of the bake, which is a Wait. While alarms or
-//! canaries are watched a stretch is at most [`WATCH_SECONDS`], so an
-//! alarm that fires early in a long bake rolls the release back within a
-//! minute instead of at the bake's end (CloudWatch evaluates alarms per
-//! minute at best: reading more often would find nothing new); with
-//! nothing to watch the bake is one Wait.
+//! canaries are watched a stretch is [`WATCH_SECONDS`], so an alarm that
+//! fires early in a long bake rolls the release back within a minute
+//! instead of at the bake's end (CloudWatch evaluates alarms per minute at
+//! best: reading more often would find nothing new); a rollout whose bakes
+//! would read more often than the execution's history holds stretches
+//! them ([`crate::limits::bake_stretch`]); with nothing to watch the bake
+//! is one Wait.
 //!
 //! The gate fails when an alarm is in ALARM at either read, or when an
 //! alarm that was OK when armed has changed state since (its state-updated
@@ -77,12 +79,14 @@ pub struct Gated {
     pub done: bool,
 }
 
-/// The next stretch of a `bake`-second bake with `baked` done: the rest,
-/// or at most [`WATCH_SECONDS`] while something is watched.
-pub fn next_wait(bake: u32, baked: u32, watched: bool) -> u32 {
+/// The next stretch of a `bake`-second bake with `baked` done, in a
+/// rollout of `bakes` bakes: the rest, or while something is watched at
+/// most [`WATCH_SECONDS`], stretched so that every read of every bake
+/// stays inside the execution's history ([`crate::limits::bake_stretch`]).
+pub fn next_wait(bake: u32, baked: u32, watched: bool, bakes: u64) -> u32 {
     let rest = bake.saturating_sub(baked);
     if watched {
-        rest.min(WATCH_SECONDS)
+        rest.min(crate::limits::bake_stretch(bake, bakes, WATCH_SECONDS))
     } else {
         rest
     }
@@ -126,7 +130,11 @@ pub async fn run(aws: &aws::Aws, input: GateInput) -> Result<Gated, PhaseError> 
         not_judged,
         armed,
         baked,
-        next_wait: if done { 0 } else { next_wait(bake, baked, watched) },
+        next_wait: if done {
+            0
+        } else {
+            next_wait(bake, baked, watched, dep.release.rollout.bakes())
+        },
         done,
     })
 }
@@ -280,11 +288,13 @@ mod tests {
 
     #[test]
     fn a_watched_bake_is_read_at_least_once_a_minute_and_an_unwatched_one_waits_once() {
-        assert_eq!(next_wait(600, 0, true), WATCH_SECONDS);
-        assert_eq!(next_wait(600, 570, true), 30);
-        assert_eq!(next_wait(600, 0, false), 600);
-        assert_eq!(next_wait(4, 0, true), 4);
-        assert_eq!(next_wait(0, 0, true), 0);
+        assert_eq!(next_wait(600, 0, true, 1), WATCH_SECONDS);
+        assert_eq!(next_wait(600, 570, true, 1), 30);
+        assert_eq!(next_wait(600, 0, false, 1), 600);
+        assert_eq!(next_wait(4, 0, true, 1), 4);
+        assert_eq!(next_wait(0, 0, true, 1), 0);
+        // A day's bake in 16 bakes is read far less often than each minute.
+        assert!(next_wait(86_400, 0, true, 16) > 10 * WATCH_SECONDS);
     }
 
     #[test]

@@ -28,8 +28,31 @@ use crate::phase::PhaseError;
 /// How long a lease lasts unless given back or taken over: longer than any
 /// deploy (the state machine's own waits are bounded well inside it).
 pub const DEFAULT_SECONDS: u64 = 6 * 3600;
-/// How often a deploy that waits for the lease asks again.
+/// How often a deploy that waits for the lease asks again at first.
 pub const WAIT_SECONDS: u32 = 15;
+/// The longest a deploy waits between two asks.
+pub const LONGEST_ASK_SECONDS: u32 = 600;
+/// The longest a deploy waits for the lease in all: past it, it fails
+/// with `LeaseHeld` (a pipeline runs again; an execution that waited on
+/// would come near its history's limit, [`crate::limits::LEASE_WAIT_EVENTS`]).
+pub const LONGEST_WAIT_SECONDS: i64 = 24 * 3600;
+
+/// How long to wait before asking again, `waited` seconds after the deploy
+/// started: 15 s at first, then a sixteenth of the time waited so far, at
+/// most ten minutes; a day's wait asks about 200 times.
+pub fn next_ask(waited: i64) -> u32 {
+    u32::try_from((waited / 16).max(0))
+        .unwrap_or(u32::MAX)
+        .clamp(WAIT_SECONDS, LONGEST_ASK_SECONDS)
+}
+
+/// Seconds since `started` (the execution's start, as Step Functions
+/// writes it: RFC 3339) at `now`; 0 when it cannot be read.
+pub fn waited_since(started: Option<&str>, now: i64) -> i64 {
+    started
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map_or(0, |t| (now - t.timestamp()).max(0))
+}
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
@@ -46,6 +69,10 @@ pub enum Request {
         /// Wait while another deploy holds it, instead of failing.
         #[serde(default)]
         wait: bool,
+        /// When the execution started (`$$.Execution.StartTime`): how long
+        /// it has waited shapes its next wait and ends it after a day.
+        #[serde(default)]
+        started: Option<String>,
     },
     Give {
         service: String,
@@ -257,5 +284,31 @@ pub async fn give(
             })
         }
         Err(e) => Err(aws::classify(&format!("give back the deploy lease {key}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A day's wait for the lease asks about 200 times: inside its share
+    /// of the execution's history.
+    #[test]
+    fn the_wait_for_a_lease_grows_and_stays_inside_the_history() {
+        assert_eq!(next_ask(0), WAIT_SECONDS);
+        assert_eq!(next_ask(16 * 60), 60);
+        assert_eq!(next_ask(20 * 3600), LONGEST_ASK_SECONDS);
+        let (mut waited, mut asks) = (0i64, 0u64);
+        while waited < LONGEST_WAIT_SECONDS {
+            waited += i64::from(next_ask(waited));
+            asks += 1;
+        }
+        assert!(
+            asks * crate::limits::EVENTS_PER_LEASE_ASK <= crate::limits::LEASE_WAIT_EVENTS,
+            "{asks} asks"
+        );
+        assert_eq!(waited_since(Some("2026-12-05T10:00:00.000Z"), 1_796_464_800 + 90), 90);
+        assert_eq!(waited_since(Some("not a time"), 5), 0);
+        assert_eq!(waited_since(None, 5), 0);
     }
 }

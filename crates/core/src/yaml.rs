@@ -95,6 +95,10 @@ pub const MAX_DEPTH: usize = 64;
 /// an alias costs as many nodes as its anchor holds, so a few hundred bytes
 /// of aliases of aliases cannot grow into gigabytes.
 pub const MAX_NODES: usize = 100_000;
+/// A scalar (a key too) costs a node per this many bytes of its text, so
+/// the node budget bounds the bytes a document expands to as well: at most
+/// about 6 MiB of text, however it is aliased.
+pub const BYTES_PER_NODE: usize = 64;
 
 /// Parses one YAML document. `lookup` answers `${VAR}`; every unset
 /// variable is reported (not just the first) so a user can fix them in one go.
@@ -385,9 +389,17 @@ fn apply_merge(entries: Vec<(Node, Node)>) -> (Vec<(Node, Node)>, Vec<Mark>) {
             own.push((k, v));
         }
     }
+    // Explicit keys, then each source's in order: a set of the keys seen,
+    // so merging many large mappings stays linear.
+    let mut seen: std::collections::HashSet<String> =
+        own.iter().filter_map(|(k, _)| k.as_str().map(str::to_string)).collect();
     for source in merged_sources {
         for (k, v) in source {
-            if !own.iter().any(|(ok, _)| ok.as_str() == k.as_str()) {
+            let fresh = match k.as_str() {
+                Some(name) => seen.insert(name.to_string()),
+                None => true,
+            };
+            if fresh {
                 own.push((k, v));
             }
         }
@@ -410,17 +422,21 @@ impl MarkedEventReceiver for Builder<'_> {
                     }) if text.is_empty() && !quoted => key.mark,
                     _ => mark,
                 };
-                if !self.spend(1, mark) {
+                let text = self.expand(text, mark);
+                // A scalar costs a node per [`BYTES_PER_NODE`] of its text
+                // (keys too): a long one aliased many times costs what its
+                // copies hold, not one node each.
+                let size = 1 + text.len() / BYTES_PER_NODE;
+                if !self.spend(size, mark) {
                     return;
                 }
-                let text = self.expand(text, mark);
                 self.finish(
                     Node {
                         value: Value::Scalar { text, quoted },
                         mark,
                     },
                     anchor,
-                    1,
+                    size,
                 );
             }
             Event::SequenceStart(anchor, _) => self.open(
@@ -589,6 +605,37 @@ mod tests {
             problems[0].mark.line >= 5,
             "names where it crossed: {:?}",
             problems[0].mark
+        );
+    }
+
+    /// An alias of a long scalar costs its bytes, not one node: a config
+    /// under the file limit cannot expand to gigabytes through them, nor
+    /// through merges of large mappings.
+    #[test]
+    fn long_scalars_and_merges_are_charged_by_their_bytes() {
+        let big = "x".repeat(120 * 1024);
+        let mut doc = format!("a: &a \"{big}\"\nb: [");
+        doc.push_str(&vec!["*a"; 2000].join(","));
+        doc.push_str("]\n");
+        assert!(doc.len() < MAX_BYTES);
+        let problems = load(&doc, &env).unwrap_err();
+        assert!(problems[0].message.contains("nodes"), "{:?}", problems[0]);
+
+        // Merges over a large mapping, many times: linear.
+        let mut doc = String::from("base: &base\n");
+        for i in 0..1000 {
+            doc.push_str(&format!("  k{i}: v\n"));
+        }
+        for i in 0..40 {
+            doc.push_str(&format!("m{i}:\n  <<: *base\n  own: 1\n"));
+        }
+        let root = load(&doc, &env).unwrap();
+        assert_eq!(
+            match &root.get("m39").unwrap().value {
+                Value::Map(entries) => entries.len(),
+                _ => 0,
+            },
+            1001
         );
     }
 

@@ -170,7 +170,7 @@ impl Job {
                 branch: self.string_param("branch")?,
                 commit: self.revision.clone(),
             },
-            image: self.string_param("image")?,
+            image: self.image_param()?,
             sse_kms_key_id: self.string_param("sse_kms_key_id")?,
             variables: self.variables_param()?,
             image_parameter: None,
@@ -201,6 +201,12 @@ impl Job {
                 "UserParameters `{name}` must be a string, not {other}"
             ))),
         }
+    }
+
+    /// `image`: the build's image, or `none` (what the build exports when
+    /// it made none: CodePipeline may not resolve an empty variable).
+    pub fn image_param(&self) -> Result<Option<String>, PhaseError> {
+        Ok(self.string_param("image")?.filter(|i| i != "none"))
     }
 
     /// What a continuation token of `function` for this job is bound to.

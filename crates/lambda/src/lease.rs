@@ -1,7 +1,9 @@
 //! `lease`: the deploy state machine's front door to the lease protocol
 //! ([`porter_core::lease`]): take (or wait for) the lease, give it back.
 
-use porter_core::lease::{give, lease_key, take, Holder, Request, Taken, DEFAULT_SECONDS, WAIT_SECONDS};
+use porter_core::lease::{
+    give, lease_key, next_ask, take, waited_since, Holder, Request, Taken, DEFAULT_SECONDS, LONGEST_WAIT_SECONDS,
+};
 use porter_core::phase::{PhaseError, Step};
 use serde_json::Value;
 
@@ -25,7 +27,9 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
             execution,
             lease_seconds,
             wait,
+            started,
         } => {
+            let waited = waited_since(started.as_deref(), now);
             let holder = Holder {
                 execution,
                 release,
@@ -35,9 +39,16 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
             match take(&ddb, ctx.sfn(), table, &lease_key(&service, &environment), holder).await {
                 Ok(taken) => serde_json::to_value(Step::<(), _>::Done { output: taken }),
                 // Asked to wait: the state machine asks again after a while.
+                Err(PhaseError::LeaseHeld(m)) if wait && waited >= LONGEST_WAIT_SECONDS => {
+                    return Err(PhaseError::LeaseHeld(format!(
+                        "waited {} hours for the deploy lease, the most a deploy waits: {m}",
+                        waited / 3600
+                    ))
+                    .into())
+                }
                 Err(PhaseError::LeaseHeld(m)) if wait => serde_json::to_value(Step::<(), Taken>::Pending {
                     state: (),
-                    wait_seconds: WAIT_SECONDS,
+                    wait_seconds: next_ask(waited),
                     progress: format!("waiting for the deploy lease: {m}"),
                     percent: 0,
                 }),

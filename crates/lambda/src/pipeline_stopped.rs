@@ -22,6 +22,29 @@ use crate::{Context, FunctionError};
 /// The state changes after which nothing of the pipeline execution may go on.
 const ENDED: &[&str] = &["STOPPED", "SUPERSEDED", "FAILED"];
 
+/// What GetPipelineExecution says of an execution that may go on no more.
+const CONFIRMED: &[&str] = &["Stopped", "Stopping", "Superseded", "Failed"];
+
+/// The execution's status as CodePipeline has it.
+async fn confirmed_status(ctx: &Context, d: &Detail) -> Result<String, FunctionError> {
+    let out = ctx
+        .codepipeline()
+        .get_pipeline_execution()
+        .pipeline_name(&d.pipeline)
+        .pipeline_execution_id(&d.execution_id)
+        .send()
+        .await
+        .map_err(aws::err(format!(
+            "confirm pipeline {} execution {} with CodePipeline",
+            d.pipeline, d.execution_id
+        )))?;
+    Ok(out
+        .pipeline_execution()
+        .and_then(|e| e.status())
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default())
+}
+
 pub fn is_state_change(event: &Value) -> bool {
     event["source"] == "aws.codepipeline" && event["detail-type"] == "CodePipeline Pipeline Execution State Change"
 }
@@ -60,6 +83,15 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
     if !ENDED.contains(&d.state.as_str()) {
         return Ok(json!({"ignored": format!(
             "pipeline {} execution {} is {}; only a stopped, superseded or failed one stops its deploys",
+            d.pipeline, d.execution_id, aws::clip(&d.state, 40)
+        )}));
+    }
+    // The event is only a claim: CodePipeline says whether the execution
+    // really ended before anything of it is stopped.
+    let status = confirmed_status(ctx, &d).await?;
+    if !CONFIRMED.contains(&status.as_str()) {
+        return Ok(json!({"ignored": format!(
+            "the event says pipeline {} execution {} is {}, but CodePipeline says it is {status}; nothing was stopped",
             d.pipeline, d.execution_id, aws::clip(&d.state, 40)
         )}));
     }

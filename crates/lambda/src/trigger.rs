@@ -14,6 +14,7 @@ use porter_core::aws;
 use porter_core::phase::PhaseError;
 use regex_lite::Regex;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::{Context, FunctionError};
 
@@ -124,9 +125,20 @@ fn list(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The pipeline that serves `branch`: the main pipeline's name with the
-/// branch appended, in the characters pipeline names allow.
+/// The pipeline that serves `branch`: the main pipeline's name, the
+/// branch in the characters pipeline names allow, and 8 hex digits of the
+/// branch's SHA-256, so branches that read alike once cleaned
+/// (`feature/a-b`, `feature/a/b`) or once cut to 100 characters never
+/// share a pipeline.
 pub fn branch_pipeline(main: &str, branch: &str) -> String {
+    let hash = hex::encode(&Sha256::digest(branch.as_bytes())[..4]);
+    let prefix: String = legacy_branch_pipeline(main, branch).chars().take(100 - 9).collect();
+    format!("{prefix}-{hash}")
+}
+
+/// The name branch pipelines had before they carried the branch's hash:
+/// still looked for when a branch is deleted, so its pipeline goes too.
+pub fn legacy_branch_pipeline(main: &str, branch: &str) -> String {
     let clean: String = branch
         .chars()
         .map(|c| {
@@ -158,7 +170,13 @@ pub enum Request {
     /// A branch changed: start its pipeline (made first if missing).
     Update { main: String, name: String, branch: String },
     /// A branch was deleted: delete its pipeline.
-    Delete { name: String },
+    /// The branch's pipeline, and the name it had before names carried the
+    /// branch's hash.
+    Delete {
+        name: String,
+        legacy: String,
+        branch: String,
+    },
     /// Nothing to do, and why.
     Ignored(String),
 }
@@ -223,7 +241,11 @@ fn branch_request(settings: &Settings, branch: &str, what: &str) -> Result<Reque
     Ok(match what {
         "referenceCreated" => Request::Create { main, name, branch },
         "referenceUpdated" => Request::Update { main, name, branch },
-        "referenceDeleted" => Request::Delete { name },
+        "referenceDeleted" => Request::Delete {
+            legacy: legacy_branch_pipeline(&main, &branch),
+            name,
+            branch,
+        },
         other => Request::Ignored(format!("event `{other}`")),
     })
 }
@@ -332,8 +354,13 @@ async fn act(ctx: &Context, request: Request) -> Result<Value, FunctionError> {
             let id = start(ctx, &name).await?;
             Ok(json!({"action": "started", "pipeline": name, "execution": id}))
         }
-        Request::Delete { name } => {
-            let deleted = delete(ctx, &name).await?;
+        Request::Delete { name, legacy, branch } => {
+            let mut deleted = delete(ctx, &name).await?;
+            // A branch pipeline made before names carried the hash is
+            // known by the name it had, and only if it is this branch's.
+            if !deleted && legacy != name && branch_of_pipeline(ctx, &legacy).await?.as_deref() == Some(&branch) {
+                deleted = delete(ctx, &legacy).await?;
+            }
             Ok(json!({"action": if deleted {"deleted"} else {"ignored"}, "pipeline": name}))
         }
         Request::Ignored(reason) => Ok(json!({"action": "ignored", "reason": reason})),
@@ -497,6 +524,26 @@ async fn create(ctx: &Context, main: &str, name: &str, branch: &str) -> Result<(
     Ok(())
 }
 
+/// The branch a pipeline's CodeCommit source reads, if the pipeline exists.
+async fn branch_of_pipeline(ctx: &Context, name: &str) -> Result<Option<String>, FunctionError> {
+    if !exists(ctx, name).await? {
+        return Ok(None);
+    }
+    let p = ctx
+        .codepipeline()
+        .get_pipeline()
+        .name(name)
+        .send()
+        .await
+        .map_err(aws::err(format!("read pipeline {name}")))?;
+    Ok(p.pipeline().and_then(|p| {
+        p.stages()
+            .iter()
+            .flat_map(|s| s.actions())
+            .find_map(|a| a.configuration().and_then(|c| c.get("BranchName").cloned()))
+    }))
+}
+
 async fn delete(ctx: &Context, name: &str) -> Result<bool, FunctionError> {
     if !exists(ctx, name).await? {
         return Ok(false);
@@ -517,8 +564,21 @@ mod tests {
 
     #[test]
     fn branch_pipelines_have_valid_names() {
-        assert_eq!(branch_pipeline("hello", "feature/new-login"), "hello-feature-new-login");
+        let name = branch_pipeline("hello", "feature/new-login");
+        assert!(name.starts_with("hello-feature-new-login-"), "{name}");
+        assert_eq!(name.len(), "hello-feature-new-login-".len() + 8);
         assert!(branch_pipeline("p", &"x".repeat(300)).len() <= 100);
+        // Alike once cleaned or cut, apart by their hash.
+        assert_ne!(branch_pipeline("p", "feature/a-b"), branch_pipeline("p", "feature/a/b"));
+        let long = "x".repeat(200);
+        assert_ne!(
+            branch_pipeline("p", &format!("{long}1")),
+            branch_pipeline("p", &format!("{long}2"))
+        );
+        assert_eq!(
+            legacy_branch_pipeline("hello", "feature/new-login"),
+            "hello-feature-new-login"
+        );
     }
 
     #[test]

@@ -58,6 +58,9 @@ struct Recorded {
     results: HashMap<String, Vec<JobResult>>,
     /// (pipeline, pipeline execution id) → (action name, job id), in order.
     executions: HashMap<(String, String), Vec<(String, String)>>,
+    /// Each pipeline execution's status, as GetPipelineExecution says it:
+    /// InProgress once registered, Stopped once StopPipelineExecution.
+    statuses: HashMap<(String, String), String>,
     /// Custom action jobs, in the order queued.
     custom: Vec<CustomJob>,
     /// A continued custom job → the job queued with its token.
@@ -220,13 +223,31 @@ impl Jobs {
 
     /// Notes that `job` runs `action` in a pipeline execution.
     pub fn register(&self, execution: &PipelineExecution, job: &str) {
-        self.0
-            .lock()
-            .expect("jobs lock")
-            .executions
-            .entry((execution.pipeline.clone(), execution.id.clone()))
+        let mut r = self.0.lock().expect("jobs lock");
+        let key = (execution.pipeline.clone(), execution.id.clone());
+        r.statuses.entry(key.clone()).or_insert_with(|| "InProgress".into());
+        r.executions
+            .entry(key)
             .or_default()
             .push((execution.action.clone(), job.to_string()));
+    }
+
+    /// GetPipelineExecution's status of an execution this simulator knows.
+    fn execution_status(&self, pipeline: &str, execution: &str) -> Option<String> {
+        let r = self.0.lock().expect("jobs lock");
+        r.statuses.get(&(pipeline.to_string(), execution.to_string())).cloned()
+    }
+
+    /// StopPipelineExecution: false for an execution it does not know.
+    fn stop_execution(&self, pipeline: &str, execution: &str) -> bool {
+        let mut r = self.0.lock().expect("jobs lock");
+        match r.statuses.get_mut(&(pipeline.to_string(), execution.to_string())) {
+            Some(status) => {
+                *status = "Stopped".into();
+                true
+            }
+            None => false,
+        }
     }
 
     /// ListActionExecutions for one pipeline execution, as CodePipeline
@@ -290,6 +311,8 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
         "PollForJobs",
         "AcknowledgeJob",
         "GetJobDetails",
+        "GetPipelineExecution",
+        "StopPipelineExecution",
     ];
     if !OURS.contains(&op) {
         return forward(moto_endpoint, headers, body).await;
@@ -313,6 +336,38 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
             );
         };
         return (StatusCode::OK, Json(jobs.action_executions(pipeline, execution))).into_response();
+    }
+    if op == "GetPipelineExecution" || op == "StopPipelineExecution" {
+        let (Some(pipeline), Some(execution)) = (req["pipelineName"].as_str(), req["pipelineExecutionId"].as_str())
+        else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                "pipelineName and pipelineExecutionId are required",
+            );
+        };
+        let not_found = || {
+            error(
+                StatusCode::BAD_REQUEST,
+                "PipelineExecutionNotFoundException",
+                &format!("pipeline execution {execution} of {pipeline} not found"),
+            )
+        };
+        if op == "StopPipelineExecution" {
+            return match jobs.stop_execution(pipeline, execution) {
+                true => (StatusCode::OK, Json(json!({"pipelineExecutionId": execution}))).into_response(),
+                false => not_found(),
+            };
+        }
+        return match jobs.execution_status(pipeline, execution) {
+            Some(status) => (
+                StatusCode::OK,
+                Json(json!({"pipelineExecution": {
+                    "pipelineName": pipeline, "pipelineExecutionId": execution, "status": status}})),
+            )
+                .into_response(),
+            None => not_found(),
+        };
     }
     if op == "PollForJobs" {
         let max = req["maxBatchSize"].as_u64().unwrap_or(1).clamp(1, 100) as usize;

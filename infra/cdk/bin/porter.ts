@@ -22,7 +22,7 @@ const EXAMPLE: Record<string, string> = {
 };
 const LISTS = new Set([
   "regionBucketNames", "regionBucketKeyArns", "deploymentRoleArns", "approverRoleNames",
-  "branchEnvironments", "scheduledPipelines", "webhookHosts",
+  "branchEnvironments", "scheduledPipelines", "webhookHosts", "allowedExternalReferences",
 ]);
 const KEYS = [
   ...Object.keys(EXAMPLE), ...LISTS, "architecture", "deploymentRoleName", "environmentsPath",

@@ -59,6 +59,12 @@ export interface PorterProps {
   readonly environmentsPath?: string;
   /** The SSM parameter naming the machine image pack pins into each release. @default the AL2023 x86_64 one */
   readonly imageParameter?: string;
+  /**
+   * Existing resources outside a release stack (security group ids, KMS key
+   * ARNs) that services' stack_definition_path overlays may name; never the
+   * repository's to choose. @default [] (overlays name nothing outside their stack)
+   */
+  readonly allowedExternalReferences?: string[];
   /** IAM roles (names, this account) whose members may approve the production deploy. @default [] */
   readonly approverRoleNames?: string[];
   /** The branch the main pipeline deploys. @default "main" */
@@ -117,6 +123,8 @@ function resolveProps(props: PorterProps) {
     deploymentRoleArns: props.deploymentRoleArns ?? [],
     environmentsPath: props.environmentsPath ?? "/porter/environments/",
     imageParameter: props.imageParameter ?? "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
+    // pack reads it as a comma-separated string.
+    allowedExternalReferences: (props.allowedExternalReferences ?? []).join(","),
     approverRoleNames: props.approverRoleNames ?? [],
     branchName: props.branchName ?? "main",
     branchPattern: props.branchPattern ?? "^(feature|release)/.+$",
@@ -143,6 +151,13 @@ function resolveProps(props: PorterProps) {
     problems.push(`logRetentionDays is one of ${RETENTION.join(", ")}, not ${p.logRetentionDays}`);
   }
   if (!p.regionBucketNames.length) problems.push("regionBucketNames names at least one bucket");
+  // One id or ARN each: the SAM parameter is a CommaDelimitedList, and pack
+  // splits the variable at commas.
+  for (const r of props.allowedExternalReferences ?? []) {
+    if (!Token.isUnresolved(r) && (r.trim() === "" || r.includes(","))) {
+      problems.push(`allowedExternalReferences holds ${JSON.stringify(r)}: one id or ARN each, without commas`);
+    }
+  }
   // The SAM template says it in a parameter's description; here it can be refused.
   if ((props.branchEnvironments ?? []).includes(p.productionEnvironment)) {
     problems.push(`branchEnvironments never holds the production environment ${p.productionEnvironment}`);
@@ -629,6 +644,22 @@ export class Porter extends Construct {
                 Resource: Fn.sub("arn:${AWS::Partition}:autoscaling:*:${AWS::AccountId}:autoScalingGroup:*:autoScalingGroupName/*"),
               },
               {
+                Sid: "ReleaseGroupSettings",
+                Effect: "Allow",
+                Action: [
+                  "autoscaling:PutScheduledUpdateGroupAction",
+                  "autoscaling:DeleteScheduledAction",
+                  "autoscaling:EnableMetricsCollection",
+                ],
+                Resource: Fn.sub("arn:${AWS::Partition}:autoscaling:*:${AWS::AccountId}:autoScalingGroup:*:autoScalingGroupName/*"),
+                Condition: {
+                  StringEquals: {
+                    "aws:ResourceTag/porter:service": "${aws:PrincipalTag/porter:service}",
+                    "aws:ResourceTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
+                  },
+                },
+              },
+              {
                 Sid: "AttachReleaseGroups",
                 Effect: "Allow",
                 Action: ["autoscaling:AttachLoadBalancers", "autoscaling:DetachLoadBalancers"],
@@ -931,6 +962,7 @@ export class Porter extends Construct {
           PORTER_SERVICE: p.serviceName,
           PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
           PORTER_IMAGE_PARAMETER: p.imageParameter,
+          PORTER_ALLOWED_REFERENCES: p.allowedExternalReferences,
         },
       },
     });
@@ -1342,7 +1374,7 @@ export class Porter extends Construct {
       TimeoutInMinutes: 30,
       Source: {
         Type: "CODEPIPELINE",
-        BuildSpec: "version: 0.2\nenv:\n  shell: bash\n  exported-variables: [IMAGE_URI]\nphases:\n  build:\n    commands:\n      - |\n        set -euo pipefail\n        IMAGE_URI=\"\"\n        if [ ! -f Dockerfile ]; then\n          echo \"no Dockerfile: the release carries no image\"\n        else\n          aws ecr get-login-password | docker login --username AWS --password-stdin \"${REPOSITORY_URI%%/*}\"\n          # The tag names the commit and the base image's digest\n          # of today: the weekly build of an unchanged commit makes\n          # a new image (and release) only when the base was patched.\n          base=$(awk 'toupper($1) == \"FROM\" { b = $2 } END { print b }' Dockerfile)\n          digest=none\n          if [ -n \"$base\" ] && [ \"$base\" != scratch ] && docker pull --quiet \"$base\" >/dev/null; then\n            digest=$(docker inspect --format '{{index .RepoDigests 0}}' \"$base\" | sed 's/.*@sha256://' | cut -c1-12)\n          fi\n          tag=\"${CODEBUILD_RESOLVED_SOURCE_VERSION:0:12}-${digest}\"\n          IMAGE_URI=\"$REPOSITORY_URI:$tag\"\n          # Tags are immutable: an image already built is not pushed again.\n          if aws ecr describe-images --repository-name \"${REPOSITORY_URI#*/}\" --image-ids imageTag=\"$tag\" >/dev/null 2>&1; then\n            echo \"$IMAGE_URI exists: neither the commit nor the base image changed\"\n          else\n            docker build --tag \"$IMAGE_URI\" .\n            docker push \"$IMAGE_URI\"\n          fi\n        fi\n        echo \"IMAGE_URI=$IMAGE_URI\"\n",
+        BuildSpec: "version: 0.2\nenv:\n  shell: bash\n  exported-variables: [IMAGE_URI]\nphases:\n  build:\n    commands:\n      - |\n        set -euo pipefail\n        # Never empty: CodePipeline may not resolve an empty\n        # exported variable. `none` is read as no image.\n        IMAGE_URI=\"none\"\n        if [ ! -f Dockerfile ]; then\n          echo \"no Dockerfile: the release carries no image\"\n        else\n          aws ecr get-login-password | docker login --username AWS --password-stdin \"${REPOSITORY_URI%%/*}\"\n          # The tag names the commit and the base image's digest\n          # of today: the weekly build of an unchanged commit makes\n          # a new image (and release) only when the base was patched.\n          base=$(awk 'toupper($1) == \"FROM\" { b = $2 } END { print b }' Dockerfile)\n          digest=none\n          if [ -n \"$base\" ] && [ \"$base\" != scratch ] && docker pull --quiet \"$base\" >/dev/null; then\n            digest=$(docker inspect --format '{{index .RepoDigests 0}}' \"$base\" | sed 's/.*@sha256://' | cut -c1-12)\n          fi\n          tag=\"${CODEBUILD_RESOLVED_SOURCE_VERSION:0:12}-${digest}\"\n          IMAGE_URI=\"$REPOSITORY_URI:$tag\"\n          # Tags are immutable: an image already built is not pushed again.\n          if aws ecr describe-images --repository-name \"${REPOSITORY_URI#*/}\" --image-ids imageTag=\"$tag\" >/dev/null 2>&1; then\n            echo \"$IMAGE_URI exists: neither the commit nor the base image changed\"\n          else\n            docker build --tag \"$IMAGE_URI\" .\n            docker push \"$IMAGE_URI\"\n          fi\n        fi\n        echo \"IMAGE_URI=$IMAGE_URI\"\n",
       },
       Artifacts: { Type: "CODEPIPELINE" },
       Environment: {
@@ -1383,7 +1415,7 @@ export class Porter extends Construct {
               {
                 Sid: "PipelineActions",
                 Effect: "Allow",
-                Action: "codepipeline:ListActionExecutions",
+                Action: ["codepipeline:ListActionExecutions", "codepipeline:GetPipelineExecution"],
                 Resource: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-pipeline*"),
               },
               {

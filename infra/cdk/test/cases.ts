@@ -15,7 +15,7 @@ export const CASES: Record<string, { parameters: Record<string, string> }> = JSO
 
 const LISTS = new Set([
   "DeploymentRoleArns", "RegionBucketNames", "RegionBucketKeyArns", "ApproverRoleNames",
-  "BranchEnvironments", "ScheduledPipelines", "WebhookHosts",
+  "BranchEnvironments", "ScheduledPipelines", "WebhookHosts", "AllowedExternalReferences",
 ]);
 
 /** A case's SAM parameters as props: ServiceName -> serviceName, lists split. */

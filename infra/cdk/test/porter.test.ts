@@ -117,6 +117,20 @@ test("notify publishes to the topic and reads webhook URLs under porter/SERVICE/
   });
 });
 
+test("pack reads the overlays' allowed external references from allowedExternalReferences, none by default", () => {
+  const pack = (t: Template) => {
+    const [fn] = Object.values(t.findResources("AWS::Lambda::Function", { Properties: { FunctionName: { "Fn::Sub": "${AWS::StackName}-pack" } } }));
+    return fn.Properties.Environment.Variables;
+  };
+  assert.equal(pack(template()).PORTER_ALLOWED_REFERENCES, "");
+  const refs = ["sg-0123456789abcdef0", "arn:aws:kms:us-west-2:111122223333:key/11111111-2222-3333-4444-555555555555"];
+  assert.equal(pack(template({ allowedExternalReferences: refs })).PORTER_ALLOWED_REFERENCES, refs.join(","));
+  // Only pack reads it.
+  const others = Object.values(template({ allowedExternalReferences: refs }).findResources("AWS::Lambda::Function"))
+    .filter((fn) => "PORTER_ALLOWED_REFERENCES" in (fn.Properties.Environment?.Variables ?? {}));
+  assert.equal(others.length, 1);
+});
+
 test("hooks run in CodeBuild as HookRole, which may read the source and write its logs, never releases or continuation state", () => {
   const t = template();
   const [project] = Object.values(t.findResources("AWS::CodeBuild::Project", { Properties: { Name: { "Fn::Sub": "${AWS::StackName}-hooks" } } }));
@@ -248,6 +262,8 @@ test("what the SAM template's parameters refuse, the props refuse", () => {
     [{ webhookHosts: ["hooks.slack.com:"] }, /webhookHosts/],
     [{ webhookHosts: ["hooks.slack.com", ""] }, /webhookHosts/],
     [{ branchEnvironments: ["dev", "production"] }, /branchEnvironments/],
+    [{ allowedExternalReferences: ["sg-0123456789abcdef0,sg-0fedcba9876543210"] }, /allowedExternalReferences/],
+    [{ allowedExternalReferences: ["sg-0123456789abcdef0", " "] }, /allowedExternalReferences/],
     [{ bootstrapDir: path.join(bootstrapDir, "nowhere") }, /build the functions first/],
   ];
   for (const [props, message] of bad) assert.throws(() => synth({ ...base, ...props }), message, JSON.stringify(props));

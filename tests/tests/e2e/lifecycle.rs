@@ -445,8 +445,8 @@ async fn a_stack_that_fails_to_create_is_reported_and_nothing_is_promoted() {
     let p1 = provision(aws, &r1).await.unwrap();
     promote(aws, &r1, None).await.unwrap();
 
-    // Release 2 brings a stack definition whose Auto Scaling group names a
-    // subnet that does not exist: CloudFormation refuses the stack.
+    // Release 2 brings a stack definition with a rule from a security
+    // group that does not exist: CloudFormation refuses the stack.
     porter_e2e::break_provisioning(
         &svc.root,
         "  instance_count: 2
@@ -457,7 +457,7 @@ async fn a_stack_that_fails_to_create_is_reported_and_nothing_is_promoted() {
     match &err {
         PhaseError::StackFailed { stack, reason, .. } => {
             assert!(stack.contains(&r2.version), "names the stack: {stack}");
-            assert!(reason.contains("subnet"), "says why: {reason}");
+            assert!(reason.contains(porter_e2e::MISSING_GROUP), "says why: {reason}");
         }
         other => panic!("expected StackFailed, got {other:?}"),
     }

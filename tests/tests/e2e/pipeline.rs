@@ -191,7 +191,7 @@ async fn a_failed_deploy_fails_the_job_with_the_failing_state_and_cause() {
         "{}",
         end.message
     );
-    assert!(end.message.contains("subnet"), "{}", end.message);
+    assert!(end.message.contains(porter_e2e::MISSING_GROUP), "{}", end.message);
     local.stop().await;
 }
 
@@ -690,6 +690,29 @@ async fn a_stopped_pipeline_execution_stops_its_deploy_and_gives_its_lease_back(
         "{answer}"
     );
 
+    // An event that says STOPPED while CodePipeline says the execution
+    // goes on stops nothing.
+    let (errored, answer) = invoke(&local, "porter-pipeline", &event("STOPPED")).await;
+    assert!(
+        !errored && answer["ignored"].as_str().unwrap().contains("InProgress"),
+        "{answer}"
+    );
+    assert_eq!(
+        holder().await.as_deref(),
+        Some(arn.as_str()),
+        "the deploy still holds its lease"
+    );
+
+    let codepipeline = aws_sdk_codepipeline::Client::new(
+        &porter_local::moto::sdk_config(&local.endpoint(), porter_local::stack::REGION).await,
+    );
+    codepipeline
+        .stop_pipeline_execution()
+        .pipeline_name(&pipeline_execution.pipeline)
+        .pipeline_execution_id(&pipeline_execution.id)
+        .send()
+        .await
+        .unwrap();
     let (errored, answer) = invoke(&local, "porter-pipeline", &event("STOPPED")).await;
     assert!(!errored, "{answer}");
     assert_eq!(answer["stopped"], json!([arn]), "{answer}");

@@ -119,7 +119,7 @@ async fn a_provision_failure_ends_on_the_catch_path_with_its_reason() {
         cause.contains("provision failed: ") && cause.contains(" in us-"),
         "names the phase and region: {cause}"
     );
-    assert!(cause.contains("subnet"), "carries the reason: {cause}");
+    assert!(cause.contains(porter_e2e::MISSING_GROUP), "carries the reason: {cause}");
     assert!(!log.contains("promote "), "nothing was promoted:\n{log}");
     assert!(
         lease(&local, "smfail").await.is_none(),

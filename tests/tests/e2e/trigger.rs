@@ -123,16 +123,14 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
     let mut ctx = Context::new(stack.aws.clone(), None);
     ctx.trigger = trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello").unwrap();
     main_pipeline(&ctx, &stack.aws).await;
+    let pipeline = porter_lambda::trigger::branch_pipeline("hello", "feature/new-login");
 
     let created = handle(&ctx, Function::Trigger, event("codecommit-created.json"))
         .await
         .unwrap();
     assert_eq!(created["action"], "created", "{created}");
-    assert_eq!(created["pipeline"], "hello-feature-new-login");
-    assert_eq!(
-        branch_of(&ctx, "hello-feature-new-login").await.as_deref(),
-        Some("feature/new-login")
-    );
+    assert_eq!(created["pipeline"], pipeline.as_str());
+    assert_eq!(branch_of(&ctx, &pipeline).await.as_deref(), Some("feature/new-login"));
     assert_eq!(
         branch_of(&ctx, "hello").await.as_deref(),
         Some("main"),
@@ -140,7 +138,7 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
     );
     // A branch builds; by default it deploys nowhere.
     assert_eq!(
-        actions_of(&ctx, "hello-feature-new-login").await,
+        actions_of(&ctx, &pipeline).await,
         ["Source.Source", "Build.Image"],
         "no deploy, no approval, no production"
     );
@@ -164,10 +162,7 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
         .iter()
         .filter_map(|p| p.name().map(str::to_string))
         .collect();
-    assert_eq!(
-        names.iter().filter(|n| n.as_str() == "hello-feature-new-login").count(),
-        1
-    );
+    assert_eq!(names.iter().filter(|n| n.as_str() == pipeline).count(), 1);
 
     let updated = handle(&ctx, Function::Trigger, event("codecommit-updated.json"))
         .await
@@ -190,7 +185,7 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
         .await
         .unwrap();
     assert_eq!(
-        actions_of(&ctx, "hello-feature-new-login").await,
+        actions_of(&ctx, &pipeline).await,
         ["Source.Source", "Build.Image", "Staging.Deploy"]
     );
 
@@ -198,7 +193,7 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
         .await
         .unwrap();
     assert_eq!(deleted["action"], "deleted", "{deleted}");
-    assert!(branch_of(&ctx, "hello-feature-new-login").await.is_none());
+    assert!(branch_of(&ctx, &pipeline).await.is_none());
 
     // A branch outside the pattern is left alone.
     let mut other = event("codecommit-created.json");
@@ -222,6 +217,7 @@ async fn codecommit_repository_triggers_drive_the_same_branch_pipelines() {
     settings.main_branch = Some("main".into());
     ctx.trigger = settings;
     main_pipeline(&ctx, &stack.aws).await;
+    let pipeline = porter_lambda::trigger::branch_pipeline("hello", "feature/new-login");
 
     // A push that created a branch: its pipeline, as from EventBridge.
     let created = handle(&ctx, Function::Trigger, event("codecommit-trigger-push.json"))
@@ -229,7 +225,7 @@ async fn codecommit_repository_triggers_drive_the_same_branch_pipelines() {
         .unwrap();
     assert_eq!(created["action"], "created", "{created}");
     assert_eq!(
-        actions_of(&ctx, "hello-feature-new-login").await,
+        actions_of(&ctx, &pipeline).await,
         ["Source.Source", "Build.Image"],
         "the same trust rules: no deploy"
     );
@@ -242,7 +238,7 @@ async fn codecommit_repository_triggers_drive_the_same_branch_pipelines() {
     pushed["Records"][0]["codecommit"]["references"][0]["deleted"] = json!(true);
     let deleted = handle(&ctx, Function::Trigger, pushed.clone()).await.unwrap();
     assert_eq!(deleted["action"], "deleted", "{deleted}");
-    assert!(branch_of(&ctx, "hello-feature-new-login").await.is_none());
+    assert!(branch_of(&ctx, &pipeline).await.is_none());
 
     // A push to main starts the main pipeline.
     let mut main = event("codecommit-trigger-push.json");

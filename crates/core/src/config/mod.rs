@@ -197,6 +197,15 @@ impl Rollout {
         per_wave * self.waves.len() as u64
     }
 
+    /// How many bakes the rollout has: one per gated wave, two for a wave
+    /// that starts with canaries.
+    pub fn bakes(&self) -> u64 {
+        if !self.gated && !self.canary {
+            return 0;
+        }
+        self.waves.len().max(1) as u64 * if self.canary { 2 } else { 1 }
+    }
+
     /// The alarms the gate reads in `region`.
     pub fn alarms_in(&self, region: &str) -> &[String] {
         self.regions

@@ -118,6 +118,10 @@ pattern!(region_re, r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$");
 pattern!(role_arn_re, r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$");
 pattern!(vpc_re, r"^vpc-[0-9a-f]{8}([0-9a-f]{9})?$");
 pattern!(subnet_re, r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$");
+pattern!(
+    kms_key_arn_re,
+    r"^arn:aws[a-z-]*:kms:[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d:\d{12}:key/(mrk-)?[0-9a-f-]{32,36}$"
+);
 pattern!(bucket_re, r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$");
 pattern!(elb_re, r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?$");
 pattern!(instance_type_re, r"^[a-z][a-z0-9-]*\.[a-z0-9]+$");
@@ -203,9 +207,10 @@ impl Checker<'_> {
                 self.error(k, path, "keys must be plain names");
                 continue;
             };
-            let key_path = join(path, key);
+            let shown = clip_key(key);
+            let key_path = join(path, &shown);
             if !seen.insert(key.to_string()) {
-                self.error(k, &key_path, format!("`{key}` is set twice; keep one"));
+                self.error(k, &key_path, format!("`{shown}` is set twice; keep one"));
                 continue;
             }
             if allow_underscore && key.starts_with('_') {
@@ -214,10 +219,10 @@ impl Checker<'_> {
             if !known.contains(&key) {
                 let message = match closest(key, known) {
                     Some(near) => format!(
-                        "unknown key `{key}`; did you mean `{near}`? (expected one of: {})",
+                        "unknown key `{shown}`; did you mean `{near}`? (expected one of: {})",
                         known.join(", ")
                     ),
-                    None => format!("unknown key `{key}`; expected one of: {}", known.join(", ")),
+                    None => format!("unknown key `{shown}`; expected one of: {}", known.join(", ")),
                 };
                 self.error(k, &key_path, message);
                 continue;
@@ -375,14 +380,31 @@ impl Checker<'_> {
     }
 }
 
+/// The longest key a finding shows whole; past it, its start and its length.
+const MAX_KEY_SHOWN: usize = 64;
+
+/// `key` as a finding shows it: clipped, so a 100 KB key is not repeated
+/// into every message and path.
+fn clip_key(key: &str) -> String {
+    if key.chars().count() <= MAX_KEY_SHOWN {
+        return key.to_string();
+    }
+    let start: String = key.chars().take(MAX_KEY_SHOWN).collect();
+    format!("{start}... ({} bytes)", key.len())
+}
+
 /// The known key a typo most likely meant: at most two edits away (a swap
 /// of neighbours counting as one), and never for very short keys.
 fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
-    if key.chars().count() < 3 {
+    // Lengths more than two apart are more than two edits apart: a long
+    // key (a config of any shape may hold one, repeated) costs nothing.
+    let len = key.chars().count();
+    if !(3..=MAX_KEY_SHOWN).contains(&len) {
         return None;
     }
     known
         .iter()
+        .filter(|k| k.chars().count().abs_diff(len) <= 2)
         .map(|k| (edit_distance(key, k), *k))
         .filter(|(d, _)| *d <= 2)
         .min_by_key(|(d, _)| *d)
@@ -991,7 +1013,26 @@ fn check_region(c: &mut Checker, region: &Node, path: &str, inherited: &Inherite
         }
         b
     });
-    let sse_kms_key_id = c.string(region, "sse_kms_key_id", path, false).map(|(k, _)| k);
+    // The key goes into the instance role's `kms:Decrypt` statement and the
+    // uploads' headers: a key ARN only (IAM matches keys by their ARN, and a
+    // `*` would grant every key).
+    let sse_kms_key_id = c
+        .string(region, "sse_kms_key_id", path, false)
+        .and_then(|(k, node)| {
+            if kms_key_arn_re().is_match(&k) {
+                Some(k)
+            } else {
+                c.error(
+                    node,
+                    &join(path, "sse_kms_key_id"),
+                    format!(
+                        "`{}` is not a KMS key ARN like arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+                        k.chars().take(128).collect::<String>()
+                    ),
+                );
+                None
+            }
+        });
     let elbs = check_elbs(c, region, path);
     let instance_count = c
         .count(region, "instance_count", path)
@@ -1519,6 +1560,17 @@ fn check_azs(
             }
             s
         });
+        if !has_vpc && has_value(az, "subnet_id") {
+            // The stack's security group goes where vpc_id says, the
+            // instances where their subnets are: without it the group is
+            // made in the default VPC and cannot be given to them.
+            c.error(
+                az,
+                &join(&zpath, "subnet_id"),
+                "a subnet needs the region's `vpc_id` (the subnet's VPC), or the instances' security group is made in the default VPC",
+            );
+            ok = false;
+        }
         if has_vpc && !has_value(az, "subnet_id") {
             c.error(
                 az,
