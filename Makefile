@@ -125,7 +125,7 @@ SAM := $(CURDIR)/$(VENV_SAM)/bin/sam
 # target, `rustup target add aarch64-unknown-linux-gnu`); ARCH=x86_64 for x86.
 ARCH ?= arm64
 
-.PHONY: venv-sam venv-checkov check-infra deploy
+.PHONY: venv-sam venv-checkov check-infra deploy aws-smoke
 
 $(VENV_SAM)/.installed: tools/requirements-sam.txt
 	python3 -m venv $(VENV_SAM)
@@ -148,6 +148,16 @@ check-infra: venv venv-sam venv-checkov
 # Ships infra/template.yaml to your AWS account: docs/deploy-sam-and-cdk.md.
 deploy: venv venv-sam
 	cd infra && $(SAM) build --parameter-overrides Architecture=$(ARCH) && $(SAM) deploy --guided
+
+# A smoke run in your own AWS account: porter's stack, a deploy, a second
+# one, status and rollback of examples/hello-service, then everything it
+# made deleted (about 40 minutes and $0.10-0.15). It refuses without
+# AWS_SMOKE_ARGS=--yes; AWS_SMOKE_ARGS=--dry-run prints every call instead
+# (check-infra runs that). docs/deploy-sam-and-cdk.md, "A smoke run in a
+# real account".
+AWS_SMOKE_ARGS ?=
+aws-smoke:
+	scripts/aws-smoke.sh $(AWS_SMOKE_ARGS)
 
 # infra/cdk: the same stack as a CDK construct (docs/deploy-sam-and-cdk.md,
 # "Deploy with CDK").

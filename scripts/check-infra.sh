@@ -10,6 +10,8 @@
 #      (scripts/sam_to_cfn.py, scripts/inspect_infra.py)
 #   4. sam build: a release bootstrap for every function (x86_64: the
 #      aarch64 Rust target cannot be installed here)
+#   5. the dry run of scripts/aws-smoke.sh, the smoke run in a real
+#      account: every step it takes, in order, and no AWS call
 # Needs .venv, .venv-sam and .venv-checkov (`make check-infra` makes them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -105,3 +107,46 @@ for fn in Pack Provision Promote Prune Pipeline Trigger Lease Notify Hooks; do
   echo "bootstrap ${fn}Function: $(stat -c %s "$f") bytes"
 done
 echo "sam build: 9 bootstraps in ${took}s"
+
+echo "== aws-smoke.sh --dry-run"
+# The smoke run in a real account (docs/deploy-sam-and-cdk.md, "A smoke run
+# in a real account") runs only as its dry run here: without credentials,
+# and with an `aws` that records any call made to it. Without --yes or
+# --dry-run the script refuses before calling anything.
+mkdir -p "$work/no-aws"
+printf '#!/bin/sh\necho "aws $*" >>"%s/aws-called"\nexit 99\n' "$work" >"$work/no-aws/aws"
+chmod +x "$work/no-aws/aws"
+smoke() { env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY PATH="$work/no-aws:$PATH" scripts/aws-smoke.sh "$@"; }
+rc=0
+smoke >"$work/smoke.out" 2>&1 || rc=$?
+if [ "$rc" -ne 2 ] || ! grep -q -- '--yes' "$work/smoke.out"; then
+  cat "$work/smoke.out"
+  echo "aws-smoke.sh: without --yes it should refuse (exit 2), and it exited $rc"
+  exit 1
+fi
+smoke --dry-run >"$work/smoke.out"
+if [ -e "$work/aws-called" ]; then
+  cat "$work/aws-called"
+  echo "aws-smoke.sh --dry-run called aws"
+  exit 1
+fi
+# Each step after the one before it.
+last=0
+for want in '^[+] .*sam build ' '^[+] .*sam deploy .*--stack-name porter-smoke-' \
+  '^[+] aws elb create-load-balancer .*Key=porter:service,Value=hello Key=porter:environment,Value=smoke' \
+  '^[+] aws ssm put-parameter .*--name /porter/environments/smoke ' \
+  '^[+] .*porter deploy -e smoke ' '^[+] .*porter deploy -e smoke ' '^[+] .*porter status -e smoke ' \
+  '^[+] .*porter rollback -e smoke ' '^[+] aws cloudformation delete-stack --stack-name hello-smoke-' \
+  '^[+] aws elb delete-load-balancer ' '^[+] aws s3 rb s3://porter-smoke-' \
+  '^[+] aws ssm delete-parameter --name /porter/environments/smoke ' \
+  '^[+] aws cloudformation delete-stack --stack-name porter-smoke-' '^[+] aws kms schedule-key-deletion ' \
+  '^wall time: '; do
+  at=$(awk -v after="$last" -v pat="$want" 'NR > after && $0 ~ pat { print NR; exit }' "$work/smoke.out")
+  if [ -z "$at" ]; then
+    cat "$work/smoke.out"
+    echo "aws-smoke.sh --dry-run: no line matching '$want' after line $last"
+    exit 1
+  fi
+  last=$at
+done
+echo "aws-smoke.sh --dry-run: $(grep -c '^[+] ' "$work/smoke.out") commands, from sam deploy to the deletes, none made"

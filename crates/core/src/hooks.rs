@@ -334,6 +334,9 @@ pub fn environment(
 ) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     env.insert("PORTER_SERVICE".into(), facts.service.clone());
+    // porter's own names, beside this product's, so porter's hooks run as
+    // they are.
+    env.insert("PORTER_SERVICE_NAME".into(), facts.service.clone());
     env.insert("PORTER_ENVIRONMENT".into(), facts.environment.clone());
     env.insert("PORTER_REGIONS".into(), facts.regions.join(","));
     env.insert("PORTER_HOOK".into(), point.to_string());
@@ -341,6 +344,7 @@ pub fn environment(
     env.insert("PORTER_ELBS".into(), facts.elbs.join(","));
     if let Some(v) = &facts.version {
         env.insert("PORTER_VERSION".into(), v.clone());
+        env.insert("PORTER_SERVICE_VERSION".into(), v.clone());
     }
     if let Some(s) = &facts.stack {
         env.insert("PORTER_STACK".into(), s.clone());

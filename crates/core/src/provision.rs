@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_cloudformation::types::{Capability, OnFailure, StackEvent, StackStatus, Tag};
+use aws_sdk_cloudformation::types::{Capability, OnFailure, StackStatus, Tag};
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{self, Aws, RegionClients};
@@ -42,10 +42,6 @@ pub struct Waiting {
     /// Seconds since CloudFormation began the stack, at the last check.
     #[serde(default)]
     pub age_seconds: u64,
-    /// How long the stack serving in the region before took to create
-    /// (0: unknown), which shapes the waits ([`stack_wait`]).
-    #[serde(default)]
-    pub expected_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +102,7 @@ pub async fn run(aws: &Aws, input: ProvisionInput) -> PhaseResult<ProvisionState
     let wait = results
         .values()
         .filter(|w| !w.done)
-        .map(|w| stack_wait(w.checks.saturating_sub(1), w.age_seconds, w.expected_seconds))
+        .map(|w| stack_wait(w.checks.saturating_sub(1)))
         .min()
         .unwrap_or(5);
     Ok(Step::Pending {
@@ -124,12 +120,9 @@ pub async fn run(aws: &Aws, input: ProvisionInput) -> PhaseResult<ProvisionState
 /// and check it at once: a stack that completes fast costs no wait at all.
 async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) -> Result<Waiting, PhaseError> {
     let clients = dep.clients(aws, region, "provision").await?;
-    // The stack serving now, from the first load balancer's tags.
-    let mut serving = None;
+    // Each load balancer must be this service's before anything is made.
     for elb in &region.elbs {
-        let mut tags =
-            pins::check_elb_owner(&clients, &elb.name, &dep.release.service, &dep.release.environment).await?;
-        serving = serving.or_else(|| tags.remove(crate::promote::PROMOTED_TAG));
+        pins::check_elb_owner(&clients, &elb.name, &dep.release.service, &dep.release.environment).await?;
     }
     let stack_name = dep.stack_name();
     let stack_id = match find_stack(&clients, &stack_name).await? {
@@ -174,58 +167,9 @@ async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) ->
             checks: 0,
             done: false,
             age_seconds: 0,
-            expected_seconds: match &serving {
-                Some(stack_id) => creation_duration(&clients, &region.name, stack_id).await,
-                None => 0,
-            },
         },
     )
     .await
-}
-
-/// How long the (serving) stack took to create: from its own
-/// CREATE_IN_PROGRESS event to its CREATE_COMPLETE one (CloudFormation
-/// lists a stack's newest events first; ours have a few dozen, so one page
-/// holds both). 0 when the events do not say: a guess for the waits, never
-/// a reason to fail.
-async fn creation_duration(clients: &RegionClients, region: &str, stack_id: &str) -> u64 {
-    match clients
-        .cloudformation
-        .describe_stack_events()
-        .stack_name(stack_id)
-        .send()
-        .await
-    {
-        Ok(out) => {
-            let seconds = creation_seconds(out.stack_events(), stack_id);
-            tracing::info!(region, stack = %stack_id, seconds, "the serving stack took this long to create");
-            seconds
-        }
-        Err(e) => {
-            tracing::info!(region, error = %aws::describe("read the serving stack's events", &e), "waits not shaped by history");
-            0
-        }
-    }
-}
-
-/// From a stack's events, the seconds from its own CREATE_IN_PROGRESS to
-/// its CREATE_COMPLETE; 0 when either is missing.
-fn creation_seconds(events: &[StackEvent], stack_id: &str) -> u64 {
-    let at = |status: &str| {
-        events
-            .iter()
-            .find(|e| {
-                e.resource_type() == Some("AWS::CloudFormation::Stack")
-                    && e.physical_resource_id() == Some(stack_id)
-                    && e.resource_status().map(|s| s.as_str()) == Some(status)
-            })
-            .and_then(|e| e.timestamp())
-            .map(|t| t.secs())
-    };
-    match (at("CREATE_IN_PROGRESS"), at("CREATE_COMPLETE")) {
-        (Some(began), Some(done)) if done > began => (done - began) as u64,
-        _ => 0,
-    }
 }
 
 /// The stack of this name that is not deleted, if any.
@@ -535,20 +479,6 @@ pub async fn failure_reason(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_cloudformation::types::ResourceStatus;
-    use aws_smithy_types::DateTime;
-
-    fn event(kind: &str, id: &str, status: ResourceStatus, secs: i64) -> StackEvent {
-        StackEvent::builder()
-            .stack_id(id)
-            .event_id(format!("{id}-{secs}"))
-            .stack_name("svc")
-            .resource_type(kind)
-            .physical_resource_id(id)
-            .resource_status(status)
-            .timestamp(DateTime::from_secs(secs))
-            .build()
-    }
 
     #[test]
     fn large_templates_are_keyed_by_version_and_content_at_a_regional_url() {
@@ -578,44 +508,5 @@ mod tests {
                 a.key
             )
         );
-    }
-
-    #[test]
-    fn a_stacks_creation_time_is_from_its_own_events() {
-        let stack = "arn:stack/svc/1";
-        // Newest first, as CloudFormation lists them.
-        let events = vec![
-            event(
-                "AWS::CloudFormation::Stack",
-                stack,
-                ResourceStatus::CreateComplete,
-                1_600,
-            ),
-            event(
-                "AWS::AutoScaling::AutoScalingGroup",
-                "svc-asg",
-                ResourceStatus::CreateComplete,
-                1_590,
-            ),
-            event(
-                "AWS::AutoScaling::AutoScalingGroup",
-                "svc-asg",
-                ResourceStatus::CreateInProgress,
-                1_010,
-            ),
-            event(
-                "AWS::CloudFormation::Stack",
-                stack,
-                ResourceStatus::CreateInProgress,
-                1_000,
-            ),
-        ];
-        assert_eq!(creation_seconds(&events, stack), 600);
-        assert_eq!(
-            creation_seconds(&events, "arn:stack/other/2"),
-            0,
-            "another stack's events"
-        );
-        assert_eq!(creation_seconds(&events[..3], stack), 0, "its start is not on the page");
     }
 }

@@ -352,3 +352,42 @@ async fn a_failed_build_fails_the_hook_with_codebuilds_reason() {
         "{text}"
     );
 }
+
+/// A post_promote hook is a check after the cutover (a smoke test): when it
+/// fails, every region serves the release before again, as after a failed
+/// alarm gate, and the lease is free.
+#[tokio::test]
+async fn a_failing_post_promote_hook_puts_every_region_back() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "smoke");
+    let (first, log) = deploy(&local, &svc).await;
+    assert!(first.succeeded, "{:?}\n{log}", first.error);
+    let before = crate::statemachine::serving(&local, "smoke").await;
+
+    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
+    std::fs::write(
+        svc.join(".porter/config"),
+        format!("{cfg}\nhooks:\n  post_promote:\n  - command: \"echo 'smoke: /health answered 503'; exit 1\"\n"),
+    )
+    .unwrap();
+    std::fs::write(svc.join("index.html"), "release 2").unwrap();
+    let (second, log) = deploy(&local, &svc).await;
+    assert!(!second.succeeded, "{log}");
+    let (error, cause) = second.error.clone().unwrap();
+    assert_eq!(error, "HookFailed", "{cause}");
+    assert!(
+        cause.contains("hook post_promote[0] failed") && cause.contains("serves the release it replaced again"),
+        "{cause}"
+    );
+    assert_eq!(
+        crate::statemachine::serving(&local, "smoke").await,
+        before,
+        "every region serves release 1 again, from the same instances"
+    );
+    assert!(
+        crate::statemachine::lease(&local, "smoke").await.is_none(),
+        "the lease is free"
+    );
+    local.stop().await;
+}

@@ -157,7 +157,7 @@ async fn a_retryable_error_is_retried_and_the_deploy_succeeds() {
 }
 
 /// The lease item of `service` in staging, if any: (execution, release).
-async fn lease(local: &LocalStack, service: &str) -> Option<(String, String)> {
+pub(crate) async fn lease(local: &LocalStack, service: &str) -> Option<(String, String)> {
     let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
     let out = aws_sdk_dynamodb::Client::new(&sdk)
         .get_item()
@@ -461,7 +461,7 @@ async fn cloudwatch(local: &LocalStack, region: &str) -> aws_sdk_cloudwatch::Cli
 
 /// Each region's promoted stack (by its ELB's tag) and the instances its
 /// ELB holds, for the example `service` deployed to staging.
-async fn serving(local: &LocalStack, service: &str) -> Vec<(String, String, Vec<String>)> {
+pub(crate) async fn serving(local: &LocalStack, service: &str) -> Vec<(String, String, Vec<String>)> {
     let mut out = Vec::new();
     for (region, elb) in [("us-west-2", "usw2"), ("us-east-1", "use1")] {
         let elb = format!("{service}-staging-{elb}");
