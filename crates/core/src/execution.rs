@@ -19,6 +19,9 @@ use crate::release::Release;
 /// State names of the deploy state machine that readers look for.
 pub mod state {
     pub const PACK: &str = "Pack";
+    /// The alarm gate's reads of a wave's bake: when it starts, then
+    /// after each stretch.
+    pub const GATE: [&str; 2] = ["ArmGate", "CheckGate"];
     /// Each regional phase is one call for all its regions (a wave's, for
     /// promote), then calls that resume the regions still pending.
     pub const PROVISION: [&str; 2] = ["Provision", "ProvisionResume"];
@@ -64,6 +67,56 @@ pub enum Progress {
         region: String,
         pruned: RegionPruned,
     },
+    /// A read of a wave's bake (when it starts, and after each stretch):
+    /// what it watches and how long it has left.
+    Baking(Bake),
+}
+
+/// One read of a wave's bake, from the gate's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bake {
+    pub regions: Vec<String>,
+    /// The bake after the wave's canaries, not its full cutover.
+    pub canary: bool,
+    pub bake_seconds: u32,
+    pub baked: u32,
+    /// The wait before the next read (0 when the bake is over).
+    pub next_wait: u32,
+    pub done: bool,
+    /// The alarms read, as `name in region`.
+    pub alarms: Vec<String>,
+}
+
+impl Bake {
+    /// Seconds of the bake left.
+    pub fn left(&self) -> u32 {
+        self.bake_seconds.saturating_sub(self.baked)
+    }
+
+    fn line(&self) -> String {
+        let what = if self.canary { "canaries of" } else { "wave" };
+        let watching = if self.alarms.is_empty() {
+            "no alarms".to_string()
+        } else {
+            format!("alarms {}", self.alarms.join(", "))
+        };
+        let regions = self.regions.join(", ");
+        if self.done {
+            format!(
+                "{:<9} {what} {regions}: baked {} s watching {watching}: passed",
+                "bake", self.bake_seconds
+            )
+        } else {
+            format!(
+                "{:<9} {what} {regions}: baking, {} of {} s done, {} s left, watching {watching}; next read in {} s",
+                "bake",
+                self.baked,
+                self.bake_seconds,
+                self.left(),
+                self.next_wait
+            )
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -94,6 +147,9 @@ impl Progress {
         if state == state::PACK {
             let exit: PackExit = serde_json::from_str(output).ok()?;
             return Some(vec![Progress::Packed(Box::new(exit.packed.release))]);
+        }
+        if state::GATE.contains(&state) {
+            return Some(vec![Progress::Baking(Progress::read_bake(output)?)]);
         }
         let phase = state::regional_phase(state)?;
         let output: Value = serde_json::from_str(output).ok()?;
@@ -133,9 +189,43 @@ impl Progress {
         }))
     }
 
+    /// A gate state's output: the wave's item (its regions, whether it is
+    /// the canaries' bake, the release and its rollout) with the gate's
+    /// answer.
+    fn read_bake(output: &str) -> Option<Bake> {
+        let v: Value = serde_json::from_str(output).ok()?;
+        let gate = v.get("gate")?;
+        let regions: Vec<String> = serde_json::from_value(v.get("wave")?.clone()).ok()?;
+        let mut alarms: Vec<String> = gate
+            .get("armed")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                Some(format!(
+                    "{} in {}",
+                    r.get("alarm")?.as_str()?,
+                    r.get("region")?.as_str()?
+                ))
+            })
+            .collect();
+        alarms.sort();
+        let num = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0) as u32;
+        Some(Bake {
+            regions,
+            canary: v.get("canary").and_then(Value::as_bool).unwrap_or(false),
+            bake_seconds: num(v.pointer("/release/rollout/bake_seconds")),
+            baked: num(gate.get("baked")),
+            next_wait: num(gate.get("next_wait")),
+            done: gate.get("done").and_then(Value::as_bool).unwrap_or(false),
+            alarms,
+        })
+    }
+
     /// One line for a person watching a deploy.
     pub fn line(&self) -> String {
         match self {
+            Progress::Baking(bake) => bake.line(),
             Progress::Packed(r) => format!(
                 "{:<9} packed {} release {} for {}",
                 "pack",
@@ -179,10 +269,16 @@ impl Progress {
 pub fn summary<'a>(events: impl IntoIterator<Item = &'a Progress>) -> (String, u8) {
     let mut regions = None;
     let mut done: BTreeMap<Phase, usize> = BTreeMap::new();
+    // The last read of a bake, while it goes on: the summary says so.
+    let mut baking: Option<&Bake> = None;
     for p in events {
         let phase = match p {
             Progress::Packed(r) => {
                 regions = Some(r.regions.len());
+                continue;
+            }
+            Progress::Baking(b) => {
+                baking = (!b.done).then_some(b);
                 continue;
             }
             // A canary step is not yet the region's cutover.
@@ -204,8 +300,11 @@ pub fn summary<'a>(events: impl IntoIterator<Item = &'a Progress>) -> (String, u
         .map(|&p| format!("{} {}/{regions}", p.name(), count(p)))
         .collect();
     let finished: usize = Phase::REGIONAL.iter().map(|&p| count(p).min(r)).sum();
+    let bake = baking
+        .map(|b| format!("; baking {}: {} s left", b.regions.join(", "), b.left()))
+        .unwrap_or_default();
     (
-        format!("pack done; {} regions", parts.join(", ")),
+        format!("pack done; {} regions{bake}", parts.join(", ")),
         (10 + 85 * finished / (3 * r)) as u8,
     )
 }
@@ -478,6 +577,36 @@ mod tests {
         assert_eq!(percent, 10 + 85 / 6);
         let (line, _) = summary(packed.iter().chain(&provisioned));
         assert_eq!(line, "pack done; provision 2/2, promote 0/2, prune 0/2 regions");
+    }
+
+    /// A bake says what it does: each read of the gate is a line, with
+    /// its wave, its time left and the alarms it watches.
+    #[test]
+    fn each_read_of_a_bake_is_a_line_and_the_summary_says_it_bakes() {
+        let mut r = release();
+        r["rollout"] = json!({"bake_seconds": 600, "alarms": ["errors"]});
+        let armed = json!([{"region": "us-east-1", "alarm": "errors", "state": "OK", "updated_ms": 1}]);
+        let read = |state: &str, baked: u32, done: bool| {
+            Progress::read(
+                state,
+                &json!({"release": r, "wave": ["us-east-1"], "canary": false,
+                        "gate": {"armed": armed, "baked": baked, "next_wait": if done {0} else {60}, "done": done}})
+                .to_string(),
+            )
+        };
+        let started = read("ArmGate", 0, false);
+        assert_eq!(
+            started[0].line(),
+            "bake      wave us-east-1: baking, 0 of 600 s done, 600 s left, watching alarms errors in us-east-1; next read in 60 s"
+        );
+        let later = read("CheckGate", 540, false);
+        let packed = Progress::read("Pack", &json!({"packed": {"release": release()}}).to_string());
+        let (line, _) = summary(packed.iter().chain(&started).chain(&later));
+        assert!(line.ends_with("; baking us-east-1: 60 s left"), "{line}");
+        let passed = read("CheckGate", 600, true);
+        assert!(passed[0].line().ends_with("passed"), "{}", passed[0].line());
+        let (line, _) = summary(packed.iter().chain(&later).chain(&passed));
+        assert!(!line.contains("baking"), "{line}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod gate;
 pub mod history;
 pub mod hooks;
 pub mod image;
+pub mod job_origin;
 pub mod lease;
 pub mod limits;
 pub mod overlay;

@@ -175,11 +175,31 @@ async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) ->
 /// The stack of this name that is not deleted, if any.
 async fn find_stack(clients: &RegionClients, name: &str) -> Result<Option<String>, PhaseError> {
     match clients.cloudformation.describe_stacks().stack_name(name).send().await {
-        Ok(out) => Ok(out
-            .stacks()
-            .iter()
-            .find(|s| s.stack_status() != Some(&StackStatus::DeleteComplete))
-            .and_then(|s| s.stack_id().map(str::to_string))),
+        Ok(out) => {
+            let live = out
+                .stacks()
+                .iter()
+                .find(|s| s.stack_status() != Some(&StackStatus::DeleteComplete));
+            // A stack of this name on its way out (or stuck there) is not
+            // this release's to adopt: creating again waits for it to go.
+            if let Some(s) = live.filter(|s| {
+                matches!(
+                    s.stack_status(),
+                    Some(StackStatus::DeleteInProgress | StackStatus::DeleteFailed)
+                )
+            }) {
+                return Err(PhaseError::StackFailed {
+                    region: clients.region.clone(),
+                    stack: name.to_string(),
+                    reason: format!(
+                        "a stack of this name is {}: {}; delete it (or wait until it is gone), then deploy again",
+                        s.stack_status().map(|st| st.as_str()).unwrap_or_default(),
+                        s.stack_status_reason().unwrap_or("no reason given")
+                    ),
+                });
+            }
+            Ok(live.and_then(|s| s.stack_id().map(str::to_string)))
+        }
         Err(e)
             if e.as_service_error()
                 .and_then(|se| se.meta().message())

@@ -204,7 +204,7 @@ pub fn render(
         Some(def) => crate::overlay::apply(template, &def.template, region.vpc_id.as_deref()),
         None => template,
     };
-    confine_roles(&mut template);
+    confine_roles(&mut template, &config.service_name, &env.name);
     template
 }
 
@@ -221,7 +221,12 @@ pub const BOUNDARY_POLICY: &str = "porter-release-boundary";
 /// whatever the overlay said: a repository cannot write itself a role
 /// that escapes the boundary. (IAM refuses such a role too: the deployment
 /// role may only create roles that carry it.)
-fn confine_roles(template: &mut Value) {
+///
+/// Each role is also tagged with the release's service and environment,
+/// over any `porter:` tag the overlay set: sessions of the role carry them
+/// as principal tags, which the boundary compares with the secrets and
+/// parameters it lets the role read (its own service's and environment's).
+fn confine_roles(template: &mut Value, service: &str, environment: &str) {
     let Some(resources) = template.get_mut("Resources").and_then(Value::as_object_mut) else {
         return;
     };
@@ -246,6 +251,21 @@ fn confine_roles(template: &mut Value) {
                 "PermissionsBoundary".into(),
                 json!({"Fn::Sub": format!("arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:policy{ROLE_PATH}{BOUNDARY_POLICY}")}),
             );
+            let mut tags: Vec<Value> = props
+                .get("Tags")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|t| {
+                    !t.get("Key")
+                        .and_then(Value::as_str)
+                        .is_some_and(|k| k.starts_with("porter:"))
+                })
+                .cloned()
+                .collect();
+            tags.push(json!({"Key": "porter:service", "Value": service}));
+            tags.push(json!({"Key": "porter:environment", "Value": environment}));
+            props.insert("Tags".into(), Value::Array(tags));
         }
     }
 }
@@ -974,7 +994,8 @@ mod render_tests {
         region.stack_definition = Some(crate::config::StackDefinition {
             path: "stack.json".into(),
             template: json!({"Resources": {
-                "InstanceRole": {"Properties": {"PermissionsBoundary": null, "Path": "/"}},
+                "InstanceRole": {"Properties": {"PermissionsBoundary": null, "Path": "/",
+                    "Tags": [{"Key": "porter:service", "Value": "other"}, {"Key": "team", "Value": "web"}]}},
                 "AdminRole": {"Type": "AWS::IAM::Role", "Properties": {
                     "AssumeRolePolicyDocument": {},
                     "Policies": [{"PolicyName": "all", "PolicyDocument": {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}}]
@@ -989,7 +1010,19 @@ mod render_tests {
             let props = &t["Resources"][role]["Properties"];
             assert_eq!(props["PermissionsBoundary"], boundary, "{role}");
             assert_eq!(props["Path"], "/porter/", "{role}");
+            // Tagged as the release's, whatever the overlay said.
+            let tags = props["Tags"].as_array().unwrap();
+            let tag = |k: &str| {
+                tags.iter()
+                    .filter(|t| t["Key"] == k)
+                    .map(|t| t["Value"].clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(tag("porter:service"), [json!(cfg.service_name)], "{role}");
+            assert_eq!(tag("porter:environment"), [json!("prod")], "{role}");
         }
+        let own = t["Resources"]["InstanceRole"]["Properties"]["Tags"].as_array().unwrap();
+        assert!(own.contains(&json!({"Key": "team", "Value": "web"})), "other tags stay");
         assert_eq!(t["Resources"]["InstanceProfile"]["Properties"]["Path"], "/porter/");
     }
 }

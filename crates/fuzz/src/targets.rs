@@ -64,11 +64,13 @@ impl Fixture {
                 function: "provision".into(),
                 environment: "staging".into(),
                 release: Some("s3://bucket/porter-deployment/hello/staging/r.release.json".into()),
+                origin: Some("hello-pipeline/e1/Staging/Deploy".into()),
             },
             Binding {
                 function: "pipeline".into(),
                 environment: "production".into(),
                 release: None,
+                origin: None,
             },
         ];
         let values = [

@@ -30,6 +30,11 @@ const MESSAGE_LIMIT: usize = 5000;
 pub struct Job {
     pub id: String,
     pub params: Map<String, Value>,
+    /// UserParameters as the event gave them, to compare with what
+    /// CodePipeline holds for the job.
+    pub user_parameters: String,
+    /// Where CodePipeline says the job comes from, once verified.
+    pub origin: Option<porter_core::job_origin::Origin>,
     pub continuation: Option<String>,
     pub input: Option<S3Object>,
     pub revision: Option<String>,
@@ -123,6 +128,8 @@ pub fn parse(ctx: &Context, event: Value) -> Result<(Job, Option<String>), Funct
         Job {
             id,
             params,
+            user_parameters: raw,
+            origin: None,
             continuation: data.continuation_token.clone().filter(|t| !t.is_empty()),
             input: input.and_then(|a| {
                 Some(S3Object {
@@ -141,6 +148,8 @@ fn empty_job(ctx: &Context, id: String) -> Job {
     Job {
         id,
         params: Map::new(),
+        user_parameters: String::new(),
+        origin: None,
         continuation: None,
         input: None,
         revision: None,
@@ -215,7 +224,16 @@ impl Job {
             function: function.to_string(),
             environment: self.environment()?,
             release: self.string_param("release")?,
+            origin: self.origin_binding(),
         })
+    }
+
+    /// The pipeline execution and action a token of this job is good for:
+    /// a token from another execution, or another action, is refused.
+    pub fn origin_binding(&self) -> Option<String> {
+        self.origin
+            .as_ref()
+            .map(|o| format!("{}/{}/{}/{}", o.pipeline, o.execution, o.stage, o.action))
     }
 
     /// `variables`: what `${VAR}` in the service's config expands to, an

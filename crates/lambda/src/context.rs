@@ -35,6 +35,13 @@ pub struct Context {
     /// (`Source::Path`): only the local stack, whose functions run beside
     /// the repository, sets it. A function in AWS packs from S3 only.
     pub local_sources: bool,
+    /// What the installation's pipelines may deploy: every CodePipeline
+    /// job is checked against it ([`crate::origin`]). `PIPELINE_NAME`,
+    /// `APPROVED_ENVIRONMENTS` and `BRANCH_ENVIRONMENTS`, comma-separated.
+    pub job_rules: Option<porter_core::job_origin::Rules>,
+    /// Jobs are worked without being read back from CodePipeline: only
+    /// tests that drive a job handler against a mock may ask for it.
+    pub unverified_jobs: bool,
     /// Where the `notify` function sends notices.
     pub notify: notify::Settings,
     /// Where the `hooks` function runs hooks: the CodeBuild project
@@ -60,6 +67,8 @@ impl Context {
             image_parameter: None,
             allowed_references: Vec::new(),
             local_sources: false,
+            job_rules: None,
+            unverified_jobs: false,
             notify: notify::Settings::default(),
             hooks: None,
             token_key: Default::default(),
@@ -110,6 +119,23 @@ impl Context {
         ctx.state_machine_arn = std::env::var("STATE_MACHINE_ARN").ok().filter(|s| !s.is_empty());
         ctx.lease_table = std::env::var("LEASE_TABLE").ok().filter(|s| !s.is_empty());
         ctx.image_parameter = std::env::var("PORTER_IMAGE_PARAMETER").ok().filter(|s| !s.is_empty());
+        let list = |name: &str| -> Vec<String> {
+            std::env::var(name)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        ctx.job_rules = std::env::var("PIPELINE_NAME")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(|main_pipeline| porter_core::job_origin::Rules {
+                main_pipeline,
+                approved_environments: list("APPROVED_ENVIRONMENTS"),
+                branch_environments: list("BRANCH_ENVIRONMENTS"),
+            });
         ctx.allowed_references = std::env::var("PORTER_ALLOWED_REFERENCES")
             .unwrap_or_default()
             .split(',')

@@ -83,11 +83,11 @@ async fn pack(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
     }
     input.image_parameter = ctx.image_parameter.clone();
     input.allowed_references = ctx.allowed_references.clone();
-    if matches!(input.source, pack::Source::Path(_)) && !ctx.local_sources {
-        return Err(PhaseError::Invalid(
-            "pack takes its source from S3 (a pipeline's source artifact) or a release's version; a folder on the function's own machine is not a source"
-                .into(),
-        )
+    if let (pack::Source::Path(folder), false) = (&input.source, ctx.local_sources) {
+        return Err(PhaseError::Invalid(format!(
+            "pack takes its source from S3 (a pipeline's source artifact) or a release's version; `source.path` ({}) names a folder on the function's own machine, which is not a source",
+            porter_core::aws::clip(&folder.display().to_string(), 200)
+        ))
         .into());
     }
     let packed = Box::pin(pack::run(&ctx.aws, &input)).await?;

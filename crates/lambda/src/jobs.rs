@@ -25,8 +25,9 @@ pub const PROMOTE: JobRun = |ctx, job| Box::pin(promote_job(ctx, job));
 pub const PRUNE: JobRun = |ctx, job| Box::pin(prune_job(ctx, job));
 
 pub async fn handle(ctx: &Context, phase: Phase, event: Value, run: JobRun) -> Result<Value, FunctionError> {
-    let (job, problem) = codepipeline::parse(ctx, event)?;
+    let (mut job, problem) = codepipeline::parse(ctx, event)?;
     tracing::info!(job = %job.id, phase = phase.name(), continuing = job.continuation.is_some(), "CodePipeline job");
+    let problem = crate::origin::checked(ctx, &mut job, problem).await?;
     let outcome = match problem {
         Some(p) => failure(&PhaseError::Invalid(p)),
         None => match run(ctx, &job).await {

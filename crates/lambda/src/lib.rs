@@ -20,6 +20,7 @@ pub mod job_worker;
 pub mod jobs;
 pub mod lease;
 pub mod notify;
+pub mod origin;
 pub mod pipeline;
 pub mod pipeline_stopped;
 mod runtime;

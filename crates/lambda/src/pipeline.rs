@@ -23,8 +23,9 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
 
 /// Works one job one step and reports it: an invoke action's job, or a
 /// custom action's the job worker polled; `problem` fails it at once.
-pub async fn work(ctx: &Context, job: Job, problem: Option<String>) -> Result<Value, FunctionError> {
+pub async fn work(ctx: &Context, mut job: Job, problem: Option<String>) -> Result<Value, FunctionError> {
     tracing::info!(job = %job.id, continuing = job.continuation.is_some(), "pipeline job");
+    let problem = crate::origin::checked(ctx, &mut job, problem).await?;
     let (outcome, external) = match problem {
         Some(p) => (failure(&PhaseError::Invalid(p)), None),
         None => match run(ctx, &job).await {
@@ -105,6 +106,7 @@ async fn run(ctx: &Context, job: &Job) -> Result<(Outcome, String), (PhaseError,
         function: "pipeline".into(),
         environment: job.environment().map_err(none)?,
         release: None,
+        origin: job.origin_binding(),
     };
     let key = token::key(ctx).await.map_err(none)?;
     match &job.continuation {

@@ -39,6 +39,11 @@ pub struct Binding {
     /// The action's `release`, for the phases that take one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<String>,
+    /// The job's pipeline, execution, stage and action, as CodePipeline
+    /// said them: a token is good only for the action that issued it, in
+    /// the same pipeline execution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -117,6 +122,12 @@ pub fn open(key: &[u8], expected: &Binding, token: &str) -> Result<String, Phase
                 .as_deref()
                 .map(|r| format!(" and release {r}"))
                 .unwrap_or_default()
+                + &body
+                    .binding
+                    .origin
+                    .as_deref()
+                    .map(|o| format!(", in pipeline execution and action {o}"))
+                    .unwrap_or_default()
         )));
     }
     Ok(body.value)
@@ -203,6 +214,7 @@ mod tests {
             function: function.into(),
             environment: environment.into(),
             release: Some("s3://b/r.json".into()),
+            origin: None,
         }
     }
 
@@ -236,6 +248,26 @@ mod tests {
             (
                 open(&key, &b, r#"{"us-west-2": {"checks": 1}}"#),
                 "not a sealed porter token",
+            ),
+            // A token of an earlier pipeline execution of the same
+            // environment, handed to a job of another.
+            (
+                open(
+                    &key,
+                    &Binding {
+                        origin: Some("p/exec-2/Deploy/Deploy".into()),
+                        ..b.clone()
+                    },
+                    &seal(
+                        &key,
+                        &Binding {
+                            origin: Some("p/exec-1/Deploy/Deploy".into()),
+                            ..b.clone()
+                        },
+                        "x",
+                    ),
+                ),
+                "in pipeline execution and action p/exec-1",
             ),
             (
                 open(&key, &b, "arn:aws:states:us-east-1:1:execution:m:x"),

@@ -374,7 +374,14 @@ pub async fn run_pipeline(
     // A commit-like revision: the zip's digest, as a source stage would
     // give the commit id.
     let revision = hex::encode(sha2::Sha256::digest(&zip))[..40].to_string();
-    let key = format!("{}/source/{}.zip", prepared.config.service_name, &revision[..12]);
+    // Under the pipeline's own prefix of the artifact bucket, where
+    // CodePipeline keeps a pipeline's artifacts.
+    let key = format!(
+        "{}{}/source/{}.zip",
+        crate::job_sim::artifact_prefix(),
+        prepared.config.service_name,
+        &revision[..12]
+    );
     s3.put_object()
         .bucket(crate::names::ARTIFACT_BUCKET)
         .key(&key)

@@ -70,6 +70,7 @@ pub fn router(ctx: Context, faults: Faults, jobs: Jobs, front: Front) -> Router 
             "/porter-local/jobs/{id}/pipeline-execution",
             post(job_pipeline_execution),
         )
+        .route("/porter-local/jobs/{id}/made", post(job_made))
         .route("/porter-local/jobs/{id}/next", get(job_next))
         .route("/porter-local/custom-jobs", post(queue_custom_job))
         .fallback(other_aws_api)
@@ -121,6 +122,11 @@ async fn aws_api(State(host): State<Host>, uri: Uri, headers: HeaderMap, body: a
     } else {
         host.front.handle(Method::POST, uri, headers, body).await
     }
+}
+
+async fn job_made(State(host): State<Host>, Path(id): Path<String>, Json(made): Json<job_sim::MadeJob>) -> StatusCode {
+    host.jobs.made(&id, &made);
+    StatusCode::NO_CONTENT
 }
 
 async fn job_pipeline_execution(

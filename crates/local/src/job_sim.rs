@@ -63,6 +63,9 @@ struct Recorded {
     statuses: HashMap<(String, String), String>,
     /// Custom action jobs, in the order queued.
     custom: Vec<CustomJob>,
+    /// The invoke-action jobs the driver made: each one's `data`, with its
+    /// pipeline context, as GetJobDetails answers it.
+    made: HashMap<String, Value>,
     /// A continued custom job → the job queued with its token.
     next: HashMap<String, String>,
     nonces: u64,
@@ -79,6 +82,37 @@ struct CustomJob {
     /// The nonce of the last hand-out; `None` while queued.
     nonce: Option<String>,
     acknowledged: bool,
+}
+
+/// The local stack's pipeline: the one its driver plays, whose jobs it
+/// makes and whose declaration it answers (GetPipeline) with the actions
+/// it ran, as CodePipeline would.
+pub const LOCAL_PIPELINE: &str = "porter-local";
+/// The environments the local pipeline deploys after its approval.
+pub const APPROVED_ENVIRONMENTS: &[&str] = &["production"];
+
+/// The stage of the local pipeline that deploys `environment`.
+fn stage_for(environment: &str) -> &'static str {
+    if APPROVED_ENVIRONMENTS.contains(&environment) {
+        "Production"
+    } else {
+        "Deploy"
+    }
+}
+
+/// The key prefix of the local pipeline's artifacts in the artifact
+/// bucket (CodePipeline's: the first 20 characters of its name).
+pub fn artifact_prefix() -> String {
+    porter_core::job_origin::artifact_prefix(LOCAL_PIPELINE)
+}
+
+/// A pipeline execution of the local pipeline, new each time.
+pub fn new_execution(action: &str) -> PipelineExecution {
+    PipelineExecution {
+        pipeline: LOCAL_PIPELINE.into(),
+        id: job_id(0),
+        action: action.into(),
+    }
 }
 
 /// A custom action job to queue.
@@ -139,7 +173,12 @@ impl Jobs {
             "inputArtifacts": inputs,
             "outputArtifacts": [],
             "artifactCredentials": {"accessKeyId": "testing", "secretAccessKey": "testing", "sessionToken": "testing"},
-            "pipelineContext": {"pipelineName": "porter-local", "stage": {"name": "Deploy"}, "action": {"name": "Deploy"}},
+            "pipelineContext": {
+                "pipelineName": LOCAL_PIPELINE,
+                "stage": {"name": stage_for(req.configuration.get("Environment").map(String::as_str).unwrap_or_default())},
+                "action": {"name": "Deploy"},
+                "pipelineExecutionId": job_id(0),
+            },
         });
         r.custom.push(CustomJob {
             id: id.clone(),
@@ -195,10 +234,71 @@ impl Jobs {
 
     fn details(&self, id: &str) -> Option<Value> {
         let r = self.0.lock().expect("jobs lock");
-        r.custom
+        let data = r
+            .custom
             .iter()
             .find(|j| j.id == id)
-            .map(|j| json!({"jobDetails": {"id": j.id, "data": j.data, "accountId": crate::names::ACCOUNT}}))
+            .map(|j| &j.data)
+            .or_else(|| r.made.get(id))?;
+        Some(json!({"jobDetails": {"id": id, "data": data, "accountId": crate::names::ACCOUNT}}))
+    }
+
+    /// Notes that the driver made job `id` for `action` in `execution`:
+    /// GetJobDetails answers for it from now on.
+    pub fn made(&self, id: &str, action: &MadeJob) {
+        let mut data = job_event(id, &action.as_action(), None)["CodePipeline.job"]["data"].clone();
+        let environment = serde_json::from_str::<Value>(&action.user_parameters)
+            .ok()
+            .and_then(|p| p["environment"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        data["actionTypeId"] = json!({"category": "Invoke", "owner": "AWS", "provider": "Lambda", "version": "1"});
+        data["pipelineContext"] = json!({
+            "pipelineName": action.execution.pipeline,
+            "stage": {"name": stage_for(&environment)},
+            "action": {"name": action.execution.action},
+            "pipelineExecutionId": action.execution.id,
+        });
+        self.0.lock().expect("jobs lock").made.insert(id.to_string(), data);
+    }
+
+    /// GetPipeline of the local pipeline: its source, then a stage per
+    /// kind of environment holding the actions its jobs ran, the
+    /// production stage after a manual approval.
+    fn local_pipeline(&self) -> Value {
+        let r = self.0.lock().expect("jobs lock");
+        let mut actions: HashMap<(String, String), Value> = HashMap::new();
+        for data in r.made.values().chain(r.custom.iter().map(|j| &j.data)) {
+            let context = &data["pipelineContext"];
+            if context["pipelineName"] != LOCAL_PIPELINE {
+                continue;
+            }
+            let stage = context["stage"]["name"].as_str().unwrap_or_default().to_string();
+            let name = context["action"]["name"].as_str().unwrap_or_default().to_string();
+            actions.insert(
+                (stage, name.clone()),
+                json!({"name": name, "actionTypeId": data["actionTypeId"],
+                       "configuration": data["actionConfiguration"]["configuration"],
+                       "inputArtifacts": [{"name": "SourceArtifact"}]}),
+            );
+        }
+        let stage = |name: &str| {
+            let mut of: Vec<&Value> = actions.iter().filter(|((s, _), _)| s == name).map(|(_, a)| a).collect();
+            of.sort_by_key(|a| a["name"].as_str().unwrap_or_default().to_string());
+            json!({"name": name, "actions": of})
+        };
+        let source = json!({"name": "Source", "actions": [{"name": "Source",
+            "actionTypeId": {"category": "Source", "owner": "AWS", "provider": "S3", "version": "1"},
+            "configuration": {"S3Bucket": crate::names::ARTIFACT_BUCKET, "S3ObjectKey": "source.zip"},
+            "outputArtifacts": [{"name": "SourceArtifact"}]}]});
+        let approve = json!({"name": "Approve", "actions": [{"name": "Approve",
+            "actionTypeId": {"category": "Approval", "owner": "AWS", "provider": "Manual", "version": "1"}}]});
+        json!({"pipeline": {
+            "name": LOCAL_PIPELINE,
+            "roleArn": format!("arn:aws:iam::{}:role/porter-local-pipeline", crate::names::ACCOUNT),
+            "artifactStore": {"type": "S3", "location": crate::names::ARTIFACT_BUCKET},
+            "stages": [source, stage("Deploy"), approve, stage("Production")],
+            "version": 1,
+        }})
     }
 
     /// A custom job that reported a continuation is queued again under a
@@ -313,6 +413,7 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
         "GetJobDetails",
         "GetPipelineExecution",
         "StopPipelineExecution",
+        "GetPipeline",
     ];
     if !OURS.contains(&op) {
         return forward(moto_endpoint, headers, body).await;
@@ -336,6 +437,12 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
             );
         };
         return (StatusCode::OK, Json(jobs.action_executions(pipeline, execution))).into_response();
+    }
+    if op == "GetPipeline" {
+        if req["name"] != LOCAL_PIPELINE {
+            return forward(moto_endpoint, headers, body).await;
+        }
+        return (StatusCode::OK, Json(jobs.local_pipeline())).into_response();
     }
     if op == "GetPipelineExecution" || op == "StopPipelineExecution" {
         let (Some(pipeline), Some(execution)) = (req["pipelineName"].as_str(), req["pipelineExecutionId"].as_str())
@@ -496,6 +603,7 @@ async fn forward(moto_endpoint: &str, headers: HeaderMap, body: Bytes) -> Respon
 }
 
 /// One invoke action, as CodePipeline configures it.
+#[derive(Debug, Clone)]
 pub struct Action {
     pub function: String,
     pub user_parameters: String,
@@ -554,13 +662,61 @@ pub fn job_event(id: &str, action: &Action, token: Option<&str>) -> Value {
     json!({"CodePipeline.job": {"id": id, "accountId": crate::names::ACCOUNT, "data": data}})
 }
 
+/// A job the driver makes, as it tells the host (GetJobDetails then
+/// answers for it).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MadeJob {
+    pub function: String,
+    pub user_parameters: String,
+    pub input: Option<S3Object>,
+    pub revision: Option<String>,
+    pub execution: PipelineExecution,
+}
+
+impl MadeJob {
+    /// The jobs of `action`, in its pipeline execution or a new one of the
+    /// local pipeline.
+    pub fn of(action: &Action) -> MadeJob {
+        MadeJob {
+            function: action.function.clone(),
+            user_parameters: action.user_parameters.clone(),
+            input: action.input.clone(),
+            revision: action.revision.clone(),
+            execution: action
+                .pipeline_execution
+                .clone()
+                .unwrap_or_else(|| new_execution("Deploy")),
+        }
+    }
+
+    fn as_action(&self) -> Action {
+        Action {
+            function: self.function.clone(),
+            user_parameters: self.user_parameters.clone(),
+            input: self.input.clone(),
+            revision: self.revision.clone(),
+            wait: Duration::ZERO,
+            max_calls: 1,
+            pipeline_execution: Some(self.execution.clone()),
+        }
+    }
+}
+
 /// Runs the action to its end through the Lambda host at `host`.
 pub async fn run_action(host: &str, action: &Action, out: &mut dyn Write) -> Result<ActionEnd> {
     let client = reqwest::Client::new();
     let mut token: Option<String> = None;
     let mut seen = Seen::default();
+    // Every job of the action belongs to one execution of its pipeline.
+    let made = MadeJob::of(action);
     for call in 1..=action.max_calls {
         let id = job_id(call);
+        client
+            .post(format!("{host}/porter-local/jobs/{id}/made"))
+            .json(&made)
+            .send()
+            .await?
+            .error_for_status()?;
         if let Some(p) = &action.pipeline_execution {
             client
                 .post(format!("{host}/porter-local/jobs/{id}/pipeline-execution"))

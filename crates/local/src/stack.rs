@@ -86,6 +86,16 @@ impl LocalStack {
         ctx.image_parameter = Some(MACHINE_IMAGE_PARAMETER.to_string());
         // The CLI's local deploys pack the repository's folder.
         ctx.local_sources = true;
+        // Jobs are checked against the local pipeline the job simulator
+        // plays, as a real installation checks its own.
+        ctx.job_rules = Some(porter_core::job_origin::Rules {
+            main_pipeline: crate::job_sim::LOCAL_PIPELINE.into(),
+            approved_environments: crate::job_sim::APPROVED_ENVIRONMENTS
+                .iter()
+                .map(|e| e.to_string())
+                .collect(),
+            branch_environments: Vec::new(),
+        });
         // Hooks run here as processes; a Dockerfile hook is skipped with a
         // warning unless PORTER_HOOKS_REQUIRE_DOCKER=1 makes it a failure.
         ctx.hooks = Some(porter_core::hooks::Runner::Local {

@@ -54,6 +54,9 @@ fn failing_aws(status: u16, code: &'static str) -> Aws {
 fn context(aws: Aws, sfn: aws_sdk_sfn::Client, cp: aws_sdk_codepipeline::Client) -> Context {
     let mut ctx = Context::new(aws, None).with_sfn(sfn).with_codepipeline(cp);
     ctx.state_machine_arn = Some(MACHINE.into());
+    // These jobs are the mocks' own: there is no pipeline to read them
+    // back from (the verification itself is tested on the local stack).
+    ctx.unverified_jobs = true;
     // The token key as if already read: these clients' S3 only fails.
     ctx.token_key.set(TOKEN_KEY.to_vec()).unwrap();
     ctx
@@ -255,6 +258,7 @@ fn sealed_continuation() -> (Value, String) {
         function: "pipeline".into(),
         environment: "staging".into(),
         release: None,
+        origin: None,
     };
     continuation["CodePipeline.job"]["data"]["continuationToken"] =
         Value::String(porter_lambda::token::seal(&TOKEN_KEY, &binding, &arn));

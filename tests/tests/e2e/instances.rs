@@ -40,6 +40,26 @@ async fn pages(local: &LocalStack) -> Vec<(String, String)> {
     out
 }
 
+/// Waits (at most 5 s) until every region's load balancer serves `page`,
+/// then says which served what. A cutover ends when every new instance is
+/// InService and the old ones are deregistered; the local load balancer
+/// reads registrations from moto twice a second, and AWS's own take
+/// seconds to reach every load balancer node, so the first request after
+/// the deploy returns may still meet the release before.
+async fn serving_everywhere(local: &LocalStack, page: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = pages(local).await;
+        if now.iter().all(|(_, p)| p == page) || std::time::Instant::now() > deadline {
+            for (region, p) in now {
+                assert_eq!(p, page, "{region}");
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Load through every load balancer while `during` runs.
 async fn under_load<F: std::future::Future>(local: &LocalStack, during: F) -> (F::Output, Vec<load::Tally>) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -118,9 +138,7 @@ async fn a_cutover_under_load_fails_no_request_and_a_release_that_cannot_start_o
             "{t:?}"
         );
     }
-    for (region, page) in pages(&local).await {
-        assert_eq!(page, "release 2", "{region}");
-    }
+    serving_everywhere(&local, "release 2").await;
 
     // The start script exits: the instance signals why, the stack fails
     // with it, and release 2 keeps every request.

@@ -141,13 +141,16 @@ async fn a_redelivered_first_job_does_not_start_a_second_execution() {
         user_parameters: json!({"environment": "staging"}).to_string(),
         input: Some(porter_core::release::S3Object {
             bucket: ARTIFACT_BUCKET.into(),
-            key: "src.zip".into(),
+            key: format!("{}src.zip", job_sim::artifact_prefix()),
         }),
         revision: Some("abcdef1234567".into()),
         wait: Duration::ZERO,
         max_calls: 1,
         pipeline_execution: None,
     };
+    local
+        .jobs
+        .made("11111111-2222-4333-8444-555555555555", &job_sim::MadeJob::of(&action));
     let event = job_sim::job_event("11111111-2222-4333-8444-555555555555", &action, None);
     invoke(&local, "porter-pipeline", &event).await;
     invoke(&local, "porter-pipeline", &event).await;
@@ -207,7 +210,7 @@ async fn upload_source(local: &LocalStack, svc: &std::path::Path) -> deploy::Pre
     let zip = porter_core::pack::zip_folder(&prepared.repo).unwrap();
     s3.put_object()
         .bucket(ARTIFACT_BUCKET)
-        .key("src.zip")
+        .key(format!("{}src.zip", job_sim::artifact_prefix()))
         .body(zip.into())
         .send()
         .await
@@ -243,7 +246,7 @@ async fn each_phase_is_a_codepipeline_action() {
     upload_source(&local, &svc).await;
     let source = Some(porter_core::release::S3Object {
         bucket: ARTIFACT_BUCKET.into(),
-        key: "src.zip".into(),
+        key: format!("{}src.zip", job_sim::artifact_prefix()),
     });
 
     let packed = phase_action(&local, "porter-pack", json!({"environment": "staging"}), source.clone()).await;
@@ -312,9 +315,9 @@ async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
             r#"{"environment": "staging"}"#,
             Some(porter_core::release::S3Object {
                 bucket: ARTIFACT_BUCKET.into(),
-                key: "nope.zip".into(),
+                key: format!("{}nope.zip", job_sim::artifact_prefix()),
             }),
-            "s3://porter-local-artifacts/nope.zip",
+            "s3://porter-local-artifacts/porter-local/nope.zip",
         ),
         (
             "porter-provision",
@@ -345,7 +348,7 @@ async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
             r#"{"environment": "staging", "variables": ["BUCKET=b"]}"#,
             Some(porter_core::release::S3Object {
                 bucket: ARTIFACT_BUCKET.into(),
-                key: "source.zip".into(),
+                key: format!("{}source.zip", job_sim::artifact_prefix()),
             }),
             "`variables` must be an object of names to strings",
         ),
@@ -354,7 +357,7 @@ async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
             r#"{"environment": "staging", "variables": {"TOKEN": 424242}}"#,
             Some(porter_core::release::S3Object {
                 bucket: ARTIFACT_BUCKET.into(),
-                key: "source.zip".into(),
+                key: format!("{}source.zip", job_sim::artifact_prefix()),
             }),
             "`variables.TOKEN` must be a string",
         ),
@@ -477,6 +480,7 @@ async fn state_too_large_for_a_token_travels_through_the_artifact_bucket() {
         function: "provision".into(),
         environment: "staging".into(),
         release: Some("s3://b/r.json".into()),
+        origin: None,
     };
     let small = json!({"us-west-2": {"stack_id": "arn:x", "checks": 1}});
     let token = porter_lambda::codepipeline::token_for(&ctx, &job, &binding, &small)
@@ -537,7 +541,7 @@ async fn forged_or_foreign_continuation_tokens_fail_the_job() {
     s3.create_bucket().bucket(ARTIFACT_BUCKET).send().await.unwrap();
     let source = Some(porter_core::release::S3Object {
         bucket: ARTIFACT_BUCKET.into(),
-        key: "source.zip".into(),
+        key: format!("{}source.zip", job_sim::artifact_prefix()),
     });
     let forged_state = r#"{"us-west-2": {"stack_id": "arn:aws:cloudformation:us-west-2:123456789012:stack/other-service-prod/1", "checks": 1}}"#;
     let other_execution = "arn:aws:states:us-east-1:123456789012:execution:someone-elses-machine:x";
@@ -553,6 +557,7 @@ async fn forged_or_foreign_continuation_tokens_fail_the_job() {
             function: "pipeline".into(),
             environment: "production".into(),
             release: None,
+            origin: None,
         };
         porter_lambda::token::seal(&key, &binding, other_execution)
     };
@@ -593,6 +598,7 @@ async fn forged_or_foreign_continuation_tokens_fail_the_job() {
             pipeline_execution: None,
         };
         let id = format!("job-forged-{i}");
+        local.jobs.made(&id, &job_sim::MadeJob::of(&action));
         let (_, answer) = invoke(&local, function, &job_sim::job_event(&id, &action, Some(&token))).await;
         assert_eq!(answer["reported"], "failure", "{function}: {answer}");
         match local.jobs.results(&id).last() {
@@ -618,7 +624,7 @@ async fn a_stopped_pipeline_execution_stops_its_deploy_and_gives_its_lease_back(
     let prepared = upload_source(&local, &svc).await;
     faults.fail_next(porter_lambda::Phase::Provision, 2);
     let pipeline_execution = job_sim::PipelineExecution {
-        pipeline: "porter-cpstop".into(),
+        pipeline: job_sim::LOCAL_PIPELINE.into(),
         id: "0a0a0a0a-1b1b-4c2c-8d3d-4e4e4e4e4e4e".into(),
         action: "Deploy".into(),
     };
@@ -627,7 +633,7 @@ async fn a_stopped_pipeline_execution_stops_its_deploy_and_gives_its_lease_back(
         user_parameters: json!({"environment": "staging"}).to_string(),
         input: Some(porter_core::release::S3Object {
             bucket: ARTIFACT_BUCKET.into(),
-            key: "src.zip".into(),
+            key: format!("{}src.zip", job_sim::artifact_prefix()),
         }),
         revision: Some("abcdef1234567".into()),
         wait: Duration::ZERO,
@@ -636,6 +642,13 @@ async fn a_stopped_pipeline_execution_stops_its_deploy_and_gives_its_lease_back(
     };
     let job = "22222222-3333-4444-8555-666666666666";
     local.jobs.register(&pipeline_execution, job);
+    local.jobs.made(
+        job,
+        &job_sim::MadeJob {
+            execution: pipeline_execution.clone(),
+            ..job_sim::MadeJob::of(&action)
+        },
+    );
     invoke(&local, "porter-pipeline", &job_sim::job_event(job, &action, None)).await;
     let arn = match local.jobs.results(job).last() {
         Some(JobResult::Success {
@@ -897,5 +910,85 @@ async fn a_rollout_that_bakes_longer_than_an_action_may_run_is_refused_before_an
     // Refused at pack: no region was touched, and the lease was never taken.
     let outcome = outcome.unwrap();
     assert!(outcome.regions.is_empty(), "{:?}", outcome.regions);
+    local.stop().await;
+}
+
+/// A job is read back from CodePipeline before anything runs: one it never
+/// made is refused without a result, and one it made is refused (and
+/// failed, saying why) when its event does not say what CodePipeline
+/// holds, or when its pipeline is not the installation's.
+#[tokio::test]
+async fn jobs_codepipeline_did_not_make_or_that_say_otherwise_are_refused() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "cpforge");
+    upload_source(&local, &svc).await;
+    let action = |params: Value, key: &str| Action {
+        function: "porter-pipeline".into(),
+        user_parameters: params.to_string(),
+        input: Some(porter_core::release::S3Object {
+            bucket: ARTIFACT_BUCKET.into(),
+            key: key.into(),
+        }),
+        revision: Some("abcdef1234567".into()),
+        wait: Duration::ZERO,
+        max_calls: 1,
+        pipeline_execution: None,
+    };
+    let source = format!("{}src.zip", job_sim::artifact_prefix());
+    let staging = action(json!({"environment": "staging"}), &source);
+
+    // Never made: an error, no result, no deploy.
+    let job = "44444444-5555-4666-8777-888888888888";
+    let (errored, answer) = invoke(&local, "porter-pipeline", &job_sim::job_event(job, &staging, None)).await;
+    assert!(errored, "{answer}");
+    assert!(answer.to_string().contains("not one CodePipeline made"), "{answer}");
+    assert!(local.jobs.results(job).is_empty());
+
+    let refused = |id: &str, made: job_sim::MadeJob, sent: Action, why: &'static str| {
+        let local = &local;
+        let id = id.to_string();
+        async move {
+            local.jobs.made(&id, &made);
+            let (errored, answer) = invoke(local, "porter-pipeline", &job_sim::job_event(&id, &sent, None)).await;
+            assert!(!errored, "{answer}");
+            match local.jobs.results(&id).last() {
+                Some(JobResult::Failure { message, .. }) => assert!(message.contains(why), "{why}: {message}"),
+                other => panic!("{why}: expected a failure, got {other:?}"),
+            }
+        }
+    };
+    // Made for staging, handed over as production.
+    refused(
+        "55555555-6666-4777-8888-999999999991",
+        job_sim::MadeJob::of(&staging),
+        action(json!({"environment": "production"}), &source),
+        "UserParameters are not the ones",
+    )
+    .await;
+    // Another pipeline of the account.
+    refused(
+        "55555555-6666-4777-8888-999999999992",
+        job_sim::MadeJob {
+            execution: job_sim::PipelineExecution {
+                pipeline: "someone-else".into(),
+                id: "e".into(),
+                action: "Deploy".into(),
+            },
+            ..job_sim::MadeJob::of(&staging)
+        },
+        staging.clone(),
+        "not this installation's",
+    )
+    .await;
+    // An input artifact from outside the pipeline's own store.
+    let outside = action(json!({"environment": "staging"}), "elsewhere/src.zip");
+    refused(
+        "55555555-6666-4777-8888-999999999993",
+        job_sim::MadeJob::of(&outside),
+        outside.clone(),
+        "artifact store",
+    )
+    .await;
     local.stop().await;
 }
