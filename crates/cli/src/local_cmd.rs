@@ -91,6 +91,11 @@ pub enum LocalCommand {
         function: String,
         #[arg(long)]
         event: PathBuf,
+        /// For a CodePipeline job event: make its job first, as the local
+        /// pipeline would when it runs the action. Without it the job is
+        /// checked as any is, and one the local stack never made is refused.
+        #[arg(long)]
+        as_pipeline_job: bool,
     },
 }
 
@@ -130,7 +135,11 @@ pub async fn run(cmd: LocalCommand) -> Result<ExitCode> {
                 }
             }
         }
-        LocalCommand::Invoke { function, event } => invoke(&function, &event).await,
+        LocalCommand::Invoke {
+            function,
+            event,
+            as_pipeline_job,
+        } => invoke(&function, &event, as_pipeline_job).await,
         LocalCommand::Alarm { name, region, state } => alarm(&name, &region, &state).await,
         LocalCommand::Secret { reference, region } => secret(&reference, &region).await,
         LocalCommand::Bootstrap { environment, path } => bootstrap(&path, &environment).await,
@@ -392,7 +401,7 @@ async fn alarm(name: &str, region: &str, state: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn invoke(function: &str, event: &Path) -> Result<ExitCode> {
+async fn invoke(function: &str, event: &Path, as_pipeline_job: bool) -> Result<ExitCode> {
     let body = std::fs::read_to_string(event).with_context(|| format!("cannot read {}", event.display()))?;
     let parsed =
         serde_json::from_str::<serde_json::Value>(&body).with_context(|| format!("{} is not JSON", event.display()))?;
@@ -403,6 +412,32 @@ async fn invoke(function: &str, event: &Path) -> Result<ExitCode> {
     let Some(f) = running().await else {
         bail!("the local stack is down: start it with `porter local up` (in another terminal)");
     };
+    if let (Some(id), true) = (&job, as_pipeline_job) {
+        let data = &parsed["CodePipeline.job"]["data"];
+        let s3 = &data["inputArtifacts"][0]["location"]["s3Location"];
+        let made = porter_local::job_sim::MadeJob {
+            function: format!("porter-{function}"),
+            user_parameters: data["actionConfiguration"]["configuration"]["UserParameters"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            input: match (s3["bucketName"].as_str(), s3["objectKey"].as_str()) {
+                (Some(bucket), Some(key)) => Some(porter_core::release::S3Object {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                }),
+                _ => None,
+            },
+            revision: data["inputArtifacts"][0]["revision"].as_str().map(str::to_string),
+            execution: porter_local::job_sim::new_execution("Deploy"),
+        };
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/porter-local/jobs/{id}/made", f.host_port))
+            .json(&made)
+            .send()
+            .await?
+            .error_for_status()?;
+    }
     let resp = reqwest::Client::new()
         .post(format!(
             "http://127.0.0.1:{}/2015-03-31/functions/{function}/invocations",
@@ -429,6 +464,12 @@ async fn invoke(function: &str, event: &Path) -> Result<ExitCode> {
             .await
             .context("reading what the function reported to CodePipeline")?;
         match results.last() {
+            None if failed => {
+                job_failed = true;
+                println!(
+                    "CodePipeline job {id}: refused, nothing reported (a job the local pipeline did not make; --as-pipeline-job makes it first)"
+                )
+            }
             None => {
                 job_failed = true;
                 println!("CodePipeline job {id}: nothing reported (the job would hang until CodePipeline times it out)")
