@@ -84,7 +84,16 @@ pub async fn read(sfn: &aws_sdk_sfn::Client, machine: &str, environment: &str, l
                 ),
                 Err(e) => (None, e),
             },
-            "RUNNING" => (packed_version(sfn, arn).await, "running".into()),
+            "RUNNING" => {
+                // Where it is: its phases' regions, and a bake's time left.
+                let progress = running_progress(sfn, arn).await;
+                let version = progress.iter().find_map(|p| match p {
+                    Progress::Packed(r) => Some(r.version.clone()),
+                    _ => None,
+                });
+                let (summary, _) = porter_core::execution::summary(&progress);
+                (version, format!("running: {summary}"))
+            }
             _ => (
                 match &intent {
                     Intent::Rollback { version, .. } => Some(version.clone()),
@@ -120,9 +129,17 @@ pub async fn read(sfn: &aws_sdk_sfn::Client, machine: &str, environment: &str, l
 
 /// The version pack made, from the execution's history (before it ends).
 async fn packed_version(sfn: &aws_sdk_sfn::Client, arn: &str) -> Option<String> {
-    let events = follow::history(sfn, arn).await.ok()?;
-    events.iter().flat_map(follow::exited).find_map(|p| match p {
+    running_progress(sfn, arn).await.into_iter().find_map(|p| match p {
         Progress::Packed(r) => Some(r.version),
         _ => None,
     })
+}
+
+/// What an execution's finished states say so far (nothing when its
+/// history cannot be read).
+async fn running_progress(sfn: &aws_sdk_sfn::Client, arn: &str) -> Vec<Progress> {
+    match follow::history(sfn, arn).await {
+        Ok(events) => events.iter().flat_map(follow::exited).collect(),
+        Err(_) => Vec::new(),
+    }
 }
