@@ -37,31 +37,26 @@ echo "== handler permissions"
 # The deployment role may do what CloudFormation's create and delete
 # handlers of a release stack's resources need (their schemas, in cfn-lint).
 .venv/bin/python scripts/check_handler_permissions.py --template infra/template.yaml
-# ... and the check fails on a copy without one of those actions.
-grep -v '^ *- ec2:DeleteTags$' infra/template.yaml >"$work/without-deletetags.yaml" || true
-[ "$(wc -l <infra/template.yaml)" -eq $(( $(wc -l <"$work/without-deletetags.yaml") + 1 )) ] \
-  || { echo "handler permissions: expected exactly one '- ec2:DeleteTags' line to take out"; exit 1; }
-rc=0
-.venv/bin/python scripts/check_handler_permissions.py --template "$work/without-deletetags.yaml" >"$work/broken.out" 2>&1 || rc=$?
-if [ "$rc" -ne 1 ] || ! grep -q '^FAIL  AWS::EC2::LaunchTemplate delete handler needs ec2:DeleteTags' "$work/broken.out"; then
-  cat "$work/broken.out"
-  echo "handler permissions: a deployment role without ec2:DeleteTags was not reported (exit $rc)"
-  exit 1
-fi
-echo "handler permissions: a deployment role without ec2:DeleteTags is reported"
+# ... and the check fails on a copy without one of those actions: the
+# deployment role's `- ACTION` line taken out, its report must name it.
+without_action() {
+  local action=$1 expected=$2 copy="$work/without-${1//:/-}.yaml" rc=0
+  grep -v "^ *- $action\$" infra/template.yaml >"$copy" || true
+  [ "$(wc -l <infra/template.yaml)" -eq $(( $(wc -l <"$copy") + 1 )) ] \
+    || { echo "handler permissions: expected exactly one '- $action' line to take out"; exit 1; }
+  .venv/bin/python scripts/check_handler_permissions.py --template "$copy" >"$work/broken.out" 2>&1 || rc=$?
+  if [ "$rc" -ne 1 ] || ! grep -q "^FAIL  $expected" "$work/broken.out"; then
+    cat "$work/broken.out"
+    echo "handler permissions: a deployment role without $action was not reported (exit $rc)"
+    exit 1
+  fi
+  echo "handler permissions: a deployment role without $action is reported"
+}
+without_action ec2:DeleteTags "AWS::EC2::LaunchTemplate delete handler needs ec2:DeleteTags"
 # The types an overlay may add (crates/core/src/overlay.rs, ADDABLE_TYPES)
-# are held to it too: a copy without a scheduled action's delete fails ...
-grep -v '^ *- autoscaling:DeleteScheduledAction$' infra/template.yaml >"$work/without-deletescheduled.yaml" || true
-[ "$(wc -l <infra/template.yaml)" -eq $(( $(wc -l <"$work/without-deletescheduled.yaml") + 1 )) ] \
-  || { echo "handler permissions: expected exactly one '- autoscaling:DeleteScheduledAction' line to take out"; exit 1; }
-rc=0
-.venv/bin/python scripts/check_handler_permissions.py --template "$work/without-deletescheduled.yaml" >"$work/broken.out" 2>&1 || rc=$?
-if [ "$rc" -ne 1 ] || ! grep -q '^FAIL  AWS::AutoScaling::ScheduledAction delete handler needs autoscaling:DeleteScheduledAction' "$work/broken.out"; then
-  cat "$work/broken.out"
-  echo "handler permissions: a deployment role without autoscaling:DeleteScheduledAction was not reported (exit $rc)"
-  exit 1
-fi
-echo "handler permissions: a deployment role without autoscaling:DeleteScheduledAction is reported"
+# are held to it too.
+without_action autoscaling:DeleteScheduledAction \
+  "AWS::AutoScaling::ScheduledAction delete handler needs autoscaling:DeleteScheduledAction"
 # ... and the check refuses to run on an overlay.rs without ADDABLE_TYPES.
 sed 's/ADDABLE_TYPES/ADDABLE_KINDS/' crates/core/src/overlay.rs >"$work/overlay-without-types.rs"
 rc=0

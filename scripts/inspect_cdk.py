@@ -3,8 +3,9 @@
 scripts/inspect_infra.py creates the SAM one (its moto copy and checks),
 and checks what came out: every function, the state machine running the
 shipped definition with each phase's own function, the roles' rights that
-matter most (the release boundary's cap on secrets, what notify and the
-hooks may reach), the bucket. check_cdk_parity.py holds the template to the SAM
+matter most (the release boundary's cap on secrets, what the deployment
+role holds against a release stack reaching for others' roles or a load
+balancer's traffic, what notify and the hooks may reach), the bucket. check_cdk_parity.py holds the template to the SAM
 one; this shows CloudFormation (moto's) takes it as CDK wrote it.
 
 One stand-in, as sam_to_cfn.py makes for SAM: each function's code is the
@@ -28,9 +29,10 @@ import boto3
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import inspect_infra as ii  # noqa: E402
 from check_cdk_parity import cdk_names  # noqa: E402
-from inspect_infra import as_list, check, document, grants, resources_of, statements  # noqa: E402
+from inspect_infra import as_list, check, document, grants, job_rules, resources_of, statements, verifies_jobs  # noqa: E402
 
 FUNCTIONS = ["Pack", "Provision", "Promote", "Prune", "Pipeline", "Trigger", "Lease", "Notify", "Hooks"]
+JOB_WORKERS = ["Pack", "Provision", "Promote", "Prune", "Pipeline"]  # each can be a CodePipeline action: its jobs are verified
 STATES = ["Pack", "Provision", "Promote", "Prune", "Lease", "Notify", "Hooks"]  # what the state machine invokes
 
 
@@ -92,6 +94,16 @@ def main(endpoint, cdk_dir, cases_path, code_bucket, code_key, definition_path):
         check(env.get("PORTER_ALLOWED_REFERENCES") == refs,
               f"moto {name}: overlays may name outside their stack exactly {refs!r} {env.get('PORTER_ALLOWED_REFERENCES')!r}")
 
+        # --- CodePipeline jobs: each read back and checked against the
+        # installation's rules, with the case's values
+        want = job_rules(stack_name, params.get("ProductionEnvironment", "production"), params.get("BranchEnvironments", ""))
+        pipelines_arn = f"arn:aws:codepipeline:{ii.REGION}:{account}:{stack_name}-pipeline*"
+        for f in JOB_WORKERS:
+            env = lam.get_function(FunctionName=physical[lid[f + "Function"]])["Configuration"].get("Environment", {}).get("Variables", {})
+            got = {k: env.get(k) for k in want}
+            check(got == want, f"moto {name}: {f}Function checks CodePipeline jobs against {got}")
+            verifies_jobs(grants(statements(iam, role_of[f])), pipelines_arn, f"moto {name}: {f}Function")
+
         sm_arn = f"arn:aws:states:{ii.REGION}:{account}:stateMachine:{stack_name}-deploy"
         sm = sfn.describe_state_machine(stateMachineArn=sm_arn)
         shipped = shipped_text
@@ -131,12 +143,12 @@ def main(endpoint, cdk_dir, cases_path, code_bucket, code_key, definition_path):
         except iam.exceptions.NoSuchEntityException:
             bdoc = {"Statement": []}
         check(bool(bdoc["Statement"]), f"moto {name}: the stack makes the release boundary {boundary_arn}")
-        capped = {a: sorted(r for s in as_list(bdoc["Statement"]) if s["Effect"] == "Allow" and a in as_list(s["Action"])
-                            for r in as_list(s["Resource"]))
-                  for a in ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "secretsmanager:GetSecretValue"]}
-        check(all(capped[a] == [f"arn:aws:ssm:*:{account}:parameter/porter/*"] for a in capped if a.startswith("ssm:"))
-              and capped["secretsmanager:GetSecretValue"] == [f"arn:aws:secretsmanager:*:{account}:secret:porter/*"],
-              f"moto {name}: release roles read secrets and parameters only under porter/ {capped}")
+        ii.boundary_reads_own_secrets(bdoc, account, f"moto {name}")
+        # --- the deployment role: release roles made, tagged and passed only
+        # for the session's own service and environment, no group naming a
+        # load balancer, attaching only in promote's sessions
+        deployment_role = params.get("DeploymentRoleName", "porter-deployment")
+        ii.release_defences(statements(iam, deployment_role), boundary_arn, f"moto {name}: the deployment role {deployment_role}")
 
         # --- deploy notices
         env = lam.get_function(FunctionName=physical[lid["NotifyFunction"]])["Configuration"]["Environment"]["Variables"]

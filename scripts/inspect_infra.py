@@ -60,6 +60,7 @@ PARAMETERS = {
 }
 PHASES = ["Pack", "Provision", "Promote", "Prune"]
 FUNCTIONS = PHASES + ["Pipeline", "Trigger", "Lease", "Notify", "Hooks"]
+JOB_WORKERS = PHASES + ["Pipeline"]  # each can be a CodePipeline action: its jobs are verified
 STATES = PHASES + ["Lease", "Notify", "Hooks"]  # what the state machine invokes
 
 # Where check-infra creates the stack with DeploymentRoleArns: not moto's
@@ -219,6 +220,95 @@ def resources_of(g, action):
     return sorted({r for a, r, _ in g if a == action})
 
 
+def job_rules(stack, production="production", branch_environments=""):
+    """The variables a function that works CodePipeline jobs checks each
+    job against (crates/lambda/src/origin.rs), for the stack's parameters."""
+    return {"PIPELINE_NAME": f"{stack}-pipeline", "APPROVED_ENVIRONMENTS": production,
+            "BRANCH_ENVIRONMENTS": branch_environments}
+
+
+def verifies_jobs(g, pipelines_arn, who):
+    """The role reads every job back (GetJobDetails: "*", a job has no
+    resource type) and reads the declarations of the installation's
+    pipelines only."""
+    check(resources_of(g, "codepipeline:GetJobDetails") == ["*"], f"{who} reads its CodePipeline jobs back (GetJobDetails)")
+    got = resources_of(g, "codepipeline:GetPipeline")
+    check(got == [pipelines_arn], f"{who} reads the declarations of the installation's pipelines only {got}")
+
+
+# The deploy's own service and environment, as the deployment role's
+# conditions name them: its session's tags.
+OWN = {k: f"${{aws:PrincipalTag/porter:{k}}}" for k in ("service", "environment")}
+# promote's sessions of the deployment role (crates/core/src/target.rs names
+# them porter-promote-SERVICE; a role session's aws:userid is ROLEID:SESSION).
+PROMOTE_USERID = "*:porter-promote-*"
+# What puts a group's instances behind a load balancer, or takes them out.
+ATTACH_ACTIONS = [
+    "autoscaling:AttachLoadBalancers", "autoscaling:DetachLoadBalancers",
+    "autoscaling:AttachLoadBalancerTargetGroups", "autoscaling:DetachLoadBalancerTargetGroups",
+    "autoscaling:AttachTrafficSources", "autoscaling:DetachTrafficSources",
+    "elasticloadbalancing:RegisterInstancesWithLoadBalancer", "elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
+    "elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets",
+]
+# ... and those of them promote uses (Classic ELBs).
+PROMOTE_ATTACHES = ATTACH_ACTIONS[:2] + ATTACH_ACTIONS[6:8]
+
+
+def own_tags(cond, key):
+    """The condition (a grant's JSON text) holds StringEquals KEY/porter:service
+    and KEY/porter:environment equal to the session's own tags."""
+    eq = (json.loads(cond) if isinstance(cond, str) else cond).get("StringEquals", {})
+    return all(eq.get(f"{key}/porter:{k}") == v for k, v in OWN.items())
+
+
+def boundary_reads_own_secrets(bdoc, account, who):
+    """The release boundary lets a role read secrets and parameters only
+    under porter/SERVICE/ENVIRONMENT/ of the role's own tags."""
+    own = "porter/${aws:PrincipalTag/porter:service}/${aws:PrincipalTag/porter:environment}/*"
+    reads = ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "secretsmanager:GetSecretValue"]
+    capped = {a: sorted(r for s in as_list(bdoc["Statement"]) if s["Effect"] == "Allow" and a in as_list(s["Action"])
+                        for r in as_list(s["Resource"]))
+              for a in reads}
+    check(all(capped[a] == [f"arn:aws:ssm:*:{account}:parameter/{own}"] for a in reads if a.startswith("ssm:"))
+          and capped["secretsmanager:GetSecretValue"] == [f"arn:aws:secretsmanager:*:{account}:secret:{own}"],
+          f"{who}: release roles read secrets and parameters only under porter/SERVICE/ENVIRONMENT/ of their own tags {capped}")
+    check(not any(s["Effect"] == "Allow" and a.startswith(("ssm:", "secretsmanager:")) and a not in reads
+                  for s in as_list(bdoc["Statement"]) for a in as_list(s["Action"])),
+          f"{who}: ... and nothing else of SSM or Secrets Manager")
+
+
+def release_defences(stmts, boundary_arn, who):
+    """What the deployment role holds against a release stack that reaches
+    for other services' or environments' roles and secrets, or for a load
+    balancer's traffic: roles created only with the boundary and the
+    session's own tags, tagged only with those and passed only when they
+    carry them; no group created or changed naming load balancers or target
+    groups; attaching and registering only in promote's sessions."""
+    g = grants(stmts)
+    conds = [c for a, _, c in g if a == "iam:CreateRole"]
+    check(conds and all(json.loads(c).get("StringEquals", {}).get("iam:PermissionsBoundary") == boundary_arn
+                        and own_tags(c, "aws:RequestTag") for c in conds),
+          f"{who} creates roles only with the release boundary, tagged with its session's service and environment {conds}")
+    conds = [c for a, _, c in g if a == "iam:TagRole"]
+    check(conds and all(own_tags(c, "aws:RequestTag") for c in conds),
+          f"{who} tags roles only with its session's service and environment {conds}")
+    conds = [c for a, _, c in g if fnmatch.fnmatchcase("iam:passrole", a.lower())]
+    check(conds and all(own_tags(c, "iam:ResourceTag")
+                        and json.loads(c).get("StringEqualsIfExists", {}).get("iam:PassedToService") == "ec2.amazonaws.com"
+                        for c in conds),
+          f"{who} passes only roles of its session's service and environment, to EC2 only {conds}")
+    for key in ("autoscaling:LoadBalancerNames", "autoscaling:TargetGroupARNs"):
+        check(any(s.get("Effect") == "Deny" and as_list(s.get("Resource")) == ["*"]
+                  and {"autoscaling:CreateAutoScalingGroup", "autoscaling:UpdateAutoScalingGroup"} <= set(as_list(s.get("Action", [])))
+                  and s.get("Condition") == {"Null": {key: "false"}} for s in stmts),
+              f"{who} never creates or updates a group that names {key.split(':')[1]}")
+    for action in ATTACH_ACTIONS:
+        conds = [json.loads(c) for a, _, c in g if fnmatch.fnmatchcase(action.lower(), a.lower())]
+        used = action in PROMOTE_ATTACHES
+        check((conds or not used) and all(c.get("StringLike", {}).get("aws:userid") == PROMOTE_USERID for c in conds),
+              f"{who} may {action} {'' if used else '(if at all) '}only in promote's sessions {conds}")
+
+
 def trust(iam, role_name):
     doc = document(iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"])
     principals = set()
@@ -263,6 +353,8 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     expected_env = {p: {"ARTIFACT_BUCKET": bucket, "PORTER_SERVICE": "hello",
                         "PORTER_ENVIRONMENTS_PATH": "/porter/environments/"} for p in PHASES}
     expected_env["Pipeline"] = {"STATE_MACHINE_ARN": sm_arn, "ARTIFACT_BUCKET": bucket, "LEASE_TABLE": physical["LeaseTable"]}
+    for f in JOB_WORKERS:
+        expected_env[f].update(job_rules(STACK))
     # AllowedExternalReferences left at its default: overlays name nothing outside their stack.
     expected_env["Pack"] = dict(expected_env["Pack"], PORTER_IMAGE_PARAMETER="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
                                 PORTER_ALLOWED_REFERENCES="")
@@ -334,7 +426,9 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     bucket_arn = f"arn:aws:s3:::{bucket}"
     deployment_role_arn = f"arn:aws:iam::{account}:role/porter-deployment"
     forbidden = ("cloudformation:", "ec2:", "elasticloadbalancing:", "autoscaling:", "iam:", "lambda:", "states:")
-    star_ok = {"codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+    star_ok = {"codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult", "codepipeline:GetJobDetails",
+               "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+    pipelines_arn = arn("codepipeline", f"{STACK}-pipeline*")
     pins_arn = arn("ssm", "parameter/porter/environments/*")
     regional_role_arns = set()
     for p in PHASES:
@@ -371,8 +465,12 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
         kms_res = {r for a, r, _ in g if a.startswith("kms:")}
         check(kms_res == {key_arn}, f"moto: {role} uses only the artifact key")
         star = {a for a, r, _ in g if r == "*"}
-        check(star <= star_ok, f"moto: {role} has \"*\" only for job results and traces {sorted(star)}")
+        check(star <= star_ok, f"moto: {role} has \"*\" only for reading jobs back, job results and traces {sorted(star)}")
         check({"codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"} <= actions, f"moto: {role} reports CodePipeline jobs")
+        verifies_jobs(g, pipelines_arn, f"moto: {role}")
+        check({a for a in actions if a.startswith("codepipeline:")}
+              == {"codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult", "codepipeline:GetJobDetails", "codepipeline:GetPipeline"},
+              f"moto: {role} has no other CodePipeline right {sorted(a for a in actions if a.startswith('codepipeline:'))}")
         log_res = {r for a, r, _ in g if a.startswith("logs:")}
         check(len(log_res) == 1 and f"/aws/lambda/{STACK}-{p.lower()}" in log_res.pop(), f"moto: {role} writes only its own log group")
 
@@ -444,14 +542,20 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
           f"moto: the release boundary allows no IAM, no role assumption, no wildcard {sorted(ballowed)}")
     check(any(s["Effect"] == "Deny" and bucket_arn + "/*" in as_list(s["Resource"]) for s in as_list(bdoc["Statement"])),
           "moto: the release boundary keeps release roles out of the artifact bucket")
-    secret_reads = {"ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "secretsmanager:GetSecretValue"}
-    capped = {a: sorted(r for s in as_list(bdoc["Statement"]) if s["Effect"] == "Allow" and a in as_list(s["Action"])
-                        for r in as_list(s["Resource"]))
-              for a in secret_reads}
-    check(all(capped[a] == [f"arn:aws:ssm:*:{account}:parameter/porter/*"] for a in secret_reads if a.startswith("ssm:"))
-          and capped["secretsmanager:GetSecretValue"] == [f"arn:aws:secretsmanager:*:{account}:secret:porter/*"],
-          f"moto: release roles read secrets and parameters only under porter/ {capped}")
-    check(all("ec2.amazonaws.com" in c for a, _, c in g if a == "iam:PassRole"), "moto: the deployment role passes roles to EC2 only")
+    boundary_reads_own_secrets(bdoc, account, "moto")
+    # Roles made, tagged and passed only for the session's own service and
+    # environment; no group names a load balancer; only promote attaches.
+    release_defences(statements(iam, "porter-deployment"), boundary_arn, "moto: the deployment role")
+    # The session names those conditions rely on are the ones the code
+    # gives: promote's match, provision's (CloudFormation creates release
+    # stacks with it) and prune's do not.
+    src = os.path.join(os.path.dirname(__file__), "..", "crates", "core", "src")
+    target_rs, promote_rs = (open(os.path.join(src, f)).read() for f in ("target.rs", "promote.rs"))
+    check(re.search(r'format!\("porter-\{phase\}-\{\}", self\.release\.service\)', target_rs) is not None
+          and re.search(r'\.clients\(aws, region, "promote"\)', promote_rs) is not None
+          and fnmatch.fnmatchcase("AROAEXAMPLEID:porter-promote-hello", PROMOTE_USERID)
+          and not any(fnmatch.fnmatchcase(f"AROAEXAMPLEID:porter-{p}-hello", PROMOTE_USERID) for p in ("provision", "prune", "pack")),
+          f"target.rs names promote's sessions porter-promote-SERVICE, which {PROMOTE_USERID} matches and no other phase's does")
     # (arn:*: the template cannot name the partition in ARNs made of a list parameter)
     check(resources_of(g, "s3:PutObject") == sorted(f"arn:*:s3:::{b}/*" for b in REGION_BUCKETS),
           "moto: the deployment role writes exactly the region buckets")
@@ -491,6 +595,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     check({"codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"} <= actions, "moto: the pipeline function reports CodePipeline jobs")
     check(not actions & {"codepipeline:PollForJobs", "codepipeline:AcknowledgeJob"},
           "moto: with the invoke action (the default), the pipeline function polls for no jobs")
+    verifies_jobs(g, pipelines_arn, "moto: with the invoke action, the pipeline function")
 
     g = grants(statements(iam, role_of["Trigger"]))
     pipeline_arn = arn("codepipeline", pipeline_name)
@@ -628,8 +733,12 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
               and loop == {"Variable": f"$.{key}.result.status", "StringEquals": "pending", "Next": wait}
               and states[wait] == {"Type": "Wait", "SecondsPath": f"$.{key}.result.wait_seconds", "Next": resume},
               f"definition: {first} is one call for all its regions, resumed after the wait it asks for until none is pending")
-    for st in ["HooksAfterPack", "HooksAfterProvision", "HooksAfterPromote", "HooksAfterPrune"]:
+    for st in ["HooksAfterPack", "HooksAfterProvision", "HooksAfterPrune"]:
         check([c["Next"] for c in asl[st]["Catch"]] == ["GiveLeaseAfterFailure"], f"definition: a failing hook in {st} gives the lease back")
+    # post_promote and pre_prune hooks run after the cutover: a failing one
+    # puts every region back first, as the alarm gate does.
+    check([c["Next"] for c in asl["HooksAfterPromote"]["Catch"]] == ["RollBack"] == [c["Next"] for c in asl["HooksAfterPromoteResume"]["Catch"]],
+          "definition: a failing hook in HooksAfterPromote puts every region back (then the lease goes back)")
     check([c["Next"] for c in asl["Promote"]["Catch"]] == ["RollBack"]
           and asl["UndoPending?"]["Default"] == "RolledBack" and asl["RolledBack"]["Next"] == "HooksAfterFailure"
           and [c["Next"] for c in asl["RollBack"]["Catch"]] == ["RollBackIncomplete"] == [c["Next"] for c in asl["UndoResume"]["Catch"]]
@@ -782,7 +891,8 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     # deployment role's and the release boundary's names are fixed). The
     # clients from here on are that account's.
     other = "arn:aws:iam::210987654321:role/porter-deployment"
-    params = dict(PARAMETERS, DeploymentRoleArns=other, DeploymentRoleName="porter-deployment-other", DeployAction="Custom")
+    params = dict(PARAMETERS, DeploymentRoleArns=other, DeploymentRoleName="porter-deployment-other", DeployAction="Custom",
+                  ProductionEnvironment="live", BranchEnvironments="dev,qa")
     kw2 = in_account(kw, OTHER_STACK_ACCOUNT)
     cfn, iam, lam = boto3.client("cloudformation", **kw2), boto3.client("iam", **kw2), boto3.client("lambda", **kw2)
     events, kms = boto3.client("events", **kw2), boto3.client("kms", **kw2)
@@ -808,12 +918,25 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
         check(all(json.loads(c).get("StringEquals", {}).get("iam:PermissionsBoundary") == other_boundary
                   for a, _, c in g if a == "iam:CreateRole") and any(a == "iam:CreateRole" for a, _, _ in g),
               "moto: ... the one its deployment role creates release roles with")
+        if odoc["Statement"]:
+            boundary_reads_own_secrets(odoc, OTHER_STACK_ACCOUNT, "moto: porter-other")
+        release_defences(statements(iam, "porter-deployment-other"), other_boundary, "moto: porter-other's deployment role")
         # ... and with the custom action: the pipeline function polls for
         # the Porter type's jobs only, and is woken for them.
         g = grants(statements(iam, other_physical["PipelineFunctionRole"]))
         check(resources_of(g, "codepipeline:PollForJobs") == [arn("codepipeline", "actiontype:Custom/Deploy/Porter/1")],
               "moto: with DeployAction=Custom, the pipeline function polls for the Porter action's jobs only")
         check(resources_of(g, "codepipeline:AcknowledgeJob") == ["*"], "moto: ... and acknowledges them (a job has no resource type)")
+        verifies_jobs(g, arn("codepipeline", "porter-other-pipeline*"), "moto: with DeployAction=Custom, the pipeline function")
+        # The job rules follow the stack's name and parameters.
+        for f in JOB_WORKERS:
+            env = lam.get_function(FunctionName=other_physical[f + "Function"])["Configuration"].get("Environment", {}).get("Variables", {})
+            want = job_rules("porter-other", "live", "dev,qa")
+            got = {k: env.get(k) for k in want}
+            check(got == want, f"moto: with ProductionEnvironment and BranchEnvironments set, {f}Function checks jobs against {got}")
+            if f != "Pipeline":  # (just above)
+                verifies_jobs(grants(statements(iam, other_physical[f + "FunctionRole"])), arn("codepipeline", "porter-other-pipeline*"),
+                              f"moto: porter-other's {f}Function")
         other_fn = lam.get_function(FunctionName=other_physical["PipelineFunction"])["Configuration"]["FunctionArn"]
         rules = {r["Name"]: r for r in events.list_rules()["Rules"]}
         woken = [rules[n] for n in rules if any(t["Arn"] == other_fn for t in events.list_targets_by_rule(Rule=n)["Targets"])]

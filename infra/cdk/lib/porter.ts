@@ -192,6 +192,18 @@ const logsTo = (group: CfnResource) => ({
   Resource: Token.asString(group.getAtt("Arn")),
 });
 
+// Every CodePipeline job is read back (GetJobDetails; a job has no resource
+// type in IAM, so "*") and checked against its pipeline's declaration: this
+// installation's main pipeline and its branch pipelines (<main>-<branch>-<hash>)
+// only (crates/lambda/src/origin.rs).
+const VERIFY_JOBS = { Sid: "VerifyJobs", Effect: "Allow", Action: "codepipeline:GetJobDetails", Resource: "*" };
+const READ_PIPELINES = {
+  Sid: "ReadPipelines",
+  Effect: "Allow",
+  Action: "codepipeline:GetPipeline",
+  Resource: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-pipeline*"),
+};
+
 // Where repository code runs (the hooks, the image build): never the
 // releases, nor the continuation state and its sealing key.
 const notReleasesOrContinuations = (bucket: CfnResource) => ({
@@ -475,17 +487,22 @@ export class Porter extends Construct {
             ],
             Resource: "*",
           },
+          // Secrets and parameters only under the role's own service's and
+          // environment's prefix (its porter:service and porter:environment
+          // tags, which its sessions carry as principal tags): no overlay
+          // grants its instances another service's or environment's secrets.
+          // ${!...}: a policy variable Fn::Sub leaves to IAM.
           {
             Sid: "ServiceSecretsUnderPorter",
             Effect: "Allow",
             Action: ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
-            Resource: Fn.sub("arn:${AWS::Partition}:ssm:*:${AWS::AccountId}:parameter/porter/*"),
+            Resource: Fn.sub("arn:${AWS::Partition}:ssm:*:${AWS::AccountId}:parameter/porter/${!aws:PrincipalTag/porter:service}/${!aws:PrincipalTag/porter:environment}/*"),
           },
           {
             Sid: "ServiceSecretValuesUnderPorter",
             Effect: "Allow",
             Action: "secretsmanager:GetSecretValue",
-            Resource: Fn.sub("arn:${AWS::Partition}:secretsmanager:*:${AWS::AccountId}:secret:porter/*"),
+            Resource: Fn.sub("arn:${AWS::Partition}:secretsmanager:*:${AWS::AccountId}:secret:porter/${!aws:PrincipalTag/porter:service}/${!aws:PrincipalTag/porter:environment}/*"),
           },
           {
             Sid: "NotPorterArtifacts",
@@ -643,6 +660,23 @@ export class Porter extends Construct {
                 ],
                 Resource: Fn.sub("arn:${AWS::Partition}:autoscaling:*:${AWS::AccountId}:autoScalingGroup:*:autoScalingGroupName/*"),
               },
+              // No group is created or changed naming load balancers or target
+              // groups: only promote puts instances in front of traffic. One
+              // statement per key (a statement's conditions must all hold).
+              {
+                Sid: "NoLoadBalancersOnGroups",
+                Effect: "Deny",
+                Action: ["autoscaling:CreateAutoScalingGroup", "autoscaling:UpdateAutoScalingGroup"],
+                Resource: "*",
+                Condition: { Null: { "autoscaling:LoadBalancerNames": "false" } },
+              },
+              {
+                Sid: "NoTargetGroupsOnGroups",
+                Effect: "Deny",
+                Action: ["autoscaling:CreateAutoScalingGroup", "autoscaling:UpdateAutoScalingGroup"],
+                Resource: "*",
+                Condition: { Null: { "autoscaling:TargetGroupARNs": "false" } },
+              },
               {
                 Sid: "ReleaseGroupSettings",
                 Effect: "Allow",
@@ -659,6 +693,10 @@ export class Porter extends Construct {
                   },
                 },
               },
+              // Only in promote's sessions (porter-promote-SERVICE, from
+              // crates/core/src/target.rs), never provision's, which creates
+              // release stacks. IAM cannot condition an attach on the load
+              // balancer's tags: promote checks them in code before it attaches.
               {
                 Sid: "AttachReleaseGroups",
                 Effect: "Allow",
@@ -669,6 +707,7 @@ export class Porter extends Construct {
                     "aws:ResourceTag/porter:service": "${aws:PrincipalTag/porter:service}",
                     "aws:ResourceTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
                   },
+                  StringLike: { "aws:userid": "*:porter-promote-*" },
                 },
               },
               {
@@ -678,6 +717,7 @@ export class Porter extends Construct {
                 Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"),
                 Condition: { StringEquals: { "iam:AWSServiceName": "autoscaling.amazonaws.com" } },
               },
+              // Only in promote's sessions too: a release stack registers nothing.
               {
                 Sid: "Cutover",
                 Effect: "Allow",
@@ -692,6 +732,7 @@ export class Porter extends Construct {
                     "aws:ResourceTag/porter:service": "${aws:PrincipalTag/porter:service}",
                     "aws:ResourceTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
                   },
+                  StringLike: { "aws:userid": "*:porter-promote-*" },
                 },
               },
               {
@@ -707,7 +748,6 @@ export class Porter extends Construct {
                 Sid: "BoundedReleaseRoles",
                 Effect: "Allow",
                 Action: [
-                  "iam:CreateRole",
                   "iam:PutRolePolicy",
                   "iam:DeleteRolePolicy",
                   "iam:AttachRolePolicy",
@@ -721,13 +761,41 @@ export class Porter extends Construct {
                   },
                 },
               },
+              // Roles are created only with the boundary and tagged with the
+              // session's own service and environment: the tags the boundary
+              // scopes secrets by and PassRole checks.
+              {
+                Sid: "CreateReleaseRoles",
+                Effect: "Allow",
+                Action: "iam:CreateRole",
+                Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/porter/*"),
+                Condition: {
+                  StringEquals: {
+                    "iam:PermissionsBoundary": Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:policy/porter/porter-release-boundary"),
+                    "aws:RequestTag/porter:service": "${aws:PrincipalTag/porter:service}",
+                    "aws:RequestTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
+                  },
+                },
+              },
+              // CreateRole with tags needs TagRole too: only with the same tags.
+              {
+                Sid: "TagReleaseRoles",
+                Effect: "Allow",
+                Action: "iam:TagRole",
+                Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/porter/*"),
+                Condition: {
+                  StringEquals: {
+                    "aws:RequestTag/porter:service": "${aws:PrincipalTag/porter:service}",
+                    "aws:RequestTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
+                  },
+                },
+              },
               {
                 Sid: "ReleaseRoles",
                 Effect: "Allow",
                 Action: [
                   "iam:DeleteRole",
                   "iam:GetRole",
-                  "iam:TagRole",
                   "iam:UntagRole",
                   "iam:GetRolePolicy",
                   "iam:ListRolePolicies",
@@ -742,12 +810,19 @@ export class Porter extends Construct {
                 Action: "iam:DeleteRolePermissionsBoundary",
                 Resource: "*",
               },
+              // Only roles of the session's own service and environment.
               {
                 Sid: "PassInstanceRoleToEc2",
                 Effect: "Allow",
                 Action: "iam:PassRole",
                 Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/porter/*"),
-                Condition: { StringEqualsIfExists: { "iam:PassedToService": "ec2.amazonaws.com" } },
+                Condition: {
+                  StringEqualsIfExists: { "iam:PassedToService": "ec2.amazonaws.com" },
+                  StringEquals: {
+                    "iam:ResourceTag/porter:service": "${aws:PrincipalTag/porter:service}",
+                    "iam:ResourceTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
+                  },
+                },
               },
               {
                 Sid: "InstanceProfile",
@@ -857,6 +932,8 @@ export class Porter extends Construct {
             Action: ["codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"],
             Resource: "*",
           },
+          VERIFY_JOBS,
+          READ_PIPELINES,
           TRACING,
         ],
       },
@@ -953,6 +1030,16 @@ export class Porter extends Construct {
 
     // ---- The functions the state machine chains
 
+    // The rules the functions that work CodePipeline jobs (the phases and
+    // the pipeline function) check each job against before working it
+    // (crates/lambda/src/origin.rs). The main pipeline's name, not
+    // pipeline.ref: the pipeline refers to the functions.
+    const jobRules = {
+      PIPELINE_NAME: Fn.sub("${AWS::StackName}-pipeline"),
+      APPROVED_ENVIRONMENTS: p.productionEnvironment,
+      BRANCH_ENVIRONMENTS: p.branchEnvironments,
+    };
+
     const packFunction = lambdaFunction("pack", packFunctionRole, packLogGroup, {
       Description: "porter pack phase",
       MemorySize: 1024,
@@ -963,6 +1050,7 @@ export class Porter extends Construct {
           PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
           PORTER_IMAGE_PARAMETER: p.imageParameter,
           PORTER_ALLOWED_REFERENCES: p.allowedExternalReferences,
+          ...jobRules,
         },
       },
     });
@@ -974,6 +1062,7 @@ export class Porter extends Construct {
           ARTIFACT_BUCKET: artifactBucket.ref,
           PORTER_SERVICE: p.serviceName,
           PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+          ...jobRules,
         },
       },
     });
@@ -985,6 +1074,7 @@ export class Porter extends Construct {
           ARTIFACT_BUCKET: artifactBucket.ref,
           PORTER_SERVICE: p.serviceName,
           PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+          ...jobRules,
         },
       },
     });
@@ -996,6 +1086,7 @@ export class Porter extends Construct {
           ARTIFACT_BUCKET: artifactBucket.ref,
           PORTER_SERVICE: p.serviceName,
           PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+          ...jobRules,
         },
       },
     });
@@ -1433,9 +1524,11 @@ export class Porter extends Construct {
               ...(c.useCustomAction ? [{
                 Sid: "AcknowledgePorterJobs",
                 Effect: "Allow",
-                Action: ["codepipeline:AcknowledgeJob", "codepipeline:GetJobDetails"],
+                Action: "codepipeline:AcknowledgeJob",
                 Resource: "*",
               }] : []),
+              VERIFY_JOBS,
+              READ_PIPELINES,
               {
                 Sid: "JobResults",
                 Effect: "Allow",
@@ -1476,6 +1569,7 @@ export class Porter extends Construct {
           STATE_MACHINE_ARN: deployStateMachine.ref,
           ARTIFACT_BUCKET: artifactBucket.ref,
           LEASE_TABLE: leaseTable.ref,
+          ...jobRules,
         },
       },
     });

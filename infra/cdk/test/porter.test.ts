@@ -81,7 +81,7 @@ test("the artifact bucket: SSE-KMS under its own rotating key, versioned, not pu
   });
 });
 
-test("release roles read secrets and parameters only under porter/ (the boundary caps them)", () => {
+test("release roles read secrets and parameters only under porter/ of their own service and environment (the boundary caps them)", () => {
   const [boundary] = Object.values(template().findResources("AWS::IAM::ManagedPolicy", { Properties: { ManagedPolicyName: "porter-release-boundary" } }));
   const statements: { Sid: string; Effect: string; Action: string | string[]; Resource: unknown }[] = boundary.Properties.PolicyDocument.Statement;
   const reads = ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "secretsmanager:GetSecretValue"];
@@ -89,9 +89,11 @@ test("release roles read secrets and parameters only under porter/ (the boundary
   for (const a of reads) {
     const [s, ...more] = granting(a);
     assert.equal(more.length, 0, `${a}: one statement`);
+    // ${!...}: the role's tags, as policy variables Fn::Sub leaves alone.
+    const own = "${!aws:PrincipalTag/porter:service}/${!aws:PrincipalTag/porter:environment}/*";
     assert.deepEqual(s.Resource, a.startsWith("ssm:")
-      ? { "Fn::Sub": "arn:${AWS::Partition}:ssm:*:${AWS::AccountId}:parameter/porter/*" }
-      : { "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:*:${AWS::AccountId}:secret:porter/*" }, a);
+      ? { "Fn::Sub": `arn:\${AWS::Partition}:ssm:*:\${AWS::AccountId}:parameter/porter/${own}` }
+      : { "Fn::Sub": `arn:\${AWS::Partition}:secretsmanager:*:\${AWS::AccountId}:secret:porter/${own}` }, a);
   }
 });
 
@@ -198,6 +200,34 @@ test("the deployment role is assumed by provision, promote and prune only, with 
   });
   const [trust] = Object.values(t.findResources("AWS::IAM::Role", { Properties: { RoleName: "porter-deployment" } }));
   assert.equal(trust.Properties.AssumeRolePolicyDocument.Statement[0].Principal.AWS.length, 3);
+});
+
+test("the deployment role: release roles made and passed only with the session's tags, no group names a load balancer, only promote attaches", () => {
+  const [role] = Object.values(template().findResources("AWS::IAM::Role", { Properties: { RoleName: "porter-deployment" } }));
+  type S = { Sid: string; Effect: string; Action: string | string[]; Condition?: Record<string, Record<string, unknown>> };
+  const bySid: Record<string, S> = Object.fromEntries(role.Properties.Policies[0].PolicyDocument.Statement.map((s: S) => [s.Sid, s]));
+  const own = (kind: string) => ({
+    [`${kind}/porter:service`]: "${aws:PrincipalTag/porter:service}",
+    [`${kind}/porter:environment`]: "${aws:PrincipalTag/porter:environment}",
+  });
+  assert.deepEqual(bySid.CreateReleaseRoles.Action, "iam:CreateRole");
+  assert.deepEqual(bySid.CreateReleaseRoles.Condition?.StringEquals, {
+    "iam:PermissionsBoundary": { "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:policy/porter/porter-release-boundary" },
+    ...own("aws:RequestTag"),
+  });
+  assert.deepEqual(bySid.TagReleaseRoles.Condition, { StringEquals: own("aws:RequestTag") });
+  assert.deepEqual(bySid.PassInstanceRoleToEc2.Condition, {
+    StringEqualsIfExists: { "iam:PassedToService": "ec2.amazonaws.com" },
+    StringEquals: own("iam:ResourceTag"),
+  });
+  for (const [sid, key] of [["NoLoadBalancersOnGroups", "autoscaling:LoadBalancerNames"], ["NoTargetGroupsOnGroups", "autoscaling:TargetGroupARNs"]]) {
+    assert.equal(bySid[sid].Effect, "Deny", sid);
+    assert.deepEqual(bySid[sid].Action, ["autoscaling:CreateAutoScalingGroup", "autoscaling:UpdateAutoScalingGroup"], sid);
+    assert.deepEqual(bySid[sid].Condition, { Null: { [key]: "false" } }, sid);
+  }
+  for (const sid of ["AttachReleaseGroups", "Cutover"]) {
+    assert.deepEqual(bySid[sid].Condition?.StringLike, { "aws:userid": "*:porter-promote-*" }, sid);
+  }
 });
 
 test("the pipeline deploys production only after the approval, which only the approver roles may give", () => {
