@@ -527,6 +527,15 @@ pub fn apply(base: Value, overlay: &Value, vpc_id: Option<&str>) -> Value {
         {
             let mut all = own_groups;
             for g in groups.drain(..) {
+                // A launch template takes group ids. `Ref` of a group is
+                // its id only in a VPC (porter's launch configurations took
+                // names too): the stack's own groups by their GroupId.
+                let g = match g.get("Ref").and_then(Value::as_str) {
+                    Some(id) if g.as_object().is_some_and(|o| o.len() == 1) => {
+                        json!({"Fn::GetAtt": [id, "GroupId"]})
+                    }
+                    _ => g,
+                };
                 if !all.contains(&g) {
                     all.push(g);
                 }
@@ -543,7 +552,17 @@ pub fn apply(base: Value, overlay: &Value, vpc_id: Option<&str>) -> Value {
             }
         }
     }
-    crate::template::merge(base, overlay)
+    let mut template = crate::template::merge(base, overlay);
+    // An overlay's own machine image (porter's CIS images) leaves the
+    // stack's image parameter unread: it goes, as CloudFormation's linter
+    // asks of a parameter nothing reads.
+    let image = template.pointer("/Resources/LaunchTemplate/Properties/LaunchTemplateData/ImageId");
+    if image.is_some_and(|i| i != &json!({"Ref": "ImageId"})) {
+        if let Some(parameters) = template.get_mut("Parameters").and_then(Value::as_object_mut) {
+            parameters.remove("ImageId");
+        }
+    }
+    template
 }
 
 /// A launch configuration's properties as launch template data.
@@ -612,7 +631,7 @@ mod tests {
             let overlay = fixture(name);
             assert_eq!(problems(&overlay), [], "{name}");
             assert_eq!(externals(&overlay), [], "{name}");
-            let base = json!({"Resources": {
+            let base = json!({"Parameters": {"ImageId": {"Type": "String"}}, "Resources": {
                 "LaunchTemplate": {"Type": "AWS::EC2::LaunchTemplate", "Properties": {"LaunchTemplateData": {
                     "ImageId": {"Ref": "ImageId"},
                     "SecurityGroupIds": [{"Fn::GetAtt": ["InstanceSecurityGroup", "GroupId"]}]}}}}});
@@ -620,13 +639,19 @@ mod tests {
             let data = &t["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"];
             assert_eq!(
                 data["SecurityGroupIds"],
-                json!([{"Fn::GetAtt": ["InstanceSecurityGroup", "GroupId"]}, {"Ref": "SSHSecurityGroup"}]),
+                json!([{"Fn::GetAtt": ["InstanceSecurityGroup", "GroupId"]}, {"Fn::GetAtt": ["SSHSecurityGroup", "GroupId"]}]),
                 "{name}"
             );
             assert!(t["Resources"].get(LEGACY_LAUNCH_CONFIGURATION).is_none(), "{name}");
             assert_eq!(t["Resources"]["SSHSecurityGroup"]["Properties"]["VpcId"], "vpc-1");
             if name == "porter-cis-ami.json" {
                 assert_eq!(data["ImageId"], "ami-6442af04");
+                assert!(
+                    t["Parameters"].get("ImageId").is_none(),
+                    "the unread image parameter goes"
+                );
+            } else {
+                assert!(t["Parameters"].get("ImageId").is_some(), "{name}");
             }
         }
     }
