@@ -1633,6 +1633,21 @@ fn a_secret_outside_its_prefix_a_value_in_clear_or_a_reserved_variable_is_refuse
             "would change how the instance boots",
         ),
         (
+            "    PYTHONPATH: ssm:/porter/svc-api/dev/k\n",
+            "environments[0].secrets.PYTHONPATH",
+            "would change how the instance boots",
+        ),
+        (
+            "    https_proxy: ssm:/porter/svc-api/dev/k\n",
+            "environments[0].secrets.https_proxy",
+            "would change how the instance boots",
+        ),
+        (
+            "    service_pid: ssm:/porter/svc-api/dev/k\n",
+            "environments[0].secrets.service_pid",
+            "would change how the instance boots",
+        ),
+        (
             "    2FA: ssm:/porter/svc-api/dev/k\n",
             "environments[0].secrets.2FA",
             "not an environment variable name",

@@ -1380,6 +1380,10 @@ fn check_slack(c: &mut Checker, root: &Node) -> Option<BTreeMap<String, String>>
 /// before it reads the next and starts the service, so these would change
 /// how the boot itself runs (its PATH, its shell, its AWS credentials).
 fn reserved_variable(name: &str) -> bool {
+    // A secret is exported in the boot script before the tools it runs
+    // (the AWS CLI, curl, docker, the service's own start): a name any of
+    // them reads, or one of the script's own variables, would change how
+    // the instance boots.
     const EXACT: &[&str] = &[
         "PATH",
         "HOME",
@@ -1390,9 +1394,25 @@ fn reserved_variable(name: &str) -> bool {
         "GLOBIGNORE",
         "SHELLOPTS",
         "PS4",
+        "TMPDIR",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "SERVICE_PID",
+        "VALUE",
+        "OK",
+        "BAD",
+        "CODE",
+    ];
+    const PREFIXES: &[&str] = &[
+        "AWS_", "LD_", "BASH", "PYTHON", "PERL", "RUBY", "NODE_", "JAVA_", "DOCKER_", "CURL_", "GIT_", "PORTER_",
     ];
     let upper = name.to_ascii_uppercase();
-    EXACT.contains(&upper.as_str()) || ["AWS_", "LD_", "BASH"].iter().any(|p| upper.starts_with(p))
+    EXACT.contains(&upper.as_str())
+        || PREFIXES.iter().any(|p| upper.starts_with(p))
+        // http_proxy, HTTPS_PROXY, no_proxy, ALL_PROXY ...
+        || upper.ends_with("_PROXY")
 }
 
 /// `secrets:` of an environment or a region: a mapping of environment
@@ -1437,7 +1457,7 @@ fn check_secrets(c: &mut Checker, parent: &Node, path: &str) -> Option<Vec<Secre
             c.error(
                 k,
                 &vpath,
-                format!("`{variable}` would change how the instance boots (PATH, the shell, AWS_*, LD_*, BASH*); give the service another name for it"),
+                format!("`{variable}` would change how the instance boots (PATH, the shell, proxies, AWS_*, LD_*, PYTHON*, DOCKER_*, PORTER_*, the boot script's own names); give the service another name for it"),
             );
             ok = false;
             continue;
