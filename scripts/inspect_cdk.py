@@ -29,7 +29,7 @@ import boto3
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import inspect_infra as ii  # noqa: E402
 from check_cdk_parity import cdk_names  # noqa: E402
-from inspect_infra import as_list, check, document, grants, job_rules, resources_of, statements, verifies_jobs  # noqa: E402
+from inspect_infra import as_list, check, grants, job_rules, resources_of, statements, verifies_jobs  # noqa: E402
 
 FUNCTIONS = ["Pack", "Provision", "Promote", "Prune", "Pipeline", "Trigger", "Lease", "Notify", "Hooks"]
 JOB_WORKERS = ["Pack", "Provision", "Promote", "Prune", "Pipeline"]  # each can be a CodePipeline action: its jobs are verified
@@ -137,11 +137,7 @@ def main(endpoint, cdk_dir, cases_path, code_bucket, code_key, definition_path):
         # (with DeploymentRoleArns, a deployment role of this account creates
         # release roles only with it all the same)
         boundary_arn = f"arn:aws:iam::{account}:policy/porter/porter-release-boundary"
-        try:
-            pol = iam.get_policy(PolicyArn=boundary_arn)["Policy"]
-            bdoc = document(iam.get_policy_version(PolicyArn=boundary_arn, VersionId=pol["DefaultVersionId"])["PolicyVersion"]["Document"])
-        except iam.exceptions.NoSuchEntityException:
-            bdoc = {"Statement": []}
+        bdoc = ii.managed_policy_document(iam, boundary_arn)
         check(bool(bdoc["Statement"]), f"moto {name}: the stack makes the release boundary {boundary_arn}")
         ii.boundary_reads_own_secrets(bdoc, account, f"moto {name}")
         # --- the deployment role: release roles made, tagged and passed only

@@ -190,6 +190,17 @@ def document(doc):
         return ast.literal_eval(doc)
 
 
+def managed_policy_document(iam, arn):
+    """A managed policy's default version, as a document; with no
+    statement when the policy does not exist."""
+    try:
+        pol = iam.get_policy(PolicyArn=arn)["Policy"]
+    except iam.exceptions.NoSuchEntityException:
+        return {"Statement": []}
+    ver = iam.get_policy_version(PolicyArn=arn, VersionId=pol["DefaultVersionId"])
+    return document(ver["PolicyVersion"]["Document"])
+
+
 def statements(iam, role_name):
     """Every statement that applies to the role: inline and attached."""
     out = []
@@ -197,9 +208,7 @@ def statements(iam, role_name):
         doc = iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"]
         out += as_list(document(doc)["Statement"])
     for att in iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"]:
-        pol = iam.get_policy(PolicyArn=att["PolicyArn"])["Policy"]
-        ver = iam.get_policy_version(PolicyArn=att["PolicyArn"], VersionId=pol["DefaultVersionId"])
-        out += as_list(document(ver["PolicyVersion"]["Document"])["Statement"])
+        out += as_list(managed_policy_document(iam, att["PolicyArn"])["Statement"])
     # moto keeps an Fn::If's AWS::NoValue in a list as null; CloudFormation drops it.
     return [s for s in out if s is not None]
 
@@ -535,8 +544,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     denies = [s for s in statements(iam, "porter-deployment") if s.get("Effect") == "Deny"]
     check(any("iam:DeleteRolePermissionsBoundary" in as_list(s["Action"]) for s in denies),
           "moto: the deployment role may never take a boundary off")
-    pol = iam.get_policy(PolicyArn=boundary_arn)["Policy"]
-    bdoc = document(iam.get_policy_version(PolicyArn=boundary_arn, VersionId=pol["DefaultVersionId"])["PolicyVersion"]["Document"])
+    bdoc = managed_policy_document(iam, boundary_arn)
     ballowed = {a for s in as_list(bdoc["Statement"]) if s["Effect"] == "Allow" for a in as_list(s["Action"])}
     check(not any(a.startswith(("iam:", "sts:AssumeRole", "organizations:")) or a.endswith(":*") or a == "*" for a in ballowed),
           f"moto: the release boundary allows no IAM, no role assumption, no wildcard {sorted(ballowed)}")
@@ -906,11 +914,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
         # account (listed in DeploymentRoleArns or not) creates release
         # roles only with it.
         other_boundary = f"arn:aws:iam::{OTHER_STACK_ACCOUNT}:policy/porter/porter-release-boundary"
-        try:
-            pol = iam.get_policy(PolicyArn=other_boundary)["Policy"]
-            odoc = document(iam.get_policy_version(PolicyArn=other_boundary, VersionId=pol["DefaultVersionId"])["PolicyVersion"]["Document"])
-        except iam.exceptions.NoSuchEntityException:
-            odoc = {"Statement": []}
+        odoc = managed_policy_document(iam, other_boundary)
         sids = lambda d: {s["Sid"]: sorted(as_list(s["Action"])) for s in as_list(d["Statement"])}  # noqa: E731
         check(bool(odoc["Statement"]) and sids(odoc) == sids(bdoc),
               f"moto: with DeploymentRoleArns, the stack makes the release boundary {other_boundary} too, the same statements")

@@ -193,31 +193,41 @@ impl Progress {
     /// the canaries' bake, the release and its rollout) with the gate's
     /// answer.
     fn read_bake(output: &str) -> Option<Bake> {
-        let v: Value = serde_json::from_str(output).ok()?;
-        let gate = v.get("gate")?;
-        let regions: Vec<String> = serde_json::from_value(v.get("wave")?.clone()).ok()?;
-        let mut alarms: Vec<String> = gate
-            .get("armed")
-            .and_then(Value::as_array)
+        #[derive(Deserialize)]
+        struct Item {
+            wave: Vec<String>,
+            #[serde(default)]
+            canary: bool,
+            release: Release,
+            gate: Gate,
+        }
+        #[derive(Deserialize)]
+        struct Gate {
+            #[serde(default)]
+            armed: Option<Vec<crate::gate::Reading>>,
+            #[serde(default)]
+            baked: u32,
+            #[serde(default)]
+            next_wait: u32,
+            #[serde(default)]
+            done: bool,
+        }
+        let item: Item = serde_json::from_str(output).ok()?;
+        let mut alarms: Vec<String> = item
+            .gate
+            .armed
+            .unwrap_or_default()
             .into_iter()
-            .flatten()
-            .filter_map(|r| {
-                Some(format!(
-                    "{} in {}",
-                    r.get("alarm")?.as_str()?,
-                    r.get("region")?.as_str()?
-                ))
-            })
+            .map(|r| format!("{} in {}", r.alarm, r.region))
             .collect();
         alarms.sort();
-        let num = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0) as u32;
         Some(Bake {
-            regions,
-            canary: v.get("canary").and_then(Value::as_bool).unwrap_or(false),
-            bake_seconds: num(v.pointer("/release/rollout/bake_seconds")),
-            baked: num(gate.get("baked")),
-            next_wait: num(gate.get("next_wait")),
-            done: gate.get("done").and_then(Value::as_bool).unwrap_or(false),
+            regions: item.wave,
+            canary: item.canary,
+            bake_seconds: item.release.rollout.bake_seconds,
+            baked: item.gate.baked,
+            next_wait: item.gate.next_wait,
+            done: item.gate.done,
             alarms,
         })
     }

@@ -255,7 +255,9 @@ fn resource(out: &mut Vec<Problem>, all: &Map<String, Value>, id: &str, r: &Valu
     if obj.get("Properties").is_some_and(|p| !p.is_object()) {
         out.push(problem(&format!("{at}.Properties"), "expected an object"));
     }
-    match own_properties(id) {
+    // The properties the resource may set, and whose checks they get: the
+    // stack's own resource's, or those of a type the overlay adds.
+    let (allowed, added) = match own_properties(id) {
         Some((own_kind, allowed)) => {
             if let Some(k) = kind.filter(|k| *k != own_kind) {
                 out.push(problem(
@@ -263,14 +265,7 @@ fn resource(out: &mut Vec<Problem>, all: &Map<String, Value>, id: &str, r: &Valu
                     &format!("{id} is the stack's own {own_kind}; it cannot become a {k}"),
                 ));
             }
-            for (name, value) in props.into_iter().flatten() {
-                let path = format!("{at}.Properties.{name}");
-                if !allowed.contains(&name.as_str()) {
-                    out.push(problem(&path, why_not(name)));
-                    continue;
-                }
-                own_property(out, all, id, name, value, &path);
-            }
+            (allowed, None)
         }
         None => {
             let Some(kind) = kind else {
@@ -293,15 +288,18 @@ fn resource(out: &mut Vec<Problem>, all: &Map<String, Value>, id: &str, r: &Valu
                 out.push(problem(&format!("{at}.Type"), &format!("`{kind}`: {why}")));
                 return;
             }
-            let allowed = addable_properties(kind);
-            for (name, value) in props.into_iter().flatten() {
-                let path = format!("{at}.Properties.{name}");
-                if !allowed.contains(&name.as_str()) {
-                    out.push(problem(&path, why_not(name)));
-                    continue;
-                }
-                added_property(out, all, kind, name, value, &path);
-            }
+            (addable_properties(kind), Some(kind))
+        }
+    };
+    for (name, value) in props.into_iter().flatten() {
+        let path = format!("{at}.Properties.{name}");
+        if !allowed.contains(&name.as_str()) {
+            out.push(problem(&path, why_not(name)));
+            continue;
+        }
+        match added {
+            Some(kind) => added_property(out, all, kind, name, value, &path),
+            None => own_property(out, all, id, name, value, &path),
         }
     }
 }

@@ -119,15 +119,7 @@ impl Context {
         ctx.state_machine_arn = std::env::var("STATE_MACHINE_ARN").ok().filter(|s| !s.is_empty());
         ctx.lease_table = std::env::var("LEASE_TABLE").ok().filter(|s| !s.is_empty());
         ctx.image_parameter = std::env::var("PORTER_IMAGE_PARAMETER").ok().filter(|s| !s.is_empty());
-        let list = |name: &str| -> Vec<String> {
-            std::env::var(name)
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        };
+        let list = |name: &str| trigger::list(&std::env::var(name).unwrap_or_default());
         ctx.job_rules = std::env::var("PIPELINE_NAME")
             .ok()
             .filter(|p| !p.is_empty())
@@ -136,13 +128,7 @@ impl Context {
                 approved_environments: list("APPROVED_ENVIRONMENTS"),
                 branch_environments: list("BRANCH_ENVIRONMENTS"),
             });
-        ctx.allowed_references = std::env::var("PORTER_ALLOWED_REFERENCES")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
+        ctx.allowed_references = list("PORTER_ALLOWED_REFERENCES");
         if function == Some(Function::Trigger) {
             ctx.trigger = trigger::Settings::from_env()?;
         }

@@ -117,7 +117,7 @@ impl Settings {
 }
 
 /// A comma-separated list, blanks dropped.
-fn list(text: &str) -> Vec<String> {
+pub(crate) fn list(text: &str) -> Vec<String> {
     text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())

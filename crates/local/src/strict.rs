@@ -18,10 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use porter_core::provision::TEMPLATE_BODY_LIMIT;
 use porter_core::template::USER_DATA_LIMIT;
-
-/// The largest `TemplateBody` CloudFormation takes, in bytes.
-pub const TEMPLATE_BODY_LIMIT: usize = 51_200;
 
 /// Each bucket's region, read from moto once.
 #[derive(Clone, Default)]
@@ -113,7 +111,7 @@ pub fn permanent_redirect(bucket: &str, bucket_region: &str, head: bool) -> Resp
 pub fn validation_error(message: &str) -> Response {
     let body = format!(
         "<ErrorResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><Error><Type>Sender</Type><Code>ValidationError</Code><Message>{}</Message></Error><RequestId>porter-local</RequestId></ErrorResponse>",
-        xml_escape(message)
+        crate::front::xml_escape(message)
     );
     (StatusCode::BAD_REQUEST, [("content-type", "text/xml")], body).into_response()
 }
@@ -224,10 +222,6 @@ pub fn user_data_problem(template: &serde_json::Value, stack_name: &str, region:
         }
     }
     None
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]
