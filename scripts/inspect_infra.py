@@ -259,8 +259,21 @@ ATTACH_ACTIONS = [
     "elasticloadbalancing:RegisterInstancesWithLoadBalancer", "elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
     "elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets",
 ]
-# ... and those of them promote uses (Classic ELBs).
-PROMOTE_ATTACHES = ATTACH_ACTIONS[:2] + ATTACH_ACTIONS[6:8]
+# ... and those of them promote uses (Classic ELBs, and ALB/NLB target
+# groups); never VPC Lattice's traffic sources.
+PROMOTE_ATTACHES = [a for a in ATTACH_ACTIONS if "TrafficSources" not in a]
+# What promote does to a target group: each call names the target group, so
+# IAM conditions it on the target group's own tags.
+TARGET_GROUP_ACTIONS = ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets",
+                        "elasticloadbalancing:AddTags"]
+
+
+def reaches_target_group(resource):
+    """The resource of a grant (an ARN, or a pattern of one) covers a target
+    group: "*" and the like count, not only targetgroup/ ARNs."""
+    r = re.sub(r"^arn:aws[a-z-]*:", "arn:aws:", resource)
+    return fnmatch.fnmatchcase("arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef",
+                               re.sub(r"\b\d{12}\b", "123456789012", r))
 
 
 def own_tags(cond, key):
@@ -316,6 +329,34 @@ def release_defences(stmts, boundary_arn, who):
         used = action in PROMOTE_ATTACHES
         check((conds or not used) and all(c.get("StringLike", {}).get("aws:userid") == PROMOTE_USERID for c in conds),
               f"{who} may {action} {'' if used else '(if at all) '}only in promote's sessions {conds}")
+    # Target groups (ALB/NLB): promote attaches only the groups of its
+    # session's own service and environment (IAM cannot condition the attach
+    # on the target group's tags: promote checks them in code), and
+    # registers, deregisters and tags only on target groups tagged with them.
+    for action in ("autoscaling:AttachLoadBalancerTargetGroups", "autoscaling:DetachLoadBalancerTargetGroups"):
+        found = [(r, c) for a, r, c in g if fnmatch.fnmatchcase(action.lower(), a.lower())]
+        check(found and all(r.endswith(":autoScalingGroup:*:autoScalingGroupName/*") and own_tags(c, "aws:ResourceTag")
+                            for r, c in found),
+              f"{who} may {action} only on groups tagged with its session's service and environment {found}")
+    for action in TARGET_GROUP_ACTIONS:
+        found = [(r, c) for a, r, c in g if fnmatch.fnmatchcase(action.lower(), a.lower())]
+        on_tgs = [(r, c) for r, c in found if reaches_target_group(r)]
+        check(on_tgs and all(re.fullmatch(r"arn:aws[a-z-]*:elasticloadbalancing:\*:\d{12}:targetgroup/\*/\*", r)
+                             and own_tags(c, "aws:ResourceTag")
+                             and json.loads(c).get("StringLike", {}).get("aws:userid") == PROMOTE_USERID
+                             for r, c in on_tgs),
+              f"{who} may {action} on target groups, only those tagged with its session's service and environment, "
+              f"only in promote's sessions {on_tgs}")
+        if action != "elasticloadbalancing:AddTags":
+            check(all(":targetgroup/" in r for r, _ in found), f"{who} may {action} on target groups only {found}")
+    # ... and never changes the ownership tags of a load balancer or target
+    # group (AddTags is allowed on both): a Deny on every resource.
+    check(any(s.get("Effect") == "Deny" and as_list(s.get("Resource")) == ["*"]
+              and {"elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"} <= set(as_list(s.get("Action", [])))
+              and sorted(s.get("Condition", {}).get("ForAnyValue:StringEquals", {}).get("aws:TagKeys", []))
+              == ["porter:environment", "porter:service"]
+              for s in stmts),
+          f"{who} never changes a load balancer's or target group's ownership tags")
 
 
 def trust(iam, role_name):
@@ -502,6 +543,10 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
                  "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
                  "elasticloadbalancing:DeregisterInstancesFromLoadBalancer", "elasticloadbalancing:AddTags",
                  "elasticloadbalancing:DescribeInstanceHealth", "elasticloadbalancing:DescribeTags",
+                 "elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets",
+                 "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth",
+                 "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeTargetGroupAttributes",
+                 "autoscaling:AttachLoadBalancerTargetGroups", "autoscaling:DetachLoadBalancerTargetGroups",
                  "iam:CreateRole", "iam:PutRolePolicy", "iam:PassRole", "iam:CreateInstanceProfile",
                  "iam:AddRoleToInstanceProfile", "ssm:GetParameters", "s3:PutObject", "s3:GetObject"]:
         check(any(fnmatch.fnmatchcase(need.lower(), a.lower()) for a in actions), f"moto: the deployment role may {need}")
@@ -515,6 +560,9 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
                     ("elasticloadbalancing:DeregisterInstancesFromLoadBalancer", "ResourceTag"),
                     ("elasticloadbalancing:AddTags", "ResourceTag"),
                     ("autoscaling:AttachLoadBalancers", "ResourceTag"), ("autoscaling:DetachLoadBalancers", "ResourceTag"),
+                    ("elasticloadbalancing:RegisterTargets", "ResourceTag"), ("elasticloadbalancing:DeregisterTargets", "ResourceTag"),
+                    ("autoscaling:AttachLoadBalancerTargetGroups", "ResourceTag"),
+                    ("autoscaling:DetachLoadBalancerTargetGroups", "ResourceTag"),
                     # what an overlay adds to or sets on the release's own group
                     ("autoscaling:PutScheduledUpdateGroupAction", "ResourceTag"), ("autoscaling:DeleteScheduledAction", "ResourceTag"),
                     ("autoscaling:EnableMetricsCollection", "ResourceTag")]:

@@ -172,8 +172,8 @@ async fn print_load_balancers(host: &str) {
     println!("instances: running (UserData booted in namespaces; load balancers check health and carry traffic)");
     for lb in &t.load_balancers {
         println!(
-            "  load balancer {} in {}: {}  ({} of {} instance(s) InService)",
-            lb.name,
+            "  {} in {}: {}  ({} of {} instance(s) serving)",
+            lb.label(),
             lb.region,
             lb.url,
             lb.in_service(),

@@ -114,7 +114,9 @@ async fn status_rollback_and_history_on_the_local_stack() {
         assert!(out.contains(&serving), "{serving}\n{out}");
     }
     assert_eq!(out.matches(&format!("rollback  release {r1}")).count(), 2, "{out}");
-    assert_eq!(out.matches("2/2 InService").count(), 2, "{out}");
+    // The example's classic ELB in us-west-2, its ALB target group in us-east-1.
+    assert!(out.contains("ELB ops-staging-usw2: 2/2 InService"), "{out}");
+    assert!(out.contains("target group ops-staging-use1: 2/2 healthy"), "{out}");
     assert_eq!(out.matches("SUCCEEDED deploy").count(), 2, "{out}");
 
     // Without --to: the release every region's ELB names as replaced.

@@ -78,6 +78,8 @@ pub struct RegionClients {
     pub region: String,
     pub cloudformation: aws_sdk_cloudformation::Client,
     pub elb: aws_sdk_elasticloadbalancing::Client,
+    /// Application and Network Load Balancers' target groups.
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     /// S3 in this region: for this region's buckets only. S3 answers a
@@ -294,6 +296,7 @@ impl RegionClients {
             region: region.to_string(),
             cloudformation: aws_sdk_cloudformation::Client::new(conf),
             elb: aws_sdk_elasticloadbalancing::Client::new(conf),
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(conf),
             autoscaling: aws_sdk_autoscaling::Client::new(conf),
             cloudwatch: aws_sdk_cloudwatch::Client::new(conf),
             s3: s3_client(conf),

@@ -258,7 +258,7 @@ impl Progress {
                 promoted.canaries.join(", ")
             ),
             Progress::Promoted { region, promoted } => format!(
-                "{:<9} {region:<10} {} promoted: {} instance(s) InService, {} previous instance(s) taken out",
+                "{:<9} {region:<10} {} promoted: {} instance(s) serving, {} previous instance(s) taken out",
                 "promote",
                 promoted.stack_name,
                 promoted.elbs.iter().map(|e| e.in_service.len()).sum::<usize>(),

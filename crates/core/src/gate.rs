@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws;
 use crate::phase::PhaseError;
+use crate::promote;
 use crate::target::{each_region, Deployment, Target};
-use crate::{pins, promote};
 
 /// One alarm as read in one region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,7 +159,7 @@ async fn canaries_in_service(
     };
     let ours = dep.stack_name();
     for elb in &region.elbs {
-        let tags = pins::elb_tags(clients, &elb.name).await?;
+        let tags = crate::balancer::tags(clients, elb).await?;
         if tags.get(promote::PROMOTED_NAME_TAG) == Some(&ours) {
             // The release serves here already (deployed again with nothing
             // new): it had no canaries to judge.
@@ -169,33 +169,19 @@ async fn canaries_in_service(
             Some(stack) if !stack.is_empty() => promote::stack_instances(clients, stack).await.unwrap_or_default(),
             _ => Vec::new(),
         };
-        let canaries: Vec<String> = promote::registered(clients, &elb.name)
+        let canaries: Vec<String> = crate::balancer::registered(clients, elb)
             .await?
             .into_iter()
             .filter(|i| !serving.contains(i))
             .collect();
         if canaries.is_empty() {
             return Err(failed(format!(
-                "no canary is registered with {} any more: it was taken out",
-                elb.name
+                "no canary is registered with {elb} any more: it was taken out"
             )));
         }
-        let health = clients
-            .elb
-            .describe_instance_health()
-            .load_balancer_name(&elb.name)
-            .set_instances(Some(promote::as_instances(&canaries)))
-            .send()
-            .await
-            .map_err(aws::err(format!("read the canaries' health in {}", elb.name)))?;
-        if let Some(s) = health.instance_states().iter().find(|s| s.state() != Some("InService")) {
-            return Err(failed(format!(
-                "canary {} in {} is {}{}",
-                s.instance_id().unwrap_or("?"),
-                elb.name,
-                s.state().unwrap_or("Unknown"),
-                s.description().map(|d| format!(" ({d})")).unwrap_or_default()
-            )));
+        let health = crate::balancer::health(clients, elb, &canaries).await?;
+        if let Some(h) = health.iter().find(|h| !h.serving) {
+            return Err(failed(format!("canary {}", h.describe(elb))));
         }
     }
     Ok(())

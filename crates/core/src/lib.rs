@@ -8,6 +8,7 @@
 //! are pure.
 
 pub mod aws;
+pub mod balancer;
 pub mod config;
 pub mod execution;
 pub mod gate;

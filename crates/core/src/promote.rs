@@ -1,21 +1,23 @@
-//! promote: blue/green cutover at the classic ELB, per region.
+//! promote: blue/green cutover at the load balancers, per region: classic
+//! ELBs and target groups of ALBs and NLBs alike (see [`crate::balancer`]).
 //!
-//! The new stack's Auto Scaling groups are attached to every ELB of the
-//! region (so instances Auto Scaling replaces later serve too); once all
-//! their instances are InService the previous release's groups are
-//! detached, anything else registered comes out, and the ELB
-//! is tagged with the promoted stack (and the one it replaced, the rollback
-//! target prune keeps). If the new instances never become
+//! The new stack's Auto Scaling groups are attached to every ELB and target
+//! group of the region (so instances Auto Scaling replaces later serve
+//! too); once all their instances serve (InService at an ELB, healthy in a
+//! target group) the previous release's groups are detached, anything else
+//! registered comes out (a target group drains it), and each load balancer
+//! is tagged with the promoted stack (and the one it replaced, the
+//! rollback target prune keeps). If the new instances never become
 //! healthy, they come out again and the old release keeps serving.
 //! Promoting an older stack is the rollback.
 
 use std::collections::BTreeMap;
 
 use aws_sdk_cloudformation::types::StackStatus;
-use aws_sdk_elasticloadbalancing::types::{Instance, Tag};
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{self, Aws, RegionClients};
+use crate::balancer;
 use crate::config::Region;
 use crate::phase::{backoff, PhaseError, PhaseResult, Step};
 use crate::pins;
@@ -243,7 +245,7 @@ async fn undo_begin(
     let mut replaced = None;
     let mut cut_over_by_us = true;
     for elb in &region.elbs {
-        let tags = pins::elb_tags(clients, &elb.name).await?;
+        let tags = balancer::tags(clients, elb).await?;
         if let Some(execution) = execution {
             cut_over_by_us &= tags.get(PROMOTED_BY_TAG).map(String::as_str) == Some(execution);
         }
@@ -280,7 +282,7 @@ async fn undo_begin(
     if let Some(serving) = serving_instances(clients, &live_id).await {
         for elb in &region.elbs {
             instances.extend(
-                registered(clients, &elb.name)
+                balancer::registered(clients, elb)
                     .await?
                     .into_iter()
                     .filter(|i| !serving.contains(i)),
@@ -312,25 +314,16 @@ async fn take_out(
     groups: &[String],
     instances: &[String],
 ) -> Result<Vec<String>, PhaseError> {
-    set_attached(clients, region, groups, false).await?;
+    balancer::set_attached(clients, &region.elbs, groups, false).await?;
     let mut taken_out = Vec::new();
     for elb in &region.elbs {
-        let theirs: Vec<String> = registered(clients, &elb.name)
+        let theirs: Vec<String> = balancer::registered(clients, elb)
             .await?
             .into_iter()
             .filter(|i| instances.contains(i))
             .collect();
-        if !theirs.is_empty() {
-            clients
-                .elb
-                .deregister_instances_from_load_balancer()
-                .load_balancer_name(&elb.name)
-                .set_instances(Some(as_instances(&theirs)))
-                .send()
-                .await
-                .map_err(aws::err(format!("take the release's instances out of {}", elb.name)))?;
-            taken_out.extend(theirs);
-        }
+        balancer::deregister(clients, elb, &theirs, "the release's instances").await?;
+        taken_out.extend(theirs);
     }
     Ok(taken_out)
 }
@@ -362,7 +355,7 @@ async fn find(
     let (service, environment) = (&dep.release.service, &dep.release.environment);
     let mut elb_tags = Vec::new();
     for elb in &region.elbs {
-        elb_tags.push(pins::check_elb_owner(clients, &elb.name, service, environment).await?);
+        elb_tags.push(balancer::check_owner(clients, elb, service, environment).await?);
     }
     let cfn = &clients.cloudformation;
     let out = cfn.describe_stacks().stack_name(stack_name).send().await.map_err(|e| {
@@ -428,7 +421,7 @@ async fn begin(
     // Attaching (rather than registering instances one by one) is what
     // makes a replacement instance serve: Auto Scaling registers every
     // instance it launches into the group with the group's ELBs.
-    set_attached(clients, region, &groups, true).await?;
+    balancer::set_attached(clients, &region.elbs, &groups, true).await?;
     let cutover = Cutover {
         stack_id,
         stack_name: stack_name.to_string(),
@@ -493,53 +486,11 @@ async fn begin_canary(
     }
     for elb in &region.elbs {
         for id in &canaries {
-            clients
-                .elb
-                .register_instances_with_load_balancer()
-                .load_balancer_name(&elb.name)
-                .instances(Instance::builder().instance_id(id).build())
-                .send()
-                .await
-                .map_err(aws::err(format!("register canary {id} with {}", elb.name)))?;
+            balancer::register(clients, elb, std::slice::from_ref(id)).await?;
         }
     }
     tracing::info!(region = %region.name, stack = %stack_name, canaries = ?canaries, "canaries registered");
     Ok(Canary::Started(cutover))
-}
-
-/// Attaches `groups` to (or detaches them from) every ELB of the region.
-async fn set_attached(
-    clients: &RegionClients,
-    region: &Region,
-    groups: &[String],
-    attach: bool,
-) -> Result<(), PhaseError> {
-    let elbs: Vec<String> = region.elbs.iter().map(|e| e.name.clone()).collect();
-    if elbs.is_empty() {
-        return Ok(());
-    }
-    for g in groups {
-        if attach {
-            clients
-                .autoscaling
-                .attach_load_balancers()
-                .auto_scaling_group_name(g)
-                .set_load_balancer_names(Some(elbs.clone()))
-                .send()
-                .await
-                .map_err(aws::err(format!("attach {g} to {}", elbs.join(", "))))?;
-        } else {
-            clients
-                .autoscaling
-                .detach_load_balancers()
-                .auto_scaling_group_name(g)
-                .set_load_balancer_names(Some(elbs.clone()))
-                .send()
-                .await
-                .map_err(aws::err(format!("detach {g} from {}", elbs.join(", "))))?;
-        }
-    }
-    Ok(())
 }
 
 /// Checks health; cuts over when every new instance is InService, backs
@@ -561,23 +512,9 @@ async fn advance(
     }
     let mut unhealthy = Vec::new();
     for elb in &region.elbs {
-        let out = clients
-            .elb
-            .describe_instance_health()
-            .load_balancer_name(&elb.name)
-            .set_instances(Some(as_instances(&c.instances)))
-            .send()
-            .await
-            .map_err(aws::err(format!("read instance health in {}", elb.name)))?;
-        for s in out.instance_states() {
-            if s.state() != Some("InService") {
-                unhealthy.push(format!(
-                    "{} in {} is {}{}",
-                    s.instance_id().unwrap_or("?"),
-                    elb.name,
-                    s.state().unwrap_or("Unknown"),
-                    s.description().map(|d| format!(" ({d})")).unwrap_or_default()
-                ));
+        for h in balancer::health(clients, elb, &c.instances).await? {
+            if !h.serving {
+                unhealthy.push(h.describe(elb));
             }
         }
     }
@@ -634,7 +571,7 @@ async fn finish(
         None => {
             let mut before = Vec::new();
             for elb in &region.elbs {
-                before.push(pins::elb_tags(clients, &elb.name).await?);
+                before.push(balancer::tags(clients, elb).await?);
             }
             before
         }
@@ -661,57 +598,45 @@ async fn finish(
             .iter()
             .filter_map(|g| g.auto_scaling_group_name().map(str::to_string))
             .collect();
-        set_attached(clients, region, &names, false).await?;
+        balancer::set_attached(clients, &region.elbs, &names, false).await?;
     }
     for (elb, before) in region.elbs.iter().zip(&before) {
-        let (registered, dns_name) = described(clients, &elb.name).await?;
+        let (registered, dns_name) = balancer::described(clients, elb).await?;
         let plan = plan::cutover(&registered, &c.instances);
-        if !plan.deregister.is_empty() {
-            clients
-                .elb
-                .deregister_instances_from_load_balancer()
-                .load_balancer_name(&elb.name)
-                .set_instances(Some(as_instances(&plan.deregister)))
-                .send()
-                .await
-                .map_err(aws::err(format!("take the previous instances out of {}", elb.name)))?;
-            deregistered.extend(plan.deregister);
-        }
-        let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build().expect("key is set");
+        balancer::deregister(clients, elb, &plan.deregister, "the previous instances").await?;
+        deregistered.extend(plan.deregister);
         // What was live becomes the rollback target (a re-run that finds
         // this stack already promoted keeps the target it had).
-        let mut tags = clients
-            .elb
-            .add_tags()
-            .load_balancer_names(&elb.name)
-            .tags(tag(PROMOTED_TAG, &c.stack_id))
-            .tags(tag(PROMOTED_NAME_TAG, &c.stack_name));
+        let mut tags = vec![
+            (PROMOTED_TAG, c.stack_id.as_str()),
+            (PROMOTED_NAME_TAG, c.stack_name.as_str()),
+        ];
         let get = |k: &str| before.get(k).map_or("", String::as_str);
         if c.undo {
             // The release undone goes; what was the rollback target before
             // it is again.
-            tags = tags
-                .tags(tag(PREVIOUS_TAG, get(EARLIER_TAG)))
-                .tags(tag(PREVIOUS_NAME_TAG, get(EARLIER_NAME_TAG)))
-                .tags(tag(EARLIER_TAG, ""))
-                .tags(tag(EARLIER_NAME_TAG, ""));
+            tags.extend([
+                (PREVIOUS_TAG, get(EARLIER_TAG)),
+                (PREVIOUS_NAME_TAG, get(EARLIER_NAME_TAG)),
+                (EARLIER_TAG, ""),
+                (EARLIER_NAME_TAG, ""),
+            ]);
         } else if let Some(old) = before.get(PROMOTED_TAG).filter(|old| **old != c.stack_id) {
-            tags = tags
-                .tags(tag(PREVIOUS_TAG, old))
-                .tags(tag(PREVIOUS_NAME_TAG, get(PROMOTED_NAME_TAG)))
-                .tags(tag(EARLIER_TAG, get(PREVIOUS_TAG)))
-                .tags(tag(EARLIER_NAME_TAG, get(PREVIOUS_NAME_TAG)));
+            tags.extend([
+                (PREVIOUS_TAG, old.as_str()),
+                (PREVIOUS_NAME_TAG, get(PROMOTED_NAME_TAG)),
+                (EARLIER_TAG, get(PREVIOUS_TAG)),
+                (EARLIER_NAME_TAG, get(PREVIOUS_NAME_TAG)),
+            ]);
         }
         // Who cut over: only a cutover that changed what serves says so (a
         // release deployed again while it serves keeps the deploy that
         // made it serve).
         let cut_over = before.get(PROMOTED_TAG) != Some(&c.stack_id) || c.undo;
         if let Some(execution) = execution.filter(|_| cut_over) {
-            tags = tags.tags(tag(PROMOTED_BY_TAG, execution));
+            tags.push((PROMOTED_BY_TAG, execution));
         }
-        tags.send()
-            .await
-            .map_err(aws::err(format!("tag {} with the promoted stack", elb.name)))?;
+        balancer::add_tags(clients, elb, &tags).await?;
         elbs.push(ElbState {
             name: elb.name.clone(),
             dns_name,
@@ -729,36 +654,6 @@ async fn finish(
         deregistered,
         canaries: Vec::new(),
     })
-}
-
-/// The ELB API's form of a list of instance ids.
-pub fn as_instances(ids: &[String]) -> Vec<Instance> {
-    ids.iter()
-        .map(|id| Instance::builder().instance_id(id).build())
-        .collect()
-}
-
-/// The instances registered with `elb`.
-pub async fn registered(clients: &RegionClients, elb: &str) -> Result<Vec<String>, PhaseError> {
-    Ok(described(clients, elb).await?.0)
-}
-
-/// The instances registered with `elb`, and its DNS name, from one read.
-async fn described(clients: &RegionClients, elb: &str) -> Result<(Vec<String>, Option<String>), PhaseError> {
-    let out = clients
-        .elb
-        .describe_load_balancers()
-        .load_balancer_names(elb)
-        .send()
-        .await
-        .map_err(aws::err(format!("describe load balancer {elb}")))?;
-    let descriptions = out.load_balancer_descriptions();
-    let registered = descriptions
-        .iter()
-        .flat_map(|d| d.instances().iter().filter_map(|i| i.instance_id().map(str::to_string)))
-        .collect();
-    let dns_name = descriptions.first().and_then(|d| d.dns_name().map(str::to_string));
-    Ok((registered, dns_name))
 }
 
 /// The running instances of every Auto Scaling group in the stack.

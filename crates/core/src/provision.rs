@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use crate::aws::{self, Aws, RegionClients};
 use crate::config::Region;
 use crate::phase::{stack_wait, PhaseError, PhaseResult, Step};
-use crate::pins;
 use crate::release::S3Object;
 use crate::store;
 use crate::target::{each_region, Deployment, Target};
@@ -122,7 +121,8 @@ async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) ->
     let clients = dep.clients(aws, region, "provision").await?;
     // Each load balancer must be this service's before anything is made.
     for elb in &region.elbs {
-        pins::check_elb_owner(&clients, &elb.name, &dep.release.service, &dep.release.environment).await?;
+        crate::balancer::check_owner(&clients, elb, &dep.release.service, &dep.release.environment).await?;
+        crate::balancer::check_fits(&clients, elb, region).await?;
     }
     let stack_name = dep.stack_name();
     let stack_id = match find_stack(&clients, &stack_name).await? {
@@ -133,7 +133,7 @@ async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) ->
         None => {
             let payload = ship_payload(aws, dep, &clients, region).await?;
             let ctx = RenderContext {
-                elb_security_groups: elb_security_groups(&clients, region).await?,
+                elb_security_groups: crate::balancer::security_groups(&clients, &region.elbs).await?,
             };
             let env = dep.environment()?;
             let body = template::render(&dep.config, env, region, &dep.release, &payload, &ctx);
@@ -265,35 +265,6 @@ async fn ship_payload(
         key: dest.key,
         sha256: dep.release.sha256.clone(),
     })
-}
-
-async fn elb_security_groups(clients: &RegionClients, region: &Region) -> Result<Vec<String>, PhaseError> {
-    if region.elbs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let names: Vec<String> = region.elbs.iter().map(|e| e.name.clone()).collect();
-    let out = clients
-        .elb
-        .describe_load_balancers()
-        .set_load_balancer_names(Some(names.clone()))
-        .send()
-        .await
-        .map_err(|e| match aws::classify("describe the load balancers", e) {
-            PhaseError::Aws(m) if m.contains("LoadBalancerNotFound") => PhaseError::Invalid(format!(
-                "{m}: create the load balancer(s) {} in {} or fix `elb`/`elbs` in .porter/config",
-                names.join(", "),
-                region.name
-            )),
-            other => other,
-        })?;
-    let mut groups: Vec<String> = out
-        .load_balancer_descriptions()
-        .iter()
-        .flat_map(|lb| lb.security_groups().iter().cloned())
-        .collect();
-    groups.sort();
-    groups.dedup();
-    Ok(groups)
 }
 
 /// The largest `TemplateBody` CloudFormation takes, in bytes.

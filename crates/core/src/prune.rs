@@ -68,6 +68,10 @@ pub struct Deleting {
     /// fails the prune, naming the stack and CloudFormation's reason.
     #[serde(default)]
     pub retried: Vec<String>,
+    /// Stacks whose instances a target group still drains: deleted once
+    /// they have drained, not before (deleting cuts their connections).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub draining: Vec<String>,
     pub checks: u32,
     #[serde(default)]
     pub done: bool,
@@ -150,8 +154,17 @@ pub async fn run(aws: &Aws, input: PruneInput) -> PhaseResult<PruneState, Pruned
         .min()
         .unwrap_or(5);
     let asked: usize = results.values().map(|d| d.asked).sum();
+    let draining: Vec<&String> = results.values().flat_map(|d| &d.draining).collect();
+    let draining = if draining.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; waiting for the targets of {} to drain",
+            draining.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )
+    };
     Ok(Step::Pending {
-        progress: format!("deleting {asked} old stacks; {finished}/{total} regions done"),
+        progress: format!("deleting {asked} old stacks; {finished}/{total} regions done{draining}"),
         percent: (10 + 80 * finished / total.max(1)) as u8,
         state: results,
         wait_seconds: wait,
@@ -171,10 +184,20 @@ async fn step(
     d.checks += 1;
     let mut protected = vec![dep.stack_name()];
     let mut rollback = Vec::new();
+    let mut draining = Vec::new();
     for elb in &region.elbs {
-        let mut tags = crate::pins::elb_tags(clients, &elb.name).await?;
+        let mut tags = crate::balancer::tags(clients, elb).await?;
         protected.extend(tags.remove(PROMOTED_TAG));
         rollback.extend(tags.remove(PREVIOUS_TAG));
+        if !elb.kind.is_classic() {
+            draining.extend(
+                crate::balancer::health(clients, elb, &[])
+                    .await?
+                    .into_iter()
+                    .filter(|h| h.state == "draining")
+                    .map(|h| h.instance),
+            );
+        }
     }
     let stacks = service_stacks(clients, &dep.release.service, &dep.release.environment).await?;
     // A stack CloudFormation is deleting is waited for, not planned.
@@ -205,7 +228,24 @@ async fn step(
     // in its first step; one found later is one this prune asked for.
     let mut old = plan.delete;
     old.sort_by_key(|s| s.status != "DELETE_FAILED");
-    let batch: Vec<_> = old.into_iter().take(DELETES_PER_STEP).collect();
+    let mut batch: Vec<_> = old.into_iter().take(DELETES_PER_STEP).collect();
+    // A target group drains a stack's instances for its deregistration
+    // delay after the cutover took them out: that stack waits.
+    d.draining.clear();
+    if !draining.is_empty() {
+        let mut ready = Vec::new();
+        for s in batch {
+            let instances = crate::promote::stack_instances(clients, &s.stack_id)
+                .await
+                .unwrap_or_default();
+            if instances.iter().any(|i| draining.contains(i)) {
+                d.draining.push(s.stack_name.clone());
+            } else {
+                ready.push(s);
+            }
+        }
+        batch = ready;
+    }
     let deletes: Vec<_> = batch.iter().map(|s| delete(clients, &region.name, s)).collect();
     let asked: Vec<_> = futures::stream::iter(deletes).buffered(DELETES_AT_ONCE).collect().await;
     for (s, result) in batch.iter().zip(asked) {
@@ -221,7 +261,7 @@ async fn step(
             d.names.push(s.stack_name.clone());
         }
     }
-    d.done = batch.is_empty() && being_deleted.is_empty();
+    d.done = batch.is_empty() && being_deleted.is_empty() && d.draining.is_empty();
     Ok(d)
 }
 
@@ -256,9 +296,9 @@ async fn failure_reason(clients: &RegionClients, stack_id: &str) -> String {
     }
 }
 
-/// The stack id the ELB's tag names as promoted.
-pub async fn promoted_stack(clients: &RegionClients, elb: &str) -> Result<Option<String>, PhaseError> {
-    Ok(crate::pins::elb_tags(clients, elb).await?.remove(PROMOTED_TAG))
+/// The stack id the load balancer's tag names as promoted.
+pub async fn promoted_stack(clients: &RegionClients, lb: &crate::config::Elb) -> Result<Option<String>, PhaseError> {
+    Ok(crate::balancer::tags(clients, lb).await?.remove(PROMOTED_TAG))
 }
 
 /// Every live stack porter made for this service and environment.

@@ -1,6 +1,7 @@
 //! Creates what a real account would already hold before a first deploy —
 //! a VPC with a subnet per availability zone, the load balancers the config
-//! names (tagged as the service's), the buckets, and the environment's pin
+//! names (tagged as the service's: a classic ELB for each `elb`, an ALB
+//! with a listener forwarding to each `target_group`), the buckets, and the environment's pin
 //! (the regions and role an administrator allows it) — as porter's
 //! `bootstrap` commands did. Idempotent: an existing bootstrap stack or
 //! bucket is left as it is.
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use porter_core::aws::Aws;
-use porter_core::config::{Environment, Region, Topology};
+use porter_core::config::{BalancerKind, Environment, Region, Topology};
 use porter_core::pins;
 use porter_ops::one_line;
 use serde_json::{json, Value};
@@ -157,11 +158,126 @@ pub async fn region(aws: &Aws, service: &str, env: &Environment, region: &Region
             .await
             .map_err(|e| one_line(&format!("tagging load balancer {elb} in {}", region.name), e))?;
     }
-    Ok(Bootstrapped {
-        vpc_id: of_type("AWS::EC2::VPC").into_iter().next().unwrap_or_default(),
-        subnets: of_type("AWS::EC2::Subnet"),
-        elbs,
-    })
+    let vpc_id = of_type("AWS::EC2::VPC").into_iter().next().unwrap_or_default();
+    let subnets = of_type("AWS::EC2::Subnet");
+    let alb_groups = of_type("AWS::EC2::SecurityGroup");
+    target_groups(&clients, service, &env.name, region, &vpc_id, &subnets, &alb_groups).await?;
+    Ok(Bootstrapped { vpc_id, subnets, elbs })
+}
+
+/// How long a target taken out of a bootstrapped target group drains: a
+/// few seconds, so a deploy on the local stack waits little, where AWS's
+/// default is 300 s. Set through the API: moto's CloudFormation ignores
+/// target group attributes.
+pub const DEREGISTRATION_DELAY_SECONDS: u32 = 5;
+
+/// For each target group the region names, an Application Load Balancer of
+/// the same name whose HTTP listener on port 80 forwards to it, as a team's
+/// account would have them before its first deploy: the group health-checks
+/// the service's port and path, and is tagged as the service's. Made
+/// through the elbv2 API, not the bootstrap stack: moto's CloudFormation
+/// names target groups by their logical id and ignores their attributes.
+/// Idempotent: a target group that exists is left as it is.
+async fn target_groups(
+    clients: &porter_core::aws::RegionClients,
+    service: &str,
+    environment: &str,
+    region: &Region,
+    vpc_id: &str,
+    subnets: &[String],
+    security_groups: &[String],
+) -> Result<()> {
+    use aws_sdk_elasticloadbalancingv2::types::{
+        Action, ActionTypeEnum, Matcher, ProtocolEnum, Tag, TargetGroupAttribute, TargetTypeEnum,
+    };
+    let elbv2 = &clients.elbv2;
+    let (port, health) = service_port(region);
+    for tg in region.elbs.iter().filter(|e| e.kind == BalancerKind::TargetGroup) {
+        let name = &tg.name;
+        let context = |what: &str| format!("{what} {name} in {}", region.name);
+        if elbv2.describe_target_groups().names(name).send().await.is_ok() {
+            continue;
+        }
+        let alb = elbv2
+            .create_load_balancer()
+            .name(name)
+            .set_subnets(Some(subnets.to_vec()))
+            .set_security_groups(Some(security_groups.to_vec()))
+            .send()
+            .await
+            .map_err(|e| one_line(&context("creating the load balancer"), e))?;
+        let alb_arn = alb
+            .load_balancers()
+            .first()
+            .and_then(|l| l.load_balancer_arn())
+            .unwrap_or_default()
+            .to_string();
+        let group = elbv2
+            .create_target_group()
+            .name(name)
+            .protocol(ProtocolEnum::Http)
+            .port(i32::from(port))
+            .vpc_id(vpc_id)
+            .target_type(TargetTypeEnum::Instance)
+            .health_check_protocol(ProtocolEnum::Http)
+            .health_check_path(&health)
+            // The quickest checks AWS allows: healthy two checks (10 s)
+            // after the service first answers.
+            .health_check_interval_seconds(5)
+            .health_check_timeout_seconds(2)
+            .healthy_threshold_count(2)
+            .unhealthy_threshold_count(2)
+            .matcher(Matcher::builder().http_code("200").build())
+            .tags(Tag::builder().key(pins::SERVICE_TAG).value(service).build())
+            .tags(Tag::builder().key(pins::ENVIRONMENT_TAG).value(environment).build())
+            .send()
+            .await
+            .map_err(|e| one_line(&context("creating the target group"), e))?;
+        let tg_arn = group
+            .target_groups()
+            .first()
+            .and_then(|g| g.target_group_arn())
+            .unwrap_or_default()
+            .to_string();
+        elbv2
+            .modify_target_group_attributes()
+            .target_group_arn(&tg_arn)
+            .attributes(
+                TargetGroupAttribute::builder()
+                    .key("deregistration_delay.timeout_seconds")
+                    .value(DEREGISTRATION_DELAY_SECONDS.to_string())
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| one_line(&context("setting the deregistration delay of target group"), e))?;
+        elbv2
+            .create_listener()
+            .load_balancer_arn(&alb_arn)
+            .protocol(ProtocolEnum::Http)
+            .port(80)
+            .default_actions(
+                Action::builder()
+                    .r#type(ActionTypeEnum::Forward)
+                    .target_group_arn(&tg_arn)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| one_line(&context("creating the listener of load balancer"), e))?;
+    }
+    Ok(())
+}
+
+/// The port and health check path of the service's internet-facing
+/// container, which its load balancers check.
+fn service_port(region: &Region) -> (u16, String) {
+    let inet = region.containers.iter().find(|c| c.topology == Topology::Inet);
+    let port = inet.and_then(|c| c.inet_port).unwrap_or(8080);
+    let health = inet
+        .map(|c| c.health_check.path.clone())
+        .unwrap_or_else(|| "/health".into());
+    (port, health)
 }
 
 /// Names the machine image in the region, unless it is named already (a
@@ -221,12 +337,18 @@ fn template(region: &Region) -> serde_json::Value {
         );
         subnet_refs.push(json!({"Ref": id}));
     }
-    let inet = region.containers.iter().find(|c| c.topology == Topology::Inet);
-    let port = inet.and_then(|c| c.inet_port).unwrap_or(8080);
-    let health = inet
-        .map(|c| c.health_check.path.clone())
-        .unwrap_or_else(|| "/health".into());
-    for (i, elb) in region.elbs.iter().enumerate() {
+    let (port, health) = service_port(region);
+    if region.elbs.iter().any(|e| e.kind == BalancerKind::TargetGroup) {
+        // The ALBs' own group, which the instances let in.
+        resources.insert(
+            "AlbSecurityGroup".into(),
+            json!({"Type": "AWS::EC2::SecurityGroup", "Properties": {
+                "GroupDescription": "porter local bootstrap: the ALBs in front of the service's target groups",
+                "VpcId": {"Ref": "Vpc"}
+            }}),
+        );
+    }
+    for (i, elb) in region.elbs.iter().filter(|e| e.kind.is_classic()).enumerate() {
         resources.insert(
             format!("LoadBalancer{i}"),
             json!({"Type": "AWS::ElasticLoadBalancing::LoadBalancer", "Properties": {

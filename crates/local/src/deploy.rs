@@ -293,7 +293,7 @@ async fn verify_region(
     // The promoted stack and its rollback target, as the ELBs' tags name them.
     let mut want_live = vec![expected.stack_name.clone()];
     for elb in &region.elbs {
-        let mut registered = porter_core::promote::registered(&clients, &elb.name)
+        let mut registered = porter_core::balancer::registered(&clients, elb)
             .await
             .map_err(|e| anyhow!("{e}"))?;
         registered.sort();
@@ -306,7 +306,7 @@ async fn verify_region(
                 region.name, elb.name
             ));
         }
-        let tags = porter_core::pins::elb_tags(&clients, &elb.name)
+        let tags = porter_core::balancer::tags(&clients, elb)
             .await
             .map_err(|e| anyhow!("{e}"))?;
         want_live.extend(

@@ -1,14 +1,19 @@
-//! Classic load balancers that carry traffic: each ELB moto holds gets a
-//! listener on 127.0.0.1, health-checks its registered instances with the
-//! ELB's own HealthCheck (target, interval, timeout, thresholds; only a 200
-//! counts) from inside the VPC, and forwards each connection to an
-//! InService instance in turn. DescribeInstanceHealth is answered from
-//! these checks (see `front`), so promote waits on real health.
+//! Load balancers that carry traffic: each classic ELB moto holds, and each
+//! target group of an ALB or NLB, gets a listener on 127.0.0.1, health-checks
+//! its registered instances with its own settings (an ELB's HealthCheck:
+//! target, interval, timeout, thresholds, only a 200 counts; a target
+//! group's protocol, port, path, matcher, interval and thresholds) from
+//! inside the VPC, and forwards each connection to a healthy instance in
+//! turn. DescribeInstanceHealth and DescribeTargetHealth are answered from
+//! these checks (see `front`), so promote waits on real health (moto calls a
+//! target healthy the moment it registers). A target taken out of a target
+//! group drains for the group's deregistration delay: it takes no new
+//! connection, and the ones it has go on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,7 +24,11 @@ use crate::netns;
 /// How often moto's load balancers are read.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
-/// An ELB's HealthCheck, as moto holds it.
+/// A target group's key among the balancers: its name under this prefix
+/// (as its ARN writes it), apart from a classic ELB of the same name.
+const TARGET_GROUP_KEY: &str = "targetgroup/";
+
+/// An ELB's HealthCheck, or a target group's health check, as moto holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub target: String,
@@ -27,6 +36,22 @@ pub struct HealthCheck {
     pub timeout: Duration,
     pub healthy: u32,
     pub unhealthy: u32,
+    /// The HTTP codes that count as healthy (a classic ELB: only 200).
+    pub matcher: Vec<(u16, u16)>,
+}
+
+/// A target group's matcher (`200`, `200-299`, `200,202`): the codes it
+/// counts as healthy; `None` when it cannot be read.
+pub fn parse_matcher(text: &str) -> Option<Vec<(u16, u16)>> {
+    text.split(',')
+        .map(|part| {
+            let part = part.trim();
+            match part.split_once('-') {
+                Some((a, b)) => Some((a.trim().parse().ok()?, b.trim().parse().ok()?)),
+                None => part.parse().ok().map(|c| (c, c)),
+            }
+        })
+        .collect()
 }
 
 /// What a health check asks: `HTTP:8080/health` or `TCP:8080`.
@@ -109,7 +134,18 @@ struct Balancer {
     check: HealthCheck,
     registered: Vec<String>,
     health: HashMap<String, Health>,
+    /// A target group's: the load balancer in front of it and how long a
+    /// target taken out drains.
+    target_group: Option<TargetGroupFront>,
+    /// Targets taken out, draining until then: no new connections.
+    draining: HashMap<String, Instant>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TargetGroupFront {
+    load_balancer: String,
+    deregistration_delay: Duration,
 }
 
 /// One load balancer as `porter local status` shows it.
@@ -117,8 +153,56 @@ struct Balancer {
 pub struct Listing {
     pub region: String,
     pub name: String,
+    /// "elb", or "target_group" (of the ALB or NLB `load_balancer`).
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<String>,
     pub url: String,
     pub instances: BTreeMap<String, Health>,
+}
+
+/// A target's health as DescribeTargetHealth words it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetHealth {
+    pub state: &'static str,
+    pub reason: Option<&'static str>,
+    pub description: String,
+}
+
+impl TargetHealth {
+    /// `running`: whether the instance runs (AWS reports a stopped or
+    /// terminated target at once, without waiting for checks to fail).
+    fn of(h: Option<&Health>, draining: bool, running: bool) -> TargetHealth {
+        let t = |state, reason, description: &str| TargetHealth {
+            state,
+            reason,
+            description: description.to_string(),
+        };
+        match h {
+            _ if draining => t(
+                "draining",
+                Some("Target.DeregistrationInProgress"),
+                "Target deregistration is in progress",
+            ),
+            None => t(
+                "unused",
+                Some("Target.NotRegistered"),
+                "Target is not registered to the target group",
+            ),
+            Some(_) if !running => t(
+                "unused",
+                Some("Target.InvalidState"),
+                "Target is in the stopped or terminated state",
+            ),
+            Some(h) if h.state == "InService" => t("healthy", None, ""),
+            Some(h) if h.reason_code == "ELB" => t(
+                "initial",
+                Some("Elb.RegistrationInProgress"),
+                "Target registration is in progress",
+            ),
+            Some(h) => t("unhealthy", Some("Target.FailedHealthChecks"), &h.description),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -146,6 +230,7 @@ impl Balancers {
                 loop {
                     for region in watcher.fleet.regions() {
                         let _ = watcher.refresh(&region, None).await;
+                        let _ = watcher.refresh_target_groups(&region, None).await;
                     }
                     tokio::time::sleep(WATCH_EVERY).await;
                 }
@@ -215,6 +300,7 @@ impl Balancers {
                     timeout: Duration::from_secs(h.timeout().max(1) as u64),
                     healthy: h.healthy_threshold().max(1) as u32,
                     unhealthy: h.unhealthy_threshold().max(1) as u32,
+                    matcher: vec![(200, 200)],
                 })
                 .unwrap_or(HealthCheck {
                     target: format!("TCP:{instance_port}"),
@@ -222,6 +308,7 @@ impl Balancers {
                     timeout: Duration::from_secs(5),
                     healthy: 10,
                     unhealthy: 2,
+                    matcher: vec![(200, 200)],
                 });
             let registered: Vec<String> = d
                 .instances()
@@ -230,44 +317,164 @@ impl Balancers {
                 .map(str::to_string)
                 .collect();
             let key = (region.to_string(), lb_name.to_string());
-            let is_new = !self.map.lock().expect("balancers lock").contains_key(&key);
-            if is_new {
-                self.open(region, lb_name, instance_port, check.clone()).await?;
-            }
-            let mut fresh = Vec::new();
-            if let Some(b) = self.map.lock().expect("balancers lock").get_mut(&key) {
-                b.check = check;
-                b.instance_port = instance_port;
-                b.health.retain(|id, _| registered.contains(id));
-                for id in &registered {
-                    if !b.health.contains_key(id) {
-                        b.health.insert(id.clone(), Health::registering());
-                        fresh.push(id.clone());
-                    }
-                }
-                b.registered = registered;
-            }
-            // A new registration is checked at once, not an interval later.
-            for id in fresh {
-                let me = self.clone();
-                let key = key.clone();
-                tokio::spawn(async move { me.check_one(&key, &id).await });
-            }
+            self.update(key, instance_port, check, registered, None).await?;
         }
         if name.is_none() {
-            let mut map = self.map.lock().expect("balancers lock");
-            let gone: Vec<_> = map
-                .keys()
-                .filter(|(r, n)| r == region && !seen.contains(n))
-                .cloned()
+            self.forget(region, |n| {
+                !n.starts_with(TARGET_GROUP_KEY) && !seen.iter().any(|s| s == n)
+            });
+        }
+        Ok(())
+    }
+
+    /// Brings one load balancer up to date with what moto holds: its
+    /// listener opened, its check and port, and new registrations checked
+    /// at once. A target group's targets that left moto drain.
+    async fn update(
+        &self,
+        key: (String, String),
+        instance_port: u16,
+        check: HealthCheck,
+        registered: Vec<String>,
+        target_group: Option<TargetGroupFront>,
+    ) -> anyhow::Result<()> {
+        let is_new = !self.map.lock().expect("balancers lock").contains_key(&key);
+        if is_new {
+            self.open(&key.0, &key.1, instance_port, check.clone()).await?;
+        }
+        let mut fresh = Vec::new();
+        if let Some(b) = self.map.lock().expect("balancers lock").get_mut(&key) {
+            let now = Instant::now();
+            if let Some(tg) = &target_group {
+                for id in b.registered.iter().filter(|id| !registered.contains(id)) {
+                    b.draining.insert(id.clone(), now + tg.deregistration_delay);
+                }
+            }
+            b.draining.retain(|id, until| *until > now && !registered.contains(id));
+            b.check = check;
+            b.instance_port = instance_port;
+            let draining: Vec<String> = b.draining.keys().cloned().collect();
+            b.health
+                .retain(|id, _| registered.contains(id) || draining.contains(id));
+            for id in &registered {
+                if !b.health.contains_key(id) {
+                    b.health.insert(id.clone(), Health::registering());
+                    fresh.push(id.clone());
+                }
+            }
+            b.registered = registered;
+            b.target_group = target_group;
+        }
+        // A new registration is checked at once, not an interval later.
+        for id in fresh {
+            let me = self.clone();
+            let key = key.clone();
+            tokio::spawn(async move { me.check_one(&key, &id).await });
+        }
+        Ok(())
+    }
+
+    /// Reads the region's target groups (or one of them) from moto and
+    /// brings listeners, registrations and checks up to date.
+    pub async fn refresh_target_groups(&self, region: &str, name: Option<&str>) -> anyhow::Result<()> {
+        let sdk = self.fleet.configs().get(region).await;
+        let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+        let out = elbv2
+            .describe_target_groups()
+            .set_names(name.map(|n| vec![n.to_string()]))
+            .send()
+            .await?;
+        let mut seen = Vec::new();
+        for g in out.target_groups() {
+            let (Some(tg_name), Some(arn)) = (g.target_group_name(), g.target_group_arn()) else {
+                continue;
+            };
+            if g.load_balancer_arns().is_empty() {
+                continue; // behind no load balancer: nothing reaches it
+            }
+            seen.push(format!("{TARGET_GROUP_KEY}{tg_name}"));
+            let port = g.port().unwrap_or(80) as u16;
+            let check_port = match g.health_check_port() {
+                Some("traffic-port") | None => port,
+                Some(p) => p.parse().unwrap_or(port),
+            };
+            let protocol = g
+                .health_check_protocol()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "HTTP".into());
+            let target = match protocol.as_str() {
+                "HTTP" => format!("HTTP:{check_port}{}", g.health_check_path().unwrap_or("/")),
+                "TCP" => format!("TCP:{check_port}"),
+                other => format!("{other}:{check_port}"),
+            };
+            let matcher = g
+                .matcher()
+                .and_then(|m| m.http_code())
+                .and_then(parse_matcher)
+                .unwrap_or_else(|| vec![(200, 200)]);
+            let check = HealthCheck {
+                target,
+                interval: Duration::from_secs(g.health_check_interval_seconds().unwrap_or(30).max(1) as u64),
+                timeout: Duration::from_secs(g.health_check_timeout_seconds().unwrap_or(5).max(1) as u64),
+                healthy: g.healthy_threshold_count().unwrap_or(5).max(1) as u32,
+                unhealthy: g.unhealthy_threshold_count().unwrap_or(2).max(1) as u32,
+                matcher,
+            };
+            // moto keeps registrations; their health it makes up.
+            let registered: Vec<String> = elbv2
+                .describe_target_health()
+                .target_group_arn(arn)
+                .send()
+                .await?
+                .target_health_descriptions()
+                .iter()
+                .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_string))
                 .collect();
+            let delay = elbv2
+                .describe_target_group_attributes()
+                .target_group_arn(arn)
+                .send()
+                .await?
+                .attributes()
+                .iter()
+                .find(|a| a.key() == Some("deregistration_delay.timeout_seconds"))
+                .and_then(|a| a.value()?.parse().ok())
+                .unwrap_or(300);
+            let load_balancer = elbv2
+                .describe_load_balancers()
+                .load_balancer_arns(&g.load_balancer_arns()[0])
+                .send()
+                .await?
+                .load_balancers()
+                .first()
+                .and_then(|l| l.load_balancer_name().map(str::to_string))
+                .unwrap_or_default();
+            let key = (region.to_string(), format!("{TARGET_GROUP_KEY}{tg_name}"));
+            let front = TargetGroupFront {
+                load_balancer,
+                deregistration_delay: Duration::from_secs(delay),
+            };
+            self.update(key, port, check, registered, Some(front)).await?;
+        }
+        if name.is_none() {
+            self.forget(region, |n| {
+                n.starts_with(TARGET_GROUP_KEY) && !seen.iter().any(|s| s == n)
+            });
+        }
+        Ok(())
+    }
+
+    /// Closes the region's balancers `gone` says moto no longer holds.
+    fn forget(&self, region: &str, gone: impl Fn(&str) -> bool) {
+        {
+            let mut map = self.map.lock().expect("balancers lock");
+            let gone: Vec<_> = map.keys().filter(|(r, n)| r == region && gone(n)).cloned().collect();
             for key in gone {
                 if let Some(b) = map.remove(&key) {
                     b.tasks.iter().for_each(|t| t.abort());
                 }
             }
         }
-        Ok(())
     }
 
     async fn open(&self, region: &str, name: &str, instance_port: u16, check: HealthCheck) -> anyhow::Result<()> {
@@ -310,6 +517,8 @@ impl Balancers {
                 check,
                 registered: Vec::new(),
                 health: HashMap::new(),
+                target_group: None,
+                draining: HashMap::new(),
                 tasks: vec![accept, checker],
             },
         );
@@ -368,7 +577,10 @@ impl Balancers {
             let n = stream.read(&mut head).await.map_err(|e| e.to_string())?;
             let line = String::from_utf8_lossy(&head[..n]);
             let code = line.split_whitespace().nth(1).unwrap_or("none");
-            if code == "200" {
+            let counts = code
+                .parse::<u16>()
+                .is_ok_and(|c| check.matcher.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)));
+            if counts {
                 Ok(())
             } else {
                 Err(format!("{path} answered HTTP {code}"))
@@ -386,9 +598,11 @@ impl Balancers {
         let pick = {
             let map = self.map.lock().expect("balancers lock");
             map.get(key).and_then(|b| {
+                // A draining target takes no new connection.
                 let ready: Vec<&String> = b
                     .registered
                     .iter()
+                    .filter(|id| !b.draining.contains_key(*id))
                     .filter(|id| b.health.get(*id).is_some_and(|h| h.state == "InService"))
                     .collect();
                 if ready.is_empty() {
@@ -451,6 +665,40 @@ impl Balancers {
         )
     }
 
+    /// The health of `targets` (all registered and draining when empty) in
+    /// the target group `name`, or `None` when it is not known here.
+    pub async fn target_health(
+        &self,
+        region: &str,
+        name: &str,
+        targets: &[String],
+    ) -> Option<Vec<(String, u16, TargetHealth)>> {
+        if self.refresh_target_groups(region, Some(name)).await.is_err() {
+            return None;
+        }
+        let map = self.map.lock().expect("balancers lock");
+        let b = map.get(&(region.to_string(), format!("{TARGET_GROUP_KEY}{name}")))?;
+        let ids: Vec<String> = if targets.is_empty() {
+            let mut all = b.registered.clone();
+            all.extend(b.draining.keys().filter(|id| !b.registered.contains(id)).cloned());
+            all
+        } else {
+            targets.to_vec()
+        };
+        Some(
+            ids.into_iter()
+                .map(|id| {
+                    let registered = b.registered.contains(&id);
+                    let draining = b.draining.contains_key(&id);
+                    let h = (registered || draining).then(|| b.health.get(&id)).flatten();
+                    let running = self.fleet.booted(&id).is_some_and(|i| !i.stopped);
+                    let t = TargetHealth::of(h, draining, running);
+                    (id, b.instance_port, t)
+                })
+                .collect(),
+        )
+    }
+
     /// Every load balancer with its listener URL and instances.
     pub fn list(&self) -> Vec<Listing> {
         let map = self.map.lock().expect("balancers lock");
@@ -458,9 +706,29 @@ impl Balancers {
             .iter()
             .map(|((region, name), b)| Listing {
                 region: region.clone(),
-                name: name.clone(),
+                name: name.strip_prefix(TARGET_GROUP_KEY).unwrap_or(name).to_string(),
+                kind: if b.target_group.is_some() {
+                    "target_group"
+                } else {
+                    "elb"
+                },
+                load_balancer: b.target_group.as_ref().map(|t| t.load_balancer.clone()),
                 url: b.url.clone(),
-                instances: b.health.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                instances: b
+                    .health
+                    .iter()
+                    .map(|(k, v)| {
+                        let mut v = v.clone();
+                        if b.target_group.is_some() {
+                            // In the target group's own words.
+                            let running = self.fleet.booted(k).is_some_and(|i| !i.stopped);
+                            let t = TargetHealth::of(Some(&v), b.draining.contains_key(k), running);
+                            v.state = t.state;
+                            v.description = t.description;
+                        }
+                        (k.clone(), v)
+                    })
+                    .collect(),
             })
             .collect();
         out.sort_by(|a, b| (&a.region, &a.name).cmp(&(&b.region, &b.name)));
@@ -500,6 +768,43 @@ mod tests {
     }
 
     #[test]
+    fn matchers_read_as_target_groups_write_them() {
+        assert_eq!(parse_matcher("200"), Some(vec![(200, 200)]));
+        assert_eq!(parse_matcher("200-299"), Some(vec![(200, 299)]));
+        assert_eq!(
+            parse_matcher("200,202, 301-302"),
+            Some(vec![(200, 200), (202, 202), (301, 302)])
+        );
+        assert_eq!(parse_matcher("ok"), None);
+    }
+
+    #[test]
+    fn a_targets_health_reads_in_the_target_groups_words() {
+        let mut h = Health::registering();
+        assert_eq!(TargetHealth::of(Some(&h), false, true).state, "initial");
+        assert_eq!(TargetHealth::of(Some(&h), true, true).state, "draining");
+        assert_eq!(TargetHealth::of(None, false, true).reason, Some("Target.NotRegistered"));
+        assert_eq!(
+            TargetHealth::of(Some(&h), false, false).reason,
+            Some("Target.InvalidState")
+        );
+        let check = HealthCheck {
+            target: "HTTP:8080/health".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            healthy: 1,
+            unhealthy: 1,
+            matcher: vec![(200, 200)],
+        };
+        h.record(Ok(()), &check);
+        assert_eq!(TargetHealth::of(Some(&h), false, true).state, "healthy");
+        h.record(Err("HTTP 503".into()), &check);
+        let t = TargetHealth::of(Some(&h), false, true);
+        assert_eq!((t.state, t.reason), ("unhealthy", Some("Target.FailedHealthChecks")));
+        assert!(t.description.contains("HTTP 503"));
+    }
+
+    #[test]
     fn thresholds_decide_in_and_out_of_service() {
         let check = HealthCheck {
             target: "HTTP:8080/health".into(),
@@ -507,6 +812,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             healthy: 2,
             unhealthy: 3,
+            matcher: vec![(200, 200)],
         };
         let mut h = Health::registering();
         h.record(Ok(()), &check);

@@ -1,8 +1,8 @@
 //! The local stack's AWS endpoint: every call goes on to moto, except what
 //! moto cannot answer truthfully once instances run —
 //!
-//! - ELB `DescribeInstanceHealth`, answered from the load balancers' own
-//!   health checks ([`Balancers`]);
+//! - ELB `DescribeInstanceHealth` and `DescribeTargetHealth`, answered
+//!   from the load balancers' own health checks ([`Balancers`]);
 //! - CloudFormation `DescribeStacks`, where a stack whose resources have a
 //!   `CreationPolicy` is complete only once its instances signalled success,
 //!   and rolled back on a failure signal or a timeout ([`Signals`]).
@@ -82,6 +82,12 @@ impl Front {
             (Some("elasticloadbalancing"), Some("DescribeInstanceHealth")) if self.balancers.active() => {
                 let region = scope.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
                 if let Some(r) = self.instance_health(&region, &body).await {
+                    return r;
+                }
+            }
+            (Some("elasticloadbalancing"), Some("DescribeTargetHealth")) if self.balancers.active() => {
+                let region = scope.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
+                if let Some(r) = self.target_health(&region, &body).await {
                     return r;
                 }
             }
@@ -291,6 +297,55 @@ impl Front {
         }
         let xml = format!(
             r#"<DescribeInstanceHealthResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2012-06-01/"><DescribeInstanceHealthResult><InstanceStates>{members}</InstanceStates></DescribeInstanceHealthResult><ResponseMetadata><RequestId>porter-local</RequestId></ResponseMetadata></DescribeInstanceHealthResponse>"#
+        );
+        Some((StatusCode::OK, [("content-type", "text/xml")], xml).into_response())
+    }
+
+    /// DescribeTargetHealth from the local checks: moto calls every
+    /// target healthy the moment it registers.
+    async fn target_health(&self, region: &str, body: &[u8]) -> Option<Response> {
+        let form: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+        let arn = form
+            .iter()
+            .find(|(k, _)| k == "TargetGroupArn")
+            .map(|(_, v)| v.clone())?;
+        // arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID
+        let name = arn
+            .split(':')
+            .nth(5)?
+            .strip_prefix("targetgroup/")?
+            .split('/')
+            .next()?
+            .to_string();
+        let mut asked: Vec<(usize, String)> = form
+            .iter()
+            .filter_map(|(k, v)| {
+                let n = k.strip_prefix("Targets.member.")?.strip_suffix(".Id")?;
+                Some((n.parse().ok()?, v.clone()))
+            })
+            .collect();
+        asked.sort();
+        let asked: Vec<String> = asked.into_iter().map(|(_, v)| v).collect();
+        let states = self.balancers.target_health(region, &name, &asked).await?;
+        let mut members = String::new();
+        for (id, port, t) in states {
+            let reason = t
+                .reason
+                .map(|r| {
+                    format!(
+                        "<Reason>{r}</Reason><Description>{}</Description>",
+                        xml_escape(&t.description)
+                    )
+                })
+                .unwrap_or_default();
+            members.push_str(&format!(
+                "<member><Target><Id>{}</Id><Port>{port}</Port></Target><HealthCheckPort>{port}</HealthCheckPort><TargetHealth><State>{}</State>{reason}</TargetHealth></member>",
+                xml_escape(&id),
+                t.state
+            ));
+        }
+        let xml = format!(
+            r#"<DescribeTargetHealthResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"><DescribeTargetHealthResult><TargetHealthDescriptions>{members}</TargetHealthDescriptions></DescribeTargetHealthResult><ResponseMetadata><RequestId>porter-local</RequestId></ResponseMetadata></DescribeTargetHealthResponse>"#
         );
         Some((StatusCode::OK, [("content-type", "text/xml")], xml).into_response())
     }

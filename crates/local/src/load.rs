@@ -19,6 +19,11 @@ pub struct Traffic {
 pub struct Balancer {
     pub region: String,
     pub name: String,
+    /// "elb", or "target_group" behind the ALB or NLB `load_balancer`.
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub load_balancer: Option<String>,
     pub url: String,
     pub instances: BTreeMap<String, InstanceState>,
 }
@@ -30,8 +35,20 @@ pub struct InstanceState {
 }
 
 impl Balancer {
+    /// `load balancer NAME`, or `load balancer NAME (target group NAME)`.
+    pub fn label(&self) -> String {
+        match &self.load_balancer {
+            Some(lb) => format!("load balancer {lb} (target group {})", self.name),
+            None => format!("load balancer {}", self.name),
+        }
+    }
+
+    /// How many instances take traffic (InService, healthy).
     pub fn in_service(&self) -> usize {
-        self.instances.values().filter(|i| i.state == "InService").count()
+        self.instances
+            .values()
+            .filter(|i| i.state == "InService" || i.state == "healthy")
+            .count()
     }
 }
 

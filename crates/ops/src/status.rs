@@ -6,12 +6,11 @@ use std::fmt::Write as _;
 
 use anyhow::{anyhow, bail, Result};
 use porter_core::aws::Aws;
-use porter_core::config::Environment;
+use porter_core::config::{BalancerKind, Elb, Environment};
 use porter_core::lease::{self, when, Holder};
 use porter_core::promote::{PREVIOUS_NAME_TAG, PROMOTED_NAME_TAG};
 
 use crate::history::Entry;
-use crate::one_line;
 
 #[derive(Debug, Clone, Default)]
 pub struct Status {
@@ -39,8 +38,13 @@ pub struct RegionStatus {
 #[derive(Debug, Clone, Default)]
 pub struct ElbHealth {
     pub name: String,
-    /// Instance id and its state (InService, OutOfService, ...).
+    /// "ELB" or "target group".
+    pub kind: &'static str,
+    /// Instance id and its state (InService, OutOfService; healthy,
+    /// initial, draining ...).
     pub instances: Vec<(String, String)>,
+    /// How many of them take traffic (InService, healthy).
+    pub serving: usize,
 }
 
 /// Reads every region of the environment, one after the other (they are
@@ -49,8 +53,7 @@ pub struct ElbHealth {
 pub async fn read(aws: &Aws, service: &str, env: &Environment) -> Vec<RegionStatus> {
     let mut out = Vec::with_capacity(env.regions.len());
     for r in &env.regions {
-        let names: Vec<&str> = r.elbs.iter().map(|e| e.name.as_str()).collect();
-        out.push(match region(aws, service, &env.name, &r.name, &names).await {
+        out.push(match region(aws, service, &env.name, &r.name, &r.elbs).await {
             Ok(s) => s,
             Err(e) => RegionStatus {
                 region: r.name.clone(),
@@ -62,14 +65,14 @@ pub async fn read(aws: &Aws, service: &str, env: &Environment) -> Vec<RegionStat
     out
 }
 
-async fn region(aws: &Aws, service: &str, environment: &str, region: &str, elbs: &[&str]) -> Result<RegionStatus> {
+async fn region(aws: &Aws, service: &str, environment: &str, region: &str, elbs: &[Elb]) -> Result<RegionStatus> {
     let clients = aws.own_region(region);
     let mut status = RegionStatus {
         region: region.to_string(),
         ..Default::default()
     };
     for elb in elbs {
-        let tags = porter_core::pins::elb_tags(&clients, elb)
+        let tags = porter_core::balancer::tags(&clients, elb)
             .await
             .map_err(|e| anyhow!("{e}"))?;
         let named = |k: &str| tags.get(k).filter(|v| !v.is_empty()).cloned();
@@ -77,25 +80,17 @@ async fn region(aws: &Aws, service: &str, environment: &str, region: &str, elbs:
             status.promoted = named(PROMOTED_NAME_TAG);
             status.previous = named(PREVIOUS_NAME_TAG);
         }
-        let health = clients
-            .elb
-            .describe_instance_health()
-            .load_balancer_name(*elb)
-            .send()
+        let health = porter_core::balancer::health(&clients, elb, &[])
             .await
-            .map_err(|e| one_line(&format!("read the instance health of {elb} in {region}"), e))?;
+            .map_err(|e| anyhow!("read the health of {elb} in {region}: {e}"))?;
         status.elbs.push(ElbHealth {
-            name: elb.to_string(),
-            instances: health
-                .instance_states()
-                .iter()
-                .map(|s| {
-                    (
-                        s.instance_id().unwrap_or("?").to_string(),
-                        s.state().unwrap_or("?").to_string(),
-                    )
-                })
-                .collect(),
+            name: elb.name.clone(),
+            kind: match elb.kind {
+                BalancerKind::Classic => "ELB",
+                BalancerKind::TargetGroup => "target group",
+            },
+            serving: health.iter().filter(|h| h.serving).count(),
+            instances: health.into_iter().map(|h| (h.instance, h.state)).collect(),
         });
     }
     let mut stacks = porter_core::prune::service_stacks(&clients, service, environment)
@@ -184,14 +179,16 @@ impl Status {
             }
             let _ = writeln!(s, "  {:<10} serving   {}", r.region, version(&r.promoted));
             for e in &r.elbs {
-                let healthy = e.instances.iter().filter(|(_, st)| st == "InService").count();
                 let list: Vec<String> = e.instances.iter().map(|(i, st)| format!("{i} {st}")).collect();
                 let _ = writeln!(
                     s,
-                    "  {:<10} ELB {}: {healthy}/{} InService{}",
+                    "  {:<10} {} {}: {}/{} {}{}",
                     "",
+                    e.kind,
                     e.name,
+                    e.serving,
                     e.instances.len(),
+                    if e.kind == "ELB" { "InService" } else { "healthy" },
                     if list.is_empty() {
                         String::new()
                     } else {

@@ -696,11 +696,18 @@ export class Porter extends Construct {
               // Only in promote's sessions (porter-promote-SERVICE, from
               // crates/core/src/target.rs), never provision's, which creates
               // release stacks. IAM cannot condition an attach on the load
-              // balancer's tags: promote checks them in code before it attaches.
+              // balancer's or target group's tags (a target group shows only as
+              // its ARN, autoscaling:TargetGroupARNs): promote checks them in
+              // code before it attaches.
               {
                 Sid: "AttachReleaseGroups",
                 Effect: "Allow",
-                Action: ["autoscaling:AttachLoadBalancers", "autoscaling:DetachLoadBalancers"],
+                Action: [
+                  "autoscaling:AttachLoadBalancers",
+                  "autoscaling:DetachLoadBalancers",
+                  "autoscaling:AttachLoadBalancerTargetGroups",
+                  "autoscaling:DetachLoadBalancerTargetGroups",
+                ],
                 Resource: Fn.sub("arn:${AWS::Partition}:autoscaling:*:${AWS::AccountId}:autoScalingGroup:*:autoScalingGroupName/*"),
                 Condition: {
                   StringEquals: {
@@ -735,6 +742,27 @@ export class Porter extends Construct {
                   StringLike: { "aws:userid": "*:porter-promote-*" },
                 },
               },
+              // The same for ALB/NLB target groups (these calls name the target
+              // group, so IAM conditions them on its tags): a statement of its
+              // own, as its resources are target groups, not load balancers.
+              {
+                Sid: "CutoverTargetGroups",
+                Effect: "Allow",
+                Action: [
+                  "elasticloadbalancing:RegisterTargets",
+                  "elasticloadbalancing:DeregisterTargets",
+                  "elasticloadbalancing:AddTags",
+                ],
+                Resource: Fn.sub("arn:${AWS::Partition}:elasticloadbalancing:*:${AWS::AccountId}:targetgroup/*/*"),
+                Condition: {
+                  StringEquals: {
+                    "aws:ResourceTag/porter:service": "${aws:PrincipalTag/porter:service}",
+                    "aws:ResourceTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
+                  },
+                  StringLike: { "aws:userid": "*:porter-promote-*" },
+                },
+              },
+              // On every load balancer and target group: ownership tags never change here.
               {
                 Sid: "KeepOwnershipTags",
                 Effect: "Deny",

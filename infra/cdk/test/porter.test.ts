@@ -204,7 +204,7 @@ test("the deployment role is assumed by provision, promote and prune only, with 
 
 test("the deployment role: release roles made and passed only with the session's tags, no group names a load balancer, only promote attaches", () => {
   const [role] = Object.values(template().findResources("AWS::IAM::Role", { Properties: { RoleName: "porter-deployment" } }));
-  type S = { Sid: string; Effect: string; Action: string | string[]; Condition?: Record<string, Record<string, unknown>> };
+  type S = { Sid: string; Effect: string; Action: string | string[]; Resource: unknown; Condition?: Record<string, Record<string, unknown>> };
   const bySid: Record<string, S> = Object.fromEntries(role.Properties.Policies[0].PolicyDocument.Statement.map((s: S) => [s.Sid, s]));
   const own = (kind: string) => ({
     [`${kind}/porter:service`]: "${aws:PrincipalTag/porter:service}",
@@ -225,9 +225,21 @@ test("the deployment role: release roles made and passed only with the session's
     assert.deepEqual(bySid[sid].Action, ["autoscaling:CreateAutoScalingGroup", "autoscaling:UpdateAutoScalingGroup"], sid);
     assert.deepEqual(bySid[sid].Condition, { Null: { [key]: "false" } }, sid);
   }
-  for (const sid of ["AttachReleaseGroups", "Cutover"]) {
+  for (const sid of ["AttachReleaseGroups", "Cutover", "CutoverTargetGroups"]) {
     assert.deepEqual(bySid[sid].Condition?.StringLike, { "aws:userid": "*:porter-promote-*" }, sid);
+    assert.deepEqual(bySid[sid].Condition?.StringEquals, own("aws:ResourceTag"), sid);
   }
+  assert.deepEqual(bySid.AttachReleaseGroups.Action, [
+    "autoscaling:AttachLoadBalancers", "autoscaling:DetachLoadBalancers",
+    "autoscaling:AttachLoadBalancerTargetGroups", "autoscaling:DetachLoadBalancerTargetGroups",
+  ]);
+  assert.deepEqual(bySid.CutoverTargetGroups.Action,
+    ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:AddTags"]);
+  assert.deepEqual(bySid.CutoverTargetGroups.Resource,
+    { "Fn::Sub": "arn:${AWS::Partition}:elasticloadbalancing:*:${AWS::AccountId}:targetgroup/*/*" });
+  // The ownership tags stay as their owner set them, on target groups too.
+  assert.equal(bySid.KeepOwnershipTags.Effect, "Deny");
+  assert.deepEqual(bySid.KeepOwnershipTags.Resource, "*");
 });
 
 test("the pipeline deploys production only after the approval, which only the approver roles may give", () => {

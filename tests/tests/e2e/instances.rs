@@ -81,6 +81,26 @@ async fn under_load<F: std::future::Future>(local: &LocalStack, during: F) -> (F
     (out, tallies)
 }
 
+/// Deploys release 2 of the example in `svc` under load: it succeeds, no
+/// request fails, both releases answer during the cutover, and release 2
+/// serves everywhere after. The example's page, for further releases.
+async fn release_2_under_load(local: &LocalStack, svc: &std::path::Path) -> String {
+    let html = std::fs::read_to_string(svc.join("index.html")).unwrap();
+    std::fs::write(svc.join("index.html"), html.replace("release 1", "release 2")).unwrap();
+    let ((second, log), tallies) = under_load(local, deploy(local, svc)).await;
+    assert!(second.succeeded, "{:?}\n{log}", second.error);
+    for t in &tallies {
+        assert!(t.requests > 20, "{t:?}");
+        assert_eq!(t.failed, 0, "no request fails during the cutover: {t:?}");
+        assert!(
+            t.pages.contains_key("release 1") && t.pages.contains_key("release 2"),
+            "{t:?}"
+        );
+    }
+    serving_everywhere(local, "release 2").await;
+    html
+}
+
 /// The SecureString the secrets test's service reads as API_KEY.
 async fn put_api_key(ssm: &aws_sdk_ssm::Client, value: &str) {
     ssm.put_parameter()
@@ -126,19 +146,7 @@ async fn a_cutover_under_load_fails_no_request_and_a_release_that_cannot_start_o
         assert_eq!(page, "release 1", "{region}");
     }
 
-    let html = std::fs::read_to_string(svc.join("index.html")).unwrap();
-    std::fs::write(svc.join("index.html"), html.replace("release 1", "release 2")).unwrap();
-    let ((second, log), tallies) = under_load(&local, deploy(&local, &svc)).await;
-    assert!(second.succeeded, "{:?}\n{log}", second.error);
-    for t in &tallies {
-        assert!(t.requests > 20, "{t:?}");
-        assert_eq!(t.failed, 0, "no request fails during the cutover: {t:?}");
-        assert!(
-            t.pages.contains_key("release 1") && t.pages.contains_key("release 2"),
-            "{t:?}"
-        );
-    }
-    serving_everywhere(&local, "release 2").await;
+    let html = release_2_under_load(&local, &svc).await;
 
     // The start script exits: the instance signals why, the stack fails
     // with it, and release 2 keeps every request.
@@ -428,7 +436,7 @@ async fn serving_instances_stay_in_service_while_another_group_is_attached_to_th
                 let health = elb
                     .describe_instance_health()
                     .load_balancer_name(&name)
-                    .set_instances(Some(porter_core::promote::as_instances(&serving)))
+                    .set_instances(Some(porter_core::balancer::as_instances(&serving)))
                     .send()
                     .await
                     .unwrap();
@@ -481,5 +489,154 @@ async fn serving_instances_stay_in_service_while_another_group_is_attached_to_th
     let mut got = registered;
     got.sort();
     assert_eq!(got, want, "the serving instances are registered as before");
+    local.stop().await;
+}
+
+/// The example with target groups where it names ELBs: each region's
+/// `elb:` becomes a `target_group:` of the same name.
+fn behind_target_groups(svc: &std::path::Path) {
+    let config = svc.join(".porter/config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("    elb: "), "the example names ELBs");
+    std::fs::write(&config, text.replace("    elb: ", "    target_group: ")).unwrap();
+}
+
+#[tokio::test]
+async fn target_groups_cut_over_under_load_leave_only_the_new_release_healthy_and_refuse_anothers_group() {
+    use porter_core::balancer;
+    use porter_core::config::Elb;
+
+    let Some(local) = running_stack().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "albs");
+    behind_target_groups(&svc);
+
+    let (first, log) = deploy(&local, &svc).await;
+    assert!(first.succeeded, "{:?}\n{log}", first.error);
+    let listed = local.balancers.list();
+    assert!(
+        listed
+            .iter()
+            .all(|lb| lb.kind == "target_group" && lb.load_balancer.as_deref() == Some(lb.name.as_str())),
+        "an ALB in front of each target group: {listed:?}"
+    );
+    serving_everywhere(&local, "release 1").await;
+
+    let html = release_2_under_load(&local, &svc).await;
+
+    // DescribeTargetHealth (answered from the local checks) calls only the
+    // new release's instances healthy; the old ones drain, then leave.
+    let aws =
+        porter_core::aws::Aws::unpinned(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await);
+    for (region, name) in [("us-west-2", "albs-staging-usw2"), ("us-east-1", "albs-staging-use1")] {
+        let c = aws
+            .region(region, "arn:aws:iam::123456789012:role/porter-deployment", "test", &[])
+            .await
+            .unwrap();
+        let tg = Elb::target_group(name);
+        let stack = porter_core::prune::promoted_stack(&c, &tg).await.unwrap().unwrap();
+        assert!(
+            stack.contains("albs-staging-"),
+            "the target group names the promoted stack: {stack}"
+        );
+        let mut new = porter_core::promote::stack_instances(&c, &stack).await.unwrap();
+        new.sort();
+        let health = balancer::health(&c, &tg, &[]).await.unwrap();
+        let mut healthy: Vec<String> = health
+            .iter()
+            .filter(|h| h.serving)
+            .map(|h| h.instance.clone())
+            .collect();
+        healthy.sort();
+        assert_eq!(healthy, new, "{region}: {health:?}");
+        assert!(
+            health.iter().all(|h| h.serving || h.state == "draining"),
+            "{region}: the rest drain: {health:?}"
+        );
+        let mut registered = balancer::registered(&c, &tg).await.unwrap();
+        registered.sort();
+        assert_eq!(registered, new, "{region}");
+    }
+
+    // A target group tagged for another service is refused by name before
+    // anything is made.
+    let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(
+        &porter_local::moto::sdk_config(&local.moto.endpoint(), "us-west-2").await,
+    );
+    let vpc = elbv2
+        .describe_target_groups()
+        .names("albs-staging-usw2")
+        .send()
+        .await
+        .unwrap()
+        .target_groups()[0]
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let vpc = vpc.as_str();
+    elbv2
+        .create_target_group()
+        .name("someone-elses")
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(8080)
+        .vpc_id(vpc)
+        .tags(
+            aws_sdk_elasticloadbalancingv2::types::Tag::builder()
+                .key("porter:service")
+                .value("billing")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let config = svc.join(".porter/config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("target_group: albs-staging-usw2", "target_group: someone-elses"),
+    )
+    .unwrap();
+    std::fs::write(svc.join("index.html"), html.replace("release 1", "release 3")).unwrap();
+    let (third, log) = deploy(&local, &svc).await;
+    assert!(!third.succeeded, "{log}");
+    let cause = cause_of(&third);
+    assert!(
+        cause.contains("target group someone-elses") && cause.contains("billing"),
+        "{cause}"
+    );
+
+    // One of the service's own, on a port the service does not listen on:
+    // its instances would register and never answer.
+    let tag = |k: &str, v: &str| {
+        aws_sdk_elasticloadbalancingv2::types::Tag::builder()
+            .key(k)
+            .value(v)
+            .build()
+    };
+    elbv2
+        .create_target_group()
+        .name("albs-port-80")
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(80)
+        .vpc_id(vpc)
+        .tags(tag("porter:service", "albs"))
+        .tags(tag("porter:environment", "staging"))
+        .send()
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("target_group: someone-elses", "target_group: albs-port-80"),
+    )
+    .unwrap();
+    let (fourth, log) = deploy(&local, &svc).await;
+    assert!(!fourth.succeeded, "{log}");
+    let cause = cause_of(&fourth);
+    assert!(
+        cause.contains("target group albs-port-80")
+            && cause.contains("sends traffic to port 80, and the service listens on 8080"),
+        "{cause}"
+    );
     local.stop().await;
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use porter_core::aws::{Aws, RegionClients};
-use porter_core::config;
+use porter_core::balancer;
+use porter_core::config::{self, Elb};
 use porter_core::pack::{self, PackInput, Source};
 use porter_core::phase::PhaseError;
 use porter_core::promote::{self, PromoteInput, Promoted};
@@ -168,22 +169,22 @@ async fn clients(aws: &Aws, region: &str) -> RegionClients {
 
 /// Instance ids registered with the ELB, and their health.
 async fn elb_view(aws: &Aws, region: &str, elb: &str) -> (Vec<String>, BTreeMap<String, String>, Option<String>) {
+    lb_view(aws, region, &Elb::classic(elb)).await
+}
+
+/// Instance ids registered with a load balancer of either kind, their
+/// health, and the promoted stack its tag names.
+async fn lb_view(aws: &Aws, region: &str, lb: &Elb) -> (Vec<String>, BTreeMap<String, String>, Option<String>) {
     let c = clients(aws, region).await;
-    let mut registered = promote::registered(&c, elb).await.unwrap();
+    let mut registered = balancer::registered(&c, lb).await.unwrap();
     registered.sort();
-    let health = c
-        .elb
-        .describe_instance_health()
-        .load_balancer_name(elb)
-        .send()
+    let states = balancer::health(&c, lb, &[])
         .await
-        .unwrap();
-    let states = health
-        .instance_states()
-        .iter()
-        .map(|s| (s.instance_id().unwrap().to_string(), s.state().unwrap().to_string()))
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.instance, h.state))
         .collect();
-    let tag = prune::promoted_stack(&c, elb).await.unwrap();
+    let tag = prune::promoted_stack(&c, lb).await.unwrap();
     (registered, states, tag)
 }
 

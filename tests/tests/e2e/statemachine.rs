@@ -177,7 +177,7 @@ pub(crate) async fn lease(local: &LocalStack, service: &str) -> Option<(String, 
 /// Registered instances per ELB, sampled until `stop`: the fewest seen.
 async fn sample_elbs(
     local: &LocalStack,
-    elbs: &[(&str, &str)],
+    elbs: &[(&str, porter_core::config::Elb)],
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> (usize, usize) {
     let aws = porter_core::aws::Aws::unpinned(
@@ -194,12 +194,12 @@ async fn sample_elbs(
             )
             .await
             .unwrap();
-        clients.push((c, elb.to_string()));
+        clients.push((c, elb.clone()));
     }
     let (mut fewest, mut samples) = (usize::MAX, 0);
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         for (c, elb) in &clients {
-            let n = porter_core::promote::registered(c, elb).await.unwrap().len();
+            let n = porter_core::balancer::registered(c, elb).await.unwrap().len();
             fewest = fewest.min(n);
             samples += 1;
         }
@@ -226,14 +226,16 @@ async fn two_deploys_at_once_one_proceeds_and_the_elb_never_empties() {
     std::fs::write(b.join("index.html"), "release 2b").unwrap();
     faults.fail_next(Phase::Provision, 2);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = sample_elbs(
-        &local,
-        &[
-            ("us-west-2", "smlease-staging-usw2"),
-            ("us-east-1", "smlease-staging-use1"),
-        ],
-        stop.clone(),
-    );
+    // The example's us-west-2 sits behind a classic ELB, us-east-1 behind
+    // an ALB's target group.
+    let lbs = [
+        ("us-west-2", porter_core::config::Elb::classic("smlease-staging-usw2")),
+        (
+            "us-east-1",
+            porter_core::config::Elb::target_group("smlease-staging-use1"),
+        ),
+    ];
+    let sampler = sample_elbs(&local, &lbs, stop.clone());
     let both = async {
         let both = tokio::join!(deploy(&local, &a), deploy(&local, &b));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -462,34 +464,45 @@ async fn cloudwatch(local: &LocalStack, region: &str) -> aws_sdk_cloudwatch::Cli
 /// Each region's promoted stack (by its ELB's tag) and the instances its
 /// ELB holds, for the example `service` deployed to staging.
 pub(crate) async fn serving(local: &LocalStack, service: &str) -> Vec<(String, String, Vec<String>)> {
+    let aws = porter_core::aws::Aws::unpinned(
+        porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await,
+    );
     let mut out = Vec::new();
-    for (region, elb) in [("us-west-2", "usw2"), ("us-east-1", "use1")] {
-        let elb = format!("{service}-staging-{elb}");
-        let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), region).await;
-        let elbc = aws_sdk_elasticloadbalancing::Client::new(&sdk);
-        let tags = elbc.describe_tags().load_balancer_names(&elb).send().await.unwrap();
-        let promoted = tags.tag_descriptions()[0]
-            .tags()
-            .iter()
-            .find(|t| t.key() == porter_core::promote::PROMOTED_NAME_TAG)
-            .and_then(|t| t.value())
-            .unwrap_or_default()
-            .to_string();
-        let lb = elbc
-            .describe_load_balancers()
-            .load_balancer_names(&elb)
-            .send()
+    for (region, lb) in example_load_balancers(service) {
+        let c = aws
+            .region(
+                region,
+                "arn:aws:iam::123456789012:role/porter-deployment",
+                "serving",
+                &[],
+            )
             .await
             .unwrap();
-        let mut registered: Vec<String> = lb.load_balancer_descriptions()[0]
-            .instances()
-            .iter()
-            .filter_map(|i| i.instance_id().map(str::to_string))
-            .collect();
+        let promoted = porter_core::balancer::tags(&c, &lb)
+            .await
+            .unwrap()
+            .remove(porter_core::promote::PROMOTED_NAME_TAG)
+            .unwrap_or_default();
+        let mut registered = porter_core::balancer::registered(&c, &lb).await.unwrap();
         registered.sort();
         out.push((region.to_string(), promoted, registered));
     }
     out
+}
+
+/// The example's load balancers, for a copy named `service`: a classic ELB
+/// in us-west-2, an ALB's target group in us-east-1.
+pub(crate) fn example_load_balancers(service: &str) -> [(&'static str, porter_core::config::Elb); 2] {
+    [
+        (
+            "us-west-2",
+            porter_core::config::Elb::classic(format!("{service}-staging-usw2")),
+        ),
+        (
+            "us-east-1",
+            porter_core::config::Elb::target_group(format!("{service}-staging-use1")),
+        ),
+    ]
 }
 
 /// An OK alarm `name` on an error count, in both regions of the example.
@@ -720,7 +733,11 @@ async fn canaries_serve_beside_the_fleet_and_one_that_fails_puts_every_region_ba
     let (error, cause) = r3.error.unwrap();
     assert_eq!(error, "GateFailed", "{cause}");
     assert!(
-        cause.contains("us-east-1") && cause.contains(&format!("canary {canary}")) && cause.contains("OutOfService"),
+        // us-east-1's target group says at once that a target was
+        // terminated, as AWS does.
+        cause.contains("us-east-1")
+            && cause.contains(&format!("canary {canary} in target group smcan-staging-use1 is unused"))
+            && cause.contains("Target.InvalidState"),
         "{cause}"
     );
     assert_eq!(

@@ -347,8 +347,9 @@ pub struct Region {
     pub azs: Vec<AvailabilityZone>,
     pub s3_bucket: String,
     pub sse_kms_key_id: Option<String>,
-    /// The load balancers promote moves instances into. Empty for
-    /// `elb: none` (or no ELB at all): promote is then a no-op.
+    /// The load balancers promote moves instances into: the classic ELBs
+    /// first, then the target groups. Empty for `elb: none` (or no load
+    /// balancer at all): promote is then a no-op.
     pub elbs: Vec<Elb>,
     pub instance_count: u32,
     pub key_pair_name: Option<String>,
@@ -426,6 +427,59 @@ pub struct AvailabilityZone {
 pub struct Elb {
     pub name: String,
     pub tag: Option<String>,
+    /// A classic ELB (`elb:`/`elbs:`) or a target group of an Application
+    /// or Network Load Balancer (`target_group:`/`target_groups:`).
+    #[serde(default, skip_serializing_if = "BalancerKind::is_classic")]
+    pub kind: BalancerKind,
+}
+
+/// What kind of load balancer promote moves instances into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancerKind {
+    #[default]
+    Classic,
+    /// An ALB's or NLB's target group of instances, by name.
+    TargetGroup,
+}
+
+impl BalancerKind {
+    pub fn is_classic(&self) -> bool {
+        *self == BalancerKind::Classic
+    }
+
+    /// How messages name one: "load balancer" or "target group".
+    pub fn noun(&self) -> &'static str {
+        match self {
+            BalancerKind::Classic => "load balancer",
+            BalancerKind::TargetGroup => "target group",
+        }
+    }
+}
+
+impl Elb {
+    pub fn classic(name: impl Into<String>) -> Elb {
+        Elb {
+            name: name.into(),
+            tag: None,
+            kind: BalancerKind::Classic,
+        }
+    }
+
+    pub fn target_group(name: impl Into<String>) -> Elb {
+        Elb {
+            name: name.into(),
+            tag: None,
+            kind: BalancerKind::TargetGroup,
+        }
+    }
+}
+
+impl std::fmt::Display for Elb {
+    /// `load balancer NAME` or `target group NAME`, for messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind.noun(), self.name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -91,13 +91,7 @@ fn base_config_is_clean_and_deployable() {
     assert_eq!(config.service_name, "svc-api");
     let region = &config.environments[0].regions[0];
     assert_eq!(region.instance_count, 2);
-    assert_eq!(
-        region.elbs,
-        vec![Elb {
-            name: "svc-dev".into(),
-            tag: None
-        }]
-    );
+    assert_eq!(region.elbs, vec![Elb::classic("svc-dev")]);
     assert_eq!(
         config.environments[0].blackout_windows,
         vec![BlackoutWindow {
@@ -715,6 +709,42 @@ fn malformed_cases() -> Vec<Case> {
             1,
         ),
         case(
+            "target_group and target_groups both",
+            base_with(
+                "    elb: svc-dev\n",
+                "    elb: svc-dev\n    target_group: web\n    target_groups:\n    - name: web-2\n",
+            ),
+            Error,
+            14,
+            Some(19),
+            "environments[0].regions[0].target_group",
+            "set either `target_group` or `target_groups`, not both",
+            1,
+        ),
+        case(
+            "target group name ending in a dash",
+            base_with("    elb: svc-dev\n", "    elb: svc-dev\n    target_group: web-\n"),
+            Error,
+            14,
+            Some(19),
+            "environments[0].regions[0].target_group",
+            "`web-` is not a target group name (1-32 letters, digits and `-`",
+            1,
+        ),
+        case(
+            "target_groups listed twice",
+            base_with(
+                "    elb: svc-dev\n",
+                "    target_groups:\n    - name: web\n    - {name: web}\n",
+            ),
+            Error,
+            15,
+            Some(14),
+            "environments[0].regions[0].target_groups[1].name",
+            "`web` is listed twice",
+            1,
+        ),
+        case(
             "instance_count zero",
             base_with("instance_count: 2", "instance_count: 0"),
             Error,
@@ -1195,13 +1225,7 @@ fn porter_style_config_passes_with_warnings_only() {
     let east = prod.region("us-east-1").unwrap();
     // Explicit keys win over the merged ones.
     assert_eq!(east.s3_bucket, "svc-builds-prod");
-    assert_eq!(
-        east.elbs,
-        vec![Elb {
-            name: "svc-prod".into(),
-            tag: None
-        }]
-    );
+    assert_eq!(east.elbs, vec![Elb::classic("svc-prod")]);
     assert_eq!(east.instance_count, 4);
     assert_eq!(east.vpc_id, None);
     assert_eq!(east.azs[1].name, "us-east-1b");
@@ -1237,6 +1261,43 @@ fn warnings_alone_leave_the_config_deployable() {
         .any(|d| d.path == "environments[0].regions[0].elb" && d.message.contains("`elb: none`")));
     let config = loaded.deployable().expect("warnings do not block a deploy");
     assert!(config.environments[0].regions[0].elbs.is_empty());
+}
+
+#[test]
+fn target_groups_sit_beside_classic_elbs() {
+    // One target group, several, and a region moving from a classic ELB to
+    // an ALB with both.
+    let text = BASE.replace(
+        "    elb: svc-dev\n",
+        "    elb: svc-dev\n    target_groups:\n    - name: web-blue\n    - name: web-green\n",
+    );
+    let loaded = load(&text);
+    let diagnostics = dump(&loaded);
+    let config = loaded.deployable().unwrap_or_else(|_| panic!("{diagnostics}"));
+    assert_eq!(
+        config.environments[0].regions[0].elbs,
+        vec![
+            Elb::classic("svc-dev"),
+            Elb::target_group("web-blue"),
+            Elb::target_group("web-green")
+        ]
+    );
+    let text = BASE.replace("    elb: svc-dev\n", "    target_group: web\n");
+    let loaded = load(&text);
+    let diagnostics = dump(&loaded);
+    assert!(
+        !loaded.diagnostics.iter().any(|d| d.message.contains("`elb: none`")),
+        "a target group alone is a load balancer: {diagnostics}"
+    );
+    let config = loaded.deployable().unwrap_or_else(|_| panic!("{diagnostics}"));
+    assert_eq!(config.environments[0].regions[0].elbs, vec![Elb::target_group("web")]);
+    // A release written before target groups reads as classic ELBs.
+    let old: Elb = serde_json::from_str(r#"{"name": "svc-dev", "tag": null}"#).unwrap();
+    assert_eq!(old, Elb::classic("svc-dev"));
+    assert_eq!(
+        serde_json::to_value(Elb::target_group("web")).unwrap()["kind"],
+        "target_group"
+    );
 }
 
 // --- stack_definition_path ---------------------------------------------------

@@ -73,6 +73,8 @@ const REGION_KEYS: &[&str] = &[
     "sse_kms_key_id",
     "elb",
     "elbs",
+    "target_group",
+    "target_groups",
     "ssl_cert_arn",
     "hosted_zone_name",
     "instance_count",
@@ -1608,43 +1610,72 @@ fn check_azs(
 }
 
 fn check_elbs(c: &mut Checker, region: &Node, path: &str) -> Option<Vec<Elb>> {
-    let single = c.string(region, "elb", path, false);
-    let list = region.get("elbs");
+    let classic = check_balancers(c, region, path, BalancerKind::Classic);
+    let groups = check_balancers(c, region, path, BalancerKind::TargetGroup);
+    let (classic, groups) = (classic?, groups?);
+    if classic.is_none() && groups.is_none() {
+        c.report(
+            Severity::Warning,
+            region,
+            &join(path, "elb"),
+            "no `elb` or `target_group` set: promote does nothing in this region (write `elb: none` to say so)",
+        );
+    }
+    let mut all = classic.unwrap_or_default();
+    all.extend(groups.unwrap_or_default());
+    Some(all)
+}
+
+/// One kind's keys of a region: `elb`/`elbs` or `target_group`/
+/// `target_groups`. `Some(None)` when neither is set, `None` when invalid.
+fn check_balancers(c: &mut Checker, region: &Node, path: &str, kind: BalancerKind) -> Option<Option<Vec<Elb>>> {
+    let (one, many) = match kind {
+        BalancerKind::Classic => ("elb", "elbs"),
+        BalancerKind::TargetGroup => ("target_group", "target_groups"),
+    };
+    let noun = kind.noun();
+    let single = c.string(region, one, path, false);
+    let list = region.get(many);
     if let (Some((_, node)), Some(_)) = (&single, list) {
-        c.error(node, &join(path, "elb"), "set either `elb` or `elbs`, not both");
+        c.error(
+            node,
+            &join(path, one),
+            format!("set either `{one}` or `{many}`, not both"),
+        );
         return None;
     }
     let check_name = |c: &mut Checker, name: &str, node: &Node, p: &str| -> bool {
         if elb_re().is_match(name) {
             true
         } else {
-            c.error(node, p, format!("`{name}` is not a load balancer name (1-32 letters, digits and `-`, not starting or ending with `-`)"));
+            c.error(
+                node,
+                p,
+                format!(
+                    "`{name}` is not a {noun} name (1-32 letters, digits and `-`, not starting or ending with `-`)"
+                ),
+            );
             false
         }
     };
+    let make = |name: String, tag: Option<String>| Elb { name, tag, kind };
     if let Some((name, node)) = single {
         if name.eq_ignore_ascii_case("none") {
-            return Some(Vec::new());
+            return Some(Some(Vec::new()));
         }
-        return check_name(c, &name, node, &join(path, "elb")).then(|| vec![Elb { name, tag: None }]);
+        return check_name(c, &name, node, &join(path, one)).then(|| Some(vec![make(name, None)]));
     }
     let Some(node) = list else {
-        c.report(
-            Severity::Warning,
-            region,
-            &join(path, "elb"),
-            "no `elb` set: promote does nothing in this region (write `elb: none` to say so)",
-        );
-        return Some(Vec::new());
+        return Some(None);
     };
-    let epath = join(path, "elbs");
-    let items = c.list(node, &epath, "load balancers with name and tag")?;
+    let epath = join(path, many);
+    let items = c.list(node, &epath, &format!("{noun}s with name and tag"))?;
     let mut elbs = Vec::new();
     let mut names = HashSet::new();
     let mut ok = true;
     for (i, item) in items.iter().enumerate() {
         let ipath = format!("{epath}[{i}]");
-        let Some(entries) = c.mapping(item, &ipath, "a load balancer") else {
+        let Some(entries) = c.mapping(item, &ipath, &format!("a {noun}")) else {
             ok = false;
             continue;
         };
@@ -1658,13 +1689,13 @@ fn check_elbs(c: &mut Checker, region: &Node, path: &str) -> Option<Vec<Elb>> {
                     c.error(nnode, &join(&ipath, "name"), format!("`{name}` is listed twice"));
                     ok = false;
                 } else {
-                    elbs.push(Elb { name, tag });
+                    elbs.push(make(name, tag));
                 }
             }
             None => ok = false,
         }
     }
-    ok.then_some(elbs)
+    ok.then_some(Some(elbs))
 }
 
 fn check_containers(c: &mut Checker, region: &Node, path: &str) -> Option<Vec<Container>> {
