@@ -192,7 +192,7 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
         .unwrap_or(5);
     Ok(Step::Pending {
         progress: format!(
-            "{stack_name}: {finished}/{total} regions cut over; waiting for InService in {}",
+            "{stack_name}: {finished}/{total} regions cut over; waiting for the new instances to serve in {}",
             waiting.join(", ")
         ),
         percent: (10 + 80 * finished / total.max(1)) as u8,

@@ -120,9 +120,15 @@ pub async fn run(aws: &Aws, input: ProvisionInput) -> PhaseResult<ProvisionState
 async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) -> Result<Waiting, PhaseError> {
     let clients = dep.clients(aws, region, "provision").await?;
     // Each load balancer must be this service's before anything is made.
+    let mut serving = None;
     for elb in &region.elbs {
-        crate::balancer::check_owner(&clients, elb, &dep.release.service, &dep.release.environment).await?;
+        let tags = crate::balancer::check_owner(&clients, elb, &dep.release.service, &dep.release.environment).await?;
         crate::balancer::check_fits(&clients, elb, region).await?;
+        serving = serving.or_else(|| {
+            tags.get(crate::promote::PROMOTED_TAG)
+                .filter(|s| !s.is_empty())
+                .cloned()
+        });
     }
     let stack_name = dep.stack_name();
     let stack_id = match find_stack(&clients, &stack_name).await? {
@@ -134,6 +140,10 @@ async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) ->
             let payload = ship_payload(aws, dep, &clients, region).await?;
             let ctx = RenderContext {
                 elb_security_groups: crate::balancer::security_groups(&clients, &region.elbs).await?,
+                live_capacity: match &serving {
+                    Some(stack) => live_capacity(&clients, stack).await,
+                    None => None,
+                },
             };
             let env = dep.environment()?;
             let body = template::render(&dep.config, env, region, &dep.release, &payload, &ctx);
@@ -265,6 +275,29 @@ async fn ship_payload(
         key: dest.key,
         sha256: dep.release.sha256.clone(),
     })
+}
+
+/// The desired capacity of the serving stack's Auto Scaling groups, or
+/// `None` when it cannot be read (a stack deleted by hand): the new fleet
+/// then starts at the config's count.
+async fn live_capacity(clients: &RegionClients, stack_id: &str) -> Option<u32> {
+    let groups = crate::promote::stack_groups(clients, stack_id).await.ok()?;
+    if groups.is_empty() {
+        return None;
+    }
+    let out = clients
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .set_auto_scaling_group_names(Some(groups))
+        .send()
+        .await
+        .ok()?;
+    let total: i32 = out
+        .auto_scaling_groups()
+        .iter()
+        .filter_map(|g| g.desired_capacity())
+        .sum();
+    u32::try_from(total).ok().filter(|n| *n > 0)
 }
 
 /// The largest `TemplateBody` CloudFormation takes, in bytes.

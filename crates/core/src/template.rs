@@ -21,7 +21,26 @@ const IMAGE_PARAMETER: &str = "/aws/service/ami-amazon-linux-latest/al2023-ami-k
 pub struct RenderContext {
     /// Security groups of the ELBs that will send traffic to the instances.
     pub elb_security_groups: Vec<String>,
+    /// The desired capacity of the fleet that serves the region now (its
+    /// Auto Scaling groups'), if one does: a fleet scaled out under load is
+    /// replaced at its size, never below the config's `instance_count`.
+    pub live_capacity: Option<u32>,
 }
+
+/// What the service finds in its environment besides its secrets, as
+/// porter named them: who it is, where it runs (the SDKs read AWS_REGION).
+pub const SERVICE_VARIABLES: &[&str] = &[
+    "PORTER_SERVICE_NAME",
+    "PORTER_SERVICE_VERSION",
+    "PORTER_ENVIRONMENT",
+    "PORTER_REGION",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+];
+
+/// How long a new instance may take to boot before its load balancer's
+/// health counts (the group's HealthCheckGracePeriod): AWS's default.
+pub const HEALTH_CHECK_GRACE_SECONDS: u32 = 300;
 
 /// Where the payload sits in the region's bucket.
 #[derive(Debug, Clone)]
@@ -79,14 +98,22 @@ pub fn render(
         launch_data["KeyName"] = json!(key);
     }
 
-    let count = region.instance_count.to_string();
+    // The config's count is the floor; a live fleet scaled out above it
+    // sets the start and the ceiling (as porter copied the promoted
+    // stack's desired capacity).
+    let min = region.instance_count;
+    let desired = ctx.live_capacity.map_or(min, |live| live.max(min));
+    // Behind a load balancer, an instance it finds unhealthy is replaced
+    // (with EC2 checks only, a hung service would serve errors for good).
+    let health_check_type = if region.elbs.is_empty() { "EC2" } else { "ELB" };
     let mut group_props = json!({
         "LaunchTemplate": {
             "LaunchTemplateId": {"Ref": "LaunchTemplate"},
             "Version": {"Fn::GetAtt": ["LaunchTemplate", "LatestVersionNumber"]}
         },
-        "MinSize": count, "MaxSize": count, "DesiredCapacity": count,
-        "HealthCheckType": "EC2",
+        "MinSize": min.to_string(), "MaxSize": desired.to_string(), "DesiredCapacity": desired.to_string(),
+        "HealthCheckType": health_check_type,
+        "HealthCheckGracePeriod": HEALTH_CHECK_GRACE_SECONDS,
         "Tags": [
             {"Key": "Name", "Value": format!("{}-{}-{}", config.service_name, env.name, release.version), "PropagateAtLaunch": true},
             {"Key": "porter:service", "Value": config.service_name, "PropagateAtLaunch": true},
@@ -486,10 +513,11 @@ fn user_data(config: &Config, region: &Region, release: &Release, payload: &Payl
                 svc = release.service,
                 // `-e NAME` hands the container the boot's own value: it
                 // is never written on a command line.
-                env = region
-                    .secrets
+                env = SERVICE_VARIABLES
                     .iter()
-                    .map(|s| format!(" -e {}", s.variable))
+                    .copied()
+                    .chain(region.secrets.iter().map(|s| s.variable.as_str()))
+                    .map(|name| format!(" -e {name}"))
                     .collect::<String>(),
                 ports = region
                     .containers
@@ -538,10 +566,12 @@ aws s3 cp "s3://{bucket}/{key}" /tmp/payload.tar --region ${{AWS::Region}}
 echo "{sha}  /tmp/payload.tar" | sha256sum -c -
 mkdir -p /srv/{svc}
 tar -xf /tmp/payload.tar -C /srv/{svc}
+export PORTER_SERVICE_NAME={svc} PORTER_SERVICE_VERSION={version} PORTER_ENVIRONMENT={environment} PORTER_REGION=${{AWS::Region}} AWS_REGION=${{AWS::Region}} AWS_DEFAULT_REGION=${{AWS::Region}}
 {secrets}{bootstrap}{start}
 {checks}signal 0 "healthy"
 "#,
         version = release.version,
+        environment = release.environment,
         bucket = payload.bucket,
         key = payload.key,
         sha = payload.sha256,
@@ -674,11 +704,28 @@ mod render_tests {
         let env = &cfg.environments[0];
         let ctx = RenderContext {
             elb_security_groups: vec!["sg-elb".into()],
+            live_capacity: None,
         };
         let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
         let group = &t["Resources"]["AutoScalingGroup"];
         assert_eq!(group["Properties"]["VPCZoneIdentifier"], json!(["subnet-0a1b2c3d"]));
         assert_eq!(group["Properties"]["DesiredCapacity"], "3");
+        assert_eq!(group["Properties"]["HealthCheckType"], "ELB");
+        // A live fleet scaled out to 5 is replaced at 5; one scaled in
+        // below the config's 3 starts at 3.
+        for (live, want) in [(5, "5"), (1, "3")] {
+            let ctx = RenderContext {
+                live_capacity: Some(live),
+                ..ctx.clone()
+            };
+            let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+            let props = &t["Resources"]["AutoScalingGroup"]["Properties"];
+            assert_eq!(
+                (&props["MinSize"], &props["DesiredCapacity"], &props["MaxSize"]),
+                (&json!("3"), &json!(want), &json!(want)),
+                "live {live}"
+            );
+        }
         assert_eq!(group["CreationPolicy"]["ResourceSignal"]["Count"], 3);
         assert_eq!(
             t["Resources"]["InstanceSecurityGroup"]["Properties"]["VpcId"],
@@ -744,6 +791,7 @@ mod render_tests {
         let env = &cfg.environments[0];
         let ctx = RenderContext {
             elb_security_groups: vec!["sg-elb".into()],
+            live_capacity: None,
         };
         let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
         let script = boot_script(&t);
@@ -751,10 +799,11 @@ mod render_tests {
         in_order(
             &script,
             &[
+                "export PORTER_SERVICE_NAME=web PORTER_SERVICE_VERSION=",
                 "systemctl enable --now docker",
                 "aws ecr get-login-password --region us-west-2 | docker login --username AWS --password-stdin 123456789012.dkr.ecr.us-west-2.amazonaws.com",
                 "docker pull 123456789012.dkr.ecr.us-west-2.amazonaws.com/team/web:1f2e3d4",
-                "docker run -d --restart=always --read-only --name web -p 3000:3000 123456789012.dkr.ecr.us-west-2.amazonaws.com/team/web:1f2e3d4",
+                "docker run -d --restart=always --read-only --name web -p 3000:3000 -e PORTER_SERVICE_NAME -e PORTER_SERVICE_VERSION -e PORTER_ENVIRONMENT -e PORTER_REGION -e AWS_REGION -e AWS_DEFAULT_REGION 123456789012.dkr.ecr.us-west-2.amazonaws.com/team/web:1f2e3d4",
                 "\nwait_healthy \"\" 'http://127.0.0.1:3000/ping'",
                 "\nsignal 0",
             ],
@@ -824,6 +873,8 @@ mod render_tests {
             &script,
             &[
                 "tar -xf /tmp/payload.tar",
+                // porter's names for who and where the service is.
+                "export PORTER_SERVICE_NAME=web PORTER_SERVICE_VERSION=abc123def456 PORTER_ENVIRONMENT=prod PORTER_REGION=us-west-2 AWS_REGION=us-west-2 AWS_DEFAULT_REGION=us-west-2",
                 "value=$(aws secretsmanager get-secret-value --secret-id porter/web/prod/db --query SecretString --output text --region us-west-2 2>/tmp/porter-secret.err) || fail \"cannot read secret DATABASE_URL (secretsmanager:porter/web/prod/db)",
                 "export DATABASE_URL=\"${value}\"",
                 "value=$(aws ssm get-parameter --name /porter/web/prod/api-key --with-decryption",
@@ -838,7 +889,7 @@ mod render_tests {
         release.image = Some("registry.example.com/web:1".into());
         let script = boot_script(&render(&cfg, env, &env.regions[0], &release, &payload, &ctx));
         assert!(
-            script.contains("--name web -p 3000:3000 -e DATABASE_URL -e API_KEY registry.example.com/web:1"),
+            script.contains("--name web -p 3000:3000 -e PORTER_SERVICE_NAME -e PORTER_SERVICE_VERSION -e PORTER_ENVIRONMENT -e PORTER_REGION -e AWS_REGION -e AWS_DEFAULT_REGION -e DATABASE_URL -e API_KEY registry.example.com/web:1"),
             "{script}"
         );
 
@@ -942,6 +993,7 @@ mod render_tests {
         let env = &cfg.environments[0];
         let ctx = RenderContext {
             elb_security_groups: vec![],
+            live_capacity: None,
         };
         bash_accepts(&boot_script(&render(
             &cfg,

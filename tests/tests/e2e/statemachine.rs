@@ -871,3 +871,74 @@ async fn a_long_bake_is_read_each_minute_so_an_early_alarm_ends_it_at_once() {
     assert_eq!(first_stretch, Some(serde_json::json!(porter_core::gate::WATCH_SECONDS)));
     local.stop().await;
 }
+
+/// The Auto Scaling group of `stack` in `region`, and its client.
+async fn stack_group(local: &LocalStack, region: &str, stack: &str) -> (aws_sdk_autoscaling::Client, String) {
+    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), region).await;
+    let group = aws_sdk_cloudformation::Client::new(&sdk)
+        .describe_stack_resources()
+        .stack_name(stack)
+        .send()
+        .await
+        .unwrap()
+        .stack_resources()
+        .iter()
+        .find(|r| r.resource_type() == Some("AWS::AutoScaling::AutoScalingGroup"))
+        .and_then(|r| r.physical_resource_id())
+        .unwrap()
+        .to_string();
+    (aws_sdk_autoscaling::Client::new(&sdk), group)
+}
+
+/// Min, desired and max size and health check type of `stack`'s group.
+async fn group_sizes(local: &LocalStack, region: &str, stack: &str) -> (i32, i32, i32, String) {
+    let (asg, group) = stack_group(local, region, stack).await;
+    let out = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(group)
+        .send()
+        .await
+        .unwrap();
+    let g = &out.auto_scaling_groups()[0];
+    (
+        g.min_size().unwrap(),
+        g.desired_capacity().unwrap(),
+        g.max_size().unwrap(),
+        g.health_check_type().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_live_fleet_scaled_out_is_replaced_at_its_size() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "smscale");
+    let (first, log) = deploy(&local, &svc).await;
+    assert!(first.succeeded, "{:?}\n{log}", first.error);
+
+    // us-west-2's fleet scales out to 4 under load (by hand here).
+    let (asg, live) = stack_group(&local, "us-west-2", &first.regions["us-west-2"].stack_name).await;
+    asg.update_auto_scaling_group()
+        .auto_scaling_group_name(&live)
+        .max_size(4)
+        .desired_capacity(4)
+        .send()
+        .await
+        .unwrap();
+
+    std::fs::write(svc.join("index.html"), "release 2").unwrap();
+    let (second, log) = deploy(&local, &svc).await;
+    assert!(second.succeeded, "{:?}\n{log}", second.error);
+    assert_eq!(
+        group_sizes(&local, "us-west-2", &second.regions["us-west-2"].stack_name).await,
+        (2, 4, 4, "ELB".to_string()),
+        "the config's 2 is the floor, the live 4 the start"
+    );
+    assert_eq!(second.regions["us-west-2"].in_service.len(), 4, "{second:?}");
+    // us-east-1 was not scaled: it stays at the config's count.
+    assert_eq!(
+        group_sizes(&local, "us-east-1", &second.regions["us-east-1"].stack_name).await,
+        (2, 2, 2, "ELB".to_string())
+    );
+    local.stop().await;
+}
