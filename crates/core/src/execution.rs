@@ -93,6 +93,19 @@ impl Bake {
         self.bake_seconds.saturating_sub(self.baked)
     }
 
+    /// The bake `since` seconds after this read, by the reader's own
+    /// clock: what a follower prints between the gate's reads.
+    pub fn still(&self, since: u32) -> String {
+        let what = if self.canary { "canaries of" } else { "wave" };
+        format!(
+            "{:<9} {what} {}: baking, about {} s left ({} s since the last read)",
+            "bake",
+            self.regions.join(", "),
+            self.left().saturating_sub(since),
+            since
+        )
+    }
+
     fn line(&self) -> String {
         let what = if self.canary { "canaries of" } else { "wave" };
         let watching = if self.alarms.is_empty() {

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use porter_core::execution::{RegionReport, Report};
+use porter_core::execution::{Bake, Progress, RegionReport, Report};
 use porter_core::pack::DeployInput;
 use porter_core::release::Release;
 
@@ -100,7 +100,61 @@ pub fn execution_name(service: &str, environment: &str, kind: &str) -> String {
     name[keep..].to_string()
 }
 
-/// Follows an execution until it ends, writing a line per finished step.
+/// The longest a follower stays silent: a bake of hours, or a stack that
+/// takes its time, still gets a line a minute.
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// What a follower prints when nothing new happened for [`HEARTBEAT`]: a
+/// bake says how long it has left, by the follower's own clock from its
+/// last read (no extra read of the state machine's), anything else how
+/// long since its last line, and that line's phase.
+#[derive(Debug)]
+struct Heartbeat {
+    last_line: Instant,
+    last: Option<String>,
+    bake: Option<(Bake, Instant)>,
+}
+
+impl Heartbeat {
+    fn new(now: Instant) -> Heartbeat {
+        Heartbeat {
+            last_line: now,
+            last: None,
+            bake: None,
+        }
+    }
+
+    /// A line was printed for `p` at `now`.
+    fn saw(&mut self, p: &Progress, line: &str, now: Instant) {
+        self.last_line = now;
+        // Its phase only: a heartbeat never repeats a step's own words.
+        self.last = line.split_whitespace().next().map(str::to_string);
+        self.bake = match p {
+            Progress::Baking(b) if !b.done => Some((b.clone(), now)),
+            _ => None,
+        };
+    }
+
+    /// The line to print at `now`, if the follower has been silent long.
+    fn due(&mut self, now: Instant) -> Option<String> {
+        if now.duration_since(self.last_line) < HEARTBEAT {
+            return None;
+        }
+        let quiet = now.duration_since(self.last_line).as_secs();
+        self.last_line = now;
+        Some(match (&self.bake, &self.last) {
+            (Some((bake, read_at)), _) => bake.still(now.duration_since(*read_at).as_secs() as u32),
+            (None, Some(phase)) => format!("{:<9} running, {quiet} s since the last line ({phase})", "still"),
+            (None, None) => format!(
+                "{:<9} {quiet} s since the deploy started; nothing has finished yet",
+                "still"
+            ),
+        })
+    }
+}
+
+/// Follows an execution until it ends, writing a line per finished step
+/// (and one at least every [`HEARTBEAT`] while nothing finishes).
 pub async fn follow(
     sfn: &aws_sdk_sfn::Client,
     arn: &str,
@@ -113,6 +167,7 @@ pub async fn follow(
     let mut transitions = 0usize;
     let mut invocations = 0usize;
     let deadline = Instant::now() + limit;
+    let mut heartbeat = Heartbeat::new(Instant::now());
     let described = loop {
         // Status first, then history: once the status is final, the history
         // read after it holds every event.
@@ -131,10 +186,15 @@ pub async fn follow(
                 invocations += 1;
             }
             for p in exited(e) {
-                writeln!(out, "{}", p.line())?;
+                let line = p.line();
+                writeln!(out, "{line}")?;
+                heartbeat.saw(&p, &line, Instant::now());
             }
         }
         seen = events.len();
+        if let Some(line) = heartbeat.due(Instant::now()) {
+            writeln!(out, "{line}")?;
+        }
         if d.status().as_str() != "RUNNING" {
             break d;
         }
@@ -210,4 +270,61 @@ use porter_core::history::{entered, invoked};
 /// Every event of an execution, oldest first.
 pub async fn history(sfn: &aws_sdk_sfn::Client, arn: &str) -> Result<Vec<aws_sdk_sfn::types::HistoryEvent>> {
     Ok(porter_core::history::events(sfn, arn).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bake(baked: u32, done: bool) -> Bake {
+        Bake {
+            regions: vec!["us-west-2".into(), "us-east-1".into()],
+            canary: false,
+            bake_seconds: 3600,
+            baked,
+            next_wait: 900,
+            done,
+            alarms: vec!["errors in us-west-2".into()],
+        }
+    }
+
+    #[test]
+    fn a_long_bake_gets_a_line_a_minute_with_the_time_left_by_the_followers_clock() {
+        let t0 = Instant::now();
+        let mut h = Heartbeat::new(t0);
+        assert_eq!(
+            h.due(t0 + Duration::from_secs(59)),
+            None,
+            "quiet for less than a minute"
+        );
+        let started = Progress::Baking(bake(0, false));
+        h.saw(&started, &started.line(), t0 + Duration::from_secs(10));
+        assert_eq!(h.due(t0 + Duration::from_secs(69)), None);
+        assert_eq!(
+            h.due(t0 + Duration::from_secs(70)).as_deref(),
+            Some("bake      wave us-west-2, us-east-1: baking, about 3540 s left (60 s since the last read)")
+        );
+        assert_eq!(
+            h.due(t0 + Duration::from_secs(100)),
+            None,
+            "a minute after the last line, not the read"
+        );
+        assert_eq!(
+            h.due(t0 + Duration::from_secs(130)).as_deref(),
+            Some("bake      wave us-west-2, us-east-1: baking, about 3480 s left (120 s since the last read)")
+        );
+        // The bake passed: what follows says how long since its last line.
+        let passed = Progress::Baking(bake(3600, true));
+        h.saw(&passed, &passed.line(), t0 + Duration::from_secs(140));
+        let line = h.due(t0 + Duration::from_secs(200)).unwrap();
+        assert_eq!(line, "still     running, 60 s since the last line (bake)");
+    }
+
+    #[test]
+    fn nothing_finished_yet_still_says_so_each_minute() {
+        let t0 = Instant::now();
+        let mut h = Heartbeat::new(t0);
+        let line = h.due(t0 + Duration::from_secs(61)).unwrap();
+        assert!(line.contains("61 s since the deploy started"), "{line}");
+    }
 }
