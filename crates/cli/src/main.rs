@@ -61,6 +61,12 @@ enum Command {
         #[command(flatten)]
         run: outcome::Run,
     },
+    /// Stop the environment's running deploy and put back, in every
+    /// region, what it cut over; its lease is given back.
+    Abort {
+        #[command(flatten)]
+        on: ops_cmd::On,
+    },
     /// Per region: the release serving, its instances' health, the release
     /// to roll back to; who holds the deploy lease; the last deploys.
     Status {
@@ -98,6 +104,7 @@ async fn main() -> ExitCode {
         }
         Command::Deploy { on, run } => ops_cmd::deploy(&on, &run).await,
         Command::Rollback { on, to, run } => ops_cmd::rollback(&on, to, &run).await,
+        Command::Abort { on } => ops_cmd::abort(&on).await,
         Command::Status { on } => ops_cmd::status(&on).await,
         Command::History { on, limit } => ops_cmd::history(&on, limit).await,
         Command::Local(cmd) => local_cmd::run(cmd).await,

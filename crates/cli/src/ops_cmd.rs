@@ -115,6 +115,81 @@ async fn read_status(acct: &Account, cfg: &config::Config, environment: &str) ->
     })
 }
 
+/// `porter abort`: the deploy that holds the environment's lease is
+/// stopped, and the promote function's undo puts back what it cut over and
+/// gives its lease back. In AWS the stop is all this command does itself:
+/// the infra's rule on aborted executions invokes the undo, as for a stop
+/// from the console; this waits for it. The local stack has no EventBridge,
+/// so with `--local` the function is invoked as the rule would.
+pub async fn abort(on: &On) -> Result<ExitCode> {
+    let environment = &on.environment;
+    let (_, cfg) = service(&on.path, environment)?;
+    let acct = account(on).await?;
+    let ddb = aws_sdk_dynamodb::Client::new(acct.aws.sdk_config());
+    let table = &acct.installation.lease_table;
+    let Some(holder) = status::lease_holder(&ddb, table, &cfg.service_name, environment).await? else {
+        println!(
+            "no deploy of {} in {environment} holds the lease: there is nothing to abort",
+            cfg.service_name
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!(
+        "aborting {} (release {}) of {} in {environment}",
+        holder.execution, holder.release, cfg.service_name
+    );
+    let started = Instant::now();
+    if on.local {
+        let Some(f) = crate::local_cmd::running().await else {
+            bail!("the local stack is down: start it with `porter local up`");
+        };
+        let resp = reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/2015-03-31/functions/promote/invocations",
+                f.host_port
+            ))
+            .json(&serde_json::json!({"abort": {"execution": holder.execution}}))
+            .send()
+            .await?;
+        let failed = resp.headers().contains_key("X-Amz-Function-Error") || !resp.status().is_success();
+        let answer: serde_json::Value = resp.json().await.context("reading the abort's answer")?;
+        if failed {
+            bail!(
+                "the abort failed: {}",
+                answer["errorMessage"].as_str().unwrap_or(&answer.to_string())
+            );
+        }
+        for (region, what) in answer["undone"].as_object().into_iter().flatten() {
+            println!("  {region:<10} {}", what.as_str().unwrap_or_default());
+        }
+    } else {
+        acct.sfn
+            .stop_execution()
+            .execution_arn(&holder.execution)
+            .error("Aborted")
+            .cause("porter abort: the deploy was stopped and what it cut over put back")
+            .send()
+            .await
+            .map_err(|e| porter_ops::one_line(&format!("stop execution {}", holder.execution), e))?;
+        // The rule's undo gives the lease back when every region is back.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while status::lease_holder(&ddb, table, &cfg.service_name, environment)
+            .await?
+            .is_some_and(|h| h.execution == holder.execution)
+        {
+            if Instant::now() > deadline {
+                bail!(
+                    "the deploy was stopped, and its lease is still held after 5 minutes: the undo has not finished (its log is the promote function's); `porter status` shows what serves"
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    }
+    println!("aborted in {:.1} s; what serves now:", started.elapsed().as_secs_f64());
+    print!("{}", read_status(&acct, &cfg, environment).await?.render());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `porter history`.
 pub async fn history(on: &On, limit: usize) -> Result<ExitCode> {
     let environment = &on.environment;

@@ -98,6 +98,9 @@ async fn status_rollback_and_history_on_the_local_stack() {
     assert_eq!(out.matches(&format!("serving   release {r1}")).count(), 2, "{out}");
     assert_eq!(out.matches("rollback  nothing").count(), 2, "{out}");
     assert!(out.contains("deploy lease: free"), "{out}");
+    // No deploy runs: nothing to abort, and nothing changes.
+    let (ok, out) = run(&["abort", "-e", "staging", "--local", svc_arg]);
+    assert!(ok && out.contains("there is nothing to abort"), "{out}");
     let (ok, out) = run(&["rollback", "-e", "staging", "--local", svc_arg]);
     assert!(!ok, "{out}");
     assert!(out.contains("nothing was deployed before"), "{out}");

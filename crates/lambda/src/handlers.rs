@@ -8,7 +8,7 @@ use porter_core::phase::{Phase, PhaseError, Step};
 use porter_core::{pack, promote, provision, prune};
 use serde_json::Value;
 
-use crate::{codepipeline, job_worker, jobs, lease, notify, pipeline, pipeline_stopped, trigger};
+use crate::{abort, codepipeline, job_worker, jobs, lease, notify, pipeline, pipeline_stopped, trigger};
 use crate::{Context, FunctionError};
 
 fn parse<T: serde::de::DeserializeOwned>(phase: Phase, event: Value) -> Result<T, FunctionError> {
@@ -34,7 +34,9 @@ pub type Handler = for<'a> fn(&'a Context, Value) -> BoxFuture<'a, Result<Value,
 pub const PACK: Handler = |ctx, event| Box::pin(pack(ctx, event));
 /// The provision phase: a Step Functions state or a CodePipeline job.
 pub const PROVISION: Handler = |ctx, event| Box::pin(provision(ctx, event));
-/// The promote phase: a Step Functions state or a CodePipeline job.
+/// The promote phase: a Step Functions state or a CodePipeline job; and
+/// the abort of a deploy (`porter abort`, or an EventBridge rule on the
+/// state machine's aborted and timed-out executions).
 pub const PROMOTE: Handler = |ctx, event| Box::pin(promote(ctx, event));
 /// The prune phase: a Step Functions state or a CodePipeline job.
 pub const PRUNE: Handler = |ctx, event| Box::pin(prune(ctx, event));
@@ -148,6 +150,11 @@ async fn provision(ctx: &Context, event: Value) -> Result<Value, FunctionError> 
 }
 
 async fn promote(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
+    // An abort is promote's undo, for an execution that will not finish
+    // (stopped by `porter abort`, from the console, or timed out).
+    if abort::is_request(&event) || abort::is_execution_status(&event) {
+        return abort::handle(ctx, event).await;
+    }
     // The rollout's alarm gate is part of promote: it reads alarms through
     // the same deployment role, in the regions promote just cut over.
     if let Some(gate) = event.get("gate") {

@@ -11,6 +11,7 @@
 //!   ([`jobs`]); `pipeline` runs the whole state machine as one ([`pipeline`]).
 //! - `trigger` answers EventBridge branch and schedule events ([`trigger`]).
 
+pub mod abort;
 pub mod codepipeline;
 mod context;
 mod error;

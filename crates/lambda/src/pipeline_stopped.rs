@@ -178,7 +178,7 @@ async fn reported_executions(ctx: &Context, d: &Detail) -> Result<Vec<String>, P
 
 /// Gives back the lease `arn` holds, if it took one (it does so after
 /// pack, whose output names the service and environment).
-async fn give_back(ctx: &Context, arn: &str) -> Result<Option<String>, PhaseError> {
+pub(crate) async fn give_back(ctx: &Context, arn: &str) -> Result<Option<String>, PhaseError> {
     let Some(table) = ctx.lease_table.as_deref() else {
         return Ok(None);
     };

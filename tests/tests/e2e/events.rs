@@ -66,6 +66,15 @@ fn every_sample_event_parses_as_what_its_function_takes() {
                     "{n}"
                 );
             }
+            n if n.starts_with("abort") => {
+                assert!(porter_lambda::abort::is_request(&v), "{n}");
+                assert!(v["abort"]["execution"].as_str().unwrap().contains(":execution:"), "{n}");
+            }
+            n if n.starts_with("states-execution") => {
+                assert!(porter_lambda::abort::is_execution_status(&v), "{n}");
+                assert!(!porter_lambda::abort::is_request(&v), "{n}");
+                assert_eq!(v["detail"]["status"], "ABORTED", "{n}");
+            }
             n if n.starts_with("codecommit") || n.starts_with("schedule") => {
                 assert!(v["detail-type"].is_string() && v["source"].is_string(), "{n}");
             }
@@ -107,7 +116,7 @@ fn every_sample_event_parses_as_what_its_function_takes() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 21, "every sample has a case");
+    assert_eq!(checked, 23, "every sample has a case");
 }
 
 /// A hooks step as the state machine hands it over: first, resuming with

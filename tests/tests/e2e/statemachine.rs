@@ -942,3 +942,128 @@ async fn a_live_fleet_scaled_out_is_replaced_at_its_size() {
     );
     local.stop().await;
 }
+
+/// Invokes the promote function of the local stack, as `porter abort`
+/// (or the infra's EventBridge rule) does: its answer, and whether the
+/// function failed.
+async fn invoke_promote(local: &LocalStack, event: serde_json::Value) -> (serde_json::Value, bool) {
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/2015-03-31/functions/promote/invocations",
+            local.host_port
+        ))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    let failed = resp.headers().contains_key("X-Amz-Function-Error");
+    (resp.json().await.unwrap(), failed)
+}
+
+#[tokio::test]
+async fn an_abort_or_a_console_stop_mid_bake_puts_every_region_back_and_frees_the_lease() {
+    let local = LocalStack::start(0, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), "smabort");
+    let (r1, log) = deploy(&local, &svc).await;
+    assert!(r1.succeeded, "{:?}\n{log}", r1.error);
+    let before = serving(&local, "smabort").await;
+    // From now on a long bake after each wave: us-west-2 first.
+    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
+    std::fs::write(
+        svc.join(".porter/config"),
+        cfg.replace(
+            "  instance_type: t3.micro\n",
+            "  instance_type: t3.micro\n  rollout:\n    waves: [[us-west-2], [us-east-1]]\n    bake_seconds: 600\n",
+        ),
+    )
+    .unwrap();
+
+    // `porter abort` while release 2 bakes in us-west-2.
+    std::fs::write(svc.join("index.html"), "release 2").unwrap();
+    let abort = async {
+        let arn = in_bake(&local, "smabort", 1).await;
+        let (held, _) = lease(&local, "smabort").await.expect("the deploy holds the lease");
+        assert_eq!(held, arn);
+        invoke_promote(&local, serde_json::json!({"abort": {"execution": arn}})).await
+    };
+    let ((r2, log), (answer, failed)) = tokio::join!(deploy(&local, &svc), abort);
+    assert!(!failed, "{answer}");
+    assert!(!r2.succeeded, "{log}");
+    assert_eq!(answer["stopped"], true, "{answer}");
+    assert_eq!(answer["lease_given"], true, "{answer}");
+    let west = answer["undone"]["us-west-2"].as_str().unwrap_or_default();
+    assert!(west.ends_with("serves again"), "us-west-2 was cut over: {answer}");
+    assert!(
+        answer["undone"]["us-east-1"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("as before"),
+        "us-east-1 was never reached: {answer}"
+    );
+    assert_eq!(
+        serving(&local, "smabort").await,
+        before,
+        "release 1 serves everywhere again"
+    );
+    assert!(lease(&local, "smabort").await.is_none(), "the lease is free");
+
+    // A stop from the console runs no Catch: the infra's rule hands the
+    // function Step Functions' own event, and it does the same.
+    std::fs::write(svc.join("index.html"), "release 3").unwrap();
+    let stop = async {
+        let arn = in_bake(&local, "smabort", 1).await;
+        let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
+        aws_sdk_sfn::Client::new(&sdk)
+            .stop_execution()
+            .execution_arn(&arn)
+            .send()
+            .await
+            .unwrap();
+        arn
+    };
+    let ((r3, log), arn) = tokio::join!(deploy(&local, &svc), stop);
+    assert!(!r3.succeeded, "{log}");
+    assert!(
+        lease(&local, "smabort").await.is_some(),
+        "a console stop leaves the lease held"
+    );
+    let event = |status: &str, execution: &str| {
+        serde_json::json!({
+            "version": "0",
+            "source": "aws.states",
+            "detail-type": "Step Functions Execution Status Change",
+            "detail": {
+                "executionArn": execution,
+                "stateMachineArn": deploy::state_machine_arn(),
+                "status": status,
+            }
+        })
+    };
+    let (answer, failed) = invoke_promote(&local, event("SUCCEEDED", &arn)).await;
+    assert!(!failed && answer["ignored"].is_string(), "{answer}");
+    let foreign = arn.replace(":porter-deploy:", ":someone-elses:");
+    let (answer, failed) = invoke_promote(&local, event("ABORTED", &foreign)).await;
+    assert!(
+        failed
+            && answer["errorMessage"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("this installation's state machine"),
+        "{answer}"
+    );
+    let (answer, failed) = invoke_promote(&local, event("ABORTED", &arn)).await;
+    assert!(!failed, "{answer}");
+    assert_eq!(
+        (answer["stopped"].clone(), answer["lease_given"].clone()),
+        (false.into(), true.into()),
+        "{answer}"
+    );
+    assert_eq!(
+        serving(&local, "smabort").await,
+        before,
+        "release 1 serves everywhere again"
+    );
+    assert!(lease(&local, "smabort").await.is_none(), "the lease is free");
+    local.stop().await;
+}

@@ -1,0 +1,216 @@
+//! Aborting a deploy: the promote function's undo of everything one
+//! execution cut over, for an execution that will not finish.
+//!
+//! Two events bring it here, and both are handled alike:
+//! - `{"abort": {"execution": ARN}}`, from `porter abort` (which invokes the
+//!   function): a running execution is stopped first;
+//! - Step Functions' "Execution Status Change" of an execution that was
+//!   aborted (from the console, `StopExecution`, a pipeline's "Stop and
+//!   abandon") or timed out, from an EventBridge rule in the infra: such an
+//!   execution runs no Catch, so nothing else would put its regions back.
+//!
+//! The undo is promote's own (`undo: true` with the execution): in each
+//! region it puts back the release the execution replaced, only where the
+//! load balancers' `porter:promoted-by` names it, and takes out whatever of
+//! its release (canaries, a cutover half done) is registered elsewhere. Then
+//! the execution's deploy lease is given back. The release's stacks are
+//! left for the next deploy's prune, which deletes them as old stacks.
+
+use std::time::Duration;
+
+use porter_core::execution::Progress;
+use porter_core::phase::{PhaseError, Step};
+use porter_core::promote::{self, PromoteInput};
+use porter_core::release::ReleaseRef;
+use porter_core::target::Target;
+use serde_json::{json, Value};
+
+use crate::{Context, FunctionError};
+
+/// The statuses after which an execution runs no Catch of its own.
+const ENDED_UNCAUGHT: &[&str] = &["ABORTED", "TIMED_OUT"];
+
+/// How long one invocation drives the undo: well inside the phase
+/// functions' 300 s. A longer undo (instances slow to answer) says so; an
+/// abort asked again resumes it, since each region's undo sees what is done.
+const UNDO_BUDGET: Duration = Duration::from_secs(240);
+
+/// The longest wait between two calls of the undo.
+const UNDO_WAIT_CAP: u64 = 10;
+
+/// Step Functions' own event for an execution's status.
+pub fn is_execution_status(event: &Value) -> bool {
+    event["source"] == "aws.states" && event["detail-type"] == "Step Functions Execution Status Change"
+}
+
+/// `porter abort`'s request.
+pub fn is_request(event: &Value) -> bool {
+    event.get("abort").is_some_and(Value::is_object)
+}
+
+fn bad(detail: String) -> FunctionError {
+    FunctionError::BadEvent { phase: "abort", detail }
+}
+
+pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
+    let (arn, from_rule) = if is_execution_status(&event) {
+        let status = event["detail"]["status"].as_str().unwrap_or_default();
+        if !ENDED_UNCAUGHT.contains(&status) {
+            return Ok(json!({"ignored": format!(
+                "an execution that is {}; only an aborted or timed-out one is undone here (a failed one ran its own Catch)",
+                porter_core::aws::clip(status, 40)
+            )}));
+        }
+        (
+            event["detail"]["executionArn"].as_str().unwrap_or_default().to_string(),
+            true,
+        )
+    } else {
+        (
+            event["abort"]["execution"].as_str().unwrap_or_default().to_string(),
+            false,
+        )
+    };
+    let machine = ctx
+        .state_machine_arn
+        .as_deref()
+        .ok_or_else(|| PhaseError::Invalid("STATE_MACHINE_ARN is not set on the promote function".into()))?;
+    // Only executions of this installation's own state machine: the ARN
+    // comes from an event or a caller.
+    let ours = format!("{}:", machine.replacen(":stateMachine:", ":execution:", 1));
+    let name = arn.strip_prefix(&ours).unwrap_or_default();
+    if name.is_empty() || name.len() > 80 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+        return Err(bad(format!(
+            "abort names an execution of this installation's state machine ({ours}NAME), not `{}`",
+            porter_core::aws::clip(&arn, 200)
+        )));
+    }
+    let described = ctx
+        .sfn()
+        .describe_execution()
+        .execution_arn(&arn)
+        .send()
+        .await
+        .map_err(porter_core::aws::err(format!("read execution {arn}")))?;
+    let status = described.status().as_str().to_string();
+    let mut stopped = false;
+    match status.as_str() {
+        "RUNNING" if !from_rule => {
+            ctx.sfn()
+                .stop_execution()
+                .execution_arn(&arn)
+                .error("Aborted")
+                .cause("porter abort: the deploy was stopped and what it cut over put back")
+                .send()
+                .await
+                .map_err(porter_core::aws::err(format!("stop execution {arn}")))?;
+            stopped = true;
+        }
+        "RUNNING" => {
+            return Err(bad(format!(
+                "the event says {arn} ended, and Step Functions says it runs; nothing was undone"
+            )))
+        }
+        "SUCCEEDED" => {
+            return Err(PhaseError::Invalid(format!(
+                "{arn} succeeded: there is no deploy to abort; `porter rollback` goes back to the release before"
+            ))
+            .into())
+        }
+        "FAILED" if !from_rule => {
+            return Err(PhaseError::Invalid(format!(
+            "{arn} failed and ran its own clean-up (its regions were put back and its lease given); nothing to abort"
+        ))
+            .into())
+        }
+        _ => {}
+    }
+    // What it deployed: pack's output, in its history (none when it ended
+    // before pack: then it cut nothing over and took no lease).
+    let progress = porter_core::history::progress(ctx.sfn(), &arn).await?;
+    let Some(release) = progress.into_iter().find_map(|p| match p {
+        Progress::Packed(r) => Some(r),
+        _ => None,
+    }) else {
+        return Ok(json!({
+            "execution": arn,
+            "stopped": stopped,
+            "status": status,
+            "undone": {},
+            "lease_given": false,
+            "note": "it ended before pack: nothing was cut over and no lease was taken",
+        }));
+    };
+    let (service, environment) = (release.service.clone(), release.environment.clone());
+    let undone = undo(ctx, &arn, ReleaseRef::Inline(release)).await?;
+    let lease_given = crate::pipeline_stopped::give_back(ctx, &arn).await?.is_some();
+    tracing::warn!(execution = %arn, service = %service, environment = %environment, "aborted: regions put back");
+    Ok(json!({
+        "execution": arn,
+        "service": service,
+        "environment": environment,
+        "stopped": stopped,
+        "status": if stopped { "ABORTED".to_string() } else { status },
+        "undone": undone,
+        "lease_given": lease_given,
+    }))
+}
+
+/// Drives promote's undo to its end, within [`UNDO_BUDGET`]: per region,
+/// what serves there now.
+async fn undo(ctx: &Context, arn: &str, release: ReleaseRef) -> Result<Value, FunctionError> {
+    let started = tokio::time::Instant::now();
+    let mut state = None;
+    loop {
+        let input = PromoteInput {
+            target: Target {
+                release: release.clone(),
+                region: None,
+                regions: Vec::new(),
+            },
+            stack_name: None,
+            timeout_seconds: None,
+            undo: true,
+            canary: false,
+            execution: Some(arn.to_string()),
+            state: state.take(),
+        };
+        match promote::run(&ctx.aws, input).await? {
+            Step::Done { output } => {
+                let regions: serde_json::Map<String, Value> = output
+                    .regions
+                    .into_iter()
+                    .map(|(region, r)| {
+                        let what = if r.already_live {
+                            format!("{} serves, as before this deploy", r.stack_name)
+                        } else {
+                            format!("{} serves again", r.stack_name)
+                        };
+                        (region, json!(what))
+                    })
+                    .collect();
+                return Ok(Value::Object(regions));
+            }
+            Step::Pending {
+                state: s,
+                wait_seconds,
+                progress,
+                ..
+            } => {
+                let wait = Duration::from_secs(u64::from(wait_seconds).clamp(1, UNDO_WAIT_CAP));
+                if started.elapsed() + wait > UNDO_BUDGET {
+                    return Err(PhaseError::PromoteFailed {
+                        region: "(several)".into(),
+                        reason: format!(
+                            "the undo of {arn} was still going after {} s ({progress}); abort again to resume it",
+                            UNDO_BUDGET.as_secs()
+                        ),
+                    }
+                    .into());
+                }
+                state = Some(s);
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
