@@ -5,8 +5,10 @@ and checks what came out: every function, the state machine running the
 shipped definition with each phase's own function, the roles' rights that
 matter most (the release boundary's cap on secrets, what the deployment
 role holds against a release stack reaching for others' roles or a load
-balancer's traffic, what notify and the hooks may reach), the bucket. check_cdk_parity.py holds the template to the SAM
-one; this shows CloudFormation (moto's) takes it as CDK wrote it.
+balancer's traffic, what notify and the hooks may reach, what promote's
+abort may reach and the rule that starts it), the bucket.
+check_cdk_parity.py holds the template to the SAM one; this shows
+CloudFormation (moto's) takes it as CDK wrote it.
 
 One stand-in, as sam_to_cfn.py makes for SAM: each function's code is the
 S3 object given on the command line instead of CDK's asset (which `cdk
@@ -58,7 +60,7 @@ def main(endpoint, cdk_dir, cases_path, code_bucket, code_key, definition_path):
         # fixed): moto's default account, then others.
         kw = base_kw if i == 0 else ii.in_account(base_kw, str(int(ii.OTHER_STACK_ACCOUNT) + i - 1))
         s3, cfn, iam = boto3.client("s3", **kw), boto3.client("cloudformation", **kw), boto3.client("iam", **kw)
-        lam, sfn = boto3.client("lambda", **kw), boto3.client("stepfunctions", **kw)
+        lam, sfn, events = boto3.client("lambda", **kw), boto3.client("stepfunctions", **kw), boto3.client("events", **kw)
         account = boto3.client("sts", **kw).get_caller_identity()["Account"]
         params = case["parameters"]
         stack_name = f"porter-cdk-{name}"
@@ -114,6 +116,15 @@ def main(endpoint, cdk_dir, cases_path, code_bucket, code_key, definition_path):
         g = grants(statements(iam, sm["roleArn"].rsplit("/", 1)[1]))
         check(resources_of(g, "lambda:InvokeFunction") == sorted(fn_arn[p] for p in STATES),
               f"moto {name}: the state machine role invokes exactly the four phase functions, the lease, notify and hooks")
+
+        # --- aborts: promote undoes the state machine's aborted and timed-out
+        # executions, and gives back their lease
+        table = physical[lid["LeaseTable"]]
+        env = lam.get_function(FunctionName=physical[lid["PromoteFunction"]])["Configuration"]["Environment"]["Variables"]
+        check(env.get("STATE_MACHINE_ARN") == sm_arn and env.get("LEASE_TABLE") == table,
+              f"moto {name}: promote aborts executions of {sm_arn} and gives back their lease in {table} {env}")
+        ii.aborts_deploys(grants(statements(iam, role_of["Promote"])), events, template["Resources"], physical, lid["PromoteFunction"],
+                          fn_arn["Promote"], sm_arn, f"arn:aws:dynamodb:{ii.REGION}:{account}:table/{table}", f"moto {name}")
 
         g = grants(statements(iam, role_of["Provision"]))
         own = f"arn:aws:iam::{account}:role/{params.get('DeploymentRoleName', 'porter-deployment')}"

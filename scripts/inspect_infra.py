@@ -359,6 +359,45 @@ def release_defences(stmts, boundary_arn, who):
           f"{who} never changes a load balancer's or target group's ownership tags")
 
 
+# An abort (crates/lambda/src/abort.rs): promote reads, and stops, an
+# execution of the deploy state machine, reads what it deployed from its
+# history, and gives back its lease (as the pipeline function does).
+ABORT_ACTIONS = ["states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution"]
+GIVE_BACK_ACTIONS = ["dynamodb:DeleteItem", "dynamodb:GetItem"]
+
+
+def aborts_deploys(g, events, resources, physical, promote_lid, promote_arn, sm_arn, table_arn, who):
+    """promote (its grants `g`) may read and stop only the deploy state
+    machine's executions and give back only their lease, nothing else of
+    Step Functions or DynamoDB; one EventBridge rule, and only it, hands it
+    the state machine's aborted and timed-out executions (an aborted
+    execution runs no Catch). `resources` and `physical` are keyed by the
+    template's logical ids, which name the promote function `promote_lid`."""
+    execs = sm_arn.replace(":stateMachine:", ":execution:", 1) + ":*"
+    got = {a: resources_of(g, a) for a in sorted({a for a, _, _ in g if a.startswith("states:")})}
+    check(got == {a: [execs] for a in ABORT_ACTIONS},
+          f"{who}: promote reads and stops the deploy state machine's executions only, nothing else of Step Functions {got}")
+    got = {a: resources_of(g, a) for a in sorted({a for a, _, _ in g if a.startswith("dynamodb:")})}
+    check(got == {a: [table_arn] for a in GIVE_BACK_ACTIONS},
+          f"{who}: promote gives back leases of the lease table only, and takes none {got}")
+    rules = {r["Name"]: r for r in events.list_rules()["Rules"]}
+    to_promote = [n for n in rules if any(t["Arn"] == promote_arn for t in events.list_targets_by_rule(Rule=n)["Targets"])]
+    patterns = [json.loads(rules[n].get("EventPattern") or "{}") for n in to_promote]
+    detail = patterns[0].get("detail", {}) if patterns else {}
+    check(len(patterns) == 1 and sorted(patterns[0]) == ["detail", "detail-type", "source"]
+          and patterns[0]["source"] == ["aws.states"] and patterns[0]["detail-type"] == ["Step Functions Execution Status Change"]
+          and sorted(detail) == ["stateMachineArn", "status"] and sorted(detail["status"]) == ["ABORTED", "TIMED_OUT"]
+          and detail["stateMachineArn"] == [sm_arn],
+          f"{who}: one rule sends the deploy state machine's aborted and timed-out executions to promote {patterns}")
+    perms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::Permission"
+             and r["Properties"].get("FunctionName") in ({"Ref": promote_lid}, {"Fn::GetAtt": [promote_lid, "Arn"]})]
+    rule_lid = (perms[0].get("SourceArn") or {}).get("Fn::GetAtt", [None])[0] if len(perms) == 1 else None
+    check(len(perms) == 1 and perms[0]["Principal"] == "events.amazonaws.com" and perms[0]["Action"] == "lambda:InvokeFunction"
+          and perms[0]["SourceArn"] == {"Fn::GetAtt": [rule_lid, "Arn"]} and len(to_promote) == 1
+          and physical.get(rule_lid) in (to_promote[0], rules[to_promote[0]]["Arn"]),
+          f"{who} and its template: only that rule may invoke promote, from EventBridge {perms}")
+
+
 def trust(iam, role_name):
     doc = document(iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"])
     principals = set()
@@ -405,6 +444,8 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     expected_env["Pipeline"] = {"STATE_MACHINE_ARN": sm_arn, "ARTIFACT_BUCKET": bucket, "LEASE_TABLE": physical["LeaseTable"]}
     for f in JOB_WORKERS:
         expected_env[f].update(job_rules(STACK))
+    # promote's abort: executions of this stack's state machine, and their lease.
+    expected_env["Promote"].update({"STATE_MACHINE_ARN": sm_arn, "LEASE_TABLE": physical["LeaseTable"]})
     # AllowedExternalReferences left at its default: overlays name nothing outside their stack.
     expected_env["Pack"] = dict(expected_env["Pack"], PORTER_IMAGE_PARAMETER="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
                                 PORTER_ALLOWED_REFERENCES="")
@@ -487,7 +528,11 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
             regional_role_arns.add(iam.get_role(RoleName=role)["Role"]["Arn"])
         g = grants(statements(iam, role))
         actions = {a for a, _, _ in g}
-        check(not any(a.startswith(forbidden) for a in actions), f"moto: {role} has no CloudFormation/EC2/ELB/AutoScaling/IAM rights {sorted(actions)}")
+        # (promote's Step Functions rights, for an abort, are checked below: aborts_deploys)
+        own_forbidden = tuple(f for f in forbidden if not (p == "Promote" and f == "states:"))
+        check(not any(a.startswith(own_forbidden) for a in actions), f"moto: {role} has no CloudFormation/EC2/ELB/AutoScaling/IAM rights {sorted(actions)}")
+        if p != "Promote":
+            check(not any(a.startswith("dynamodb:") for a in actions), f"moto: {role} has no DynamoDB rights {sorted(actions)}")
         check(not any(a == "*" or a.endswith(":*") for a in actions), f"moto: {role} has no wildcard action")
         # Only the phases that act in regions assume the deployment role,
         # and only with the pinned service as a session tag.
@@ -860,6 +905,8 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     check(res["PipelineEndedPermission"]["Properties"]["Principal"] == "events.amazonaws.com"
           and res["PipelineEndedPermission"]["Properties"]["SourceArn"] == {"Fn::GetAtt": ["PipelineEndedRule", "Arn"]},
           "template: only that rule may invoke the pipeline function from EventBridge")
+    aborts_deploys(grants(statements(iam, role_of["Promote"])), events, res, physical, "PromoteFunction", fn_arn["Promote"], sm_arn,
+                   arn("dynamodb", f"table/{physical['LeaseTable']}"), "moto")
     topic = physical["NotificationTopic"]
     notify = [json.loads(rules[n]["EventPattern"]) for n in by_target(topic)]
     check(any(set(p["detail-type"]) == {"CodePipeline Pipeline Execution State Change", "CodePipeline Action Execution State Change"}

@@ -1056,6 +1056,36 @@ export class Porter extends Construct {
       ],
     });
 
+    // promote also aborts deploys (crates/lambda/src/abort.rs): an execution
+    // that is aborted or times out runs no Catch, so promote's undo puts back
+    // what it cut over and gives its lease back, as the pipeline function
+    // does for a stopped pipeline execution's deploy.
+    res("PromoteFunctionPolicy", "AWS::IAM::ManagedPolicy", {
+      Description: "porter promote function (aborted deploys)",
+      Roles: [promoteFunctionRole.ref],
+      PolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            // Whether the execution still runs (porter abort stops it), and
+            // what it deployed (pack's output, in its history): this
+            // stack's deploy executions only.
+            Sid: "AbortDeploys",
+            Effect: "Allow",
+            Action: ["states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution"],
+            Resource: Fn.sub("arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-deploy:*"),
+          },
+          {
+            // The aborted execution's lease, given back (only if it holds it).
+            Sid: "GiveBackAbortedLease",
+            Effect: "Allow",
+            Action: ["dynamodb:GetItem", "dynamodb:DeleteItem"],
+            Resource: att(leaseTable, "Arn"),
+          },
+        ],
+      },
+    });
+
     // ---- The functions the state machine chains
 
     // The rules the functions that work CodePipeline jobs (the phases and
@@ -1102,6 +1132,12 @@ export class Porter extends Construct {
           ARTIFACT_BUCKET: artifactBucket.ref,
           PORTER_SERVICE: p.serviceName,
           PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+          // An abort (crates/lambda/src/abort.rs) undoes executions of this
+          // state machine only, and gives their lease back. Its ARN from its
+          // name, not deployStateMachine.ref: the state machine refers to
+          // this function.
+          STATE_MACHINE_ARN: Fn.sub("arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:${AWS::StackName}-deploy"),
+          LEASE_TABLE: leaseTable.ref,
           ...jobRules,
         },
       },
@@ -1411,6 +1447,22 @@ export class Porter extends Construct {
       },
       TracingConfiguration: { Enabled: true },
     });
+
+    // An execution that is aborted (porter abort, the console,
+    // StopExecution, a pipeline's "Stop and abandon") or times out runs no
+    // Catch: promote puts back what it cut over and gives its lease back
+    // (crates/lambda/src/abort.rs).
+    const deployAbortedRule = res("DeployAbortedRule", "AWS::Events::Rule", {
+      Description: "porter puts back what aborted and timed-out deploys cut over",
+      EventPattern: {
+        source: ["aws.states"],
+        "detail-type": ["Step Functions Execution Status Change"],
+        detail: { status: ["ABORTED", "TIMED_OUT"], stateMachineArn: [deployStateMachine.ref] },
+      },
+      Targets: [{ Id: "promote-function", Arn: att(promoteFunction, "Arn") }],
+    });
+
+    fromRule("DeployAbortedPermission", promoteFunction, deployAbortedRule);
 
     // ---- The image build
 

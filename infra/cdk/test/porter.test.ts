@@ -268,12 +268,49 @@ test("EventBridge: branch events and the weekly schedule to the trigger, main's 
   template().hasResourceProperties("AWS::Events::Rule", { ScheduleExpression: "cron(0 6 ? * MON *)" });
 });
 
+test("aborted and timed-out deploys go to promote, which may stop and read only the deploy's executions and give back only their lease", () => {
+  const t = template();
+  const ids = (type: string, props: Record<string, unknown>) => Object.keys(t.findResources(type, { Properties: props }));
+  const [promote] = ids("AWS::Lambda::Function", { FunctionName: { "Fn::Sub": "${AWS::StackName}-promote" } });
+  const [machine] = ids("AWS::StepFunctions::StateMachine", {});
+  const [table] = ids("AWS::DynamoDB::Table", { TableName: { "Fn::Sub": "${AWS::StackName}-leases" } });
+  const [role] = ids("AWS::IAM::Role", { RoleName: { "Fn::Sub": "${AWS::StackName}-promote" } });
+  // The state machine's ARN from its name (a Ref would be a cycle: the state machine invokes promote).
+  const fns = t.findResources("AWS::Lambda::Function");
+  assert.deepEqual(fns[promote].Properties.Environment.Variables.STATE_MACHINE_ARN,
+    { "Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:${AWS::StackName}-deploy" });
+  assert.deepEqual(fns[promote].Properties.Environment.Variables.LEASE_TABLE, { Ref: table });
+  assert.deepEqual(t.findResources("AWS::StepFunctions::StateMachine")[machine].Properties.StateMachineName, { "Fn::Sub": "${AWS::StackName}-deploy" });
+  type S = { Effect: string; Action: string | string[]; Resource: unknown };
+  const granted = Object.values(t.findResources("AWS::IAM::ManagedPolicy"))
+    .filter((pol) => JSON.stringify(pol.Properties.Roles ?? []).includes(`"${role}"`))
+    .flatMap((pol) => pol.Properties.PolicyDocument.Statement as S[])
+    .filter((s) => s.Effect === "Allow" && ([] as string[]).concat(s.Action).some((a) => /^(states|dynamodb):/.test(a)));
+  assert.deepEqual(granted.map((s) => [s.Action, s.Resource]), [
+    [["states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution"],
+      { "Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-deploy:*" }],
+    [["dynamodb:GetItem", "dynamodb:DeleteItem"], { "Fn::GetAtt": [table, "Arn"] }],
+  ]);
+  const rules = t.findResources("AWS::Events::Rule");
+  const toPromote = Object.keys(rules).filter((id) => rules[id].Properties.Targets.some((x: { Arn: unknown }) =>
+    JSON.stringify(x.Arn) === JSON.stringify({ "Fn::GetAtt": [promote, "Arn"] })));
+  assert.equal(toPromote.length, 1);
+  assert.deepEqual(rules[toPromote[0]].Properties.EventPattern, {
+    source: ["aws.states"],
+    "detail-type": ["Step Functions Execution Status Change"],
+    detail: { status: ["ABORTED", "TIMED_OUT"], stateMachineArn: [{ Ref: machine }] },
+  });
+  const perms = Object.values(t.findResources("AWS::Lambda::Permission", { Properties: { FunctionName: { Ref: promote } } }));
+  assert.deepEqual(perms.map((x) => [x.Properties.Principal, x.Properties.SourceArn]),
+    [["events.amazonaws.com", { "Fn::GetAtt": [toPromote[0], "Arn"] }]]);
+});
+
 test("the props' conditions: other accounts' roles, the custom action, email", () => {
   const other = "arn:aws:iam::210987654321:role/porter-deployment";
   const t = template({ deploymentRoleArns: [other], deployAction: "Custom", notificationEmail: "a@example.com" });
   // The boundary all the same: a deployment role of this account (listed
   // or not) creates release roles only with it.
-  t.resourceCountIs("AWS::IAM::ManagedPolicy", 5);
+  t.resourceCountIs("AWS::IAM::ManagedPolicy", 6);
   t.resourcePropertiesCountIs("AWS::IAM::ManagedPolicy", { ManagedPolicyName: "porter-release-boundary", Path: "/porter/" }, 1);
   t.resourceCountIs("AWS::CodePipeline::CustomActionType", 1);
   t.resourceCountIs("AWS::SNS::Subscription", 1);
@@ -281,7 +318,7 @@ test("the props' conditions: other accounts' roles, the custom action, email", (
     KeyPolicy: Match.objectLike({ Statement: Match.arrayWith([Match.objectLike({ Principal: { AWS: [other] }, Action: ["kms:Decrypt", "kms:DescribeKey"] })]) }),
   });
   const d = template();
-  d.resourceCountIs("AWS::IAM::ManagedPolicy", 5);
+  d.resourceCountIs("AWS::IAM::ManagedPolicy", 6);
   d.resourcePropertiesCountIs("AWS::IAM::ManagedPolicy", { ManagedPolicyName: "porter-release-boundary", Path: "/porter/" }, 1);
   d.resourceCountIs("AWS::CodePipeline::CustomActionType", 0);
   d.resourceCountIs("AWS::SNS::Subscription", 0);
