@@ -13,8 +13,11 @@
 //! region it puts back the release the execution replaced, only where the
 //! load balancers' `porter:promoted-by` names it, and takes out whatever of
 //! its release (canaries, a cutover half done) is registered elsewhere. Then
-//! the execution's deploy lease is given back. The release's stacks are
-//! left for the next deploy's prune, which deletes them as old stacks.
+//! the execution's deploy lease is given back. Nothing is undone when
+//! another deploy holds the lease by then (the pipeline function gives a
+//! stopped pipeline's lease back at once): that deploy owns the regions.
+//! The release's stacks are left for the next deploy's prune, which
+//! deletes them as old stacks.
 
 use std::time::Duration;
 
@@ -142,6 +145,27 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         }));
     };
     let (service, environment) = (release.service.clone(), release.environment.clone());
+    // Another deploy that took the lease since (the pipeline function
+    // gives a stopped pipeline's lease back at once) owns the environment
+    // now and cuts over every region itself: an undo would race it.
+    if let Some(table) = ctx.lease_table.as_deref() {
+        let ddb = aws_sdk_dynamodb::Client::new(ctx.aws.sdk_config());
+        let key = porter_core::lease::lease_key(&service, &environment);
+        if let Some(holder) = porter_core::lease::read(&ddb, table, &key).await? {
+            if holder.execution != arn {
+                return Ok(json!({
+                    "execution": arn,
+                    "service": service,
+                    "environment": environment,
+                    "stopped": stopped,
+                    "status": status,
+                    "undone": {},
+                    "lease_given": false,
+                    "note": format!("{} holds the lease now and deploys every region itself: nothing was undone", holder.execution),
+                }));
+            }
+        }
+    }
     let undone = undo(ctx, &arn, ReleaseRef::Inline(release)).await?;
     let lease_given = crate::pipeline_stopped::give_back(ctx, &arn).await?.is_some();
     tracing::warn!(execution = %arn, service = %service, environment = %environment, "aborted: regions put back");
