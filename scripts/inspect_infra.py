@@ -446,6 +446,8 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
         expected_env[f].update(job_rules(STACK))
     # promote's abort: executions of this stack's state machine, and their lease.
     expected_env["Promote"].update({"STATE_MACHINE_ARN": sm_arn, "LEASE_TABLE": physical["LeaseTable"]})
+    # The fence: provision reads the lease before it acts.
+    expected_env["Provision"]["LEASE_TABLE"] = physical["LeaseTable"]
     # AllowedExternalReferences left at its default: overlays name nothing outside their stack.
     expected_env["Pack"] = dict(expected_env["Pack"], PORTER_IMAGE_PARAMETER="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
                                 PORTER_ALLOWED_REFERENCES="")
@@ -531,7 +533,13 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
         # (promote's Step Functions rights, for an abort, are checked below: aborts_deploys)
         own_forbidden = tuple(f for f in forbidden if not (p == "Promote" and f == "states:"))
         check(not any(a.startswith(own_forbidden) for a in actions), f"moto: {role} has no CloudFormation/EC2/ELB/AutoScaling/IAM rights {sorted(actions)}")
-        if p != "Promote":
+        if p == "Provision":
+            # The fence: it reads the lease, nothing more.
+            lease_arn = arn("dynamodb", f"table/{physical['LeaseTable']}")
+            check({a for a in actions if a.startswith("dynamodb:")} == {"dynamodb:GetItem"}
+                  and resources_of(g, "dynamodb:GetItem") == [lease_arn],
+                  f"moto: {role} only reads the deploy lease (the fence) {sorted(actions)}")
+        elif p != "Promote":
             check(not any(a.startswith("dynamodb:") for a in actions), f"moto: {role} has no DynamoDB rights {sorted(actions)}")
         check(not any(a == "*" or a.endswith(":*") for a in actions), f"moto: {role} has no wildcard action")
         # Only the phases that act in regions assume the deployment role,

@@ -118,6 +118,11 @@ impl Context {
         ctx.artifact_bucket = std::env::var("ARTIFACT_BUCKET").ok().filter(|s| !s.is_empty());
         ctx.state_machine_arn = std::env::var("STATE_MACHINE_ARN").ok().filter(|s| !s.is_empty());
         ctx.lease_table = std::env::var("LEASE_TABLE").ok().filter(|s| !s.is_empty());
+        // Provision and promote act only while their execution holds the
+        // deploy lease (`Aws::check_fence`).
+        if let Some(table) = &ctx.lease_table {
+            ctx.aws = ctx.aws.clone().with_fence(table.clone());
+        }
         ctx.image_parameter = std::env::var("PORTER_IMAGE_PARAMETER").ok().filter(|s| !s.is_empty());
         let list = |name: &str| trigger::list(&std::env::var(name).unwrap_or_default());
         ctx.job_rules = std::env::var("PIPELINE_NAME")

@@ -73,10 +73,12 @@ impl LocalStack {
         // Pinned as the functions are in AWS; `bootstrap` writes the pins.
         // Their AWS is the front: moto, with real instance health and
         // stack signals where instances run.
-        let aws = Aws::new(moto::sdk_config(&host_url, REGION).await).with_pinning(Pinning::Pinned {
-            path: pins::DEFAULT_PATH.into(),
-            service: None,
-        });
+        let aws = Aws::new(moto::sdk_config(&host_url, REGION).await)
+            .with_pinning(Pinning::Pinned {
+                path: pins::DEFAULT_PATH.into(),
+                service: None,
+            })
+            .with_fence(LEASE_TABLE);
         // The functions reach CodePipeline through this host (the job API
         // moto lacks) and run the deploy state machine `deploy` creates.
         let mut ctx = porter_lambda::Context::new(aws, Some(&host_url));

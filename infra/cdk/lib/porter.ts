@@ -1086,6 +1086,24 @@ export class Porter extends Construct {
       },
     });
 
+    res("ProvisionFunctionPolicy", "AWS::IAM::ManagedPolicy", {
+      Description: "porter provision function (the lease fence)",
+      Roles: [provisionFunctionRole.ref],
+      PolicyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            // The fence: provision acts only while its execution holds the
+            // deploy lease (porter_core::aws::Aws::check_fence); read only.
+            Sid: "ReadLeaseFence",
+            Effect: "Allow",
+            Action: "dynamodb:GetItem",
+            Resource: att(leaseTable, "Arn"),
+          },
+        ],
+      },
+    });
+
     // ---- The functions the state machine chains
 
     // The rules the functions that work CodePipeline jobs (the phases and
@@ -1120,6 +1138,9 @@ export class Porter extends Construct {
           ARTIFACT_BUCKET: artifactBucket.ref,
           PORTER_SERVICE: p.serviceName,
           PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+          // The fence: provision acts only while its execution holds the
+          // deploy lease.
+          LEASE_TABLE: leaseTable.ref,
           ...jobRules,
         },
       },

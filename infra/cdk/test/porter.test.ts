@@ -310,7 +310,7 @@ test("the props' conditions: other accounts' roles, the custom action, email", (
   const t = template({ deploymentRoleArns: [other], deployAction: "Custom", notificationEmail: "a@example.com" });
   // The boundary all the same: a deployment role of this account (listed
   // or not) creates release roles only with it.
-  t.resourceCountIs("AWS::IAM::ManagedPolicy", 6);
+  t.resourceCountIs("AWS::IAM::ManagedPolicy", 7);
   t.resourcePropertiesCountIs("AWS::IAM::ManagedPolicy", { ManagedPolicyName: "porter-release-boundary", Path: "/porter/" }, 1);
   t.resourceCountIs("AWS::CodePipeline::CustomActionType", 1);
   t.resourceCountIs("AWS::SNS::Subscription", 1);
@@ -318,7 +318,7 @@ test("the props' conditions: other accounts' roles, the custom action, email", (
     KeyPolicy: Match.objectLike({ Statement: Match.arrayWith([Match.objectLike({ Principal: { AWS: [other] }, Action: ["kms:Decrypt", "kms:DescribeKey"] })]) }),
   });
   const d = template();
-  d.resourceCountIs("AWS::IAM::ManagedPolicy", 6);
+  d.resourceCountIs("AWS::IAM::ManagedPolicy", 7);
   d.resourcePropertiesCountIs("AWS::IAM::ManagedPolicy", { ManagedPolicyName: "porter-release-boundary", Path: "/porter/" }, 1);
   d.resourceCountIs("AWS::CodePipeline::CustomActionType", 0);
   d.resourceCountIs("AWS::SNS::Subscription", 0);

@@ -985,9 +985,12 @@ async fn an_abort_or_a_console_stop_mid_bake_puts_every_region_back_and_frees_th
         let arn = in_bake(&local, "smabort", 1).await;
         let (held, _) = lease(&local, "smabort").await.expect("the deploy holds the lease");
         assert_eq!(held, arn);
-        invoke_promote(&local, serde_json::json!({"abort": {"execution": arn}})).await
+        (
+            invoke_promote(&local, serde_json::json!({"abort": {"execution": arn}})).await,
+            arn,
+        )
     };
-    let ((r2, log), (answer, failed)) = tokio::join!(deploy(&local, &svc), abort);
+    let ((r2, log), ((answer, failed), aborted)) = tokio::join!(deploy(&local, &svc), abort);
     assert!(!failed, "{answer}");
     assert!(!r2.succeeded, "{log}");
     assert_eq!(answer["stopped"], true, "{answer}");
@@ -1007,6 +1010,41 @@ async fn an_abort_or_a_console_stop_mid_bake_puts_every_region_back_and_frees_th
         "release 1 serves everywhere again"
     );
     assert!(lease(&local, "smabort").await.is_none(), "the lease is free");
+    // The fence: a phase of the aborted deploy (a call already on its way
+    // when it was stopped) does nothing more.
+    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
+    let release = porter_core::history::progress(&aws_sdk_sfn::Client::new(&sdk), &aborted)
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|p| match p {
+            porter_core::execution::Progress::Packed(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    let late = porter_core::promote::PromoteInput {
+        target: porter_core::target::Target {
+            release: porter_core::release::ReleaseRef::Inline(release),
+            region: None,
+            regions: Vec::new(),
+        },
+        stack_name: None,
+        timeout_seconds: None,
+        undo: false,
+        canary: false,
+        execution: Some(aborted.clone()),
+        state: None,
+    };
+    let (answer, failed) = invoke_promote(&local, serde_json::to_value(&late).unwrap()).await;
+    assert!(
+        failed
+            && answer["errorMessage"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no longer holds the deploy lease"),
+        "{answer}"
+    );
+    assert_eq!(serving(&local, "smabort").await, before, "nothing changed");
 
     // A stop from the console runs no Catch: the infra's rule hands the
     // function Step Functions' own event, and it does the same.
