@@ -58,6 +58,11 @@ enum Command {
         /// The release version to go back to (`porter history` lists them).
         #[arg(long)]
         to: Option<String>,
+        /// Now: a running deploy is aborted (which puts back what it cut
+        /// over); otherwise every region at once, with no bake and no
+        /// canaries. Prints how long until every region served.
+        #[arg(long)]
+        fast: bool,
         #[command(flatten)]
         run: outcome::Run,
     },
@@ -103,7 +108,7 @@ async fn main() -> ExitCode {
             local_cmd::deploy(&on.path, &on.environment, porter_local::deploy::What::Source, &run).await
         }
         Command::Deploy { on, run } => ops_cmd::deploy(&on, &run).await,
-        Command::Rollback { on, to, run } => ops_cmd::rollback(&on, to, &run).await,
+        Command::Rollback { on, to, fast, run } => ops_cmd::rollback(&on, to, fast, &run).await,
         Command::Abort { on } => ops_cmd::abort(&on).await,
         Command::Status { on } => ops_cmd::status(&on).await,
         Command::History { on, limit } => ops_cmd::history(&on, limit).await,

@@ -125,20 +125,32 @@ pub async fn abort(on: &On) -> Result<ExitCode> {
     let environment = &on.environment;
     let (_, cfg) = service(&on.path, environment)?;
     let acct = account(on).await?;
-    let ddb = aws_sdk_dynamodb::Client::new(acct.aws.sdk_config());
-    let table = &acct.installation.lease_table;
-    let Some(holder) = status::lease_holder(&ddb, table, &cfg.service_name, environment).await? else {
+    let started = Instant::now();
+    if !abort_held(on, &acct, &cfg).await? {
         println!(
             "no deploy of {} in {environment} holds the lease: there is nothing to abort",
             cfg.service_name
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    println!("aborted in {:.1} s; what serves now:", started.elapsed().as_secs_f64());
+    print!("{}", read_status(&acct, &cfg, environment).await?.render());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Aborts the deploy that holds the environment's lease, if one does
+/// (see [`abort`]); whether there was one.
+async fn abort_held(on: &On, acct: &Account, cfg: &config::Config) -> Result<bool> {
+    let environment = &on.environment;
+    let ddb = aws_sdk_dynamodb::Client::new(acct.aws.sdk_config());
+    let table = &acct.installation.lease_table;
+    let Some(holder) = status::lease_holder(&ddb, table, &cfg.service_name, environment).await? else {
+        return Ok(false);
     };
     println!(
         "aborting {} (release {}) of {} in {environment}",
         holder.execution, holder.release, cfg.service_name
     );
-    let started = Instant::now();
     if on.local {
         let Some(f) = crate::local_cmd::running().await else {
             bail!("the local stack is down: start it with `porter local up`");
@@ -185,9 +197,7 @@ pub async fn abort(on: &On) -> Result<ExitCode> {
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     }
-    println!("aborted in {:.1} s; what serves now:", started.elapsed().as_secs_f64());
-    print!("{}", read_status(&acct, &cfg, environment).await?.render());
-    Ok(ExitCode::SUCCESS)
+    Ok(true)
 }
 
 /// `porter history`.
@@ -212,10 +222,31 @@ pub async fn history(on: &On, limit: usize) -> Result<ExitCode> {
 /// `porter rollback`: the previous (or named) release, deployed again
 /// through the same state machine: lease, provision (which finds its
 /// stack), promote, prune.
-pub async fn rollback(on: &On, to: Option<String>, run: &Run) -> Result<ExitCode> {
+pub async fn rollback(on: &On, to: Option<String>, fast: bool, run: &Run) -> Result<ExitCode> {
     let environment = &on.environment;
     let (repo, cfg) = service(&on.path, environment)?;
     let acct = account(on).await?;
+    let started = Instant::now();
+    let mut run = run.clone();
+    if fast {
+        // A deploy still running (baking a bad release, say) is aborted:
+        // the release before it serves again in every region it reached,
+        // which is where a rollback would go.
+        if abort_held(on, &acct, &cfg).await? {
+            println!(
+                "rolled back by aborting the running deploy: every region serves what it served before it, {:.1} s after the command",
+                started.elapsed().as_secs_f64()
+            );
+            print!("{}", read_status(&acct, &cfg, environment).await?.render());
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Otherwise every region at once: one wave, no bake, no canaries.
+        let env = cfg.environment(environment).map_err(|m| anyhow!(m))?;
+        run.waves = Some(vec![env.regions.iter().map(|r| r.name.clone()).collect()]);
+        run.bake_seconds = Some(0);
+        run.canary_instances = Some(0);
+    }
+    let run = &run;
     let version = match to {
         Some(v) if !porter_core::release::is_version(&v) => bail!(
             "`{v}` is not a release version ({} hex digits); `porter history -e {environment}` lists them",
@@ -228,18 +259,31 @@ pub async fn rollback(on: &On, to: Option<String>, run: &Run) -> Result<ExitCode
         "rolling {} in {environment} back to release {version}",
         cfg.service_name
     );
-    if on.local {
+    let code = if on.local {
         // As `deploy --local` does: the same state machine, then the
         // account checked.
-        return crate::local_cmd::deploy(&on.path, environment, porter_local::deploy::What::Release(version), run)
-            .await;
-    }
-    let source = Source::Release {
-        service: cfg.service_name.clone(),
-        version: version.clone(),
+        crate::local_cmd::deploy(
+            &on.path,
+            environment,
+            porter_local::deploy::What::Release(version.clone()),
+            run,
+        )
+        .await?
+    } else {
+        let source = Source::Release {
+            service: cfg.service_name.clone(),
+            version: version.clone(),
+        };
+        let outcome = start_and_follow(&acct, &repo, &cfg, environment, source, "rollback", run).await?;
+        report(&outcome, "rolled back to")
     };
-    let outcome = start_and_follow(&acct, &repo, &cfg, environment, source, "rollback", run).await?;
-    Ok(report(&outcome, "rolled back to"))
+    if fast && code == ExitCode::SUCCESS {
+        println!(
+            "every region serves release {version}, {:.1} s after the command (one wave, no bake, no canaries)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(code)
 }
 
 /// `porter deploy` without `--local`: the folder zipped into the artifact

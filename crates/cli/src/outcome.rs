@@ -33,14 +33,21 @@ pub struct Run {
     /// it such a variable stays here (repeat for more).
     #[arg(long = "var", value_name = "NAME")]
     pub vars: Vec<String>,
+    /// This deploy's waves, over the environment's (`rollback --fast`:
+    /// every region in one).
+    #[arg(skip)]
+    pub waves: Option<Vec<Vec<String>>>,
 }
 
 impl Run {
     /// The rollout override the flags ask for, if any.
     pub fn rollout(&self) -> Option<porter_core::config::RolloutOverride> {
-        let any = self.bake_seconds.is_some() || !self.alarms.is_empty() || self.canary_instances.is_some();
+        let any = self.bake_seconds.is_some()
+            || !self.alarms.is_empty()
+            || self.canary_instances.is_some()
+            || self.waves.is_some();
         any.then(|| porter_core::config::RolloutOverride {
-            waves: None,
+            waves: self.waves.clone(),
             bake_seconds: self.bake_seconds,
             alarms: (!self.alarms.is_empty()).then(|| self.alarms.clone()),
             canary_instances: self.canary_instances,

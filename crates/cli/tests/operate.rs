@@ -137,10 +137,16 @@ async fn status_rollback_and_history_on_the_local_stack() {
     assert_eq!(out.matches(&format!("serving   release {r1}")).count(), 2, "{out}");
     assert_eq!(out.matches(&format!("rollback  release {r2}")).count(), 2, "{out}");
 
-    // Forward again by name, then a release that was never packed.
-    let (ok, out) = run(&["rollback", "-e", "staging", "--local", "--to", &r2, svc_arg]);
+    // Forward again by name, fast (nothing runs to abort: every region at
+    // once), then a release that was never packed.
+    let (ok, out) = run(&["rollback", "-e", "staging", "--local", "--fast", "--to", &r2, svc_arg]);
     assert!(ok, "{out}");
     assert_eq!(version(&out), r2);
+    assert!(
+        out.contains(&format!("every region serves release {r2}, "))
+            && out.contains("(one wave, no bake, no canaries)"),
+        "{out}"
+    );
     let (ok, out) = run(&["rollback", "-e", "staging", "--local", "--to", "0123456789ab", svc_arg]);
     assert!(!ok, "{out}");
     assert!(
