@@ -98,6 +98,38 @@ async fn status_rollback_and_history_on_the_local_stack() {
     assert_eq!(out.matches(&format!("serving   release {r1}")).count(), 2, "{out}");
     assert_eq!(out.matches("rollback  nothing").count(), 2, "{out}");
     assert!(out.contains("deploy lease: free"), "{out}");
+    assert!(!out.contains("does not drain"), "the bootstrap's ELBs drain: {out}");
+    // An ELB whose connection draining is off is flagged.
+    let elb = aws_sdk_elasticloadbalancing::Client::new(
+        &porter_local::moto::sdk_config(&local.moto.endpoint(), "us-west-2").await,
+    );
+    let set_draining = |on: bool| {
+        let elb = elb.clone();
+        async move {
+            elb.modify_load_balancer_attributes()
+                .load_balancer_name("ops-staging-usw2")
+                .load_balancer_attributes(
+                    aws_sdk_elasticloadbalancing::types::LoadBalancerAttributes::builder()
+                        .connection_draining(
+                            aws_sdk_elasticloadbalancing::types::ConnectionDraining::builder()
+                                .enabled(on)
+                                .timeout(5)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    set_draining(false).await;
+    let (ok, out) = run(&["status", "-e", "staging", "--local", svc_arg]);
+    assert!(
+        ok && out.contains("warning   ELB ops-staging-usw2 does not drain connections"),
+        "{out}"
+    );
+    set_draining(true).await;
     // No deploy runs: nothing to abort, and nothing changes.
     let (ok, out) = run(&["abort", "-e", "staging", "--local", svc_arg]);
     assert!(ok && out.contains("there is nothing to abort"), "{out}");

@@ -157,6 +157,30 @@ pub async fn region(aws: &Aws, service: &str, env: &Environment, region: &Region
             .send()
             .await
             .map_err(|e| one_line(&format!("tagging load balancer {elb} in {}", region.name), e))?;
+        // Connection draining, through the API: moto's CloudFormation
+        // ignores the property. A cutover's old instances finish their
+        // requests and take no new ones.
+        let draining = aws_sdk_elasticloadbalancing::types::ConnectionDraining::builder()
+            .enabled(true)
+            .timeout(DEREGISTRATION_DELAY_SECONDS as i32)
+            .build();
+        clients
+            .elb
+            .modify_load_balancer_attributes()
+            .load_balancer_name(elb)
+            .load_balancer_attributes(
+                aws_sdk_elasticloadbalancing::types::LoadBalancerAttributes::builder()
+                    .connection_draining(draining)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                one_line(
+                    &format!("turning on connection draining of {elb} in {}", region.name),
+                    e,
+                )
+            })?;
     }
     let vpc_id = of_type("AWS::EC2::VPC").into_iter().next().unwrap_or_default();
     let subnets = of_type("AWS::EC2::Subnet");
@@ -165,10 +189,11 @@ pub async fn region(aws: &Aws, service: &str, env: &Environment, region: &Region
     Ok(Bootstrapped { vpc_id, subnets, elbs })
 }
 
-/// How long a target taken out of a bootstrapped target group drains: a
-/// few seconds, so a deploy on the local stack waits little, where AWS's
-/// default is 300 s. Set through the API: moto's CloudFormation ignores
-/// target group attributes.
+/// How long an instance taken out of a bootstrapped load balancer drains
+/// (a target group's deregistration delay, a classic ELB's connection
+/// draining timeout): a few seconds, so a deploy on the local stack waits
+/// little, where AWS's default is 300 s. Set through the API: moto's
+/// CloudFormation ignores both.
 pub const DEREGISTRATION_DELAY_SECONDS: u32 = 5;
 
 /// For each target group the region names, an Application Load Balancer of

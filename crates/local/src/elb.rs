@@ -145,7 +145,6 @@ struct Balancer {
 #[derive(Debug, Clone, Default)]
 struct TargetGroupFront {
     load_balancer: String,
-    deregistration_delay: Duration,
 }
 
 /// One load balancer as `porter local status` shows it.
@@ -316,8 +315,21 @@ impl Balancers {
                 .filter_map(|i| i.instance_id())
                 .map(str::to_string)
                 .collect();
+            // Connection draining, as the ELB has it set (moto keeps it;
+            // moto's CloudFormation ignores the property).
+            let drain = elb
+                .describe_load_balancer_attributes()
+                .load_balancer_name(lb_name)
+                .send()
+                .await?
+                .load_balancer_attributes()
+                .and_then(|a| a.connection_draining())
+                .filter(|c| c.enabled())
+                .map_or(Duration::ZERO, |c| {
+                    Duration::from_secs(c.timeout().unwrap_or(300).max(0) as u64)
+                });
             let key = (region.to_string(), lb_name.to_string());
-            self.update(key, instance_port, check, registered, None).await?;
+            self.update(key, instance_port, check, registered, None, drain).await?;
         }
         if name.is_none() {
             self.forget(region, |n| {
@@ -329,7 +341,8 @@ impl Balancers {
 
     /// Brings one load balancer up to date with what moto holds: its
     /// listener opened, its check and port, and new registrations checked
-    /// at once. A target group's targets that left moto drain.
+    /// at once. Instances that left moto drain for `drain` (a target
+    /// group's deregistration delay, an ELB's connection draining).
     async fn update(
         &self,
         key: (String, String),
@@ -337,6 +350,7 @@ impl Balancers {
         check: HealthCheck,
         registered: Vec<String>,
         target_group: Option<TargetGroupFront>,
+        drain: Duration,
     ) -> anyhow::Result<()> {
         let is_new = !self.map.lock().expect("balancers lock").contains_key(&key);
         if is_new {
@@ -345,9 +359,9 @@ impl Balancers {
         let mut fresh = Vec::new();
         if let Some(b) = self.map.lock().expect("balancers lock").get_mut(&key) {
             let now = Instant::now();
-            if let Some(tg) = &target_group {
+            if !drain.is_zero() {
                 for id in b.registered.iter().filter(|id| !registered.contains(id)) {
-                    b.draining.insert(id.clone(), now + tg.deregistration_delay);
+                    b.draining.insert(id.clone(), now + drain);
                 }
             }
             b.draining.retain(|id, until| *until > now && !registered.contains(id));
@@ -450,11 +464,9 @@ impl Balancers {
                 .and_then(|l| l.load_balancer_name().map(str::to_string))
                 .unwrap_or_default();
             let key = (region.to_string(), format!("{TARGET_GROUP_KEY}{tg_name}"));
-            let front = TargetGroupFront {
-                load_balancer,
-                deregistration_delay: Duration::from_secs(delay),
-            };
-            self.update(key, port, check, registered, Some(front)).await?;
+            let front = TargetGroupFront { load_balancer };
+            self.update(key, port, check, registered, Some(front), Duration::from_secs(delay))
+                .await?;
         }
         if name.is_none() {
             self.forget(region, |n| {
@@ -725,6 +737,10 @@ impl Balancers {
                             let t = TargetHealth::of(Some(&v), b.draining.contains_key(k), running);
                             v.state = t.state;
                             v.description = t.description;
+                        } else if b.draining.contains_key(k) {
+                            // An ELB's words for connection draining.
+                            v.state = "OutOfService";
+                            v.description = "Instance deregistration currently in progress.".into();
                         }
                         (k.clone(), v)
                     })

@@ -33,6 +33,9 @@ pub struct RegionStatus {
     pub stacks: Vec<(String, String)>,
     /// What could not be read, in a line.
     pub problem: Option<String>,
+    /// What serves, but not as well as it should (an ELB that does not
+    /// drain connections).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -83,6 +86,12 @@ async fn region(aws: &Aws, service: &str, environment: &str, region: &str, elbs:
         let health = porter_core::balancer::health(&clients, elb, &[])
             .await
             .map_err(|e| anyhow!("read the health of {elb} in {region}: {e}"))?;
+        if elb.kind == BalancerKind::Classic && !drains(&clients, &elb.name).await {
+            status.warnings.push(format!(
+                "ELB {} does not drain connections: a cutover cuts its in-flight requests; turn connection draining on (ModifyLoadBalancerAttributes, ConnectionDraining)",
+                elb.name
+            ));
+        }
         status.elbs.push(ElbHealth {
             name: elb.name.clone(),
             kind: match elb.kind {
@@ -103,6 +112,24 @@ async fn region(aws: &Aws, service: &str, environment: &str, region: &str, elbs:
         .map(|s| (s.stack_name, s.status))
         .collect();
     Ok(status)
+}
+
+/// Whether a classic ELB drains connections; one whose attributes cannot
+/// be read is not flagged.
+async fn drains(clients: &porter_core::aws::RegionClients, elb: &str) -> bool {
+    match clients
+        .elb
+        .describe_load_balancer_attributes()
+        .load_balancer_name(elb)
+        .send()
+        .await
+    {
+        Ok(out) => out
+            .load_balancer_attributes()
+            .and_then(|a| a.connection_draining())
+            .is_some_and(|c| c.enabled()),
+        Err(_) => true,
+    }
 }
 
 /// Who holds the deploy lease of the service and environment.
@@ -195,6 +222,9 @@ impl Status {
                         format!(" ({})", list.join(", "))
                     }
                 );
+            }
+            for w in &r.warnings {
+                let _ = writeln!(s, "  {:<10} warning   {w}", "");
             }
             let _ = writeln!(s, "  {:<10} rollback  {}", "", version(&r.previous));
             let others: Vec<String> = r
