@@ -91,6 +91,11 @@ pub struct RegionClients {
     /// bucket elsewhere with the same credentials.
     pub s3: aws_sdk_s3::Client,
     conf: SdkConfig,
+    /// Target groups described by name (ARN, type, VPC, port, load
+    /// balancers: none of it changes within a call), so a phase that reads
+    /// a group's tags, health and registrations describes it once.
+    pub(crate) target_groups:
+        Arc<std::sync::Mutex<HashMap<String, aws_sdk_elasticloadbalancingv2::types::TargetGroup>>>,
 }
 
 impl Aws {
@@ -340,6 +345,7 @@ impl RegionClients {
             cloudwatch: aws_sdk_cloudwatch::Client::new(conf),
             s3: s3_client(conf),
             conf: conf.clone(),
+            target_groups: Arc::default(),
         }
     }
 

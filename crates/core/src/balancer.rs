@@ -43,8 +43,12 @@ impl InstanceHealth {
     }
 }
 
-/// A target group as DescribeTargetGroups answers it, found by name.
+/// A target group as DescribeTargetGroups answers it, found by name (once
+/// per [`RegionClients`]: see its `target_groups`).
 async fn target_group(clients: &RegionClients, name: &str) -> Result<TargetGroup, PhaseError> {
+    if let Some(known) = clients.target_groups.lock().expect("target groups lock").get(name) {
+        return Ok(known.clone());
+    }
     let out = clients
         .elbv2
         .describe_target_groups()
@@ -73,6 +77,11 @@ async fn target_group(clients: &RegionClients, name: &str) -> Result<TargetGroup
             clients.region
         )));
     }
+    clients
+        .target_groups
+        .lock()
+        .expect("target groups lock")
+        .insert(name.to_string(), group.clone());
     Ok(group)
 }
 

@@ -685,7 +685,7 @@ pub async fn stack_groups(clients: &RegionClients, stack_id: &str) -> Result<Vec
         .collect())
 }
 
-async fn describe_groups(
+pub(crate) async fn describe_groups(
     clients: &RegionClients,
     groups: &[String],
 ) -> Result<Vec<aws_sdk_autoscaling::types::AutoScalingGroup>, PhaseError> {

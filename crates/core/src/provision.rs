@@ -286,21 +286,8 @@ async fn ship_payload(
 /// then starts at the config's count.
 async fn live_capacity(clients: &RegionClients, stack_id: &str) -> Option<u32> {
     let groups = crate::promote::stack_groups(clients, stack_id).await.ok()?;
-    if groups.is_empty() {
-        return None;
-    }
-    let out = clients
-        .autoscaling
-        .describe_auto_scaling_groups()
-        .set_auto_scaling_group_names(Some(groups))
-        .send()
-        .await
-        .ok()?;
-    let total: i32 = out
-        .auto_scaling_groups()
-        .iter()
-        .filter_map(|g| g.desired_capacity())
-        .sum();
+    let described = crate::promote::describe_groups(clients, &groups).await.ok()?;
+    let total: i32 = described.iter().filter_map(|g| g.desired_capacity()).sum();
     u32::try_from(total).ok().filter(|n| *n > 0)
 }
 

@@ -167,7 +167,10 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         }
     }
     let undone = undo(ctx, &arn, ReleaseRef::Inline(release)).await?;
-    let lease_given = crate::pipeline_stopped::give_back(ctx, &arn).await?.is_some();
+    // The release is known: no second read of the history for it.
+    let lease_given = crate::pipeline_stopped::give_back_lease(ctx, &arn, &service, &environment)
+        .await?
+        .is_some();
     tracing::warn!(execution = %arn, service = %service, environment = %environment, "aborted: regions put back");
     Ok(json!({
         "execution": arn,

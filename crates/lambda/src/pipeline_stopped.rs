@@ -178,17 +178,28 @@ async fn reported_executions(ctx: &Context, d: &Detail) -> Result<Vec<String>, P
 
 /// Gives back the lease `arn` holds, if it took one (it does so after
 /// pack, whose output names the service and environment).
-pub(crate) async fn give_back(ctx: &Context, arn: &str) -> Result<Option<String>, PhaseError> {
-    let Some(table) = ctx.lease_table.as_deref() else {
-        return Ok(None);
-    };
+async fn give_back(ctx: &Context, arn: &str) -> Result<Option<String>, PhaseError> {
     for p in porter_core::history::progress(ctx.sfn(), arn).await? {
         if let Progress::Packed(r) = p {
-            let ddb = aws_sdk_dynamodb::Client::new(ctx.aws.sdk_config());
-            let key = lease::lease_key(&r.service, &r.environment);
-            let g = lease::give(&ddb, table, &key, arn).await?;
-            return Ok(g.given.then_some(key));
+            return give_back_lease(ctx, arn, &r.service, &r.environment).await;
         }
     }
     Ok(None)
+}
+
+/// Gives back the deploy lease of `service` in `environment` if `arn`
+/// holds it: the key given back, or `None`.
+pub(crate) async fn give_back_lease(
+    ctx: &Context,
+    arn: &str,
+    service: &str,
+    environment: &str,
+) -> Result<Option<String>, PhaseError> {
+    let Some(table) = ctx.lease_table.as_deref() else {
+        return Ok(None);
+    };
+    let ddb = aws_sdk_dynamodb::Client::new(ctx.aws.sdk_config());
+    let key = lease::lease_key(service, environment);
+    let g = lease::give(&ddb, table, &key, arn).await?;
+    Ok(g.given.then_some(key))
 }

@@ -275,15 +275,7 @@ impl Front {
             .iter()
             .find(|(k, _)| k == "LoadBalancerName")
             .map(|(_, v)| v.clone())?;
-        let mut asked: Vec<(usize, String)> = form
-            .iter()
-            .filter_map(|(k, v)| {
-                let n = k.strip_prefix("Instances.member.")?.strip_suffix(".InstanceId")?;
-                Some((n.parse().ok()?, v.clone()))
-            })
-            .collect();
-        asked.sort();
-        let asked: Vec<String> = asked.into_iter().map(|(_, v)| v).collect();
+        let asked = form_list(&form, "Instances.member.", ".InstanceId");
         let states = self.balancers.instance_health(region, &name, &asked).await?;
         let mut members = String::new();
         for (id, h) in states {
@@ -317,15 +309,7 @@ impl Front {
             .split('/')
             .next()?
             .to_string();
-        let mut asked: Vec<(usize, String)> = form
-            .iter()
-            .filter_map(|(k, v)| {
-                let n = k.strip_prefix("Targets.member.")?.strip_suffix(".Id")?;
-                Some((n.parse().ok()?, v.clone()))
-            })
-            .collect();
-        asked.sort();
-        let asked: Vec<String> = asked.into_iter().map(|(_, v)| v).collect();
+        let asked = form_list(&form, "Targets.member.", ".Id");
         let states = self.balancers.target_health(region, &name, &asked).await?;
         let mut members = String::new();
         for (id, port, t) in states {
@@ -524,6 +508,20 @@ fn query_scope(uri: &Uri) -> Option<(String, String)> {
     let mut parts = cred.split('/');
     let (_key, _date, region, service) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     Some((region.to_string(), service.to_string()))
+}
+
+/// A Query-protocol list (`Instances.member.2.InstanceId=...`), in the
+/// order its members are numbered.
+fn form_list(form: &[(String, String)], prefix: &str, suffix: &str) -> Vec<String> {
+    let mut items: Vec<(usize, String)> = form
+        .iter()
+        .filter_map(|(k, v)| {
+            let n = k.strip_prefix(prefix)?.strip_suffix(suffix)?;
+            Some((n.parse().ok()?, v.clone()))
+        })
+        .collect();
+    items.sort();
+    items.into_iter().map(|(_, v)| v).collect()
 }
 
 /// The `Action` of a Query-protocol call.
