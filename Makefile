@@ -6,8 +6,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: demo test tools build-checked venv npm build lambda lambda-on-idle-cores test-debug lint check-asl check-docs clean bench fuzz
+.PHONY: demo test tools build-checked venv npm build lambda lambda-on-idle-cores test-debug lint machete check-asl check-docs clean bench fuzz
 
 $(VENV)/.installed: tools/requirements.txt
 	python3 -m venv $(VENV)
@@ -23,7 +24,7 @@ node_modules/.installed: package.json package-lock.json
 npm: node_modules/.installed
 
 build:
-	cargo build --workspace
+	$(CLIPPY_BUILD) cargo build --workspace
 
 # The functions: one crate each under functions/ (the one list; the
 # Function enum, the bench and the CDK construct are tested against it).
@@ -58,15 +59,30 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # `make test` checks what `make lint` checks without a second compile of
-# the dependencies: clippy runs as the compiler of the workspace's own crates
-# in the debug build the tests use (as `cargo clippy` runs it, with the same
-# lints and -D warnings), where `cargo clippy` would first check every
-# dependency again. The same wrapper for `cargo test`, or it would rebuild.
-CLIPPY_BUILD := RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+# the dependencies: clippy-driver, clippy's drop-in for rustc, compiles the
+# workspace's own crates in the debug build the tests use, with the lints of
+# Cargo.toml's [workspace.lints], and RUSTFLAGS=-Dwarnings makes any warning
+# an error (as clippy's CI guide does); `cargo clippy` would first check
+# every dependency again. The same for every cargo run of `make test` and
+# `make demo`, or a change of RUSTFLAGS would rebuild the dependencies.
+CLIPPY_BUILD := RUSTC_WORKSPACE_WRAPPER=clippy-driver RUSTFLAGS=-Dwarnings
+
+# Declared dependencies the code does not use fail `make test`. Built once
+# per target folder (CI keeps one between runs), pinned and --locked, in a
+# folder of its own so it does not wait for the debug build's lock.
+MACHETE_VERSION := 0.9.2
+MACHETE := $(TARGET_DIR)/tools/bin/cargo-machete
+
+$(MACHETE):
+	CARGO_TARGET_DIR=$(TARGET_DIR)/tools/build cargo install -q --locked \
+	  --version $(MACHETE_VERSION) --root $(TARGET_DIR)/tools cargo-machete
+
+machete: $(MACHETE)
+	$(MACHETE) --skip-target-dir
 
 # Python's and npm's tools install while that build takes the cores: they
 # wait on disk and the package registries, not the CPU.
-tools: venv npm venv-sam venv-checkov npm-cdk
+tools: venv npm venv-sam venv-checkov npm-cdk $(MACHETE)
 
 # The debug build with the tests' dev-dependencies: the SDK's test
 # utilities are features, so building without them here would compile the
@@ -78,7 +94,7 @@ build-checked:
 test:
 	$(MAKE) --no-print-directory -j2 build-checked tools
 	$(MAKE) --no-print-directory -j2 lambda-on-idle-cores test-debug
-	$(MAKE) --no-print-directory check-asl check-infra check-cdk check-docs
+	$(MAKE) --no-print-directory machete check-asl check-infra check-cdk check-docs
 	$(CLIPPY_BUILD) cargo test --workspace -- runtime::
 	$(VENV)/bin/cfn-lint --version >/dev/null
 	scripts/check-render.sh
@@ -97,7 +113,6 @@ test-debug:
 	$(CLIPPY_BUILD) cargo test --workspace -- --skip runtime::
 	$(TARGET_DIR)/debug/porter-fuzz --inputs $(FUZZ_SHORT) --out $(TARGET_DIR)/fuzz-out
 
-TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # Inputs per fuzz target: a short run in `make test`, a full one in `make fuzz`.
 FUZZ_SHORT ?= 20000
 FUZZ_INPUTS ?= 1000000

@@ -33,6 +33,19 @@ echo "== cfn-lint"
 .venv/bin/cfn-lint infra/template.yaml
 echo "cfn-lint: infra/template.yaml clean"
 
+# Runs COMMAND, which must fail: exit with RC and print a line matching
+# PATTERN. Else what it printed is shown with MESSAGE, and the check stops.
+expect_failure() {
+  local want_rc=$1 pattern=$2 message=$3 rc=0
+  shift 3
+  "$@" >"$work/failure.out" 2>&1 || rc=$?
+  if [ "$rc" -ne "$want_rc" ] || ! grep -q -- "$pattern" "$work/failure.out"; then
+    cat "$work/failure.out"
+    echo "$message (exit $rc, not $want_rc)"
+    exit 1
+  fi
+}
+
 echo "== handler permissions"
 # The deployment role may do what CloudFormation's create and delete
 # handlers of a release stack's resources need (their schemas, in cfn-lint).
@@ -40,16 +53,12 @@ echo "== handler permissions"
 # ... and the check fails on a copy without one of those actions: the
 # deployment role's `- ACTION` line taken out, its report must name it.
 without_action() {
-  local action=$1 expected=$2 copy="$work/without-${1//:/-}.yaml" rc=0
+  local action=$1 expected=$2 copy="$work/without-${1//:/-}.yaml"
   grep -v "^ *- $action\$" infra/template.yaml >"$copy" || true
   [ "$(wc -l <infra/template.yaml)" -eq $(( $(wc -l <"$copy") + 1 )) ] \
     || { echo "handler permissions: expected exactly one '- $action' line to take out"; exit 1; }
-  .venv/bin/python scripts/check_handler_permissions.py --template "$copy" >"$work/broken.out" 2>&1 || rc=$?
-  if [ "$rc" -ne 1 ] || ! grep -q "^FAIL  $expected" "$work/broken.out"; then
-    cat "$work/broken.out"
-    echo "handler permissions: a deployment role without $action was not reported (exit $rc)"
-    exit 1
-  fi
+  expect_failure 1 "^FAIL  $expected" "handler permissions: a deployment role without $action was not reported" \
+    .venv/bin/python scripts/check_handler_permissions.py --template "$copy"
   echo "handler permissions: a deployment role without $action is reported"
 }
 without_action ec2:DeleteTags "AWS::EC2::LaunchTemplate delete handler needs ec2:DeleteTags"
@@ -59,13 +68,8 @@ without_action autoscaling:DeleteScheduledAction \
   "AWS::AutoScaling::ScheduledAction delete handler needs autoscaling:DeleteScheduledAction"
 # ... and the check refuses to run on an overlay.rs without ADDABLE_TYPES.
 sed 's/ADDABLE_TYPES/ADDABLE_KINDS/' crates/core/src/overlay.rs >"$work/overlay-without-types.rs"
-rc=0
-.venv/bin/python scripts/check_handler_permissions.py --overlay "$work/overlay-without-types.rs" >"$work/broken.out" 2>&1 || rc=$?
-if [ "$rc" -ne 2 ] || ! grep -q 'ADDABLE_TYPES.*found 0' "$work/broken.out"; then
-  cat "$work/broken.out"
-  echo "handler permissions: an overlay.rs without ADDABLE_TYPES was not refused (exit $rc)"
-  exit 1
-fi
+expect_failure 2 'ADDABLE_TYPES.*found 0' "handler permissions: an overlay.rs without ADDABLE_TYPES was not refused" \
+  .venv/bin/python scripts/check_handler_permissions.py --overlay "$work/overlay-without-types.rs"
 echo "handler permissions: an overlay.rs without ADDABLE_TYPES is refused"
 
 echo "== checkov"
@@ -112,13 +116,7 @@ mkdir -p "$work/no-aws"
 printf '#!/bin/sh\necho "aws $*" >>"%s/aws-called"\nexit 99\n' "$work" >"$work/no-aws/aws"
 chmod +x "$work/no-aws/aws"
 smoke() { env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY PATH="$work/no-aws:$PATH" scripts/aws-smoke.sh "$@"; }
-rc=0
-smoke >"$work/smoke.out" 2>&1 || rc=$?
-if [ "$rc" -ne 2 ] || ! grep -q -- '--yes' "$work/smoke.out"; then
-  cat "$work/smoke.out"
-  echo "aws-smoke.sh: without --yes it should refuse (exit 2), and it exited $rc"
-  exit 1
-fi
+expect_failure 2 '--yes' "aws-smoke.sh: without --yes it should refuse" smoke
 smoke --dry-run >"$work/smoke.out"
 if [ -e "$work/aws-called" ]; then
   cat "$work/aws-called"

@@ -79,22 +79,22 @@ impl HttpConnector for CountingConnector {
 /// `cloudformation:DescribeStacks`: the service from the signature's
 /// credential scope, the action from the Query body or the JSON target.
 fn operation(request: &HttpRequest) -> String {
-    let header = |name: &str| request.headers().get(name).unwrap_or_default().to_string();
+    let header = |name: &str| request.headers().get(name).unwrap_or_default().to_owned();
     let service = header("authorization")
         .split("Credential=")
         .nth(1)
         .and_then(|scope| scope.split('/').nth(3))
         .unwrap_or("?")
-        .to_string();
+        .to_owned();
     let target = header("x-amz-target");
     let action = if let Some((_, action)) = target.split_once('.') {
-        action.to_string()
+        action.to_owned()
     } else {
         let body = request.body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
         body.split('&')
             .find_map(|kv| kv.strip_prefix("Action="))
-            .map(str::to_string)
-            .unwrap_or_else(|| request.method().to_string())
+            .map(str::to_owned)
+            .unwrap_or_else(|| request.method().to_owned())
     };
     format!("{service}:{action}")
 }

@@ -38,7 +38,7 @@ fn main() {
         let waits = at.len() as u64 - 1;
         let lag = at.last().copied().unwrap_or(0) - seconds;
         let transitions = 2 + TRANSITIONS_PER_WAIT * waits;
-        let cost = transitions as f64 * DOLLARS_PER_TRANSITION + waits as f64 * DOLLARS_PER_CALL;
+        let cost = (transitions as f64).mul_add(DOLLARS_PER_TRANSITION, waits as f64 * DOLLARS_PER_CALL);
         println!(
             "    a {seconds} s stack: noticed {lag} s after it ends; {waits} waits, {transitions} transitions in provision's loop however many regions, about ${cost:.4} per deploy"
         );

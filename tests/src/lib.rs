@@ -9,6 +9,7 @@ use porter_core::phase::{PhaseError, PhaseResult, Step};
 use porter_local::moto::{self, Moto};
 
 /// A fresh moto with clients pointed at it.
+#[derive(Debug)]
 pub struct Stack {
     pub moto: Moto,
     pub aws: Aws,
@@ -107,7 +108,7 @@ pub fn break_provisioning(svc: &Path, after: &str) {
 
 /// Stores a Secrets Manager secret in moto, as `porter local secret` does.
 pub async fn put_secret(endpoint: &str, region: &str, name: &str, value: &str) {
-    let sdk = porter_local::moto::sdk_config(endpoint, region).await;
+    let sdk = moto::sdk_config(endpoint, region).await;
     porter_local::instance_secrets::put(
         endpoint,
         &sdk,

@@ -10,7 +10,7 @@ use porter_local::deploy::{self, Options};
 use porter_local::stack::{self, LocalStack, StackFile};
 
 #[derive(Subcommand)]
-pub enum LocalCommand {
+pub(crate) enum LocalCommand {
     /// Start moto and the Lambda host; runs until Ctrl-C or `porter local down`.
     Up {
         #[arg(long, default_value_t = 4510)]
@@ -104,12 +104,12 @@ fn base() -> PathBuf {
 }
 
 /// The stack `porter local up` left running, if it still answers.
-pub async fn running() -> Option<StackFile> {
+pub(crate) async fn running() -> Option<StackFile> {
     let f = stack::read_stack_file(&base())?;
     porter_local::moto::answers(f.moto_port).await.then_some(f)
 }
 
-pub async fn run(cmd: LocalCommand) -> Result<ExitCode> {
+pub(crate) async fn run(cmd: LocalCommand) -> Result<ExitCode> {
     match cmd {
         LocalCommand::Up {
             moto_port,
@@ -244,7 +244,7 @@ async fn load(region: Option<&str>, rate: u32, max_seconds: u64) -> Result<ExitC
             t.requests,
             t.failed,
             if pages.is_empty() {
-                "no page served".to_string()
+                "no page served".to_owned()
             } else {
                 pages.join(", ")
             }
@@ -408,7 +408,7 @@ async fn invoke(function: &str, event: &Path, as_pipeline_job: bool) -> Result<E
     let job = parsed
         .pointer("/CodePipeline.job/id")
         .and_then(|v| v.as_str())
-        .map(str::to_string);
+        .map(str::to_owned);
     let Some(f) = running().await else {
         bail!("the local stack is down: start it with `porter local up` (in another terminal)");
     };
@@ -420,7 +420,7 @@ async fn invoke(function: &str, event: &Path, as_pipeline_job: bool) -> Result<E
             user_parameters: data["actionConfiguration"]["configuration"]["UserParameters"]
                 .as_str()
                 .unwrap_or_default()
-                .to_string(),
+                .to_owned(),
             input: match (s3["bucketName"].as_str(), s3["objectKey"].as_str()) {
                 (Some(bucket), Some(key)) => Some(porter_core::release::S3Object {
                     bucket: bucket.into(),
@@ -428,7 +428,7 @@ async fn invoke(function: &str, event: &Path, as_pipeline_job: bool) -> Result<E
                 }),
                 _ => None,
             },
-            revision: data["inputArtifacts"][0]["revision"].as_str().map(str::to_string),
+            revision: data["inputArtifacts"][0]["revision"].as_str().map(str::to_owned),
             execution: porter_local::job_sim::new_execution("Deploy"),
         };
         reqwest::Client::new()
@@ -522,10 +522,15 @@ fn describe_job_result(r: &porter_local::job_sim::JobResult) -> String {
 
 /// `porter deploy --local` and `porter rollback --local`: `what` through the
 /// state machine on the local stack, then the account checked.
-pub async fn deploy(path: &Path, environment: &str, what: deploy::What, run: &crate::outcome::Run) -> Result<ExitCode> {
+pub(crate) async fn deploy(
+    path: &Path,
+    environment: &str,
+    what: deploy::What,
+    run: &crate::outcome::Run,
+) -> Result<ExitCode> {
     let opts = Options {
         path: path.to_path_buf(),
-        environment: environment.to_string(),
+        environment: environment.to_owned(),
         keep: run.keep,
         wait_for_lease: run.wait_for_lease,
         rollout: run.rollout(),
@@ -592,7 +597,7 @@ async fn pipeline(
 ) -> Result<ExitCode> {
     let opts = Options {
         path: path.to_path_buf(),
-        environment: environment.to_string(),
+        environment: environment.to_owned(),
         keep,
         ..Default::default()
     };
@@ -648,7 +653,7 @@ async fn bootstrap(path: &Path, environment: &str) -> Result<ExitCode> {
     };
     let opts = Options {
         path: path.to_path_buf(),
-        environment: environment.to_string(),
+        environment: environment.to_owned(),
         ..Default::default()
     };
     let mut stdout = std::io::stdout();

@@ -149,7 +149,7 @@ fn validate(path: &Path) -> Result<ExitCode> {
                         r.azs.len(),
                         r.instance_count,
                         if elbs.is_empty() {
-                            "none (promote is a no-op)".to_string()
+                            "none (promote is a no-op)".to_owned()
                         } else {
                             elbs.join(", ")
                         }

@@ -22,7 +22,7 @@ use crate::outcome::{report, Run};
 /// What the commands act on: a service's environment, in AWS or on the
 /// local stack.
 #[derive(Args, Debug, Clone)]
-pub struct On {
+pub(crate) struct On {
     #[arg(short, long)]
     pub environment: String,
     /// Act on the local stack (`porter local up`) instead of AWS.
@@ -90,7 +90,7 @@ fn service(path: &Path, environment: &str) -> Result<(PathBuf, config::Config)> 
 }
 
 /// `porter status`.
-pub async fn status(on: &On) -> Result<ExitCode> {
+pub(crate) async fn status(on: &On) -> Result<ExitCode> {
     let (_, cfg) = service(&on.path, &on.environment)?;
     let acct = account(on).await?;
     let s = read_status(&acct, &cfg, &on.environment).await?;
@@ -121,7 +121,7 @@ async fn read_status(acct: &Account, cfg: &config::Config, environment: &str) ->
 /// the infra's rule on aborted executions invokes the undo, as for a stop
 /// from the console; this waits for it. The local stack has no EventBridge,
 /// so with `--local` the function is invoked as the rule would.
-pub async fn abort(on: &On) -> Result<ExitCode> {
+pub(crate) async fn abort(on: &On) -> Result<ExitCode> {
     let environment = &on.environment;
     let (_, cfg) = service(&on.path, environment)?;
     let acct = account(on).await?;
@@ -201,7 +201,7 @@ async fn abort_held(on: &On, acct: &Account, cfg: &config::Config) -> Result<boo
 }
 
 /// `porter history`.
-pub async fn history(on: &On, limit: usize) -> Result<ExitCode> {
+pub(crate) async fn history(on: &On, limit: usize) -> Result<ExitCode> {
     let environment = &on.environment;
     let (_, cfg) = service(&on.path, environment)?;
     let acct = account(on).await?;
@@ -222,7 +222,7 @@ pub async fn history(on: &On, limit: usize) -> Result<ExitCode> {
 /// `porter rollback`: the previous (or named) release, deployed again
 /// through the same state machine: lease, provision (which finds its
 /// stack), promote, prune.
-pub async fn rollback(on: &On, to: Option<String>, fast: bool, run: &Run) -> Result<ExitCode> {
+pub(crate) async fn rollback(on: &On, to: Option<String>, fast: bool, run: &Run) -> Result<ExitCode> {
     let environment = &on.environment;
     let (repo, cfg) = service(&on.path, environment)?;
     let acct = account(on).await?;
@@ -288,7 +288,7 @@ pub async fn rollback(on: &On, to: Option<String>, fast: bool, run: &Run) -> Res
 
 /// `porter deploy` without `--local`: the folder zipped into the artifact
 /// bucket (as a pipeline's source stage would), then the state machine.
-pub async fn deploy(on: &On, run: &Run) -> Result<ExitCode> {
+pub(crate) async fn deploy(on: &On, run: &Run) -> Result<ExitCode> {
     let environment = &on.environment;
     let (repo, cfg) = service(&on.path, environment)?;
     let acct = account(on).await?;

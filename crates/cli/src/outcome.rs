@@ -9,7 +9,7 @@ use porter_ops::follow::Outcome;
 
 /// How a deploy or rollback runs.
 #[derive(Args, Debug, Clone)]
-pub struct Run {
+pub(crate) struct Run {
     /// Unpromoted stacks prune keeps.
     #[arg(long, default_value_t = 0)]
     pub keep: u32,
@@ -41,7 +41,7 @@ pub struct Run {
 
 impl Run {
     /// The rollout override the flags ask for, if any.
-    pub fn rollout(&self) -> Option<porter_core::config::RolloutOverride> {
+    pub(crate) fn rollout(&self) -> Option<porter_core::config::RolloutOverride> {
         let any = self.bake_seconds.is_some()
             || !self.alarms.is_empty()
             || self.canary_instances.is_some()
@@ -56,7 +56,7 @@ impl Run {
 }
 
 /// Prints how a deploy or rollback ended; the exit code says the same.
-pub fn report(outcome: &Outcome, verb: &str) -> ExitCode {
+pub(crate) fn report(outcome: &Outcome, verb: &str) -> ExitCode {
     let mut out = std::io::stdout();
     if !outcome.succeeded {
         let (error, cause) = outcome.error.clone().unwrap_or_default();

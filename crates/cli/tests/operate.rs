@@ -69,7 +69,7 @@ fn version(out: &str) -> String {
         .split_whitespace()
         .next()
         .unwrap()
-        .to_string()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -229,11 +229,11 @@ async fn deploy_without_local_finds_the_installation_from_its_stack_outputs() {
     let endpoint = local.moto.endpoint();
     let env = [
         ("AWS_ENDPOINT_URL", endpoint.clone()),
-        ("AWS_REGION", stack::REGION.to_string()),
-        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
-        ("AWS_CONFIG_FILE", "/dev/null".to_string()),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".to_string()),
+        ("AWS_REGION", stack::REGION.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+        ("AWS_CONFIG_FILE", "/dev/null".to_owned()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".to_owned()),
     ];
     // No installation yet: the error names the stack and what to do.
     let (ok, out) = porter(dir.path(), &env, &["deploy", "-e", "staging", svc.to_str().unwrap()]);

@@ -211,7 +211,7 @@ impl Aws {
     /// SSM in `region` with the caller's own credentials (the machine image
     /// parameter, which exists in every region).
     pub fn ssm_in(&self, region: &str) -> aws_sdk_ssm::Client {
-        aws_sdk_ssm::Client::new(&self.base.to_builder().region(Region::new(region.to_string())).build())
+        aws_sdk_ssm::Client::new(&self.base.to_builder().region(Region::new(region.to_owned())).build())
     }
 
     pub fn sdk_config(&self) -> &SdkConfig {
@@ -234,7 +234,7 @@ impl Aws {
     pub fn own_region(&self, region: &str) -> RegionClients {
         RegionClients::new(
             region,
-            &self.base.to_builder().region(Region::new(region.to_string())).build(),
+            &self.base.to_builder().region(Region::new(region.to_owned())).build(),
         )
     }
 
@@ -264,12 +264,12 @@ impl Aws {
             .take(64)
             .collect();
         let session = if session.len() < 2 {
-            "porter".to_string()
+            "porter".to_owned()
         } else {
             session
         };
         let key = (
-            role_arn.to_string(),
+            role_arn.to_owned(),
             session.clone(),
             session_tags
                 .iter()
@@ -283,7 +283,7 @@ impl Aws {
         let conf = self
             .base
             .to_builder()
-            .region(Region::new(region.to_string()))
+            .region(Region::new(region.to_owned()))
             .credentials_provider(SharedCredentialsProvider::new(creds))
             .build();
         Ok(RegionClients::new(region, &conf))
@@ -326,7 +326,7 @@ impl Aws {
         Ok(Credentials::new(
             c.access_key_id(),
             c.secret_access_key(),
-            Some(c.session_token().to_string()),
+            Some(c.session_token().to_owned()),
             SystemTime::try_from(*c.expiration()).ok(),
             "porter-deployment-role",
         ))
@@ -337,7 +337,7 @@ impl RegionClients {
     /// Every client a phase uses in `region`, from one configuration.
     fn new(region: &str, conf: &SdkConfig) -> RegionClients {
         RegionClients {
-            region: region.to_string(),
+            region: region.to_owned(),
             cloudformation: aws_sdk_cloudformation::Client::new(conf),
             elb: aws_sdk_elasticloadbalancing::Client::new(conf),
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(conf),
@@ -355,7 +355,7 @@ impl RegionClients {
         if region == self.region {
             return self.s3.clone();
         }
-        s3_client(&self.conf.to_builder().region(Region::new(region.to_string())).build())
+        s3_client(&self.conf.to_builder().region(Region::new(region.to_owned())).build())
     }
 }
 
@@ -439,7 +439,7 @@ const MESSAGE_LIMIT: usize = 300;
 /// Cuts `s` to at most `n` bytes (on a character boundary), marking the cut.
 pub fn clip(s: &str, n: usize) -> String {
     if s.len() <= n {
-        return s.to_string();
+        return s.to_owned();
     }
     let mut end = n.saturating_sub('…'.len_utf8());
     while !s.is_char_boundary(end) {
@@ -473,10 +473,10 @@ pub fn classify<E>(what: &str, err: SdkError<E, Response>) -> PhaseError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let code = err.code().unwrap_or_default().to_string();
+    let code = err.code().unwrap_or_default().to_owned();
     let detail = clip(
         &err.message()
-            .map(str::to_string)
+            .map(str::to_owned)
             .unwrap_or_else(|| DisplayErrorContext(&err).to_string()),
         MESSAGE_LIMIT,
     );
@@ -646,8 +646,8 @@ mod tests {
 
     fn key(role: &str, tags: &[(&str, &str)]) -> SessionKey {
         (
-            role.to_string(),
-            "porter-promote-web".to_string(),
+            role.to_owned(),
+            "porter-promote-web".to_owned(),
             tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         )
     }

@@ -81,13 +81,13 @@ async fn target_group(clients: &RegionClients, name: &str) -> Result<TargetGroup
         .target_groups
         .lock()
         .expect("target groups lock")
-        .insert(name.to_string(), group.clone());
+        .insert(name.to_owned(), group.clone());
     Ok(group)
 }
 
 async fn arn(clients: &RegionClients, name: &str) -> Result<String, PhaseError> {
     let group = target_group(clients, name).await?;
-    Ok(group.target_group_arn().unwrap_or_default().to_string())
+    Ok(group.target_group_arn().unwrap_or_default().to_owned())
 }
 
 /// Refuses a target group the instances could not serve through: one
@@ -144,7 +144,7 @@ pub async fn tags(clients: &RegionClients, lb: &Elb) -> Result<BTreeMap<String, 
                 .tag_descriptions()
                 .iter()
                 .flat_map(|d| d.tags())
-                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
                 .collect())
         }
     }
@@ -223,9 +223,9 @@ pub async fn described(clients: &RegionClients, lb: &Elb) -> Result<(Vec<String>
             let descriptions = out.load_balancer_descriptions();
             let registered = descriptions
                 .iter()
-                .flat_map(|d| d.instances().iter().filter_map(|i| i.instance_id().map(str::to_string)))
+                .flat_map(|d| d.instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)))
                 .collect();
-            let dns_name = descriptions.first().and_then(|d| d.dns_name().map(str::to_string));
+            let dns_name = descriptions.first().and_then(|d| d.dns_name().map(str::to_owned));
             Ok((registered, dns_name))
         }
         BalancerKind::TargetGroup => {
@@ -247,7 +247,7 @@ pub async fn described(clients: &RegionClients, lb: &Elb) -> Result<(Vec<String>
                     .map_err(aws::err(format!("describe the load balancer of {lb}")))?
                     .load_balancers()
                     .first()
-                    .and_then(|l| l.dns_name().map(str::to_string)),
+                    .and_then(|l| l.dns_name().map(str::to_owned)),
                 None => None,
             };
             Ok((registered, dns_name))
@@ -281,11 +281,11 @@ pub async fn health(
                 .instance_states()
                 .iter()
                 .map(|s| {
-                    let state = s.state().unwrap_or("Unknown").to_string();
+                    let state = s.state().unwrap_or("Unknown").to_owned();
                     InstanceHealth {
-                        instance: s.instance_id().unwrap_or("?").to_string(),
+                        instance: s.instance_id().unwrap_or("?").to_owned(),
                         serving: state == "InService",
-                        reason: s.description().filter(|d| *d != "N/A").map(str::to_string),
+                        reason: s.description().filter(|d| *d != "N/A").map(str::to_owned),
                         state,
                     }
                 })
@@ -320,14 +320,14 @@ async fn target_health(
             let state = health
                 .and_then(|h| h.state())
                 .map_or("unknown", |s| s.as_str())
-                .to_string();
+                .to_owned();
             let reason = health.and_then(|h| match (h.reason(), h.description()) {
                 (Some(r), Some(d)) => Some(format!("{}: {d}", r.as_str())),
-                (Some(r), None) => Some(r.as_str().to_string()),
-                (None, d) => d.map(str::to_string),
+                (Some(r), None) => Some(r.as_str().to_owned()),
+                (None, d) => d.map(str::to_owned),
             });
             InstanceHealth {
-                instance: d.target().and_then(|t| t.id()).unwrap_or_default().to_string(),
+                instance: d.target().and_then(|t| t.id()).unwrap_or_default().to_owned(),
                 serving: state == "healthy",
                 state,
                 reason,

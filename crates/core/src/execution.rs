@@ -109,7 +109,7 @@ impl Bake {
     fn line(&self) -> String {
         let what = if self.canary { "canaries of" } else { "wave" };
         let watching = if self.alarms.is_empty() {
-            "no alarms".to_string()
+            "no alarms".to_owned()
         } else {
             format!("alarms {}", self.alarms.join(", "))
         };
@@ -341,7 +341,7 @@ pub fn readable_cause(cause: &str) -> String {
     let mut rest = cause;
     while let Some(at) = rest.find('{') {
         out.push_str(&rest[..at]);
-        let mut values = serde_json::Deserializer::from_str(&rest[at..]).into_iter::<serde_json::Value>();
+        let mut values = serde_json::Deserializer::from_str(&rest[at..]).into_iter::<Value>();
         match values.next() {
             Some(Ok(v)) if v.get("errorMessage").and_then(|m| m.as_str()).is_some() => {
                 out.push_str(v["errorMessage"].as_str().unwrap_or_default());
@@ -455,10 +455,10 @@ impl Report {
     pub fn variables(&self) -> BTreeMap<String, String> {
         let r = &self.release;
         let mut vars = BTreeMap::from([
-            ("version".to_string(), r.version.clone()),
-            ("revision".to_string(), r.revision.clone()),
-            ("sha256".to_string(), r.sha256.clone()),
-            ("release".to_string(), r.record.url()),
+            ("version".to_owned(), r.version.clone()),
+            ("revision".to_owned(), r.revision.clone()),
+            ("sha256".to_owned(), r.sha256.clone()),
+            ("release".to_owned(), r.record.url()),
         ]);
         for (region, p) in &self.regions {
             vars.insert(format!("stack_{region}"), p.stack_name.clone());
@@ -510,7 +510,7 @@ impl Intent {
 /// state at its failure path: what the state holds says how far it got
 /// (`packed`, `lease`, provision's call done, `waves`). A hook's failure
 /// is the hooks'. `None` while nothing failed.
-pub fn phase_reached(state: &serde_json::Value) -> Option<&'static str> {
+pub fn phase_reached(state: &Value) -> Option<&'static str> {
     state.get("failure")?;
     Some(if state["failure"]["Error"] == "HookFailed" {
         "hooks"
@@ -532,7 +532,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn release() -> serde_json::Value {
+    fn release() -> Value {
         let obj = |k: &str| json!({"bucket": "b", "key": k});
         json!({"service": "web", "environment": "prod", "version": "0123456789ab", "revision": "abc1234",
                "sha256": "s", "config_sha256": "c", "payload": obj("p"), "manifest": obj("m"),

@@ -199,9 +199,9 @@ async fn read(cw: &aws_sdk_cloudwatch::Client, region: &str, alarms: &[String]) 
             .map_err(aws::err(format!("read the alarms in {region}")))?;
         for a in out.metric_alarms() {
             found.push(Reading {
-                region: region.to_string(),
-                alarm: a.alarm_name().unwrap_or_default().to_string(),
-                state: a.state_value().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                region: region.to_owned(),
+                alarm: a.alarm_name().unwrap_or_default().to_owned(),
+                state: a.state_value().map(|s| s.as_str().to_owned()).unwrap_or_default(),
                 updated_ms: a.state_updated_timestamp().map_or(0, |t| t.to_millis().unwrap_or(0)),
             });
         }

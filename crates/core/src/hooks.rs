@@ -339,7 +339,7 @@ pub fn environment(
     env.insert("PORTER_SERVICE_NAME".into(), facts.service.clone());
     env.insert("PORTER_ENVIRONMENT".into(), facts.environment.clone());
     env.insert("PORTER_REGIONS".into(), facts.regions.join(","));
-    env.insert("PORTER_HOOK".into(), point.to_string());
+    env.insert("PORTER_HOOK".into(), point.to_owned());
     env.insert("PORTER_PHASE_FAILED".into(), failed.to_string());
     env.insert("PORTER_ELBS".into(), facts.elbs.join(","));
     if let Some(v) = &facts.version {
@@ -525,8 +525,7 @@ pub fn buildspec(job: &Job) -> (String, Vec<(String, String)>) {
         vars.push(("PORTER_HOOK_REPO".into(), repo.clone()));
         vars.push(("PORTER_HOOK_REF".into(), job.hook.git_ref.clone().unwrap_or_default()));
         commands.push(
-            r#"git clone --depth 1 ${PORTER_HOOK_REF:+--branch "$PORTER_HOOK_REF"} "$PORTER_HOOK_REPO" /tmp/porter-plugin"#
-                .to_string(),
+            r#"git clone --depth 1 ${PORTER_HOOK_REF:+--branch "$PORTER_HOOK_REF"} "$PORTER_HOOK_REPO" /tmp/porter-plugin"#.to_owned(),
         );
     }
     let context = if job.hook.repo.is_some() {
@@ -626,7 +625,7 @@ pub async fn codebuild_check(
                     .phases()
                     .iter()
                     .filter(|p| p.phase_status().is_some_and(|s| *s != StatusType::Succeeded))
-                    .flat_map(|p| p.contexts().iter().filter_map(|c| c.message().map(str::to_string)))
+                    .flat_map(|p| p.contexts().iter().filter_map(|c| c.message().map(str::to_owned)))
                     .collect();
                 return Err(PhaseError::HookFailed {
                     hook: started.hook.clone(),

@@ -59,7 +59,7 @@ impl ImageRef {
         Ok(ImageRef {
             registry: c["registry"].to_string(),
             repository: c["repo"].to_string(),
-            reference: c.name("ref").map_or("", |m| m.as_str()).to_string(),
+            reference: c.name("ref").map_or("", |m| m.as_str()).to_owned(),
         })
     }
 

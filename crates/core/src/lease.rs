@@ -113,7 +113,7 @@ pub fn lease_key(service: &str, environment: &str) -> String {
 }
 
 fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_string())
+    AttributeValue::S(v.to_owned())
 }
 
 fn n(v: i64) -> AttributeValue {
@@ -141,7 +141,7 @@ pub async fn take(
             .item("release", s(&holder.release))
             .item("since", n(holder.since))
             .item("expires", n(holder.expires))
-            .condition_expression(condition.to_string());
+            .condition_expression(condition.to_owned());
         req = match old {
             Some(old) => req.expression_attribute_values(":old", s(old)),
             None => req
@@ -159,7 +159,7 @@ pub async fn take(
         match put("attribute_not_exists(#k) OR execution = :me", None).await {
             Ok(_) => {
                 return Ok(Taken {
-                    lease: key.to_string(),
+                    lease: key.to_owned(),
                     holder,
                     took_over: None,
                 })
@@ -179,7 +179,7 @@ pub async fn take(
             Ok(_) => {
                 tracing::warn!(lease = key, ended = %current.execution, "took over the lease of an ended execution");
                 return Ok(Taken {
-                    lease: key.to_string(),
+                    lease: key.to_owned(),
                     holder,
                     took_over: Some(current),
                 });
@@ -273,13 +273,13 @@ pub async fn give(
         .await;
     match out {
         Ok(_) => Ok(Given {
-            lease: key.to_string(),
+            lease: key.to_owned(),
             given: true,
         }),
         Err(e) if e.as_service_error().is_some_and(is_condition_failure) => {
             tracing::warn!(lease = key, execution, "the lease was no longer this execution's");
             Ok(Given {
-                lease: key.to_string(),
+                lease: key.to_owned(),
                 given: false,
             })
         }

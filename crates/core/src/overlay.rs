@@ -231,8 +231,8 @@ pub fn problems(overlay: &Value) -> Vec<Problem> {
 
 fn problem(path: &str, why: &str) -> Problem {
     Problem {
-        path: path.to_string(),
-        why: why.to_string(),
+        path: path.to_owned(),
+        why: why.to_owned(),
     }
 }
 
@@ -448,7 +448,7 @@ pub fn externals(overlay: &Value) -> Vec<External> {
         if let Some(s) = v.as_str() {
             out.push(External {
                 path,
-                value: s.to_string(),
+                value: s.to_owned(),
             });
         }
     };
@@ -723,7 +723,7 @@ mod tests {
         ];
         for (overlay, path) in refused {
             assert!(
-                paths(&overlay).contains(&path.to_string()),
+                paths(&overlay).contains(&path.to_owned()),
                 "{path}: {:?}",
                 problems(&overlay)
             );

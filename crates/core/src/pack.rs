@@ -67,7 +67,7 @@ pub struct PackInput {
     pub allowed_references: Vec<String>,
     /// This deploy's rollout, over the environment's (`rollout:`).
     #[serde(default)]
-    pub rollout: Option<crate::config::RolloutOverride>,
+    pub rollout: Option<config::RolloutOverride>,
     /// The most the rollout may bake in all, when whoever follows the
     /// deploy cannot wait forever (the `pipeline` function: a CodePipeline
     /// action runs at most 24 hours). A longer rollout is refused here,
@@ -77,7 +77,7 @@ pub struct PackInput {
 }
 
 /// The rollout `input` asks of `env`, checked.
-fn rollout_plan(env: &crate::config::Environment, input: &PackInput) -> Result<crate::config::Rollout, PhaseError> {
+fn rollout_plan(env: &config::Environment, input: &PackInput) -> Result<config::Rollout, PhaseError> {
     let plan = env.rollout_plan(input.rollout.as_ref()).map_err(PhaseError::Invalid)?;
     if let Some(limit) = input.longest_bake_seconds {
         let baking = plan.baking_seconds();
@@ -118,6 +118,7 @@ pub struct Packed {
 }
 
 /// A source folder made ready: its tarball and its config.
+#[derive(Debug)]
 pub struct Prepared {
     pub config: Config,
     pub tarball: Vec<u8>,
@@ -173,7 +174,7 @@ fn unzip_within(bytes: &[u8], into: &Path, max_entries: usize, max_unpacked: u64
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(io("create", parent))?;
         }
-        let name = entry.name().to_string();
+        let name = entry.name().to_owned();
         let mode = entry.unix_mode();
         let mut data = Vec::new();
         entry
@@ -365,7 +366,7 @@ pub async fn fetch_zip(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, into: &
 
 /// Refuses an overlay that names an existing resource outside its stack
 /// the installation has not allowed.
-fn overlay_references(env: &crate::config::Environment, allowed: &[String]) -> Result<(), PhaseError> {
+fn overlay_references(env: &config::Environment, allowed: &[String]) -> Result<(), PhaseError> {
     let mut refused = Vec::new();
     for region in &env.regions {
         let Some(def) = &region.stack_definition else { continue };
@@ -493,7 +494,7 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
 async fn machine_images(
     aws: &Aws,
     parameter: &str,
-    regions: &[&crate::config::Region],
+    regions: &[&config::Region],
 ) -> Result<BTreeMap<String, String>, PhaseError> {
     let mut images = BTreeMap::new();
     for r in regions {
@@ -521,14 +522,14 @@ async fn machine_images(
                 aws::clip(value, 40)
             )));
         }
-        images.insert(r.name.clone(), value.to_string());
+        images.insert(r.name.clone(), value.to_owned());
     }
     Ok(images)
 }
 
 mod erased {
     /// Lets one closure serialize the differently typed records.
-    pub trait Json {
+    pub(super) trait Json {
         fn to_bytes(&self) -> Vec<u8>;
     }
     impl<T: serde::Serialize> Json for T {
@@ -648,9 +649,7 @@ mod tests {
             "service_name: web\nenvironments:\n- name: prod\n  role_arn: arn:aws:iam::123456789012:role/d\n  regions:\n  - name: us-west-2\n    s3_bucket: web-bucket\n    azs: [{name: us-west-2a}]\n    containers: [{name: api, inet_port: 3000}]\n",
         )
         .unwrap();
-        let e = prepare(dir.path(), "prod", Some("r.example.com/web:1;$(reboot)"), &|_| None)
-            .err()
-            .expect("refused");
+        let e = prepare(dir.path(), "prod", Some("r.example.com/web:1;$(reboot)"), &|_| None).expect_err("refused");
         assert_eq!(e.error_type(), "Invalid");
         assert!(
             e.to_string().contains("image:") && e.to_string().contains("not a container image reference"),

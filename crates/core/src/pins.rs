@@ -172,7 +172,7 @@ pub async fn elb_tags(clients: &RegionClients, elb: &str) -> Result<BTreeMap<Str
         .tag_descriptions()
         .iter()
         .flat_map(|d| d.tags())
-        .map(|t| (t.key().to_string(), t.value().unwrap_or_default().to_string()))
+        .map(|t| (t.key().to_owned(), t.value().unwrap_or_default().to_owned()))
         .collect())
 }
 
@@ -190,7 +190,7 @@ pub fn owned<'a>(
     if found == (Some(service), Some(environment)) {
         return Ok(());
     }
-    let shown = |v: Option<&str>| v.map_or("no tag".to_string(), |v| format!("`{v}`"));
+    let shown = |v: Option<&str>| v.map_or("no tag".to_owned(), |v| format!("`{v}`"));
     Err(PhaseError::AccessDenied(format!(
         "{what} {name} in {region} is not {service}'s in {environment}: its {SERVICE_TAG} is {} and its {ENVIRONMENT_TAG} {}; whoever owns it tags it {SERVICE_TAG}={service}, {ENVIRONMENT_TAG}={environment} to let this service use it",
         shown(found.0),

@@ -78,7 +78,8 @@ pub fn prune(stacks: &[StackSummary], protected: &[String], rollback: &[String],
     for s in stacks {
         if s.status == "DELETE_COMPLETE" {
             continue;
-        } else if protected.contains(&s.stack_id) || protected.contains(&s.stack_name) {
+        }
+        if protected.contains(&s.stack_id) || protected.contains(&s.stack_name) {
             plan.keep.push((s.clone(), "promoted or just deployed"));
         } else if rollback.contains(&s.stack_id) || rollback.contains(&s.stack_name) {
             plan.keep.push((s.clone(), ROLLBACK_TARGET));

@@ -394,7 +394,7 @@ async fn find(
             region.name
         )));
     }
-    let stack_id = stack.stack_id().unwrap_or(stack_name).to_string();
+    let stack_id = stack.stack_id().unwrap_or(stack_name).to_owned();
     let groups = stack_groups(clients, &stack_id).await?;
     let instances = group_instances(clients, &groups).await?;
     if instances.is_empty() && !region.elbs.is_empty() {
@@ -430,7 +430,7 @@ async fn begin(
     balancer::set_attached(clients, &region.elbs, &groups, true).await?;
     let cutover = Cutover {
         stack_id,
-        stack_name: stack_name.to_string(),
+        stack_name: stack_name.to_owned(),
         groups,
         instances,
         started_at: now_epoch(),
@@ -470,7 +470,7 @@ async fn begin_canary(
     let canaries: Vec<String> = found.instances.iter().take(wanted).cloned().collect();
     let mut cutover = Cutover {
         stack_id: found.stack_id.clone(),
-        stack_name: stack_name.to_string(),
+        stack_name: stack_name.to_owned(),
         groups: Vec::new(),
         instances: canaries.clone(),
         started_at: now_epoch(),
@@ -482,7 +482,7 @@ async fn begin_canary(
     if canaries.is_empty() || region.elbs.is_empty() || live {
         cutover.done = Some(RegionPromoted {
             stack_id: found.stack_id,
-            stack_name: stack_name.to_string(),
+            stack_name: stack_name.to_owned(),
             elbs: Vec::new(),
             deregistered: Vec::new(),
             already_live: live,
@@ -602,7 +602,7 @@ async fn finish(
         deregistered.extend(live_instances(&live));
         let names: Vec<String> = live
             .iter()
-            .filter_map(|g| g.auto_scaling_group_name().map(str::to_string))
+            .filter_map(|g| g.auto_scaling_group_name().map(str::to_owned))
             .collect();
         balancer::set_attached(clients, &region.elbs, &names, false).await?;
     }
@@ -681,7 +681,7 @@ pub async fn stack_groups(clients: &RegionClients, stack_id: &str) -> Result<Vec
         .stack_resources()
         .iter()
         .filter(|r| r.resource_type() == Some("AWS::AutoScaling::AutoScalingGroup"))
-        .filter_map(|r| r.physical_resource_id().map(str::to_string))
+        .filter_map(|r| r.physical_resource_id().map(str::to_owned))
         .collect())
 }
 
@@ -713,7 +713,7 @@ fn live_instances(groups: &[aws_sdk_autoscaling::types::AutoScalingGroup]) -> Ve
         .iter()
         .flat_map(|g| g.instances())
         .filter(|i| !matches!(i.lifecycle_state().map(|s| s.as_str()), Some(s) if s.starts_with("Terminat")))
-        .filter_map(|i| i.instance_id().map(str::to_string))
+        .filter_map(|i| i.instance_id().map(str::to_owned))
         .collect();
     ids.sort();
     ids

@@ -204,7 +204,7 @@ async fn find_stack(clients: &RegionClients, name: &str) -> Result<Option<String
             }) {
                 return Err(PhaseError::StackFailed {
                     region: clients.region.clone(),
-                    stack: name.to_string(),
+                    stack: name.to_owned(),
                     reason: format!(
                         "a stack of this name is {}: {}; delete it (or wait until it is gone), then deploy again",
                         s.stack_status().map(|st| st.as_str()).unwrap_or_default(),
@@ -212,7 +212,7 @@ async fn find_stack(clients: &RegionClients, name: &str) -> Result<Option<String
                     ),
                 });
             }
-            Ok(live.and_then(|s| s.stack_id().map(str::to_string)))
+            Ok(live.and_then(|s| s.stack_id().map(str::to_owned)))
         }
         Err(e)
             if e.as_service_error()
@@ -233,7 +233,7 @@ fn payload_region(aws: &Aws, dep: &Deployment, bucket: &str) -> Result<String, P
     if let Some(r) = env.regions.iter().find(|r| r.s3_bucket == bucket) {
         return Ok(r.name.clone());
     }
-    aws.home_region().map(str::to_string).ok_or_else(|| {
+    aws.home_region().map(str::to_owned).ok_or_else(|| {
         PhaseError::Invalid(format!(
             "the payload's bucket {bucket} is not a region bucket of {}, and no home region is set (AWS_REGION) to find it in",
             env.name
@@ -300,7 +300,7 @@ pub const TEMPLATE_BODY_LIMIT: usize = 51_200;
 /// version rendered with other values, never reuses another's template.
 pub fn template_object(bucket: &str, release: &crate::release::Release, region: &str, sha256: &str) -> S3Object {
     S3Object {
-        bucket: bucket.to_string(),
+        bucket: bucket.to_owned(),
         key: format!(
             "{TEMPLATES_PREFIX}/{}/{}/{}/{region}/{sha256}.template.json",
             release.service, release.environment, release.version
@@ -400,12 +400,12 @@ async fn create_stack(
         .map_err(|e| match aws::classify(&format!("create stack {stack_name}"), e) {
             PhaseError::Aws(m) | PhaseError::Invalid(m) => PhaseError::StackFailed {
                 region: region.name.clone(),
-                stack: stack_name.to_string(),
+                stack: stack_name.to_owned(),
                 reason: m,
             },
             other => other,
         })?;
-    let id = out.stack_id().unwrap_or(stack_name).to_string();
+    let id = out.stack_id().unwrap_or(stack_name).to_owned();
     tracing::info!(region = %region.name, stack = %stack_name, "stack created");
     Ok(id)
 }

@@ -291,7 +291,7 @@ async fn failure_reason(clients: &RegionClients, stack_id: &str) -> String {
             .first()
             .and_then(|s| s.stack_status_reason())
             .unwrap_or("no reason given")
-            .to_string(),
+            .to_owned(),
         Err(e) => format!("its reason could not be read ({})", aws::describe("describe stack", &e)),
     }
 }
@@ -321,9 +321,9 @@ pub async fn service_stacks(
                 .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
                 .unwrap_or_default();
             stacks.push(StackSummary {
-                stack_id: s.stack_id().unwrap_or_default().to_string(),
-                stack_name: s.stack_name().unwrap_or_default().to_string(),
-                status: s.stack_status().map(|x| x.as_str().to_string()).unwrap_or_default(),
+                stack_id: s.stack_id().unwrap_or_default().to_owned(),
+                stack_name: s.stack_name().unwrap_or_default().to_owned(),
+                status: s.stack_status().map(|x| x.as_str().to_owned()).unwrap_or_default(),
                 created,
             });
         }

@@ -58,7 +58,7 @@ fn extra() -> &'static [String] {
         std::env::var(EXTRA_VAR)
             .unwrap_or_default()
             .split(',')
-            .map(|r| r.trim().to_string())
+            .map(|r| r.trim().to_owned())
             .filter(|r| !r.is_empty())
             .collect()
     })

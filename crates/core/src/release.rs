@@ -17,8 +17,8 @@ impl S3Object {
         let rest = url.strip_prefix("s3://")?;
         let (bucket, key) = rest.split_once('/')?;
         (!bucket.is_empty() && !key.is_empty()).then(|| S3Object {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
         })
     }
 
@@ -250,9 +250,9 @@ mod tests {
         use sha2::{Digest, Sha256};
         assert_eq!(base, hex::encode(Sha256::digest("p:c"))[..VERSION_LEN]);
         let image = version_of("p", "c", Some("r.example.com/web:1"), &none);
-        let patched = BTreeMap::from([("us-east-1".to_string(), "ami-0123456789abcdef0".to_string())]);
+        let patched = BTreeMap::from([("us-east-1".to_owned(), "ami-0123456789abcdef0".to_owned())]);
         let ami = version_of("p", "c", None, &patched);
-        let other = BTreeMap::from([("us-east-1".to_string(), "ami-0fedcba9876543210".to_string())]);
+        let other = BTreeMap::from([("us-east-1".to_owned(), "ami-0fedcba9876543210".to_owned())]);
         assert!(base != image && base != ami && ami != version_of("p", "c", None, &other));
         assert_eq!(ami, version_of("p", "c", None, &patched));
     }

@@ -9,6 +9,7 @@ use crate::phase::PhaseError;
 use crate::release::{Release, S3Object};
 
 /// Writes objects with SSE-KMS, never twice.
+#[derive(Debug)]
 pub struct Store<'a> {
     pub s3: &'a aws_sdk_s3::Client,
     pub kms: Option<&'a str>,
@@ -76,7 +77,7 @@ impl Store<'_> {
             put = put.ssekms_key_id(key);
         }
         let out = put.send().await.map_err(aws::err(format!("upload {}", obj.url())))?;
-        Ok(out.version_id().map(str::to_string))
+        Ok(out.version_id().map(str::to_owned))
     }
 }
 
@@ -103,7 +104,7 @@ pub async fn payload_checksum(s3: &aws_sdk_s3::Client, obj: &S3Object) -> Result
         .send()
         .await
     {
-        Ok(out) => Ok(out.checksum_sha256().map(str::to_string)),
+        Ok(out) => Ok(out.checksum_sha256().map(str::to_owned)),
         Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => Ok(None),
         Err(e) => Err(aws::classify(&format!("look for {}", obj.url()), e)),
     }
@@ -121,7 +122,7 @@ pub async fn verify_payload(s3: &aws_sdk_s3::Client, release: &Release) -> Resul
             release.version,
             match found {
                 Some(f) => format!("S3's SHA-256 of it is {f}, the release says {expected}"),
-                None => "it is missing or has no SHA-256 checksum".to_string(),
+                None => "it is missing or has no SHA-256 checksum".to_owned(),
             }
         ))),
     }

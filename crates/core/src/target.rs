@@ -29,6 +29,7 @@ pub struct Target {
 }
 
 /// A release with its resolved config, ready to act on.
+#[derive(Debug)]
 pub struct Deployment {
     pub release: Release,
     pub config: Config,

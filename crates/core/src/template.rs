@@ -262,7 +262,7 @@ fn confine_roles(template: &mut Value, service: &str, environment: &str) {
             .get("Type")
             .and_then(Value::as_str)
             .unwrap_or_default()
-            .to_string();
+            .to_owned();
         if !matches!(kind.as_str(), "AWS::IAM::Role" | "AWS::IAM::InstanceProfile") {
             continue;
         }
@@ -494,7 +494,7 @@ fn user_data(config: &Config, region: &Region, release: &Release, payload: &Payl
         // here rather than written into a shell script.
         // (The text itself stays out of the script.)
         Some(Err(_)) => {
-            "echo 'porter: the release image is not a container image reference; pack it again' >&2; false".to_string()
+            "echo 'porter: the release image is not a container image reference; pack it again' >&2; false".to_owned()
         }
         Some(Ok(image)) => {
             // Amazon Linux 2023 installs docker stopped; an ECR image needs
@@ -917,14 +917,14 @@ mod render_tests {
 
         // Each command is base64-encoded into the script: 4,000 characters
         // take a third more room there, and four of them pass 16 KB.
-        let command = crate::config::HookRun::Command(format!("echo {}", "x".repeat(4000)));
-        let hook = crate::config::Hook {
+        let command = config::HookRun::Command(format!("echo {}", "x".repeat(4000)));
+        let hook = config::Hook {
             run: command,
             repo: None,
             git_ref: None,
             environment: Default::default(),
             concurrent: false,
-            run_condition: crate::config::RunCondition::Pass,
+            run_condition: config::RunCondition::Pass,
         };
         cfg.hooks.insert("ec2_bootstrap".into(), vec![hook; 4]);
         let t = render(&cfg, &env, region, &release, &payload, &RenderContext::default());
@@ -937,19 +937,19 @@ mod render_tests {
     #[test]
     fn ec2_bootstrap_hooks_run_before_the_service_starts_and_a_failure_names_the_hook() {
         let (mut cfg, release, payload) = fixture();
-        let hook = |run| crate::config::Hook {
+        let hook = |run| config::Hook {
             run,
             repo: None,
             git_ref: None,
-            environment: [("MODE".to_string(), Some("it's \"quoted\" ${X}".to_string()))].into(),
+            environment: [("MODE".to_owned(), Some("it's \"quoted\" ${X}".to_owned()))].into(),
             concurrent: false,
-            run_condition: crate::config::RunCondition::Pass,
+            run_condition: config::RunCondition::Pass,
         };
         cfg.hooks.insert(
             "ec2_bootstrap".into(),
             vec![
-                hook(crate::config::HookRun::Command("echo ${HOME} $(whoami) 'x'".into())),
-                hook(crate::config::HookRun::Dockerfile("hooks/agent/Dockerfile".into())),
+                hook(config::HookRun::Command("echo ${HOME} $(whoami) 'x'".into())),
+                hook(config::HookRun::Dockerfile("hooks/agent/Dockerfile".into())),
             ],
         );
         let env = &cfg.environments[0];
@@ -965,7 +965,7 @@ mod render_tests {
             ["Fn::Sub"]
             .as_str()
             .unwrap()
-            .to_string();
+            .to_owned();
         // What the repository wrote reaches the script only in base64:
         // nothing for CloudFormation to substitute, no quoting to break.
         assert!(
@@ -1043,7 +1043,7 @@ mod render_tests {
         let (cfg, release, payload) = fixture();
         let env = cfg.environment("prod").unwrap();
         let mut region = env.regions[0].clone();
-        region.stack_definition = Some(crate::config::StackDefinition {
+        region.stack_definition = Some(config::StackDefinition {
             path: "stack.json".into(),
             template: json!({"Resources": {
                 "InstanceRole": {"Properties": {"PermissionsBoundary": null, "Path": "/",

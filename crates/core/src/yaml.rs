@@ -148,7 +148,7 @@ pub fn load(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Node,
         vec![LoadProblem {
             mark: Mark { line: 1, col: 1 },
             path: String::new(),
-            message: "the file is empty; it needs at least service_name and environments".to_string(),
+            message: "the file is empty; it needs at least service_name and environments".to_owned(),
         }]
     })
 }
@@ -392,11 +392,11 @@ fn apply_merge(entries: Vec<(Node, Node)>) -> (Vec<(Node, Node)>, Vec<Mark>) {
     // Explicit keys, then each source's in order: a set of the keys seen,
     // so merging many large mappings stays linear.
     let mut seen: std::collections::HashSet<String> =
-        own.iter().filter_map(|(k, _)| k.as_str().map(str::to_string)).collect();
+        own.iter().filter_map(|(k, _)| k.as_str().map(str::to_owned)).collect();
     for source in merged_sources {
         for (k, v) in source {
             let fresh = match k.as_str() {
-                Some(name) => seen.insert(name.to_string()),
+                Some(name) => seen.insert(name.to_owned()),
                 None => true,
             };
             if fresh {
@@ -504,7 +504,7 @@ impl MarkedEventReceiver for Builder<'_> {
                             mark: bad,
                             path,
                             message: "a merge key takes an alias to a mapping, like `<<: *base` or `<<: [*a, *b]`"
-                                .to_string(),
+                                .to_owned(),
                         });
                     }
                     self.finish(
@@ -528,7 +528,7 @@ impl MarkedEventReceiver for Builder<'_> {
                 None => self.problems.push(LoadProblem {
                     mark,
                     path: self.path(),
-                    message: "this alias refers to an anchor that is not defined above it".to_string(),
+                    message: "this alias refers to an anchor that is not defined above it".to_owned(),
                 }),
             },
             _ => {}
@@ -541,7 +541,7 @@ mod tests {
     use super::*;
 
     fn env(name: &str) -> Option<String> {
-        (name == "REGION").then(|| "us-west-2".to_string())
+        (name == "REGION").then(|| "us-west-2".to_owned())
     }
 
     #[test]
@@ -647,7 +647,7 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_refused_without_recursion() {
-        for doc in ["[".repeat(10_000), "a:\n".to_string() + &"- ".repeat(10_000) + "x\n"] {
+        for doc in ["[".repeat(10_000), "a:\n".to_owned() + &"- ".repeat(10_000) + "x\n"] {
             let problems = load(&doc, &env).unwrap_err();
             assert!(
                 problems[0].message.contains("nests more than 64 levels")

@@ -7,14 +7,14 @@
 use serde_json::{json, Map, Value};
 
 /// xorshift64*: small, fast, and the same on every machine.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         Rng(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -24,11 +24,11 @@ impl Rng {
     }
 
     /// A number below `n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 
-    pub fn chance(&mut self, one_in: usize) -> bool {
+    pub(crate) fn chance(&mut self, one_in: usize) -> bool {
         self.below(one_in) == 0
     }
 }
@@ -117,7 +117,7 @@ fn hostile(rng: &mut Rng) -> Value {
         12 => json!([]),
         13 => json!({}),
         14 => json!("porter1.e30.AAAA"),
-        _ => Value::String(DICTIONARY[rng.below(DICTIONARY.len())].to_string()),
+        _ => Value::String(DICTIONARY[rng.below(DICTIONARY.len())].to_owned()),
     }
 }
 
@@ -146,7 +146,7 @@ fn random_node<'a>(rng: &mut Rng, v: &'a mut Value) -> &'a mut Value {
 }
 
 /// One structural change to a JSON document.
-pub fn mutate_json(rng: &mut Rng, mut v: Value) -> Value {
+pub(crate) fn mutate_json(rng: &mut Rng, mut v: Value) -> Value {
     for _ in 0..1 + rng.below(3) {
         let node = random_node(rng, &mut v);
         match rng.below(4) {
@@ -161,7 +161,7 @@ pub fn mutate_json(rng: &mut Rng, mut v: Value) -> Value {
             }
             _ => {
                 if let Value::Object(m) = node {
-                    let key = DICTIONARY[rng.below(DICTIONARY.len())].to_string();
+                    let key = DICTIONARY[rng.below(DICTIONARY.len())].to_owned();
                     m.insert(key, hostile(rng));
                 } else {
                     let mut m = Map::new();
@@ -175,7 +175,7 @@ pub fn mutate_json(rng: &mut Rng, mut v: Value) -> Value {
 }
 
 /// One to four byte-level changes; `other` is a second input to splice from.
-pub fn mutate_bytes(rng: &mut Rng, input: &[u8], other: &[u8], max_len: usize) -> Vec<u8> {
+pub(crate) fn mutate_bytes(rng: &mut Rng, input: &[u8], other: &[u8], max_len: usize) -> Vec<u8> {
     let mut b = input.to_vec();
     for _ in 0..1 + rng.below(4) {
         let len = b.len();

@@ -18,7 +18,7 @@ const SECRET: &str = "s3cr3t-planted-VALUE";
 /// The token target's key.
 const KEY: [u8; 32] = [7; 32];
 
-pub struct Target {
+pub(crate) struct Target {
     pub name: &'static str,
     pub seeds: Vec<Vec<u8>>,
     /// Seeds are JSON: structural mutations apply too.
@@ -28,7 +28,7 @@ pub struct Target {
 }
 
 /// What the targets share, made once per run.
-pub struct Fixture {
+pub(crate) struct Fixture {
     repo: tempfile::TempDir,
     config_file: PathBuf,
     ctx: Context,
@@ -40,7 +40,7 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    pub fn new() -> Fixture {
+    pub(crate) fn new() -> Fixture {
         let repo = tempfile::tempdir().expect("a temporary folder");
         std::fs::create_dir_all(repo.path().join(".porter")).expect("a folder");
         let config_file = repo.path().join(".porter/config");
@@ -93,7 +93,7 @@ impl Fixture {
     }
 }
 
-pub fn all(fx: &Fixture) -> Vec<Target> {
+pub(crate) fn all(fx: &Fixture) -> Vec<Target> {
     let text = |s: &str| s.as_bytes().to_vec();
     let events = [
         include_str!("../../../events/codecommit-created.json"),
@@ -198,7 +198,7 @@ environments:
 
 fn config_target(fx: &Fixture, input: &[u8]) -> Result<bool, String> {
     let text = String::from_utf8_lossy(input);
-    let lookup = |name: &str| (name == "SECRET").then(|| SECRET.to_string());
+    let lookup = |name: &str| (name == "SECRET").then(|| SECRET.to_owned());
     let loaded = config::load_str(&text, &fx.config_file, fx.repo.path(), &lookup);
     let parsed = !loaded.diagnostics.iter().any(|d| d.message.contains("not valid YAML"));
     let messages: Vec<String> = loaded.located().map(|l| l.to_string()).collect();

@@ -65,12 +65,12 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
             )}));
         }
         (
-            event["detail"]["executionArn"].as_str().unwrap_or_default().to_string(),
+            event["detail"]["executionArn"].as_str().unwrap_or_default().to_owned(),
             true,
         )
     } else {
         (
-            event["abort"]["execution"].as_str().unwrap_or_default().to_string(),
+            event["abort"]["execution"].as_str().unwrap_or_default().to_owned(),
             false,
         )
     };
@@ -95,7 +95,7 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         .send()
         .await
         .map_err(porter_core::aws::err(format!("read execution {arn}")))?;
-    let status = described.status().as_str().to_string();
+    let status = described.status().as_str().to_owned();
     let mut stopped = false;
     match status.as_str() {
         "RUNNING" if !from_rule => {
@@ -177,7 +177,7 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         "service": service,
         "environment": environment,
         "stopped": stopped,
-        "status": if stopped { "ABORTED".to_string() } else { status },
+        "status": if stopped { "ABORTED".to_owned() } else { status },
         "undone": undone,
         "lease_given": lease_given,
     }))
@@ -199,7 +199,7 @@ async fn undo(ctx: &Context, arn: &str, release: ReleaseRef) -> Result<Value, Fu
             timeout_seconds: None,
             undo: true,
             canary: false,
-            execution: Some(arn.to_string()),
+            execution: Some(arn.to_owned()),
             state: state.take(),
         };
         match promote::run(&ctx.aws, input).await? {

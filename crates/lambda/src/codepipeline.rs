@@ -27,6 +27,7 @@ const SUMMARY_LIMIT: usize = 2048;
 const MESSAGE_LIMIT: usize = 5000;
 
 /// One job, read from its event.
+#[derive(Debug)]
 pub struct Job {
     pub id: String,
     pub params: Map<String, Value>,
@@ -43,6 +44,7 @@ pub struct Job {
 }
 
 /// How a job ends this time.
+#[derive(Debug)]
 pub enum Outcome {
     /// More to do: CodePipeline calls again with this token.
     Continue {
@@ -70,7 +72,7 @@ pub fn parse(ctx: &Context, event: Value) -> Result<(Job, Option<String>), Funct
     let id = event
         .pointer("/CodePipeline.job/id")
         .and_then(Value::as_str)
-        .map(str::to_string)
+        .map(str::to_owned)
         .ok_or_else(|| FunctionError::BadEvent {
             phase: "codepipeline",
             detail: "the CodePipeline.job has no id, so no result can be reported".into(),
@@ -169,7 +171,7 @@ impl Job {
             .ok_or_else(|| PhaseError::Invalid("the action needs the source artifact as its input artifact".into()))?;
         Ok(PackInput {
             environment,
-            artifact_bucket: Some(artifact_bucket.map_or_else(|| source.bucket.clone(), str::to_string)),
+            artifact_bucket: Some(artifact_bucket.map_or_else(|| source.bucket.clone(), str::to_owned)),
             source: Source::S3 {
                 bucket: source.bucket,
                 key: source.key,
@@ -221,7 +223,7 @@ impl Job {
     /// What a continuation token of `function` for this job is bound to.
     pub fn binding(&self, function: &str) -> Result<Binding, PhaseError> {
         Ok(Binding {
-            function: function.to_string(),
+            function: function.to_owned(),
             environment: self.environment()?,
             release: self.string_param("release")?,
             origin: self.origin_binding(),
@@ -316,7 +318,7 @@ pub async fn token_for(ctx: &Context, job: &Job, binding: &Binding, state: &Valu
         return Ok(sealed);
     }
     let obj = S3Object {
-        bucket: continuation_bucket(ctx)?.to_string(),
+        bucket: continuation_bucket(ctx)?.to_owned(),
         key: format!("{CONTINUATIONS}{}.json", job.id),
     };
     let sha256 = hex::encode(Sha256::digest(inline.as_bytes()));
@@ -352,7 +354,7 @@ pub async fn state_from(ctx: &Context, binding: &Binding, token: &str) -> Result
     let value = token::open(&key, binding, token)?;
     if value.starts_with("s3://") {
         let stale = || {
-            PhaseError::Invalid("the continuation state the token points at is not the one it was sealed with; retry the pipeline action to start over".to_string())
+            PhaseError::Invalid("the continuation state the token points at is not the one it was sealed with; retry the pipeline action to start over".to_owned())
         };
         let (url, sha256) = value.split_once(' ').ok_or_else(stale)?;
         let obj = S3Object::parse_url(url).ok_or_else(stale)?;
@@ -386,7 +388,7 @@ pub async fn report(
     external: Option<&str>,
 ) -> Result<Value, FunctionError> {
     let cp = ctx.codepipeline();
-    let external = porter_core::aws::clip(external.unwrap_or(&job.id), 1500);
+    let external = aws::clip(external.unwrap_or(&job.id), 1500);
     let (kind, sent) = match outcome {
         Outcome::Continue {
             token,
@@ -394,7 +396,7 @@ pub async fn report(
             percent,
         } => {
             let details = ExecutionDetails::builder()
-                .summary(porter_core::aws::clip(&summary, SUMMARY_LIMIT))
+                .summary(aws::clip(&summary, SUMMARY_LIMIT))
                 .external_execution_id(&external)
                 .percent_complete(i32::from(percent.min(100)))
                 .build();
@@ -416,7 +418,7 @@ pub async fn report(
         }
         Outcome::Succeeded { summary, variables } => {
             let details = ExecutionDetails::builder()
-                .summary(porter_core::aws::clip(&summary, SUMMARY_LIMIT))
+                .summary(aws::clip(&summary, SUMMARY_LIMIT))
                 .external_execution_id(&external)
                 .percent_complete(100)
                 .build();
@@ -439,7 +441,7 @@ pub async fn report(
         Outcome::Failed { message } => {
             let details = FailureDetails::builder()
                 .r#type(FailureType::JobFailed)
-                .message(porter_core::aws::clip(&message, MESSAGE_LIMIT))
+                .message(aws::clip(&message, MESSAGE_LIMIT))
                 .external_execution_id(&external)
                 .build()
                 .expect("type and message are set");

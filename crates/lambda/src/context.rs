@@ -6,7 +6,7 @@ use crate::function::Function;
 use crate::{notify, trigger};
 
 /// What a function needs, built once per cold start.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Context {
     pub aws: Aws,
     /// CodePipeline: made at init by the functions that use it
@@ -57,7 +57,7 @@ impl Context {
     pub fn new(aws: Aws, codepipeline_endpoint: Option<&str>) -> Context {
         Context {
             codepipeline: Default::default(),
-            codepipeline_endpoint: codepipeline_endpoint.map(str::to_string),
+            codepipeline_endpoint: codepipeline_endpoint.map(str::to_owned),
             sfn: Default::default(),
             aws,
             artifact_bucket: None,

@@ -36,7 +36,7 @@ impl FunctionError {
 impl From<FunctionError> for Diagnostic {
     fn from(e: FunctionError) -> Diagnostic {
         Diagnostic {
-            error_type: e.error_type().to_string(),
+            error_type: e.error_type().to_owned(),
             error_message: e.to_string(),
         }
     }

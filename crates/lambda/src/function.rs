@@ -105,7 +105,7 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         crates.sort();
-        let mut names: Vec<String> = Function::ALL.iter().map(|f| f.name().to_string()).collect();
+        let mut names: Vec<String> = Function::ALL.iter().map(|f| f.name().to_owned()).collect();
         names.sort();
         assert_eq!(crates, names);
         for f in Function::ALL {

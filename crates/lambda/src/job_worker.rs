@@ -176,7 +176,7 @@ pub fn user_parameters(configuration: &HashMap<String, String>) -> Result<Map<St
                 _ => return Err(format!("{} must be a JSON object, not `{}`", p.name, shown())),
             },
         };
-        params.insert(p.key.to_string(), value);
+        params.insert(p.key.to_owned(), value);
     }
     for p in PROPERTIES.iter().filter(|p| p.required) {
         if !params.contains_key(p.key) {

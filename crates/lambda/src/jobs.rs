@@ -219,10 +219,10 @@ async fn pack_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
     let packed = pack::pack(&ctx.aws, &input, dir.path()).await?;
     let r = &packed.release;
     let variables = HashMap::from([
-        ("release".to_string(), r.record.url()),
-        ("version".to_string(), r.version.clone()),
-        ("revision".to_string(), r.revision.clone()),
-        ("sha256".to_string(), r.sha256.clone()),
+        ("release".to_owned(), r.record.url()),
+        ("version".to_owned(), r.version.clone()),
+        ("revision".to_owned(), r.revision.clone()),
+        ("sha256".to_owned(), r.sha256.clone()),
     ]);
     Ok(Outcome::Succeeded {
         summary: format!(

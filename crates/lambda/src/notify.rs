@@ -117,7 +117,7 @@ impl Notice {
             .unwrap_or_default();
         let what = match (self.event, self.phase) {
             ("failed", Some(phase)) => format!("failed in {phase}"),
-            ("rolled_back", _) => "failed and was rolled back".to_string(),
+            ("rolled_back", _) => "failed and was rolled back".to_owned(),
             (event, _) => event.replace('_', " "),
         };
         format!("porter: {} {}{release} {what}", self.service, self.environment)

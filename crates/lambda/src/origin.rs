@@ -28,6 +28,7 @@ use crate::codepipeline::Job;
 use crate::{Context, FunctionError};
 
 /// Why a job was not worked.
+#[derive(Debug)]
 pub enum Refused {
     /// CodePipeline does not know the job: nothing to report on.
     Unknown(PhaseError),
@@ -130,8 +131,8 @@ fn agrees(job: &Job, data: &JobData) -> Result<(), String> {
     let held_input = data.input_artifacts().first().and_then(|a| {
         let s3 = a.location()?.s3_location()?;
         Some(S3Object {
-            bucket: s3.bucket_name().to_string(),
-            key: s3.object_key().to_string(),
+            bucket: s3.bucket_name().to_owned(),
+            key: s3.object_key().to_owned(),
         })
     });
     if held_input != job.input {
@@ -146,10 +147,10 @@ fn agrees(job: &Job, data: &JobData) -> Result<(), String> {
 fn origin_of(data: &JobData) -> Option<Origin> {
     let p = data.pipeline_context()?;
     Some(Origin {
-        pipeline: p.pipeline_name()?.to_string(),
-        stage: p.stage()?.name()?.to_string(),
-        action: p.action()?.name()?.to_string(),
-        execution: p.pipeline_execution_id()?.to_string(),
+        pipeline: p.pipeline_name()?.to_owned(),
+        stage: p.stage()?.name()?.to_owned(),
+        action: p.action()?.name()?.to_owned(),
+        execution: p.pipeline_execution_id()?.to_owned(),
     })
 }
 
@@ -161,7 +162,7 @@ pub fn stages_of(pipeline: &PipelineDeclaration) -> Vec<Stage> {
         .stages()
         .iter()
         .map(|s| Stage {
-            name: s.name().to_string(),
+            name: s.name().to_owned(),
             approval: s.actions().iter().any(|a| {
                 a.action_type_id()
                     .is_some_and(|t| t.category() == &ActionCategory::Approval && t.provider() == "Manual")
@@ -170,11 +171,11 @@ pub fn stages_of(pipeline: &PipelineDeclaration) -> Vec<Stage> {
                 .actions()
                 .iter()
                 .map(|a| Action {
-                    name: a.name().to_string(),
+                    name: a.name().to_owned(),
                     environment: a.configuration().and_then(|c| {
                         c.get("Environment").cloned().or_else(|| {
                             let params: Value = serde_json::from_str(c.get("UserParameters")?).ok()?;
-                            params.get("environment")?.as_str().map(str::to_string)
+                            params.get("environment")?.as_str().map(str::to_owned)
                         })
                     }),
                 })

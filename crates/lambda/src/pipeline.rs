@@ -155,7 +155,7 @@ async fn start(ctx: &Context, job: &Job, key: &[u8], binding: &Binding) -> Resul
         .send()
         .await
     {
-        Ok(out) => out.execution_arn().to_string(),
+        Ok(out) => out.execution_arn().to_owned(),
         Err(e) if e.as_service_error().is_some_and(|se| se.is_execution_already_exists()) => {
             // A re-delivered job: the execution it started is the one to follow.
             tracing::info!(execution = %name, "execution already started for this job");
@@ -209,7 +209,7 @@ async fn check(ctx: &Context, arn: &str, key: &[u8], binding: &Binding) -> Resul
                 "the deploy execution {}: {}: {}",
                 other.as_str(),
                 d.error().unwrap_or("no error name"),
-                porter_core::execution::readable_cause(d.cause().unwrap_or("no cause given"))
+                execution::readable_cause(d.cause().unwrap_or("no cause given"))
             ),
         }),
     }

@@ -41,7 +41,7 @@ async fn confirmed_status(ctx: &Context, d: &Detail) -> Result<String, FunctionE
     Ok(out
         .pipeline_execution()
         .and_then(|e| e.status())
-        .map(|s| s.as_str().to_string())
+        .map(|s| s.as_str().to_owned())
         .unwrap_or_default())
 }
 
@@ -168,7 +168,7 @@ async fn reported_executions(ctx: &Context, d: &Detail) -> Result<Vec<String>, P
                 .and_then(|r| r.external_execution_id())
             {
                 if !arns.iter().any(|x| x == id) {
-                    arns.push(id.to_string());
+                    arns.push(id.to_owned());
                 }
             }
         }

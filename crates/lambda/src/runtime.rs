@@ -53,7 +53,7 @@ pub async fn answer(
     let job_id = event
         .pointer("/CodePipeline.job/id")
         .and_then(Value::as_str)
-        .map(str::to_string);
+        .map(str::to_owned);
     let work = std::panic::AssertUnwindSafe(handler(ctx, event)).catch_unwind();
     let outcome = match deadline {
         Some(d) => tokio::time::timeout_at(d, work).await.map_err(|_| ()),

@@ -85,7 +85,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 pub fn seal(key: &[u8], binding: &Binding, value: &str) -> String {
     let body = serde_json::to_vec(&Body {
         binding: binding.clone(),
-        value: value.to_string(),
+        value: value.to_owned(),
     })
     .expect("a token body serializes");
     let body = b64(&body);

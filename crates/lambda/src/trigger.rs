@@ -56,7 +56,7 @@ impl BranchPattern {
     fn new(source: &str) -> Result<BranchPattern, String> {
         let regex = Regex::new(source).map_err(|e| format!("BRANCH_PATTERN `{source}` is not a regex: {e}"))?;
         Ok(BranchPattern {
-            source: source.to_string(),
+            source: source.to_owned(),
             regex: regex.into(),
         })
     }
@@ -71,7 +71,7 @@ impl BranchPattern {
 impl Default for BranchPattern {
     fn default() -> Self {
         BranchPattern {
-            source: DEFAULT_BRANCH_PATTERN.to_string(),
+            source: DEFAULT_BRANCH_PATTERN.to_owned(),
             regex: std::sync::OnceLock::new(),
         }
     }
@@ -121,7 +121,7 @@ pub(crate) fn list(text: &str) -> Vec<String> {
     text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(str::to_string)
+        .map(str::to_owned)
         .collect()
 }
 
@@ -237,7 +237,7 @@ fn branch_request(settings: &Settings, branch: &str, what: &str) -> Result<Reque
         ))
     })?;
     let name = branch_pipeline(&main, branch);
-    let branch = branch.to_string();
+    let branch = branch.to_owned();
     Ok(match what {
         "referenceCreated" => Request::Create { main, name, branch },
         "referenceUpdated" => Request::Update { main, name, branch },
@@ -376,7 +376,7 @@ async fn start(ctx: &Context, name: &str) -> Result<String, FunctionError> {
         .await
         .map_err(aws::err(format!("start pipeline {name}")))?;
     tracing::info!(pipeline = name, "started");
-    Ok(out.pipeline_execution_id().unwrap_or_default().to_string())
+    Ok(out.pipeline_execution_id().unwrap_or_default().to_owned())
 }
 
 async fn exists(ctx: &Context, name: &str) -> Result<bool, FunctionError> {
@@ -401,7 +401,7 @@ fn action_environment(action: &ActionDeclaration) -> Option<String> {
         return Some(env.clone());
     }
     let params: Value = serde_json::from_str(conf.get("UserParameters")?).ok()?;
-    params.get("environment")?.as_str().map(str::to_string)
+    params.get("environment")?.as_str().map(str::to_owned)
 }
 
 /// What a branch pipeline keeps of the main pipeline's stages. A branch
@@ -452,7 +452,7 @@ pub fn branch_stages(
             let mut action = action.clone();
             if action.action_type_id().is_some_and(|t| t.provider() == "CodeCommit") {
                 let mut conf = action.configuration().cloned().unwrap_or_default();
-                conf.insert("BranchName".into(), branch.to_string());
+                conf.insert("BranchName".into(), branch.to_owned());
                 action.configuration = Some(conf);
             }
             actions.push(action);
@@ -501,7 +501,7 @@ async fn create(ctx: &Context, main: &str, name: &str, branch: &str) -> Result<(
     }
     tracing::info!(pipeline = name, branch, left_out = ?dropped, "branch pipeline: deploys left out");
     let mut copy = declaration.clone();
-    copy.name = name.to_string();
+    copy.name = name.to_owned();
     copy.stages = stages;
     copy.version = None;
     // Look first: moto (and a re-delivered event racing the first) may

@@ -13,7 +13,7 @@ use hyper::body::Bytes;
 
 /// Why a post did not go through, in words that hold no URL.
 pub async fn post(url: &str, allowed: &[String], body: &str, timeout: Duration) -> Result<(), String> {
-    let uri: hyper::Uri = url.parse().map_err(|_| "the secret does not hold a URL".to_string())?;
+    let uri: hyper::Uri = url.parse().map_err(|_| "the secret does not hold a URL".to_owned())?;
     let host = uri.host().unwrap_or_default().to_ascii_lowercase();
     let authority = match uri.port_u16() {
         Some(p) => format!("{host}:{p}"),
@@ -40,7 +40,7 @@ pub async fn post(url: &str, allowed: &[String], body: &str, timeout: Duration) 
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
     let request = hyper::Request::post(uri)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(Full::new(Bytes::from(body.to_owned())))
         .map_err(|e| format!("cannot make the request: {e}"))?;
     let response = tokio::time::timeout(timeout, client.request(request))
         .await
@@ -80,7 +80,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_an_allowed_host_over_https_or_loopback_http_is_posted_to_and_no_error_repeats_the_url() {
-        let allowed = vec!["hooks.slack.com".to_string(), "127.0.0.1:9".to_string()];
+        let allowed = vec!["hooks.slack.com".to_owned(), "127.0.0.1:9".to_owned()];
         let t = Duration::from_secs(1);
         let secret_url = "https://evil.example.com/services/T0/B0/SECRETTOKEN";
         let why = post(secret_url, &allowed, "{}", t).await.unwrap_err();

@@ -31,7 +31,7 @@ pub fn stack_name(service: &str, env: &str) -> String {
 pub async fn environment(aws: &Aws, service: &str, env: &Environment) -> Result<BTreeMap<String, Bootstrapped>> {
     // The regions at once, as a deploy acts on them: one after the other,
     // an 8-region deploy spent most of a second here before it started.
-    let made = futures::future::try_join_all(env.regions.iter().map(|r| self::region(aws, service, env, r))).await?;
+    let made = futures::future::try_join_all(env.regions.iter().map(|r| region(aws, service, env, r))).await?;
     pin(aws, env).await?;
     Ok(env.regions.iter().map(|r| r.name.clone()).zip(made).collect())
 }
@@ -55,7 +55,7 @@ pub async fn environment_once(aws: &Aws, service: &str, env: &Environment) -> Re
         .send()
         .await
         .ok()
-        .and_then(|out| out.parameter().and_then(|p| p.value()).map(str::to_string));
+        .and_then(|out| out.parameter().and_then(|p| p.value()).map(str::to_owned));
     if marked.as_deref() == Some(made_for.as_str()) {
         return pin(aws, env).await;
     }
@@ -136,7 +136,7 @@ pub async fn region(aws: &Aws, service: &str, env: &Environment, region: &Region
             .stack_resources()
             .iter()
             .filter(|r| r.resource_type() == Some(t))
-            .filter_map(|r| r.physical_resource_id().map(str::to_string))
+            .filter_map(|r| r.physical_resource_id().map(str::to_owned))
             .collect()
     };
     let elbs = of_type("AWS::ElasticLoadBalancing::LoadBalancer");
@@ -236,7 +236,7 @@ async fn target_groups(
             .first()
             .and_then(|l| l.load_balancer_arn())
             .unwrap_or_default()
-            .to_string();
+            .to_owned();
         let group = elbv2
             .create_target_group()
             .name(name)
@@ -263,7 +263,7 @@ async fn target_groups(
             .first()
             .and_then(|g| g.target_group_arn())
             .unwrap_or_default()
-            .to_string();
+            .to_owned();
         elbv2
             .modify_target_group_attributes()
             .target_group_arn(&tg_arn)
@@ -343,7 +343,7 @@ pub(crate) async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, region:
     Ok(())
 }
 
-fn template(region: &Region) -> serde_json::Value {
+fn template(region: &Region) -> Value {
     let mut resources = serde_json::Map::new();
     resources.insert(
         "Vpc".into(),

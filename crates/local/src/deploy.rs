@@ -40,7 +40,7 @@ pub struct Options {
     /// Wait for another deploy's lease instead of failing at once.
     pub wait_for_lease: bool,
     /// This deploy's rollout over the environment's.
-    pub rollout: Option<porter_core::config::RolloutOverride>,
+    pub rollout: Option<config::RolloutOverride>,
     /// Secret-like variables to send from the shell (`--var`).
     pub vars: Vec<String>,
 }
@@ -84,7 +84,7 @@ pub async fn ensure_state_machine(sfn: &aws_sdk_sfn::Client) -> Result<String> {
         .send()
         .await
         .map_err(|e| one_line("creating the deploy state machine", e))?;
-    Ok(out.state_machine_arn().to_string())
+    Ok(out.state_machine_arn().to_owned())
 }
 
 /// The deploy lease table, as the infra's `LeaseTable` is made.
@@ -137,6 +137,7 @@ pub async fn ensure_notification_topic(sdk: &aws_config::SdkConfig) -> Result<St
 
 /// The service folder, its config and the account made ready for it: the
 /// bootstrap and the deploy state machine.
+#[derive(Debug)]
 pub struct Prepared {
     pub repo: PathBuf,
     pub config: config::Config,
@@ -406,7 +407,7 @@ pub async fn run_pipeline(
                     ("Rollout", opts.rollout.as_ref().map(|r| json!(r).to_string())),
                 ]
                 .into_iter()
-                .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                .filter_map(|(k, v)| Some((k.to_owned(), v?)))
                 .collect(),
                 input: Some(input),
                 revision: Some(revision),

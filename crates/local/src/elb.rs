@@ -75,7 +75,7 @@ impl Target {
                 path: if path.is_empty() { "/".into() } else { path.into() },
             },
             ("TCP", Ok(port)) => Target::Tcp { port },
-            _ => Target::Unsupported(text.to_string()),
+            _ => Target::Unsupported(text.to_owned()),
         }
     }
 }
@@ -175,7 +175,7 @@ impl TargetHealth {
         let t = |state, reason, description: &str| TargetHealth {
             state,
             reason,
-            description: description.to_string(),
+            description: description.to_owned(),
         };
         match h {
             _ if draining => t(
@@ -262,7 +262,7 @@ impl Balancers {
         self.reads
             .lock()
             .expect("read locks")
-            .entry(region.to_string())
+            .entry(region.to_owned())
             .or_default()
             .clone()
     }
@@ -275,7 +275,7 @@ impl Balancers {
         let elb = aws_sdk_elasticloadbalancing::Client::new(&sdk);
         let out = elb
             .describe_load_balancers()
-            .set_load_balancer_names(name.map(|n| vec![n.to_string()]))
+            .set_load_balancer_names(name.map(|n| vec![n.to_owned()]))
             .send()
             .await?;
         let mut seen = Vec::new();
@@ -283,7 +283,7 @@ impl Balancers {
             let Some(lb_name) = d.load_balancer_name() else {
                 continue;
             };
-            seen.push(lb_name.to_string());
+            seen.push(lb_name.to_owned());
             let instance_port = d
                 .listener_descriptions()
                 .iter()
@@ -294,7 +294,7 @@ impl Balancers {
             let check = d
                 .health_check()
                 .map(|h| HealthCheck {
-                    target: h.target().to_string(),
+                    target: h.target().to_owned(),
                     interval: Duration::from_secs(h.interval().max(1) as u64),
                     timeout: Duration::from_secs(h.timeout().max(1) as u64),
                     healthy: h.healthy_threshold().max(1) as u32,
@@ -313,7 +313,7 @@ impl Balancers {
                 .instances()
                 .iter()
                 .filter_map(|i| i.instance_id())
-                .map(str::to_string)
+                .map(str::to_owned)
                 .collect();
             // Connection draining, as the ELB has it set (moto keeps it;
             // moto's CloudFormation ignores the property).
@@ -328,7 +328,7 @@ impl Balancers {
                 .map_or(Duration::ZERO, |c| {
                     Duration::from_secs(c.timeout().unwrap_or(300).max(0) as u64)
                 });
-            let key = (region.to_string(), lb_name.to_string());
+            let key = (region.to_owned(), lb_name.to_owned());
             self.update(key, instance_port, check, registered, None, drain).await?;
         }
         if name.is_none() {
@@ -395,7 +395,7 @@ impl Balancers {
         let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
         let out = elbv2
             .describe_target_groups()
-            .set_names(name.map(|n| vec![n.to_string()]))
+            .set_names(name.map(|n| vec![n.to_owned()]))
             .send()
             .await?;
         let mut seen = Vec::new();
@@ -414,7 +414,7 @@ impl Balancers {
             };
             let protocol = g
                 .health_check_protocol()
-                .map(|p| p.as_str().to_string())
+                .map(|p| p.as_str().to_owned())
                 .unwrap_or_else(|| "HTTP".into());
             let target = match protocol.as_str() {
                 "HTTP" => format!("HTTP:{check_port}{}", g.health_check_path().unwrap_or("/")),
@@ -442,7 +442,7 @@ impl Balancers {
                 .await?
                 .target_health_descriptions()
                 .iter()
-                .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_string))
+                .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_owned))
                 .collect();
             let delay = elbv2
                 .describe_target_group_attributes()
@@ -461,9 +461,9 @@ impl Balancers {
                 .await?
                 .load_balancers()
                 .first()
-                .and_then(|l| l.load_balancer_name().map(str::to_string))
+                .and_then(|l| l.load_balancer_name().map(str::to_owned))
                 .unwrap_or_default();
-            let key = (region.to_string(), format!("{TARGET_GROUP_KEY}{tg_name}"));
+            let key = (region.to_owned(), format!("{TARGET_GROUP_KEY}{tg_name}"));
             let front = TargetGroupFront { load_balancer };
             self.update(key, port, check, registered, Some(front), Duration::from_secs(delay))
                 .await?;
@@ -492,7 +492,7 @@ impl Balancers {
     async fn open(&self, region: &str, name: &str, instance_port: u16, check: HealthCheck) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
-        let key = (region.to_string(), name.to_string());
+        let key = (region.to_owned(), name.to_owned());
         let me = self.clone();
         let k = key.clone();
         let accept = tokio::spawn(async move {
@@ -655,7 +655,7 @@ impl Balancers {
             return None;
         }
         let map = self.map.lock().expect("balancers lock");
-        let b = map.get(&(region.to_string(), name.to_string()))?;
+        let b = map.get(&(region.to_owned(), name.to_owned()))?;
         let ids: Vec<String> = if instances.is_empty() {
             b.registered.clone()
         } else {
@@ -689,7 +689,7 @@ impl Balancers {
             return None;
         }
         let map = self.map.lock().expect("balancers lock");
-        let b = map.get(&(region.to_string(), format!("{TARGET_GROUP_KEY}{name}")))?;
+        let b = map.get(&(region.to_owned(), format!("{TARGET_GROUP_KEY}{name}")))?;
         let ids: Vec<String> = if targets.is_empty() {
             let mut all = b.registered.clone();
             all.extend(b.draining.keys().filter(|id| !b.registered.contains(id)).cloned());
@@ -718,7 +718,7 @@ impl Balancers {
             .iter()
             .map(|((region, name), b)| Listing {
                 region: region.clone(),
-                name: name.strip_prefix(TARGET_GROUP_KEY).unwrap_or(name).to_string(),
+                name: name.strip_prefix(TARGET_GROUP_KEY).unwrap_or(name).to_owned(),
                 kind: if b.target_group.is_some() {
                     "target_group"
                 } else {
@@ -755,6 +755,16 @@ impl Balancers {
         for (_, b) in self.map.lock().expect("balancers lock").drain() {
             b.tasks.iter().for_each(|t| t.abort());
         }
+    }
+}
+
+/// The load balancers by name; their state is too large to print.
+impl std::fmt::Debug for Balancers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.map.lock().expect("balancers lock").keys().cloned().collect();
+        f.debug_struct("Balancers")
+            .field("names", &names)
+            .finish_non_exhaustive()
     }
 }
 

@@ -23,7 +23,7 @@ use crate::instances::Fleet;
 use crate::signals::{self, Policy, Verdict};
 use crate::strict::{self, BucketRegions};
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Front {
     moto: String,
     fleet: Fleet,
@@ -39,7 +39,7 @@ pub struct Front {
 impl Front {
     pub fn new(moto: &str, fleet: Fleet, balancers: Balancers) -> Front {
         Front {
-            moto: moto.to_string(),
+            moto: moto.to_owned(),
             fleet,
             balancers,
             client: reqwest::Client::new(),
@@ -178,7 +178,7 @@ impl Front {
     /// Passes the call to moto as it came.
     pub async fn forward(&self, method: Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Response {
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
+        let method = Method::from_bytes(method.as_str().as_bytes()).unwrap_or(Method::POST);
         let mut req = self.client.request(method, format!("{}{path}", self.moto)).body(body);
         for (k, v) in headers.iter() {
             if !matches!(
@@ -224,9 +224,9 @@ impl Front {
                     .instances()
                     .iter()
                     .filter_map(|i| i.instance_id())
-                    .map(str::to_string)
+                    .map(str::to_owned)
                     .collect();
-                Some((d.load_balancer_name()?.to_string(), ids))
+                Some((d.load_balancer_name()?.to_owned(), ids))
             })
             .collect()
     }
@@ -308,7 +308,7 @@ impl Front {
             .strip_prefix("targetgroup/")?
             .split('/')
             .next()?
-            .to_string();
+            .to_owned();
         let asked = form_list(&form, "Targets.member.", ".Id");
         let states = self.balancers.target_health(region, &name, &asked).await?;
         let mut members = String::new();
@@ -448,7 +448,7 @@ impl Front {
             .send()
             .await
             .ok()?;
-        out.stack_resource_detail()?.physical_resource_id().map(str::to_string)
+        out.stack_resource_detail()?.physical_resource_id().map(str::to_owned)
     }
 }
 
@@ -471,8 +471,8 @@ async fn group_of(moto: &str, region: &str, group: &str) -> (Vec<String>, Vec<St
     let Ok(doc) = roxmltree::Document::parse(&xml) else {
         return Default::default();
     };
-    let texts = |nodes: &mut dyn Iterator<Item = roxmltree::Node>| -> Vec<String> {
-        nodes.filter_map(|n| n.text()).map(str::to_string).collect()
+    let texts = |nodes: &mut dyn Iterator<Item = roxmltree::Node<'_, '_>>| -> Vec<String> {
+        nodes.filter_map(|n| n.text()).map(str::to_owned).collect()
     };
     let instances = texts(&mut doc.descendants().filter(|n| n.has_tag_name("InstanceId")));
     let balancers = texts(
@@ -497,7 +497,7 @@ fn credential_scope(headers: &HeaderMap) -> Option<(String, String)> {
     let cred = auth.split("Credential=").nth(1)?.split([',', ' ']).next()?;
     let mut parts = cred.split('/');
     let (_key, _date, region, service) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    Some((region.to_string(), service.to_string()))
+    Some((region.to_owned(), service.to_owned()))
 }
 
 /// (region, service) from a presigned URL's `X-Amz-Credential`.
@@ -507,7 +507,7 @@ fn query_scope(uri: &Uri) -> Option<(String, String)> {
         .map(|(_, v)| v.into_owned())?;
     let mut parts = cred.split('/');
     let (_key, _date, region, service) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    Some((region.to_string(), service.to_string()))
+    Some((region.to_owned(), service.to_owned()))
 }
 
 /// A Query-protocol list (`Instances.member.2.InstanceId=...`), in the
@@ -552,7 +552,7 @@ fn stacks_in(xml: &str) -> Option<Vec<StackSeen>> {
             .children()
             .filter(|n| n.has_tag_name("member"))
             .filter_map(|m| {
-                let get = |tag: &str| crate::query::child_text(m, tag).map(str::to_string);
+                let get = |tag: &str| crate::query::child_text(m, tag).map(str::to_owned);
                 Some(StackSeen {
                     id: get("StackId")?,
                     name: get("StackName")?,
@@ -610,7 +610,7 @@ fn stack_completions(xml: &str) -> Vec<(String, std::ops::Range<usize>)> {
                 && crate::query::child_text(*m, "ResourceStatus") == Some("CREATE_COMPLETE")
         })
         .filter_map(|m| {
-            let stack = crate::query::child_text(m, "StackName")?.to_string();
+            let stack = crate::query::child_text(m, "StackName")?.to_owned();
             let stamp = m.children().find(|c| c.has_tag_name("Timestamp"))?.first_child()?;
             Some((stack, stamp.range()))
         })
@@ -644,7 +644,7 @@ fn strip_element(text: &str, tag: &str) -> String {
     let close = format!("</{tag}>");
     match (text.find(&open), text.find(&close)) {
         (Some(a), Some(b)) if b > a => format!("{}{}", &text[..a], &text[b + close.len()..]),
-        _ => text.to_string(),
+        _ => text.to_owned(),
     }
 }
 

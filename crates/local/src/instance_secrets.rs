@@ -60,7 +60,7 @@ pub async fn read(
             .await
             .map_err(failed)?
         {
-            Ok(v) => v["ARN"].as_str().unwrap_or_default().to_string(),
+            Ok(v) => v["ARN"].as_str().unwrap_or_default().to_owned(),
             Err(e) => return Err(Refused::NotFound(e)),
         },
         Store::Ssm => format!(
@@ -79,7 +79,7 @@ pub async fn read(
             .await
             .map_err(failed)?
         {
-            Ok(v) => Ok(v["SecretString"].as_str().unwrap_or_default().to_string()),
+            Ok(v) => Ok(v["SecretString"].as_str().unwrap_or_default().to_owned()),
             Err(e) => Err(Refused::NotFound(e)),
         },
         Store::Ssm => {
@@ -186,8 +186,8 @@ async fn instance_role_statements(moto: &str, region: &str, group: &str) -> Resu
         .with_context(|| format!("Auto Scaling group {group} has no launch template"))?;
     let id = query::child_text(template, "LaunchTemplateId")
         .unwrap_or_default()
-        .to_string();
-    let version = query::child_text(template, "Version").unwrap_or("$Default").to_string();
+        .to_owned();
+    let version = query::child_text(template, "Version").unwrap_or("$Default").to_owned();
     let xml = query::call(
         moto,
         "ec2",
@@ -207,8 +207,8 @@ async fn instance_role_statements(moto: &str, region: &str, group: &str) -> Resu
                 .and_then(|n| n.text())
         })
         .with_context(|| format!("launch template {id} gives its instances no instance profile"))?
-        .to_string();
-    let profiles = [profile_arn.rsplit('/').next().unwrap_or_default().to_string()];
+        .to_owned();
+    let profiles = [profile_arn.rsplit('/').next().unwrap_or_default().to_owned()];
     let iam = |action: &'static str, params: Vec<(&'static str, String)>| async move {
         let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
         query::call(moto, "iam", "2010-05-08", region, action, &params).await
@@ -223,13 +223,13 @@ async fn instance_role_statements(moto: &str, region: &str, group: &str) -> Resu
             .find(|n| n.has_tag_name("InstanceProfile"))
             .and_then(|p| query::child_text(p, "Arn"))
         {
-            account = arn.split(':').nth(4).unwrap_or_default().to_string();
+            account = arn.split(':').nth(4).unwrap_or_default().to_owned();
         }
         let roles: Vec<String> = doc
             .descendants()
             .filter(|n| n.has_tag_name("Roles"))
             .flat_map(|r| r.children().filter(|n| n.has_tag_name("member")))
-            .filter_map(|m| query::child_text(m, "RoleName").map(str::to_string))
+            .filter_map(|m| query::child_text(m, "RoleName").map(str::to_owned))
             .collect();
         for role in roles {
             let xml = iam("ListRolePolicies", vec![("RoleName", role.clone())]).await?;
@@ -238,7 +238,7 @@ async fn instance_role_statements(moto: &str, region: &str, group: &str) -> Resu
                 .descendants()
                 .filter(|n| n.has_tag_name("PolicyNames"))
                 .flat_map(|p| p.children().filter(|n| n.has_tag_name("member")))
-                .filter_map(|m| m.text().map(str::to_string))
+                .filter_map(|m| m.text().map(str::to_owned))
                 .collect();
             for policy in names {
                 let xml = iam(
@@ -273,7 +273,7 @@ fn policy_document(text: &str) -> serde_json::Value {
 
 fn percent_decode(s: &str) -> String {
     if !s.contains('%') {
-        return s.to_string();
+        return s.to_owned();
     }
     form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
         .next()
@@ -286,7 +286,7 @@ fn allows(statements: &[serde_json::Value], action: &str, arn: &str) -> bool {
     let strings = |v: &serde_json::Value| -> Vec<String> {
         match v {
             serde_json::Value::String(s) => vec![s.clone()],
-            serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+            serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
             _ => Vec::new(),
         }
     };

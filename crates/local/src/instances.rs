@@ -94,7 +94,7 @@ impl Fleet {
                 mode,
                 prefix,
                 dir,
-                moto: moto.to_string(),
+                moto: moto.to_owned(),
                 configs: crate::moto::Configs::new(moto),
                 signals,
                 regions: Mutex::default(),
@@ -145,7 +145,7 @@ impl Fleet {
                 .regions
                 .lock()
                 .expect("regions lock")
-                .insert(region.to_string());
+                .insert(region.to_owned());
         }
     }
 
@@ -273,7 +273,7 @@ impl Fleet {
                 continue;
             }
             let fleet = self.clone();
-            let region = region.to_string();
+            let region = region.to_owned();
             tokio::spawn(async move {
                 if let Err(e) = fleet.boot(&region, &instance).await {
                     fleet.boot_failed(&region, &instance.id, &format!("{e:#}")).await;
@@ -293,7 +293,7 @@ impl Fleet {
         set_mode(&script, 0o700)?;
         let cidr = match &instance.subnet {
             Some(s) => query::subnet_cidr(moto, region, s).await?,
-            None => DEFAULT_SUBNET.to_string(),
+            None => DEFAULT_SUBNET.to_owned(),
         };
         let subnet = Cidr::parse(&cidr)?;
         let vpc = instance.vpc.clone().unwrap_or_else(|| format!("default-{region}"));
@@ -310,8 +310,8 @@ impl Fleet {
             booted.insert(
                 instance.id.clone(),
                 Booted {
-                    region: region.to_string(),
-                    group: instance.tag("aws:autoscaling:groupName").map(str::to_string),
+                    region: region.to_owned(),
+                    group: instance.tag("aws:autoscaling:groupName").map(str::to_owned),
                     vpc_ns: vpc_ns.clone(),
                     addr,
                     stopped: true,
@@ -387,7 +387,7 @@ impl Fleet {
                 &stack,
                 &resource,
                 Signal {
-                    instance: instance.to_string(),
+                    instance: instance.to_owned(),
                     success: false,
                     reason: format!("the local stack could not boot the instance: {why}"),
                     at: std::time::SystemTime::now(),
@@ -449,7 +449,7 @@ impl Drop for Inner {
             if let Ok(pids) = std::process::Command::new("ip").args(["netns", "pids", ns]).output() {
                 let pids: Vec<String> = String::from_utf8_lossy(&pids.stdout)
                     .split_whitespace()
-                    .map(str::to_string)
+                    .map(str::to_owned)
                     .collect();
                 if !pids.is_empty() {
                     let _ = std::process::Command::new("kill").arg("-KILL").args(&pids).status();
@@ -470,7 +470,7 @@ fn signalled_resource(user_data: &str) -> Option<(String, String)> {
             .iter()
             .position(|w| *w == flag)
             .and_then(|i| words.get(i + 1))
-            .map(|w| w.trim_matches(|c| c == '"' || c == ';').to_string())
+            .map(|w| w.trim_matches(|c| c == '"' || c == ';').to_owned())
     };
     Some((after("--stack")?, after("--resource")?))
 }
@@ -606,7 +606,7 @@ async fn s3_get(
     let region = form_urlencoded::parse(q.unwrap_or_default().as_bytes())
         .find(|(k, v)| k == "region" && !v.is_empty())
         .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| crate::names::REGION.to_string());
+        .unwrap_or_else(|| crate::names::REGION.to_owned());
     let sdk = fleet.configs().get(&region).await;
     let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
     match s3.get_object().bucket(&bucket).key(&key).send().await {
@@ -676,6 +676,16 @@ async fn signal(State(fleet): State<Fleet>, body: axum::body::Bytes) -> StatusCo
         },
     );
     StatusCode::NO_CONTENT
+}
+
+/// Where the fleet boots, not the instances' state.
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("prefix", &self.inner.prefix)
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

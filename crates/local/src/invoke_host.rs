@@ -29,7 +29,7 @@ pub fn function_of(name: &str) -> Option<Function> {
 
 /// Failures to inject, to see the state machine's Retry work: the next
 /// `count` calls of a phase answer a `Retryable` error instead of running.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Faults(Arc<Mutex<HashMap<&'static str, u32>>>);
 
 impl Faults {
@@ -86,7 +86,7 @@ pub fn router(ctx: Context, faults: Faults, jobs: Jobs, front: Front) -> Router 
 
 async fn load_balancers(State(host): State<Host>) -> Json<Value> {
     let instances = match host.front.fleet().mode() {
-        crate::instances::Mode::Running => "running".to_string(),
+        crate::instances::Mode::Running => "running".to_owned(),
         crate::instances::Mode::Bookkeeping(why) => why.clone(),
     };
     Json(json!({"instances": instances, "load_balancers": host.front.balancers().list()}))

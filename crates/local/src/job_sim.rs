@@ -50,10 +50,10 @@ pub enum JobResult {
 
 /// The results reported so far, by job id, and the jobs of each pipeline
 /// execution.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Jobs(Arc<Mutex<Recorded>>);
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Recorded {
     results: HashMap<String, Vec<JobResult>>,
     /// (pipeline, pipeline execution id) → (action name, job id), in order.
@@ -249,7 +249,7 @@ impl Jobs {
         let mut data = job_event(id, &action.as_action(), None)["CodePipeline.job"]["data"].clone();
         let environment = serde_json::from_str::<Value>(&action.user_parameters)
             .ok()
-            .and_then(|p| p["environment"].as_str().map(str::to_string))
+            .and_then(|p| p["environment"].as_str().map(str::to_owned))
             .unwrap_or_default();
         data["actionTypeId"] = json!({"category": "Invoke", "owner": "AWS", "provider": "Lambda", "version": "1"});
         data["pipelineContext"] = json!({
@@ -258,7 +258,7 @@ impl Jobs {
             "action": {"name": action.execution.action},
             "pipelineExecutionId": action.execution.id,
         });
-        self.0.lock().expect("jobs lock").made.insert(id.to_string(), data);
+        self.0.lock().expect("jobs lock").made.insert(id.to_owned(), data);
     }
 
     /// GetPipeline of the local pipeline: its source, then a stage per
@@ -272,8 +272,8 @@ impl Jobs {
             if context["pipelineName"] != LOCAL_PIPELINE {
                 continue;
             }
-            let stage = context["stage"]["name"].as_str().unwrap_or_default().to_string();
-            let name = context["action"]["name"].as_str().unwrap_or_default().to_string();
+            let stage = context["stage"]["name"].as_str().unwrap_or_default().to_owned();
+            let name = context["action"]["name"].as_str().unwrap_or_default().to_owned();
             actions.insert(
                 (stage, name.clone()),
                 json!({"name": name, "actionTypeId": data["actionTypeId"],
@@ -283,7 +283,7 @@ impl Jobs {
         }
         let stage = |name: &str| {
             let mut of: Vec<&Value> = actions.iter().filter(|((s, _), _)| s == name).map(|(_, a)| a).collect();
-            of.sort_by_key(|a| a["name"].as_str().unwrap_or_default().to_string());
+            of.sort_by_key(|a| a["name"].as_str().unwrap_or_default().to_owned());
             json!({"name": name, "actions": of})
         };
         let source = json!({"name": "Source", "actions": [{"name": "Source",
@@ -318,7 +318,7 @@ impl Jobs {
             nonce: None,
             acknowledged: false,
         });
-        r.next.insert(id.to_string(), next);
+        r.next.insert(id.to_owned(), next);
     }
 
     /// Notes that `job` runs `action` in a pipeline execution.
@@ -329,19 +329,19 @@ impl Jobs {
         r.executions
             .entry(key)
             .or_default()
-            .push((execution.action.clone(), job.to_string()));
+            .push((execution.action.clone(), job.to_owned()));
     }
 
     /// GetPipelineExecution's status of an execution this simulator knows.
     fn execution_status(&self, pipeline: &str, execution: &str) -> Option<String> {
         let r = self.0.lock().expect("jobs lock");
-        r.statuses.get(&(pipeline.to_string(), execution.to_string())).cloned()
+        r.statuses.get(&(pipeline.to_owned(), execution.to_owned())).cloned()
     }
 
     /// StopPipelineExecution: false for an execution it does not know.
     fn stop_execution(&self, pipeline: &str, execution: &str) -> bool {
         let mut r = self.0.lock().expect("jobs lock");
-        match r.statuses.get_mut(&(pipeline.to_string(), execution.to_string())) {
+        match r.statuses.get_mut(&(pipeline.to_owned(), execution.to_owned())) {
             Some(status) => {
                 *status = "Stopped".into();
                 true
@@ -357,7 +357,7 @@ impl Jobs {
         let r = self.0.lock().expect("jobs lock");
         let jobs = r
             .executions
-            .get(&(pipeline.to_string(), execution.to_string()))
+            .get(&(pipeline.to_owned(), execution.to_owned()))
             .cloned()
             .unwrap_or_default();
         let details: Vec<Value> = jobs
@@ -402,7 +402,7 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
-        .to_string();
+        .to_owned();
     let op = target.rsplit('.').next().unwrap_or_default();
     const OURS: &[&str] = &[
         "PutJobSuccessResult",
@@ -480,7 +480,7 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
         let max = req["maxBatchSize"].as_u64().unwrap_or(1).clamp(1, 100) as usize;
         return (StatusCode::OK, Json(jobs.poll(&req["actionTypeId"], max))).into_response();
     }
-    let Some(job) = req["jobId"].as_str().map(str::to_string) else {
+    let Some(job) = req["jobId"].as_str().map(str::to_owned) else {
         return error(StatusCode::BAD_REQUEST, "ValidationException", "jobId is required");
     };
     if op == "AcknowledgeJob" {
@@ -493,12 +493,12 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
         };
     }
     if op == "PutJobSuccessResult" {
-        let token = req["continuationToken"].as_str().map(str::to_string);
+        let token = req["continuationToken"].as_str().map(str::to_owned);
         let variables: HashMap<String, String> = req["outputVariables"]
             .as_object()
             .map(|m| {
                 m.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
                     .collect()
             })
             .unwrap_or_default();
@@ -531,9 +531,9 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
             job.clone(),
             JobResult::Success {
                 continuation_token: token.clone(),
-                summary: d["summary"].as_str().map(str::to_string),
+                summary: d["summary"].as_str().map(str::to_owned),
                 percent: d["percentComplete"].as_i64(),
-                external_id: d["externalExecutionId"].as_str().map(str::to_string),
+                external_id: d["externalExecutionId"].as_str().map(str::to_owned),
                 output_variables: variables,
             },
         );
@@ -555,8 +555,8 @@ pub async fn api(jobs: &Jobs, moto_endpoint: &str, headers: HeaderMap, body: Byt
         let recorded = jobs.record(
             job,
             JobResult::Failure {
-                message: message.to_string(),
-                external_id: f["externalExecutionId"].as_str().map(str::to_string),
+                message: message.to_owned(),
+                external_id: f["externalExecutionId"].as_str().map(str::to_owned),
             },
         );
         if !recorded {

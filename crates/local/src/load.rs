@@ -98,7 +98,7 @@ pub async fn drive(url: &str, rate: u32, max: Duration, stop: tokio::sync::watch
             _ = tick.tick() => {
                 in_flight += 1;
                 let client = client.clone();
-                let url = url.to_string();
+                let url = url.to_owned();
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let outcome = match client.get(&url).header("connection", "close").send().await {
@@ -168,6 +168,6 @@ mod tests {
         count(&mut t, Err("HTTP 503".into()));
         assert_eq!((t.requests, t.failed), (2, 1));
         assert_eq!(t.pages["release 1"], 1);
-        assert_eq!(t.failures, vec!["HTTP 503".to_string()]);
+        assert_eq!(t.failures, vec!["HTTP 503".to_owned()]);
     }
 }

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 const LAUNCHER: &str = include_str!("moto_server.py");
 
 /// A running moto server.
+#[derive(Debug)]
 pub struct Moto {
     child: Option<tokio::process::Child>,
     pub port: u16,
@@ -168,7 +169,7 @@ pub async fn answers(port: u16) -> bool {
 
 /// SDK configs for moto, made once per region: the local stack's own reads
 /// (instances, load balancers) run every half second.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Configs {
     endpoint: String,
     by_region: std::sync::Arc<tokio::sync::Mutex<std::collections::HashMap<String, aws_config::SdkConfig>>>,
@@ -177,7 +178,7 @@ pub struct Configs {
 impl Configs {
     pub fn new(endpoint: &str) -> Configs {
         Configs {
-            endpoint: endpoint.to_string(),
+            endpoint: endpoint.to_owned(),
             by_region: Default::default(),
         }
     }
@@ -188,7 +189,7 @@ impl Configs {
             return c.clone();
         }
         let c = sdk_config(&self.endpoint, region).await;
-        map.insert(region.to_string(), c.clone());
+        map.insert(region.to_owned(), c.clone());
         c
     }
 }
@@ -199,7 +200,7 @@ pub async fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .http_client(porter_core::aws::http_client(porter_core::aws::Roots::System))
         .endpoint_url(endpoint)
-        .region(aws_config::Region::new(region.to_string()))
+        .region(aws_config::Region::new(region.to_owned()))
         .credentials_provider(creds)
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
         .load()

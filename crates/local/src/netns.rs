@@ -65,7 +65,7 @@ pub async fn existing(prefix: &str) -> Vec<String> {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
+        .map(str::to_owned)
         .collect()
 }
 
@@ -88,7 +88,7 @@ pub async fn kill_all(ns: &str) {
         };
         let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
-            .map(str::to_string)
+            .map(str::to_owned)
             .collect();
         if pids.is_empty() {
             return;

@@ -96,18 +96,18 @@ fn parse_instances(xml: &str) -> Result<Vec<Instance>> {
                         .filter(|n| n.has_tag_name("item"))
                         .filter_map(|t| {
                             Some((
-                                child_text(t, "key")?.to_string(),
-                                child_text(t, "value").unwrap_or_default().to_string(),
+                                child_text(t, "key")?.to_owned(),
+                                child_text(t, "value").unwrap_or_default().to_owned(),
                             ))
                         })
                         .collect()
                 })
                 .unwrap_or_default();
             out.push(Instance {
-                id: id.to_string(),
-                state: state.to_string(),
-                subnet: child_text(item, "subnetId").map(str::to_string),
-                vpc: child_text(item, "vpcId").map(str::to_string),
+                id: id.to_owned(),
+                state: state.to_owned(),
+                subnet: child_text(item, "subnetId").map(str::to_owned),
+                vpc: child_text(item, "vpcId").map(str::to_owned),
                 tags,
             });
         }
@@ -167,7 +167,7 @@ pub async fn subnet_cidr(moto: &str, region: &str, subnet: &str) -> Result<Strin
     .await?;
     let doc = roxmltree::Document::parse(&xml).context("DescribeSubnets answer")?;
     text(doc.root(), "cidrBlock")
-        .map(str::to_string)
+        .map(str::to_owned)
         .with_context(|| format!("subnet {subnet} in {region} has no CIDR block"))
 }
 

@@ -42,7 +42,7 @@ pub enum Verdict {
 /// Signals received, by (region, stack name, logical resource id).
 type Book = HashMap<(String, String, String), Vec<Signal>>;
 
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Signals(Arc<Mutex<Book>>);
 
 impl Signals {

@@ -21,6 +21,7 @@ pub use crate::names::{
 };
 
 /// A running local stack. Dropping it stops moto and the host.
+#[derive(Debug)]
 pub struct LocalStack {
     pub moto: Moto,
     pub host_port: u16,
@@ -83,9 +84,9 @@ impl LocalStack {
         // moto lacks) and run the deploy state machine `deploy` creates.
         let mut ctx = porter_lambda::Context::new(aws, Some(&host_url));
         ctx.state_machine_arn = Some(crate::names::state_machine_arn());
-        ctx.artifact_bucket = Some(ARTIFACT_BUCKET.to_string());
-        ctx.lease_table = Some(LEASE_TABLE.to_string());
-        ctx.image_parameter = Some(MACHINE_IMAGE_PARAMETER.to_string());
+        ctx.artifact_bucket = Some(ARTIFACT_BUCKET.to_owned());
+        ctx.lease_table = Some(LEASE_TABLE.to_owned());
+        ctx.image_parameter = Some(MACHINE_IMAGE_PARAMETER.to_owned());
         // The CLI's local deploys pack the repository's folder.
         ctx.local_sources = true;
         // Jobs are checked against the local pipeline the job simulator

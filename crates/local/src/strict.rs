@@ -22,7 +22,7 @@ use porter_core::provision::TEMPLATE_BODY_LIMIT;
 use porter_core::template::USER_DATA_LIMIT;
 
 /// Each bucket's region, read from moto once.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct BucketRegions {
     known: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -43,7 +43,7 @@ impl BucketRegions {
         self.known
             .lock()
             .expect("bucket regions")
-            .insert(bucket.to_string(), region.clone());
+            .insert(bucket.to_owned(), region.clone());
         Some(region)
     }
 
@@ -61,9 +61,9 @@ pub fn location_constraint(xml: &str) -> Option<String> {
         .descendants()
         .find(|n| n.tag_name().name() == "LocationConstraint")?;
     Some(match node.text().unwrap_or("").trim() {
-        "" => "us-east-1".to_string(),
-        "EU" => "eu-west-1".to_string(),
-        r => r.to_string(),
+        "" => "us-east-1".to_owned(),
+        "EU" => "eu-west-1".to_owned(),
+        r => r.to_owned(),
     })
 }
 
@@ -79,7 +79,7 @@ pub fn s3_bucket(uri: &Uri) -> Option<(String, bool)> {
         Some((b, k)) => (b, k),
         None => (path, ""),
     };
-    Some((bucket.to_string(), key.is_empty()))
+    Some((bucket.to_owned(), key.is_empty()))
 }
 
 /// Calls S3 answers from any region: creating a bucket (its region is the
@@ -129,20 +129,20 @@ pub fn template_url(url: &str) -> Option<(String, String, String)> {
         .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
     // bucket.s3.REGION or s3.REGION (path-style), never bare s3.
     let (bucket, region) = match host.split_once(".s3.") {
-        Some((bucket, region)) => (bucket.to_string(), region),
+        Some((bucket, region)) => (bucket.to_owned(), region),
         None => {
             let region = host.strip_prefix("s3.")?;
             let (bucket, key) = path.split_once('/')?;
             if region.contains('.') || bucket.is_empty() {
                 return None;
             }
-            return Some((bucket.to_string(), key.to_string(), region.to_string()));
+            return Some((bucket.to_owned(), key.to_owned(), region.to_owned()));
         }
     };
     if bucket.is_empty() || region.is_empty() || region.contains('.') || path.is_empty() {
         return None;
     }
-    Some((bucket, path.to_string(), region.to_string()))
+    Some((bucket, path.to_owned(), region.to_owned()))
 }
 
 /// What CloudFormation refuses in a `CreateStack` before it creates

@@ -33,7 +33,7 @@ impl Installation {
                 .iter()
                 .find(|o| o.output_key() == Some(key))
                 .and_then(|o| o.output_value())
-                .map(str::to_string)
+                .map(str::to_owned)
                 .ok_or_else(|| {
                     anyhow!(
                         "stack {stack} has no output {key}: it is not a porter installation, or one from before {key} existed (deploy infra/template.yaml again)"

@@ -41,7 +41,7 @@ pub fn input_from_folder(
     use porter_core::config;
     DeployInput {
         pack: porter_core::pack::PackInput {
-            environment: environment.to_string(),
+            environment: environment.to_owned(),
             source,
             provenance: porter_core::release::Provenance {
                 repository: Some(repo.display().to_string()),
@@ -85,7 +85,7 @@ pub async fn start(sfn: &aws_sdk_sfn::Client, machine: &str, name: &str, input: 
         .send()
         .await
         .map_err(|e| one_line(&format!("start the deploy state machine {machine}"), e))?;
-    Ok(out.execution_arn().to_string())
+    Ok(out.execution_arn().to_owned())
 }
 
 /// An execution name for a deploy or rollback started by hand: the
@@ -128,7 +128,7 @@ impl Heartbeat {
     fn saw(&mut self, p: &Progress, line: &str, now: Instant) {
         self.last_line = now;
         // Its phase only: a heartbeat never repeats a step's own words.
-        self.last = line.split_whitespace().next().map(str::to_string);
+        self.last = line.split_whitespace().next().map(str::to_owned);
         self.bake = match p {
             Progress::Baking(b) if !b.done => Some((b.clone(), now)),
             _ => None,
@@ -244,7 +244,7 @@ fn outcome_from(
     };
     let error = (!succeeded).then(|| {
         (
-            described.error().unwrap_or(described.status().as_str()).to_string(),
+            described.error().unwrap_or(described.status().as_str()).to_owned(),
             porter_core::execution::readable_cause(described.cause().unwrap_or("no cause given")),
         )
     });
@@ -253,7 +253,7 @@ fn outcome_from(
         None => (None, BTreeMap::new()),
     };
     Ok(Outcome {
-        execution_arn: arn.to_string(),
+        execution_arn: arn.to_owned(),
         succeeded,
         release,
         regions,

@@ -75,7 +75,7 @@ pub async fn read(sfn: &aws_sdk_sfn::Client, machine: &str, environment: &str, l
         if intent.environment() != environment {
             continue;
         }
-        let status = d.status().as_str().to_string();
+        let status = d.status().as_str().to_owned();
         let (version, detail) = match status.as_str() {
             "SUCCEEDED" => match Report::parse(d.output().unwrap_or_default()) {
                 Ok(r) => (
@@ -111,7 +111,7 @@ pub async fn read(sfn: &aws_sdk_sfn::Client, machine: &str, environment: &str, l
             ),
         };
         entries.push(Entry {
-            execution: item.name().to_string(),
+            execution: item.name().to_owned(),
             started: chrono::DateTime::from_timestamp(item.start_date().secs(), 0)
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                 .unwrap_or_default(),

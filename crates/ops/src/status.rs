@@ -71,7 +71,7 @@ pub async fn read(aws: &Aws, service: &str, env: &Environment) -> Vec<RegionStat
 async fn region(aws: &Aws, service: &str, environment: &str, region: &str, elbs: &[Elb]) -> Result<RegionStatus> {
     let clients = aws.own_region(region);
     let mut status = RegionStatus {
-        region: region.to_string(),
+        region: region.to_owned(),
         ..Default::default()
     };
     for elb in elbs {
@@ -195,7 +195,7 @@ impl Status {
                 .map(|n| {
                     version_of_stack(&self.service, &self.environment, n)
                         .map(|v| format!("release {v} ({n})"))
-                        .unwrap_or_else(|| n.to_string())
+                        .unwrap_or_else(|| n.to_owned())
                 })
                 .unwrap_or_else(|| "nothing".into())
         };
@@ -270,7 +270,7 @@ mod tests {
         RegionStatus {
             region: name.into(),
             promoted: Some("web-prod-bbbbbbbbbbbb".into()),
-            previous: previous.map(str::to_string),
+            previous: previous.map(str::to_owned),
             ..Default::default()
         }
     }

@@ -166,24 +166,23 @@ function resolveProps(props: PorterProps) {
   return p;
 }
 
+/** An IAM policy document of these statements. */
+const policyDocument = (statements: object[]) => ({ Version: "2012-10-17", Statement: statements });
+
 // Every function's role: Lambda assumes it, and it may write its traces
 // (X-Ray writes have no resource type in IAM) and its own log group.
-const LAMBDA_TRUST = {
-  Version: "2012-10-17",
-  Statement: [{ Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole" }],
-};
+const LAMBDA_TRUST = policyDocument([
+  { Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole" },
+]);
 // A role an AWS service assumes on this account's behalf only.
-const serviceTrust = (service: string) => ({
-  Version: "2012-10-17",
-  Statement: [
-    {
-      Effect: "Allow",
-      Principal: { Service: service },
-      Action: "sts:AssumeRole",
-      Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
-    },
-  ],
-});
+const serviceTrust = (service: string) => policyDocument([
+  {
+    Effect: "Allow",
+    Principal: { Service: service },
+    Action: "sts:AssumeRole",
+    Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
+  },
+]);
 const TRACING = { Sid: "Tracing", Effect: "Allow", Action: ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], Resource: "*" };
 const logsTo = (group: CfnResource) => ({
   Sid: "Logs",
@@ -197,12 +196,43 @@ const logsTo = (group: CfnResource) => ({
 // installation's main pipeline and its branch pipelines (<main>-<branch>-<hash>)
 // only (crates/lambda/src/origin.rs).
 const VERIFY_JOBS = { Sid: "VerifyJobs", Effect: "Allow", Action: "codepipeline:GetJobDetails", Resource: "*" };
-const READ_PIPELINES = {
-  Sid: "ReadPipelines",
+const STACK_PIPELINES = Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-pipeline*");
+const READ_PIPELINES = { Sid: "ReadPipelines", Effect: "Allow", Action: "codepipeline:GetPipeline", Resource: STACK_PIPELINES };
+// A job's result: again "*", for the same reason.
+const JOB_RESULTS = {
+  Sid: "JobResults",
   Effect: "Allow",
-  Action: "codepipeline:GetPipeline",
-  Resource: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-pipeline*"),
+  Action: ["codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"],
+  Resource: "*",
 };
+// The events of those pipelines, as EventBridge rules match them.
+const STACK_PIPELINE_EVENTS = [
+  { prefix: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-pipeline") },
+];
+// This stack's deploy executions.
+const DEPLOY_EXECUTIONS = Fn.sub("arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-deploy:*");
+
+// The deployment role's sessions carry their service and environment as
+// principal tags: what a session names (aws:ResourceTag, iam:ResourceTag)
+// or creates (aws:RequestTag) must carry the same ones.
+const sessionTags = (tagKey: "aws:ResourceTag" | "aws:RequestTag" | "iam:ResourceTag") => ({
+  [`${tagKey}/porter:service`]: "${aws:PrincipalTag/porter:service}",
+  [`${tagKey}/porter:environment`]: "${aws:PrincipalTag/porter:environment}",
+});
+// What puts instances in front of traffic: allowed in promote's sessions
+// only (porter-promote-SERVICE, from crates/core/src/target.rs), never
+// provision's, which creates release stacks; and only on resources of the
+// session's service and environment.
+const onlyInPromoteSessions = (sid: string, actions: string[], resource: string) => ({
+  Sid: sid,
+  Effect: "Allow",
+  Action: actions,
+  Resource: resource,
+  Condition: {
+    StringEquals: sessionTags("aws:ResourceTag"),
+    StringLike: { "aws:userid": "*:porter-promote-*" },
+  },
+});
 
 // Where repository code runs (the hooks, the image build): never the
 // releases, nor the continuation state and its sealing key.
@@ -213,6 +243,18 @@ const notReleasesOrContinuations = (bucket: CfnResource) => ({
   Resource: ["porter-deployment", "porter-continuations"].map((prefix) =>
     Fn.sub(`\${ArtifactBucketArn}/${prefix}/*`, { ArtifactBucketArn: Token.asString(bucket.getAtt("Arn")) }),
   ),
+});
+
+// The settings of the Porter custom action type besides the environment:
+// each optional, not part of the action's identity, shown in the console.
+const optionalActionSetting = (name: string, type: "String" | "Number" | "Boolean", description: string) => ({
+  Name: name,
+  Type: type,
+  Required: false,
+  Key: false,
+  Secret: false,
+  Queryable: false,
+  Description: description,
 });
 
 /** The deploy state machine's definition shipped in this repository. */
@@ -280,6 +322,7 @@ export class Porter extends Construct {
     const definition = fs.readFileSync(props.definitionFile ?? shippedDefinition(), "utf8");
     const logGroup = (id: string, name: string) =>
       res(id, "AWS::Logs::LogGroup", { LogGroupName: name, RetentionInDays: p.logRetentionDays });
+    const functionLogGroup = (fn: PorterFunction) => logGroup(`${cap(fn)}LogGroup`, `/aws/lambda/${Aws.STACK_NAME}-${fn}`);
     // SAM's Globals.Function, which each function's own properties extend.
     const lambdaFunction = (fn: PorterFunction, role: CfnResource, logs: CfnResource, own: Record<string, unknown>) =>
       res(`${cap(fn)}Function`, "AWS::Lambda::Function", {
@@ -295,37 +338,34 @@ export class Porter extends Construct {
         LoggingConfig: { LogFormat: "JSON", LogGroup: logs.ref },
         ...own,
       });
+    // A role (own: its name, trust, description) with one inline policy:
+    // every role here has one; what roles share is in managed policies.
+    const roleWithPolicy = (id: string, own: Record<string, unknown>, policyName: string, statements: object[]) =>
+      res(id, "AWS::IAM::Role", {
+        ...own,
+        Policies: [{ PolicyName: policyName, PolicyDocument: policyDocument(statements) }],
+      });
+    // A function's role, named after it.
+    const lambdaRole = (fn: PorterFunction, policyName: string, statements: object[]) =>
+      roleWithPolicy(`${cap(fn)}FunctionRole`, {
+        RoleName: Fn.sub(`\${AWS::StackName}-${fn}`),
+        AssumeRolePolicyDocument: LAMBDA_TRUST,
+      }, policyName, statements);
     // pack, provision, promote and prune: a role that writes its own logs;
     // what else each may do is in the managed policies below.
     const phaseRole = (fn: PorterFunction, logs: CfnResource) =>
-      res(`${cap(fn)}FunctionRole`, "AWS::IAM::Role", {
-        RoleName: Fn.sub(`\${AWS::StackName}-${fn}`),
-        AssumeRolePolicyDocument: LAMBDA_TRUST,
-        Policies: [{
-          PolicyName: "logs",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [{ Effect: "Allow", Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: att(logs, "Arn") }],
-          },
-        }],
-      });
-    // EventBridge may invoke a function from one rule only.
-    const fromRule = (id: string, fn: CfnResource, rule: CfnResource) =>
-      res(id, "AWS::Lambda::Permission", {
-        Action: "lambda:InvokeFunction",
-        FunctionName: fn.ref,
-        Principal: "events.amazonaws.com",
-        SourceArn: att(rule, "Arn"),
-      });
-
-    // ---- The artifact bucket and its key
-
-    const artifactKey = res("ArtifactKey", "AWS::KMS::Key", {
-      Description: Fn.sub("${AWS::StackName}: the artifact bucket (payloads, pipeline artifacts, continuation state)"),
-      EnableKeyRotation: true,
-      KeyPolicy: {
-        Version: "2012-10-17",
-        Statement: [
+      lambdaRole(fn, "logs", [{ Effect: "Allow", Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: att(logs, "Arn") }]);
+    // The other functions: their own statements, then their logs and traces.
+    const functionRole = (fn: PorterFunction, logs: CfnResource, policyName: string, statements: object[]) =>
+      lambdaRole(fn, policyName, [...statements, logsTo(logs), TRACING]);
+    const managedPolicy = (id: string, description: string, roles: string[], statements: object[]) =>
+      res(id, "AWS::IAM::ManagedPolicy", { Description: description, Roles: roles, PolicyDocument: policyDocument(statements) });
+    // A key whose use this account's IAM policies grant, and these statements besides.
+    const kmsKey = (id: string, description: string, statements: object[]) =>
+      res(id, "AWS::KMS::Key", {
+        Description: Fn.sub(`\${AWS::StackName}: ${description}`),
+        EnableKeyRotation: true,
+        KeyPolicy: policyDocument([
           {
             Sid: "AccountIamPolicies",
             Effect: "Allow",
@@ -333,17 +373,31 @@ export class Porter extends Construct {
             Action: "kms:*",
             Resource: "*",
           },
-          ...(c.useOtherDeploymentRoles ? [{
-            Sid: "DeploymentRolesReadPayloads",
-            Effect: "Allow",
-            Principal: { AWS: p.deploymentRoleArns },
-            Action: ["kms:Decrypt", "kms:DescribeKey"],
-            Resource: "*",
-            Condition: { StringLike: { "kms:ViaService": "s3.*.amazonaws.com" } },
-          }] : []),
-        ],
-      },
-    });
+          ...statements,
+        ]),
+      });
+    // An EventBridge rule that invokes a function, and the permission for
+    // it: EventBridge may invoke a function from that one rule only.
+    const ruleInvoking = (ruleId: string, permissionId: string, fn: CfnResource, target: string, own: Record<string, unknown>) => {
+      const rule = res(ruleId, "AWS::Events::Rule", { ...own, Targets: [{ Id: target, Arn: att(fn, "Arn") }] });
+      res(permissionId, "AWS::Lambda::Permission", {
+        Action: "lambda:InvokeFunction",
+        FunctionName: fn.ref,
+        Principal: "events.amazonaws.com",
+        SourceArn: att(rule, "Arn"),
+      });
+    };
+
+    // ---- The artifact bucket and its key
+
+    const artifactKey = kmsKey("ArtifactKey", "the artifact bucket (payloads, pipeline artifacts, continuation state)", c.useOtherDeploymentRoles ? [{
+      Sid: "DeploymentRolesReadPayloads",
+      Effect: "Allow",
+      Principal: { AWS: p.deploymentRoleArns },
+      Action: ["kms:Decrypt", "kms:DescribeKey"],
+      Resource: "*",
+      Condition: { StringLike: { "kms:ViaService": "s3.*.amazonaws.com" } },
+    }] : []);
     artifactKey.applyRemovalPolicy(RemovalPolicy.RETAIN);
 
     res("ArtifactKeyAlias", "AWS::KMS::Alias", { AliasName: Fn.sub("alias/${AWS::StackName}-artifacts"), TargetKeyId: artifactKey.ref });
@@ -378,56 +432,59 @@ export class Porter extends Construct {
     });
     artifactBucket.applyRemovalPolicy(RemovalPolicy.RETAIN);
 
+    // The artifact bucket's objects under a key pattern ("*", "porter-deployment/*").
+    const artifactObjects = (pattern: string) =>
+      Fn.sub(`\${ArtifactBucketArn}/${pattern}`, { ArtifactBucketArn: att(artifactBucket, "Arn") });
+    // Statements several roles share: list the artifact bucket, read what
+    // is sealed with its key, or read and write it.
+    const listArtifactBucket = { Sid: "ArtifactBucket", Effect: "Allow", Action: "s3:ListBucket", Resource: att(artifactBucket, "Arn") };
+    const decryptArtifacts = { Sid: "ArtifactKey", Effect: "Allow", Action: "kms:Decrypt", Resource: att(artifactKey, "Arn") };
+    const useArtifactKey = { Sid: "ArtifactKey", Effect: "Allow", Action: ["kms:Decrypt", "kms:GenerateDataKey"], Resource: att(artifactKey, "Arn") };
+
     res("ArtifactBucketPolicy", "AWS::S3::BucketPolicy", {
       Bucket: artifactBucket.ref,
-      PolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Sid: "DenyInsecureTransport",
-            Effect: "Deny",
-            Principal: "*",
-            Action: "s3:*",
-            Resource: [
-              att(artifactBucket, "Arn"),
-              Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-            ],
-            Condition: { Bool: { "aws:SecureTransport": "false" } },
-          },
-          {
-            Sid: "DenyUnencryptedUploads",
-            Effect: "Deny",
-            Principal: "*",
-            Action: "s3:PutObject",
-            Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-            Condition: { StringNotEquals: { "s3:x-amz-server-side-encryption": "aws:kms" } },
-          },
-          ...(c.useOtherDeploymentRoles ? [{
-            Sid: "DeploymentRolesReadPayloads",
-            Effect: "Allow",
-            Principal: { AWS: p.deploymentRoleArns },
-            Action: "s3:GetObject",
-            Resource: Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-          }] : []),
-        ],
-      },
+      PolicyDocument: policyDocument([
+        {
+          Sid: "DenyInsecureTransport",
+          Effect: "Deny",
+          Principal: "*",
+          Action: "s3:*",
+          Resource: [att(artifactBucket, "Arn"), artifactObjects("*")],
+          Condition: { Bool: { "aws:SecureTransport": "false" } },
+        },
+        {
+          Sid: "DenyUnencryptedUploads",
+          Effect: "Deny",
+          Principal: "*",
+          Action: "s3:PutObject",
+          Resource: artifactObjects("*"),
+          Condition: { StringNotEquals: { "s3:x-amz-server-side-encryption": "aws:kms" } },
+        },
+        ...(c.useOtherDeploymentRoles ? [{
+          Sid: "DeploymentRolesReadPayloads",
+          Effect: "Allow",
+          Principal: { AWS: p.deploymentRoleArns },
+          Action: "s3:GetObject",
+          Resource: artifactObjects("porter-deployment/*"),
+        }] : []),
+      ]),
     });
 
     // ---- The phase functions' roles, and the deployment role that provision, promote and prune assume
 
-    const packLogGroup = logGroup("PackLogGroup", `/aws/lambda/${Aws.STACK_NAME}-pack`);
+    const packLogGroup = functionLogGroup("pack");
 
     const packFunctionRole = phaseRole("pack", packLogGroup);
 
-    const provisionLogGroup = logGroup("ProvisionLogGroup", `/aws/lambda/${Aws.STACK_NAME}-provision`);
+    const provisionLogGroup = functionLogGroup("provision");
 
     const provisionFunctionRole = phaseRole("provision", provisionLogGroup);
 
-    const promoteLogGroup = logGroup("PromoteLogGroup", `/aws/lambda/${Aws.STACK_NAME}-promote`);
+    const promoteLogGroup = functionLogGroup("promote");
 
     const promoteFunctionRole = phaseRole("promote", promoteLogGroup);
 
-    const pruneLogGroup = logGroup("PruneLogGroup", `/aws/lambda/${Aws.STACK_NAME}-prune`);
+    const pruneLogGroup = functionLogGroup("prune");
 
     const pruneFunctionRole = phaseRole("prune", pruneLogGroup);
 
@@ -436,584 +493,456 @@ export class Porter extends Construct {
       ManagedPolicyName: "porter-release-boundary",
       Path: "/porter/",
       Description: "The permissions boundary of every IAM role a porter release stack creates",
-      PolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Sid: "ServiceDataPlane",
-            Effect: "Allow",
-            Action: [
-              "s3:GetObject",
-              "s3:PutObject",
-              "s3:DeleteObject",
-              "s3:ListBucket",
-              "dynamodb:GetItem",
-              "dynamodb:PutItem",
-              "dynamodb:UpdateItem",
-              "dynamodb:DeleteItem",
-              "dynamodb:Query",
-              "dynamodb:Scan",
-              "dynamodb:BatchGetItem",
-              "dynamodb:BatchWriteItem",
-              "sqs:SendMessage",
-              "sqs:ReceiveMessage",
-              "sqs:DeleteMessage",
-              "sqs:ChangeMessageVisibility",
-              "sqs:GetQueueUrl",
-              "sqs:GetQueueAttributes",
-              "sns:Publish",
-              "kinesis:PutRecord",
-              "kinesis:PutRecords",
-              "firehose:PutRecord",
-              "firehose:PutRecordBatch",
-              "logs:CreateLogGroup",
-              "logs:CreateLogStream",
-              "logs:PutLogEvents",
-              "cloudwatch:PutMetricData",
-              "xray:PutTraceSegments",
-              "xray:PutTelemetryRecords",
-              "kms:Decrypt",
-              "kms:Encrypt",
-              "kms:GenerateDataKey",
-              "ecr:GetAuthorizationToken",
-              "ecr:BatchGetImage",
-              "ecr:GetDownloadUrlForLayer",
-              "ecr:BatchCheckLayerAvailability",
-              "ec2:DescribeInstances",
-              "ec2:DescribeTags",
-              "cloudformation:SignalResource",
-              "cloudformation:DescribeStackResource",
-              "sts:GetCallerIdentity",
-            ],
-            Resource: "*",
-          },
-          // Secrets and parameters only under the role's own service's and
-          // environment's prefix (its porter:service and porter:environment
-          // tags, which its sessions carry as principal tags): no overlay
-          // grants its instances another service's or environment's secrets.
-          // ${!...}: a policy variable Fn::Sub leaves to IAM.
-          {
-            Sid: "ServiceSecretsUnderPorter",
-            Effect: "Allow",
-            Action: ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
-            Resource: Fn.sub("arn:${AWS::Partition}:ssm:*:${AWS::AccountId}:parameter/porter/${!aws:PrincipalTag/porter:service}/${!aws:PrincipalTag/porter:environment}/*"),
-          },
-          {
-            Sid: "ServiceSecretValuesUnderPorter",
-            Effect: "Allow",
-            Action: "secretsmanager:GetSecretValue",
-            Resource: Fn.sub("arn:${AWS::Partition}:secretsmanager:*:${AWS::AccountId}:secret:porter/${!aws:PrincipalTag/porter:service}/${!aws:PrincipalTag/porter:environment}/*"),
-          },
-          {
-            Sid: "NotPorterArtifacts",
-            Effect: "Deny",
-            Action: "s3:*",
-            Resource: [
-              att(artifactBucket, "Arn"),
-              Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-            ],
-          },
-        ],
-      },
+      PolicyDocument: policyDocument([
+        {
+          Sid: "ServiceDataPlane",
+          Effect: "Allow",
+          Action: [
+            "s3:GetObject",
+            "s3:PutObject",
+            "s3:DeleteObject",
+            "s3:ListBucket",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:Query",
+            "dynamodb:Scan",
+            "dynamodb:BatchGetItem",
+            "dynamodb:BatchWriteItem",
+            "sqs:SendMessage",
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueUrl",
+            "sqs:GetQueueAttributes",
+            "sns:Publish",
+            "kinesis:PutRecord",
+            "kinesis:PutRecords",
+            "firehose:PutRecord",
+            "firehose:PutRecordBatch",
+            "logs:CreateLogGroup",
+            "logs:CreateLogStream",
+            "logs:PutLogEvents",
+            "cloudwatch:PutMetricData",
+            "xray:PutTraceSegments",
+            "xray:PutTelemetryRecords",
+            "kms:Decrypt",
+            "kms:Encrypt",
+            "kms:GenerateDataKey",
+            "ecr:GetAuthorizationToken",
+            "ecr:BatchGetImage",
+            "ecr:GetDownloadUrlForLayer",
+            "ecr:BatchCheckLayerAvailability",
+            "ec2:DescribeInstances",
+            "ec2:DescribeTags",
+            "cloudformation:SignalResource",
+            "cloudformation:DescribeStackResource",
+            "sts:GetCallerIdentity",
+          ],
+          Resource: "*",
+        },
+        // Secrets and parameters only under the role's own service's and
+        // environment's prefix (its porter:service and porter:environment
+        // tags, which its sessions carry as principal tags): no overlay
+        // grants its instances another service's or environment's secrets.
+        // ${!...}: a policy variable Fn::Sub leaves to IAM.
+        {
+          Sid: "ServiceSecretsUnderPorter",
+          Effect: "Allow",
+          Action: ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
+          Resource: Fn.sub("arn:${AWS::Partition}:ssm:*:${AWS::AccountId}:parameter/porter/${!aws:PrincipalTag/porter:service}/${!aws:PrincipalTag/porter:environment}/*"),
+        },
+        {
+          Sid: "ServiceSecretValuesUnderPorter",
+          Effect: "Allow",
+          Action: "secretsmanager:GetSecretValue",
+          Resource: Fn.sub("arn:${AWS::Partition}:secretsmanager:*:${AWS::AccountId}:secret:porter/${!aws:PrincipalTag/porter:service}/${!aws:PrincipalTag/porter:environment}/*"),
+        },
+        {
+          Sid: "NotPorterArtifacts",
+          Effect: "Deny",
+          Action: "s3:*",
+          Resource: [att(artifactBucket, "Arn"), artifactObjects("*")],
+        },
+      ]),
     });
 
-    const deploymentRole = res("DeploymentRole", "AWS::IAM::Role", {
+    // What the deployment role's statements name: the account's stacks,
+    // groups, EC2 resources of a type, and the release roles and their boundary.
+    const anyStack = Fn.sub("arn:${AWS::Partition}:cloudformation:*:${AWS::AccountId}:stack/*/*");
+    const autoScalingGroups = Fn.sub("arn:${AWS::Partition}:autoscaling:*:${AWS::AccountId}:autoScalingGroup:*:autoScalingGroupName/*");
+    const releaseRoles = Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/porter/*");
+    const releaseBoundary = Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:policy/porter/porter-release-boundary");
+    const ec2Resources = (type: string) => Fn.sub(`arn:\${AWS::Partition}:ec2:*:\${AWS::AccountId}:${type}/*`);
+
+    const deploymentRole = roleWithPolicy("DeploymentRole", {
       RoleName: p.deploymentRoleName,
       Description: "porter's deployment role (.porter/config role_arn), assumed by the phase functions",
-      AssumeRolePolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Effect: "Allow",
-            Principal: {
-              AWS: [
-                att(provisionFunctionRole, "Arn"),
-                att(promoteFunctionRole, "Arn"),
-                att(pruneFunctionRole, "Arn"),
-              ],
-            },
-            Action: ["sts:AssumeRole", "sts:TagSession"],
-            Condition: {
-              StringEquals: { "aws:RequestTag/porter:service": p.serviceName },
-              StringLike: { "aws:RequestTag/porter:environment": "?*" },
-              "ForAllValues:StringEquals": { "aws:TagKeys": ["porter:service", "porter:environment"] },
-            },
-          },
-        ],
-      },
-      Policies: [
+      AssumeRolePolicyDocument: policyDocument([
         {
-          PolicyName: "porter-deploy",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Sid: "CreatePorterStacks",
-                Effect: "Allow",
-                Action: ["cloudformation:CreateStack", "cloudformation:TagResource"],
-                Resource: Fn.sub("arn:${AWS::Partition}:cloudformation:*:${AWS::AccountId}:stack/*/*"),
-                Condition: {
-                  StringEquals: {
-                    "aws:RequestTag/porter:service": "${aws:PrincipalTag/porter:service}",
-                    "aws:RequestTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
-                  },
-                },
-              },
-              {
-                Sid: "DeletePorterStacks",
-                Effect: "Allow",
-                Action: "cloudformation:DeleteStack",
-                Resource: Fn.sub("arn:${AWS::Partition}:cloudformation:*:${AWS::AccountId}:stack/*/*"),
-                Condition: {
-                  StringEquals: {
-                    "aws:ResourceTag/porter:service": "${aws:PrincipalTag/porter:service}",
-                    "aws:ResourceTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
-                  },
-                },
-              },
-              {
-                Sid: "ReadStacks",
-                Effect: "Allow",
-                Action: [
-                  "cloudformation:DescribeStackEvents",
-                  "cloudformation:DescribeStackResource",
-                  "cloudformation:DescribeStackResources",
-                ],
-                Resource: Fn.sub("arn:${AWS::Partition}:cloudformation:*:${AWS::AccountId}:stack/*/*"),
-              },
-              {
-                Sid: "ListStacks",
-                Effect: "Allow",
-                Action: "cloudformation:DescribeStacks",
-                Resource: "*",
-              },
-              {
-                Sid: "Describe",
-                Effect: "Allow",
-                Action: [
-                  "ec2:Describe*",
-                  "ec2:Get*",
-                  "autoscaling:Describe*",
-                  "elasticloadbalancing:Describe*",
-                ],
-                Resource: "*",
-              },
-              {
-                Sid: "RolloutAlarms",
-                Effect: "Allow",
-                Action: "cloudwatch:DescribeAlarms",
-                Resource: Fn.sub("arn:${AWS::Partition}:cloudwatch:*:${AWS::AccountId}:alarm:*"),
-              },
-              {
-                Sid: "SecurityGroups",
-                Effect: "Allow",
-                Action: [
-                  "ec2:CreateSecurityGroup",
-                  "ec2:DeleteSecurityGroup",
-                  "ec2:AuthorizeSecurityGroupIngress",
-                  "ec2:RevokeSecurityGroupIngress",
-                  "ec2:AuthorizeSecurityGroupEgress",
-                  "ec2:RevokeSecurityGroupEgress",
-                ],
-                Resource: [
-                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:security-group/*"),
-                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:vpc/*"),
-                ],
-              },
-              {
-                Sid: "LaunchTemplates",
-                Effect: "Allow",
-                Action: [
-                  "ec2:CreateLaunchTemplate",
-                  "ec2:CreateLaunchTemplateVersion",
-                  "ec2:DeleteLaunchTemplate",
-                  "ec2:ModifyLaunchTemplate",
-                  "ec2:DeleteTags",
-                ],
-                Resource: Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:launch-template/*"),
-              },
-              {
-                Sid: "LaunchInstances",
-                Effect: "Allow",
-                Action: ["ec2:RunInstances", "ec2:CreateTags"],
-                Resource: [
-                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:instance/*"),
-                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:volume/*"),
-                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:network-interface/*"),
-                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:security-group/*"),
-                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:subnet/*"),
-                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:launch-template/*"),
-                  Fn.sub("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:key-pair/*"),
-                  Fn.sub("arn:${AWS::Partition}:ec2:*::image/*"),
-                ],
-              },
-              {
-                Sid: "AutoScalingGroups",
-                Effect: "Allow",
-                Action: [
-                  "autoscaling:CreateAutoScalingGroup",
-                  "autoscaling:UpdateAutoScalingGroup",
-                  "autoscaling:DeleteAutoScalingGroup",
-                  "autoscaling:CreateOrUpdateTags",
-                  "autoscaling:DeleteTags",
-                  "autoscaling:SuspendProcesses",
-                ],
-                Resource: Fn.sub("arn:${AWS::Partition}:autoscaling:*:${AWS::AccountId}:autoScalingGroup:*:autoScalingGroupName/*"),
-              },
-              // No group is created or changed naming load balancers or target
-              // groups: only promote puts instances in front of traffic. One
-              // statement per key (a statement's conditions must all hold).
-              {
-                Sid: "NoLoadBalancersOnGroups",
-                Effect: "Deny",
-                Action: ["autoscaling:CreateAutoScalingGroup", "autoscaling:UpdateAutoScalingGroup"],
-                Resource: "*",
-                Condition: { Null: { "autoscaling:LoadBalancerNames": "false" } },
-              },
-              {
-                Sid: "NoTargetGroupsOnGroups",
-                Effect: "Deny",
-                Action: ["autoscaling:CreateAutoScalingGroup", "autoscaling:UpdateAutoScalingGroup"],
-                Resource: "*",
-                Condition: { Null: { "autoscaling:TargetGroupARNs": "false" } },
-              },
-              {
-                Sid: "ReleaseGroupSettings",
-                Effect: "Allow",
-                Action: [
-                  "autoscaling:PutScheduledUpdateGroupAction",
-                  "autoscaling:DeleteScheduledAction",
-                  "autoscaling:EnableMetricsCollection",
-                ],
-                Resource: Fn.sub("arn:${AWS::Partition}:autoscaling:*:${AWS::AccountId}:autoScalingGroup:*:autoScalingGroupName/*"),
-                Condition: {
-                  StringEquals: {
-                    "aws:ResourceTag/porter:service": "${aws:PrincipalTag/porter:service}",
-                    "aws:ResourceTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
-                  },
-                },
-              },
-              // Only in promote's sessions (porter-promote-SERVICE, from
-              // crates/core/src/target.rs), never provision's, which creates
-              // release stacks. IAM cannot condition an attach on the load
-              // balancer's or target group's tags (a target group shows only as
-              // its ARN, autoscaling:TargetGroupARNs): promote checks them in
-              // code before it attaches.
-              {
-                Sid: "AttachReleaseGroups",
-                Effect: "Allow",
-                Action: [
-                  "autoscaling:AttachLoadBalancers",
-                  "autoscaling:DetachLoadBalancers",
-                  "autoscaling:AttachLoadBalancerTargetGroups",
-                  "autoscaling:DetachLoadBalancerTargetGroups",
-                ],
-                Resource: Fn.sub("arn:${AWS::Partition}:autoscaling:*:${AWS::AccountId}:autoScalingGroup:*:autoScalingGroupName/*"),
-                Condition: {
-                  StringEquals: {
-                    "aws:ResourceTag/porter:service": "${aws:PrincipalTag/porter:service}",
-                    "aws:ResourceTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
-                  },
-                  StringLike: { "aws:userid": "*:porter-promote-*" },
-                },
-              },
-              {
-                Sid: "AutoScalingServiceRole",
-                Effect: "Allow",
-                Action: "iam:CreateServiceLinkedRole",
-                Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"),
-                Condition: { StringEquals: { "iam:AWSServiceName": "autoscaling.amazonaws.com" } },
-              },
-              // Only in promote's sessions too: a release stack registers nothing.
-              {
-                Sid: "Cutover",
-                Effect: "Allow",
-                Action: [
-                  "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
-                  "elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
-                  "elasticloadbalancing:AddTags",
-                ],
-                Resource: Fn.sub("arn:${AWS::Partition}:elasticloadbalancing:*:${AWS::AccountId}:loadbalancer/*"),
-                Condition: {
-                  StringEquals: {
-                    "aws:ResourceTag/porter:service": "${aws:PrincipalTag/porter:service}",
-                    "aws:ResourceTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
-                  },
-                  StringLike: { "aws:userid": "*:porter-promote-*" },
-                },
-              },
-              // The same for ALB/NLB target groups (these calls name the target
-              // group, so IAM conditions them on its tags): a statement of its
-              // own, as its resources are target groups, not load balancers.
-              {
-                Sid: "CutoverTargetGroups",
-                Effect: "Allow",
-                Action: [
-                  "elasticloadbalancing:RegisterTargets",
-                  "elasticloadbalancing:DeregisterTargets",
-                  "elasticloadbalancing:AddTags",
-                ],
-                Resource: Fn.sub("arn:${AWS::Partition}:elasticloadbalancing:*:${AWS::AccountId}:targetgroup/*/*"),
-                Condition: {
-                  StringEquals: {
-                    "aws:ResourceTag/porter:service": "${aws:PrincipalTag/porter:service}",
-                    "aws:ResourceTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
-                  },
-                  StringLike: { "aws:userid": "*:porter-promote-*" },
-                },
-              },
-              // On every load balancer and target group: ownership tags never change here.
-              {
-                Sid: "KeepOwnershipTags",
-                Effect: "Deny",
-                Action: ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
-                Resource: "*",
-                Condition: {
-                  "ForAnyValue:StringEquals": { "aws:TagKeys": ["porter:service", "porter:environment"] },
-                },
-              },
-              {
-                Sid: "BoundedReleaseRoles",
-                Effect: "Allow",
-                Action: [
-                  "iam:PutRolePolicy",
-                  "iam:DeleteRolePolicy",
-                  "iam:AttachRolePolicy",
-                  "iam:DetachRolePolicy",
-                  "iam:PutRolePermissionsBoundary",
-                ],
-                Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/porter/*"),
-                Condition: {
-                  StringEquals: {
-                    "iam:PermissionsBoundary": Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:policy/porter/porter-release-boundary"),
-                  },
-                },
-              },
-              // Roles are created only with the boundary and tagged with the
-              // session's own service and environment: the tags the boundary
-              // scopes secrets by and PassRole checks.
-              {
-                Sid: "CreateReleaseRoles",
-                Effect: "Allow",
-                Action: "iam:CreateRole",
-                Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/porter/*"),
-                Condition: {
-                  StringEquals: {
-                    "iam:PermissionsBoundary": Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:policy/porter/porter-release-boundary"),
-                    "aws:RequestTag/porter:service": "${aws:PrincipalTag/porter:service}",
-                    "aws:RequestTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
-                  },
-                },
-              },
-              // CreateRole with tags needs TagRole too: only with the same tags.
-              {
-                Sid: "TagReleaseRoles",
-                Effect: "Allow",
-                Action: "iam:TagRole",
-                Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/porter/*"),
-                Condition: {
-                  StringEquals: {
-                    "aws:RequestTag/porter:service": "${aws:PrincipalTag/porter:service}",
-                    "aws:RequestTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
-                  },
-                },
-              },
-              {
-                Sid: "ReleaseRoles",
-                Effect: "Allow",
-                Action: [
-                  "iam:DeleteRole",
-                  "iam:GetRole",
-                  "iam:UntagRole",
-                  "iam:GetRolePolicy",
-                  "iam:ListRolePolicies",
-                  "iam:ListAttachedRolePolicies",
-                  "iam:ListInstanceProfilesForRole",
-                ],
-                Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/porter/*"),
-              },
-              {
-                Sid: "KeepTheBoundary",
-                Effect: "Deny",
-                Action: "iam:DeleteRolePermissionsBoundary",
-                Resource: "*",
-              },
-              // Only roles of the session's own service and environment.
-              {
-                Sid: "PassInstanceRoleToEc2",
-                Effect: "Allow",
-                Action: "iam:PassRole",
-                Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/porter/*"),
-                Condition: {
-                  StringEqualsIfExists: { "iam:PassedToService": "ec2.amazonaws.com" },
-                  StringEquals: {
-                    "iam:ResourceTag/porter:service": "${aws:PrincipalTag/porter:service}",
-                    "iam:ResourceTag/porter:environment": "${aws:PrincipalTag/porter:environment}",
-                  },
-                },
-              },
-              {
-                Sid: "InstanceProfile",
-                Effect: "Allow",
-                Action: [
-                  "iam:CreateInstanceProfile",
-                  "iam:DeleteInstanceProfile",
-                  "iam:GetInstanceProfile",
-                  "iam:AddRoleToInstanceProfile",
-                  "iam:RemoveRoleFromInstanceProfile",
-                  "iam:TagInstanceProfile",
-                ],
-                Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:instance-profile/porter/*"),
-              },
-              {
-                Sid: "PublicImageParameter",
-                Effect: "Allow",
-                Action: ["ssm:GetParameters", "ssm:GetParameter"],
-                Resource: Fn.sub("arn:${AWS::Partition}:ssm:*::parameter/aws/service/ami-amazon-linux-latest/*"),
-              },
-              {
-                Sid: "ReadPayloads",
-                Effect: "Allow",
-                Action: "s3:GetObject",
-                Resource: Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-              },
-              {
-                Sid: "DecryptPayloads",
-                Effect: "Allow",
-                Action: "kms:Decrypt",
-                Resource: att(artifactKey, "Arn"),
-                Condition: { StringLike: { "kms:ViaService": "s3.*.amazonaws.com" } },
-              },
-              // arn:*: as in the SAM template, which cannot name the
-              // partition in the ARNs it makes of a list parameter.
-              {
-                Sid: "RegionBucketObjects",
-                Effect: "Allow",
-                Action: ["s3:GetObject", "s3:PutObject"],
-                Resource: p.regionBucketNames.map((name) => Fn.sub("arn:*:s3:::${Name}/*", { Name: name })),
-              },
-              {
-                Sid: "RegionBuckets",
-                Effect: "Allow",
-                Action: "s3:ListBucket",
-                Resource: p.regionBucketNames.map((name) => Fn.sub("arn:*:s3:::${Name}", { Name: name })),
-              },
-              ...(c.hasRegionBucketKeys ? [{
-                Sid: "RegionBucketKeys",
-                Effect: "Allow",
-                Action: ["kms:Decrypt", "kms:GenerateDataKey"],
-                Resource: p.regionBucketKeyArns,
-              }] : []),
+          Effect: "Allow",
+          Principal: {
+            AWS: [
+              att(provisionFunctionRole, "Arn"),
+              att(promoteFunctionRole, "Arn"),
+              att(pruneFunctionRole, "Arn"),
             ],
+          },
+          Action: ["sts:AssumeRole", "sts:TagSession"],
+          Condition: {
+            StringEquals: { "aws:RequestTag/porter:service": p.serviceName },
+            StringLike: { "aws:RequestTag/porter:environment": "?*" },
+            "ForAllValues:StringEquals": { "aws:TagKeys": ["porter:service", "porter:environment"] },
           },
         },
-      ],
-    });
-
-    res("PhaseFunctionsPolicy", "AWS::IAM::ManagedPolicy", {
-      Description: "porter phase functions (pack, provision, promote, prune)",
-      Roles: [
-        packFunctionRole.ref,
-        provisionFunctionRole.ref,
-        promoteFunctionRole.ref,
-        pruneFunctionRole.ref,
-      ],
-      PolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Sid: "ReadReleases",
-            Effect: "Allow",
-            Action: "s3:GetObject",
-            Resource: [
-              Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-              Fn.sub("${ArtifactBucketArn}/porter-continuations/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-            ],
-          },
-          {
-            Sid: "WriteContinuations",
-            Effect: "Allow",
-            Action: "s3:PutObject",
-            Resource: Fn.sub("${ArtifactBucketArn}/porter-continuations/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-          },
-          {
-            Sid: "ArtifactBucket",
-            Effect: "Allow",
-            Action: "s3:ListBucket",
-            Resource: att(artifactBucket, "Arn"),
-          },
-          {
-            Sid: "ArtifactKey",
-            Effect: "Allow",
-            Action: ["kms:Decrypt", "kms:GenerateDataKey"],
-            Resource: att(artifactKey, "Arn"),
-          },
-          {
-            Sid: "ReadEnvironmentPins",
-            Effect: "Allow",
-            Action: "ssm:GetParameter",
-            Resource: Fn.sub("arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${EnvironmentsPath}*", { EnvironmentsPath: p.environmentsPath }),
-          },
-          {
-            Sid: "JobResults",
-            Effect: "Allow",
-            Action: ["codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"],
-            Resource: "*",
-          },
-          VERIFY_JOBS,
-          READ_PIPELINES,
-          TRACING,
+      ]),
+    }, "porter-deploy", [
+      {
+        Sid: "CreatePorterStacks",
+        Effect: "Allow",
+        Action: ["cloudformation:CreateStack", "cloudformation:TagResource"],
+        Resource: anyStack,
+        Condition: { StringEquals: sessionTags("aws:RequestTag") },
+      },
+      {
+        Sid: "DeletePorterStacks",
+        Effect: "Allow",
+        Action: "cloudformation:DeleteStack",
+        Resource: anyStack,
+        Condition: { StringEquals: sessionTags("aws:ResourceTag") },
+      },
+      {
+        Sid: "ReadStacks",
+        Effect: "Allow",
+        Action: [
+          "cloudformation:DescribeStackEvents",
+          "cloudformation:DescribeStackResource",
+          "cloudformation:DescribeStackResources",
+        ],
+        Resource: anyStack,
+      },
+      {
+        Sid: "ListStacks",
+        Effect: "Allow",
+        Action: "cloudformation:DescribeStacks",
+        Resource: "*",
+      },
+      {
+        Sid: "Describe",
+        Effect: "Allow",
+        Action: [
+          "ec2:Describe*",
+          "ec2:Get*",
+          "autoscaling:Describe*",
+          "elasticloadbalancing:Describe*",
+        ],
+        Resource: "*",
+      },
+      {
+        Sid: "RolloutAlarms",
+        Effect: "Allow",
+        Action: "cloudwatch:DescribeAlarms",
+        Resource: Fn.sub("arn:${AWS::Partition}:cloudwatch:*:${AWS::AccountId}:alarm:*"),
+      },
+      {
+        Sid: "SecurityGroups",
+        Effect: "Allow",
+        Action: [
+          "ec2:CreateSecurityGroup",
+          "ec2:DeleteSecurityGroup",
+          "ec2:AuthorizeSecurityGroupIngress",
+          "ec2:RevokeSecurityGroupIngress",
+          "ec2:AuthorizeSecurityGroupEgress",
+          "ec2:RevokeSecurityGroupEgress",
+        ],
+        Resource: ["security-group", "vpc"].map(ec2Resources),
+      },
+      {
+        Sid: "LaunchTemplates",
+        Effect: "Allow",
+        Action: [
+          "ec2:CreateLaunchTemplate",
+          "ec2:CreateLaunchTemplateVersion",
+          "ec2:DeleteLaunchTemplate",
+          "ec2:ModifyLaunchTemplate",
+          "ec2:DeleteTags",
+        ],
+        Resource: ec2Resources("launch-template"),
+      },
+      {
+        Sid: "LaunchInstances",
+        Effect: "Allow",
+        Action: ["ec2:RunInstances", "ec2:CreateTags"],
+        Resource: [
+          ...["instance", "volume", "network-interface", "security-group", "subnet", "launch-template", "key-pair"].map(ec2Resources),
+          // Images are public or shared: no account in their ARN.
+          Fn.sub("arn:${AWS::Partition}:ec2:*::image/*"),
         ],
       },
-    });
+      {
+        Sid: "AutoScalingGroups",
+        Effect: "Allow",
+        Action: [
+          "autoscaling:CreateAutoScalingGroup",
+          "autoscaling:UpdateAutoScalingGroup",
+          "autoscaling:DeleteAutoScalingGroup",
+          "autoscaling:CreateOrUpdateTags",
+          "autoscaling:DeleteTags",
+          "autoscaling:SuspendProcesses",
+        ],
+        Resource: autoScalingGroups,
+      },
+      // No group is created or changed naming load balancers or target
+      // groups: only promote puts instances in front of traffic. One
+      // statement per key (a statement's conditions must all hold).
+      ...([
+        ["NoLoadBalancersOnGroups", "autoscaling:LoadBalancerNames"],
+        ["NoTargetGroupsOnGroups", "autoscaling:TargetGroupARNs"],
+      ] as const).map(([sid, key]) => ({
+        Sid: sid,
+        Effect: "Deny",
+        Action: ["autoscaling:CreateAutoScalingGroup", "autoscaling:UpdateAutoScalingGroup"],
+        Resource: "*",
+        Condition: { Null: { [key]: "false" } },
+      })),
+      {
+        Sid: "ReleaseGroupSettings",
+        Effect: "Allow",
+        Action: [
+          "autoscaling:PutScheduledUpdateGroupAction",
+          "autoscaling:DeleteScheduledAction",
+          "autoscaling:EnableMetricsCollection",
+        ],
+        Resource: autoScalingGroups,
+        Condition: { StringEquals: sessionTags("aws:ResourceTag") },
+      },
+      // IAM cannot condition an attach on the load balancer's or target
+      // group's tags (a target group shows only as its ARN,
+      // autoscaling:TargetGroupARNs): promote checks them in code before it
+      // attaches.
+      onlyInPromoteSessions("AttachReleaseGroups", [
+        "autoscaling:AttachLoadBalancers",
+        "autoscaling:DetachLoadBalancers",
+        "autoscaling:AttachLoadBalancerTargetGroups",
+        "autoscaling:DetachLoadBalancerTargetGroups",
+      ], autoScalingGroups),
+      {
+        Sid: "AutoScalingServiceRole",
+        Effect: "Allow",
+        Action: "iam:CreateServiceLinkedRole",
+        Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"),
+        Condition: { StringEquals: { "iam:AWSServiceName": "autoscaling.amazonaws.com" } },
+      },
+      // Only in promote's sessions too: a release stack registers nothing.
+      onlyInPromoteSessions("Cutover", [
+        "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+        "elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
+        "elasticloadbalancing:AddTags",
+      ], Fn.sub("arn:${AWS::Partition}:elasticloadbalancing:*:${AWS::AccountId}:loadbalancer/*")),
+      // The same for ALB/NLB target groups (these calls name the target
+      // group, so IAM conditions them on its tags): a statement of its
+      // own, as its resources are target groups, not load balancers.
+      onlyInPromoteSessions("CutoverTargetGroups", [
+        "elasticloadbalancing:RegisterTargets",
+        "elasticloadbalancing:DeregisterTargets",
+        "elasticloadbalancing:AddTags",
+      ], Fn.sub("arn:${AWS::Partition}:elasticloadbalancing:*:${AWS::AccountId}:targetgroup/*/*")),
+      // On every load balancer and target group: ownership tags never change here.
+      {
+        Sid: "KeepOwnershipTags",
+        Effect: "Deny",
+        Action: ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
+        Resource: "*",
+        Condition: {
+          "ForAnyValue:StringEquals": { "aws:TagKeys": ["porter:service", "porter:environment"] },
+        },
+      },
+      {
+        Sid: "BoundedReleaseRoles",
+        Effect: "Allow",
+        Action: [
+          "iam:PutRolePolicy",
+          "iam:DeleteRolePolicy",
+          "iam:AttachRolePolicy",
+          "iam:DetachRolePolicy",
+          "iam:PutRolePermissionsBoundary",
+        ],
+        Resource: releaseRoles,
+        Condition: { StringEquals: { "iam:PermissionsBoundary": releaseBoundary } },
+      },
+      // Roles are created only with the boundary and tagged with the
+      // session's own service and environment: the tags the boundary
+      // scopes secrets by and PassRole checks.
+      {
+        Sid: "CreateReleaseRoles",
+        Effect: "Allow",
+        Action: "iam:CreateRole",
+        Resource: releaseRoles,
+        Condition: { StringEquals: { "iam:PermissionsBoundary": releaseBoundary, ...sessionTags("aws:RequestTag") } },
+      },
+      // CreateRole with tags needs TagRole too: only with the same tags.
+      {
+        Sid: "TagReleaseRoles",
+        Effect: "Allow",
+        Action: "iam:TagRole",
+        Resource: releaseRoles,
+        Condition: { StringEquals: sessionTags("aws:RequestTag") },
+      },
+      {
+        Sid: "ReleaseRoles",
+        Effect: "Allow",
+        Action: [
+          "iam:DeleteRole",
+          "iam:GetRole",
+          "iam:UntagRole",
+          "iam:GetRolePolicy",
+          "iam:ListRolePolicies",
+          "iam:ListAttachedRolePolicies",
+          "iam:ListInstanceProfilesForRole",
+        ],
+        Resource: releaseRoles,
+      },
+      {
+        Sid: "KeepTheBoundary",
+        Effect: "Deny",
+        Action: "iam:DeleteRolePermissionsBoundary",
+        Resource: "*",
+      },
+      // Only roles of the session's own service and environment.
+      {
+        Sid: "PassInstanceRoleToEc2",
+        Effect: "Allow",
+        Action: "iam:PassRole",
+        Resource: releaseRoles,
+        Condition: {
+          StringEqualsIfExists: { "iam:PassedToService": "ec2.amazonaws.com" },
+          StringEquals: sessionTags("iam:ResourceTag"),
+        },
+      },
+      {
+        Sid: "InstanceProfile",
+        Effect: "Allow",
+        Action: [
+          "iam:CreateInstanceProfile",
+          "iam:DeleteInstanceProfile",
+          "iam:GetInstanceProfile",
+          "iam:AddRoleToInstanceProfile",
+          "iam:RemoveRoleFromInstanceProfile",
+          "iam:TagInstanceProfile",
+        ],
+        Resource: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:instance-profile/porter/*"),
+      },
+      {
+        Sid: "PublicImageParameter",
+        Effect: "Allow",
+        Action: ["ssm:GetParameters", "ssm:GetParameter"],
+        Resource: Fn.sub("arn:${AWS::Partition}:ssm:*::parameter/aws/service/ami-amazon-linux-latest/*"),
+      },
+      {
+        Sid: "ReadPayloads",
+        Effect: "Allow",
+        Action: "s3:GetObject",
+        Resource: artifactObjects("porter-deployment/*"),
+      },
+      {
+        Sid: "DecryptPayloads",
+        Effect: "Allow",
+        Action: "kms:Decrypt",
+        Resource: att(artifactKey, "Arn"),
+        Condition: { StringLike: { "kms:ViaService": "s3.*.amazonaws.com" } },
+      },
+      // arn:*: as in the SAM template, which cannot name the
+      // partition in the ARNs it makes of a list parameter.
+      {
+        Sid: "RegionBucketObjects",
+        Effect: "Allow",
+        Action: ["s3:GetObject", "s3:PutObject"],
+        Resource: p.regionBucketNames.map((name) => Fn.sub("arn:*:s3:::${Name}/*", { Name: name })),
+      },
+      {
+        Sid: "RegionBuckets",
+        Effect: "Allow",
+        Action: "s3:ListBucket",
+        Resource: p.regionBucketNames.map((name) => Fn.sub("arn:*:s3:::${Name}", { Name: name })),
+      },
+      ...(c.hasRegionBucketKeys ? [{
+        Sid: "RegionBucketKeys",
+        Effect: "Allow",
+        Action: ["kms:Decrypt", "kms:GenerateDataKey"],
+        Resource: p.regionBucketKeyArns,
+      }] : []),
+    ]);
 
-    res("PackFunctionPolicy", "AWS::IAM::ManagedPolicy", {
-      Description: "porter pack function",
-      Roles: [packFunctionRole.ref],
-      PolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Sid: "ReadSources",
-            Effect: "Allow",
-            Action: "s3:GetObject",
-            Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-          },
-          {
-            Sid: "WriteReleases",
-            Effect: "Allow",
-            Action: "s3:PutObject",
-            Resource: Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-          },
-          {
-            Sid: "MachineImage",
-            Effect: "Allow",
-            Action: "ssm:GetParameter",
-            Resource: [
-              Fn.sub("arn:${AWS::Partition}:ssm:*::parameter${ImageParameter}", { ImageParameter: p.imageParameter }),
-              Fn.sub("arn:${AWS::Partition}:ssm:*:${AWS::AccountId}:parameter${ImageParameter}", { ImageParameter: p.imageParameter }),
-            ],
-          },
+    managedPolicy("PhaseFunctionsPolicy", "porter phase functions (pack, provision, promote, prune)", [
+      packFunctionRole.ref,
+      provisionFunctionRole.ref,
+      promoteFunctionRole.ref,
+      pruneFunctionRole.ref,
+    ], [
+      {
+        Sid: "ReadReleases",
+        Effect: "Allow",
+        Action: "s3:GetObject",
+        Resource: [artifactObjects("porter-deployment/*"), artifactObjects("porter-continuations/*")],
+      },
+      {
+        Sid: "WriteContinuations",
+        Effect: "Allow",
+        Action: "s3:PutObject",
+        Resource: artifactObjects("porter-continuations/*"),
+      },
+      listArtifactBucket,
+      useArtifactKey,
+      {
+        Sid: "ReadEnvironmentPins",
+        Effect: "Allow",
+        Action: "ssm:GetParameter",
+        Resource: Fn.sub("arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${EnvironmentsPath}*", { EnvironmentsPath: p.environmentsPath }),
+      },
+      JOB_RESULTS,
+      VERIFY_JOBS,
+      READ_PIPELINES,
+      TRACING,
+    ]);
+
+    managedPolicy("PackFunctionPolicy", "porter pack function", [packFunctionRole.ref], [
+      {
+        Sid: "ReadSources",
+        Effect: "Allow",
+        Action: "s3:GetObject",
+        Resource: artifactObjects("*"),
+      },
+      {
+        Sid: "WriteReleases",
+        Effect: "Allow",
+        Action: "s3:PutObject",
+        Resource: artifactObjects("porter-deployment/*"),
+      },
+      {
+        Sid: "MachineImage",
+        Effect: "Allow",
+        Action: "ssm:GetParameter",
+        Resource: [
+          Fn.sub("arn:${AWS::Partition}:ssm:*::parameter${ImageParameter}", { ImageParameter: p.imageParameter }),
+          Fn.sub("arn:${AWS::Partition}:ssm:*:${AWS::AccountId}:parameter${ImageParameter}", { ImageParameter: p.imageParameter }),
         ],
       },
-    });
+    ]);
 
-    res("RegionalPhasesPolicy", "AWS::IAM::ManagedPolicy", {
-      Description: "porter provision, promote and prune functions",
-      Roles: [provisionFunctionRole.ref, promoteFunctionRole.ref, pruneFunctionRole.ref],
-      PolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Sid: "AssumeDeploymentRole",
-            Effect: "Allow",
-            Action: ["sts:AssumeRole", "sts:TagSession"],
-            Resource: (c.useOwnDeploymentRole ? Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${DeploymentRoleName}", { DeploymentRoleName: p.deploymentRoleName }) : p.deploymentRoleArns),
-            Condition: { StringEquals: { "aws:RequestTag/porter:service": p.serviceName } },
-          },
-        ],
+    managedPolicy("RegionalPhasesPolicy", "porter provision, promote and prune functions", [
+      provisionFunctionRole.ref,
+      promoteFunctionRole.ref,
+      pruneFunctionRole.ref,
+    ], [
+      {
+        Sid: "AssumeDeploymentRole",
+        Effect: "Allow",
+        Action: ["sts:AssumeRole", "sts:TagSession"],
+        Resource: (c.useOwnDeploymentRole ? Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${DeploymentRoleName}", { DeploymentRoleName: p.deploymentRoleName }) : p.deploymentRoleArns),
+        Condition: { StringEquals: { "aws:RequestTag/porter:service": p.serviceName } },
       },
-    });
+    ]);
 
     // ---- The deploy lease
 
@@ -1025,84 +954,60 @@ export class Porter extends Construct {
       PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
     });
 
-    const leaseLogGroup = logGroup("LeaseLogGroup", `/aws/lambda/${Aws.STACK_NAME}-lease`);
+    const leaseLogGroup = functionLogGroup("lease");
 
-    const leaseFunctionRole = res("LeaseFunctionRole", "AWS::IAM::Role", {
-      RoleName: Fn.sub("${AWS::StackName}-lease"),
-      AssumeRolePolicyDocument: LAMBDA_TRUST,
-      Policies: [
-        {
-          PolicyName: "lease",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Sid: "Leases",
-                Effect: "Allow",
-                Action: ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"],
-                Resource: att(leaseTable, "Arn"),
-              },
-              {
-                Sid: "SeeHolders",
-                Effect: "Allow",
-                Action: "states:DescribeExecution",
-                Resource: Fn.sub("arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-deploy:*"),
-              },
-              logsTo(leaseLogGroup),
-              TRACING,
-            ],
-          },
-        },
-      ],
+    const leaseFunctionRole = functionRole("lease", leaseLogGroup, "lease", [
+      {
+        Sid: "Leases",
+        Effect: "Allow",
+        Action: ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"],
+        Resource: att(leaseTable, "Arn"),
+      },
+      {
+        Sid: "SeeHolders",
+        Effect: "Allow",
+        Action: "states:DescribeExecution",
+        Resource: DEPLOY_EXECUTIONS,
+      },
+    ]);
+
+    // A deploy's lease, given back (only if its execution holds it): by
+    // promote for an aborted deploy, by the pipeline function for a stopped
+    // pipeline execution's.
+    const giveBackLease = (sid: string) => ({
+      Sid: sid,
+      Effect: "Allow",
+      Action: ["dynamodb:GetItem", "dynamodb:DeleteItem"],
+      Resource: att(leaseTable, "Arn"),
     });
 
     // promote also aborts deploys (crates/lambda/src/abort.rs): an execution
     // that is aborted or times out runs no Catch, so promote's undo puts back
     // what it cut over and gives its lease back, as the pipeline function
     // does for a stopped pipeline execution's deploy.
-    res("PromoteFunctionPolicy", "AWS::IAM::ManagedPolicy", {
-      Description: "porter promote function (aborted deploys)",
-      Roles: [promoteFunctionRole.ref],
-      PolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            // Whether the execution still runs (porter abort stops it), and
-            // what it deployed (pack's output, in its history): this
-            // stack's deploy executions only.
-            Sid: "AbortDeploys",
-            Effect: "Allow",
-            Action: ["states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution"],
-            Resource: Fn.sub("arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-deploy:*"),
-          },
-          {
-            // The aborted execution's lease, given back (only if it holds it).
-            Sid: "GiveBackAbortedLease",
-            Effect: "Allow",
-            Action: ["dynamodb:GetItem", "dynamodb:DeleteItem"],
-            Resource: att(leaseTable, "Arn"),
-          },
-        ],
+    managedPolicy("PromoteFunctionPolicy", "porter promote function (aborted deploys)", [promoteFunctionRole.ref], [
+      {
+        // Whether the execution still runs (porter abort stops it), and
+        // what it deployed (pack's output, in its history): this
+        // stack's deploy executions only.
+        Sid: "AbortDeploys",
+        Effect: "Allow",
+        Action: ["states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution"],
+        Resource: DEPLOY_EXECUTIONS,
       },
-    });
+      giveBackLease("GiveBackAbortedLease"),
+    ]);
 
-    res("ProvisionFunctionPolicy", "AWS::IAM::ManagedPolicy", {
-      Description: "porter provision function (the lease fence)",
-      Roles: [provisionFunctionRole.ref],
-      PolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            // The fence: provision acts only while its execution holds the
-            // deploy lease (porter_core::aws::Aws::check_fence); read only.
-            Sid: "ReadLeaseFence",
-            Effect: "Allow",
-            Action: "dynamodb:GetItem",
-            Resource: att(leaseTable, "Arn"),
-          },
-        ],
+    managedPolicy("ProvisionFunctionPolicy", "porter provision function (the lease fence)", [provisionFunctionRole.ref], [
+      {
+        // The fence: provision acts only while its execution holds the
+        // deploy lease (porter_core::aws::Aws::check_fence); read only.
+        Sid: "ReadLeaseFence",
+        Effect: "Allow",
+        Action: "dynamodb:GetItem",
+        Resource: att(leaseTable, "Arn"),
       },
-    });
+    ]);
 
     // ---- The functions the state machine chains
 
@@ -1115,15 +1020,19 @@ export class Porter extends Construct {
       APPROVED_ENVIRONMENTS: p.productionEnvironment,
       BRANCH_ENVIRONMENTS: p.branchEnvironments,
     };
+    // What every phase reads: the releases, the service, its environments' pins.
+    const phaseVariables = {
+      ARTIFACT_BUCKET: artifactBucket.ref,
+      PORTER_SERVICE: p.serviceName,
+      PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+    };
 
     const packFunction = lambdaFunction("pack", packFunctionRole, packLogGroup, {
       Description: "porter pack phase",
       MemorySize: 1024,
       Environment: {
         Variables: {
-          ARTIFACT_BUCKET: artifactBucket.ref,
-          PORTER_SERVICE: p.serviceName,
-          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+          ...phaseVariables,
           PORTER_IMAGE_PARAMETER: p.imageParameter,
           PORTER_ALLOWED_REFERENCES: p.allowedExternalReferences,
           ...jobRules,
@@ -1135,9 +1044,7 @@ export class Porter extends Construct {
       Description: "porter provision phase",
       Environment: {
         Variables: {
-          ARTIFACT_BUCKET: artifactBucket.ref,
-          PORTER_SERVICE: p.serviceName,
-          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+          ...phaseVariables,
           // The fence: provision acts only while its execution holds the
           // deploy lease.
           LEASE_TABLE: leaseTable.ref,
@@ -1150,9 +1057,7 @@ export class Porter extends Construct {
       Description: "porter promote phase",
       Environment: {
         Variables: {
-          ARTIFACT_BUCKET: artifactBucket.ref,
-          PORTER_SERVICE: p.serviceName,
-          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
+          ...phaseVariables,
           // An abort (crates/lambda/src/abort.rs) undoes executions of this
           // state machine only, and gives their lease back. Its ARN from its
           // name, not deployStateMachine.ref: the state machine refers to
@@ -1166,14 +1071,7 @@ export class Porter extends Construct {
 
     const pruneFunction = lambdaFunction("prune", pruneFunctionRole, pruneLogGroup, {
       Description: "porter prune phase",
-      Environment: {
-        Variables: {
-          ARTIFACT_BUCKET: artifactBucket.ref,
-          PORTER_SERVICE: p.serviceName,
-          PORTER_ENVIRONMENTS_PATH: p.environmentsPath,
-          ...jobRules,
-        },
-      },
+      Environment: { Variables: { ...phaseVariables, ...jobRules } },
     });
 
     const leaseFunction = lambdaFunction("lease", leaseFunctionRole, leaseLogGroup, {
@@ -1184,89 +1082,56 @@ export class Porter extends Construct {
 
     // ---- Notifications (the topic before the notify function that publishes to it)
 
-    const notificationKey = res("NotificationKey", "AWS::KMS::Key", {
-      Description: Fn.sub("${AWS::StackName}: the notification topic"),
-      EnableKeyRotation: true,
-      KeyPolicy: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Sid: "AccountIamPolicies",
-            Effect: "Allow",
-            Principal: { AWS: Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root") },
-            Action: "kms:*",
-            Resource: "*",
-          },
-          {
-            Sid: "NotificationServicesPublish",
-            Effect: "Allow",
-            Principal: { Service: ["events.amazonaws.com", "codestar-notifications.amazonaws.com"] },
-            Action: ["kms:GenerateDataKey*", "kms:Decrypt"],
-            Resource: "*",
-            Condition: { StringEquals: { "kms:ViaService": Fn.sub("sns.${AWS::Region}.amazonaws.com") } },
-          },
-        ],
+    const notificationKey = kmsKey("NotificationKey", "the notification topic", [
+      {
+        Sid: "NotificationServicesPublish",
+        Effect: "Allow",
+        Principal: { Service: ["events.amazonaws.com", "codestar-notifications.amazonaws.com"] },
+        Action: ["kms:GenerateDataKey*", "kms:Decrypt"],
+        Resource: "*",
+        Condition: { StringEquals: { "kms:ViaService": Fn.sub("sns.${AWS::Region}.amazonaws.com") } },
       },
-    });
+    ]);
 
     const notificationTopic = res("NotificationTopic", "AWS::SNS::Topic", { DisplayName: "porter deploys", KmsMasterKeyId: notificationKey.ref });
 
     // ---- Deploy notices: the topic and the service's Slack webhooks
 
-    const notifyLogGroup = logGroup("NotifyLogGroup", `/aws/lambda/${Aws.STACK_NAME}-notify`);
+    const notifyLogGroup = functionLogGroup("notify");
 
-    const notifyFunctionRole = res("NotifyFunctionRole", "AWS::IAM::Role", {
-      RoleName: Fn.sub("${AWS::StackName}-notify"),
-      AssumeRolePolicyDocument: LAMBDA_TRUST,
-      Policies: [
-        {
-          PolicyName: "notify",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Sid: "Publish",
-                Effect: "Allow",
-                Action: "sns:Publish",
-                Resource: notificationTopic.ref,
-              },
-              {
-                Sid: "TopicKey",
-                Effect: "Allow",
-                Action: ["kms:GenerateDataKey", "kms:Decrypt"],
-                Resource: att(notificationKey, "Arn"),
-              },
-              {
-                Sid: "ReadReleaseConfigs",
-                Effect: "Allow",
-                Action: "s3:GetObject",
-                Resource: Fn.sub("${ArtifactBucketArn}/porter-deployment/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-              },
-              {
-                Sid: "ArtifactKey",
-                Effect: "Allow",
-                Action: "kms:Decrypt",
-                Resource: att(artifactKey, "Arn"),
-              },
-              {
-                Sid: "WebhookReferences",
-                Effect: "Allow",
-                Action: "ssm:GetParameter",
-                Resource: Fn.sub("arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/aws/reference/secretsmanager/porter/${ServiceName}/notifications/*", { ServiceName: p.serviceName }),
-              },
-              {
-                Sid: "WebhookUrls",
-                Effect: "Allow",
-                Action: "secretsmanager:GetSecretValue",
-                Resource: Fn.sub("arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:porter/${ServiceName}/notifications/*", { ServiceName: p.serviceName }),
-              },
-              logsTo(notifyLogGroup),
-              TRACING,
-            ],
-          },
-        },
-      ],
-    });
+    const notifyFunctionRole = functionRole("notify", notifyLogGroup, "notify", [
+      {
+        Sid: "Publish",
+        Effect: "Allow",
+        Action: "sns:Publish",
+        Resource: notificationTopic.ref,
+      },
+      {
+        Sid: "TopicKey",
+        Effect: "Allow",
+        Action: ["kms:GenerateDataKey", "kms:Decrypt"],
+        Resource: att(notificationKey, "Arn"),
+      },
+      {
+        Sid: "ReadReleaseConfigs",
+        Effect: "Allow",
+        Action: "s3:GetObject",
+        Resource: artifactObjects("porter-deployment/*"),
+      },
+      decryptArtifacts,
+      {
+        Sid: "WebhookReferences",
+        Effect: "Allow",
+        Action: "ssm:GetParameter",
+        Resource: Fn.sub("arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/aws/reference/secretsmanager/porter/${ServiceName}/notifications/*", { ServiceName: p.serviceName }),
+      },
+      {
+        Sid: "WebhookUrls",
+        Effect: "Allow",
+        Action: "secretsmanager:GetSecretValue",
+        Resource: Fn.sub("arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:porter/${ServiceName}/notifications/*", { ServiceName: p.serviceName }),
+      },
+    ]);
 
     const notifyFunction = lambdaFunction("notify", notifyFunctionRole, notifyLogGroup, {
       Description: "porter deploy notices (SNS topic and Slack webhooks)",
@@ -1281,101 +1146,82 @@ export class Porter extends Construct {
       },
     });
 
+    // ---- Where repository code runs: CodeBuild, for the hooks and the image build
+
+    // A CodeBuild role may write its logs and read the source artifact,
+    // never the releases or continuation state.
+    const repositoryCodeStatements = (logs: CfnResource) => [
+      logsTo(logs),
+      {
+        Sid: "SourceArtifact",
+        Effect: "Allow",
+        Action: ["s3:GetObject", "s3:GetObjectVersion"],
+        Resource: artifactObjects("*"),
+      },
+      notReleasesOrContinuations(artifactBucket),
+      decryptArtifacts,
+    ];
+    // Both projects: sealed with the artifact key, half an hour at most,
+    // Docker (privileged) on Amazon Linux, logs to their own group.
+    type ProjectOwnProperties = { Name: string; Description: string; ServiceRole: string; Source: object; Artifacts: object };
+    const codeBuildProject = (id: string, own: ProjectOwnProperties, logs: CfnResource, environmentVariables?: object[]) =>
+      res(id, "AWS::CodeBuild::Project", {
+        ...own,
+        EncryptionKey: att(artifactKey, "Arn"),
+        TimeoutInMinutes: 30,
+        Environment: {
+          Type: "LINUX_CONTAINER",
+          ComputeType: "BUILD_GENERAL1_SMALL",
+          Image: "aws/codebuild/amazonlinux-x86_64-standard:5.0",
+          PrivilegedMode: true,
+          ...(environmentVariables ? { EnvironmentVariables: environmentVariables } : {}),
+        },
+        LogsConfig: { CloudWatchLogs: { Status: "ENABLED", GroupName: logs.ref } },
+      });
+
     // ---- Hooks: the function starts CodeBuild builds; the hooks run there as HookRole
 
     const hooksProjectLogGroup = logGroup("HooksProjectLogGroup", `/aws/codebuild/${Aws.STACK_NAME}-hooks`);
 
-    const hookRole = res("HookRole", "AWS::IAM::Role", {
+    const hookRole = roleWithPolicy("HookRole", {
       RoleName: Fn.sub("${AWS::StackName}-hook"),
       AssumeRolePolicyDocument: serviceTrust("codebuild.amazonaws.com"),
-      Policies: [
-        {
-          PolicyName: "hook",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              logsTo(hooksProjectLogGroup),
-              {
-                Sid: "SourceArtifact",
-                Effect: "Allow",
-                Action: ["s3:GetObject", "s3:GetObjectVersion"],
-                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-              },
-              notReleasesOrContinuations(artifactBucket),
-              {
-                Sid: "ArtifactKey",
-                Effect: "Allow",
-                Action: "kms:Decrypt",
-                Resource: att(artifactKey, "Arn"),
-              },
-            ],
-          },
-        },
-      ],
-    });
+    }, "hook", repositoryCodeStatements(hooksProjectLogGroup));
 
-    const hooksProject = res("HooksProject", "AWS::CodeBuild::Project", {
+    const hooksProject = codeBuildProject("HooksProject", {
       Name: Fn.sub("${AWS::StackName}-hooks"),
       Description: "Runs a service's hooks (the hooks function overrides source and buildspec per hook)",
       ServiceRole: att(hookRole, "Arn"),
-      EncryptionKey: att(artifactKey, "Arn"),
-      TimeoutInMinutes: 30,
       Source: {
         Type: "NO_SOURCE",
         BuildSpec: "version: 0.2\nphases:\n  build:\n    commands:\n      - echo \"porter: the hooks function starts this project with a hook's own buildspec\" && exit 1\n",
       },
       Artifacts: { Type: "NO_ARTIFACTS" },
-      Environment: {
-        Type: "LINUX_CONTAINER",
-        ComputeType: "BUILD_GENERAL1_SMALL",
-        Image: "aws/codebuild/amazonlinux-x86_64-standard:5.0",
-        PrivilegedMode: true,
+    }, hooksProjectLogGroup);
+
+    const hooksLogGroup = functionLogGroup("hooks");
+
+    const hooksFunctionRole = functionRole("hooks", hooksLogGroup, "hooks", [
+      {
+        Sid: "RunHooks",
+        Effect: "Allow",
+        Action: ["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
+        Resource: att(hooksProject, "Arn"),
       },
-      LogsConfig: { CloudWatchLogs: { Status: "ENABLED", GroupName: hooksProjectLogGroup.ref } },
-    });
-
-    const hooksLogGroup = logGroup("HooksLogGroup", `/aws/lambda/${Aws.STACK_NAME}-hooks`);
-
-    const hooksFunctionRole = res("HooksFunctionRole", "AWS::IAM::Role", {
-      RoleName: Fn.sub("${AWS::StackName}-hooks"),
-      AssumeRolePolicyDocument: LAMBDA_TRUST,
-      Policies: [
-        {
-          PolicyName: "hooks",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Sid: "RunHooks",
-                Effect: "Allow",
-                Action: ["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
-                Resource: att(hooksProject, "Arn"),
-              },
-              {
-                Sid: "ReadReleasesAndSources",
-                Effect: "Allow",
-                Action: "s3:GetObject",
-                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-              },
-              {
-                Sid: "NotContinuations",
-                Effect: "Deny",
-                Action: "s3:GetObject",
-                Resource: Fn.sub("${ArtifactBucketArn}/porter-continuations/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-              },
-              {
-                Sid: "ArtifactKey",
-                Effect: "Allow",
-                Action: "kms:Decrypt",
-                Resource: att(artifactKey, "Arn"),
-              },
-              logsTo(hooksLogGroup),
-              TRACING,
-            ],
-          },
-        },
-      ],
-    });
+      {
+        Sid: "ReadReleasesAndSources",
+        Effect: "Allow",
+        Action: "s3:GetObject",
+        Resource: artifactObjects("*"),
+      },
+      {
+        Sid: "NotContinuations",
+        Effect: "Deny",
+        Action: "s3:GetObject",
+        Resource: artifactObjects("porter-continuations/*"),
+      },
+      decryptArtifacts,
+    ]);
 
     const hooksFunction = lambdaFunction("hooks", hooksFunctionRole, hooksLogGroup, {
       Description: "porter hooks (started as CodeBuild builds and awaited)",
@@ -1392,60 +1238,54 @@ export class Porter extends Construct {
 
     const deployStateMachineLogGroup = logGroup("DeployStateMachineLogGroup", `/aws/vendedlogs/states/${Aws.STACK_NAME}-deploy`);
 
-    const deployStateMachineRole = res("DeployStateMachineRole", "AWS::IAM::Role", {
+    // What the state machine invokes, by the name its definition gives each ARN.
+    const stateFunctions = {
+      PackFunctionArn: att(packFunction, "Arn"),
+      ProvisionFunctionArn: att(provisionFunction, "Arn"),
+      PromoteFunctionArn: att(promoteFunction, "Arn"),
+      PruneFunctionArn: att(pruneFunction, "Arn"),
+      LeaseFunctionArn: att(leaseFunction, "Arn"),
+      NotifyFunctionArn: att(notifyFunction, "Arn"),
+      HooksFunctionArn: att(hooksFunction, "Arn"),
+    };
+
+    const deployStateMachineRole = roleWithPolicy("DeployStateMachineRole", {
       RoleName: Fn.sub("${AWS::StackName}-deploy-states"),
       AssumeRolePolicyDocument: serviceTrust("states.amazonaws.com"),
-      Policies: [
-        {
-          PolicyName: "invoke-phases",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Sid: "InvokePhases",
-                Effect: "Allow",
-                Action: "lambda:InvokeFunction",
-                Resource: [
-                  att(packFunction, "Arn"),
-                  att(provisionFunction, "Arn"),
-                  att(promoteFunction, "Arn"),
-                  att(pruneFunction, "Arn"),
-                  att(leaseFunction, "Arn"),
-                  att(notifyFunction, "Arn"),
-                  att(hooksFunction, "Arn"),
-                ],
-              },
-              {
-                Sid: "LogDelivery",
-                Effect: "Allow",
-                Action: [
-                  "logs:CreateLogDelivery",
-                  "logs:GetLogDelivery",
-                  "logs:UpdateLogDelivery",
-                  "logs:DeleteLogDelivery",
-                  "logs:ListLogDeliveries",
-                  "logs:PutResourcePolicy",
-                  "logs:DescribeResourcePolicies",
-                  "logs:DescribeLogGroups",
-                ],
-                Resource: "*",
-              },
-              {
-                Sid: "Tracing",
-                Effect: "Allow",
-                Action: [
-                  "xray:PutTraceSegments",
-                  "xray:PutTelemetryRecords",
-                  "xray:GetSamplingRules",
-                  "xray:GetSamplingTargets",
-                ],
-                Resource: "*",
-              },
-            ],
-          },
-        },
-      ],
-    });
+    }, "invoke-phases", [
+      {
+        Sid: "InvokePhases",
+        Effect: "Allow",
+        Action: "lambda:InvokeFunction",
+        Resource: Object.values(stateFunctions),
+      },
+      {
+        Sid: "LogDelivery",
+        Effect: "Allow",
+        Action: [
+          "logs:CreateLogDelivery",
+          "logs:GetLogDelivery",
+          "logs:UpdateLogDelivery",
+          "logs:DeleteLogDelivery",
+          "logs:ListLogDeliveries",
+          "logs:PutResourcePolicy",
+          "logs:DescribeResourcePolicies",
+          "logs:DescribeLogGroups",
+        ],
+        Resource: "*",
+      },
+      {
+        Sid: "Tracing",
+        Effect: "Allow",
+        Action: [
+          "xray:PutTraceSegments",
+          "xray:PutTelemetryRecords",
+          "xray:GetSamplingRules",
+          "xray:GetSamplingTargets",
+        ],
+        Resource: "*",
+      },
+    ]);
 
     const deployStateMachine = res("DeployStateMachine", "AWS::StepFunctions::StateMachine", {
       DefinitionString: definition,
@@ -1457,15 +1297,7 @@ export class Porter extends Construct {
       RoleArn: att(deployStateMachineRole, "Arn"),
       StateMachineName: Fn.sub("${AWS::StackName}-deploy"),
       StateMachineType: "STANDARD",
-      DefinitionSubstitutions: {
-        PackFunctionArn: att(packFunction, "Arn"),
-        ProvisionFunctionArn: att(provisionFunction, "Arn"),
-        PromoteFunctionArn: att(promoteFunction, "Arn"),
-        PruneFunctionArn: att(pruneFunction, "Arn"),
-        LeaseFunctionArn: att(leaseFunction, "Arn"),
-        NotifyFunctionArn: att(notifyFunction, "Arn"),
-        HooksFunctionArn: att(hooksFunction, "Arn"),
-      },
+      DefinitionSubstitutions: stateFunctions,
       TracingConfiguration: { Enabled: true },
     });
 
@@ -1473,17 +1305,14 @@ export class Porter extends Construct {
     // StopExecution, a pipeline's "Stop and abandon") or times out runs no
     // Catch: promote puts back what it cut over and gives its lease back
     // (crates/lambda/src/abort.rs).
-    const deployAbortedRule = res("DeployAbortedRule", "AWS::Events::Rule", {
+    ruleInvoking("DeployAbortedRule", "DeployAbortedPermission", promoteFunction, "promote-function", {
       Description: "porter puts back what aborted and timed-out deploys cut over",
       EventPattern: {
         source: ["aws.states"],
         "detail-type": ["Step Functions Execution Status Change"],
         detail: { status: ["ABORTED", "TIMED_OUT"], stateMachineArn: [deployStateMachine.ref] },
       },
-      Targets: [{ Id: "promote-function", Arn: att(promoteFunction, "Arn") }],
     });
-
-    fromRule("DeployAbortedPermission", promoteFunction, deployAbortedRule);
 
     // ---- The image build
 
@@ -1499,168 +1328,101 @@ export class Porter extends Construct {
 
     const buildLogGroup = logGroup("BuildLogGroup", `/aws/codebuild/${Aws.STACK_NAME}-image`);
 
-    const buildRole = res("BuildRole", "AWS::IAM::Role", {
+    const buildRole = roleWithPolicy("BuildRole", {
       RoleName: Fn.sub("${AWS::StackName}-build"),
-      AssumeRolePolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Effect: "Allow",
-            Principal: { Service: "codebuild.amazonaws.com" },
-            Action: "sts:AssumeRole",
-          },
-        ],
-      },
-      Policies: [
+      AssumeRolePolicyDocument: policyDocument([
         {
-          PolicyName: "build-image",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              logsTo(buildLogGroup),
-              {
-                Sid: "SourceArtifact",
-                Effect: "Allow",
-                Action: ["s3:GetObject", "s3:GetObjectVersion"],
-                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-              },
-              notReleasesOrContinuations(artifactBucket),
-              {
-                Sid: "ArtifactKey",
-                Effect: "Allow",
-                Action: "kms:Decrypt",
-                Resource: att(artifactKey, "Arn"),
-              },
-              {
-                Sid: "RegistryLogin",
-                Effect: "Allow",
-                Action: "ecr:GetAuthorizationToken",
-                Resource: "*",
-              },
-              {
-                Sid: "PushImage",
-                Effect: "Allow",
-                Action: [
-                  "ecr:BatchCheckLayerAvailability",
-                  "ecr:BatchGetImage",
-                  "ecr:CompleteLayerUpload",
-                  "ecr:DescribeImages",
-                  "ecr:GetDownloadUrlForLayer",
-                  "ecr:InitiateLayerUpload",
-                  "ecr:PutImage",
-                  "ecr:UploadLayerPart",
-                ],
-                Resource: att(imageRepository, "Arn"),
-              },
-            ],
-          },
+          Effect: "Allow",
+          Principal: { Service: "codebuild.amazonaws.com" },
+          Action: "sts:AssumeRole",
         },
-      ],
-    });
+      ]),
+    }, "build-image", [
+      ...repositoryCodeStatements(buildLogGroup),
+      {
+        Sid: "RegistryLogin",
+        Effect: "Allow",
+        Action: "ecr:GetAuthorizationToken",
+        Resource: "*",
+      },
+      {
+        Sid: "PushImage",
+        Effect: "Allow",
+        Action: [
+          "ecr:BatchCheckLayerAvailability",
+          "ecr:BatchGetImage",
+          "ecr:CompleteLayerUpload",
+          "ecr:DescribeImages",
+          "ecr:GetDownloadUrlForLayer",
+          "ecr:InitiateLayerUpload",
+          "ecr:PutImage",
+          "ecr:UploadLayerPart",
+        ],
+        Resource: att(imageRepository, "Arn"),
+      },
+    ]);
 
-    const buildProject = res("BuildProject", "AWS::CodeBuild::Project", {
+    const buildProject = codeBuildProject("BuildProject", {
       Name: Fn.sub("${AWS::StackName}-image"),
       Description: "Builds and pushes the service image (when the repository has a Dockerfile)",
       ServiceRole: att(buildRole, "Arn"),
-      EncryptionKey: att(artifactKey, "Arn"),
-      TimeoutInMinutes: 30,
       Source: {
         Type: "CODEPIPELINE",
         BuildSpec: "version: 0.2\nenv:\n  shell: bash\n  exported-variables: [IMAGE_URI]\nphases:\n  build:\n    commands:\n      - |\n        set -euo pipefail\n        # Never empty: CodePipeline may not resolve an empty\n        # exported variable. `none` is read as no image.\n        IMAGE_URI=\"none\"\n        if [ ! -f Dockerfile ]; then\n          echo \"no Dockerfile: the release carries no image\"\n        else\n          aws ecr get-login-password | docker login --username AWS --password-stdin \"${REPOSITORY_URI%%/*}\"\n          # The tag names the commit and the base image's digest\n          # of today: the weekly build of an unchanged commit makes\n          # a new image (and release) only when the base was patched.\n          base=$(awk 'toupper($1) == \"FROM\" { b = $2 } END { print b }' Dockerfile)\n          digest=none\n          if [ -n \"$base\" ] && [ \"$base\" != scratch ] && docker pull --quiet \"$base\" >/dev/null; then\n            digest=$(docker inspect --format '{{index .RepoDigests 0}}' \"$base\" | sed 's/.*@sha256://' | cut -c1-12)\n          fi\n          tag=\"${CODEBUILD_RESOLVED_SOURCE_VERSION:0:12}-${digest}\"\n          IMAGE_URI=\"$REPOSITORY_URI:$tag\"\n          # Tags are immutable: an image already built is not pushed again.\n          if aws ecr describe-images --repository-name \"${REPOSITORY_URI#*/}\" --image-ids imageTag=\"$tag\" >/dev/null 2>&1; then\n            echo \"$IMAGE_URI exists: neither the commit nor the base image changed\"\n          else\n            docker build --tag \"$IMAGE_URI\" .\n            docker push \"$IMAGE_URI\"\n          fi\n        fi\n        echo \"IMAGE_URI=$IMAGE_URI\"\n",
       },
       Artifacts: { Type: "CODEPIPELINE" },
-      Environment: {
-        Type: "LINUX_CONTAINER",
-        ComputeType: "BUILD_GENERAL1_SMALL",
-        Image: "aws/codebuild/amazonlinux-x86_64-standard:5.0",
-        PrivilegedMode: true,
-        EnvironmentVariables: [{ Name: "REPOSITORY_URI", Value: att(imageRepository, "RepositoryUri") }],
-      },
-      LogsConfig: { CloudWatchLogs: { Status: "ENABLED", GroupName: buildLogGroup.ref } },
-    });
+    }, buildLogGroup, [{ Name: "REPOSITORY_URI", Value: att(imageRepository, "RepositoryUri") }]);
 
     // ---- The pipeline function (the deploy action) and the custom action type it works for
 
-    const pipelineLogGroup = logGroup("PipelineLogGroup", `/aws/lambda/${Aws.STACK_NAME}-pipeline`);
+    const pipelineLogGroup = functionLogGroup("pipeline");
 
-    const pipelineFunctionRole = res("PipelineFunctionRole", "AWS::IAM::Role", {
-      RoleName: Fn.sub("${AWS::StackName}-pipeline"),
-      AssumeRolePolicyDocument: LAMBDA_TRUST,
-      Policies: [
+    const pipelineFunctionRole = functionRole("pipeline", pipelineLogGroup, "run-deploys", [
+      {
+        Sid: "StartDeploy",
+        Effect: "Allow",
+        Action: "states:StartExecution",
+        Resource: deployStateMachine.ref,
+      },
+      {
+        Sid: "FollowDeploy",
+        Effect: "Allow",
+        Action: ["states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution"],
+        Resource: DEPLOY_EXECUTIONS,
+      },
+      {
+        Sid: "PipelineActions",
+        Effect: "Allow",
+        Action: ["codepipeline:ListActionExecutions", "codepipeline:GetPipelineExecution"],
+        Resource: STACK_PIPELINES,
+      },
+      giveBackLease("GiveBackLease"),
+      ...(c.useCustomAction ? [
         {
-          PolicyName: "run-deploys",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Sid: "StartDeploy",
-                Effect: "Allow",
-                Action: "states:StartExecution",
-                Resource: deployStateMachine.ref,
-              },
-              {
-                Sid: "FollowDeploy",
-                Effect: "Allow",
-                Action: ["states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution"],
-                Resource: Fn.sub("arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-deploy:*"),
-              },
-              {
-                Sid: "PipelineActions",
-                Effect: "Allow",
-                Action: ["codepipeline:ListActionExecutions", "codepipeline:GetPipelineExecution"],
-                Resource: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-pipeline*"),
-              },
-              {
-                Sid: "GiveBackLease",
-                Effect: "Allow",
-                Action: ["dynamodb:GetItem", "dynamodb:DeleteItem"],
-                Resource: att(leaseTable, "Arn"),
-              },
-              ...(c.useCustomAction ? [{
-                Sid: "PollPorterJobs",
-                Effect: "Allow",
-                Action: "codepipeline:PollForJobs",
-                Resource: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:actiontype:Custom/Deploy/Porter/1"),
-              }] : []),
-              ...(c.useCustomAction ? [{
-                Sid: "AcknowledgePorterJobs",
-                Effect: "Allow",
-                Action: "codepipeline:AcknowledgeJob",
-                Resource: "*",
-              }] : []),
-              VERIFY_JOBS,
-              READ_PIPELINES,
-              {
-                Sid: "JobResults",
-                Effect: "Allow",
-                Action: ["codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"],
-                Resource: "*",
-              },
-              {
-                Sid: "ArtifactObjects",
-                Effect: "Allow",
-                Action: ["s3:GetObject", "s3:PutObject"],
-                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-              },
-              {
-                Sid: "ArtifactBucket",
-                Effect: "Allow",
-                Action: "s3:ListBucket",
-                Resource: att(artifactBucket, "Arn"),
-              },
-              {
-                Sid: "ArtifactKey",
-                Effect: "Allow",
-                Action: ["kms:Decrypt", "kms:GenerateDataKey"],
-                Resource: att(artifactKey, "Arn"),
-              },
-              logsTo(pipelineLogGroup),
-              TRACING,
-            ],
-          },
+          Sid: "PollPorterJobs",
+          Effect: "Allow",
+          Action: "codepipeline:PollForJobs",
+          Resource: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:actiontype:Custom/Deploy/Porter/1"),
         },
-      ],
-    });
+        {
+          Sid: "AcknowledgePorterJobs",
+          Effect: "Allow",
+          Action: "codepipeline:AcknowledgeJob",
+          Resource: "*",
+        },
+      ] : []),
+      VERIFY_JOBS,
+      READ_PIPELINES,
+      JOB_RESULTS,
+      {
+        Sid: "ArtifactObjects",
+        Effect: "Allow",
+        Action: ["s3:GetObject", "s3:PutObject"],
+        Resource: artifactObjects("*"),
+      },
+      listArtifactBucket,
+      useArtifactKey,
+    ]);
 
     const pipelineFunction = lambdaFunction("pipeline", pipelineFunctionRole, pipelineLogGroup, {
       Description: "porter deploy action of the pipeline (starts and follows the deploy state machine)",
@@ -1675,22 +1437,15 @@ export class Porter extends Construct {
       },
     });
 
-    const pipelineEndedRule = res("PipelineEndedRule", "AWS::Events::Rule", {
+    ruleInvoking("PipelineEndedRule", "PipelineEndedPermission", pipelineFunction, "pipeline-function", {
       Description: "porter stops the deploys of pipeline executions that ended early",
       EventPattern: {
         source: ["aws.codepipeline"],
         "detail-type": ["CodePipeline Pipeline Execution State Change"],
-        resources: [
-          {
-            prefix: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-pipeline"),
-          },
-        ],
+        resources: STACK_PIPELINE_EVENTS,
         detail: { state: ["STOPPED", "SUPERSEDED", "FAILED"] },
       },
-      Targets: [{ Id: "pipeline-function", Arn: att(pipelineFunction, "Arn") }],
     });
-
-    fromRule("PipelineEndedPermission", pipelineFunction, pipelineEndedRule);
 
     let porterActionType: CfnResource | undefined;
     if (c.useCustomAction) {
@@ -1708,78 +1463,14 @@ export class Porter extends Construct {
             Queryable: false,
             Description: "The environment of the service's .porter/config to deploy",
           },
-          {
-            Name: "Keep",
-            Type: "Number",
-            Required: false,
-            Key: false,
-            Secret: false,
-            Queryable: false,
-            Description: "Unpromoted stacks prune keeps (default 0)",
-          },
-          {
-            Name: "WaitForLease",
-            Type: "Boolean",
-            Required: false,
-            Key: false,
-            Secret: false,
-            Queryable: false,
-            Description: "Wait for another deploy of the environment instead of failing (true or false)",
-          },
-          {
-            Name: "Rollout",
-            Type: "String",
-            Required: false,
-            Key: false,
-            Secret: false,
-            Queryable: false,
-            Description: "This deploy's rollout as JSON: waves, bake_seconds, alarms, canary_instances",
-          },
-          {
-            Name: "Image",
-            Type: "String",
-            Required: false,
-            Key: false,
-            Secret: false,
-            Queryable: false,
-            Description: "The container image the build made, if any",
-          },
-          {
-            Name: "Variables",
-            Type: "String",
-            Required: false,
-            Key: false,
-            Secret: false,
-            Queryable: false,
-            Description: "What ${VAR} in the config expands to, as a JSON object of strings",
-          },
-          {
-            Name: "Repository",
-            Type: "String",
-            Required: false,
-            Key: false,
-            Secret: false,
-            Queryable: false,
-            Description: "The source repository, recorded in the release",
-          },
-          {
-            Name: "Branch",
-            Type: "String",
-            Required: false,
-            Key: false,
-            Secret: false,
-            Queryable: false,
-            Description: "The source branch, recorded in the release",
-          },
-          {
-            Name: "SseKmsKeyId",
-            Type: "String",
-            Required: false,
-            Key: false,
-            Secret: false,
-            Queryable: false,
-            Description: "The KMS key pack encrypts payloads with",
-          },
+          optionalActionSetting("Keep", "Number", "Unpromoted stacks prune keeps (default 0)"),
+          optionalActionSetting("WaitForLease", "Boolean", "Wait for another deploy of the environment instead of failing (true or false)"),
+          optionalActionSetting("Rollout", "String", "This deploy's rollout as JSON: waves, bake_seconds, alarms, canary_instances"),
+          optionalActionSetting("Image", "String", "The container image the build made, if any"),
+          optionalActionSetting("Variables", "String", "What ${VAR} in the config expands to, as a JSON object of strings"),
+          optionalActionSetting("Repository", "String", "The source repository, recorded in the release"),
+          optionalActionSetting("Branch", "String", "The source branch, recorded in the release"),
+          optionalActionSetting("SseKmsKeyId", "String", "The KMS key pack encrypts payloads with"),
         ],
         InputArtifactDetails: { MinimumCount: 1, MaximumCount: 1 },
         OutputArtifactDetails: { MinimumCount: 0, MaximumCount: 0 },
@@ -1788,11 +1479,8 @@ export class Porter extends Construct {
           ExecutionUrlTemplate: Fn.sub("https://${AWS::Region}.console.aws.amazon.com/states/home?region=${AWS::Region}#/v2/executions/details/{ExternalExecutionId}"),
         },
       });
-    }
 
-    let porterActionStartedRule: CfnResource | undefined;
-    if (c.useCustomAction) {
-      porterActionStartedRule = res("PorterActionStartedRule", "AWS::Events::Rule", {
+      ruleInvoking("PorterActionStartedRule", "PorterActionStartedPermission", pipelineFunction, "job-worker", {
         Description: "porter's job worker polls when a Porter deploy action starts",
         EventPattern: {
           source: ["aws.codepipeline"],
@@ -1802,98 +1490,73 @@ export class Porter extends Construct {
             type: { owner: ["Custom"], category: ["Deploy"], provider: ["Porter"], version: ["1"] },
           },
         },
-        Targets: [{ Id: "job-worker", Arn: att(pipelineFunction, "Arn") }],
       });
-    }
 
-    if (c.useCustomAction) {
-      fromRule("PorterActionStartedPermission", pipelineFunction, porterActionStartedRule!);
-    }
-
-    let porterJobSchedule: CfnResource | undefined;
-    if (c.useCustomAction) {
-      porterJobSchedule = res("PorterJobSchedule", "AWS::Events::Rule", {
+      ruleInvoking("PorterJobSchedule", "PorterJobSchedulePermission", pipelineFunction, "job-worker", {
         Description: "porter's job worker polls for Porter deploy jobs once a minute",
         ScheduleExpression: "rate(1 minute)",
-        Targets: [{ Id: "job-worker", Arn: att(pipelineFunction, "Arn") }],
       });
-    }
-
-    if (c.useCustomAction) {
-      fromRule("PorterJobSchedulePermission", pipelineFunction, porterJobSchedule!);
     }
 
     // ---- The pipeline, its approval and who may give it; main's changes start it
 
-    const pipelineRole = res("PipelineRole", "AWS::IAM::Role", {
+    const repositoryArn = Fn.sub("arn:${AWS::Partition}:codecommit:${AWS::Region}:${AWS::AccountId}:${RepositoryName}", { RepositoryName: p.repositoryName });
+
+    const pipelineRole = roleWithPolicy("PipelineRole", {
       RoleName: Fn.sub("${AWS::StackName}-codepipeline"),
       AssumeRolePolicyDocument: serviceTrust("codepipeline.amazonaws.com"),
-      Policies: [
-        {
-          PolicyName: "run-pipeline",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Sid: "Source",
-                Effect: "Allow",
-                Action: [
-                  "codecommit:GetBranch",
-                  "codecommit:GetCommit",
-                  "codecommit:GetRepository",
-                  "codecommit:UploadArchive",
-                  "codecommit:GetUploadArchiveStatus",
-                  "codecommit:CancelUploadArchive",
-                ],
-                Resource: Fn.sub("arn:${AWS::Partition}:codecommit:${AWS::Region}:${AWS::AccountId}:${RepositoryName}", { RepositoryName: p.repositoryName }),
-              },
-              {
-                Sid: "Build",
-                Effect: "Allow",
-                Action: ["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
-                Resource: att(buildProject, "Arn"),
-              },
-              {
-                Sid: "Deploy",
-                Effect: "Allow",
-                Action: "lambda:InvokeFunction",
-                Resource: att(pipelineFunction, "Arn"),
-              },
-              {
-                Sid: "ArtifactObjects",
-                Effect: "Allow",
-                Action: ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
-                Resource: Fn.sub("${ArtifactBucketArn}/*", { ArtifactBucketArn: att(artifactBucket, "Arn") }),
-              },
-              {
-                Sid: "ArtifactBucket",
-                Effect: "Allow",
-                Action: ["s3:GetBucketVersioning", "s3:GetBucketLocation", "s3:ListBucket"],
-                Resource: att(artifactBucket, "Arn"),
-              },
-              {
-                Sid: "ArtifactKey",
-                Effect: "Allow",
-                Action: ["kms:Decrypt", "kms:GenerateDataKey"],
-                Resource: att(artifactKey, "Arn"),
-              },
-              {
-                Sid: "Approval",
-                Effect: "Allow",
-                Action: "sns:Publish",
-                Resource: notificationTopic.ref,
-              },
-              {
-                Sid: "ApprovalKey",
-                Effect: "Allow",
-                Action: ["kms:Decrypt", "kms:GenerateDataKey"],
-                Resource: att(notificationKey, "Arn"),
-              },
-            ],
-          },
-        },
-      ],
-    });
+    }, "run-pipeline", [
+      {
+        Sid: "Source",
+        Effect: "Allow",
+        Action: [
+          "codecommit:GetBranch",
+          "codecommit:GetCommit",
+          "codecommit:GetRepository",
+          "codecommit:UploadArchive",
+          "codecommit:GetUploadArchiveStatus",
+          "codecommit:CancelUploadArchive",
+        ],
+        Resource: repositoryArn,
+      },
+      {
+        Sid: "Build",
+        Effect: "Allow",
+        Action: ["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
+        Resource: att(buildProject, "Arn"),
+      },
+      {
+        Sid: "Deploy",
+        Effect: "Allow",
+        Action: "lambda:InvokeFunction",
+        Resource: att(pipelineFunction, "Arn"),
+      },
+      {
+        Sid: "ArtifactObjects",
+        Effect: "Allow",
+        Action: ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
+        Resource: artifactObjects("*"),
+      },
+      {
+        Sid: "ArtifactBucket",
+        Effect: "Allow",
+        Action: ["s3:GetBucketVersioning", "s3:GetBucketLocation", "s3:ListBucket"],
+        Resource: att(artifactBucket, "Arn"),
+      },
+      useArtifactKey,
+      {
+        Sid: "Approval",
+        Effect: "Allow",
+        Action: "sns:Publish",
+        Resource: notificationTopic.ref,
+      },
+      {
+        Sid: "ApprovalKey",
+        Effect: "Allow",
+        Action: ["kms:Decrypt", "kms:GenerateDataKey"],
+        Resource: att(notificationKey, "Arn"),
+      },
+    ]);
 
     // A deploy of the pipeline function to one environment: the Porter
     // custom action or a Lambda invoke action, as deployAction says.
@@ -1986,119 +1649,82 @@ export class Porter extends Construct {
       ],
     });
 
+    // The main pipeline, and with a suffix its branch pipelines and stages.
+    const pipelineArn = (suffix = "") =>
+      Fn.sub(`arn:\${AWS::Partition}:codepipeline:\${AWS::Region}:\${AWS::AccountId}:\${Pipeline}${suffix}`, { Pipeline: pipeline.ref });
+
     if (c.hasApprovers) {
-      res("ProductionApprovers", "AWS::IAM::ManagedPolicy", {
-        Description: Fn.sub("${AWS::StackName}: approve the production deploy"),
-        Roles: p.approverRoleNames,
-        PolicyDocument: {
-          Version: "2012-10-17",
-          Statement: [
-            {
-              Sid: "ApproveProduction",
-              Effect: "Allow",
-              Action: "codepipeline:PutApprovalResult",
-              Resource: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}/Approve/Approve", { Pipeline: pipeline.ref }),
-            },
-            {
-              Sid: "SeeWhatIsApproved",
-              Effect: "Allow",
-              Action: [
-                "codepipeline:GetPipeline",
-                "codepipeline:GetPipelineState",
-                "codepipeline:GetPipelineExecution",
-                "codepipeline:ListPipelineExecutions",
-              ],
-              Resource: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}", { Pipeline: pipeline.ref }),
-            },
-          ],
+      managedPolicy("ProductionApprovers", Fn.sub("${AWS::StackName}: approve the production deploy"), p.approverRoleNames, [
+        {
+          Sid: "ApproveProduction",
+          Effect: "Allow",
+          Action: "codepipeline:PutApprovalResult",
+          Resource: pipelineArn("/Approve/Approve"),
         },
-      });
+        {
+          Sid: "SeeWhatIsApproved",
+          Effect: "Allow",
+          Action: [
+            "codepipeline:GetPipeline",
+            "codepipeline:GetPipelineState",
+            "codepipeline:GetPipelineExecution",
+            "codepipeline:ListPipelineExecutions",
+          ],
+          Resource: pipelineArn(),
+        },
+      ]);
     }
 
-    const branchChangedRole = res("BranchChangedRole", "AWS::IAM::Role", {
+    const branchChangedRole = roleWithPolicy("BranchChangedRole", {
       AssumeRolePolicyDocument: serviceTrust("events.amazonaws.com"),
-      Policies: [
-        {
-          PolicyName: "start-pipeline",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Effect: "Allow",
-                Action: "codepipeline:StartPipelineExecution",
-                Resource: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}", { Pipeline: pipeline.ref }),
-              },
-            ],
-          },
-        },
-      ],
+    }, "start-pipeline", [
+      {
+        Effect: "Allow",
+        Action: "codepipeline:StartPipelineExecution",
+        Resource: pipelineArn(),
+      },
+    ]);
+
+    // What EventBridge sees of the repository's branches: changes to the
+    // main branch start its pipeline; the trigger hears of the others.
+    const branchChanges = (events: string[], referenceName: unknown) => ({
+      source: ["aws.codecommit"],
+      "detail-type": ["CodeCommit Repository State Change"],
+      resources: [repositoryArn],
+      detail: { event: events, referenceType: ["branch"], referenceName: [referenceName] },
     });
 
     res("BranchChangedRule", "AWS::Events::Rule", {
       Description: Fn.sub("${BranchName} of ${RepositoryName} changed: start ${AWS::StackName}-pipeline", { BranchName: p.branchName, RepositoryName: p.repositoryName }),
-      EventPattern: {
-        source: ["aws.codecommit"],
-        "detail-type": ["CodeCommit Repository State Change"],
-        resources: [
-          Fn.sub("arn:${AWS::Partition}:codecommit:${AWS::Region}:${AWS::AccountId}:${RepositoryName}", { RepositoryName: p.repositoryName }),
-        ],
-        detail: {
-          event: ["referenceCreated", "referenceUpdated"],
-          referenceType: ["branch"],
-          referenceName: [p.branchName],
-        },
-      },
-      Targets: [
-        {
-          Id: "pipeline",
-          Arn: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}", { Pipeline: pipeline.ref }),
-          RoleArn: att(branchChangedRole, "Arn"),
-        },
-      ],
+      EventPattern: branchChanges(["referenceCreated", "referenceUpdated"], p.branchName),
+      Targets: [{ Id: "pipeline", Arn: pipelineArn(), RoleArn: att(branchChangedRole, "Arn") }],
     });
 
     // ---- The trigger: branch pipelines and the weekly build
 
-    const triggerLogGroup = logGroup("TriggerLogGroup", `/aws/lambda/${Aws.STACK_NAME}-trigger`);
+    const triggerLogGroup = functionLogGroup("trigger");
 
-    const triggerFunctionRole = res("TriggerFunctionRole", "AWS::IAM::Role", {
-      RoleName: Fn.sub("${AWS::StackName}-trigger"),
-      AssumeRolePolicyDocument: LAMBDA_TRUST,
-      Policies: [
-        {
-          PolicyName: "branch-pipelines",
-          PolicyDocument: {
-            Version: "2012-10-17",
-            Statement: [
-              {
-                Sid: "BranchPipelines",
-                Effect: "Allow",
-                Action: [
-                  "codepipeline:GetPipeline",
-                  "codepipeline:CreatePipeline",
-                  "codepipeline:UpdatePipeline",
-                  "codepipeline:DeletePipeline",
-                  "codepipeline:StartPipelineExecution",
-                ],
-                Resource: [
-                  Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}", { Pipeline: pipeline.ref }),
-                  Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${Pipeline}-*", { Pipeline: pipeline.ref }),
-                ],
-              },
-              {
-                Sid: "PassPipelineRole",
-                Effect: "Allow",
-                Action: "iam:PassRole",
-                Resource: att(pipelineRole, "Arn"),
-                Condition: { StringEquals: { "iam:PassedToService": "codepipeline.amazonaws.com" } },
-              },
-              logsTo(triggerLogGroup),
-              TRACING,
-            ],
-          },
-        },
-      ],
-    });
+    const triggerFunctionRole = functionRole("trigger", triggerLogGroup, "branch-pipelines", [
+      {
+        Sid: "BranchPipelines",
+        Effect: "Allow",
+        Action: [
+          "codepipeline:GetPipeline",
+          "codepipeline:CreatePipeline",
+          "codepipeline:UpdatePipeline",
+          "codepipeline:DeletePipeline",
+          "codepipeline:StartPipelineExecution",
+        ],
+        Resource: [pipelineArn(), pipelineArn("-*")],
+      },
+      {
+        Sid: "PassPipelineRole",
+        Effect: "Allow",
+        Action: "iam:PassRole",
+        Resource: att(pipelineRole, "Arn"),
+        Condition: { StringEquals: { "iam:PassedToService": "codepipeline.amazonaws.com" } },
+      },
+    ]);
 
     const triggerFunction = lambdaFunction("trigger", triggerFunctionRole, triggerLogGroup, {
       Description: "porter branch pipelines and the weekly build",
@@ -2120,34 +1746,17 @@ export class Porter extends Construct {
       FunctionName: triggerFunction.ref,
       Principal: "codecommit.amazonaws.com",
       SourceAccount: Aws.ACCOUNT_ID,
-      SourceArn: Fn.sub("arn:${AWS::Partition}:codecommit:${AWS::Region}:${AWS::AccountId}:${RepositoryName}", { RepositoryName: p.repositoryName }),
+      SourceArn: repositoryArn,
     });
 
-    const triggerFunctionBranchChanged = res("TriggerFunctionBranchChanged", "AWS::Events::Rule", {
-      EventPattern: {
-        source: ["aws.codecommit"],
-        "detail-type": ["CodeCommit Repository State Change"],
-        resources: [
-          Fn.sub("arn:${AWS::Partition}:codecommit:${AWS::Region}:${AWS::AccountId}:${RepositoryName}", { RepositoryName: p.repositoryName }),
-        ],
-        detail: {
-          event: ["referenceCreated", "referenceUpdated", "referenceDeleted"],
-          referenceType: ["branch"],
-          referenceName: [{ "anything-but": p.branchName }],
-        },
-      },
-      Targets: [{ Arn: att(triggerFunction, "Arn"), Id: "TriggerFunctionBranchChangedLambdaTarget" }],
+    ruleInvoking("TriggerFunctionBranchChanged", "TriggerFunctionBranchChangedPermission", triggerFunction, "TriggerFunctionBranchChangedLambdaTarget", {
+      EventPattern: branchChanges(["referenceCreated", "referenceUpdated", "referenceDeleted"], { "anything-but": p.branchName }),
     });
 
-    fromRule("TriggerFunctionBranchChangedPermission", triggerFunction, triggerFunctionBranchChanged);
-
-    const triggerFunctionWeekly = res("TriggerFunctionWeekly", "AWS::Events::Rule", {
+    ruleInvoking("TriggerFunctionWeekly", "TriggerFunctionWeeklyPermission", triggerFunction, "TriggerFunctionWeeklyLambdaTarget", {
       Description: "porter's weekly build of the scheduled pipelines",
       ScheduleExpression: p.schedule,
-      Targets: [{ Arn: att(triggerFunction, "Arn"), Id: "TriggerFunctionWeeklyLambdaTarget" }],
     });
-
-    fromRule("TriggerFunctionWeeklyPermission", triggerFunction, triggerFunctionWeekly);
 
     // ---- Pipeline state changes to the topic
 
@@ -2159,39 +1768,27 @@ export class Porter extends Construct {
           "CodePipeline Pipeline Execution State Change",
           "CodePipeline Action Execution State Change",
         ],
-        resources: [
-          {
-            prefix: Fn.sub("arn:${AWS::Partition}:codepipeline:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-pipeline"),
-          },
-        ],
+        resources: STACK_PIPELINE_EVENTS,
         detail: { state: ["STARTED", "SUCCEEDED", "FAILED", "STOPPED", "SUPERSEDED", "CANCELED"] },
       },
       Targets: [{ Id: "topic", Arn: notificationTopic.ref }],
     });
 
+    // The topic takes what EventBridge and CodeStar Notifications publish for this installation.
+    const publishedBy = (sid: string, service: string, condition: object) => ({
+      Sid: sid,
+      Effect: "Allow",
+      Principal: { Service: service },
+      Action: "sns:Publish",
+      Resource: notificationTopic.ref,
+      Condition: condition,
+    });
     res("NotificationTopicPolicy", "AWS::SNS::TopicPolicy", {
       Topics: [notificationTopic.ref],
-      PolicyDocument: {
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Sid: "PipelineStateChanges",
-            Effect: "Allow",
-            Principal: { Service: "events.amazonaws.com" },
-            Action: "sns:Publish",
-            Resource: notificationTopic.ref,
-            Condition: { ArnEquals: { "aws:SourceArn": att(pipelineNotificationRule, "Arn") } },
-          },
-          {
-            Sid: "NotificationRules",
-            Effect: "Allow",
-            Principal: { Service: "codestar-notifications.amazonaws.com" },
-            Action: "sns:Publish",
-            Resource: notificationTopic.ref,
-            Condition: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
-          },
-        ],
-      },
+      PolicyDocument: policyDocument([
+        publishedBy("PipelineStateChanges", "events.amazonaws.com", { ArnEquals: { "aws:SourceArn": att(pipelineNotificationRule, "Arn") } }),
+        publishedBy("NotificationRules", "codestar-notifications.amazonaws.com", { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } }),
+      ]),
     });
 
     if (c.hasNotificationEmail) {
@@ -2222,15 +1819,15 @@ export class Porter extends Construct {
     this.deploymentRoleArn = att(deploymentRole, "Arn");
     this.leaseTableName = leaseTable.ref;
     this.functionArns = {
-      pack: att(packFunction, "Arn"),
-      provision: att(provisionFunction, "Arn"),
-      promote: att(promoteFunction, "Arn"),
-      prune: att(pruneFunction, "Arn"),
+      pack: stateFunctions.PackFunctionArn,
+      provision: stateFunctions.ProvisionFunctionArn,
+      promote: stateFunctions.PromoteFunctionArn,
+      prune: stateFunctions.PruneFunctionArn,
       pipeline: att(pipelineFunction, "Arn"),
       trigger: att(triggerFunction, "Arn"),
-      lease: att(leaseFunction, "Arn"),
-      notify: att(notifyFunction, "Arn"),
-      hooks: att(hooksFunction, "Arn"),
+      lease: stateFunctions.LeaseFunctionArn,
+      notify: stateFunctions.NotifyFunctionArn,
+      hooks: stateFunctions.HooksFunctionArn,
     };
   }
 }

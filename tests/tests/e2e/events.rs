@@ -83,7 +83,7 @@ fn every_sample_event_parses_as_what_its_function_takes() {
                 // The state machine reads every field by path: each one its
                 // Pack state reads, and `keep`, must be written.
                 let written = serde_json::to_value(&input).unwrap();
-                let asl: serde_json::Value = serde_json::from_str(
+                let asl: Value = serde_json::from_str(
                     &std::fs::read_to_string(dir.join("../statemachines/deploy.asl.json")).unwrap(),
                 )
                 .unwrap();
@@ -138,7 +138,7 @@ fn a_hooks_step_reads_its_input_its_pending_state_and_a_failures_phase() {
     after.as_object_mut().unwrap().remove("points");
     after["after_failure"] = load("notify-failed.json")["state"].clone();
     let (input, _) = porter_lambda::hooks_event(after).unwrap();
-    assert_eq!((input.points, input.failed), (vec!["post_provision".to_string()], true));
+    assert_eq!((input.points, input.failed), (vec!["post_provision".to_owned()], true));
 
     let mut unknown = first;
     unknown["colour"] = "red".into();

@@ -253,7 +253,7 @@ fn sealed_continuation() -> (Value, String) {
     let arn = continuation["CodePipeline.job"]["data"]["continuationToken"]
         .as_str()
         .unwrap()
-        .to_string();
+        .to_owned();
     let binding = porter_lambda::token::Binding {
         function: "pipeline".into(),
         environment: "staging".into(),
@@ -271,7 +271,7 @@ async fn a_throttled_status_read_answers_with_the_same_token() {
     let token = continuation["CodePipeline.job"]["data"]["continuationToken"]
         .as_str()
         .unwrap()
-        .to_string();
+        .to_owned();
     let describe =
         mock!(aws_sdk_sfn::Client::describe_execution).then_http_response(http_error(400, "ThrottlingException"));
     let again = mock!(aws_sdk_codepipeline::Client::put_job_success_result)

@@ -29,7 +29,7 @@ fn ran(out: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(out.join("ran"))
         .unwrap_or_default()
         .lines()
-        .map(str::to_string)
+        .map(str::to_owned)
         .collect()
 }
 
@@ -49,7 +49,7 @@ async fn hooks_run_around_each_phase_unprivileged_and_a_failing_one_stops_the_de
                 "  - command: echo post_provision-after-failure >> {}/ran\n    run_condition: fail\n",
                 out.display()
             ),
-            "pre_promote" => "  - dockerfile: hooks/Dockerfile\n".to_string(),
+            "pre_promote" => "  - dockerfile: hooks/Dockerfile\n".to_owned(),
             _ => String::new(),
         };
         hooks.push_str(&hook(point, out, &extra));
@@ -98,7 +98,7 @@ async fn hooks_run_around_each_phase_unprivileged_and_a_failing_one_stops_the_de
     );
     let points: Vec<String> = ran(out)
         .iter()
-        .map(|l| l.split(' ').next().unwrap().to_string())
+        .map(|l| l.split(' ').next().unwrap().to_owned())
         .collect();
     assert_eq!(points, ["pre_pack", "post_pack"], "nothing after the failing hook ran");
     let cfn =
@@ -110,7 +110,7 @@ async fn hooks_run_around_each_phase_unprivileged_and_a_failing_one_stops_the_de
         .unwrap()
         .stacks()
         .iter()
-        .filter_map(|s| s.stack_name().map(str::to_string))
+        .filter_map(|s| s.stack_name().map(str::to_owned))
         .filter(|n| n.starts_with("hook-staging-"))
         .collect();
     assert_eq!(
@@ -129,7 +129,7 @@ async fn hooks_run_around_each_phase_unprivileged_and_a_failing_one_stops_the_de
     assert!(!third.succeeded, "{log}");
     assert_eq!(third.error.clone().unwrap().0, "StackFailed");
     let lines = ran(out);
-    assert!(lines.contains(&"post_provision-after-failure".to_string()), "{lines:?}");
+    assert!(lines.contains(&"post_provision-after-failure".to_owned()), "{lines:?}");
     assert!(!lines.iter().any(|l| l.starts_with("post_provision ")), "{lines:?}");
 
     // A post_ hook that fails fails the deploy the same way.

@@ -130,7 +130,7 @@ fn namespaces_left(host_port: u16) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with(&format!("porter-{host_port}-")))
-        .map(str::to_string)
+        .map(str::to_owned)
         .collect()
 }
 
@@ -241,7 +241,7 @@ async fn a_new_instance_killed_before_it_is_healthy_fails_the_deploy_and_the_old
                             .args(["-KILL", pid])
                             .status()
                             .unwrap();
-                        return instance.to_string();
+                        return instance.to_owned();
                     }
                 }
             }
@@ -482,7 +482,7 @@ async fn serving_instances_stay_in_service_while_another_group_is_attached_to_th
         .load_balancer_descriptions()[0]
         .instances()
         .iter()
-        .filter_map(|i| i.instance_id().map(str::to_string))
+        .filter_map(|i| i.instance_id().map(str::to_owned))
         .collect();
     let mut want = serving.clone();
     want.sort();
@@ -572,7 +572,7 @@ async fn target_groups_cut_over_under_load_leave_only_the_new_release_healthy_an
         .target_groups()[0]
         .vpc_id()
         .unwrap()
-        .to_string();
+        .to_owned();
     let vpc = vpc.as_str();
     elbv2
         .create_target_group()

@@ -77,7 +77,7 @@ async fn bootstrapped(aws: &Aws, name: &str, extra: &str) -> Service {
     Service {
         _dir: dir,
         root,
-        name: name.to_string(),
+        name: name.to_owned(),
     }
 }
 
@@ -620,7 +620,7 @@ async fn the_same_code_with_another_config_is_another_release() {
         let input = pack_input(
             &svc,
             itype
-                .map(|t| [("ITYPE".to_string(), t.to_string())].into())
+                .map(|t| [("ITYPE".to_owned(), t.to_owned())].into())
                 .unwrap_or_default(),
         );
         async move { pack::run(aws, &input).await }

@@ -77,7 +77,7 @@ async fn a_deploy_tells_the_topic_and_its_webhooks_each_step_and_a_failure_with_
         ("progress", format!("{url}/progress")),
         // Nothing listens on the discard port: the notice is lost, the
         // deploy goes on.
-        ("down", "http://127.0.0.1:9/down".to_string()),
+        ("down", "http://127.0.0.1:9/down".to_owned()),
     ] {
         porter_e2e::put_secret(&endpoint, REGION, &format!("porter/note/notifications/{name}"), &target).await;
     }
@@ -110,7 +110,7 @@ async fn a_deploy_tells_the_topic_and_its_webhooks_each_step_and_a_failure_with_
     // pack_success and deploy name one secret: one post per notice.
     let team: Vec<String> = at(&received, "team")
         .iter()
-        .map(|m| m["text"].as_str().unwrap().to_string())
+        .map(|m| m["text"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(team.len(), 2, "{team:?}");
     assert!(

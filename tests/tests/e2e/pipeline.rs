@@ -160,7 +160,7 @@ async fn a_redelivered_first_job_does_not_start_a_second_execution() {
         .iter()
         .map(|r| match r {
             JobResult::Success { continuation_token, .. } => continuation_token.clone().unwrap(),
-            other => panic!("expected a continuation, got {other:?}"),
+            other @ JobResult::Failure { .. } => panic!("expected a continuation, got {other:?}"),
         })
         .collect();
     assert_eq!(tokens[0], tokens[1], "the same execution");
@@ -498,7 +498,7 @@ async fn state_too_large_for_a_token_travels_through_the_artifact_bucket() {
         .await
         .unwrap();
     assert!(token.len() <= porter_lambda::codepipeline::TOKEN_LIMIT);
-    let stored = "porter-continuations/job-big.json".to_string();
+    let stored = "porter-continuations/job-big.json".to_owned();
     assert!(porter_core::store::exists(
         &s3,
         &porter_core::release::S3Object {
@@ -565,13 +565,13 @@ async fn forged_or_foreign_continuation_tokens_fail_the_job() {
         (
             "porter-provision",
             r#"{"environment": "staging", "release": "s3://b/r.json"}"#,
-            forged_state.to_string(),
+            forged_state.to_owned(),
             "not a sealed porter token",
         ),
         (
             "porter-pipeline",
             r#"{"environment": "staging"}"#,
-            other_execution.to_string(),
+            other_execution.to_owned(),
             "not a sealed porter token",
         ),
         (
@@ -583,7 +583,7 @@ async fn forged_or_foreign_continuation_tokens_fail_the_job() {
         (
             "porter-pipeline",
             r#"{"environment": "staging"}"#,
-            "porter1.e30=.AAAA".to_string(),
+            "porter1.e30=.AAAA".to_owned(),
             "does not match",
         ),
     ];
@@ -743,7 +743,7 @@ async fn a_stopped_pipeline_execution_stops_its_deploy_and_gives_its_lease_back(
             .send()
             .await
             .unwrap();
-        status = d.status().as_str().to_string();
+        status = d.status().as_str().to_owned();
         if status != "RUNNING" {
             break;
         }
@@ -947,7 +947,7 @@ async fn jobs_codepipeline_did_not_make_or_that_say_otherwise_are_refused() {
 
     let refused = |id: &str, made: job_sim::MadeJob, sent: Action, why: &'static str| {
         let local = &local;
-        let id = id.to_string();
+        let id = id.to_owned();
         async move {
             local.jobs.made(&id, &made);
             let (errored, answer) = invoke(local, "porter-pipeline", &job_sim::job_event(&id, &sent, None)).await;

@@ -133,7 +133,7 @@ async fn every_function_binary_answers_a_malformed_event_with_its_own_handler() 
         ("trigger", "EventBridge"),
         ("lease", "lease"),
     ] {
-        let (path, body) = invoke(function, r#"{"unexpected": true}"#.to_string()).await;
+        let (path, body) = invoke(function, r#"{"unexpected": true}"#.to_owned()).await;
         assert_eq!(path, "req-1/error", "{function}: {body}");
         assert_eq!(body["errorType"], "Invalid", "{function}: {body}");
         let msg = body["errorMessage"].as_str().unwrap();

@@ -271,7 +271,7 @@ async fn a_lease_of_a_running_deploy_refuses_and_one_of_an_ended_deploy_is_taken
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "smheld");
     let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
-    porter_local::deploy::ensure_lease_table(&sdk).await.unwrap();
+    deploy::ensure_lease_table(&sdk).await.unwrap();
     // Another deploy, still running, holds the lease.
     let sfn = aws_sdk_sfn::Client::new(&sdk);
     let sleeper = sfn
@@ -289,9 +289,9 @@ async fn a_lease_of_a_running_deploy_refuses_and_one_of_an_ended_deploy_is_taken
         .await
         .unwrap()
         .execution_arn()
-        .to_string();
+        .to_owned();
     let now = chrono::Utc::now().timestamp();
-    let item = |k: &str, v: String| (k.to_string(), aws_sdk_dynamodb::types::AttributeValue::S(v));
+    let item = |k: &str, v: String| (k.to_owned(), aws_sdk_dynamodb::types::AttributeValue::S(v));
     aws_sdk_dynamodb::Client::new(&sdk)
         .put_item()
         .table_name(porter_local::stack::LEASE_TABLE)
@@ -304,11 +304,11 @@ async fn a_lease_of_a_running_deploy_refuses_and_one_of_an_ended_deploy_is_taken
             .into_iter()
             .chain([
                 (
-                    "since".to_string(),
+                    "since".to_owned(),
                     aws_sdk_dynamodb::types::AttributeValue::N(now.to_string()),
                 ),
                 (
-                    "expires".to_string(),
+                    "expires".to_owned(),
                     aws_sdk_dynamodb::types::AttributeValue::N((now + 3600).to_string()),
                 ),
             ])
@@ -358,7 +358,7 @@ async fn waits_for_the_lease(sfn: &aws_sdk_sfn::Client) {
     for _ in 0..600 {
         let running = sfn
             .list_executions()
-            .state_machine_arn(porter_local::deploy::state_machine_arn())
+            .state_machine_arn(deploy::state_machine_arn())
             .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
             .send()
             .await
@@ -442,7 +442,7 @@ async fn the_same_source_deploys_nothing_new_until_the_machine_image_changes() {
             .unwrap()
             .template_body()
             .unwrap()
-            .to_string();
+            .to_owned();
         assert!(
             body.contains(patched) && !body.contains("/aws/service/"),
             "{region}: {body}"
@@ -456,7 +456,7 @@ async fn cloudwatch(local: &LocalStack, region: &str) -> aws_sdk_cloudwatch::Cli
     let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
     aws_sdk_cloudwatch::Client::new(
         &sdk.to_builder()
-            .region(aws_config::Region::new(region.to_string()))
+            .region(aws_config::Region::new(region.to_owned()))
             .build(),
     )
 }
@@ -485,7 +485,7 @@ pub(crate) async fn serving(local: &LocalStack, service: &str) -> Vec<(String, S
             .unwrap_or_default();
         let mut registered = porter_core::balancer::registered(&c, &lb).await.unwrap();
         registered.sort();
-        out.push((region.to_string(), promoted, registered));
+        out.push((region.to_owned(), promoted, registered));
     }
     out
 }
@@ -554,7 +554,7 @@ async fn in_bake(local: &LocalStack, service: &str, n: usize) -> String {
                 .filter(|x| x.state_entered_event_details().is_some_and(|d| d.name() == "Bake"))
                 .count();
             if bakes >= n {
-                return e.execution_arn().to_string();
+                return e.execution_arn().to_owned();
             }
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -886,7 +886,7 @@ async fn stack_group(local: &LocalStack, region: &str, stack: &str) -> (aws_sdk_
         .find(|r| r.resource_type() == Some("AWS::AutoScaling::AutoScalingGroup"))
         .and_then(|r| r.physical_resource_id())
         .unwrap()
-        .to_string();
+        .to_owned();
     (aws_sdk_autoscaling::Client::new(&sdk), group)
 }
 
@@ -904,7 +904,7 @@ async fn group_sizes(local: &LocalStack, region: &str, stack: &str) -> (i32, i32
         g.min_size().unwrap(),
         g.desired_capacity().unwrap(),
         g.max_size().unwrap(),
-        g.health_check_type().unwrap_or_default().to_string(),
+        g.health_check_type().unwrap_or_default().to_owned(),
     )
 }
 
@@ -931,14 +931,14 @@ async fn a_live_fleet_scaled_out_is_replaced_at_its_size() {
     assert!(second.succeeded, "{:?}\n{log}", second.error);
     assert_eq!(
         group_sizes(&local, "us-west-2", &second.regions["us-west-2"].stack_name).await,
-        (2, 4, 4, "ELB".to_string()),
+        (2, 4, 4, "ELB".to_owned()),
         "the config's 2 is the floor, the live 4 the start"
     );
     assert_eq!(second.regions["us-west-2"].in_service.len(), 4, "{second:?}");
     // us-east-1 was not scaled: it stays at the config's count.
     assert_eq!(
         group_sizes(&local, "us-east-1", &second.regions["us-east-1"].stack_name).await,
-        (2, 2, 2, "ELB".to_string())
+        (2, 2, 2, "ELB".to_owned())
     );
     local.stop().await;
 }

@@ -123,7 +123,7 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
     let mut ctx = Context::new(stack.aws.clone(), None);
     ctx.trigger = trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello").unwrap();
     main_pipeline(&ctx, &stack.aws).await;
-    let pipeline = porter_lambda::trigger::branch_pipeline("hello", "feature/new-login");
+    let pipeline = trigger::branch_pipeline("hello", "feature/new-login");
 
     let created = handle(&ctx, Function::Trigger, event("codecommit-created.json"))
         .await
@@ -160,7 +160,7 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
         .unwrap()
         .pipelines()
         .iter()
-        .filter_map(|p| p.name().map(str::to_string))
+        .filter_map(|p| p.name().map(str::to_owned))
         .collect();
     assert_eq!(names.iter().filter(|n| n.as_str() == pipeline).count(), 1);
 
@@ -217,7 +217,7 @@ async fn codecommit_repository_triggers_drive_the_same_branch_pipelines() {
     settings.main_branch = Some("main".into());
     ctx.trigger = settings;
     main_pipeline(&ctx, &stack.aws).await;
-    let pipeline = porter_lambda::trigger::branch_pipeline("hello", "feature/new-login");
+    let pipeline = trigger::branch_pipeline("hello", "feature/new-login");
 
     // A push that created a branch: its pipeline, as from EventBridge.
     let created = handle(&ctx, Function::Trigger, event("codecommit-trigger-push.json"))

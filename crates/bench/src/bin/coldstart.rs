@@ -52,7 +52,7 @@ async fn next(State(api): State<Api>) -> (HeaderMap, String) {
             .parse()
             .expect("header"),
     );
-    (h, EVENT.to_string())
+    (h, EVENT.to_owned())
 }
 
 async fn answer(State(api): State<Api>) -> &'static str {

@@ -475,9 +475,9 @@ impl Elb {
     }
 }
 
-impl std::fmt::Display for Elb {
+impl fmt::Display for Elb {
     /// `load balancer NAME` or `target group NAME`, for messages.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.kind.noun(), self.name)
     }
 }
@@ -561,6 +561,7 @@ pub struct Diagnostic {
 }
 
 /// A diagnostic with the file it belongs to, ready to print.
+#[derive(Debug)]
 pub struct Located<'a> {
     pub file: &'a Path,
     pub diagnostic: &'a Diagnostic,
@@ -644,7 +645,7 @@ pub fn load_str(text: &str, file: &Path, repo_root: &Path, lookup: &dyn Fn(&str)
     let recording = |name: &str| {
         let value = lookup(name);
         if let Some(v) = &value {
-            used.borrow_mut().push((name.to_string(), v.clone()));
+            used.borrow_mut().push((name.to_owned(), v.clone()));
         }
         value
     };
@@ -747,7 +748,7 @@ fn secrets_in_names(config: &Config, used: &[(String, String)]) -> Vec<(String, 
             serde_json::Value::String(s) if NAME_KEYS.contains(&key) => {
                 for (name, value) in secrets {
                     if s.contains(value.as_str()) {
-                        found.push((path.to_string(), name.clone()));
+                        found.push((path.to_owned(), name.clone()));
                     }
                 }
             }
@@ -786,7 +787,7 @@ const REDACT_MIN: usize = 4;
 /// value may be a secret (the variable is the user's to choose), and
 /// findings travel into logs, execution causes and CodePipeline.
 fn redact(message: &str, used: &[(String, String)]) -> String {
-    let mut out = message.to_string();
+    let mut out = message.to_owned();
     let mut by_length: Vec<&(String, String)> = used.iter().filter(|(_, v)| v.len() >= REDACT_MIN).collect();
     // Longest first, so a value that contains another is hidden whole.
     by_length.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
@@ -814,7 +815,7 @@ pub fn shell_variables(file: &Path, named: &[String]) -> BTreeMap<String, String
         }
         let value = process_env(name);
         if let Some(v) = &value {
-            used.borrow_mut().insert(name.to_string(), v.clone());
+            used.borrow_mut().insert(name.to_owned(), v.clone());
         }
         value
     };

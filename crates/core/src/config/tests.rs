@@ -935,7 +935,7 @@ fn malformed_configs_are_reported_where_they_are_wrong() {
             .iter()
             .find(|d| d.severity == c.severity && d.path == c.path && d.message.contains(c.message));
         let problem = match found {
-            None => Some("no such diagnostic".to_string()),
+            None => Some("no such diagnostic".to_owned()),
             Some(d) if d.line != c.line => Some(format!("line {} (want {})", d.line, c.line)),
             Some(d) if c.col.is_some_and(|col| col != d.col) => Some(format!("column {} (want {:?})", d.col, c.col)),
             Some(_) if count(&loaded, Severity::Error) != c.errors => Some(format!(
@@ -944,11 +944,9 @@ fn malformed_configs_are_reported_where_they_are_wrong() {
                 c.errors
             )),
             Some(_) if c.errors > 0 && loaded.config.is_some() => {
-                Some("a config was returned despite errors".to_string())
+                Some("a config was returned despite errors".to_owned())
             }
-            Some(_) if c.errors == 0 && loaded.config.is_none() => {
-                Some("no config returned without errors".to_string())
-            }
+            Some(_) if c.errors == 0 && loaded.config.is_none() => Some("no config returned without errors".to_owned()),
             Some(_) => None,
         };
         if let Some(problem) = problem {
@@ -1126,7 +1124,7 @@ fn porter_style_config_passes_with_warnings_only() {
         .diagnostics
         .iter()
         .filter(|d| d.severity == Severity::Warning)
-        .map(|d| d.path.rsplit('.').next().unwrap().to_string())
+        .map(|d| d.path.rsplit('.').next().unwrap().to_owned())
         .collect();
     warned.sort();
     assert_eq!(
@@ -1446,11 +1444,11 @@ fn stack_definition_outside_the_repository_is_refused() {
     let absolute = outside.path().join("evil.json").display().to_string();
     let mut cases = vec![
         (absolute.clone(), "leaves the repository"),
-        ("../evil.json".to_string(), "leaves the repository"),
-        ("sub/../../evil.json".to_string(), "leaves the repository"),
+        ("../evil.json".to_owned(), "leaves the repository"),
+        ("sub/../../evil.json".to_owned(), "leaves the repository"),
     ];
     if cfg!(unix) {
-        cases.push(("link.json".to_string(), "is a link to a file outside the repository"));
+        cases.push(("link.json".to_owned(), "is a link to a file outside the repository"));
     }
     for (rel, expected) in cases {
         let text = base_with(
@@ -1578,7 +1576,7 @@ fn a_deploys_rollout_override_is_checked_like_the_config() {
     let plan = env.rollout_plan(None).unwrap();
     assert_eq!(
         plan.waves,
-        vec![vec!["us-west-2".to_string()]],
+        vec![vec!["us-west-2".to_owned()]],
         "one wave of every region"
     );
     assert!(plan.gated && plan.bake_seconds == 60 && plan.alarms == ["errors"]);

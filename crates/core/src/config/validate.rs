@@ -148,7 +148,7 @@ impl Checker<'_> {
             severity,
             line: node.mark.line,
             col: node.mark.col,
-            path: path.to_string(),
+            path: path.to_owned(),
             message: message.into(),
         });
     }
@@ -211,7 +211,7 @@ impl Checker<'_> {
             };
             let shown = clip_key(key);
             let key_path = join(path, &shown);
-            if !seen.insert(key.to_string()) {
+            if !seen.insert(key.to_owned()) {
                 self.error(k, &key_path, format!("`{shown}` is set twice; keep one"));
                 continue;
             }
@@ -258,7 +258,7 @@ impl Checker<'_> {
                 None
             }
             Some(node) => match node.as_str() {
-                Some(s) => Some((s.to_string(), node)),
+                Some(s) => Some((s.to_owned(), node)),
                 None => {
                     self.error(
                         node,
@@ -389,7 +389,7 @@ const MAX_KEY_SHOWN: usize = 64;
 /// into every message and path.
 fn clip_key(key: &str) -> String {
     if key.chars().count() <= MAX_KEY_SHOWN {
-        return key.to_string();
+        return key.to_owned();
     }
     let start: String = key.chars().take(MAX_KEY_SHOWN).collect();
     format!("{start}... ({} bytes)", key.len())
@@ -455,7 +455,7 @@ fn has_value(node: &Node, key: &str) -> bool {
 
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
-        key.to_string()
+        key.to_owned()
     } else {
         format!("{path}.{key}")
     }
@@ -481,7 +481,7 @@ pub(super) fn validate(root: &Node, repo_root: &Path) -> (Option<Config>, Vec<Di
 
 /// Each region's boot script, at the most pack can make it, against EC2's
 /// UserData limit: found here rather than when a stack fails.
-fn check_user_data(c: &mut Checker, root: &Node, config: &Config) {
+fn check_user_data(c: &mut Checker<'_>, root: &Node, config: &Config) {
     for (i, env) in config.environments.iter().enumerate() {
         for (j, region) in env.regions.iter().enumerate() {
             if let Err(why) = crate::template::user_data_upper_bound(config, env, region) {
@@ -504,7 +504,7 @@ fn nth(node: &Node, i: usize) -> Option<&Node> {
     }
 }
 
-fn check_root(c: &mut Checker, root: &Node) -> Option<Config> {
+fn check_root(c: &mut Checker<'_>, root: &Node) -> Option<Config> {
     let entries = c.mapping(root, "", "the config")?;
     c.keys(entries, "", ROOT_KEYS, true);
 
@@ -596,7 +596,7 @@ fn check_root(c: &mut Checker, root: &Node) -> Option<Config> {
     })
 }
 
-fn check_environment(c: &mut Checker, env: &Node, path: &str) -> Option<Environment> {
+fn check_environment(c: &mut Checker<'_>, env: &Node, path: &str) -> Option<Environment> {
     let entries = c.mapping(env, path, "an environment")?;
     c.keys(entries, path, ENV_KEYS, false);
     let name = c.string(env, "name", path, true).and_then(|(name, node)| {
@@ -626,7 +626,7 @@ fn check_environment(c: &mut Checker, env: &Node, path: &str) -> Option<Environm
             None
         }
         Some((t, _)) => Some(t),
-        None => Some("m3.medium".to_string()),
+        None => Some("m3.medium".to_owned()),
     };
     let blackout_windows = check_blackouts(c, env, path);
 
@@ -682,7 +682,7 @@ fn check_environment(c: &mut Checker, env: &Node, path: &str) -> Option<Environm
 
 /// `rollout:`: every region of the environment in exactly one wave (when
 /// waves are given), a bake of at most a day, alarm names CloudWatch takes.
-fn check_rollout(c: &mut Checker, env: &Node, path: &str, regions: &[Region]) -> Option<Rollout> {
+fn check_rollout(c: &mut Checker<'_>, env: &Node, path: &str, regions: &[Region]) -> Option<Rollout> {
     let rpath = join(path, "rollout");
     let Some(node) = env.get("rollout").filter(|n| !n.is_null()) else {
         return Some(Rollout::default());
@@ -732,11 +732,11 @@ fn check_rollout(c: &mut Checker, env: &Node, path: &str, regions: &[Region]) ->
                         ),
                     );
                     ok = false;
-                } else if !placed.insert(name.to_string()) {
+                } else if !placed.insert(name.to_owned()) {
                     c.error(item, &jpath, format!("region `{name}` is in two waves; keep it in one"));
                     ok = false;
                 }
-                names.push(name.to_string());
+                names.push(name.to_owned());
             }
             waves.push(names);
         }
@@ -792,7 +792,7 @@ fn check_rollout(c: &mut Checker, env: &Node, path: &str, regions: &[Region]) ->
 
 /// `canary_instances` and `alarms`, which an environment's rollout and a
 /// region's both take. `None` when either is wrong (each is reported).
-fn check_canary_and_alarms(c: &mut Checker, node: &Node, rpath: &str) -> Option<RegionRollout> {
+fn check_canary_and_alarms(c: &mut Checker<'_>, node: &Node, rpath: &str) -> Option<RegionRollout> {
     let mut ok = true;
     let canary_instances =
         c.string(node, "canary_instances", rpath, false)
@@ -814,7 +814,7 @@ fn check_canary_and_alarms(c: &mut Checker, node: &Node, rpath: &str) -> Option<
         let mut names = Vec::new();
         for (i, item) in c.list(anode, &apath, "CloudWatch alarm names")?.iter().enumerate() {
             match item.as_str() {
-                Some(a) if is_alarm_name(a) => names.push(a.to_string()),
+                Some(a) if is_alarm_name(a) => names.push(a.to_owned()),
                 _ => {
                     c.error(
                         item,
@@ -834,7 +834,7 @@ fn check_canary_and_alarms(c: &mut Checker, node: &Node, rpath: &str) -> Option<
 }
 
 /// A region's `rollout:`: its own canary and alarms.
-fn check_region_rollout(c: &mut Checker, region: &Node, path: &str, instance_count: u32) -> Option<RegionRollout> {
+fn check_region_rollout(c: &mut Checker<'_>, region: &Node, path: &str, instance_count: u32) -> Option<RegionRollout> {
     let rpath = join(path, "rollout");
     let Some(node) = region.get("rollout").filter(|n| !n.is_null()) else {
         return Some(RegionRollout::default());
@@ -871,7 +871,7 @@ fn check_region_rollout(c: &mut Checker, region: &Node, path: &str, instance_cou
     (!spanning).then_some(own)
 }
 
-fn check_role(c: &mut Checker, parent: &Node, path: &str) -> Option<String> {
+fn check_role(c: &mut Checker<'_>, parent: &Node, path: &str) -> Option<String> {
     let (arn, node) = c.string(parent, "role_arn", path, false)?;
     if role_arn_re().is_match(&arn) {
         Some(arn)
@@ -885,7 +885,7 @@ fn check_role(c: &mut Checker, parent: &Node, path: &str) -> Option<String> {
     }
 }
 
-fn check_blackouts(c: &mut Checker, env: &Node, path: &str) -> Option<Vec<BlackoutWindow>> {
+fn check_blackouts(c: &mut Checker<'_>, env: &Node, path: &str) -> Option<Vec<BlackoutWindow>> {
     let bpath = join(path, "blackout_windows");
     let Some(node) = env.get("blackout_windows") else {
         return Some(Vec::new());
@@ -950,7 +950,7 @@ struct Inherited<'a> {
     secrets: Option<&'a [Secret]>,
 }
 
-fn check_region(c: &mut Checker, region: &Node, path: &str, inherited: &Inherited) -> Option<Region> {
+fn check_region(c: &mut Checker<'_>, region: &Node, path: &str, inherited: &Inherited<'_>) -> Option<Region> {
     let entries = c.mapping(region, path, "a region")?;
     c.keys(entries, path, REGION_KEYS, false);
 
@@ -980,7 +980,7 @@ fn check_region(c: &mut Checker, region: &Node, path: &str, inherited: &Inherite
     let own_role = check_role(c, region, path);
     let role_arn = match (own_role, inherited.role_arn) {
         (Some(r), _) => Some(r),
-        (None, Some(r)) => Some(r.to_string()),
+        (None, Some(r)) => Some(r.to_owned()),
         (None, None) => {
             if !has_value(region, "role_arn") && !inherited.role_arn_given {
                 c.error(
@@ -1080,7 +1080,7 @@ const MAX_HOOK_COMMAND: usize = 4096;
 
 /// `hooks:`: each hook name to a list of hooks, each with either porter's
 /// `dockerfile:` or this product's `command:`.
-fn check_hooks(c: &mut Checker, root: &Node) -> Option<BTreeMap<String, Vec<Hook>>> {
+fn check_hooks(c: &mut Checker<'_>, root: &Node) -> Option<BTreeMap<String, Vec<Hook>>> {
     let Some(node) = root.get("hooks").filter(|n| !n.is_null()) else {
         return Some(BTreeMap::new());
     };
@@ -1128,12 +1128,12 @@ fn check_hooks(c: &mut Checker, root: &Node) -> Option<BTreeMap<String, Vec<Hook
                 None => ok = false,
             }
         }
-        out.insert(name.to_string(), hooks);
+        out.insert(name.to_owned(), hooks);
     }
     ok.then_some(out)
 }
 
-fn check_hook(c: &mut Checker, node: &Node, path: &str, name: &str) -> Option<Hook> {
+fn check_hook(c: &mut Checker<'_>, node: &Node, path: &str, name: &str) -> Option<Hook> {
     let entries = c.mapping(node, path, "a hook")?;
     c.keys_acted_on(
         entries,
@@ -1273,7 +1273,7 @@ fn check_hook(c: &mut Checker, node: &Node, path: &str, name: &str) -> Option<Ho
                     let value = if v.is_null() {
                         None
                     } else {
-                        v.as_str().map(str::to_string)
+                        v.as_str().map(str::to_owned)
                     };
                     if !v.is_null() && value.is_none() {
                         c.error(
@@ -1284,7 +1284,7 @@ fn check_hook(c: &mut Checker, node: &Node, path: &str, name: &str) -> Option<Ho
                         ok = false;
                         continue;
                     }
-                    environment.insert(var.to_string(), value);
+                    environment.insert(var.to_owned(), value);
                 }
             }
         }
@@ -1304,7 +1304,7 @@ fn check_hook(c: &mut Checker, node: &Node, path: &str, name: &str) -> Option<Ho
 /// under the service's `porter/SERVICE/notifications/`. A URL in clear is a
 /// credential anyone who reads the repository can post with: it is not
 /// used, and each one gets a warning saying where to put it.
-fn check_slack(c: &mut Checker, root: &Node) -> Option<BTreeMap<String, String>> {
+fn check_slack(c: &mut Checker<'_>, root: &Node) -> Option<BTreeMap<String, String>> {
     let Some(node) = root.get("slack").filter(|n| !n.is_null()) else {
         return Some(BTreeMap::new());
     };
@@ -1339,7 +1339,7 @@ fn check_slack(c: &mut Checker, root: &Node) -> Option<BTreeMap<String, String>>
                         .as_deref()
                         .is_none_or(|p| name.starts_with(p) && name.len() > p.len()) =>
             {
-                out.insert(key.to_string(), name.to_string());
+                out.insert(key.to_owned(), name.to_owned());
             }
             Some(name) => {
                 c.error(
@@ -1421,7 +1421,7 @@ fn reserved_variable(name: &str) -> bool {
 /// variable to `secretsmanager:NAME` or `ssm:NAME`, each name under the
 /// service's and environment's own prefix. `Some(empty)` when absent,
 /// `None` when any entry is wrong (each is reported).
-fn check_secrets(c: &mut Checker, parent: &Node, path: &str) -> Option<Vec<Secret>> {
+fn check_secrets(c: &mut Checker<'_>, parent: &Node, path: &str) -> Option<Vec<Secret>> {
     let spath = join(path, "secrets");
     let Some(node) = parent.get("secrets").filter(|n| !n.is_null()) else {
         return Some(Vec::new());
@@ -1441,7 +1441,7 @@ fn check_secrets(c: &mut Checker, parent: &Node, path: &str) -> Option<Vec<Secre
             continue;
         };
         let vpath = join(&spath, variable);
-        if !seen.insert(variable.to_string()) {
+        if !seen.insert(variable.to_owned()) {
             c.error(k, &vpath, format!("`{variable}` is set twice; keep one"));
             ok = false;
             continue;
@@ -1516,16 +1516,16 @@ fn check_secrets(c: &mut Checker, parent: &Node, path: &str) -> Option<Vec<Secre
             }
         }
         secrets.push(Secret {
-            variable: variable.to_string(),
+            variable: variable.to_owned(),
             store,
-            name: name.to_string(),
+            name: name.to_owned(),
         });
     }
     ok.then_some(secrets)
 }
 
 fn check_azs(
-    c: &mut Checker,
+    c: &mut Checker<'_>,
     region: &Node,
     path: &str,
     region_name: Option<&str>,
@@ -1609,11 +1609,11 @@ fn check_azs(
     ok.then_some(azs)
 }
 
-fn check_elbs(c: &mut Checker, region: &Node, path: &str) -> Option<Vec<Elb>> {
+fn check_elbs(c: &mut Checker<'_>, region: &Node, path: &str) -> Option<Vec<Elb>> {
     let classic = check_balancers(c, region, path, BalancerKind::Classic);
     let groups = check_balancers(c, region, path, BalancerKind::TargetGroup);
     let (classic, groups) = (classic?, groups?);
-    if classic.is_none() && groups.is_none() {
+    if classic == Declared::Unset && groups == Declared::Unset {
         c.report(
             Severity::Warning,
             region,
@@ -1621,14 +1621,32 @@ fn check_elbs(c: &mut Checker, region: &Node, path: &str) -> Option<Vec<Elb>> {
             "no `elb` or `target_group` set: promote does nothing in this region (write `elb: none` to say so)",
         );
     }
-    let mut all = classic.unwrap_or_default();
-    all.extend(groups.unwrap_or_default());
+    let mut all = classic.into_vec();
+    all.extend(groups.into_vec());
     Some(all)
 }
 
+/// A region's load balancers of one kind, as its config declares them.
+#[derive(Debug, PartialEq)]
+enum Declared {
+    /// Neither key is set (a warning: promote does nothing there).
+    Unset,
+    /// Listed, or `none` (an empty list, said on purpose).
+    Listed(Vec<Elb>),
+}
+
+impl Declared {
+    fn into_vec(self) -> Vec<Elb> {
+        match self {
+            Declared::Unset => Vec::new(),
+            Declared::Listed(elbs) => elbs,
+        }
+    }
+}
+
 /// One kind's keys of a region: `elb`/`elbs` or `target_group`/
-/// `target_groups`. `Some(None)` when neither is set, `None` when invalid.
-fn check_balancers(c: &mut Checker, region: &Node, path: &str, kind: BalancerKind) -> Option<Option<Vec<Elb>>> {
+/// `target_groups`. `None` when invalid.
+fn check_balancers(c: &mut Checker<'_>, region: &Node, path: &str, kind: BalancerKind) -> Option<Declared> {
     let (one, many) = match kind {
         BalancerKind::Classic => ("elb", "elbs"),
         BalancerKind::TargetGroup => ("target_group", "target_groups"),
@@ -1644,7 +1662,7 @@ fn check_balancers(c: &mut Checker, region: &Node, path: &str, kind: BalancerKin
         );
         return None;
     }
-    let check_name = |c: &mut Checker, name: &str, node: &Node, p: &str| -> bool {
+    let check_name = |c: &mut Checker<'_>, name: &str, node: &Node, p: &str| -> bool {
         if elb_re().is_match(name) {
             true
         } else {
@@ -1661,12 +1679,12 @@ fn check_balancers(c: &mut Checker, region: &Node, path: &str, kind: BalancerKin
     let make = |name: String, tag: Option<String>| Elb { name, tag, kind };
     if let Some((name, node)) = single {
         if name.eq_ignore_ascii_case("none") {
-            return Some(Some(Vec::new()));
+            return Some(Declared::Listed(Vec::new()));
         }
-        return check_name(c, &name, node, &join(path, one)).then(|| Some(vec![make(name, None)]));
+        return check_name(c, &name, node, &join(path, one)).then(|| Declared::Listed(vec![make(name, None)]));
     }
     let Some(node) = list else {
-        return Some(None);
+        return Some(Declared::Unset);
     };
     let epath = join(path, many);
     let items = c.list(node, &epath, &format!("{noun}s with name and tag"))?;
@@ -1695,10 +1713,10 @@ fn check_balancers(c: &mut Checker, region: &Node, path: &str, kind: BalancerKin
             None => ok = false,
         }
     }
-    ok.then_some(Some(elbs))
+    ok.then_some(Declared::Listed(elbs))
 }
 
-fn check_containers(c: &mut Checker, region: &Node, path: &str) -> Option<Vec<Container>> {
+fn check_containers(c: &mut Checker<'_>, region: &Node, path: &str) -> Option<Vec<Container>> {
     let cpath = join(path, "containers");
     let Some(node) = region.get("containers") else {
         return Some(vec![Container {
