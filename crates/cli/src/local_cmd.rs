@@ -658,7 +658,7 @@ async fn bootstrap(path: &Path, environment: &str) -> Result<ExitCode> {
     };
     let mut stdout = std::io::stdout();
     let p = deploy::prepare(&format!("http://127.0.0.1:{}", f.moto_port), &opts, &mut stdout).await?;
-    let env = p.config.environment(environment).map_err(anyhow::Error::msg)?;
+    let env = p.config.environment(environment)?;
     for r in &env.regions {
         let elbs: Vec<&str> = r.elbs.iter().map(|e| e.name.as_str()).collect();
         println!(

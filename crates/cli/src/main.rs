@@ -188,8 +188,8 @@ fn render(path: &Path, environment: &str, region: &str) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let env = cfg.environment(environment).map_err(anyhow::Error::msg)?;
-    let reg = env.region(region).map_err(anyhow::Error::msg)?;
+    let env = cfg.environment(environment)?;
+    let reg = env.region(region)?;
     // A stand-in release: the real one gets its version and sha256 at pack.
     let sha = "0".repeat(64);
     let key = format!("porter-deployment/{}/{}/preview/{sha}.tar", cfg.service_name, env.name);

@@ -83,9 +83,8 @@ fn service(path: &Path, environment: &str) -> Result<(PathBuf, config::Config)> 
     let (file, repo) = config::locate(&root);
     let cfg = config::load_file(&file, &repo, &config::process_env)
         .with_context(|| format!("cannot read {}", file.display()))?
-        .deployable()
-        .map_err(|m| anyhow!(m))?;
-    cfg.environment(environment).map_err(|m| anyhow!(m))?;
+        .deployable()?;
+    cfg.environment(environment)?;
     Ok((repo, cfg))
 }
 
@@ -104,7 +103,7 @@ pub(crate) async fn status(on: &On) -> Result<ExitCode> {
 }
 
 async fn read_status(acct: &Account, cfg: &config::Config, environment: &str) -> Result<Status> {
-    let env = cfg.environment(environment).map_err(|m| anyhow!(m))?;
+    let env = cfg.environment(environment)?;
     let ddb = aws_sdk_dynamodb::Client::new(acct.aws.sdk_config());
     Ok(Status {
         service: cfg.service_name.clone(),
@@ -241,7 +240,7 @@ pub(crate) async fn rollback(on: &On, to: Option<String>, fast: bool, run: &Run)
             return Ok(ExitCode::SUCCESS);
         }
         // Otherwise every region at once: one wave, no bake, no canaries.
-        let env = cfg.environment(environment).map_err(|m| anyhow!(m))?;
+        let env = cfg.environment(environment)?;
         run.waves = Some(vec![env.regions.iter().map(|r| r.name.clone()).collect()]);
         run.bake_seconds = Some(0);
         run.canary_instances = Some(0);

@@ -19,6 +19,7 @@ use aws_types::sdk_config::SdkConfig;
 
 use crate::phase::PhaseError;
 use crate::pinning::Pinning;
+use crate::settings::SettingsError;
 
 /// The caller's own AWS configuration (the Lambda's role, or the CLI user).
 #[derive(Clone, Debug)]
@@ -111,13 +112,14 @@ impl Aws {
     /// every cold start CPU time and every bootstrap the code of all of
     /// them. The CLI, which must honour profiles and SSO, loads that chain
     /// itself and hands its config to [`Aws::new`].
-    pub fn from_lambda_env(roots: Roots) -> Result<Aws, String> {
+    pub fn from_lambda_env(roots: Roots) -> Result<Aws, SettingsError> {
         Aws::from_vars(roots, |name| std::env::var(name).ok().filter(|v| !v.is_empty()))
     }
 
-    fn from_vars(roots: Roots, var: impl Fn(&str) -> Option<String>) -> Result<Aws, String> {
-        let missing = |name: &str| {
-            format!("{name} is not set: a function runs with the region and credentials Lambda puts in its environment")
+    fn from_vars(roots: Roots, var: impl Fn(&str) -> Option<String>) -> Result<Aws, SettingsError> {
+        let missing = |name: &'static str| SettingsError::Missing {
+            name,
+            why: "a function runs with the region and credentials Lambda puts in its environment",
         };
         let region = var("AWS_REGION")
             .or_else(|| var("AWS_DEFAULT_REGION"))
@@ -611,7 +613,8 @@ mod tests {
             ),
         ] {
             let err = Aws::from_vars(Roots::AmazonTrustServices, vars(pairs)).unwrap_err();
-            assert!(err.starts_with(&format!("{named} is not set")), "{err}");
+            assert_eq!(err.variable(), named);
+            assert!(err.to_string().starts_with(&format!("{named} is not set")), "{err}");
         }
     }
 

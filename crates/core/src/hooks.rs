@@ -260,11 +260,11 @@ impl Workspace {
                         file.display()
                     ))
                 })?;
-                let config = loaded.deployable().map_err(PhaseError::Invalid)?;
+                let config = loaded.deployable().map_err(PhaseError::from)?;
                 (config, None, Vec::new())
             }
         };
-        let env = config.environment(&input.environment).map_err(PhaseError::Invalid)?;
+        let env = config.environment(&input.environment).map_err(PhaseError::from)?;
         let regions = if regions.is_empty() {
             env.regions.iter().map(|r| r.name.clone()).collect()
         } else {

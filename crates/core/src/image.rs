@@ -44,14 +44,15 @@ fn ecr_pattern() -> &'static Regex {
     })
 }
 
+/// Text that is not a container image reference (the first 200 characters
+/// of it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a container image reference: REGISTRY/REPOSITORY[:TAG|@sha256:DIGEST] in lower case, e.g. 123456789012.dkr.ecr.us-west-2.amazonaws.com/hello:1f2e3d4")]
+pub struct NotAnImage(pub String);
+
 impl ImageRef {
-    pub fn parse(text: &str) -> Result<ImageRef, String> {
-        let bad = || {
-            format!(
-                "`{}` is not a container image reference: REGISTRY/REPOSITORY[:TAG|@sha256:DIGEST] in lower case, e.g. 123456789012.dkr.ecr.us-west-2.amazonaws.com/hello:1f2e3d4",
-                text.chars().take(200).collect::<String>()
-            )
-        };
+    pub fn parse(text: &str) -> Result<ImageRef, NotAnImage> {
+        let bad = || NotAnImage(text.chars().take(200).collect());
         if text.len() > 512 {
             return Err(bad());
         }
@@ -119,7 +120,11 @@ mod tests {
             "",
         ] {
             let e = ImageRef::parse(bad).unwrap_err();
-            assert!(e.contains("not a container image reference"), "{bad:?}: {e}");
+            assert_eq!(e.0, bad.chars().take(200).collect::<String>());
+            assert!(
+                e.to_string().contains("not a container image reference"),
+                "{bad:?}: {e}"
+            );
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod provision;
 pub mod prune;
 pub mod regions;
 pub mod release;
+pub mod settings;
 pub mod store;
 pub mod target;
 pub mod template;

@@ -78,7 +78,7 @@ pub struct PackInput {
 
 /// The rollout `input` asks of `env`, checked.
 fn rollout_plan(env: &config::Environment, input: &PackInput) -> Result<config::Rollout, PhaseError> {
-    let plan = env.rollout_plan(input.rollout.as_ref()).map_err(PhaseError::Invalid)?;
+    let plan = env.rollout_plan(input.rollout.as_ref())?;
     if let Some(limit) = input.longest_bake_seconds {
         let baking = plan.baking_seconds();
         if baking > u64::from(limit) {
@@ -216,8 +216,8 @@ pub fn prepare(
             file.display()
         ))
     })?;
-    let config = loaded.deployable().map_err(PhaseError::Invalid)?;
-    let env = config.environment(environment).map_err(PhaseError::Invalid)?;
+    let config = loaded.deployable().map_err(PhaseError::from)?;
+    let env = config.environment(environment).map_err(PhaseError::from)?;
     if let Some(image) = image {
         crate::image::ImageRef::parse(image).map_err(|e| PhaseError::Invalid(format!("image: {e}")))?;
     }
@@ -391,7 +391,7 @@ async fn upload(aws: &Aws, input: &PackInput, prepared: Prepared) -> Result<Pack
         tarball,
         sha256,
     } = prepared;
-    let env = config.environment(&input.environment).map_err(PhaseError::Invalid)?;
+    let env = config.environment(&input.environment).map_err(PhaseError::from)?;
     let first = env
         .regions
         .first()

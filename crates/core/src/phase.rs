@@ -100,6 +100,14 @@ pub enum PhaseError {
     Aws(String),
 }
 
+/// A config that cannot give what a phase asks of it is the input's fault:
+/// retrying cannot help.
+impl From<crate::config::ConfigError> for PhaseError {
+    fn from(e: crate::config::ConfigError) -> PhaseError {
+        PhaseError::Invalid(e.to_string())
+    }
+}
+
 impl PhaseError {
     /// The stable name the state machine's Retry/Catch match on.
     pub fn error_type(&self) -> &'static str {

@@ -71,7 +71,7 @@ impl Deployment {
     pub fn environment(&self) -> Result<&Environment, PhaseError> {
         self.config
             .environment(&self.release.environment)
-            .map_err(PhaseError::Invalid)
+            .map_err(PhaseError::from)
     }
 
     /// The regions the target names, checked against the environment.
@@ -84,7 +84,7 @@ impl Deployment {
         };
         names
             .into_iter()
-            .map(|n| env.region(n).map_err(PhaseError::Invalid))
+            .map(|n| env.region(n).map_err(PhaseError::from))
             .collect()
     }
 

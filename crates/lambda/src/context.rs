@@ -108,7 +108,7 @@ impl Context {
     /// `function`'s context, from the environment the infra gives it, with
     /// the clients it calls made. Each function reads its own settings: the
     /// others keep their defaults, which cost nothing to make.
-    pub fn from_env(function: &str) -> Result<Context, String> {
+    pub fn from_env(function: &str) -> Result<Context, porter_core::settings::SettingsError> {
         let function = Function::from_name(function);
         // A function is always pinned: what a repository names is checked
         // against the environment pins before anything is touched.

@@ -30,7 +30,10 @@ pub async fn work(ctx: &Context, mut job: Job, problem: Option<String>) -> Resul
         Some(p) => (failure(&PhaseError::Invalid(p)), None),
         None => match run(ctx, &job).await {
             Ok((o, arn)) => (o, Some(arn)),
-            Err((e, arn)) => match codepipeline::same_token(&job, "the deploy", &e) {
+            Err(Failed {
+                error: e,
+                execution: arn,
+            }) => match codepipeline::same_token(&job, "the deploy", &e) {
                 Some(again) => (again, arn),
                 None => {
                     // The job fails: the execution it follows must not go on
@@ -98,34 +101,50 @@ pub fn execution_name(job_id: &str) -> String {
         .collect()
 }
 
-/// The outcome and the execution followed; on an error, the execution too
-/// when one was known by then.
-async fn run(ctx: &Context, job: &Job) -> Result<(Outcome, String), (PhaseError, Option<String>)> {
-    let none = |e: PhaseError| (e, None);
+/// A step of a job that failed, with the execution it followed when one
+/// was known by then (a failed job stops it).
+#[derive(Debug)]
+struct Failed {
+    error: PhaseError,
+    execution: Option<String>,
+}
+
+impl From<PhaseError> for Failed {
+    fn from(error: PhaseError) -> Failed {
+        Failed { error, execution: None }
+    }
+}
+
+/// The outcome and the execution followed.
+async fn run(ctx: &Context, job: &Job) -> Result<(Outcome, String), Failed> {
     let binding = Binding {
         function: "pipeline".into(),
-        environment: job.environment().map_err(none)?,
+        environment: job.environment()?,
         release: None,
         origin: job.origin_binding(),
     };
-    let key = token::key(ctx).await.map_err(none)?;
+    let key = token::key(ctx).await?;
     match &job.continuation {
-        None => start(ctx, job, &key, &binding).await.map_err(none),
+        None => Ok(start(ctx, job, &key, &binding).await?),
         Some(t) => {
-            let arn = token::open(&key, &binding, t).map_err(none)?;
+            let arn = token::open(&key, &binding, t)?;
             // Sealed here, so ours; and only ever an execution of this
             // function's own state machine.
             if let Some(machine) = &ctx.state_machine_arn {
                 let executions = format!("{}:", machine.replacen(":stateMachine:", ":execution:", 1));
                 if !arn.starts_with(&executions) {
-                    return Err(none(PhaseError::Invalid(format!(
+                    return Err(PhaseError::Invalid(format!(
                         "the continuation token names execution {arn}, which is not one of {machine}; it is not followed"
-                    ))));
+                    ))
+                    .into());
                 }
             }
             match check(ctx, &arn, &key, &binding).await {
                 Ok(o) => Ok((o, arn)),
-                Err(e) => Err((e, Some(arn))),
+                Err(error) => Err(Failed {
+                    error,
+                    execution: Some(arn),
+                }),
             }
         }
     }

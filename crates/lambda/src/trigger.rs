@@ -12,6 +12,7 @@ use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
 use aws_sdk_codepipeline::types::{ActionCategory, ActionDeclaration, StageDeclaration};
 use porter_core::aws;
 use porter_core::phase::PhaseError;
+use porter_core::settings::SettingsError;
 use regex_lite::Regex;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -53,8 +54,12 @@ pub struct BranchPattern {
 }
 
 impl BranchPattern {
-    fn new(source: &str) -> Result<BranchPattern, String> {
-        let regex = Regex::new(source).map_err(|e| format!("BRANCH_PATTERN `{source}` is not a regex: {e}"))?;
+    fn new(source: &str) -> Result<BranchPattern, SettingsError> {
+        let regex = Regex::new(source).map_err(|e| SettingsError::Invalid {
+            name: "BRANCH_PATTERN",
+            value: source.to_owned(),
+            why: format!("is not a regex: {e}"),
+        })?;
         Ok(BranchPattern {
             source: source.to_owned(),
             regex: regex.into(),
@@ -84,7 +89,11 @@ impl std::fmt::Display for BranchPattern {
 }
 
 impl Settings {
-    pub fn new(pipeline_name: Option<String>, branch_pattern: &str, scheduled: &str) -> Result<Settings, String> {
+    pub fn new(
+        pipeline_name: Option<String>,
+        branch_pattern: &str,
+        scheduled: &str,
+    ) -> Result<Settings, SettingsError> {
         Ok(Settings {
             pipeline_name: pipeline_name.filter(|p| !p.is_empty()),
             branch_pattern: BranchPattern::new(branch_pattern)?,
@@ -101,7 +110,7 @@ impl Settings {
         self
     }
 
-    pub fn from_env() -> Result<Settings, String> {
+    pub fn from_env() -> Result<Settings, SettingsError> {
         Settings::new(
             std::env::var("PIPELINE_NAME").ok(),
             &std::env::var("BRANCH_PATTERN").unwrap_or_else(|_| DEFAULT_BRANCH_PATTERN.into()),
@@ -626,7 +635,8 @@ mod tests {
     #[test]
     fn settings_name_a_bad_pattern() {
         let e = Settings::new(None, "([", "").unwrap_err();
-        assert!(e.contains("BRANCH_PATTERN"), "{e}");
+        assert_eq!(e.variable(), "BRANCH_PATTERN");
+        assert!(e.to_string().starts_with("BRANCH_PATTERN `([` is not a regex"), "{e}");
         let s = Settings::new(Some("main".into()), "^f/", " a, b ,").unwrap();
         assert_eq!(s.scheduled, vec!["a", "b"]);
     }

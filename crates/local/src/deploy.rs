@@ -154,8 +154,8 @@ pub async fn prepare(endpoint: &str, opts: &Options, out: &mut dyn Write) -> Res
     let (file, repo) = config::locate(&root);
     let loaded = config::load_file(&file, &repo, &config::process_env)
         .with_context(|| format!("cannot read {}", file.display()))?;
-    let cfg = loaded.deployable().map_err(|m| anyhow!(m))?;
-    let env = cfg.environment(&opts.environment).map_err(|m| anyhow!(m))?;
+    let cfg = loaded.deployable()?;
+    let env = cfg.environment(&opts.environment)?;
     writeln!(
         out,
         "bootstrap: the buckets, network and load balancers a real account would already have"
@@ -198,7 +198,7 @@ pub async fn run_what(endpoint: &str, opts: &Options, what: &What, out: &mut dyn
         machine,
         ..
     } = prepare(endpoint, opts, out).await?;
-    let env = cfg.environment(&opts.environment).map_err(|m| anyhow!(m))?;
+    let env = cfg.environment(&opts.environment)?;
     let (source, kind) = match what {
         What::Source => (porter_core::pack::Source::Path(repo.clone()), "deploy"),
         What::Release(version) => (
@@ -257,10 +257,8 @@ pub async fn verify(endpoint: &str, opts: &Options, outcome: &Outcome) -> Result
     let sdk = moto::sdk_config(endpoint, REGION).await;
     let aws = Aws::unpinned(sdk);
     let (file, repo) = config::locate(Path::new(&opts.path));
-    let cfg = config::load_file(&file, &repo, &config::process_env)?
-        .deployable()
-        .map_err(|m| anyhow!(m))?;
-    let env = cfg.environment(&opts.environment).map_err(|m| anyhow!(m))?;
+    let cfg = config::load_file(&file, &repo, &config::process_env)?.deployable()?;
+    let env = cfg.environment(&opts.environment)?;
     // The regions at once, as the deploy ran them: one region's reads wait
     // on no other's. Problems are listed in the config's order of regions.
     let checks = env

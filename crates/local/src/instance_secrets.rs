@@ -56,12 +56,9 @@ pub async fn read(
     let failed = |e: anyhow::Error| Refused::Failed(format!("{e:#}"));
     let (account, statements) = instance_role_statements(moto, region, group).await.map_err(failed)?;
     let arn = match store {
-        Store::SecretsManager => match secrets_manager(moto, region, "DescribeSecret", name)
-            .await
-            .map_err(failed)?
-        {
+        Store::SecretsManager => match secrets_manager(moto, region, "DescribeSecret", name).await {
             Ok(v) => v["ARN"].as_str().unwrap_or_default().to_owned(),
-            Err(e) => return Err(Refused::NotFound(e)),
+            Err(e) => return Err(e.into()),
         },
         Store::Ssm => format!(
             "arn:aws:ssm:{region}:{account}:parameter/{}",
@@ -75,12 +72,9 @@ pub async fn read(
         )));
     }
     match store {
-        Store::SecretsManager => match secrets_manager(moto, region, "GetSecretValue", name)
-            .await
-            .map_err(failed)?
-        {
+        Store::SecretsManager => match secrets_manager(moto, region, "GetSecretValue", name).await {
             Ok(v) => Ok(v["SecretString"].as_str().unwrap_or_default().to_owned()),
-            Err(e) => Err(Refused::NotFound(e)),
+            Err(e) => Err(e.into()),
         },
         Store::Ssm => {
             let ssm = aws_sdk_ssm::Client::new(sdk);
@@ -103,14 +97,13 @@ pub async fn put(moto: &str, sdk: &SdkConfig, region: &str, store: Store, name: 
     match store {
         Store::SecretsManager => {
             let body = serde_json::json!({"SecretId": name, "Name": name, "SecretString": value});
-            let created = secrets_manager_call(moto, region, "CreateSecret", &body).await?;
-            if let Err(why) = created {
-                if !why.contains("ResourceExistsException") {
-                    anyhow::bail!(why);
+            match secrets_manager_call(moto, region, "CreateSecret", &body).await {
+                Err(CallError::Service { kind, .. }) if kind == "ResourceExistsException" => {
+                    secrets_manager_call(moto, region, "PutSecretValue", &body).await?;
                 }
-                secrets_manager_call(moto, region, "PutSecretValue", &body)
-                    .await?
-                    .map_err(anyhow::Error::msg)?;
+                created => {
+                    created?;
+                }
             }
         }
         Store::Ssm => {
@@ -128,15 +121,33 @@ pub async fn put(moto: &str, sdk: &SdkConfig, region: &str, store: Store, name: 
     Ok(())
 }
 
-/// A Secrets Manager call (JSON protocol) naming one secret. `Err` inside
-/// is the service's own refusal, as the CLI prints it; it never holds a
-/// value.
-async fn secrets_manager(
-    moto: &str,
-    region: &str,
-    action: &str,
-    name: &str,
-) -> Result<Result<serde_json::Value, String>> {
+/// Why a Secrets Manager call gave no answer.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    /// The call did not reach moto, or its answer could not be read.
+    #[error("{0:#}")]
+    Transport(#[from] anyhow::Error),
+    /// The service's own refusal, as the AWS CLI prints it; it never holds
+    /// a value.
+    #[error("An error occurred ({kind}) when calling the {action} operation: {message}")]
+    Service {
+        action: String,
+        kind: String,
+        message: String,
+    },
+}
+
+impl From<CallError> for Refused {
+    fn from(e: CallError) -> Refused {
+        match e {
+            CallError::Transport(_) => Refused::Failed(e.to_string()),
+            CallError::Service { .. } => Refused::NotFound(e.to_string()),
+        }
+    }
+}
+
+/// A Secrets Manager call (JSON protocol) naming one secret.
+async fn secrets_manager(moto: &str, region: &str, action: &str, name: &str) -> Result<serde_json::Value, CallError> {
     secrets_manager_call(moto, region, action, &serde_json::json!({"SecretId": name})).await
 }
 
@@ -145,7 +156,7 @@ async fn secrets_manager_call(
     region: &str,
     action: &str,
     body: &serde_json::Value,
-) -> Result<Result<serde_json::Value, String>> {
+) -> Result<serde_json::Value, CallError> {
     let resp = reqwest::Client::new()
         .post(format!("{moto}/"))
         .header("content-type", "application/x-amz-json-1.1")
@@ -161,17 +172,18 @@ async fn secrets_manager_call(
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     if status.is_success() {
-        return Ok(Ok(body));
+        return Ok(body);
     }
     let kind = body["__type"].as_str().unwrap_or("Error");
-    let kind = kind.rsplit('#').next().unwrap_or(kind);
-    Ok(Err(format!(
-        "An error occurred ({kind}) when calling the {action} operation: {}",
-        body["message"]
+    Err(CallError::Service {
+        action: action.to_owned(),
+        kind: kind.rsplit('#').next().unwrap_or(kind).to_owned(),
+        message: body["message"]
             .as_str()
             .or(body["Message"].as_str())
             .unwrap_or("no message")
-    )))
+            .to_owned(),
+    })
 }
 
 /// The account and the Allow statements of the role an instance of

@@ -7,9 +7,12 @@
 //! deployed as it is, such as porter's `TODO` placeholders): `porter validate`
 //! passes on the last two, deploying refuses the last one.
 
+mod error;
 #[cfg(test)]
 mod tests;
 mod validate;
+
+pub use error::ConfigError;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -239,12 +242,16 @@ pub fn is_alarm_name(a: &str) -> bool {
     !a.is_empty() && a.len() <= 255 && !a.chars().any(char::is_control)
 }
 
+fn rollout(key: &'static str, problem: String) -> ConfigError {
+    ConfigError::Rollout { key, problem }
+}
+
 impl Environment {
     /// The rollout a deploy follows: the environment's, with a deploy's
     /// override applied, its waves spelled out (one wave with every region
     /// when none are given). The override is input, so it is checked as
     /// the config is.
-    pub fn rollout_plan(&self, over: Option<&RolloutOverride>) -> Result<Rollout, String> {
+    pub fn rollout_plan(&self, over: Option<&RolloutOverride>) -> Result<Rollout, ConfigError> {
         let mut r = self.rollout.clone();
         if let Some(o) = over {
             if let Some(w) = &o.waves {
@@ -282,47 +289,56 @@ impl Environment {
         let mut placed = std::collections::BTreeSet::new();
         for wave in &r.waves {
             if wave.is_empty() {
-                return Err("rollout.waves: a wave needs at least one region".into());
+                return Err(rollout("waves", "a wave needs at least one region".into()));
             }
             for region in wave {
                 if !names.contains(&region.as_str()) {
-                    return Err(format!(
-                        "rollout.waves: `{}` is not a region of {} (its regions: {})",
-                        region.chars().take(40).collect::<String>(),
-                        self.name,
-                        names.join(", ")
+                    return Err(rollout(
+                        "waves",
+                        format!(
+                            "`{}` is not a region of {} (its regions: {})",
+                            region.chars().take(40).collect::<String>(),
+                            self.name,
+                            names.join(", ")
+                        ),
                     ));
                 }
                 if !placed.insert(region.as_str()) {
-                    return Err(format!("rollout.waves: region `{region}` is in two waves"));
+                    return Err(rollout("waves", format!("region `{region}` is in two waves")));
                 }
             }
         }
         let missing: Vec<&str> = names.iter().copied().filter(|n| !placed.contains(n)).collect();
         if !missing.is_empty() {
-            return Err(format!(
-                "rollout.waves: every region must be in a wave; {} is in none",
-                missing.join(", ")
+            return Err(rollout(
+                "waves",
+                format!("every region must be in a wave; {} is in none", missing.join(", ")),
             ));
         }
         if r.bake_seconds > MAX_BAKE_SECONDS {
-            return Err(format!(
-                "rollout.bake_seconds: at most {MAX_BAKE_SECONDS}, not {}",
-                r.bake_seconds
+            return Err(rollout(
+                "bake_seconds",
+                format!("at most {MAX_BAKE_SECONDS}, not {}", r.bake_seconds),
             ));
         }
         if let Some(bad) = r.alarms.iter().find(|a| !is_alarm_name(a)) {
-            return Err(format!(
-                "rollout.alarms: `{}` is not a CloudWatch alarm name",
-                bad.chars().take(60).collect::<String>()
+            return Err(rollout(
+                "alarms",
+                format!(
+                    "`{}` is not a CloudWatch alarm name",
+                    bad.chars().take(60).collect::<String>()
+                ),
             ));
         }
         for region in &self.regions {
             let n = r.canary_in(&region.name);
             if n > region.instance_count {
-                return Err(format!(
-                    "rollout.canary_instances: {n} canaries in {}, which launches {} instance(s); ask for at most {}",
-                    region.name, region.instance_count, region.instance_count
+                return Err(rollout(
+                    "canary_instances",
+                    format!(
+                        "{n} canaries in {}, which launches {} instance(s); ask for at most {}",
+                        region.name, region.instance_count, region.instance_count
+                    ),
                 ));
             }
         }
@@ -520,24 +536,27 @@ pub struct StackDefinition {
 }
 
 impl Config {
-    pub fn environment(&self, name: &str) -> Result<&Environment, String> {
-        self.environments.iter().find(|e| e.name == name).ok_or_else(|| {
-            let known: Vec<_> = self.environments.iter().map(|e| e.name.as_str()).collect();
-            format!("the config has no environment `{name}`; it has: {}", known.join(", "))
-        })
+    pub fn environment(&self, name: &str) -> Result<&Environment, ConfigError> {
+        self.environments
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| ConfigError::NoEnvironment {
+                name: name.to_owned(),
+                known: self.environments.iter().map(|e| e.name.clone()).collect(),
+            })
     }
 }
 
 impl Environment {
-    pub fn region(&self, name: &str) -> Result<&Region, String> {
-        self.regions.iter().find(|r| r.name == name).ok_or_else(|| {
-            let known: Vec<_> = self.regions.iter().map(|r| r.name.as_str()).collect();
-            format!(
-                "environment `{}` has no region `{name}`; it has: {}",
-                self.name,
-                known.join(", ")
-            )
-        })
+    pub fn region(&self, name: &str) -> Result<&Region, ConfigError> {
+        self.regions
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| ConfigError::NoRegion {
+                environment: self.name.clone(),
+                name: name.to_owned(),
+                known: self.regions.iter().map(|r| r.name.clone()).collect(),
+            })
     }
 }
 
@@ -614,19 +633,18 @@ impl Loaded {
 
     /// The config if it can be deployed: no errors and nothing incomplete.
     /// Otherwise one message listing every blocking finding.
-    pub fn deployable(self) -> Result<Config, String> {
-        let blocking: Vec<String> = self
+    pub fn deployable(self) -> Result<Config, ConfigError> {
+        let findings: Vec<String> = self
             .located()
             .filter(|l| l.diagnostic.severity != Severity::Warning)
             .map(|l| l.to_string())
             .collect();
         match self.config {
-            Some(config) if blocking.is_empty() => Ok(config),
-            _ => Err(format!(
-                "{} cannot be deployed:\n{}",
-                self.file.display(),
-                blocking.join("\n")
-            )),
+            Some(config) if findings.is_empty() => Ok(config),
+            _ => Err(ConfigError::NotDeployable {
+                file: self.file,
+                findings,
+            }),
         }
     }
 }

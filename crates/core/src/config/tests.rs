@@ -1230,6 +1230,11 @@ fn porter_style_config_passes_with_warnings_only() {
 
     // ... but deploying refuses it, naming every blocking finding.
     let err = loaded.deployable().unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::NotDeployable { findings, .. } if findings.len() >= 3),
+        "{err}"
+    );
+    let err = err.to_string();
     assert!(err.contains("cannot be deployed"), "{err}");
     assert!(
         err.contains(".porter/config:27:14: not deployable: environments[0].regions[0].s3_bucket"),
@@ -1582,26 +1587,37 @@ fn a_deploys_rollout_override_is_checked_like_the_config() {
     assert!(plan.gated && plan.bake_seconds == 60 && plan.alarms == ["errors"]);
     let over = |json: &str| env.rollout_plan(Some(&serde_json::from_str(json).unwrap()));
     assert!(!over(r#"{"bake_seconds": 0, "alarms": []}"#).unwrap().gated);
-    assert!(over(r#"{"waves": [["us-west-2"], ["us-west-2"]]}"#)
-        .unwrap_err()
-        .contains("in two waves"));
-    assert!(over(r#"{"waves": [["eu-west-1"]]}"#)
-        .unwrap_err()
-        .contains("not a region of dev"));
-    assert!(over(r#"{"waves": [[]]}"#).unwrap_err().contains("at least one region"));
-    assert!(over(r#"{"bake_seconds": 100000}"#)
-        .unwrap_err()
-        .contains("at most 86400"));
-    assert!(over("{\"alarms\": [\"a\\nb\"]}")
-        .unwrap_err()
-        .contains("not a CloudWatch alarm name"));
+    // The key at fault, and what is wrong with it.
+    let refused = |json: &str| match over(json).unwrap_err() {
+        ConfigError::Rollout { key, problem } => (key, problem),
+        other => panic!("{json}: not a rollout error: {other}"),
+    };
+    let (key, problem) = refused(r#"{"waves": [["us-west-2"], ["us-west-2"]]}"#);
+    assert!(key == "waves" && problem.contains("in two waves"), "{problem}");
+    let (key, problem) = refused(r#"{"waves": [["eu-west-1"]]}"#);
+    assert!(key == "waves" && problem.contains("not a region of dev"), "{problem}");
+    let (key, problem) = refused(r#"{"waves": [[]]}"#);
+    assert!(key == "waves" && problem.contains("at least one region"), "{problem}");
+    let (key, problem) = refused(r#"{"bake_seconds": 100000}"#);
+    assert!(key == "bake_seconds" && problem.contains("at most 86400"), "{problem}");
+    let (key, problem) = refused("{\"alarms\": [\"a\\nb\"]}");
+    assert!(
+        key == "alarms" && problem.contains("not a CloudWatch alarm name"),
+        "{problem}"
+    );
+    assert_eq!(
+        over(r#"{"waves": [[]]}"#).unwrap_err().to_string(),
+        "rollout.waves: a wave needs at least one region"
+    );
     let canary = over(r#"{"canary_instances": 1}"#).unwrap();
     assert!(canary.canary && canary.canary_in("us-west-2") == 1);
     assert_eq!(plan.baking_seconds(), 60, "one wave of 60 s");
     assert_eq!(canary.baking_seconds(), 120, "the canaries bake too");
-    assert!(over(r#"{"canary_instances": 3}"#)
-        .unwrap_err()
-        .contains("us-west-2, which launches 2 instance(s)"));
+    let (key, problem) = refused(r#"{"canary_instances": 3}"#);
+    assert!(
+        key == "canary_instances" && problem.contains("us-west-2, which launches 2 instance(s)"),
+        "{problem}"
+    );
     assert!(serde_json::from_str::<RolloutOverride>(r#"{"canaries": 1}"#).is_err());
 }
 
