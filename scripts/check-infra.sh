@@ -7,7 +7,9 @@
 #      an action, to see it fail); checkov
 #      (every skipped check carries its reason in the template)
 #   3. the template as plain CloudFormation, created in moto and inspected
-#      (scripts/sam_to_cfn.py, scripts/inspect_infra.py)
+#      (scripts/sam_to_cfn.py, scripts/inspect_infra.py); the roles the
+#      local stack checks calls against rendered again and compared with
+#      crates/local/src/roles.json (scripts/render-roles.sh)
 #   4. sam build: a release bootstrap for every function (x86_64: the
 #      aarch64 Rust target cannot be installed here)
 #   5. the dry run of scripts/aws-smoke.sh, the smoke run in a real
@@ -82,6 +84,16 @@ start_moto
 .venv/bin/python scripts/inspect_infra.py "http://127.0.0.1:$port" "$work/template.json" \
   porter-infra-check-code code.zip statemachines/deploy.asl.json
 kill "$moto_pid"; wait "$moto_pid" 2>/dev/null || true; moto_pid=""
+
+echo "== the local stack's roles"
+# What the local stack checks each function's calls against: rendered
+# afresh, it must be the committed file, so it never goes stale.
+scripts/render-roles.sh "$work/roles.json"
+if ! diff -u crates/local/src/roles.json "$work/roles.json"; then
+  echo "crates/local/src/roles.json is not what infra/template.yaml renders: run scripts/render-roles.sh and commit it"
+  exit 1
+fi
+echo "crates/local/src/roles.json: what infra/template.yaml renders"
 
 echo "== sam build"
 # cargo-lambda from .venv. SAM runs one `cargo lambda build --release

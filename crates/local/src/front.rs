@@ -8,7 +8,9 @@
 //!   and rolled back on a failure signal or a timeout ([`Signals`]).
 //!
 //! Every region a call names is watched for instances to boot, and where
-//! AWS is stricter than moto the front answers as AWS does ([`strict`]).
+//! AWS is stricter than moto the front answers as AWS does ([`strict`]);
+//! a call a function makes is refused unless its role allows it, as IAM
+//! would ([`Callers`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +20,9 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
+use crate::callers::Callers;
 use crate::elb::Balancers;
+use crate::iam_request::Call;
 use crate::instances::Fleet;
 use crate::signals::{self, Policy, Verdict};
 use crate::strict::{self, BucketRegions};
@@ -34,6 +38,8 @@ pub struct Front {
     /// Stacks the local stack rolled back: (resource, reason).
     failed: Arc<Mutex<HashMap<String, (String, String)>>>,
     buckets: BucketRegions,
+    /// Who calls, and what their roles allow.
+    callers: Callers,
 }
 
 impl Front {
@@ -46,7 +52,39 @@ impl Front {
             policies: Arc::default(),
             failed: Arc::default(),
             buckets: BucketRegions::default(),
+            callers: Callers::default(),
         }
+    }
+
+    /// IAM's refusal of a call a function's role (or its deployment
+    /// session's) does not allow; `None` lets the call through, as it does
+    /// every call of a caller that is not checked.
+    pub fn refused(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
+        let who = self.callers.identify(headers)?;
+        let (region, service) = credential_scope(headers)?;
+        let call = Call {
+            service: &service,
+            region: &region,
+            account: &who.account,
+            method,
+            uri,
+            headers,
+            body,
+        };
+        self.callers.refuse(&who, &call)
+    }
+
+    /// An AssumeRole of a checked caller, passed on; the session it gets is
+    /// checked as the role it assumed.
+    async fn assume_role(&self, method: Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Option<Response> {
+        let who = self.callers.identify(headers)?;
+        let resp = self.forward(method, uri, headers, body.clone()).await;
+        let (parts, text) = match answer_text(resp).await {
+            Ok(read) => read,
+            Err(resp) => return Some(resp),
+        };
+        self.callers.learn_session(&who, &body, &text);
+        Some(Response::from_parts(parts, axum::body::Body::from(text)))
     }
 
     pub fn moto(&self) -> &str {
@@ -69,6 +107,9 @@ impl Front {
                 return refused;
             }
         }
+        if let Some(refused) = self.refused(&method, &uri, &headers, &body) {
+            return refused;
+        }
         if let Some((region, service)) = &scope {
             if matches!(
                 service.as_str(),
@@ -79,6 +120,11 @@ impl Front {
         }
         let action = (method == Method::POST).then(|| form_action(&headers, &body)).flatten();
         match (scope.as_ref().map(|(_, s)| s.as_str()), action.as_deref()) {
+            (Some("sts"), Some("AssumeRole")) => {
+                if let Some(r) = self.assume_role(method.clone(), &uri, &headers, body.clone()).await {
+                    return r;
+                }
+            }
             (Some("elasticloadbalancing"), Some("DescribeInstanceHealth")) if self.balancers.active() => {
                 let region = scope.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
                 if let Some(r) = self.instance_health(&region, &body).await {
@@ -512,7 +558,7 @@ fn query_scope(uri: &Uri) -> Option<(String, String)> {
 
 /// A Query-protocol list (`Instances.member.2.InstanceId=...`), in the
 /// order its members are numbered.
-fn form_list(form: &[(String, String)], prefix: &str, suffix: &str) -> Vec<String> {
+pub(crate) fn form_list(form: &[(String, String)], prefix: &str, suffix: &str) -> Vec<String> {
     let mut items: Vec<(usize, String)> = form
         .iter()
         .filter_map(|(k, v)| {

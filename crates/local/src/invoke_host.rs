@@ -51,7 +51,8 @@ impl Faults {
 
 #[derive(Clone)]
 struct Host {
-    ctx: Arc<Context>,
+    /// Each function's context, by its name: its own credentials.
+    contexts: Arc<HashMap<&'static str, Context>>,
     faults: Faults,
     jobs: Jobs,
     front: Front,
@@ -60,7 +61,7 @@ struct Host {
 /// The Lambda Invoke API, CodePipeline's job API (the rest of CodePipeline
 /// forwarded to moto), the recorded job results, the load balancers'
 /// listing, and every other AWS call through the [`Front`].
-pub fn router(ctx: Context, faults: Faults, jobs: Jobs, front: Front) -> Router {
+pub fn router(contexts: HashMap<&'static str, Context>, faults: Faults, jobs: Jobs, front: Front) -> Router {
     Router::new()
         .route("/2015-03-31/functions/{function}/invocations", post(invoke))
         .route("/", post(aws_api))
@@ -75,7 +76,7 @@ pub fn router(ctx: Context, faults: Faults, jobs: Jobs, front: Front) -> Router 
         .route("/porter-local/custom-jobs", post(queue_custom_job))
         .fallback(other_aws_api)
         .with_state(Host {
-            ctx: Arc::new(ctx),
+            contexts: Arc::new(contexts),
             faults,
             jobs,
             front,
@@ -111,13 +112,17 @@ async fn queue_custom_job(State(host): State<Host>, Json(req): Json<job_sim::Cus
 }
 
 /// `POST /`: CodePipeline (JSON, by its target) to the job simulator,
-/// every Query-protocol service to the front.
+/// once the caller's role allows it; every Query-protocol service to the
+/// front.
 async fn aws_api(State(host): State<Host>, uri: Uri, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let codepipeline = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("CodePipeline_"));
     if codepipeline {
+        if let Some(refused) = host.front.refused(&Method::POST, &uri, &headers, &body) {
+            return refused;
+        }
         job_sim::api(&host.jobs, host.front.moto(), headers, body).await
     } else {
         host.front.handle(Method::POST, uri, headers, body).await
@@ -157,6 +162,9 @@ async fn invoke(State(host): State<Host>, Path(function): Path<String>, body: ax
     let Some(target) = function_of(&function) else {
         return client_error(StatusCode::NOT_FOUND, format!("Function not found: {function}"));
     };
+    let Some(ctx) = host.contexts.get(target.name()) else {
+        return client_error(StatusCode::NOT_FOUND, format!("Function not found: {function}"));
+    };
     let event: Value = if body.is_empty() {
         Value::Null
     } else {
@@ -178,7 +186,7 @@ async fn invoke(State(host): State<Host>, Path(function): Path<String>, body: ax
     };
     let deadline = tokio::time::Instant::now() + timeout - porter_lambda::DEADLINE_MARGIN;
     match Box::pin(porter_lambda::answer(
-        &host.ctx,
+        ctx,
         target.handler(),
         target.name(),
         event,

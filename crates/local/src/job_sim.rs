@@ -87,7 +87,7 @@ struct CustomJob {
 /// The local stack's pipeline: the one its driver plays, whose jobs it
 /// makes and whose declaration it answers (GetPipeline) with the actions
 /// it ran, as CodePipeline would.
-pub const LOCAL_PIPELINE: &str = "porter-local";
+pub const LOCAL_PIPELINE: &str = "porter-pipeline";
 /// The environments the local pipeline deploys after its approval.
 pub const APPROVED_ENVIRONMENTS: &[&str] = &["production"];
 
@@ -294,7 +294,7 @@ impl Jobs {
             "actionTypeId": {"category": "Approval", "owner": "AWS", "provider": "Manual", "version": "1"}}]});
         json!({"pipeline": {
             "name": LOCAL_PIPELINE,
-            "roleArn": format!("arn:aws:iam::{}:role/porter-local-pipeline", crate::names::ACCOUNT),
+            "roleArn": format!("arn:aws:iam::{}:role/porter-codepipeline", crate::names::ACCOUNT),
             "artifactStore": {"type": "S3", "location": crate::names::ARTIFACT_BUCKET},
             "stages": [source, stage("Deploy"), approve, stage("Production")],
             "version": 1,
@@ -860,7 +860,7 @@ pub fn wake_event(wake: Wake) -> Value {
         Wake::Event => json!({
             "version": "0", "source": "aws.codepipeline", "account": crate::names::ACCOUNT,
             "detail-type": "CodePipeline Action Execution State Change", "region": crate::names::REGION,
-            "detail": {"pipeline": "porter-local", "stage": "Deploy", "action": "Deploy", "state": "STARTED",
+            "detail": {"pipeline": LOCAL_PIPELINE, "stage": "Deploy", "action": "Deploy", "state": "STARTED",
                        "type": porter_action_type()}
         }),
         Wake::Schedule => json!({

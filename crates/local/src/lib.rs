@@ -5,9 +5,12 @@
 //! health and carry traffic, and CloudFormation signals.
 
 pub mod bootstrap;
+pub mod callers;
 pub mod deploy;
 pub mod elb;
 pub mod front;
+pub mod iam;
+pub mod iam_request;
 pub mod instance_secrets;
 pub mod instances;
 pub mod invoke_host;

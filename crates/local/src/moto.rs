@@ -196,7 +196,13 @@ impl Configs {
 
 /// An SDK config that talks to the local stack with fixed test credentials.
 pub async fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
-    let creds = aws_credential_types::Credentials::new("testing", "testing", None, None, "porter-local");
+    sdk_config_as(endpoint, region, "testing").await
+}
+
+/// As [`sdk_config`], calling with the access key `key` (a function's:
+/// the front checks its calls against the function's role).
+pub async fn sdk_config_as(endpoint: &str, region: &str, key: &str) -> aws_config::SdkConfig {
+    let creds = aws_credential_types::Credentials::new(key, "testing", None, None, "porter-local");
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .http_client(porter_core::aws::http_client(porter_core::aws::Roots::System))
         .endpoint_url(endpoint)

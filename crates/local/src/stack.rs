@@ -71,46 +71,15 @@ impl LocalStack {
         let balancers = Balancers::start(fleet.clone());
         let front = Front::new(&moto.endpoint(), fleet.clone(), balancers.clone());
         let host_url = format!("http://127.0.0.1:{host_port}");
-        // Pinned as the functions are in AWS; `bootstrap` writes the pins.
-        // Their AWS is the front: moto, with real instance health and
-        // stack signals where instances run.
-        let aws = Aws::new(moto::sdk_config(&host_url, REGION).await)
-            .with_pinning(Pinning::Pinned {
-                path: pins::DEFAULT_PATH.into(),
-                service: None,
-            })
-            .with_fence(LEASE_TABLE);
-        // The functions reach CodePipeline through this host (the job API
-        // moto lacks) and run the deploy state machine `deploy` creates.
-        let mut ctx = porter_lambda::Context::new(aws, Some(&host_url));
-        ctx.state_machine_arn = Some(crate::names::state_machine_arn());
-        ctx.artifact_bucket = Some(ARTIFACT_BUCKET.to_owned());
-        ctx.lease_table = Some(LEASE_TABLE.to_owned());
-        ctx.image_parameter = Some(MACHINE_IMAGE_PARAMETER.to_owned());
-        // The CLI's local deploys pack the repository's folder.
-        ctx.local_sources = true;
-        // Jobs are checked against the local pipeline the job simulator
-        // plays, as a real installation checks its own.
-        ctx.job_rules = Some(porter_core::job_origin::Rules {
-            main_pipeline: crate::job_sim::LOCAL_PIPELINE.into(),
-            approved_environments: crate::job_sim::APPROVED_ENVIRONMENTS
-                .iter()
-                .map(|e| e.to_string())
-                .collect(),
-            branch_environments: Vec::new(),
-        });
-        // Hooks run here as processes; a Dockerfile hook is skipped with a
-        // warning unless PORTER_HOOKS_REQUIRE_DOCKER=1 makes it a failure.
-        ctx.hooks = Some(porter_core::hooks::Runner::Local {
-            require_docker: std::env::var("PORTER_HOOKS_REQUIRE_DOCKER").is_ok_and(|v| v == "1"),
-        });
-        ctx.notify = porter_lambda::notify::Settings {
-            topic_arn: Some(crate::names::notification_topic_arn()),
-            webhook_hosts: porter_lambda::notify::hosts(crate::names::WEBHOOK_HOSTS),
-            service: None,
-        };
+        // Each function as its own role, as in AWS: it calls with a key of
+        // its own, by which the front checks each call against its role
+        // (crates/local/src/callers.rs).
+        let mut contexts = std::collections::HashMap::new();
+        for function in porter_lambda::Function::ALL {
+            contexts.insert(function.name(), function_context(&host_url, function.name()).await);
+        }
         let jobs = Jobs::default();
-        let app = crate::invoke_host::router(ctx, faults, jobs.clone(), front);
+        let app = crate::invoke_host::router(contexts, faults, jobs.clone(), front);
         let host = tokio::spawn(async move {
             if let Err(e) = crate::invoke_host::serve(app, listener).await {
                 eprintln!("porter local: the Lambda host stopped: {e}");
@@ -138,6 +107,50 @@ impl LocalStack {
         self.fleet.shutdown().await;
         self.moto.stop().await;
     }
+}
+
+/// What `function` runs with on the local stack: pinned as the functions
+/// are in AWS (`bootstrap` writes the pins), its AWS the front (moto, with
+/// real instance health and stack signals where instances run), calling
+/// with the function's own key.
+async fn function_context(host_url: &str, function: &str) -> porter_lambda::Context {
+    let key = crate::callers::access_key(function);
+    let aws = Aws::new(moto::sdk_config_as(host_url, REGION, &key).await)
+        .with_pinning(Pinning::Pinned {
+            path: pins::DEFAULT_PATH.into(),
+            service: None,
+        })
+        .with_fence(LEASE_TABLE);
+    // The functions reach CodePipeline through the host (the job API
+    // moto lacks) and run the deploy state machine `deploy` creates.
+    let mut ctx = porter_lambda::Context::new(aws, Some(host_url));
+    ctx.state_machine_arn = Some(crate::names::state_machine_arn());
+    ctx.artifact_bucket = Some(ARTIFACT_BUCKET.to_string());
+    ctx.lease_table = Some(LEASE_TABLE.to_string());
+    ctx.image_parameter = Some(MACHINE_IMAGE_PARAMETER.to_string());
+    // The CLI's local deploys pack the repository's folder.
+    ctx.local_sources = true;
+    // Jobs are checked against the local pipeline the job simulator
+    // plays, as a real installation checks its own.
+    ctx.job_rules = Some(porter_core::job_origin::Rules {
+        main_pipeline: crate::job_sim::LOCAL_PIPELINE.into(),
+        approved_environments: crate::job_sim::APPROVED_ENVIRONMENTS
+            .iter()
+            .map(|e| e.to_string())
+            .collect(),
+        branch_environments: Vec::new(),
+    });
+    // Hooks run here as processes; a Dockerfile hook is skipped with a
+    // warning unless PORTER_HOOKS_REQUIRE_DOCKER=1 makes it a failure.
+    ctx.hooks = Some(porter_core::hooks::Runner::Local {
+        require_docker: std::env::var("PORTER_HOOKS_REQUIRE_DOCKER").is_ok_and(|v| v == "1"),
+    });
+    ctx.notify = porter_lambda::notify::Settings {
+        topic_arn: Some(crate::names::notification_topic_arn()),
+        webhook_hosts: porter_lambda::notify::hosts(crate::names::WEBHOOK_HOSTS),
+        service: None,
+    };
+    ctx
 }
 
 /// `.local/stack.json` under the project (or current) folder.

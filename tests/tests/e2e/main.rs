@@ -4,6 +4,7 @@ mod events;
 mod example;
 mod faults;
 mod hooks;
+mod iam;
 mod instances;
 mod lifecycle;
 mod notifications;

@@ -317,7 +317,7 @@ async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
                 bucket: ARTIFACT_BUCKET.into(),
                 key: format!("{}nope.zip", job_sim::artifact_prefix()),
             }),
-            "s3://porter-local-artifacts/porter-local/nope.zip",
+            "s3://porter-local-artifacts/porter-pipeline/nope.zip",
         ),
         (
             "porter-provision",

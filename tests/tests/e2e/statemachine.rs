@@ -271,14 +271,17 @@ async fn a_lease_of_a_running_deploy_refuses_and_one_of_an_ended_deploy_is_taken
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "smheld");
     let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
-    deploy::ensure_lease_table(&sdk).await.unwrap();
-    // Another deploy, still running, holds the lease.
+    porter_local::deploy::ensure_lease_table(&sdk).await.unwrap();
+    // Another deploy, still running, holds the lease: an execution of the
+    // deploy state machine, as every holder is (the lease function may read
+    // no other's), that only waits. The deploys below give the machine its
+    // real definition; the holder runs on with the one it started with.
     let sfn = aws_sdk_sfn::Client::new(&sdk);
     let sleeper = sfn
         .create_state_machine()
-        .name("sleeper")
+        .name(porter_local::names::STATE_MACHINE)
         .definition(r#"{"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 600, "End": true}}}"#)
-        .role_arn("arn:aws:iam::123456789012:role/sleeper")
+        .role_arn("arn:aws:iam::123456789012:role/porter-deploy-states")
         .send()
         .await
         .unwrap();
