@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use porter_local::deploy::{self, Options};
-use porter_local::stack::{self, LocalStack, StackFile};
+use porter_local::stack::{self, LocalStack, Options as StackOptions, StackFile};
 
 #[derive(Subcommand)]
 pub(crate) enum LocalCommand {
@@ -268,7 +268,13 @@ async fn up(moto_port: u16, host_port: u16, run_instances: bool) -> Result<ExitC
             f.moto_port
         );
     }
-    let local = LocalStack::start_with(moto_port, host_port, Default::default(), run_instances).await?;
+    let local = LocalStack::start(StackOptions {
+        moto_port,
+        host_port,
+        faults: Default::default(),
+        run_instances,
+    })
+    .await?;
     let file = stack::stack_file(&base());
     std::fs::create_dir_all(file.parent().expect("has a parent"))?;
     let record = StackFile {
@@ -522,6 +528,41 @@ fn describe_job_result(r: &porter_local::job_sim::JobResult) -> String {
 
 /// `porter deploy --local` and `porter rollback --local`: `what` through the
 /// state machine on the local stack, then the account checked.
+/// The local stack a deploy runs against: `porter local up`'s when it runs,
+/// else one started for this command alone (with instances that run).
+/// Either way AWS as the functions see it: moto behind the front, so the
+/// checks after a deploy read real instance health.
+struct Attached {
+    endpoint: String,
+    own: Option<LocalStack>,
+}
+
+impl Attached {
+    async fn attach_or_start() -> Result<Attached> {
+        Ok(match running().await {
+            Some(f) => Attached {
+                endpoint: format!("http://127.0.0.1:{}", f.host_port),
+                own: None,
+            },
+            None => {
+                let s = LocalStack::start(StackOptions::running()).await?;
+                Attached {
+                    endpoint: s.endpoint(),
+                    own: Some(s),
+                }
+            }
+        })
+    }
+
+    /// Prints the load balancers' URLs, and stops a stack of its own.
+    async fn done(self) {
+        print_load_balancers(&self.endpoint).await;
+        if let Some(s) = self.own {
+            s.stop().await;
+        }
+    }
+}
+
 pub(crate) async fn deploy(
     path: &Path,
     environment: &str,
@@ -536,20 +577,8 @@ pub(crate) async fn deploy(
         rollout: run.rollout(),
         vars: run.vars.clone(),
     };
-    // Attach to `porter local up` if it runs; else a stack for this deploy only.
-    let (endpoint, host, own) = match running().await {
-        // AWS as the functions see it: moto behind the front, so the
-        // checks after a deploy read real instance health.
-        Some(f) => (
-            format!("http://127.0.0.1:{}", f.host_port),
-            format!("http://127.0.0.1:{}", f.host_port),
-            None,
-        ),
-        None => {
-            let s = LocalStack::start_running(0, 0).await?;
-            (s.endpoint(), s.endpoint(), Some(s))
-        }
-    };
+    let stack = Attached::attach_or_start().await?;
+    let endpoint = stack.endpoint.clone();
     let mut stdout = std::io::stdout();
     let verb = match what {
         deploy::What::Source => "deployed",
@@ -562,10 +591,7 @@ pub(crate) async fn deploy(
         }
         Ok(outcome) => summarize(&endpoint, &opts, &outcome, verb).await?,
     };
-    print_load_balancers(&host).await;
-    if let Some(s) = own {
-        s.stop().await;
-    }
+    stack.done().await;
     Ok(code)
 }
 
@@ -601,22 +627,11 @@ async fn pipeline(
         keep,
         ..Default::default()
     };
-    let (endpoint, host, own) = match running().await {
-        // AWS as the functions see it: moto behind the front, so the
-        // checks after a deploy read real instance health.
-        Some(f) => (
-            format!("http://127.0.0.1:{}", f.host_port),
-            format!("http://127.0.0.1:{}", f.host_port),
-            None,
-        ),
-        None => {
-            let s = LocalStack::start_running(0, 0).await?;
-            (s.endpoint(), s.endpoint(), Some(s))
-        }
-    };
+    let stack = Attached::attach_or_start().await?;
+    let endpoint = stack.endpoint.clone();
     let wait = Duration::from_secs_f64(wait_seconds.max(0.0));
     let mut stdout = std::io::stdout();
-    let code = match deploy::run_pipeline(&endpoint, &host, &opts, kind, wait, &mut stdout).await {
+    let code = match deploy::run_pipeline(&endpoint, &endpoint, &opts, kind, wait, &mut stdout).await {
         Err(e) => {
             eprintln!("porter: the pipeline action could not run: {e:#}");
             ExitCode::FAILURE
@@ -640,10 +655,7 @@ async fn pipeline(
             }
         }
     };
-    print_load_balancers(&host).await;
-    if let Some(s) = own {
-        s.stop().await;
-    }
+    stack.done().await;
     Ok(code)
 }
 

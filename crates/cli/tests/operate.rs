@@ -74,7 +74,7 @@ fn version(out: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_rollback_and_history_on_the_local_stack() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     // What `porter local up` leaves for the commands to find.
     let file = stack::stack_file(dir.path());
@@ -223,7 +223,7 @@ async fn status_rollback_and_history_on_the_local_stack() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_without_local_finds_the_installation_from_its_stack_outputs() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "acct");
     let endpoint = local.moto.endpoint();

@@ -19,7 +19,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,9 +31,6 @@ use crate::target::{Deployment, Target};
 
 /// How long the step waits between looks at running builds.
 const POLL_SECONDS: u32 = 15;
-/// How long a local hook may run: inside the local host's 300 s for one
-/// call of the step, which runs all its hooks.
-const LOCAL_TIMEOUT: Duration = Duration::from_secs(240);
 /// How much of a failed hook's output its error carries.
 const TAIL_LINES: usize = 20;
 const TAIL_BYTES: usize = 1500;
@@ -91,12 +87,21 @@ pub struct HooksDone {
 pub enum Runner {
     /// AWS: a build of this CodeBuild project per hook.
     CodeBuild { project: String },
-    /// The local stack: a process per hook.
-    Local {
-        /// A `dockerfile:` hook fails the deploy instead of being skipped.
-        require_docker: bool,
-    },
+    /// Processes on this machine: the local stack's runner
+    /// (`porter_local::hook_runner`), which no function links.
+    Processes(std::sync::Arc<dyn RunGroup>),
 }
+
+/// Runs one group of hooks (they run at once) in the repository at `root`
+/// on this machine: the hooks that ran and those skipped, with why, or
+/// the first that failed.
+pub trait RunGroup: std::fmt::Debug + Send + Sync {
+    fn run_group<'a>(&'a self, root: &'a Path, group: &'a [Job]) -> futures::future::BoxFuture<'a, GroupRun>;
+}
+
+/// The hooks of a group that ran and those skipped (with why), or the
+/// first that failed.
+pub type GroupRun = Result<(Vec<String>, Vec<String>), PhaseError>;
 
 /// One hook, ready to run.
 #[derive(Debug, Clone)]
@@ -154,13 +159,13 @@ pub async fn run(
         });
     }
     match runner {
-        Runner::Local { require_docker } => {
+        Runner::Processes(runner) => {
             let root = workspace
                 .root
                 .as_deref()
                 .expect("the local runner opens the repository");
             for group in &groups[state.next.min(groups.len())..] {
-                let (ran, skipped) = run_local_group(root, group, *require_docker).await?;
+                let (ran, skipped) = runner.run_group(root, group).await?;
                 state.ran.extend(ran);
                 state.skipped.extend(skipped);
             }
@@ -228,7 +233,7 @@ struct Workspace {
 
 impl Workspace {
     async fn open(aws: &Aws, runner: &Runner, input: &HooksInput) -> Result<Workspace, PhaseError> {
-        let local = matches!(runner, Runner::Local { .. });
+        let local = matches!(runner, Runner::Processes(_));
         let (root, scratch) = match &input.source {
             Source::Path(p) => (Some(p.clone()), None),
             Source::S3 { bucket, key } if local || input.release.is_none() => {
@@ -370,149 +375,6 @@ pub fn tail(output: &str) -> String {
         cut += 1;
     }
     format!("…{}", &text[cut..])
-}
-
-async fn run_local_group(
-    root: &Path,
-    group: &[Job],
-    require_docker: bool,
-) -> Result<(Vec<String>, Vec<String>), PhaseError> {
-    let mut ran = Vec::new();
-    let mut skipped = Vec::new();
-    let mut runs = Vec::new();
-    for job in group {
-        match &job.hook.run {
-            HookRun::Dockerfile(file) if require_docker => {
-                return Err(PhaseError::HookFailed {
-                    hook: job.label.clone(),
-                    reason: format!("it builds {file} with Docker, and the local stack has no Docker engine (run it in AWS, where it is a CodeBuild build, or give it `command:`)"),
-                });
-            }
-            HookRun::Dockerfile(file) => {
-                tracing::warn!(hook = %job.label, "skipped: a dockerfile hook needs a Docker engine");
-                skipped.push(format!(
-                    "{}: builds {file} with Docker, and the local stack has no Docker engine",
-                    job.label
-                ));
-            }
-            HookRun::Command(_) if job.hook.repo.is_some() => {
-                skipped.push(format!(
-                    "{}: its files come from another repository, which the local stack does not fetch",
-                    job.label
-                ));
-            }
-            HookRun::Command(cmd) => runs.push(run_local(root, job, cmd)),
-        }
-    }
-    for (job, result) in futures::future::join_all(runs).await {
-        result.map_err(|reason| PhaseError::HookFailed {
-            hook: job.label.clone(),
-            reason,
-        })?;
-        ran.push(job.label.clone());
-    }
-    Ok((ran, skipped))
-}
-
-/// The user local hooks run as when porter runs as root.
-const UNPRIVILEGED: (u32, u32) = (65534, 65534);
-
-/// Runs one `command:` hook in a copy of the repository, as `nobody` when
-/// this process is root, with the hook's variables only.
-async fn run_local<'j>(root: &Path, job: &'j Job, command: &str) -> (&'j Job, Result<(), String>) {
-    let result = async {
-        let scratch = tempfile::tempdir().map_err(|e| format!("no scratch space: {e}"))?;
-        let repo = scratch.path().join("repo");
-        copy_tree(root, &repo).map_err(|e| format!("cannot copy the repository: {e}"))?;
-        let as_root = running_as_root();
-        let mut cmd = if as_root {
-            hand_over(scratch.path(), UNPRIVILEGED)
-                .map_err(|e| format!("cannot hand the copy to the hook's user: {e}"))?;
-            let mut c = tokio::process::Command::new("setpriv");
-            c.args([
-                "--reuid",
-                &UNPRIVILEGED.0.to_string(),
-                "--regid",
-                &UNPRIVILEGED.1.to_string(),
-                "--clear-groups",
-                "--",
-                "bash",
-                "-c",
-                command,
-            ]);
-            c
-        } else {
-            let mut c = tokio::process::Command::new("bash");
-            c.args(["-c", command]);
-            c
-        };
-        cmd.current_dir(&repo)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", scratch.path())
-            .env("LANG", "C.UTF-8")
-            .envs(&job.env)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let child = cmd.spawn().map_err(|e| format!("cannot start it: {e}"))?;
-        let out = tokio::time::timeout(LOCAL_TIMEOUT, child.wait_with_output())
-            .await
-            .map_err(|_| format!("still running after {} s, so it was stopped", LOCAL_TIMEOUT.as_secs()))?
-            .map_err(|e| format!("cannot wait for it: {e}"))?;
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        for line in text.lines() {
-            tracing::info!(hook = %job.label, "{line}");
-        }
-        if out.status.success() {
-            Ok(())
-        } else {
-            let code = out
-                .status
-                .code()
-                .map(|c| format!("exit {c}"))
-                .unwrap_or_else(|| "killed".into());
-            Err(format!("{code}; its output ends: {}", tail(&text)))
-        }
-    }
-    .await;
-    (job, result)
-}
-
-/// Whether this process runs as root (the owner of its own /proc entry).
-fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-/// Gives the scratch folder and everything in it to `(uid, gid)`.
-fn hand_over(dir: &Path, (uid, gid): (u32, u32)) -> std::io::Result<()> {
-    for entry in walkdir::WalkDir::new(dir) {
-        let entry = entry.map_err(std::io::Error::other)?;
-        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
-    }
-    Ok(())
-}
-
-/// Copies a repository's files (not its links out, not `.git`).
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    for entry in walkdir::WalkDir::new(from)
-        .into_iter()
-        .filter_entry(|e| e.file_name() != ".git")
-    {
-        let entry = entry.map_err(std::io::Error::other)?;
-        let rel = entry.path().strip_prefix(from).map_err(std::io::Error::other)?;
-        let dest = to.join(rel);
-        let kind = entry.file_type();
-        if kind.is_dir() {
-            std::fs::create_dir_all(&dest)?;
-        } else if kind.is_file() {
-            std::fs::copy(entry.path(), &dest)?;
-        }
-    }
-    Ok(())
 }
 
 /// The buildspec of one hook. What the repository wrote goes in as

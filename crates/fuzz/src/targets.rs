@@ -49,7 +49,14 @@ impl Fixture {
             .region(aws_config::Region::new("us-east-1"))
             .behavior_version(aws_config::BehaviorVersion::latest())
             .build();
-        let ctx = Context::new(porter_core::aws::Aws::unpinned(sdk), Some("http://127.0.0.1:9"));
+        let aws = porter_core::aws::Aws::unpinned(sdk);
+        // CodePipeline nowhere: a fuzzed job must never reach a service.
+        let codepipeline = aws_sdk_codepipeline::Client::from_conf(
+            aws_sdk_codepipeline::config::Builder::from(aws.sdk_config())
+                .endpoint_url("http://127.0.0.1:9")
+                .build(),
+        );
+        let ctx = Context::new(aws).with_codepipeline(codepipeline);
         let trigger = trigger::Settings::new(
             Some("porter-pipeline".into()),
             "^(feature|release)/.+$",

@@ -10,10 +10,9 @@ use crate::{notify, trigger};
 pub struct Context {
     pub aws: Aws,
     /// CodePipeline: made at init by the functions that use it
-    /// ([`Function::uses_codepipeline`]); at the local job simulator when
-    /// one is given.
+    /// ([`Function::uses_codepipeline`]), or given
+    /// ([`Context::with_codepipeline`]: the local job simulator).
     codepipeline: std::sync::Arc<std::sync::OnceLock<aws_sdk_codepipeline::Client>>,
-    codepipeline_endpoint: Option<String>,
     /// Step Functions: made at init by the functions that use it
     /// ([`Function::uses_step_functions`]), never by the phases.
     sfn: std::sync::Arc<std::sync::OnceLock<aws_sdk_sfn::Client>>,
@@ -52,12 +51,10 @@ pub struct Context {
 }
 
 impl Context {
-    /// Clients from `aws`; CodePipeline at `codepipeline_endpoint` when
-    /// given (the local job simulator), else wherever `aws` points.
-    pub fn new(aws: Aws, codepipeline_endpoint: Option<&str>) -> Context {
+    /// Clients from `aws`, made when first used.
+    pub fn new(aws: Aws) -> Context {
         Context {
             codepipeline: Default::default(),
-            codepipeline_endpoint: codepipeline_endpoint.map(str::to_owned),
             sfn: Default::default(),
             aws,
             artifact_bucket: None,
@@ -78,13 +75,8 @@ impl Context {
     /// CodePipeline, made on first use by a function that did not make it
     /// at init.
     pub fn codepipeline(&self) -> &aws_sdk_codepipeline::Client {
-        self.codepipeline.get_or_init(|| {
-            let mut cp = aws_sdk_codepipeline::config::Builder::from(self.aws.sdk_config());
-            if let Some(e) = &self.codepipeline_endpoint {
-                cp = cp.endpoint_url(e);
-            }
-            aws_sdk_codepipeline::Client::from_conf(cp.build())
-        })
+        self.codepipeline
+            .get_or_init(|| aws_sdk_codepipeline::Client::new(self.aws.sdk_config()))
     }
 
     /// The same context with `codepipeline` as its CodePipeline client.
@@ -114,7 +106,7 @@ impl Context {
         // against the environment pins before anything is touched.
         let aws = Aws::from_lambda_env(porter_core::aws::Roots::AmazonTrustServices)?
             .with_pinning(porter_core::pins::Pinning::from_env());
-        let mut ctx = Context::new(aws, None);
+        let mut ctx = Context::new(aws);
         ctx.artifact_bucket = std::env::var("ARTIFACT_BUCKET").ok().filter(|s| !s.is_empty());
         ctx.state_machine_arn = std::env::var("STATE_MACHINE_ARN").ok().filter(|s| !s.is_empty());
         ctx.lease_table = std::env::var("LEASE_TABLE").ok().filter(|s| !s.is_empty());

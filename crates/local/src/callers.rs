@@ -41,6 +41,7 @@ pub struct Role {
 
 /// Every role of `roles.json` by its key (`pack`, ..., `deployment`), and
 /// the account they were rendered in.
+#[derive(Debug)]
 pub struct Roles {
     pub account: String,
     pub by_key: HashMap<String, Role>,
@@ -49,14 +50,14 @@ pub struct Roles {
 impl Roles {
     pub fn parse(text: &str) -> Result<Roles, String> {
         let doc: Value = serde_json::from_str(text).map_err(|e| format!("roles.json: {e}"))?;
-        let account = doc["account"].as_str().ok_or("roles.json: no account")?.to_string();
+        let account = doc["account"].as_str().ok_or("roles.json: no account")?.to_owned();
         let mut by_key = HashMap::new();
         for (key, r) in doc["roles"].as_object().ok_or("roles.json: no roles")? {
             let name = r["arn"]
                 .as_str()
                 .and_then(|a| a.rsplit('/').next())
                 .unwrap_or(key)
-                .to_string();
+                .to_owned();
             let list = |v: &Value| v.as_array().cloned();
             by_key.insert(
                 key.clone(),
@@ -97,7 +98,7 @@ pub struct Principal {
 }
 
 /// The checked callers the front knows, by access key.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Callers {
     roles: &'static Roles,
     sessions: Arc<Mutex<HashMap<String, Principal>>>,
@@ -144,7 +145,7 @@ impl Callers {
     /// `None` when `who` may make the call; else AWS's answer refusing it
     /// (or, for a call the local stack does not know, an error that says
     /// so, as no test should pass a call unchecked).
-    pub fn refuse(&self, who: &Principal, call: &Call) -> Option<Response> {
+    pub fn refuse(&self, who: &Principal, call: &Call<'_>) -> Option<Response> {
         let needs = match call.needs() {
             Ok(n) => n,
             Err(unknown) => return Some(unknown_call(who, &unknown)),
@@ -178,7 +179,7 @@ impl Callers {
         let get = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
         let Some(key) = roxmltree::Document::parse(answer)
             .ok()
-            .and_then(|d| crate::query::text(d.root(), "AccessKeyId").map(str::to_string))
+            .and_then(|d| crate::query::text(d.root(), "AccessKeyId").map(str::to_owned))
         else {
             return;
         };
@@ -190,7 +191,7 @@ impl Callers {
             // this account or (the same role) in another.
             role: "deployment".into(),
             session: get("RoleSessionName").unwrap_or_default(),
-            account: role_arn.split(':').nth(4).unwrap_or(&who.account).to_string(),
+            account: role_arn.split(':').nth(4).unwrap_or(&who.account).to_owned(),
             tags: keys.into_iter().zip(values).collect(),
         };
         self.sessions.lock().expect("sessions lock").insert(key, session);
@@ -210,7 +211,7 @@ impl Callers {
 fn signing_key(headers: &HeaderMap) -> Option<String> {
     let auth = headers.get("authorization")?.to_str().ok()?;
     let cred = auth.split("Credential=").nth(1)?;
-    Some(cred.split('/').next()?.to_string())
+    Some(cred.split('/').next()?.to_owned())
 }
 
 /// Statements with `${aws:PrincipalTag/KEY}` as the session's tag where
@@ -227,14 +228,14 @@ fn with_tags(statements: &[Value], tags: &[(String, String)]) -> Vec<Value> {
 }
 
 /// AWS's AccessDenied, in the shape of the service's protocol.
-fn denied(call: &Call, principal: &str, need: &Need, decision: Decision) -> Response {
+fn denied(call: &Call<'_>, principal: &str, need: &Need, decision: Decision) -> Response {
     let on = if need.resource == "*" {
         String::new()
     } else {
         format!(" on resource: {}", need.resource)
     };
     let why = match decision {
-        Decision::ExplicitDeny => "with an explicit deny in an identity-based policy".to_string(),
+        Decision::ExplicitDeny => "with an explicit deny in an identity-based policy".to_owned(),
         _ => format!("because no identity-based policy allows the {} action", need.action),
     };
     let message = format!(
@@ -273,7 +274,7 @@ fn denied(call: &Call, principal: &str, need: &Need, decision: Decision) -> Resp
                 .get("content-type")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("application/x-amz-json-1.1")
-                .to_string();
+                .to_owned();
             let body = serde_json::json!({"__type": kind, "message": message}).to_string();
             (StatusCode::BAD_REQUEST, [("content-type", content_type)], body).into_response()
         }
@@ -447,7 +448,7 @@ mod tests {
             .unwrap();
         assert_eq!(session.role, "deployment");
         assert_eq!(session.account, "210987654321");
-        assert_eq!(session.tags, vec![("porter:service".to_string(), "web".to_string())]);
+        assert_eq!(session.tags, vec![("porter:service".to_owned(), "web".to_owned())]);
         // The deployment role registers instances with load balancers of its account ...
         let register = "Action=RegisterInstancesWithLoadBalancer&Version=2012-06-01&LoadBalancerName=web";
         assert_eq!(

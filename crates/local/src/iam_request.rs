@@ -32,6 +32,7 @@ pub enum Protocol {
 }
 
 /// One call as the front received it.
+#[derive(Debug)]
 pub struct Call<'a> {
     /// The signing name of the credential scope (`s3`, `monitoring`, ...).
     pub service: &'a str,
@@ -82,7 +83,7 @@ impl Call<'_> {
         let stack = |name: Option<String>| match name {
             Some(n) if n.starts_with("arn:") => n,
             Some(n) => self.arn("cloudformation", &format!("stack/{n}/*")),
-            None => "*".to_string(),
+            None => "*".to_owned(),
         };
         Ok(match (self.service, op.as_str()) {
             (
@@ -199,9 +200,9 @@ impl Call<'_> {
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let op = target.rsplit('.').next().unwrap_or_default().to_string();
+        let op = target.rsplit('.').next().unwrap_or_default().to_owned();
         let body: Value = serde_json::from_slice(self.body).unwrap_or_default();
-        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
         let need = |prefix: &str, resource: String| Need {
             action: format!("{prefix}:{op}"),
             resource,
@@ -252,7 +253,7 @@ impl Call<'_> {
                 let mut needs = vec![need("codepipeline", self.arn("codepipeline", &text(&pipeline["name"])))];
                 // Naming the pipeline's role passes it to CodePipeline.
                 if let Some(role) = pipeline["roleArn"].as_str() {
-                    needs.push(pass_role(role.to_string()));
+                    needs.push(pass_role(role.to_owned()));
                 }
                 needs
             }
@@ -293,7 +294,7 @@ impl Call<'_> {
                 .into_iter()
                 .flatten()
                 .map(|id| {
-                    let project = text(id).split(':').next().unwrap_or_default().to_string();
+                    let project = text(id).split(':').next().unwrap_or_default().to_owned();
                     need("codebuild", self.arn("codebuild", &format!("project/{project}")))
                 })
                 .collect(),
@@ -305,7 +306,7 @@ impl Call<'_> {
     /// ARN with six random characters, which `??????` stands for.
     fn secret_arn(&self, id: &str) -> String {
         if id.starts_with("arn:") {
-            id.to_string()
+            id.to_owned()
         } else {
             self.arn("secretsmanager", &format!("secret:{id}-??????"))
         }
@@ -356,7 +357,7 @@ impl Call<'_> {
                     if let Some(source) = self.headers.get("x-amz-copy-source").and_then(|v| v.to_str().ok()) {
                         let source = percent_decode(source.trim_start_matches('/'));
                         let (source, version) = match source.split_once("?versionId=") {
-                            Some((s, _)) => (s.to_string(), "GetObjectVersion"),
+                            Some((s, _)) => (s.to_owned(), "GetObjectVersion"),
                             None => (source, "GetObject"),
                         };
                         needs.push(need(version, format!("arn:aws:s3:::{source}")));
@@ -447,7 +448,7 @@ mod tests {
     }
 
     fn one(action: &str, resource: &str) -> Result<Vec<(String, String)>, String> {
-        Ok(vec![(action.to_string(), resource.to_string())])
+        Ok(vec![(action.to_owned(), resource.to_owned())])
     }
 
     #[test]

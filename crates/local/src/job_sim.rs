@@ -728,25 +728,7 @@ pub async fn run_action(host: &str, action: &Action, out: &mut dyn Write) -> Res
         let event = job_event(&id, action, token.as_deref());
         // Lambda retries an invocation that errors (twice, for async
         // invokes); a function that never reports leaves the job hanging.
-        let mut attempts = 0;
-        let result = loop {
-            attempts += 1;
-            let resp = client
-                .post(format!("{host}/2015-03-31/functions/{}/invocations", action.function))
-                .json(&event)
-                .send()
-                .await?;
-            let errored = resp.headers().contains_key("x-amz-function-error");
-            let body = resp.text().await.unwrap_or_default();
-            let reported: Vec<JobResult> = client
-                .get(format!("{host}/porter-local/jobs/{id}"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            if let Some(r) = reported.into_iter().last() {
-                break r;
-            }
+        let result = invoke_until_reported(&client, host, &action.function, &event, &id, &mut |attempts, errored, body| {
             if attempts >= 3 {
                 bail!(
                     "job {id} was left hanging: the function reported no result after {attempts} invocations (last answer: {})",
@@ -757,7 +739,9 @@ pub async fn run_action(host: &str, action: &Action, out: &mut dyn Write) -> Res
                 out,
                 "  call {call}: the function errored without reporting ({body}); Lambda retries"
             )?;
-        };
+            Ok(())
+        })
+        .await?;
         match settle(call, &id, result, &mut seen, out)? {
             Settled::Ended(end) => return Ok(end),
             Settled::Continue(t) => {
@@ -893,28 +877,13 @@ pub async fn run_custom_action(
     let mut seen = Seen::default();
     for call in 1..=max_calls {
         let event = wake_event(if call == 1 { wake } else { Wake::Schedule });
-        let mut attempts = 0;
-        let result = loop {
-            attempts += 1;
-            let resp = client
-                .post(format!("{host}/2015-03-31/functions/porter-pipeline/invocations"))
-                .json(&event)
-                .send()
-                .await?;
-            let body = resp.text().await.unwrap_or_default();
-            let reported: Vec<JobResult> = client
-                .get(format!("{host}/porter-local/jobs/{id}"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            if let Some(r) = reported.into_iter().last() {
-                break r;
-            }
+        let result = invoke_until_reported(&client, host, "porter-pipeline", &event, &id, &mut |attempts, _, body| {
             if attempts >= 3 {
                 bail!("job {id} was left waiting: {attempts} wake-ups of the worker did not work it (last answer: {body})");
             }
-        };
+            Ok(())
+        })
+        .await?;
         match settle(call, &id, result, &mut seen, out)? {
             Settled::Ended(end) => return Ok(end),
             Settled::Continue(_) => {
@@ -930,4 +899,38 @@ pub async fn run_custom_action(
         }
     }
     bail!("the custom action was still in progress after {max_calls} wake-ups")
+}
+/// Invokes `function` with `event` until job `id` has a result, as Lambda
+/// retries an invocation that reports nothing. After each invocation that
+/// left no result, `unreported` hears the attempt's number, whether the
+/// function errored and its answer, and ends the retries with an error.
+async fn invoke_until_reported(
+    client: &reqwest::Client,
+    host: &str,
+    function: &str,
+    event: &Value,
+    id: &str,
+    unreported: &mut dyn FnMut(u32, bool, String) -> Result<()>,
+) -> Result<JobResult> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let resp = client
+            .post(format!("{host}/2015-03-31/functions/{function}/invocations"))
+            .json(event)
+            .send()
+            .await?;
+        let errored = resp.headers().contains_key("x-amz-function-error");
+        let body = resp.text().await.unwrap_or_default();
+        let reported: Vec<JobResult> = client
+            .get(format!("{host}/porter-local/jobs/{id}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(r) = reported.into_iter().last() {
+            return Ok(r);
+        }
+        unreported(attempts, errored, body)?;
+    }
 }

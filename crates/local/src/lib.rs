@@ -9,6 +9,7 @@ pub mod callers;
 pub mod deploy;
 pub mod elb;
 pub mod front;
+pub mod hook_runner;
 pub mod iam;
 pub mod iam_request;
 pub mod instance_secrets;

@@ -40,27 +40,48 @@ pub struct StackFile {
     pub pid: u32,
 }
 
+/// How to start a local stack. The default: any free ports, no faults,
+/// and instances kept as moto's books only.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub moto_port: u16,
+    pub host_port: u16,
+    /// Failures to inject into the host (the state machine's Retry).
+    pub faults: Faults,
+    /// Instances that boot their UserData, and load balancers that check
+    /// them and carry traffic, where namespaces can be made (else it says
+    /// why and keeps books). Off: nothing boots, health is moto's.
+    pub run_instances: bool,
+}
+
+impl Options {
+    /// The default, with instances that run.
+    pub fn running() -> Options {
+        Options {
+            run_instances: true,
+            ..Options::default()
+        }
+    }
+
+    /// The default, with `faults` injected.
+    pub fn with_faults(faults: Faults) -> Options {
+        Options {
+            faults,
+            ..Options::default()
+        }
+    }
+}
+
 impl LocalStack {
-    /// Starts the host on `host_port` (0: any free port), then moto on
-    /// `moto_port` pointing its Lambda calls at the host. Instances are
-    /// moto's books only: nothing boots, health is moto's.
-    pub async fn start(moto_port: u16, host_port: u16) -> Result<LocalStack> {
-        Self::start_with(moto_port, host_port, Faults::default(), false).await
-    }
-
-    /// As [`LocalStack::start`], with instances that boot their UserData
-    /// and load balancers that check them and carry traffic, where
-    /// namespaces can be made (else it says why and keeps books).
-    pub async fn start_running(moto_port: u16, host_port: u16) -> Result<LocalStack> {
-        Self::start_with(moto_port, host_port, Faults::default(), true).await
-    }
-
-    /// As [`LocalStack::start`], with failures to inject into the host.
-    pub async fn start_with_faults(moto_port: u16, host_port: u16, faults: Faults) -> Result<LocalStack> {
-        Self::start_with(moto_port, host_port, faults, false).await
-    }
-
-    pub async fn start_with(moto_port: u16, host_port: u16, faults: Faults, run_instances: bool) -> Result<LocalStack> {
+    /// Starts the host on `options.host_port` (0: any free port), then moto
+    /// on `options.moto_port` pointing its Lambda calls at the host.
+    pub async fn start(options: Options) -> Result<LocalStack> {
+        let Options {
+            moto_port,
+            host_port,
+            faults,
+            run_instances,
+        } = options;
         let venv = moto::venv()?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", host_port))
             .await
@@ -123,11 +144,16 @@ async fn function_context(host_url: &str, function: &str) -> porter_lambda::Cont
         .with_fence(LEASE_TABLE);
     // The functions reach CodePipeline through the host (the job API
     // moto lacks) and run the deploy state machine `deploy` creates.
-    let mut ctx = porter_lambda::Context::new(aws, Some(host_url));
+    let codepipeline = aws_sdk_codepipeline::Client::from_conf(
+        aws_sdk_codepipeline::config::Builder::from(aws.sdk_config())
+            .endpoint_url(host_url)
+            .build(),
+    );
+    let mut ctx = porter_lambda::Context::new(aws).with_codepipeline(codepipeline);
     ctx.state_machine_arn = Some(crate::names::state_machine_arn());
-    ctx.artifact_bucket = Some(ARTIFACT_BUCKET.to_string());
-    ctx.lease_table = Some(LEASE_TABLE.to_string());
-    ctx.image_parameter = Some(MACHINE_IMAGE_PARAMETER.to_string());
+    ctx.artifact_bucket = Some(ARTIFACT_BUCKET.to_owned());
+    ctx.lease_table = Some(LEASE_TABLE.to_owned());
+    ctx.image_parameter = Some(MACHINE_IMAGE_PARAMETER.to_owned());
     // The CLI's local deploys pack the repository's folder.
     ctx.local_sources = true;
     // Jobs are checked against the local pipeline the job simulator
@@ -142,9 +168,11 @@ async fn function_context(host_url: &str, function: &str) -> porter_lambda::Cont
     });
     // Hooks run here as processes; a Dockerfile hook is skipped with a
     // warning unless PORTER_HOOKS_REQUIRE_DOCKER=1 makes it a failure.
-    ctx.hooks = Some(porter_core::hooks::Runner::Local {
-        require_docker: std::env::var("PORTER_HOOKS_REQUIRE_DOCKER").is_ok_and(|v| v == "1"),
-    });
+    ctx.hooks = Some(porter_core::hooks::Runner::Processes(std::sync::Arc::new(
+        crate::hook_runner::Processes {
+            require_docker: std::env::var("PORTER_HOOKS_REQUIRE_DOCKER").is_ok_and(|v| v == "1"),
+        },
+    )));
     ctx.notify = porter_lambda::notify::Settings {
         topic_arn: Some(crate::names::notification_topic_arn()),
         webhook_hosts: porter_lambda::notify::hosts(crate::names::WEBHOOK_HOSTS),

@@ -52,7 +52,7 @@ fn failing_aws(status: u16, code: &'static str) -> Aws {
 }
 
 fn context(aws: Aws, sfn: aws_sdk_sfn::Client, cp: aws_sdk_codepipeline::Client) -> Context {
-    let mut ctx = Context::new(aws, None).with_sfn(sfn).with_codepipeline(cp);
+    let mut ctx = Context::new(aws).with_sfn(sfn).with_codepipeline(cp);
     ctx.state_machine_arn = Some(MACHINE.into());
     // These jobs are the mocks' own: there is no pipeline to read them
     // back from (the verification itself is tested on the local stack).

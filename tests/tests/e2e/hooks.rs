@@ -35,7 +35,7 @@ fn ran(out: &std::path::Path) -> Vec<String> {
 
 #[tokio::test]
 async fn hooks_run_around_each_phase_unprivileged_and_a_failing_one_stops_the_deploy_with_its_output() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let shared = shared_dir();
     let out = shared.path();
     let dir = tempfile::tempdir().unwrap();
@@ -158,6 +158,8 @@ async fn hooks_run_around_each_phase_unprivileged_and_a_failing_one_stops_the_de
 #[tokio::test]
 async fn a_dockerfile_hook_fails_on_the_local_stack_when_docker_is_required() {
     use porter_core::hooks::{self, HooksInput, Runner};
+    use porter_local::hook_runner::Processes;
+    use std::sync::Arc;
     let stack = porter_e2e::Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "dock");
@@ -175,9 +177,14 @@ async fn a_dockerfile_hook_fails_on_the_local_stack_when_docker_is_required() {
         variables: Default::default(),
         release: None,
     };
-    let skipped = hooks::run(&stack.aws, &Runner::Local { require_docker: false }, &input, None)
-        .await
-        .unwrap();
+    let skipped = hooks::run(
+        &stack.aws,
+        &Runner::Processes(Arc::new(Processes { require_docker: false })),
+        &input,
+        None,
+    )
+    .await
+    .unwrap();
     let porter_core::phase::Step::Done { output } = skipped else {
         panic!("done at once")
     };
@@ -185,9 +192,14 @@ async fn a_dockerfile_hook_fails_on_the_local_stack_when_docker_is_required() {
         output.ran.is_empty() && output.skipped[0].contains("no Docker engine"),
         "{output:?}"
     );
-    let err = hooks::run(&stack.aws, &Runner::Local { require_docker: true }, &input, None)
-        .await
-        .unwrap_err();
+    let err = hooks::run(
+        &stack.aws,
+        &Runner::Processes(Arc::new(Processes { require_docker: true })),
+        &input,
+        None,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.error_type(), "HookFailed");
     assert!(
         err.to_string()
@@ -358,7 +370,7 @@ async fn a_failed_build_fails_the_hook_with_codebuilds_reason() {
 /// alarm gate, and the lease is free.
 #[tokio::test]
 async fn a_failing_post_promote_hook_puts_every_region_back() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "smoke");
     let (first, log) = deploy(&local, &svc).await;

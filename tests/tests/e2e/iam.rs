@@ -17,7 +17,7 @@ async fn as_function(local: &LocalStack, function: &str) -> Aws {
 
 #[tokio::test]
 async fn a_call_outside_a_functions_role_is_refused_in_the_services_own_shape() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     // An administrator's calls are not checked.
     let admin = Aws::unpinned(moto::sdk_config(&local.endpoint(), REGION).await);
     admin.s3().create_bucket().bucket(ARTIFACT_BUCKET).send().await.unwrap();

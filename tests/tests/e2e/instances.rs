@@ -15,7 +15,9 @@ use crate::statemachine::example;
 /// A local stack whose instances run, or `None` (with the reason printed)
 /// where namespaces cannot be made.
 async fn running_stack() -> Option<LocalStack> {
-    let local = LocalStack::start_running(0, 0).await.unwrap();
+    let local = LocalStack::start(porter_local::stack::Options::running())
+        .await
+        .unwrap();
     if let Mode::Bookkeeping(why) = local.fleet.mode() {
         eprintln!("SKIPPED: instances cannot run here: {why}");
         local.stop().await;

@@ -58,7 +58,7 @@ fn at(received: &Received, path: &str) -> Vec<Value> {
 #[tokio::test]
 async fn a_deploy_tells_the_topic_and_its_webhooks_each_step_and_a_failure_with_its_cause_and_an_unreachable_webhook_stops_nothing(
 ) {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let (url, received) = receiver().await;
     let endpoint = local.moto.endpoint();
     let sdk = porter_local::moto::sdk_config(&endpoint, REGION).await;

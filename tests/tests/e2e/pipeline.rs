@@ -53,7 +53,7 @@ async fn reqwest_post(url: &str, body: &Value) -> (bool, Value) {
 
 #[tokio::test]
 async fn two_releases_through_the_pipeline_function() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "cp");
     let mut log = Vec::new();
@@ -132,7 +132,7 @@ async fn two_releases_through_the_pipeline_function() {
 
 #[tokio::test]
 async fn a_redelivered_first_job_does_not_start_a_second_execution() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "cpdup");
     let prepared = upload_source(&local, &svc).await;
@@ -177,7 +177,7 @@ async fn a_redelivered_first_job_does_not_start_a_second_execution() {
 
 #[tokio::test]
 async fn a_failed_deploy_fails_the_job_with_the_failing_state_and_cause() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "cpfail");
     porter_e2e::break_provisioning(
@@ -240,7 +240,7 @@ async fn phase_action(
 
 #[tokio::test]
 async fn each_phase_is_a_codepipeline_action() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "cpph");
     upload_source(&local, &svc).await;
@@ -300,7 +300,7 @@ async fn each_phase_is_a_codepipeline_action() {
 
 #[tokio::test]
 async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let cases = [
         ("porter-pack", "not json", None, "UserParameters must be a JSON object"),
         ("porter-pack", "{}", None, "must name the environment"),
@@ -404,7 +404,7 @@ async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
 
 #[tokio::test]
 async fn the_job_api_holds_functions_to_codepipeline_rules() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let url = format!("{}/", host(&local));
     let client = porter_e2e::http();
     let call = |target: &'static str, body: Value| {
@@ -464,7 +464,7 @@ async fn state_too_large_for_a_token_travels_through_the_artifact_bucket() {
     let stack = porter_e2e::Stack::start().await;
     let s3 = stack.aws.s3();
     s3.create_bucket().bucket(ARTIFACT_BUCKET).send().await.unwrap();
-    let mut ctx = porter_lambda::Context::new(stack.aws.clone(), None);
+    let mut ctx = porter_lambda::Context::new(stack.aws.clone());
     ctx.artifact_bucket = Some(ARTIFACT_BUCKET.into());
     let action = Action {
         function: "porter-provision".into(),
@@ -535,7 +535,7 @@ async fn state_too_large_for_a_token_travels_through_the_artifact_bucket() {
 /// (another state machine's execution, an ARN as old tokens were).
 #[tokio::test]
 async fn forged_or_foreign_continuation_tokens_fail_the_job() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let s3 =
         porter_core::aws::Aws::unpinned(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await).s3();
     s3.create_bucket().bucket(ARTIFACT_BUCKET).send().await.unwrap();
@@ -547,10 +547,9 @@ async fn forged_or_foreign_continuation_tokens_fail_the_job() {
     let other_execution = "arn:aws:states:us-east-1:123456789012:execution:someone-elses-machine:x";
     let sealed_for_production = {
         // A real token of this stack, but for another environment.
-        let mut ctx = porter_lambda::Context::new(
-            porter_core::aws::Aws::unpinned(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await),
-            None,
-        );
+        let mut ctx = porter_lambda::Context::new(porter_core::aws::Aws::unpinned(
+            porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await,
+        ));
         ctx.artifact_bucket = Some(ARTIFACT_BUCKET.into());
         let key = porter_lambda::token::key(&ctx).await.unwrap();
         let binding = porter_lambda::token::Binding {
@@ -618,7 +617,9 @@ async fn a_stopped_pipeline_execution_stops_its_deploy_and_gives_its_lease_back(
     // deploy holds the lease for about six seconds while the pipeline is
     // stopped.
     let faults = porter_local::invoke_host::Faults::default();
-    let local = LocalStack::start_with_faults(0, 0, faults.clone()).await.unwrap();
+    let local = LocalStack::start(porter_local::stack::Options::with_faults(faults.clone()))
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "cpstop");
     let prepared = upload_source(&local, &svc).await;
@@ -778,7 +779,7 @@ async fn a_stopped_pipeline_execution_stops_its_deploy_and_gives_its_lease_back(
 
 #[tokio::test]
 async fn a_retried_invocation_of_an_answered_job_leaves_its_one_result() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let action = Action {
         function: "porter-pipeline".into(),
         user_parameters: "not json".into(),
@@ -825,7 +826,7 @@ async fn queue_custom_job(local: &LocalStack, configuration: &[(&str, &str)]) ->
 
 #[tokio::test]
 async fn a_custom_action_job_another_worker_acknowledged_is_not_taken_twice() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let id = queue_custom_job(&local, &[("Environment", "staging")]).await;
     // Another worker polls and acknowledges it first.
     let sdk = porter_local::moto::sdk_config(&host(&local), porter_local::stack::REGION).await;
@@ -867,7 +868,7 @@ async fn a_custom_action_job_another_worker_acknowledged_is_not_taken_twice() {
 
 #[tokio::test]
 async fn a_custom_action_with_a_bad_configuration_fails_its_job_with_the_message() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let id = queue_custom_job(&local, &[("Environment", "staging"), ("Keep", "many")]).await;
     let (errored, answer) = invoke(&local, "porter-pipeline", &job_sim::wake_event(Wake::Schedule)).await;
     assert!(!errored, "{answer}");
@@ -885,7 +886,7 @@ async fn a_custom_action_with_a_bad_configuration_fails_its_job_with_the_message
 
 #[tokio::test]
 async fn a_rollout_that_bakes_longer_than_an_action_may_run_is_refused_before_anything_changes() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "cplong");
     let opts = Options {
@@ -919,7 +920,7 @@ async fn a_rollout_that_bakes_longer_than_an_action_may_run_is_refused_before_an
 /// holds, or when its pipeline is not the installation's.
 #[tokio::test]
 async fn jobs_codepipeline_did_not_make_or_that_say_otherwise_are_refused() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "cpforge");
     upload_source(&local, &svc).await;

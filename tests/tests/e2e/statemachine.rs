@@ -57,7 +57,7 @@ async fn deploy_waiting(local: &LocalStack, path: &std::path::Path, wait_for_lea
 
 #[tokio::test]
 async fn two_releases_through_the_state_machine() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "smok");
     let (first, log) = deploy(&local, &svc).await;
@@ -103,7 +103,7 @@ async fn two_releases_through_the_state_machine() {
 
 #[tokio::test]
 async fn a_provision_failure_ends_on_the_catch_path_with_its_reason() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "smfail");
     porter_e2e::break_provisioning(
@@ -132,7 +132,9 @@ async fn a_provision_failure_ends_on_the_catch_path_with_its_reason() {
 async fn a_retryable_error_is_retried_and_the_deploy_succeeds() {
     let faults = Faults::default();
     faults.fail_next(Phase::Promote, 1);
-    let local = LocalStack::start_with_faults(0, 0, faults).await.unwrap();
+    let local = LocalStack::start(porter_local::stack::Options::with_faults(faults))
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "smretry");
     let (outcome, log) = deploy(&local, &svc).await;
@@ -214,7 +216,9 @@ async fn two_deploys_at_once_one_proceeds_and_the_elb_never_empties() {
     // (retried after 2 s and 4 s), so it holds the lease long enough for
     // the other deploy to meet it.
     let faults = Faults::default();
-    let local = LocalStack::start_with_faults(0, 0, faults.clone()).await.unwrap();
+    let local = LocalStack::start(porter_local::stack::Options::with_faults(faults.clone()))
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let a = example(dir.path(), "smlease");
     let (first, log) = deploy(&local, &a).await;
@@ -267,11 +271,11 @@ async fn two_deploys_at_once_one_proceeds_and_the_elb_never_empties() {
 
 #[tokio::test]
 async fn a_lease_of_a_running_deploy_refuses_and_one_of_an_ended_deploy_is_taken_over() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "smheld");
     let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
-    porter_local::deploy::ensure_lease_table(&sdk).await.unwrap();
+    deploy::ensure_lease_table(&sdk).await.unwrap();
     // Another deploy, still running, holds the lease: an execution of the
     // deploy state machine, as every holder is (the lease function may read
     // no other's), that only waits. The deploys below give the machine its
@@ -392,7 +396,7 @@ fn entered(events: &[aws_sdk_sfn::types::HistoryEvent], state: &str) -> bool {
 
 #[tokio::test]
 async fn the_same_source_deploys_nothing_new_until_the_machine_image_changes() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "smami");
     let (first, log) = deploy(&local, &svc).await;
@@ -567,7 +571,7 @@ async fn in_bake(local: &LocalStack, service: &str, n: usize) -> String {
 
 #[tokio::test]
 async fn an_alarm_during_a_bake_puts_every_region_back_to_the_release_before() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "smroll");
     let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
@@ -665,7 +669,7 @@ async fn an_alarm_during_a_bake_puts_every_region_back_to_the_release_before() {
 
 #[tokio::test]
 async fn canaries_serve_beside_the_fleet_and_one_that_fails_puts_every_region_back() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "smcan");
     let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
@@ -804,7 +808,7 @@ async fn canaries_serve_beside_the_fleet_and_one_that_fails_puts_every_region_ba
 
 #[tokio::test]
 async fn a_long_bake_is_read_each_minute_so_an_early_alarm_ends_it_at_once() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "smlong");
     let (r1, log) = deploy(&local, &svc).await;
@@ -913,7 +917,7 @@ async fn group_sizes(local: &LocalStack, region: &str, stack: &str) -> (i32, i32
 
 #[tokio::test]
 async fn a_live_fleet_scaled_out_is_replaced_at_its_size() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "smscale");
     let (first, log) = deploy(&local, &svc).await;
@@ -965,7 +969,7 @@ async fn invoke_promote(local: &LocalStack, event: serde_json::Value) -> (serde_
 
 #[tokio::test]
 async fn an_abort_or_a_console_stop_mid_bake_puts_every_region_back_and_frees_the_lease() {
-    let local = LocalStack::start(0, 0).await.unwrap();
+    let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "smabort");
     let (r1, log) = deploy(&local, &svc).await;

@@ -120,7 +120,7 @@ async fn branch_of(ctx: &Context, name: &str) -> Option<String> {
 #[tokio::test]
 async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule_starts_builds() {
     let stack = porter_e2e::Stack::start().await;
-    let mut ctx = Context::new(stack.aws.clone(), None);
+    let mut ctx = Context::new(stack.aws.clone());
     ctx.trigger = trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello").unwrap();
     main_pipeline(&ctx, &stack.aws).await;
     let pipeline = trigger::branch_pipeline("hello", "feature/new-login");
@@ -211,7 +211,7 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
 #[tokio::test]
 async fn codecommit_repository_triggers_drive_the_same_branch_pipelines() {
     let stack = porter_e2e::Stack::start().await;
-    let mut ctx = Context::new(stack.aws.clone(), None);
+    let mut ctx = Context::new(stack.aws.clone());
     let mut settings = trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello").unwrap();
     settings.repository = Some("hello-service".into());
     settings.main_branch = Some("main".into());
