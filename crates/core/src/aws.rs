@@ -337,7 +337,7 @@ impl Aws {
 
 impl RegionClients {
     /// Every client a phase uses in `region`, from one configuration.
-    fn new(region: &str, conf: &SdkConfig) -> RegionClients {
+    pub(crate) fn new(region: &str, conf: &SdkConfig) -> RegionClients {
         RegionClients {
             region: region.to_owned(),
             cloudformation: aws_sdk_cloudformation::Client::new(conf),

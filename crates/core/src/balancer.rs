@@ -419,47 +419,30 @@ pub async fn set_attached(
     for g in groups {
         let verb = if attach { "attach" } else { "detach" };
         let what = format!("{verb} {g} {} {}", if attach { "to" } else { "from" }, named(lbs));
-        if !classic.is_empty() {
-            if attach {
+        // The four calls differ in operation and list only; their builders
+        // are distinct types.
+        macro_rules! call {
+            ($op:ident, $list:ident, $items:expr) => {
                 clients
                     .autoscaling
-                    .attach_load_balancers()
+                    .$op()
                     .auto_scaling_group_name(g)
-                    .set_load_balancer_names(Some(classic.clone()))
+                    .$list(Some($items.clone()))
                     .send()
                     .await
-                    .map_err(aws::err(what.clone()))?;
-            } else {
-                clients
-                    .autoscaling
-                    .detach_load_balancers()
-                    .auto_scaling_group_name(g)
-                    .set_load_balancer_names(Some(classic.clone()))
-                    .send()
-                    .await
-                    .map_err(aws::err(what.clone()))?;
-            }
+                    .map(|_| ())
+                    .map_err(aws::err(what.clone()))?
+            };
         }
-        if !target_groups.is_empty() {
-            if attach {
-                clients
-                    .autoscaling
-                    .attach_load_balancer_target_groups()
-                    .auto_scaling_group_name(g)
-                    .set_target_group_arns(Some(target_groups.clone()))
-                    .send()
-                    .await
-                    .map_err(aws::err(what.clone()))?;
-            } else {
-                clients
-                    .autoscaling
-                    .detach_load_balancer_target_groups()
-                    .auto_scaling_group_name(g)
-                    .set_target_group_arns(Some(target_groups.clone()))
-                    .send()
-                    .await
-                    .map_err(aws::err(what.clone()))?;
-            }
+        match (attach, classic.is_empty()) {
+            (_, true) => {}
+            (true, false) => call!(attach_load_balancers, set_load_balancer_names, classic),
+            (false, false) => call!(detach_load_balancers, set_load_balancer_names, classic),
+        }
+        match (attach, target_groups.is_empty()) {
+            (_, true) => {}
+            (true, false) => call!(attach_load_balancer_target_groups, set_target_group_arns, target_groups),
+            (false, false) => call!(detach_load_balancer_target_groups, set_target_group_arns, target_groups),
         }
     }
     Ok(())

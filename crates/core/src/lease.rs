@@ -311,4 +311,140 @@ mod tests {
         assert_eq!(waited_since(Some("not a time"), 5), 0);
         assert_eq!(waited_since(None, 5), 0);
     }
+
+    use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+    use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+    use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+    use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+    use aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput;
+    use aws_sdk_sfn::types::ExecutionStatus;
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+
+    // Races between deploys that the local stack cannot time: two writes
+    // that land between this deploy's write and its read.
+
+    const KEY: &str = "web/prod";
+
+    /// What the SDK reads off the wire for every modeled error: its code.
+    fn code(code: &str) -> aws_sdk_dynamodb::error::ErrorMetadata {
+        aws_sdk_dynamodb::error::ErrorMetadata::builder().code(code).build()
+    }
+
+    fn me() -> Holder {
+        Holder {
+            execution: "arn:aws:states:r:1:execution:porter-deploy:me".into(),
+            release: "v2".into(),
+            since: 100,
+            expires: 200,
+        }
+    }
+
+    fn refused_put() -> Rule {
+        mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| {
+            PutItemError::ConditionalCheckFailedException(
+                ConditionalCheckFailedException::builder()
+                    .meta(code("ConditionalCheckFailedException"))
+                    .build(),
+            )
+        })
+    }
+
+    fn holder_is(execution: &'static str) -> Rule {
+        mock!(aws_sdk_dynamodb::Client::get_item).then_output(move || {
+            GetItemOutput::builder()
+                .item("lease", s(KEY))
+                .item("execution", s(execution))
+                .item("release", s("v1"))
+                .item("since", n(1))
+                .item("expires", n(2))
+                .build()
+        })
+    }
+
+    fn status(status: ExecutionStatus) -> Rule {
+        mock!(aws_sdk_sfn::Client::describe_execution).then_output(move || {
+            DescribeExecutionOutput::builder()
+                .execution_arn("arn")
+                .state_machine_arn("machine")
+                .status(status.clone())
+                .start_date(aws_smithy_types::DateTime::from_secs(0))
+                .build()
+                .expect("required fields set")
+        })
+    }
+
+    /// The holder ended, but a third deploy took its lease over first: the
+    /// take-over write is refused, and the lease is held by that deploy.
+    #[tokio::test]
+    async fn a_lost_take_over_names_the_winner() {
+        let (first, second, third) = (refused_put(), refused_put(), refused_put());
+        let (ended, winner) = (holder_is("ended"), holder_is("winner"));
+        let ddb = mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::Sequential,
+            [&first, &ended, &second, &third, &winner]
+        );
+        let (done, running) = (status(ExecutionStatus::Succeeded), status(ExecutionStatus::Running));
+        let sfn = mock_client!(aws_sdk_sfn, RuleMode::Sequential, [&done, &running]);
+        let err = take(&ddb, &sfn, "leases", KEY, me()).await.unwrap_err();
+        assert_eq!(err.error_type(), "LeaseHeld");
+        assert!(err.to_string().contains("execution winner (release v1)"), "{err}");
+        assert_eq!((first.num_calls(), second.num_calls(), third.num_calls()), (1, 1, 1));
+    }
+
+    /// A holder that gave the lease back between the refused write and the
+    /// read: the next round takes it, with nobody taken over.
+    #[tokio::test]
+    async fn a_lease_given_back_meanwhile_is_taken() {
+        let refused = refused_put();
+        let gone = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| GetItemOutput::builder().build());
+        let taken = mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| PutItemOutput::builder().build());
+        let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&refused, &gone, &taken]);
+        let sfn = mock_client!(aws_sdk_sfn, RuleMode::Sequential, Vec::<&Rule>::new());
+        let got = take(&ddb, &sfn, "leases", KEY, me()).await.unwrap();
+        assert_eq!((got.holder, got.took_over), (me(), None));
+    }
+
+    /// A lease that changes hands every round, three times over, is not
+    /// fought for longer: the phase retries later.
+    #[tokio::test]
+    async fn a_lease_changing_hands_is_retried() {
+        let mut rules = Vec::new();
+        for _ in 0..3 {
+            rules.extend([refused_put(), holder_is("ended"), refused_put()]);
+        }
+        rules.push(mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| GetItemOutput::builder().build()));
+        let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, &rules);
+        let ended: Vec<Rule> = (0..3).map(|_| status(ExecutionStatus::Aborted)).collect();
+        let sfn = mock_client!(aws_sdk_sfn, RuleMode::Sequential, &ended);
+        let err = take(&ddb, &sfn, "leases", KEY, me()).await.unwrap_err();
+        assert_eq!(err.error_type(), "Retryable");
+        assert!(err.to_string().contains("changed hands three times"), "{err}");
+    }
+
+    /// Giving back a lease another deploy holds now changes nothing; a
+    /// throttled give-back is retried, never taken as given.
+    #[tokio::test]
+    async fn a_lease_given_back_only_by_its_holder() {
+        let not_mine = mock!(aws_sdk_dynamodb::Client::delete_item).then_error(|| {
+            DeleteItemError::ConditionalCheckFailedException(
+                ConditionalCheckFailedException::builder()
+                    .meta(code("ConditionalCheckFailedException"))
+                    .build(),
+            )
+        });
+        let throttled = mock!(aws_sdk_dynamodb::Client::delete_item).then_error(|| {
+            DeleteItemError::generic(
+                aws_sdk_dynamodb::error::ErrorMetadata::builder()
+                    .code("ThrottlingException")
+                    .message("Rate exceeded")
+                    .build(),
+            )
+        });
+        let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&not_mine, &throttled]);
+        let given = give(&ddb, "leases", KEY, "me").await.unwrap();
+        assert!(!given.given);
+        let err = give(&ddb, "leases", KEY, "me").await.unwrap_err();
+        assert_eq!(err.error_type(), "Retryable", "{err}");
+    }
 }

@@ -330,3 +330,96 @@ pub async fn service_stacks(
     }
     Ok(stacks)
 }
+
+/// A stack that will not delete, which the local stack cannot make: moto
+/// deletes whatever it is asked to.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_cloudformation::operation::delete_stack::DeleteStackOutput;
+    use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
+    use aws_sdk_cloudformation::types::{Stack, StackStatus, Tag};
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+
+    const OLD: &str = "arn:aws:cloudformation:us-east-1:1:stack/web-prod-old/1";
+
+    fn deployment() -> (Deployment, Region) {
+        let text = "service_name: web\nenvironments:\n- name: prod\n  role_arn: arn:aws:iam::123456789012:role/d\n  regions:\n  - name: us-east-1\n    azs: [{name: us-east-1a}]\n    s3_bucket: web-bucket\n    elb: none\n";
+        let config = crate::config::load_str(text, std::path::Path::new("c"), std::path::Path::new("."), &|_| None)
+            .deployable()
+            .unwrap();
+        let region = config.environments[0].regions[0].clone();
+        let release = crate::release::Release::sample("web-bucket");
+        (Deployment { release, config }, region)
+    }
+
+    /// The service's stacks: one left DELETE_FAILED.
+    fn listed() -> Rule {
+        mock!(aws_sdk_cloudformation::Client::describe_stacks)
+            .match_requests(|r| r.stack_name().is_none())
+            .then_output(|| {
+                let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+                DescribeStacksOutput::builder()
+                    .stacks(
+                        Stack::builder()
+                            .stack_id(OLD)
+                            .stack_name("web-prod-old")
+                            .stack_status(StackStatus::DeleteFailed)
+                            .creation_time(aws_smithy_types::DateTime::from_secs(0))
+                            .tags(tag("porter:service", "web"))
+                            .tags(tag("porter:environment", "prod"))
+                            .build(),
+                    )
+                    .build()
+            })
+    }
+
+    /// Asked once more, then failed with CloudFormation's own reason and
+    /// what to do, naming the stack.
+    #[tokio::test]
+    async fn a_stack_that_will_not_delete_fails_the_prune() {
+        let (dep, region) = deployment();
+        let (first, again) = (listed(), listed());
+        let deleted = mock!(aws_sdk_cloudformation::Client::delete_stack)
+            .match_requests(|r| r.stack_name() == Some(OLD))
+            .then_output(|| DeleteStackOutput::builder().build());
+        let reason = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+            .match_requests(|r| r.stack_name() == Some(OLD))
+            .then_output(|| {
+                DescribeStacksOutput::builder()
+                    .stacks(
+                        Stack::builder()
+                            .stack_id(OLD)
+                            .stack_name("web-prod-old")
+                            .stack_status(StackStatus::DeleteFailed)
+                            .creation_time(aws_smithy_types::DateTime::from_secs(0))
+                            .stack_status_reason("sg-1 has a dependent object")
+                            .build(),
+                    )
+                    .build()
+            });
+        let conf = aws_types::SdkConfig::builder()
+            .behavior_version(aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest())
+            .region(aws_types::region::Region::new("us-east-1"))
+            .build();
+        let mut clients = RegionClients::new("us-east-1", &conf);
+        clients.cloudformation = mock_client!(
+            aws_sdk_cloudformation,
+            RuleMode::Sequential,
+            [&first, &deleted, &again, &reason]
+        );
+        let d = step(&dep, &clients, &region, 0, Deleting::default()).await.unwrap();
+        assert_eq!(
+            (d.asked, d.retried.as_slice(), d.done),
+            (1, [OLD.to_owned()].as_slice(), false)
+        );
+        let err = step(&dep, &clients, &region, 0, d).await.unwrap_err();
+        assert_eq!(err.error_type(), "PruneFailed");
+        assert!(
+            err.to_string()
+                .contains("stack web-prod-old could not be deleted: sg-1 has a dependent object; delete what holds it"),
+            "{err}"
+        );
+        assert_eq!(deleted.num_calls(), 1, "asked once more, not twice");
+    }
+}

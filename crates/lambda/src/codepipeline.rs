@@ -9,6 +9,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_lambda_events::event::codepipeline_job::{CodePipelineJob, CodePipelineJobEvent};
+use aws_sdk_codepipeline::config::http::HttpResponse;
+use aws_sdk_codepipeline::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_codepipeline::types::{ExecutionDetails, FailureDetails, FailureType};
 use porter_core::aws;
 use porter_core::pack::{PackInput, Source};
@@ -378,6 +380,18 @@ enum Unsent {
     Failed(PhaseError),
 }
 
+/// A result CodePipeline did not take: `InvalidJobStateException` says the
+/// job already has one (or CodePipeline gave up on it).
+fn unsent<E>(what: &'static str) -> impl FnOnce(SdkError<E, HttpResponse>) -> Unsent
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    move |e| match e.as_service_error().and_then(ProvideErrorMetadata::code) {
+        Some("InvalidJobStateException") => Unsent::Answered,
+        _ => Unsent::Failed(aws::classify(what, e)),
+    }
+}
+
 /// Reports the outcome. The only error this returns is a failure to report.
 /// `external` is what CodePipeline shows as the execution id (and fills
 /// into the action's link); the job id when there is nothing better.
@@ -408,13 +422,7 @@ pub async fn report(
                 .send()
                 .await
                 .map(|_| ());
-            (
-                "continue",
-                r.map_err(|e| match e.as_service_error() {
-                    Some(se) if se.is_invalid_job_state_exception() => Unsent::Answered,
-                    _ => Unsent::Failed(aws::classify("report progress to CodePipeline", e)),
-                }),
-            )
+            ("continue", r.map_err(unsent("report progress to CodePipeline")))
         }
         Outcome::Succeeded { summary, variables } => {
             let details = ExecutionDetails::builder()
@@ -430,13 +438,7 @@ pub async fn report(
                 .send()
                 .await
                 .map(|_| ());
-            (
-                "success",
-                r.map_err(|e| match e.as_service_error() {
-                    Some(se) if se.is_invalid_job_state_exception() => Unsent::Answered,
-                    _ => Unsent::Failed(aws::classify("report success to CodePipeline", e)),
-                }),
-            )
+            ("success", r.map_err(unsent("report success to CodePipeline")))
         }
         Outcome::Failed { message } => {
             let details = FailureDetails::builder()
@@ -452,13 +454,7 @@ pub async fn report(
                 .send()
                 .await
                 .map(|_| ());
-            (
-                "failure",
-                r.map_err(|e| match e.as_service_error() {
-                    Some(se) if se.is_invalid_job_state_exception() => Unsent::Answered,
-                    _ => Unsent::Failed(aws::classify("report failure to CodePipeline", e)),
-                }),
-            )
+            ("failure", r.map_err(unsent("report failure to CodePipeline")))
         }
     };
     match sent {
@@ -509,4 +505,126 @@ pub fn failure_message(e: &PhaseError) -> String {
         _ => "",
     };
     format!("{}: {e}{advice}", e.error_type())
+}
+
+/// What CodePipeline is told, and what a refusal of it means: faults the
+/// local stack's job simulator does not make (a result CodePipeline
+/// refuses, throttling of the result itself).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_codepipeline::operation::put_job_failure_result::PutJobFailureResultError;
+    use aws_sdk_codepipeline::operation::put_job_success_result::{
+        PutJobSuccessResultError, PutJobSuccessResultOutput,
+    };
+    use aws_sdk_codepipeline::types::error::InvalidJobStateException;
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+
+    fn context(cp: aws_sdk_codepipeline::Client) -> Context {
+        let conf = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        Context::new(aws::Aws::unpinned(conf)).with_codepipeline(cp)
+    }
+
+    fn job(ctx: &Context) -> Job {
+        empty_job(ctx, "11111111-2222-4333-8444-555555555555".into())
+    }
+
+    /// Progress carries the token, a summary cut to CodePipeline's limit
+    /// and a percentage of at most 100.
+    #[tokio::test]
+    async fn progress_carries_the_token() {
+        let sent = mock!(aws_sdk_codepipeline::Client::put_job_success_result)
+            .match_requests(|r| {
+                let d = r.execution_details().expect("details");
+                r.continuation_token() == Some("tok")
+                    && d.summary().is_some_and(|s| s.chars().count() <= SUMMARY_LIMIT)
+                    && d.percent_complete() == Some(100)
+                    && d.external_execution_id() == Some("arn:exec")
+            })
+            .then_output(|| PutJobSuccessResultOutput::builder().build());
+        let ctx = context(mock_client!(aws_sdk_codepipeline, RuleMode::Sequential, [&sent]));
+        let outcome = Outcome::Continue {
+            token: "tok".into(),
+            summary: "x".repeat(5000),
+            percent: 250,
+        };
+        let answer = report(&ctx, &job(&ctx), outcome, Some("arn:exec")).await.unwrap();
+        assert_eq!(answer["reported"], "continue");
+        assert_eq!(sent.num_calls(), 1);
+    }
+
+    /// A job that already has its result (Lambda ran the invocation again)
+    /// keeps it: the answer is not an error, so Lambda stops retrying.
+    #[tokio::test]
+    async fn an_answered_job_keeps_its_result() {
+        let refused = mock!(aws_sdk_codepipeline::Client::put_job_failure_result).then_error(|| {
+            PutJobFailureResultError::InvalidJobStateException(
+                InvalidJobStateException::builder()
+                    .message("already failed")
+                    .meta(
+                        aws_sdk_codepipeline::error::ErrorMetadata::builder()
+                            .code("InvalidJobStateException")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+        let ctx = context(mock_client!(aws_sdk_codepipeline, RuleMode::Sequential, [&refused]));
+        let failed = Outcome::Failed {
+            message: "Invalid: no".into(),
+        };
+        let answer = report(&ctx, &job(&ctx), failed, None).await.unwrap();
+        assert_eq!(answer["reported"], "already answered");
+    }
+
+    /// A result CodePipeline could not take (throttled) fails the
+    /// invocation, so Lambda retries it and the job is not left hanging.
+    #[tokio::test]
+    async fn an_untaken_result_fails_so_lambda_retries() {
+        let throttled = mock!(aws_sdk_codepipeline::Client::put_job_success_result).then_error(|| {
+            PutJobSuccessResultError::generic(
+                aws_sdk_codepipeline::error::ErrorMetadata::builder()
+                    .code("ThrottlingException")
+                    .message("Rate exceeded")
+                    .build(),
+            )
+        });
+        let ctx = context(mock_client!(aws_sdk_codepipeline, RuleMode::Sequential, [&throttled]));
+        let done = Outcome::Succeeded {
+            summary: "deployed".into(),
+            variables: HashMap::new(),
+        };
+        let err = report(&ctx, &job(&ctx), done, None).await.unwrap_err();
+        assert!(
+            matches!(&err, FunctionError::Report(m) if m.contains("report success to CodePipeline")),
+            "{err}"
+        );
+    }
+
+    /// A failure names its kind and what to do, and only a transient error
+    /// on a job that goes on is answered with the same token.
+    #[test]
+    fn failures_say_what_to_do() {
+        let denied = PhaseError::AccessDenied("s3:GetObject on b/k".into());
+        assert_eq!(
+            failure_message(&denied),
+            "AccessDenied: s3:GetObject on b/k (grant the permission, then retry the stage)"
+        );
+        let ctx = context(mock_client!(
+            aws_sdk_codepipeline,
+            RuleMode::Sequential,
+            Vec::<&Rule>::new()
+        ));
+        let mut going = job(&ctx);
+        assert!(same_token(&going, "the deploy", &PhaseError::Retryable("throttled".into())).is_none());
+        going.continuation = Some("tok".into());
+        match same_token(&going, "the deploy", &PhaseError::Retryable("throttled".into())) {
+            Some(Outcome::Continue { token, .. }) => assert_eq!(token, "tok"),
+            other => panic!("{other:?}"),
+        }
+        assert!(same_token(&going, "the deploy", &denied).is_none());
+    }
 }

@@ -293,60 +293,16 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Whether an Allow statement grants `action` on `arn`.
+/// Whether the instance role's statements allow `action` on `arn`, as
+/// IAM decides it ([`crate::iam`]).
 fn allows(statements: &[serde_json::Value], action: &str, arn: &str) -> bool {
-    let strings = |v: &serde_json::Value| -> Vec<String> {
-        match v {
-            serde_json::Value::String(s) => vec![s.clone()],
-            serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
-            _ => Vec::new(),
-        }
-    };
-    statements.iter().any(|s| {
-        s["Effect"] == "Allow"
-            && strings(&s["Action"])
-                .iter()
-                .any(|a| glob(&a.to_ascii_lowercase(), &action.to_ascii_lowercase()))
-            && strings(&s["Resource"]).iter().any(|r| glob(r, arn))
-    })
-}
-
-/// IAM's wildcards: `*` any run of characters, `?` exactly one.
-fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
-    while j < t.len() {
-        if i < p.len() && (p[i] == '?' || p[i] == t[j]) {
-            i += 1;
-            j += 1;
-        } else if i < p.len() && p[i] == '*' {
-            star = Some(i);
-            mark = j;
-            i += 1;
-        } else if let Some(s) = star {
-            i = s + 1;
-            mark += 1;
-            j = mark;
-        } else {
-            return false;
-        }
-    }
-    p[i..].iter().all(|c| *c == '*')
+    crate::iam::evaluate(statements, None, action, arn) == crate::iam::Decision::Allow
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn iam_wildcards_match_as_iam_does() {
-        assert!(glob("secret:porter/a/b/x-??????", "secret:porter/a/b/x-AbC123"));
-        assert!(!glob("secret:porter/a/b/x-??????", "secret:porter/a/b/x-AbC1234"));
-        assert!(!glob("secret:porter/a/b/x-??????", "secret:porter/a/b/xy-AbC123"));
-        assert!(glob("arn:*:ssm:*", "arn:aws:ssm:us-west-2:1:parameter/p"));
-        assert!(!glob("arn:aws:ssm:*:parameter/a", "arn:aws:ssm:r:1:parameter/ab"));
-    }
 
     #[test]
     fn only_an_allow_statement_naming_the_action_and_the_resource_grants() {

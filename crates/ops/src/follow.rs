@@ -171,12 +171,7 @@ pub async fn follow(
     let described = loop {
         // Status first, then history: once the status is final, the history
         // read after it holds every event.
-        let d = sfn
-            .describe_execution()
-            .execution_arn(arn)
-            .send()
-            .await
-            .map_err(|e| one_line(&format!("describe execution {arn}"), e))?;
+        let d = crate::describe_execution(sfn, arn).await?;
         let events = history(sfn, arn).await?;
         for e in events.iter().skip(seen) {
             if entered(e) {
@@ -212,12 +207,7 @@ pub async fn follow(
 /// Reads a finished execution: its report or error, its transitions and
 /// invocations.
 pub async fn outcome_of(sfn: &aws_sdk_sfn::Client, arn: &str, wall: Duration) -> Result<Outcome> {
-    let described = sfn
-        .describe_execution()
-        .execution_arn(arn)
-        .send()
-        .await
-        .map_err(|e| one_line(&format!("describe execution {arn}"), e))?;
+    let described = crate::describe_execution(sfn, arn).await?;
     let events = history(sfn, arn).await?;
     let counts = (
         events.iter().filter(|e| entered(e)).count(),

@@ -63,12 +63,7 @@ pub async fn read(sfn: &aws_sdk_sfn::Client, machine: &str, environment: &str, l
     let mut entries = Vec::new();
     for item in listed.iter().take(SCAN) {
         let arn = item.execution_arn();
-        let d = sfn
-            .describe_execution()
-            .execution_arn(arn)
-            .send()
-            .await
-            .map_err(|e| one_line(&format!("describe execution {arn}"), e))?;
+        let d = crate::describe_execution(sfn, arn).await?;
         let Some(intent) = d.input().and_then(Intent::read) else {
             continue;
         };

@@ -20,3 +20,15 @@ where
 {
     anyhow::anyhow!(porter_core::aws::describe(what, &err))
 }
+
+/// One execution as Step Functions describes it, or why not in one line.
+pub(crate) async fn describe_execution(
+    sfn: &aws_sdk_sfn::Client,
+    arn: &str,
+) -> anyhow::Result<aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput> {
+    sfn.describe_execution()
+        .execution_arn(arn)
+        .send()
+        .await
+        .map_err(|e| one_line(&format!("describe execution {arn}"), e))
+}
