@@ -336,8 +336,19 @@ impl Aws {
 }
 
 impl RegionClients {
+    /// Clients that reach nowhere, for a test to swap in the mocked ones
+    /// it needs.
+    #[cfg(test)]
+    pub(crate) fn unconfigured(region: &str) -> RegionClients {
+        let conf = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_owned()))
+            .build();
+        RegionClients::new(region, &conf)
+    }
+
     /// Every client a phase uses in `region`, from one configuration.
-    pub(crate) fn new(region: &str, conf: &SdkConfig) -> RegionClients {
+    fn new(region: &str, conf: &SdkConfig) -> RegionClients {
         RegionClients {
             region: region.to_owned(),
             cloudformation: aws_sdk_cloudformation::Client::new(conf),

@@ -718,3 +718,102 @@ fn live_instances(groups: &[aws_sdk_autoscaling::types::AutoScalingGroup]) -> Ve
     ids.sort();
     ids
 }
+
+/// What an undo takes out when the serving stack cannot be read, which the
+/// local stack cannot make happen: only the release's own instances.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput;
+    use aws_sdk_autoscaling::types::{AutoScalingGroup, Instance, LifecycleState};
+    use aws_sdk_cloudformation::operation::describe_stack_resources::{
+        DescribeStackResourcesError, DescribeStackResourcesOutput,
+    };
+    use aws_sdk_cloudformation::types::StackResource;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    const STACK: &str = "arn:aws:cloudformation:us-east-1:1:stack/web-prod-v1/1";
+
+    fn group_of(states: &[(&str, LifecycleState)]) -> DescribeAutoScalingGroupsOutput {
+        let mut group = AutoScalingGroup::builder()
+            .auto_scaling_group_name("web-prod-v1-asg")
+            .min_size(0)
+            .max_size(2)
+            .desired_capacity(2)
+            .default_cooldown(300)
+            .health_check_type("ELB")
+            .availability_zones("us-east-1a")
+            .created_time(aws_smithy_types::DateTime::from_secs(0));
+        for (id, state) in states {
+            let instance = Instance::builder()
+                .instance_id(*id)
+                .availability_zone("us-east-1a")
+                .lifecycle_state(state.clone())
+                .health_status("Healthy")
+                .protected_from_scale_in(false)
+                .build();
+            group = group.instances(instance);
+        }
+        DescribeAutoScalingGroupsOutput::builder()
+            .auto_scaling_groups(group.build())
+            .build()
+    }
+
+    /// A serving stack whose resources cannot be read is not guessed at.
+    #[tokio::test]
+    async fn an_unreadable_serving_stack_takes_nothing_out() {
+        let throttled = mock!(aws_sdk_cloudformation::Client::describe_stack_resources).then_error(|| {
+            DescribeStackResourcesError::generic(
+                aws_sdk_cloudformation::error::ErrorMetadata::builder()
+                    .code("Throttling")
+                    .message("Rate exceeded")
+                    .build(),
+            )
+        });
+        let mut clients = RegionClients::unconfigured("us-east-1");
+        clients.cloudformation = mock_client!(aws_sdk_cloudformation, RuleMode::Sequential, [&throttled]);
+        assert_eq!(serving_instances(&clients, STACK).await, None);
+        assert_eq!(
+            serving_instances(&clients, "").await,
+            Some(Vec::new()),
+            "nothing served before"
+        );
+    }
+
+    /// Instances on their way out are not the stack's; a stack with none
+    /// left serves nothing that can be told apart.
+    #[tokio::test]
+    async fn terminating_instances_are_not_the_stacks() {
+        let resources = || {
+            mock!(aws_sdk_cloudformation::Client::describe_stack_resources).then_output(|| {
+                DescribeStackResourcesOutput::builder()
+                    .stack_resources(
+                        StackResource::builder()
+                            .logical_resource_id("Group")
+                            .physical_resource_id("web-prod-v1-asg")
+                            .resource_type("AWS::AutoScaling::AutoScalingGroup")
+                            .timestamp(aws_smithy_types::DateTime::from_secs(0))
+                            .resource_status(aws_sdk_cloudformation::types::ResourceStatus::CreateComplete)
+                            .build(),
+                    )
+                    .build()
+            })
+        };
+        let (first, second) = (resources(), resources());
+        let mixed = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups).then_output(|| {
+            group_of(&[
+                ("i-2", LifecycleState::InService),
+                ("i-1", LifecycleState::Pending),
+                ("i-3", LifecycleState::Terminating),
+                ("i-4", LifecycleState::TerminatingWait),
+            ])
+        });
+        let leaving = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups)
+            .then_output(|| group_of(&[("i-5", LifecycleState::Terminated)]));
+        let mut clients = RegionClients::unconfigured("us-east-1");
+        clients.cloudformation = mock_client!(aws_sdk_cloudformation, RuleMode::Sequential, [&first, &second]);
+        clients.autoscaling = mock_client!(aws_sdk_autoscaling, RuleMode::Sequential, [&mixed, &leaving]);
+        assert_eq!(stack_instances(&clients, STACK).await.unwrap(), ["i-1", "i-2"]);
+        assert_eq!(serving_instances(&clients, STACK).await, None);
+    }
+}

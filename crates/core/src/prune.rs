@@ -398,11 +398,7 @@ mod tests {
                     )
                     .build()
             });
-        let conf = aws_types::SdkConfig::builder()
-            .behavior_version(aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest())
-            .region(aws_types::region::Region::new("us-east-1"))
-            .build();
-        let mut clients = RegionClients::new("us-east-1", &conf);
+        let mut clients = RegionClients::unconfigured("us-east-1");
         clients.cloudformation = mock_client!(
             aws_sdk_cloudformation,
             RuleMode::Sequential,
