@@ -243,11 +243,7 @@ async fn load(region: Option<&str>, rate: u32, max_seconds: u64) -> Result<ExitC
             lb.name,
             t.requests,
             t.failed,
-            if pages.is_empty() {
-                "no page served".to_owned()
-            } else {
-                pages.join(", ")
-            }
+            listed_or(&pages, "no page served")
         );
         for why in &t.failures {
             println!("  failed: {why}");
@@ -677,13 +673,18 @@ async fn bootstrap(path: &Path, environment: &str) -> Result<ExitCode> {
             "  {:<10} bucket {}, ELB {}",
             r.name,
             r.s3_bucket,
-            if elbs.is_empty() {
-                "none".into()
-            } else {
-                elbs.join(", ")
-            }
+            listed_or(&elbs, "none")
         );
     }
     println!("state machine {}", p.machine);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `items` joined with commas, or `none` when there are none.
+fn listed_or(items: &[impl AsRef<str>], none: &str) -> String {
+    if items.is_empty() {
+        none.to_owned()
+    } else {
+        items.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(", ")
+    }
 }

@@ -335,9 +335,19 @@ impl Aws {
     }
 }
 
+/// What the SDK reads off the wire with every service error: its code. A
+/// mocked error needs it, as the code is what porter tells errors by.
+#[cfg(test)]
+pub(crate) fn error_code(code: &str) -> aws_smithy_types::error::ErrorMetadata {
+    aws_smithy_types::error::ErrorMetadata::builder()
+        .code(code)
+        .message(format!("{code} (mocked)"))
+        .build()
+}
+
 impl RegionClients {
     /// Clients that reach nowhere, for a test to swap in the mocked ones
-    /// it needs.
+    /// it needs (see [`error_code`]).
     #[cfg(test)]
     pub(crate) fn unconfigured(region: &str) -> RegionClients {
         let conf = SdkConfig::builder()

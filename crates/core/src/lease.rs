@@ -325,11 +325,6 @@ mod tests {
 
     const KEY: &str = "web/prod";
 
-    /// What the SDK reads off the wire for every modeled error: its code.
-    fn code(code: &str) -> aws_sdk_dynamodb::error::ErrorMetadata {
-        aws_sdk_dynamodb::error::ErrorMetadata::builder().code(code).build()
-    }
-
     fn me() -> Holder {
         Holder {
             execution: "arn:aws:states:r:1:execution:porter-deploy:me".into(),
@@ -343,7 +338,7 @@ mod tests {
         mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| {
             PutItemError::ConditionalCheckFailedException(
                 ConditionalCheckFailedException::builder()
-                    .meta(code("ConditionalCheckFailedException"))
+                    .meta(aws::error_code("ConditionalCheckFailedException"))
                     .build(),
             )
         })
@@ -429,18 +424,12 @@ mod tests {
         let not_mine = mock!(aws_sdk_dynamodb::Client::delete_item).then_error(|| {
             DeleteItemError::ConditionalCheckFailedException(
                 ConditionalCheckFailedException::builder()
-                    .meta(code("ConditionalCheckFailedException"))
+                    .meta(aws::error_code("ConditionalCheckFailedException"))
                     .build(),
             )
         });
-        let throttled = mock!(aws_sdk_dynamodb::Client::delete_item).then_error(|| {
-            DeleteItemError::generic(
-                aws_sdk_dynamodb::error::ErrorMetadata::builder()
-                    .code("ThrottlingException")
-                    .message("Rate exceeded")
-                    .build(),
-            )
-        });
+        let throttled = mock!(aws_sdk_dynamodb::Client::delete_item)
+            .then_error(|| DeleteItemError::generic(aws::error_code("ThrottlingException")));
         let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&not_mine, &throttled]);
         let given = give(&ddb, "leases", KEY, "me").await.unwrap();
         assert!(!given.given);

@@ -355,11 +355,8 @@ pub async fn fetch_zip(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, into: &
             other => other,
         }
     })?;
-    let bytes = obj
-        .body
-        .collect()
-        .await
-        .map_err(|e| PhaseError::Retryable(format!("reading s3://{bucket}/{key} was cut off: {e}")))?
+    let bytes = crate::store::body(obj.body, &format!("s3://{bucket}/{key}"))
+        .await?
         .into_bytes();
     unzip(&bytes, into)
 }

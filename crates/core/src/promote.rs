@@ -762,14 +762,8 @@ mod tests {
     /// A serving stack whose resources cannot be read is not guessed at.
     #[tokio::test]
     async fn an_unreadable_serving_stack_takes_nothing_out() {
-        let throttled = mock!(aws_sdk_cloudformation::Client::describe_stack_resources).then_error(|| {
-            DescribeStackResourcesError::generic(
-                aws_sdk_cloudformation::error::ErrorMetadata::builder()
-                    .code("Throttling")
-                    .message("Rate exceeded")
-                    .build(),
-            )
-        });
+        let throttled = mock!(aws_sdk_cloudformation::Client::describe_stack_resources)
+            .then_error(|| DescribeStackResourcesError::generic(aws::error_code("Throttling")));
         let mut clients = RegionClients::unconfigured("us-east-1");
         clients.cloudformation = mock_client!(aws_sdk_cloudformation, RuleMode::Sequential, [&throttled]);
         assert_eq!(serving_instances(&clients, STACK).await, None);

@@ -353,24 +353,25 @@ mod tests {
         (Deployment { release, config }, region)
     }
 
-    /// The service's stacks: one left DELETE_FAILED.
+    /// The stack left DELETE_FAILED.
+    fn old_stack() -> aws_sdk_cloudformation::types::builders::StackBuilder {
+        Stack::builder()
+            .stack_id(OLD)
+            .stack_name("web-prod-old")
+            .stack_status(StackStatus::DeleteFailed)
+            .creation_time(aws_smithy_types::DateTime::from_secs(0))
+    }
+
+    /// The service's stacks: that one.
     fn listed() -> Rule {
         mock!(aws_sdk_cloudformation::Client::describe_stacks)
             .match_requests(|r| r.stack_name().is_none())
             .then_output(|| {
                 let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
-                DescribeStacksOutput::builder()
-                    .stacks(
-                        Stack::builder()
-                            .stack_id(OLD)
-                            .stack_name("web-prod-old")
-                            .stack_status(StackStatus::DeleteFailed)
-                            .creation_time(aws_smithy_types::DateTime::from_secs(0))
-                            .tags(tag("porter:service", "web"))
-                            .tags(tag("porter:environment", "prod"))
-                            .build(),
-                    )
-                    .build()
+                let stack = old_stack()
+                    .tags(tag("porter:service", "web"))
+                    .tags(tag("porter:environment", "prod"));
+                DescribeStacksOutput::builder().stacks(stack.build()).build()
             })
     }
 
@@ -386,17 +387,8 @@ mod tests {
         let reason = mock!(aws_sdk_cloudformation::Client::describe_stacks)
             .match_requests(|r| r.stack_name() == Some(OLD))
             .then_output(|| {
-                DescribeStacksOutput::builder()
-                    .stacks(
-                        Stack::builder()
-                            .stack_id(OLD)
-                            .stack_name("web-prod-old")
-                            .stack_status(StackStatus::DeleteFailed)
-                            .creation_time(aws_smithy_types::DateTime::from_secs(0))
-                            .stack_status_reason("sg-1 has a dependent object")
-                            .build(),
-                    )
-                    .build()
+                let stack = old_stack().stack_status_reason("sg-1 has a dependent object");
+                DescribeStacksOutput::builder().stacks(stack.build()).build()
             });
         let mut clients = RegionClients::unconfigured("us-east-1");
         clients.cloudformation = mock_client!(

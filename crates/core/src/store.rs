@@ -174,11 +174,14 @@ pub async fn read_bytes(s3: &aws_sdk_s3::Client, obj: &S3Object) -> Result<Vec<u
             obj.url()
         )));
     }
-    let bytes = out
-        .body
+    Ok(body(out.body, &obj.url()).await?.to_vec())
+}
+
+/// An object's body, read to the end; `what` names it if the read is cut
+/// off (a transient fault: the phase retries).
+pub async fn body(stream: ByteStream, what: &str) -> Result<aws_sdk_s3::primitives::AggregatedBytes, PhaseError> {
+    stream
         .collect()
         .await
-        .map_err(|e| PhaseError::Retryable(format!("reading {} was cut off: {e}", obj.url())))?
-        .into_bytes();
-    Ok(bytes.to_vec())
+        .map_err(|e| PhaseError::Retryable(format!("reading {what} was cut off: {e}")))
 }

@@ -88,13 +88,7 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
             porter_core::aws::clip(&arn, 200)
         )));
     }
-    let described = ctx
-        .sfn()
-        .describe_execution()
-        .execution_arn(&arn)
-        .send()
-        .await
-        .map_err(porter_core::aws::err(format!("read execution {arn}")))?;
+    let described = ctx.describe_execution(&arn).await?;
     let status = described.status().as_str().to_owned();
     let mut stopped = false;
     match status.as_str() {

@@ -85,6 +85,20 @@ impl Context {
         self
     }
 
+    /// One execution, as Step Functions describes it.
+    pub async fn describe_execution(
+        &self,
+        arn: &str,
+    ) -> Result<aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput, porter_core::phase::PhaseError>
+    {
+        self.sfn()
+            .describe_execution()
+            .execution_arn(arn)
+            .send()
+            .await
+            .map_err(porter_core::aws::err(format!("read execution {arn}")))
+    }
+
     /// Step Functions, made on first use by a function that did not make
     /// it at init.
     pub fn sfn(&self) -> &aws_sdk_sfn::Client {

@@ -198,13 +198,7 @@ async fn check(ctx: &Context, arn: &str, key: &[u8], binding: &Binding) -> Resul
             "the continuation token `{arn}` is not an execution ARN porter wrote"
         )));
     }
-    let d = ctx
-        .sfn()
-        .describe_execution()
-        .execution_arn(arn)
-        .send()
-        .await
-        .map_err(aws::err(format!("read execution {arn}")))?;
+    let d = ctx.describe_execution(arn).await?;
     match d.status() {
         ExecutionStatus::Running | ExecutionStatus::PendingRedrive => {
             let events = porter_core::history::progress(ctx.sfn(), arn).await?;

@@ -107,13 +107,7 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         if !arn.starts_with(&ours) {
             continue;
         }
-        let status = ctx
-            .sfn()
-            .describe_execution()
-            .execution_arn(&arn)
-            .send()
-            .await
-            .map_err(aws::err(format!("read execution {arn}")))?;
+        let status = ctx.describe_execution(&arn).await?;
         if status.status() != &aws_sdk_sfn::types::ExecutionStatus::Running {
             continue;
         }

@@ -176,12 +176,7 @@ pub async fn key(ctx: &Context) -> Result<Vec<u8>, PhaseError> {
 async fn read_key(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<Option<Vec<u8>>, PhaseError> {
     match s3.get_object().bucket(bucket).key(KEY_KEY).send().await {
         Ok(out) => {
-            let bytes = out
-                .body
-                .collect()
-                .await
-                .map_err(|e| PhaseError::Retryable(format!("reading the token key was cut off: {e}")))?
-                .into_bytes();
+            let bytes = porter_core::store::body(out.body, "the token key").await?.into_bytes();
             let key = hex::decode(bytes.as_ref())
                 .ok()
                 .filter(|k| k.len() == 32)

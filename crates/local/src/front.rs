@@ -317,10 +317,7 @@ impl Front {
 
     async fn instance_health(&self, region: &str, body: &[u8]) -> Option<Response> {
         let form: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-        let name = form
-            .iter()
-            .find(|(k, _)| k == "LoadBalancerName")
-            .map(|(_, v)| v.clone())?;
+        let name = form_value(body, "LoadBalancerName")?;
         let asked = form_list(&form, "Instances.member.", ".InstanceId");
         let states = self.balancers.instance_health(region, &name, &asked).await?;
         let mut members = String::new();
@@ -343,10 +340,7 @@ impl Front {
     /// target healthy the moment it registers.
     async fn target_health(&self, region: &str, body: &[u8]) -> Option<Response> {
         let form: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-        let arn = form
-            .iter()
-            .find(|(k, _)| k == "TargetGroupArn")
-            .map(|(_, v)| v.clone())?;
+        let arn = form_value(body, "TargetGroupArn")?;
         // arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID
         let name = arn
             .split(':')
@@ -548,9 +542,7 @@ fn credential_scope(headers: &HeaderMap) -> Option<(String, String)> {
 
 /// (region, service) from a presigned URL's `X-Amz-Credential`.
 fn query_scope(uri: &Uri) -> Option<(String, String)> {
-    let cred = form_urlencoded::parse(uri.query()?.as_bytes())
-        .find(|(k, _)| k == "X-Amz-Credential")
-        .map(|(_, v)| v.into_owned())?;
+    let cred = form_value(uri.query()?.as_bytes(), "X-Amz-Credential")?;
     let mut parts = cred.split('/');
     let (_key, _date, region, service) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     Some((region.to_owned(), service.to_owned()))
@@ -576,9 +568,7 @@ fn form_action(headers: &HeaderMap, body: &[u8]) -> Option<String> {
     if !ct.starts_with("application/x-www-form-urlencoded") {
         return None;
     }
-    form_urlencoded::parse(body)
-        .find(|(k, _)| k == "Action")
-        .map(|(_, v)| v.into_owned())
+    form_value(body, "Action")
 }
 
 struct StackSeen {

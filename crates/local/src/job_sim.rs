@@ -159,14 +159,7 @@ impl Jobs {
     pub fn queue(&self, req: &CustomJobRequest) -> String {
         let mut r = self.0.lock().expect("jobs lock");
         let id = job_id(r.custom.len() + 1);
-        let inputs: Vec<Value> = req
-            .input
-            .iter()
-            .map(|i| {
-                json!({"name": "SourceArtifact", "revision": req.revision,
-                       "location": {"type": "S3", "s3Location": {"bucketName": i.bucket, "objectKey": i.key}}})
-            })
-            .collect();
+        let inputs = input_artifacts(req.input.as_ref(), req.revision.as_deref());
         let data = json!({
             "actionTypeId": req.action_type,
             "actionConfiguration": {"configuration": req.configuration},
@@ -640,16 +633,21 @@ fn job_id(n: usize) -> String {
     format!("{}-{}-4{}-8{}-{:012x}", &h[..8], &h[8..12], &h[13..16], &h[17..20], n)
 }
 
-/// The job event CodePipeline sends (credentials are the local stack's).
-pub fn job_event(id: &str, action: &Action, token: Option<&str>) -> Value {
-    let inputs: Vec<Value> = action
-        .input
+/// A job's input artifacts as CodePipeline lists them: the source
+/// artifact in S3, with its revision.
+fn input_artifacts(input: Option<&S3Object>, revision: Option<&str>) -> Vec<Value> {
+    input
         .iter()
         .map(|i| {
-            json!({"name": "SourceArtifact", "revision": action.revision,
+            json!({"name": "SourceArtifact", "revision": revision,
                    "location": {"type": "S3", "s3Location": {"bucketName": i.bucket, "objectKey": i.key}}})
         })
-        .collect();
+        .collect()
+}
+
+/// The job event CodePipeline sends (credentials are the local stack's).
+pub fn job_event(id: &str, action: &Action, token: Option<&str>) -> Value {
+    let inputs = input_artifacts(action.input.as_ref(), action.revision.as_deref());
     let mut data = json!({
         "actionConfiguration": {"configuration": {"FunctionName": action.function, "UserParameters": action.user_parameters}},
         "inputArtifacts": inputs,
