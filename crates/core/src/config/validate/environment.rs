@@ -3,6 +3,10 @@
 
 use super::*;
 
+pattern!(env_name_re, r"^[0-9a-zA-Z]+$");
+pattern!(role_arn_re, r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$");
+pattern!(instance_type_re, r"^[a-z][a-z0-9-]*\.[a-z0-9]+$");
+
 pub(super) fn check_environment(c: &mut Checker<'_>, env: &Node, path: &str) -> Option<Environment> {
     let entries = c.mapping(env, path, "an environment")?;
     c.keys(entries, path, ENV_KEYS, false);

@@ -2,6 +2,8 @@
 
 use super::*;
 
+pattern!(hook_name_re, r"^[a-z][a-z0-9_]{0,63}$");
+
 /// The longest hook command: a script belongs in the repository.
 pub(super) const MAX_HOOK_COMMAND: usize = 4096;
 

@@ -15,18 +15,6 @@ use super::*;
 use crate::regions;
 use crate::yaml::{Node, Value};
 
-mod checker;
-mod environment;
-mod hooks;
-mod region;
-mod secrets;
-
-use checker::*;
-use environment::*;
-use hooks::*;
-use region::*;
-use secrets::*;
-
 /// Keys porter has that this product accepts but does not act on (yet).
 /// Each one present gets exactly one warning.
 const NOT_ACTED_ON: &[(&str, &str)] = &[
@@ -125,24 +113,24 @@ macro_rules! pattern {
     };
 }
 
+// The patterns the sections share; each section declares its own.
 pattern!(service_name_re, r"^[a-zA-Z][-a-zA-Z0-9]*$");
 pattern!(porter_version_re, r"^v\d+\.\d+\.\d+$");
-pattern!(env_name_re, r"^[0-9a-zA-Z]+$");
-pattern!(region_re, r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$");
-pattern!(role_arn_re, r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$");
-pattern!(vpc_re, r"^vpc-[0-9a-f]{8}([0-9a-f]{9})?$");
-pattern!(subnet_re, r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$");
-pattern!(
-    kms_key_arn_re,
-    r"^arn:aws[a-z-]*:kms:[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d:\d{12}:key/(mrk-)?[0-9a-f-]{32,36}$"
-);
-pattern!(bucket_re, r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$");
-pattern!(elb_re, r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?$");
-pattern!(instance_type_re, r"^[a-z][a-z0-9-]*\.[a-z0-9]+$");
 pattern!(variable_re, r"^[A-Za-z_][A-Za-z0-9_]{0,127}$");
-pattern!(hook_name_re, r"^[a-z][a-z0-9_]{0,63}$");
 pattern!(secretsmanager_name_re, r"^[A-Za-z0-9/_+=.@-]{1,512}$");
-pattern!(ssm_name_re, r"^[A-Za-z0-9/_.-]{1,2048}$");
+
+// After `pattern!`, which the sections use.
+mod checker;
+mod environment;
+mod hooks;
+mod region;
+mod secrets;
+
+use checker::*;
+use environment::*;
+use hooks::*;
+use region::*;
+use secrets::*;
 
 pub(super) fn validate(root: &Node, repo_root: &Path) -> (Option<Config>, Vec<Diagnostic>) {
     let mut c = Checker {

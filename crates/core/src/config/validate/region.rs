@@ -3,6 +3,16 @@
 
 use super::*;
 
+pattern!(region_re, r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$");
+pattern!(vpc_re, r"^vpc-[0-9a-f]{8}([0-9a-f]{9})?$");
+pattern!(subnet_re, r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$");
+pattern!(
+    kms_key_arn_re,
+    r"^arn:aws[a-z-]*:kms:[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d:\d{12}:key/(mrk-)?[0-9a-f-]{32,36}$"
+);
+pattern!(bucket_re, r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$");
+pattern!(elb_re, r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?$");
+
 pub(super) struct Inherited<'a> {
     /// The environment's `role_arn` when it is valid.
     pub(super) role_arn: Option<&'a str>,

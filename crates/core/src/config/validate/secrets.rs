@@ -2,6 +2,8 @@
 
 use super::*;
 
+pattern!(ssm_name_re, r"^[A-Za-z0-9/_.-]{1,2048}$");
+
 /// Variables a secret may not set: the boot script exports each secret
 /// before it reads the next and starts the service, so these would change
 /// how the boot itself runs (its PATH, its shell, its AWS credentials).
