@@ -71,6 +71,10 @@ enum Command {
     Abort {
         #[command(flatten)]
         on: ops_cmd::On,
+        /// Keep the stacks the deploy made (to debug them); by default
+        /// they are deleted once every region is put back.
+        #[arg(long)]
+        keep_stacks: bool,
     },
     /// Per region: the release serving, its instances' health, the release
     /// to roll back to; who holds the deploy lease; the last deploys.
@@ -109,7 +113,7 @@ async fn main() -> ExitCode {
         }
         Command::Deploy { on, run } => ops_cmd::deploy(&on, &run).await,
         Command::Rollback { on, to, fast, run } => ops_cmd::rollback(&on, to, fast, &run).await,
-        Command::Abort { on } => ops_cmd::abort(&on).await,
+        Command::Abort { on, keep_stacks } => ops_cmd::abort(&on, keep_stacks).await,
         Command::Status { on } => ops_cmd::status(&on).await,
         Command::History { on, limit } => ops_cmd::history(&on, limit).await,
         Command::Local(cmd) => local_cmd::run(cmd).await,

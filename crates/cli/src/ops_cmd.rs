@@ -120,12 +120,12 @@ async fn read_status(acct: &Account, cfg: &config::Config, environment: &str) ->
 /// the infra's rule on aborted executions invokes the undo, as for a stop
 /// from the console; this waits for it. The local stack has no EventBridge,
 /// so with `--local` the function is invoked as the rule would.
-pub(crate) async fn abort(on: &On) -> Result<ExitCode> {
+pub(crate) async fn abort(on: &On, keep_stacks: bool) -> Result<ExitCode> {
     let environment = &on.environment;
     let (_, cfg) = service(&on.path, environment)?;
     let acct = account(on).await?;
     let started = Instant::now();
-    if !abort_held(on, &acct, &cfg).await? {
+    if !abort_held(on, &acct, &cfg, keep_stacks).await? {
         println!(
             "no deploy of {} in {environment} holds the lease: there is nothing to abort",
             cfg.service_name
@@ -139,7 +139,7 @@ pub(crate) async fn abort(on: &On) -> Result<ExitCode> {
 
 /// Aborts the deploy that holds the environment's lease, if one does
 /// (see [`abort`]); whether there was one.
-async fn abort_held(on: &On, acct: &Account, cfg: &config::Config) -> Result<bool> {
+async fn abort_held(on: &On, acct: &Account, cfg: &config::Config, keep_stacks: bool) -> Result<bool> {
     let environment = &on.environment;
     let ddb = aws_sdk_dynamodb::Client::new(acct.aws.sdk_config());
     let table = &acct.installation.lease_table;
@@ -159,7 +159,7 @@ async fn abort_held(on: &On, acct: &Account, cfg: &config::Config) -> Result<boo
                 "http://127.0.0.1:{}/2015-03-31/functions/promote/invocations",
                 f.host_port
             ))
-            .json(&serde_json::json!({"abort": {"execution": holder.execution}}))
+            .json(&serde_json::json!({"abort": {"execution": holder.execution, "keep_stacks": keep_stacks}}))
             .send()
             .await?;
         let failed = resp.headers().contains_key("X-Amz-Function-Error") || !resp.status().is_success();
@@ -173,11 +173,24 @@ async fn abort_held(on: &On, acct: &Account, cfg: &config::Config) -> Result<boo
         for (region, what) in answer["undone"].as_object().into_iter().flatten() {
             println!("  {region:<10} {}", what.as_str().unwrap_or_default());
         }
+        match &answer["stacks"] {
+            serde_json::Value::Object(each) => {
+                for (region, what) in each {
+                    println!("  {region:<10} stack {}", what.as_str().unwrap_or_default());
+                }
+            }
+            other => println!("  stacks: {}", other.as_str().unwrap_or_default()),
+        }
     } else {
         acct.sfn
             .stop_execution()
             .execution_arn(&holder.execution)
-            .error("Aborted")
+            // The rule's undo reads this: it keeps the stacks when asked.
+            .error(if keep_stacks {
+                porter_core::execution::ABORTED_KEEP_STACKS
+            } else {
+                porter_core::execution::ABORTED
+            })
             .cause("porter abort: the deploy was stopped and what it cut over put back")
             .send()
             .await
@@ -231,7 +244,7 @@ pub(crate) async fn rollback(on: &On, to: Option<String>, fast: bool, run: &Run)
         // A deploy still running (baking a bad release, say) is aborted:
         // the release before it serves again in every region it reached,
         // which is where a rollback would go.
-        if abort_held(on, &acct, &cfg).await? {
+        if abort_held(on, &acct, &cfg, false).await? {
             println!(
                 "rolled back by aborting the running deploy: every region serves what it served before it, {:.1} s after the command",
                 started.elapsed().as_secs_f64()

@@ -16,6 +16,15 @@ use crate::provision::Provisioned;
 use crate::prune::{Pruned, RegionPruned};
 use crate::release::Release;
 
+/// The error an abort stops an execution with: its undo (the promote
+/// function's, on the infra's rule for aborted executions) puts back what
+/// it cut over and deletes the stacks its release made.
+pub const ABORTED: &str = "Aborted";
+
+/// The error `porter abort --keep-stacks` stops an execution with: the
+/// same undo, which keeps the release's stacks (to debug them).
+pub const ABORTED_KEEP_STACKS: &str = "AbortedKeepStacks";
+
 /// State names of the deploy state machine that readers look for.
 pub mod state {
     pub const PACK: &str = "Pack";

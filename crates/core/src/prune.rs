@@ -171,6 +171,41 @@ pub async fn run(aws: &Aws, input: PruneInput) -> PhaseResult<PruneState, Pruned
     })
 }
 
+/// Deletes the stacks a release made, in every region it reached, that do
+/// not serve: what an abort does once its regions are put back. A stack a
+/// load balancer names as promoted or as the rollback target (the release
+/// served before this deploy, say) is kept. CloudFormation deletes them;
+/// this does not wait (a deletion that fails is the next prune's to ask
+/// again). Per region, what became of the release's stack.
+pub async fn delete_release_stacks(aws: &Aws, target: &Target) -> Result<BTreeMap<String, String>, PhaseError> {
+    let dep = Deployment::load(aws, target).await?;
+    let regions = dep.pinned_regions(aws, target).await?;
+    let dep = &dep;
+    each_region(regions, |region| async move {
+        let clients = dep.clients(aws, region, "prune").await?;
+        let name = dep.stack_name();
+        let mut serving = Vec::new();
+        for elb in &region.elbs {
+            let mut tags = crate::balancer::tags(&clients, elb).await?;
+            serving.extend(tags.remove(PROMOTED_TAG));
+            serving.extend(tags.remove(PREVIOUS_TAG));
+        }
+        let stacks = service_stacks(&clients, &dep.release.service, &dep.release.environment).await?;
+        let Some(stack) = stacks.iter().find(|s| s.stack_name == name) else {
+            return Ok(format!("{name}: none was made"));
+        };
+        if serving.contains(&stack.stack_id) || serving.contains(&stack.stack_name) {
+            return Ok(format!("{name}: kept, it serves or is the rollback target"));
+        }
+        if stack.status.starts_with("DELETE_") && stack.status != "DELETE_FAILED" {
+            return Ok(format!("{name}: already being deleted"));
+        }
+        delete(&clients, &region.name, stack).await?;
+        Ok(format!("{name}: deleting"))
+    })
+    .await
+}
+
 /// One step in a region: list the service's stacks, ask for the deletion
 /// of up to [`DELETES_PER_STEP`] more of the old ones (oldest first), and
 /// be done when none is left to ask for and none is still being deleted.

@@ -16,12 +16,15 @@
 //! the execution's deploy lease is given back. Nothing is undone when
 //! another deploy holds the lease by then (the pipeline function gives a
 //! stopped pipeline's lease back at once): that deploy owns the regions.
-//! The release's stacks are left for the next deploy's prune, which
-//! deletes them as old stacks.
+//! Then the stacks the release made are deleted, where none serves
+//! ([`porter_core::prune::delete_release_stacks`]), unless the abort asked
+//! to keep them: `{"abort": {"execution": ARN, "keep_stacks": true}}`, or a
+//! stop whose error is [`execution::ABORTED_KEEP_STACKS`] (`porter abort --keep-stacks` in AWS,
+//! where the rule's event carries nothing but the status), to debug them.
 
 use std::time::Duration;
 
-use porter_core::execution::Progress;
+use porter_core::execution::{self, Progress};
 use porter_core::phase::{PhaseError, Step};
 use porter_core::promote::{self, PromoteInput};
 use porter_core::release::ReleaseRef;
@@ -56,6 +59,7 @@ fn bad(detail: String) -> FunctionError {
 }
 
 pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError> {
+    let asked_to_keep = event["abort"]["keep_stacks"].as_bool().unwrap_or(false);
     let (arn, from_rule) = if is_execution_status(&event) {
         let status = event["detail"]["status"].as_str().unwrap_or_default();
         if !ENDED_UNCAUGHT.contains(&status) {
@@ -96,7 +100,11 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
             ctx.sfn()
                 .stop_execution()
                 .execution_arn(&arn)
-                .error("Aborted")
+                .error(if asked_to_keep {
+                    execution::ABORTED_KEEP_STACKS
+                } else {
+                    execution::ABORTED
+                })
                 .cause("porter abort: the deploy was stopped and what it cut over put back")
                 .send()
                 .await
@@ -160,7 +168,26 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
             }
         }
     }
-    let undone = undo(ctx, &arn, ReleaseRef::Inline(release)).await?;
+    let keep_stacks = asked_to_keep || described.error() == Some(execution::ABORTED_KEEP_STACKS);
+    let target = Target {
+        release: ReleaseRef::Inline(release),
+        region: None,
+        regions: Vec::new(),
+    };
+    let undone = undo(ctx, &arn, &target).await?;
+    // Once every region serves what it served before, never while the
+    // release may still be registered somewhere.
+    // A deletion that cannot be asked for is said, and left to the next
+    // deploy's prune: the lease is given back whatever happens here.
+    let stacks = if keep_stacks {
+        json!("kept, as asked")
+    } else {
+        match porter_core::prune::delete_release_stacks(&ctx.aws, &target).await {
+            Ok(each) => json!(each),
+            Err(e) => json!(format!("not deleted ({e}); the next deploy's prune deletes them")),
+        }
+    };
+    // Given back last: until then no other deploy acts on the environment.
     // The release is known: no second read of the history for it.
     let lease_given = crate::pipeline_stopped::give_back_lease(ctx, &arn, &service, &environment)
         .await?
@@ -174,21 +201,18 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         "status": if stopped { "ABORTED".to_owned() } else { status },
         "undone": undone,
         "lease_given": lease_given,
+        "stacks": stacks,
     }))
 }
 
 /// Drives promote's undo to its end, within [`UNDO_BUDGET`]: per region,
 /// what serves there now.
-async fn undo(ctx: &Context, arn: &str, release: ReleaseRef) -> Result<Value, FunctionError> {
+async fn undo(ctx: &Context, arn: &str, target: &Target) -> Result<Value, FunctionError> {
     let started = tokio::time::Instant::now();
     let mut state = None;
     loop {
         let input = PromoteInput {
-            target: Target {
-                release: release.clone(),
-                region: None,
-                regions: Vec::new(),
-            },
+            target: target.clone(),
             stack_name: None,
             timeout_seconds: None,
             undo: true,
