@@ -446,8 +446,9 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
         expected_env[f].update(job_rules(STACK))
     # promote's abort: executions of this stack's state machine, and their lease.
     expected_env["Promote"].update({"STATE_MACHINE_ARN": sm_arn, "LEASE_TABLE": physical["LeaseTable"]})
-    # The fence: provision reads the lease before it acts.
+    # The fence: provision and prune read the lease before they act.
     expected_env["Provision"]["LEASE_TABLE"] = physical["LeaseTable"]
+    expected_env["Prune"]["LEASE_TABLE"] = physical["LeaseTable"]
     # AllowedExternalReferences left at its default: overlays name nothing outside their stack.
     expected_env["Pack"] = dict(expected_env["Pack"], PORTER_IMAGE_PARAMETER="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
                                 PORTER_ALLOWED_REFERENCES="")
@@ -533,7 +534,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
         # (promote's Step Functions rights, for an abort, are checked below: aborts_deploys)
         own_forbidden = tuple(f for f in forbidden if not (p == "Promote" and f == "states:"))
         check(not any(a.startswith(own_forbidden) for a in actions), f"moto: {role} has no CloudFormation/EC2/ELB/AutoScaling/IAM rights {sorted(actions)}")
-        if p == "Provision":
+        if p in ("Provision", "Prune"):
             # The fence: it reads the lease, nothing more.
             lease_arn = arn("dynamodb", f"table/{physical['LeaseTable']}")
             check({a for a in actions if a.startswith("dynamodb:")} == {"dynamodb:GetItem"}

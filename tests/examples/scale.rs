@@ -328,6 +328,7 @@ async fn main() {
                 PruneInput {
                     target: target(&release),
                     keep: 0,
+                    execution: None,
                     state,
                 },
             )

@@ -23,6 +23,11 @@ pub struct PruneInput {
     /// rollback target (default 0).
     #[serde(default)]
     pub keep: u32,
+    /// The deploy this prune is part of (the state machine passes its
+    /// execution ARN): it deletes nothing once that execution no longer
+    /// holds the deploy lease (the fence, as provision's and promote's).
+    #[serde(default)]
+    pub execution: Option<String>,
     #[serde(default)]
     pub state: Option<PruneState>,
 }
@@ -109,6 +114,10 @@ pub struct Pruned {
 
 pub async fn run(aws: &Aws, input: PruneInput) -> PhaseResult<PruneState, Pruned> {
     let dep = Deployment::load(aws, &input.target).await?;
+    if let Some(execution) = input.execution.as_deref() {
+        aws.check_fence(&dep.release.service, &dep.release.environment, execution)
+            .await?;
+    }
     let regions = dep.pinned_regions(aws, &input.target).await?;
     let previous = input.state.clone().unwrap_or_default();
     if previous.is_empty() {

@@ -140,6 +140,8 @@ async fn prune_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
         prune::PruneInput {
             target,
             keep: job.u32_param("keep")?.unwrap_or(0),
+            // A pipeline action holds no lease: nothing to fence on.
+            execution: None,
             state: typed(state)?,
         },
     )

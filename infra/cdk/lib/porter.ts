@@ -998,10 +998,11 @@ export class Porter extends Construct {
       giveBackLease("GiveBackAbortedLease"),
     ]);
 
-    managedPolicy("ProvisionFunctionPolicy", "porter provision function (the lease fence)", [provisionFunctionRole.ref], [
+    managedPolicy("ProvisionFunctionPolicy", "porter provision and prune functions (the lease fence)", [provisionFunctionRole.ref, pruneFunctionRole.ref], [
       {
-        // The fence: provision acts only while its execution holds the
-        // deploy lease (porter_core::aws::Aws::check_fence); read only.
+        // The fence: provision and prune act only while their execution
+        // holds the deploy lease (porter_core::aws::Aws::check_fence); read
+        // only.
         Sid: "ReadLeaseFence",
         Effect: "Allow",
         Action: "dynamodb:GetItem",
@@ -1071,7 +1072,14 @@ export class Porter extends Construct {
 
     const pruneFunction = lambdaFunction("prune", pruneFunctionRole, pruneLogGroup, {
       Description: "porter prune phase",
-      Environment: { Variables: { ...phaseVariables, ...jobRules } },
+      Environment: {
+        Variables: {
+          ...phaseVariables,
+          // The fence, as provision's.
+          LEASE_TABLE: leaseTable.ref,
+          ...jobRules,
+        },
+      },
     });
 
     const leaseFunction = lambdaFunction("lease", leaseFunctionRole, leaseLogGroup, {

@@ -156,6 +156,7 @@ async fn prune(aws: &Aws, release: &Release, keep: u32) -> Result<Pruned, PhaseE
             PruneInput {
                 target: target(release),
                 keep,
+                execution: None,
                 state,
             },
         )
@@ -390,6 +391,7 @@ async fn prune_deletes_hundreds_of_old_stacks_over_several_steps_with_a_small_st
                 PruneInput {
                     target: target(&r),
                     keep: 2,
+                    execution: None,
                     state,
                 },
             )
