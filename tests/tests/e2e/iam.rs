@@ -15,8 +15,11 @@ async fn as_function(local: &LocalStack, function: &str) -> Aws {
     Aws::unpinned(moto::sdk_config_as(&local.endpoint(), REGION, &access_key(function)).await)
 }
 
+/// A call outside a function's role is refused in the service's own shape
+/// (S3's XML, DynamoDB's JSON, STS's Query), and a deployment session is
+/// held to the deployment role.
 #[tokio::test]
-async fn a_call_outside_a_functions_role_is_refused_in_the_services_own_shape() {
+async fn call_outside_a_role_is_refused_as_aws_does() {
     let local = LocalStack::start(Default::default()).await.unwrap();
     // An administrator's calls are not checked.
     let admin = Aws::unpinned(moto::sdk_config(&local.endpoint(), REGION).await);

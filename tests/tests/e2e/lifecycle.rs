@@ -9,13 +9,12 @@ use porter_core::balancer;
 use porter_core::config::{self, Elb};
 use porter_core::pack::{self, PackInput, Source};
 use porter_core::phase::PhaseError;
-use porter_core::promote::{self, PromoteInput, Promoted};
-use porter_core::provision::{self, ProvisionInput, Provisioned};
-use porter_core::prune::{self, PruneInput, Pruned};
-use porter_core::release::{Release, ReleaseRef};
+use porter_core::promote::{self, Promoted};
+use porter_core::provision::{self, Provisioned};
+use porter_core::prune::{self, Pruned};
+use porter_core::release::Release;
 use porter_core::store;
-use porter_core::target::Target;
-use porter_e2e::{drive, drive_watching, service, Stack};
+use porter_e2e::{drive, drive_watching, promote_input, provision_input, prune_input, service, target, Stack};
 use porter_local::bootstrap;
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/porter-deployment";
@@ -109,58 +108,16 @@ async fn pack_release(aws: &Aws, svc: &Service, content: &str) -> pack::Packed {
     pack::run(aws, &pack_input(svc, BTreeMap::new())).await.unwrap()
 }
 
-fn target(release: &Release) -> Target {
-    Target {
-        release: ReleaseRef::Inline(Box::new(release.clone())),
-        region: None,
-        regions: vec![],
-    }
-}
-
 async fn provision(aws: &Aws, release: &Release) -> Result<Provisioned, PhaseError> {
-    drive(|state| {
-        provision::run(
-            aws,
-            ProvisionInput {
-                target: target(release),
-                execution: Some("test".into()),
-                state,
-            },
-        )
-    })
-    .await
+    drive(|state| provision::run(aws, provision_input(release, Some("test"), state))).await
 }
 
 async fn promote(aws: &Aws, release: &Release, stack_name: Option<String>) -> Result<Promoted, PhaseError> {
-    drive(|state| {
-        promote::run(
-            aws,
-            PromoteInput {
-                target: target(release),
-                stack_name: stack_name.clone(),
-                timeout_seconds: None,
-                undo: false,
-                canary: false,
-                execution: None,
-                state,
-            },
-        )
-    })
-    .await
+    drive(|state| promote::run(aws, promote_input(release, stack_name.clone(), state))).await
 }
 
 async fn prune(aws: &Aws, release: &Release, keep: u32) -> Result<Pruned, PhaseError> {
-    drive(|state| {
-        prune::run(
-            aws,
-            PruneInput {
-                target: target(release),
-                keep,
-                state,
-            },
-        )
-    })
-    .await
+    drive(|state| prune::run(aws, prune_input(release, keep, state))).await
 }
 
 async fn clients(aws: &Aws, region: &str) -> RegionClients {
@@ -359,7 +316,7 @@ async fn every_phase_run_twice_changes_nothing_the_second_time() {
 /// steps, keeps its state small, names a few and counts the rest, and
 /// keeps what `keep` and the rollback ask for.
 #[tokio::test]
-async fn prune_deletes_hundreds_of_old_stacks_over_several_steps_with_a_small_state() {
+async fn prune_spreads_hundreds_of_deletes_over_steps() {
     let stack = Stack::start().await;
     let aws = &stack.aws;
     let svc = bootstrapped(aws, "many", "").await;
@@ -384,16 +341,7 @@ async fn prune_deletes_hundreds_of_old_stacks_over_several_steps_with_a_small_st
 
     let mut steps = 0;
     let pruned = drive_watching(
-        |state| {
-            prune::run(
-                aws,
-                PruneInput {
-                    target: target(&r),
-                    keep: 2,
-                    state,
-                },
-            )
-        },
+        |state| prune::run(aws, prune_input(&r, 2, state)),
         |state| {
             steps += 1;
             let bytes = serde_json::to_vec(&state).unwrap().len();
@@ -437,8 +385,10 @@ async fn futures_view(aws: &Aws, svc: &str) -> Vec<(Vec<String>, Option<String>)
     out
 }
 
+/// A stack that fails to create is reported (StackFailed, naming the stack
+/// and the reason) and nothing is promoted: the release before serves on.
 #[tokio::test]
-async fn a_stack_that_fails_to_create_is_reported_and_nothing_is_promoted() {
+async fn failed_stack_is_reported_and_nothing_promoted() {
     let stack = Stack::start().await;
     let aws = &stack.aws;
     let svc = bootstrapped(aws, "failing", "").await;
@@ -696,8 +646,10 @@ fn denied<T: std::fmt::Debug>(result: Result<T, PhaseError>, needles: &[&str]) -
     m
 }
 
+/// What the repository cannot decide (service, role, regions, load
+/// balancers, a rollback's stack) is checked against the pins.
 #[tokio::test]
-async fn what_the_repository_cannot_decide_is_checked_against_the_pins() {
+async fn pins_decide_what_the_repository_cannot() {
     use porter_core::pins::{self, Pinning};
     let stack = Stack::start().await;
     let svc = bootstrapped(&stack.aws, "pinned", "").await;
@@ -804,14 +756,9 @@ async fn what_the_repository_cannot_decide_is_checked_against_the_pins() {
     west_only.region = Some("us-west-2".into());
     let e = promote::run(
         &aws,
-        PromoteInput {
+        promote::PromoteInput {
             target: west_only,
-            stack_name: Some("other-staging-0123456789ab".into()),
-            timeout_seconds: None,
-            undo: false,
-            canary: false,
-            execution: None,
-            state: None,
+            ..promote_input(&r1, Some("other-staging-0123456789ab".into()), None)
         },
     )
     .await;

@@ -117,8 +117,10 @@ async fn branch_of(ctx: &Context, name: &str) -> Option<String> {
         .find_map(|a| a.configuration().and_then(|c| c.get("BranchName").cloned()))
 }
 
+/// Branch events create, start and delete branch pipelines (which deploy
+/// only where the infra allows), and the weekly schedule starts builds.
 #[tokio::test]
-async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule_starts_builds() {
+async fn branch_events_drive_branch_pipelines() {
     let stack = porter_e2e::Stack::start().await;
     let mut ctx = Context::new(stack.aws.clone());
     ctx.trigger = trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello").unwrap();
@@ -208,8 +210,10 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
     stack.moto.stop().await;
 }
 
+/// CodeCommit repository triggers drive the same branch pipelines as
+/// EventBridge's events.
 #[tokio::test]
-async fn codecommit_repository_triggers_drive_the_same_branch_pipelines() {
+async fn repository_triggers_drive_branch_pipelines() {
     let stack = porter_e2e::Stack::start().await;
     let mut ctx = Context::new(stack.aws.clone());
     let mut settings = trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello").unwrap();
