@@ -157,14 +157,12 @@ async fn dockerfile_hook_fails_when_docker_is_required() {
         variables: Default::default(),
         release: None,
     };
-    let skipped = hooks::run(
-        &stack.aws,
-        &Runner::Processes(Arc::new(Processes { require_docker: false })),
-        &input,
-        None,
-    )
-    .await
-    .unwrap();
+    let run = |require_docker: bool| {
+        let runner = Runner::Processes(Arc::new(Processes { require_docker }));
+        let (aws, input) = (&stack.aws, &input);
+        async move { hooks::run(aws, &runner, input, None).await }
+    };
+    let skipped = run(false).await.unwrap();
     let porter_core::phase::Step::Done { output } = skipped else {
         panic!("done at once")
     };
@@ -172,14 +170,7 @@ async fn dockerfile_hook_fails_when_docker_is_required() {
         output.ran.is_empty() && output.skipped[0].contains("no Docker engine"),
         "{output:?}"
     );
-    let err = hooks::run(
-        &stack.aws,
-        &Runner::Processes(Arc::new(Processes { require_docker: true })),
-        &input,
-        None,
-    )
-    .await
-    .unwrap_err();
+    let err = run(true).await.unwrap_err();
     assert_eq!(err.error_type(), "HookFailed");
     assert!(
         err.to_string()

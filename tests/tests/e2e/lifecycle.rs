@@ -64,6 +64,23 @@ struct Service {
     name: String,
 }
 
+/// A fresh moto, and in it the service `name` bootstrapped (see
+/// [`bootstrapped`]).
+async fn started(name: &str) -> (Stack, Service) {
+    let stack = Stack::start().await;
+    let svc = bootstrapped(&stack.aws, name, "").await;
+    (stack, svc)
+}
+
+/// Release `content` of the service packed, provisioned and promoted:
+/// the release and its stacks.
+async fn deployed(aws: &Aws, svc: &Service, content: &str) -> (Release, Provisioned) {
+    let release = pack_release(aws, svc, content).await.release;
+    let stacks = provision(aws, &release).await.unwrap();
+    promote(aws, &release, None).await.unwrap();
+    (release, stacks)
+}
+
 /// A service with its account bootstrapped and its config naming the VPCs.
 async fn bootstrapped(aws: &Aws, name: &str, extra: &str) -> Service {
     let dir = tempfile::tempdir().unwrap();
@@ -188,9 +205,8 @@ fn ids(p: &Provisioned) -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn two_releases_cut_over_roll_back_and_prune() {
-    let stack = Stack::start().await;
+    let (stack, svc) = started("hello").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "hello", "").await;
     // A neighbour in the same account: prune must never touch its stacks.
     let other = bootstrapped(aws, "neighbour", "").await;
     let other_release = pack_release(aws, &other, "neighbour 1").await.release;
@@ -240,9 +256,7 @@ async fn two_releases_cut_over_roll_back_and_prune() {
 
     // Release 3 replaces release 2: release 2 becomes the rollback target
     // and release 1 goes.
-    let r3 = pack_release(aws, &svc, "release 3").await.release;
-    let p3 = provision(aws, &r3).await.unwrap();
-    promote(aws, &r3, None).await.unwrap();
+    let (r3, p3) = deployed(aws, &svc, "release 3").await;
     let pruned = prune(aws, &r3, 0).await.unwrap();
     for region in REGIONS {
         let p = &pruned.regions[region];
@@ -266,9 +280,8 @@ async fn two_releases_cut_over_roll_back_and_prune() {
 
 #[tokio::test]
 async fn every_phase_run_twice_changes_nothing_the_second_time() {
-    let stack = Stack::start().await;
+    let (stack, svc) = started("twice").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "twice", "").await;
 
     let first = pack_release(aws, &svc, "v1").await;
     assert_eq!(first.uploaded.len(), 4, "payload, manifest, config, record");
@@ -317,12 +330,9 @@ async fn every_phase_run_twice_changes_nothing_the_second_time() {
 /// keeps what `keep` and the rollback ask for.
 #[tokio::test]
 async fn prune_spreads_hundreds_of_deletes_over_steps() {
-    let stack = Stack::start().await;
+    let (stack, svc) = started("many").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "many", "").await;
-    let r = pack_release(aws, &svc, "v1").await.release;
-    provision(aws, &r).await.unwrap();
-    promote(aws, &r, None).await.unwrap();
+    let (r, _) = deployed(aws, &svc, "v1").await;
 
     let old = prune::DELETES_PER_STEP + 30;
     let region = REGIONS[0];
@@ -389,12 +399,9 @@ async fn futures_view(aws: &Aws, svc: &str) -> Vec<(Vec<String>, Option<String>)
 /// and the reason) and nothing is promoted: the release before serves on.
 #[tokio::test]
 async fn failed_stack_is_reported_and_nothing_promoted() {
-    let stack = Stack::start().await;
+    let (stack, svc) = started("failing").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "failing", "").await;
-    let r1 = pack_release(aws, &svc, "good").await.release;
-    let p1 = provision(aws, &r1).await.unwrap();
-    promote(aws, &r1, None).await.unwrap();
+    let (_, p1) = deployed(aws, &svc, "good").await;
 
     // Release 2 brings a stack definition with a rule from a security
     // group that does not exist: CloudFormation refuses the stack.
@@ -420,9 +427,8 @@ async fn failed_stack_is_reported_and_nothing_promoted() {
 
 #[tokio::test]
 async fn a_blackout_window_refuses_every_phase() {
-    let stack = Stack::start().await;
+    let (stack, svc) = started("quiet").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "quiet", "").await;
 
     let text = std::fs::read_to_string(svc.root.join(".porter/config")).unwrap();
     std::fs::write(
@@ -473,9 +479,8 @@ async fn a_blackout_window_refuses_every_phase() {
 /// made, naming the object and what changed.
 #[tokio::test]
 async fn a_release_changed_after_pack_is_refused() {
-    let stack = Stack::start().await;
+    let (stack, svc) = started("integrity").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "integrity", "").await;
     let r1 = pack_release(aws, &svc, "release 1").await.release;
     let s3 = aws.s3();
 
@@ -557,9 +562,8 @@ async fn a_release_changed_after_pack_is_refused() {
 /// expand; the process environment does not.
 #[tokio::test]
 async fn the_same_code_with_another_config_is_another_release() {
-    let stack = Stack::start().await;
+    let (stack, svc) = started("configs").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "configs", "").await;
     let text = std::fs::read_to_string(svc.root.join(".porter/config")).unwrap();
     std::fs::write(
         svc.root.join(".porter/config"),
@@ -594,12 +598,9 @@ async fn the_same_code_with_another_config_is_another_release() {
 
 #[tokio::test]
 async fn an_instance_auto_scaling_replaces_in_a_promoted_stack_serves() {
-    let stack = Stack::start().await;
+    let (stack, svc) = started("replaced").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "replaced", "").await;
-    let r1 = pack_release(aws, &svc, "release 1").await.release;
-    let p1 = provision(aws, &r1).await.unwrap();
-    promote(aws, &r1, None).await.unwrap();
+    let (_, p1) = deployed(aws, &svc, "release 1").await;
 
     let region = "us-west-2";
     let c = clients(aws, region).await;
@@ -662,9 +663,7 @@ async fn pins_decide_what_the_repository_cannot() {
     let aws = pinned("pinned");
 
     // What bootstrap pinned and tagged deploys.
-    let r1 = pack_release(&aws, &svc, "release 1").await.release;
-    provision(&aws, &r1).await.unwrap();
-    promote(&aws, &r1, None).await.unwrap();
+    let (r1, _) = deployed(&aws, &svc, "release 1").await;
 
     // Another service's name in the config.
     let e = pack::run(&pinned("someone-else"), &pack_input(&svc, BTreeMap::new())).await;

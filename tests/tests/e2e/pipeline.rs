@@ -426,38 +426,33 @@ async fn the_job_api_holds_functions_to_codepipeline_rules() {
                 .as_u16()
         }
     };
-    assert_eq!(
-        call(
+    for (target, body, status) in [
+        // A continuation token longer than CodePipeline's 2048 characters.
+        (
             "PutJobSuccessResult",
-            json!({"jobId": "j1", "continuationToken": "x".repeat(2049)})
-        )
-        .await,
-        400
-    );
-    assert_eq!(
-        call(
+            json!({"jobId": "j1", "continuationToken": "x".repeat(2049)}),
+            400,
+        ),
+        // Output variables and a continuation token at once.
+        (
             "PutJobSuccessResult",
-            json!({"jobId": "j1", "continuationToken": "t", "outputVariables": {"a": "b"}})
-        )
-        .await,
-        400
-    );
-    assert_eq!(
-        call(
+            json!({"jobId": "j1", "continuationToken": "t", "outputVariables": {"a": "b"}}),
+            400,
+        ),
+        // A failure without a message.
+        (
             "PutJobFailureResult",
-            json!({"jobId": "j1", "failureDetails": {"type": "JobFailed"}})
-        )
-        .await,
-        400
-    );
-    assert_eq!(
-        call(
+            json!({"jobId": "j1", "failureDetails": {"type": "JobFailed"}}),
+            400,
+        ),
+        (
             "PutJobSuccessResult",
-            json!({"jobId": "j1", "outputVariables": {"a": "b"}})
-        )
-        .await,
-        200
-    );
+            json!({"jobId": "j1", "outputVariables": {"a": "b"}}),
+            200,
+        ),
+    ] {
+        assert_eq!(call(target, body.clone()).await, status, "{target} {body}");
+    }
     assert!(local.jobs.results("j1").len() == 1);
     local.stop().await;
 }

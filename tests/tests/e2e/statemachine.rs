@@ -293,20 +293,24 @@ async fn lease_refused_while_held_taken_when_ended() {
     local.stop().await;
 }
 
+/// The executions of the deploy state machine that are running.
+async fn running_deploys(
+    sfn: &aws_sdk_sfn::Client,
+) -> Result<Vec<aws_sdk_sfn::types::ExecutionListItem>, impl std::fmt::Debug> {
+    sfn.list_executions()
+        .state_machine_arn(deploy::state_machine_arn())
+        .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
+        .send()
+        .await
+        .map(|out| out.executions().to_vec())
+}
+
 /// Returns once a deploy execution has entered `WaitForLease`: on a busy
 /// machine a deploy takes seconds to get there, and the holder must not
 /// end before it does.
 async fn waits_for_the_lease(sfn: &aws_sdk_sfn::Client) {
     for _ in 0..600 {
-        let running = sfn
-            .list_executions()
-            .state_machine_arn(deploy::state_machine_arn())
-            .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
-            .send()
-            .await
-            .map(|out| out.executions().to_vec())
-            .unwrap_or_default();
-        for execution in running {
+        for execution in running_deploys(sfn).await.unwrap_or_default() {
             if entered(&history(sfn, execution.execution_arn()).await, "WaitForLease") {
                 return;
             }
@@ -397,18 +401,27 @@ async fn error_alarm(local: &LocalStack, name: &str) {
     }
 }
 
+/// Waits until the running deploy of `service` has entered its `n`th
+/// bake, then fires its alarm `{service}-errors` in `region`: the
+/// deploy's execution.
+async fn alarm_in_bake(local: &LocalStack, service: &str, n: usize, region: &str) -> String {
+    let arn = in_bake(local, service, n).await;
+    set_alarm(
+        local,
+        region,
+        &format!("{service}-errors"),
+        StateValue::Alarm,
+        "errors above threshold",
+    )
+    .await;
+    arn
+}
+
 /// Waits until the running deploy of `service` has entered its `n`th bake.
 async fn in_bake(local: &LocalStack, service: &str, n: usize) -> String {
     let sfn = aws_sdk_sfn::Client::new(&sdk(local).await);
     for _ in 0..400 {
-        let running = sfn
-            .list_executions()
-            .state_machine_arn(deploy::state_machine_arn())
-            .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
-            .send()
-            .await
-            .unwrap();
-        for e in running.executions() {
+        for e in running_deploys(&sfn).await.unwrap() {
             if !e.name().starts_with(&format!("{service}-staging-")) {
                 continue;
             }
@@ -446,18 +459,8 @@ async fn alarm_in_bake_rolls_every_region_back() {
     // Release 2: the second wave's alarm fires during its bake, after
     // us-west-2 was cut over in the first.
     std::fs::write(svc.join("index.html"), "release 2").unwrap();
-    let fire = async {
-        in_bake(&local, "smroll", 2).await;
-        set_alarm(
-            &local,
-            "us-east-1",
-            "smroll-errors",
-            StateValue::Alarm,
-            "errors above threshold",
-        )
-        .await;
-    };
-    let (r2, ()) = tokio::join!(deploy(&local, &svc), fire);
+    let fire = alarm_in_bake(&local, "smroll", 2, "us-east-1");
+    let (r2, _) = tokio::join!(deploy(&local, &svc), fire);
     let (error, cause, _) = failed(r2);
     assert_eq!(error, "GateFailed", "{cause}");
     assert!(
@@ -587,18 +590,8 @@ async fn canaries_serve_and_a_failing_one_rolls_back() {
             ..Default::default()
         },
     );
-    let fire = async {
-        in_bake(&local, "smcan", 1).await;
-        set_alarm(
-            &local,
-            "us-west-2",
-            "smcan-errors",
-            StateValue::Alarm,
-            "errors above threshold",
-        )
-        .await;
-    };
-    let (failed, ()) = tokio::join!(run(&local, &opts), fire);
+    let fire = alarm_in_bake(&local, "smcan", 1, "us-west-2");
+    let (failed, _) = tokio::join!(run(&local, &opts), fire);
     assert_eq!(
         failed.error.as_ref().map(|e| e.0.as_str()),
         Some("GateFailed"),
@@ -627,18 +620,7 @@ async fn long_bake_is_read_each_minute() {
             ..Default::default()
         },
     );
-    let fire = async {
-        let arn = in_bake(&local, "smlong", 1).await;
-        set_alarm(
-            &local,
-            "us-east-1",
-            "smlong-errors",
-            StateValue::Alarm,
-            "errors above threshold",
-        )
-        .await;
-        arn
-    };
+    let fire = alarm_in_bake(&local, "smlong", 1, "us-east-1");
     let (r2, arn) = tokio::join!(run(&local, &opts), fire);
     let (error, cause) = r2.error.clone().unwrap();
     assert!(

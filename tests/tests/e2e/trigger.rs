@@ -15,6 +15,21 @@ fn event(name: &str) -> Value {
 }
 
 /// The main branch's pipeline, as infra/template.yaml declares it (in short).
+/// The trigger's settings for service `hello`, whose main pipeline is
+/// `hello`, with `feature/` branches getting pipelines of their own.
+fn settings() -> trigger::Settings {
+    trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello").unwrap()
+}
+
+/// A context whose trigger has `settings`, with the main pipeline made,
+/// and the name of the branch pipeline of `feature/new-login`.
+async fn triggering(aws: &porter_core::aws::Aws, settings: trigger::Settings) -> (Context, String) {
+    let mut ctx = Context::new(aws.clone());
+    ctx.trigger = settings;
+    main_pipeline(&ctx, aws).await;
+    (ctx, trigger::branch_pipeline("hello", "feature/new-login"))
+}
+
 async fn main_pipeline(ctx: &Context, aws: &porter_core::aws::Aws) {
     let role = json!({"Resources": {"PipelineRole": {"Type": "AWS::IAM::Role", "Properties": {
         "RoleName": "porter-pipeline",
@@ -122,10 +137,7 @@ async fn branch_of(ctx: &Context, name: &str) -> Option<String> {
 #[tokio::test]
 async fn branch_events_drive_branch_pipelines() {
     let stack = porter_e2e::Stack::start().await;
-    let mut ctx = Context::new(stack.aws.clone());
-    ctx.trigger = trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello").unwrap();
-    main_pipeline(&ctx, &stack.aws).await;
-    let pipeline = trigger::branch_pipeline("hello", "feature/new-login");
+    let (ctx, pipeline) = triggering(&stack.aws, settings()).await;
 
     let created = handle(&ctx, Function::Trigger, event("codecommit-created.json"))
         .await
@@ -180,9 +192,7 @@ async fn branch_events_drive_branch_pipelines() {
     // The infra may let branches deploy to named environments: never to
     // one that the main pipeline deploys after its approval.
     let mut allowing = ctx.clone();
-    allowing.trigger = trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello")
-        .unwrap()
-        .with_branch_environments("staging, production");
+    allowing.trigger = settings().with_branch_environments("staging, production");
     handle(&allowing, Function::Trigger, event("codecommit-created.json"))
         .await
         .unwrap();
@@ -215,13 +225,10 @@ async fn branch_events_drive_branch_pipelines() {
 #[tokio::test]
 async fn repository_triggers_drive_branch_pipelines() {
     let stack = porter_e2e::Stack::start().await;
-    let mut ctx = Context::new(stack.aws.clone());
-    let mut settings = trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello").unwrap();
+    let mut settings = settings();
     settings.repository = Some("hello-service".into());
     settings.main_branch = Some("main".into());
-    ctx.trigger = settings;
-    main_pipeline(&ctx, &stack.aws).await;
-    let pipeline = trigger::branch_pipeline("hello", "feature/new-login");
+    let (ctx, pipeline) = triggering(&stack.aws, settings).await;
 
     // A push that created a branch: its pipeline, as from EventBridge.
     let created = handle(&ctx, Function::Trigger, event("codecommit-trigger-push.json"))
