@@ -18,12 +18,11 @@ use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use porter_core::aws::{Aws, Roots};
 use porter_core::pack::{self, PackInput, Source};
-use porter_core::promote::{self, PromoteInput};
-use porter_core::provision::{self, ProvisionInput};
-use porter_core::prune::{self, PruneInput};
-use porter_core::release::{Release, ReleaseRef};
-use porter_core::target::Target;
-use porter_e2e::{drive, drive_watching, service, Stack};
+use porter_core::promote;
+use porter_core::provision;
+use porter_core::prune;
+use porter_core::release::Release;
+use porter_e2e::{drive, drive_watching, promote_input, provision_input, prune_input, service, Stack};
 use porter_local::bootstrap;
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/porter-deployment";
@@ -131,14 +130,6 @@ fn config(instances: usize, vpc: Option<&bootstrap::Bootstrapped>) -> String {
     )
 }
 
-fn target(release: &Release) -> Target {
-    Target {
-        release: ReleaseRef::Inline(Box::new(release.clone())),
-        region: None,
-        regions: vec![],
-    }
-}
-
 /// What one phase cost.
 #[derive(Default)]
 struct Figures {
@@ -179,18 +170,9 @@ impl Figures {
 }
 
 async fn provisioned(aws: &Aws, release: &Release) {
-    drive(|state| {
-        provision::run(
-            aws,
-            ProvisionInput {
-                target: target(release),
-                execution: None,
-                state,
-            },
-        )
-    })
-    .await
-    .expect("provision");
+    drive(|state| provision::run(aws, provision_input(release, None, state)))
+        .await
+        .expect("provision");
 }
 
 /// Promotes `release`, counting its calls.
@@ -199,20 +181,7 @@ async fn promoted(aws: &Aws, calls: &Calls, release: &Release, title: &str) -> F
     let mut figures = Figures::default();
     let started = Instant::now();
     let promoted = drive_watching(
-        |state| {
-            promote::run(
-                aws,
-                PromoteInput {
-                    target: target(release),
-                    stack_name: None,
-                    timeout_seconds: None,
-                    undo: false,
-                    canary: false,
-                    execution: None,
-                    state,
-                },
-            )
-        },
+        |state| promote::run(aws, promote_input(release, None, state)),
         |state| figures.invocation(calls, state),
     )
     .await
@@ -322,17 +291,7 @@ async fn main() {
     let mut prune_figures = Figures::default();
     let started = Instant::now();
     let pruned = drive_watching(
-        |state| {
-            prune::run(
-                aws,
-                PruneInput {
-                    target: target(&release),
-                    keep: 0,
-                    execution: None,
-                    state,
-                },
-            )
-        },
+        |state| prune::run(aws, prune_input(&release, 0, state)),
         |state| prune_figures.invocation(&calls, state),
     )
     .await

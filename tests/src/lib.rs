@@ -6,6 +6,12 @@ use std::path::{Path, PathBuf};
 
 use porter_core::aws::Aws;
 use porter_core::phase::{PhaseError, PhaseResult, Step};
+use porter_core::promote::{PromoteInput, PromoteState};
+use porter_core::provision::{ProvisionInput, ProvisionState};
+use porter_core::prune::{PruneInput, PruneState};
+use porter_core::release::{Release, ReleaseRef};
+use porter_core::target::Target;
+use porter_local::deploy::Outcome;
 use porter_local::moto::{self, Moto};
 
 /// A fresh moto with clients pointed at it.
@@ -74,6 +80,129 @@ pub fn service(dir: &Path, config: &str, content: &str) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// The phases' target for `release`: every region it names.
+pub fn target(release: &Release) -> Target {
+    Target {
+        release: ReleaseRef::Inline(Box::new(release.clone())),
+        region: None,
+        regions: vec![],
+    }
+}
+
+/// Provision's input for `release`, as deploy `execution`'s.
+pub fn provision_input(release: &Release, execution: Option<&str>, state: Option<ProvisionState>) -> ProvisionInput {
+    ProvisionInput {
+        target: target(release),
+        execution: execution.map(str::to_owned),
+        state,
+    }
+}
+
+/// Promote's input for `release` as a deploy's plain cutover (no canary,
+/// no undo, no execution), or the rollback to `stack_name`.
+pub fn promote_input(release: &Release, stack_name: Option<String>, state: Option<PromoteState>) -> PromoteInput {
+    PromoteInput {
+        target: target(release),
+        stack_name,
+        timeout_seconds: None,
+        undo: false,
+        canary: false,
+        execution: None,
+        state,
+    }
+}
+
+/// Prune's input for `release`, keeping `keep` old stacks.
+pub fn prune_input(release: &Release, keep: u32, state: Option<PruneState>) -> PruneInput {
+    PruneInput {
+        target: target(release),
+        keep,
+        execution: None,
+        state,
+    }
+}
+
+/// Starts a local stack with `options` and copies the example into a
+/// folder of its own as service `name`: the stack, the folder (kept while
+/// the test runs) and the service's path.
+pub async fn started(
+    options: porter_local::stack::Options,
+    name: &str,
+) -> (porter_local::stack::LocalStack, tempfile::TempDir, PathBuf) {
+    let local = porter_local::stack::LocalStack::start(options).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = example(dir.path(), name);
+    (local, dir, svc)
+}
+
+/// Copies the `examples/hello-service` folder to `dir/name` as a service
+/// of that name, so that each test deploys its own and nothing is shared.
+pub fn example(dir: &Path, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-service");
+    let dest = dir.join(name);
+    copy_dir(&src, &dest);
+    let cfg = std::fs::read_to_string(dest.join(".porter/config")).unwrap();
+    std::fs::write(
+        dest.join(".porter/config"),
+        cfg.replace("service_name: hello", &format!("service_name: {name}"))
+            .replace("hello-", &format!("{name}-")),
+    )
+    .unwrap();
+    dest
+}
+
+/// Copies the folder `src` to `dest`, recursively.
+pub fn copy_dir(src: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dest.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+/// Replaces `from` (which must be there) with `to` in the service's
+/// `.porter/config`.
+pub fn edit_config(svc: &Path, from: &str, to: &str) {
+    let path = svc.join(".porter/config");
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    assert!(cfg.contains(from), "the config has no {from:?}");
+    std::fs::write(&path, cfg.replace(from, to)).unwrap();
+}
+
+/// Adds `text` at the end of the service's `.porter/config`, after a
+/// blank line.
+pub fn append_config(svc: &Path, text: &str) {
+    let path = svc.join(".porter/config");
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{cfg}\n{text}")).unwrap();
+}
+
+/// The example's page, from its first release's to `release`'s.
+pub fn page_of(svc: &Path, release: &str) {
+    let html = std::fs::read_to_string(svc.join("index.html")).unwrap();
+    std::fs::write(svc.join("index.html"), html.replace("release 1", release)).unwrap();
+}
+
+/// The outcome of a deploy that must have succeeded (else its error and
+/// log are the panic's message).
+pub fn succeeded((outcome, log): (Outcome, String)) -> Outcome {
+    assert!(outcome.succeeded, "{:?}\n{log}", outcome.error);
+    outcome
+}
+
+/// The error name and cause of a deploy that must have failed, and what
+/// it printed.
+pub fn failed((outcome, log): (Outcome, String)) -> (String, String, String) {
+    assert!(!outcome.succeeded, "{log}");
+    let (error, cause) = outcome.error.expect("a failed deploy names its error");
+    (error, cause, log)
+}
+
 /// A plain HTTP client for the local stack's own endpoints.
 pub fn http() -> reqwest::Client {
     reqwest::Client::new()
@@ -124,10 +253,7 @@ pub async fn put_secret(endpoint: &str, region: &str, name: &str, value: &str) {
 /// Deploys the service folder at `path` to its `staging` environment on
 /// the local stack, through the shipped state machine: the outcome and
 /// what the deploy printed.
-pub async fn deploy_staging(
-    local: &porter_local::stack::LocalStack,
-    path: &Path,
-) -> (porter_local::deploy::Outcome, String) {
+pub async fn deploy_staging(local: &porter_local::stack::LocalStack, path: &Path) -> (Outcome, String) {
     let opts = porter_local::deploy::Options {
         path: path.to_path_buf(),
         environment: "staging".into(),

@@ -24,31 +24,25 @@ fn porter(cwd: &Path, env: &[(&str, String)], args: &[&str]) -> (bool, String) {
     (status.success(), text)
 }
 
+/// The example service copied to `dir/name` and renamed `name`.
 fn example(dir: &Path, name: &str) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service");
     let dest = dir.join(name);
-    copy_dir(&src, &dest);
-    let cfg = std::fs::read_to_string(dest.join(".porter/config")).unwrap();
-    std::fs::write(
-        dest.join(".porter/config"),
-        cfg.replace("service_name: hello", &format!("service_name: {name}"))
-            .replace("hello-", &format!("{name}-")),
-    )
-    .unwrap();
+    // `cp -R` keeps the start scripts executable, as a checkout would.
+    let copied = Command::new("cp")
+        .arg("-R")
+        .arg(&src)
+        .arg(&dest)
+        .status()
+        .expect("cp runs");
+    assert!(copied.success(), "copying {} failed", src.display());
+    let config = dest.join(".porter/config");
+    let renamed = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("service_name: hello", &format!("service_name: {name}"))
+        .replace("hello-", &format!("{name}-"));
+    std::fs::write(&config, renamed).unwrap();
     dest
-}
-
-fn copy_dir(src: &Path, dest: &Path) {
-    std::fs::create_dir_all(dest).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dest.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
 }
 
 fn change(svc: &Path, release: &str) {
@@ -221,8 +215,10 @@ async fn status_rollback_and_history_on_the_local_stack() {
     local.stop().await;
 }
 
+/// `porter deploy` without `--local` finds the installation from its
+/// stack's outputs.
 #[tokio::test(flavor = "multi_thread")]
-async fn deploy_without_local_finds_the_installation_from_its_stack_outputs() {
+async fn deploy_finds_installation_from_stack_outputs() {
     let local = LocalStack::start(Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "acct");

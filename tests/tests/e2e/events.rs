@@ -121,9 +121,9 @@ fn every_sample_event_parses_as_what_its_function_takes() {
 
 /// A hooks step as the state machine hands it over: first, resuming with
 /// the state it left pending, and on the failure path with the whole
-/// execution state.
+/// execution state, from which it reads the failing phase.
 #[test]
-fn a_hooks_step_reads_its_input_its_pending_state_and_a_failures_phase() {
+fn hooks_step_reads_input_state_and_failure() {
     let first = load("hooks-after-pack.json");
     let (input, state) = porter_lambda::hooks_event(first.clone()).unwrap();
     assert_eq!(input.points, ["post_pack", "pre_provision"]);

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+/// The example answers its health check with a 200 and serves its page.
 #[tokio::test]
-async fn the_example_answers_its_health_check_with_200_and_serves_its_page() {
+async fn example_answers_health_check_and_serves_page() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-service");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

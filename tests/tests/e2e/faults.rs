@@ -68,6 +68,29 @@ fn no_retries(b: aws_sdk_sfn::config::Builder) -> aws_sdk_sfn::config::Builder {
     b.retry_config(aws_sdk_sfn::config::retry::RetryConfig::disabled())
 }
 
+/// The pipeline function's error on a first job event when Step Functions
+/// is `sfn` and CodePipeline answers the report with `report`: it must be
+/// `ReportFailed`, so that Lambda retries.
+async fn unreported(sfn: aws_sdk_sfn::Client, report: &Rule) -> porter_lambda::FunctionError {
+    let ctx = context(failing_aws(500, "Unused"), sfn, reporting(report));
+    let err = handle(&ctx, Function::Pipeline, event("codepipeline-job-first.json"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "ReportFailed");
+    err
+}
+
+/// A CodePipeline that answers `report` once, never retried.
+fn reporting(report: &Rule) -> aws_sdk_codepipeline::Client {
+    mock_client!(
+        aws_sdk_codepipeline,
+        RuleMode::Sequential,
+        [report],
+        |b: aws_sdk_codepipeline::config::Builder| b
+            .retry_config(aws_sdk_codepipeline::config::retry::RetryConfig::disabled())
+    )
+}
+
 /// A CodePipeline that accepts one failure whose message holds `needle`.
 fn expect_failure(needle: &'static str) -> Rule {
     mock!(aws_sdk_codepipeline::Client::put_job_failure_result)
@@ -111,8 +134,10 @@ fn start_fails(status: u16, kind: &'static str) -> Rule {
     mock!(aws_sdk_sfn::Client::start_execution).then_http_response(http_error(status, kind))
 }
 
+/// Starting the execution throttled, with a 500 or denied fails the job
+/// with a message that says what to do.
 #[tokio::test]
-async fn starting_the_execution_throttled_500_or_denied_fails_the_job_with_what_to_do() {
+async fn refused_start_fails_the_job_with_what_to_do() {
     for (status, kind, needle) in [
         (400, "ThrottlingException", "retry the stage"),
         (500, "InternalFailure", "retrying may help"),
@@ -170,8 +195,10 @@ async fn a_500_that_succeeds_on_retry_reports_progress() {
     assert_eq!(progress.num_calls(), 1);
 }
 
+/// When CodePipeline will not take the result (throttled, or a 500), the
+/// function errors, so that Lambda retries it.
 #[tokio::test]
-async fn when_codepipeline_will_not_take_the_result_the_function_errors_so_lambda_retries() {
+async fn unreported_result_errors_so_lambda_retries() {
     // Success path: the execution starts, reporting it is throttled.
     let start = mock!(aws_sdk_sfn::Client::start_execution).then_output(|| {
         StartExecutionOutput::builder()
@@ -182,19 +209,7 @@ async fn when_codepipeline_will_not_take_the_result_the_function_errors_so_lambd
     });
     let report = mock!(aws_sdk_codepipeline::Client::put_job_success_result)
         .then_http_response(http_error(400, "ThrottlingException"));
-    let sfn = mock_client!(aws_sdk_sfn, [&start]);
-    let cp = mock_client!(
-        aws_sdk_codepipeline,
-        RuleMode::Sequential,
-        [&report],
-        |b: aws_sdk_codepipeline::config::Builder| b
-            .retry_config(aws_sdk_codepipeline::config::retry::RetryConfig::disabled())
-    );
-    let ctx = context(failing_aws(500, "Unused"), sfn, cp);
-    let err = handle(&ctx, Function::Pipeline, event("codepipeline-job-first.json"))
-        .await
-        .unwrap_err();
-    assert_eq!(err.error_type(), "ReportFailed");
+    let err = unreported(mock_client!(aws_sdk_sfn, [&start]), &report).await;
     assert!(err.to_string().contains("ThrottlingException"), "{err}");
 
     // Failure path: the job failed, and reporting that failed with a 500.
@@ -202,18 +217,7 @@ async fn when_codepipeline_will_not_take_the_result_the_function_errors_so_lambd
     let report = mock!(aws_sdk_codepipeline::Client::put_job_failure_result)
         .then_http_response(http_error(500, "InternalFailure"));
     let sfn = mock_client!(aws_sdk_sfn, RuleMode::Sequential, [&denied], no_retries);
-    let cp = mock_client!(
-        aws_sdk_codepipeline,
-        RuleMode::Sequential,
-        [&report],
-        |b: aws_sdk_codepipeline::config::Builder| b
-            .retry_config(aws_sdk_codepipeline::config::retry::RetryConfig::disabled())
-    );
-    let ctx = context(failing_aws(500, "Unused"), sfn, cp);
-    let err = handle(&ctx, Function::Pipeline, event("codepipeline-job-first.json"))
-        .await
-        .unwrap_err();
-    assert_eq!(err.error_type(), "ReportFailed");
+    unreported(sfn, &report).await;
 }
 
 #[tokio::test]

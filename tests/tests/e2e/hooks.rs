@@ -3,9 +3,9 @@
 //! unprivileged user in a copy of the repository.
 
 use porter_e2e::deploy_staging as deploy;
-use porter_local::stack::LocalStack;
+use porter_e2e::{append_config, edit_config, example, failed, page_of, started, succeeded};
 
-use crate::statemachine::example;
+use crate::support::{assert_lease_free, assert_serving, serving};
 
 /// A folder every user may write to: where the hooks say they ran.
 fn shared_dir() -> tempfile::TempDir {
@@ -33,13 +33,14 @@ fn ran(out: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// Hooks run around each phase as an unprivileged user; a failing one
+/// stops the deploy with the end of its output, and runs no later hook
+/// but the ones asked for on failure.
 #[tokio::test]
-async fn hooks_run_around_each_phase_unprivileged_and_a_failing_one_stops_the_deploy_with_its_output() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
+async fn hooks_run_unprivileged_and_a_failing_one_stops() {
+    let (local, _dir, svc) = started(Default::default(), "hook").await;
     let shared = shared_dir();
     let out = shared.path();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "hook");
     let mut hooks = String::from("hooks:\n");
     for point in porter_core::config::DEPLOY_HOOKS {
         let extra = match *point {
@@ -54,11 +55,10 @@ async fn hooks_run_around_each_phase_unprivileged_and_a_failing_one_stops_the_de
         };
         hooks.push_str(&hook(point, out, &extra));
     }
+    append_config(&svc, &hooks);
     let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
-    std::fs::write(svc.join(".porter/config"), format!("{cfg}\n{hooks}")).unwrap();
 
-    let (first, log) = deploy(&local, &svc).await;
-    assert!(first.succeeded, "{:?}\n{log}", first.error);
+    let first = succeeded(deploy(&local, &svc).await);
     let version = first.release.as_ref().unwrap().version.clone();
     let lines = ran(out);
     let points: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
@@ -76,20 +76,13 @@ async fn hooks_run_around_each_phase_unprivileged_and_a_failing_one_stops_the_de
     // A pre_provision hook that fails: the deploy stops before provision
     // changes anything, naming the hook and the end of its output.
     std::fs::remove_file(out.join("ran")).unwrap();
-    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
-    std::fs::write(
-        svc.join(".porter/config"),
-        cfg.replace(
-            "  pre_provision:\n",
-            "  pre_provision:\n  - command: \"echo 'migrations: the database refused the schema' >&2; exit 3\"\n",
-        ),
-    )
-    .unwrap();
-    let html = std::fs::read_to_string(svc.join("index.html")).unwrap();
-    std::fs::write(svc.join("index.html"), html.replace("release 1", "release 2")).unwrap();
-    let (second, log) = deploy(&local, &svc).await;
-    assert!(!second.succeeded, "{log}");
-    let (error, cause) = second.error.clone().unwrap();
+    edit_config(
+        &svc,
+        "  pre_provision:\n",
+        "  pre_provision:\n  - command: \"echo 'migrations: the database refused the schema' >&2; exit 3\"\n",
+    );
+    page_of(&svc, "release 2");
+    let (error, cause, _) = failed(deploy(&local, &svc).await);
     assert_eq!(error, "HookFailed", "{cause}");
     assert!(
         cause.contains("hook pre_provision[0] failed: exit 3")
@@ -101,8 +94,7 @@ async fn hooks_run_around_each_phase_unprivileged_and_a_failing_one_stops_the_de
         .map(|l| l.split(' ').next().unwrap().to_owned())
         .collect();
     assert_eq!(points, ["pre_pack", "post_pack"], "nothing after the failing hook ran");
-    let cfn =
-        aws_sdk_cloudformation::Client::new(&porter_local::moto::sdk_config(&local.moto.endpoint(), "us-west-2").await);
+    let cfn = aws_sdk_cloudformation::Client::new(&crate::support::sdk_in(&local, "us-west-2").await);
     let stacks: Vec<String> = cfn
         .describe_stacks()
         .send()
@@ -125,27 +117,20 @@ async fn hooks_run_around_each_phase_unprivileged_and_a_failing_one_stops_the_de
     std::fs::write(svc.join(".porter/config"), cfg).unwrap();
     porter_e2e::break_provisioning(&svc, "  instance_type: t3.micro\n");
     std::fs::remove_file(out.join("ran")).unwrap();
-    let (third, log) = deploy(&local, &svc).await;
-    assert!(!third.succeeded, "{log}");
-    assert_eq!(third.error.clone().unwrap().0, "StackFailed");
+    let (error, _, _) = failed(deploy(&local, &svc).await);
+    assert_eq!(error, "StackFailed");
     let lines = ran(out);
     assert!(lines.contains(&"post_provision-after-failure".to_owned()), "{lines:?}");
     assert!(!lines.iter().any(|l| l.starts_with("post_provision ")), "{lines:?}");
 
     // A post_ hook that fails fails the deploy the same way.
-    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
-    std::fs::write(
-        svc.join(".porter/config"),
-        cfg.replace(
-            "  post_pack:\n",
-            "  post_pack:\n  - command: \"echo 'lint: 3 problems'; exit 1\"\n",
-        )
-        .replace("  stack_definition_path: .porter/broken.json\n", ""),
-    )
-    .unwrap();
-    let (fourth, log) = deploy(&local, &svc).await;
-    assert!(!fourth.succeeded, "{log}");
-    let (error, cause) = fourth.error.clone().unwrap();
+    edit_config(
+        &svc,
+        "  post_pack:\n",
+        "  post_pack:\n  - command: \"echo 'lint: 3 problems'; exit 1\"\n",
+    );
+    edit_config(&svc, "  stack_definition_path: .porter/broken.json\n", "");
+    let (error, cause, _) = failed(deploy(&local, &svc).await);
     assert_eq!(error, "HookFailed", "{cause}");
     assert!(
         cause.contains("hook post_pack[0] failed: exit 1; its output ends: lint: 3 problems"),
@@ -156,19 +141,14 @@ async fn hooks_run_around_each_phase_unprivileged_and_a_failing_one_stops_the_de
 
 /// Asked to, the local stack fails a Docker hook instead of skipping it.
 #[tokio::test]
-async fn a_dockerfile_hook_fails_on_the_local_stack_when_docker_is_required() {
+async fn dockerfile_hook_fails_when_docker_is_required() {
     use porter_core::hooks::{self, HooksInput, Runner};
     use porter_local::hook_runner::Processes;
     use std::sync::Arc;
     let stack = porter_e2e::Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "dock");
-    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
-    std::fs::write(
-        svc.join(".porter/config"),
-        format!("{cfg}\nhooks:\n  pre_pack:\n  - dockerfile: hooks/Dockerfile\n"),
-    )
-    .unwrap();
+    append_config(&svc, "hooks:\n  pre_pack:\n  - dockerfile: hooks/Dockerfile\n");
     let input = HooksInput {
         points: vec!["pre_pack".into()],
         failed: false,
@@ -177,14 +157,12 @@ async fn a_dockerfile_hook_fails_on_the_local_stack_when_docker_is_required() {
         variables: Default::default(),
         release: None,
     };
-    let skipped = hooks::run(
-        &stack.aws,
-        &Runner::Processes(Arc::new(Processes { require_docker: false })),
-        &input,
-        None,
-    )
-    .await
-    .unwrap();
+    let run = |require_docker: bool| {
+        let runner = Runner::Processes(Arc::new(Processes { require_docker }));
+        let (aws, input) = (&stack.aws, &input);
+        async move { hooks::run(aws, &runner, input, None).await }
+    };
+    let skipped = run(false).await.unwrap();
     let porter_core::phase::Step::Done { output } = skipped else {
         panic!("done at once")
     };
@@ -192,14 +170,7 @@ async fn a_dockerfile_hook_fails_on_the_local_stack_when_docker_is_required() {
         output.ran.is_empty() && output.skipped[0].contains("no Docker engine"),
         "{output:?}"
     );
-    let err = hooks::run(
-        &stack.aws,
-        &Runner::Processes(Arc::new(Processes { require_docker: true })),
-        &input,
-        None,
-    )
-    .await
-    .unwrap_err();
+    let err = run(true).await.unwrap_err();
     assert_eq!(err.error_type(), "HookFailed");
     assert!(
         err.to_string()
@@ -213,8 +184,7 @@ async fn a_dockerfile_hook_fails_on_the_local_stack_when_docker_is_required() {
 async fn source_in_s3(aws: &porter_core::aws::Aws, hooks: &str) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
     let svc = example(dir.path(), "cbh");
-    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
-    std::fs::write(svc.join(".porter/config"), format!("{cfg}\n{hooks}")).unwrap();
+    append_config(&svc, hooks);
     let zip = porter_core::pack::zip_folder(&svc).unwrap();
     let s3 = aws.s3();
     s3.create_bucket().bucket("cbh-artifacts").send().await.unwrap();
@@ -234,7 +204,7 @@ async fn source_in_s3(aws: &porter_core::aws::Aws, hooks: &str) -> (String, Stri
 /// runs no buildspec and reports every build SUCCEEDED: what a build runs
 /// is checked on its buildspec, and a failed build with a mock below.)
 #[tokio::test]
-async fn in_aws_each_hook_is_a_build_of_the_hooks_project_and_groups_run_one_after_the_other() {
+async fn in_aws_each_hook_is_a_codebuild_build() {
     use aws_sdk_codebuild::types::{
         ArtifactsType, ComputeType, EnvironmentType, ProjectArtifacts, ProjectEnvironment, ProjectSource, SourceType,
     };
@@ -370,36 +340,28 @@ async fn a_failed_build_fails_the_hook_with_codebuilds_reason() {
 /// alarm gate, and the lease is free.
 #[tokio::test]
 async fn a_failing_post_promote_hook_puts_every_region_back() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "smoke");
-    let (first, log) = deploy(&local, &svc).await;
-    assert!(first.succeeded, "{:?}\n{log}", first.error);
-    let before = crate::statemachine::serving(&local, "smoke").await;
+    let (local, _dir, svc) = started(Default::default(), "smoke").await;
+    succeeded(deploy(&local, &svc).await);
+    let before = serving(&local, "smoke").await;
 
-    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
-    std::fs::write(
-        svc.join(".porter/config"),
-        format!("{cfg}\nhooks:\n  post_promote:\n  - command: \"echo 'smoke: /health answered 503'; exit 1\"\n"),
-    )
-    .unwrap();
+    append_config(
+        &svc,
+        "hooks:\n  post_promote:\n  - command: \"echo 'smoke: /health answered 503'; exit 1\"\n",
+    );
     std::fs::write(svc.join("index.html"), "release 2").unwrap();
-    let (second, log) = deploy(&local, &svc).await;
-    assert!(!second.succeeded, "{log}");
-    let (error, cause) = second.error.clone().unwrap();
+    let (error, cause, _) = failed(deploy(&local, &svc).await);
     assert_eq!(error, "HookFailed", "{cause}");
     assert!(
         cause.contains("hook post_promote[0] failed") && cause.contains("serves the release it replaced again"),
         "{cause}"
     );
-    assert_eq!(
-        crate::statemachine::serving(&local, "smoke").await,
-        before,
-        "every region serves release 1 again, from the same instances"
-    );
-    assert!(
-        crate::statemachine::lease(&local, "smoke").await.is_none(),
-        "the lease is free"
-    );
+    assert_serving(
+        &local,
+        "smoke",
+        &before,
+        "every region serves release 1 again, from the same instances",
+    )
+    .await;
+    assert_lease_free(&local, "smoke", "the lease is free").await;
     local.stop().await;
 }

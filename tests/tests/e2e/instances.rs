@@ -4,26 +4,26 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use porter_e2e::deploy_staging as deploy;
+use porter_e2e::{edit_config, page_of, succeeded};
 use porter_local::deploy;
 use porter_local::instances::Mode;
 use porter_local::load;
 use porter_local::stack::LocalStack;
 
-use crate::statemachine::example;
-
-/// A local stack whose instances run, or `None` (with the reason printed)
-/// where namespaces cannot be made.
-async fn running_stack() -> Option<LocalStack> {
-    let local = LocalStack::start(porter_local::stack::Options::running())
-        .await
-        .unwrap();
+/// A local stack whose instances run, with the example copied as service
+/// `name` (see [`porter_e2e::started`]), or `None` (with the reason
+/// printed) where namespaces cannot be made.
+async fn running_example(name: &str) -> Option<(LocalStack, tempfile::TempDir, PathBuf)> {
+    let (local, dir, svc) = porter_e2e::started(porter_local::stack::Options::running(), name).await;
     if let Mode::Bookkeeping(why) = local.fleet.mode() {
         eprintln!("SKIPPED: instances cannot run here: {why}");
         local.stop().await;
         return None;
     }
-    Some(local)
+    Some((local, dir, svc))
 }
 
 /// Each region's page, fetched through its load balancer.
@@ -88,9 +88,9 @@ async fn under_load<F: std::future::Future>(local: &LocalStack, during: F) -> (F
 /// serves everywhere after. The example's page, for further releases.
 async fn release_2_under_load(local: &LocalStack, svc: &std::path::Path) -> String {
     let html = std::fs::read_to_string(svc.join("index.html")).unwrap();
-    std::fs::write(svc.join("index.html"), html.replace("release 1", "release 2")).unwrap();
-    let ((second, log), tallies) = under_load(local, deploy(local, svc)).await;
-    assert!(second.succeeded, "{:?}\n{log}", second.error);
+    page_of(svc, "release 2");
+    let (second, tallies) = under_load(local, deploy(local, svc)).await;
+    succeeded(second);
     for t in &tallies {
         assert!(t.requests > 20, "{t:?}");
         assert_eq!(t.failed, 0, "no request fails during the cutover: {t:?}");
@@ -115,13 +115,18 @@ async fn put_api_key(ssm: &aws_sdk_ssm::Client, value: &str) {
         .unwrap();
 }
 
-/// A failed deploy's error and cause, as one line.
-fn cause_of(outcome: &deploy::Outcome) -> String {
-    outcome
-        .error
-        .clone()
-        .map(|(e, c)| format!("{e}: {c}"))
-        .unwrap_or_default()
+/// A deploy that must have failed: its error and cause as one line.
+fn cause_of(run: (deploy::Outcome, String)) -> String {
+    let (error, cause, _) = porter_e2e::failed(run);
+    format!("{error}: {cause}")
+}
+
+/// Asserts that no request failed and every one met `release`.
+fn assert_only(tallies: &[load::Tally], release: &str) {
+    for t in tallies {
+        assert_eq!(t.failed, 0, "{t:?}");
+        assert_eq!(t.pages.keys().collect::<Vec<_>>(), vec![release], "{t:?}");
+    }
 }
 
 fn namespaces_left(host_port: u16) -> Vec<String> {
@@ -136,14 +141,16 @@ fn namespaces_left(host_port: u16) -> Vec<String> {
         .collect()
 }
 
+/// A cutover under load fails no request, and a release that cannot
+/// start, or starts unhealthy, never serves: its stack fails with the
+/// instance's own reason.
 #[tokio::test]
-async fn a_cutover_under_load_fails_no_request_and_a_release_that_cannot_start_or_is_unhealthy_never_serves() {
-    let Some(local) = running_stack().await else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "real");
+async fn cutover_under_load_and_releases_that_never_serve() {
+    let Some((local, _dir, svc)) = running_example("real").await else {
+        return;
+    };
 
-    let (first, log) = deploy(&local, &svc).await;
-    assert!(first.succeeded, "{:?}\n{log}", first.error);
+    succeeded(deploy(&local, &svc).await);
     for (region, page) in pages(&local).await {
         assert_eq!(page, "release 1", "{region}");
     }
@@ -158,17 +165,13 @@ async fn a_cutover_under_load_fails_no_request_and_a_release_that_cannot_start_o
         "#!/bin/sh\necho 'real: no database configured' >&2\nexit 3\n",
     )
     .unwrap();
-    let ((third, log), tallies) = under_load(&local, deploy(&local, &svc)).await;
-    assert!(!third.succeeded, "{log}");
-    let cause = cause_of(&third);
+    let (third, tallies) = under_load(&local, deploy(&local, &svc)).await;
+    let cause = cause_of(third);
     assert!(
         cause.contains("exited before it was healthy") && cause.contains("real: no database configured"),
         "the instance's own reason: {cause}"
     );
-    for t in &tallies {
-        assert_eq!(t.failed, 0, "{t:?}");
-        assert_eq!(t.pages.keys().collect::<Vec<_>>(), vec!["release 2"], "{t:?}");
-    }
+    assert_only(&tallies, "release 2");
     for (region, page) in pages(&local).await {
         assert_eq!(page, "release 2", "{region}");
     }
@@ -187,14 +190,10 @@ async fn a_cutover_under_load_fails_no_request_and_a_release_that_cannot_start_o
     )
     .unwrap();
     std::fs::write(svc.join("index.html"), html.replace("release 1", "release 4")).unwrap();
-    let ((fourth, log), tallies) = under_load(&local, deploy(&local, &svc)).await;
-    assert!(!fourth.succeeded, "{log}");
-    let cause = cause_of(&fourth);
+    let (fourth, tallies) = under_load(&local, deploy(&local, &svc)).await;
+    let cause = cause_of(fourth);
     assert!(cause.contains("/health answered HTTP 500 10 times in a row"), "{cause}");
-    for t in &tallies {
-        assert_eq!(t.failed, 0, "{t:?}");
-        assert_eq!(t.pages.keys().collect::<Vec<_>>(), vec!["release 2"], "{t:?}");
-    }
+    assert_only(&tallies, "release 2");
 
     let port = local.host_port;
     local.stop().await;
@@ -205,19 +204,19 @@ async fn a_cutover_under_load_fails_no_request_and_a_release_that_cannot_start_o
     );
 }
 
+/// A new instance killed before it is healthy fails the deploy, naming
+/// it, and the old release serves on.
 #[tokio::test]
-async fn a_new_instance_killed_before_it_is_healthy_fails_the_deploy_and_the_old_release_serves_on() {
-    let Some(local) = running_stack().await else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "kill");
-    let (first, log) = deploy(&local, &svc).await;
-    assert!(first.succeeded, "{:?}\n{log}", first.error);
+async fn instance_killed_before_healthy_fails_deploy() {
+    let Some((local, _dir, svc)) = running_example("kill").await else {
+        return;
+    };
+    let first = succeeded(deploy(&local, &svc).await);
     let serving: Vec<String> = first.regions.values().flat_map(|r| r.in_service.clone()).collect();
 
     // The service is held back a few seconds, so it can be killed while its
     // instance waits for it to become healthy.
-    let html = std::fs::read_to_string(svc.join("index.html")).unwrap();
-    std::fs::write(svc.join("index.html"), html.replace("release 1", "release 2")).unwrap();
+    page_of(&svc, "release 2");
     std::fs::write(
         svc.join("start"),
         "#!/bin/sh\ncd \"$(dirname \"$0\")\"\nsleep 4\nexec python3 serve.py\n",
@@ -251,28 +250,26 @@ async fn a_new_instance_killed_before_it_is_healthy_fails_the_deploy_and_the_old
         }
         panic!("no new instance's service was seen starting");
     });
-    let ((second, log), tallies) = under_load(&local, deploy(&local, &svc)).await;
+    let (second, tallies) = under_load(&local, deploy(&local, &svc)).await;
     let killed = killer.await.unwrap();
-    assert!(!second.succeeded, "{log}");
-    let cause = cause_of(&second);
+    let cause = cause_of(second);
     assert!(
         cause.contains(&killed) && cause.contains("exited before it was healthy"),
         "the killed instance {killed} is named: {cause}"
     );
-    for t in &tallies {
-        assert_eq!(t.failed, 0, "{t:?}");
-        assert_eq!(t.pages.keys().collect::<Vec<_>>(), vec!["release 1"], "{t:?}");
-    }
+    assert_only(&tallies, "release 1");
     local.stop().await;
     assert_eq!(namespaces_left(port), Vec::<String>::new());
 }
 
+/// Instances read their secrets and run `ec2_bootstrap` at boot; a
+/// missing secret or a failing hook fails the stack by name, with no
+/// secret's value in the cause or the log.
 #[tokio::test]
-async fn instances_read_their_secrets_and_run_ec2_bootstrap_at_boot_and_a_missing_secret_or_failing_hook_fails_the_stack_by_name(
-) {
-    let Some(local) = running_stack().await else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "sec");
+async fn instances_read_secrets_and_run_ec2_bootstrap() {
+    let Some((local, _dir, svc)) = running_example("sec").await else {
+        return;
+    };
     let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
     std::fs::write(
         svc.join(".porter/config"),
@@ -344,11 +341,9 @@ async fn instances_read_their_secrets_and_run_ec2_bootstrap_at_boot_and_a_missin
         .send()
         .await
         .unwrap();
-    let html = std::fs::read_to_string(svc.join("index.html")).unwrap();
-    std::fs::write(svc.join("index.html"), html.replace("release 1", "release 2")).unwrap();
+    page_of(&svc, "release 2");
     let (second, log) = deploy(&local, &svc).await;
-    assert!(!second.succeeded, "{log}");
-    let cause = cause_of(&second);
+    let cause = cause_of((second, log.clone()));
     assert!(
         cause.contains("cannot read secret API_KEY (ssm:/porter/sec/staging/api-key)")
             && cause.contains("ParameterNotFound"),
@@ -365,18 +360,12 @@ async fn instances_read_their_secrets_and_run_ec2_bootstrap_at_boot_and_a_missin
     // The parameter is back, and an ec2_bootstrap hook fails: the stack
     // fails naming it, with the end of its output.
     put_api_key(&ssm, KEY).await;
-    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
-    std::fs::write(
-        svc.join(".porter/config"),
-        cfg.replace(
-            "  - command: echo \"$PORTER_STACK $GREETING\" > bootstrap.txt\n",
-            "  - command: \"echo 'agent: no licence key' >&2; exit 4\"\n",
-        ),
-    )
-    .unwrap();
-    let (third, log) = deploy(&local, &svc).await;
-    assert!(!third.succeeded, "{log}");
-    let cause = cause_of(&third);
+    edit_config(
+        &svc,
+        "  - command: echo \"$PORTER_STACK $GREETING\" > bootstrap.txt\n",
+        "  - command: \"echo 'agent: no licence key' >&2; exit 4\"\n",
+    );
+    let cause = cause_of(deploy(&local, &svc).await);
     assert!(
         cause.contains("ec2_bootstrap[0] failed; its output ends: agent: no licence key"),
         "{cause}"
@@ -384,13 +373,14 @@ async fn instances_read_their_secrets_and_run_ec2_bootstrap_at_boot_and_a_missin
     local.stop().await;
 }
 
+/// Serving instances stay in service while another group is attached to
+/// their load balancer (which moto answers by deregistering them).
 #[tokio::test]
-async fn serving_instances_stay_in_service_while_another_group_is_attached_to_their_load_balancer() {
-    let Some(local) = running_stack().await else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "shuf");
-    let (first, log) = deploy(&local, &svc).await;
-    assert!(first.succeeded, "{:?}\n{log}", first.error);
+async fn serving_instances_survive_another_group_attaching() {
+    let Some((local, _dir, svc)) = running_example("shuf").await else {
+        return;
+    };
+    let first = succeeded(deploy(&local, &svc).await);
 
     // moto answers AttachLoadBalancers by first taking every instance of
     // other groups out of the load balancer; the front registers them again.
@@ -497,24 +487,23 @@ async fn serving_instances_stay_in_service_while_another_group_is_attached_to_th
 /// The example with target groups where it names ELBs: each region's
 /// `elb:` becomes a `target_group:` of the same name.
 fn behind_target_groups(svc: &std::path::Path) {
-    let config = svc.join(".porter/config");
-    let text = std::fs::read_to_string(&config).unwrap();
-    assert!(text.contains("    elb: "), "the example names ELBs");
-    std::fs::write(&config, text.replace("    elb: ", "    target_group: ")).unwrap();
+    edit_config(svc, "    elb: ", "    target_group: ");
 }
 
+/// Target groups cut over under load and leave only the new release
+/// healthy (the old one drains); a target group tagged for another
+/// service, or on a port the service does not listen on, is refused.
 #[tokio::test]
-async fn target_groups_cut_over_under_load_leave_only_the_new_release_healthy_and_refuse_anothers_group() {
+async fn target_groups_cut_over_and_refuse_anothers() {
     use porter_core::balancer;
     use porter_core::config::Elb;
 
-    let Some(local) = running_stack().await else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "albs");
+    let Some((local, _dir, svc)) = running_example("albs").await else {
+        return;
+    };
     behind_target_groups(&svc);
 
-    let (first, log) = deploy(&local, &svc).await;
-    assert!(first.succeeded, "{:?}\n{log}", first.error);
+    succeeded(deploy(&local, &svc).await);
     let listed = local.balancers.list();
     assert!(
         listed
@@ -531,10 +520,7 @@ async fn target_groups_cut_over_under_load_leave_only_the_new_release_healthy_an
     let aws =
         porter_core::aws::Aws::unpinned(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await);
     for (region, name) in [("us-west-2", "albs-staging-usw2"), ("us-east-1", "albs-staging-use1")] {
-        let c = aws
-            .region(region, "arn:aws:iam::123456789012:role/porter-deployment", "test", &[])
-            .await
-            .unwrap();
+        let c = crate::support::deployment_clients(&aws, region, "test").await;
         let tg = Elb::target_group(name);
         let stack = porter_core::prune::promoted_stack(&c, &tg).await.unwrap().unwrap();
         assert!(
@@ -591,17 +577,9 @@ async fn target_groups_cut_over_under_load_leave_only_the_new_release_healthy_an
         .send()
         .await
         .unwrap();
-    let config = svc.join(".porter/config");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("target_group: albs-staging-usw2", "target_group: someone-elses"),
-    )
-    .unwrap();
+    edit_config(&svc, "target_group: albs-staging-usw2", "target_group: someone-elses");
     std::fs::write(svc.join("index.html"), html.replace("release 1", "release 3")).unwrap();
-    let (third, log) = deploy(&local, &svc).await;
-    assert!(!third.succeeded, "{log}");
-    let cause = cause_of(&third);
+    let cause = cause_of(deploy(&local, &svc).await);
     assert!(
         cause.contains("target group someone-elses") && cause.contains("billing"),
         "{cause}"
@@ -626,15 +604,8 @@ async fn target_groups_cut_over_under_load_leave_only_the_new_release_healthy_an
         .send()
         .await
         .unwrap();
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("target_group: someone-elses", "target_group: albs-port-80"),
-    )
-    .unwrap();
-    let (fourth, log) = deploy(&local, &svc).await;
-    assert!(!fourth.succeeded, "{log}");
-    let cause = cause_of(&fourth);
+    edit_config(&svc, "target_group: someone-elses", "target_group: albs-port-80");
+    let cause = cause_of(deploy(&local, &svc).await);
     assert!(
         cause.contains("target group albs-port-80")
             && cause.contains("sends traffic to port 80, and the service listens on 8080"),

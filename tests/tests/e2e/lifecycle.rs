@@ -9,13 +9,12 @@ use porter_core::balancer;
 use porter_core::config::{self, Elb};
 use porter_core::pack::{self, PackInput, Source};
 use porter_core::phase::PhaseError;
-use porter_core::promote::{self, PromoteInput, Promoted};
-use porter_core::provision::{self, ProvisionInput, Provisioned};
-use porter_core::prune::{self, PruneInput, Pruned};
-use porter_core::release::{Release, ReleaseRef};
+use porter_core::promote::{self, Promoted};
+use porter_core::provision::{self, Provisioned};
+use porter_core::prune::{self, Pruned};
+use porter_core::release::Release;
 use porter_core::store;
-use porter_core::target::Target;
-use porter_e2e::{drive, drive_watching, service, Stack};
+use porter_e2e::{drive, drive_watching, promote_input, provision_input, prune_input, service, target, Stack};
 use porter_local::bootstrap;
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/porter-deployment";
@@ -65,6 +64,23 @@ struct Service {
     name: String,
 }
 
+/// A fresh moto, and in it the service `name` bootstrapped (see
+/// [`bootstrapped`]).
+async fn started(name: &str) -> (Stack, Service) {
+    let stack = Stack::start().await;
+    let svc = bootstrapped(&stack.aws, name, "").await;
+    (stack, svc)
+}
+
+/// Release `content` of the service packed, provisioned and promoted:
+/// the release and its stacks.
+async fn deployed(aws: &Aws, svc: &Service, content: &str) -> (Release, Provisioned) {
+    let release = pack_release(aws, svc, content).await.release;
+    let stacks = provision(aws, &release).await.unwrap();
+    promote(aws, &release, None).await.unwrap();
+    (release, stacks)
+}
+
 /// A service with its account bootstrapped and its config naming the VPCs.
 async fn bootstrapped(aws: &Aws, name: &str, extra: &str) -> Service {
     let dir = tempfile::tempdir().unwrap();
@@ -109,59 +125,16 @@ async fn pack_release(aws: &Aws, svc: &Service, content: &str) -> pack::Packed {
     pack::run(aws, &pack_input(svc, BTreeMap::new())).await.unwrap()
 }
 
-fn target(release: &Release) -> Target {
-    Target {
-        release: ReleaseRef::Inline(Box::new(release.clone())),
-        region: None,
-        regions: vec![],
-    }
-}
-
 async fn provision(aws: &Aws, release: &Release) -> Result<Provisioned, PhaseError> {
-    drive(|state| {
-        provision::run(
-            aws,
-            ProvisionInput {
-                target: target(release),
-                execution: Some("test".into()),
-                state,
-            },
-        )
-    })
-    .await
+    drive(|state| provision::run(aws, provision_input(release, Some("test"), state))).await
 }
 
 async fn promote(aws: &Aws, release: &Release, stack_name: Option<String>) -> Result<Promoted, PhaseError> {
-    drive(|state| {
-        promote::run(
-            aws,
-            PromoteInput {
-                target: target(release),
-                stack_name: stack_name.clone(),
-                timeout_seconds: None,
-                undo: false,
-                canary: false,
-                execution: None,
-                state,
-            },
-        )
-    })
-    .await
+    drive(|state| promote::run(aws, promote_input(release, stack_name.clone(), state))).await
 }
 
 async fn prune(aws: &Aws, release: &Release, keep: u32) -> Result<Pruned, PhaseError> {
-    drive(|state| {
-        prune::run(
-            aws,
-            PruneInput {
-                target: target(release),
-                keep,
-                execution: None,
-                state,
-            },
-        )
-    })
-    .await
+    drive(|state| prune::run(aws, prune_input(release, keep, state))).await
 }
 
 async fn clients(aws: &Aws, region: &str) -> RegionClients {
@@ -232,9 +205,8 @@ fn ids(p: &Provisioned) -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn two_releases_cut_over_roll_back_and_prune() {
-    let stack = Stack::start().await;
+    let (stack, svc) = started("hello").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "hello", "").await;
     // A neighbour in the same account: prune must never touch its stacks.
     let other = bootstrapped(aws, "neighbour", "").await;
     let other_release = pack_release(aws, &other, "neighbour 1").await.release;
@@ -284,9 +256,7 @@ async fn two_releases_cut_over_roll_back_and_prune() {
 
     // Release 3 replaces release 2: release 2 becomes the rollback target
     // and release 1 goes.
-    let r3 = pack_release(aws, &svc, "release 3").await.release;
-    let p3 = provision(aws, &r3).await.unwrap();
-    promote(aws, &r3, None).await.unwrap();
+    let (r3, p3) = deployed(aws, &svc, "release 3").await;
     let pruned = prune(aws, &r3, 0).await.unwrap();
     for region in REGIONS {
         let p = &pruned.regions[region];
@@ -310,9 +280,8 @@ async fn two_releases_cut_over_roll_back_and_prune() {
 
 #[tokio::test]
 async fn every_phase_run_twice_changes_nothing_the_second_time() {
-    let stack = Stack::start().await;
+    let (stack, svc) = started("twice").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "twice", "").await;
 
     let first = pack_release(aws, &svc, "v1").await;
     assert_eq!(first.uploaded.len(), 4, "payload, manifest, config, record");
@@ -360,13 +329,10 @@ async fn every_phase_run_twice_changes_nothing_the_second_time() {
 /// steps, keeps its state small, names a few and counts the rest, and
 /// keeps what `keep` and the rollback ask for.
 #[tokio::test]
-async fn prune_deletes_hundreds_of_old_stacks_over_several_steps_with_a_small_state() {
-    let stack = Stack::start().await;
+async fn prune_spreads_hundreds_of_deletes_over_steps() {
+    let (stack, svc) = started("many").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "many", "").await;
-    let r = pack_release(aws, &svc, "v1").await.release;
-    provision(aws, &r).await.unwrap();
-    promote(aws, &r, None).await.unwrap();
+    let (r, _) = deployed(aws, &svc, "v1").await;
 
     let old = prune::DELETES_PER_STEP + 30;
     let region = REGIONS[0];
@@ -385,17 +351,7 @@ async fn prune_deletes_hundreds_of_old_stacks_over_several_steps_with_a_small_st
 
     let mut steps = 0;
     let pruned = drive_watching(
-        |state| {
-            prune::run(
-                aws,
-                PruneInput {
-                    target: target(&r),
-                    keep: 2,
-                    execution: None,
-                    state,
-                },
-            )
-        },
+        |state| prune::run(aws, prune_input(&r, 2, state)),
         |state| {
             steps += 1;
             let bytes = serde_json::to_vec(&state).unwrap().len();
@@ -439,14 +395,13 @@ async fn futures_view(aws: &Aws, svc: &str) -> Vec<(Vec<String>, Option<String>)
     out
 }
 
+/// A stack that fails to create is reported (StackFailed, naming the stack
+/// and the reason) and nothing is promoted: the release before serves on.
 #[tokio::test]
-async fn a_stack_that_fails_to_create_is_reported_and_nothing_is_promoted() {
-    let stack = Stack::start().await;
+async fn failed_stack_is_reported_and_nothing_promoted() {
+    let (stack, svc) = started("failing").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "failing", "").await;
-    let r1 = pack_release(aws, &svc, "good").await.release;
-    let p1 = provision(aws, &r1).await.unwrap();
-    promote(aws, &r1, None).await.unwrap();
+    let (_, p1) = deployed(aws, &svc, "good").await;
 
     // Release 2 brings a stack definition with a rule from a security
     // group that does not exist: CloudFormation refuses the stack.
@@ -472,9 +427,8 @@ async fn a_stack_that_fails_to_create_is_reported_and_nothing_is_promoted() {
 
 #[tokio::test]
 async fn a_blackout_window_refuses_every_phase() {
-    let stack = Stack::start().await;
+    let (stack, svc) = started("quiet").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "quiet", "").await;
 
     let text = std::fs::read_to_string(svc.root.join(".porter/config")).unwrap();
     std::fs::write(
@@ -525,9 +479,8 @@ async fn a_blackout_window_refuses_every_phase() {
 /// made, naming the object and what changed.
 #[tokio::test]
 async fn a_release_changed_after_pack_is_refused() {
-    let stack = Stack::start().await;
+    let (stack, svc) = started("integrity").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "integrity", "").await;
     let r1 = pack_release(aws, &svc, "release 1").await.release;
     let s3 = aws.s3();
 
@@ -609,9 +562,8 @@ async fn a_release_changed_after_pack_is_refused() {
 /// expand; the process environment does not.
 #[tokio::test]
 async fn the_same_code_with_another_config_is_another_release() {
-    let stack = Stack::start().await;
+    let (stack, svc) = started("configs").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "configs", "").await;
     let text = std::fs::read_to_string(svc.root.join(".porter/config")).unwrap();
     std::fs::write(
         svc.root.join(".porter/config"),
@@ -646,12 +598,9 @@ async fn the_same_code_with_another_config_is_another_release() {
 
 #[tokio::test]
 async fn an_instance_auto_scaling_replaces_in_a_promoted_stack_serves() {
-    let stack = Stack::start().await;
+    let (stack, svc) = started("replaced").await;
     let aws = &stack.aws;
-    let svc = bootstrapped(aws, "replaced", "").await;
-    let r1 = pack_release(aws, &svc, "release 1").await.release;
-    let p1 = provision(aws, &r1).await.unwrap();
-    promote(aws, &r1, None).await.unwrap();
+    let (_, p1) = deployed(aws, &svc, "release 1").await;
 
     let region = "us-west-2";
     let c = clients(aws, region).await;
@@ -698,8 +647,10 @@ fn denied<T: std::fmt::Debug>(result: Result<T, PhaseError>, needles: &[&str]) -
     m
 }
 
+/// What the repository cannot decide (service, role, regions, load
+/// balancers, a rollback's stack) is checked against the pins.
 #[tokio::test]
-async fn what_the_repository_cannot_decide_is_checked_against_the_pins() {
+async fn pins_decide_what_the_repository_cannot() {
     use porter_core::pins::{self, Pinning};
     let stack = Stack::start().await;
     let svc = bootstrapped(&stack.aws, "pinned", "").await;
@@ -712,9 +663,7 @@ async fn what_the_repository_cannot_decide_is_checked_against_the_pins() {
     let aws = pinned("pinned");
 
     // What bootstrap pinned and tagged deploys.
-    let r1 = pack_release(&aws, &svc, "release 1").await.release;
-    provision(&aws, &r1).await.unwrap();
-    promote(&aws, &r1, None).await.unwrap();
+    let (r1, _) = deployed(&aws, &svc, "release 1").await;
 
     // Another service's name in the config.
     let e = pack::run(&pinned("someone-else"), &pack_input(&svc, BTreeMap::new())).await;
@@ -806,14 +755,9 @@ async fn what_the_repository_cannot_decide_is_checked_against_the_pins() {
     west_only.region = Some("us-west-2".into());
     let e = promote::run(
         &aws,
-        PromoteInput {
+        promote::PromoteInput {
             target: west_only,
-            stack_name: Some("other-staging-0123456789ab".into()),
-            timeout_seconds: None,
-            undo: false,
-            canary: false,
-            execution: None,
-            state: None,
+            ..promote_input(&r1, Some("other-staging-0123456789ab".into()), None)
         },
     )
     .await;

@@ -11,4 +11,5 @@ mod notifications;
 mod pipeline;
 mod runtime;
 mod statemachine;
+mod support;
 mod trigger;

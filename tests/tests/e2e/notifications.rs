@@ -14,7 +14,7 @@ use porter_local::names::REGION;
 use porter_local::stack::LocalStack;
 use serde_json::Value;
 
-use crate::statemachine::example;
+use porter_e2e::example;
 
 type Received = Arc<Mutex<Vec<(String, String)>>>;
 
@@ -55,9 +55,10 @@ fn at(received: &Received, path: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A deploy tells the topic and its webhooks each step, and a failure with
+/// its cause; an unreachable webhook stops nothing.
 #[tokio::test]
-async fn a_deploy_tells_the_topic_and_its_webhooks_each_step_and_a_failure_with_its_cause_and_an_unreachable_webhook_stops_nothing(
-) {
+async fn deploy_notifies_topic_and_webhooks() {
     let local = LocalStack::start(Default::default()).await.unwrap();
     let (url, received) = receiver().await;
     let endpoint = local.moto.endpoint();

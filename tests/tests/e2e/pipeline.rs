@@ -3,12 +3,61 @@
 
 use std::time::Duration;
 
+use porter_core::release::S3Object;
 use porter_local::deploy::{self, Options};
 use porter_local::job_sim::{self, Action, JobResult, Wake};
 use porter_local::stack::{LocalStack, ARTIFACT_BUCKET};
 use serde_json::{json, Value};
 
-use crate::statemachine::example;
+use porter_e2e::started;
+
+/// An action of `function` with `user_parameters`, reading `input`, at
+/// most `max_calls` calls with no waits, from no pipeline execution.
+fn action(function: &str, user_parameters: impl ToString, input: Option<S3Object>, max_calls: usize) -> Action {
+    Action {
+        function: function.into(),
+        user_parameters: user_parameters.to_string(),
+        input,
+        revision: None,
+        wait: Duration::ZERO,
+        max_calls,
+        pipeline_execution: None,
+    }
+}
+
+/// `name` in the artifact bucket, where the local pipeline keeps its
+/// artifacts.
+fn artifact(name: &str) -> Option<S3Object> {
+    Some(S3Object {
+        bucket: ARTIFACT_BUCKET.into(),
+        key: format!("{}{name}", job_sim::artifact_prefix()),
+    })
+}
+
+/// The local pipeline's deploy action of a revision of the source that
+/// [`upload_source`] put, with `params`: one call.
+fn deploy_action(params: Value) -> Action {
+    Action {
+        revision: Some("abcdef1234567".into()),
+        ..action("porter-pipeline", params, artifact("src.zip"), 1)
+    }
+}
+
+/// The message of the last result of job `id`, which must be a failure.
+fn failure_of(local: &LocalStack, id: &str, what: &str) -> String {
+    match local.jobs.results(id).last() {
+        Some(JobResult::Failure { message, .. }) => message.clone(),
+        other => panic!("{what}: expected a failure result, got {other:?}"),
+    }
+}
+
+/// An S3 client of the local stack's moto, with the artifact bucket made.
+async fn artifact_store(local: &LocalStack) -> aws_sdk_s3::Client {
+    let s3 =
+        porter_core::aws::Aws::unpinned(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await).s3();
+    s3.create_bucket().bucket(ARTIFACT_BUCKET).send().await.unwrap();
+    s3
+}
 
 fn opts(path: &std::path::Path) -> Options {
     Options {
@@ -53,9 +102,7 @@ async fn reqwest_post(url: &str, body: &Value) -> (bool, Value) {
 
 #[tokio::test]
 async fn two_releases_through_the_pipeline_function() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "cp");
+    let (local, _dir, svc) = started(Default::default(), "cp").await;
     let mut log = Vec::new();
     let (first, outcome) = run_pipeline(&local, &opts(&svc), deploy::ActionKind::Invoke, &mut log).await;
     let text = String::from_utf8_lossy(&log).to_string();
@@ -131,23 +178,10 @@ async fn two_releases_through_the_pipeline_function() {
 }
 
 #[tokio::test]
-async fn a_redelivered_first_job_does_not_start_a_second_execution() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "cpdup");
+async fn redelivered_first_job_starts_one_execution() {
+    let (local, _dir, svc) = started(Default::default(), "cpdup").await;
     let prepared = upload_source(&local, &svc).await;
-    let action = Action {
-        function: "porter-pipeline".into(),
-        user_parameters: json!({"environment": "staging"}).to_string(),
-        input: Some(porter_core::release::S3Object {
-            bucket: ARTIFACT_BUCKET.into(),
-            key: format!("{}src.zip", job_sim::artifact_prefix()),
-        }),
-        revision: Some("abcdef1234567".into()),
-        wait: Duration::ZERO,
-        max_calls: 1,
-        pipeline_execution: None,
-    };
+    let action = deploy_action(json!({"environment": "staging"}));
     local
         .jobs
         .made("11111111-2222-4333-8444-555555555555", &job_sim::MadeJob::of(&action));
@@ -175,11 +209,10 @@ async fn a_redelivered_first_job_does_not_start_a_second_execution() {
     local.stop().await;
 }
 
+/// A failed deploy fails the job with the failing state and its cause.
 #[tokio::test]
-async fn a_failed_deploy_fails_the_job_with_the_failing_state_and_cause() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "cpfail");
+async fn failed_deploy_fails_the_job_with_its_cause() {
+    let (local, _dir, svc) = started(Default::default(), "cpfail").await;
     porter_e2e::break_provisioning(
         &svc,
         "  instance_type: t3.micro
@@ -223,16 +256,11 @@ async fn phase_action(
     local: &LocalStack,
     function: &str,
     params: Value,
-    input: Option<porter_core::release::S3Object>,
+    input: Option<S3Object>,
 ) -> job_sim::ActionEnd {
     let action = Action {
-        function: function.into(),
-        user_parameters: params.to_string(),
-        input,
         revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
-        wait: Duration::ZERO,
-        max_calls: 50,
-        pipeline_execution: None,
+        ..action(function, params, input, 50)
     };
     let mut log = Vec::new();
     job_sim::run_action(&host(local), &action, &mut log).await.unwrap()
@@ -240,14 +268,9 @@ async fn phase_action(
 
 #[tokio::test]
 async fn each_phase_is_a_codepipeline_action() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "cpph");
+    let (local, _dir, svc) = started(Default::default(), "cpph").await;
     upload_source(&local, &svc).await;
-    let source = Some(porter_core::release::S3Object {
-        bucket: ARTIFACT_BUCKET.into(),
-        key: format!("{}src.zip", job_sim::artifact_prefix()),
-    });
+    let source = artifact("src.zip");
 
     let packed = phase_action(&local, "porter-pack", json!({"environment": "staging"}), source.clone()).await;
     assert!(packed.succeeded, "{}", packed.message);
@@ -298,8 +321,11 @@ async fn each_phase_is_a_codepipeline_action() {
     local.stop().await;
 }
 
+/// Bad UserParameters and missing artifacts fail the job with a message
+/// that says what is wrong (and repeats no variable's value); a malformed
+/// job event fails the job too, never leaving it hanging.
 #[tokio::test]
-async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
+async fn bad_parameters_or_artifacts_fail_the_job() {
     let local = LocalStack::start(Default::default()).await.unwrap();
     let cases = [
         ("porter-pack", "not json", None, "UserParameters must be a JSON object"),
@@ -313,10 +339,7 @@ async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
         (
             "porter-pack",
             r#"{"environment": "staging"}"#,
-            Some(porter_core::release::S3Object {
-                bucket: ARTIFACT_BUCKET.into(),
-                key: format!("{}nope.zip", job_sim::artifact_prefix()),
-            }),
+            artifact("nope.zip"),
             "s3://porter-local-artifacts/porter-pipeline/nope.zip",
         ),
         (
@@ -346,35 +369,19 @@ async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
         (
             "porter-pipeline",
             r#"{"environment": "staging", "variables": ["BUCKET=b"]}"#,
-            Some(porter_core::release::S3Object {
-                bucket: ARTIFACT_BUCKET.into(),
-                key: format!("{}source.zip", job_sim::artifact_prefix()),
-            }),
+            artifact("source.zip"),
             "`variables` must be an object of names to strings",
         ),
         (
             "porter-pipeline",
             r#"{"environment": "staging", "variables": {"TOKEN": 424242}}"#,
-            Some(porter_core::release::S3Object {
-                bucket: ARTIFACT_BUCKET.into(),
-                key: format!("{}source.zip", job_sim::artifact_prefix()),
-            }),
+            artifact("source.zip"),
             "`variables.TOKEN` must be a string",
         ),
     ];
-    let s3 =
-        porter_core::aws::Aws::unpinned(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await).s3();
-    s3.create_bucket().bucket(ARTIFACT_BUCKET).send().await.unwrap();
+    artifact_store(&local).await;
     for (function, params, input, expected) in cases {
-        let action = Action {
-            function: function.into(),
-            user_parameters: params.into(),
-            input,
-            revision: None,
-            wait: Duration::ZERO,
-            max_calls: 3,
-            pipeline_execution: None,
-        };
+        let action = action(function, params, input, 3);
         let mut log = Vec::new();
         let end = job_sim::run_action(&host(&local), &action, &mut log).await.unwrap();
         assert!(!end.succeeded, "{function} {params}");
@@ -393,12 +400,8 @@ async fn bad_user_parameters_and_missing_artifacts_fail_the_job_clearly() {
     )
     .await;
     assert_eq!(answer["reported"], "failure", "{answer}");
-    match local.jobs.results("job-malformed").last() {
-        Some(JobResult::Failure { message, .. }) => {
-            assert!(message.contains("malformed"), "{message}")
-        }
-        other => panic!("expected a failure result, got {other:?}"),
-    }
+    let message = failure_of(&local, "job-malformed", "a malformed job");
+    assert!(message.contains("malformed"), "{message}");
     local.stop().await;
 }
 
@@ -423,58 +426,47 @@ async fn the_job_api_holds_functions_to_codepipeline_rules() {
                 .as_u16()
         }
     };
-    assert_eq!(
-        call(
+    for (target, body, status) in [
+        // A continuation token longer than CodePipeline's 2048 characters.
+        (
             "PutJobSuccessResult",
-            json!({"jobId": "j1", "continuationToken": "x".repeat(2049)})
-        )
-        .await,
-        400
-    );
-    assert_eq!(
-        call(
+            json!({"jobId": "j1", "continuationToken": "x".repeat(2049)}),
+            400,
+        ),
+        // Output variables and a continuation token at once.
+        (
             "PutJobSuccessResult",
-            json!({"jobId": "j1", "continuationToken": "t", "outputVariables": {"a": "b"}})
-        )
-        .await,
-        400
-    );
-    assert_eq!(
-        call(
+            json!({"jobId": "j1", "continuationToken": "t", "outputVariables": {"a": "b"}}),
+            400,
+        ),
+        // A failure without a message.
+        (
             "PutJobFailureResult",
-            json!({"jobId": "j1", "failureDetails": {"type": "JobFailed"}})
-        )
-        .await,
-        400
-    );
-    assert_eq!(
-        call(
+            json!({"jobId": "j1", "failureDetails": {"type": "JobFailed"}}),
+            400,
+        ),
+        (
             "PutJobSuccessResult",
-            json!({"jobId": "j1", "outputVariables": {"a": "b"}})
-        )
-        .await,
-        200
-    );
+            json!({"jobId": "j1", "outputVariables": {"a": "b"}}),
+            200,
+        ),
+    ] {
+        assert_eq!(call(target, body.clone()).await, status, "{target} {body}");
+    }
     assert!(local.jobs.results("j1").len() == 1);
     local.stop().await;
 }
 
+/// State too large for a continuation token travels through the artifact
+/// bucket, bound to the token: a swapped object is refused.
 #[tokio::test]
-async fn state_too_large_for_a_token_travels_through_the_artifact_bucket() {
+async fn large_state_travels_through_the_artifact_bucket() {
     let stack = porter_e2e::Stack::start().await;
     let s3 = stack.aws.s3();
     s3.create_bucket().bucket(ARTIFACT_BUCKET).send().await.unwrap();
     let mut ctx = porter_lambda::Context::new(stack.aws.clone());
     ctx.artifact_bucket = Some(ARTIFACT_BUCKET.into());
-    let action = Action {
-        function: "porter-provision".into(),
-        user_parameters: "{}".into(),
-        input: None,
-        revision: None,
-        wait: Duration::ZERO,
-        max_calls: 1,
-        pipeline_execution: None,
-    };
+    let action = action("porter-provision", "{}", None, 1);
     let (job, _) = porter_lambda::codepipeline::parse(&ctx, job_sim::job_event("job-big", &action, None)).unwrap();
     let binding = porter_lambda::token::Binding {
         function: "provision".into(),
@@ -501,7 +493,7 @@ async fn state_too_large_for_a_token_travels_through_the_artifact_bucket() {
     let stored = "porter-continuations/job-big.json".to_owned();
     assert!(porter_core::store::exists(
         &s3,
-        &porter_core::release::S3Object {
+        &S3Object {
             bucket: ARTIFACT_BUCKET.into(),
             key: stored.clone()
         }
@@ -536,13 +528,8 @@ async fn state_too_large_for_a_token_travels_through_the_artifact_bucket() {
 #[tokio::test]
 async fn forged_or_foreign_continuation_tokens_fail_the_job() {
     let local = LocalStack::start(Default::default()).await.unwrap();
-    let s3 =
-        porter_core::aws::Aws::unpinned(porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await).s3();
-    s3.create_bucket().bucket(ARTIFACT_BUCKET).send().await.unwrap();
-    let source = Some(porter_core::release::S3Object {
-        bucket: ARTIFACT_BUCKET.into(),
-        key: format!("{}source.zip", job_sim::artifact_prefix()),
-    });
+    artifact_store(&local).await;
+    let source = artifact("source.zip");
     let forged_state = r#"{"us-west-2": {"stack_id": "arn:aws:cloudformation:us-west-2:123456789012:stack/other-service-prod/1", "checks": 1}}"#;
     let other_execution = "arn:aws:states:us-east-1:123456789012:execution:someone-elses-machine:x";
     let sealed_for_production = {
@@ -587,41 +574,28 @@ async fn forged_or_foreign_continuation_tokens_fail_the_job() {
         ),
     ];
     for (i, (function, params, token, expected)) in cases.into_iter().enumerate() {
-        let action = Action {
-            function: function.into(),
-            user_parameters: params.into(),
-            input: source.clone(),
-            revision: None,
-            wait: Duration::ZERO,
-            max_calls: 1,
-            pipeline_execution: None,
-        };
+        let action = action(function, params, source.clone(), 1);
         let id = format!("job-forged-{i}");
         local.jobs.made(&id, &job_sim::MadeJob::of(&action));
         let (_, answer) = invoke(&local, function, &job_sim::job_event(&id, &action, Some(&token))).await;
         assert_eq!(answer["reported"], "failure", "{function}: {answer}");
-        match local.jobs.results(&id).last() {
-            Some(JobResult::Failure { message, .. }) => {
-                assert!(message.contains("was not issued here"), "{function}: {message}");
-                assert!(message.contains(expected), "{function} {expected}: {message}");
-            }
-            other => panic!("{function}: expected a failure result, got {other:?}"),
-        }
+        let message = failure_of(&local, &id, function);
+        assert!(message.contains("was not issued here"), "{function}: {message}");
+        assert!(message.contains(expected), "{function} {expected}: {message}");
     }
     local.stop().await;
 }
 
+/// A stopped pipeline execution stops its deploy and gives its lease back;
+/// an event that says STOPPED while CodePipeline says otherwise stops
+/// nothing.
 #[tokio::test]
-async fn a_stopped_pipeline_execution_stops_its_deploy_and_gives_its_lease_back() {
+async fn stopped_pipeline_execution_stops_its_deploy() {
     // provision's call (one for both regions) fails retryably twice: the
     // deploy holds the lease for about six seconds while the pipeline is
     // stopped.
     let faults = porter_local::invoke_host::Faults::default();
-    let local = LocalStack::start(porter_local::stack::Options::with_faults(faults.clone()))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "cpstop");
+    let (local, _dir, svc) = started(porter_local::stack::Options::with_faults(faults.clone()), "cpstop").await;
     let prepared = upload_source(&local, &svc).await;
     faults.fail_next(porter_lambda::Phase::Provision, 2);
     let pipeline_execution = job_sim::PipelineExecution {
@@ -629,18 +603,7 @@ async fn a_stopped_pipeline_execution_stops_its_deploy_and_gives_its_lease_back(
         id: "0a0a0a0a-1b1b-4c2c-8d3d-4e4e4e4e4e4e".into(),
         action: "Deploy".into(),
     };
-    let action = Action {
-        function: "porter-pipeline".into(),
-        user_parameters: json!({"environment": "staging"}).to_string(),
-        input: Some(porter_core::release::S3Object {
-            bucket: ARTIFACT_BUCKET.into(),
-            key: format!("{}src.zip", job_sim::artifact_prefix()),
-        }),
-        revision: Some("abcdef1234567".into()),
-        wait: Duration::ZERO,
-        max_calls: 1,
-        pipeline_execution: None,
-    };
+    let action = deploy_action(json!({"environment": "staging"}));
     let job = "22222222-3333-4444-8555-666666666666";
     local.jobs.register(&pipeline_execution, job);
     local.jobs.made(
@@ -751,18 +714,9 @@ async fn a_stopped_pipeline_execution_stops_its_deploy_and_gives_its_lease_back(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(status == "ABORTED" || status == "FAILED", "{status}");
-    let history = prepared
-        .sfn
-        .get_execution_history()
-        .execution_arn(&arn)
-        .max_results(1000)
-        .send()
-        .await
-        .unwrap();
+    let history = crate::support::history(&prepared.sfn, &arn).await;
     assert!(
-        !history.events().iter().any(|e| e
-            .state_entered_event_details()
-            .is_some_and(|d| d.name() == "Promote" || d.name() == "GiveLease")),
+        !crate::support::entered(&history, "Promote") && !crate::support::entered(&history, "GiveLease"),
         "the stopped deploy went no further"
     );
     assert!(holder().await.is_none(), "the lease was given back");
@@ -777,18 +731,11 @@ async fn a_stopped_pipeline_execution_stops_its_deploy_and_gives_its_lease_back(
     local.stop().await;
 }
 
+/// A retried invocation of a job already answered leaves its one result.
 #[tokio::test]
-async fn a_retried_invocation_of_an_answered_job_leaves_its_one_result() {
+async fn retried_invocation_of_answered_job_is_harmless() {
     let local = LocalStack::start(Default::default()).await.unwrap();
-    let action = Action {
-        function: "porter-pipeline".into(),
-        user_parameters: "not json".into(),
-        input: None,
-        revision: None,
-        wait: Duration::ZERO,
-        max_calls: 1,
-        pipeline_execution: None,
-    };
+    let action = action("porter-pipeline", "not json", None, 1);
     let job = "33333333-4444-4555-8666-777777777777";
     let event = job_sim::job_event(job, &action, None);
     let (errored, first) = invoke(&local, "porter-pipeline", &event).await;
@@ -824,8 +771,10 @@ async fn queue_custom_job(local: &LocalStack, configuration: &[(&str, &str)]) ->
         .unwrap()
 }
 
+/// A custom action job that another worker acknowledged first is not
+/// taken twice.
 #[tokio::test]
-async fn a_custom_action_job_another_worker_acknowledged_is_not_taken_twice() {
+async fn custom_job_acknowledged_elsewhere_is_not_taken() {
     let local = LocalStack::start(Default::default()).await.unwrap();
     let id = queue_custom_job(&local, &[("Environment", "staging")]).await;
     // Another worker polls and acknowledges it first.
@@ -866,8 +815,9 @@ async fn a_custom_action_job_another_worker_acknowledged_is_not_taken_twice() {
     local.stop().await;
 }
 
+/// A custom action with a bad configuration fails its job, saying why.
 #[tokio::test]
-async fn a_custom_action_with_a_bad_configuration_fails_its_job_with_the_message() {
+async fn custom_action_bad_configuration_fails_its_job() {
     let local = LocalStack::start(Default::default()).await.unwrap();
     let id = queue_custom_job(&local, &[("Environment", "staging"), ("Keep", "many")]).await;
     let (errored, answer) = invoke(&local, "porter-pipeline", &job_sim::wake_event(Wake::Schedule)).await;
@@ -884,11 +834,11 @@ async fn a_custom_action_with_a_bad_configuration_fails_its_job_with_the_message
     local.stop().await;
 }
 
+/// A rollout that bakes longer than a CodePipeline action may run is
+/// refused at pack, before anything changes.
 #[tokio::test]
-async fn a_rollout_that_bakes_longer_than_an_action_may_run_is_refused_before_anything_changes() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "cplong");
+async fn rollout_longer_than_an_action_is_refused() {
+    let (local, _dir, svc) = started(Default::default(), "cplong").await;
     let opts = Options {
         rollout: Some(porter_core::config::RolloutOverride {
             waves: Some(vec![vec!["us-west-2".into()], vec!["us-east-1".into()]]),
@@ -919,25 +869,10 @@ async fn a_rollout_that_bakes_longer_than_an_action_may_run_is_refused_before_an
 /// failed, saying why) when its event does not say what CodePipeline
 /// holds, or when its pipeline is not the installation's.
 #[tokio::test]
-async fn jobs_codepipeline_did_not_make_or_that_say_otherwise_are_refused() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "cpforge");
+async fn jobs_codepipeline_did_not_make_are_refused() {
+    let (local, _dir, svc) = started(Default::default(), "cpforge").await;
     upload_source(&local, &svc).await;
-    let action = |params: Value, key: &str| Action {
-        function: "porter-pipeline".into(),
-        user_parameters: params.to_string(),
-        input: Some(porter_core::release::S3Object {
-            bucket: ARTIFACT_BUCKET.into(),
-            key: key.into(),
-        }),
-        revision: Some("abcdef1234567".into()),
-        wait: Duration::ZERO,
-        max_calls: 1,
-        pipeline_execution: None,
-    };
-    let source = format!("{}src.zip", job_sim::artifact_prefix());
-    let staging = action(json!({"environment": "staging"}), &source);
+    let staging = deploy_action(json!({"environment": "staging"}));
 
     // Never made: an error, no result, no deploy.
     let job = "44444444-5555-4666-8777-888888888888";
@@ -953,17 +888,15 @@ async fn jobs_codepipeline_did_not_make_or_that_say_otherwise_are_refused() {
             local.jobs.made(&id, &made);
             let (errored, answer) = invoke(local, "porter-pipeline", &job_sim::job_event(&id, &sent, None)).await;
             assert!(!errored, "{answer}");
-            match local.jobs.results(&id).last() {
-                Some(JobResult::Failure { message, .. }) => assert!(message.contains(why), "{why}: {message}"),
-                other => panic!("{why}: expected a failure, got {other:?}"),
-            }
+            let message = failure_of(local, &id, why);
+            assert!(message.contains(why), "{why}: {message}");
         }
     };
     // Made for staging, handed over as production.
     refused(
         "55555555-6666-4777-8888-999999999991",
         job_sim::MadeJob::of(&staging),
-        action(json!({"environment": "production"}), &source),
+        deploy_action(json!({"environment": "production"})),
         "UserParameters are not the ones",
     )
     .await;
@@ -983,7 +916,13 @@ async fn jobs_codepipeline_did_not_make_or_that_say_otherwise_are_refused() {
     )
     .await;
     // An input artifact from outside the pipeline's own store.
-    let outside = action(json!({"environment": "staging"}), "elsewhere/src.zip");
+    let outside = Action {
+        input: Some(S3Object {
+            bucket: ARTIFACT_BUCKET.into(),
+            key: "elsewhere/src.zip".into(),
+        }),
+        ..deploy_action(json!({"environment": "staging"}))
+    };
     refused(
         "55555555-6666-4777-8888-999999999993",
         job_sim::MadeJob::of(&outside),

@@ -124,7 +124,7 @@ async fn the_pack_binary_answers_a_sample_event_over_the_runtime_api() {
 /// function (a bootstrap wired to another function's handler would name
 /// that one, or not fail at all).
 #[tokio::test]
-async fn every_function_binary_answers_a_malformed_event_with_its_own_handler() {
+async fn every_binary_answers_with_its_own_handler() {
     for (function, names) in [
         ("provision", "provision"),
         ("promote", "promote"),

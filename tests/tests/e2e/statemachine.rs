@@ -6,31 +6,39 @@ use porter_local::deploy::{self, Options};
 use porter_local::invoke_host::Faults;
 use porter_local::stack::LocalStack;
 
-pub(crate) fn example(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-service");
-    let dest = dir.join(name);
-    copy_dir(&src, &dest);
-    // Each test deploys its own service so nothing is shared.
-    let cfg = std::fs::read_to_string(dest.join(".porter/config")).unwrap();
-    std::fs::write(
-        dest.join(".porter/config"),
-        cfg.replace("service_name: hello", &format!("service_name: {name}"))
-            .replace("hello-", &format!("{name}-")),
-    )
-    .unwrap();
-    dest
+use crate::support::{
+    assert_lease_free, assert_serving, cloudwatch, deployment_clients, entered, entries, example_load_balancers,
+    history, lease, sdk, sdk_in, serving, set_alarm,
+};
+use aws_sdk_cloudwatch::types::StateValue;
+use porter_e2e::{copy_dir, edit_config, failed, started, succeeded};
+
+/// The line of the example's environment that rollout settings follow.
+const ENVIRONMENT_LINE: &str = "  instance_type: t3.micro\n";
+
+/// Gives the example's environment a `rollout:` with `settings` (lines
+/// indented four spaces).
+fn rollout(svc: &std::path::Path, settings: &str) {
+    edit_config(
+        svc,
+        ENVIRONMENT_LINE,
+        &format!("{ENVIRONMENT_LINE}  rollout:\n{settings}"),
+    );
 }
 
-fn copy_dir(src: &std::path::Path, dest: &std::path::Path) {
-    std::fs::create_dir_all(dest).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dest.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
+/// Runs a deploy with `opts` as it is, printing nothing anywhere.
+async fn run(local: &LocalStack, opts: &Options) -> deploy::Outcome {
+    let mut out = Vec::new();
+    deploy::run(&local.moto.endpoint(), opts, &mut out).await.unwrap()
+}
+
+/// Staging deploy options for `svc` with a rollout override.
+fn with_rollout(svc: &std::path::Path, rollout: porter_core::config::RolloutOverride) -> Options {
+    Options {
+        path: svc.to_path_buf(),
+        environment: "staging".into(),
+        rollout: Some(rollout),
+        ..Default::default()
     }
 }
 
@@ -57,11 +65,8 @@ async fn deploy_waiting(local: &LocalStack, path: &std::path::Path, wait_for_lea
 
 #[tokio::test]
 async fn two_releases_through_the_state_machine() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "smok");
-    let (first, log) = deploy(&local, &svc).await;
-    assert!(first.succeeded, "{:?}\n{log}", first.error);
+    let (local, _dir, svc) = started(Default::default(), "smok").await;
+    let first = succeeded(deploy(&local, &svc).await);
     assert_eq!(first.regions.len(), 2);
     assert!(
         // 18, however many regions: the pre_pack hooks step (a call and
@@ -101,19 +106,13 @@ async fn two_releases_through_the_state_machine() {
     local.stop().await;
 }
 
+/// A provision failure ends on the Catch path with its reason, promotes
+/// nothing and gives the lease back.
 #[tokio::test]
-async fn a_provision_failure_ends_on_the_catch_path_with_its_reason() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "smfail");
-    porter_e2e::break_provisioning(
-        &svc,
-        "  instance_type: t3.micro
-",
-    );
-    let (outcome, log) = deploy(&local, &svc).await;
-    assert!(!outcome.succeeded, "{log}");
-    let (error, cause) = outcome.error.unwrap();
+async fn provision_failure_takes_the_catch_path() {
+    let (local, _dir, svc) = started(Default::default(), "smfail").await;
+    porter_e2e::break_provisioning(&svc, ENVIRONMENT_LINE);
+    let (error, cause, log) = failed(deploy(&local, &svc).await);
     assert_eq!(error, "StackFailed");
     assert!(
         cause.contains("provision failed: ") && cause.contains(" in us-"),
@@ -121,10 +120,7 @@ async fn a_provision_failure_ends_on_the_catch_path_with_its_reason() {
     );
     assert!(cause.contains(porter_e2e::MISSING_GROUP), "carries the reason: {cause}");
     assert!(!log.contains("promote "), "nothing was promoted:\n{log}");
-    assert!(
-        lease(&local, "smfail").await.is_none(),
-        "the failed deploy gave the lease back"
-    );
+    assert_lease_free(&local, "smfail", "the failed deploy gave the lease back").await;
     local.stop().await;
 }
 
@@ -132,48 +128,17 @@ async fn a_provision_failure_ends_on_the_catch_path_with_its_reason() {
 async fn a_retryable_error_is_retried_and_the_deploy_succeeds() {
     let faults = Faults::default();
     faults.fail_next(Phase::Promote, 1);
-    let local = LocalStack::start(porter_local::stack::Options::with_faults(faults))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "smretry");
-    let (outcome, log) = deploy(&local, &svc).await;
-    assert!(outcome.succeeded, "{:?}\n{log}", outcome.error);
+    let (local, _dir, svc) = started(porter_local::stack::Options::with_faults(faults), "smretry").await;
+    let outcome = succeeded(deploy(&local, &svc).await);
     // The history holds the failed attempt that Retry absorbed.
-    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
-    let sfn = aws_sdk_sfn::Client::new(&sdk);
-    let history = sfn
-        .get_execution_history()
-        .execution_arn(&outcome.execution_arn)
-        .max_results(1000)
-        .send()
+    let sfn = aws_sdk_sfn::Client::new(&sdk(&local).await);
+    let failed = history(&sfn, &outcome.execution_arn)
         .await
-        .unwrap();
-    let failed = history
-        .events()
         .iter()
         .filter(|e| e.r#type().as_str() == "TaskFailed")
         .count();
     assert_eq!(failed, 1, "exactly the injected failure, then success");
     local.stop().await;
-}
-
-/// The lease item of `service` in staging, if any: (execution, release).
-pub(crate) async fn lease(local: &LocalStack, service: &str) -> Option<(String, String)> {
-    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
-    let out = aws_sdk_dynamodb::Client::new(&sdk)
-        .get_item()
-        .table_name(porter_local::stack::LEASE_TABLE)
-        .key(
-            "lease",
-            aws_sdk_dynamodb::types::AttributeValue::S(format!("{service}/staging")),
-        )
-        .send()
-        .await
-        .unwrap();
-    let item = out.item()?;
-    let text = |k: &str| item[k].as_s().unwrap().clone();
-    Some((text("execution"), text("release")))
 }
 
 /// Registered instances per ELB, sampled until `stop`: the fewest seen.
@@ -182,21 +147,10 @@ async fn sample_elbs(
     elbs: &[(&str, porter_core::config::Elb)],
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> (usize, usize) {
-    let aws = porter_core::aws::Aws::unpinned(
-        porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await,
-    );
+    let aws = porter_core::aws::Aws::unpinned(sdk(local).await);
     let mut clients = Vec::new();
     for (region, elb) in elbs {
-        let c = aws
-            .region(
-                region,
-                "arn:aws:iam::123456789012:role/porter-deployment",
-                "sample",
-                &[],
-            )
-            .await
-            .unwrap();
-        clients.push((c, elb.clone()));
+        clients.push((deployment_clients(&aws, region, "sample").await, elb.clone()));
     }
     let (mut fewest, mut samples) = (usize::MAX, 0);
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -216,13 +170,8 @@ async fn two_deploys_at_once_one_proceeds_and_the_elb_never_empties() {
     // (retried after 2 s and 4 s), so it holds the lease long enough for
     // the other deploy to meet it.
     let faults = Faults::default();
-    let local = LocalStack::start(porter_local::stack::Options::with_faults(faults.clone()))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let a = example(dir.path(), "smlease");
-    let (first, log) = deploy(&local, &a).await;
-    assert!(first.succeeded, "{:?}\n{log}", first.error);
+    let (local, dir, a) = started(porter_local::stack::Options::with_faults(faults.clone()), "smlease").await;
+    succeeded(deploy(&local, &a).await);
 
     let b = dir.path().join("smlease-b");
     copy_dir(&a, &b);
@@ -232,13 +181,7 @@ async fn two_deploys_at_once_one_proceeds_and_the_elb_never_empties() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // The example's us-west-2 sits behind a classic ELB, us-east-1 behind
     // an ALB's target group.
-    let lbs = [
-        ("us-west-2", porter_core::config::Elb::classic("smlease-staging-usw2")),
-        (
-            "us-east-1",
-            porter_core::config::Elb::target_group("smlease-staging-use1"),
-        ),
-    ];
+    let lbs = example_load_balancers("smlease");
     let sampler = sample_elbs(&local, &lbs, stop.clone());
     let both = async {
         let both = tokio::join!(deploy(&local, &a), deploy(&local, &b));
@@ -262,19 +205,17 @@ async fn two_deploys_at_once_one_proceeds_and_the_elb_never_empties() {
         samples > 10 && fewest > 0,
         "the ELBs never emptied ({samples} samples, fewest {fewest})"
     );
-    assert!(
-        lease(&local, "smlease").await.is_none(),
-        "the winner gave the lease back"
-    );
+    assert_lease_free(&local, "smlease", "the winner gave the lease back").await;
     local.stop().await;
 }
 
+/// The lease of a running deploy refuses another deploy; one of a deploy
+/// that has ended (aborted, giving nothing back) is taken over by a
+/// deploy that waits for it.
 #[tokio::test]
-async fn a_lease_of_a_running_deploy_refuses_and_one_of_an_ended_deploy_is_taken_over() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "smheld");
-    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
+async fn lease_refused_while_held_taken_when_ended() {
+    let (local, _dir, svc) = started(Default::default(), "smheld").await;
+    let sdk = sdk(&local).await;
     deploy::ensure_lease_table(&sdk).await.unwrap();
     // Another deploy, still running, holds the lease: an execution of the
     // deploy state machine, as every holder is (the lease function may read
@@ -325,9 +266,7 @@ async fn a_lease_of_a_running_deploy_refuses_and_one_of_an_ended_deploy_is_taken
         .await
         .unwrap();
 
-    let (refused, log) = deploy(&local, &svc).await;
-    assert!(!refused.succeeded, "{log}");
-    let (error, cause) = refused.error.unwrap();
+    let (error, cause, log) = failed(deploy(&local, &svc).await);
     assert_eq!(error, "LeaseHeld");
     assert!(cause.contains(&running) && cause.contains("0123456789ab"), "{cause}");
     assert!(!log.contains("provision "), "nothing was provisioned:\n{log}");
@@ -344,18 +283,26 @@ async fn a_lease_of_a_running_deploy_refuses_and_one_of_an_ended_deploy_is_taken
         waits_for_the_lease(&sfn).await;
         sfn.stop_execution().execution_arn(&running).send().await.unwrap();
     };
-    let ((taken, log), ()) = tokio::join!(waiting, abort);
-    assert!(taken.succeeded, "{:?}\n{log}", taken.error);
-    let history = sfn
-        .get_execution_history()
-        .execution_arn(&taken.execution_arn)
-        .max_results(1000)
-        .send()
-        .await
-        .unwrap();
-    assert!(entered(history.events(), "WaitForLease"), "it waited for the lease");
+    let (taken, ()) = tokio::join!(waiting, abort);
+    let taken = succeeded(taken);
+    assert!(
+        entered(&history(&sfn, &taken.execution_arn).await, "WaitForLease"),
+        "it waited for the lease"
+    );
     assert!(lease(&local, "smheld").await.is_none());
     local.stop().await;
+}
+
+/// The executions of the deploy state machine that are running.
+async fn running_deploys(
+    sfn: &aws_sdk_sfn::Client,
+) -> Result<Vec<aws_sdk_sfn::types::ExecutionListItem>, impl std::fmt::Debug> {
+    sfn.list_executions()
+        .state_machine_arn(deploy::state_machine_arn())
+        .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
+        .send()
+        .await
+        .map(|out| out.executions().to_vec())
 }
 
 /// Returns once a deploy execution has entered `WaitForLease`: on a busy
@@ -363,22 +310,8 @@ async fn a_lease_of_a_running_deploy_refuses_and_one_of_an_ended_deploy_is_taken
 /// end before it does.
 async fn waits_for_the_lease(sfn: &aws_sdk_sfn::Client) {
     for _ in 0..600 {
-        let running = sfn
-            .list_executions()
-            .state_machine_arn(deploy::state_machine_arn())
-            .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
-            .send()
-            .await
-            .map(|out| out.executions().to_vec())
-            .unwrap_or_default();
-        for execution in running {
-            let history = sfn
-                .get_execution_history()
-                .execution_arn(execution.execution_arn())
-                .max_results(1000)
-                .send()
-                .await;
-            if history.is_ok_and(|h| entered(h.events(), "WaitForLease")) {
+        for execution in running_deploys(sfn).await.unwrap_or_default() {
+            if entered(&history(sfn, execution.execution_arn()).await, "WaitForLease") {
                 return;
             }
         }
@@ -387,20 +320,13 @@ async fn waits_for_the_lease(sfn: &aws_sdk_sfn::Client) {
     panic!("no deploy waited for the lease within 60 s");
 }
 
-/// Whether an execution's history shows it entered `state`.
-fn entered(events: &[aws_sdk_sfn::types::HistoryEvent], state: &str) -> bool {
-    events
-        .iter()
-        .any(|e| e.state_entered_event_details().is_some_and(|d| d.name() == state))
-}
-
+/// The same source deploys nothing new (the release is already live)
+/// until the machine image changes: a patched image in every region makes
+/// it a new release, whose stacks boot that image.
 #[tokio::test]
-async fn the_same_source_deploys_nothing_new_until_the_machine_image_changes() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "smami");
-    let (first, log) = deploy(&local, &svc).await;
-    assert!(first.succeeded, "{:?}\n{log}", first.error);
+async fn same_source_is_new_only_with_a_new_image() {
+    let (local, _dir, svc) = started(Default::default(), "smami").await;
+    let first = succeeded(deploy(&local, &svc).await);
     let v1 = first.release.clone().unwrap();
     assert_eq!(v1.images.len(), 2, "pack pinned each region's image: {:?}", v1.images);
     assert!(v1
@@ -420,11 +346,9 @@ async fn the_same_source_deploys_nothing_new_until_the_machine_image_changes() {
 
     // A patched image in every region: the same source is a new release,
     // whose stacks boot the new image.
-    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
     let patched = "ami-0f1e2d3c4b5a69788";
     for region in ["us-west-2", "us-east-1"] {
-        let conf = sdk.to_builder().region(aws_config::Region::new(region)).build();
-        aws_sdk_ssm::Client::new(&conf)
+        aws_sdk_ssm::Client::new(&sdk_in(&local, region).await)
             .put_parameter()
             .name(porter_local::stack::MACHINE_IMAGE_PARAMETER)
             .value(patched)
@@ -440,8 +364,7 @@ async fn the_same_source_deploys_nothing_new_until_the_machine_image_changes() {
     assert!(v2.images.values().all(|i| i == patched));
     for (region, r) in &patch.regions {
         assert!(!r.already_live && r.taken_out.len() == 2, "{region}: {log}");
-        let conf = sdk.to_builder().region(aws_config::Region::new(region.clone())).build();
-        let body = aws_sdk_cloudformation::Client::new(&conf)
+        let body = aws_sdk_cloudformation::Client::new(&sdk_in(&local, region).await)
             .get_template()
             .stack_name(&r.stack_name)
             .send()
@@ -456,60 +379,6 @@ async fn the_same_source_deploys_nothing_new_until_the_machine_image_changes() {
         );
     }
     local.stop().await;
-}
-
-/// A CloudWatch client in `region` of the local stack.
-async fn cloudwatch(local: &LocalStack, region: &str) -> aws_sdk_cloudwatch::Client {
-    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
-    aws_sdk_cloudwatch::Client::new(
-        &sdk.to_builder()
-            .region(aws_config::Region::new(region.to_owned()))
-            .build(),
-    )
-}
-
-/// Each region's promoted stack (by its ELB's tag) and the instances its
-/// ELB holds, for the example `service` deployed to staging.
-pub(crate) async fn serving(local: &LocalStack, service: &str) -> Vec<(String, String, Vec<String>)> {
-    let aws = porter_core::aws::Aws::unpinned(
-        porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await,
-    );
-    let mut out = Vec::new();
-    for (region, lb) in example_load_balancers(service) {
-        let c = aws
-            .region(
-                region,
-                "arn:aws:iam::123456789012:role/porter-deployment",
-                "serving",
-                &[],
-            )
-            .await
-            .unwrap();
-        let promoted = porter_core::balancer::tags(&c, &lb)
-            .await
-            .unwrap()
-            .remove(porter_core::promote::PROMOTED_NAME_TAG)
-            .unwrap_or_default();
-        let mut registered = porter_core::balancer::registered(&c, &lb).await.unwrap();
-        registered.sort();
-        out.push((region.to_owned(), promoted, registered));
-    }
-    out
-}
-
-/// The example's load balancers, for a copy named `service`: a classic ELB
-/// in us-west-2, an ALB's target group in us-east-1.
-pub(crate) fn example_load_balancers(service: &str) -> [(&'static str, porter_core::config::Elb); 2] {
-    [
-        (
-            "us-west-2",
-            porter_core::config::Elb::classic(format!("{service}-staging-usw2")),
-        ),
-        (
-            "us-east-1",
-            porter_core::config::Elb::target_group(format!("{service}-staging-use1")),
-        ),
-    ]
 }
 
 /// An OK alarm `name` on an error count, in both regions of the example.
@@ -532,35 +401,31 @@ async fn error_alarm(local: &LocalStack, name: &str) {
     }
 }
 
+/// Waits until the running deploy of `service` has entered its `n`th
+/// bake, then fires its alarm `{service}-errors` in `region`: the
+/// deploy's execution.
+async fn alarm_in_bake(local: &LocalStack, service: &str, n: usize, region: &str) -> String {
+    let arn = in_bake(local, service, n).await;
+    set_alarm(
+        local,
+        region,
+        &format!("{service}-errors"),
+        StateValue::Alarm,
+        "errors above threshold",
+    )
+    .await;
+    arn
+}
+
 /// Waits until the running deploy of `service` has entered its `n`th bake.
 async fn in_bake(local: &LocalStack, service: &str, n: usize) -> String {
-    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
-    let sfn = aws_sdk_sfn::Client::new(&sdk);
+    let sfn = aws_sdk_sfn::Client::new(&sdk(local).await);
     for _ in 0..400 {
-        let running = sfn
-            .list_executions()
-            .state_machine_arn(deploy::state_machine_arn())
-            .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
-            .send()
-            .await
-            .unwrap();
-        for e in running.executions() {
+        for e in running_deploys(&sfn).await.unwrap() {
             if !e.name().starts_with(&format!("{service}-staging-")) {
                 continue;
             }
-            let h = sfn
-                .get_execution_history()
-                .execution_arn(e.execution_arn())
-                .max_results(1000)
-                .send()
-                .await
-                .unwrap();
-            let bakes = h
-                .events()
-                .iter()
-                .filter(|x| x.state_entered_event_details().is_some_and(|d| d.name() == "Bake"))
-                .count();
-            if bakes >= n {
+            if entries(&history(&sfn, e.execution_arn()).await, "Bake") >= n {
                 return e.execution_arn().to_owned();
             }
         }
@@ -569,20 +434,16 @@ async fn in_bake(local: &LocalStack, service: &str, n: usize) -> String {
     panic!("no deploy of {service} reached bake {n}");
 }
 
+/// An alarm that fires during a wave's bake puts every region back on the
+/// release before, from the same instances; one that fired and cleared
+/// during a bake is caught by the alarm's state-updated time.
 #[tokio::test]
-async fn an_alarm_during_a_bake_puts_every_region_back_to_the_release_before() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "smroll");
-    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
-    std::fs::write(
-        svc.join(".porter/config"),
-        cfg.replace(
-            "  instance_type: t3.micro\n",
-            "  instance_type: t3.micro\n  rollout:\n    waves: [[us-west-2], [us-east-1]]\n    bake_seconds: 3\n    alarms: [smroll-errors]\n",
-        ),
-    )
-    .unwrap();
+async fn alarm_in_bake_rolls_every_region_back() {
+    let (local, _dir, svc) = started(Default::default(), "smroll").await;
+    rollout(
+        &svc,
+        "    waves: [[us-west-2], [us-east-1]]\n    bake_seconds: 3\n    alarms: [smroll-errors]\n",
+    );
     error_alarm(&local, "smroll-errors").await;
     let (r1, log) = deploy(&local, &svc).await;
     assert!(r1.succeeded, "{:?}\n{log}", r1.error);
@@ -598,21 +459,9 @@ async fn an_alarm_during_a_bake_puts_every_region_back_to_the_release_before() {
     // Release 2: the second wave's alarm fires during its bake, after
     // us-west-2 was cut over in the first.
     std::fs::write(svc.join("index.html"), "release 2").unwrap();
-    let fire = async {
-        in_bake(&local, "smroll", 2).await;
-        cloudwatch(&local, "us-east-1")
-            .await
-            .set_alarm_state()
-            .alarm_name("smroll-errors")
-            .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
-            .state_reason("errors above threshold")
-            .send()
-            .await
-            .unwrap();
-    };
-    let ((r2, log), ()) = tokio::join!(deploy(&local, &svc), fire);
-    assert!(!r2.succeeded, "{log}");
-    let (error, cause) = r2.error.unwrap();
+    let fire = alarm_in_bake(&local, "smroll", 2, "us-east-1");
+    let (r2, _) = tokio::join!(deploy(&local, &svc), fire);
+    let (error, cause, _) = failed(r2);
     assert_eq!(error, "GateFailed", "{cause}");
     assert!(
         cause.contains("us-east-1")
@@ -623,72 +472,51 @@ async fn an_alarm_during_a_bake_puts_every_region_back_to_the_release_before() {
     // Every region serves release 1 again, from the same instances.
     let after = serving(&local, "smroll").await;
     assert_eq!(after, before, "every region back on release 1");
-    assert!(lease(&local, "smroll").await.is_none(), "the lease was given back");
+    assert_lease_free(&local, "smroll", "the lease was given back").await;
 
     // Fired and cleared during the first wave's bake: caught by the
     // alarm's state-updated time.
-    let cw = cloudwatch(&local, "us-east-1").await;
-    cw.set_alarm_state()
-        .alarm_name("smroll-errors")
-        .state_value(aws_sdk_cloudwatch::types::StateValue::Ok)
-        .state_reason("quiet")
-        .send()
-        .await
-        .unwrap();
+    set_alarm(&local, "us-east-1", "smroll-errors", StateValue::Ok, "quiet").await;
     std::fs::write(svc.join("index.html"), "release 3").unwrap();
     let flap = async {
         in_bake(&local, "smroll", 1).await;
-        let west = cloudwatch(&local, "us-west-2").await;
-        for state in [
-            aws_sdk_cloudwatch::types::StateValue::Alarm,
-            aws_sdk_cloudwatch::types::StateValue::Ok,
-        ] {
-            west.set_alarm_state()
-                .alarm_name("smroll-errors")
-                .state_value(state)
-                .state_reason("a spike")
-                .send()
-                .await
-                .unwrap();
+        for state in [StateValue::Alarm, StateValue::Ok] {
+            set_alarm(&local, "us-west-2", "smroll-errors", state, "a spike").await;
         }
     };
-    let ((r3, log), ()) = tokio::join!(deploy(&local, &svc), flap);
-    assert!(!r3.succeeded, "{log}");
-    let (error, cause) = r3.error.unwrap();
+    let (r3, ()) = tokio::join!(deploy(&local, &svc), flap);
+    let (error, cause, _) = failed(r3);
     assert!(
         error == "GateFailed" && cause.contains("us-west-2") && cause.contains("fired and cleared"),
         "{cause}"
     );
-    assert_eq!(
-        serving(&local, "smroll").await,
-        before,
-        "release 1 still serves everywhere"
-    );
+    assert_serving(&local, "smroll", &before, "release 1 still serves everywhere").await;
     local.stop().await;
 }
 
+/// What the example `service` serves (see [`serving`]), asserting that
+/// every region serves `outcome`'s release alone, from two instances.
+async fn serving_only(
+    local: &LocalStack,
+    service: &str,
+    outcome: &deploy::Outcome,
+) -> Vec<(String, String, Vec<String>)> {
+    let view = serving(local, service).await;
+    let stack = &outcome.regions["us-west-2"].stack_name;
+    assert!(view.iter().all(|(_, s, ids)| s == stack && ids.len() == 2), "{view:?}");
+    view
+}
+
+/// Canaries serve beside the fleet without a cutover; a canary that dies
+/// during its bake fails the gate and puts every region back, and a
+/// release that serves already has no canaries to hold against it.
 #[tokio::test]
-async fn canaries_serve_beside_the_fleet_and_one_that_fails_puts_every_region_back() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "smcan");
-    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
-    std::fs::write(
-        svc.join(".porter/config"),
-        cfg.replace(
-            "  instance_type: t3.micro\n",
-            "  instance_type: t3.micro\n  rollout:\n    canary_instances: 1\n    bake_seconds: 3\n",
-        ),
-    )
-    .unwrap();
-    let (r1, log) = deploy(&local, &svc).await;
-    assert!(r1.succeeded, "{:?}\n{log}", r1.error);
-    let r1_view = serving(&local, "smcan").await;
-    let r1_stack = r1.regions["us-west-2"].stack_name.clone();
-    assert!(
-        r1_view.iter().all(|(_, s, ids)| *s == r1_stack && ids.len() == 2),
-        "{r1_view:?}"
-    );
+async fn canaries_serve_and_a_failing_one_rolls_back() {
+    let (local, _dir, svc) = started(Default::default(), "smcan").await;
+    rollout(&svc, "    canary_instances: 1\n    bake_seconds: 3\n");
+    let r1 = succeeded(deploy(&local, &svc).await);
+    let r1_view = serving_only(&local, "smcan", &r1).await;
+    let r1_stack = &r1.regions["us-west-2"].stack_name;
 
     // Release 2: during the canaries' bake each ELB holds release 1's two
     // instances and one of release 2's, and still names release 1.
@@ -701,19 +529,14 @@ async fn canaries_serve_beside_the_fleet_and_one_that_fails_puts_every_region_ba
     assert!(r2.succeeded, "{:?}\n{log}", r2.error);
     assert!(log.contains("canary:"), "{log}");
     for ((region, stack, ids), (_, _, before)) in during.iter().zip(&r1_view) {
-        assert_eq!(stack, &r1_stack, "{region}: the canary does not cut over");
+        assert_eq!(stack, r1_stack, "{region}: the canary does not cut over");
         assert_eq!(ids.len(), 3, "{region}: two old instances and one canary: {ids:?}");
         assert!(
             before.iter().all(|i| ids.contains(i)),
             "{region}: the old fleet serves on"
         );
     }
-    let r2_view = serving(&local, "smcan").await;
-    let r2_stack = r2.regions["us-west-2"].stack_name.clone();
-    assert!(
-        r2_view.iter().all(|(_, s, ids)| *s == r2_stack && ids.len() == 2),
-        "{r2_view:?}"
-    );
+    let r2_view = serving_only(&local, "smcan", &r2).await;
 
     // Release 3: us-east-1's canary dies during its bake (terminated, as
     // when its host fails); the gate fails, and both regions serve release
@@ -725,8 +548,7 @@ async fn canaries_serve_beside_the_fleet_and_one_that_fails_puts_every_region_ba
         let (_, _, ids) = view.iter().find(|(r, _, _)| r == "us-east-1").unwrap();
         let r2_ids = &r2_view.iter().find(|(r, _, _)| r == "us-east-1").unwrap().2;
         let canary = ids.iter().find(|i| !r2_ids.contains(i)).expect("a canary").clone();
-        let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await;
-        aws_sdk_autoscaling::Client::new(&sdk)
+        aws_sdk_autoscaling::Client::new(&sdk_in(&local, "us-east-1").await)
             .terminate_instance_in_auto_scaling_group()
             .instance_id(&canary)
             .should_decrement_desired_capacity(false)
@@ -735,9 +557,8 @@ async fn canaries_serve_beside_the_fleet_and_one_that_fails_puts_every_region_ba
             .unwrap();
         canary
     };
-    let ((r3, log), canary) = tokio::join!(deploy(&local, &svc), stop);
-    assert!(!r3.succeeded, "{log}");
-    let (error, cause) = r3.error.unwrap();
+    let (r3, canary) = tokio::join!(deploy(&local, &svc), stop);
+    let (error, cause, _) = failed(r3);
     assert_eq!(error, "GateFailed", "{cause}");
     assert!(
         // us-east-1's target group says at once that a target was
@@ -747,12 +568,8 @@ async fn canaries_serve_beside_the_fleet_and_one_that_fails_puts_every_region_ba
             && cause.contains("Target.InvalidState"),
         "{cause}"
     );
-    assert_eq!(
-        serving(&local, "smcan").await,
-        r2_view,
-        "every region serves release 2 again"
-    );
-    assert!(lease(&local, "smcan").await.is_none(), "the lease was given back");
+    assert_serving(&local, "smcan", &r2_view, "every region serves release 2 again").await;
+    assert_lease_free(&local, "smcan", "the lease was given back").await;
 
     // Release 2 again (a weekly build with nothing new): it serves already,
     // so it has no canaries, and its gate must not hold that against it.
@@ -760,116 +577,63 @@ async fn canaries_serve_beside_the_fleet_and_one_that_fails_puts_every_region_ba
     let (again, log) = deploy(&local, &svc).await;
     assert!(again.succeeded, "{:?}\n{log}", again.error);
     assert!(again.regions.values().all(|r| r.already_live), "{log}");
-    assert_eq!(serving(&local, "smcan").await, r2_view, "nothing changed");
+    assert_serving(&local, "smcan", &r2_view, "nothing changed").await;
 
     // And again with an alarm that fires while it bakes: the deploy fails,
     // and since it cut nothing over, nothing is put back (release 1 does
     // not come back).
     error_alarm(&local, "smcan-errors").await;
-    let opts = Options {
-        path: svc.clone(),
-        environment: "staging".into(),
-        rollout: Some(porter_core::config::RolloutOverride {
+    let opts = with_rollout(
+        &svc,
+        porter_core::config::RolloutOverride {
             alarms: Some(vec!["smcan-errors".into()]),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let fire = async {
-        in_bake(&local, "smcan", 1).await;
-        cloudwatch(&local, "us-west-2")
-            .await
-            .set_alarm_state()
-            .alarm_name("smcan-errors")
-            .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
-            .state_reason("errors above threshold")
-            .send()
-            .await
-            .unwrap();
-    };
-    let run = async {
-        let mut out = Vec::new();
-        deploy::run(&local.moto.endpoint(), &opts, &mut out).await.unwrap()
-    };
-    let (failed, ()) = tokio::join!(run, fire);
+        },
+    );
+    let fire = alarm_in_bake(&local, "smcan", 1, "us-west-2");
+    let (failed, _) = tokio::join!(run(&local, &opts), fire);
     assert_eq!(
         failed.error.as_ref().map(|e| e.0.as_str()),
         Some("GateFailed"),
         "{:?}",
         failed.error
     );
-    assert_eq!(
-        serving(&local, "smcan").await,
-        r2_view,
-        "release 2 still serves everywhere"
-    );
+    assert_serving(&local, "smcan", &r2_view, "release 2 still serves everywhere").await;
     local.stop().await;
 }
 
+/// A long bake is read each minute, so an alarm early in it ends the
+/// deploy at the first read after it, not at the bake's end.
 #[tokio::test]
-async fn a_long_bake_is_read_each_minute_so_an_early_alarm_ends_it_at_once() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "smlong");
-    let (r1, log) = deploy(&local, &svc).await;
-    assert!(r1.succeeded, "{:?}\n{log}", r1.error);
-    let cw = cloudwatch(&local, "us-east-1").await;
+async fn long_bake_is_read_each_minute() {
+    let (local, _dir, svc) = started(Default::default(), "smlong").await;
+    succeeded(deploy(&local, &svc).await);
     error_alarm(&local, "smlong-errors").await;
     // Release 2 bakes 130 s: read after 60 s, 60 s and 10 s. Its alarm
     // fires in the first minute, so the first read after it fails the gate.
     std::fs::write(svc.join("index.html"), "release 2").unwrap();
-    let opts = Options {
-        path: svc.clone(),
-        environment: "staging".into(),
-        rollout: Some(porter_core::config::RolloutOverride {
+    let opts = with_rollout(
+        &svc,
+        porter_core::config::RolloutOverride {
             bake_seconds: Some(130),
             alarms: Some(vec!["smlong-errors".into()]),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let fire = async {
-        let arn = in_bake(&local, "smlong", 1).await;
-        cw.set_alarm_state()
-            .alarm_name("smlong-errors")
-            .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
-            .state_reason("errors above threshold")
-            .send()
-            .await
-            .unwrap();
-        arn
-    };
-    let run = async {
-        let mut out = Vec::new();
-        deploy::run(&local.moto.endpoint(), &opts, &mut out).await.unwrap()
-    };
-    let (r2, arn) = tokio::join!(run, fire);
+        },
+    );
+    let fire = alarm_in_bake(&local, "smlong", 1, "us-east-1");
+    let (r2, arn) = tokio::join!(run(&local, &opts), fire);
     let (error, cause) = r2.error.clone().unwrap();
     assert!(
         error == "GateFailed" && cause.contains("smlong-errors is in ALARM"),
         "{cause}"
     );
-    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
-    let h = aws_sdk_sfn::Client::new(&sdk)
-        .get_execution_history()
-        .execution_arn(arn)
-        .max_results(1000)
-        .send()
-        .await
-        .unwrap();
-    let entered = |name: &str| {
-        h.events()
-            .iter()
-            .filter(|e| e.state_entered_event_details().is_some_and(|d| d.name() == name))
-            .count()
-    };
+    let h = history(&aws_sdk_sfn::Client::new(&sdk(&local).await), &arn).await;
     assert_eq!(
-        (entered("Bake"), entered("CheckGate")),
+        (entries(&h, "Bake"), entries(&h, "CheckGate")),
         (1, 1),
         "one stretch of a minute, one read, and the release was rolled back"
     );
     let first_stretch = h
-        .events()
         .iter()
         .filter_map(|e| e.state_entered_event_details())
         .find(|d| d.name() == "Bake")
@@ -881,7 +645,7 @@ async fn a_long_bake_is_read_each_minute_so_an_early_alarm_ends_it_at_once() {
 
 /// The Auto Scaling group of `stack` in `region`, and its client.
 async fn stack_group(local: &LocalStack, region: &str, stack: &str) -> (aws_sdk_autoscaling::Client, String) {
-    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), region).await;
+    let sdk = sdk_in(local, region).await;
     let group = aws_sdk_cloudformation::Client::new(&sdk)
         .describe_stack_resources()
         .stack_name(stack)
@@ -917,11 +681,8 @@ async fn group_sizes(local: &LocalStack, region: &str, stack: &str) -> (i32, i32
 
 #[tokio::test]
 async fn a_live_fleet_scaled_out_is_replaced_at_its_size() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "smscale");
-    let (first, log) = deploy(&local, &svc).await;
-    assert!(first.succeeded, "{:?}\n{log}", first.error);
+    let (local, _dir, svc) = started(Default::default(), "smscale").await;
+    let first = succeeded(deploy(&local, &svc).await);
 
     // us-west-2's fleet scales out to 4 under load (by hand here).
     let (asg, live) = stack_group(&local, "us-west-2", &first.regions["us-west-2"].stack_name).await;
@@ -934,8 +695,7 @@ async fn a_live_fleet_scaled_out_is_replaced_at_its_size() {
         .unwrap();
 
     std::fs::write(svc.join("index.html"), "release 2").unwrap();
-    let (second, log) = deploy(&local, &svc).await;
-    assert!(second.succeeded, "{:?}\n{log}", second.error);
+    let second = succeeded(deploy(&local, &svc).await);
     assert_eq!(
         group_sizes(&local, "us-west-2", &second.regions["us-west-2"].stack_name).await,
         (2, 4, 4, "ELB".to_owned()),
@@ -967,24 +727,17 @@ async fn invoke_promote(local: &LocalStack, event: serde_json::Value) -> (serde_
     (resp.json().await.unwrap(), failed)
 }
 
+/// `porter abort` mid-bake (the promote function's abort event) puts
+/// every region back and frees the lease, and fences off the aborted
+/// deploy's late calls; a stop from the console, which runs no Catch, does
+/// the same through Step Functions' own event.
 #[tokio::test]
-async fn an_abort_or_a_console_stop_mid_bake_puts_every_region_back_and_frees_the_lease() {
-    let local = LocalStack::start(Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = example(dir.path(), "smabort");
-    let (r1, log) = deploy(&local, &svc).await;
-    assert!(r1.succeeded, "{:?}\n{log}", r1.error);
+async fn abort_or_console_stop_mid_bake_rolls_back() {
+    let (local, _dir, svc) = started(Default::default(), "smabort").await;
+    succeeded(deploy(&local, &svc).await);
     let before = serving(&local, "smabort").await;
     // From now on a long bake after each wave: us-west-2 first.
-    let cfg = std::fs::read_to_string(svc.join(".porter/config")).unwrap();
-    std::fs::write(
-        svc.join(".porter/config"),
-        cfg.replace(
-            "  instance_type: t3.micro\n",
-            "  instance_type: t3.micro\n  rollout:\n    waves: [[us-west-2], [us-east-1]]\n    bake_seconds: 600\n",
-        ),
-    )
-    .unwrap();
+    rollout(&svc, "    waves: [[us-west-2], [us-east-1]]\n    bake_seconds: 600\n");
 
     // `porter abort` while release 2 bakes in us-west-2.
     std::fs::write(svc.join("index.html"), "release 2").unwrap();
@@ -1011,16 +764,11 @@ async fn an_abort_or_a_console_stop_mid_bake_puts_every_region_back_and_frees_th
             .contains("as before"),
         "us-east-1 was never reached: {answer}"
     );
-    assert_eq!(
-        serving(&local, "smabort").await,
-        before,
-        "release 1 serves everywhere again"
-    );
-    assert!(lease(&local, "smabort").await.is_none(), "the lease is free");
+    assert_serving(&local, "smabort", &before, "release 1 serves everywhere again").await;
+    assert_lease_free(&local, "smabort", "the lease is free").await;
     // The fence: a phase of the aborted deploy (a call already on its way
     // when it was stopped) does nothing more.
-    let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
-    let release = porter_core::history::progress(&aws_sdk_sfn::Client::new(&sdk), &aborted)
+    let release = porter_core::history::progress(&aws_sdk_sfn::Client::new(&sdk(&local).await), &aborted)
         .await
         .unwrap()
         .into_iter()
@@ -1030,17 +778,8 @@ async fn an_abort_or_a_console_stop_mid_bake_puts_every_region_back_and_frees_th
         })
         .unwrap();
     let late = porter_core::promote::PromoteInput {
-        target: porter_core::target::Target {
-            release: porter_core::release::ReleaseRef::Inline(release),
-            region: None,
-            regions: Vec::new(),
-        },
-        stack_name: None,
-        timeout_seconds: None,
-        undo: false,
-        canary: false,
         execution: Some(aborted.clone()),
-        state: None,
+        ..porter_e2e::promote_input(&release, None, None)
     };
     let (answer, failed) = invoke_promote(&local, serde_json::to_value(&late).unwrap()).await;
     assert!(
@@ -1051,15 +790,14 @@ async fn an_abort_or_a_console_stop_mid_bake_puts_every_region_back_and_frees_th
                 .contains("no longer holds the deploy lease"),
         "{answer}"
     );
-    assert_eq!(serving(&local, "smabort").await, before, "nothing changed");
+    assert_serving(&local, "smabort", &before, "nothing changed").await;
 
     // A stop from the console runs no Catch: the infra's rule hands the
     // function Step Functions' own event, and it does the same.
     std::fs::write(svc.join("index.html"), "release 3").unwrap();
     let stop = async {
         let arn = in_bake(&local, "smabort", 1).await;
-        let sdk = porter_local::moto::sdk_config(&local.moto.endpoint(), porter_local::stack::REGION).await;
-        aws_sdk_sfn::Client::new(&sdk)
+        aws_sdk_sfn::Client::new(&sdk(&local).await)
             .stop_execution()
             .execution_arn(&arn)
             .send()
@@ -1104,11 +842,7 @@ async fn an_abort_or_a_console_stop_mid_bake_puts_every_region_back_and_frees_th
         (false.into(), true.into()),
         "{answer}"
     );
-    assert_eq!(
-        serving(&local, "smabort").await,
-        before,
-        "release 1 serves everywhere again"
-    );
-    assert!(lease(&local, "smabort").await.is_none(), "the lease is free");
+    assert_serving(&local, "smabort", &before, "release 1 serves everywhere again").await;
+    assert_lease_free(&local, "smabort", "the lease is free").await;
     local.stop().await;
 }

@@ -15,6 +15,21 @@ fn event(name: &str) -> Value {
 }
 
 /// The main branch's pipeline, as infra/template.yaml declares it (in short).
+/// The trigger's settings for service `hello`, whose main pipeline is
+/// `hello`, with `feature/` branches getting pipelines of their own.
+fn settings() -> trigger::Settings {
+    trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello").unwrap()
+}
+
+/// A context whose trigger has `settings`, with the main pipeline made,
+/// and the name of the branch pipeline of `feature/new-login`.
+async fn triggering(aws: &porter_core::aws::Aws, settings: trigger::Settings) -> (Context, String) {
+    let mut ctx = Context::new(aws.clone());
+    ctx.trigger = settings;
+    main_pipeline(&ctx, aws).await;
+    (ctx, trigger::branch_pipeline("hello", "feature/new-login"))
+}
+
 async fn main_pipeline(ctx: &Context, aws: &porter_core::aws::Aws) {
     let role = json!({"Resources": {"PipelineRole": {"Type": "AWS::IAM::Role", "Properties": {
         "RoleName": "porter-pipeline",
@@ -117,13 +132,12 @@ async fn branch_of(ctx: &Context, name: &str) -> Option<String> {
         .find_map(|a| a.configuration().and_then(|c| c.get("BranchName").cloned()))
 }
 
+/// Branch events create, start and delete branch pipelines (which deploy
+/// only where the infra allows), and the weekly schedule starts builds.
 #[tokio::test]
-async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule_starts_builds() {
+async fn branch_events_drive_branch_pipelines() {
     let stack = porter_e2e::Stack::start().await;
-    let mut ctx = Context::new(stack.aws.clone());
-    ctx.trigger = trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello").unwrap();
-    main_pipeline(&ctx, &stack.aws).await;
-    let pipeline = trigger::branch_pipeline("hello", "feature/new-login");
+    let (ctx, pipeline) = triggering(&stack.aws, settings()).await;
 
     let created = handle(&ctx, Function::Trigger, event("codecommit-created.json"))
         .await
@@ -178,9 +192,7 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
     // The infra may let branches deploy to named environments: never to
     // one that the main pipeline deploys after its approval.
     let mut allowing = ctx.clone();
-    allowing.trigger = trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello")
-        .unwrap()
-        .with_branch_environments("staging, production");
+    allowing.trigger = settings().with_branch_environments("staging, production");
     handle(&allowing, Function::Trigger, event("codecommit-created.json"))
         .await
         .unwrap();
@@ -208,16 +220,15 @@ async fn branch_events_create_start_and_delete_branch_pipelines_and_the_schedule
     stack.moto.stop().await;
 }
 
+/// CodeCommit repository triggers drive the same branch pipelines as
+/// EventBridge's events.
 #[tokio::test]
-async fn codecommit_repository_triggers_drive_the_same_branch_pipelines() {
+async fn repository_triggers_drive_branch_pipelines() {
     let stack = porter_e2e::Stack::start().await;
-    let mut ctx = Context::new(stack.aws.clone());
-    let mut settings = trigger::Settings::new(Some("hello".into()), "^feature/.+$", "hello").unwrap();
+    let mut settings = settings();
     settings.repository = Some("hello-service".into());
     settings.main_branch = Some("main".into());
-    ctx.trigger = settings;
-    main_pipeline(&ctx, &stack.aws).await;
-    let pipeline = trigger::branch_pipeline("hello", "feature/new-login");
+    let (ctx, pipeline) = triggering(&stack.aws, settings).await;
 
     // A push that created a branch: its pipeline, as from EventBridge.
     let created = handle(&ctx, Function::Trigger, event("codecommit-trigger-push.json"))

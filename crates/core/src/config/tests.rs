@@ -79,6 +79,29 @@ fn dump(loaded: &Loaded) -> String {
     loaded.located().map(|l| l.to_string()).collect::<Vec<_>>().join("\n")
 }
 
+/// The base config with `section:` and its `body` added after the
+/// service's name.
+fn load_section(section: &str, body: &str) -> Loaded {
+    load(&base_with(
+        "service_name: svc-api\n",
+        &format!("service_name: svc-api\n{section}:\n{body}"),
+    ))
+}
+
+/// Asserts that `loaded` has no finding at all.
+fn assert_clean(loaded: &Loaded) {
+    assert_eq!(count(loaded, Severity::Error), 0, "{}", dump(loaded));
+    assert_eq!(count(loaded, Severity::Warning), 0, "{}", dump(loaded));
+}
+
+/// Whether `loaded` has an error that `wanted` picks.
+fn has_error(loaded: &Loaded, wanted: impl Fn(&Diagnostic) -> bool) -> bool {
+    loaded
+        .diagnostics
+        .iter()
+        .any(|d| d.severity == Severity::Error && wanted(d))
+}
+
 fn count(loaded: &Loaded, severity: Severity) -> usize {
     loaded.diagnostics.iter().filter(|d| d.severity == severity).count()
 }
@@ -1369,7 +1392,7 @@ fn stack_definition_resolves_from_repo_root_and_region_wins() {
 /// refusal names the file and the JSON path, and porter's own overlays
 /// pass.
 #[test]
-fn an_overlay_that_reaches_outside_its_stack_is_refused_naming_file_and_path() {
+fn overlay_outside_its_stack_is_refused() {
     let repo = tempfile::tempdir().unwrap();
     write(
         repo.path(),
@@ -1404,8 +1427,9 @@ fn an_overlay_that_reaches_outside_its_stack_is_refused_naming_file_and_path() {
     }
 }
 
+/// A stack definition that is not JSON is an error naming the file.
 #[test]
-fn stack_definition_that_is_not_json_is_an_error_naming_the_file() {
+fn stack_definition_not_json_names_the_file() {
     let repo = tempfile::tempdir().unwrap();
     write(repo.path(), "stack.json", "{\"Resources\": {\n  \"A\": }\n}\n");
     write(repo.path(), "list.json", "[1, 2]");
@@ -1621,8 +1645,10 @@ fn a_deploys_rollout_override_is_checked_like_the_config() {
     assert!(serde_json::from_str::<RolloutOverride>(r#"{"canaries": 1}"#).is_err());
 }
 
+/// A region sets its own canary and alarms, and a deploy can set them for
+/// all regions.
 #[test]
-fn a_region_sets_its_own_canary_and_alarms_and_a_deploy_can_set_them_for_all() {
+fn region_canary_and_alarms_and_deploy_override() {
     let cfg = load(&base_with(
         "    instance_count: 2\n",
         "    instance_count: 2\n    rollout:\n      canary_instances: 1\n      alarms: [west-errors]\n",
@@ -1643,8 +1669,10 @@ fn a_region_sets_its_own_canary_and_alarms_and_a_deploy_can_set_them_for_all() {
     assert!(plan.alarms_in("us-west-2").is_empty() && !plan.canary && !plan.gated);
 }
 
+/// Secrets are references under the service's own environment, and a
+/// region adds to them or replaces them.
 #[test]
-fn secrets_are_references_under_the_services_own_environment_and_a_region_adds_or_replaces() {
+fn secrets_are_references_regions_add_or_replace() {
     let text = base_with(
         "  instance_type: m5.large\n",
         "  instance_type: m5.large\n  secrets:\n    DATABASE_URL: secretsmanager:porter/svc-api/dev/database-url\n    API_KEY: ssm:/porter/svc-api/dev/api-key\n",
@@ -1668,8 +1696,10 @@ fn secrets_are_references_under_the_services_own_environment_and_a_region_adds_o
     );
 }
 
+/// A secret outside its prefix, a value in clear or a reserved variable is
+/// refused where it is written.
 #[test]
-fn a_secret_outside_its_prefix_a_value_in_clear_or_a_reserved_variable_is_refused_where_it_is_written() {
+fn bad_secrets_are_refused_where_written() {
     let with = |secrets: &str| {
         load(&base_with(
             "  instance_type: m5.large\n",
@@ -1751,8 +1781,9 @@ fn a_secret_outside_its_prefix_a_value_in_clear_or_a_reserved_variable_is_refuse
     }
 }
 
+/// porter's `env_file` and `secrets_command` say, once, what replaces them.
 #[test]
-fn porters_env_file_and_secrets_command_say_once_what_replaces_them() {
+fn env_file_and_secrets_command_name_successor() {
     let text = base_with(
         "    instance_count: 2\n",
         "    instance_count: 2\n    secrets_exec_name: /usr/bin/fetch-secrets\n    secrets_exec_args: [--env, dev]\n",
@@ -1775,19 +1806,15 @@ fn porters_env_file_and_secrets_command_say_once_what_replaces_them() {
     }
 }
 
+/// Slack webhooks are secrets of the service's own; a URL in clear is
+/// neither used nor repeated.
 #[test]
-fn slack_webhooks_are_secrets_of_the_services_own_and_a_url_in_clear_is_not_used_nor_repeated() {
-    let with = |slack: &str| {
-        load(&base_with(
-            "service_name: svc-api\n",
-            &format!("service_name: svc-api\nslack:\n{slack}"),
-        ))
-    };
+fn slack_webhooks_are_the_services_secrets() {
+    let with = |slack: &str| load_section("slack", slack);
     let loaded = with(
         "  pack_success_webhook_url: secretsmanager:porter/svc-api/notifications/team\n  deploy_webhook_url: secretsmanager:porter/svc-api/notifications/oncall\n",
     );
-    assert_eq!(count(&loaded, Severity::Error), 0, "{}", dump(&loaded));
-    assert_eq!(count(&loaded, Severity::Warning), 0, "{}", dump(&loaded));
+    assert_clean(&loaded);
     let slack = loaded.config.unwrap().slack;
     assert_eq!(slack["pack_success_webhook_url"], "porter/svc-api/notifications/team");
     assert_eq!(slack["deploy_webhook_url"], "porter/svc-api/notifications/oncall");
@@ -1826,29 +1853,22 @@ fn slack_webhooks_are_secrets_of_the_services_own_and_a_url_in_clear_is_not_used
     ] {
         let loaded = with(slack);
         assert!(
-            loaded
-                .diagnostics
-                .iter()
-                .any(|d| d.severity == Severity::Error && d.line == 3 && d.message.contains(message)),
+            has_error(&loaded, |d| d.line == 3 && d.message.contains(message)),
             "{slack}: {}",
             dump(&loaded)
         );
     }
 }
 
+/// Hooks take porter's `dockerfile` or a `command`, and say where they are
+/// wrong.
 #[test]
-fn hooks_take_porters_dockerfile_or_a_command_and_say_where_they_are_wrong() {
-    let with = |hooks: &str| {
-        load(&base_with(
-            "service_name: svc-api\n",
-            &format!("service_name: svc-api\nhooks:\n{hooks}"),
-        ))
-    };
+fn hooks_take_dockerfile_or_command() {
+    let with = |hooks: &str| load_section("hooks", hooks);
     let loaded = with(
         "  pre_provision:\n  - command: scripts/migrate --check\n    environment: {DB: staging, TOKEN: }\n    concurrent: true\n  - {dockerfile: hooks/Dockerfile, concurrent: true}\n  post_promote:\n  - {repo: 'https://example.com/plugins.git', ref: v1, run_condition: always}\n",
     );
-    assert_eq!(count(&loaded, Severity::Error), 0, "{}", dump(&loaded));
-    assert_eq!(count(&loaded, Severity::Warning), 0, "{}", dump(&loaded));
+    assert_clean(&loaded);
     let hooks = loaded.config.unwrap().hooks;
     let pre = &hooks["pre_provision"];
     assert_eq!(pre[0].run, HookRun::Command("scripts/migrate --check".into()));
@@ -1924,10 +1944,7 @@ fn hooks_take_porters_dockerfile_or_a_command_and_say_where_they_are_wrong() {
     ] {
         let loaded = with(hooks);
         assert!(
-            loaded
-                .diagnostics
-                .iter()
-                .any(|d| d.severity == Severity::Error && d.path == path && d.message.contains(message)),
+            has_error(&loaded, |d| d.path == path && d.message.contains(message)),
             "{hooks:?}: {}",
             dump(&loaded)
         );
