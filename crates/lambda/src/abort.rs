@@ -168,7 +168,7 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
             }
         }
     }
-    let keep_stacks = asked_to_keep || described.error() == Some(execution::ABORTED_KEEP_STACKS);
+    let keep_stacks = asked_to_keep || stopped_to_keep_stacks(ctx, &arn, described.error()).await?;
     let target = Target {
         release: ReleaseRef::Inline(release),
         region: None,
@@ -203,6 +203,20 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         "lease_given": lease_given,
         "stacks": stacks,
     }))
+}
+
+/// Whether the execution was stopped with [`execution::ABORTED_KEEP_STACKS`]:
+/// the error DescribeExecution gives, else its history's ExecutionAborted
+/// event's, which records what StopExecution was called with.
+async fn stopped_to_keep_stacks(ctx: &Context, arn: &str, described: Option<&str>) -> Result<bool, PhaseError> {
+    if described == Some(execution::ABORTED_KEEP_STACKS) {
+        return Ok(true);
+    }
+    let events = porter_core::history::events(ctx.sfn(), arn).await?;
+    Ok(events
+        .iter()
+        .rev()
+        .any(|e| e.execution_aborted_event_details().and_then(|d| d.error()) == Some(execution::ABORTED_KEEP_STACKS)))
 }
 
 /// Drives promote's undo to its end, within [`UNDO_BUDGET`]: per region,

@@ -714,9 +714,15 @@ async fn a_live_fleet_scaled_out_is_replaced_at_its_size() {
 /// (or the infra's EventBridge rule) does: its answer, and whether the
 /// function failed.
 async fn invoke_promote(local: &LocalStack, event: serde_json::Value) -> (serde_json::Value, bool) {
+    invoke_function(local, "promote", event).await
+}
+
+/// Invokes `function` of the local stack with `event`: its answer, and
+/// whether the function failed.
+async fn invoke_function(local: &LocalStack, function: &str, event: serde_json::Value) -> (serde_json::Value, bool) {
     let resp = reqwest::Client::new()
         .post(format!(
-            "http://127.0.0.1:{}/2015-03-31/functions/promote/invocations",
+            "http://127.0.0.1:{}/2015-03-31/functions/{function}/invocations",
             local.host_port
         ))
         .json(&event)
@@ -727,10 +733,31 @@ async fn invoke_promote(local: &LocalStack, event: serde_json::Value) -> (serde_
     (resp.json().await.unwrap(), failed)
 }
 
-/// `porter abort` mid-bake (the promote function's abort event) puts
-/// every region back and frees the lease, and fences off the aborted
-/// deploy's late calls; a stop from the console, which runs no Catch, does
-/// the same through Step Functions' own event.
+/// The status of each release stack of `smabort` in staging in `region`,
+/// by name (not the bootstrap's stack).
+async fn stack_statuses(local: &LocalStack, region: &str) -> std::collections::BTreeMap<String, String> {
+    aws_sdk_cloudformation::Client::new(&sdk_in(local, region).await)
+        .describe_stacks()
+        .send()
+        .await
+        .unwrap()
+        .stacks()
+        .iter()
+        .filter(|s| s.stack_name().is_some_and(|n| n.starts_with("smabort-staging-")))
+        .map(|s| {
+            (
+                s.stack_name().unwrap_or_default().to_owned(),
+                s.stack_status().map(|x| x.as_str().to_owned()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// `porter abort --keep-stacks` mid-bake (the promote function's abort
+/// event) puts every region back, keeps the release's stacks and frees the
+/// lease, and fences off the aborted deploy's late calls; a stop from the
+/// console, which runs no Catch, does the same through Step Functions' own
+/// event, and deletes the stacks of its release.
 #[tokio::test]
 async fn abort_or_console_stop_mid_bake_rolls_back() {
     let (local, _dir, svc) = started(Default::default(), "smabort").await;
@@ -746,7 +773,11 @@ async fn abort_or_console_stop_mid_bake_rolls_back() {
         let (held, _) = lease(&local, "smabort").await.expect("the deploy holds the lease");
         assert_eq!(held, arn);
         (
-            invoke_promote(&local, serde_json::json!({"abort": {"execution": arn}})).await,
+            invoke_promote(
+                &local,
+                serde_json::json!({"abort": {"execution": arn, "keep_stacks": true}}),
+            )
+            .await,
             arn,
         )
     };
@@ -766,6 +797,11 @@ async fn abort_or_console_stop_mid_bake_rolls_back() {
     );
     assert_serving(&local, "smabort", &before, "release 1 serves everywhere again").await;
     assert_lease_free(&local, "smabort", "the lease is free").await;
+    assert_eq!(answer["stacks"], "kept, as asked", "{answer}");
+    let kept = stack_statuses(&local, "us-west-2").await;
+    assert_eq!(kept.len(), 2, "release 1's and release 2's stacks: {kept:?}");
+    assert!(kept.values().all(|s| s == "CREATE_COMPLETE"), "{kept:?}");
+    let kept_east = stack_statuses(&local, "us-east-1").await;
     // The fence: a phase of the aborted deploy (a call already on its way
     // when it was stopped) does nothing more.
     let release = porter_core::history::progress(&aws_sdk_sfn::Client::new(&sdk(&local).await), &aborted)
@@ -790,7 +826,21 @@ async fn abort_or_console_stop_mid_bake_rolls_back() {
                 .contains("no longer holds the deploy lease"),
         "{answer}"
     );
+    let late_prune = porter_core::prune::PruneInput {
+        execution: Some(aborted.clone()),
+        ..porter_e2e::prune_input(&release, 0, None)
+    };
+    let (answer, failed) = invoke_function(&local, "prune", serde_json::to_value(&late_prune).unwrap()).await;
+    assert!(
+        failed
+            && answer["errorMessage"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no longer holds the deploy lease"),
+        "{answer}"
+    );
     assert_serving(&local, "smabort", &before, "nothing changed").await;
+    assert_eq!(stack_statuses(&local, "us-west-2").await, kept, "prune deleted nothing");
 
     // A stop from the console runs no Catch: the infra's rule hands the
     // function Step Functions' own event, and it does the same.
@@ -844,5 +894,19 @@ async fn abort_or_console_stop_mid_bake_rolls_back() {
     );
     assert_serving(&local, "smabort", &before, "release 1 serves everywhere again").await;
     assert_lease_free(&local, "smabort", "the lease is free").await;
+    // Release 3's stacks go; release 1's serves and release 2's was kept.
+    for region in ["us-west-2", "us-east-1"] {
+        let said = answer["stacks"][region].as_str().unwrap_or_default();
+        assert!(said.ends_with(": deleting"), "{region}: {answer}");
+        let name = said.trim_end_matches(": deleting");
+        let mut statuses = stack_statuses(&local, region).await;
+        let gone = statuses.remove(name);
+        assert!(
+            gone.as_ref().is_none_or(|s| s.starts_with("DELETE_")),
+            "{region}: {name} {gone:?}"
+        );
+        let before_stop = if region == "us-west-2" { &kept } else { &kept_east };
+        assert_eq!(&statuses, before_stop, "{region}: the other stacks stay");
+    }
     local.stop().await;
 }
