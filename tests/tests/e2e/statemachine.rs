@@ -813,32 +813,25 @@ async fn abort_or_console_stop_mid_bake_rolls_back() {
             _ => None,
         })
         .unwrap();
-    let late = porter_core::promote::PromoteInput {
+    let late_promote = porter_core::promote::PromoteInput {
         execution: Some(aborted.clone()),
         ..porter_e2e::promote_input(&release, None, None)
     };
-    let (answer, failed) = invoke_promote(&local, serde_json::to_value(&late).unwrap()).await;
-    assert!(
-        failed
-            && answer["errorMessage"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("no longer holds the deploy lease"),
-        "{answer}"
-    );
     let late_prune = porter_core::prune::PruneInput {
         execution: Some(aborted.clone()),
         ..porter_e2e::prune_input(&release, 0, None)
     };
-    let (answer, failed) = invoke_function(&local, "prune", serde_json::to_value(&late_prune).unwrap()).await;
-    assert!(
-        failed
-            && answer["errorMessage"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("no longer holds the deploy lease"),
-        "{answer}"
-    );
+    for (function, late) in [
+        ("promote", serde_json::to_value(&late_promote).unwrap()),
+        ("prune", serde_json::to_value(&late_prune).unwrap()),
+    ] {
+        let (answer, failed) = invoke_function(&local, function, late).await;
+        let said = answer["errorMessage"].as_str().unwrap_or_default();
+        assert!(
+            failed && said.contains("no longer holds the deploy lease"),
+            "{function}: {answer}"
+        );
+    }
     assert_serving(&local, "smabort", &before, "nothing changed").await;
     assert_eq!(stack_statuses(&local, "us-west-2").await, kept, "prune deleted nothing");
 
