@@ -161,32 +161,10 @@ impl Aws {
         self
     }
 
-    /// The fence: refuses a phase of `execution` when the deploy lease of
-    /// the service and environment is no longer its own (an abort gave it
-    /// back, or a later deploy took it over after it expired), so a deploy
-    /// that lost its lease does nothing more. Only a state machine
-    /// execution holds a lease: a phase run as a CodePipeline action (its
-    /// job id) is not fenced, nor anything without a lease table (the CLI,
-    /// tests of a phase alone).
-    pub async fn check_fence(&self, service: &str, environment: &str, execution: &str) -> Result<(), PhaseError> {
-        let Some(table) = &self.fence else {
-            return Ok(());
-        };
-        if !(execution.starts_with("arn:") && execution.contains(":execution:")) {
-            return Ok(());
-        }
-        let ddb = aws_sdk_dynamodb::Client::new(&self.base);
-        let key = crate::lease::lease_key(service, environment);
-        match crate::lease::read(&ddb, table, &key).await? {
-            Some(holder) if holder.execution == execution => Ok(()),
-            Some(holder) => Err(PhaseError::Invalid(format!(
-                "{execution} no longer holds the deploy lease of {key} ({} does): it does nothing more",
-                holder.execution
-            ))),
-            None => Err(PhaseError::Invalid(format!(
-                "{execution} no longer holds the deploy lease of {key} (it was given back: the deploy was aborted): it does nothing more"
-            ))),
-        }
+    /// The deploy lease table its phases check before they act, if any
+    /// (the fence: the lease module checks it).
+    pub fn fence(&self) -> Option<&str> {
+        self.fence.as_deref()
     }
 
     /// A caller whose deploys nothing checks: a person's own credentials

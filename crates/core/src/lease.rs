@@ -287,6 +287,34 @@ pub async fn give(
     }
 }
 
+/// The fence: refuses a phase of `execution` when the deploy lease of
+/// the service and environment is no longer its own (an abort gave it
+/// back, or a later deploy took it over after it expired), so a deploy
+/// that lost its lease does nothing more. Only a state machine execution
+/// holds a lease: a phase run as a CodePipeline action (its job id) is not
+/// fenced, nor a caller without a lease table (the CLI, tests of a phase
+/// alone: see [`Aws::with_fence`](crate::aws::Aws::with_fence)).
+pub async fn check_fence(aws: &aws::Aws, service: &str, environment: &str, execution: &str) -> Result<(), PhaseError> {
+    let Some(table) = aws.fence() else {
+        return Ok(());
+    };
+    if !(execution.starts_with("arn:") && execution.contains(":execution:")) {
+        return Ok(());
+    }
+    let ddb = aws_sdk_dynamodb::Client::new(aws.sdk_config());
+    let key = lease_key(service, environment);
+    match read(&ddb, table, &key).await? {
+        Some(holder) if holder.execution == execution => Ok(()),
+        Some(holder) => Err(PhaseError::Invalid(format!(
+            "{execution} no longer holds the deploy lease of {key} ({} does): it does nothing more",
+            holder.execution
+        ))),
+        None => Err(PhaseError::Invalid(format!(
+            "{execution} no longer holds the deploy lease of {key} (it was given back: the deploy was aborted): it does nothing more"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,8 +132,7 @@ pub async fn run(aws: &Aws, input: PromoteInput) -> PhaseResult<PromoteState, Pr
     // An undo runs for a deploy that may have lost its lease (an abort's
     // clean-up, a failed deploy's Catch): it only ever puts back.
     if let (Some(execution), false) = (input.execution.as_deref(), input.undo) {
-        aws.check_fence(&dep.release.service, &dep.release.environment, execution)
-            .await?;
+        crate::lease::check_fence(aws, &dep.release.service, &dep.release.environment, execution).await?;
     }
     let regions = dep.pinned_regions(aws, &input.target).await?;
     let previous = input.state.clone().unwrap_or_default();

@@ -57,8 +57,7 @@ pub struct Provisioned {
 pub async fn run(aws: &Aws, input: ProvisionInput) -> PhaseResult<ProvisionState, Provisioned> {
     let dep = Deployment::load(aws, &input.target).await?;
     if let Some(execution) = input.execution.as_deref() {
-        aws.check_fence(&dep.release.service, &dep.release.environment, execution)
-            .await?;
+        crate::lease::check_fence(aws, &dep.release.service, &dep.release.environment, execution).await?;
     }
     let regions = dep.pinned_regions(aws, &input.target).await?;
     let previous = input.state.unwrap_or_default();

@@ -125,7 +125,7 @@ impl Context {
         ctx.state_machine_arn = std::env::var("STATE_MACHINE_ARN").ok().filter(|s| !s.is_empty());
         ctx.lease_table = std::env::var("LEASE_TABLE").ok().filter(|s| !s.is_empty());
         // Provision and promote act only while their execution holds the
-        // deploy lease (`Aws::check_fence`).
+        // deploy lease (`porter_core::lease::check_fence`).
         if let Some(table) = &ctx.lease_table {
             ctx.aws = ctx.aws.clone().with_fence(table.clone());
         }

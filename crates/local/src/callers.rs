@@ -184,8 +184,8 @@ impl Callers {
             return;
         };
         let role_arn = get("RoleArn").unwrap_or_default();
-        let keys = crate::front::form_list(&form, "Tags.member.", ".Key");
-        let values = crate::front::form_list(&form, "Tags.member.", ".Value");
+        let keys = crate::wire::form_list(&form, "Tags.member.", ".Key");
+        let values = crate::wire::form_list(&form, "Tags.member.", ".Value");
         let session = Principal {
             // The only role the functions assume: the deployment role, in
             // this account or (the same role) in another.
@@ -243,7 +243,7 @@ fn denied(call: &Call<'_>, principal: &str, need: &Need, decision: Decision) -> 
         need.action
     );
     tracing::warn!(principal, action = %need.action, resource = %need.resource, "local IAM: access denied");
-    let escaped = crate::front::xml_escape(&message);
+    let escaped = crate::wire::xml_escape(&message);
     match call.protocol() {
         Protocol::S3 => {
             let body = if call.method == axum::http::Method::HEAD {

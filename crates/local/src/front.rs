@@ -26,6 +26,7 @@ use crate::iam_request::Call;
 use crate::instances::Fleet;
 use crate::signals::{self, Policy, Verdict};
 use crate::strict::{self, BucketRegions};
+use crate::wire::{form_list, form_value, xml_escape};
 
 #[derive(Debug, Clone)]
 pub struct Front {
@@ -524,13 +525,6 @@ async fn group_of(moto: &str, region: &str, group: &str) -> (Vec<String>, Vec<St
     (instances, balancers)
 }
 
-/// One field of a form-encoded body.
-fn form_value(body: &[u8], key: &str) -> Option<String> {
-    form_urlencoded::parse(body)
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-}
-
 /// (region, service) from a SigV4 `Authorization` header.
 fn credential_scope(headers: &HeaderMap) -> Option<(String, String)> {
     let auth = headers.get("authorization")?.to_str().ok()?;
@@ -546,20 +540,6 @@ fn query_scope(uri: &Uri) -> Option<(String, String)> {
     let mut parts = cred.split('/');
     let (_key, _date, region, service) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     Some((region.to_owned(), service.to_owned()))
-}
-
-/// A Query-protocol list (`Instances.member.2.InstanceId=...`), in the
-/// order its members are numbered.
-pub(crate) fn form_list(form: &[(String, String)], prefix: &str, suffix: &str) -> Vec<String> {
-    let mut items: Vec<(usize, String)> = form
-        .iter()
-        .filter_map(|(k, v)| {
-            let n = k.strip_prefix(prefix)?.strip_suffix(suffix)?;
-            Some((n.parse().ok()?, v.clone()))
-        })
-        .collect();
-    items.sort();
-    items.into_iter().map(|(_, v)| v).collect()
 }
 
 /// The `Action` of a Query-protocol call.
@@ -682,13 +662,6 @@ fn strip_element(text: &str, tag: &str) -> String {
         (Some(a), Some(b)) if b > a => format!("{}{}", &text[..a], &text[b + close.len()..]),
         _ => text.to_owned(),
     }
-}
-
-pub(crate) fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

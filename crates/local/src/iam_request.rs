@@ -73,7 +73,7 @@ impl Call<'_> {
     fn query(&self) -> Result<Vec<Need>, String> {
         let form: Vec<(String, String)> = form_urlencoded::parse(self.body).into_owned().collect();
         let get = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-        let list = |prefix: &str, suffix: &str| crate::front::form_list(&form, prefix, suffix);
+        let list = |prefix: &str, suffix: &str| crate::wire::form_list(&form, prefix, suffix);
         let op = get("Action").ok_or_else(|| format!("{} call without an Action", self.service))?;
         let need = |prefix: &str, resource: String| Need {
             action: format!("{prefix}:{op}"),

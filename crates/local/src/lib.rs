@@ -24,3 +24,4 @@ pub mod query;
 pub mod signals;
 pub mod stack;
 pub mod strict;
+mod wire;

@@ -111,7 +111,7 @@ pub fn permanent_redirect(bucket: &str, bucket_region: &str, head: bool) -> Resp
 pub fn validation_error(message: &str) -> Response {
     let body = format!(
         "<ErrorResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><Error><Type>Sender</Type><Code>ValidationError</Code><Message>{}</Message></Error><RequestId>porter-local</RequestId></ErrorResponse>",
-        crate::front::xml_escape(message)
+        crate::wire::xml_escape(message)
     );
     (StatusCode::BAD_REQUEST, [("content-type", "text/xml")], body).into_response()
 }

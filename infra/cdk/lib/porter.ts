@@ -1001,7 +1001,7 @@ export class Porter extends Construct {
     managedPolicy("ProvisionFunctionPolicy", "porter provision and prune functions (the lease fence)", [provisionFunctionRole.ref, pruneFunctionRole.ref], [
       {
         // The fence: provision and prune act only while their execution
-        // holds the deploy lease (porter_core::aws::Aws::check_fence); read
+        // holds the deploy lease (porter_core::lease::check_fence); read
         // only.
         Sid: "ReadLeaseFence",
         Effect: "Allow",
