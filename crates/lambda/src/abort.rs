@@ -131,12 +131,17 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         _ => {}
     }
     // What it deployed: pack's output, in its history (none when it ended
-    // before pack: then it cut nothing over and took no lease).
-    let progress = porter_core::history::progress(ctx.sfn(), &arn).await?;
-    let Some(release) = progress.into_iter().find_map(|p| match p {
-        Progress::Packed(r) => Some(r),
-        _ => None,
-    }) else {
+    // before pack: then it cut nothing over and took no lease). Read once:
+    // how it was stopped is in the same events.
+    let events = porter_core::history::events(ctx.sfn(), &arn).await?;
+    let Some(release) = events
+        .iter()
+        .flat_map(porter_core::history::exited)
+        .find_map(|p| match p {
+            Progress::Packed(r) => Some(r),
+            _ => None,
+        })
+    else {
         return Ok(json!({
             "execution": arn,
             "stopped": stopped,
@@ -168,7 +173,7 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
             }
         }
     }
-    let keep_stacks = asked_to_keep || stopped_to_keep_stacks(ctx, &arn, described.error()).await?;
+    let keep_stacks = asked_to_keep || stopped_to_keep_stacks(described.error(), &events);
     let target = Target {
         release: ReleaseRef::Inline(release),
         region: None,
@@ -208,15 +213,11 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
 /// Whether the execution was stopped with [`execution::ABORTED_KEEP_STACKS`]:
 /// the error DescribeExecution gives, else its history's ExecutionAborted
 /// event's, which records what StopExecution was called with.
-async fn stopped_to_keep_stacks(ctx: &Context, arn: &str, described: Option<&str>) -> Result<bool, PhaseError> {
-    if described == Some(execution::ABORTED_KEEP_STACKS) {
-        return Ok(true);
-    }
-    let events = porter_core::history::events(ctx.sfn(), arn).await?;
-    Ok(events
-        .iter()
-        .rev()
-        .any(|e| e.execution_aborted_event_details().and_then(|d| d.error()) == Some(execution::ABORTED_KEEP_STACKS)))
+fn stopped_to_keep_stacks(described: Option<&str>, events: &[aws_sdk_sfn::types::HistoryEvent]) -> bool {
+    described == Some(execution::ABORTED_KEEP_STACKS)
+        || events.iter().any(|e| {
+            e.execution_aborted_event_details().and_then(|d| d.error()) == Some(execution::ABORTED_KEEP_STACKS)
+        })
 }
 
 /// Drives promote's undo to its end, within [`UNDO_BUDGET`]: per region,

@@ -94,16 +94,9 @@ async fn hooks_run_unprivileged_and_a_failing_one_stops() {
         .map(|l| l.split(' ').next().unwrap().to_owned())
         .collect();
     assert_eq!(points, ["pre_pack", "post_pack"], "nothing after the failing hook ran");
-    let cfn = aws_sdk_cloudformation::Client::new(&crate::support::sdk_in(&local, "us-west-2").await);
-    let stacks: Vec<String> = cfn
-        .describe_stacks()
-        .send()
+    let stacks: Vec<String> = crate::support::release_stacks(&local, "hook-staging-", "us-west-2")
         .await
-        .unwrap()
-        .stacks()
-        .iter()
-        .filter_map(|s| s.stack_name().map(str::to_owned))
-        .filter(|n| n.starts_with("hook-staging-"))
+        .into_keys()
         .collect();
     assert_eq!(
         stacks,

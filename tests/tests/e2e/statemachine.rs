@@ -8,7 +8,7 @@ use porter_local::stack::LocalStack;
 
 use crate::support::{
     assert_lease_free, assert_serving, cloudwatch, deployment_clients, entered, entries, example_load_balancers,
-    history, lease, sdk, sdk_in, serving, set_alarm,
+    history, lease, release_stacks, sdk, sdk_in, serving, set_alarm,
 };
 use aws_sdk_cloudwatch::types::StateValue;
 use porter_e2e::{copy_dir, edit_config, failed, started, succeeded};
@@ -733,26 +733,6 @@ async fn invoke_function(local: &LocalStack, function: &str, event: serde_json::
     (resp.json().await.unwrap(), failed)
 }
 
-/// The status of each release stack of `smabort` in staging in `region`,
-/// by name (not the bootstrap's stack).
-async fn stack_statuses(local: &LocalStack, region: &str) -> std::collections::BTreeMap<String, String> {
-    aws_sdk_cloudformation::Client::new(&sdk_in(local, region).await)
-        .describe_stacks()
-        .send()
-        .await
-        .unwrap()
-        .stacks()
-        .iter()
-        .filter(|s| s.stack_name().is_some_and(|n| n.starts_with("smabort-staging-")))
-        .map(|s| {
-            (
-                s.stack_name().unwrap_or_default().to_owned(),
-                s.stack_status().map(|x| x.as_str().to_owned()).unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
 /// `porter abort --keep-stacks` mid-bake (the promote function's abort
 /// event) puts every region back, keeps the release's stacks and frees the
 /// lease, and fences off the aborted deploy's late calls; a stop from the
@@ -798,10 +778,10 @@ async fn abort_or_console_stop_mid_bake_rolls_back() {
     assert_serving(&local, "smabort", &before, "release 1 serves everywhere again").await;
     assert_lease_free(&local, "smabort", "the lease is free").await;
     assert_eq!(answer["stacks"], "kept, as asked", "{answer}");
-    let kept = stack_statuses(&local, "us-west-2").await;
+    let kept = release_stacks(&local, "smabort-staging-", "us-west-2").await;
     assert_eq!(kept.len(), 2, "release 1's and release 2's stacks: {kept:?}");
     assert!(kept.values().all(|s| s == "CREATE_COMPLETE"), "{kept:?}");
-    let kept_east = stack_statuses(&local, "us-east-1").await;
+    let kept_east = release_stacks(&local, "smabort-staging-", "us-east-1").await;
     // The fence: a phase of the aborted deploy (a call already on its way
     // when it was stopped) does nothing more.
     let release = porter_core::history::progress(&aws_sdk_sfn::Client::new(&sdk(&local).await), &aborted)
@@ -833,7 +813,11 @@ async fn abort_or_console_stop_mid_bake_rolls_back() {
         );
     }
     assert_serving(&local, "smabort", &before, "nothing changed").await;
-    assert_eq!(stack_statuses(&local, "us-west-2").await, kept, "prune deleted nothing");
+    assert_eq!(
+        release_stacks(&local, "smabort-staging-", "us-west-2").await,
+        kept,
+        "prune deleted nothing"
+    );
 
     // A stop from the console runs no Catch: the infra's rule hands the
     // function Step Functions' own event, and it does the same.
@@ -892,7 +876,7 @@ async fn abort_or_console_stop_mid_bake_rolls_back() {
         let said = answer["stacks"][region].as_str().unwrap_or_default();
         assert!(said.ends_with(": deleting"), "{region}: {answer}");
         let name = said.trim_end_matches(": deleting");
-        let mut statuses = stack_statuses(&local, region).await;
+        let mut statuses = release_stacks(&local, "smabort-staging-", region).await;
         let gone = statuses.remove(name);
         assert!(
             gone.as_ref().is_none_or(|s| s.starts_with("DELETE_")),

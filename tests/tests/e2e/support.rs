@@ -140,3 +140,27 @@ pub(crate) async fn assert_serving(
 pub(crate) async fn assert_lease_free(local: &LocalStack, service: &str, what: &str) {
     assert!(lease(local, service).await.is_none(), "{what}");
 }
+
+/// The status of each stack in `region` whose name starts with `prefix`
+/// (a service's release stacks: `SERVICE-ENV-`), by name.
+pub(crate) async fn release_stacks(
+    local: &LocalStack,
+    prefix: &str,
+    region: &str,
+) -> std::collections::BTreeMap<String, String> {
+    aws_sdk_cloudformation::Client::new(&sdk_in(local, region).await)
+        .describe_stacks()
+        .send()
+        .await
+        .unwrap()
+        .stacks()
+        .iter()
+        .filter(|s| s.stack_name().is_some_and(|n| n.starts_with(prefix)))
+        .map(|s| {
+            (
+                s.stack_name().unwrap_or_default().to_owned(),
+                s.stack_status().map(|x| x.as_str().to_owned()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
