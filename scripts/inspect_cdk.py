@@ -156,6 +156,9 @@ def main(endpoint, cdk_dir, cases_path, code_bucket, code_key, definition_path):
         # load balancer, attaching only in promote's sessions
         deployment_role = params.get("DeploymentRoleName", "porter-deployment")
         ii.release_defences(statements(iam, deployment_role), boundary_arn, f"moto {name}: the deployment role {deployment_role}")
+        ii.sessions_named_per_phase(iam, deployment_role,
+                                    {p: iam.get_role(RoleName=role_of[p])["Role"]["Arn"] for p in ii.SESSION_NAMES},
+                                    f"moto {name}: the deployment role {deployment_role}")
 
         # --- deploy notices
         env = lam.get_function(FunctionName=physical[lid["NotifyFunction"]])["Configuration"]["Environment"]["Variables"]

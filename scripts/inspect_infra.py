@@ -398,6 +398,33 @@ def aborts_deploys(g, events, resources, physical, promote_lid, promote_arn, sm_
           f"{who} and its template: only that rule may invoke promote, from EventBridge {perms}")
 
 
+# The session names each phase's role may give its deployment-role
+# sessions (sts:RoleSessionName): its own, and for promote also prune's
+# (its abort deletes an aborted release's stacks in a prune session).
+SESSION_NAMES = {
+    "Provision": ["porter-provision-*"],
+    "Promote": ["porter-promote-*", "porter-prune-*"],
+    "Prune": ["porter-prune-*"],
+}
+
+
+def sessions_named_per_phase(iam, role_name, phase_role_arns, label):
+    """Each phase role's trust statement allows exactly its own session
+    names: a provision or prune session named porter-promote-* would get
+    the attach and register rights that only promote's sessions have."""
+    doc = document(iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"])
+    seen = {}
+    for st in as_list(doc["Statement"]):
+        principals = as_list(st.get("Principal", {}).get("AWS", []))
+        names = sorted(as_list(st.get("Condition", {}).get("StringLike", {}).get("sts:RoleSessionName", [])))
+        check(len(principals) == 1, f"{label}: one phase role per trust statement, so each is held to its session names {principals}")
+        for principal in principals:
+            seen[principal] = names
+    for phase, arn in phase_role_arns.items():
+        check(seen.get(arn) == sorted(SESSION_NAMES[phase]),
+              f"{label}: {phase}'s role may name its sessions only {SESSION_NAMES[phase]} (found {seen.get(arn)})")
+
+
 def trust(iam, role_name):
     doc = document(iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"])
     principals = set()
@@ -525,10 +552,12 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     pipelines_arn = arn("codepipeline", f"{STACK}-pipeline*")
     pins_arn = arn("ssm", "parameter/porter/environments/*")
     regional_role_arns = set()
+    phase_role_arns = {}
     for p in PHASES:
         role = role_of[p]
         if p != "Pack":
             regional_role_arns.add(iam.get_role(RoleName=role)["Role"]["Arn"])
+            phase_role_arns[p] = iam.get_role(RoleName=role)["Role"]["Arn"]
         g = grants(statements(iam, role))
         actions = {a for a, _, _ in g}
         # (promote's Step Functions rights, for an abort, are checked below: aborts_deploys)
@@ -581,6 +610,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     # --- the deployment role
     check(trust(iam, "porter-deployment") == {f"AWS:{a}" for a in regional_role_arns},
           "moto: the deployment role trusts exactly provision, promote and prune")
+    sessions_named_per_phase(iam, "porter-deployment", phase_role_arns, "moto: the deployment role")
     tdoc = document(iam.get_role(RoleName="porter-deployment")["Role"]["AssumeRolePolicyDocument"])
     for st in as_list(tdoc["Statement"]):
         cond = st.get("Condition", {})

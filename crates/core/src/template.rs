@@ -337,13 +337,16 @@ pub fn secret_arn(secret: &Secret) -> String {
     }
 }
 
-/// The boot lines that read each secret into the service's environment.
-/// The value goes from the store into an exported variable only: never an
-/// argument, a file or a line of output. A failure names the variable and
-/// the reference, and the store's own error (which holds no value).
+/// The boot lines that read each secret into a variable of the boot
+/// script's own (`porter_secret_N`), never exported: the boot's tools and
+/// its `ec2_bootstrap` hooks never see a secret, and no secret's name can
+/// change how they run. The value goes from the store into that variable
+/// only: never an argument, a file or a line of output. A failure names
+/// the variable and the reference, and the store's own error (which holds
+/// no value).
 fn secret_lines(secrets: &[Secret]) -> String {
     let mut out = String::new();
-    for s in secrets {
+    for (i, s) in secrets.iter().enumerate() {
         let read = match s.store {
             SecretStore::SecretsManager => format!(
                 "aws secretsmanager get-secret-value --secret-id {} --query SecretString --output text --region ${{AWS::Region}}",
@@ -355,16 +358,42 @@ fn secret_lines(secrets: &[Secret]) -> String {
             ),
         };
         out.push_str(&format!(
-            "value=$({read} 2>/tmp/porter-secret.err) || fail \"cannot read secret {var} ({store}:{name}): $(tr '\\n' ' ' < /tmp/porter-secret.err | cut -c1-200)\"\nexport {var}=\"${{!value}}\"\n",
+            "porter_secret_{i}=$({read} 2>/tmp/porter-secret.err) || fail \"cannot read secret {var} ({store}:{name}): $(tr '\\n' ' ' < /tmp/porter-secret.err | cut -c1-200)\"\n",
             var = s.variable,
             store = s.store.prefix(),
             name = s.name,
         ));
     }
-    if !secrets.is_empty() {
-        out.push_str("unset value\n");
-    }
     out
+}
+
+/// How the service's process (or the container's client) is started with
+/// its secrets: in a subshell that exports each under the service's name
+/// for it and then becomes the process, so the secrets live in that
+/// process's environment alone.
+fn with_secrets(secrets: &[Secret], command: &str) -> String {
+    if secrets.is_empty() {
+        return command.to_owned();
+    }
+    let exports = secrets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{}=\"${{!porter_secret_{i}}}\"", s.variable))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!("(export {exports}; exec {command})")
+}
+
+/// Forgets the secrets once the service has them.
+fn forget_secrets(secrets: &[Secret]) -> String {
+    if secrets.is_empty() {
+        return String::new();
+    }
+    let names = (0..secrets.len())
+        .map(|i| format!("porter_secret_{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!("unset {names}\n")
 }
 
 /// The boot script, as an `Fn::Sub` string: `${AWS::StackName}` and
@@ -508,8 +537,8 @@ fn user_data(config: &Config, region: &Region, release: &Release, payload: &Payl
                     )
                 })
                 .unwrap_or_default();
-            format!(
-                "systemctl enable --now docker\n{login}docker pull {image}\ndocker run -d --restart=always --read-only --name {svc} {ports}{env} {image}",
+            let run = format!(
+                "docker run -d --restart=always --read-only --name {svc} {ports}{env} {image}",
                 svc = release.service,
                 // `-e NAME` hands the container the boot's own value: it
                 // is never written on a command line.
@@ -525,12 +554,20 @@ fn user_data(config: &Config, region: &Region, release: &Release, payload: &Payl
                     .filter_map(|c| c.inet_port.map(|p| format!("-p {p}:{p}")))
                     .collect::<Vec<_>>()
                     .join(" "),
+            );
+            // The client reads the secrets from its own environment and
+            // hands them to the container; `DOCKER_*` names, which would
+            // steer the client, are refused at validate.
+            format!(
+                "systemctl enable --now docker\n{login}docker pull {image}\n{}",
+                with_secrets(&region.secrets, &run)
             )
         }
         // Its own session, so it outlives this script; its pid, so the
         // health wait sees it die.
         None => format!(
-            "cd /srv/{svc}\nsetsid ./start > /var/log/{svc}.log 2>&1 < /dev/null &\nservice_pid=$!\ncd /",
+            "cd /srv/{svc}\n{} > /var/log/{svc}.log 2>&1 < /dev/null &\nservice_pid=$!\ncd /",
+            with_secrets(&region.secrets, "setsid ./start"),
             svc = release.service
         ),
     };
@@ -568,7 +605,7 @@ mkdir -p /srv/{svc}
 tar -xf /tmp/payload.tar -C /srv/{svc}
 export PORTER_SERVICE_NAME={svc} PORTER_SERVICE_VERSION={version} PORTER_ENVIRONMENT={environment} PORTER_REGION=${{AWS::Region}} AWS_REGION=${{AWS::Region}} AWS_DEFAULT_REGION=${{AWS::Region}}
 {secrets}{bootstrap}{start}
-{checks}signal 0 "healthy"
+{forget}{checks}signal 0 "healthy"
 "#,
         version = release.version,
         environment = release.environment,
@@ -577,6 +614,7 @@ export PORTER_SERVICE_NAME={svc} PORTER_SERVICE_VERSION={version} PORTER_ENVIRON
         sha = payload.sha256,
         svc = release.service,
         secrets = secret_lines(&region.secrets),
+        forget = forget_secrets(&region.secrets),
         bootstrap = bootstrap_lines(config, release),
     )
 }

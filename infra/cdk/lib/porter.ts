@@ -579,24 +579,23 @@ export class Porter extends Construct {
     const deploymentRole = roleWithPolicy("DeploymentRole", {
       RoleName: p.deploymentRoleName,
       Description: "porter's deployment role (.porter/config role_arn), assumed by the phase functions",
-      AssumeRolePolicyDocument: policyDocument([
-        {
-          Effect: "Allow",
-          Principal: {
-            AWS: [
-              att(provisionFunctionRole, "Arn"),
-              att(promoteFunctionRole, "Arn"),
-              att(pruneFunctionRole, "Arn"),
-            ],
-          },
-          Action: ["sts:AssumeRole", "sts:TagSession"],
-          Condition: {
-            StringEquals: { "aws:RequestTag/porter:service": p.serviceName },
-            StringLike: { "aws:RequestTag/porter:environment": "?*" },
-            "ForAllValues:StringEquals": { "aws:TagKeys": ["porter:service", "porter:environment"] },
-          },
+      // Each phase names its sessions after itself and may name no other
+      // (attach and register go to porter-promote-* sessions only); the
+      // promote function's abort deletes stacks in a prune session.
+      AssumeRolePolicyDocument: policyDocument(([
+        [provisionFunctionRole, "porter-provision-*"],
+        [promoteFunctionRole, ["porter-promote-*", "porter-prune-*"]],
+        [pruneFunctionRole, "porter-prune-*"],
+      ] as [CfnResource, string | string[]][]).map(([role, sessions]) => ({
+        Effect: "Allow",
+        Principal: { AWS: att(role, "Arn") },
+        Action: ["sts:AssumeRole", "sts:TagSession"],
+        Condition: {
+          StringEquals: { "aws:RequestTag/porter:service": p.serviceName },
+          StringLike: { "aws:RequestTag/porter:environment": "?*", "sts:RoleSessionName": sessions },
+          "ForAllValues:StringEquals": { "aws:TagKeys": ["porter:service", "porter:environment"] },
         },
-      ]),
+      }))),
     }, "porter-deploy", [
       {
         Sid: "CreatePorterStacks",

@@ -185,21 +185,24 @@ test("every ARN the construct writes is right in any partition (the shipped defi
   assert.deepEqual(literal, []);
 });
 
-test("the deployment role is assumed by provision, promote and prune only, with the service's session tags", () => {
+test("the deployment role is assumed by provision, promote and prune only, each with the service's session tags and its own session names", () => {
   const t = template();
-  t.hasResourceProperties("AWS::IAM::Role", {
-    RoleName: "porter-deployment",
-    AssumeRolePolicyDocument: {
-      Version: "2012-10-17",
-      Statement: [Match.objectLike({
-        Principal: { AWS: Match.arrayWith([Match.objectLike({ "Fn::GetAtt": Match.anyValue() })]) },
-        Action: ["sts:AssumeRole", "sts:TagSession"],
-        Condition: Match.objectLike({ StringEquals: { "aws:RequestTag/porter:service": "hello" } }),
-      })],
-    },
+  const [role] = Object.values(t.findResources("AWS::IAM::Role", { Properties: { RoleName: "porter-deployment" } }));
+  type S = { Principal: { AWS: { "Fn::GetAtt": [string, string] } }; Action: string[]; Condition: Record<string, Record<string, unknown>> };
+  const statements: S[] = role.Properties.AssumeRolePolicyDocument.Statement;
+  // One statement per phase role: a provision or prune session named
+  // porter-promote-* would get promote's attach and register rights.
+  const sessions = Object.fromEntries(statements.map((s) => [s.Principal.AWS["Fn::GetAtt"][0], s.Condition.StringLike["sts:RoleSessionName"]]));
+  const roleOf = (phase: string) => Object.keys(t.findResources("AWS::IAM::Role")).find((id) => id.startsWith(`Porter${phase}FunctionRole`));
+  assert.deepEqual(sessions, {
+    [roleOf("Provision")!]: "porter-provision-*",
+    [roleOf("Promote")!]: ["porter-promote-*", "porter-prune-*"],
+    [roleOf("Prune")!]: "porter-prune-*",
   });
-  const [trust] = Object.values(t.findResources("AWS::IAM::Role", { Properties: { RoleName: "porter-deployment" } }));
-  assert.equal(trust.Properties.AssumeRolePolicyDocument.Statement[0].Principal.AWS.length, 3);
+  for (const s of statements) {
+    assert.deepEqual(s.Action, ["sts:AssumeRole", "sts:TagSession"]);
+    assert.deepEqual(s.Condition.StringEquals, { "aws:RequestTag/porter:service": "hello" });
+  }
 });
 
 test("the deployment role: release roles made and passed only with the session's tags, no group names a load balancer, only promote attaches", () => {

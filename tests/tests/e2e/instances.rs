@@ -277,7 +277,7 @@ async fn instances_read_secrets_and_run_ec2_bootstrap() {
             "  instance_type: t3.micro\n",
             "  instance_type: t3.micro\n  secrets:\n    DATABASE_URL: secretsmanager:porter/sec/staging/database-url\n    API_KEY: ssm:/porter/sec/staging/api-key\n",
             1,
-        ) + "hooks:\n  ec2_bootstrap:\n  - command: echo \"$PORTER_STACK $GREETING\" > bootstrap.txt\n    environment: {GREETING: hello}\n",
+        ) + "hooks:\n  ec2_bootstrap:\n  - command: echo \"$PORTER_STACK $GREETING [$DATABASE_URL$API_KEY]\" > bootstrap.txt\n    environment: {GREETING: hello}\n",
     )
     .unwrap();
     // The service shows what it got as digests, and whether it could read
@@ -322,8 +322,8 @@ async fn instances_read_secrets_and_run_ec2_bootstrap() {
         assert_eq!(get("key.txt").await.trim(), digest(KEY), "{}", lb.region);
         assert_eq!(
             get("bootstrap.txt").await.trim(),
-            format!("sec-staging-{} hello", first.release.as_ref().unwrap().version),
-            "ec2_bootstrap ran in the payload's folder before the service started"
+            format!("sec-staging-{} hello []", first.release.as_ref().unwrap().version),
+            "ec2_bootstrap ran in the payload's folder before the service started, and saw no secret"
         );
         let other = get("other.txt").await;
         assert!(
@@ -362,7 +362,7 @@ async fn instances_read_secrets_and_run_ec2_bootstrap() {
     put_api_key(&ssm, KEY).await;
     edit_config(
         &svc,
-        "  - command: echo \"$PORTER_STACK $GREETING\" > bootstrap.txt\n",
+        "  - command: echo \"$PORTER_STACK $GREETING [$DATABASE_URL$API_KEY]\" > bootstrap.txt\n",
         "  - command: \"echo 'agent: no licence key' >&2; exit 4\"\n",
     );
     let cause = cause_of(deploy(&local, &svc).await);

@@ -191,21 +191,32 @@ fn an_instance_may_read_exactly_its_secrets_and_hands_them_to_the_service_alone(
             "tar -xf /tmp/payload.tar",
             // porter's names for who and where the service is.
             "export PORTER_SERVICE_NAME=web PORTER_SERVICE_VERSION=abc123def456 PORTER_ENVIRONMENT=prod PORTER_REGION=us-west-2 AWS_REGION=us-west-2 AWS_DEFAULT_REGION=us-west-2",
-            "value=$(aws secretsmanager get-secret-value --secret-id porter/web/prod/db --query SecretString --output text --region us-west-2 2>/tmp/porter-secret.err) || fail \"cannot read secret DATABASE_URL (secretsmanager:porter/web/prod/db)",
-            "export DATABASE_URL=\"${value}\"",
-            "value=$(aws ssm get-parameter --name /porter/web/prod/api-key --with-decryption",
-            "export API_KEY=\"${value}\"",
-            "unset value",
-            "setsid ./start",
+            // Read into the script's own variables, never exported...
+            "porter_secret_0=$(aws secretsmanager get-secret-value --secret-id porter/web/prod/db --query SecretString --output text --region us-west-2 2>/tmp/porter-secret.err) || fail \"cannot read secret DATABASE_URL (secretsmanager:porter/web/prod/db)",
+            "porter_secret_1=$(aws ssm get-parameter --name /porter/web/prod/api-key --with-decryption",
+            // ...and handed, under the service's names, to its process alone.
+            "(export DATABASE_URL=\"${porter_secret_0}\" API_KEY=\"${porter_secret_1}\"; exec setsid ./start) > /var/log/web.log",
+            "service_pid=$!",
+            "unset porter_secret_0 porter_secret_1",
         ],
     );
+    for line in script
+        .lines()
+        .filter(|l| l.contains("DATABASE_URL") || l.contains("API_KEY"))
+    {
+        assert!(
+            line.starts_with("(export ") || line.contains("|| fail \"cannot read secret"),
+            "a secret reaches the boot's shell or tools: {line}"
+        );
+    }
 
-    // A container gets them by name from the boot's environment, never
+    // A container gets them by name from its client's environment, never
     // on its command line.
     release.image = Some("registry.example.com/web:1".into());
     let script = boot_script(&render(&cfg, env, &env.regions[0], &release, &payload, &ctx));
+    bash_accepts(&script);
     assert!(
-        script.contains("--name web -p 3000:3000 -e PORTER_SERVICE_NAME -e PORTER_SERVICE_VERSION -e PORTER_ENVIRONMENT -e PORTER_REGION -e AWS_REGION -e AWS_DEFAULT_REGION -e DATABASE_URL -e API_KEY registry.example.com/web:1"),
+        script.contains("(export DATABASE_URL=\"${porter_secret_0}\" API_KEY=\"${porter_secret_1}\"; exec docker run -d --restart=always --read-only --name web -p 3000:3000 -e PORTER_SERVICE_NAME -e PORTER_SERVICE_VERSION -e PORTER_ENVIRONMENT -e PORTER_REGION -e AWS_REGION -e AWS_DEFAULT_REGION -e DATABASE_URL -e API_KEY registry.example.com/web:1)"),
         "{script}"
     );
 

@@ -4,14 +4,13 @@ use super::*;
 
 pattern!(ssm_name_re, r"^[A-Za-z0-9/_.-]{1,2048}$");
 
-/// Variables a secret may not set: the boot script exports each secret
-/// before it reads the next and starts the service, so these would change
-/// how the boot itself runs (its PATH, its shell, its AWS credentials).
+/// Variables a secret may not set. A secret reaches only the service's
+/// own process (or the Docker client that hands it to the container),
+/// never the boot script's shell; these names would still steer how that
+/// process is found and started (its PATH, its loader, the Docker
+/// client, proxies, AWS credentials), so they stay refused as a second
+/// line of defence.
 pub(super) fn reserved_variable(name: &str) -> bool {
-    // A secret is exported in the boot script before the tools it runs
-    // (the AWS CLI, curl, docker, the service's own start): a name any of
-    // them reads, or one of the script's own variables, would change how
-    // the instance boots.
     const EXACT: &[&str] = &[
         "PATH",
         "HOME",
