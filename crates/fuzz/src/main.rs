@@ -268,7 +268,8 @@ fn child(o: &Options, name: &str) -> ExitCode {
     let mut deep = 0u64;
     let (mut slowest, mut slowest_len) = (Duration::ZERO, 0usize);
     let started = Instant::now();
-    for i in 0..o.inputs {
+    let inputs = (o.inputs / target.input_weight.max(1)).max(target.seeds.len() as u64);
+    for i in 0..inputs {
         let input = if i < seeds as u64 {
             pool[i as usize].clone()
         } else {
@@ -289,6 +290,10 @@ fn child(o: &Options, name: &str) -> ExitCode {
         if let Err(e) = current.write_all_at(&record, 0) {
             eprintln!("porter-fuzz: cannot record the input: {e}");
             return ExitCode::from(2);
+        }
+        if let Some(mib) = target.memory_mib_per_input {
+            // This input's own budget, counted from what is live now.
+            CAP.store(CURRENT.load(Relaxed) + mib * 1024 * 1024, Relaxed);
         }
         let t = Instant::now();
         // Unwind-safe in practice: after a panic the child stops, so no
@@ -326,8 +331,8 @@ fn child(o: &Options, name: &str) -> ExitCode {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{name:>16}: {} inputs in {secs:.1}s ({:.0}/s), {deep} past the first parser, {kept} kept, slowest {:.1} ms ({} bytes), peak heap {:.1} MiB over the baseline",
-        o.inputs,
-        o.inputs as f64 / secs.max(1e-9),
+        inputs,
+        inputs as f64 / secs.max(1e-9),
         slowest.as_secs_f64() * 1000.0,
         slowest_len,
         (PEAK.load(Relaxed) - baseline) as f64 / (1024.0 * 1024.0)

@@ -24,6 +24,13 @@ pub(crate) struct Target {
     /// Seeds are JSON: structural mutations apply too.
     pub json: bool,
     pub max_len: usize,
+    /// The most heap one input may take, when the target has a budget of
+    /// its own (the run's `--memory-mib` otherwise): going past it aborts
+    /// the child, which reports the input.
+    pub memory_mib_per_input: Option<usize>,
+    /// How many ordinary inputs one of this target's costs: it runs the
+    /// run's `--inputs` divided by this, so a short run stays short.
+    pub input_weight: u64,
     pub run: fn(&Fixture, &[u8]) -> Result<bool, String>,
 }
 
@@ -139,13 +146,29 @@ pub(crate) fn all(fx: &Fixture) -> Vec<Target> {
             json: false,
             // Past the loader's own 256 KiB cap, so the cap is tried too.
             max_len: 300 * 1024,
+            memory_mib_per_input: None,
+            input_weight: 1,
             run: config_target,
+        },
+        Target {
+            name: "config-budget",
+            // Each seed is a recipe (see `budget_config`): a shape and its
+            // sizes, mutated like any bytes.
+            seeds: (0..SHAPES).map(|shape| vec![shape, 0xff, 0xff, 0x40, 0x7f]).collect(),
+            json: false,
+            max_len: 64,
+            memory_mib_per_input: Some(BUDGET_MIB),
+            // Each input is up to 256 KiB of YAML to validate.
+            input_weight: 100,
+            run: config_budget_target,
         },
         Target {
             name: "events",
             seeds: events.iter().map(|e| text(e)).collect(),
             json: true,
             max_len: 128 * 1024,
+            memory_mib_per_input: None,
+            input_weight: 1,
             run: events_target,
         },
         Target {
@@ -162,6 +185,8 @@ pub(crate) fn all(fx: &Fixture) -> Vec<Target> {
             ],
             json: true,
             max_len: 64 * 1024,
+            memory_mib_per_input: None,
+            input_weight: 1,
             run: user_parameters_target,
         },
         Target {
@@ -169,6 +194,8 @@ pub(crate) fn all(fx: &Fixture) -> Vec<Target> {
             seeds: tokens,
             json: false,
             max_len: 16 * 1024,
+            memory_mib_per_input: None,
+            input_weight: 1,
             run: tokens_target,
         },
     ]
@@ -216,6 +243,120 @@ fn config_target(fx: &Fixture, input: &[u8]) -> Result<bool, String> {
     }
     let _ = loaded.deployable();
     Ok(parsed)
+}
+
+/// What one config of at most 256 KiB may cost to validate, whatever its
+/// shape: issue 32's budget is 100 MB with the debug build.
+const BUDGET_MIB: usize = 100;
+
+/// The shapes `budget_config` builds.
+const SHAPES: u8 = 6;
+
+/// A config of up to the loader's 256 KiB built from the shapes that make
+/// a parser's cost grow faster than the file: the input is a recipe (a
+/// shape, then sizes and filler bytes), so mutations explore sizes and
+/// mixes rather than mostly breaking the YAML.
+fn budget_config(recipe: &[u8]) -> String {
+    let at = |i: usize| recipe.get(i).copied().unwrap_or(0) as usize;
+    // Sizes from the recipe, scaled so the whole stays near the cap.
+    let big = 1 + at(1) * 900; // up to ~230 KB of one scalar or key
+    let copies = 1 + at(2) * 40; // up to ~10,000 aliases
+    let width = 1 + at(3) * 40; // up to ~10,000 keys in a mapping
+    let filler = recipe.get(5..).filter(|f| !f.is_empty()).unwrap_or(b"x");
+    let fill = |n: usize| -> String {
+        filler
+            .iter()
+            .map(|b| if b.is_ascii_alphanumeric() { *b as char } else { 'k' })
+            .cycle()
+            .take(n)
+            .collect()
+    };
+    let mut out = String::from("service_name: budget\n");
+    match at(0) % SHAPES as usize {
+        // An alias of a large scalar, repeated: one node, many bytes.
+        0 => {
+            out.push_str(&format!("_big: &b \"{}\"\nenvironments:\n", fill(big)));
+            for _ in 0..copies {
+                out.push_str("- {name: *b}\n");
+            }
+        }
+        // An unknown large key, aliased many times: "did you mean" once
+        // per copy.
+        1 => {
+            out.push_str(&format!(
+                "environments:\n- &e {{name: dev, {}: 1, regions: []}}\n",
+                fill(big)
+            ));
+            for _ in 0..copies {
+                out.push_str("- *e\n");
+            }
+        }
+        // Merge keys over a large mapping, many times.
+        2 => {
+            out.push_str("_m: &m {");
+            for i in 0..width {
+                out.push_str(&format!("k{i}: {i}, "));
+            }
+            out.push_str("name: dev}\nenvironments:\n");
+            for _ in 0..copies {
+                out.push_str("- {<<: *m}\n");
+            }
+        }
+        // Merges of merges: each mapping merges the one before.
+        3 => {
+            out.push_str(&format!("_m0: &m0 {{{}: 1}}\n", fill(big.min(4096))));
+            for i in 1..copies.min(2000) {
+                out.push_str(&format!("_m{i}: &m{i} {{<<: *m{}, k{i}: {i}}}\n", i - 1));
+            }
+        }
+        // Nested aliases: each level doubles (the node budget's case),
+        // with long scalars at the bottom.
+        4 => {
+            out.push_str(&format!("_l0: &l0 [\"{}\", \"{}\"]\n", fill(big / 2), fill(big / 2)));
+            for i in 1..(2 + at(2) % 40) {
+                out.push_str(&format!("_l{i}: &l{i} [*l{p}, *l{p}, *l{p}, *l{p}]\n", p = i - 1));
+            }
+        }
+        // Many distinct unknown long keys: each is clipped before it is
+        // compared or printed.
+        _ => {
+            let key = fill(1 + at(1) * 4);
+            for i in 0..copies {
+                out.push_str(&format!("{key}{i}: 1\n"));
+            }
+        }
+    }
+    // Over the cap the loader refuses at once; clip to just under it so
+    // the shapes themselves are what is measured.
+    if out.len() > porter_core::yaml::MAX_BYTES {
+        let mut cut = porter_core::yaml::MAX_BYTES;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
+}
+
+/// Validates a config built by `budget_config`: it must finish within the
+/// target's heap budget (the child aborts past it) and say nothing of a
+/// variable's value; the run's figures show the slowest input's time.
+fn config_budget_target(fx: &Fixture, input: &[u8]) -> Result<bool, String> {
+    let text = budget_config(input);
+    let lookup = |_: &str| None;
+    let loaded = config::load_str(&text, &fx.config_file, fx.repo.path(), &lookup);
+    for message in loaded.located().map(|l| l.to_string()) {
+        // Keys are clipped in messages: a message never carries a whole
+        // large key or scalar back.
+        if message.len() > 4096 {
+            return Err(format!(
+                "a message of {} bytes (keys and values must be clipped): {}…",
+                message.len(),
+                message.chars().take(200).collect::<String>()
+            ));
+        }
+    }
+    Ok(!loaded.diagnostics.iter().any(|d| d.message.contains("not valid YAML")))
 }
 
 fn events_target(fx: &Fixture, input: &[u8]) -> Result<bool, String> {
