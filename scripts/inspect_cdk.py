@@ -151,6 +151,8 @@ def main(endpoint, cdk_dir, cases_path, code_bucket, code_key, definition_path):
         bdoc = ii.managed_policy_document(iam, boundary_arn)
         check(bool(bdoc["Statement"]), f"moto {name}: the stack makes the release boundary {boundary_arn}")
         ii.boundary_reads_own_secrets(bdoc, account, f"moto {name}")
+        stores = [x for x in params.get("ServiceDataStores", "").split(",") if x]
+        ii.boundary_scopes_data(bdoc, account, f"moto {name}", stores)
         # --- the deployment role: release roles made, tagged and passed only
         # for the session's own service and environment, no group naming a
         # load balancer, attaching only in promote's sessions

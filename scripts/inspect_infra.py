@@ -299,6 +299,41 @@ def boundary_reads_own_secrets(bdoc, account, who):
           f"{who}: ... and nothing else of SSM or Secrets Manager")
 
 
+DATA_SERVICES = ("s3:", "dynamodb:", "sqs:", "sns:", "kinesis:", "firehose:")
+
+
+def boundary_scopes_data(bdoc, account, who, stores=()):
+    """The release boundary lets a role reach data only of its own service
+    and environment (by its tags as principal tags) and the data stores an
+    administrator lists (ServiceDataStores): no data action on "*"."""
+    own = "${aws:PrincipalTag/porter:service}/${aws:PrincipalTag/porter:environment}"
+    named = "${aws:PrincipalTag/porter:service}-${aws:PrincipalTag/porter:environment}-*"
+    allowed = {
+        f"arn:aws:s3:::*/porter-deployment/{own}/*",
+        f"arn:aws:s3:::*/{own}/*",
+        f"arn:aws:dynamodb:*:{account}:table/{named}",
+        f"arn:aws:sqs:*:{account}:{named}",
+        f"arn:aws:sns:*:{account}:{named}",
+        f"arn:aws:kinesis:*:{account}:stream/{named}",
+        f"arn:aws:firehose:*:{account}:deliverystream/{named}",
+    } | set(stores)
+    reached = set()
+    for st in as_list(bdoc["Statement"]):
+        if st["Effect"] != "Allow":
+            continue
+        data = [a for a in as_list(st["Action"]) if a.startswith(DATA_SERVICES)]
+        if not data:
+            continue
+        for r in as_list(st["Resource"]):
+            if data == ["s3:ListBucket"] and r == "arn:aws:s3:::*":
+                prefix = st.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+                check(prefix == f"{own}/*", f"{who}: release roles list only their own prefix {prefix}")
+                continue
+            reached.add(r)
+    check(reached <= allowed, f"{who}: release roles reach data of their own service and environment, and the listed stores, only {sorted(reached - allowed)}")
+    check(set(stores) <= reached, f"{who}: ... and the data stores the installation lists {sorted(stores)}")
+
+
 def release_defences(stmts, boundary_arn, who):
     """What the deployment role holds against a release stack that reaches
     for other services' or environments' roles and secrets, or for a load
@@ -683,6 +718,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     check(any(s["Effect"] == "Deny" and bucket_arn + "/*" in as_list(s["Resource"]) for s in as_list(bdoc["Statement"])),
           "moto: the release boundary keeps release roles out of the artifact bucket")
     boundary_reads_own_secrets(bdoc, account, "moto")
+    boundary_scopes_data(bdoc, account, "moto")
     # Roles made, tagged and passed only for the session's own service and
     # environment; no group names a load balancer; only promote attaches.
     release_defences(statements(iam, "porter-deployment"), boundary_arn, "moto: the deployment role")
@@ -1058,6 +1094,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
               "moto: ... the one its deployment role creates release roles with")
         if odoc["Statement"]:
             boundary_reads_own_secrets(odoc, OTHER_STACK_ACCOUNT, "moto: porter-other")
+            boundary_scopes_data(odoc, OTHER_STACK_ACCOUNT, "moto: porter-other")
         release_defences(statements(iam, "porter-deployment-other"), other_boundary, "moto: porter-other's deployment role")
         # ... and with the custom action: the pipeline function polls for
         # the Porter type's jobs only, and is woken for them.

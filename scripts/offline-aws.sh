@@ -22,7 +22,9 @@ trap cleanup EXIT
 
 start_moto() {
   port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  .venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+  # The local stack's moto server: moto with its answers made as AWS's
+  # where they differ (crates/local/src/moto_server.py says which).
+  .venv/bin/python crates/local/src/moto_server.py -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
   moto_pid=$!
   for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$port/moto-api/config" >/dev/null 2>&1 && return 0

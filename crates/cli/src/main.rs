@@ -132,6 +132,23 @@ fn load(path: &Path) -> Result<config::Loaded> {
     config::load_file(&file, &root, &config::process_env).with_context(|| format!("cannot read {}", file.display()))
 }
 
+/// What the instances may reach, as `validate` says it.
+fn egress(rules: Option<&[config::EgressRule]>) -> String {
+    match rules {
+        None => "all outbound traffic (AWS's default; auto_scaling_group.security_group_egress limits it)".to_owned(),
+        Some([]) => "none (security_group_egress is empty)".to_owned(),
+        Some(rules) => rules
+            .iter()
+            .map(|r| match r.ip_protocol.as_str() {
+                "-1" => format!("all to {}", r.cidr_ip),
+                p if r.from_port == r.to_port => format!("{p} {} to {}", r.from_port, r.cidr_ip),
+                p => format!("{p} {}-{} to {}", r.from_port, r.to_port, r.cidr_ip),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 fn validate(path: &Path) -> Result<ExitCode> {
     let loaded = load(path)?;
     for d in loaded.located() {
@@ -158,7 +175,27 @@ fn validate(path: &Path) -> Result<ExitCode> {
                             elbs.join(", ")
                         }
                     );
+                    let asg = &r.auto_scaling_group;
+                    println!(
+                        "      group: starts at {} (or the live fleet's size, if larger), min {}, max {}; health grace {} s",
+                        r.instance_count,
+                        asg.min_size.unwrap_or(r.instance_count),
+                        asg.max_size
+                            .map_or_else(|| "its start".to_owned(), |m| m.to_string()),
+                        asg.health_check_grace_period
+                            .unwrap_or(template::HEALTH_CHECK_GRACE_SECONDS)
+                    );
+                    println!("      egress: {}", egress(asg.security_group_egress.as_deref()));
                 }
+                println!(
+                    "    stacks: created within {} min, a failed one {}",
+                    env.stack_creation.timeout_minutes,
+                    match env.stack_creation.on_failure {
+                        config::StackOnFailure::Delete => "deleted (DELETE)",
+                        config::StackOnFailure::Rollback => "kept without its resources (ROLLBACK)",
+                        config::StackOnFailure::DoNothing => "kept with its instances (DO_NOTHING)",
+                    }
+                );
             }
             let blocking = loaded
                 .diagnostics

@@ -30,15 +30,7 @@ const FEWEST_CASES: usize = 30;
 
 /// The keys an `expect.json` may hold; any other is a typo that would
 /// otherwise weaken a case silently.
-const KEYS: &[&str] = &[
-    "attack",
-    "command",
-    "args",
-    "vars",
-    "outcome",
-    "contains",
-    "absent",
-];
+const KEYS: &[&str] = &["attack", "command", "args", "vars", "outcome", "contains", "absent"];
 
 /// One case's `expect.json`.
 #[derive(Debug)]

@@ -225,8 +225,184 @@ pub fn problems(overlay: &Value) -> Vec<Problem> {
             }
         }
     }
+    if let Some(policies) = overlay.pointer("/Resources/InstanceRole/Properties/Policies") {
+        role_policies(&mut out, policies, "Resources.InstanceRole.Properties.Policies");
+    }
+    if let Some(outputs) = top.get("Outputs").and_then(Value::as_object) {
+        for (name, output) in outputs {
+            if output.get("Export").is_some() {
+                out.push(problem(
+                    &format!("Outputs.{name}.Export"),
+                    "export names are the account's and region's, not the stack's: an export could take another stack's name or feed its importers",
+                ));
+            }
+        }
+    }
     forbidden_functions(&mut out, overlay, "");
+    forbidden_values(&mut out, overlay, "", "");
     out
+}
+
+/// What the instance role's added policies may grant: named actions on
+/// named resources. The release boundary caps them in IAM as well; this
+/// says so at `validate`, with the statement's path:
+///
+/// - no secrets or parameters (`secrets:` grants exactly the ones named,
+///   under the service's and environment's own prefix);
+/// - no `*` or `service:*` action, no `NotAction` or `NotResource`;
+/// - S3 only on named buckets, never on `*`.
+fn role_policies(out: &mut Vec<Problem>, policies: &Value, path: &str) {
+    let Some(policies) = policies.as_array() else {
+        out.push(problem(path, "expected a list of policies"));
+        return;
+    };
+    for (i, policy) in policies.iter().enumerate() {
+        let at = format!("{path}[{i}].PolicyDocument.Statement");
+        let statements = match policy.pointer("/PolicyDocument/Statement") {
+            Some(Value::Array(list)) => list.iter().collect::<Vec<_>>(),
+            Some(one @ Value::Object(_)) => vec![one],
+            _ => {
+                out.push(problem(
+                    &format!("{path}[{i}]"),
+                    "a policy needs PolicyDocument.Statement",
+                ));
+                continue;
+            }
+        };
+        for (j, st) in statements.into_iter().enumerate() {
+            let at = format!("{at}[{j}]");
+            if st.get("Effect").and_then(Value::as_str) == Some("Deny") {
+                continue;
+            }
+            for key in ["NotAction", "NotResource"] {
+                if st.get(key).is_some() {
+                    out.push(problem(
+                        &format!("{at}.{key}"),
+                        "an instance role's statement names its actions and resources (Action, Resource)",
+                    ));
+                }
+            }
+            // Each action or resource as text: a literal, or an `Fn::Sub`'s
+            // template with the partition filled in; anything else cannot
+            // be read here and counts as `*`.
+            let one = |x: &Value| -> String {
+                let sub = x
+                    .get("Fn::Sub")
+                    .and_then(|t| t.as_str().or_else(|| t.get(0).and_then(Value::as_str)));
+                match (x.as_str(), sub) {
+                    (Some(s), _) => s.to_owned(),
+                    (None, Some(t)) => t.replace("${AWS::Partition}", "aws"),
+                    _ => "*".to_owned(),
+                }
+            };
+            let strings = |v: Option<&Value>| -> Vec<String> {
+                match v {
+                    Some(Value::Array(items)) => items.iter().map(one).collect(),
+                    Some(x) => vec![one(x)],
+                    None => Vec::new(),
+                }
+            };
+            let actions = strings(st.get("Action"));
+            let resources = strings(st.get("Resource"));
+            for action in &actions {
+                let lower = action.to_ascii_lowercase();
+                let (service, name) = lower.split_once(':').unwrap_or((lower.as_str(), ""));
+                if action == "*" || name.starts_with('*') {
+                    out.push(problem(
+                        &format!("{at}.Action"),
+                        &format!("`{action}` grants every action of its service; name the actions the service needs"),
+                    ));
+                } else if matches!(service, "secretsmanager" | "ssm" | "sts" | "iam") {
+                    out.push(problem(
+                        &format!("{at}.Action"),
+                        &format!("`{action}`: secrets and parameters are named under `secrets:` in .porter/config (the instance role then reads exactly those); roles and sessions are porter's"),
+                    ));
+                } else if service == "s3"
+                    && resources
+                        .iter()
+                        .any(|r| r == "*" || r.starts_with("arn:aws:s3:::*") || r.starts_with("arn:*"))
+                {
+                    out.push(problem(
+                        &format!("{at}.Resource"),
+                        &format!("`{action}` on every bucket; name the service's own buckets"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// `ours` and `theirs` as one list, an item of each `key` once: the
+/// overlay's where `theirs_win`, the stack's own otherwise.
+fn add_by_key(ours: &[Value], theirs: Vec<Value>, key: &str, theirs_win: bool) -> Vec<Value> {
+    let key_of = |v: &Value| v.get(key).and_then(Value::as_str).map(str::to_owned);
+    let in_list = |list: &[Value], v: &Value| key_of(v).is_some() && list.iter().any(|o| key_of(o) == key_of(v));
+    if theirs_win {
+        let mut all: Vec<Value> = ours.iter().filter(|v| !in_list(&theirs, v)).cloned().collect();
+        all.extend(theirs);
+        all
+    } else {
+        let mut all = ours.to_vec();
+        all.extend(theirs.into_iter().filter(|v| !in_list(ours, v)));
+        all
+    }
+}
+
+/// A public parameter of AWS's own (the latest machine image): the one
+/// dynamic reference an overlay may make.
+const PUBLIC_PARAMETER: &str = "{{resolve:ssm:/aws/service/";
+
+/// Values no overlay may write: dynamic references (CloudFormation reads
+/// the secret or parameter with the deployment role's rights, and a
+/// failed create can echo it in a stack event), and tags under `porter:`
+/// or `aws:` (promote, prune and IAM read `porter:*` as who owns a
+/// resource; `aws:*` are AWS's own).
+fn forbidden_values(out: &mut Vec<Problem>, v: &Value, path: &str, key: &str) {
+    match v {
+        Value::String(s) if s.contains("{{resolve:") => {
+            let public = s.starts_with(PUBLIC_PARAMETER) && s.ends_with("}}") && s.matches("{{").count() == 1;
+            if !public {
+                out.push(problem(
+                    path,
+                    "dynamic references ({{resolve:...}}) would be read with the deployment role's rights; only AWS's public parameters ({{resolve:ssm:/aws/service/...}}) may be named",
+                ));
+            }
+        }
+        Value::Object(o) => {
+            // An item of a `Tags` list ({Key, Value}), or a `Tags` map
+            // (some types take tags as one object).
+            if key == "Tags" {
+                let keys: Vec<&str> = match o.get("Key").and_then(Value::as_str) {
+                    Some(k) => vec![k],
+                    None => o.keys().map(String::as_str).collect(),
+                };
+                for k in keys {
+                    let lower = k.to_ascii_lowercase();
+                    if lower.starts_with("porter:") || lower.starts_with("aws:") {
+                        out.push(problem(
+                            path,
+                            "tags under porter: say which service, environment and release a resource is (promote, prune and IAM trust them) and are set by porter alone; aws: tags are AWS's",
+                        ));
+                    }
+                }
+            }
+            for (k, child) in o {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                forbidden_values(out, child, &p, k);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                // A tag list's items are checked as tags.
+                forbidden_values(out, child, &format!("{path}[{i}]"), key);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn problem(path: &str, why: &str) -> Problem {
@@ -550,6 +726,28 @@ pub fn apply(base: Value, overlay: &Value, vpc_id: Option<&str>) -> Value {
             }
         }
     }
+    // Tags and the instance role's policies add to the stack's own: a
+    // list in the overlay would otherwise replace porter's (its ownership
+    // tags, the policy that reads the payload). A tag of the overlay's
+    // replaces one of the same key (`Name`); porter's policies keep their
+    // names.
+    if let (Some(resources), Some(own)) = (
+        overlay.get_mut("Resources").and_then(Value::as_object_mut),
+        base.get("Resources").and_then(Value::as_object),
+    ) {
+        for (id, r) in resources.iter_mut() {
+            for (list, key, theirs_win) in [
+                ("/Properties/Tags", "Key", true),
+                ("/Properties/Policies", "PolicyName", false),
+            ] {
+                let theirs = r.pointer_mut(list).and_then(Value::as_array_mut);
+                let ours = own.get(id).and_then(|o| o.pointer(list)).and_then(Value::as_array);
+                if let (Some(theirs), Some(ours)) = (theirs, ours) {
+                    *theirs = add_by_key(ours, std::mem::take(theirs), key, theirs_win);
+                }
+            }
+        }
+    }
     let mut template = crate::template::merge(base, overlay);
     // An overlay's own machine image (porter's CIS images) leaves the
     // stack's image parameter unread: it goes, as CloudFormation's linter
@@ -621,6 +819,36 @@ mod tests {
 
     fn paths(overlay: &Value) -> Vec<String> {
         problems(overlay).into_iter().map(|p| p.path).collect()
+    }
+
+    /// An overlay's tags and instance-role policies add to the stack's
+    /// own: porter's ownership tags and its payload policy stay.
+    #[test]
+    fn tags_and_policies_add_to_the_stacks_own() {
+        let base = json!({"Resources": {
+            "AutoScalingGroup": {"Properties": {"Tags": [
+                {"Key": "Name", "Value": "web-prod-1"}, {"Key": "porter:service", "Value": "web"}
+            ]}},
+            "InstanceRole": {"Properties": {"Policies": [{"PolicyName": "porter-release", "PolicyDocument": {}}]}}
+        }});
+        let overlay = json!({"Resources": {
+            "AutoScalingGroup": {"Properties": {"Tags": [
+                {"Key": "Name", "Value": "web"}, {"Key": "CostCenter", "Value": "42"}
+            ]}},
+            "InstanceRole": {"Properties": {"Policies": [
+                {"PolicyName": "porter-release", "PolicyDocument": {"Statement": []}},
+                {"PolicyName": "queue", "PolicyDocument": {}}
+            ]}}
+        }});
+        let t = apply(base, &overlay, None);
+        assert_eq!(
+            t["Resources"]["AutoScalingGroup"]["Properties"]["Tags"],
+            json!([{"Key": "porter:service", "Value": "web"}, {"Key": "Name", "Value": "web"}, {"Key": "CostCenter", "Value": "42"}])
+        );
+        assert_eq!(
+            t["Resources"]["InstanceRole"]["Properties"]["Policies"],
+            json!([{"PolicyName": "porter-release", "PolicyDocument": {}}, {"PolicyName": "queue", "PolicyDocument": {}}])
+        );
     }
 
     #[test]

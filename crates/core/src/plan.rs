@@ -112,6 +112,7 @@ mod tests {
             name: "prod".into(),
             instance_type: "t3.micro".into(),
             rollout: Default::default(),
+            stack_creation: Default::default(),
             blackout_windows: windows
                 .iter()
                 .map(|(s, e)| BlackoutWindow {

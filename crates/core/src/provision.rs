@@ -11,7 +11,7 @@ use aws_sdk_cloudformation::types::{Capability, OnFailure, StackStatus, Tag};
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{self, Aws, RegionClients};
-use crate::config::Region;
+use crate::config::{Region, StackOnFailure};
 use crate::phase::{stack_wait, PhaseError, PhaseResult, Step};
 use crate::release::S3Object;
 use crate::store;
@@ -134,7 +134,7 @@ async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) ->
         });
     }
     let stack_name = dep.stack_name();
-    let stack_id = match find_stack(&clients, &stack_name).await? {
+    let stack_id = match find_stack(&clients, &stack_name, execution).await? {
         Some(id) => {
             tracing::info!(region = %region.name, stack = %stack_name, "adopting the stack an earlier run created");
             id
@@ -157,7 +157,7 @@ async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) ->
                 // so it is this release's stack. AWS answers such a retry
                 // from its request token; not every endpoint does.
                 Err(PhaseError::StackFailed { reason, .. }) if reason.contains("AlreadyExists") => {
-                    match find_stack(&clients, &stack_name).await? {
+                    match find_stack(&clients, &stack_name, execution).await? {
                         Some(id) => id,
                         None => {
                             return Err(PhaseError::Retryable(format!(
@@ -185,8 +185,10 @@ async fn start(aws: &Aws, dep: &Deployment, region: &Region, execution: &str) ->
     .await
 }
 
-/// The stack of this name that is not deleted, if any.
-async fn find_stack(clients: &RegionClients, name: &str) -> Result<Option<String>, PhaseError> {
+/// The stack of this name that is not deleted, if any. A failed one kept
+/// by `stack_creation.on_failure` from another deploy is not adopted: the
+/// name is taken until it is deleted, and this deploy says so.
+async fn find_stack(clients: &RegionClients, name: &str, execution: &str) -> Result<Option<String>, PhaseError> {
     match clients.cloudformation.describe_stacks().stack_name(name).send().await {
         Ok(out) => {
             let live = out
@@ -208,6 +210,31 @@ async fn find_stack(clients: &RegionClients, name: &str) -> Result<Option<String
                         "a stack of this name is {}: {}; delete it (or wait until it is gone), then deploy again",
                         s.stack_status().map(|st| st.as_str()).unwrap_or_default(),
                         s.stack_status_reason().unwrap_or("no reason given")
+                    ),
+                });
+            }
+            if let Some(s) = live.filter(|s| {
+                matches!(
+                    s.stack_status(),
+                    Some(
+                        StackStatus::CreateFailed
+                            | StackStatus::RollbackInProgress
+                            | StackStatus::RollbackComplete
+                            | StackStatus::RollbackFailed
+                    )
+                ) && !s
+                    .tags()
+                    .iter()
+                    .any(|t| t.key() == Some("porter:execution") && t.value() == Some(execution))
+            }) {
+                return Err(PhaseError::StackFailed {
+                    region: clients.region.clone(),
+                    stack: name.to_owned(),
+                    reason: format!(
+                        "a failed stack of this release is kept from an earlier deploy ({}: {}; stack_creation.on_failure kept it to debug): delete it (aws cloudformation delete-stack --stack-name {name} --region {}) or deploy another version",
+                        s.stack_status().map(|st| st.as_str()).unwrap_or_default(),
+                        s.stack_status_reason().unwrap_or("no reason given"),
+                        clients.region
                     ),
                 });
             }
@@ -371,6 +398,7 @@ async fn create_stack(
     execution: &str,
 ) -> Result<String, PhaseError> {
     let r = &dep.release;
+    let env_stack = dep.environment()?.stack_creation;
     let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
     let body = serde_json::to_string(&body).expect("templates serialize");
     let mut create = clients
@@ -378,8 +406,12 @@ async fn create_stack(
         .create_stack()
         .stack_name(stack_name)
         .capabilities(Capability::CapabilityIam)
-        .on_failure(OnFailure::Delete)
-        .timeout_in_minutes(20)
+        .on_failure(match env_stack.on_failure {
+            StackOnFailure::Delete => OnFailure::Delete,
+            StackOnFailure::Rollback => OnFailure::Rollback,
+            StackOnFailure::DoNothing => OnFailure::DoNothing,
+        })
+        .timeout_in_minutes(i32::try_from(env_stack.timeout_minutes).unwrap_or(i32::MAX))
         .client_request_token(format!("porter-{}", r.version))
         .tags(tag("porter:service", &r.service))
         .tags(tag("porter:environment", &r.environment))
@@ -442,11 +474,21 @@ async fn check(
             Ok(w)
         }
         StackStatus::CreateInProgress | StackStatus::ReviewInProgress => Ok(w),
-        other => Err(PhaseError::StackFailed {
-            region: region.name.clone(),
-            stack: dep.stack_name(),
-            reason: failure_reason(clients, &w.stack_id, other.as_str(), stack.stack_status_reason()).await,
-        }),
+        other => {
+            let mut reason = failure_reason(clients, &w.stack_id, other.as_str(), stack.stack_status_reason()).await;
+            let kept = dep.environment()?.stack_creation.on_failure;
+            if kept != StackOnFailure::Delete {
+                reason.push_str(&format!(
+                    "; the stack is kept to debug it (stack_creation.on_failure: {}): it serves nothing, the next deploy's prune deletes it, and this version cannot be deployed again until it is gone",
+                    kept.as_str()
+                ));
+            }
+            Err(PhaseError::StackFailed {
+                region: region.name.clone(),
+                stack: dep.stack_name(),
+                reason,
+            })
+        }
     }
 }
 

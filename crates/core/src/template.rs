@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 
-use crate::config::{Config, Environment, Region, Secret, SecretStore, Topology};
+use crate::config::{Config, EgressRule, Environment, Region, Secret, SecretStore, Topology};
 use crate::image::ImageRef;
 use crate::release::Release;
 
@@ -41,6 +41,27 @@ pub const SERVICE_VARIABLES: &[&str] = &[
 /// How long a new instance may take to boot before its load balancer's
 /// health counts (the group's HealthCheckGracePeriod): AWS's default.
 pub const HEALTH_CHECK_GRACE_SECONDS: u32 = 300;
+
+/// `security_group_egress:` as the security group's `SecurityGroupEgress`.
+/// An empty list is no outbound traffic at all: CloudFormation keeps AWS's
+/// allow-all rule unless a group names one, so it names one that matches
+/// nothing (loopback, which never leaves the instance).
+fn egress_rules(rules: &[EgressRule]) -> Value {
+    if rules.is_empty() {
+        return json!([{"IpProtocol": "-1", "CidrIp": "127.0.0.1/32", "Description": "no outbound traffic (security_group_egress: [])"}]);
+    }
+    Value::Array(
+        rules
+            .iter()
+            .map(|r| {
+                let mut rule = json!({"IpProtocol": r.ip_protocol, "FromPort": r.from_port, "ToPort": r.to_port});
+                let key = if r.cidr_ip.contains(':') { "CidrIpv6" } else { "CidrIp" };
+                rule[key] = json!(r.cidr_ip);
+                rule
+            })
+            .collect(),
+    )
+}
 
 /// Where the payload sits in the region's bucket.
 #[derive(Debug, Clone)]
@@ -85,6 +106,9 @@ pub fn render(
     if let Some(vpc) = &region.vpc_id {
         security_group["Properties"]["VpcId"] = json!(vpc);
     }
+    if let Some(rules) = &region.auto_scaling_group.security_group_egress {
+        security_group["Properties"]["SecurityGroupEgress"] = egress_rules(rules);
+    }
 
     let mut launch_data = json!({
         "ImageId": {"Ref": "ImageId"},
@@ -98,11 +122,17 @@ pub fn render(
         launch_data["KeyName"] = json!(key);
     }
 
-    // The config's count is the floor; a live fleet scaled out above it
-    // sets the start and the ceiling (as porter copied the promoted
-    // stack's desired capacity).
-    let min = region.instance_count;
-    let desired = ctx.live_capacity.map_or(min, |live| live.max(min));
+    // A release starts at the config's count, or at the live fleet's when
+    // that scaled out above it (as porter copied the promoted stack's
+    // desired capacity); never below `min_size`, and the ceiling is raised
+    // to the start when the config's is lower.
+    let asg = &region.auto_scaling_group;
+    let min = asg.min_size.unwrap_or(region.instance_count);
+    let desired = ctx
+        .live_capacity
+        .map_or(region.instance_count, |live| live.max(region.instance_count))
+        .max(min);
+    let max = asg.max_size.unwrap_or(desired).max(desired);
     // Behind a load balancer, an instance it finds unhealthy is replaced
     // (with EC2 checks only, a hung service would serve errors for good).
     let health_check_type = if region.elbs.is_empty() { "EC2" } else { "ELB" };
@@ -111,9 +141,9 @@ pub fn render(
             "LaunchTemplateId": {"Ref": "LaunchTemplate"},
             "Version": {"Fn::GetAtt": ["LaunchTemplate", "LatestVersionNumber"]}
         },
-        "MinSize": min.to_string(), "MaxSize": desired.to_string(), "DesiredCapacity": desired.to_string(),
+        "MinSize": min.to_string(), "MaxSize": max.to_string(), "DesiredCapacity": desired.to_string(),
         "HealthCheckType": health_check_type,
-        "HealthCheckGracePeriod": HEALTH_CHECK_GRACE_SECONDS,
+        "HealthCheckGracePeriod": asg.health_check_grace_period.unwrap_or(HEALTH_CHECK_GRACE_SECONDS),
         "Tags": [
             {"Key": "Name", "Value": format!("{}-{}-{}", config.service_name, env.name, release.version), "PropagateAtLaunch": true},
             {"Key": "porter:service", "Value": config.service_name, "PropagateAtLaunch": true},
@@ -216,7 +246,9 @@ pub fn render(
             "AutoScalingGroup": {
                 "Type": "AWS::AutoScaling::AutoScalingGroup",
                 "CreationPolicy": {
-                    "ResourceSignal": {"Count": region.instance_count, "Timeout": "PT15M"}
+                    // As long as the stack may take: a slow boot is given
+                    // the time `stack_creation.timeout_minutes` allows.
+                    "ResourceSignal": {"Count": region.instance_count, "Timeout": format!("PT{}M", env.stack_creation.timeout_minutes)}
                 },
                 "Metadata": group_metadata,
                 "Properties": group_props

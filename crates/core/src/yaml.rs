@@ -249,6 +249,28 @@ impl Builder<'_> {
         self.stopped = true;
     }
 
+    /// A YAML tag (`!!binary`, `!Ref`, `!ImportValue`) would change what a
+    /// value means, and each reader means something else by it (porter's
+    /// Go decoder decodes `!!binary`; here it would be the base64 text), so
+    /// the value a user reads is the only one: tags are refused.
+    fn refuse_tag(&mut self, tag: Option<&yaml_rust2::parser::Tag>, mark: Mark) {
+        let Some(tag) = tag else {
+            return;
+        };
+        let written = match tag.handle.as_str() {
+            "tag:yaml.org,2002:" => format!("!!{}", tag.suffix),
+            handle => format!("{handle}{}", tag.suffix),
+        };
+        let written: String = written.chars().take(40).collect();
+        self.problems.push(LoadProblem {
+            mark,
+            path: self.path(),
+            message: format!(
+                "`{written}` is a YAML tag; porter reads plain values only (a tag would change what the value means): remove it and write the value itself"
+            ),
+        });
+    }
+
     /// Counts `size` more nodes against [`MAX_NODES`]; false once over it.
     fn spend(&mut self, size: usize, mark: Mark) -> bool {
         self.nodes = self.nodes.saturating_add(size);
@@ -411,7 +433,8 @@ impl MarkedEventReceiver for Builder<'_> {
     fn on_event(&mut self, ev: Event, marker: Marker) {
         let mark = Mark::from(marker);
         match ev {
-            Event::Scalar(text, style, anchor, _tag) => {
+            Event::Scalar(text, style, anchor, tag) => {
+                self.refuse_tag(tag.as_ref(), mark);
                 let quoted = !matches!(style, TScalarStyle::Plain);
                 // A key with no value (`vpc_id:`) gets an empty scalar that
                 // the parser places at the next token, often the next line;
@@ -439,25 +462,31 @@ impl MarkedEventReceiver for Builder<'_> {
                     size,
                 );
             }
-            Event::SequenceStart(anchor, _) => self.open(
-                Open::Seq {
-                    anchor,
+            Event::SequenceStart(anchor, tag) => {
+                self.refuse_tag(tag.as_ref(), mark);
+                self.open(
+                    Open::Seq {
+                        anchor,
+                        mark,
+                        items: Vec::new(),
+                        size: 1,
+                    },
                     mark,
-                    items: Vec::new(),
-                    size: 1,
-                },
-                mark,
-            ),
-            Event::MappingStart(anchor, _) => self.open(
-                Open::Map {
-                    anchor,
+                )
+            }
+            Event::MappingStart(anchor, tag) => {
+                self.refuse_tag(tag.as_ref(), mark);
+                self.open(
+                    Open::Map {
+                        anchor,
+                        mark,
+                        entries: Vec::new(),
+                        pending_key: None,
+                        size: 1,
+                    },
                     mark,
-                    entries: Vec::new(),
-                    pending_key: None,
-                    size: 1,
-                },
-                mark,
-            ),
+                )
+            }
             Event::SequenceEnd => {
                 if let Some(Open::Seq {
                     anchor,

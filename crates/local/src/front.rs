@@ -38,6 +38,9 @@ pub struct Front {
     policies: Arc<Mutex<HashMap<String, Vec<Policy>>>>,
     /// Stacks the local stack rolled back: (resource, reason).
     failed: Arc<Mutex<HashMap<String, (String, String)>>>,
+    /// What each stack's CreateStack asked done should it fail
+    /// (`OnFailure`), by region and stack name; moto ignores it.
+    on_failure: Arc<Mutex<HashMap<(String, String), OnFailure>>>,
     buckets: BucketRegions,
     /// Who calls, and what their roles allow.
     callers: Callers,
@@ -52,6 +55,7 @@ impl Front {
             client: reqwest::Client::new(),
             policies: Arc::default(),
             failed: Arc::default(),
+            on_failure: Arc::default(),
             buckets: BucketRegions::default(),
             callers: Callers::default(),
         }
@@ -155,6 +159,11 @@ impl Front {
                 if let Some(problem) = self.create_stack_problem(&region, &body).await {
                     return strict::validation_error(&problem);
                 }
+                let name = form_value(&body, "StackName").unwrap_or_default();
+                self.on_failure
+                    .lock()
+                    .expect("on_failure lock")
+                    .insert((region, name), OnFailure::asked(&body));
             }
             (Some("cloudformation"), Some("DescribeStacks")) if self.fleet.running() => {
                 let region = scope.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
@@ -397,7 +406,7 @@ impl Front {
                 Verdict::Complete => continue,
                 Verdict::Waiting => ("CREATE_IN_PROGRESS", None),
                 Verdict::Failed { resource, reason } => (
-                    "ROLLBACK_COMPLETE",
+                    self.on_failure_of(region, &s.name).failed_status(),
                     Some(format!(
                         "The following resource(s) failed to create: [{resource}]. {resource}: {reason}"
                     )),
@@ -462,12 +471,32 @@ impl Front {
                 .lock()
                 .expect("failed lock")
                 .insert(stack.id.clone(), (resource.clone(), reason.clone()));
-            // As CloudFormation's rollback would: the group's instances stop.
-            if let Some(group) = self.physical_id(region, &stack.id, resource).await {
-                self.fleet.stop_group(region, &group).await;
+            // As CloudFormation would: a rollback or a delete stops the
+            // group's instances; DO_NOTHING keeps them, to debug.
+            let asked = self.on_failure_of(region, &stack.name);
+            if asked != OnFailure::DoNothing {
+                if let Some(group) = self.physical_id(region, &stack.id, resource).await {
+                    self.fleet.stop_group(region, &group).await;
+                }
+            }
+            if asked == OnFailure::Delete {
+                let sdk = self.fleet.configs().get(region).await;
+                let cfn = aws_sdk_cloudformation::Client::new(&sdk);
+                if let Err(e) = cfn.delete_stack().stack_name(&stack.id).send().await {
+                    tracing::warn!(stack = %stack.id, error = %e, "the local stack could not delete a failed stack");
+                }
             }
         }
         verdict
+    }
+
+    fn on_failure_of(&self, region: &str, stack: &str) -> OnFailure {
+        self.on_failure
+            .lock()
+            .expect("on_failure lock")
+            .get(&(region.to_owned(), stack.to_owned()))
+            .copied()
+            .unwrap_or_default()
     }
 
     async fn read_policies(&self, region: &str, stack_id: &str) -> Option<Vec<Policy>> {
@@ -490,6 +519,38 @@ impl Front {
             .await
             .ok()?;
         out.stack_resource_detail()?.physical_resource_id().map(str::to_owned)
+    }
+}
+
+/// What CloudFormation does with a stack whose creation fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum OnFailure {
+    /// CreateStack's default.
+    #[default]
+    Rollback,
+    Delete,
+    DoNothing,
+}
+
+impl OnFailure {
+    /// As a CreateStack asked: `OnFailure`, or `DisableRollback=true`.
+    fn asked(body: &[u8]) -> OnFailure {
+        match form_value(body, "OnFailure").as_deref() {
+            Some("DELETE") => OnFailure::Delete,
+            Some("DO_NOTHING") => OnFailure::DoNothing,
+            Some(_) => OnFailure::Rollback,
+            None if form_value(body, "DisableRollback").as_deref() == Some("true") => OnFailure::DoNothing,
+            None => OnFailure::Rollback,
+        }
+    }
+
+    /// The status a failed stack shows first.
+    fn failed_status(self) -> &'static str {
+        match self {
+            OnFailure::Rollback => "ROLLBACK_COMPLETE",
+            OnFailure::Delete => "DELETE_IN_PROGRESS",
+            OnFailure::DoNothing => "CREATE_FAILED",
+        }
     }
 }
 

@@ -15,6 +15,10 @@ taken out of every request and two answers made as AWS makes them. Passed to the
 - DescribeTargetHealth: AWS reports a terminated instance target as
   `unused` (Target.InvalidState) at once; moto calls it healthy. (With
   instances running, the local front answers from real checks instead.)
+- CloudFormation drops `AWS::NoValue` from a list (a statement an `Fn::If`
+  leaves out); moto keeps a null there, which its IAM then refuses as a
+  malformed policy. `scripts/offline-aws.sh` runs the infra checks on this
+  server too.
 """
 
 import logging
@@ -61,6 +65,20 @@ def health_for(self, target, ec2_backend):
 
 
 FakeTargetGroup.health_for = health_for
+
+from moto.cloudformation import parsing  # noqa: E402
+
+_clean_json = parsing.clean_json
+
+
+def clean_json(resource_json, resources_map):
+    # The module's own recursion finds this one by its global name.
+    if isinstance(resource_json, list):
+        return [v for v in (clean_json(item, resources_map) for item in resource_json) if v is not None]
+    return _clean_json(resource_json, resources_map)
+
+
+parsing.clean_json = clean_json
 
 from moto.server import main  # noqa: E402  (after the patch, as its users import it)
 

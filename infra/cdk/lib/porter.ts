@@ -65,6 +65,13 @@ export interface PorterProps {
    * repository's to choose. @default [] (overlays name nothing outside their stack)
    */
   readonly allowedExternalReferences?: string[];
+  /**
+   * ARNs of existing data stores (S3 buckets or prefixes, DynamoDB tables,
+   * SQS queues, SNS topics, Kinesis streams, Firehose delivery streams) the
+   * service's instances may use beyond their own; an administrator's list.
+   * @default [] (only what is named after the service and environment)
+   */
+  readonly serviceDataStores?: string[];
   /** IAM roles (names, this account) whose members may approve the production deploy. @default [] */
   readonly approverRoleNames?: string[];
   /** The branch the main pipeline deploys. @default "main" */
@@ -112,6 +119,29 @@ const PATTERNS: Record<string, RegExp> = {
 };
 const RETENTION: number[] = [30, 60, 90, 180, 365, 731, 1827, 3653];
 
+/** The data-plane actions of tables, queues, topics and streams a release may use. */
+const SERVICE_DATA_ACTIONS = [
+  "dynamodb:GetItem",
+  "dynamodb:PutItem",
+  "dynamodb:UpdateItem",
+  "dynamodb:DeleteItem",
+  "dynamodb:Query",
+  "dynamodb:Scan",
+  "dynamodb:BatchGetItem",
+  "dynamodb:BatchWriteItem",
+  "sqs:SendMessage",
+  "sqs:ReceiveMessage",
+  "sqs:DeleteMessage",
+  "sqs:ChangeMessageVisibility",
+  "sqs:GetQueueUrl",
+  "sqs:GetQueueAttributes",
+  "sns:Publish",
+  "kinesis:PutRecord",
+  "kinesis:PutRecords",
+  "firehose:PutRecord",
+  "firehose:PutRecordBatch",
+];
+
 function resolveProps(props: PorterProps) {
   const p = {
     serviceName: props.serviceName,
@@ -125,6 +155,7 @@ function resolveProps(props: PorterProps) {
     imageParameter: props.imageParameter ?? "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
     // pack reads it as a comma-separated string.
     allowedExternalReferences: (props.allowedExternalReferences ?? []).join(","),
+    serviceDataStores: props.serviceDataStores ?? [],
     approverRoleNames: props.approverRoleNames ?? [],
     branchName: props.branchName ?? "main",
     branchPattern: props.branchPattern ?? "^(feature|release)/.+$",
@@ -300,6 +331,7 @@ export class Porter extends Construct {
       useOwnDeploymentRole: p.deploymentRoleArns.length === 0,
       useOtherDeploymentRoles: p.deploymentRoleArns.length > 0,
       hasRegionBucketKeys: p.regionBucketKeyArns.length > 0,
+      hasServiceDataStores: p.serviceDataStores.length > 0,
       scheduleMainPipeline: p.scheduledPipelines === "",
       hasNotificationEmail: p.notificationEmail !== "",
       hasApprovers: p.approverRoleNames.length > 0,
@@ -494,33 +526,12 @@ export class Porter extends Construct {
       Path: "/porter/",
       Description: "The permissions boundary of every IAM role a porter release stack creates",
       PolicyDocument: policyDocument([
+        // What any service's process needs to run and report, on any
+        // resource: the instance role's own statements name which.
         {
-          Sid: "ServiceDataPlane",
+          Sid: "ServiceRuntime",
           Effect: "Allow",
           Action: [
-            "s3:GetObject",
-            "s3:PutObject",
-            "s3:DeleteObject",
-            "s3:ListBucket",
-            "dynamodb:GetItem",
-            "dynamodb:PutItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:DeleteItem",
-            "dynamodb:Query",
-            "dynamodb:Scan",
-            "dynamodb:BatchGetItem",
-            "dynamodb:BatchWriteItem",
-            "sqs:SendMessage",
-            "sqs:ReceiveMessage",
-            "sqs:DeleteMessage",
-            "sqs:ChangeMessageVisibility",
-            "sqs:GetQueueUrl",
-            "sqs:GetQueueAttributes",
-            "sns:Publish",
-            "kinesis:PutRecord",
-            "kinesis:PutRecords",
-            "firehose:PutRecord",
-            "firehose:PutRecordBatch",
             "logs:CreateLogGroup",
             "logs:CreateLogStream",
             "logs:PutLogEvents",
@@ -542,6 +553,47 @@ export class Porter extends Construct {
           ],
           Resource: "*",
         },
+        // Data only of the role's own service and environment (its tags as
+        // principal tags): its payloads, objects under SERVICE/ENVIRONMENT/,
+        // and tables, queues, topics and streams named SERVICE-ENVIRONMENT-*.
+        {
+          Sid: "ServicePayloads",
+          Effect: "Allow",
+          Action: "s3:GetObject",
+          Resource: Fn.sub("arn:${AWS::Partition}:s3:::*/porter-deployment/${!aws:PrincipalTag/porter:service}/${!aws:PrincipalTag/porter:environment}/*"),
+        },
+        {
+          Sid: "ServiceOwnObjects",
+          Effect: "Allow",
+          Action: ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+          Resource: Fn.sub("arn:${AWS::Partition}:s3:::*/${!aws:PrincipalTag/porter:service}/${!aws:PrincipalTag/porter:environment}/*"),
+        },
+        {
+          Sid: "ServiceOwnObjectListing",
+          Effect: "Allow",
+          Action: "s3:ListBucket",
+          Resource: Fn.sub("arn:${AWS::Partition}:s3:::*"),
+          Condition: { StringLike: { "s3:prefix": "${aws:PrincipalTag/porter:service}/${aws:PrincipalTag/porter:environment}/*" } },
+        },
+        {
+          Sid: "ServiceOwnDataStores",
+          Effect: "Allow",
+          Action: SERVICE_DATA_ACTIONS,
+          Resource: [
+            "dynamodb:*:${AWS::AccountId}:table/",
+            "sqs:*:${AWS::AccountId}:",
+            "sns:*:${AWS::AccountId}:",
+            "kinesis:*:${AWS::AccountId}:stream/",
+            "firehose:*:${AWS::AccountId}:deliverystream/",
+          ].map((at) => Fn.sub(`arn:\${AWS::Partition}:${at}\${!aws:PrincipalTag/porter:service}-\${!aws:PrincipalTag/porter:environment}-*`)),
+        },
+        // Beyond that, only the data stores an administrator lists.
+        ...(c.hasServiceDataStores ? [{
+          Sid: "AdministeredDataStores",
+          Effect: "Allow",
+          Action: ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", ...SERVICE_DATA_ACTIONS],
+          Resource: p.serviceDataStores,
+        }] : []),
         // Secrets and parameters only under the role's own service's and
         // environment's prefix (its porter:service and porter:environment
         // tags, which its sessions carry as principal tags): no overlay

@@ -16,6 +16,7 @@ export const CASES: Record<string, { parameters: Record<string, string> }> = JSO
 const LISTS = new Set([
   "DeploymentRoleArns", "RegionBucketNames", "RegionBucketKeyArns", "ApproverRoleNames",
   "BranchEnvironments", "ScheduledPipelines", "WebhookHosts", "AllowedExternalReferences",
+  "ServiceDataStores",
 ]);
 
 /** A case's SAM parameters as props: ServiceName -> serviceName, lists split. */

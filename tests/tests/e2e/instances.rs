@@ -613,3 +613,75 @@ async fn target_groups_cut_over_and_refuse_anothers() {
     );
     local.stop().await;
 }
+
+/// With `stack_creation.on_failure: DO_NOTHING`, a release whose service
+/// will not start keeps its stack, CREATE_FAILED, and the deploy says so;
+/// deploying that version again is refused naming the stack; the next
+/// good release serves and its prune deletes the kept stack.
+#[tokio::test]
+async fn a_kept_failed_stack_is_refused_then_pruned() {
+    let Some((local, _dir, svc)) = running_example("kept").await else {
+        return;
+    };
+    edit_config(
+        &svc,
+        "  instance_type: t3.micro\n",
+        "  instance_type: t3.micro\n  stack_creation: {timeout_minutes: 15, on_failure: DO_NOTHING}\n",
+    );
+    succeeded(deploy(&local, &svc).await);
+
+    let start = std::fs::read_to_string(svc.join("start")).unwrap();
+    std::fs::write(
+        svc.join("start"),
+        "#!/bin/sh\necho 'no database configured' >&2\nexit 3\n",
+    )
+    .unwrap();
+    page_of(&svc, "release 2");
+    let cause = cause_of(deploy(&local, &svc).await);
+    assert!(
+        cause.contains("no database configured")
+            && cause.contains("kept to debug it (stack_creation.on_failure: DO_NOTHING)"),
+        "{cause}"
+    );
+    let mut kept = Vec::new();
+    for region in ["us-west-2", "us-east-1"] {
+        let stacks = crate::support::release_stacks(&local, "kept-staging-", region).await;
+        let failed: Vec<&String> = stacks
+            .iter()
+            .filter(|(_, s)| *s == "CREATE_FAILED")
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            failed.len(),
+            1,
+            "{region}: the failed release's stack is kept: {stacks:?}"
+        );
+        kept.push((region, failed[0].clone()));
+    }
+    for (region, page) in pages(&local).await {
+        assert_eq!(page, "release 1", "{region}: the release before serves on");
+    }
+
+    // The same version again: its stack name is taken by the kept stack.
+    let cause = cause_of(deploy(&local, &svc).await);
+    assert!(
+        cause.contains("a failed stack of this release is kept from an earlier deploy")
+            && cause.contains(&format!("delete-stack --stack-name {}", kept[0].1)),
+        "{cause}"
+    );
+
+    // A fixed release deploys, and its prune deletes the kept stack.
+    std::fs::write(svc.join("start"), start).unwrap();
+    let page = std::fs::read_to_string(svc.join("index.html")).unwrap();
+    std::fs::write(svc.join("index.html"), page.replace("release 2", "release 3")).unwrap();
+    succeeded(deploy(&local, &svc).await);
+    serving_everywhere(&local, "release 3").await;
+    for (region, name) in kept {
+        let stacks = crate::support::release_stacks(&local, "kept-staging-", region).await;
+        assert!(
+            stacks.get(&name).is_none_or(|s| s == "DELETE_COMPLETE"),
+            "{region}: prune deleted the kept stack {name}: {stacks:?}"
+        );
+    }
+    local.stop().await;
+}

@@ -148,7 +148,9 @@ pub(crate) async fn release_stacks(
     prefix: &str,
     region: &str,
 ) -> std::collections::BTreeMap<String, String> {
-    aws_sdk_cloudformation::Client::new(&sdk_in(local, region).await)
+    // Through the front, as AWS would answer: moto alone calls a stack
+    // whose instances failed CREATE_COMPLETE.
+    aws_sdk_cloudformation::Client::new(&porter_local::moto::sdk_config(&local.endpoint(), region).await)
         .describe_stacks()
         .send()
         .await

@@ -139,6 +139,59 @@ pub struct Environment {
     /// How a release reaches the regions (an extension of porter's format).
     #[serde(default)]
     pub rollout: Rollout,
+    /// How long CloudFormation may take to create a release stack, and
+    /// what it does with one that fails (`stack_creation:`).
+    #[serde(default)]
+    pub stack_creation: StackCreation,
+}
+
+/// `stack_creation:` of an environment: porter's `STACK_CREATION_TIMEOUT`
+/// and `STACK_CREATION_ON_FAILURE`, in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackCreation {
+    /// CloudFormation's `TimeoutInMinutes`: 15 to 60 (porter's bounds).
+    pub timeout_minutes: u32,
+    pub on_failure: StackOnFailure,
+}
+
+impl StackCreation {
+    pub const MIN_TIMEOUT_MINUTES: u32 = 15;
+    pub const MAX_TIMEOUT_MINUTES: u32 = 60;
+}
+
+impl Default for StackCreation {
+    fn default() -> Self {
+        StackCreation {
+            timeout_minutes: 20,
+            on_failure: StackOnFailure::Delete,
+        }
+    }
+}
+
+/// What CloudFormation does with a release stack that fails to create.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StackOnFailure {
+    /// Deletes it (porter's default): nothing is left behind.
+    #[default]
+    Delete,
+    /// Deletes what it made and keeps the stack, ROLLBACK_COMPLETE, with
+    /// its events.
+    Rollback,
+    /// Keeps the stack and its resources, CREATE_FAILED, to debug the
+    /// instances that would not boot.
+    DoNothing,
+}
+
+impl StackOnFailure {
+    /// As CloudFormation and the config write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StackOnFailure::Delete => "DELETE",
+            StackOnFailure::Rollback => "ROLLBACK",
+            StackOnFailure::DoNothing => "DO_NOTHING",
+        }
+    }
 }
 
 /// `rollout:` of an environment: waves of regions cut over one after the
@@ -380,6 +433,46 @@ pub struct Region {
     /// environment's `secrets:` with the region's own over them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<Secret>,
+    /// The group's size bounds, boot grace and the instances' outbound
+    /// rules (porter's `auto_scaling_group:`).
+    #[serde(default, skip_serializing_if = "AutoScalingGroup::is_unset")]
+    pub auto_scaling_group: AutoScalingGroup,
+}
+
+/// `auto_scaling_group:` of a region.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoScalingGroup {
+    /// The group's floor (default `instance_count`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<u32>,
+    /// The group's ceiling (default: what the release starts at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u32>,
+    /// Seconds a new instance may boot before its load balancer's health
+    /// counts (default 300, AWS's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_grace_period: Option<u32>,
+    /// The instances' outbound rules; unset, AWS's default (all outbound
+    /// traffic); empty, none at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_group_egress: Option<Vec<EgressRule>>,
+}
+
+impl AutoScalingGroup {
+    fn is_unset(&self) -> bool {
+        *self == AutoScalingGroup::default()
+    }
+}
+
+/// One outbound rule of the instances' security group, as porter wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressRule {
+    /// An IPv4 or IPv6 CIDR.
+    pub cidr_ip: String,
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, `-1` (all) or a protocol number.
+    pub ip_protocol: String,
+    pub from_port: i32,
+    pub to_port: i32,
 }
 
 /// One variable of the service's environment whose value lives in Secrets
@@ -685,19 +778,38 @@ pub fn load_str(text: &str, file: &Path, repo_root: &Path, lookup: &dyn Fn(&str)
     };
     let config = match config {
         Some(c) => {
+            // The typed config keeps no positions: a finding points at
+            // the first line that writes what it is about.
+            let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).map_or(1, |i| i + 1);
             let leaks = secrets_in_names(&c, &used.borrow());
             for (path, variable) in &leaks {
                 diagnostics.push(Diagnostic {
                     severity: Severity::Error,
-                    line: 1,
+                    line: line_of(&format!("${{{variable}}}")),
                     col: 1,
                     path: path.clone(),
-                    message: format!(
-                        "holds the value of ${{{variable}}}, a secret by its name: a secret may not be part of a name (names reach stack names, S3 keys, tags and logs); use another variable"
-                    ),
+                    message: if path.starts_with(&format!("hooks.{EC2_BOOTSTRAP}[")) {
+                        format!(
+                            "holds the value of ${{{variable}}}, a secret by its name: an ec2_bootstrap hook is written into the instances' boot script, which is part of the template; name the value under `secrets:` (the service reads it at start) or use another variable"
+                        )
+                    } else {
+                        format!(
+                            "holds the value of ${{{variable}}}, a secret by its name: a secret may not be part of a name or the template (they reach stack names, S3 keys, tags, alarms and logs); only a hook's `environment:` may carry one, or name it under `secrets:`"
+                        )
+                    },
                 });
             }
-            leaks.is_empty().then_some(c)
+            let references = dynamic_references(&c);
+            for path in &references {
+                diagnostics.push(Diagnostic {
+                    severity: Severity::Error,
+                    line: line_of("{{resolve:"),
+                    col: 1,
+                    path: path.clone(),
+                    message: "holds `{{resolve:`, a CloudFormation dynamic reference: CloudFormation would resolve it with the deployment role's rights where the value lands in the template; write the value itself, or name a secret under `secrets:`".to_owned(),
+                });
+            }
+            (leaks.is_empty() && references.is_empty()).then_some(c)
         }
         None => None,
     };
@@ -728,89 +840,164 @@ pub fn is_secret_name(name: &str) -> bool {
         )
 }
 
-/// The keys whose values become names: of stacks, buckets, keys, tags,
-/// pipelines, log lines. A secret's value may not be part of one.
-const NAME_KEYS: &[&str] = &[
-    "service_name",
-    "name",
-    "role_arn",
-    "vpc_id",
-    "subnet_id",
-    "s3_bucket",
-    "sse_kms_key_id",
-    "key_pair_name",
-    "instance_type",
-    "tag",
-    "path",
-];
+/// Where a secret-like variable's value may go: a hook's `environment:`
+/// values, which reach only the hook's own build as variables. Anything
+/// else in a config becomes a name (of stacks, buckets, keys, tags,
+/// alarms, pipelines), part of the template or the boot script, or a line
+/// of a build's log. `ec2_bootstrap` hooks are written into the boot
+/// script, so their environment is no place for one either.
+fn may_hold_secret(path: &str) -> bool {
+    path.starts_with("hooks.")
+        && !path.starts_with(&format!("hooks.{EC2_BOOTSTRAP}["))
+        && path.contains("].environment.")
+}
 
-/// Each name in `config` that holds the value of a secret-like variable:
-/// (the key path, the variable).
-fn secrets_in_names(config: &Config, used: &[(String, String)]) -> Vec<(String, String)> {
-    let secrets: Vec<&(String, String)> = used
-        .iter()
-        .filter(|(name, value)| is_secret_name(name) && value.len() >= REDACT_MIN)
-        .collect();
-    let mut found = Vec::new();
-    if secrets.is_empty() {
-        return found;
+/// A key pair's name is no secret, whatever the variable that holds it is
+/// called: porter's own configs write `key_pair_name: ${SSH_KEY}`. Only
+/// the `*_KEY` rule is waived there; `*SECRET*`, `*TOKEN*` and the rest
+/// still refuse.
+fn key_pair_variable(path: &str, variable: &str) -> bool {
+    path.ends_with(".key_pair_name") && {
+        let n = variable.to_ascii_uppercase();
+        !["SECRET", "TOKEN", "PASSWORD", "CREDENTIAL"]
+            .iter()
+            .any(|w| n.contains(w))
+            && !n.starts_with("AWS_")
     }
-    fn walk(
-        v: &serde_json::Value,
-        path: &str,
-        key: &str,
-        secrets: &[&(String, String)],
-        found: &mut Vec<(String, String)>,
-    ) {
+}
+
+/// Calls `f` with the key path and text of every string in `config`, but
+/// an overlay's template (checked by its own rules; nothing in it is
+/// expanded).
+fn each_string(config: &Config, f: &mut dyn FnMut(&str, &str)) {
+    fn walk(v: &serde_json::Value, path: &str, f: &mut dyn FnMut(&str, &str)) {
         match v {
-            serde_json::Value::String(s) if NAME_KEYS.contains(&key) => {
-                for (name, value) in secrets {
-                    if s.contains(value.as_str()) {
-                        found.push((path.to_owned(), name.clone()));
-                    }
-                }
-            }
+            serde_json::Value::String(s) => f(path, s),
             serde_json::Value::Object(o) => {
-                for (k, child) in o {
-                    // An overlay's template is checked by its own rules.
-                    if k == "template" {
-                        continue;
-                    }
+                for (k, child) in o.iter().filter(|(k, _)| *k != "template") {
                     let p = if path.is_empty() {
                         k.clone()
                     } else {
                         format!("{path}.{k}")
                     };
-                    walk(child, &p, k, secrets, found);
+                    walk(child, &p, f);
                 }
             }
             serde_json::Value::Array(items) => {
                 for (i, child) in items.iter().enumerate() {
-                    walk(child, &format!("{path}[{i}]"), key, secrets, found);
+                    walk(child, &format!("{path}[{i}]"), f);
                 }
             }
             _ => {}
         }
     }
-    let value = serde_json::to_value(config).unwrap_or_default();
-    walk(&value, "", "", &secrets, &mut found);
+    walk(&serde_json::to_value(config).unwrap_or_default(), "", f);
+}
+
+/// Each place in `config` that holds the value of a secret-like variable
+/// where no secret may go: (the key path, the variable), each once.
+fn secrets_in_names(config: &Config, used: &[(String, String)]) -> Vec<(String, String)> {
+    let mut secrets: Vec<&(String, String)> = used
+        .iter()
+        .filter(|(name, value)| is_secret_name(name) && value.len() >= REDACT_MIN)
+        .collect();
+    // A variable written in several places is recorded once per place.
+    secrets.sort();
+    secrets.dedup();
+    let mut found = Vec::new();
+    if secrets.is_empty() {
+        return found;
+    }
+    each_string(config, &mut |path, text| {
+        if may_hold_secret(path) {
+            return;
+        }
+        for (name, value) in &secrets {
+            if text.contains(value.as_str()) && !key_pair_variable(path, name) {
+                found.push((path.to_owned(), name.clone()));
+            }
+        }
+    });
+    found.dedup();
     found
+}
+
+/// Each place in `config` that holds a CloudFormation dynamic reference
+/// (`{{resolve:...}}`): CloudFormation would resolve it where the value
+/// lands in the template, reading a secret or parameter with the
+/// deployment role's rights and possibly echoing it in a stack event.
+fn dynamic_references(config: &Config) -> Vec<String> {
+    let mut found = Vec::new();
+    each_string(config, &mut |path, text| {
+        if !may_hold_secret(path) && text.contains("{{resolve:") {
+            found.push(path.to_owned());
+        }
+    });
+    found
+}
+
+/// `message` with every expanded variable's value shown as `${NAME}`: a
+/// value may be a secret (the variable is the user's to choose), and
+/// findings travel into logs, execution causes and CodePipeline. Findings
+/// clip and escape what they quote, so a value is also found escaped
+/// (`\'`, `\n`) and as its start: any run of at least
+/// [`REDACT_CLIPPED`] bytes of it, or all of a shorter value.
+fn redact(message: &str, used: &[(String, String)]) -> String {
+    let mut values: Vec<(&str, Vec<String>)> = Vec::new();
+    for (name, value) in used.iter().filter(|(_, v)| v.len() >= REDACT_MIN) {
+        let mut forms = vec![
+            value.clone(),
+            value.escape_default().to_string(),
+            value.escape_debug().to_string(),
+        ];
+        forms.dedup();
+        values.push((name, forms));
+    }
+    // Longest first, so a value that contains another is hidden whole.
+    values.sort_by_key(|(_, forms)| std::cmp::Reverse(forms[0].len()));
+    values.dedup();
+    let mut out = message.to_owned();
+    for (name, forms) in values {
+        out = hide(&out, &forms, name);
+    }
+    out
 }
 
 /// Values shorter than this are left in messages: too common to hide
 /// (`1`, `us`), too short to be a secret.
 const REDACT_MIN: usize = 4;
 
-/// `message` with every expanded variable's value shown as `${NAME}`: a
-/// value may be a secret (the variable is the user's to choose), and
-/// findings travel into logs, execution causes and CodePipeline.
-fn redact(message: &str, used: &[(String, String)]) -> String {
-    let mut out = message.to_owned();
-    let mut by_length: Vec<&(String, String)> = used.iter().filter(|(_, v)| v.len() >= REDACT_MIN).collect();
-    // Longest first, so a value that contains another is hidden whole.
-    by_length.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
-    for (name, value) in by_length {
-        out = out.replace(value.as_str(), &format!("${{{name}}}"));
+/// The fewest bytes of a value's start that count as the value when a
+/// finding clipped it.
+const REDACT_CLIPPED: usize = 12;
+
+/// `text` with each run that is one of a value's `forms`, or a start of
+/// one of at least [`REDACT_CLIPPED`] bytes, written `${name}`; where
+/// several match, the longest run goes.
+fn hide(text: &str, forms: &[String], name: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(ch) = rest.chars().next() {
+        let run = forms
+            .iter()
+            .filter_map(|form| {
+                let mut common = rest.bytes().zip(form.bytes()).take_while(|(a, b)| a == b).count();
+                while !rest.is_char_boundary(common) {
+                    common -= 1;
+                }
+                (common >= form.len().min(REDACT_CLIPPED)).then_some(common)
+            })
+            .max();
+        match run {
+            Some(n) => {
+                out.push_str(&format!("${{{name}}}"));
+                rest = &rest[n..];
+            }
+            None => {
+                out.push(ch);
+                rest = &rest[ch.len_utf8()..];
+            }
+        }
     }
     out
 }
@@ -846,19 +1033,21 @@ pub fn shell_variables(file: &Path, named: &[String]) -> BTreeMap<String, String
 /// Finds the config and the repository root for a path given on the command
 /// line: a config file itself, a `.porter` folder, or a repository folder.
 pub fn locate(path: &Path) -> (PathBuf, PathBuf) {
+    // `.porter`'s parent is "", which names no folder: the repository is
+    // then the current one, said as ".".
+    let folder = |p: Option<&Path>| match p {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     if path.is_dir() {
         if path.file_name().is_some_and(|n| n == ".porter") {
-            let root = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-            return (path.join("config"), root);
+            return (path.join("config"), folder(path.parent()));
         }
         return (path.join(".porter").join("config"), path.to_path_buf());
     }
     let root = match path.parent() {
-        Some(dir) if dir.file_name().is_some_and(|n| n == ".porter") => {
-            dir.parent().unwrap_or(Path::new(".")).to_path_buf()
-        }
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
+        Some(dir) if dir.file_name().is_some_and(|n| n == ".porter") => folder(dir.parent()),
+        dir => folder(dir),
     };
     (path.to_path_buf(), root)
 }

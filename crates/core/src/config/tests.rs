@@ -1970,3 +1970,114 @@ fn hooks_take_dockerfile_or_command() {
     );
     assert!(warnings[2].contains("did you mean `post_promote`?"), "{warnings:?}");
 }
+
+/// Findings clip and escape what they quote; a variable's value is hidden
+/// all the same, whole, escaped or as a clipped start.
+#[test]
+fn a_value_is_redacted_clipped_escaped_or_whole() {
+    let used = [("API_TOKEN".to_owned(), "ghp_Zq8Lm2Nx7Rv4Tw9Y'b3Kc6".to_owned())];
+    let clipped = "`/ghp_Zq8Lm2Nx7Rv4…` holds `!`";
+    assert_eq!(redact(clipped, &used), "`/${API_TOKEN}…` holds `!`");
+    let escaped = r"`ghp_Zq8Lm2Nx7Rv4Tw9Y\'b3Kc6` is not a path";
+    assert_eq!(redact(escaped, &used), "`${API_TOKEN}` is not a path");
+    assert_eq!(redact("x ghp_Zq8Lm2Nx7Rv4Tw9Y'b3Kc6 y", &used), "x ${API_TOKEN} y");
+    // Fewer bytes than a clip shows are not taken for the value.
+    assert_eq!(redact("ghp_Zq8 and more", &used), "ghp_Zq8 and more");
+    // A short value is hidden only whole.
+    let short = [("STAGE".to_owned(), "prod".to_owned())];
+    assert_eq!(redact("prod and pro", &short), "${STAGE} and pro");
+}
+
+/// A secret-like variable may go to a hook's `environment:` alone: not an
+/// `ec2_bootstrap` hook's (the boot script is part of the template), not
+/// an alarm's name, not a dynamic reference's.
+#[test]
+fn secrets_go_only_to_a_hooks_environment() {
+    let lookup = |name: &str| Some(format!("value-of-{name}-0123456789"));
+    let with_hooks = |hooks: &str| {
+        let text = format!("{BASE}hooks:\n{hooks}");
+        load_str(&text, Path::new(".porter/config"), Path::new("."), &lookup)
+    };
+    let ok = with_hooks("  pre_provision:\n  - command: ./publish\n    environment: {NPM_TOKEN: \"${NPM_TOKEN}\"}\n");
+    assert!(ok.config.is_some(), "{:?}", ok.diagnostics);
+    // BASE is 24 lines: `hooks:` is line 25, the hook's point 26.
+    for (hooks, line, why) in [
+        (
+            "  ec2_bootstrap:\n  - command: ./agent\n    environment: {LICENSE_TOKEN: \"${LICENSE_TOKEN}\"}\n",
+            28,
+            "boot script",
+        ),
+        (
+            "  ec2_bootstrap:\n  - command: ./agent --key ${AGENT_KEY}\n",
+            27,
+            "boot script",
+        ),
+        (
+            "  pre_provision:\n  - command: ./publish ${NPM_TOKEN}\n",
+            27,
+            "only a hook's `environment:`",
+        ),
+    ] {
+        let loaded = with_hooks(hooks);
+        assert!(loaded.config.is_none(), "{hooks}");
+        let messages: Vec<String> = loaded.located().map(|l| l.to_string()).collect();
+        assert!(
+            messages.iter().any(|m| m.contains(&format!("config:{line}:1:"))
+                && m.contains("a secret by its name")
+                && m.contains(why)),
+            "{messages:?}"
+        );
+        assert!(!messages.iter().any(|m| m.contains("0123456789")), "{messages:?}");
+    }
+}
+
+/// `auto_scaling_group:` and `stack_creation:` are checked where they are
+/// written: bounds around instance_count, porter's 15 to 60 minutes, the
+/// three failure modes, egress rules as porter wrote them.
+#[test]
+fn group_bounds_egress_and_stack_knobs_are_checked() {
+    let region = |asg: &str| {
+        BASE.replacen(
+            "    instance_count: 2\n",
+            &format!("    instance_count: 2\n    auto_scaling_group:\n{asg}"),
+            1,
+        )
+    };
+    let cases = [
+        (region("      min_size: 3\n"), "auto_scaling_group.min_size", "above instance_count (2)"),
+        (region("      max_size: 1\n"), "auto_scaling_group.max_size", "below instance_count (2)"),
+        (region("      health_check_grace_period: 9000\n"), "health_check_grace_period", "from 0 to 7200"),
+        (region("      security_group_egress:\n      - {cidr_ip: 10.0.0.0/33, ip_protocol: tcp, from_port: 443, to_port: 443}\n"), "security_group_egress[0].cidr_ip", "not a CIDR"),
+        (region("      security_group_egress:\n      - {cidr_ip: 10.0.0.0/8, ip_protocol: tcp, from_port: 8080, to_port: 80}\n"), "security_group_egress[0]", "from_port at most to_port"),
+        (region("      security_group_egress:\n      - {cidr_ip: 10.0.0.0/8, ip_protocol: gre}\n"), "ip_protocol", "not a protocol"),
+        (format!("{BASE}  stack_creation: {{timeout_minutes: 90}}\n"), "stack_creation.timeout_minutes", "from 15 to 60"),
+        (format!("{BASE}  stack_creation: {{on_failure: KEEP}}\n"), "stack_creation.on_failure", "DO_NOTHING"),
+    ];
+    for (text, path, says) in cases {
+        let loaded = load_str(&text, Path::new("c"), Path::new("."), &|_| None);
+        let messages: Vec<String> = loaded.located().map(|l| l.to_string()).collect();
+        assert!(loaded.config.is_none(), "{path}: {messages:?}");
+        assert!(
+            messages.iter().any(|m| m.contains(path) && m.contains(says)),
+            "{path}: {messages:?}"
+        );
+    }
+    // Egress without HTTPS is allowed, with a warning saying what breaks.
+    let loaded = load_str(
+        &region("      security_group_egress:\n      - {cidr_ip: 10.0.0.0/8, ip_protocol: udp, from_port: 53, to_port: 53}\n"),
+        Path::new("c"),
+        Path::new("."),
+        &|_| None,
+    );
+    assert!(loaded.config.is_some());
+    assert!(loaded.located().any(|l| l.to_string().contains("tcp 443")));
+    // porter's own secrets_exec keys under it still only warn.
+    let loaded = load_str(
+        &region("      secrets_exec_name: echo\n"),
+        Path::new("c"),
+        Path::new("."),
+        &|_| None,
+    );
+    assert!(loaded.config.is_some());
+    assert!(loaded.located().any(|l| l.to_string().contains("not acted on")));
+}

@@ -403,3 +403,79 @@ fn every_role_carries_the_boundary_whatever_the_overlay_says() {
     assert!(own.contains(&json!({"Key": "team", "Value": "web"})), "other tags stay");
     assert_eq!(t["Resources"]["InstanceProfile"]["Properties"]["Path"], "/porter/");
 }
+
+/// `auto_scaling_group:` sets the group's bounds and boot grace around
+/// the release's start, and its egress rules replace AWS's allow-all;
+/// `stack_creation:` gives the instances' signals the stack's time.
+#[test]
+fn the_groups_bounds_grace_and_egress_come_from_the_config() {
+    let text = CONFIG.replacen(
+        "    key_pair_name: ops\n",
+        "    key_pair_name: ops\n    auto_scaling_group:\n      min_size: 2\n      max_size: 8\n      health_check_grace_period: 900\n      security_group_egress:\n      - {cidr_ip: 0.0.0.0/0, ip_protocol: tcp, from_port: 443, to_port: 443}\n      - {cidr_ip: '::/0', ip_protocol: '-1'}\n",
+        1,
+    ) + "  stack_creation: {timeout_minutes: 45, on_failure: DO_NOTHING}\n";
+    let loaded = config::load_str(&text, std::path::Path::new("c"), std::path::Path::new("."), &|_| None);
+    let cfg = loaded.deployable().unwrap();
+    let (_, release, payload) = fixture();
+    let env = &cfg.environments[0];
+    assert_eq!(env.stack_creation.timeout_minutes, 45);
+    assert_eq!(env.stack_creation.on_failure, config::StackOnFailure::DoNothing);
+    for (live, want) in [
+        (None, ("2", "3", "8")),
+        (Some(5), ("2", "5", "8")),
+        (Some(12), ("2", "12", "12")),
+    ] {
+        let ctx = RenderContext {
+            live_capacity: live,
+            ..RenderContext::default()
+        };
+        let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+        let props = &t["Resources"]["AutoScalingGroup"]["Properties"];
+        assert_eq!(
+            (&props["MinSize"], &props["DesiredCapacity"], &props["MaxSize"]),
+            (&json!(want.0), &json!(want.1), &json!(want.2)),
+            "live {live:?}: the ceiling is raised to a larger live fleet"
+        );
+        assert_eq!(props["HealthCheckGracePeriod"], 900);
+        assert_eq!(
+            t["Resources"]["AutoScalingGroup"]["CreationPolicy"]["ResourceSignal"]["Timeout"],
+            "PT45M"
+        );
+        assert_eq!(
+            t["Resources"]["InstanceSecurityGroup"]["Properties"]["SecurityGroupEgress"],
+            json!([
+                {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0"},
+                {"IpProtocol": "-1", "FromPort": -1, "ToPort": -1, "CidrIpv6": "::/0"}
+            ])
+        );
+    }
+    // Unset: AWS's default egress (no rules written); empty: none at all.
+    let (cfg, ..) = fixture();
+    let env = &cfg.environments[0];
+    let t = render(
+        &cfg,
+        env,
+        &env.regions[0],
+        &release,
+        &payload,
+        &RenderContext::default(),
+    );
+    assert!(t["Resources"]["InstanceSecurityGroup"]["Properties"]
+        .get("SecurityGroupEgress")
+        .is_none());
+    let mut cfg = cfg.clone();
+    cfg.environments[0].regions[0].auto_scaling_group.security_group_egress = Some(Vec::new());
+    let env = &cfg.environments[0];
+    let t = render(
+        &cfg,
+        env,
+        &env.regions[0],
+        &release,
+        &payload,
+        &RenderContext::default(),
+    );
+    assert_eq!(
+        t["Resources"]["InstanceSecurityGroup"]["Properties"]["SecurityGroupEgress"][0]["CidrIp"],
+        "127.0.0.1/32"
+    );
+}

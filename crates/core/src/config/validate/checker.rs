@@ -155,6 +155,44 @@ impl Checker<'_> {
         }
     }
 
+    /// `key` of `parent` as a whole number in `range`: `Ok(None)` when it
+    /// is absent, `Err(())` once reported (saying `what` it counts).
+    pub(super) fn number_in<T>(
+        &mut self,
+        parent: &Node,
+        key: &str,
+        path: &str,
+        range: std::ops::RangeInclusive<T>,
+        what: &str,
+    ) -> Result<Option<T>, ()>
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display,
+    {
+        let Some((text, node)) = self.string(parent, key, path, false) else {
+            return if parent.get(key).is_some_and(|n| !n.is_null()) {
+                Err(())
+            } else {
+                Ok(None)
+            };
+        };
+        match text.parse::<T>() {
+            Ok(n) if range.contains(&n) => Ok(Some(n)),
+            _ => {
+                self.error(
+                    node,
+                    &join(path, key),
+                    format!(
+                        "expected {what} from {} to {}, found `{}`",
+                        range.start(),
+                        range.end(),
+                        text.chars().take(20).collect::<String>()
+                    ),
+                );
+                Err(())
+            }
+        }
+    }
+
     pub(super) fn count(&mut self, parent: &Node, key: &str, path: &str) -> Option<u32> {
         let (text, node) = self.string(parent, key, path, false)?;
         match text.parse::<u32>() {
@@ -187,17 +225,31 @@ impl Checker<'_> {
             return None;
         }
         let file = self.repo_root.join(&rel);
-        if let (Ok(real), Ok(root)) = (std::fs::canonicalize(&file), std::fs::canonicalize(self.repo_root)) {
-            if !real.starts_with(&root) {
-                self.error(
-                    node,
-                    &key_path,
-                    format!(
-                        "`{rel}` is a link to a file outside the repository; put the template itself in the repository"
-                    ),
-                );
-                return None;
+        // Where the path really leads, links followed, must be inside the
+        // repository, and a plain file (a device or a pipe would be read
+        // without end).
+        let outside = match (std::fs::canonicalize(&file), std::fs::canonicalize(self.repo_root)) {
+            (Ok(real), Ok(root)) if !real.starts_with(&root) => {
+                Some(format!("`{rel}` is a link to a file outside the repository; put the template itself in the repository"))
             }
+            (Ok(real), Ok(_)) if !std::fs::metadata(&real).is_ok_and(|m| m.is_file()) => {
+                Some(format!("`{rel}` is not a plain file; put the template itself in the repository"))
+            }
+            (Ok(_), Ok(_)) => None,
+            // A link that leads nowhere is no template; a missing file is
+            // reported below, where it is read.
+            (Err(_), _) if std::fs::symlink_metadata(&file).is_ok() => Some(format!(
+                "`{rel}` is a link that leads to no file inside the repository; put the template itself in the repository"
+            )),
+            (Err(_), _) => None,
+            (_, Err(e)) => Some(format!(
+                "the repository folder {} cannot be resolved ({e}), so `{rel}` cannot be checked to be inside it",
+                self.repo_root.display()
+            )),
+        };
+        if let Some(why) = outside {
+            self.error(node, &key_path, why);
+            return None;
         }
         const MAX_TEMPLATE: u64 = 1024 * 1024;
         if std::fs::metadata(&file).is_ok_and(|m| m.len() > MAX_TEMPLATE) {

@@ -81,6 +81,7 @@ pub(super) fn check_environment(c: &mut Checker<'_>, env: &Node, path: &str) -> 
         }
     }
     let rollout = check_rollout(c, env, path, &regions);
+    let stack_creation = check_stack_creation(c, env, path);
     secrets?;
     Some(Environment {
         name: name?,
@@ -88,7 +89,51 @@ pub(super) fn check_environment(c: &mut Checker<'_>, env: &Node, path: &str) -> 
         blackout_windows: blackout_windows?,
         regions,
         rollout: rollout?,
+        stack_creation: stack_creation?,
     })
+}
+
+/// `stack_creation:`: CloudFormation's timeout for a release stack within
+/// porter's 15 to 60 minutes, and what it does with one that fails.
+pub(super) fn check_stack_creation(c: &mut Checker<'_>, env: &Node, path: &str) -> Option<StackCreation> {
+    let spath = join(path, "stack_creation");
+    let Some(node) = env.get("stack_creation").filter(|n| !n.is_null()) else {
+        return Some(StackCreation::default());
+    };
+    let entries = c.mapping(node, &spath, "stack_creation, with `timeout_minutes` and `on_failure`")?;
+    c.keys(entries, &spath, &["timeout_minutes", "on_failure"], false);
+    let mut out = StackCreation::default();
+    let mut ok = true;
+    match c.number_in(
+        node,
+        "timeout_minutes",
+        &spath,
+        StackCreation::MIN_TIMEOUT_MINUTES..=StackCreation::MAX_TIMEOUT_MINUTES,
+        "whole minutes (porter's bounds; CloudFormation fails the stack after them)",
+    ) {
+        Ok(Some(m)) => out.timeout_minutes = m,
+        Ok(None) => {}
+        Err(()) => ok = false,
+    }
+    if let Some((text, n)) = c.string(node, "on_failure", &spath, false) {
+        match text.to_ascii_uppercase().as_str() {
+            "DELETE" => out.on_failure = StackOnFailure::Delete,
+            "ROLLBACK" => out.on_failure = StackOnFailure::Rollback,
+            "DO_NOTHING" => out.on_failure = StackOnFailure::DoNothing,
+            _ => {
+                c.error(
+                    n,
+                    &join(&spath, "on_failure"),
+                    format!(
+                        "expected DELETE (the failed stack goes), ROLLBACK (kept, its resources deleted) or DO_NOTHING (kept with its instances, to debug them), found `{}`",
+                        text.chars().take(20).collect::<String>()
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 /// `rollout:`: every region of the environment in exactly one wave (when

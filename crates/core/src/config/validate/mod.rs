@@ -21,7 +21,6 @@ const NOT_ACTED_ON: &[(&str, &str)] = &[
     ("haproxy", "instances are served by the ELB directly"),
     ("hot_swap", "every release gets a new stack (blue/green)"),
     ("autowire_security_groups", "the generated security group is used as is"),
-    ("auto_scaling_group", "the generated Auto Scaling group is used as is"),
     ("ssl_cert_arn", "no per-stack ELB is provisioned"),
     ("hosted_zone_name", "no per-stack DNS record is created"),
     ("dockerfile", "the build stage builds the image"),
@@ -63,6 +62,7 @@ const ENV_KEYS: &[&str] = &[
     "hot_swap",
     "haproxy",
     "autowire_security_groups",
+    "stack_creation",
 ];
 const REGION_KEYS: &[&str] = &[
     "name",

@@ -5,6 +5,10 @@ use super::*;
 
 pattern!(region_re, r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$");
 pattern!(vpc_re, r"^vpc-[0-9a-f]{8}([0-9a-f]{9})?$");
+// EC2 takes any ASCII in a key pair's name; these are the characters
+// names are made of, without quotes, `$`, braces or backslashes (the name
+// is written into the template as it is).
+pattern!(key_pair_re, r"^[A-Za-z0-9][A-Za-z0-9 ._+=@,:/()#-]{0,254}$");
 pattern!(subnet_re, r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$");
 pattern!(
     kms_key_arn_re,
@@ -119,7 +123,22 @@ pub(super) fn check_region(
     let instance_count = c
         .count(region, "instance_count", path)
         .unwrap_or(inherited.instance_count);
-    let key_pair_name = c.string(region, "key_pair_name", path, false).map(|(k, _)| k);
+    let key_pair_name = c.string(region, "key_pair_name", path, false).and_then(|(k, node)| {
+        if key_pair_re().is_match(&k) {
+            Some(k)
+        } else {
+            c.error(
+                node,
+                &join(path, "key_pair_name"),
+                format!(
+                    "`{}` is not an EC2 key pair name: a letter or digit, then at most 254 letters, digits, spaces and `._+=@,:/()#-`",
+                    k.chars().take(64).collect::<String>()
+                ),
+            );
+            None
+        }
+    });
+    let auto_scaling_group = check_auto_scaling_group(c, region, path, instance_count);
     let containers = check_containers(c, region, path);
     let stack_definition = c
         .stack_definition(region, path)
@@ -139,6 +158,7 @@ pub(super) fn check_region(
     });
 
     Some(Region {
+        auto_scaling_group: auto_scaling_group?,
         name: name?,
         role_arn: role_arn?,
         vpc_id,
@@ -479,4 +499,207 @@ pub(crate) fn health_check_path_problem(p: &str) -> Option<String> {
             bad.escape_default()
         )
     })
+}
+
+/// The most seconds a new instance may boot before its load balancer's
+/// health counts: Auto Scaling's own upper bound is far longer, but a
+/// grace past two hours hides a broken fleet.
+const MOST_GRACE_SECONDS: u32 = 7_200;
+
+/// `auto_scaling_group:` of a region: size bounds around `instance_count`,
+/// the boot grace, the instances' outbound rules. porter's
+/// `secrets_exec_name`/`secrets_exec_args` are warned about as before.
+pub(super) fn check_auto_scaling_group(
+    c: &mut Checker<'_>,
+    region: &Node,
+    path: &str,
+    instance_count: u32,
+) -> Option<AutoScalingGroup> {
+    let gpath = join(path, "auto_scaling_group");
+    let Some(node) = region.get("auto_scaling_group").filter(|n| !n.is_null()) else {
+        return Some(AutoScalingGroup::default());
+    };
+    let entries = c.mapping(
+        node,
+        &gpath,
+        "auto_scaling_group, with `min_size`, `max_size`, `health_check_grace_period` or `security_group_egress`",
+    )?;
+    c.keys(
+        entries,
+        &gpath,
+        &[
+            "min_size",
+            "max_size",
+            "health_check_grace_period",
+            "security_group_egress",
+            "secrets_exec_name",
+            "secrets_exec_args",
+        ],
+        false,
+    );
+    let mut ok = true;
+    let min_size = c.count(node, "min_size", &gpath);
+    let max_size = c.count(node, "max_size", &gpath);
+    ok &= node.get("min_size").is_none_or(|_| min_size.is_some());
+    ok &= node.get("max_size").is_none_or(|_| max_size.is_some());
+    if let Some(min) = min_size.filter(|m| *m > instance_count) {
+        let n = node.get("min_size").unwrap_or(node);
+        c.error(
+            n,
+            &join(&gpath, "min_size"),
+            format!("{min} is above instance_count ({instance_count}), which a release starts at; raise instance_count or lower min_size"),
+        );
+        ok = false;
+    }
+    if let Some(max) = max_size.filter(|m| *m < instance_count.max(min_size.unwrap_or(0))) {
+        let n = node.get("max_size").unwrap_or(node);
+        c.error(
+            n,
+            &join(&gpath, "max_size"),
+            format!(
+                "{max} is below instance_count ({instance_count}){}; the group could not start",
+                min_size.map(|m| format!(" or min_size ({m})")).unwrap_or_default()
+            ),
+        );
+        ok = false;
+    }
+    let grace = c
+        .number_in(
+            node,
+            "health_check_grace_period",
+            &gpath,
+            0..=MOST_GRACE_SECONDS,
+            "whole seconds",
+        )
+        .unwrap_or_else(|()| {
+            ok = false;
+            None
+        });
+    let egress = match node.get("security_group_egress").filter(|n| !n.is_null()) {
+        None => Some(None),
+        Some(list) => check_egress(c, list, &join(&gpath, "security_group_egress")).map(|rules| {
+            // The boot script reads the release from S3, its secrets, and
+            // signals CloudFormation, all over HTTPS.
+            let https = rules.iter().any(|r| match r.ip_protocol.as_str() {
+                "-1" => true,
+                "tcp" | "6" => r.from_port <= 443 && 443 <= r.to_port,
+                _ => false,
+            });
+            if !https {
+                c.report(
+                    Severity::Warning,
+                    list,
+                    &join(&gpath, "security_group_egress"),
+                    "no rule lets the instances out on tcp 443: they read the release from S3 and their secrets, and signal CloudFormation, over HTTPS, so they cannot boot unless a VPC endpoint or proxy serves them",
+                );
+            }
+            Some(rules)
+        }),
+    };
+    ok &= egress.is_some();
+    ok.then(|| AutoScalingGroup {
+        min_size,
+        max_size,
+        health_check_grace_period: grace,
+        security_group_egress: egress.flatten(),
+    })
+}
+
+/// `security_group_egress:` rules as porter wrote them: `cidr_ip`,
+/// `ip_protocol`, `from_port`, `to_port`.
+fn check_egress(c: &mut Checker<'_>, list: &Node, path: &str) -> Option<Vec<EgressRule>> {
+    let items = c.list(
+        list,
+        path,
+        "egress rules (`cidr_ip`, `ip_protocol`, `from_port`, `to_port`)",
+    )?;
+    let mut rules = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let ipath = format!("{path}[{i}]");
+        let Some(entries) = c.mapping(item, &ipath, "an egress rule") else {
+            ok = false;
+            continue;
+        };
+        c.keys(
+            entries,
+            &ipath,
+            &["cidr_ip", "ip_protocol", "from_port", "to_port"],
+            false,
+        );
+        let cidr = c.string(item, "cidr_ip", &ipath, true).and_then(|(text, n)| {
+            if is_cidr(&text) {
+                Some(text)
+            } else {
+                c.error(
+                    n,
+                    &join(&ipath, "cidr_ip"),
+                    format!(
+                        "`{}` is not a CIDR like 10.0.0.0/8 or ::/0",
+                        text.chars().take(64).collect::<String>()
+                    ),
+                );
+                None
+            }
+        });
+        let protocol = c.string(item, "ip_protocol", &ipath, true).and_then(|(text, n)| {
+            let lower = text.to_ascii_lowercase();
+            let named = matches!(lower.as_str(), "tcp" | "udp" | "icmp" | "icmpv6" | "-1");
+            if named || lower.parse::<u8>().is_ok() {
+                Some(lower)
+            } else {
+                c.error(
+                    n,
+                    &join(&ipath, "ip_protocol"),
+                    format!(
+                        "`{}` is not a protocol: tcp, udp, icmp, icmpv6, -1 (all) or a protocol number",
+                        text.chars().take(20).collect::<String>()
+                    ),
+                );
+                None
+            }
+        });
+        let mut port = |key: &str| match c.number_in(item, key, &ipath, -1..=65_535, "a port (or -1)") {
+            Ok(p) => Some(p.unwrap_or(-1)),
+            Err(()) => None,
+        };
+        let (from, to) = (port("from_port"), port("to_port"));
+        match (cidr, protocol, from, to) {
+            (Some(cidr_ip), Some(ip_protocol), Some(from_port), Some(to_port)) => {
+                let ported = matches!(ip_protocol.as_str(), "tcp" | "udp" | "6" | "17");
+                if ported && (from_port < 0 || to_port < from_port) {
+                    c.error(
+                        item,
+                        &ipath,
+                        format!("{ip_protocol} needs from_port and to_port, from_port at most to_port (found {from_port} to {to_port})"),
+                    );
+                    ok = false;
+                } else {
+                    rules.push(EgressRule {
+                        cidr_ip,
+                        ip_protocol,
+                        from_port,
+                        to_port,
+                    });
+                }
+            }
+            _ => ok = false,
+        }
+    }
+    ok.then_some(rules)
+}
+
+/// Whether `text` is an IPv4 or IPv6 CIDR block.
+fn is_cidr(text: &str) -> bool {
+    let Some((ip, bits)) = text.split_once('/') else {
+        return false;
+    };
+    let Ok(bits) = bits.parse::<u8>() else {
+        return false;
+    };
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => bits <= 32,
+        Ok(std::net::IpAddr::V6(_)) => bits <= 128,
+        Err(_) => false,
+    }
 }
