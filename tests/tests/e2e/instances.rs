@@ -685,3 +685,96 @@ async fn a_kept_failed_stack_is_refused_then_pruned() {
     }
     local.stop().await;
 }
+
+/// `porter abort` mid-provision and mid-canary, under load: nothing the
+/// aborted deploys made serves, no request fails, release 1 serves in
+/// every region, the lease is free, and the aborted releases' stacks are
+/// deleted.
+#[tokio::test]
+async fn abort_mid_provision_and_mid_canary_under_load() {
+    let Some((local, _dir, svc)) = running_example("abcan").await else {
+        return;
+    };
+    succeeded(deploy(&local, &svc).await);
+    let first = crate::support::release_stacks(&local, "abcan-staging-", "us-west-2").await;
+    let start = std::fs::read_to_string(svc.join("start")).unwrap();
+    let abort = |state: &'static str| {
+        let local = &local;
+        async move {
+            let arn = crate::statemachine::in_state(local, "abcan", state, 1).await;
+            crate::statemachine::invoke_promote(local, serde_json::json!({"abort": {"execution": arn}})).await
+        }
+    };
+    let check = |answer: &serde_json::Value, failed: bool, tallies: &[load::Tally], when: &str| {
+        assert!(
+            !failed && answer["stopped"] == true && answer["lease_given"] == true,
+            "{when}: {answer}"
+        );
+        assert_only(tallies, "release 1");
+    };
+
+    // Mid-provision: release 2's instances take 20 s to serve, so its
+    // stacks are still being created when the deploy is aborted.
+    std::fs::write(
+        svc.join("start"),
+        format!("#!/bin/sh\nsleep 20\n{}", start.trim_start_matches("#!/bin/sh\n")),
+    )
+    .unwrap();
+    page_of(&svc, "release 2");
+    let ((deployed, (answer, failed)), tallies) = under_load(&local, async {
+        tokio::join!(deploy(&local, &svc), abort("ProvisionWait"))
+    })
+    .await;
+    assert!(!deployed.0.succeeded, "{}", deployed.1);
+    check(&answer, failed, &tallies, "mid-provision");
+    for region in ["us-west-2", "us-east-1"] {
+        let stacks = crate::support::release_stacks(&local, "abcan-staging-", region).await;
+        let live: Vec<&String> = stacks
+            .iter()
+            .filter(|(_, s)| !s.starts_with("DELETE"))
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            live.len(),
+            1,
+            "{region}: release 2's stack is deleted, release 1's serves: {stacks:?}"
+        );
+    }
+    crate::support::assert_lease_free(&local, "abcan", "mid-provision: the lease is free").await;
+
+    // Mid-canary: release 3's canary serves beside release 1 in us-west-2
+    // and bakes; the abort takes it out.
+    std::fs::write(svc.join("start"), &start).unwrap();
+    let page = std::fs::read_to_string(svc.join("index.html")).unwrap();
+    std::fs::write(svc.join("index.html"), page.replace("release 2", "release 3")).unwrap();
+    edit_config(
+        &svc,
+        "  instance_type: t3.micro\n",
+        "  instance_type: t3.micro\n  rollout:\n    waves: [[us-west-2], [us-east-1]]\n    canary_instances: 1\n    bake_seconds: 600\n",
+    );
+    let ((deployed, (answer, failed)), tallies) =
+        under_load(&local, async { tokio::join!(deploy(&local, &svc), abort("Bake")) }).await;
+    assert!(!deployed.0.succeeded, "{}", deployed.1);
+    assert!(
+        !failed && answer["stopped"] == true && answer["lease_given"] == true,
+        "mid-canary: {answer}"
+    );
+    // Load ran while the canary served: requests met release 1 or the
+    // canary's release 3, and none failed.
+    for t in &tallies {
+        assert_eq!(t.failed, 0, "{t:?}");
+        assert!(t.pages.keys().all(|p| p == "release 1" || p == "release 3"), "{t:?}");
+    }
+    serving_everywhere(&local, "release 1").await;
+    crate::support::assert_lease_free(&local, "abcan", "mid-canary: the lease is free").await;
+    assert_eq!(
+        crate::support::release_stacks(&local, "abcan-staging-", "us-west-2")
+            .await
+            .into_iter()
+            .filter(|(_, s)| !s.starts_with("DELETE"))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        first,
+        "only release 1's stack is left"
+    );
+    local.stop().await;
+}

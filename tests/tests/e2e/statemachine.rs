@@ -418,20 +418,26 @@ async fn alarm_in_bake(local: &LocalStack, service: &str, n: usize, region: &str
 }
 
 /// Waits until the running deploy of `service` has entered its `n`th bake.
-async fn in_bake(local: &LocalStack, service: &str, n: usize) -> String {
+pub(crate) async fn in_bake(local: &LocalStack, service: &str, n: usize) -> String {
+    in_state(local, service, "Bake", n).await
+}
+
+/// Waits until the running deploy of `service` has entered `state` `n`
+/// times: its execution's ARN.
+pub(crate) async fn in_state(local: &LocalStack, service: &str, state: &str, n: usize) -> String {
     let sfn = aws_sdk_sfn::Client::new(&sdk(local).await);
-    for _ in 0..400 {
+    for _ in 0..1200 {
         for e in running_deploys(&sfn).await.unwrap() {
             if !e.name().starts_with(&format!("{service}-staging-")) {
                 continue;
             }
-            if entries(&history(&sfn, e.execution_arn()).await, "Bake") >= n {
+            if entries(&history(&sfn, e.execution_arn()).await, state) >= n {
                 return e.execution_arn().to_owned();
             }
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("no deploy of {service} reached bake {n}");
+    panic!("no deploy of {service} reached {state} {n} times");
 }
 
 /// An alarm that fires during a wave's bake puts every region back on the
@@ -713,7 +719,7 @@ async fn a_live_fleet_scaled_out_is_replaced_at_its_size() {
 /// Invokes the promote function of the local stack, as `porter abort`
 /// (or the infra's EventBridge rule) does: its answer, and whether the
 /// function failed.
-async fn invoke_promote(local: &LocalStack, event: serde_json::Value) -> (serde_json::Value, bool) {
+pub(crate) async fn invoke_promote(local: &LocalStack, event: serde_json::Value) -> (serde_json::Value, bool) {
     invoke_function(local, "promote", event).await
 }
 

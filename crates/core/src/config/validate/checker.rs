@@ -155,6 +155,25 @@ impl Checker<'_> {
         }
     }
 
+    /// `key` of `parent` when it matches `re`; otherwise reported, the value
+    /// shown clipped and `why` after it. `None` too when it is absent.
+    pub(super) fn matching(
+        &mut self,
+        parent: &Node,
+        key: &str,
+        path: &str,
+        required: bool,
+        re: &Regex,
+        why: &str,
+    ) -> Option<String> {
+        let (text, node) = self.string(parent, key, path, required)?;
+        if re.is_match(&text) {
+            return Some(text);
+        }
+        self.error(node, &join(path, key), format!("`{}` {why}", clip_key(&text)));
+        None
+    }
+
     /// `key` of `parent` as a whole number in `range`: `Ok(None)` when it
     /// is absent, `Err(())` once reported (saying `what` it counts).
     pub(super) fn number_in<T>(

@@ -10,18 +10,14 @@ pattern!(instance_type_re, r"^[a-z][a-z0-9-]*\.[a-z0-9]+$");
 pub(super) fn check_environment(c: &mut Checker<'_>, env: &Node, path: &str) -> Option<Environment> {
     let entries = c.mapping(env, path, "an environment")?;
     c.keys(entries, path, ENV_KEYS, false);
-    let name = c.string(env, "name", path, true).and_then(|(name, node)| {
-        if env_name_re().is_match(&name) {
-            Some(name)
-        } else {
-            c.error(
-                node,
-                &join(path, "name"),
-                format!("`{name}` must hold only letters and digits"),
-            );
-            None
-        }
-    });
+    let name = c.matching(
+        env,
+        "name",
+        path,
+        true,
+        env_name_re(),
+        "must hold only letters and digits",
+    );
     c.environment = name.clone();
     let role_arn = check_role(c, env, path);
     let stack_definition = c.stack_definition(env, path);

@@ -179,34 +179,26 @@ fn check_root(c: &mut Checker<'_>, root: &Node) -> Option<Config> {
     let entries = c.mapping(root, "", "the config")?;
     c.keys(entries, "", ROOT_KEYS, true);
 
-    let service_name = c.string(root, "service_name", "", true).and_then(|(name, node)| {
-        if service_name_re().is_match(&name) {
-            Some(name)
-        } else {
-            c.error(
-                node,
-                "service_name",
-                format!("`{name}` must start with a letter and hold only letters, digits and `-`"),
-            );
-            None
-        }
-    });
+    let service_name = c.matching(
+        root,
+        "service_name",
+        "",
+        true,
+        service_name_re(),
+        "must start with a letter and hold only letters, digits and `-`",
+    );
     c.service = service_name.clone();
     // porter itself refuses a porter_version that is not vMAJOR.MINOR.PATCH
     // ("Invalid porter_version"); so does this product. It is recorded,
     // not used: nothing here downloads porter.
-    let porter_version = c.string(root, "porter_version", "", false).and_then(|(v, node)| {
-        if porter_version_re().is_match(&v) {
-            Some(v)
-        } else {
-            c.error(
-                node,
-                "porter_version",
-                format!("`{v}` is not a porter release like v5.3.0 (porter refuses this form too)"),
-            );
-            None
-        }
-    });
+    let porter_version = c.matching(
+        root,
+        "porter_version",
+        "",
+        false,
+        porter_version_re(),
+        "is not a porter release like v5.3.0 (porter refuses this form too)",
+    );
 
     let mut environments = Vec::new();
     match root.get("environments") {

@@ -102,42 +102,26 @@ pub(super) fn check_region(
     // The key goes into the instance role's `kms:Decrypt` statement and the
     // uploads' headers: a key ARN only (IAM matches keys by their ARN, and a
     // `*` would grant every key).
-    let sse_kms_key_id = c
-        .string(region, "sse_kms_key_id", path, false)
-        .and_then(|(k, node)| {
-            if kms_key_arn_re().is_match(&k) {
-                Some(k)
-            } else {
-                c.error(
-                    node,
-                    &join(path, "sse_kms_key_id"),
-                    format!(
-                        "`{}` is not a KMS key ARN like arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-                        k.chars().take(128).collect::<String>()
-                    ),
-                );
-                None
-            }
-        });
+    let sse_kms_key_id = c.matching(
+        region,
+        "sse_kms_key_id",
+        path,
+        false,
+        kms_key_arn_re(),
+        "is not a KMS key ARN like arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    );
     let elbs = check_elbs(c, region, path);
     let instance_count = c
         .count(region, "instance_count", path)
         .unwrap_or(inherited.instance_count);
-    let key_pair_name = c.string(region, "key_pair_name", path, false).and_then(|(k, node)| {
-        if key_pair_re().is_match(&k) {
-            Some(k)
-        } else {
-            c.error(
-                node,
-                &join(path, "key_pair_name"),
-                format!(
-                    "`{}` is not an EC2 key pair name: a letter or digit, then at most 254 letters, digits, spaces and `._+=@,:/()#-`",
-                    k.chars().take(64).collect::<String>()
-                ),
-            );
-            None
-        }
-    });
+    let key_pair_name = c.matching(
+        region,
+        "key_pair_name",
+        path,
+        false,
+        key_pair_re(),
+        "is not an EC2 key pair name: a letter or digit, then at most 254 letters, digits, spaces and `._+=@,:/()#-`",
+    );
     let auto_scaling_group = check_auto_scaling_group(c, region, path, instance_count);
     let containers = check_containers(c, region, path);
     let stack_definition = c
