@@ -52,6 +52,16 @@ pub struct HooksInput {
     /// Pack's output, once there is one (its checked config is used).
     #[serde(default)]
     pub release: Option<ReleaseRef>,
+    /// Promote's waves, once the release is cut over: what serves where,
+    /// which the hooks after promote (a smoke test) are told.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<WavePromoted>,
+}
+
+/// One wave of promote, as the state machine keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WavePromoted {
+    pub promoted: BTreeMap<String, crate::promote::RegionPromoted>,
 }
 
 /// Builds started for the group being run, and how far the step is.
@@ -219,6 +229,37 @@ pub struct Facts {
     pub regions: Vec<String>,
     pub stack: Option<String>,
     pub elbs: Vec<String>,
+    /// After promote: the release's instances in service, `REGION:ID`.
+    pub instances: Vec<String>,
+    /// After promote: each load balancer's DNS name, `REGION:NAME`.
+    pub elb_dns_names: Vec<String>,
+}
+
+impl Facts {
+    /// What serves where after promote's `waves`: each region's instances
+    /// in service and its load balancers' DNS names (the last wave that
+    /// touched a region says).
+    fn promoted(&mut self, waves: &[WavePromoted]) {
+        let mut last: BTreeMap<&str, &crate::promote::RegionPromoted> = BTreeMap::new();
+        for wave in waves {
+            for (region, promoted) in &wave.promoted {
+                last.insert(region, promoted);
+            }
+        }
+        for (region, promoted) in last {
+            for elb in &promoted.elbs {
+                for id in &elb.in_service {
+                    let entry = format!("{region}:{id}");
+                    if !self.instances.contains(&entry) {
+                        self.instances.push(entry);
+                    }
+                }
+                if let Some(dns) = &elb.dns_name {
+                    self.elb_dns_names.push(format!("{region}:{dns}"));
+                }
+            }
+        }
+    }
 }
 
 /// The config the hooks come from, and (for the local runner) the
@@ -280,7 +321,7 @@ impl Workspace {
             .iter()
             .flat_map(|r| r.elbs.iter().map(move |e| format!("{}:{}", r.name, e.name)))
             .collect();
-        let facts = Facts {
+        let mut facts = Facts {
             service: config.service_name.clone(),
             environment: env.name.clone(),
             stack: version
@@ -289,7 +330,10 @@ impl Workspace {
             version,
             regions,
             elbs,
+            instances: Vec::new(),
+            elb_dns_names: Vec::new(),
         };
+        facts.promoted(&input.waves);
         Ok(Workspace {
             config,
             facts,
@@ -347,6 +391,13 @@ pub fn environment(
     env.insert("PORTER_HOOK".into(), point.to_owned());
     env.insert("PORTER_PHASE_FAILED".into(), failed.to_string());
     env.insert("PORTER_ELBS".into(), facts.elbs.join(","));
+    // After promote, where the release serves: a smoke test's targets.
+    if !facts.instances.is_empty() {
+        env.insert("PORTER_INSTANCES".into(), facts.instances.join(","));
+    }
+    if !facts.elb_dns_names.is_empty() {
+        env.insert("PORTER_ELB_DNS_NAMES".into(), facts.elb_dns_names.join(","));
+    }
     if let Some(v) = &facts.version {
         env.insert("PORTER_VERSION".into(), v.clone());
         env.insert("PORTER_SERVICE_VERSION".into(), v.clone());
@@ -537,7 +588,47 @@ mod tests {
             environment: "staging".into(),
             variables: BTreeMap::from([("TOKEN".into(), "t0k".into()), ("OTHER".into(), "x".into())]),
             release: None,
+            waves: Vec::new(),
         }
+    }
+
+    /// The hooks after promote learn where the release serves: each
+    /// region's instances in service (from the last wave that touched it)
+    /// and its load balancers' DNS names.
+    #[test]
+    fn hooks_after_promote_are_told_where_the_release_serves() {
+        let region = |ids: &[&str], dns: &str| crate::promote::RegionPromoted {
+            stack_id: "arn:s".into(),
+            stack_name: "web-staging-1".into(),
+            elbs: vec![crate::promote::ElbState {
+                name: "web".into(),
+                dns_name: Some(dns.into()),
+                in_service: ids.iter().map(|i| (*i).to_owned()).collect(),
+            }],
+            deregistered: Vec::new(),
+            already_live: false,
+            canaries: Vec::new(),
+        };
+        let waves = vec![
+            WavePromoted {
+                promoted: BTreeMap::from([("us-west-2".into(), region(&["i-1", "i-2"], "web-1.elb.amazonaws.com"))]),
+            },
+            WavePromoted {
+                promoted: BTreeMap::from([("us-east-1".into(), region(&["i-3"], "web-2.elb.amazonaws.com"))]),
+            },
+        ];
+        let mut facts = Facts::default();
+        facts.promoted(&waves);
+        let h = hook("./smoke", false, RunCondition::Pass);
+        let env = environment(&h, &facts, &BTreeMap::new(), "post_promote", false);
+        assert_eq!(env["PORTER_INSTANCES"], "us-east-1:i-3,us-west-2:i-1,us-west-2:i-2");
+        assert_eq!(
+            env["PORTER_ELB_DNS_NAMES"],
+            "us-east-1:web-2.elb.amazonaws.com,us-west-2:web-1.elb.amazonaws.com"
+        );
+        // Before promote there is nothing to say.
+        let env = environment(&h, &Facts::default(), &BTreeMap::new(), "pre_provision", false);
+        assert!(!env.contains_key("PORTER_INSTANCES") && !env.contains_key("PORTER_ELB_DNS_NAMES"));
     }
 
     #[test]

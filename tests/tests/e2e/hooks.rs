@@ -149,6 +149,7 @@ async fn dockerfile_hook_fails_when_docker_is_required() {
         environment: "staging".into(),
         variables: Default::default(),
         release: None,
+        waves: Vec::new(),
     };
     let run = |require_docker: bool| {
         let runner = Runner::Processes(Arc::new(Processes { require_docker }));
@@ -250,6 +251,7 @@ async fn in_aws_each_hook_is_a_codebuild_build() {
         environment: "staging".into(),
         variables: Default::default(),
         release: None,
+        waves: Vec::new(),
     };
     let mut started = Vec::new();
     let mut state = None;
@@ -339,13 +341,19 @@ async fn a_failing_post_promote_hook_puts_every_region_back() {
 
     append_config(
         &svc,
-        "hooks:\n  post_promote:\n  - command: \"echo 'smoke: /health answered 503'; exit 1\"\n",
+        "hooks:\n  post_promote:\n  - command: \"echo \\\"smoke: $PORTER_INSTANCES at $PORTER_ELB_DNS_NAMES: /health answered 503\\\"; exit 1\"\n",
     );
     std::fs::write(svc.join("index.html"), "release 2").unwrap();
     let (error, cause, _) = failed(deploy(&local, &svc).await);
     assert_eq!(error, "HookFailed", "{cause}");
     assert!(
         cause.contains("hook post_promote[0] failed") && cause.contains("serves the release it replaced again"),
+        "{cause}"
+    );
+    // The hook was told where release 2 served: its instances and load
+    // balancers in both regions.
+    assert!(
+        cause.contains("smoke: us-east-1:i-") && cause.contains(",us-west-2:i-") && cause.contains(" at us-east-1:"),
         "{cause}"
     );
     assert_serving(
