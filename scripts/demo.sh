@@ -44,13 +44,15 @@ pages() {
 under_load() {
   local out=$1; shift
   if ! $running; then "$@" > "$out" 2>&1; return; fi
-  $porter local load --rate 20 --max-seconds 300 > "$work/load.out" 2>&1 &
+  # Mixed: kept-alive connections, one request in ten taking 3 s, so
+  # requests are in flight on release 1's instances as they drain.
+  $porter local load --rate 20 --max-seconds 300 --keep-alive --slow-percent 10 --slow-seconds 3 > "$work/load.out" 2>&1 &
   local load=$!
   local rc=0
   "$@" > "$out" 2>&1 || rc=$?
   kill -TERM "$load"
   wait "$load" || true
-  { echo "-- load during that deploy (20 requests/s per load balancer, loopback):"
+  { echo "-- load during that deploy (20 requests/s per load balancer on kept-alive connections, one in ten taking 3 s; loopback):"
     grep "requests:" "$work/load.out"; } > "$out.load"
   test "$(grep -c "requests: [1-9][0-9]*, failed: 0 " "$work/load.out")" = 2 || { cat "$work/load.out"; echo "requests failed"; exit 1; }
   return $rc

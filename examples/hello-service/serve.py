@@ -5,6 +5,7 @@ import functools
 import http.server
 import os
 import sys
+import time
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
@@ -19,8 +20,27 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             self.wfile.write(b"ok\n")
         return True
 
+    def _slow(self):
+        # GET /slow?seconds=N (at most 10): the page, after N seconds; what
+        # `porter local load --slow-percent` sends, a request in flight
+        # through a cutover.
+        path, _, query = self.path.partition("?")
+        if path != "/slow":
+            return False
+        seconds = 1.0
+        for part in query.split("&"):
+            if part.startswith("seconds="):
+                try:
+                    seconds = min(max(float(part[8:]), 0.0), 10.0)
+                except ValueError:
+                    pass
+        time.sleep(seconds)
+        self.path = "/"
+        super().do_GET()
+        return True
+
     def do_GET(self):
-        if not self._health(True):
+        if not self._health(True) and not self._slow():
             super().do_GET()
 
     def do_HEAD(self):

@@ -84,6 +84,17 @@ pub(crate) enum LocalCommand {
         /// Stop after this long at the latest (at most 900).
         #[arg(long, default_value_t = 300)]
         max_seconds: u64,
+        /// Keep connections alive between requests (a fresh one per
+        /// request otherwise).
+        #[arg(long)]
+        keep_alive: bool,
+        /// Of every 100 requests, how many are slow (`/slow?seconds=N` of
+        /// the example service).
+        #[arg(long, default_value_t = 0)]
+        slow_percent: u32,
+        /// How long a slow request takes (at most 10).
+        #[arg(long, default_value_t = 3)]
+        slow_seconds: u32,
     },
     /// Invoke one function with an event file, print its answer.
     Invoke {
@@ -120,7 +131,18 @@ pub(crate) async fn run(cmd: LocalCommand) -> Result<ExitCode> {
             region,
             rate,
             max_seconds,
-        } => load(region.as_deref(), rate, max_seconds).await,
+            keep_alive,
+            slow_percent,
+            slow_seconds,
+        } => {
+            let shape = porter_local::load::Shape {
+                rate,
+                keep_alive,
+                slow_percent,
+                slow_seconds,
+            };
+            load(region.as_deref(), shape, max_seconds).await
+        }
         LocalCommand::Down => down().await,
         LocalCommand::Status => {
             match running().await {
@@ -182,7 +204,7 @@ async fn print_load_balancers(host: &str) {
     }
 }
 
-async fn load(region: Option<&str>, rate: u32, max_seconds: u64) -> Result<ExitCode> {
+async fn load(region: Option<&str>, shape: porter_local::load::Shape, max_seconds: u64) -> Result<ExitCode> {
     use porter_local::load;
     let Some(f) = running().await else {
         bail!("the local stack is down: start it with `porter local up` (in another terminal)");
@@ -212,13 +234,27 @@ async fn load(region: Option<&str>, rate: u32, max_seconds: u64) -> Result<ExitC
         .map(|lb| {
             let url = lb.url.clone();
             let stop = stop_rx.clone();
-            tokio::spawn(async move { load::drive(&url, rate, max, stop).await })
+            tokio::spawn(async move { load::drive(&url, shape, max, stop).await })
         })
         .collect();
     eprintln!(
-        "sending {} request(s)/s to each of {} load balancer(s); Ctrl-C or SIGTERM stops",
-        rate.min(load::MAX_RATE),
-        targets.len()
+        "sending {} request(s)/s to each of {} load balancer(s){}{}; Ctrl-C or SIGTERM stops",
+        shape.rate.min(load::MAX_RATE),
+        targets.len(),
+        if shape.keep_alive {
+            " on kept-alive connections"
+        } else {
+            ""
+        },
+        if shape.slow_percent > 0 {
+            format!(
+                ", {}% of them taking {} s",
+                shape.slow_percent.min(100),
+                shape.slow_seconds.min(load::MAX_SLOW_SECONDS)
+            )
+        } else {
+            String::new()
+        }
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let all_done = async {

@@ -255,6 +255,42 @@ pub async fn described(clients: &RegionClients, lb: &Elb) -> Result<(Vec<String>
     }
 }
 
+/// How long the load balancer lets a target taken out finish what it is
+/// answering: a classic ELB's connection draining timeout (0 when it does
+/// not drain), a target group's deregistration delay (AWS's default 300 s
+/// when unset).
+pub async fn drain_seconds(clients: &RegionClients, lb: &Elb) -> Result<u32, PhaseError> {
+    match lb.kind {
+        BalancerKind::Classic => Ok(clients
+            .elb
+            .describe_load_balancer_attributes()
+            .load_balancer_name(&lb.name)
+            .send()
+            .await
+            .map_err(aws::err(format!("describe the attributes of {lb}")))?
+            .load_balancer_attributes()
+            .and_then(|a| a.connection_draining())
+            .filter(|c| c.enabled())
+            .map_or(0, |c| u32::try_from(c.timeout().unwrap_or(300)).unwrap_or(0))),
+        BalancerKind::TargetGroup => {
+            let group = target_group(clients, &lb.name).await?;
+            let out = clients
+                .elbv2
+                .describe_target_group_attributes()
+                .target_group_arn(group.target_group_arn().unwrap_or_default())
+                .send()
+                .await
+                .map_err(aws::err(format!("describe the attributes of {lb}")))?;
+            Ok(out
+                .attributes()
+                .iter()
+                .find(|a| a.key() == Some("deregistration_delay.timeout_seconds"))
+                .and_then(|a| a.value()?.parse().ok())
+                .unwrap_or(300))
+        }
+    }
+}
+
 /// The instances registered with the load balancer.
 pub async fn registered(clients: &RegionClients, lb: &Elb) -> Result<Vec<String>, PhaseError> {
     Ok(described(clients, lb).await?.0)

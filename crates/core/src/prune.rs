@@ -185,7 +185,11 @@ pub async fn run(aws: &Aws, input: PruneInput) -> PhaseResult<PruneState, Pruned
 /// served before this deploy, say) is kept. CloudFormation deletes them;
 /// this does not wait (a deletion that fails is the next prune's to ask
 /// again). Per region, what became of the release's stack.
-pub async fn delete_release_stacks(aws: &Aws, target: &Target) -> Result<BTreeMap<String, String>, PhaseError> {
+pub async fn delete_release_stacks(
+    aws: &Aws,
+    target: &Target,
+    served_in: &[String],
+) -> Result<BTreeMap<String, String>, PhaseError> {
     let dep = Deployment::load(aws, target).await?;
     let regions = dep.pinned_regions(aws, target).await?;
     let dep = &dep;
@@ -208,11 +212,31 @@ pub async fn delete_release_stacks(aws: &Aws, target: &Target) -> Result<BTreeMa
         if stack.status.starts_with("DELETE_") && stack.status != "DELETE_FAILED" {
             return Ok(format!("{name}: already being deleted"));
         }
+        // The release's instances served here until the undo took them
+        // out: deleting the stack terminates them, so first they finish
+        // what they are answering, as long as the load balancers drain.
+        let mut drained = 0;
+        if served_in.contains(&region.name) {
+            for elb in &region.elbs {
+                drained = drained.max(crate::balancer::drain_seconds(&clients, elb).await?);
+            }
+            drained = drained.min(MOST_DRAIN_WAIT_SECONDS);
+            tokio::time::sleep(std::time::Duration::from_secs(u64::from(drained))).await;
+        }
         delete(&clients, &region.name, stack).await?;
-        Ok(format!("{name}: deleting"))
+        Ok(match drained {
+            0 => format!("{name}: deleting"),
+            n => format!("{name}: deleting, after {n} s for its in-flight requests to drain"),
+        })
     })
     .await
 }
+
+/// The longest an abort waits for the aborted release's instances to drain
+/// before it deletes their stacks: inside the function's five minutes,
+/// with the undo before it. A longer drain is cut short (the requests
+/// still in flight then are lost, as when AWS's drain ends).
+pub const MOST_DRAIN_WAIT_SECONDS: u32 = 120;
 
 /// One step in a region: list the service's stacks, ask for the deletion
 /// of up to [`DELETES_PER_STEP`] more of the old ones (oldest first), and

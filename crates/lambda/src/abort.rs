@@ -179,7 +179,7 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         region: None,
         regions: Vec::new(),
     };
-    let undone = undo(ctx, &arn, &target).await?;
+    let (undone, served_in) = undo(ctx, &arn, &target).await?;
     // Once every region serves what it served before, never while the
     // release may still be registered somewhere.
     // A deletion that cannot be asked for is said, and left to the next
@@ -187,7 +187,9 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
     let stacks = if keep_stacks {
         json!("kept, as asked")
     } else {
-        match porter_core::prune::delete_release_stacks(&ctx.aws, &target).await {
+        // Where the release served, its instances drain before their
+        // stacks go.
+        match porter_core::prune::delete_release_stacks(&ctx.aws, &target, &served_in).await {
             Ok(each) => json!(each),
             Err(e) => json!(format!("not deleted ({e}); the next deploy's prune deletes them")),
         }
@@ -221,8 +223,9 @@ fn stopped_to_keep_stacks(described: Option<&str>, events: &[aws_sdk_sfn::types:
 }
 
 /// Drives promote's undo to its end, within [`UNDO_BUDGET`]: per region,
-/// what serves there now.
-async fn undo(ctx: &Context, arn: &str, target: &Target) -> Result<Value, FunctionError> {
+/// what serves there now, and the regions where the aborted release's
+/// instances served until then.
+async fn undo(ctx: &Context, arn: &str, target: &Target) -> Result<(Value, Vec<String>), FunctionError> {
     let started = tokio::time::Instant::now();
     let mut state = None;
     loop {
@@ -237,6 +240,14 @@ async fn undo(ctx: &Context, arn: &str, target: &Target) -> Result<Value, Functi
         };
         match promote::run(&ctx.aws, input).await? {
             Step::Done { output } => {
+                // Where the release's instances served (a cutover, or
+                // canaries) until the undo took them out.
+                let served_in = output
+                    .regions
+                    .iter()
+                    .filter(|(_, r)| !r.already_live || !r.deregistered.is_empty())
+                    .map(|(region, _)| region.clone())
+                    .collect();
                 let regions: serde_json::Map<String, Value> = output
                     .regions
                     .into_iter()
@@ -249,7 +260,7 @@ async fn undo(ctx: &Context, arn: &str, target: &Target) -> Result<Value, Functi
                         (region, json!(what))
                     })
                     .collect();
-                return Ok(Value::Object(regions));
+                return Ok((Value::Object(regions), served_in));
             }
             Step::Pending {
                 state: s,

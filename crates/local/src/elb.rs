@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -131,6 +132,10 @@ impl Health {
 struct Balancer {
     url: String,
     instance_port: u16,
+    /// An HTTP listener (a classic ELB's HTTP or HTTPS, an ALB's target
+    /// group): each request is placed on its own, as AWS's HTTP load
+    /// balancers do; a TCP one carries whole connections.
+    http: bool,
     check: HealthCheck,
     registered: Vec<String>,
     health: HashMap<String, Health>,
@@ -140,6 +145,26 @@ struct Balancer {
     /// Targets taken out, draining until then: no new connections.
     draining: HashMap<String, Instant>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A response body: an instance's, or the load balancer's own.
+type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
+
+/// The load balancer's own answer (no instance to ask, or one that failed).
+fn plain(status: u16, reason: &str) -> hyper::Response<Body> {
+    let body = http_body_util::Full::new(bytes::Bytes::from(format!("{reason}\n")))
+        .map_err(|never| match never {})
+        .boxed();
+    let mut resp = hyper::Response::new(body);
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    resp
+}
+
+/// What a load balancer's listener sends on to its instances.
+#[derive(Debug, Clone, Copy)]
+struct Listener {
+    instance_port: u16,
+    http: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -284,13 +309,9 @@ impl Balancers {
                 continue;
             };
             seen.push(lb_name.to_owned());
-            let instance_port = d
-                .listener_descriptions()
-                .iter()
-                .filter_map(|l| l.listener())
-                .map(|l| l.instance_port())
-                .next()
-                .unwrap_or(80) as u16;
+            let listener = d.listener_descriptions().iter().find_map(|l| l.listener());
+            let instance_port = listener.map_or(80, |l| l.instance_port()) as u16;
+            let http = listener.is_some_and(|l| matches!(l.protocol().to_ascii_uppercase().as_str(), "HTTP" | "HTTPS"));
             let check = d
                 .health_check()
                 .map(|h| HealthCheck {
@@ -329,7 +350,8 @@ impl Balancers {
                     Duration::from_secs(c.timeout().unwrap_or(300).max(0) as u64)
                 });
             let key = (region.to_owned(), lb_name.to_owned());
-            self.update(key, instance_port, check, registered, None, drain).await?;
+            self.update(key, Listener { instance_port, http }, check, registered, None, drain)
+                .await?;
         }
         if name.is_none() {
             self.forget(region, |n| {
@@ -346,7 +368,7 @@ impl Balancers {
     async fn update(
         &self,
         key: (String, String),
-        instance_port: u16,
+        listener: Listener,
         check: HealthCheck,
         registered: Vec<String>,
         target_group: Option<TargetGroupFront>,
@@ -354,7 +376,7 @@ impl Balancers {
     ) -> anyhow::Result<()> {
         let is_new = !self.map.lock().expect("balancers lock").contains_key(&key);
         if is_new {
-            self.open(&key.0, &key.1, instance_port, check.clone()).await?;
+            self.open(&key.0, &key.1, listener.instance_port, check.clone()).await?;
         }
         let mut fresh = Vec::new();
         if let Some(b) = self.map.lock().expect("balancers lock").get_mut(&key) {
@@ -366,7 +388,8 @@ impl Balancers {
             }
             b.draining.retain(|id, until| *until > now && !registered.contains(id));
             b.check = check;
-            b.instance_port = instance_port;
+            b.instance_port = listener.instance_port;
+            b.http = listener.http;
             let draining: Vec<String> = b.draining.keys().cloned().collect();
             b.health
                 .retain(|id, _| registered.contains(id) || draining.contains(id));
@@ -465,8 +488,19 @@ impl Balancers {
                 .unwrap_or_default();
             let key = (region.to_owned(), format!("{TARGET_GROUP_KEY}{tg_name}"));
             let front = TargetGroupFront { load_balancer };
-            self.update(key, port, check, registered, Some(front), Duration::from_secs(delay))
-                .await?;
+            let http = g.protocol().is_some_and(|p| matches!(p.as_str(), "HTTP" | "HTTPS"));
+            self.update(
+                key,
+                Listener {
+                    instance_port: port,
+                    http,
+                },
+                check,
+                registered,
+                Some(front),
+                Duration::from_secs(delay),
+            )
+            .await?;
         }
         if name.is_none() {
             self.forget(region, |n| {
@@ -526,6 +560,7 @@ impl Balancers {
             Balancer {
                 url,
                 instance_port,
+                http: false,
                 check,
                 registered: Vec::new(),
                 health: HashMap::new(),
@@ -604,13 +639,13 @@ impl Balancers {
         }
     }
 
-    /// Carries one client connection to an InService instance, or answers
-    /// 503 when there is none (as an ELB does).
-    async fn forward(&self, key: &(String, String), mut client: tokio::net::TcpStream) {
+    /// An InService instance that is not draining, in turn, and the port
+    /// to reach it on; `None` when there is none.
+    fn pick(&self, key: &(String, String)) -> Option<(String, crate::instances::Booted, u16)> {
         let pick = {
             let map = self.map.lock().expect("balancers lock");
             map.get(key).and_then(|b| {
-                // A draining target takes no new connection.
+                // A draining target takes no new connection or request.
                 let ready: Vec<&String> = b
                     .registered
                     .iter()
@@ -624,8 +659,39 @@ impl Balancers {
                 Some((id.clone(), b.instance_port))
             })
         };
-        let target = pick.and_then(|(id, port)| self.fleet.booted(&id).filter(|b| !b.stopped).map(|b| (b, port)));
-        let Some((b, port)) = target else {
+        pick.and_then(|(id, port)| {
+            let booted = self.fleet.booted(&id).filter(|b| !b.stopped)?;
+            Some((id, booted, port))
+        })
+    }
+
+    /// Whether `id` may still answer at `key`: registered, or draining.
+    fn still_serves(&self, key: &(String, String), id: &str) -> bool {
+        let map = self.map.lock().expect("balancers lock");
+        map.get(key)
+            .is_some_and(|b| b.registered.iter().any(|r| r == id) || b.draining.contains_key(id))
+    }
+
+    /// Carries one client connection: request by request behind an HTTP
+    /// listener, whole behind a TCP one.
+    async fn forward(&self, key: &(String, String), client: tokio::net::TcpStream) {
+        let http = self
+            .map
+            .lock()
+            .expect("balancers lock")
+            .get(key)
+            .is_some_and(|b| b.http);
+        if http {
+            self.forward_http(key, client).await;
+        } else {
+            self.forward_tcp(key, client).await;
+        }
+    }
+
+    /// A TCP listener: the connection goes to an InService instance as a
+    /// whole, or is answered 503 when there is none.
+    async fn forward_tcp(&self, key: &(String, String), mut client: tokio::net::TcpStream) {
+        let Some((_, b, port)) = self.pick(key) else {
             let _ = client
                 .write_all(b"HTTP/1.1 503 Service Unavailable: Back-end server is at capacity\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 .await;
@@ -643,6 +709,59 @@ impl Balancers {
         }
     }
 
+    /// An HTTP listener: the client's connection (kept alive between its
+    /// requests) is the load balancer's, and each request goes to an
+    /// instance of its own. A target taken out gets no new request; one it
+    /// is answering finishes while it drains, and is cut (502) once the
+    /// target is gone, as AWS cuts a deregistered target's in-flight
+    /// requests when its drain ends (or at once without draining).
+    async fn forward_http(&self, key: &(String, String), client: tokio::net::TcpStream) {
+        let me = self.clone();
+        let key = key.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let me = me.clone();
+            let key = key.clone();
+            async move { Ok::<_, std::convert::Infallible>(me.one_request(&key, req).await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(hyper_util::rt::TokioIo::new(client), service)
+            .await;
+    }
+
+    async fn one_request(
+        &self,
+        key: &(String, String),
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> hyper::Response<Body> {
+        let Some((id, b, port)) = self.pick(key) else {
+            return plain(503, "Service Unavailable: Back-end server is at capacity");
+        };
+        let Ok(backend) = netns::dial(&b.vpc_ns, b.addr, port, Duration::from_secs(5)).await else {
+            return plain(502, "Bad Gateway");
+        };
+        let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(backend)).await
+        else {
+            return plain(502, "Bad Gateway");
+        };
+        let connection = tokio::spawn(conn);
+        let gone = async {
+            while self.still_serves(key, &id) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let answer = tokio::select! {
+            answer = sender.send_request(req) => answer,
+            () = gone => {
+                connection.abort();
+                return plain(502, "Bad Gateway: the target was taken out");
+            }
+        };
+        match answer {
+            Ok(resp) => resp.map(|body| body.boxed()),
+            Err(_) => plain(502, "Bad Gateway"),
+        }
+    }
     /// The health of `instances` (all registered when empty) at `name`, or
     /// `None` when this load balancer is not known here.
     pub async fn instance_health(

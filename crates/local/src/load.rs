@@ -1,6 +1,9 @@
 //! Bounded load through the local stack's load balancers: a steady rate of
-//! GETs on loopback, each on a fresh connection (so every request is placed
-//! anew, as the ELB places connections), counted by what answered.
+//! GETs on loopback, counted by what answered. By default each request is
+//! on a fresh connection; a [`Shape`] may keep connections alive between
+//! requests (a browser's or a service client's) and make a share of the
+//! requests slow (the example service's `/slow?seconds=N`), which is what
+//! a cutover must not cut.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -75,16 +78,59 @@ pub struct Tally {
 pub const MAX_RATE: u32 = 100;
 pub const MAX_SECONDS: u64 = 900;
 
-/// Sends `rate` requests a second to `url` until `stop` resolves or
-/// `max` passes.
-pub async fn drive(url: &str, rate: u32, max: Duration, stop: tokio::sync::watch::Receiver<bool>) -> Tally {
-    let rate = rate.clamp(1, MAX_RATE);
+/// The longest a slow request may take: it stays bounded.
+pub const MAX_SLOW_SECONDS: u32 = 10;
+
+/// What the load is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Requests a second (at most [`MAX_RATE`]).
+    pub rate: u32,
+    /// Connections kept alive between requests, not one per request.
+    pub keep_alive: bool,
+    /// Of every 100 requests, how many are slow.
+    pub slow_percent: u32,
+    /// How long a slow request takes (at most [`MAX_SLOW_SECONDS`]).
+    pub slow_seconds: u32,
+}
+
+impl Shape {
+    /// `rate` short requests a second, each on a fresh connection.
+    pub fn plain(rate: u32) -> Shape {
+        Shape {
+            rate,
+            keep_alive: false,
+            slow_percent: 0,
+            slow_seconds: 0,
+        }
+    }
+
+    /// `rate` requests a second on kept-alive connections, one in ten
+    /// taking `slow_seconds`.
+    pub fn mixed(rate: u32, slow_seconds: u32) -> Shape {
+        Shape {
+            rate,
+            keep_alive: true,
+            slow_percent: 10,
+            slow_seconds,
+        }
+    }
+}
+
+/// Sends `shape`'s requests to `url` until `stop` resolves or `max`
+/// passes.
+pub async fn drive(url: &str, shape: Shape, max: Duration, stop: tokio::sync::watch::Receiver<bool>) -> Tally {
+    let rate = shape.rate.clamp(1, MAX_RATE);
+    let slow_seconds = shape.slow_seconds.min(MAX_SLOW_SECONDS);
+    let slow_percent = shape.slow_percent.min(100);
     let max = max.min(Duration::from_secs(MAX_SECONDS));
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(if shape.keep_alive { usize::MAX } else { 0 })
+        .timeout(Duration::from_secs(5 + u64::from(slow_seconds)))
         .build()
         .expect("a plain HTTP client");
+    let base = url.trim_end_matches('/').to_owned();
+    let mut sent = 0u64;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<String, String>>();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     let deadline = tokio::time::Instant::now() + max;
@@ -97,11 +143,19 @@ pub async fn drive(url: &str, rate: u32, max: Duration, stop: tokio::sync::watch
         tokio::select! {
             _ = tick.tick() => {
                 in_flight += 1;
+                sent += 1;
                 let client = client.clone();
-                let url = url.to_owned();
+                // Every n-th request slow, spread evenly.
+                let slow = slow_percent > 0 && slow_seconds > 0 && (sent * u64::from(slow_percent)) % 100 < u64::from(slow_percent);
+                let url = if slow { format!("{base}/slow?seconds={slow_seconds}") } else { format!("{base}/") };
+                let keep_alive = shape.keep_alive;
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let outcome = match client.get(&url).header("connection", "close").send().await {
+                    let mut req = client.get(&url);
+                    if !keep_alive {
+                        req = req.header("connection", "close");
+                    }
+                    let outcome = match req.send().await {
                         Ok(r) if r.status().is_success() => Ok(r.text().await.unwrap_or_default()),
                         Ok(r) => Err(format!("HTTP {}", r.status())),
                         Err(e) => Err(e.to_string()),

@@ -71,7 +71,9 @@ async fn under_load<F: std::future::Future>(local: &LocalStack, during: F) -> (F
         .into_iter()
         .map(|lb| {
             let stopped = stopped.clone();
-            tokio::spawn(async move { load::drive(&lb.url, 20, Duration::from_secs(300), stopped).await })
+            tokio::spawn(async move {
+                load::drive(&lb.url, load::Shape::mixed(20, 3), Duration::from_secs(300), stopped).await
+            })
         })
         .collect();
     let out = during.await;
