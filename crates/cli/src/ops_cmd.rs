@@ -105,11 +105,22 @@ pub(crate) async fn status(on: &On) -> Result<ExitCode> {
 async fn read_status(acct: &Account, cfg: &config::Config, environment: &str) -> Result<Status> {
     let env = cfg.environment(environment)?;
     let ddb = aws_sdk_dynamodb::Client::new(acct.aws.sdk_config());
+    let lease = status::lease_holder(&ddb, &acct.installation.lease_table, &cfg.service_name, &env.name).await?;
+    // The holder's history says where it stands; a history that cannot be
+    // read leaves the lease line alone.
+    let running = match &lease {
+        Some(h) => porter_core::history::progress(&acct.sfn, &h.execution)
+            .await
+            .ok()
+            .map(|p| status::Running::of(&p)),
+        None => None,
+    };
     Ok(Status {
         service: cfg.service_name.clone(),
         environment: env.name.clone(),
         regions: status::read(&acct.aws, &cfg.service_name, env).await,
-        lease: status::lease_holder(&ddb, &acct.installation.lease_table, &cfg.service_name, &env.name).await?,
+        lease,
+        running,
         recent: porter_ops::history::read(&acct.sfn, &acct.installation.state_machine_arn, &env.name, 5).await?,
     })
 }

@@ -3,12 +3,15 @@
 //! its registered instances with its own settings (an ELB's HealthCheck:
 //! target, interval, timeout, thresholds, only a 200 counts; a target
 //! group's protocol, port, path, matcher, interval and thresholds) from
-//! inside the VPC, and forwards each connection to a healthy instance in
-//! turn. DescribeInstanceHealth and DescribeTargetHealth are answered from
-//! these checks (see `front`), so promote waits on real health (moto calls a
-//! target healthy the moment it registers). A target taken out of a target
-//! group drains for the group's deregistration delay: it takes no new
-//! connection, and the ones it has go on.
+//! inside the VPC, and forwards traffic to a healthy instance in turn:
+//! behind an HTTP listener each request on its own (a client's kept-alive
+//! connection is the load balancer's), behind a TCP one each connection.
+//! DescribeInstanceHealth and DescribeTargetHealth are answered from these
+//! checks (see `front`), so promote waits on real health (moto calls a
+//! target healthy the moment it registers). A target taken out drains for
+//! the ELB's connection draining timeout or the target group's
+//! deregistration delay: it takes no new request or connection, and what
+//! it is answering goes on until it is gone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};

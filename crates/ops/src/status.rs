@@ -18,7 +18,30 @@ pub struct Status {
     pub environment: String,
     pub regions: Vec<RegionStatus>,
     pub lease: Option<Holder>,
+    /// The lease holder's progress, from its history: how far it has come
+    /// (phases per region, a bake's time left) and its last step.
+    pub running: Option<Running>,
     pub recent: Vec<Entry>,
+}
+
+/// Where a running deploy stands.
+#[derive(Debug, Clone, Default)]
+pub struct Running {
+    pub summary: String,
+    pub percent: u8,
+    pub last: Option<String>,
+}
+
+impl Running {
+    /// From a running execution's progress so far.
+    pub fn of(progress: &[porter_core::execution::Progress]) -> Running {
+        let (summary, percent) = porter_core::execution::summary(progress);
+        Running {
+            summary,
+            percent,
+            last: progress.last().map(porter_core::execution::Progress::line),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -247,6 +270,12 @@ impl Status {
                     when(h.since),
                     when(h.expires)
                 );
+                if let Some(r) = &self.running {
+                    let _ = writeln!(s, "  running: {} ({}%)", r.summary, r.percent);
+                    if let Some(last) = &r.last {
+                        let _ = writeln!(s, "  last step: {}", last.trim());
+                    }
+                }
             }
             None => {
                 let _ = writeln!(s, "deploy lease: free");
@@ -282,6 +311,33 @@ mod tests {
             regions,
             ..Default::default()
         }
+    }
+
+    /// A held lease shows where its deploy stands: the summary of its
+    /// phases (and a bake's time left) and its last step.
+    #[test]
+    fn a_running_deploy_says_where_it_stands() {
+        use porter_core::execution::Progress;
+        let mut s = status(Vec::new());
+        s.lease = Some(Holder {
+            execution: "arn:aws:states:us-east-1:1:execution:porter-deploy:d1".into(),
+            release: "aaaaaaaaaaaa".into(),
+            since: 0,
+            expires: 3600,
+        });
+        s.running = Some(Running::of(&[Progress::Waiting {
+            phase: porter_core::phase::Phase::Provision,
+            wait_seconds: 10,
+            progress: "us-west-2: CREATE_IN_PROGRESS".into(),
+        }]));
+        let text = s.render();
+        assert!(text.contains("  running: packing (5%)"), "{text}");
+        assert!(
+            text.contains("  last step: provision waiting 10s: us-west-2: CREATE_IN_PROGRESS"),
+            "{text}"
+        );
+        s.lease = None;
+        assert!(!s.render().contains("running:"), "no lease, no running deploy");
     }
 
     #[test]
