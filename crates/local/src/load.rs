@@ -126,7 +126,10 @@ pub async fn drive(url: &str, shape: Shape, max: Duration, stop: tokio::sync::wa
     let max = max.min(Duration::from_secs(MAX_SECONDS));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(if shape.keep_alive { usize::MAX } else { 0 })
-        .timeout(Duration::from_secs(5 + u64::from(slow_seconds)))
+        // Generous: a request counts as failed when the load balancer or
+        // the instance fails it, not when a loaded machine is slow to
+        // answer (an ELB's own idle timeout is 60 s).
+        .timeout(Duration::from_secs(30 + u64::from(slow_seconds)))
         .build()
         .expect("a plain HTTP client");
     let base = url.trim_end_matches('/').to_owned();
@@ -158,7 +161,9 @@ pub async fn drive(url: &str, shape: Shape, max: Duration, stop: tokio::sync::wa
                     let outcome = match req.send().await {
                         Ok(r) if r.status().is_success() => Ok(r.text().await.unwrap_or_default()),
                         Ok(r) => Err(format!("HTTP {}", r.status())),
-                        Err(e) => Err(e.to_string()),
+                        // The whole chain: "error sending request" alone
+                        // does not say whether it timed out or was cut.
+                        Err(e) => Err(chain(&e)),
                     };
                     let _ = tx.send(outcome);
                 });
@@ -180,6 +185,17 @@ pub async fn drive(url: &str, shape: Shape, max: Duration, stop: tokio::sync::wa
         }
     }
     tally
+}
+
+/// An error and its causes, outermost first.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    out
 }
 
 fn count(tally: &mut Tally, outcome: Result<String, String>) {
