@@ -238,8 +238,7 @@ pub fn problems(overlay: &Value) -> Vec<Problem> {
             }
         }
     }
-    forbidden_functions(&mut out, overlay, "");
-    forbidden_values(&mut out, overlay, "", "");
+    forbidden(&mut out, overlay, "", "");
     out
 }
 
@@ -352,12 +351,13 @@ fn add_by_key(ours: &[Value], theirs: Vec<Value>, key: &str, theirs_win: bool) -
 /// dynamic reference an overlay may make.
 const PUBLIC_PARAMETER: &str = "{{resolve:ssm:/aws/service/";
 
-/// Values no overlay may write: dynamic references (CloudFormation reads
-/// the secret or parameter with the deployment role's rights, and a
-/// failed create can echo it in a stack event), and tags under `porter:`
-/// or `aws:` (promote, prune and IAM read `porter:*` as who owns a
-/// resource; `aws:*` are AWS's own).
-fn forbidden_values(out: &mut Vec<Problem>, v: &Value, path: &str, key: &str) {
+/// What no overlay may write anywhere in it: macros (`Fn::Transform`) and
+/// other stacks' values (`Fn::ImportValue`), dynamic references
+/// (CloudFormation reads the secret or parameter with the deployment
+/// role's rights, and a failed create can echo it in a stack event), and
+/// tags under `porter:` or `aws:` (promote, prune and IAM read `porter:*`
+/// as who owns a resource; `aws:*` are AWS's own).
+fn forbidden(out: &mut Vec<Problem>, v: &Value, path: &str, key: &str) {
     match v {
         Value::String(s) if s.contains("{{resolve:") => {
             let public = s.starts_with(PUBLIC_PARAMETER) && s.ends_with("}}") && s.matches("{{").count() == 1;
@@ -392,13 +392,22 @@ fn forbidden_values(out: &mut Vec<Problem>, v: &Value, path: &str, key: &str) {
                 } else {
                     format!("{path}.{k}")
                 };
-                forbidden_values(out, child, &p, k);
+                match k.as_str() {
+                    "Fn::Transform" => {
+                        out.push(problem(&p, "macros (Fn::Transform) run code the deploy does not check"))
+                    }
+                    "Fn::ImportValue" => {
+                        out.push(problem(&p, "values of other stacks are not the release's to import"))
+                    }
+                    _ => {}
+                }
+                forbidden(out, child, &p, k);
             }
         }
         Value::Array(items) => {
             for (i, child) in items.iter().enumerate() {
                 // A tag list's items are checked as tags.
-                forbidden_values(out, child, &format!("{path}[{i}]"), key);
+                forbidden(out, child, &format!("{path}[{i}]"), key);
             }
         }
         _ => {}
@@ -580,36 +589,6 @@ fn refers_to_own_group(all: &Map<String, Value>, v: &Value) -> bool {
         id == "InstanceSecurityGroup"
             || all.get(id).and_then(|r| r.get("Type")).and_then(Value::as_str) == Some("AWS::EC2::SecurityGroup")
     })
-}
-
-/// Intrinsics that reach outside the stack or run code.
-fn forbidden_functions(out: &mut Vec<Problem>, v: &Value, path: &str) {
-    match v {
-        Value::Object(o) => {
-            for (k, child) in o {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                match k.as_str() {
-                    "Fn::Transform" => {
-                        out.push(problem(&p, "macros (Fn::Transform) run code the deploy does not check"))
-                    }
-                    "Fn::ImportValue" => {
-                        out.push(problem(&p, "values of other stacks are not the release's to import"))
-                    }
-                    _ => forbidden_functions(out, child, &p),
-                }
-            }
-        }
-        Value::Array(items) => {
-            for (i, child) in items.iter().enumerate() {
-                forbidden_functions(out, child, &format!("{path}[{i}]"));
-            }
-        }
-        _ => {}
-    }
 }
 
 /// The literal references to existing resources outside the stack: the

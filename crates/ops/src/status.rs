@@ -109,7 +109,13 @@ async fn region(aws: &Aws, service: &str, environment: &str, region: &str, elbs:
         let health = porter_core::balancer::health(&clients, elb, &[])
             .await
             .map_err(|e| anyhow!("read the health of {elb} in {region}: {e}"))?;
-        if elb.kind == BalancerKind::Classic && !drains(&clients, &elb.name).await {
+        // A classic ELB that does not drain (one whose attributes cannot be
+        // read is not flagged).
+        if elb.kind == BalancerKind::Classic
+            && porter_core::balancer::drain_seconds(&clients, elb)
+                .await
+                .is_ok_and(|s| s == 0)
+        {
             status.warnings.push(format!(
                 "ELB {} does not drain connections: a cutover cuts its in-flight requests; turn connection draining on (ModifyLoadBalancerAttributes, ConnectionDraining)",
                 elb.name
@@ -135,24 +141,6 @@ async fn region(aws: &Aws, service: &str, environment: &str, region: &str, elbs:
         .map(|s| (s.stack_name, s.status))
         .collect();
     Ok(status)
-}
-
-/// Whether a classic ELB drains connections; one whose attributes cannot
-/// be read is not flagged.
-async fn drains(clients: &porter_core::aws::RegionClients, elb: &str) -> bool {
-    match clients
-        .elb
-        .describe_load_balancer_attributes()
-        .load_balancer_name(elb)
-        .send()
-        .await
-    {
-        Ok(out) => out
-            .load_balancer_attributes()
-            .and_then(|a| a.connection_draining())
-            .is_some_and(|c| c.enabled()),
-        Err(_) => true,
-    }
 }
 
 /// Who holds the deploy lease of the service and environment.

@@ -830,9 +830,7 @@ pub fn load_str(text: &str, file: &Path, repo_root: &Path, lookup: &dyn Fn(&str)
 /// makes, and the CLI sends it only when its caller names it.
 pub fn is_secret_name(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
-    ["SECRET", "TOKEN", "PASSWORD", "CREDENTIAL"]
-        .iter()
-        .any(|w| n.contains(w))
+    says_secret(&n)
         || n.ends_with("_KEY")
         || matches!(
             n.as_str(),
@@ -859,11 +857,15 @@ fn may_hold_secret(path: &str) -> bool {
 fn key_pair_variable(path: &str, variable: &str) -> bool {
     path.ends_with(".key_pair_name") && {
         let n = variable.to_ascii_uppercase();
-        !["SECRET", "TOKEN", "PASSWORD", "CREDENTIAL"]
-            .iter()
-            .any(|w| n.contains(w))
-            && !n.starts_with("AWS_")
+        !says_secret(&n) && !n.starts_with("AWS_")
     }
+}
+
+/// Whether an upper-cased variable name holds a word that says secret.
+fn says_secret(upper: &str) -> bool {
+    ["SECRET", "TOKEN", "PASSWORD", "CREDENTIAL"]
+        .iter()
+        .any(|w| upper.contains(w))
 }
 
 /// Calls `f` with the key path and text of every string in `config`, but

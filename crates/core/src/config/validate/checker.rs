@@ -212,19 +212,12 @@ impl Checker<'_> {
         }
     }
 
+    /// An instance count: a whole number from 1 to [`MOST_INSTANCES`];
+    /// `None` when absent or reported.
     pub(super) fn count(&mut self, parent: &Node, key: &str, path: &str) -> Option<u32> {
-        let (text, node) = self.string(parent, key, path, false)?;
-        match text.parse::<u32>() {
-            Ok(n) if (1..=MOST_INSTANCES).contains(&n) => Some(n),
-            _ => {
-                self.error(
-                    node,
-                    &join(path, key),
-                    format!("expected a whole number from 1 to {MOST_INSTANCES}, found `{text}`"),
-                );
-                None
-            }
-        }
+        self.number_in(parent, key, path, 1..=MOST_INSTANCES, "a whole number")
+            .ok()
+            .flatten()
     }
 
     pub(super) fn stack_definition(&mut self, parent: &Node, path: &str) -> Option<StackDefinition> {
