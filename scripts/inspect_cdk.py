@@ -124,7 +124,8 @@ def main(endpoint, cdk_dir, cases_path, code_bucket, code_key, definition_path):
         check(env.get("STATE_MACHINE_ARN") == sm_arn and env.get("LEASE_TABLE") == table,
               f"moto {name}: promote aborts executions of {sm_arn} and gives back their lease in {table} {env}")
         ii.aborts_deploys(grants(statements(iam, role_of["Promote"])), events, template["Resources"], physical, lid["PromoteFunction"],
-                          fn_arn["Promote"], sm_arn, f"arn:aws:dynamodb:{ii.REGION}:{account}:table/{table}", f"moto {name}")
+                          fn_arn["Promote"], sm_arn, f"arn:aws:dynamodb:{ii.REGION}:{account}:table/{table}",
+                          f"arn:aws:codebuild:{ii.REGION}:{account}:project/{stack_name}-hooks", f"moto {name}")
 
         g = grants(statements(iam, role_of["Provision"]))
         own = f"arn:aws:iam::{account}:role/{params.get('DeploymentRoleName', 'porter-deployment')}"
@@ -182,15 +183,8 @@ def main(endpoint, cdk_dir, cases_path, code_bucket, code_key, definition_path):
         # --- hooks: the function starts builds; the builds' role can do nothing else
         project = f"{stack_name}-hooks"  # not in moto (inspect_infra.NOT_IN_MOTO): its Ref is its name
         env = lam.get_function(FunctionName=physical[lid["HooksFunction"]])["Configuration"]["Environment"]["Variables"]
-        check(env == {"ARTIFACT_BUCKET": bucket, "HOOKS_PROJECT": project}, f"moto {name}: hooks start builds of {project} {env}")
-        g = grants(statements(iam, role_of["Hooks"]))
-        project_arn = arn("codebuild", f"project/{project}")
-        check(resources_of(g, "codebuild:StartBuild") == [project_arn] and resources_of(g, "codebuild:BatchGetBuilds") == [project_arn],
-              f"moto {name}: the hooks function starts and reads builds of the hooks project only")
-        actions = {a for a, _, _ in g}
-        check(actions <= {"codebuild:StartBuild", "codebuild:BatchGetBuilds", "s3:GetObject", "kms:Decrypt",
-                          "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"},
-              f"moto {name}: the hooks function has nothing else {sorted(actions)}")
+        ii.runs_hooks(grants(statements(iam, role_of["Hooks"])), env, bucket, project, arn("codebuild", f"project/{project}"), table,
+                      f"moto {name}")
         check(template["Resources"][lid["HooksProject"]]["Properties"]["ServiceRole"] == {"Fn::GetAtt": [lid["HookRole"], "Arn"]},
               f"template {name}: hooks run as HookRole")
         hook_statements = statements(iam, physical[lid["HookRole"]])

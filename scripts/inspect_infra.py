@@ -334,6 +334,23 @@ def boundary_scopes_data(bdoc, account, who, stores=()):
     check(set(stores) <= reached, f"{who}: ... and the data stores the installation lists {sorted(stores)}")
 
 
+def runs_hooks(g, env, bucket, project, project_arn, table, who):
+    """The hooks function (its grants `g`, its environment `env`) starts,
+    reads and stops builds of the hooks project and reads the deploy lease
+    (the fence); nothing else."""
+    check(env == {"ARTIFACT_BUCKET": bucket, "HOOKS_PROJECT": project, "LEASE_TABLE": table},
+          f"{who}: hooks start builds of {project} and read the lease in {table} {env}")
+    check(all(resources_of(g, a) == [project_arn] for a in ["codebuild:StartBuild", "codebuild:BatchGetBuilds", "codebuild:StopBuild"]),
+          f"{who}: the hooks function starts, reads and stops builds of the hooks project only")
+    table_arn = [a for a in resources_of(g, "dynamodb:GetItem")]
+    check(len(table_arn) == 1 and table_arn[0].endswith(f":table/{table}"),
+          f"{who}: the hooks function reads the deploy lease (the fence) {table_arn}")
+    actions = {a for a, _, _ in g}
+    check(actions <= {"codebuild:StartBuild", "codebuild:BatchGetBuilds", "codebuild:StopBuild", "dynamodb:GetItem", "s3:GetObject",
+                      "kms:Decrypt", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"},
+          f"{who}: the hooks function has nothing else {sorted(actions)}")
+
+
 def release_defences(stmts, boundary_arn, who):
     """What the deployment role holds against a release stack that reaches
     for other services' or environments' roles and secrets, or for a load
@@ -401,10 +418,11 @@ ABORT_ACTIONS = ["states:DescribeExecution", "states:GetExecutionHistory", "stat
 GIVE_BACK_ACTIONS = ["dynamodb:DeleteItem", "dynamodb:GetItem"]
 
 
-def aborts_deploys(g, events, resources, physical, promote_lid, promote_arn, sm_arn, table_arn, who):
+def aborts_deploys(g, events, resources, physical, promote_lid, promote_arn, sm_arn, table_arn, project_arn, who):
     """promote (its grants `g`) may read and stop only the deploy state
-    machine's executions and give back only their lease, nothing else of
-    Step Functions or DynamoDB; one EventBridge rule, and only it, hands it
+    machine's executions, give back only their lease and stop only hook
+    builds, nothing else of Step Functions, DynamoDB or CodeBuild; one
+    EventBridge rule, and only it, hands it
     the state machine's aborted and timed-out executions (an aborted
     execution runs no Catch). `resources` and `physical` are keyed by the
     template's logical ids, which name the promote function `promote_lid`."""
@@ -415,6 +433,9 @@ def aborts_deploys(g, events, resources, physical, promote_lid, promote_arn, sm_
     got = {a: resources_of(g, a) for a in sorted({a for a, _, _ in g if a.startswith("dynamodb:")})}
     check(got == {a: [table_arn] for a in GIVE_BACK_ACTIONS},
           f"{who}: promote gives back leases of the lease table only, and takes none {got}")
+    got = {a: resources_of(g, a) for a in sorted({a for a, _, _ in g if a.startswith("codebuild:")})}
+    check(got == {"codebuild:StopBuild": [project_arn]},
+          f"{who}: promote stops an aborted deploy's hook builds, and starts none {got}")
     rules = {r["Name"]: r for r in events.list_rules()["Rules"]}
     to_promote = [n for n in rules if any(t["Arn"] == promote_arn for t in events.list_targets_by_rule(Rule=n)["Targets"])]
     patterns = [json.loads(rules[n].get("EventPattern") or "{}") for n in to_promote]
@@ -518,7 +539,8 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
     expected_env["Notify"] = {"ARTIFACT_BUCKET": bucket, "NOTIFICATION_TOPIC_ARN": physical["NotificationTopic"],
                               "PORTER_SERVICE": "hello", "PORTER_WEBHOOK_HOSTS": "hooks.slack.com"}
     # The hooks project is not in moto (NOT_IN_MOTO): its Ref is its name.
-    expected_env["Hooks"] = {"ARTIFACT_BUCKET": bucket, "HOOKS_PROJECT": f"{STACK}-hooks"}
+    # The fence: the hooks after pack read the lease too.
+    expected_env["Hooks"] = {"ARTIFACT_BUCKET": bucket, "HOOKS_PROJECT": f"{STACK}-hooks", "LEASE_TABLE": physical["LeaseTable"]}
     expected_env["Trigger"] = {
         "PIPELINE_NAME": pipeline_name,
         "BRANCH_PATTERN": "^(feature|release)/.+$",
@@ -825,14 +847,9 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
               f"definition: {name} keeps nothing, and any error of it goes on to {st['Next']}")
 
     # --- hooks: the function starts builds; the builds' role can do nothing else
-    g = grants(statements(iam, role_of["Hooks"]))
     project_arn = arn("codebuild", f"project/{STACK}-hooks")
-    check(resources_of(g, "codebuild:StartBuild") == [project_arn] and resources_of(g, "codebuild:BatchGetBuilds") == [project_arn],
-          "moto: the hooks function starts and reads builds of the hooks project only")
-    actions = {a for a, _, _ in g}
-    check(actions <= {"codebuild:StartBuild", "codebuild:BatchGetBuilds", "s3:GetObject", "kms:Decrypt",
-                      "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"},
-          f"moto: the hooks function has nothing else {sorted(actions)}")
+    runs_hooks(grants(statements(iam, role_of["Hooks"])), expected_env["Hooks"], bucket, f"{STACK}-hooks", project_arn,
+               physical["LeaseTable"], "moto")
     hook_role = res["HooksProject"]["Properties"]["ServiceRole"]
     check(hook_role == {"Fn::GetAtt": ["HookRole", "Arn"]}, "template: hooks run as HookRole")
     hook_statements = statements(iam, physical["HookRole"])
@@ -981,7 +998,7 @@ def main(endpoint, template_path, code_bucket, code_key, definition_path):
           and res["PipelineEndedPermission"]["Properties"]["SourceArn"] == {"Fn::GetAtt": ["PipelineEndedRule", "Arn"]},
           "template: only that rule may invoke the pipeline function from EventBridge")
     aborts_deploys(grants(statements(iam, role_of["Promote"])), events, res, physical, "PromoteFunction", fn_arn["Promote"], sm_arn,
-                   arn("dynamodb", f"table/{physical['LeaseTable']}"), "moto")
+                   arn("dynamodb", f"table/{physical['LeaseTable']}"), arn("codebuild", f"project/{STACK}-hooks"), "moto")
     topic = physical["NotificationTopic"]
     notify = [json.loads(rules[n]["EventPattern"]) for n in by_target(topic)]
     check(any(set(p["detail-type"]) == {"CodePipeline Pipeline Execution State Change", "CodePipeline Action Execution State Change"}

@@ -184,6 +184,9 @@ async fn abort_held(on: &On, acct: &Account, cfg: &config::Config, keep_stacks: 
         for (region, what) in answer["undone"].as_object().into_iter().flatten() {
             println!("  {region:<10} {}", what.as_str().unwrap_or_default());
         }
+        for build in answer["hooks_stopped"].as_array().into_iter().flatten() {
+            println!("  hook build {}", build.as_str().unwrap_or_default());
+        }
         match &answer["stacks"] {
             serde_json::Value::Object(each) => {
                 for (region, what) in each {

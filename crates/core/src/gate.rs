@@ -58,6 +58,10 @@ pub struct GateInput {
     /// The Wait that just ended.
     #[serde(default)]
     pub waited: u32,
+    /// The execution baking: a bake of an execution that lost its deploy
+    /// lease (an abort, a takeover) ends at its next read.
+    #[serde(default)]
+    pub execution: Option<String>,
 }
 
 /// The longest stretch of a bake between two reads while something is
@@ -94,6 +98,9 @@ pub fn next_wait(bake: u32, baked: u32, watched: bool, bakes: u64) -> u32 {
 
 pub async fn run(aws: &aws::Aws, input: GateInput) -> Result<Gated, PhaseError> {
     let dep = Deployment::load(aws, &input.target).await?;
+    if let Some(execution) = &input.execution {
+        crate::lease::check_fence(aws, &dep.release.service, &dep.release.environment, execution).await?;
+    }
     let regions = dep.pinned_regions(aws, &input.target).await?;
     let (dep, canary) = (&dep, input.canary);
     let per_region = each_region(regions, |region| async move {

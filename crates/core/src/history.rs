@@ -50,3 +50,70 @@ pub fn invoked(e: &HistoryEvent) -> bool {
         && e.task_scheduled_event_details()
             .is_some_and(|d| d.resource_type() == "lambda")
 }
+
+/// The hook builds an execution left running: those of its last hooks
+/// step, when that step last said it was pending. A stopped execution
+/// resumes no step to see them end, so an abort stops them.
+pub fn running_hook_builds(events: &[HistoryEvent]) -> Vec<String> {
+    let Some(last) = events
+        .iter()
+        .rev()
+        .filter_map(HistoryEvent::state_exited_event_details)
+        .find(|x| x.name().starts_with("Hooks"))
+    else {
+        return Vec::new();
+    };
+    let output: serde_json::Value = serde_json::from_str(last.output().unwrap_or_default()).unwrap_or_default();
+    let result = &output["hooks"]["result"];
+    if result["status"] != "pending" {
+        return Vec::new();
+    }
+    result["state"]["builds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["build"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sfn::types::{HistoryEventType, StateExitedEventDetails};
+
+    fn exited(id: i64, name: &str, output: serde_json::Value) -> HistoryEvent {
+        HistoryEvent::builder()
+            .id(id)
+            .r#type(HistoryEventType::TaskStateExited)
+            .timestamp(aws_smithy_types::DateTime::from_secs(id))
+            .state_exited_event_details(
+                StateExitedEventDetails::builder()
+                    .name(name)
+                    .output(output.to_string())
+                    .build()
+                    .expect("name is set"),
+            )
+            .build()
+            .expect("id, type and timestamp are set")
+    }
+
+    /// Only the last hooks step's builds, and only while it was pending.
+    #[test]
+    fn running_hook_builds_are_the_last_pending_steps() {
+        let pending = |build: &str| serde_json::json!({"hooks": {"result": {"status": "pending", "state": {"next": 1, "builds": [{"hook": "post_promote[0]", "build": build}]}}}});
+        let done = serde_json::json!({"hooks": {"result": {"status": "done", "output": {"ran": ["post_pack[0]"]}}}});
+        let events = vec![
+            exited(1, "HooksAfterPack", pending("hooks:1")),
+            exited(2, "HooksAfterPackResume", done.clone()),
+            exited(3, "Provision", done.clone()),
+        ];
+        assert!(running_hook_builds(&events).is_empty());
+        let mut events = events;
+        events.push(exited(4, "HooksAfterPromote", pending("hooks:2")));
+        events.push(exited(5, "HooksAfterPromotePending?", pending("hooks:2")));
+        assert_eq!(running_hook_builds(&events), ["hooks:2"]);
+        events.push(exited(6, "HooksAfterPromoteResume", done));
+        assert!(running_hook_builds(&events).is_empty());
+        assert!(running_hook_builds(&[]).is_empty());
+    }
+}

@@ -56,6 +56,11 @@ pub struct HooksInput {
     /// which the hooks after promote (a smoke test) are told.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waves: Vec<WavePromoted>,
+    /// The state machine execution whose step this is, from the lease on
+    /// (the hooks before pack run before it takes one): a step of an
+    /// execution that no longer holds the lease runs nothing more.
+    #[serde(default)]
+    pub execution: Option<String>,
 }
 
 /// One wave of promote, as the state machine keeps it.
@@ -139,6 +144,19 @@ pub async fn run(
             config::DEPLOY_HOOKS.join(", ")
         )));
     }
+    if let Err(lost) = fence(aws, input).await {
+        // Its builds would go on after the deploy: they stop with it.
+        if let (Runner::CodeBuild { .. }, false) = (runner, state.builds.is_empty()) {
+            let codebuild = aws_sdk_codebuild::Client::new(aws.sdk_config());
+            let ids: Vec<String> = state.builds.iter().map(|b| b.build.clone()).collect();
+            let stopped = stop_builds(&codebuild, &ids).await;
+            return Err(PhaseError::Invalid(format!(
+                "{lost}; its hooks' builds: {}",
+                stopped.join("; ")
+            )));
+        }
+        return Err(lost);
+    }
     if matches!(input.source, Source::Release { .. }) {
         // A packed release deployed again (a rollback) has no repository.
         return Ok(Step::Done {
@@ -218,6 +236,62 @@ pub async fn run(
             })
         }
     }
+}
+
+/// The fence (as the phases'): a step of an execution that lost its
+/// deploy lease to an abort or a takeover refuses to run hooks. Only a
+/// step that names its execution and follows pack is fenced: before pack
+/// no lease is held.
+async fn fence(aws: &Aws, input: &HooksInput) -> Result<(), PhaseError> {
+    let (Some(execution), Some(release), Some(_)) = (&input.execution, &input.release, aws.fence()) else {
+        return Ok(());
+    };
+    let (service, environment) = match release {
+        ReleaseRef::Inline(r) => (r.service.clone(), r.environment.clone()),
+        ReleaseRef::Pointer(_) => {
+            let target = Target {
+                release: release.clone(),
+                region: None,
+                regions: Vec::new(),
+            };
+            let d = Deployment::load(aws, &target).await?;
+            (d.release.service, d.release.environment)
+        }
+    };
+    crate::lease::check_fence(aws, &service, &environment, execution).await
+}
+
+/// Stops hook builds (an abort's, or a fenced step's): per build, what
+/// became of it. Best effort: a build that cannot be stopped is said, and
+/// one that has ended already is left as it ended.
+pub async fn stop_builds(codebuild: &aws_sdk_codebuild::Client, ids: &[String]) -> Vec<String> {
+    let mut said = Vec::new();
+    for id in ids {
+        match codebuild.stop_build().id(id).send().await {
+            Ok(out) => {
+                let status = out
+                    .build_value()
+                    .and_then(|b| b.build_status())
+                    .map_or("unknown", |s| s.as_str());
+                said.push(format!("{id} {}", status.to_lowercase()));
+            }
+            Err(e) => said.push(format!(
+                "{id} not stopped ({})",
+                crate::aws::classify("stop the build", e)
+            )),
+        }
+    }
+    said
+}
+
+/// Stops the hook builds an execution's history says it left running
+/// ([`crate::history::running_hook_builds`]): an abort's first step.
+pub async fn stop_left_running(aws: &Aws, events: &[aws_sdk_sfn::types::HistoryEvent]) -> Vec<String> {
+    let builds = crate::history::running_hook_builds(events);
+    if builds.is_empty() {
+        return Vec::new();
+    }
+    stop_builds(&aws_sdk_codebuild::Client::new(aws.sdk_config()), &builds).await
 }
 
 /// The release's facts, as every hook sees them.
@@ -589,6 +663,7 @@ mod tests {
             variables: BTreeMap::from([("TOKEN".into(), "t0k".into()), ("OTHER".into(), "x".into())]),
             release: None,
             waves: Vec::new(),
+            execution: None,
         }
     }
 

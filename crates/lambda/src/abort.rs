@@ -134,6 +134,12 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
     // before pack: then it cut nothing over and took no lease). Read once:
     // how it was stopped is in the same events.
     let events = porter_core::history::events(ctx.sfn(), &arn).await?;
+    // Its hooks' builds in CodeBuild go on after a stop: they stop first,
+    // so a smoke test does not run on while the regions are put back.
+    let hooks_stopped = porter_core::hooks::stop_left_running(&ctx.aws, &events).await;
+    if !hooks_stopped.is_empty() {
+        tracing::warn!(execution = %arn, builds = ?hooks_stopped, "aborted: its hook builds stopped");
+    }
     let Some(release) = events
         .iter()
         .flat_map(porter_core::history::exited)
@@ -145,6 +151,7 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         return Ok(json!({
             "execution": arn,
             "stopped": stopped,
+            "hooks_stopped": hooks_stopped,
             "status": status,
             "undone": {},
             "lease_given": false,
@@ -161,15 +168,16 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         if let Some(holder) = porter_core::lease::read(&ddb, table, &key).await? {
             if holder.execution != arn {
                 return Ok(json!({
-                    "execution": arn,
-                    "service": service,
-                    "environment": environment,
-                    "stopped": stopped,
-                    "status": status,
-                    "undone": {},
-                    "lease_given": false,
-                    "note": format!("{} holds the lease now and deploys every region itself: nothing was undone", holder.execution),
-                }));
+                        "execution": arn,
+                        "service": service,
+                        "environment": environment,
+                        "stopped": stopped,
+                "hooks_stopped": hooks_stopped,
+                        "status": status,
+                        "undone": {},
+                        "lease_given": false,
+                        "note": format!("{} holds the lease now and deploys every region itself: nothing was undone", holder.execution),
+                    }));
             }
         }
     }
@@ -205,6 +213,7 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         "service": service,
         "environment": environment,
         "stopped": stopped,
+            "hooks_stopped": hooks_stopped,
         "status": if stopped { "ABORTED".to_owned() } else { status },
         "undone": undone,
         "lease_given": lease_given,

@@ -1032,35 +1032,6 @@ export class Porter extends Construct {
       Resource: att(leaseTable, "Arn"),
     });
 
-    // promote also aborts deploys (crates/lambda/src/abort.rs): an execution
-    // that is aborted or times out runs no Catch, so promote's undo puts back
-    // what it cut over and gives its lease back, as the pipeline function
-    // does for a stopped pipeline execution's deploy.
-    managedPolicy("PromoteFunctionPolicy", "porter promote function (aborted deploys)", [promoteFunctionRole.ref], [
-      {
-        // Whether the execution still runs (porter abort stops it), and
-        // what it deployed (pack's output, in its history): this
-        // stack's deploy executions only.
-        Sid: "AbortDeploys",
-        Effect: "Allow",
-        Action: ["states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution"],
-        Resource: DEPLOY_EXECUTIONS,
-      },
-      giveBackLease("GiveBackAbortedLease"),
-    ]);
-
-    managedPolicy("ProvisionFunctionPolicy", "porter provision and prune functions (the lease fence)", [provisionFunctionRole.ref, pruneFunctionRole.ref], [
-      {
-        // The fence: provision and prune act only while their execution
-        // holds the deploy lease (porter_core::lease::check_fence); read
-        // only.
-        Sid: "ReadLeaseFence",
-        Effect: "Allow",
-        Action: "dynamodb:GetItem",
-        Resource: att(leaseTable, "Arn"),
-      },
-    ]);
-
     // ---- The functions the state machine chains
 
     // The rules the functions that work CodePipeline jobs (the phases and
@@ -1262,9 +1233,11 @@ export class Porter extends Construct {
 
     const hooksFunctionRole = functionRole("hooks", hooksLogGroup, "hooks", [
       {
+        // StopBuild: a step whose execution lost its lease stops the
+        // builds it started.
         Sid: "RunHooks",
         Effect: "Allow",
-        Action: ["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
+        Action: ["codebuild:StartBuild", "codebuild:BatchGetBuilds", "codebuild:StopBuild"],
         Resource: att(hooksProject, "Arn"),
       },
       {
@@ -1289,9 +1262,47 @@ export class Porter extends Construct {
         Variables: {
           ARTIFACT_BUCKET: artifactBucket.ref,
           HOOKS_PROJECT: hooksProject.ref,
+          LEASE_TABLE: leaseTable.ref,
         },
       },
     });
+
+    // promote also aborts deploys (crates/lambda/src/abort.rs): an execution
+    // that is aborted or times out runs no Catch, so promote's undo puts back
+    // what it cut over and gives its lease back, as the pipeline function
+    // does for a stopped pipeline execution's deploy.
+    managedPolicy("PromoteFunctionPolicy", "porter promote function (aborted deploys)", [promoteFunctionRole.ref], [
+      {
+        // Whether the execution still runs (porter abort stops it), and
+        // what it deployed (pack's output, in its history): this
+        // stack's deploy executions only.
+        Sid: "AbortDeploys",
+        Effect: "Allow",
+        Action: ["states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution"],
+        Resource: DEPLOY_EXECUTIONS,
+      },
+      giveBackLease("GiveBackAbortedLease"),
+      {
+        // The hook builds the aborted execution left running (in its
+        // history): a stopped execution never resumes to see them end.
+        Sid: "StopAbortedHooks",
+        Effect: "Allow",
+        Action: "codebuild:StopBuild",
+        Resource: att(hooksProject, "Arn"),
+      },
+    ]);
+
+    managedPolicy("ProvisionFunctionPolicy", "porter provision, prune and hooks functions (the lease fence)", [provisionFunctionRole.ref, pruneFunctionRole.ref, hooksFunctionRole.ref], [
+      {
+        // The fence: provision, prune and the hooks after pack act only
+        // while their execution holds the deploy lease
+        // (porter_core::lease::check_fence); read only.
+        Sid: "ReadLeaseFence",
+        Effect: "Allow",
+        Action: "dynamodb:GetItem",
+        Resource: att(leaseTable, "Arn"),
+      },
+    ]);
 
     // ---- The deploy state machine
 

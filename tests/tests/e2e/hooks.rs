@@ -150,6 +150,7 @@ async fn dockerfile_hook_fails_when_docker_is_required() {
         variables: Default::default(),
         release: None,
         waves: Vec::new(),
+        execution: None,
     };
     let run = |require_docker: bool| {
         let runner = Runner::Processes(Arc::new(Processes { require_docker }));
@@ -252,6 +253,7 @@ async fn in_aws_each_hook_is_a_codebuild_build() {
         variables: Default::default(),
         release: None,
         waves: Vec::new(),
+        execution: None,
     };
     let mut started = Vec::new();
     let mut state = None;
@@ -278,6 +280,39 @@ async fn in_aws_each_hook_is_a_codebuild_build() {
         .await
         .unwrap();
     assert_eq!(builds.ids().len(), 3, "one build per hook");
+
+    // The fence: a step of an execution that no longer holds the deploy
+    // lease (an abort gave it back) runs nothing more, and stops the
+    // builds it had started.
+    porter_local::deploy::ensure_lease_table(stack.aws.sdk_config())
+        .await
+        .unwrap();
+    let fenced = stack.aws.clone().with_fence(porter_local::names::LEASE_TABLE);
+    let Step::Pending { state: first, .. } = hooks::run(&fenced, &runner, &input, None).await.unwrap() else {
+        panic!("the first group's builds run")
+    };
+    let release: porter_core::release::Release = serde_json::from_value(serde_json::json!({
+        "service": "cbh", "environment": "staging", "version": "0123456789ab", "revision": "0123456789ab",
+        "sha256": "", "payload": {"bucket": "b", "key": "p"}, "manifest": {"bucket": "b", "key": "m"},
+        "config": {"bucket": "b", "key": "c"}, "record": {"bucket": "b", "key": "r"}, "regions": ["us-east-1"],
+    }))
+    .unwrap();
+    let lost = HooksInput {
+        points: vec!["post_promote".into()],
+        release: Some(porter_core::release::ReleaseRef::Inline(Box::new(release))),
+        execution: Some("arn:aws:states:us-east-1:123456789012:execution:porter-serverless-deploy:aborted".into()),
+        ..input.clone()
+    };
+    let err = hooks::run(&fenced, &runner, &lost, Some(first.clone()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no longer holds the deploy lease"), "{err}");
+    let ids: Vec<String> = first.builds.iter().map(|b| b.build.clone()).collect();
+    assert_eq!(ids.len(), 2, "{first:?}");
+    assert!(ids.iter().all(|id| err.contains(&format!("{id} stopped"))), "{err}");
+    // (StopBuild's own answer said STOPPED: moto's BatchGetBuilds would
+    // now report them SUCCEEDED, as it completes every build it reads.)
 }
 
 /// A build that fails (moto cannot make one): the hook fails the step with

@@ -807,9 +807,30 @@ async fn abort_or_console_stop_mid_bake_rolls_back() {
         execution: Some(aborted.clone()),
         ..porter_e2e::prune_input(&release, 0, None)
     };
+    // Its hooks after promote and its bake's gate read too.
+    let late_hooks = porter_core::hooks::HooksInput {
+        points: vec!["post_promote".into()],
+        failed: false,
+        source: porter_core::pack::Source::Path(svc.clone()),
+        environment: "staging".into(),
+        variables: Default::default(),
+        release: Some(porter_core::release::ReleaseRef::Inline(release.clone())),
+        waves: Vec::new(),
+        execution: Some(aborted.clone()),
+    };
+    let late_gate = porter_core::gate::GateInput {
+        target: porter_e2e::target(&release),
+        armed: None,
+        canary: false,
+        baked: 0,
+        waited: 0,
+        execution: Some(aborted.clone()),
+    };
     for (function, late) in [
         ("promote", serde_json::to_value(&late_promote).unwrap()),
         ("prune", serde_json::to_value(&late_prune).unwrap()),
+        ("hooks", serde_json::to_value(&late_hooks).unwrap()),
+        ("promote", serde_json::json!({ "gate": late_gate })),
     ] {
         let (answer, failed) = invoke_function(&local, function, late).await;
         let said = answer["errorMessage"].as_str().unwrap_or_default();
