@@ -232,17 +232,7 @@ impl Aws {
         session: &str,
         session_tags: &[(&str, &str)],
     ) -> Result<RegionClients, PhaseError> {
-        let session: String = session
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "=,.@-_".contains(c) {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .take(64)
-            .collect();
+        let session: String = name_of(session, "=,.@-_").chars().take(64).collect();
         let session = if session.len() < 2 {
             "porter".to_owned()
         } else {
@@ -436,6 +426,32 @@ const DENIED_CODES: &[&str] = &[
 /// The most of AWS's message an error line carries: some messages list
 /// every valid value (an unknown availability zone lists all of them).
 const MESSAGE_LIMIT: usize = 300;
+
+/// `text` as an AWS name that allows ASCII letters, digits and `also`:
+/// any other character becomes `-`.
+pub fn name_of(text: &str, also: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || also.contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// An error with its causes, outermost first: an HTTP client keeps the
+/// cause (a refused connection, a timeout) apart from its own words.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    out
+}
 
 /// Cuts `s` to at most `n` bytes (on a character boundary), marking the cut.
 pub fn clip(s: &str, n: usize) -> String {

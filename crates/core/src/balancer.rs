@@ -14,7 +14,7 @@ use aws_sdk_elasticloadbalancing::types::{Instance, Tag as ClassicTag};
 use aws_sdk_elasticloadbalancingv2::types::{Tag as V2Tag, TargetDescription, TargetGroup};
 
 use crate::aws::{self, RegionClients};
-use crate::config::{BalancerKind, Elb, Region, Topology};
+use crate::config::{BalancerKind, Elb, Region};
 use crate::phase::PhaseError;
 use crate::pins;
 
@@ -109,12 +109,7 @@ pub async fn check_fits(clients: &RegionClients, lb: &Elb, region: &Region) -> R
             )));
         }
     }
-    let ports: Vec<u16> = region
-        .containers
-        .iter()
-        .filter(|c| c.topology == Topology::Inet)
-        .map(|c| c.inet_port.unwrap_or(8080))
-        .collect();
+    let ports = region.inet_ports();
     if let Some(port) = group.port().and_then(|p| u16::try_from(p).ok()) {
         if !ports.is_empty() && !ports.contains(&port) {
             return Err(PhaseError::Invalid(format!(

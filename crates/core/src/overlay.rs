@@ -727,7 +727,7 @@ pub fn apply(base: Value, overlay: &Value, vpc_id: Option<&str>) -> Value {
             }
         }
     }
-    let mut template = crate::template::merge(base, overlay);
+    let mut template = merge(base, overlay);
     // An overlay's own machine image (porter's CIS images) leaves the
     // stack's image parameter unread: it goes, as CloudFormation's linter
     // asks of a parameter nothing reads.
@@ -783,6 +783,25 @@ fn launch_template_data(lc: &Value) -> Value {
         }
     }
     Value::Object(data)
+}
+
+/// Merges `overlay` over `base`: objects merge key by key, anything else
+/// in the overlay replaces what the base had. This is how a service's
+/// `stack_definition_path` adds resources or changes generated properties.
+pub fn merge(base: Value, overlay: Value) -> Value {
+    match (base, overlay) {
+        (Value::Object(mut b), Value::Object(o)) => {
+            for (k, v) in o {
+                let merged = match b.remove(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => v,
+                };
+                b.insert(k, merged);
+            }
+            Value::Object(b)
+        }
+        (_, overlay) => overlay,
+    }
 }
 
 #[cfg(test)]

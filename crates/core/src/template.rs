@@ -8,7 +8,9 @@
 
 use serde_json::{json, Value};
 
-use crate::config::{Config, EgressRule, Environment, Region, Secret, SecretStore, Topology};
+use crate::config::model::{
+    Config, EgressRule, Environment, HookRun, Region, Secret, SecretStore, Topology, EC2_BOOTSTRAP,
+};
 use crate::image::ImageRef;
 use crate::release::Release;
 
@@ -79,12 +81,7 @@ pub fn render(
     payload: &PayloadLocation,
     ctx: &RenderContext,
 ) -> Value {
-    let inet_ports: Vec<u16> = region
-        .containers
-        .iter()
-        .filter(|c| c.topology == Topology::Inet)
-        .map(|c| c.inet_port.unwrap_or(8080))
-        .collect();
+    let inet_ports = region.inet_ports();
 
     let mut ingress = Vec::new();
     for port in &inet_ports {
@@ -659,7 +656,7 @@ export PORTER_SERVICE_NAME={svc} PORTER_SERVICE_VERSION={version} PORTER_ENVIRON
 /// script installs it; where there is none it is skipped, saying so.
 fn bootstrap_lines(config: &Config, release: &Release) -> String {
     let b64 = |s: &str| aws_smithy_types::base64::encode(s);
-    let Some(hooks) = config.hooks.get(crate::config::EC2_BOOTSTRAP) else {
+    let Some(hooks) = config.hooks.get(EC2_BOOTSTRAP) else {
         return String::new();
     };
     let mut out = String::new();
@@ -685,36 +682,17 @@ fn bootstrap_lines(config: &Config, release: &Release) -> String {
         let failed = format!("fail \"{label} failed; its output ends: $(log_tail {log})\"");
         let svc = &release.service;
         match &hook.run {
-            crate::config::HookRun::Command(cmd) => out.push_str(&format!(
+            HookRun::Command(cmd) => out.push_str(&format!(
                 "echo {cmd} | base64 -d > /tmp/porter-hook.sh\nif ! (cd /srv/{svc} && env {env} bash /tmp/porter-hook.sh) > {log} 2>&1; then {failed}; fi\n",
                 cmd = b64(cmd),
             )),
-            crate::config::HookRun::Dockerfile(file) => out.push_str(&format!(
+            HookRun::Dockerfile(file) => out.push_str(&format!(
                 "if command -v docker >/dev/null 2>&1; then\n  systemctl enable --now docker >/dev/null 2>&1 || true\n  if ! (docker build -t porter-bootstrap -f \"/srv/{svc}/$(echo {f} | base64 -d)\" /srv/{svc} && docker run --rm -v /srv/{svc}:/repo_root porter-bootstrap) > {log} 2>&1; then {failed}; fi\nelse\n  echo 'porter: {label} builds a Dockerfile and this instance has no Docker engine: skipped' >&2\nfi\n",
                 f = b64(file),
             )),
         }
     }
     out
-}
-
-/// Merges `overlay` over `base`: objects merge key by key, anything else
-/// in the overlay replaces what the base had. This is how a service's
-/// `stack_definition_path` adds resources or changes generated properties.
-pub fn merge(base: Value, overlay: Value) -> Value {
-    match (base, overlay) {
-        (Value::Object(mut b), Value::Object(o)) => {
-            for (k, v) in o {
-                let merged = match b.remove(&k) {
-                    Some(existing) => merge(existing, v),
-                    None => v,
-                };
-                b.insert(k, merged);
-            }
-            Value::Object(b)
-        }
-        (_, overlay) => overlay,
-    }
 }
 
 /// Stack names must be unique per region and stable per release, so a

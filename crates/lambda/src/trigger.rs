@@ -148,16 +148,7 @@ pub fn branch_pipeline(main: &str, branch: &str) -> String {
 /// The name branch pipelines had before they carried the branch's hash:
 /// still looked for when a branch is deleted, so its pipeline goes too.
 pub fn legacy_branch_pipeline(main: &str, branch: &str) -> String {
-    let clean: String = branch
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let clean = aws::name_of(branch, "._-");
     format!("{main}-{clean}").chars().take(100).collect()
 }
 

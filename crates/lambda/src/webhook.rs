@@ -62,7 +62,7 @@ pub async fn post(url: &str, allowed: &[String], body: &str, timeout: Duration) 
     let response = tokio::time::timeout(timeout, client.request(request))
         .await
         .map_err(|_| WebhookError::Unsent(format!("no answer within {}s", timeout.as_secs())))?
-        .map_err(|e| WebhookError::Unsent(format!("cannot reach {host}: {}", source_chain(&e))))?;
+        .map_err(|e| WebhookError::Unsent(format!("cannot reach {host}: {}", porter_core::aws::error_chain(&e))))?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
@@ -78,17 +78,6 @@ pub async fn post(url: &str, allowed: &[String], body: &str, timeout: Duration) 
         status: status.as_u16(),
         text: porter_core::aws::clip(text.trim(), 200).to_string(),
     })
-}
-
-/// An error with its causes, which hyper keeps apart from its own words.
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(&format!(": {s}"));
-        next = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

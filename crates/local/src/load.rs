@@ -163,7 +163,7 @@ pub async fn drive(url: &str, shape: Shape, max: Duration, stop: tokio::sync::wa
                         Ok(r) => Err(format!("HTTP {}", r.status())),
                         // The whole chain: "error sending request" alone
                         // does not say whether it timed out or was cut.
-                        Err(e) => Err(chain(&e)),
+                        Err(e) => Err(porter_core::aws::error_chain(&e)),
                     };
                     let _ = tx.send(outcome);
                 });
@@ -185,17 +185,6 @@ pub async fn drive(url: &str, shape: Shape, max: Duration, stop: tokio::sync::wa
         }
     }
     tally
-}
-
-/// An error and its causes, outermost first.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    out
 }
 
 fn count(tally: &mut Tally, outcome: Result<String, String>) {

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use crate::release::Steps;
+
 use super::*;
 
 /// A small config that is valid and deployable as it is; every malformed case
@@ -2080,4 +2082,35 @@ fn group_bounds_egress_and_stack_knobs_are_checked() {
     );
     assert!(loaded.config.is_some());
     assert!(loaded.located().any(|l| l.to_string().contains("not acted on")));
+}
+
+/// A release's steps (kept in the release record) follow its config.
+#[test]
+fn a_release_asks_for_the_steps_its_config_has_something_for() {
+    let config = |extra: &str| {
+        let text = format!(
+            "service_name: web\nenvironments:\n- name: prod\n  role_arn: arn:aws:iam::123456789012:role/d\n  regions:\n  - name: us-west-2\n    azs:\n    - {{name: us-west-2a}}\n    s3_bucket: web-bucket\n{extra}"
+        );
+        load_str(&text, std::path::Path::new("c"), std::path::Path::new("."), &|_| None)
+            .deployable()
+            .unwrap()
+    };
+    assert_eq!(Steps::of(&config("")), Steps::none());
+    let steps = Steps::of(&config(
+        "hooks:\n  pre_provision:\n  - command: make check\n  \
+         post_promote:\n  - command: ./page-on-failure\n    run_condition: fail\n  \
+         post_prune:\n  - command: ./report\n    run_condition: always\n\
+         slack:\n  provision_success_webhook_url: secretsmanager:porter/web/notifications/deploys\n",
+    ));
+    assert_eq!(
+        steps,
+        Steps {
+            hooks_after_pack: true,
+            // A hook only for failures has nothing to do after a success.
+            hooks_after_promote: false,
+            hooks_after_prune: true,
+            notify_provisioned: true,
+            ..Steps::none()
+        }
+    );
 }

@@ -244,7 +244,7 @@ fn user_data_is_measured_against_ec2s_limit() {
 
     // Each command is base64-encoded into the script: 4,000 characters
     // take a third more room there, and four of them pass 16 KB.
-    let command = config::HookRun::Command(format!("echo {}", "x".repeat(4000)));
+    let command = HookRun::Command(format!("echo {}", "x".repeat(4000)));
     let hook = config::Hook {
         run: command,
         repo: None,
@@ -275,8 +275,8 @@ fn ec2_bootstrap_hooks_run_before_the_service_starts_and_a_failure_names_the_hoo
     cfg.hooks.insert(
         "ec2_bootstrap".into(),
         vec![
-            hook(config::HookRun::Command("echo ${HOME} $(whoami) 'x'".into())),
-            hook(config::HookRun::Dockerfile("hooks/agent/Dockerfile".into())),
+            hook(HookRun::Command("echo ${HOME} $(whoami) 'x'".into())),
+            hook(HookRun::Dockerfile("hooks/agent/Dockerfile".into())),
         ],
     );
     let env = &cfg.environments[0];
