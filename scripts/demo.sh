@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: hello-service release 1, then release 2, to two regions on the
 # local stack. Release 1 goes straight through the deploy state machine
-# (`porter deploy --local`); release 2 the way CodePipeline runs it: the
+# (`porter deploy --local`); its fleet in us-west-2 then scales out, as
+# under load; release 2 (started at that size) the way CodePipeline runs it: the
 # `pipeline` function invoked with a job, continuation tokens, job result
 # (`porter local pipeline`); then `porter status`, release 3 with canaries
 # and a bake whose alarm fires (every region back on release 2), `porter rollback`
@@ -64,6 +65,24 @@ echo "== release 1 =="
 $porter validate "$work/hello-service" >/dev/null
 $porter deploy -e staging --local "$work/hello-service" | tee "$work/r1.out"
 pages 1
+r1=$(sed -n 's/.*packed hello release \([0-9a-f]*\).*/\1/p' "$work/r1.out")
+test -n "$r1"
+
+echo
+echo "== us-west-2's fleet scales out under load: 3 instances where the config asks for 2 =="
+# As Auto Scaling would (by hand here, in the local stack's moto): the
+# next release starts at the live fleet's size, not at instance_count.
+"${PORTER_VENV:-.venv}/bin/python" - "${MOTO_PORT_DEMO:-4510}" "hello-staging-$r1" <<'PY'
+import sys
+import boto3
+port, stack = sys.argv[1], sys.argv[2]
+kw = dict(endpoint_url=f"http://127.0.0.1:{port}", region_name="us-west-2",
+          aws_access_key_id="testing", aws_secret_access_key="testing")
+resources = boto3.client("cloudformation", **kw).describe_stack_resources(StackName=stack)["StackResources"]
+group = next(r["PhysicalResourceId"] for r in resources if r["ResourceType"] == "AWS::AutoScaling::AutoScalingGroup")
+boto3.client("autoscaling", **kw).update_auto_scaling_group(AutoScalingGroupName=group, MaxSize=3, DesiredCapacity=3)
+print(f"  us-west-2: {group} of {stack} now wants 3 instances")
+PY
 
 echo
 echo "== release 2: a change to the service, deployed as a CodePipeline action =="
@@ -72,14 +91,17 @@ under_load "$work/r2.out" $porter local pipeline -e staging "$work/hello-service
 cat "$work/r2.out" "$work/r2.out.load" 2>/dev/null
 pages 2
 
-r1=$(sed -n 's/.*packed hello release \([0-9a-f]*\).*/\1/p' "$work/r1.out")
 r2=$(sed -n 's/^ *version = \([0-9a-f]*\)$/\1/p' "$work/r2.out")
 test -n "$r1" && test -n "$r2" && test "$r1" != "$r2"
 for region in us-west-2 us-east-1; do
   grep -q "$region *promoted hello-staging-$r2 " "$work/r2.out"
 done
 test "$(grep -c "kept     hello-staging-$r1 (the rollback target)" "$work/r2.out")" = 2
-test "$(grep -c "cut over 2 previous instance(s) out" "$work/r2.out")" = 2
+# Release 2 started at the live fleet's size: 3 in us-west-2, 2 in us-east-1.
+test "$(grep "us-west-2 *promoted hello-staging-$r2 " "$work/r2.out" | grep -o 'i-[0-9a-f]*' | wc -l)" = 3
+test "$(grep "us-east-1 *promoted hello-staging-$r2 " "$work/r2.out" | grep -o 'i-[0-9a-f]*' | wc -l)" = 2
+grep -q "cut over 3 previous instance(s) out" "$work/r2.out"
+grep -q "cut over 2 previous instance(s) out" "$work/r2.out"
 grep -q "^verified: every region serves this release only" "$work/r2.out"
 
 echo
