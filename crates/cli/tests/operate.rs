@@ -124,6 +124,39 @@ async fn status_rollback_and_history_on_the_local_stack() {
         "{out}"
     );
     set_draining(true).await;
+    // So is a target group that deregisters at once.
+    let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(
+        &porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await,
+    );
+    let group = elbv2
+        .describe_target_groups()
+        .names("ops-staging-use1")
+        .send()
+        .await
+        .unwrap()
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_owned();
+    let set_delay = |seconds: u32| {
+        elbv2
+            .modify_target_group_attributes()
+            .target_group_arn(&group)
+            .attributes(
+                aws_sdk_elasticloadbalancingv2::types::TargetGroupAttribute::builder()
+                    .key("deregistration_delay.timeout_seconds")
+                    .value(seconds.to_string())
+                    .build(),
+            )
+            .send()
+    };
+    set_delay(0).await.unwrap();
+    let (ok, out) = run(&["status", "-e", "staging", "--local", svc_arg]);
+    assert!(
+        ok && out.contains("warning   target group ops-staging-use1 does not drain"),
+        "{out}"
+    );
+    set_delay(5).await.unwrap();
     // No deploy runs: nothing to abort, and nothing changes.
     let (ok, out) = run(&["abort", "-e", "staging", "--local", svc_arg]);
     assert!(ok && out.contains("there is nothing to abort"), "{out}");

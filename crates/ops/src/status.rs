@@ -109,17 +109,23 @@ async fn region(aws: &Aws, service: &str, environment: &str, region: &str, elbs:
         let health = porter_core::balancer::health(&clients, elb, &[])
             .await
             .map_err(|e| anyhow!("read the health of {elb} in {region}: {e}"))?;
-        // A classic ELB that does not drain (one whose attributes cannot be
-        // read is not flagged).
-        if elb.kind == BalancerKind::Classic
-            && porter_core::balancer::drain_seconds(&clients, elb)
-                .await
-                .is_ok_and(|s| s == 0)
+        // A load balancer that does not drain (one whose attributes cannot
+        // be read is not flagged): a classic ELB without connection
+        // draining, a target group with no deregistration delay.
+        if porter_core::balancer::drain_seconds(&clients, elb)
+            .await
+            .is_ok_and(|s| s == 0)
         {
-            status.warnings.push(format!(
-                "ELB {} does not drain connections: a cutover cuts its in-flight requests; turn connection draining on (ModifyLoadBalancerAttributes, ConnectionDraining)",
-                elb.name
-            ));
+            status.warnings.push(match elb.kind {
+                BalancerKind::Classic => format!(
+                    "ELB {} does not drain connections: a cutover cuts its in-flight requests; turn connection draining on (ModifyLoadBalancerAttributes, ConnectionDraining)",
+                    elb.name
+                ),
+                BalancerKind::TargetGroup => format!(
+                    "target group {} does not drain: its deregistration delay is 0, so a cutover cuts its in-flight requests; set deregistration_delay.timeout_seconds (ModifyTargetGroupAttributes)",
+                    elb.name
+                ),
+            });
         }
         status.elbs.push(ElbHealth {
             name: elb.name.clone(),
