@@ -120,7 +120,7 @@ async fn status_rollback_and_history_on_the_local_stack() {
     set_draining(false).await;
     let (ok, out) = run(&["status", "-e", "staging", "--local", svc_arg]);
     assert!(
-        ok && out.contains("warning   ELB ops-staging-usw2 does not drain connections"),
+        ok && out.contains("warning   load balancer ops-staging-usw2 does not drain connections"),
         "{out}"
     );
     set_draining(true).await;
@@ -128,16 +128,9 @@ async fn status_rollback_and_history_on_the_local_stack() {
     let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(
         &porter_local::moto::sdk_config(&local.moto.endpoint(), "us-east-1").await,
     );
-    let group = elbv2
-        .describe_target_groups()
-        .names("ops-staging-use1")
-        .send()
+    let (group, _) = porter_local::query::target_group(&local.moto.endpoint(), "us-east-1", "ops-staging-use1")
         .await
-        .unwrap()
-        .target_groups()[0]
-        .target_group_arn()
-        .unwrap()
-        .to_owned();
+        .unwrap();
     let set_delay = |seconds: u32| {
         elbv2
             .modify_target_group_attributes()

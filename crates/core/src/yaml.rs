@@ -462,30 +462,25 @@ impl MarkedEventReceiver for Builder<'_> {
                     size,
                 );
             }
-            Event::SequenceStart(anchor, tag) => {
+            Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
                 self.refuse_tag(tag.as_ref(), mark);
-                self.open(
+                let open = if matches!(ev, Event::SequenceStart(..)) {
                     Open::Seq {
                         anchor,
                         mark,
                         items: Vec::new(),
                         size: 1,
-                    },
-                    mark,
-                )
-            }
-            Event::MappingStart(anchor, tag) => {
-                self.refuse_tag(tag.as_ref(), mark);
-                self.open(
+                    }
+                } else {
                     Open::Map {
                         anchor,
                         mark,
                         entries: Vec::new(),
                         pending_key: None,
                         size: 1,
-                    },
-                    mark,
-                )
+                    }
+                };
+                self.open(open, mark)
             }
             Event::SequenceEnd => {
                 if let Some(Open::Seq {

@@ -156,19 +156,42 @@ pub async fn describe_group(moto: &str, region: &str, group: &str) -> Result<Str
 
 /// A subnet's CIDR block.
 pub async fn subnet_cidr(moto: &str, region: &str, subnet: &str) -> Result<String> {
-    let xml = call(
+    let call = ("ec2", "2016-11-15", "DescribeSubnets");
+    let [cidr] = fields(moto, region, call, &[("SubnetId.1", subnet)], ["cidrBlock"]).await?;
+    Ok(cidr)
+}
+
+/// A target group's ARN and VPC, by name.
+pub async fn target_group(moto: &str, region: &str, name: &str) -> Result<(String, String)> {
+    let call = ("elasticloadbalancing", "2015-12-01", "DescribeTargetGroups");
+    let [arn, vpc] = fields(
         moto,
-        "ec2",
-        "2016-11-15",
         region,
-        "DescribeSubnets",
-        &[("SubnetId.1", subnet)],
+        call,
+        &[("Names.member.1", name)],
+        ["TargetGroupArn", "VpcId"],
     )
     .await?;
-    let doc = roxmltree::Document::parse(&xml).context("DescribeSubnets answer")?;
-    text(doc.root(), "cidrBlock")
-        .map(str::to_owned)
-        .with_context(|| format!("subnet {subnet} in {region} has no CIDR block"))
+    Ok((arn, vpc))
+}
+
+/// The first text of each of `tags` in the answer to `(service, version,
+/// action)`: an error names the one missing.
+async fn fields<const N: usize>(
+    moto: &str,
+    region: &str,
+    (service, version, action): (&str, &str, &str),
+    params: &[(&str, &str)],
+    tags: [&str; N],
+) -> Result<[String; N]> {
+    let xml = call(moto, service, version, region, action, params).await?;
+    let doc = roxmltree::Document::parse(&xml).with_context(|| format!("{action} answer"))?;
+    let mut out = Vec::with_capacity(N);
+    for tag in tags {
+        let found = text(doc.root(), tag).with_context(|| format!("{action} in {region} {params:?}: no {tag}"))?;
+        out.push(found.to_owned());
+    }
+    Ok(out.try_into().expect("one field per tag"))
 }
 
 #[cfg(test)]

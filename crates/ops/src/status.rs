@@ -116,16 +116,19 @@ async fn region(aws: &Aws, service: &str, environment: &str, region: &str, elbs:
             .await
             .is_ok_and(|s| s == 0)
         {
-            status.warnings.push(match elb.kind {
-                BalancerKind::Classic => format!(
-                    "ELB {} does not drain connections: a cutover cuts its in-flight requests; turn connection draining on (ModifyLoadBalancerAttributes, ConnectionDraining)",
-                    elb.name
+            let (what, fix) = match elb.kind {
+                BalancerKind::Classic => (
+                    "connections",
+                    "turn connection draining on (ModifyLoadBalancerAttributes, ConnectionDraining)",
                 ),
-                BalancerKind::TargetGroup => format!(
-                    "target group {} does not drain: its deregistration delay is 0, so a cutover cuts its in-flight requests; set deregistration_delay.timeout_seconds (ModifyTargetGroupAttributes)",
-                    elb.name
+                BalancerKind::TargetGroup => (
+                    "(its deregistration delay is 0)",
+                    "set deregistration_delay.timeout_seconds (ModifyTargetGroupAttributes)",
                 ),
-            });
+            };
+            status.warnings.push(format!(
+                "{elb} does not drain {what}: a cutover cuts its in-flight requests; {fix}"
+            ));
         }
         status.elbs.push(ElbHealth {
             name: elb.name.clone(),

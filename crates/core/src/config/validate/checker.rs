@@ -43,6 +43,50 @@ impl Checker<'_> {
         }
     }
 
+    /// The mapping under `key` of `parent` (`what` says what it holds):
+    /// its node, entries and path. `Some(None)` when the key is absent or
+    /// null (the caller's default), `None` when it is not a mapping
+    /// (reported): the callers' `?` and `let ... else` read both at once.
+    #[allow(clippy::option_option)]
+    pub(super) fn section<'n>(
+        &mut self,
+        parent: &'n Node,
+        path: &str,
+        key: &str,
+        what: &str,
+    ) -> Option<Option<Section<'n>>> {
+        let Some(node) = parent.get(key).filter(|n| !n.is_null()) else {
+            return Some(None);
+        };
+        let path = join(path, key);
+        Some(Some((node, self.mapping(node, &path, what)?, path)))
+    }
+
+    /// The items of a list that are mappings (`what`), each with its path
+    /// (`PATH[i]`) and its keys checked against `known`; `false` beside
+    /// them when an item was not a mapping (reported).
+    pub(super) fn mappings<'n>(
+        &mut self,
+        items: &'n [Node],
+        path: &str,
+        what: &str,
+        known: &[&str],
+    ) -> (Vec<(&'n Node, String)>, bool) {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let ipath = format!("{path}[{i}]");
+            match self.mapping(item, &ipath, what) {
+                Some(entries) => {
+                    self.keys(entries, &ipath, known, false);
+                    out.push((item, ipath));
+                }
+                None => ok = false,
+            }
+        }
+        (out, ok)
+    }
+
     pub(super) fn list<'n>(&mut self, node: &'n Node, path: &str, what: &str) -> Option<&'n [Node]> {
         match &node.value {
             Value::Seq(items) => Some(items),
@@ -166,12 +210,44 @@ impl Checker<'_> {
         re: &Regex,
         why: &str,
     ) -> Option<String> {
+        self.parsed(
+            parent,
+            key,
+            path,
+            required,
+            |t| re.is_match(t).then(|| t.to_owned()),
+            why,
+        )
+    }
+
+    /// `key` of `parent` as `parse` reads it; when it cannot, reported,
+    /// the value shown clipped and `why` after it. `None` too when it is
+    /// absent.
+    pub(super) fn parsed<T>(
+        &mut self,
+        parent: &Node,
+        key: &str,
+        path: &str,
+        required: bool,
+        parse: impl FnOnce(&str) -> Option<T>,
+        why: &str,
+    ) -> Option<T> {
         let (text, node) = self.string(parent, key, path, required)?;
-        if re.is_match(&text) {
-            return Some(text);
+        let parsed = parse(&text);
+        if parsed.is_none() {
+            self.error(node, &join(path, key), format!("`{}` {why}", clip_key(&text)));
         }
-        self.error(node, &join(path, key), format!("`{}` {why}", clip_key(&text)));
-        None
+        parsed
+    }
+
+    /// Whether the key `name` (its node `k`) matches `re`; otherwise
+    /// reported at `path`, `why` after it.
+    pub(super) fn key_matching(&mut self, k: &Node, path: &str, name: &str, re: &Regex, why: &str) -> bool {
+        let matched = re.is_match(name);
+        if !matched {
+            self.error(k, path, format!("`{name}` {why}"));
+        }
+        matched
     }
 
     /// `key` of `parent` as a whole number in `range`: `Ok(None)` when it
@@ -335,6 +411,9 @@ pub(super) const MAX_KEY_SHOWN: usize = 64;
 
 /// `key` as a finding shows it: clipped, so a 100 KB key is not repeated
 /// into every message and path.
+/// A mapping found by [`Checker::section`]: its node, entries and path.
+pub(super) type Section<'n> = (&'n Node, &'n [(Node, Node)], String);
+
 pub(super) fn clip_key(key: &str) -> String {
     if key.chars().count() <= MAX_KEY_SHOWN {
         return key.to_owned();

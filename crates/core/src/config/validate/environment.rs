@@ -92,11 +92,10 @@ pub(super) fn check_environment(c: &mut Checker<'_>, env: &Node, path: &str) -> 
 /// `stack_creation:`: CloudFormation's timeout for a release stack within
 /// porter's 15 to 60 minutes, and what it does with one that fails.
 pub(super) fn check_stack_creation(c: &mut Checker<'_>, env: &Node, path: &str) -> Option<StackCreation> {
-    let spath = join(path, "stack_creation");
-    let Some(node) = env.get("stack_creation").filter(|n| !n.is_null()) else {
+    let what = "stack_creation, with `timeout_minutes` and `on_failure`";
+    let Some((node, entries, spath)) = c.section(env, path, "stack_creation", what)? else {
         return Some(StackCreation::default());
     };
-    let entries = c.mapping(node, &spath, "stack_creation, with `timeout_minutes` and `on_failure`")?;
     c.keys(entries, &spath, &["timeout_minutes", "on_failure"], false);
     let mut out = StackCreation::default();
     let mut ok = true;
@@ -135,11 +134,9 @@ pub(super) fn check_stack_creation(c: &mut Checker<'_>, env: &Node, path: &str) 
 /// `rollout:`: every region of the environment in exactly one wave (when
 /// waves are given), a bake of at most a day, alarm names CloudWatch takes.
 pub(super) fn check_rollout(c: &mut Checker<'_>, env: &Node, path: &str, regions: &[Region]) -> Option<Rollout> {
-    let rpath = join(path, "rollout");
-    let Some(node) = env.get("rollout").filter(|n| !n.is_null()) else {
+    let Some((node, entries, rpath)) = c.section(env, path, "rollout", "a rollout")? else {
         return Some(Rollout::default());
     };
-    let entries = c.mapping(node, &rpath, "a rollout")?;
     c.keys(
         entries,
         &rpath,
@@ -292,11 +289,9 @@ pub(super) fn check_region_rollout(
     path: &str,
     instance_count: u32,
 ) -> Option<RegionRollout> {
-    let rpath = join(path, "rollout");
-    let Some(node) = region.get("rollout").filter(|n| !n.is_null()) else {
+    let Some((node, entries, rpath)) = c.section(region, path, "rollout", "a region's rollout")? else {
         return Some(RegionRollout::default());
     };
-    let entries = c.mapping(node, &rpath, "a region's rollout")?;
     let mut spanning = false;
     for (k, _) in entries {
         if let Some(key) = k.as_str().filter(|k| matches!(*k, "waves" | "bake_seconds")) {
@@ -350,13 +345,9 @@ pub(super) fn check_blackouts(c: &mut Checker<'_>, env: &Node, path: &str) -> Op
     let items = c.list(node, &bpath, "windows with start_time and end_time")?;
     let mut windows = Vec::new();
     let mut ok = true;
-    for (i, w) in items.iter().enumerate() {
-        let wpath = format!("{bpath}[{i}]");
-        let Some(entries) = c.mapping(w, &wpath, "a window") else {
-            ok = false;
-            continue;
-        };
-        c.keys(entries, &wpath, &["start_time", "end_time"], false);
+    let (mappings, all_mappings) = c.mappings(items, &bpath, "a window", &["start_time", "end_time"]);
+    ok &= all_mappings;
+    for (w, wpath) in mappings {
         let mut parse = |key: &str| {
             let (text, node) = c.string(w, key, &wpath, true)?;
             match chrono::DateTime::parse_from_rfc3339(&text) {

@@ -10,10 +10,9 @@ pub(super) const MAX_HOOK_COMMAND: usize = 4096;
 /// `hooks:`: each hook name to a list of hooks, each with either porter's
 /// `dockerfile:` or this product's `command:`.
 pub(super) fn check_hooks(c: &mut Checker<'_>, root: &Node) -> Option<BTreeMap<String, Vec<Hook>>> {
-    let Some(node) = root.get("hooks").filter(|n| !n.is_null()) else {
+    let Some((_, entries, _)) = c.section(root, "", "hooks", "hooks by name (pre_provision: [...], ...)")? else {
         return Some(BTreeMap::new());
     };
-    let entries = c.mapping(node, "hooks", "hooks by name (pre_provision: [...], ...)")?;
     let mut out = BTreeMap::new();
     let mut ok = true;
     for (k, v) in entries {
@@ -23,12 +22,8 @@ pub(super) fn check_hooks(c: &mut Checker<'_>, root: &Node) -> Option<BTreeMap<S
             continue;
         };
         let path = join("hooks", name);
-        if !hook_name_re().is_match(name) {
-            c.error(
-                k,
-                &path,
-                format!("`{name}` is not a hook name (lowercase letters, digits and `_`, like pre_provision)"),
-            );
+        let why = "is not a hook name (lowercase letters, digits and `_`, like pre_provision)";
+        if !c.key_matching(k, &path, name, hook_name_re(), why) {
             ok = false;
             continue;
         }
@@ -234,10 +229,9 @@ pub(super) fn check_hook(c: &mut Checker<'_>, node: &Node, path: &str, name: &st
 /// credential anyone who reads the repository can post with: it is not
 /// used, and each one gets a warning saying where to put it.
 pub(super) fn check_slack(c: &mut Checker<'_>, root: &Node) -> Option<BTreeMap<String, String>> {
-    let Some(node) = root.get("slack").filter(|n| !n.is_null()) else {
+    let Some((_, entries, _)) = c.section(root, "", "slack", "webhooks, each `KEY: secretsmanager:NAME`")? else {
         return Some(BTreeMap::new());
     };
-    let entries = c.mapping(node, "slack", "webhooks, each `KEY: secretsmanager:NAME`")?;
     c.keys(entries, "slack", SLACK_KEYS, false);
     let prefix = c.service.as_deref().map(webhook_prefix);
     let mut out = BTreeMap::new();

@@ -183,13 +183,9 @@ pub(super) fn check_azs(
     let mut azs = Vec::new();
     let mut names = HashSet::new();
     let mut ok = true;
-    for (i, az) in items.iter().enumerate() {
-        let zpath = format!("{apath}[{i}]");
-        let Some(entries) = c.mapping(az, &zpath, "an availability zone") else {
-            ok = false;
-            continue;
-        };
-        c.keys(entries, &zpath, &["name", "subnet_id"], false);
+    let (mappings, all_mappings) = c.mappings(items, &apath, "an availability zone", &["name", "subnet_id"]);
+    ok &= all_mappings;
+    for (az, zpath) in mappings {
         let name = c.string(az, "name", &zpath, true);
         if let (Some((n, nnode)), Some(r)) = (&name, region_name) {
             let suffix = n.strip_prefix(r);
@@ -326,13 +322,9 @@ pub(super) fn check_balancers(c: &mut Checker<'_>, region: &Node, path: &str, ki
     let mut elbs = Vec::new();
     let mut names = HashSet::new();
     let mut ok = true;
-    for (i, item) in items.iter().enumerate() {
-        let ipath = format!("{epath}[{i}]");
-        let Some(entries) = c.mapping(item, &ipath, &format!("a {noun}")) else {
-            ok = false;
-            continue;
-        };
-        c.keys(entries, &ipath, &["name", "tag"], false);
+    let (mappings, all_mappings) = c.mappings(items, &epath, &format!("a {noun}"), &["name", "tag"]);
+    ok &= all_mappings;
+    for (item, ipath) in mappings {
         let tag = c.string(item, "tag", &ipath, false).map(|(t, _)| t);
         match c.string(item, "name", &ipath, true) {
             Some((name, nnode)) => {
@@ -365,13 +357,9 @@ pub(super) fn check_containers(c: &mut Checker<'_>, region: &Node, path: &str) -
     let mut containers = Vec::new();
     let mut names = HashSet::new();
     let mut ok = true;
-    for (i, item) in items.iter().enumerate() {
-        let ipath = format!("{cpath}[{i}]");
-        let Some(entries) = c.mapping(item, &ipath, "a container") else {
-            ok = false;
-            continue;
-        };
-        c.keys(entries, &ipath, CONTAINER_KEYS, false);
+    let (mappings, all_mappings) = c.mappings(items, &cpath, "a container", CONTAINER_KEYS);
+    ok &= all_mappings;
+    for (item, ipath) in mappings {
         let name = c.string(item, "name", &ipath, true);
         if let Some((n, nnode)) = &name {
             if !names.insert(n.clone()) {
@@ -499,15 +487,11 @@ pub(super) fn check_auto_scaling_group(
     path: &str,
     instance_count: u32,
 ) -> Option<AutoScalingGroup> {
-    let gpath = join(path, "auto_scaling_group");
-    let Some(node) = region.get("auto_scaling_group").filter(|n| !n.is_null()) else {
+    let what =
+        "auto_scaling_group, with `min_size`, `max_size`, `health_check_grace_period` or `security_group_egress`";
+    let Some((node, entries, gpath)) = c.section(region, path, "auto_scaling_group", what)? else {
         return Some(AutoScalingGroup::default());
     };
-    let entries = c.mapping(
-        node,
-        &gpath,
-        "auto_scaling_group, with `min_size`, `max_size`, `health_check_grace_period` or `security_group_egress`",
-    )?;
     c.keys(
         entries,
         &gpath,
@@ -599,50 +583,34 @@ fn check_egress(c: &mut Checker<'_>, list: &Node, path: &str) -> Option<Vec<Egre
     )?;
     let mut rules = Vec::new();
     let mut ok = true;
-    for (i, item) in items.iter().enumerate() {
-        let ipath = format!("{path}[{i}]");
-        let Some(entries) = c.mapping(item, &ipath, "an egress rule") else {
-            ok = false;
-            continue;
-        };
-        c.keys(
-            entries,
+    let (mappings, all_mappings) = c.mappings(
+        items,
+        path,
+        "an egress rule",
+        &["cidr_ip", "ip_protocol", "from_port", "to_port"],
+    );
+    ok &= all_mappings;
+    for (item, ipath) in mappings {
+        let cidr = c.parsed(
+            item,
+            "cidr_ip",
             &ipath,
-            &["cidr_ip", "ip_protocol", "from_port", "to_port"],
-            false,
+            true,
+            |t| is_cidr(t).then(|| t.to_owned()),
+            "is not a CIDR like 10.0.0.0/8 or ::/0",
         );
-        let cidr = c.string(item, "cidr_ip", &ipath, true).and_then(|(text, n)| {
-            if is_cidr(&text) {
-                Some(text)
-            } else {
-                c.error(
-                    n,
-                    &join(&ipath, "cidr_ip"),
-                    format!(
-                        "`{}` is not a CIDR like 10.0.0.0/8 or ::/0",
-                        text.chars().take(64).collect::<String>()
-                    ),
-                );
-                None
-            }
-        });
-        let protocol = c.string(item, "ip_protocol", &ipath, true).and_then(|(text, n)| {
-            let lower = text.to_ascii_lowercase();
-            let named = matches!(lower.as_str(), "tcp" | "udp" | "icmp" | "icmpv6" | "-1");
-            if named || lower.parse::<u8>().is_ok() {
-                Some(lower)
-            } else {
-                c.error(
-                    n,
-                    &join(&ipath, "ip_protocol"),
-                    format!(
-                        "`{}` is not a protocol: tcp, udp, icmp, icmpv6, -1 (all) or a protocol number",
-                        text.chars().take(20).collect::<String>()
-                    ),
-                );
-                None
-            }
-        });
+        let protocol = c.parsed(
+            item,
+            "ip_protocol",
+            &ipath,
+            true,
+            |t| {
+                let lower = t.to_ascii_lowercase();
+                let named = matches!(lower.as_str(), "tcp" | "udp" | "icmp" | "icmpv6" | "-1");
+                (named || lower.parse::<u8>().is_ok()).then_some(lower)
+            },
+            "is not a protocol: tcp, udp, icmp, icmpv6, -1 (all) or a protocol number",
+        );
         let mut port = |key: &str| match c.number_in(item, key, &ipath, -1..=65_535, "a port (or -1)") {
             Ok(p) => Some(p.unwrap_or(-1)),
             Err(()) => None,

@@ -47,15 +47,10 @@ pub(super) fn reserved_variable(name: &str) -> bool {
 /// service's and environment's own prefix. `Some(empty)` when absent,
 /// `None` when any entry is wrong (each is reported).
 pub(super) fn check_secrets(c: &mut Checker<'_>, parent: &Node, path: &str) -> Option<Vec<Secret>> {
-    let spath = join(path, "secrets");
-    let Some(node) = parent.get("secrets").filter(|n| !n.is_null()) else {
+    let what = "secrets, each `VARIABLE: secretsmanager:NAME` or `VARIABLE: ssm:NAME`";
+    let Some((_, entries, spath)) = c.section(parent, path, "secrets", what)? else {
         return Some(Vec::new());
     };
-    let entries = c.mapping(
-        node,
-        &spath,
-        "secrets, each `VARIABLE: secretsmanager:NAME` or `VARIABLE: ssm:NAME`",
-    )?;
     let mut secrets = Vec::new();
     let mut ok = true;
     let mut seen = HashSet::new();
@@ -71,12 +66,8 @@ pub(super) fn check_secrets(c: &mut Checker<'_>, parent: &Node, path: &str) -> O
             ok = false;
             continue;
         }
-        if !variable_re().is_match(variable) {
-            c.error(
-                k,
-                &vpath,
-                format!("`{variable}` is not an environment variable name (a letter or `_`, then letters, digits and `_`, at most 128)"),
-            );
+        let why = "is not an environment variable name (a letter or `_`, then letters, digits and `_`, at most 128)";
+        if !c.key_matching(k, &vpath, variable, variable_re(), why) {
             ok = false;
             continue;
         }
