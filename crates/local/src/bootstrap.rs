@@ -231,12 +231,7 @@ async fn target_groups(
             .send()
             .await
             .map_err(|e| one_line(&context("creating the load balancer"), e))?;
-        let alb_arn = alb
-            .load_balancers()
-            .first()
-            .and_then(|l| l.load_balancer_arn())
-            .unwrap_or_default()
-            .to_owned();
+        let alb_arn = first_arn(alb.load_balancers(), |l| l.load_balancer_arn());
         let group = elbv2
             .create_target_group()
             .name(name)
@@ -258,12 +253,7 @@ async fn target_groups(
             .send()
             .await
             .map_err(|e| one_line(&context("creating the target group"), e))?;
-        let tg_arn = group
-            .target_groups()
-            .first()
-            .and_then(|g| g.target_group_arn())
-            .unwrap_or_default()
-            .to_owned();
+        let tg_arn = first_arn(group.target_groups(), |g| g.target_group_arn());
         elbv2
             .modify_target_group_attributes()
             .target_group_arn(&tg_arn)
@@ -296,6 +286,11 @@ async fn target_groups(
 
 /// The port and health check path of the service's internet-facing
 /// container, which its load balancers check.
+/// The ARN of the first of what a Create call made (empty if none).
+fn first_arn<T>(made: &[T], arn: impl Fn(&T) -> Option<&str>) -> String {
+    made.first().and_then(arn).unwrap_or_default().to_owned()
+}
+
 fn service_port(region: &Region) -> (u16, String) {
     let inet = region.containers.iter().find(|c| c.topology == Topology::Inet);
     let port = inet.and_then(|c| c.inet_port).unwrap_or(8080);
