@@ -168,57 +168,61 @@ mod tests {
         }
     }
 
+    /// `r1` to `r{n}`, complete, `r{d}` created on day `d`.
+    fn complete(n: u32) -> Vec<StackSummary> {
+        (1..=n).map(|d| stack(&format!("r{d}"), "CREATE_COMPLETE", d)).collect()
+    }
+
+    /// The names of the stacks `plan` deletes, in its order.
+    fn deleted(plan: &PrunePlan) -> Vec<&str> {
+        plan.delete.iter().map(|s| s.stack_name.as_str()).collect()
+    }
+
+    /// Whether `plan` keeps the stack `name` for the reason `why`.
+    fn keeps(plan: &PrunePlan, name: &str, why: &str) -> bool {
+        plan.keep
+            .iter()
+            .any(|(s, reason)| s.stack_name == name && *reason == why)
+    }
+
     #[test]
     fn prune_deletes_oldest_first_and_spares_promoted_and_in_progress() {
-        let stacks = vec![
-            stack("r3", "CREATE_COMPLETE", 3),
-            stack("r1", "CREATE_COMPLETE", 1),
-            stack("r4", "CREATE_IN_PROGRESS", 4),
-            stack("r2", "ROLLBACK_COMPLETE", 2),
-            stack("r5", "CREATE_COMPLETE", 5),
-            stack("r0", "DELETE_COMPLETE", 6),
-        ];
+        let stacks: Vec<_> = [
+            ("r3", "CREATE_COMPLETE", 3),
+            ("r1", "CREATE_COMPLETE", 1),
+            ("r4", "CREATE_IN_PROGRESS", 4),
+            ("r2", "ROLLBACK_COMPLETE", 2),
+            ("r5", "CREATE_COMPLETE", 5),
+            ("r0", "DELETE_COMPLETE", 6),
+        ]
+        .into_iter()
+        .map(|(name, status, day)| stack(name, status, day))
+        .collect();
         let plan = prune(&stacks, &ids(&["arn:r5"]), &[], 0);
-        let deleted: Vec<_> = plan.delete.iter().map(|s| s.stack_name.as_str()).collect();
-        assert_eq!(deleted, vec!["r1", "r2", "r3"]);
+        assert_eq!(deleted(&plan), vec!["r1", "r2", "r3"]);
         assert_eq!(plan.keep.len(), 2);
     }
 
     #[test]
     fn prune_keeps_the_newest_n_unpromoted() {
-        let stacks = vec![
-            stack("r1", "CREATE_COMPLETE", 1),
-            stack("r2", "CREATE_COMPLETE", 2),
-            stack("r3", "CREATE_COMPLETE", 3),
-        ];
-        let plan = prune(&stacks, &ids(&["r3"]), &[], 1);
-        let deleted: Vec<_> = plan.delete.iter().map(|s| s.stack_name.as_str()).collect();
-        assert_eq!(deleted, vec!["r1"]);
-        assert!(plan
-            .keep
-            .iter()
-            .any(|(s, why)| s.stack_name == "r2" && *why == "kept by --keep"));
+        let plan = prune(&complete(3), &ids(&["r3"]), &[], 1);
+        assert_eq!(deleted(&plan), vec!["r1"]);
+        assert!(keeps(&plan, "r2", "kept by --keep"));
     }
 
     #[test]
     fn prune_keeps_the_rollback_target_besides_keep() {
-        let stacks = vec![
-            stack("r1", "CREATE_COMPLETE", 1),
-            stack("r2", "CREATE_COMPLETE", 2),
-            stack("r3", "CREATE_COMPLETE", 3),
-            stack("r4", "CREATE_COMPLETE", 4),
-        ];
+        let stacks = complete(4);
         // r4 live, r2 the one it replaced (a rollback went back once), r3
-        // the newest other: keep 1 keeps r3 and deletes only r1.
-        let plan = prune(&stacks, &ids(&["r4"]), &ids(&["arn:r2"]), 1);
-        let deleted: Vec<_> = plan.delete.iter().map(|s| s.stack_name.as_str()).collect();
-        assert_eq!(deleted, vec!["r1"]);
-        assert!(plan
-            .keep
-            .iter()
-            .any(|(s, why)| s.stack_name == "r2" && *why == "the rollback target"));
-        let plan = prune(&stacks, &ids(&["r4"]), &ids(&["r2"]), 0);
-        let deleted: Vec<_> = plan.delete.iter().map(|s| s.stack_name.as_str()).collect();
-        assert_eq!(deleted, vec!["r1", "r3"]);
+        // the newest other: keep 1 keeps r3 and deletes only r1; r2 stays
+        // whether the rollback names its id or its name.
+        for (rollback, keep, want) in [("arn:r2", 1, vec!["r1"]), ("r2", 0, vec!["r1", "r3"])] {
+            let plan = prune(&stacks, &ids(&["r4"]), &ids(&[rollback]), keep);
+            assert_eq!(deleted(&plan), want, "rollback {rollback}, keep {keep}");
+            assert!(
+                keeps(&plan, "r2", "the rollback target"),
+                "rollback {rollback}, keep {keep}"
+            );
+        }
     }
 }

@@ -133,33 +133,53 @@ mod tests {
 
     const TABLE: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/porter-leases";
 
+    /// Asserts IAM's decision on each `(action, resource, want)` under
+    /// `statements` and `boundary`; a failure names the case and the line
+    /// of its table.
+    #[track_caller]
+    fn decides(statements: &[Value], boundary: Option<&[Value]>, cases: &[(&str, &str, Decision)]) {
+        for &(action, resource, want) in cases {
+            assert_eq!(
+                evaluate(statements, boundary, action, resource),
+                want,
+                "{action} on {resource}"
+            );
+        }
+    }
+
     #[test]
     fn wildcards_match_as_iam_does() {
-        assert!(glob("arn:aws:s3:::b/*", "arn:aws:s3:::b/k/x"));
-        assert!(glob("arn:aws:s3:::b/*", "arn:aws:s3:::b/"));
-        assert!(!glob("arn:aws:s3:::b/*", "arn:aws:s3:::b"));
-        assert!(glob("secret:a-??????", "secret:a-AbC123"));
-        assert!(!glob("secret:a-??????", "secret:a-AbC1234"));
-        assert!(glob("*", "anything"));
-        assert!(glob("a*b*c", "aXXbYYc") && !glob("a*b*c", "aXXbYY"));
+        for (pattern, text, want) in [
+            ("arn:aws:s3:::b/*", "arn:aws:s3:::b/k/x", true),
+            ("arn:aws:s3:::b/*", "arn:aws:s3:::b/", true),
+            ("arn:aws:s3:::b/*", "arn:aws:s3:::b", false),
+            ("secret:a-??????", "secret:a-AbC123", true),
+            ("secret:a-??????", "secret:a-AbC1234", false),
+            ("*", "anything", true),
+            ("a*b*c", "aXXbYYc", true),
+            ("a*b*c", "aXXbYY", false),
+        ] {
+            assert_eq!(glob(pattern, text), want, "{pattern} against {text}");
+        }
     }
 
     #[test]
     fn an_allow_naming_the_action_and_the_resource_allows_and_nothing_else_does() {
         let s = [json!({"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": TABLE})];
-        assert_eq!(evaluate(&s, None, "dynamodb:GetItem", TABLE), Decision::Allow);
-        // Actions are case-insensitive, resources are not.
-        assert_eq!(evaluate(&s, None, "DynamoDB:getitem", TABLE), Decision::Allow);
-        assert_eq!(
-            evaluate(&s, None, "dynamodb:GetItem", &TABLE.to_uppercase()),
-            Decision::ImplicitDeny
+        let (upper, other) = (TABLE.to_uppercase(), format!("{TABLE}-other"));
+        decides(
+            &s,
+            None,
+            &[
+                ("dynamodb:GetItem", TABLE, Decision::Allow),
+                // Actions are case-insensitive, resources are not.
+                ("DynamoDB:getitem", TABLE, Decision::Allow),
+                ("dynamodb:GetItem", upper.as_str(), Decision::ImplicitDeny),
+                ("dynamodb:PutItem", TABLE, Decision::ImplicitDeny),
+                ("dynamodb:GetItem", other.as_str(), Decision::ImplicitDeny),
+            ],
         );
-        assert_eq!(evaluate(&s, None, "dynamodb:PutItem", TABLE), Decision::ImplicitDeny);
-        assert_eq!(
-            evaluate(&s, None, "dynamodb:GetItem", &format!("{TABLE}-other")),
-            Decision::ImplicitDeny
-        );
-        assert_eq!(evaluate(&[], None, "dynamodb:GetItem", TABLE), Decision::ImplicitDeny);
+        decides(&[], None, &[("dynamodb:GetItem", TABLE, Decision::ImplicitDeny)]);
     }
 
     #[test]
@@ -167,19 +187,20 @@ mod tests {
         let allow = json!({"Effect": "Allow", "Action": "s3:*", "Resource": "*"});
         let deny = json!({"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/secret/*"});
         let s = [allow.clone(), deny.clone()];
-        assert_eq!(
-            evaluate(&s, None, "s3:GetObject", "arn:aws:s3:::b/secret/k"),
-            Decision::ExplicitDeny
-        );
-        assert_eq!(
-            evaluate(&s, None, "s3:GetObject", "arn:aws:s3:::b/open/k"),
-            Decision::Allow
+        decides(
+            &s,
+            None,
+            &[
+                ("s3:GetObject", "arn:aws:s3:::b/secret/k", Decision::ExplicitDeny),
+                ("s3:GetObject", "arn:aws:s3:::b/open/k", Decision::Allow),
+            ],
         );
         let mut conditional = deny;
         conditional["Condition"] = json!({"Bool": {"aws:SecureTransport": "false"}});
-        assert_eq!(
-            evaluate(&[allow, conditional], None, "s3:GetObject", "arn:aws:s3:::b/secret/k"),
-            Decision::Allow
+        decides(
+            &[allow, conditional],
+            None,
+            &[("s3:GetObject", "arn:aws:s3:::b/secret/k", Decision::Allow)],
         );
     }
 
@@ -189,61 +210,69 @@ mod tests {
             json!({"Effect": "Allow", "Action": "cloudformation:DeleteStack", "Resource": "*",
             "Condition": {"StringEquals": {"aws:ResourceTag/porter:service": "${aws:PrincipalTag/porter:service}"}}}),
         ];
-        assert_eq!(
-            evaluate(&s, None, "cloudformation:DeleteStack", "arn:x"),
-            Decision::Allow
-        );
+        decides(&s, None, &[("cloudformation:DeleteStack", "arn:x", Decision::Allow)]);
     }
 
     #[test]
     fn not_action_and_not_resource_name_everything_else() {
         let s = [json!({"Effect": "Allow", "NotAction": "iam:*", "NotResource": "arn:aws:s3:::private/*"})];
-        assert_eq!(
-            evaluate(&s, None, "s3:GetObject", "arn:aws:s3:::open/k"),
-            Decision::Allow
-        );
-        assert_eq!(
-            evaluate(&s, None, "IAM:PassRole", "arn:aws:s3:::open/k"),
-            Decision::ImplicitDeny
-        );
-        assert_eq!(
-            evaluate(&s, None, "s3:GetObject", "arn:aws:s3:::private/k"),
-            Decision::ImplicitDeny
+        decides(
+            &s,
+            None,
+            &[
+                ("s3:GetObject", "arn:aws:s3:::open/k", Decision::Allow),
+                ("IAM:PassRole", "arn:aws:s3:::open/k", Decision::ImplicitDeny),
+                ("s3:GetObject", "arn:aws:s3:::private/k", Decision::ImplicitDeny),
+            ],
         );
         let deny = [
             json!({"Effect": "Allow", "Action": "*", "Resource": "*"}),
             json!({"Effect": "Deny", "NotAction": ["s3:GetObject"], "Resource": "*"}),
         ];
-        assert_eq!(evaluate(&deny, None, "s3:PutObject", "x"), Decision::ExplicitDeny);
-        assert_eq!(evaluate(&deny, None, "s3:GetObject", "x"), Decision::Allow);
+        decides(
+            &deny,
+            None,
+            &[
+                ("s3:PutObject", "x", Decision::ExplicitDeny),
+                ("s3:GetObject", "x", Decision::Allow),
+            ],
+        );
     }
 
     #[test]
     fn a_boundary_must_allow_too() {
         let s = [json!({"Effect": "Allow", "Action": "*", "Resource": "*"})];
         let boundary = [json!({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})];
-        assert_eq!(evaluate(&s, Some(&boundary), "s3:GetObject", "x"), Decision::Allow);
-        assert_eq!(
-            evaluate(&s, Some(&boundary), "s3:PutObject", "x"),
-            Decision::ImplicitDeny
+        decides(
+            &s,
+            Some(&boundary),
+            &[
+                ("s3:GetObject", "x", Decision::Allow),
+                ("s3:PutObject", "x", Decision::ImplicitDeny),
+            ],
         );
-        assert_eq!(
-            evaluate(&[], Some(&boundary), "s3:GetObject", "x"),
-            Decision::ImplicitDeny
-        );
+        decides(&[], Some(&boundary), &[("s3:GetObject", "x", Decision::ImplicitDeny)]);
     }
 
     #[test]
     fn a_policy_variable_matches_any_value() {
         let s = [json!({"Effect": "Allow", "Action": "ssm:GetParameter",
             "Resource": "arn:aws:ssm:*:1:parameter/porter/${aws:PrincipalTag/porter:service}/*"})];
-        assert_eq!(
-            evaluate(&s, None, "ssm:GetParameter", "arn:aws:ssm:r:1:parameter/porter/web/x"),
-            Decision::Allow
-        );
-        assert_eq!(
-            evaluate(&s, None, "ssm:GetParameter", "arn:aws:ssm:r:1:parameter/other/web/x"),
-            Decision::ImplicitDeny
+        decides(
+            &s,
+            None,
+            &[
+                (
+                    "ssm:GetParameter",
+                    "arn:aws:ssm:r:1:parameter/porter/web/x",
+                    Decision::Allow,
+                ),
+                (
+                    "ssm:GetParameter",
+                    "arn:aws:ssm:r:1:parameter/other/web/x",
+                    Decision::ImplicitDeny,
+                ),
+            ],
         );
     }
 }

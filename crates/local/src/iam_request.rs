@@ -447,29 +447,82 @@ mod tests {
             .map(|n| n.into_iter().map(|n| (n.action, n.resource)).collect())
     }
 
-    fn one(action: &str, resource: &str) -> Result<Vec<(String, String)>, String> {
-        Ok(vec![(action.to_owned(), resource.to_owned())])
+    /// Every need of a call, in order, as `needs` answers them.
+    fn all(pairs: &[(&str, &str)]) -> Result<Vec<(String, String)>, String> {
+        Ok(pairs
+            .iter()
+            .map(|&(action, resource)| (action.to_owned(), resource.to_owned()))
+            .collect())
     }
 
     #[test]
     fn query_calls_name_their_action_and_resource() {
-        assert_eq!(
-            needs(
+        let tg = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123";
+        let register = format!("Action=RegisterTargets&Version=2015-12-01&TargetGroupArn={tg}");
+        let role = "arn:aws:iam::1:role/d";
+        // (service, body, every need)
+        let cases: &[(&str, &str, &[(&str, &str)])] = &[
+            (
                 "cloudformation",
-                Method::POST,
-                "/",
-                &[],
-                "Action=DeleteStack&StackName=web-prod-v1&Version=2010-05-15"
+                "Action=DeleteStack&StackName=web-prod-v1&Version=2010-05-15",
+                &[(
+                    "cloudformation:DeleteStack",
+                    "arn:aws:cloudformation:eu-west-1:123456789012:stack/web-prod-v1/*",
+                )],
             ),
-            one(
-                "cloudformation:DeleteStack",
-                "arn:aws:cloudformation:eu-west-1:123456789012:stack/web-prod-v1/*"
-            )
-        );
-        assert_eq!(
-            needs("cloudformation", Method::POST, "/", &[], "Action=DescribeStacks"),
-            one("cloudformation:DescribeStacks", "*")
-        );
+            (
+                "cloudformation",
+                "Action=DescribeStacks",
+                &[("cloudformation:DescribeStacks", "*")],
+            ),
+            (
+                "elasticloadbalancing",
+                "Action=RegisterInstancesWithLoadBalancer&Version=2012-06-01&LoadBalancerName=web",
+                &[(
+                    "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+                    "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/web",
+                )],
+            ),
+            (
+                "elasticloadbalancing",
+                register.as_str(),
+                &[("elasticloadbalancing:RegisterTargets", tg)],
+            ),
+            (
+                "elasticloadbalancing",
+                "Action=DescribeTargetHealth&Version=2015-12-01",
+                &[("elasticloadbalancing:DescribeTargetHealth", "*")],
+            ),
+            (
+                "autoscaling",
+                "Action=AttachLoadBalancers&AutoScalingGroupName=g",
+                &[(
+                    "autoscaling:AttachLoadBalancers",
+                    "arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/g",
+                )],
+            ),
+            (
+                "monitoring",
+                "Action=DescribeAlarms&AlarmNames.member.1=errors",
+                &[(
+                    "cloudwatch:DescribeAlarms",
+                    "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:errors",
+                )],
+            ),
+            (
+                "sts",
+                "Action=AssumeRole&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fd&Tags.member.1.Key=k",
+                &[("sts:AssumeRole", role), ("sts:TagSession", role)],
+            ),
+            ("sts", "Action=GetCallerIdentity", &[]),
+        ];
+        for &(service, body, want) in cases {
+            assert_eq!(
+                needs(service, Method::POST, "/", &[], body),
+                all(want),
+                "{service} {body}"
+            );
+        }
         let create = needs(
             "cloudformation",
             Method::POST,
@@ -482,160 +535,72 @@ mod tests {
             create.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(),
             ["cloudformation:CreateStack", "cloudformation:TagResource"]
         );
-        assert_eq!(
-            needs(
-                "elasticloadbalancing",
-                Method::POST,
-                "/",
-                &[],
-                "Action=RegisterInstancesWithLoadBalancer&Version=2012-06-01&LoadBalancerName=web"
-            ),
-            one(
-                "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
-                "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/web"
-            )
-        );
-        let tg = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123";
-        assert_eq!(
-            needs(
-                "elasticloadbalancing",
-                Method::POST,
-                "/",
-                &[],
-                &format!("Action=RegisterTargets&Version=2015-12-01&TargetGroupArn={tg}")
-            ),
-            one("elasticloadbalancing:RegisterTargets", tg)
-        );
-        assert_eq!(
-            needs(
-                "elasticloadbalancing",
-                Method::POST,
-                "/",
-                &[],
-                "Action=DescribeTargetHealth&Version=2015-12-01"
-            ),
-            one("elasticloadbalancing:DescribeTargetHealth", "*")
-        );
-        assert_eq!(
-            needs(
-                "autoscaling",
-                Method::POST,
-                "/",
-                &[],
-                "Action=AttachLoadBalancers&AutoScalingGroupName=g"
-            ),
-            one(
-                "autoscaling:AttachLoadBalancers",
-                "arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/g"
-            )
-        );
-        assert_eq!(
-            needs(
-                "monitoring",
-                Method::POST,
-                "/",
-                &[],
-                "Action=DescribeAlarms&AlarmNames.member.1=errors"
-            ),
-            one(
-                "cloudwatch:DescribeAlarms",
-                "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:errors"
-            )
-        );
-        let assume = needs(
-            "sts",
-            Method::POST,
-            "/",
-            &[],
-            "Action=AssumeRole&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fd&Tags.member.1.Key=k",
-        )
-        .unwrap();
-        assert_eq!(
-            assume,
-            vec![
-                ("sts:AssumeRole".into(), "arn:aws:iam::1:role/d".into()),
-                ("sts:TagSession".into(), "arn:aws:iam::1:role/d".into())
-            ]
-        );
-        assert_eq!(
-            needs("sts", Method::POST, "/", &[], "Action=GetCallerIdentity"),
-            Ok(Vec::new())
-        );
     }
 
     #[test]
     fn json_calls_name_their_action_and_resource() {
         let target = |t: &'static str| [("x-amz-target", t)];
-        assert_eq!(
-            needs(
-                "dynamodb",
-                Method::POST,
-                "/",
-                &target("DynamoDB_20120810.GetItem"),
-                r#"{"TableName":"porter-leases"}"#
-            ),
-            one(
-                "dynamodb:GetItem",
-                "arn:aws:dynamodb:eu-west-1:123456789012:table/porter-leases"
-            )
-        );
-        assert_eq!(
-            needs(
-                "states",
-                Method::POST,
-                "/",
-                &target("AWSStepFunctions.StopExecution"),
-                r#"{"executionArn":"arn:x"}"#
-            ),
-            one("states:StopExecution", "arn:x")
-        );
-        assert_eq!(
-            needs(
-                "codepipeline",
-                Method::POST,
-                "/",
-                &target("CodePipeline_20150709.GetJobDetails"),
-                r#"{"jobId":"1"}"#
-            ),
-            one("codepipeline:GetJobDetails", "*")
-        );
-        let create = needs(
-            "codepipeline",
-            Method::POST,
-            "/",
-            &target("CodePipeline_20150709.CreatePipeline"),
-            r#"{"pipeline":{"name":"p-b","roleArn":"arn:aws:iam::1:role/r"}}"#,
-        )
-        .unwrap();
-        assert_eq!(create[1], ("iam:PassRole".into(), "arn:aws:iam::1:role/r".into()));
-        assert_eq!(
-            needs(
-                "ssm",
-                Method::POST,
-                "/",
-                &target("AmazonSSM.GetParameter"),
-                r#"{"Name":"/porter/environments/prod"}"#
-            ),
-            one(
-                "ssm:GetParameter",
-                "arn:aws:ssm:eu-west-1:123456789012:parameter/porter/environments/prod"
-            )
-        );
-        let reference = needs(
-            "ssm",
-            Method::POST,
-            "/",
-            &target("AmazonSSM.GetParameter"),
-            r#"{"Name":"/aws/reference/secretsmanager/porter/web/notifications/slack"}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            reference[1],
+        // (service, X-Amz-Target, body, every need)
+        let cases: &[(&str, &str, &str, &[(&str, &str)])] = &[
             (
-                "secretsmanager:GetSecretValue".into(),
-                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:porter/web/notifications/slack-??????".into()
-            )
-        );
+                "dynamodb",
+                "DynamoDB_20120810.GetItem",
+                r#"{"TableName":"porter-leases"}"#,
+                &[(
+                    "dynamodb:GetItem",
+                    "arn:aws:dynamodb:eu-west-1:123456789012:table/porter-leases",
+                )],
+            ),
+            (
+                "states",
+                "AWSStepFunctions.StopExecution",
+                r#"{"executionArn":"arn:x"}"#,
+                &[("states:StopExecution", "arn:x")],
+            ),
+            (
+                "codepipeline",
+                "CodePipeline_20150709.GetJobDetails",
+                r#"{"jobId":"1"}"#,
+                &[("codepipeline:GetJobDetails", "*")],
+            ),
+            (
+                "ssm",
+                "AmazonSSM.GetParameter",
+                r#"{"Name":"/porter/environments/prod"}"#,
+                &[(
+                    "ssm:GetParameter",
+                    "arn:aws:ssm:eu-west-1:123456789012:parameter/porter/environments/prod",
+                )],
+            ),
+        ];
+        for &(service, t, body, want) in cases {
+            assert_eq!(
+                needs(service, Method::POST, "/", &target(t), body),
+                all(want),
+                "{t} {body}"
+            );
+        }
+        // (service, X-Amz-Target, body, the need after the call's own)
+        for (service, t, body, (action, resource)) in [
+            (
+                "codepipeline",
+                "CodePipeline_20150709.CreatePipeline",
+                r#"{"pipeline":{"name":"p-b","roleArn":"arn:aws:iam::1:role/r"}}"#,
+                ("iam:PassRole", "arn:aws:iam::1:role/r"),
+            ),
+            (
+                "ssm",
+                "AmazonSSM.GetParameter",
+                r#"{"Name":"/aws/reference/secretsmanager/porter/web/notifications/slack"}"#,
+                (
+                    "secretsmanager:GetSecretValue",
+                    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:porter/web/notifications/slack-??????",
+                ),
+            ),
+        ] {
+            let got = needs(service, Method::POST, "/", &target(t), body).unwrap();
+            assert_eq!(got[1], (action.to_owned(), resource.to_owned()), "{t} {body}");
+        }
         assert!(needs(
             "dynamodb",
             Method::POST,
@@ -649,44 +614,46 @@ mod tests {
 
     #[test]
     fn s3_calls_name_the_object_or_the_bucket() {
-        assert_eq!(
-            needs(
-                "s3",
+        // (method, path, headers, every need)
+        let cases: &[(Method, &str, &[(&str, &str)], &[(&str, &str)])] = &[
+            (
                 Method::GET,
                 "/b/porter-deployment/a%20b.tgz?x-id=GetObject",
                 &[],
-                ""
+                &[("s3:GetObject", "arn:aws:s3:::b/porter-deployment/a b.tgz")],
             ),
-            one("s3:GetObject", "arn:aws:s3:::b/porter-deployment/a b.tgz")
-        );
-        assert_eq!(
-            needs("s3", Method::HEAD, "/b/k", &[], ""),
-            one("s3:GetObject", "arn:aws:s3:::b/k")
-        );
-        assert_eq!(
-            needs("s3", Method::GET, "/b/k?versionId=3", &[], ""),
-            one("s3:GetObjectVersion", "arn:aws:s3:::b/k")
-        );
-        assert_eq!(
-            needs("s3", Method::GET, "/b?list-type=2", &[], ""),
-            one("s3:ListBucket", "arn:aws:s3:::b")
-        );
-        let copy = needs(
-            "s3",
-            Method::PUT,
-            "/dst/k?x-id=CopyObject",
-            &[("x-amz-copy-source", "src/porter-deployment/p")],
-            "",
-        )
-        .unwrap();
-        assert_eq!(
-            copy,
-            vec![
-                ("s3:PutObject".into(), "arn:aws:s3:::dst/k".into()),
-                ("s3:GetObject".into(), "arn:aws:s3:::src/porter-deployment/p".into())
-            ]
-        );
-        assert!(needs("s3", Method::PUT, "/b/k?tagging", &[], "").is_err());
-        assert!(needs("s3", Method::DELETE, "/b", &[], "").is_err());
+            (Method::HEAD, "/b/k", &[], &[("s3:GetObject", "arn:aws:s3:::b/k")]),
+            (
+                Method::GET,
+                "/b/k?versionId=3",
+                &[],
+                &[("s3:GetObjectVersion", "arn:aws:s3:::b/k")],
+            ),
+            (
+                Method::GET,
+                "/b?list-type=2",
+                &[],
+                &[("s3:ListBucket", "arn:aws:s3:::b")],
+            ),
+            (
+                Method::PUT,
+                "/dst/k?x-id=CopyObject",
+                &[("x-amz-copy-source", "src/porter-deployment/p")],
+                &[
+                    ("s3:PutObject", "arn:aws:s3:::dst/k"),
+                    ("s3:GetObject", "arn:aws:s3:::src/porter-deployment/p"),
+                ],
+            ),
+        ];
+        for (method, path, headers, want) in cases {
+            assert_eq!(
+                needs("s3", method.clone(), path, headers, ""),
+                all(want),
+                "{method} {path}"
+            );
+        }
+        for (method, path) in [(Method::PUT, "/b/k?tagging"), (Method::DELETE, "/b")] {
+            assert!(needs("s3", method.clone(), path, &[], "").is_err(), "{method} {path}");
+        }
     }
 }

@@ -15,15 +15,27 @@ fn fixture() -> (Config, Release, PayloadLocation) {
     (cfg, release, payload)
 }
 
+/// The template of the config's first environment (prod) in its region
+/// `region`.
+fn render_region(
+    cfg: &Config,
+    region: usize,
+    release: &Release,
+    payload: &PayloadLocation,
+    ctx: &RenderContext,
+) -> Value {
+    let env = &cfg.environments[0];
+    render(cfg, env, &env.regions[region], release, payload, ctx)
+}
+
 #[test]
 fn a_vpc_region_uses_its_subnets_and_the_elb_security_group() {
     let (cfg, release, payload) = fixture();
-    let env = &cfg.environments[0];
     let ctx = RenderContext {
         elb_security_groups: vec!["sg-elb".into()],
         live_capacity: None,
     };
-    let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+    let t = render_region(&cfg, 0, &release, &payload, &ctx);
     let group = &t["Resources"]["AutoScalingGroup"];
     assert_eq!(group["Properties"]["VPCZoneIdentifier"], json!(["subnet-0a1b2c3d"]));
     assert_eq!(group["Properties"]["DesiredCapacity"], "3");
@@ -35,7 +47,7 @@ fn a_vpc_region_uses_its_subnets_and_the_elb_security_group() {
             live_capacity: Some(live),
             ..ctx.clone()
         };
-        let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+        let t = render_region(&cfg, 0, &release, &payload, &ctx);
         let props = &t["Resources"]["AutoScalingGroup"]["Properties"];
         assert_eq!(
             (&props["MinSize"], &props["DesiredCapacity"], &props["MaxSize"]),
@@ -105,12 +117,11 @@ fn bash_accepts(script: &str) {
 fn image_mode_starts_docker_logs_in_to_ecr_and_may_pull_only_its_repository() {
     let (cfg, mut release, payload) = fixture();
     release.image = Some("123456789012.dkr.ecr.us-west-2.amazonaws.com/team/web:1f2e3d4".into());
-    let env = &cfg.environments[0];
     let ctx = RenderContext {
         elb_security_groups: vec!["sg-elb".into()],
         live_capacity: None,
     };
-    let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+    let t = render_region(&cfg, 0, &release, &payload, &ctx);
     let script = boot_script(&t);
     bash_accepts(&script);
     in_order(
@@ -134,7 +145,7 @@ fn image_mode_starts_docker_logs_in_to_ecr_and_may_pull_only_its_repository() {
 
     // Another registry: no ECR login, no ECR rights.
     release.image = Some("registry.example.com/web:1".into());
-    let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+    let t = render_region(&cfg, 0, &release, &payload, &ctx);
     let script = boot_script(&t);
     bash_accepts(&script);
     assert!(script.contains("docker pull registry.example.com/web:1") && !script.contains("ecr"));
@@ -143,7 +154,7 @@ fn image_mode_starts_docker_logs_in_to_ecr_and_may_pull_only_its_repository() {
     // A record changed after pack to smuggle a command: it never
     // reaches the script.
     release.image = Some("r.example.com/web:1;$(reboot)".into());
-    let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+    let t = render_region(&cfg, 0, &release, &payload, &ctx);
     let script = boot_script(&t);
     bash_accepts(&script);
     assert!(!script.contains("reboot") && script.contains("not a container image reference"));
@@ -161,9 +172,8 @@ fn an_instance_may_read_exactly_its_secrets_and_hands_them_to_the_service_alone(
         secret("DATABASE_URL", SecretStore::SecretsManager, "porter/web/prod/db"),
         secret("API_KEY", SecretStore::Ssm, "/porter/web/prod/api-key"),
     ];
-    let env = &cfg.environments[0];
     let ctx = RenderContext::default();
-    let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+    let t = render_region(&cfg, 0, &release, &payload, &ctx);
     let statements = &t["Resources"]["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
     let granted: Vec<&Value> = statements
         .as_array()
@@ -213,7 +223,7 @@ fn an_instance_may_read_exactly_its_secrets_and_hands_them_to_the_service_alone(
     // A container gets them by name from its client's environment, never
     // on its command line.
     release.image = Some("registry.example.com/web:1".into());
-    let script = boot_script(&render(&cfg, env, &env.regions[0], &release, &payload, &ctx));
+    let script = boot_script(&render_region(&cfg, 0, &release, &payload, &ctx));
     bash_accepts(&script);
     assert!(
         script.contains("(export DATABASE_URL=\"${porter_secret_0}\" API_KEY=\"${porter_secret_1}\"; exec docker run -d --restart=always --read-only --name web -p 3000:3000 -e PORTER_SERVICE_NAME -e PORTER_SERVICE_VERSION -e PORTER_ENVIRONMENT -e PORTER_REGION -e AWS_REGION -e AWS_DEFAULT_REGION -e DATABASE_URL -e API_KEY registry.example.com/web:1)"),
@@ -222,8 +232,7 @@ fn an_instance_may_read_exactly_its_secrets_and_hands_them_to_the_service_alone(
 
     // Without secrets, no statement and no read.
     cfg.environments[0].regions[0].secrets.clear();
-    let env = &cfg.environments[0];
-    let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+    let t = render_region(&cfg, 0, &release, &payload, &ctx);
     let text = t.to_string();
     assert!(!text.contains("secretsmanager") && !text.contains("ssm:GetParameter"));
 }
@@ -279,15 +288,7 @@ fn ec2_bootstrap_hooks_run_before_the_service_starts_and_a_failure_names_the_hoo
             hook(HookRun::Dockerfile("hooks/agent/Dockerfile".into())),
         ],
     );
-    let env = &cfg.environments[0];
-    let t = render(
-        &cfg,
-        env,
-        &env.regions[0],
-        &release,
-        &payload,
-        &RenderContext::default(),
-    );
+    let t = render_region(&cfg, 0, &release, &payload, &RenderContext::default());
     let raw = t["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"]
         .as_str()
         .unwrap()
@@ -316,19 +317,11 @@ fn ec2_bootstrap_hooks_run_before_the_service_starts_and_a_failure_names_the_hoo
 #[test]
 fn the_payload_boot_script_is_valid_bash() {
     let (cfg, release, payload) = fixture();
-    let env = &cfg.environments[0];
     let ctx = RenderContext {
         elb_security_groups: vec![],
         live_capacity: None,
     };
-    bash_accepts(&boot_script(&render(
-        &cfg,
-        env,
-        &env.regions[0],
-        &release,
-        &payload,
-        &ctx,
-    )));
+    bash_accepts(&boot_script(&render_region(&cfg, 0, &release, &payload, &ctx)));
 }
 
 #[test]
@@ -338,15 +331,7 @@ fn a_region_without_vpc_is_placed_by_zone_and_overrides_merge_in() {
         path: "x.json".into(),
         template: json!({"Resources": {"AutoScalingGroup": {"Properties": {"MaxSize": "9"}}, "Extra": {"Type": "AWS::SNS::Topic"}}}),
     });
-    let env = &cfg.environments[0];
-    let t = render(
-        &cfg,
-        env,
-        &env.regions[1],
-        &release,
-        &payload,
-        &RenderContext::default(),
-    );
+    let t = render_region(&cfg, 1, &release, &payload, &RenderContext::default());
     let props = &t["Resources"]["AutoScalingGroup"]["Properties"];
     assert_eq!(props["AvailabilityZones"], json!(["us-east-1a", "us-east-1b"]));
     assert!(props.get("VPCZoneIdentifier").is_none());
@@ -429,7 +414,7 @@ fn the_groups_bounds_grace_and_egress_come_from_the_config() {
             live_capacity: live,
             ..RenderContext::default()
         };
-        let t = render(&cfg, env, &env.regions[0], &release, &payload, &ctx);
+        let t = render_region(&cfg, 0, &release, &payload, &ctx);
         let props = &t["Resources"]["AutoScalingGroup"]["Properties"];
         assert_eq!(
             (&props["MinSize"], &props["DesiredCapacity"], &props["MaxSize"]),
@@ -451,29 +436,13 @@ fn the_groups_bounds_grace_and_egress_come_from_the_config() {
     }
     // Unset: AWS's default egress (no rules written); empty: none at all.
     let (cfg, ..) = fixture();
-    let env = &cfg.environments[0];
-    let t = render(
-        &cfg,
-        env,
-        &env.regions[0],
-        &release,
-        &payload,
-        &RenderContext::default(),
-    );
+    let t = render_region(&cfg, 0, &release, &payload, &RenderContext::default());
     assert!(t["Resources"]["InstanceSecurityGroup"]["Properties"]
         .get("SecurityGroupEgress")
         .is_none());
     let mut cfg = cfg.clone();
     cfg.environments[0].regions[0].auto_scaling_group.security_group_egress = Some(Vec::new());
-    let env = &cfg.environments[0];
-    let t = render(
-        &cfg,
-        env,
-        &env.regions[0],
-        &release,
-        &payload,
-        &RenderContext::default(),
-    );
+    let t = render_region(&cfg, 0, &release, &payload, &RenderContext::default());
     assert_eq!(
         t["Resources"]["InstanceSecurityGroup"]["Properties"]["SecurityGroupEgress"][0]["CidrIp"],
         "127.0.0.1/32"
