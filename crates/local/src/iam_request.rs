@@ -448,6 +448,9 @@ mod tests {
     }
 
     /// Every need of a call, in order, as `needs` answers them.
+    /// (action, resource) pairs a call needs, or a request's (header, value) pairs.
+    type Pairs<'a> = &'a [(&'a str, &'a str)];
+
     fn all(pairs: &[(&str, &str)]) -> Result<Vec<(String, String)>, String> {
         Ok(pairs
             .iter()
@@ -461,7 +464,7 @@ mod tests {
         let register = format!("Action=RegisterTargets&Version=2015-12-01&TargetGroupArn={tg}");
         let role = "arn:aws:iam::1:role/d";
         // (service, body, every need)
-        let cases: &[(&str, &str, &[(&str, &str)])] = &[
+        let cases: &[(&str, &str, Pairs<'_>)] = &[
             (
                 "cloudformation",
                 "Action=DeleteStack&StackName=web-prod-v1&Version=2010-05-15",
@@ -541,7 +544,7 @@ mod tests {
     fn json_calls_name_their_action_and_resource() {
         let target = |t: &'static str| [("x-amz-target", t)];
         // (service, X-Amz-Target, body, every need)
-        let cases: &[(&str, &str, &str, &[(&str, &str)])] = &[
+        let cases: &[(&str, &str, &str, Pairs<'_>)] = &[
             (
                 "dynamodb",
                 "DynamoDB_20120810.GetItem",
@@ -615,7 +618,7 @@ mod tests {
     #[test]
     fn s3_calls_name_the_object_or_the_bucket() {
         // (method, path, headers, every need)
-        let cases: &[(Method, &str, &[(&str, &str)], &[(&str, &str)])] = &[
+        let cases: &[(Method, &str, Pairs<'_>, Pairs<'_>)] = &[
             (
                 Method::GET,
                 "/b/porter-deployment/a%20b.tgz?x-id=GetObject",
