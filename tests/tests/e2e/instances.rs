@@ -553,16 +553,9 @@ async fn target_groups_cut_over_and_refuse_anothers() {
     let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(
         &porter_local::moto::sdk_config(&local.moto.endpoint(), "us-west-2").await,
     );
-    let vpc = elbv2
-        .describe_target_groups()
-        .names("albs-staging-usw2")
-        .send()
+    let (_, vpc) = porter_local::query::target_group(&local.moto.endpoint(), "us-west-2", "albs-staging-usw2")
         .await
-        .unwrap()
-        .target_groups()[0]
-        .vpc_id()
-        .unwrap()
-        .to_owned();
+        .unwrap();
     let vpc = vpc.as_str();
     elbv2
         .create_target_group()
