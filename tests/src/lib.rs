@@ -101,15 +101,7 @@ pub fn provision_input(release: &Release, execution: Option<&str>, state: Option
 /// Promote's input for `release` as a deploy's plain cutover (no canary,
 /// no undo, no execution), or the rollback to `stack_name`.
 pub fn promote_input(release: &Release, stack_name: Option<String>, state: Option<PromoteState>) -> PromoteInput {
-    PromoteInput {
-        target: target(release),
-        stack_name,
-        timeout_seconds: None,
-        undo: false,
-        canary: false,
-        execution: None,
-        state,
-    }
+    PromoteInput::cutover(target(release), stack_name, state)
 }
 
 /// Prune's input for `release`, keeping `keep` old stacks.
@@ -186,6 +178,12 @@ pub fn append_config(svc: &Path, text: &str) {
 pub fn page_of(svc: &Path, release: &str) {
     let html = std::fs::read_to_string(svc.join("index.html")).unwrap();
     std::fs::write(svc.join("index.html"), html.replace("release 1", release)).unwrap();
+}
+
+/// Fails the test, showing `text` whole, unless it contains `part`.
+#[track_caller]
+pub fn assert_says(text: &str, part: &str) {
+    assert!(text.contains(part), "expected `{part}` in:\n{text}");
 }
 
 /// The outcome of a deploy that must have succeeded (else its error and

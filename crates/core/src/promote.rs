@@ -75,6 +75,23 @@ pub struct PromoteInput {
 
 pub type PromoteState = BTreeMap<String, Cutover>;
 
+impl PromoteInput {
+    /// A plain cutover of `target` (no canary, no undo, no deploy to
+    /// record), or with `stack_name` the rollback to that stack: what a
+    /// CodePipeline promote action runs.
+    pub fn cutover(target: Target, stack_name: Option<String>, state: Option<PromoteState>) -> PromoteInput {
+        PromoteInput {
+            target,
+            stack_name,
+            timeout_seconds: None,
+            undo: false,
+            canary: false,
+            execution: None,
+            state,
+        }
+    }
+}
+
 /// One region's cutover in progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cutover {

@@ -2,7 +2,9 @@
 //! tokens while it works, output variables at the end.
 
 use std::collections::HashMap;
+use std::future::Future;
 
+use porter_core::aws::Aws;
 use porter_core::pack::{self, Source};
 use porter_core::phase::{PhaseError, Step};
 use porter_core::release::{Release, ReleaseRef, S3Object};
@@ -84,17 +86,14 @@ async fn deploy_target(ctx: &Context, phase: Phase, job: &Job) -> Result<(Target
 }
 
 async fn provision_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
-    let (target, state) = deploy_target(ctx, Phase::Provision, job).await?;
-    let step = provision::run(
-        &ctx.aws,
-        provision::ProvisionInput {
+    let input = |target, state| {
+        Ok(provision::ProvisionInput {
             target,
             execution: Some(job.id.clone()),
-            state: typed(state)?,
-        },
-    )
-    .await?;
-    finish(ctx, job, Phase::Provision, step, |o| {
+            state,
+        })
+    };
+    regional_job(ctx, job, Phase::Provision, input, provision::run, |o| {
         let vars = o
             .stacks
             .iter()
@@ -106,21 +105,14 @@ async fn provision_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> 
 }
 
 async fn promote_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
-    let (target, state) = deploy_target(ctx, Phase::Promote, job).await?;
-    let step = promote::run(
-        &ctx.aws,
-        promote::PromoteInput {
+    let input = |target, state| {
+        Ok(promote::PromoteInput::cutover(
             target,
-            stack_name: job.string_param("stack_name")?,
-            timeout_seconds: None,
-            undo: false,
-            canary: false,
-            execution: None,
-            state: typed(state)?,
-        },
-    )
-    .await?;
-    finish(ctx, job, Phase::Promote, step, |o| {
+            job.string_param("stack_name")?,
+            state,
+        ))
+    };
+    regional_job(ctx, job, Phase::Promote, input, promote::run, |o| {
         let mut vars = HashMap::new();
         for (r, p) in &o.regions {
             vars.insert(format!("stack_{r}"), p.stack_name.clone());
@@ -134,39 +126,58 @@ async fn promote_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
 }
 
 async fn prune_job(ctx: &Context, job: &Job) -> Result<Outcome, PhaseError> {
-    let (target, state) = deploy_target(ctx, Phase::Prune, job).await?;
-    let step = prune::run(
-        &ctx.aws,
-        prune::PruneInput {
+    let input = |target, state| {
+        Ok(prune::PruneInput {
             target,
             keep: job.u32_param("keep")?.unwrap_or(0),
             // A pipeline action holds no lease: nothing to fence on.
             execution: None,
-            state: typed(state)?,
-        },
-    )
-    .await?;
-    finish(ctx, job, Phase::Prune, step, |o| {
+            state,
+        })
+    };
+    regional_job(ctx, job, Phase::Prune, input, prune::run, |o| {
         let vars = o
             .regions
             .iter()
-            .map(|(r, p)| {
-                (
-                    format!("deleted_{r}"),
-                    if p.deleted.is_empty() {
-                        "none".into()
-                    } else if p.deleted_more == 0 {
-                        p.deleted.join(",")
-                    } else {
-                        format!("{},+{}", p.deleted.join(","), p.deleted_more)
-                    },
-                )
-            })
+            .map(|(r, p)| (format!("deleted_{r}"), deleted(p)))
             .collect();
         let n: usize = o.regions.values().map(|p| p.deleted_count()).sum();
         (format!("pruned {n} stack(s)"), vars)
     })
     .await
+}
+
+/// What prune deleted in a region, as an output variable: `none`, the
+/// stacks, or the stacks named and how many more.
+fn deleted(p: &prune::RegionPruned) -> String {
+    if p.deleted.is_empty() {
+        "none".into()
+    } else if p.deleted_more == 0 {
+        p.deleted.join(",")
+    } else {
+        format!("{},+{}", p.deleted.join(","), p.deleted_more)
+    }
+}
+
+/// A regional phase as a CodePipeline action: the release and regions the
+/// job names (and the state its token carries), the phase's input made of
+/// them and its own UserParameters, one call of the phase, and what its
+/// end says.
+async fn regional_job<'a, I, S, O, Fut>(
+    ctx: &'a Context,
+    job: &'a Job,
+    phase: Phase,
+    input: impl FnOnce(Target, Option<S>) -> Result<I, PhaseError>,
+    run: impl FnOnce(&'a Aws, I) -> Fut,
+    done: impl FnOnce(&O) -> (String, HashMap<String, String>),
+) -> Result<Outcome, PhaseError>
+where
+    S: DeserializeOwned + Serialize,
+    Fut: Future<Output = Result<Step<S, O>, PhaseError>>,
+{
+    let (target, state) = deploy_target(ctx, phase, job).await?;
+    let step = Box::pin(run(&ctx.aws, input(target, typed(state)?)?)).await?;
+    finish(ctx, job, phase, step, done).await
 }
 
 fn typed<S: DeserializeOwned>(state: Option<Value>) -> Result<Option<S>, PhaseError> {

@@ -244,30 +244,30 @@ fn denied(call: &Call<'_>, principal: &str, need: &Need, decision: Decision) -> 
     );
     tracing::warn!(principal, action = %need.action, resource = %need.resource, "local IAM: access denied");
     let escaped = crate::wire::xml_escape(&message);
-    match call.protocol() {
-        Protocol::S3 => {
-            let body = if call.method == axum::http::Method::HEAD {
+    // Each protocol's own shape of AccessDenied, as AWS answers it.
+    let (status, content_type, body) = match call.protocol() {
+        Protocol::S3 => (
+            StatusCode::FORBIDDEN,
+            "application/xml".to_owned(),
+            if call.method == axum::http::Method::HEAD {
                 String::new()
             } else {
                 format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>{escaped}</Message><RequestId>porter-local</RequestId><HostId>porter-local</HostId></Error>")
-            };
-            (StatusCode::FORBIDDEN, [("content-type", "application/xml")], body).into_response()
-        }
+            },
+        ),
         Protocol::Query => {
             // SNS names it AuthorizationError; the other Query services AccessDenied.
-            let code = if call.service == "sns" {
-                "AuthorizationError"
-            } else {
-                "AccessDenied"
+            let code = match call.service {
+                "sns" => "AuthorizationError",
+                _ => "AccessDenied",
             };
             let body = format!("<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{escaped}</Message></Error><RequestId>porter-local</RequestId></ErrorResponse>");
-            (StatusCode::FORBIDDEN, [("content-type", "text/xml")], body).into_response()
+            (StatusCode::FORBIDDEN, "text/xml".to_owned(), body)
         }
         Protocol::Json => {
-            let kind = if call.service == "dynamodb" {
-                "com.amazonaws.dynamodb.v20120810#AccessDeniedException"
-            } else {
-                "AccessDeniedException"
+            let kind = match call.service {
+                "dynamodb" => "com.amazonaws.dynamodb.v20120810#AccessDeniedException",
+                _ => "AccessDeniedException",
             };
             let content_type = call
                 .headers
@@ -276,9 +276,10 @@ fn denied(call: &Call<'_>, principal: &str, need: &Need, decision: Decision) -> 
                 .unwrap_or("application/x-amz-json-1.1")
                 .to_owned();
             let body = serde_json::json!({"__type": kind, "message": message}).to_string();
-            (StatusCode::BAD_REQUEST, [("content-type", content_type)], body).into_response()
+            (StatusCode::BAD_REQUEST, content_type, body)
         }
-    }
+    };
+    (status, [("content-type", content_type)], body).into_response()
 }
 
 /// A call of a checked caller that the local stack cannot map to IAM:

@@ -125,9 +125,9 @@ async fn hooks_run_unprivileged_and_a_failing_one_stops() {
     edit_config(&svc, "  stack_definition_path: .porter/broken.json\n", "");
     let (error, cause, _) = failed(deploy(&local, &svc).await);
     assert_eq!(error, "HookFailed", "{cause}");
-    assert!(
-        cause.contains("hook post_pack[0] failed: exit 1; its output ends: lint: 3 problems"),
-        "{cause}"
+    porter_e2e::assert_says(
+        &cause,
+        "hook post_pack[0] failed: exit 1; its output ends: lint: 3 problems",
     );
     local.stop().await;
 }
@@ -381,16 +381,13 @@ async fn a_failing_post_promote_hook_puts_every_region_back() {
     std::fs::write(svc.join("index.html"), "release 2").unwrap();
     let (error, cause, _) = failed(deploy(&local, &svc).await);
     assert_eq!(error, "HookFailed", "{cause}");
-    assert!(
-        cause.contains("hook post_promote[0] failed") && cause.contains("serves the release it replaced again"),
-        "{cause}"
-    );
+    porter_e2e::assert_says(&cause, "hook post_promote[0] failed");
+    porter_e2e::assert_says(&cause, "serves the release it replaced again");
     // The hook was told where release 2 served: its instances and load
     // balancers in both regions.
-    assert!(
-        cause.contains("smoke: us-east-1:i-") && cause.contains(",us-west-2:i-") && cause.contains(" at us-east-1:"),
-        "{cause}"
-    );
+    porter_e2e::assert_says(&cause, "smoke: us-east-1:i-");
+    porter_e2e::assert_says(&cause, ",us-west-2:i-");
+    porter_e2e::assert_says(&cause, " at us-east-1:");
     assert_serving(
         &local,
         "smoke",

@@ -368,9 +368,9 @@ async fn instances_read_secrets_and_run_ec2_bootstrap() {
         "  - command: \"echo 'agent: no licence key' >&2; exit 4\"\n",
     );
     let cause = cause_of(deploy(&local, &svc).await);
-    assert!(
-        cause.contains("ec2_bootstrap[0] failed; its output ends: agent: no licence key"),
-        "{cause}"
+    porter_e2e::assert_says(
+        &cause,
+        "ec2_bootstrap[0] failed; its output ends: agent: no licence key",
     );
     local.stop().await;
 }
@@ -575,10 +575,8 @@ async fn target_groups_cut_over_and_refuse_anothers() {
     edit_config(&svc, "target_group: albs-staging-usw2", "target_group: someone-elses");
     std::fs::write(svc.join("index.html"), html.replace("release 1", "release 3")).unwrap();
     let cause = cause_of(deploy(&local, &svc).await);
-    assert!(
-        cause.contains("target group someone-elses") && cause.contains("billing"),
-        "{cause}"
-    );
+    porter_e2e::assert_says(&cause, "target group someone-elses");
+    porter_e2e::assert_says(&cause, "billing");
 
     // One of the service's own, on a port the service does not listen on:
     // its instances would register and never answer.

@@ -503,10 +503,8 @@ async fn a_release_changed_after_pack_is_refused() {
     ] {
         assert_eq!(err.error_type(), "Invalid", "{err}");
         let msg = err.to_string();
-        assert!(
-            msg.contains(&r1.config.url()) && msg.contains("changed after pack"),
-            "{msg}"
-        );
+        porter_e2e::assert_says(&msg, &r1.config.url());
+        porter_e2e::assert_says(&msg, "changed after pack");
     }
     for r in REGIONS {
         assert!(
@@ -533,10 +531,8 @@ async fn a_release_changed_after_pack_is_refused() {
     let err = provision(aws, &r1).await.unwrap_err();
     assert_eq!(err.error_type(), "Invalid", "{err}");
     let msg = err.to_string();
-    assert!(
-        msg.contains(&r1.payload.url()) && msg.contains("changed after pack"),
-        "{msg}"
-    );
+    porter_e2e::assert_says(&msg, &r1.payload.url());
+    porter_e2e::assert_says(&msg, "changed after pack");
     for r in REGIONS {
         assert!(
             live_stacks(aws, r, &svc.name).await.is_empty(),
