@@ -195,6 +195,11 @@ async fn find_stack(clients: &RegionClients, name: &str, execution: &str) -> Res
                 .stacks()
                 .iter()
                 .find(|s| s.stack_status() != Some(&StackStatus::DeleteComplete));
+            let refuse = |reason: String| PhaseError::StackFailed {
+                region: clients.region.clone(),
+                stack: name.to_owned(),
+                reason,
+            };
             // A stack of this name on its way out (or stuck there) is not
             // this release's to adopt: creating again waits for it to go.
             if let Some(s) = live.filter(|s| {
@@ -203,15 +208,11 @@ async fn find_stack(clients: &RegionClients, name: &str, execution: &str) -> Res
                     Some(StackStatus::DeleteInProgress | StackStatus::DeleteFailed)
                 )
             }) {
-                return Err(PhaseError::StackFailed {
-                    region: clients.region.clone(),
-                    stack: name.to_owned(),
-                    reason: format!(
-                        "a stack of this name is {}: {}; delete it (or wait until it is gone), then deploy again",
-                        s.stack_status().map(|st| st.as_str()).unwrap_or_default(),
-                        s.stack_status_reason().unwrap_or("no reason given")
-                    ),
-                });
+                return Err(refuse(format!(
+                    "a stack of this name is {}: {}; delete it (or wait until it is gone), then deploy again",
+                    s.stack_status().map(|st| st.as_str()).unwrap_or_default(),
+                    s.stack_status_reason().unwrap_or("no reason given")
+                )));
             }
             if let Some(s) = live.filter(|s| {
                 matches!(
@@ -227,16 +228,12 @@ async fn find_stack(clients: &RegionClients, name: &str, execution: &str) -> Res
                     .iter()
                     .any(|t| t.key() == Some("porter:execution") && t.value() == Some(execution))
             }) {
-                return Err(PhaseError::StackFailed {
-                    region: clients.region.clone(),
-                    stack: name.to_owned(),
-                    reason: format!(
-                        "a failed stack of this release is kept from an earlier deploy ({}: {}; stack_creation.on_failure kept it to debug): delete it (aws cloudformation delete-stack --stack-name {name} --region {}) or deploy another version",
-                        s.stack_status().map(|st| st.as_str()).unwrap_or_default(),
-                        s.stack_status_reason().unwrap_or("no reason given"),
-                        clients.region
-                    ),
-                });
+                return Err(refuse(format!(
+                    "a failed stack of this release is kept from an earlier deploy ({}: {}; stack_creation.on_failure kept it to debug): delete it (aws cloudformation delete-stack --stack-name {name} --region {}) or deploy another version",
+                    s.stack_status().map(|st| st.as_str()).unwrap_or_default(),
+                    s.stack_status_reason().unwrap_or("no reason given"),
+                    clients.region
+                )));
             }
             Ok(live.and_then(|s| s.stack_id().map(str::to_owned)))
         }

@@ -9,7 +9,7 @@
 //! in `SCHEDULED_PIPELINES` (the weekly build).
 
 use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
-use aws_sdk_codepipeline::types::{ActionCategory, ActionDeclaration, StageDeclaration};
+use aws_sdk_codepipeline::types::{ActionCategory, ActionDeclaration, PipelineDeclaration, StageDeclaration};
 use porter_core::aws;
 use porter_core::phase::PhaseError;
 use porter_core::settings::SettingsError;
@@ -380,13 +380,18 @@ async fn start(ctx: &Context, name: &str) -> Result<String, FunctionError> {
 }
 
 async fn exists(ctx: &Context, name: &str) -> Result<bool, FunctionError> {
+    Ok(declared(ctx, name).await?.is_some())
+}
+
+/// The pipeline's declaration; `None` when there is no such pipeline.
+async fn declared(ctx: &Context, name: &str) -> Result<Option<PipelineDeclaration>, FunctionError> {
     match ctx.codepipeline().get_pipeline().name(name).send().await {
-        Ok(_) => Ok(true),
+        Ok(out) => Ok(out.pipeline),
         Err(e)
             if e.as_service_error()
                 .is_some_and(|se| se.is_pipeline_not_found_exception()) =>
         {
-            Ok(false)
+            Ok(None)
         }
         Err(e) => Err(aws::classify(&format!("look up pipeline {name}"), e).into()),
     }
@@ -473,16 +478,11 @@ fn is(action: &ActionDeclaration, category: &ActionCategory) -> bool {
 /// Copies the main pipeline for `branch`: see [`branch_stages`].
 async fn create(ctx: &Context, main: &str, name: &str, branch: &str) -> Result<(), FunctionError> {
     let cp = ctx.codepipeline();
-    let template = cp
-        .get_pipeline()
-        .name(main)
-        .send()
-        .await
-        .map_err(aws::err(format!("read the main pipeline {main}")))?;
-    let declaration = template
-        .pipeline()
-        .cloned()
-        .ok_or_else(|| FunctionError::Phase(PhaseError::Aws(format!("pipeline {main} came back empty"))))?;
+    let declaration = declared(ctx, main).await?.ok_or_else(|| {
+        FunctionError::Phase(PhaseError::Invalid(format!(
+            "the main pipeline {main} does not exist (PIPELINE_NAME names it): deploy the stack again"
+        )))
+    })?;
     let switched = declaration
         .stages()
         .iter()
@@ -526,17 +526,7 @@ async fn create(ctx: &Context, main: &str, name: &str, branch: &str) -> Result<(
 
 /// The branch a pipeline's CodeCommit source reads, if the pipeline exists.
 async fn branch_of_pipeline(ctx: &Context, name: &str) -> Result<Option<String>, FunctionError> {
-    if !exists(ctx, name).await? {
-        return Ok(None);
-    }
-    let p = ctx
-        .codepipeline()
-        .get_pipeline()
-        .name(name)
-        .send()
-        .await
-        .map_err(aws::err(format!("read pipeline {name}")))?;
-    Ok(p.pipeline().and_then(|p| {
+    Ok(declared(ctx, name).await?.and_then(|p| {
         p.stages()
             .iter()
             .flat_map(|s| s.actions())

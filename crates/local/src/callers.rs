@@ -362,6 +362,19 @@ mod tests {
         Some((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
+    /// A lease-table call (`DynamoDB_20120810.{operation}`) by `who`,
+    /// refused: its status and body.
+    fn lease_refusal(callers: &Callers, who: &Principal, operation: &str) -> (StatusCode, String) {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-amz-target",
+            format!("DynamoDB_20120810.{operation}").parse().unwrap(),
+        );
+        h.insert("content-type", "application/x-amz-json-1.0".parse().unwrap());
+        let table = r#"{"TableName":"porter-leases"}"#;
+        refusal(callers, who, "dynamodb", Method::POST, "/", h, table).expect("refused")
+    }
+
     #[test]
     fn a_call_outside_the_role_is_refused_in_the_services_own_shape() {
         let callers = Callers::new(roles());
@@ -396,19 +409,7 @@ mod tests {
             "{body}"
         );
         // A JSON service: pack has no lease table rights.
-        let mut h = HeaderMap::new();
-        h.insert("x-amz-target", "DynamoDB_20120810.GetItem".parse().unwrap());
-        h.insert("content-type", "application/x-amz-json-1.0".parse().unwrap());
-        let (status, body) = refusal(
-            &callers,
-            &pack,
-            "dynamodb",
-            Method::POST,
-            "/",
-            h,
-            r#"{"TableName":"porter-leases"}"#,
-        )
-        .unwrap();
+        let (status, body) = lease_refusal(&callers, &pack, "GetItem");
         assert_eq!(status, StatusCode::BAD_REQUEST);
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["__type"], "com.amazonaws.dynamodb.v20120810#AccessDeniedException");
@@ -465,18 +466,7 @@ mod tests {
             None
         );
         // ... and takes no lease: that is the lease function's.
-        let mut h = HeaderMap::new();
-        h.insert("x-amz-target", "DynamoDB_20120810.PutItem".parse().unwrap());
-        let (_, body) = refusal(
-            &callers,
-            &session,
-            "dynamodb",
-            Method::POST,
-            "/",
-            h,
-            r#"{"TableName":"porter-leases"}"#,
-        )
-        .unwrap();
+        let (_, body) = lease_refusal(&callers, &session, "PutItem");
         assert!(body.contains("User: arn:aws:sts::210987654321:assumed-role/porter-deployment/porter-promote-web is not authorized to perform: dynamodb:PutItem on resource: arn:aws:dynamodb:us-east-1:210987654321:table/porter-leases"), "{body}");
     }
 
