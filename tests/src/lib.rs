@@ -14,7 +14,8 @@ use porter_core::target::Target;
 use porter_local::deploy::Outcome;
 use porter_local::moto::{self, Moto};
 
-/// A fresh moto with clients pointed at it.
+/// A fresh moto with clients pointed at it; moto stops when the stack is
+/// dropped (the test's end, or its panic).
 #[derive(Debug)]
 pub struct Stack {
     pub moto: Moto,

@@ -599,11 +599,8 @@ async fn target_groups_cut_over_and_refuse_anothers() {
         .unwrap();
     edit_config(&svc, "target_group: someone-elses", "target_group: albs-port-80");
     let cause = cause_of(deploy(&local, &svc).await);
-    assert!(
-        cause.contains("target group albs-port-80")
-            && cause.contains("sends traffic to port 80, and the service listens on 8080"),
-        "{cause}"
-    );
+    porter_e2e::assert_says(&cause, "target group albs-port-80");
+    porter_e2e::assert_says(&cause, "sends traffic to port 80, and the service listens on 8080");
     local.stop().await;
 }
 

@@ -162,6 +162,32 @@ async fn lb_view(aws: &Aws, region: &str, lb: &Elb) -> (Vec<String>, BTreeMap<St
     (registered, states, tag)
 }
 
+/// Replaces an object of a release in S3 (as someone with write access
+/// to the bucket could).
+async fn overwrite(s3: &aws_sdk_s3::Client, obj: &porter_core::release::S3Object, body: Vec<u8>) {
+    s3.put_object()
+        .bucket(&obj.bucket)
+        .key(&obj.key)
+        .body(body.into())
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The live stacks of `svc` in `region` are exactly those of `releases`.
+async fn assert_live(aws: &Aws, region: &str, svc: &str, releases: &[&Provisioned]) {
+    let mut want: Vec<String> = releases.iter().map(|p| p.stacks[region].stack_name.clone()).collect();
+    want.sort();
+    assert_eq!(live_stacks(aws, region, svc).await, want, "{region}");
+}
+
+/// No region has a live stack of `svc`.
+async fn nothing_created(aws: &Aws, svc: &str) {
+    for r in REGIONS {
+        assert!(live_stacks(aws, r, svc).await.is_empty(), "nothing created in {r}");
+    }
+}
+
 async fn live_stacks(aws: &Aws, region: &str, svc: &str) -> Vec<String> {
     let c = clients(aws, region).await;
     let mut names: Vec<String> = prune::service_stacks(&c, svc, "staging")
@@ -245,12 +271,7 @@ async fn two_releases_cut_over_roll_back_and_prune() {
         let p = &pruned.regions[region];
         assert!(p.deleted.is_empty(), "{region}: {:?}", p.deleted);
         assert_eq!(p.rollback, vec![p1.stacks[region].stack_name.clone()]);
-        let mut want = vec![
-            p1.stacks[region].stack_name.clone(),
-            p2.stacks[region].stack_name.clone(),
-        ];
-        want.sort();
-        assert_eq!(live_stacks(aws, region, "hello").await, want);
+        assert_live(aws, region, "hello", &[&p1, &p2]).await;
     }
     assert_serving(aws, &svc.name, &ids(&p2)).await;
 
@@ -262,12 +283,7 @@ async fn two_releases_cut_over_roll_back_and_prune() {
         let p = &pruned.regions[region];
         assert_eq!(p.deleted, vec![p1.stacks[region].stack_name.clone()]);
         assert_eq!(p.rollback, vec![p2.stacks[region].stack_name.clone()]);
-        let mut want = vec![
-            p2.stacks[region].stack_name.clone(),
-            p3.stacks[region].stack_name.clone(),
-        ];
-        want.sort();
-        assert_eq!(live_stacks(aws, region, "hello").await, want);
+        assert_live(aws, region, "hello", &[&p2, &p3]).await;
         assert_eq!(
             live_stacks(aws, region, "neighbour").await.len(),
             1,
@@ -275,7 +291,6 @@ async fn two_releases_cut_over_roll_back_and_prune() {
         );
     }
     assert_serving(aws, &svc.name, &ids(&p3)).await;
-    stack.moto.stop().await;
 }
 
 #[tokio::test]
@@ -322,7 +337,6 @@ async fn every_phase_run_twice_changes_nothing_the_second_time() {
     let pruned = prune(aws, &r, 0).await.unwrap();
     assert!(pruned.regions.values().all(|p| p.deleted.is_empty()));
     assert_serving(aws, "twice", &ids(&p)).await;
-    stack.moto.stop().await;
 }
 
 /// Prune with more old stacks than one step deletes: it spreads them over
@@ -383,7 +397,6 @@ async fn prune_spreads_hundreds_of_deletes_over_steps() {
     );
     let other = &pruned.regions[REGIONS[1]];
     assert_eq!(other.deleted_count(), 0, "{:?}", other.deleted);
-    stack.moto.stop().await;
 }
 
 async fn futures_view(aws: &Aws, svc: &str) -> Vec<(Vec<String>, Option<String>)> {
@@ -422,7 +435,6 @@ async fn failed_stack_is_reported_and_nothing_promoted() {
     assert_eq!(err.error_type(), "StackFailed");
     // Release 1 still serves everywhere.
     assert_serving(aws, "failing", &ids(&p1)).await;
-    stack.moto.stop().await;
 }
 
 #[tokio::test]
@@ -471,7 +483,6 @@ async fn a_blackout_window_refuses_every_phase() {
     assert_eq!(provision(aws, &r).await.unwrap_err().error_type(), "Blackout");
     assert_eq!(promote(aws, &r, None).await.unwrap_err().error_type(), "Blackout");
     assert_eq!(prune(aws, &r, 0).await.unwrap_err().error_type(), "Blackout");
-    stack.moto.stop().await;
 }
 
 /// What pack stored is what provision and promote deploy: a payload or a
@@ -490,13 +501,7 @@ async fn a_release_changed_after_pack_is_refused() {
         .unwrap()
         .replace("t3.micro", "t3.large");
     assert_ne!(edited.as_bytes(), original.as_slice());
-    s3.put_object()
-        .bucket(&r1.config.bucket)
-        .key(&r1.config.key)
-        .body(edited.into_bytes().into())
-        .send()
-        .await
-        .unwrap();
+    overwrite(&s3, &r1.config, edited.into_bytes()).await;
     for err in [
         provision(aws, &r1).await.unwrap_err(),
         promote(aws, &r1, None).await.unwrap_err(),
@@ -506,39 +511,17 @@ async fn a_release_changed_after_pack_is_refused() {
         porter_e2e::assert_says(&msg, &r1.config.url());
         porter_e2e::assert_says(&msg, "changed after pack");
     }
-    for r in REGIONS {
-        assert!(
-            live_stacks(aws, r, &svc.name).await.is_empty(),
-            "nothing created in {r}"
-        );
-    }
-    s3.put_object()
-        .bucket(&r1.config.bucket)
-        .key(&r1.config.key)
-        .body(original.into())
-        .send()
-        .await
-        .unwrap();
+    nothing_created(aws, &svc.name).await;
+    overwrite(&s3, &r1.config, original).await;
 
     // The payload, replaced by other bytes.
-    s3.put_object()
-        .bucket(&r1.payload.bucket)
-        .key(&r1.payload.key)
-        .body(b"not the packed tarball".to_vec().into())
-        .send()
-        .await
-        .unwrap();
+    overwrite(&s3, &r1.payload, b"not the packed tarball".to_vec()).await;
     let err = provision(aws, &r1).await.unwrap_err();
     assert_eq!(err.error_type(), "Invalid", "{err}");
     let msg = err.to_string();
     porter_e2e::assert_says(&msg, &r1.payload.url());
     porter_e2e::assert_says(&msg, "changed after pack");
-    for r in REGIONS {
-        assert!(
-            live_stacks(aws, r, &svc.name).await.is_empty(),
-            "nothing created in {r}"
-        );
-    }
+    nothing_created(aws, &svc.name).await;
 
     // Packing again restores the payload, and the release deploys.
     let again = pack_release(aws, &svc, "release 1").await;
@@ -549,7 +532,6 @@ async fn a_release_changed_after_pack_is_refused() {
         "only the payload is written again"
     );
     provision(aws, &r1).await.unwrap();
-    stack.moto.stop().await;
 }
 
 /// The same code with another resolved config (here a `${VAR}` handed in
@@ -560,12 +542,7 @@ async fn a_release_changed_after_pack_is_refused() {
 async fn the_same_code_with_another_config_is_another_release() {
     let (stack, svc) = started("configs").await;
     let aws = &stack.aws;
-    let text = std::fs::read_to_string(svc.root.join(".porter/config")).unwrap();
-    std::fs::write(
-        svc.root.join(".porter/config"),
-        text.replace("instance_type: t3.micro", "instance_type: ${ITYPE}"),
-    )
-    .unwrap();
+    porter_e2e::edit_config(&svc.root, "instance_type: t3.micro", "instance_type: ${ITYPE}");
     let pack_with = |itype: Option<&str>| {
         let input = pack_input(
             &svc,
@@ -589,7 +566,6 @@ async fn the_same_code_with_another_config_is_another_release() {
     assert_eq!(err.error_type(), "Invalid", "{err}");
     assert!(err.to_string().contains("the variable `ITYPE` is not set"), "{err}");
     assert!(!err.to_string().contains("t3.nano"), "{err}");
-    stack.moto.stop().await;
 }
 
 #[tokio::test]
@@ -630,7 +606,6 @@ async fn an_instance_auto_scaling_replaces_in_a_promoted_stack_serves() {
     let new = promote::stack_instances(&c, &p2.stacks[region].stack_id).await.unwrap();
     let (registered, _, _) = elb_view(aws, region, "replaced-usw2").await;
     assert_eq!(registered, new);
-    stack.moto.stop().await;
 }
 
 fn denied<T: std::fmt::Debug>(result: Result<T, PhaseError>, needles: &[&str]) -> String {

@@ -217,7 +217,6 @@ async fn branch_events_drive_branch_pipelines() {
     let err = handle(&ctx, Function::Trigger, json!({"hello": 1})).await.unwrap_err();
     assert_eq!(err.error_type(), "Invalid");
     assert!(err.to_string().contains("EventBridge"), "{err}");
-    stack.moto.stop().await;
 }
 
 /// CodeCommit repository triggers drive the same branch pipelines as
@@ -282,5 +281,4 @@ async fn repository_triggers_drive_branch_pipelines() {
     foreign["Records"][0]["eventSource"] = json!("aws:s3");
     let err = handle(&ctx, Function::Trigger, foreign).await.unwrap_err();
     assert!(err.to_string().contains("aws:s3"), "{err}");
-    stack.moto.stop().await;
 }
