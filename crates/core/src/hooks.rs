@@ -246,19 +246,10 @@ async fn fence(aws: &Aws, input: &HooksInput) -> Result<(), PhaseError> {
     let (Some(execution), Some(release), Some(_)) = (&input.execution, &input.release, aws.fence()) else {
         return Ok(());
     };
-    let (service, environment) = match release {
-        ReleaseRef::Inline(r) => (r.service.clone(), r.environment.clone()),
-        ReleaseRef::Pointer(_) => {
-            let target = Target {
-                release: release.clone(),
-                region: None,
-                regions: Vec::new(),
-            };
-            let d = Deployment::load(aws, &target).await?;
-            (d.release.service, d.release.environment)
-        }
-    };
-    crate::lease::check_fence(aws, &service, &environment, execution).await
+    // Only who it is: the config is read (and checked) once the fence
+    // lets the step go on.
+    let release = crate::target::release_of(aws, release).await?;
+    crate::lease::check_fence(aws, &release.service, &release.environment, execution).await
 }
 
 /// Stops hook builds (an abort's, or a fenced step's): per build, what

@@ -1,6 +1,7 @@
 //! What provision, promote and prune share: the release they act on, the
 //! regions they act in, and running one step per region at once.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::future::Future;
 
@@ -28,6 +29,23 @@ pub struct Target {
     pub regions: Vec<String>,
 }
 
+/// The release a reference names: pack's output as it is, or the record
+/// an `s3://` pointer names, read (its config is not: see
+/// [`Deployment::load`]).
+pub async fn release_of<'r>(aws: &Aws, release: &'r ReleaseRef) -> Result<Cow<'r, Release>, PhaseError> {
+    match release {
+        ReleaseRef::Inline(r) => Ok(Cow::Borrowed(r.as_ref())),
+        ReleaseRef::Pointer(url) => {
+            let obj = S3Object::parse_url(url).ok_or_else(|| {
+                PhaseError::Invalid(format!(
+                    "`release` must be pack's output or s3://bucket/key of its record, not `{url}`"
+                ))
+            })?;
+            Ok(Cow::Owned(store::read_json(&aws.s3(), &obj).await?))
+        }
+    }
+}
+
 /// A release with its resolved config, ready to act on.
 #[derive(Debug)]
 pub struct Deployment {
@@ -37,17 +55,7 @@ pub struct Deployment {
 
 impl Deployment {
     pub async fn load(aws: &Aws, target: &Target) -> Result<Deployment, PhaseError> {
-        let release = match &target.release {
-            ReleaseRef::Inline(r) => (**r).clone(),
-            ReleaseRef::Pointer(url) => {
-                let obj = S3Object::parse_url(url).ok_or_else(|| {
-                    PhaseError::Invalid(format!(
-                        "`release` must be pack's output or s3://bucket/key of its record, not `{url}`"
-                    ))
-                })?;
-                store::read_json(&aws.s3(), &obj).await?
-            }
-        };
+        let release = release_of(aws, &target.release).await?.into_owned();
         let bytes = store::read_bytes(&aws.s3(), &release.config).await?;
         let found = hex::encode(Sha256::digest(&bytes));
         if release.config_sha256.is_empty() {

@@ -168,16 +168,16 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         if let Some(holder) = porter_core::lease::read(&ddb, table, &key).await? {
             if holder.execution != arn {
                 return Ok(json!({
-                        "execution": arn,
-                        "service": service,
-                        "environment": environment,
-                        "stopped": stopped,
-                "hooks_stopped": hooks_stopped,
-                        "status": status,
-                        "undone": {},
-                        "lease_given": false,
-                        "note": format!("{} holds the lease now and deploys every region itself: nothing was undone", holder.execution),
-                    }));
+                    "execution": arn,
+                    "service": service,
+                    "environment": environment,
+                    "stopped": stopped,
+                    "hooks_stopped": hooks_stopped,
+                    "status": status,
+                    "undone": {},
+                    "lease_given": false,
+                    "note": format!("{} holds the lease now and deploys every region itself: nothing was undone", holder.execution),
+                }));
             }
         }
     }
@@ -213,7 +213,7 @@ pub async fn handle(ctx: &Context, event: Value) -> Result<Value, FunctionError>
         "service": service,
         "environment": environment,
         "stopped": stopped,
-            "hooks_stopped": hooks_stopped,
+        "hooks_stopped": hooks_stopped,
         "status": if stopped { "ABORTED".to_owned() } else { status },
         "undone": undone,
         "lease_given": lease_given,

@@ -2056,7 +2056,7 @@ fn group_bounds_egress_and_stack_knobs_are_checked() {
         (format!("{BASE}  stack_creation: {{on_failure: KEEP}}\n"), "stack_creation.on_failure", "DO_NOTHING"),
     ];
     for (text, path, says) in cases {
-        let loaded = load_str(&text, Path::new("c"), Path::new("."), &|_| None);
+        let loaded = load(&text);
         let messages: Vec<String> = loaded.located().map(|l| l.to_string()).collect();
         assert!(loaded.config.is_none(), "{path}: {messages:?}");
         assert!(
@@ -2065,21 +2065,13 @@ fn group_bounds_egress_and_stack_knobs_are_checked() {
         );
     }
     // Egress without HTTPS is allowed, with a warning saying what breaks.
-    let loaded = load_str(
-        &region("      security_group_egress:\n      - {cidr_ip: 10.0.0.0/8, ip_protocol: udp, from_port: 53, to_port: 53}\n"),
-        Path::new("c"),
-        Path::new("."),
-        &|_| None,
-    );
+    let loaded = load(&region(
+        "      security_group_egress:\n      - {cidr_ip: 10.0.0.0/8, ip_protocol: udp, from_port: 53, to_port: 53}\n",
+    ));
     assert!(loaded.config.is_some());
     assert!(loaded.located().any(|l| l.to_string().contains("tcp 443")));
     // porter's own secrets_exec keys under it still only warn.
-    let loaded = load_str(
-        &region("      secrets_exec_name: echo\n"),
-        Path::new("c"),
-        Path::new("."),
-        &|_| None,
-    );
+    let loaded = load(&region("      secrets_exec_name: echo\n"));
     assert!(loaded.config.is_some());
     assert!(loaded.located().any(|l| l.to_string().contains("not acted on")));
 }
@@ -2091,9 +2083,7 @@ fn a_release_asks_for_the_steps_its_config_has_something_for() {
         let text = format!(
             "service_name: web\nenvironments:\n- name: prod\n  role_arn: arn:aws:iam::123456789012:role/d\n  regions:\n  - name: us-west-2\n    azs:\n    - {{name: us-west-2a}}\n    s3_bucket: web-bucket\n{extra}"
         );
-        load_str(&text, std::path::Path::new("c"), std::path::Path::new("."), &|_| None)
-            .deployable()
-            .unwrap()
+        load(&text).deployable().unwrap()
     };
     assert_eq!(Steps::of(&config("")), Steps::none());
     let steps = Steps::of(&config(

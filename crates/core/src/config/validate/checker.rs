@@ -409,11 +409,11 @@ impl Checker<'_> {
 /// The longest key a finding shows whole; past it, its start and its length.
 pub(super) const MAX_KEY_SHOWN: usize = 64;
 
-/// `key` as a finding shows it: clipped, so a 100 KB key is not repeated
-/// into every message and path.
 /// A mapping found by [`Checker::section`]: its node, entries and path.
 pub(super) type Section<'n> = (&'n Node, &'n [(Node, Node)], String);
 
+/// `key` as a finding shows it: clipped, so a 100 KB key is not repeated
+/// into every message and path.
 pub(super) fn clip_key(key: &str) -> String {
     if key.chars().count() <= MAX_KEY_SHOWN {
         return key.to_owned();

@@ -344,9 +344,7 @@ pub(super) fn check_blackouts(c: &mut Checker<'_>, env: &Node, path: &str) -> Op
     };
     let items = c.list(node, &bpath, "windows with start_time and end_time")?;
     let mut windows = Vec::new();
-    let mut ok = true;
-    let (mappings, all_mappings) = c.mappings(items, &bpath, "a window", &["start_time", "end_time"]);
-    ok &= all_mappings;
+    let (mappings, mut ok) = c.mappings(items, &bpath, "a window", &["start_time", "end_time"]);
     for (w, wpath) in mappings {
         let mut parse = |key: &str| {
             let (text, node) = c.string(w, key, &wpath, true)?;

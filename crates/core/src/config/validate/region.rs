@@ -182,9 +182,7 @@ pub(super) fn check_azs(
     }
     let mut azs = Vec::new();
     let mut names = HashSet::new();
-    let mut ok = true;
-    let (mappings, all_mappings) = c.mappings(items, &apath, "an availability zone", &["name", "subnet_id"]);
-    ok &= all_mappings;
+    let (mappings, mut ok) = c.mappings(items, &apath, "an availability zone", &["name", "subnet_id"]);
     for (az, zpath) in mappings {
         let name = c.string(az, "name", &zpath, true);
         if let (Some((n, nnode)), Some(r)) = (&name, region_name) {
@@ -321,9 +319,7 @@ pub(super) fn check_balancers(c: &mut Checker<'_>, region: &Node, path: &str, ki
     let items = c.list(node, &epath, &format!("{noun}s with name and tag"))?;
     let mut elbs = Vec::new();
     let mut names = HashSet::new();
-    let mut ok = true;
-    let (mappings, all_mappings) = c.mappings(items, &epath, &format!("a {noun}"), &["name", "tag"]);
-    ok &= all_mappings;
+    let (mappings, mut ok) = c.mappings(items, &epath, &format!("a {noun}"), &["name", "tag"]);
     for (item, ipath) in mappings {
         let tag = c.string(item, "tag", &ipath, false).map(|(t, _)| t);
         match c.string(item, "name", &ipath, true) {
@@ -356,9 +352,7 @@ pub(super) fn check_containers(c: &mut Checker<'_>, region: &Node, path: &str) -
     let items = c.list(node, &cpath, "containers")?;
     let mut containers = Vec::new();
     let mut names = HashSet::new();
-    let mut ok = true;
-    let (mappings, all_mappings) = c.mappings(items, &cpath, "a container", CONTAINER_KEYS);
-    ok &= all_mappings;
+    let (mappings, mut ok) = c.mappings(items, &cpath, "a container", CONTAINER_KEYS);
     for (item, ipath) in mappings {
         let name = c.string(item, "name", &ipath, true);
         if let Some((n, nnode)) = &name {
@@ -582,14 +576,12 @@ fn check_egress(c: &mut Checker<'_>, list: &Node, path: &str) -> Option<Vec<Egre
         "egress rules (`cidr_ip`, `ip_protocol`, `from_port`, `to_port`)",
     )?;
     let mut rules = Vec::new();
-    let mut ok = true;
-    let (mappings, all_mappings) = c.mappings(
+    let (mappings, mut ok) = c.mappings(
         items,
         path,
         "an egress rule",
         &["cidr_ip", "ip_protocol", "from_port", "to_port"],
     );
-    ok &= all_mappings;
     for (item, ipath) in mappings {
         let cidr = c.parsed(
             item,
